@@ -1,0 +1,101 @@
+//! Cases from keras-oracle/SPEC.md §5 and §19; the differential test against CPython
+//! (`tests/template_vs_cpython.rs`) covers the rest of the language.
+
+use super::*;
+
+fn kw() -> Vec<(&'static str, Value)> {
+    vec![
+        ("epoch", Value::Int(1)),
+        ("big", Value::Int(1234)),
+        ("val_loss", Value::Float(0.25)),
+        ("x", Value::Float(10.005)),
+        ("none", Value::None),
+    ]
+}
+
+fn ok(template: &str) -> String {
+    format(template, &kw()).unwrap_or_else(|e| panic!("{template}: {e}"))
+}
+
+fn err(template: &str) -> (String, &'static str) {
+    let e = format(template, &kw()).expect_err(template);
+    (e.to_string(), e.python_type())
+}
+
+#[test]
+fn spec_examples() {
+    assert_eq!(ok("{epoch:02d}"), "01");
+    assert_eq!(ok("{epoch:03d}-{x:.2f}"), "001-10.01");
+    assert_eq!(ok("{epoch:>4}"), "   1");
+    assert_eq!(ok("{epoch:+d}"), "+1");
+    assert_eq!(ok("{epoch:<3}|{epoch:^5}|{epoch:x}"), "1  |  1  |1");
+    assert_eq!(ok("{val_loss:%}|{val_loss:g}|{big:,}"), "25.000000%|0.25|1,234");
+    assert_eq!(ok("{{epoch}}-{epoch}"), "{epoch}-1");
+    assert_eq!(ok("{epoch:.1f}"), "1.0");
+    assert_eq!(ok("{none}"), "None");
+    assert_eq!(ok("{epoch!r:>3}"), "  1");
+    assert_eq!(ok("{epoch.real}{epoch.imag}"), "10");
+    assert_eq!(ok("{epoch:{big}}").len(), 1234);
+}
+
+#[test]
+fn rounding_is_exact_with_ties_to_even() {
+    let f = |x: f64, spec: &str| format_value(&Value::Float(x), spec).expect("valid");
+    assert_eq!(f(0.125, ".2f"), "0.12");
+    assert_eq!(f(0.375, ".2f"), "0.38");
+    assert_eq!(f(2.675, ".2f"), "2.67");
+    assert_eq!(f(1.005, ".2f"), "1.00");
+    assert_eq!(f(2.5, ".0f"), "2");
+    assert_eq!(f(3.5, ".0f"), "4");
+    assert_eq!(f(0.046875, ".5f"), "0.04688");
+    assert_eq!(f(0.015625, ".5f"), "0.01562");
+    assert_eq!(f(0.99995, ".4f"), "1.0000");
+    assert_eq!(f(1.2345e-4, ".3e"), "1.234e-04");
+    assert_eq!(f(12345.0, ".3e"), "1.234e+04");
+    assert_eq!(f(f64::NAN, ".2f"), "nan");
+    assert_eq!(f(f64::NEG_INFINITY, ".3e"), "-inf");
+    assert_eq!(f(f64::INFINITY, "g"), "inf");
+}
+
+#[test]
+fn errors_carry_python_types_and_texts() {
+    assert_eq!(err("w-{foo}.h5"), ("'foo'".into(), "KeyError"));
+    assert_eq!(err("w.{epoch.h5"), ("expected '}' before end of string".into(), "ValueError"));
+    assert_eq!(err("w}"), ("Single '}' encountered in format string".into(), "ValueError"));
+    assert_eq!(err("w{"), ("Single '{' encountered in format string".into(), "ValueError"));
+    assert_eq!(
+        err("w{}.h5"),
+        ("Replacement index 0 out of range for positional args tuple".into(), "IndexError")
+    );
+    assert_eq!(
+        err("w{1}"),
+        ("Replacement index 1 out of range for positional args tuple".into(), "IndexError")
+    );
+    assert_eq!(
+        err("{epoch:s}"),
+        ("Unknown format code 's' for object of type 'int'".into(), "ValueError")
+    );
+    assert_eq!(
+        err("{val_loss:d}"),
+        ("Unknown format code 'd' for object of type 'float'".into(), "ValueError")
+    );
+    assert_eq!(
+        err("{none:>3}"),
+        ("unsupported format string passed to NoneType.__format__".into(), "TypeError")
+    );
+    assert_eq!(
+        err("{epoch.foo}"),
+        ("'int' object has no attribute 'foo'".into(), "AttributeError")
+    );
+    assert_eq!(err("{epoch[0]}"), ("'int' object is not subscriptable".into(), "TypeError"));
+    assert_eq!(err("{epoch!x}"), ("Unknown conversion specifier x".into(), "ValueError"));
+    assert_eq!(err("{0:{0:{0}}}").1, "IndexError");
+    assert_eq!(err("{epoch:{big:{big}}}"), ("Max string recursion exceeded".into(), "ValueError"));
+}
+
+#[test]
+fn earlier_fields_fail_before_later_syntax_errors() {
+    // Python formats left to right: the unknown key is met before the stray brace.
+    assert_eq!(err("{foo}}").1, "KeyError");
+    assert_eq!(err("}{foo}").1, "ValueError");
+}
