@@ -50,9 +50,34 @@ fn random_float(rng: &mut Rng) -> f64 {
     match rng.below(8) {
         0 => f64::from_bits(rng.next()),
         1 => *rng.pick(&[
-            0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 0.5, 1.5, 2.5, 0.125, 0.375,
-            2.675, 1.005, 0.046875, 0.015625, 0.99995, 1e16, 1e15, 1e-4, 1e-5, 5e-324,
-            f64::MAX, f64::MIN_POSITIVE, 1e300, 123456789.0, 0.1, 1e22, 9.5, 99.5,
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            0.5,
+            1.5,
+            2.5,
+            0.125,
+            0.375,
+            2.675,
+            1.005,
+            0.046875,
+            0.015625,
+            0.99995,
+            1e16,
+            1e15,
+            1e-4,
+            1e-5,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            1e300,
+            123456789.0,
+            0.1,
+            1e22,
+            9.5,
+            99.5,
         ]),
         2 => (rng.below(2_000_001) as f64 - 1_000_000.0) / 1000.0,
         // Exact binary ties at various precisions.
@@ -117,8 +142,8 @@ fn random_spec(rng: &mut Rng) -> String {
     }
     if rng.chance(85) {
         s.push(*rng.pick(&[
-            'b', 'c', 'd', 'e', 'E', 'f', 'F', 'g', 'G', 'n', 'o', 's', 'x', 'X', '%', 'e', 'f', 'g',
-            'd', 'r', 'a',
+            'b', 'c', 'd', 'e', 'E', 'f', 'F', 'g', 'G', 'n', 'o', 's', 'x', 'X', '%', 'e', 'f',
+            'g', 'd', 'r', 'a',
         ]));
     }
     s
@@ -136,12 +161,64 @@ fn avoid_surrogate(v: i64) -> i64 {
 
 fn random_template(rng: &mut Rng) -> String {
     let pieces = [
-        "w", "-", ".h5", "{{", "}}", "{", "}", "{a}", "{b}", "{n}", "{missing}", "{}", "{0}", "{1}",
-        "{a!r}", "{b!s}", "{b!a}", "{a!x}", "{a!}", "{a.real}", "{b.imag}", "{a.nope}", "{a[0]}",
-        "{a[}", "{a.}", "{a:{w}}", "{b:.{p}f}", "{a:{w}d}", "{b:{w}.{p}}", "{a:{{}}}", "{a:{b:{w}}}",
-        "{b:.2f}", "{a:03d}", "{a:d}", "{b:d}", "{b:>10.3e}", "{a]}", "{a[0]x}", "{!r}", "{a:",
-        "{a!r:>5}", "{a!r", "{:}", "{0:}", "{b:%}", "{n:>3}", "{n!r:>6}", "{a.real.imag}", "{ab}",
-        "{a b}", "{é}", "{a:{}}", "[", "]", "!", ":", "{b:,}", "{a:_x}",
+        "w",
+        "-",
+        ".h5",
+        "{{",
+        "}}",
+        "{",
+        "}",
+        "{a}",
+        "{b}",
+        "{n}",
+        "{missing}",
+        "{}",
+        "{0}",
+        "{1}",
+        "{a!r}",
+        "{b!s}",
+        "{b!a}",
+        "{a!x}",
+        "{a!}",
+        "{a.real}",
+        "{b.imag}",
+        "{a.nope}",
+        "{a[0]}",
+        "{a[}",
+        "{a.}",
+        "{a:{w}}",
+        "{b:.{p}f}",
+        "{a:{w}d}",
+        "{b:{w}.{p}}",
+        "{a:{{}}}",
+        "{a:{b:{w}}}",
+        "{b:.2f}",
+        "{a:03d}",
+        "{a:d}",
+        "{b:d}",
+        "{b:>10.3e}",
+        "{a]}",
+        "{a[0]x}",
+        "{!r}",
+        "{a:",
+        "{a!r:>5}",
+        "{a!r",
+        "{:}",
+        "{0:}",
+        "{b:%}",
+        "{n:>3}",
+        "{n!r:>6}",
+        "{a.real.imag}",
+        "{ab}",
+        "{a b}",
+        "{é}",
+        "{a:{}}",
+        "[",
+        "]",
+        "!",
+        ":",
+        "{b:,}",
+        "{a:_x}",
     ];
     let count = 1 + rng.below(4);
     (0..count).map(|_| *rng.pick(&pieces)).collect()
@@ -177,13 +254,19 @@ sys.stdout.write("\n".join(json.dumps(o) for o in out))
 "#;
 
 fn python3_available() -> bool {
-    Command::new("python3").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
 fn template_engine_matches_cpython() {
     if !python3_available() {
-        assert!(std::env::var_os("CI").is_none(), "python3 is required in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 is required in CI"
+        );
         println!("SKIPPED template_vs_cpython: python3 not found on PATH");
         return;
     }
@@ -223,8 +306,10 @@ fn template_engine_matches_cpython() {
             ("p", Value::Int(rng.below(8) as i64)),
         ];
         ours.push(to_pair(format(&template, &kwargs)));
-        let kw: serde_json::Map<String, Json> =
-            kwargs.iter().map(|(k, v)| (k.to_string(), encode(*v))).collect();
+        let kw: serde_json::Map<String, Json> = kwargs
+            .iter()
+            .map(|(k, v)| (k.to_string(), encode(*v)))
+            .collect();
         cases.push(json!({ "template": template, "kwargs": kw }));
     }
 
@@ -241,7 +326,10 @@ fn template_engine_matches_cpython() {
     writer.join().expect("writer thread").expect("write cases");
     assert!(output.status.success(), "python3 failed");
     let text = String::from_utf8(output.stdout).expect("utf-8 from python");
-    let answers: Vec<Json> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let answers: Vec<Json> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(answers.len(), cases.len());
 
     let mut failures = Vec::new();
@@ -254,7 +342,9 @@ fn template_engine_matches_cpython() {
             )),
         };
         if *mine != python {
-            failures.push(format!("{case}\n   rust:   {mine:?}\n   python: {python:?}"));
+            failures.push(format!(
+                "{case}\n   rust:   {mine:?}\n   python: {python:?}"
+            ));
         }
     }
     println!(
@@ -267,6 +357,11 @@ fn template_engine_matches_cpython() {
         "{} of {} cases differ from CPython, first ones:\n{}",
         failures.len(),
         cases.len(),
-        failures.iter().take(15).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(15)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

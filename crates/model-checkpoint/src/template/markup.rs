@@ -56,10 +56,14 @@ impl<'a> Markup<'a> {
         let mut len = self.pos - start;
         let next = s.get(self.pos).copied();
         if c == '}' && (at_end || next != Some('}')) {
-            return Err(FormatError::value("Single '}' encountered in format string"));
+            return Err(FormatError::value(
+                "Single '}' encountered in format string",
+            ));
         }
         if at_end && c == '{' {
-            return Err(FormatError::value("Single '{' encountered in format string"));
+            return Err(FormatError::value(
+                "Single '{' encountered in format string",
+            ));
         }
         if !at_end {
             if next == Some(c) {
@@ -72,7 +76,10 @@ impl<'a> Markup<'a> {
         }
         let literal = &s[start..start + len];
         if !markup_follows {
-            return Ok(Some(Piece { literal, field: None }));
+            return Ok(Some(Piece {
+                literal,
+                field: None,
+            }));
         }
         let field = self.parse_field()?;
         Ok(Some(Piece {

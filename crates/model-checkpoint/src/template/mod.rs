@@ -202,9 +202,11 @@ fn render(object: &Object, spec: &str) -> Result<String, FormatError> {
     }
     match object {
         Object::Int(i) => int::format_int(*i, &spec::parse(spec, "int", 'd', Align::Right)?),
-        Object::Float(x) => {
-            float::format_float(*x, &spec::parse(spec, "float", '\0', Align::Right)?, "float")
-        }
+        Object::Float(x) => float::format_float(
+            *x,
+            &spec::parse(spec, "float", '\0', Align::Right)?,
+            "float",
+        ),
         Object::Str(s) => pystr::format_str(s, &spec::parse(spec, "str", 's', Align::Left)?),
         Object::None => Err(FormatError::Type(
             "unsupported format string passed to NoneType.__format__".to_owned(),

@@ -98,7 +98,10 @@ fn group_digits(digits: &str, min_width: i64, separator: Option<(char, usize)>) 
         let end = usize::try_from(remaining).unwrap_or(0);
         let start = end.saturating_sub(usize::try_from(take).unwrap_or(0));
         out.extend(digits[start..end].iter().rev());
-        out.extend(std::iter::repeat_n('0', usize::try_from(zeros).unwrap_or(0)));
+        out.extend(std::iter::repeat_n(
+            '0',
+            usize::try_from(zeros).unwrap_or(0),
+        ));
         take
     };
 

@@ -35,7 +35,9 @@ pub(crate) enum Grouping {
     /// `,` every three digits.
     Comma,
     /// `_` every three digits (decimal) or four (`b`, `o`, `x`, `X`).
-    Underscore { every: usize },
+    Underscore {
+        every: usize,
+    },
 }
 
 impl Grouping {
@@ -211,19 +213,36 @@ mod tests {
 
     #[test]
     fn leading_zero_means_sign_aware_padding_for_numbers_only() {
-        assert_eq!(parse("05", "int", 'd', Align::Right).map(|s| s.align), Ok(Align::AfterSign));
-        assert_eq!(parse("05", "str", 's', Align::Left).map(|s| s.align), Ok(Align::Left));
+        assert_eq!(
+            parse("05", "int", 'd', Align::Right).map(|s| s.align),
+            Ok(Align::AfterSign)
+        );
+        assert_eq!(
+            parse("05", "str", 's', Align::Left).map(|s| s.align),
+            Ok(Align::Left)
+        );
     }
 
     #[test]
     fn errors_use_python_texts() {
-        let err = |spec: &str| parse(spec, "int", 'd', Align::Right).map(|_| ()).unwrap_err().to_string();
-        assert_eq!(err("abc"), "Invalid format specifier 'abc' for object of type 'int'");
+        let err = |spec: &str| {
+            parse(spec, "int", 'd', Align::Right)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("abc"),
+            "Invalid format specifier 'abc' for object of type 'int'"
+        );
         assert_eq!(err("."), "Format specifier missing precision");
         assert_eq!(err(",_"), "Cannot specify both ',' and '_'.");
         assert_eq!(err("_,"), "Cannot specify both ',' and '_'.");
         assert_eq!(err(",x"), "Cannot specify ',' with 'x'.");
         assert_eq!(err(",é"), "Cannot specify ',' with '\\xe9'.");
-        assert_eq!(err("99999999999999999999"), "Too many decimal digits in format string");
+        assert_eq!(
+            err("99999999999999999999"),
+            "Too many decimal digits in format string"
+        );
     }
 }

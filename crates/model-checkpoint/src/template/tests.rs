@@ -29,7 +29,10 @@ fn spec_examples() {
     assert_eq!(ok("{epoch:>4}"), "   1");
     assert_eq!(ok("{epoch:+d}"), "+1");
     assert_eq!(ok("{epoch:<3}|{epoch:^5}|{epoch:x}"), "1  |  1  |1");
-    assert_eq!(ok("{val_loss:%}|{val_loss:g}|{big:,}"), "25.000000%|0.25|1,234");
+    assert_eq!(
+        ok("{val_loss:%}|{val_loss:g}|{big:,}"),
+        "25.000000%|0.25|1,234"
+    );
     assert_eq!(ok("{{epoch}}-{epoch}"), "{epoch}-1");
     assert_eq!(ok("{epoch:.1f}"), "1.0");
     assert_eq!(ok("{none}"), "None");
@@ -60,37 +63,79 @@ fn rounding_is_exact_with_ties_to_even() {
 #[test]
 fn errors_carry_python_types_and_texts() {
     assert_eq!(err("w-{foo}.h5"), ("'foo'".into(), "KeyError"));
-    assert_eq!(err("w.{epoch.h5"), ("expected '}' before end of string".into(), "ValueError"));
-    assert_eq!(err("w}"), ("Single '}' encountered in format string".into(), "ValueError"));
-    assert_eq!(err("w{"), ("Single '{' encountered in format string".into(), "ValueError"));
+    assert_eq!(
+        err("w.{epoch.h5"),
+        ("expected '}' before end of string".into(), "ValueError")
+    );
+    assert_eq!(
+        err("w}"),
+        (
+            "Single '}' encountered in format string".into(),
+            "ValueError"
+        )
+    );
+    assert_eq!(
+        err("w{"),
+        (
+            "Single '{' encountered in format string".into(),
+            "ValueError"
+        )
+    );
     assert_eq!(
         err("w{}.h5"),
-        ("Replacement index 0 out of range for positional args tuple".into(), "IndexError")
+        (
+            "Replacement index 0 out of range for positional args tuple".into(),
+            "IndexError"
+        )
     );
     assert_eq!(
         err("w{1}"),
-        ("Replacement index 1 out of range for positional args tuple".into(), "IndexError")
+        (
+            "Replacement index 1 out of range for positional args tuple".into(),
+            "IndexError"
+        )
     );
     assert_eq!(
         err("{epoch:s}"),
-        ("Unknown format code 's' for object of type 'int'".into(), "ValueError")
+        (
+            "Unknown format code 's' for object of type 'int'".into(),
+            "ValueError"
+        )
     );
     assert_eq!(
         err("{val_loss:d}"),
-        ("Unknown format code 'd' for object of type 'float'".into(), "ValueError")
+        (
+            "Unknown format code 'd' for object of type 'float'".into(),
+            "ValueError"
+        )
     );
     assert_eq!(
         err("{none:>3}"),
-        ("unsupported format string passed to NoneType.__format__".into(), "TypeError")
+        (
+            "unsupported format string passed to NoneType.__format__".into(),
+            "TypeError"
+        )
     );
     assert_eq!(
         err("{epoch.foo}"),
-        ("'int' object has no attribute 'foo'".into(), "AttributeError")
+        (
+            "'int' object has no attribute 'foo'".into(),
+            "AttributeError"
+        )
     );
-    assert_eq!(err("{epoch[0]}"), ("'int' object is not subscriptable".into(), "TypeError"));
-    assert_eq!(err("{epoch!x}"), ("Unknown conversion specifier x".into(), "ValueError"));
+    assert_eq!(
+        err("{epoch[0]}"),
+        ("'int' object is not subscriptable".into(), "TypeError")
+    );
+    assert_eq!(
+        err("{epoch!x}"),
+        ("Unknown conversion specifier x".into(), "ValueError")
+    );
     assert_eq!(err("{0:{0:{0}}}").1, "IndexError");
-    assert_eq!(err("{epoch:{big:{big}}}"), ("Max string recursion exceeded".into(), "ValueError"));
+    assert_eq!(
+        err("{epoch:{big:{big}}}"),
+        ("Max string recursion exceeded".into(), "ValueError")
+    );
 }
 
 #[test]

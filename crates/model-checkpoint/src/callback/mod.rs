@@ -1,0 +1,446 @@
+//! The `Callback` trait with Keras's hook names, the context a hook receives, and a list
+//! that calls many callbacks in order.
+
+use crate::model::Checkpointable;
+use crate::{Error, Logs};
+
+/// What training should do after a hook.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub enum Control {
+    /// Go on.
+    #[default]
+    Continue,
+    /// Finish the current step and stop (Keras's `model.stop_training = True`).
+    StopTraining,
+}
+
+impl Control {
+    /// `StopTraining` if either asks to stop.
+    pub fn and(self, other: Control) -> Control {
+        if self == Control::StopTraining || other == Control::StopTraining {
+            Control::StopTraining
+        } else {
+            Control::Continue
+        }
+    }
+}
+
+/// What a hook can reach besides its arguments: the model (to save it) and where training
+/// stands.
+pub struct Context<'a> {
+    model: Option<&'a dyn Checkpointable>,
+    /// Optimizer steps taken since training began (across `fit` calls and resumes).
+    pub global_step: u64,
+}
+
+impl<'a> Context<'a> {
+    /// A context giving hooks access to `model`.
+    pub fn new(model: &'a dyn Checkpointable) -> Self {
+        Context {
+            model: Some(model),
+            global_step: 0,
+        }
+    }
+
+    /// A context without a model: saving callbacks fail with [`Error::NoModel`] when a save
+    /// is due (as Keras fails when `set_model` was never called).
+    pub fn without_model() -> Self {
+        Context {
+            model: None,
+            global_step: 0,
+        }
+    }
+
+    /// Sets [`Context::global_step`].
+    pub fn with_global_step(mut self, step: u64) -> Self {
+        self.global_step = step;
+        self
+    }
+
+    /// The model.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoModel`] if the context has none.
+    pub fn model(&self) -> Result<&'a dyn Checkpointable, Error> {
+        self.model.ok_or(Error::NoModel)
+    }
+}
+
+/// Result of a hook.
+pub type HookResult = Result<Control, Error>;
+
+/// A training callback, with Keras's hook names.
+///
+/// Every hook has a no-op default, so a callback implements only what it needs. Indices are
+/// 0-based, as Keras passes them. `logs` holds:
+///
+/// - `on_train_batch_end`: the running metrics of the current epoch (`loss`, `accuracy` …);
+/// - `on_epoch_end`: the epoch's metrics, plus `val_`-prefixed validation metrics when
+///   validation data is given;
+/// - `on_train_end`: the last epoch's logs;
+/// - the `*_begin` hooks: empty logs.
+///
+/// A hook returning [`Control::StopTraining`] ends `fit` after the current step (the other
+/// callbacks still get that hook). A hook returning `Err` stops `fit` at once with that
+/// error: the remaining callbacks do not get the hook, and `on_train_end` is not called, as
+/// in Keras, where an exception in a callback propagates out of `fit`.
+///
+/// ```
+/// use model_checkpoint::{Callback, Context, Control, Error, Logs};
+///
+/// /// Stops training once the loss is low enough.
+/// struct StopBelow(f64);
+///
+/// impl Callback for StopBelow {
+///     fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, _ctx: &mut Context<'_>) -> Result<Control, Error> {
+///         let low = logs.get("loss").and_then(|v| v.as_f64()).is_some_and(|l| l < self.0);
+///         Ok(if low { Control::StopTraining } else { Control::Continue })
+///     }
+/// }
+///
+/// let mut cb = StopBelow(0.1);
+/// let logs = Logs::from([("loss", 0.05)]);
+/// assert_eq!(cb.on_epoch_end(0, &logs, &mut Context::without_model())?, Control::StopTraining);
+/// # Ok::<(), Error>(())
+/// ```
+#[allow(unused_variables)]
+pub trait Callback {
+    /// Before the first epoch of a `fit`.
+    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// After the last epoch of a `fit` (not called when a hook failed).
+    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// At the start of epoch `epoch`.
+    fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// At the end of epoch `epoch`, after validation.
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// Before training batch `batch` of the current epoch.
+    fn on_train_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// After training batch `batch` of the current epoch, with the epoch's running metrics.
+    fn on_train_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// Before evaluation (validation included).
+    fn on_test_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// After evaluation.
+    fn on_test_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// Before evaluation batch `batch`.
+    fn on_test_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// After evaluation batch `batch`.
+    fn on_test_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// Before prediction.
+    fn on_predict_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// After prediction.
+    fn on_predict_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// Before prediction batch `batch`.
+    fn on_predict_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Ok(Control::Continue)
+    }
+    /// After prediction batch `batch`.
+    fn on_predict_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Ok(Control::Continue)
+    }
+
+    /// The name this callback's state is kept under in full checkpoints; `None` (the
+    /// default) keeps no state.
+    fn state_key(&self) -> Option<String> {
+        None
+    }
+    /// The callback's own state, for full checkpoints and resume.
+    fn state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Restores what [`Callback::state`] returned.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`]-like failures when the state cannot be read.
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl<C: Callback + ?Sized> Callback for Box<C> {
+    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_train_begin(logs, ctx)
+    }
+    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_train_end(logs, ctx)
+    }
+    fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_epoch_begin(epoch, logs, ctx)
+    }
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_epoch_end(epoch, logs, ctx)
+    }
+    fn on_train_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_train_batch_begin(batch, logs, ctx)
+    }
+    fn on_train_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_train_batch_end(batch, logs, ctx)
+    }
+    fn on_test_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_test_begin(logs, ctx)
+    }
+    fn on_test_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_test_end(logs, ctx)
+    }
+    fn on_test_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_test_batch_begin(batch, logs, ctx)
+    }
+    fn on_test_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_test_batch_end(batch, logs, ctx)
+    }
+    fn on_predict_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_predict_begin(logs, ctx)
+    }
+    fn on_predict_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_predict_end(logs, ctx)
+    }
+    fn on_predict_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_predict_batch_begin(batch, logs, ctx)
+    }
+    fn on_predict_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_predict_batch_end(batch, logs, ctx)
+    }
+    fn state_key(&self) -> Option<String> {
+        (**self).state_key()
+    }
+    fn state(&self) -> Option<serde_json::Value> {
+        (**self).state()
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+        (**self).restore_state(state)
+    }
+}
+
+/// Callbacks called in order, as Keras's `CallbackList` calls them.
+///
+/// Each hook goes to every callback in turn; the first `Err` stops the round and is
+/// returned; `StopTraining` from any callback is returned once all have run.
+#[derive(Default)]
+pub struct CallbackList {
+    callbacks: Vec<Box<dyn Callback>>,
+}
+
+macro_rules! dispatch {
+    ($(#[$doc:meta] $name:ident($($arg:ident: $ty:ty),*);)*) => {
+        $(
+            #[$doc]
+            ///
+            /// # Errors
+            ///
+            /// The first callback's error; later callbacks are not called.
+            pub fn $name(&mut self, $($arg: $ty,)* logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                let mut control = Control::Continue;
+                for cb in &mut self.callbacks {
+                    control = control.and(cb.$name($($arg,)* logs, ctx)?);
+                }
+                Ok(control)
+            }
+        )*
+    };
+}
+
+impl CallbackList {
+    /// A list of callbacks.
+    pub fn new(callbacks: Vec<Box<dyn Callback>>) -> Self {
+        CallbackList { callbacks }
+    }
+
+    /// Adds a callback at the end.
+    pub fn push(&mut self, callback: Box<dyn Callback>) {
+        self.callbacks.push(callback);
+    }
+
+    /// The callbacks.
+    pub fn iter(&self) -> impl Iterator<Item = &dyn Callback> {
+        self.callbacks.iter().map(|c| c.as_ref())
+    }
+
+    /// The callbacks, mutably (to restore their state on resume).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Box<dyn Callback>> {
+        self.callbacks.iter_mut()
+    }
+
+    /// Number of callbacks.
+    pub fn len(&self) -> usize {
+        self.callbacks.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.callbacks.is_empty()
+    }
+
+    /// Takes the callbacks back.
+    pub fn into_inner(self) -> Vec<Box<dyn Callback>> {
+        self.callbacks
+    }
+
+    dispatch! {
+        /// Calls `on_train_begin` on every callback.
+        on_train_begin();
+        /// Calls `on_train_end` on every callback.
+        on_train_end();
+        /// Calls `on_epoch_begin` on every callback.
+        on_epoch_begin(epoch: usize);
+        /// Calls `on_epoch_end` on every callback.
+        on_epoch_end(epoch: usize);
+        /// Calls `on_train_batch_begin` on every callback.
+        on_train_batch_begin(batch: usize);
+        /// Calls `on_train_batch_end` on every callback.
+        on_train_batch_end(batch: usize);
+        /// Calls `on_test_begin` on every callback.
+        on_test_begin();
+        /// Calls `on_test_end` on every callback.
+        on_test_end();
+        /// Calls `on_test_batch_begin` on every callback.
+        on_test_batch_begin(batch: usize);
+        /// Calls `on_test_batch_end` on every callback.
+        on_test_batch_end(batch: usize);
+        /// Calls `on_predict_begin` on every callback.
+        on_predict_begin();
+        /// Calls `on_predict_end` on every callback.
+        on_predict_end();
+        /// Calls `on_predict_batch_begin` on every callback.
+        on_predict_batch_begin(batch: usize);
+        /// Calls `on_predict_batch_end` on every callback.
+        on_predict_batch_end(batch: usize);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Recorder {
+        id: u8,
+        seen: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+        result: fn() -> HookResult,
+    }
+
+    impl Callback for Recorder {
+        fn on_epoch_end(&mut self, _: usize, _: &Logs, _: &mut Context<'_>) -> HookResult {
+            self.seen.borrow_mut().push(self.id);
+            (self.result)()
+        }
+    }
+
+    fn list(
+        results: &[fn() -> HookResult],
+    ) -> (CallbackList, std::rc::Rc<std::cell::RefCell<Vec<u8>>>) {
+        let seen = std::rc::Rc::default();
+        let callbacks = results
+            .iter()
+            .enumerate()
+            .map(|(i, &result)| {
+                Box::new(Recorder {
+                    id: i as u8,
+                    seen: std::rc::Rc::clone(&seen),
+                    result,
+                }) as Box<dyn Callback>
+            })
+            .collect();
+        (CallbackList::new(callbacks), seen)
+    }
+
+    #[test]
+    fn stop_training_lets_the_others_run() {
+        let (mut cbs, seen) = list(&[|| Ok(Control::StopTraining), || Ok(Control::Continue)]);
+        let control = cbs.on_epoch_end(0, &Logs::new(), &mut Context::without_model());
+        assert_eq!(control.ok(), Some(Control::StopTraining));
+        assert_eq!(*seen.borrow(), [0, 1]);
+    }
+
+    #[test]
+    fn an_error_stops_the_round() {
+        let (mut cbs, seen) = list(&[|| Err(Error::NoModel), || Ok(Control::Continue)]);
+        let result = cbs.on_epoch_end(0, &Logs::new(), &mut Context::without_model());
+        assert!(matches!(result, Err(Error::NoModel)));
+        assert_eq!(*seen.borrow(), [0]);
+    }
+}

@@ -1,0 +1,157 @@
+//! The lenient, Keras-compatible way to build a `ModelCheckpoint`: loose values for `mode`
+//! and `save_freq`, with Keras's warnings and errors, for configs and ports of Python code.
+
+use std::fmt;
+
+use super::messages;
+use super::ModelCheckpoint;
+use crate::policy::{Mode, SaveFreq};
+use crate::store::SaveOptions;
+use crate::template::float_repr;
+use crate::{Error, Value};
+
+/// A loosely typed argument, as a Python caller (or a JSON config) may pass it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum KerasValue {
+    /// A `str`.
+    Str(String),
+    /// An `int`.
+    Int(i64),
+    /// A `float`.
+    Float(f64),
+    /// A `bool` (which Python counts as an int).
+    Bool(bool),
+    /// `None`.
+    None,
+}
+
+/// Python's `str()` of the value, as Keras's messages show it.
+impl fmt::Display for KerasValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KerasValue::Str(s) => f.write_str(s),
+            KerasValue::Int(i) => write!(f, "{i}"),
+            KerasValue::Float(x) => f.write_str(&float_repr(*x)),
+            KerasValue::Bool(true) => f.write_str("True"),
+            KerasValue::Bool(false) => f.write_str("False"),
+            KerasValue::None => f.write_str("None"),
+        }
+    }
+}
+
+impl From<&str> for KerasValue {
+    fn from(s: &str) -> Self {
+        KerasValue::Str(s.to_owned())
+    }
+}
+
+impl From<i64> for KerasValue {
+    fn from(v: i64) -> Self {
+        KerasValue::Int(v)
+    }
+}
+
+/// The arguments of Keras's `ModelCheckpoint(...)`, with Keras's defaults.
+///
+/// ```
+/// use model_checkpoint::{KerasArgs, KerasValue, ModelCheckpoint};
+///
+/// let mut args = KerasArgs::new("best.safetensors");
+/// args.monitor = "val_accuracy".into();
+/// args.mode = KerasValue::from("MAX"); // unknown: Keras warns and uses "auto"
+/// args.save_freq = KerasValue::from(100);
+/// let checkpoint = ModelCheckpoint::from_keras(args)?;
+/// assert_eq!(checkpoint.best().as_f64(), Some(f64::NEG_INFINITY));
+///
+/// let mut bad = KerasArgs::new("w.safetensors");
+/// bad.save_freq = KerasValue::from("3");
+/// let err = ModelCheckpoint::from_keras(bad).unwrap_err();
+/// assert_eq!(err.to_string(), r#"Unrecognized save_freq: 3. Expected save_freq are "epoch" or integer"#);
+/// # Ok::<(), model_checkpoint::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct KerasArgs {
+    /// `filepath`.
+    pub filepath: String,
+    /// `monitor`, default `"val_loss"`.
+    pub monitor: String,
+    /// `verbose`, default 0.
+    pub verbose: i64,
+    /// `save_best_only`, default false.
+    pub save_best_only: bool,
+    /// `save_weights_only`, default false.
+    pub save_weights_only: bool,
+    /// `mode`, default `"auto"`; any other value warns and becomes `"auto"`.
+    pub mode: KerasValue,
+    /// `save_freq`, default `"epoch"`; `"epoch"`, an int or a bool, else an error.
+    pub save_freq: KerasValue,
+    /// `options`, default none.
+    pub options: Option<SaveOptions>,
+    /// `initial_value_threshold`, default none.
+    pub initial_value_threshold: Option<Value>,
+    /// The deprecated `period` keyword, default absent (1); present, it warns.
+    pub period: Option<i64>,
+}
+
+impl KerasArgs {
+    /// Keras's defaults for `filepath`.
+    pub fn new(filepath: impl Into<String>) -> Self {
+        KerasArgs {
+            filepath: filepath.into(),
+            monitor: "val_loss".to_owned(),
+            verbose: 0,
+            save_best_only: false,
+            save_weights_only: false,
+            mode: KerasValue::from("auto"),
+            save_freq: KerasValue::from("epoch"),
+            options: None,
+            initial_value_threshold: None,
+            period: None,
+        }
+    }
+}
+
+impl ModelCheckpoint {
+    /// Builds the callback as Keras's constructor does, in its order: the `period` warning,
+    /// then the unknown-mode warning, then `save_freq` validation (SPEC.md §1.1).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSaveFreq`] with Keras's text for a `save_freq` that is not `"epoch"`,
+    /// an int or a bool (`"3"` and `2.0` are rejected, as in Keras).
+    pub fn from_keras(args: KerasArgs) -> Result<Self, Error> {
+        let mut cb = ModelCheckpoint::new(&args.filepath)
+            .monitor(args.monitor)
+            .verbose(args.verbose)
+            .save_best_only(args.save_best_only)
+            .save_weights_only(args.save_weights_only)
+            .options(args.options.unwrap_or_default());
+        if let Some(threshold) = args.initial_value_threshold {
+            cb = cb.initial_value_threshold(threshold);
+        }
+        if let Some(period) = args.period {
+            log::warn!(target: "model_checkpoint", "{}", messages::period_deprecated());
+            cb.set_period(period);
+        }
+        let (mode, warning) = match &args.mode {
+            KerasValue::Str(s) => Mode::from_keras(s),
+            other => (Mode::Auto, Some(messages::unknown_mode(&other.to_string()))),
+        };
+        if let Some(warning) = warning {
+            log::warn!(target: "model_checkpoint", "{warning}");
+        }
+        let save_freq = match &args.save_freq {
+            KerasValue::Str(s) if s == "epoch" => SaveFreq::Epoch,
+            KerasValue::Int(n) => SaveFreq::Batches(*n),
+            // bool is a subclass of int in Python: True saves every batch, as does False.
+            KerasValue::Bool(b) => SaveFreq::Batches(i64::from(*b)),
+            other => {
+                return Err(Error::InvalidSaveFreq {
+                    value: other.to_string(),
+                })
+            }
+        };
+        cb.set_mode_and_freq(mode, save_freq);
+        Ok(cb)
+    }
+}

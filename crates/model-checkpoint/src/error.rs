@@ -1,0 +1,134 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::model::Dtype;
+use crate::template::{python_repr, FormatError};
+
+/// Everything that can go wrong, each variant naming the bad value or path.
+///
+/// Where Keras raises an error in the same situation, the message is Keras's, byte for byte
+/// (checked against the oracle traces); [`Error::keras_exception`] names the Python type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The filepath template names a field that neither `epoch`, `batch` nor the logs provide.
+    #[error("Failed to format this callback filepath: \"{template}\". Reason: {}", python_repr(.key))]
+    MissingTemplateKey {
+        /// The template.
+        template: String,
+        /// The missing field.
+        key: String,
+    },
+    /// The filepath template is malformed or a spec does not suit its value; the text is
+    /// Python's.
+    #[error("{source}")]
+    Template {
+        /// The template.
+        template: String,
+        /// Python's error.
+        source: FormatError,
+    },
+    /// The logs hold an `epoch` key, which clashes with the `epoch` field (Python's
+    /// `TypeError`).
+    #[error("str.format() got multiple values for keyword argument 'epoch'")]
+    EpochInLogs,
+    /// `save_freq` is neither `"epoch"` nor an integer.
+    #[error("Unrecognized save_freq: {value}. Expected save_freq are \"epoch\" or integer")]
+    InvalidSaveFreq {
+        /// The value, as Python's `str()` writes it.
+        value: String,
+    },
+    /// A mode other than `auto`, `min` or `max` where a strict one is needed (the CLI, Rust
+    /// callers). The Keras-compatible path warns and falls back to `auto` instead.
+    #[error("unknown mode \"{value}\" (expected \"auto\", \"min\" or \"max\")")]
+    UnknownMode {
+        /// The value given.
+        value: String,
+    },
+    /// The formatted checkpoint path is an existing directory.
+    #[error("Please specify a non-directory filepath for ModelCheckpoint. Filepath used is an existing directory: {}", .path.display())]
+    IsADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// A save was due but no model was attached to the callback.
+    #[error("no model to save: the callback was called without a model")]
+    NoModel,
+    /// A batch-level save was due before any `on_epoch_begin`, so the epoch is unknown.
+    #[error("a batch-level save was due before on_epoch_begin: the current epoch is unknown")]
+    NoCurrentEpoch,
+    /// A tensor's bytes do not match its dtype and shape.
+    #[error("tensor of dtype {dtype:?} and shape {shape:?} needs {expected} bytes, got {actual}")]
+    TensorSize {
+        /// The dtype.
+        dtype: Dtype,
+        /// The shape.
+        shape: Vec<usize>,
+        /// Bytes the dtype and shape need.
+        expected: usize,
+        /// Bytes given.
+        actual: usize,
+    },
+    /// A tensor name appears twice, or uses a prefix the format reserves.
+    #[error("invalid tensor name {name:?}: {reason}")]
+    TensorName {
+        /// The name.
+        name: String,
+        /// Why it cannot be used.
+        reason: &'static str,
+    },
+    /// A file-system operation failed.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        /// What was being done (`"write"`, `"create folder"` …).
+        action: &'static str,
+        /// The path involved.
+        path: PathBuf,
+        /// The system's error.
+        source: io::Error,
+    },
+    /// A checkpoint file is damaged or is not what was expected.
+    #[error("{}: {reason}", .path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the tensor or field.
+        reason: String,
+    },
+    /// The tensor framework failed.
+    #[error("model: {0}")]
+    Model(String),
+}
+
+impl Error {
+    /// The Python exception tf.keras raises in the same situation (`"KeyError"`,
+    /// `"ValueError"`, `"OSError"` …), or `None` where Keras has no counterpart.
+    pub fn keras_exception(&self) -> Option<&'static str> {
+        match self {
+            Error::MissingTemplateKey { .. } => Some("KeyError"),
+            Error::Template { source, .. } => Some(source.python_type()),
+            Error::EpochInLogs => Some("TypeError"),
+            Error::InvalidSaveFreq { .. } => Some("ValueError"),
+            Error::IsADirectory { .. } => Some("OSError"),
+            Error::NoModel | Error::NoCurrentEpoch => Some("AttributeError"),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The seam to tensor frameworks: what a model hands over to be saved.
+//!
+//! A framework plugs in by implementing [`Checkpointable`] (named tensors out) and
+//! [`TensorData`] for its tensor type (bytes out, in pieces, straight from its buffers). The
+//! store never learns which framework it serves.
+
+use std::borrow::Cow;
+use std::io;
+
+pub use safetensors::Dtype;
+
+use crate::Error;
+
+/// One tensor's bytes, as the framework holds them.
+///
+/// Bytes are little-endian, row-major (C order), `shape.iter().product() * dtype size` long.
+/// [`TensorData::write_to`] may hand them over in several pieces, so that a framework can
+/// stream from its own buffers without a copy.
+pub trait TensorData {
+    /// The element type.
+    fn dtype(&self) -> Dtype;
+    /// The shape.
+    fn shape(&self) -> Cow<'_, [usize]>;
+    /// Calls `sink` with the tensor's bytes, in order, in one or more pieces.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `sink` returns, or the framework's failure to read its buffer.
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>;
+
+    /// The number of bytes [`TensorData::write_to`] hands over.
+    fn byte_len(&self) -> usize {
+        byte_len(self.dtype(), &self.shape())
+    }
+}
+
+/// Bytes taken by a tensor of `dtype` and `shape` (saturating on absurd shapes).
+pub fn byte_len(dtype: Dtype, shape: &[usize]) -> usize {
+    let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    elements
+        .and_then(|n| n.checked_mul(dtype.bitsize()))
+        .map_or(usize::MAX, |bits| bits.div_ceil(8))
+}
+
+/// A tensor in host memory: the form of a snapshot, and a simple model's weights.
+///
+/// ```
+/// use model_checkpoint::{Dtype, HostTensor, TensorData};
+///
+/// let t = HostTensor::from_f32(vec![2, 2], &[1.0, 2.0, 3.0, 4.0]);
+/// assert_eq!(t.dtype(), Dtype::F32);
+/// assert_eq!(t.byte_len(), 16);
+/// assert_eq!(t.to_f32(), Some(vec![1.0, 2.0, 3.0, 4.0]));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl HostTensor {
+    /// A tensor from raw little-endian bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TensorSize`] when `data` does not hold exactly `shape` × `dtype` bytes.
+    pub fn new(dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) -> Result<Self, Error> {
+        let expected = byte_len(dtype, &shape);
+        if data.len() != expected {
+            return Err(Error::TensorSize {
+                dtype,
+                shape,
+                expected,
+                actual: data.len(),
+            });
+        }
+        Ok(HostTensor { dtype, shape, data })
+    }
+
+    /// An `F32` tensor from values. Panics only if `values` does not fill `shape`, which is a
+    /// programming error.
+    pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "values must fill the shape"
+        );
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        HostTensor {
+            dtype: Dtype::F32,
+            shape,
+            data,
+        }
+    }
+
+    /// Copies any tensor into host memory (a snapshot).
+    ///
+    /// # Errors
+    ///
+    /// The framework's failure to read the tensor.
+    pub fn copy_of(tensor: &dyn TensorData) -> io::Result<Self> {
+        let mut data = Vec::with_capacity(tensor.byte_len());
+        tensor.write_to(&mut |piece| {
+            data.extend_from_slice(piece);
+            Ok(())
+        })?;
+        Ok(HostTensor {
+            dtype: tensor.dtype(),
+            shape: tensor.shape().into_owned(),
+            data,
+        })
+    }
+
+    /// The raw bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The values, if the tensor is `F32`.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        (self.dtype == Dtype::F32).then(|| {
+            self.data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+    }
+}
+
+impl TensorData for HostTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> Cow<'_, [usize]> {
+        Cow::Borrowed(&self.shape)
+    }
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        sink(&self.data)
+    }
+}
+
+/// A tensor and its name in the checkpoint.
+pub struct NamedTensor<'a> {
+    /// The name, as the model names the variable (`fc1.weight`).
+    pub name: String,
+    /// The data.
+    pub data: Box<dyn TensorData + 'a>,
+}
+
+impl<'a> NamedTensor<'a> {
+    /// Pairs a name with tensor data.
+    pub fn new(name: impl Into<String>, data: impl TensorData + 'a) -> Self {
+        NamedTensor {
+            name: name.into(),
+            data: Box::new(data),
+        }
+    }
+}
+
+/// Everything beyond the weights that a full checkpoint holds: optimizer tensors (moments),
+/// and plain values (step counters, RNG state, hyperparameters, fit options) as JSON.
+#[derive(Default)]
+pub struct TrainingState<'a> {
+    /// Optimizer and other training tensors, by name.
+    pub tensors: Vec<NamedTensor<'a>>,
+    /// Plain values, by section name (`"optimizer"`, `"fit"`, `"rng"` …).
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A model that can be checkpointed: it names its tensors and hands them over.
+///
+/// This is the whole seam between the library and a tensor framework. A weights-only
+/// checkpoint needs [`Checkpointable::weights`]; a full checkpoint also takes
+/// [`Checkpointable::training_state`].
+///
+/// ```
+/// use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};
+///
+/// /// A toy model: one vector of weights.
+/// struct Toy {
+///     w: HostTensor,
+/// }
+///
+/// impl Checkpointable for Toy {
+///     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+///         Ok(vec![NamedTensor::new("w", self.w.clone())])
+///     }
+/// }
+///
+/// let toy = Toy { w: HostTensor::from_f32(vec![3], &[1.0, 2.0, 3.0]) };
+/// assert_eq!(toy.weights()?.len(), 1);
+/// # Ok::<(), Error>(())
+/// ```
+pub trait Checkpointable {
+    /// The weights, by name, in a stable order.
+    ///
+    /// # Errors
+    ///
+    /// The framework's failure to expose a tensor.
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error>;
+
+    /// The training state a full checkpoint holds besides the weights. The default is none,
+    /// for models trained outside this library's `fit`.
+    ///
+    /// # Errors
+    ///
+    /// The framework's failure to expose its state.
+    fn training_state(&self) -> Result<TrainingState<'_>, Error> {
+        Ok(TrainingState::default())
+    }
+}

@@ -1,0 +1,13 @@
+//! Pure decisions, no I/O: when a save is due, whether a value improves, and how Keras's
+//! loose arguments resolve. `ModelCheckpoint` acts on what these functions return.
+//!
+//! Everything here matches tf.keras 2.x (`tf_keras/src/callbacks.py`), as recorded in
+//! keras-oracle/SPEC.md; the section numbers below refer to that file.
+
+mod improvement;
+mod mode;
+mod save_freq;
+
+pub use improvement::{judge, Verdict};
+pub use mode::{Direction, Mode};
+pub use save_freq::{SaveFreq, SaveSchedule};

@@ -1,0 +1,176 @@
+//! The temporary file a save writes to, and its commit.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use super::sys;
+use crate::Error;
+
+/// The suffix of every temporary checkpoint file: such a file is never a checkpoint.
+pub const TEMP_SUFFIX: &str = ".ckpt-tmp";
+
+/// A file being written beside its destination under a temporary name.
+///
+/// Dropping it without [`PendingFile::commit`] removes the temporary file.
+#[derive(Debug)]
+pub struct PendingFile {
+    temp: tempfile::NamedTempFile,
+    dest: PathBuf,
+}
+
+/// A failed commit, handing the pending file back so that the caller can retry or drop it
+/// (which removes the temporary file).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot commit {} to {}: {error}", .pending.temp_path().display(), .pending.dest.display())]
+pub struct CommitError {
+    /// What went wrong.
+    pub error: Error,
+    /// The uncommitted file.
+    pub pending: PendingFile,
+}
+
+impl From<CommitError> for Error {
+    fn from(e: CommitError) -> Error {
+        e.error
+    }
+}
+
+impl PendingFile {
+    /// Creates `.NAME.RANDOM.ckpt-tmp` in the destination's folder (the same file system, so
+    /// that the final rename is atomic).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IsADirectory`] if `dest` is a folder, [`Error::Io`] if the folder is missing
+    /// or not writable.
+    pub fn create(dest: &Path) -> Result<Self, Error> {
+        if dest.is_dir() {
+            return Err(Error::IsADirectory {
+                path: dest.to_path_buf(),
+            });
+        }
+        let dir = parent_dir(dest);
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let prefix = format!(".{name}.");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(TEMP_SUFFIX);
+        if let Some(permissions) = sys::checkpoint_permissions() {
+            builder.permissions(permissions);
+        }
+        let temp = builder
+            .tempfile_in(dir)
+            .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+        Ok(PendingFile {
+            temp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// The open temporary file.
+    pub fn file(&mut self) -> &mut File {
+        self.temp.as_file_mut()
+    }
+
+    /// The temporary file's path.
+    pub fn temp_path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    /// The destination.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Moves the file to its destination, replacing what was there.
+    ///
+    /// # Durability
+    ///
+    /// With `durable`, the file's data is synced before the rename and the folder after it,
+    /// so once this returns the new file survives a power cut; before the rename the old
+    /// destination is untouched. Without `durable`, the rename is still atomic for other
+    /// processes, but a power cut may lose the new file's contents.
+    ///
+    /// # Errors
+    ///
+    /// A [`CommitError`] holding the pending file; the destination is unchanged.
+    pub fn commit(mut self, durable: bool) -> Result<PathBuf, CommitError> {
+        if durable {
+            if let Err(e) = self.temp.as_file_mut().sync_all() {
+                let error = Error::io("sync", self.temp.path(), e);
+                return Err(CommitError {
+                    error,
+                    pending: self,
+                });
+            }
+        }
+        let dest = self.dest.clone();
+        if dest.is_dir() {
+            let error = Error::IsADirectory { path: dest };
+            return Err(CommitError {
+                error,
+                pending: self,
+            });
+        }
+        match self.temp.persist(&dest) {
+            Ok(_) => {}
+            Err(e) => {
+                let error = Error::io("rename a temporary file to", &dest, e.error);
+                let pending = PendingFile { temp: e.file, dest };
+                return Err(CommitError { error, pending });
+            }
+        }
+        if durable {
+            // The rename has happened; if the folder sync fails the new file is in place but
+            // may not survive a power cut, which the caller must hear about.
+            let dir = parent_dir(&dest);
+            if let Err(e) = sys::sync_dir(dir) {
+                log::warn!(
+                    "cannot sync folder {} after saving {}: {e}",
+                    dir.display(),
+                    dest.display()
+                );
+            }
+        }
+        Ok(dest)
+    }
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether `path` names a temporary file left by a save (never a checkpoint).
+pub fn is_temp_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') && n.ends_with(TEMP_SUFFIX))
+}
+
+/// Removes the temporary files a crashed save left in `dir`, returning their paths.
+///
+/// Call it only when no other process is saving into `dir` (hold the folder's lock): a
+/// temporary file of a save in progress looks the same.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the folder cannot be listed or a file cannot be removed.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut removed = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io("list", dir, e))?.path();
+        if is_temp_file(&path) && path.is_file() {
+            std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}

@@ -1,0 +1,146 @@
+//! The file layout: a safetensors header whose `__metadata__` carries the format name and
+//! version, the kind of checkpoint, and checksums of every tensor and of the header itself.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value as Json};
+
+use crate::model::Dtype;
+
+/// `__metadata__["format"]` of every file this crate writes.
+pub const FORMAT_NAME: &str = "model-checkpoint";
+/// `__metadata__["format_version"]` this crate writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Tensor names starting with this hold training state (optimizer moments) in full
+/// checkpoints; model weights may not use it.
+pub const TRAINING_PREFIX: &str = "__training__/";
+
+pub(crate) const KEY_FORMAT: &str = "format";
+pub(crate) const KEY_VERSION: &str = "format_version";
+pub(crate) const KEY_KIND: &str = "kind";
+pub(crate) const KEY_ALGORITHM: &str = "checksum_algorithm";
+pub(crate) const KEY_TENSOR_SUMS: &str = "tensor_checksums";
+pub(crate) const KEY_HEADER_SUM: &str = "header_checksum";
+pub(crate) const ALGORITHM: &str = "crc32";
+/// What a checksum reads before it is known; the same width as a real one, so that the
+/// header can be patched in place.
+pub(crate) const PLACEHOLDER: &str = "00000000";
+
+pub(crate) const RESERVED_KEYS: [&str; 6] = [
+    KEY_FORMAT,
+    KEY_VERSION,
+    KEY_KIND,
+    KEY_ALGORITHM,
+    KEY_TENSOR_SUMS,
+    KEY_HEADER_SUM,
+];
+
+/// What a checkpoint file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The model's weights only (Keras's `save_weights_only=True`).
+    Weights,
+    /// Weights plus everything needed to resume training exactly.
+    Full,
+}
+
+impl Kind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Kind::Weights => "weights",
+            Kind::Full => "full",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "weights" => Some(Kind::Weights),
+            "full" => Some(Kind::Full),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One tensor's entry in the header.
+pub(crate) struct Entry {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub start: usize,
+    pub end: usize,
+}
+
+pub(crate) fn crc_hex(crc: u32) -> String {
+    format!("{crc:08x}")
+}
+
+/// The header text, padded with spaces to a multiple of 8 bytes as safetensors pads it.
+/// `sums` gives each tensor's checksum in entry order; `header_sum` the header's.
+pub(crate) fn header_text(
+    entries: &[Entry],
+    info: &BTreeMap<String, String>,
+    sums: &[String],
+    header_sum: &str,
+) -> String {
+    let mut metadata: Map<String, Json> = info
+        .iter()
+        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+        .collect();
+    let tensor_sums: Map<String, Json> = entries
+        .iter()
+        .zip(sums)
+        .map(|(e, s)| (e.name.clone(), Json::String(s.clone())))
+        .collect();
+    metadata.insert(
+        KEY_TENSOR_SUMS.into(),
+        Json::String(Json::Object(tensor_sums).to_string()),
+    );
+    metadata.insert(KEY_HEADER_SUM.into(), Json::String(header_sum.into()));
+
+    let mut header = Map::new();
+    header.insert("__metadata__".into(), Json::Object(metadata));
+    for e in entries {
+        header.insert(
+            e.name.clone(),
+            json!({ "dtype": e.dtype, "shape": e.shape, "data_offsets": [e.start, e.end] }),
+        );
+    }
+    let mut text = Json::Object(header).to_string();
+    let padded = text.len().next_multiple_of(8);
+    text.extend(std::iter::repeat_n(' ', padded - text.len()));
+    text
+}
+
+/// The byte range of the header checksum's eight hex digits within the header text, if the
+/// text holds exactly one.
+pub(crate) fn header_sum_range(header: &[u8]) -> Option<std::ops::Range<usize>> {
+    let pattern = format!("\"{KEY_HEADER_SUM}\":\"");
+    let pattern = pattern.as_bytes();
+    let mut found = header
+        .windows(pattern.len())
+        .enumerate()
+        .filter(|(_, w)| *w == pattern)
+        .map(|(i, _)| i + pattern.len());
+    let start = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let end = start + PLACEHOLDER.len();
+    (end <= header.len()).then_some(start..end)
+}
+
+/// The checksum of a header: CRC-32 of its text with the header checksum's digits zeroed.
+pub(crate) fn header_checksum(header: &[u8], range: std::ops::Range<usize>) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[..range.start]);
+    hasher.update(PLACEHOLDER.as_bytes());
+    hasher.update(&header[range.end..]);
+    hasher.finalize()
+}

@@ -1,0 +1,24 @@
+//! Checkpoint files: a streaming safetensors writer with per-tensor checksums, an atomic and
+//! durable commit, and a verifying reader. Nothing here knows about Keras.
+//!
+//! Every file is a plain safetensors file that Python's `safetensors.safe_open` reads. The
+//! layout of its `__metadata__` is in `docs/FORMAT.md`.
+//!
+//! # Durability
+//!
+//! A save writes a temporary file beside the destination, syncs it, renames it over the
+//! destination and syncs the folder. A crash at any point leaves the destination holding
+//! either the previous complete file or the new complete file, never a torn one; at worst a
+//! temporary file (`.NAME.RANDOM.ckpt-tmp`) is left, which [`remove_stale_temp_files`]
+//! recognises and removes.
+
+mod commit;
+mod layout;
+mod read;
+mod sys;
+mod write;
+
+pub use commit::{is_temp_file, remove_stale_temp_files, CommitError, PendingFile, TEMP_SUFFIX};
+pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
+pub use read::{CheckpointFile, TensorRef, Verify};
+pub use write::{save, SaveOptions, SaveReport};
