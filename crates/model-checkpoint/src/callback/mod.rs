@@ -213,6 +213,92 @@ pub trait Callback {
     }
 }
 
+/// A borrowed callback is a callback, so that `fit` can take `&mut [&mut dyn Callback]` and
+/// leave the callbacks with their owner (to read `best()` afterwards, say).
+impl<C: Callback + ?Sized> Callback for &mut C {
+    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_train_begin(logs, ctx)
+    }
+    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_train_end(logs, ctx)
+    }
+    fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_epoch_begin(epoch, logs, ctx)
+    }
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_epoch_end(epoch, logs, ctx)
+    }
+    fn on_train_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_train_batch_begin(batch, logs, ctx)
+    }
+    fn on_train_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_train_batch_end(batch, logs, ctx)
+    }
+    fn on_test_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_test_begin(logs, ctx)
+    }
+    fn on_test_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_test_end(logs, ctx)
+    }
+    fn on_test_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_test_batch_begin(batch, logs, ctx)
+    }
+    fn on_test_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_test_batch_end(batch, logs, ctx)
+    }
+    fn on_predict_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_predict_begin(logs, ctx)
+    }
+    fn on_predict_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        (**self).on_predict_end(logs, ctx)
+    }
+    fn on_predict_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_predict_batch_begin(batch, logs, ctx)
+    }
+    fn on_predict_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        (**self).on_predict_batch_end(batch, logs, ctx)
+    }
+    fn state_key(&self) -> Option<String> {
+        (**self).state_key()
+    }
+    fn state(&self) -> Option<serde_json::Value> {
+        (**self).state()
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+        (**self).restore_state(state)
+    }
+}
+
 impl<C: Callback + ?Sized> Callback for Box<C> {
     fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
         (**self).on_train_begin(logs, ctx)
@@ -302,8 +388,8 @@ impl<C: Callback + ?Sized> Callback for Box<C> {
 /// Each hook goes to every callback in turn; the first `Err` stops the round and is
 /// returned; `StopTraining` from any callback is returned once all have run.
 #[derive(Default)]
-pub struct CallbackList {
-    callbacks: Vec<Box<dyn Callback>>,
+pub struct CallbackList<'a> {
+    callbacks: Vec<Box<dyn Callback + 'a>>,
 }
 
 macro_rules! dispatch {
@@ -325,24 +411,34 @@ macro_rules! dispatch {
     };
 }
 
-impl CallbackList {
+impl<'a> CallbackList<'a> {
     /// A list of callbacks.
-    pub fn new(callbacks: Vec<Box<dyn Callback>>) -> Self {
+    pub fn new(callbacks: Vec<Box<dyn Callback + 'a>>) -> Self {
         CallbackList { callbacks }
     }
 
+    /// A list of borrowed callbacks, which stay with their owner.
+    pub fn borrowed(callbacks: &'a mut [&mut dyn Callback]) -> Self {
+        CallbackList {
+            callbacks: callbacks
+                .iter_mut()
+                .map(|c| Box::new(&mut **c) as Box<dyn Callback + 'a>)
+                .collect(),
+        }
+    }
+
     /// Adds a callback at the end.
-    pub fn push(&mut self, callback: Box<dyn Callback>) {
+    pub fn push(&mut self, callback: Box<dyn Callback + 'a>) {
         self.callbacks.push(callback);
     }
 
     /// The callbacks.
-    pub fn iter(&self) -> impl Iterator<Item = &dyn Callback> {
+    pub fn iter(&self) -> impl Iterator<Item = &(dyn Callback + 'a)> {
         self.callbacks.iter().map(|c| c.as_ref())
     }
 
     /// The callbacks, mutably (to restore their state on resume).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Box<dyn Callback>> {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Box<dyn Callback + 'a>> {
         self.callbacks.iter_mut()
     }
 
@@ -357,7 +453,7 @@ impl CallbackList {
     }
 
     /// Takes the callbacks back.
-    pub fn into_inner(self) -> Vec<Box<dyn Callback>> {
+    pub fn into_inner(self) -> Vec<Box<dyn Callback + 'a>> {
         self.callbacks
     }
 
@@ -412,7 +508,10 @@ mod tests {
 
     fn list(
         results: &[fn() -> HookResult],
-    ) -> (CallbackList, std::rc::Rc<std::cell::RefCell<Vec<u8>>>) {
+    ) -> (
+        CallbackList<'static>,
+        std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+    ) {
         let seen = std::rc::Rc::default();
         let callbacks = results
             .iter()

@@ -31,6 +31,9 @@ pub struct CheckpointState {
     pub current_epoch: Option<i64>,
     /// The formatted path of the last completed save.
     pub last_saved: Option<PathBuf>,
+    /// Saves completed.
+    #[serde(default)]
+    pub saves: u64,
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
@@ -127,6 +130,7 @@ impl ModelCheckpoint {
                 schedule: SaveSchedule::default(),
                 current_epoch: None,
                 last_saved: None,
+                saves: 0,
             },
             output: Output::Stdout,
         };
@@ -226,6 +230,12 @@ impl ModelCheckpoint {
     /// The formatted path of the last completed save.
     pub fn last_saved(&self) -> Option<&Path> {
         self.state.last_saved.as_deref()
+    }
+
+    /// The number of saves completed (a path without placeholders is overwritten, so this
+    /// can exceed the number of files).
+    pub fn saves(&self) -> u64 {
+        self.state.saves
     }
 
     /// The filepath template.
@@ -394,6 +404,7 @@ impl ModelCheckpoint {
             let mut values = training.values;
             let mut own = self.state.clone();
             own.last_saved = Some(path.to_path_buf());
+            own.saves += 1;
             let mut callbacks = serde_json::Map::new();
             if let Ok(state) = serde_json::to_value(&own) {
                 callbacks.insert(self.key(), state);
@@ -406,6 +417,7 @@ impl ModelCheckpoint {
         }
         store::save(path, kind, &tensors, &info, &self.options)?;
         self.state.last_saved = Some(path.to_path_buf());
+        self.state.saves += 1;
         Ok(())
     }
 

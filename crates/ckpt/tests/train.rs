@@ -1,0 +1,164 @@
+//! `ckpt train` end to end: it trains and reloads the best checkpoint, repeats bit for bit,
+//! and meets bad input with one clear line and a non-zero exit.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ckpt(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run ckpt")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn train_saves_and_reloads_the_best_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(dir.path(), &["train", "--epochs", "4", "--progress", "0"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        stdout.contains("\nEpoch 1: saving model to checkpoints/digits.01-0."),
+        "{stdout}"
+    );
+    let saved: Vec<_> = std::fs::read_dir(dir.path().join("checkpoints"))
+        .expect("folder")
+        .collect();
+    assert_eq!(saved.len(), 4, "one file per epoch");
+    let best_line = stdout
+        .lines()
+        .find(|l| l.starts_with("best checkpoint: "))
+        .expect("best line");
+    let reloaded = stdout
+        .lines()
+        .find(|l| l.starts_with("reloaded best weights: "))
+        .expect("reloaded line");
+    // The reloaded weights score what the checkpoint recorded.
+    let recorded = best_line
+        .rsplit(' ')
+        .next()
+        .expect("value")
+        .trim_end_matches(')');
+    assert!(
+        reloaded.contains(&format!("val_accuracy {recorded}")),
+        "{best_line} / {reloaded}"
+    );
+}
+
+#[test]
+fn same_seed_and_flags_give_identical_files() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    for dir in [&a, &b] {
+        let out = ckpt(
+            dir.path(),
+            &[
+                "train",
+                "--epochs",
+                "3",
+                "--progress",
+                "0",
+                "--verbose",
+                "0",
+                "--seed",
+                "9",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let names: Vec<_> = std::fs::read_dir(a.path().join("checkpoints"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(names.len(), 3);
+    for name in names {
+        let fa = std::fs::read(a.path().join("checkpoints").join(&name)).expect("read a");
+        let fb = std::fs::read(b.path().join("checkpoints").join(&name)).expect("read b");
+        assert!(fa == fb, "{name:?} differs between runs");
+    }
+}
+
+#[test]
+fn bad_input_ends_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("bad.csv"), "1,2,3\n4,5,6\n7,oops,1\n").expect("csv");
+    std::fs::write(dir.path().join("a-file"), "not a folder").expect("file");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["train", "--data", "missing.csv"],
+            "cannot read missing.csv",
+        ),
+        (
+            &["train", "--data", "bad.csv"],
+            "bad.csv: line 3: \"oops\" is not a number",
+        ),
+        (&["train", "--mode", "maxx"], "unknown mode \"maxx\""),
+        (
+            &["train", "--save-freq", "banana"],
+            "Unrecognized save_freq: banana",
+        ),
+        (&["train", "--epochs", "-3"], "must be at least 1, got -3"),
+        (
+            &["train", "--filepath", "w.{epoch.safetensors"],
+            "expected '}' before end of string",
+        ),
+        (
+            &["train", "--filepath", "w.{val_f1:.2f}.safetensors"],
+            "names \"val_f1\", which is not logged",
+        ),
+        (
+            &["train", "--filepath", "a-file/ckpt/w.safetensors"],
+            "cannot create folder a-file/ckpt",
+        ),
+        (
+            &["train", "--validation-split", "1.5"],
+            "validation split must be between 0 and 1",
+        ),
+        (
+            &["train", "--learning-rate", "-1"],
+            "--learning-rate must be a positive number",
+        ),
+        (&["train", "--bogus"], "unexpected argument '--bogus'"),
+    ];
+    for (args, expected) in cases {
+        let out = ckpt(dir.path(), args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: one line, got {stderr:?}"
+        );
+        assert!(stderr.starts_with("ckpt: "), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{args:?}: {stderr:?} lacks {expected:?}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("checkpoints").exists(), "no training ran");
+}
+
+#[test]
+fn help_shows_examples_and_exit_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(dir.path(), &["train", "--help"]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("Examples:") && help.contains("ckpt train --save-best-only"),
+        "{help}"
+    );
+    let out = ckpt(dir.path(), &["--help"]);
+    assert!(text(&out.stdout).contains("Exit status: 0 success"));
+    let out = ckpt(dir.path(), &["--version"]);
+    assert!(text(&out.stdout).starts_with("ckpt "));
+}

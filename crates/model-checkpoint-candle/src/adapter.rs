@@ -1,0 +1,225 @@
+//! candle tensors as checkpoint tensors, both ways: dtype mapping, zero-copy streaming out of
+//! candle's CPU buffers, and loading named tensors into variables with shape and dtype checks.
+
+use std::borrow::Cow;
+use std::io;
+use std::path::Path;
+
+use candle_core::{DType, Device, Storage, Tensor, Var};
+use model_checkpoint::store::{CheckpointFile, TensorRef};
+use model_checkpoint::{Dtype, TensorData};
+
+use crate::Error;
+
+#[cfg(target_endian = "big")]
+compile_error!("checkpoint files are little-endian; big-endian hosts are not supported");
+
+/// The safetensors dtype of a candle dtype (`None` only for dtypes newer than this crate).
+pub fn to_dtype(dtype: DType) -> Option<Dtype> {
+    Some(match dtype {
+        DType::U8 => Dtype::U8,
+        DType::U32 => Dtype::U32,
+        DType::I16 => Dtype::I16,
+        DType::I32 => Dtype::I32,
+        DType::I64 => Dtype::I64,
+        DType::BF16 => Dtype::BF16,
+        DType::F16 => Dtype::F16,
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::F8E4M3 => Dtype::F8_E4M3,
+        DType::F6E2M3 => Dtype::F6_E2M3,
+        DType::F6E3M2 => Dtype::F6_E3M2,
+        DType::F4 => Dtype::F4,
+        DType::F8E8M0 => Dtype::F8_E8M0,
+        _ => return None,
+    })
+}
+
+/// The candle dtype of a safetensors dtype, if candle has it.
+pub fn from_dtype(dtype: Dtype) -> Option<DType> {
+    Some(match dtype {
+        Dtype::U8 => DType::U8,
+        Dtype::U32 => DType::U32,
+        Dtype::I16 => DType::I16,
+        Dtype::I32 => DType::I32,
+        Dtype::I64 => DType::I64,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F16 => DType::F16,
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        Dtype::F8_E4M3 => DType::F8E4M3,
+        Dtype::F6_E2M3 => DType::F6E2M3,
+        Dtype::F6_E3M2 => DType::F6E3M2,
+        Dtype::F4 => DType::F4,
+        Dtype::F8_E8M0 => DType::F8E8M0,
+        _ => return None,
+    })
+}
+
+/// A candle tensor as checkpoint data. On the CPU its bytes are streamed straight from
+/// candle's buffer, with no copy.
+#[derive(Clone, Debug)]
+pub struct CandleTensor {
+    tensor: Tensor,
+    dtype: Dtype,
+}
+
+impl CandleTensor {
+    /// Wraps `tensor` (a cheap reference-counted clone of it is kept).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DtypeMismatch`] for a dtype safetensors cannot hold.
+    pub fn new(tensor: &Tensor) -> Result<Self, Error> {
+        let dtype = to_dtype(tensor.dtype()).ok_or_else(|| Error::DtypeMismatch {
+            path: Default::default(),
+            name: String::new(),
+            expected: "a dtype safetensors can hold".into(),
+            found: format!("{:?}", tensor.dtype()),
+        })?;
+        Ok(CandleTensor {
+            tensor: tensor.clone(),
+            dtype,
+        })
+    }
+
+    /// The tensor.
+    pub fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+}
+
+/// Views a slice of plain numbers as bytes.
+fn bytes_of<T: Copy>(values: &[T]) -> &[u8] {
+    // SAFETY: `T` is one of candle's element types (integers, floats, or byte-sized
+    // wrappers): plain data without padding or invalid bit patterns, so every byte is
+    // initialised; `u8` has alignment 1, and the length covers exactly the same memory.
+    unsafe {
+        std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+    }
+}
+
+impl TensorData for CandleTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> Cow<'_, [usize]> {
+        Cow::Borrowed(self.tensor.dims())
+    }
+
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let on_cpu;
+        let tensor = match self.tensor.device() {
+            Device::Cpu => &self.tensor,
+            _ => {
+                on_cpu = self
+                    .tensor
+                    .to_device(&Device::Cpu)
+                    .map_err(io::Error::other)?;
+                &on_cpu
+            }
+        };
+        let contiguous;
+        let tensor = if tensor.is_contiguous() {
+            tensor
+        } else {
+            contiguous = tensor.contiguous().map_err(io::Error::other)?;
+            &contiguous
+        };
+        let (storage, layout) = tensor.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            return Err(io::Error::other(
+                "tensor is not on the CPU after moving it there",
+            ));
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| io::Error::other("tensor is not contiguous after making it so"))?;
+        use candle_core::CpuStorage as S;
+        let bytes: &[u8] = match cpu {
+            S::U8(v) => bytes_of(&v[start..end]),
+            S::U32(v) => bytes_of(&v[start..end]),
+            S::I16(v) => bytes_of(&v[start..end]),
+            S::I32(v) => bytes_of(&v[start..end]),
+            S::I64(v) => bytes_of(&v[start..end]),
+            S::BF16(v) => bytes_of(&v[start..end]),
+            S::F16(v) => bytes_of(&v[start..end]),
+            S::F32(v) => bytes_of(&v[start..end]),
+            S::F64(v) => bytes_of(&v[start..end]),
+            S::F8E4M3(v) => bytes_of(&v[start..end]),
+            // Packed sub-byte types keep raw bytes; offsets count elements, so take the whole
+            // buffer only when the view is the whole buffer.
+            S::F6E2M3(v) | S::F6E3M2(v) | S::F4(v) | S::F8E8M0(v) => {
+                if start != 0 {
+                    return Err(io::Error::other("sliced packed tensors are not supported"));
+                }
+                v.as_slice()
+            }
+        };
+        sink(bytes)
+    }
+}
+
+/// Builds a tensor from a stored one, checking it against what the variable expects.
+pub(crate) fn tensor_for(
+    stored: &TensorRef<'_>,
+    expected_shape: &[usize],
+    expected_dtype: DType,
+    path: &Path,
+    device: &Device,
+) -> Result<Tensor, Error> {
+    let Some(dtype) = from_dtype(stored.dtype) else {
+        return Err(Error::DtypeMismatch {
+            path: path.to_path_buf(),
+            name: stored.name.to_owned(),
+            expected: format!("{expected_dtype:?}"),
+            found: format!("{:?} (which candle cannot hold)", stored.dtype),
+        });
+    };
+    if dtype != expected_dtype {
+        return Err(Error::DtypeMismatch {
+            path: path.to_path_buf(),
+            name: stored.name.to_owned(),
+            expected: format!("{expected_dtype:?}"),
+            found: format!("{dtype:?}"),
+        });
+    }
+    if stored.shape != expected_shape {
+        return Err(Error::ShapeMismatch {
+            path: path.to_path_buf(),
+            name: stored.name.to_owned(),
+            expected: expected_shape.to_vec(),
+            found: stored.shape.to_vec(),
+        });
+    }
+    Ok(Tensor::from_raw_buffer(
+        stored.data,
+        dtype,
+        stored.shape,
+        device,
+    )?)
+}
+
+/// Loads `vars` (name, variable) from the tensors `file` holds under `prefix + name`, all or
+/// nothing: every tensor is read and checked before any variable changes.
+pub(crate) fn load_vars(
+    file: &CheckpointFile,
+    prefix: &str,
+    vars: &[(String, Var)],
+) -> Result<(), Error> {
+    let mut staged = Vec::with_capacity(vars.len());
+    for (name, var) in vars {
+        let key = format!("{prefix}{name}");
+        let stored = file.tensor(&key).ok_or_else(|| Error::MissingTensor {
+            path: file.path().to_path_buf(),
+            name: key.clone(),
+        })?;
+        let tensor = tensor_for(&stored, var.dims(), var.dtype(), file.path(), var.device())?;
+        staged.push((var, tensor));
+    }
+    for (var, tensor) in staged {
+        var.set(&tensor)?;
+    }
+    Ok(())
+}

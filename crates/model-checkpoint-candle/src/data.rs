@@ -1,0 +1,272 @@
+//! Datasets: the bundled digits, and CSV files with the same layout (numeric features, then
+//! an integer class label, one sample a row, no header; plain or gzip-compressed).
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::Error;
+
+/// The UCI "Optical Recognition of Handwritten Digits" test set (E. Alpaydin, C. Kaynak,
+/// 1998; CC BY 4.0): 1,797 8×8 images with pixel values 0–16, and their digit.
+const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
+
+/// Samples in host memory: `len × features` values, and one class label per sample.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    features: Vec<f32>,
+    labels: Vec<u32>,
+    width: usize,
+    classes: usize,
+}
+
+impl Dataset {
+    /// Samples from row-major `features` (`labels.len() × width` values) and labels.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] when the sizes disagree or there are no samples.
+    pub fn new(features: Vec<f32>, labels: Vec<u32>, width: usize) -> Result<Self, Error> {
+        if labels.is_empty() || width == 0 || features.len() != labels.len() * width {
+            return Err(Error::options(format!(
+                "{} feature values do not make {} samples of width {width}",
+                features.len(),
+                labels.len()
+            )));
+        }
+        let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+        Ok(Dataset {
+            features,
+            labels,
+            width,
+            classes,
+        })
+    }
+
+    /// The bundled digits, pixel values as given (0–16).
+    pub fn digits() -> Self {
+        Self::parse(DIGITS_CSV_GZ, Path::new("digits.csv.gz"))
+            .expect("the bundled digits data set parses (a test checks it)")
+    }
+
+    /// Reads a CSV file: plain, or gzip-compressed (recognised by its magic bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DataIo`] if the file cannot be read, [`Error::MalformedRow`] naming the line
+    /// of the first bad row.
+    pub fn from_csv(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::DataIo {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    fn parse(bytes: &[u8], path: &Path) -> Result<Self, Error> {
+        let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
+            Box::new(flate2::read::GzDecoder::new(bytes))
+        } else {
+            Box::new(bytes)
+        };
+        let mut features = Vec::new();
+        let mut labels = Vec::new();
+        let mut width = None;
+        for (i, line) in BufReader::new(reader).lines().enumerate() {
+            let line_no = i + 1;
+            let bad = |reason: String| Error::MalformedRow {
+                path: path.to_path_buf(),
+                line: line_no,
+                reason,
+            };
+            let line = line.map_err(|e| bad(format!("unreadable: {e}")))?;
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            if fields.len() < 2 {
+                return Err(bad(format!(
+                    "expected features and a label, found {} value(s)",
+                    fields.len()
+                )));
+            }
+            let w = fields.len() - 1;
+            match width {
+                None => width = Some(w),
+                Some(expected) if expected != w => {
+                    return Err(bad(format!(
+                        "expected {} values like the first row, found {}",
+                        expected + 1,
+                        fields.len()
+                    )))
+                }
+                Some(_) => {}
+            }
+            for f in &fields[..w] {
+                let v: f32 = f
+                    .parse()
+                    .map_err(|_| bad(format!("{f:?} is not a number")))?;
+                if !v.is_finite() {
+                    return Err(bad(format!("{f:?} is not a finite number")));
+                }
+                features.push(v);
+            }
+            let label = fields[w];
+            let label: u32 = label
+                .parse()
+                .map_err(|_| bad(format!("label {label:?} is not a non-negative integer")))?;
+            labels.push(label);
+        }
+        let Some(width) = width else {
+            return Err(Error::MalformedRow {
+                path: path.to_path_buf(),
+                line: 0,
+                reason: "no samples".into(),
+            });
+        };
+        Self::new(features, labels, width)
+    }
+
+    /// Divides every feature by the largest absolute value, so that features lie in
+    /// [-1, 1] (pixel values 0–16 become 0–1).
+    pub fn scaled(mut self) -> Self {
+        let max = self.features.iter().fold(0f32, |m, v| m.max(v.abs()));
+        if max > 0.0 {
+            self.features.iter_mut().for_each(|v| *v /= max);
+        }
+        self
+    }
+
+    /// The samples in an order drawn from `seed` (for a held-out split of a file whose rows
+    /// are ordered, as the bundled digits are).
+    pub fn shuffled(&self, seed: u64) -> Dataset {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        crate::TrainRng::new(seed).shuffle(&mut order);
+        let mut features = Vec::with_capacity(self.features.len());
+        for &i in &order {
+            features.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
+        }
+        Dataset {
+            features,
+            labels: order.iter().map(|&i| self.labels[i]).collect(),
+            width: self.width,
+            classes: self.classes,
+        }
+    }
+
+    /// Splits off the last `fraction` of samples for validation, as Keras's
+    /// `validation_split` does (taken before any shuffling).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] when `fraction` is not in (0, 1) or leaves either side empty.
+    pub fn split_last(&self, fraction: f64) -> Result<(Dataset, Dataset), Error> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::options(format!(
+                "validation split must be between 0 and 1 (exclusive), got {fraction}"
+            )));
+        }
+        // Keras: split_at = int(len * (1 - validation_split)).
+        let split = (self.len() as f64 * (1.0 - fraction)) as usize;
+        if split == 0 || split == self.len() {
+            return Err(Error::options(format!(
+                "validation split {fraction} of {} samples leaves an empty side",
+                self.len()
+            )));
+        }
+        Ok((self.subset(0..split), self.subset(split..self.len())))
+    }
+
+    fn subset(&self, range: std::ops::Range<usize>) -> Dataset {
+        Dataset {
+            features: self.features[range.start * self.width..range.end * self.width].to_vec(),
+            labels: self.labels[range].to_vec(),
+            width: self.width,
+            classes: self.classes,
+        }
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no samples (never, for a constructed dataset).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Features per sample.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Number of classes (largest label + 1).
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The labels.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The samples at `indices` as a features tensor (`n × width`, f32) and a labels tensor
+    /// (`n`, u32).
+    ///
+    /// # Errors
+    ///
+    /// candle's failure to build the tensors.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor), Error> {
+        let mut x = Vec::with_capacity(indices.len() * self.width);
+        let mut y = Vec::with_capacity(indices.len());
+        for &i in indices {
+            x.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
+            y.push(self.labels[i]);
+        }
+        let n = indices.len();
+        Ok((
+            Tensor::from_vec(x, (n, self.width), device)?,
+            Tensor::from_vec(y, n, device)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_digits_parse() {
+        let d = Dataset::digits();
+        assert_eq!((d.len(), d.width(), d.classes()), (1797, 64, 10));
+    }
+
+    #[test]
+    fn malformed_rows_name_their_line() {
+        let err = Dataset::parse(b"1,2,3\n4,5\n", Path::new("x.csv")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.csv: line 2: expected 3 values like the first row, found 2"
+        );
+        let err = Dataset::parse(b"1,2,3\n4,x,1\n", Path::new("x.csv")).unwrap_err();
+        assert_eq!(err.to_string(), "x.csv: line 2: \"x\" is not a number");
+        let err = Dataset::parse(b"1,2,-1\n", Path::new("x.csv")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x.csv: line 1: label \"-1\" is not a non-negative integer"
+        );
+    }
+
+    #[test]
+    fn split_takes_the_last_samples() {
+        let d =
+            Dataset::new((0..10).map(|v| v as f32).collect(), (0..10).collect(), 1).expect("data");
+        let (train, val) = d.split_last(0.2).expect("split");
+        assert_eq!(train.labels(), &[0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(val.labels(), &[8, 9]);
+    }
+}

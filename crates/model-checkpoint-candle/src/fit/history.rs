@@ -1,0 +1,61 @@
+use model_checkpoint::{Direction, Logs, Value};
+use serde::{Deserialize, Serialize};
+
+/// What `fit` returns: the epoch logs, as Keras's `History` records them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// The 0-based index of each recorded epoch.
+    pub epochs: Vec<usize>,
+    /// The logs of each recorded epoch (training metrics, then `val_` metrics).
+    pub logs: Vec<Logs>,
+}
+
+impl History {
+    pub(crate) fn record(&mut self, epoch: usize, logs: &Logs) {
+        self.epochs.push(epoch);
+        self.logs.push(logs.clone());
+    }
+
+    /// The values of `metric`, one per epoch (Keras's `history.history[metric]`), `None`
+    /// where an epoch did not log it.
+    pub fn metric(&self, metric: &str) -> Vec<Option<f64>> {
+        self.logs
+            .iter()
+            .map(|l| l.get(metric).and_then(|v| v.as_f64()))
+            .collect()
+    }
+
+    /// The epoch with the best value of `metric` and that value; the first on ties, never
+    /// NaN.
+    pub fn best(&self, metric: &str, direction: Direction) -> Option<(usize, f64)> {
+        let mut best: Option<(usize, f64)> = None;
+        for (&epoch, logs) in self.epochs.iter().zip(&self.logs) {
+            let Some(v) = logs.get(metric).and_then(|v: Value| v.as_f64()) else {
+                continue;
+            };
+            let better = match best {
+                None => !v.is_nan(),
+                Some((_, b)) => direction.improves(v, b),
+            };
+            if better {
+                best = Some((epoch, v));
+            }
+        }
+        best
+    }
+
+    /// The last epoch's logs.
+    pub fn last(&self) -> Option<&Logs> {
+        self.logs.last()
+    }
+
+    /// Number of recorded epochs.
+    pub fn len(&self) -> usize {
+        self.epochs.len()
+    }
+
+    /// Whether no epoch was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.epochs.is_empty()
+    }
+}

@@ -1,0 +1,141 @@
+//! Restoring a trainer and its callbacks from a full checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use model_checkpoint::store::{CheckpointFile, Kind, Verify, TRAINING_PREFIX};
+use model_checkpoint::Callback;
+
+use super::state::{FitRecord, FitState, OPTIMIZER_PREFIX};
+use super::Trainer;
+use crate::rng::TrainRng;
+use crate::Error;
+
+/// Where a resumed trainer will continue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// The checkpoint resumed from.
+    pub path: PathBuf,
+    /// The epoch training continues in (0-based).
+    pub epoch: usize,
+    /// Batches of that epoch already done.
+    pub batches_done: usize,
+    /// Optimizer steps already taken.
+    pub global_step: u64,
+    /// Callbacks whose state was restored, by state key.
+    pub restored_callbacks: Vec<String>,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> Error {
+    Error::BadTrainingState {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl Trainer {
+    /// Restores the model, the optimizer, the counters, the generator, and the state of every
+    /// callback in `callbacks` that the checkpoint holds (`ModelCheckpoint`'s best value and
+    /// counters among them), so that the next [`Trainer::fit`] continues exactly where the
+    /// checkpoint was taken. Verifies every checksum first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Checkpoint`] for an unreadable or corrupt file,
+    /// [`Error::NotAFullCheckpoint`] for a weights-only file, [`Error::BadTrainingState`] for
+    /// a state that is malformed or was written by another optimizer, and the tensor errors
+    /// of [`crate::Model::load_weights`]. The trainer must not be used after an error: some
+    /// variables may already have changed.
+    pub fn resume(
+        &mut self,
+        path: impl AsRef<Path>,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Resumed, Error> {
+        let path = path.as_ref();
+        let file = CheckpointFile::open(path, Verify::Full)?;
+        if file.kind() != Kind::Full {
+            return Err(Error::NotAFullCheckpoint {
+                path: path.to_path_buf(),
+            });
+        }
+        let text = file
+            .info()
+            .get("training_state")
+            .ok_or_else(|| bad(path, "no training state in a full checkpoint"))?;
+        let values: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| bad(path, format!("training state unreadable: {e}")))?;
+        let fit_value = values
+            .get("fit")
+            .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;
+        let state: FitState = serde_json::from_value(fit_value.clone())
+            .map_err(|e| bad(path, format!("fit state malformed: {e}")))?;
+        TrainRng::from_state(&state.rng).ok_or_else(|| bad(path, "generator state malformed"))?;
+        TrainRng::from_state(&state.rng_epoch_start)
+            .ok_or_else(|| bad(path, "generator state malformed"))?;
+
+        self.model.load_weights_from(&file)?;
+        let optimizer = values.get("optimizer").cloned().unwrap_or_default();
+        self.optimizer.load_state(
+            &file,
+            &format!("{TRAINING_PREFIX}{OPTIMIZER_PREFIX}"),
+            &optimizer,
+        )?;
+
+        let mut restored = Vec::new();
+        let saved_callbacks = values.get("callbacks").and_then(|c| c.as_object());
+        for cb in callbacks.iter_mut() {
+            let Some(key) = cb.state_key() else { continue };
+            if let Some(saved) = saved_callbacks.and_then(|c| c.get(&key)) {
+                cb.restore_state(saved)?;
+                restored.push(key);
+            }
+        }
+
+        let (epoch, batches_done) = if state.epoch_complete {
+            (state.epoch + 1, 0)
+        } else {
+            (state.epoch, state.batches_done)
+        };
+        let resumed = Resumed {
+            path: path.to_path_buf(),
+            epoch,
+            batches_done,
+            global_step: state.global_step,
+            restored_callbacks: restored,
+        };
+        self.global_step = state.global_step;
+        self.rng = TrainRng::from_state(&state.rng);
+        self.resume = Some(state);
+        Ok(resumed)
+    }
+}
+
+/// A resume is exact only with the same batch size, shuffling, split and seed.
+pub(crate) fn check_compatible(saved: &FitRecord, now: &FitRecord) -> Result<(), Error> {
+    let mut diffs = Vec::new();
+    if saved.batch_size != now.batch_size {
+        diffs.push(format!(
+            "batch size {} (now {})",
+            saved.batch_size, now.batch_size
+        ));
+    }
+    if saved.shuffle != now.shuffle {
+        diffs.push(format!("shuffle {} (now {})", saved.shuffle, now.shuffle));
+    }
+    if saved.validation_split != now.validation_split {
+        diffs.push(format!(
+            "validation split {:?} (now {:?})",
+            saved.validation_split, now.validation_split
+        ));
+    }
+    if saved.seed != now.seed {
+        diffs.push(format!("seed {} (now {})", saved.seed, now.seed));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::options(format!(
+            "the checkpoint was trained with {}; resume with the same options",
+            diffs.join(", ")
+        )))
+    }
+}

@@ -1,0 +1,78 @@
+//! What a full checkpoint records about training, and what `fit` resumes from.
+
+use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
+use serde::{Deserialize, Serialize};
+
+use super::history::History;
+use super::metrics::Running;
+use crate::optim::Optimizer;
+use crate::rng::RngState;
+use crate::Model;
+
+/// The fit options that must match for a resume to be exact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FitRecord {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub shuffle: bool,
+    pub validation_split: Option<f64>,
+    pub seed: u64,
+}
+
+/// Where training stands: enough to continue exactly where it was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct FitState {
+    /// The options of the run.
+    pub options: FitRecord,
+    /// The epoch in progress, or the last one completed.
+    pub epoch: usize,
+    /// Whether `epoch` has completed (its `on_epoch_end` was reached).
+    pub epoch_complete: bool,
+    /// Training batches done in `epoch`.
+    pub batches_done: usize,
+    /// Optimizer steps since training began.
+    pub global_step: u64,
+    /// The generator before `epoch`'s shuffle, to rebuild its batch order.
+    pub rng_epoch_start: RngState,
+    /// The generator now.
+    pub rng: RngState,
+    /// The running metrics of `epoch` so far.
+    pub running: Running,
+    /// Every completed epoch's logs.
+    pub history: History,
+}
+
+/// The trainer as `ModelCheckpoint` sees it during a hook: the model's weights, plus the
+/// optimizer and the fit state for full checkpoints.
+pub(crate) struct TrainingView<'a> {
+    pub model: &'a Model,
+    pub optimizer: &'a dyn Optimizer,
+    pub state: &'a FitState,
+}
+
+pub(crate) const OPTIMIZER_PREFIX: &str = "optimizer/";
+
+impl Checkpointable for TrainingView<'_> {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        self.model.weights()
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+        let (tensors, optimizer) = self.optimizer.state()?;
+        let tensors = tensors
+            .into_iter()
+            .map(|mut t| {
+                t.name = format!("{OPTIMIZER_PREFIX}{}", t.name);
+                t
+            })
+            .collect();
+        let mut values = serde_json::Map::new();
+        values.insert("optimizer".into(), optimizer);
+        values.insert(
+            "fit".into(),
+            serde_json::to_value(self.state)
+                .map_err(|e| model_checkpoint::Error::Model(format!("fit state: {e}")))?,
+        );
+        Ok(TrainingState { tensors, values })
+    }
+}

@@ -1,0 +1,195 @@
+//! A candle model whose variables live in a `VarMap`: forward pass, named variables, seeded
+//! Keras-style initialisation, and loading weights from checkpoint files.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use model_checkpoint::store::{CheckpointFile, Verify, TRAINING_PREFIX};
+use model_checkpoint::{Checkpointable, NamedTensor};
+
+use crate::adapter::{load_vars, CandleTensor};
+use crate::rng::TrainRng;
+use crate::Error;
+
+/// A model: a candle module and the `VarMap` holding its variables.
+pub struct Model {
+    varmap: VarMap,
+    module: Box<dyn Module>,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let vars: Vec<(String, Vec<usize>)> = self
+            .named_vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.dims().to_vec()))
+            .collect();
+        f.debug_struct("Model")
+            .field("vars", &vars)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A multi-layer perceptron: dense layers with ReLU between them, logits out.
+struct Mlp {
+    layers: Vec<candle_nn::Linear>,
+}
+
+impl Module for Mlp {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = xs.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x)?;
+            if i + 1 < self.layers.len() {
+                x = x.relu()?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+impl Model {
+    /// Wraps a module built from `varmap` (for example with `VarBuilder::from_varmap`).
+    pub fn new(varmap: VarMap, module: impl Module + 'static, device: Device) -> Self {
+        Model {
+            varmap,
+            module: Box::new(module),
+            device,
+        }
+    }
+
+    /// An MLP with layer sizes `sizes` (inputs first, classes last) on the CPU, initialised
+    /// as Keras initialises `Dense` layers (Glorot-uniform kernels, zero biases) from `seed`.
+    /// Variables are named `dense_0.weight`, `dense_0.bias`, `dense_1.weight` …
+    ///
+    /// ```
+    /// use model_checkpoint_candle::Model;
+    ///
+    /// let model = Model::mlp(&[64, 32, 10], 42)?;
+    /// let names: Vec<String> = model.named_vars().into_iter().map(|(n, _)| n).collect();
+    /// assert_eq!(names, ["dense_0.bias", "dense_0.weight", "dense_1.bias", "dense_1.weight"]);
+    /// # Ok::<(), model_checkpoint_candle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] for fewer than two sizes or a zero size.
+    pub fn mlp(sizes: &[usize], seed: u64) -> Result<Self, Error> {
+        if sizes.len() < 2 || sizes.contains(&0) {
+            return Err(Error::options(format!(
+                "an MLP needs at least two non-zero layer sizes, got {sizes:?}"
+            )));
+        }
+        let device = Device::Cpu;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+        let layers = sizes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| candle_nn::linear(w[0], w[1], vb.pp(format!("dense_{i}"))))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let model = Model::new(varmap, Mlp { layers }, device);
+        model.initialise(seed)?;
+        Ok(model)
+    }
+
+    /// Re-initialises every variable from `seed`, in name order: 2-D weights Glorot-uniform
+    /// (Keras's `Dense` default), everything else zero. candle's own initialisers draw from
+    /// a generator that cannot be seeded, so runs would not repeat.
+    ///
+    /// # Errors
+    ///
+    /// candle's failure to set a variable.
+    pub fn initialise(&self, seed: u64) -> Result<(), Error> {
+        let mut rng = TrainRng::new(seed);
+        for (_, var) in self.named_vars() {
+            let dims = var.dims().to_vec();
+            let count: usize = dims.iter().product();
+            let values: Vec<f32> = if let [fan_out, fan_in] = dims[..] {
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                (0..count)
+                    .map(|_| (rng.unit_f32() * 2.0 - 1.0) * limit)
+                    .collect()
+            } else {
+                vec![0.0; count]
+            };
+            let tensor = Tensor::from_vec(values, dims, &self.device)?.to_dtype(var.dtype())?;
+            var.set(&tensor)?;
+        }
+        Ok(())
+    }
+
+    /// The forward pass.
+    ///
+    /// # Errors
+    ///
+    /// candle's failure (a shape mismatch, say).
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor, Error> {
+        Ok(self.module.forward(xs)?)
+    }
+
+    /// The variables, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut vars: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars
+    }
+
+    /// The `VarMap`.
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Loads weights saved by `ModelCheckpoint` (weights-only or full) or any safetensors
+    /// file with the same names, verifying checksums first. All or nothing: on error no
+    /// variable has changed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Checkpoint`] for an unreadable or corrupt file, [`Error::MissingTensor`],
+    /// [`Error::UnexpectedTensor`], [`Error::ShapeMismatch`] or [`Error::DtypeMismatch`]
+    /// naming the tensor.
+    pub fn load_weights(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        let file = CheckpointFile::open(path, Verify::Full)?;
+        self.load_weights_from(&file)
+    }
+
+    pub(crate) fn load_weights_from(&self, file: &CheckpointFile) -> Result<(), Error> {
+        let vars = self.named_vars();
+        if let Some(extra) = file
+            .tensors()
+            .map(|t| t.name)
+            .filter(|n| !n.starts_with(TRAINING_PREFIX))
+            .find(|n| !vars.iter().any(|(v, _)| v == n))
+        {
+            return Err(Error::UnexpectedTensor {
+                path: file.path().to_path_buf(),
+                name: extra.to_owned(),
+            });
+        }
+        load_vars(file, "", &vars)
+    }
+}
+
+impl Checkpointable for Model {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        self.named_vars()
+            .into_iter()
+            .map(|(name, var)| Ok(NamedTensor::new(name, CandleTensor::new(var.as_tensor())?)))
+            .collect()
+    }
+}

@@ -1,0 +1,115 @@
+//! Optimizers whose whole state (moments, step count, hyperparameters) can be saved and
+//! restored, for exact resume. candle-nn's `AdamW` keeps its moments and step private, so
+//! these reimplement SGD and Adam/AdamW with candle-nn's arithmetic, operation for
+//! operation: on the same inputs they give the same bits.
+
+mod adam;
+mod sgd;
+
+pub use adam::{Adam, ParamsAdam};
+pub use sgd::{ParamsSgd, Sgd};
+
+use candle_core::backprop::GradStore;
+use candle_core::Var;
+use model_checkpoint::store::CheckpointFile;
+use model_checkpoint::NamedTensor;
+
+use crate::adapter::{load_vars, CandleTensor};
+use crate::Error;
+
+/// An optimizer `fit` can drive and checkpoint.
+pub trait Optimizer {
+    /// Applies one update from `grads`.
+    ///
+    /// # Errors
+    ///
+    /// candle's failure.
+    fn step(&mut self, grads: &GradStore) -> Result<(), Error>;
+
+    /// The learning rate.
+    fn learning_rate(&self) -> f64;
+
+    /// Changes the learning rate.
+    fn set_learning_rate(&mut self, lr: f64);
+
+    /// The state tensors, named `VAR/SLOT` (`dense_0.weight/m`), and the plain values
+    /// (`kind`, step count, hyperparameters).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DtypeMismatch`] for a state dtype safetensors cannot hold.
+    fn state(&self) -> Result<(Vec<NamedTensor<'_>>, serde_json::Value), Error>;
+
+    /// Restores what [`Optimizer::state`] returned, from `file`'s tensors under `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadTrainingState`] when the values are for another optimizer or malformed;
+    /// the tensor errors of loading (missing, shape, dtype).
+    fn load_state(
+        &mut self,
+        file: &CheckpointFile,
+        prefix: &str,
+        values: &serde_json::Value,
+    ) -> Result<(), Error>;
+}
+
+/// Slot variables (one per model variable) named `VAR/SLOT`, as state tensors.
+pub(crate) fn slot_tensors<'a>(
+    vars: &'a [(String, Var)],
+    slots: &[(&str, &'a [Var])],
+) -> Result<Vec<NamedTensor<'a>>, Error> {
+    let mut out = Vec::new();
+    for (slot, values) in slots {
+        for ((name, _), v) in vars.iter().zip(values.iter()) {
+            out.push(NamedTensor::new(
+                format!("{name}/{slot}"),
+                CandleTensor::new(v.as_tensor())?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Loads slot variables saved by [`slot_tensors`].
+pub(crate) fn load_slots(
+    file: &CheckpointFile,
+    prefix: &str,
+    vars: &[(String, Var)],
+    slot: &str,
+    values: &[Var],
+) -> Result<(), Error> {
+    let named: Vec<(String, Var)> = vars
+        .iter()
+        .zip(values)
+        .map(|((name, _), v)| (format!("{name}/{slot}"), v.clone()))
+        .collect();
+    load_vars(file, prefix, &named)
+}
+
+/// Reads the saved values back into `T`, checking the optimizer kind.
+pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
+    file: &CheckpointFile,
+    kind: &str,
+    values: &serde_json::Value,
+) -> Result<T, Error> {
+    let saved_kind = values
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("none");
+    if saved_kind != kind {
+        return Err(Error::BadTrainingState {
+            path: file.path().to_path_buf(),
+            reason: format!(
+                "the checkpoint holds {saved_kind} optimizer state, this run uses {kind}"
+            ),
+        });
+    }
+    serde_json::from_value(values.clone()).map_err(|e| Error::BadTrainingState {
+        path: file.path().to_path_buf(),
+        reason: format!("{kind} optimizer state is malformed: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! Real training on the bundled digits with ModelCheckpoint: the best checkpoint reloads to
+//! exactly the best score, runs repeat bit for bit, and loading checks names, shapes, dtypes.
+
+use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::{Direction, Mode, ModelCheckpoint};
+use model_checkpoint_candle::{Adam, Dataset, Error, FitOptions, Model, ParamsAdam, Trainer};
+
+fn trainer(seed: u64) -> Trainer {
+    let model = Model::mlp(&[64, 32, 10], seed).expect("model");
+    let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(0.003)).expect("adam");
+    Trainer::new(model, optimizer)
+}
+
+fn data() -> Dataset {
+    Dataset::digits().scaled().shuffled(3)
+}
+
+#[test]
+fn best_checkpoint_reloads_to_exactly_the_best_val_accuracy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("best.safetensors");
+    let mut checkpoint = ModelCheckpoint::new(&path)
+        .monitor("val_accuracy")
+        .mode(Mode::Max)
+        .save_best_only(true)
+        .save_weights_only(true);
+    let mut t = trainer(11);
+    let options = FitOptions::new(6).validation_split(0.2).verbose(0).seed(5);
+    let history = t
+        .fit(&data(), &options, &mut [&mut checkpoint])
+        .expect("fit");
+
+    let (best_epoch, best) = history
+        .best("val_accuracy", Direction::Maximize)
+        .expect("a best epoch");
+    assert_eq!(checkpoint.best().as_f64(), Some(best));
+    // The final weights are not the best ones unless the last epoch was the best.
+    let fresh = Model::mlp(&[64, 32, 10], 99).expect("model");
+    fresh.load_weights(&path).expect("load best");
+    let (_, val) = data().split_last(0.2).expect("split");
+    let evaluator = Trainer::new(
+        fresh,
+        Adam::new(vec![], ParamsAdam::default()).expect("adam"),
+    );
+    let reloaded = evaluator.evaluate(&val, 32).expect("evaluate");
+    assert_eq!(
+        reloaded.get("accuracy").and_then(|v| v.as_f64()),
+        Some(best),
+        "best epoch {best_epoch}"
+    );
+    assert_eq!(
+        reloaded.get("loss").and_then(|v| v.as_f64()),
+        history.logs[history
+            .epochs
+            .iter()
+            .position(|&e| e == best_epoch)
+            .expect("epoch")]
+        .get("val_loss")
+        .and_then(|v| v.as_f64())
+    );
+}
+
+#[test]
+fn same_seed_same_data_gives_identical_weights() {
+    let run = || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cb =
+            ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).save_weights_only(true);
+        let mut t = trainer(4);
+        t.fit(
+            &data(),
+            &FitOptions::new(3).validation_split(0.2).verbose(0).seed(8),
+            &mut [&mut cb],
+        )
+        .expect("fit");
+        let file =
+            CheckpointFile::open(&dir.path().join("w3.safetensors"), Verify::Full).expect("open");
+        let tensors: Vec<(String, Vec<u8>)> = file
+            .tensors()
+            .map(|t| (t.name.to_owned(), t.data.to_vec()))
+            .collect();
+        let bytes = std::fs::read(dir.path().join("w3.safetensors")).expect("read");
+        (tensors, bytes)
+    };
+    let (a, file_a) = run();
+    let (b, file_b) = run();
+    assert_eq!(a, b);
+    assert_eq!(file_a, file_b, "whole files are identical too");
+    // A different seed trains differently.
+    let mut other = trainer(5);
+    other
+        .fit(&data(), &FitOptions::new(1).verbose(0), &mut [])
+        .expect("fit");
+    assert_ne!(
+        other.model().named_vars()[1]
+            .1
+            .as_tensor()
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values"),
+        a.iter()
+            .find(|(n, _)| n == "dense_0.weight")
+            .map(|(_, d)| d
+                .chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<_>>())
+            .expect("tensor")
+    );
+}
+
+#[test]
+fn loading_names_the_tensor_that_does_not_fit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("w.safetensors");
+    let mut cb = ModelCheckpoint::new(&path).save_weights_only(true);
+    trainer(1)
+        .fit(&data(), &FitOptions::new(1).verbose(0), &mut [&mut cb])
+        .expect("fit");
+
+    let wider = Model::mlp(&[64, 48, 10], 1).expect("model");
+    let before = wider.named_vars()[0]
+        .1
+        .as_tensor()
+        .to_vec1::<f32>()
+        .expect("bias");
+    match wider.load_weights(&path) {
+        Err(Error::ShapeMismatch {
+            name,
+            expected,
+            found,
+            ..
+        }) => {
+            assert_eq!(name, "dense_0.bias");
+            assert_eq!((expected, found), (vec![48], vec![32]));
+        }
+        other => panic!("expected a shape mismatch, got {other:?}"),
+    }
+    // All or nothing: nothing changed.
+    assert_eq!(
+        wider.named_vars()[0]
+            .1
+            .as_tensor()
+            .to_vec1::<f32>()
+            .expect("bias"),
+        before
+    );
+
+    let deeper = Model::mlp(&[64, 32, 10, 10], 1).expect("model");
+    let err = deeper.load_weights(&path).expect_err("missing layer");
+    assert!(
+        matches!(err, Error::MissingTensor { ref name, .. } if name == "dense_2.bias"),
+        "{err}"
+    );
+
+    let shallower = Model::mlp(&[64, 10], 1).expect("model");
+    let err = shallower.load_weights(&path).expect_err("extra layer");
+    assert!(
+        matches!(err, Error::UnexpectedTensor { ref name, .. } if name == "dense_1.bias"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_save_stops_fit_with_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("taken.safetensors")).expect("dir");
+    let mut cb = ModelCheckpoint::new(dir.path().join("taken.safetensors"));
+    let err = trainer(1)
+        .fit(&data(), &FitOptions::new(3).verbose(0), &mut [&mut cb])
+        .expect_err("a folder is in the way");
+    assert!(
+        err.to_string()
+            .contains("Filepath used is an existing directory"),
+        "{err}"
+    );
+    assert_eq!(cb.saves(), 0);
+}
