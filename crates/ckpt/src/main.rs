@@ -1,5 +1,6 @@
 //! `ckpt`: train with Keras-style checkpoints, and inspect and verify checkpoint files.
 
+mod bench;
 mod inspect;
 mod train;
 
@@ -30,9 +31,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    #[command(visible_alias = "t")]
     Train(train::TrainArgs),
     Show(inspect::ShowArgs),
     Verify(inspect::VerifyArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Prints warnings from the library (Keras's `WARNING:tensorflow:` lines) on stderr.
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Show(args) => inspect::show(args),
         Command::Verify(args) => inspect::verify(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::from(OK),

@@ -85,6 +85,11 @@ pub(crate) struct TrainArgs {
     /// Hidden layer sizes, comma-separated.
     #[arg(long, default_value = "64", value_delimiter = ',', value_parser = parse_positive)]
     hidden: Vec<usize>,
+    /// Resume from a full checkpoint: a file, or "latest" for the newest full checkpoint that
+    /// verifies in the --filepath folder (falling back past damaged ones, with a warning).
+    /// --epochs stays the total; training continues where the checkpoint was taken.
+    #[arg(long, value_name = "PATH|latest")]
+    resume: Option<PathBuf>,
     /// Training output: 0 silent, 1 progress bar, 2 one line per epoch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     progress: u8,
@@ -280,6 +285,35 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         inner: checkpoint,
         saves: Vec::new(),
     };
+    if let Some(from) = &args.resume {
+        let path = if from.as_os_str() == "latest" {
+            let dir = Path::new(&args.filepath)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            model_checkpoint::store::latest_full(dir)?
+        } else {
+            from.clone()
+        };
+        let resumed = trainer.resume(&path, &mut [&mut tracked])?;
+        println!(
+            "resuming from {} at epoch {}{}",
+            resumed.path.display(),
+            resumed.epoch + 1,
+            if resumed.batches_done > 0 {
+                format!(", after batch {}", resumed.batches_done)
+            } else {
+                String::new()
+            }
+        );
+        // The best save of the interrupted run, so that the final report can name it.
+        if let Some(last) = tracked.inner.last_saved().map(Path::to_path_buf) {
+            let best = tracked.inner.best().as_f64().filter(|b| b.is_finite());
+            if args.save_best_only {
+                tracked.saves.push((last, best));
+            }
+        }
+    }
     let options = FitOptions::new(args.epochs)
         .batch_size(args.batch_size)
         .validation_split(args.validation_split)

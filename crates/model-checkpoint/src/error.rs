@@ -97,6 +97,18 @@ pub enum Error {
         /// What is wrong, naming the tensor or field.
         reason: String,
     },
+    /// Another process holds the checkpoint folder's lock.
+    #[error("another process is writing checkpoints into {}: its lock {} is held; wait for it to finish or choose another folder", .dir.display(), .dir.join(crate::store::LOCK_FILE).display())]
+    Locked {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// No full checkpoint in a folder verifies.
+    #[error("no full checkpoint in {} verifies", .dir.display())]
+    NoCheckpoint {
+        /// The folder.
+        dir: PathBuf,
+    },
     /// The tensor framework failed.
     #[error("model: {0}")]
     Model(String),

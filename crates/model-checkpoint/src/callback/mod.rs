@@ -26,12 +26,13 @@ impl Control {
     }
 }
 
-/// What a hook can reach besides its arguments: the model (to save it) and where training
-/// stands.
+/// What a hook can reach besides its arguments: the model (to save it), where training
+/// stands, and the other callbacks of the list (whose state a full checkpoint keeps).
 pub struct Context<'a> {
     model: Option<&'a dyn Checkpointable>,
     /// Optimizer steps taken since training began (across `fit` calls and resumes).
     pub global_step: u64,
+    peers: [&'a [Box<dyn Callback + 'a>]; 2],
 }
 
 impl<'a> Context<'a> {
@@ -40,6 +41,7 @@ impl<'a> Context<'a> {
         Context {
             model: Some(model),
             global_step: 0,
+            peers: [&[], &[]],
         }
     }
 
@@ -49,7 +51,18 @@ impl<'a> Context<'a> {
         Context {
             model: None,
             global_step: 0,
+            peers: [&[], &[]],
         }
+    }
+
+    /// The saved state of the other callbacks in the list, by state key: what a full
+    /// checkpoint records so that resuming restores them too.
+    pub fn peer_states(&self) -> Vec<(String, serde_json::Value)> {
+        self.peers
+            .iter()
+            .flat_map(|group| group.iter())
+            .filter_map(|cb| Some((cb.state_key()?, cb.state()?)))
+            .collect()
     }
 
     /// Sets [`Context::global_step`].
@@ -402,8 +415,15 @@ macro_rules! dispatch {
             /// The first callback's error; later callbacks are not called.
             pub fn $name(&mut self, $($arg: $ty,)* logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
                 let mut control = Control::Continue;
-                for cb in &mut self.callbacks {
-                    control = control.and(cb.$name($($arg,)* logs, ctx)?);
+                for i in 0..self.callbacks.len() {
+                    let (before, rest) = self.callbacks.split_at_mut(i);
+                    let Some((current, after)) = rest.split_first_mut() else { break };
+                    let mut inner = Context {
+                        model: ctx.model,
+                        global_step: ctx.global_step,
+                        peers: [&*before, &*after],
+                    };
+                    control = control.and(current.$name($($arg,)* logs, &mut inner)?);
                 }
                 Ok(control)
             }

@@ -9,7 +9,7 @@ use super::messages;
 use crate::callback::{Callback, Context, Control, HookResult};
 use crate::model::{Checkpointable, NamedTensor};
 use crate::policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};
-use crate::store::{self, Kind, SaveOptions, TRAINING_PREFIX};
+use crate::store::{self, FolderLock, Kind, SaveOptions, TRAINING_PREFIX};
 use crate::template::{self, FormatError};
 use crate::{Error, Logs, Value};
 
@@ -86,6 +86,7 @@ pub struct ModelCheckpoint {
     period: i64,
     state: CheckpointState,
     output: Output,
+    lock: Option<FolderLock>,
 }
 
 impl fmt::Debug for ModelCheckpoint {
@@ -133,6 +134,7 @@ impl ModelCheckpoint {
                 saves: 0,
             },
             output: Output::Stdout,
+            lock: None,
         };
         cb.reset_best();
         cb
@@ -330,6 +332,7 @@ impl ModelCheckpoint {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
             }
         }
+        self.ensure_lock()?;
         let current = logs.get(&self.monitor);
         match judge(
             self.save_best_only,
@@ -405,7 +408,10 @@ impl ModelCheckpoint {
             let mut own = self.state.clone();
             own.last_saved = Some(path.to_path_buf());
             own.saves += 1;
-            let mut callbacks = serde_json::Map::new();
+            // The other callbacks' state too, so that none resets on resume (those after this
+            // one in the list have not yet seen the current epoch's end).
+            let mut callbacks: serde_json::Map<String, serde_json::Value> =
+                ctx.peer_states().into_iter().collect();
             if let Ok(state) = serde_json::to_value(&own) {
                 callbacks.insert(self.key(), state);
             }
@@ -421,12 +427,53 @@ impl ModelCheckpoint {
         Ok(())
     }
 
+    /// The part of the template's folder without placeholders: the folder this callback
+    /// locks (`.` when the first folder level already has placeholders).
+    fn static_dir(&self) -> PathBuf {
+        let parent = Path::new(&self.filepath).parent().unwrap_or(Path::new(""));
+        let fixed: PathBuf = parent
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['{', '}']))
+            .collect();
+        if fixed.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            fixed
+        }
+    }
+
+    /// Takes the folder's lock (and clears stale temporary files) if not held yet and the
+    /// folder exists; Keras creates folders only when saving, so this never creates one.
+    fn ensure_lock(&mut self) -> Result<(), Error> {
+        if self.lock.is_none() {
+            let dir = self.static_dir();
+            if dir.is_dir() {
+                self.lock = Some(FolderLock::acquire(&dir)?);
+            }
+        }
+        Ok(())
+    }
+
     fn key(&self) -> String {
         format!("ModelCheckpoint({})", self.filepath)
     }
 }
 
 impl Callback for ModelCheckpoint {
+    /// Takes the checkpoint folder's advisory lock, so that a second trainer writing into
+    /// the same folder fails here rather than interleaving files, and removes temporary
+    /// files an interrupted save left. (Keras does nothing here.)
+    fn on_train_begin(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        self.ensure_lock()?;
+        Ok(Control::Continue)
+    }
+
+    /// Releases the folder's lock.
+    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        self.lock = None;
+        Ok(Control::Continue)
+    }
+
     fn on_epoch_begin(&mut self, epoch: usize, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
         self.state.current_epoch = Some(to_i64(epoch));
         Ok(Control::Continue)

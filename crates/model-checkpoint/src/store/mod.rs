@@ -14,11 +14,15 @@
 
 mod commit;
 mod layout;
+mod lock;
 mod read;
+mod scan;
 mod sys;
 mod write;
 
 pub use commit::{is_temp_file, remove_stale_temp_files, CommitError, PendingFile, TEMP_SUFFIX};
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
+pub use lock::{FolderLock, LOCK_FILE};
 pub use read::{CheckpointFile, TensorRef, Verify};
+pub use scan::{candidate_files, latest_full};
 pub use write::{save, SaveOptions, SaveReport};

@@ -106,7 +106,12 @@ impl CheckpointFile {
             info,
             tensors,
         };
-        if file.info.get(layout::KEY_FORMAT).map(String::as_str) == Some(layout::FORMAT_NAME) {
+        // Any one of the format's keys marks the file as ours, so that damage to one key
+        // cannot make a file pass as a foreign file without checksums.
+        if layout::RESERVED_KEYS
+            .iter()
+            .any(|k| file.info.contains_key(*k))
+        {
             file.check_own_header()?;
         }
         if verify == Verify::Full {
@@ -117,6 +122,13 @@ impl CheckpointFile {
 
     fn check_own_header(&mut self) -> Result<(), Error> {
         let corrupt = |reason: String| Error::corrupt(&self.path, reason);
+        let format = self.info.get(layout::KEY_FORMAT).map(String::as_str);
+        if format != Some(layout::FORMAT_NAME) {
+            return Err(corrupt(format!(
+                "format is {format:?}, expected {:?}: the header was altered",
+                layout::FORMAT_NAME
+            )));
+        }
         let version = self
             .info
             .get(layout::KEY_VERSION)

@@ -1,0 +1,234 @@
+//! `ckpt verify`, `ckpt show`, `--resume`, and the folder lock, on real checkpoint folders.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ckpt(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run ckpt")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut f: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    f.sort();
+    f
+}
+
+fn train(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--progress",
+        "0",
+        "--verbose",
+        "0",
+        "--filepath",
+        "ck/e{epoch:02d}.safetensors",
+    ];
+    args.extend_from_slice(extra);
+    let out = ckpt(dir, &args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    out
+}
+
+#[test]
+fn verify_passes_good_files_and_fails_damaged_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "2"]);
+    let out = ckpt(dir.path(), &["verify", "ck"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ok "))
+            .count(),
+        2
+    );
+
+    let victim = &files(&dir.path().join("ck"))[1];
+    let mut bytes = std::fs::read(victim).expect("read");
+    let n = bytes.len();
+    bytes[n - 10] ^= 0xff;
+    std::fs::write(victim, &bytes).expect("write");
+    let out = ckpt(dir.path(), &["verify", "ck"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("BAD") && stdout.contains("checksum mismatch in tensor"),
+        "{stdout}"
+    );
+    assert!(text(&out.stderr).contains("1 of 2 files did not verify"));
+    // Naming the good file alone still succeeds.
+    let good = files(&dir.path().join("ck"))[0].clone();
+    assert_eq!(
+        ckpt(dir.path(), &["verify", good.to_str().expect("utf-8")])
+            .status
+            .code(),
+        Some(0)
+    );
+    // A truncated file is named as such.
+    std::fs::write(victim, &bytes[..n / 2]).expect("truncate");
+    let stdout = text(&ckpt(dir.path(), &["verify", victim.to_str().expect("utf-8")]).stdout);
+    assert!(stdout.contains("truncated"), "{stdout}");
+}
+
+#[test]
+fn show_lists_metadata_and_tensors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "1", "--save-weights-only"]);
+    let file = files(&dir.path().join("ck"))[0].clone();
+    let out = ckpt(dir.path(), &["show", file.to_str().expect("utf-8")]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("kind:     weights"), "{stdout}");
+    assert!(
+        stdout.contains("dense_0.weight") && stdout.contains("[64, 64]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("checksums: ok"), "{stdout}");
+
+    let out = ckpt(
+        dir.path(),
+        &["show", "--json", file.to_str().expect("utf-8")],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(json["kind"], "weights");
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["metadata"]["epoch"], "1");
+    assert!(json["metadata"]["logs"]["val_accuracy"].is_number());
+    let tensors = json["tensors"].as_array().expect("tensors");
+    assert_eq!(tensors.len(), 4);
+    assert!(tensors
+        .iter()
+        .all(|t| t["crc32"].as_str().is_some_and(|c| c.len() == 8)));
+}
+
+#[test]
+fn resuming_latest_continues_to_the_same_result() {
+    let straight = tempfile::tempdir().expect("tempdir");
+    train(straight.path(), &["--epochs", "4", "--seed", "3"]);
+
+    let resumed = tempfile::tempdir().expect("tempdir");
+    train(resumed.path(), &["--epochs", "2", "--seed", "3"]);
+    let out = train(
+        resumed.path(),
+        &["--epochs", "4", "--seed", "3", "--resume", "latest"],
+    );
+    assert!(
+        text(&out.stdout).contains("resuming from ck/e02.safetensors at epoch 3"),
+        "{}",
+        text(&out.stdout)
+    );
+    let a = std::fs::read(straight.path().join("ck/e04.safetensors")).expect("straight");
+    let b = std::fs::read(resumed.path().join("ck/e04.safetensors")).expect("resumed");
+    assert!(a == b, "the final checkpoints differ");
+}
+
+#[test]
+fn resume_falls_back_past_a_corrupt_newest_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "3"]);
+    let newest = dir.path().join("ck/e03.safetensors");
+    let mut bytes = std::fs::read(&newest).expect("read");
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x10;
+    std::fs::write(&newest, &bytes).expect("write");
+    let out = train(dir.path(), &["--epochs", "4", "--resume", "latest"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("skipping ck/e03.safetensors") && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).contains("resuming from ck/e02.safetensors at epoch 3"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(dir.path().join("ck/e04.safetensors").exists());
+}
+
+#[test]
+fn resume_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["train", "--resume", "latest"],
+            "no full checkpoint in checkpoints verifies",
+        ),
+        (
+            &["train", "--resume", "nope.safetensors"],
+            "cannot open nope.safetensors",
+        ),
+    ];
+    std::fs::create_dir(dir.path().join("checkpoints")).expect("folder");
+    for (args, expected) in cases {
+        let out = ckpt(dir.path(), args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(expected) && stderr.lines().count() == 1,
+            "{args:?}: {stderr}"
+        );
+    }
+    train(dir.path(), &["--epochs", "1", "--save-weights-only"]);
+    let out = ckpt(dir.path(), &["train", "--resume", "ck/e01.safetensors"]);
+    assert!(
+        text(&out.stderr).contains("a weights-only checkpoint cannot resume training"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_second_trainer_on_the_same_folder_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "train",
+        "--epochs",
+        "100000",
+        "--progress",
+        "0",
+        "--verbose",
+        "0",
+        "--save-best-only",
+        "--filepath",
+        "ck/best.safetensors",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir.path())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("first trainer");
+    // Wait until the first trainer has saved (and so holds the lock).
+    let started = Instant::now();
+    while !dir.path().join("ck/best.safetensors").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first trainer never saved"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = ckpt(dir.path(), &args);
+    let _ = first.kill();
+    let _ = first.wait();
+    let stderr = text(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("another process is writing checkpoints into ck"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

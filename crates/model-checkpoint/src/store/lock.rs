@@ -1,0 +1,85 @@
+//! An advisory lock per checkpoint folder, so that two trainers never interleave files in
+//! one folder. Callbacks of one process share the lock.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::commit::remove_stale_temp_files;
+use crate::Error;
+
+/// The lock file's name inside a checkpoint folder.
+pub const LOCK_FILE: &str = ".ckpt.lock";
+
+/// Folders this process holds, with the open lock file and how many holders share it.
+static HELD: Mutex<BTreeMap<PathBuf, (File, usize)>> = Mutex::new(BTreeMap::new());
+
+/// This process's claim on a checkpoint folder; dropping the last claim releases the lock.
+#[derive(Debug)]
+pub struct FolderLock {
+    key: PathBuf,
+}
+
+impl FolderLock {
+    /// Locks `dir` (which must exist) for this process. The first claim also removes the
+    /// temporary files a crashed save left there: no one else can be writing them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] when another process holds the folder; [`Error::Io`] when the lock
+    /// file cannot be created or stale files cannot be removed.
+    pub fn acquire(dir: &Path) -> Result<FolderLock, Error> {
+        let key = dir
+            .canonicalize()
+            .map_err(|e| Error::io("open folder", dir, e))?;
+        let mut held = HELD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = held.get_mut(&key) {
+            entry.1 += 1;
+            return Ok(FolderLock { key });
+        }
+        let path = key.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("create lock file", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        }
+        for stale in remove_stale_temp_files(&key)? {
+            log::warn!(target: "model_checkpoint", "removed {}, left by an interrupted save", stale.display());
+        }
+        held.insert(key.clone(), (file, 1));
+        Ok(FolderLock { key })
+    }
+
+    /// The locked folder.
+    pub fn dir(&self) -> &Path {
+        &self.key
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let mut held = HELD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = held.get_mut(&self.key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                // Closing the file releases the lock; the file itself stays, harmlessly.
+                held.remove(&self.key);
+            }
+        }
+    }
+}

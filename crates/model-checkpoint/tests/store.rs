@@ -1,0 +1,268 @@
+//! Checkpoint files on a real file system: round trips, every kind of damage giving a clear
+//! error, and failed saves (folder in the way, disk full, read-only) leaving the previous
+//! checkpoint intact and no temporary file behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use model_checkpoint::store::{self, is_temp_file, CheckpointFile, Kind, SaveOptions, Verify};
+use model_checkpoint::{Error, HostTensor, NamedTensor};
+
+fn tensors(seed: f32, len: usize) -> Vec<(String, HostTensor)> {
+    let values: Vec<f32> = (0..len).map(|i| seed + i as f32 * 0.5).collect();
+    vec![
+        (
+            "layer.weight".into(),
+            HostTensor::from_f32(vec![len / 4, 4], &values),
+        ),
+        (
+            "layer.bias".into(),
+            HostTensor::from_f32(vec![4], &[seed, -seed, 0.25, 1e-3]),
+        ),
+        (
+            "steps".into(),
+            HostTensor::new(
+                model_checkpoint::Dtype::I64,
+                vec![1],
+                7i64.to_le_bytes().to_vec(),
+            )
+            .expect("i64"),
+        ),
+    ]
+}
+
+fn save(path: &Path, seed: f32, len: usize) -> Result<store::SaveReport, Error> {
+    let owned = tensors(seed, len);
+    let named: Vec<NamedTensor<'_>> = owned
+        .iter()
+        .map(|(n, t)| NamedTensor::new(n.clone(), t.clone()))
+        .collect();
+    let mut info = BTreeMap::new();
+    info.insert("logs".to_owned(), r#"{"loss":0.125}"#.to_owned());
+    store::save(path, Kind::Full, &named, &info, &SaveOptions::default())
+}
+
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| is_temp_file(p))
+        .collect()
+}
+
+fn corrupt_reason(path: &Path) -> String {
+    match CheckpointFile::open(path, Verify::Full) {
+        Err(Error::Corrupt { reason, .. }) => reason,
+        Err(other) => panic!("expected a corrupt-file error, got {other}"),
+        Ok(_) => panic!("a damaged file verified"),
+    }
+}
+
+#[test]
+fn round_trip_keeps_names_shapes_dtypes_bytes_and_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.safetensors");
+    let report = save(&path, 1.0, 64).expect("save");
+    assert_eq!(report.bytes, std::fs::metadata(&path).expect("meta").len());
+    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    assert_eq!(file.kind(), Kind::Full);
+    assert!(file.has_checksums());
+    assert_eq!(
+        file.info().get("logs").map(String::as_str),
+        Some(r#"{"loss":0.125}"#)
+    );
+    for (name, t) in tensors(1.0, 64) {
+        let stored = file.tensor(&name).expect("tensor");
+        assert_eq!(stored.data, t.data(), "{name}");
+        assert_eq!(stored.shape, &*model_checkpoint::TensorData::shape(&t));
+    }
+    // Larger element types come first, so every tensor is aligned to its element size.
+    let names: Vec<&str> = file.tensors().map(|t| t.name).collect();
+    assert_eq!(names, ["steps", "layer.bias", "layer.weight"]);
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+#[test]
+fn truncated_file_is_reported_as_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.safetensors");
+    save(&path, 1.0, 64).expect("save");
+    let len = std::fs::metadata(&path).expect("meta").len();
+    for keep in [len - 1, len / 2, 12, 3] {
+        let bytes = std::fs::read(&path).expect("read");
+        let cut = dir.path().join(format!("cut{keep}.safetensors"));
+        std::fs::write(&cut, &bytes[..keep as usize]).expect("write");
+        let reason = corrupt_reason(&cut);
+        assert!(
+            reason.contains("truncated") || reason.contains("not a valid safetensors file"),
+            "{keep} bytes: {reason}"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_a_tensor_names_the_tensor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.safetensors");
+    save(&path, 1.0, 64).expect("save");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 3; // inside layer.weight, the last tensor
+    bytes[last] ^= 0x40;
+    std::fs::write(&path, &bytes).expect("write");
+    let reason = corrupt_reason(&path);
+    assert!(
+        reason.contains("checksum mismatch in tensor \"layer.weight\""),
+        "{reason}"
+    );
+    // Opening without verification still works, for speed when the caller chooses it.
+    assert!(CheckpointFile::open(&path, Verify::HeaderOnly).is_ok());
+}
+
+#[test]
+fn a_flipped_byte_anywhere_in_the_header_is_caught() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.safetensors");
+    save(&path, 1.0, 64).expect("save");
+    let clean = std::fs::read(&path).expect("read");
+    let header_len = u64::from_le_bytes(clean[..8].try_into().expect("8 bytes")) as usize;
+    // Every byte of the length prefix and the header, one at a time.
+    for i in 0..8 + header_len {
+        let mut bytes = clean.clone();
+        bytes[i] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("write");
+        match CheckpointFile::open(&path, Verify::Full) {
+            Err(Error::Corrupt { .. }) => {}
+            Err(other) => panic!("byte {i}: unexpected error kind: {other}"),
+            Ok(_) => panic!("byte {i}: a flipped header byte went unnoticed"),
+        }
+    }
+}
+
+#[test]
+fn a_newer_format_version_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.safetensors");
+    save(&path, 1.0, 64).expect("save");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).expect("utf-8");
+    // A well-formed file from a future writer: version 9, header checksum recomputed.
+    let mut header = header.replace("\"format_version\":\"1\"", "\"format_version\":\"9\"");
+    let key = "\"header_checksum\":\"";
+    let at = header.find(key).expect("checksum field") + key.len();
+    header.replace_range(at..at + 8, "00000000");
+    let crc = crc32fast::hash(header.as_bytes());
+    header.replace_range(at..at + 8, &format!("{crc:08x}"));
+    bytes[8..8 + header_len].copy_from_slice(header.as_bytes());
+    std::fs::write(&path, &bytes).expect("write");
+    let reason = corrupt_reason(&path);
+    assert_eq!(
+        reason,
+        "unsupported format version \"9\" (this build reads version 1)"
+    );
+}
+
+#[test]
+fn a_folder_at_the_path_fails_without_leaving_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("taken.safetensors");
+    std::fs::create_dir(&path).expect("dir");
+    assert!(matches!(
+        save(&path, 1.0, 64),
+        Err(Error::IsADirectory { .. })
+    ));
+    assert!(temp_files(dir.path()).is_empty());
+}
+
+/// A tmpfs of `size` mounted on a fresh folder, unmounted on drop. `None`, with the reason
+/// printed, where mounting is impossible (not root, no mount namespace).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(options: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            Ok(o) => {
+                println!(
+                    "SKIPPED: cannot mount a tmpfs here: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                println!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+fn require_mount_in_ci(mount: &Option<Tmpfs>) {
+    assert!(
+        mount.is_some() || std::env::var_os("CI").is_none(),
+        "CI runs as root and must be able to mount a tmpfs"
+    );
+}
+
+#[test]
+fn disk_full_leaves_the_previous_checkpoint_intact() {
+    let mount = Tmpfs::mount("size=512k");
+    require_mount_in_ci(&mount);
+    let Some(fs) = mount else { return };
+    let path = fs.path().join("ckpt.safetensors");
+    save(&path, 1.0, 4096).expect("a 16 KiB checkpoint fits");
+    let before = std::fs::read(&path).expect("read");
+
+    // 1 MiB of weights cannot fit in 512 KiB.
+    let err = save(&path, 2.0, 256 * 1024).expect_err("disk full");
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        before,
+        "old checkpoint untouched"
+    );
+    CheckpointFile::open(&path, Verify::Full).expect("old checkpoint still verifies");
+    assert!(temp_files(fs.path()).is_empty(), "no temporary file left");
+}
+
+#[test]
+fn read_only_file_system_fails_clearly_and_keeps_the_old_file() {
+    let mount = Tmpfs::mount("size=1m");
+    require_mount_in_ci(&mount);
+    let Some(fs) = mount else { return };
+    let path = fs.path().join("ckpt.safetensors");
+    save(&path, 1.0, 64).expect("save");
+    let before = std::fs::read(&path).expect("read");
+    let remount = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(fs.path())
+        .status()
+        .expect("remount");
+    assert!(remount.success());
+    let err = save(&path, 2.0, 64).expect_err("read-only");
+    assert!(err.to_string().contains("Read-only file system"), "{err}");
+    assert!(
+        err.to_string().contains(&fs.path().display().to_string()),
+        "names the folder: {err}"
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+}
