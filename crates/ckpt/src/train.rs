@@ -85,6 +85,10 @@ pub(crate) struct TrainArgs {
     /// Hidden layer sizes, comma-separated.
     #[arg(long, default_value = "64", value_delimiter = ',', value_parser = parse_positive)]
     hidden: Vec<usize>,
+    /// Save on a background thread: training only waits for a copy of the weights in memory
+    /// (beyond Keras).
+    #[arg(long = "async")]
+    background: bool,
     /// Resume from a full checkpoint: a file, or "latest" for the newest full checkpoint that
     /// verifies in the --filepath folder (falling back past damaged ones, with a warning).
     /// --epochs stays the total; training continues where the checkpoint was taken.
@@ -271,7 +275,8 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .save_best_only(args.save_best_only)
         .save_weights_only(args.save_weights_only)
         .mode(args.mode)
-        .save_freq(args.save_freq);
+        .save_freq(args.save_freq)
+        .background(args.background);
     if let Some(t) = args.initial_value_threshold {
         checkpoint = checkpoint.initial_value_threshold(t);
     }

@@ -85,6 +85,7 @@ pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, ModelCheckpoint};
 pub use error::Error;
 pub use logs::{Logs, Value};
 pub use model::{
-    byte_len, Checkpointable, Dtype, HostTensor, NamedTensor, TensorData, TrainingState,
+    byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, TensorData,
+    TrainingState,
 };
 pub use policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};

@@ -117,6 +117,16 @@ impl HostTensor {
         &self.data
     }
 
+    /// Takes the raw bytes.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// A view of this tensor as [`TensorData`] without copying it.
+    pub fn clone_ref(&self) -> HostTensorRef<'_> {
+        HostTensorRef(self)
+    }
+
     /// The values, if the tensor is `F32`.
     pub fn to_f32(&self) -> Option<Vec<f32>> {
         (self.dtype == Dtype::F32).then(|| {
@@ -137,6 +147,22 @@ impl TensorData for HostTensor {
     }
     fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         sink(&self.data)
+    }
+}
+
+/// A borrowed [`HostTensor`], as tensor data.
+#[derive(Clone, Copy, Debug)]
+pub struct HostTensorRef<'a>(&'a HostTensor);
+
+impl TensorData for HostTensorRef<'_> {
+    fn dtype(&self) -> Dtype {
+        self.0.dtype
+    }
+    fn shape(&self) -> Cow<'_, [usize]> {
+        Cow::Borrowed(&self.0.shape)
+    }
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        sink(&self.0.data)
     }
 }
 

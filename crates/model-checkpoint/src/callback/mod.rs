@@ -6,7 +6,6 @@ use crate::{Error, Logs};
 
 /// What training should do after a hook.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[must_use]
 pub enum Control {
     /// Go on.
     #[default]

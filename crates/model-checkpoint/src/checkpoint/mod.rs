@@ -1,5 +1,6 @@
 //! `ModelCheckpoint`: Keras's checkpoint callback.
 
+mod background;
 mod keras_args;
 pub(crate) mod messages;
 mod model_checkpoint;

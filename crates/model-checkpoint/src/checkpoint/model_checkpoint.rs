@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::background::BackgroundWriter;
 use super::messages;
 use crate::callback::{Callback, Context, Control, HookResult};
 use crate::model::{Checkpointable, NamedTensor};
@@ -87,6 +88,9 @@ pub struct ModelCheckpoint {
     state: CheckpointState,
     output: Output,
     lock: Option<FolderLock>,
+    background: bool,
+    max_in_flight: usize,
+    writer: Option<BackgroundWriter>,
 }
 
 impl fmt::Debug for ModelCheckpoint {
@@ -102,6 +106,8 @@ impl fmt::Debug for ModelCheckpoint {
             .field("options", &self.options)
             .field("initial_value_threshold", &self.initial_value_threshold)
             .field("period", &self.period)
+            .field("background", &self.background)
+            .field("max_in_flight", &self.max_in_flight)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -135,6 +141,9 @@ impl ModelCheckpoint {
             },
             output: Output::Stdout,
             lock: None,
+            background: false,
+            max_in_flight: 1,
+            writer: None,
         };
         cb.reset_best();
         cb
@@ -216,6 +225,87 @@ impl ModelCheckpoint {
         log::warn!(target: "model_checkpoint", "{}", messages::period_deprecated());
         self.period = period;
         self
+    }
+
+    /// Save on a background thread (beyond Keras). The training thread only copies the
+    /// tensors into host memory; writing, syncing and renaming happen on a writer thread, and
+    /// nothing appears at the final path before it is durable. A save that fails is reported
+    /// by the next hook (so `fit` stops with it), and `on_train_end` waits for the last save.
+    /// The copy's buffers are kept for the next save (one model's worth of memory) until
+    /// `on_train_end`. Default: `false`.
+    pub fn background(mut self, yes: bool) -> Self {
+        self.background = yes;
+        self
+    }
+
+    /// How many background saves may be in flight; a save beyond that waits for the oldest.
+    /// Default: 1 (at least 1).
+    pub fn max_saves_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Waits until every background save is durable.
+    ///
+    /// # Errors
+    ///
+    /// The first failed save's error.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        let mut first = None;
+        if let Some(writer) = &mut self.writer {
+            while let Some(outcome) = writer.wait_one() {
+                if let Err(e) = outcome.result {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Starts the writer thread and has it allocate the snapshot buffers now, while training
+    /// runs, rather than at the first save.
+    fn prepare_background(&mut self, ctx: &Context<'_>) -> Result<(), Error> {
+        if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
+            return Ok(());
+        }
+        let Ok(model) = ctx.model() else {
+            return Ok(());
+        };
+        let mut sizes: Vec<usize> = model.weights()?.iter().map(|t| t.data.byte_len()).collect();
+        if !self.save_weights_only {
+            sizes.extend(
+                model
+                    .training_state()?
+                    .tensors
+                    .iter()
+                    .map(|t| t.data.byte_len()),
+            );
+        }
+        if self.writer.is_none() {
+            self.writer = Some(BackgroundWriter::start()?);
+        }
+        if let Some(writer) = &mut self.writer {
+            writer.prepare(sizes)?;
+        }
+        Ok(())
+    }
+
+    /// Reports background saves that failed since the last hook.
+    fn poll_background(&mut self) -> Result<(), Error> {
+        let Some(writer) = &mut self.writer else {
+            return Ok(());
+        };
+        if writer.in_flight() == 0 {
+            return Ok(());
+        }
+        let mut first = None;
+        for outcome in writer.finished() {
+            if let Err(e) = outcome.result {
+                log::warn!(target: "model_checkpoint", "background save to {} failed: {e}", outcome.path.display());
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Sends verbose messages to `out` instead of standard output.
@@ -421,7 +511,28 @@ impl ModelCheckpoint {
                 serde_json::Value::Object(values).to_string(),
             );
         }
-        store::save(path, kind, &tensors, &info, &self.options)?;
+        if self.background {
+            if self.writer.is_none() {
+                self.writer = Some(BackgroundWriter::start()?);
+            }
+            if let Some(writer) = &mut self.writer {
+                // At most `max_in_flight` snapshots exist: wait for the oldest save first.
+                while writer.in_flight() >= self.max_in_flight {
+                    if let Some(Err(e)) = writer.wait_one().map(|o| o.result) {
+                        return Err(e);
+                    }
+                }
+                writer.submit(
+                    path.to_path_buf(),
+                    kind,
+                    &tensors,
+                    info,
+                    self.options.clone(),
+                )?;
+            }
+        } else {
+            store::save(path, kind, &tensors, &info, &self.options)?;
+        }
         self.state.last_saved = Some(path.to_path_buf());
         self.state.saves += 1;
         Ok(())
@@ -463,18 +574,29 @@ impl Callback for ModelCheckpoint {
     /// Takes the checkpoint folder's advisory lock, so that a second trainer writing into
     /// the same folder fails here rather than interleaving files, and removes temporary
     /// files an interrupted save left. (Keras does nothing here.)
-    fn on_train_begin(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+    fn on_train_begin(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        self.poll_background()?;
         self.ensure_lock()?;
+        if self.background {
+            self.prepare_background(ctx)?;
+        }
         Ok(Control::Continue)
     }
 
-    /// Releases the folder's lock.
+    /// Waits for background saves to be durable, reporting the first failure, then releases
+    /// the folder's lock.
     fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        let flushed = self.flush();
+        if let Some(writer) = &mut self.writer {
+            writer.release_buffers();
+        }
         self.lock = None;
+        flushed?;
         Ok(Control::Continue)
     }
 
     fn on_epoch_begin(&mut self, epoch: usize, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        self.poll_background()?;
         self.state.current_epoch = Some(to_i64(epoch));
         Ok(Control::Continue)
     }
@@ -499,6 +621,7 @@ impl Callback for ModelCheckpoint {
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        self.poll_background()?;
         self.state.schedule.epoch_ended();
         if self.save_freq == SaveFreq::Epoch {
             self.save_model(to_i64(epoch), None, logs, ctx)?;

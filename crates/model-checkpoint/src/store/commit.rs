@@ -98,7 +98,9 @@ impl PendingFile {
     /// A [`CommitError`] holding the pending file; the destination is unchanged.
     pub fn commit(mut self, durable: bool) -> Result<PathBuf, CommitError> {
         if durable {
-            if let Err(e) = self.temp.as_file_mut().sync_all() {
+            // fdatasync: the data and the size, which is all a reader needs; the rename is
+            // made durable by syncing the folder below.
+            if let Err(e) = self.temp.as_file_mut().sync_data() {
                 let error = Error::io("sync", self.temp.path(), e);
                 return Err(CommitError {
                     error,

@@ -53,6 +53,36 @@ pub struct SaveReport {
 /// carries at least this much.
 const WRITE_BUFFER: usize = 4 << 20;
 
+/// Pieces at least this large are checksummed on another thread while being written.
+const PARALLEL_CHECKSUM: usize = 2 << 20;
+
+/// Writeback is started every time this much has been written.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// A file that asks the kernel to start writing every few MiB as they arrive, so that the
+/// disk is busy during the whole save instead of only during the final sync.
+struct StreamingFile<'a> {
+    file: &'a mut std::fs::File,
+    written: u64,
+    kicked: u64,
+}
+
+impl Write for StreamingFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.kicked >= WRITEBACK_CHUNK {
+            super::sys::start_writeback(self.file, self.kicked, self.written - self.kicked);
+            self.kicked = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Writes `tensors` and `info` to `path` as one safetensors file, atomically.
 ///
 /// Tensors are laid out as safetensors lays them out (by decreasing element size, then name),
@@ -139,7 +169,12 @@ pub fn save(
     let io = |e| Error::io("write", &temp_path, e);
     let mut sums = Vec::with_capacity(entries.len());
     {
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, pending.file());
+        let file = StreamingFile {
+            file: pending.file(),
+            written: 0,
+            kicked: 0,
+        };
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
         out.write_all(&(draft.len() as u64).to_le_bytes())
             .map_err(io)?;
         out.write_all(draft.as_bytes()).map_err(io)?;
@@ -149,9 +184,26 @@ pub fn save(
             tensors[i]
                 .data
                 .write_to(&mut |piece| {
-                    hasher.update(piece);
                     written += piece.len();
-                    out.write_all(piece)
+                    if piece.len() < PARALLEL_CHECKSUM {
+                        hasher.update(piece);
+                        return out.write_all(piece);
+                    }
+                    // A large piece is checksummed on a second core while this one hands it
+                    // to the kernel, so that the checksum costs no time.
+                    std::thread::scope(|scope| {
+                        let sum = scope.spawn(|| {
+                            let mut h = crc32fast::Hasher::new();
+                            h.update(piece);
+                            h
+                        });
+                        let written = out.write_all(piece);
+                        match sum.join() {
+                            Ok(h) => hasher.combine(&h),
+                            Err(_) => hasher.update(piece),
+                        }
+                        written
+                    })
                 })
                 .map_err(io)?;
             if written != entry.end - entry.start {

@@ -1,0 +1,152 @@
+//! Background saving: the same files as saving in the foreground, a snapshot taken before
+//! the hook returns (later changes to the model never reach the file), errors reported at
+//! the next hook and at `on_train_end`, and `on_train_end` waiting for the last save.
+
+use std::cell::RefCell;
+
+use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::{
+    Callback, Checkpointable, Context, Error, HostTensor, Logs, ModelCheckpoint, NamedTensor,
+    SaveFreq,
+};
+
+/// A model whose weights the test changes between hooks.
+struct Toy {
+    w: RefCell<Vec<f32>>,
+}
+
+impl Toy {
+    fn new() -> Self {
+        Toy {
+            w: RefCell::new((0..4096).map(|i| i as f32).collect()),
+        }
+    }
+    fn step(&self) {
+        self.w.borrow_mut().iter_mut().for_each(|v| *v += 1.0);
+    }
+}
+
+impl Checkpointable for Toy {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        let w = self.w.borrow();
+        Ok(vec![NamedTensor::new(
+            "w",
+            HostTensor::from_f32(vec![64, 64], &w),
+        )])
+    }
+}
+
+fn run(dir: &std::path::Path, background: bool) {
+    let toy = Toy::new();
+    let mut cb = ModelCheckpoint::new(dir.join("w{epoch}-{batch}.safetensors"))
+        .save_freq(SaveFreq::Batches(3))
+        // Weights only: full checkpoints record their own (here different) paths.
+        .save_weights_only(true)
+        .background(background)
+        .max_saves_in_flight(2);
+    let mut ctx = Context::new(&toy);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    for epoch in 0..3 {
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("epoch begin");
+        for batch in 0..10 {
+            // The weights change after every batch, also while saves are in flight.
+            toy.step();
+            let logs = Logs::from([("loss", 1.0 / (batch + 1) as f64)]);
+            cb.on_train_batch_end(batch, &logs, &mut ctx)
+                .expect("batch");
+        }
+        cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+            .expect("epoch end");
+    }
+    cb.on_train_end(&Logs::new(), &mut ctx)
+        .expect("end waits for the last save");
+    assert_eq!(cb.saves(), 10);
+}
+
+#[test]
+fn background_saves_write_exactly_what_foreground_saves_write() {
+    let fg = tempfile::tempdir().expect("tempdir");
+    let bg = tempfile::tempdir().expect("tempdir");
+    run(fg.path(), false);
+    run(bg.path(), true);
+    let mut names: Vec<_> = std::fs::read_dir(fg.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".safetensors"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 10);
+    for name in names {
+        let a = std::fs::read(fg.path().join(&name)).expect("foreground file");
+        let b = std::fs::read(bg.path().join(&name))
+            .expect("background file (durable after on_train_end)");
+        if a != b {
+            let n = |x: &[u8]| u64::from_le_bytes(x[..8].try_into().expect("8")) as usize;
+            let ha = String::from_utf8_lossy(&a[8..8 + n(&a)]).into_owned();
+            let hb = String::from_utf8_lossy(&b[8..8 + n(&b)]).into_owned();
+            panic!("{name:?} differs:\n{ha}\n{hb}");
+        }
+    }
+}
+
+#[test]
+fn the_snapshot_is_taken_before_the_hook_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toy = Toy::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w.safetensors")).background(true);
+    let mut ctx = Context::new(&toy);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::new(), &mut ctx).expect("end");
+    toy.w.borrow_mut().iter_mut().for_each(|v| *v = -1.0);
+    cb.flush().expect("durable");
+    let file = CheckpointFile::open(&dir.path().join("w.safetensors"), Verify::Full).expect("open");
+    let t = file.tensor("w").expect("w");
+    let first = f32::from_le_bytes(t.data[4..8].try_into().expect("4 bytes"));
+    assert_eq!(
+        first, 1.0,
+        "the file holds the weights at the time of the hook"
+    );
+}
+
+#[test]
+fn a_failed_background_save_surfaces_at_the_next_hook_and_at_train_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Epoch 1's file cannot be written: a folder is in the way.
+    std::fs::create_dir(dir.path().join("w1.safetensors")).expect("dir");
+    let toy = Toy::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).background(true);
+    let mut ctx = Context::new(&toy);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::new(), &mut ctx)
+        .expect("the hook only hands the save over");
+    let err = cb.flush().expect_err("the save failed");
+    assert!(matches!(err, Error::IsADirectory { .. }), "{err}");
+
+    // Again, now caught by the next hook rather than by flush.
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).background(true);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::new(), &mut ctx)
+        .expect("handed over");
+    let mut reported = false;
+    for _ in 0..1000 {
+        if cb.on_epoch_begin(1, &Logs::new(), &mut ctx).is_err() {
+            reported = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(reported, "the next hook reports the failed save");
+    assert!(std::fs::read_dir(dir.path()).expect("list").all(|e| !e
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".ckpt-tmp")));
+
+    // And by on_train_end when it was the last save.
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).background(true);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::new(), &mut ctx)
+        .expect("handed over");
+    assert!(cb.on_train_end(&Logs::new(), &mut ctx).is_err());
+}
