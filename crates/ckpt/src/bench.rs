@@ -320,20 +320,73 @@ fn rss() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// A candle MLP of about `bytes` (square 4096-wide layers) and one sample to train it on.
+struct BigModel {
+    trainer_model: Model,
+    optimizer: model_checkpoint_candle::Sgd,
+    x: candle_core::Tensor,
+    y: candle_core::Tensor,
+}
+
+impl BigModel {
+    fn new(bytes: u64) -> Result<Self, Failure> {
+        let width = 4096usize;
+        let layers = (bytes / (width * width * 4) as u64).max(1) as usize;
+        let model = Model::mlp(&vec![width; layers + 1], 0)?;
+        let optimizer = model_checkpoint_candle::Sgd::new(
+            model.named_vars(),
+            model_checkpoint_candle::ParamsSgd {
+                lr: 1e-6,
+                ..Default::default()
+            },
+        )?;
+        let x = candle_core::Tensor::ones((1, width), candle_core::DType::F32, model.device())
+            .map_err(|e| e.to_string())?;
+        let y = candle_core::Tensor::new(&[3u32], model.device()).map_err(|e| e.to_string())?;
+        Ok(BigModel {
+            trainer_model: model,
+            optimizer,
+            x,
+            y,
+        })
+    }
+
+    /// Forward and backward: reads the weights, changes nothing.
+    fn compute(&self) -> Result<candle_core::backprop::GradStore, Failure> {
+        let logits = self.trainer_model.forward(&self.x)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &self.y).map_err(|e| e.to_string())?;
+        Ok(loss.backward().map_err(|e| e.to_string())?)
+    }
+
+    fn apply(&mut self, grads: &candle_core::backprop::GradStore) -> Result<(), Failure> {
+        use model_checkpoint_candle::Optimizer as _;
+        self.optimizer.step(grads)?;
+        Ok(())
+    }
+}
+
 fn async_stall_vs_sync(
     runs: u32,
     dir: &Path,
     bytes: u64,
-    count: u64,
+    _count: u64,
 ) -> Result<serde_json::Value, Failure> {
-    let model = Synthetic(synthetic(bytes, count));
-    let model_only = rss();
-    let mut sync_cb = ModelCheckpoint::new(dir.join("sync.safetensors")).save_weights_only(true);
-    let mut async_cb = ModelCheckpoint::new(dir.join("async.safetensors"))
-        .save_weights_only(true)
-        .background(true);
+    let mut big = BigModel::new(bytes)?;
+    let size: u64 = big
+        .trainer_model
+        .named_vars()
+        .iter()
+        .map(|(_, v)| v.elem_count() as u64 * 4)
+        .sum();
+    let fence = model_checkpoint::SnapshotFence::new();
+    let logs = Logs::new();
 
-    // A sampler thread records the peak resident memory while background saves run.
+    // Peak memory of a background save beyond the model (and beyond a training step's
+    // gradients, which are freed by now): buffers allocated at on_train_begin, one save.
+    let grads = big.compute()?;
+    big.apply(&grads)?;
+    drop(grads);
+    let baseline = rss();
     let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -347,41 +400,72 @@ fn async_stall_vs_sync(
             }
         })
     };
-
-    let logs = Logs::new();
-    let mut ctx = Context::new(&model);
-    let (mut sync_stall, mut async_stall, mut async_total) = (Vec::new(), Vec::new(), Vec::new());
-    // on_train_begin has the writer thread allocate the copy's buffers while the first epoch
-    // trains (here: before the first save); every save reuses them.
-    async_cb.on_train_begin(&logs, &mut ctx)?;
-    async_cb.flush()?;
-    let first = Instant::now();
-    async_cb.on_epoch_end(0, &logs, &mut ctx)?;
-    let first_stall = first.elapsed();
-    async_cb.flush()?;
-    for epoch in 1..=runs as usize {
-        let t = Instant::now();
-        sync_cb.on_epoch_end(epoch, &logs, &mut ctx)?;
-        sync_stall.push(t.elapsed());
-        let t = Instant::now();
-        async_cb.on_epoch_end(epoch, &logs, &mut ctx)?;
-        async_stall.push(t.elapsed());
+    let mut async_cb = ModelCheckpoint::new(dir.join("async.safetensors"))
+        .save_weights_only(true)
+        .background(true);
+    {
+        let mut ctx = Context::new(&big.trainer_model).with_fence(&fence);
+        async_cb.on_train_begin(&logs, &mut ctx)?;
         async_cb.flush()?;
-        async_total.push(t.elapsed());
+        async_cb.on_epoch_end(0, &logs, &mut ctx)?;
     }
+    async_cb.flush()?;
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
-    let (s, a) = (median(sync_stall), median(async_stall));
-    let extra = match (model_only, peak.load(Ordering::Relaxed)) {
+    let extra = match (baseline, peak.load(Ordering::Relaxed)) {
         (Some(base), p) if p > 0 => {
-            Some(((p.saturating_sub(base)) as f64 / bytes as f64 * 1e3).round() / 1e3)
+            Some((p.saturating_sub(base) as f64 / size as f64 * 1e3).round() / 1e3)
         }
         _ => None,
     };
+
+    // The stall: the save's hook, plus waiting before the next optimizer step (for a
+    // background copy still running after that step's forward and backward).
+    let mut sync_cb = ModelCheckpoint::new(dir.join("sync.safetensors")).save_weights_only(true);
+    // One save, then what a training loop does next: the next step's forward and backward
+    // (only where a background copy could overlap it), then the optimizer step, which first
+    // waits on the fence.
+    let mut grads = big.compute()?;
+    let mut one = |cb: &mut ModelCheckpoint,
+                   big: &mut BigModel,
+                   fenced: bool,
+                   epoch: usize|
+     -> Result<(Duration, Option<Duration>), Failure> {
+        let t = Instant::now();
+        {
+            let ctx = Context::new(&big.trainer_model);
+            let mut ctx = if fenced { ctx.with_fence(&fence) } else { ctx };
+            cb.on_epoch_end(epoch, &logs, &mut ctx)?;
+        }
+        let hook = t.elapsed();
+        let mut compute = None;
+        if cb.in_background() && fenced {
+            let c = Instant::now();
+            grads = big.compute()?;
+            compute = Some(c.elapsed());
+        }
+        let t = Instant::now();
+        fence.wait();
+        let waited = t.elapsed();
+        big.apply(&grads)?;
+        cb.flush()?;
+        Ok((hook + waited, compute))
+    };
+    let (mut sync_stall, mut async_stall, mut unfenced_stall, mut compute) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for epoch in 1..=runs as usize {
+        sync_stall.push(one(&mut sync_cb, &mut big, true, epoch)?.0);
+        let (stall, step) = one(&mut async_cb, &mut big, true, epoch)?;
+        async_stall.push(stall);
+        compute.extend(step);
+        unfenced_stall.push(one(&mut async_cb, &mut big, false, epoch)?.0);
+    }
+    let (s, a) = (median(sync_stall), median(async_stall));
     Ok(json!({
-        "bench": "async_stall_vs_sync", "mib": bytes >> 20, "tensors": count, "runs": runs,
+        "bench": "async_stall_vs_sync", "mib": size >> 20, "model": "candle MLP, 4096-wide layers, SGD, batch 1", "runs": runs,
         "sync_stall_s": secs(s), "async_stall_s": secs(a), "ratio": ratio(a, s),
-        "async_first_stall_s": secs(first_stall), "async_until_durable_s": secs(median(async_total)),
+        "async_stall_without_fence_s": secs(median(unfenced_stall)),
+        "forward_backward_s": secs(median(compute)),
         "async_peak_extra_memory_x_checkpoint": extra,
     }))
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Storage, Tensor, Var};
 use model_checkpoint::store::{CheckpointFile, TensorRef};
-use model_checkpoint::{Dtype, TensorData};
+use model_checkpoint::{Dtype, SharedTensor, TensorData};
 
 use crate::Error;
 
@@ -158,6 +158,13 @@ impl TensorData for CandleTensor {
             }
         };
         sink(bytes)
+    }
+
+    /// candle tensors are reference-counted: another thread can read the same storage. A
+    /// `Var`'s storage is changed in place by optimizer steps, which `fit` holds back with a
+    /// [`model_checkpoint::SnapshotFence`] until the copy is done.
+    fn share(&self) -> Option<SharedTensor> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 }
 

@@ -175,3 +175,48 @@ fn a_failed_save_stops_fit_with_the_error() {
     );
     assert_eq!(cb.saves(), 0);
 }
+
+#[test]
+fn background_saves_during_fit_equal_foreground_saves() {
+    let run = |background: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Every batch: copies overlap the following steps all the time.
+        let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}-{batch:02d}.safetensors"))
+            .save_weights_only(true)
+            .save_freq(model_checkpoint::SaveFreq::Batches(1))
+            .background(background);
+        let mut t = trainer(6);
+        t.fit(
+            &data(),
+            &FitOptions::new(2).batch_size(128).verbose(0),
+            &mut [&mut cb],
+        )
+        .expect("fit");
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .map(|p| {
+                (
+                    p.file_name().expect("name").to_string_lossy().into_owned(),
+                    std::fs::read(&p).expect("read"),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let fg = run(false);
+    let bg = run(true);
+    assert_eq!(fg.len(), 2 * 15);
+    assert_eq!(
+        fg.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        bg.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, a), (_, b)) in fg.iter().zip(&bg) {
+        assert!(
+            a == b,
+            "{name} differs between foreground and background saving"
+        );
+    }
+}

@@ -80,12 +80,12 @@ pub mod policy;
 pub mod store;
 pub mod template;
 
-pub use callback::{Callback, CallbackList, Context, Control, HookResult};
+pub use callback::{Callback, CallbackList, Context, Control, HookResult, SnapshotFence};
 pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, ModelCheckpoint};
 pub use error::Error;
 pub use logs::{Logs, Value};
 pub use model::{
-    byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, TensorData,
-    TrainingState,
+    byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, SharedTensor,
+    TensorData, TrainingState,
 };
 pub use policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};

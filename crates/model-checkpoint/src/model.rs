@@ -32,7 +32,19 @@ pub trait TensorData {
     fn byte_len(&self) -> usize {
         byte_len(self.dtype(), &self.shape())
     }
+
+    /// A handle to the same data that another thread may read, without copying, if the
+    /// framework allows it (candle tensors are reference-counted). A background save then
+    /// copies on the writer thread while training goes on; the training loop must call
+    /// [`crate::SnapshotFence::wait`] before it changes the tensor. The default is `None`:
+    /// the copy is made before the hook returns.
+    fn share(&self) -> Option<SharedTensor> {
+        None
+    }
 }
+
+/// Tensor data another thread may read: see [`TensorData::share`].
+pub type SharedTensor = std::sync::Arc<dyn TensorData + Send + Sync>;
 
 /// Bytes taken by a tensor of `dtype` and `shape` (saturating on absurd shapes).
 pub fn byte_len(dtype: Dtype, shape: &[usize]) -> usize {

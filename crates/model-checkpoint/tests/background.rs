@@ -150,3 +150,71 @@ fn a_failed_background_save_surfaces_at_the_next_hook_and_at_train_end() {
         .expect("handed over");
     assert!(cb.on_train_end(&Logs::new(), &mut ctx).is_err());
 }
+
+/// A tensor that other threads can read (as candle's are): shared storage behind a lock.
+#[derive(Clone)]
+struct Shared(std::sync::Arc<std::sync::RwLock<Vec<u8>>>);
+
+impl model_checkpoint::TensorData for Shared {
+    fn dtype(&self) -> model_checkpoint::Dtype {
+        model_checkpoint::Dtype::U8
+    }
+    fn shape(&self) -> std::borrow::Cow<'_, [usize]> {
+        std::borrow::Cow::Owned(vec![self.0.read().expect("lock").len()])
+    }
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        sink(&self.0.read().expect("lock"))
+    }
+    fn share(&self) -> Option<model_checkpoint::SharedTensor> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+}
+
+struct SharedModel(Shared);
+
+impl Checkpointable for SharedModel {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![NamedTensor::new("w", self.0.clone())])
+    }
+}
+
+#[test]
+fn with_a_fence_the_copy_happens_after_the_hook_and_before_the_next_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = SharedModel(Shared(std::sync::Arc::new(std::sync::RwLock::new(
+        vec![7u8; 32 << 20],
+    ))));
+    let fence = model_checkpoint::SnapshotFence::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).background(true);
+    for epoch in 0..3u8 {
+        {
+            let mut ctx = Context::new(&model).with_fence(&fence);
+            cb.on_epoch_begin(epoch.into(), &Logs::new(), &mut ctx)
+                .expect("begin");
+            cb.on_epoch_end(epoch.into(), &Logs::new(), &mut ctx)
+                .expect("hands over");
+        }
+        // What a training loop does before its optimizer step.
+        fence.wait();
+        model
+            .0
+             .0
+            .write()
+            .expect("lock")
+            .iter_mut()
+            .for_each(|b| *b = b.wrapping_add(1));
+    }
+    cb.flush().expect("durable");
+    for epoch in 0..3u8 {
+        let file = CheckpointFile::open(
+            &dir.path().join(format!("w{}.safetensors", epoch + 1)),
+            Verify::Full,
+        )
+        .expect("open");
+        let t = file.tensor("w").expect("w");
+        assert!(
+            t.data.iter().all(|&b| b == 7 + epoch),
+            "epoch {epoch}: the values at the hook"
+        );
+    }
+}

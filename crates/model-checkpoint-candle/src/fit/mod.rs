@@ -11,7 +11,7 @@ pub use history::History;
 pub use resume::Resumed;
 
 use candle_core::Tensor;
-use model_checkpoint::{Callback, CallbackList, Context, Control, Logs};
+use model_checkpoint::{Callback, CallbackList, Context, Control, Logs, SnapshotFence};
 
 use crate::data::Dataset;
 use crate::optim::Optimizer;
@@ -239,10 +239,16 @@ impl Trainer {
         let mut last_logs = Logs::new();
         let mut history = History::default();
 
+        // Background saves copy the weights while the next step computes; every change to
+        // a weight or optimizer tensor waits for the copy (before the optimizer step, and
+        // before fit returns, on any path).
+        let fence = SnapshotFence::new();
+        let _wait = WaitOnDrop(&fence);
+
         macro_rules! hook {
             ($method:ident($($arg:expr),*)) => {{
                 let view = TrainingView { model: &self.model, optimizer: self.optimizer.as_ref(), state: &state };
-                let mut ctx = Context::new(&view).with_global_step(state.global_step);
+                let mut ctx = Context::new(&view).with_global_step(state.global_step).with_fence(&fence);
                 callbacks.$method($($arg,)* &mut ctx)?
             }};
         }
@@ -272,6 +278,7 @@ impl Trainer {
                 let logits = self.model.forward(&x)?;
                 let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
                 let grads = loss.backward()?;
+                fence.wait();
                 self.optimizer.step(&grads)?;
                 state.running.add(&loss, &logits, &y)?;
                 state.global_step += 1;
@@ -302,7 +309,9 @@ impl Trainer {
                             optimizer: self.optimizer.as_ref(),
                             state: &state,
                         };
-                        let mut ctx = Context::new(&view).with_global_step(state.global_step);
+                        let mut ctx = Context::new(&view)
+                            .with_global_step(state.global_step)
+                            .with_fence(&fence);
                         match phase {
                             Phase::Begin => callbacks.on_test_batch_begin(batch, logs, &mut ctx),
                             Phase::End => callbacks.on_test_batch_end(batch, logs, &mut ctx),
@@ -386,6 +395,15 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Tensor::cat(&outputs, 0)?)
+    }
+}
+
+/// Waits on the fence when dropped, so that no background copy outlives `fit`.
+struct WaitOnDrop<'a>(&'a SnapshotFence);
+
+impl Drop for WaitOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.wait();
     }
 }
 

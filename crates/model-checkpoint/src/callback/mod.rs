@@ -1,8 +1,69 @@
 //! The `Callback` trait with Keras's hook names, the context a hook receives, and a list
 //! that calls many callbacks in order.
 
+use std::sync::{Arc, Condvar, Mutex};
+
 use crate::model::Checkpointable;
 use crate::{Error, Logs};
+
+/// Lets a background save copy the weights while training goes on: a training loop that
+/// passes a fence in its [`Context`] promises to call [`SnapshotFence::wait`] before it
+/// changes any weight or optimizer tensor (before each optimizer step); the save's copy holds
+/// the fence until it is done. Without a fence, a background save copies before its hook
+/// returns.
+///
+/// ```
+/// use model_checkpoint::SnapshotFence;
+///
+/// let fence = SnapshotFence::new();
+/// fence.wait(); // returns at once: no copy in progress
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotFence(Arc<(Mutex<usize>, Condvar)>);
+
+/// Held while a copy is in progress; dropping it releases the fence.
+#[derive(Debug)]
+pub struct FenceGuard(SnapshotFence);
+
+impl SnapshotFence {
+    /// A fence with no copy in progress.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Blocks until no copy holds the fence.
+    pub fn wait(&self) {
+        let (count, cond) = &*self.0;
+        let mut n = count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *n > 0 {
+            n = cond
+                .wait(n)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Marks a copy in progress until the guard is dropped.
+    pub fn enter(&self) -> FenceGuard {
+        let (count, _) = &*self.0;
+        *count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        FenceGuard(self.clone())
+    }
+}
+
+impl Drop for FenceGuard {
+    fn drop(&mut self) {
+        let (count, cond) = &*(self.0).0;
+        let mut n = count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        cond.notify_all();
+    }
+}
 
 /// What training should do after a hook.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +93,7 @@ pub struct Context<'a> {
     /// Optimizer steps taken since training began (across `fit` calls and resumes).
     pub global_step: u64,
     peers: [&'a [Box<dyn Callback + 'a>]; 2],
+    fence: Option<&'a SnapshotFence>,
 }
 
 impl<'a> Context<'a> {
@@ -41,6 +103,7 @@ impl<'a> Context<'a> {
             model: Some(model),
             global_step: 0,
             peers: [&[], &[]],
+            fence: None,
         }
     }
 
@@ -51,7 +114,21 @@ impl<'a> Context<'a> {
             model: None,
             global_step: 0,
             peers: [&[], &[]],
+            fence: None,
         }
+    }
+
+    /// Gives background saves a fence, so that they may copy while training goes on. The
+    /// caller must call [`SnapshotFence::wait`] before changing any weight or optimizer
+    /// tensor.
+    pub fn with_fence(mut self, fence: &'a SnapshotFence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    /// The training loop's snapshot fence, if it has one.
+    pub fn fence(&self) -> Option<&'a SnapshotFence> {
+        self.fence
     }
 
     /// The saved state of the other callbacks in the list, by state key: what a full
@@ -421,6 +498,7 @@ macro_rules! dispatch {
                         model: ctx.model,
                         global_step: ctx.global_step,
                         peers: [&*before, &*after],
+                        fence: ctx.fence,
                     };
                     control = control.and(current.$name($($arg,)* logs, &mut inner)?);
                 }

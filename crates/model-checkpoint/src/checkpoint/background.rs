@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
-use crate::model::{HostTensor, NamedTensor};
+use crate::callback::FenceGuard;
+use crate::model::{HostTensor, NamedTensor, SharedTensor, TensorData};
 use crate::store::{self, Kind, SaveOptions, SaveReport};
 use crate::Error;
 
@@ -21,9 +22,74 @@ enum Job {
         info: BTreeMap<String, String>,
         options: SaveOptions,
     },
+    /// Copy these shared tensors into `buffers` (releasing the fence once copied), then
+    /// write the copy.
+    CopyAndSave {
+        path: PathBuf,
+        kind: Kind,
+        shared: Vec<(String, SharedTensor)>,
+        buffers: Vec<Vec<u8>>,
+        fence: FenceGuard,
+        info: BTreeMap<String, String>,
+        options: SaveOptions,
+    },
     /// Allocate (and fault in) buffers of these sizes for the first snapshot, so that the
     /// training thread does not pay for fresh memory.
     Prepare(Vec<usize>),
+}
+
+/// Copies every tensor into the buffers (reused in order, resized as needed).
+fn snapshot<'t>(
+    tensors: impl Iterator<Item = (&'t str, &'t dyn TensorData)>,
+    mut pool: Vec<Vec<u8>>,
+) -> Result<Vec<(String, HostTensor)>, Error> {
+    pool.reverse();
+    let mut out = Vec::new();
+    for (name, data) in tensors {
+        let len = data.byte_len();
+        let mut buffer = pool.pop().unwrap_or_default();
+        if buffer.len() != len {
+            buffer.clear();
+            buffer.resize(len, 0);
+        }
+        let mut offset = 0usize;
+        data.write_to(&mut |piece| {
+            let end = offset + piece.len();
+            let dst = buffer.get_mut(offset..end).ok_or_else(|| {
+                std::io::Error::other("the tensor holds more bytes than its shape")
+            })?;
+            copy_parallel(dst, piece);
+            offset = end;
+            Ok(())
+        })
+        .map_err(|e| Error::Model(format!("cannot copy tensor {name:?}: {e}")))?;
+        buffer.truncate(offset);
+        let host = HostTensor::new(data.dtype(), data.shape().into_owned(), buffer)?;
+        out.push((name.to_owned(), host));
+    }
+    Ok(out)
+}
+
+/// Writes a snapshot and returns its buffers for reuse.
+fn write_snapshot(
+    path: PathBuf,
+    kind: Kind,
+    tensors: Vec<(String, HostTensor)>,
+    info: &BTreeMap<String, String>,
+    options: &SaveOptions,
+) -> Outcome {
+    let named: Vec<NamedTensor<'_>> = tensors
+        .iter()
+        .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
+        .collect();
+    let result = store::save(&path, kind, &named, info, options).map(Some);
+    drop(named);
+    let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
+    Outcome {
+        path,
+        result,
+        buffers,
+    }
 }
 
 /// What the writer thread sends back: the result (`None` for a `Prepare`), and buffers for
@@ -83,19 +149,30 @@ impl BackgroundWriter {
                             tensors,
                             info,
                             options,
+                        } => write_snapshot(path, kind, tensors, &info, &options),
+                        Job::CopyAndSave {
+                            path,
+                            kind,
+                            shared,
+                            buffers,
+                            fence,
+                            info,
+                            options,
                         } => {
-                            let named: Vec<NamedTensor<'_>> = tensors
+                            let views = shared
                                 .iter()
-                                .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
-                                .collect();
-                            let result =
-                                store::save(&path, kind, &named, &info, &options).map(Some);
-                            drop(named);
-                            let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
-                            Outcome {
-                                path,
-                                result,
-                                buffers,
+                                .map(|(n, t)| (n.as_str(), &**t as &dyn TensorData));
+                            let copied = snapshot(views, buffers);
+                            // The copy is done (or failed): training may change the tensors.
+                            drop(fence);
+                            drop(shared);
+                            match copied {
+                                Ok(tensors) => write_snapshot(path, kind, tensors, &info, &options),
+                                Err(e) => Outcome {
+                                    path,
+                                    result: Err(e),
+                                    buffers: Vec::new(),
+                                },
                             }
                         }
                         Job::Prepare(sizes) => Outcome {
@@ -187,36 +264,44 @@ impl BackgroundWriter {
         info: BTreeMap<String, String>,
         options: SaveOptions,
     ) -> Result<(), Error> {
-        let mut pool = std::mem::take(&mut self.pool);
-        pool.reverse();
-        let mut snapshot = Vec::with_capacity(tensors.len());
-        for t in tensors {
-            let len = t.data.byte_len();
-            let mut buffer = pool.pop().unwrap_or_default();
-            if buffer.len() != len {
-                buffer.clear();
-                buffer.resize(len, 0);
-            }
-            let mut offset = 0usize;
-            t.data
-                .write_to(&mut |piece| {
-                    let end = offset + piece.len();
-                    let dst = buffer.get_mut(offset..end).ok_or_else(|| {
-                        std::io::Error::other("the tensor holds more bytes than its shape")
-                    })?;
-                    copy_parallel(dst, piece);
-                    offset = end;
-                    Ok(())
-                })
-                .map_err(|e| Error::Model(format!("cannot copy tensor {:?}: {e}", t.name)))?;
-            buffer.truncate(offset);
-            let host = HostTensor::new(t.data.dtype(), t.data.shape().into_owned(), buffer)?;
-            snapshot.push((t.name.clone(), host));
-        }
+        let pool = std::mem::take(&mut self.pool);
+        let snapshot = snapshot(tensors.iter().map(|t| (t.name.as_str(), &*t.data)), pool)?;
         let job = Job::Save {
             path,
             kind,
             tensors: snapshot,
+            info,
+            options,
+        };
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| Error::Model("the background writer is closed".into()))?;
+        jobs.send(job).map_err(|_| {
+            Error::Model("the background writer thread stopped unexpectedly".into())
+        })?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Hands shared tensors to the writer thread, which copies them while training goes on,
+    /// holding `fence` until the copy is done, then writes the copy.
+    pub(crate) fn submit_deferred(
+        &mut self,
+        path: PathBuf,
+        kind: Kind,
+        shared: Vec<(String, SharedTensor)>,
+        fence: FenceGuard,
+        info: BTreeMap<String, String>,
+        options: SaveOptions,
+    ) -> Result<(), Error> {
+        let buffers = std::mem::take(&mut self.pool);
+        let job = Job::CopyAndSave {
+            path,
+            kind,
+            shared,
+            buffers,
+            fence,
             info,
             options,
         };

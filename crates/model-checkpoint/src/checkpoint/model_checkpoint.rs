@@ -245,6 +245,11 @@ impl ModelCheckpoint {
         self
     }
 
+    /// Whether saves run on a background thread.
+    pub fn in_background(&self) -> bool {
+        self.background
+    }
+
     /// Waits until every background save is durable.
     ///
     /// # Errors
@@ -522,13 +527,31 @@ impl ModelCheckpoint {
                         return Err(e);
                     }
                 }
-                writer.submit(
-                    path.to_path_buf(),
-                    kind,
-                    &tensors,
-                    info,
-                    self.options.clone(),
-                )?;
+                // Where the loop has a fence and the framework can share its tensors, the copy
+                // happens on the writer thread while the next step computes.
+                let shared: Option<Vec<_>> = ctx.fence().and_then(|_| {
+                    tensors
+                        .iter()
+                        .map(|t| t.data.share().map(|s| (t.name.clone(), s)))
+                        .collect()
+                });
+                match (ctx.fence(), shared) {
+                    (Some(fence), Some(shared)) => writer.submit_deferred(
+                        path.to_path_buf(),
+                        kind,
+                        shared,
+                        fence.enter(),
+                        info,
+                        self.options.clone(),
+                    )?,
+                    _ => writer.submit(
+                        path.to_path_buf(),
+                        kind,
+                        &tensors,
+                        info,
+                        self.options.clone(),
+                    )?,
+                }
             }
         } else {
             store::save(path, kind, &tensors, &info, &self.options)?;
