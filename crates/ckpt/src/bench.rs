@@ -126,7 +126,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                 peers_python(&args.python, args.runs, dir, bytes, args.tensors)?
             }
         };
-        println!("{line}");
+        out!("{line}");
         let _ = std::io::stdout().flush();
     }
     Ok(())

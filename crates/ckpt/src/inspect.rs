@@ -84,43 +84,43 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
             "metadata": metadata,
             "tensors": listing,
         });
-        println!("{out}");
+        out!("{out}");
     } else {
         let info = file.info();
         let get = |k: &str| info.get(k).map(String::as_str).unwrap_or("-");
-        println!("file:     {}", args.file.display());
-        println!(
+        out!("file:     {}", args.file.display());
+        out!(
             "kind:     {} ({} bytes, format {} version {})",
             file.kind(),
             file.len(),
             get("format"),
             get("format_version")
         );
-        println!(
+        out!(
             "epoch:    {}   batch: {}   global step: {}",
             get("epoch"),
             get("batch"),
             get("global_step")
         );
-        println!("monitor:  {}", get("monitor"));
-        println!("logs:     {}", get("logs"));
+        out!("monitor:  {}", get("monitor"));
+        out!("logs:     {}", get("logs"));
         let status = match (&verified, file.has_checksums()) {
             (_, false) => "none (not written by model-checkpoint)".to_owned(),
             (Ok(()), true) => "ok (crc32 of every tensor and of the header)".to_owned(),
             (Err(e), true) => format!("FAILED: {e}"),
         };
-        println!("checksums: {status}");
-        println!("tensors:  {} ({data_bytes} bytes)", tensors.len());
+        out!("checksums: {status}");
+        out!("tensors:  {} ({data_bytes} bytes)", tensors.len());
         let width = tensors
             .iter()
             .map(|t| t.name.len())
             .max()
             .unwrap_or(4)
             .max(4);
-        println!("  {:width$}  {:6}  {:16}  crc32", "name", "dtype", "shape");
+        out!("  {:width$}  {:6}  {:16}  crc32", "name", "dtype", "shape");
         for t in &tensors {
             let crc = t.checksum.map_or("-".to_owned(), |c| format!("{c:08x}"));
-            println!(
+            out!(
                 "  {:width$}  {:6}  {:16}  {crc}",
                 t.name,
                 format!("{:?}", t.dtype),
@@ -149,7 +149,7 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
             match CheckpointFile::open(&file, Verify::Full) {
                 Ok(f) if f.has_checksums() => {
                     good += 1;
-                    println!(
+                    out!(
                         "ok      {} ({}, {} tensors, {} bytes)",
                         file.display(),
                         f.kind(),
@@ -159,14 +159,14 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
                 }
                 Ok(_) => {
                     bad += 1;
-                    println!(
+                    out!(
                         "NO SUMS {} (a plain safetensors file: nothing to verify against)",
                         file.display()
                     );
                 }
                 Err(e) => {
                     bad += 1;
-                    println!("BAD     {e}");
+                    out!("BAD     {e}");
                 }
             }
         }

@@ -1,6 +1,16 @@
 //! `ckpt`: train with Keras-style checkpoints, and inspect and verify checkpoint files.
 
+/// `println!` that returns a closed pipe as an error instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::Failure::from)?
+    }};
+}
+
 mod bench;
+mod diff;
+mod folder;
 mod inspect;
 mod train;
 
@@ -15,6 +25,8 @@ const OK: u8 = 0;
 const VERIFY_FAILED: u8 = 1;
 /// Exit status: bad usage, bad input, or an I/O error.
 const ERROR: u8 = 2;
+/// Exit status: `train` was interrupted by SIGTERM/SIGINT and saved a resumable checkpoint.
+const INTERRUPTED: u8 = 3;
 
 /// Train with Keras-style checkpoints, and inspect and verify checkpoint files.
 #[derive(Parser, Debug)]
@@ -22,7 +34,7 @@ const ERROR: u8 = 2;
     name = "ckpt",
     version,
     about,
-    after_help = "Exit status: 0 success; 1 verify found a bad checkpoint; 2 bad usage, bad input or an I/O error."
+    after_help = "Exit status: 0 success; 1 verify found a bad checkpoint (or diff found differences); 2 bad usage, bad input or an I/O error; 3 train was interrupted by SIGTERM/SIGINT after saving a resumable checkpoint."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,9 +44,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(visible_alias = "t")]
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     Show(inspect::ShowArgs),
     Verify(inspect::VerifyArgs),
+    Ls(folder::LsArgs),
+    Best(folder::BestArgs),
+    Diff(diff::DiffArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -57,6 +72,8 @@ impl log::Log for StderrLog {
 pub(crate) struct Failure {
     message: String,
     code: u8,
+    /// A finding (a file that does not verify, tensors that differ) rather than an error.
+    finding: bool,
 }
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -64,15 +81,25 @@ impl<E: std::fmt::Display> From<E> for Failure {
         Failure {
             message: e.to_string(),
             code: ERROR,
+            finding: false,
         }
     }
 }
 
 impl Failure {
+    pub(crate) fn interrupted() -> Self {
+        Failure {
+            message: String::new(),
+            code: INTERRUPTED,
+            finding: true,
+        }
+    }
+
     pub(crate) fn verify(message: impl Into<String>) -> Self {
         Failure {
             message: message.into(),
             code: VERIFY_FAILED,
+            finding: true,
         }
     }
 }
@@ -106,16 +133,24 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Show(args) => inspect::show(args),
         Command::Verify(args) => inspect::verify(args),
+        Command::Ls(args) => folder::ls(args),
+        Command::Best(args) => folder::best(args),
+        Command::Diff(args) => diff::diff(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::from(OK),
+        // A closed pipe (`ckpt ls dir | head`) ends the output early; that is not an error.
+        Err(failure) if failure.message.contains("Broken pipe") => ExitCode::from(OK),
         Err(failure) => {
-            // A closed pipe (`ckpt show f | head`) is not an error worth a message.
-            if !failure.message.contains("Broken pipe") {
+            if failure.message.is_empty() {
+                // The command has said what happened.
+            } else if failure.finding {
+                eprintln!("ckpt: {}", failure.message);
+            } else {
                 eprintln!("ckpt: error: {}", failure.message);
             }
             ExitCode::from(failure.code)

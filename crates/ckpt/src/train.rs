@@ -89,6 +89,35 @@ pub(crate) struct TrainArgs {
     /// (beyond Keras).
     #[arg(long = "async")]
     background: bool,
+    /// Keep only the K best checkpoints by the monitor (plus the newest); delete the rest
+    /// once a newer save is durable.
+    #[arg(long, value_name = "K")]
+    keep_best: Option<usize>,
+    /// Keep the N newest checkpoints (plus the best).
+    #[arg(long, value_name = "N")]
+    keep_last: Option<usize>,
+    /// Keep every checkpoint saved in an epoch that is a multiple of M.
+    #[arg(long, value_name = "M", value_parser = parse_positive)]
+    keep_every_epochs: Option<usize>,
+    /// Keep last.safetensors in the checkpoint folder pointing at the newest checkpoint.
+    #[arg(long)]
+    save_last: bool,
+    /// Never overwrite: save as NAME-v1, NAME-v2 … when the name is taken.
+    #[arg(long)]
+    no_overwrite: bool,
+    /// Also save every N optimizer steps.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    every_n_steps: Option<usize>,
+    /// Also save at the end of every N-th epoch.
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    every_n_epochs: Option<usize>,
+    /// Also save every SECONDS of wall-clock time.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    every_seconds: Option<f64>,
+    /// On SIGTERM or SIGINT, finish the step, save a full checkpoint, and exit with status 3
+    /// (resume it with --resume).
+    #[arg(long)]
+    save_on_interrupt: bool,
     /// Resume from a full checkpoint: a file, or "latest" for the newest full checkpoint that
     /// verifies in the --filepath folder (falling back past damaged ones, with a warning).
     /// --epochs stays the total; training continues where the checkpoint was taken.
@@ -107,6 +136,13 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 fn parse_save_freq(s: &str) -> Result<SaveFreq, String> {
     s.parse()
         .map_err(|e: model_checkpoint::Error| e.to_string())
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -157,6 +193,12 @@ impl Tracked {
 }
 
 impl Callback for Tracked {
+    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        self.inner.on_train_begin(logs, ctx)
+    }
+    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        self.inner.on_train_end(logs, ctx)
+    }
     fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
         self.inner.on_epoch_begin(epoch, logs, ctx)
     }
@@ -276,7 +318,28 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .save_weights_only(args.save_weights_only)
         .mode(args.mode)
         .save_freq(args.save_freq)
-        .background(args.background);
+        .background(args.background)
+        .save_last(args.save_last)
+        .overwrite(!args.no_overwrite)
+        .save_on_interrupt(args.save_on_interrupt);
+    if let Some(k) = args.keep_best {
+        checkpoint = checkpoint.keep_best(k);
+    }
+    if let Some(n) = args.keep_last {
+        checkpoint = checkpoint.keep_last(n);
+    }
+    if let Some(m) = args.keep_every_epochs {
+        checkpoint = checkpoint.keep_every_epochs(m as u64);
+    }
+    if let Some(n) = args.every_n_steps {
+        checkpoint = checkpoint.every_n_steps(n as u64);
+    }
+    if let Some(n) = args.every_n_epochs {
+        checkpoint = checkpoint.every_n_epochs(n as u64);
+    }
+    if let Some(t) = args.every_seconds {
+        checkpoint = checkpoint.every(std::time::Duration::from_secs_f64(t));
+    }
     if let Some(t) = args.initial_value_threshold {
         checkpoint = checkpoint.initial_value_threshold(t);
     }
@@ -301,7 +364,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             from.clone()
         };
         let resumed = trainer.resume(&path, &mut [&mut tracked])?;
-        println!(
+        out!(
             "resuming from {} at epoch {}{}",
             resumed.path.display(),
             resumed.epoch + 1,
@@ -325,27 +388,38 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .seed(args.seed)
         .verbose(args.progress);
     let history = trainer.fit(&data, &options, &mut [&mut tracked])?;
+    if history.interrupted {
+        let signal = tracked.inner.interrupted().unwrap_or("a signal");
+        let saved = tracked
+            .inner
+            .last_saved()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        out!("\ninterrupted by {signal}: saved a full checkpoint to {saved}");
+        out!("resume with: ckpt train --resume {saved} (and the same options)");
+        return Err(Failure::interrupted());
+    }
 
-    println!();
+    out!();
     let direction = tracked.inner.direction();
     if let Some((epoch, value)) = history.best(&args.monitor, direction) {
-        println!(
+        out!(
             "best {} in training: {value:.4} (epoch {})",
             args.monitor,
             epoch + 1
         );
     }
     let Some((best_path, best_value)) = tracked.best().cloned() else {
-        println!("no checkpoint was saved");
+        out!("no checkpoint was saved");
         return Ok(());
     };
     match best_value {
-        Some(v) => println!(
+        Some(v) => out!(
             "best checkpoint: {} ({} {v:.4})",
             best_path.display(),
             args.monitor
         ),
-        None => println!(
+        None => out!(
             "last checkpoint: {} ({} not logged at its save)",
             best_path.display(),
             args.monitor
@@ -363,6 +437,6 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .get("loss")
         .and_then(|v| v.as_f64())
         .unwrap_or(f64::NAN);
-    println!("reloaded best weights: val_accuracy {accuracy:.4}, val_loss {loss:.4}");
+    out!("reloaded best weights: val_accuracy {accuracy:.4}, val_loss {loss:.4}");
     Ok(())
 }

@@ -8,6 +8,10 @@ pub struct History {
     pub epochs: Vec<usize>,
     /// The logs of each recorded epoch (training metrics, then `val_` metrics).
     pub logs: Vec<Logs>,
+    /// Whether a callback interrupted training (a signal, with a resumable checkpoint saved)
+    /// rather than training running to its last epoch or stopping early.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 impl History {

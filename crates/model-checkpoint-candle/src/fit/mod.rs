@@ -254,7 +254,8 @@ impl Trainer {
         }
 
         let _ = hook!(on_train_begin(&empty));
-        let mut stop = false;
+        // StopTraining ends training after the epoch (Keras); Interrupt ends it now.
+        let mut control = Control::Continue;
         for epoch in first_epoch..options.epochs {
             if skip == 0 {
                 state.rng_epoch_start = rng.state();
@@ -270,10 +271,13 @@ impl Trainer {
             state.batches_done = skip;
 
             progress.epoch_begin(epoch, skip);
-            stop |= hook!(on_epoch_begin(epoch, &empty)) == Control::StopTraining;
+            control = control.and(hook!(on_epoch_begin(epoch, &empty)));
             let mut logs = Logs::new();
             for (batch, indices) in order.chunks(options.batch_size).enumerate().skip(skip) {
-                stop |= hook!(on_train_batch_begin(batch, &empty)) == Control::StopTraining;
+                control = control.and(hook!(on_train_batch_begin(batch, &empty)));
+                if control == Control::Interrupt {
+                    break;
+                }
                 let (x, y) = train.batch(indices, self.model.device())?;
                 let logits = self.model.forward(&x)?;
                 let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
@@ -288,12 +292,16 @@ impl Trainer {
                     ("accuracy", state.running.accuracy()),
                 ]);
                 progress.batch_end(batch + 1, &logs);
-                stop |= hook!(on_train_batch_end(batch, &logs)) == Control::StopTraining;
-                if stop {
+                control = control.and(hook!(on_train_batch_end(batch, &logs)));
+                if control != Control::Continue {
                     break;
                 }
             }
             skip = 0;
+            if control == Control::Interrupt {
+                history.interrupted = true;
+                break;
+            }
             if logs.is_empty() {
                 logs = Logs::from([
                     ("loss", state.running.loss()),
@@ -329,9 +337,10 @@ impl Trainer {
             state.history.record(epoch, &logs);
             history.record(epoch, &logs);
             progress.epoch_end(&logs);
-            stop |= hook!(on_epoch_end(epoch, &logs)) == Control::StopTraining;
+            control = control.and(hook!(on_epoch_end(epoch, &logs)));
+            history.interrupted = control == Control::Interrupt;
             last_logs = logs;
-            if stop {
+            if control != Control::Continue {
                 break;
             }
         }

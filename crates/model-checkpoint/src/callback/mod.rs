@@ -71,17 +71,27 @@ pub enum Control {
     /// Go on.
     #[default]
     Continue,
-    /// Finish the current step and stop (Keras's `model.stop_training = True`).
+    /// Finish the current step and stop (Keras's `model.stop_training = True`): the epoch
+    /// still ends (validation, `on_epoch_end`).
     StopTraining,
+    /// Stop now (beyond Keras): a signal asked training to end and a resumable checkpoint
+    /// was saved; the rest of the epoch, validation and `on_epoch_end` are skipped, and
+    /// `on_train_end` is still called.
+    Interrupt,
 }
 
 impl Control {
-    /// `StopTraining` if either asks to stop.
+    /// The stronger request: `Interrupt` over `StopTraining` over `Continue`.
     pub fn and(self, other: Control) -> Control {
-        if self == Control::StopTraining || other == Control::StopTraining {
-            Control::StopTraining
+        let rank = |c: Control| match c {
+            Control::Continue => 0,
+            Control::StopTraining => 1,
+            Control::Interrupt => 2,
+        };
+        if rank(other) > rank(self) {
+            other
         } else {
-            Control::Continue
+            self
         }
     }
 }

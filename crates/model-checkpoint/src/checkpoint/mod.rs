@@ -1,6 +1,7 @@
 //! `ModelCheckpoint`: Keras's checkpoint callback.
 
 mod background;
+mod interrupt;
 mod keras_args;
 pub(crate) mod messages;
 mod model_checkpoint;

@@ -6,8 +6,10 @@
 
 mod improvement;
 mod mode;
+mod retention;
 mod save_freq;
 
 pub use improvement::{judge, Verdict};
 pub use mode::{Direction, Mode};
+pub use retention::{best_file, files_to_keep, Retention, SavedFile};
 pub use save_freq::{SaveFreq, SaveSchedule};

@@ -140,6 +140,58 @@ impl PendingFile {
     }
 }
 
+/// Makes `dest` another name for the committed file `src`, replacing whatever `dest` was,
+/// atomically: a hard link under a temporary name, renamed over `dest`. Where hard links are
+/// impossible (another file system), the file is copied and synced instead.
+///
+/// # Durability
+///
+/// `src` is already durable; with `durable`, the folder is synced after the rename (and a
+/// copy is synced before it).
+///
+/// # Errors
+///
+/// [`Error::Io`] naming the paths; `dest` is unchanged.
+pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), Error> {
+    let dir = parent_dir(dest);
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut attempt = 0u32;
+    let temp = loop {
+        let candidate = dir.join(format!(
+            ".{name}.{}-{attempt}{TEMP_SUFFIX}",
+            std::process::id()
+        ));
+        match std::fs::hard_link(src, &candidate) {
+            Ok(()) => break candidate,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
+                attempt += 1
+            }
+            Err(_) => {
+                // No hard links here: copy, and sync the copy.
+                std::fs::copy(src, &candidate)
+                    .map_err(|e| Error::io("copy a checkpoint to", &candidate, e))?;
+                if durable {
+                    File::open(&candidate)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| Error::io("sync", &candidate, e))?;
+                }
+                break candidate;
+            }
+        }
+    };
+    if let Err(e) = std::fs::rename(&temp, dest) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(Error::io("rename a temporary file to", dest, e));
+    }
+    if durable {
+        sys::sync_dir(dir).map_err(|e| Error::io("sync folder", dir, e))?;
+    }
+    Ok(())
+}
+
 /// The folder holding `path` (`.` for a bare file name).
 pub(crate) fn parent_dir(path: &Path) -> &Path {
     match path.parent() {

@@ -20,7 +20,9 @@ mod scan;
 mod sys;
 mod write;
 
-pub use commit::{is_temp_file, remove_stale_temp_files, CommitError, PendingFile, TEMP_SUFFIX};
+pub use commit::{
+    is_temp_file, remove_stale_temp_files, replace_with_link, CommitError, PendingFile, TEMP_SUFFIX,
+};
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
 pub use lock::{FolderLock, LOCK_FILE};
 pub use read::{CheckpointFile, TensorRef, Verify};

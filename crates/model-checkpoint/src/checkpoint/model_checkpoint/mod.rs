@@ -1,18 +1,22 @@
-use std::collections::BTreeMap;
+mod extras;
+mod saving;
+
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::background::BackgroundWriter;
-use super::messages;
+use super::{interrupt, messages};
 use crate::callback::{Callback, Context, Control, HookResult};
-use crate::model::{Checkpointable, NamedTensor};
-use crate::policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};
-use crate::store::{self, FolderLock, Kind, SaveOptions, TRAINING_PREFIX};
-use crate::template::{self, FormatError};
+use crate::policy::{Direction, Mode, SaveFreq, SaveSchedule, SavedFile};
+use crate::store::{FolderLock, SaveOptions};
 use crate::{Error, Logs, Value};
+use extras::Extras;
+use saving::{Pending, Reason};
 
 /// Where verbose messages go.
 enum Output {
@@ -35,6 +39,15 @@ pub struct CheckpointState {
     /// Saves completed.
     #[serde(default)]
     pub saves: u64,
+    /// The files retention tracks, with their monitored values (only with retention on).
+    #[serde(default)]
+    pub kept: Vec<SavedFile>,
+    /// The next save's sequence number.
+    #[serde(default)]
+    pub seq: u64,
+    /// The global step of the last save by the every-n-steps trigger.
+    #[serde(default)]
+    pub last_trigger_step: Option<u64>,
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
@@ -91,6 +104,8 @@ pub struct ModelCheckpoint {
     background: bool,
     max_in_flight: usize,
     writer: Option<BackgroundWriter>,
+    in_flight: VecDeque<Pending>,
+    extras: Extras,
 }
 
 impl fmt::Debug for ModelCheckpoint {
@@ -108,6 +123,7 @@ impl fmt::Debug for ModelCheckpoint {
             .field("period", &self.period)
             .field("background", &self.background)
             .field("max_in_flight", &self.max_in_flight)
+            .field("extras", &self.extras)
             .field("state", &self.state)
             .finish_non_exhaustive()
     }
@@ -138,12 +154,17 @@ impl ModelCheckpoint {
                 current_epoch: None,
                 last_saved: None,
                 saves: 0,
+                kept: Vec::new(),
+                seq: 0,
+                last_trigger_step: None,
             },
             output: Output::Stdout,
             lock: None,
             background: false,
             max_in_flight: 1,
             writer: None,
+            in_flight: VecDeque::new(),
+            extras: Extras::default(),
         };
         cb.reset_best();
         cb
@@ -250,69 +271,6 @@ impl ModelCheckpoint {
         self.background
     }
 
-    /// Waits until every background save is durable.
-    ///
-    /// # Errors
-    ///
-    /// The first failed save's error.
-    pub fn flush(&mut self) -> Result<(), Error> {
-        let mut first = None;
-        if let Some(writer) = &mut self.writer {
-            while let Some(outcome) = writer.wait_one() {
-                if let Err(e) = outcome.result {
-                    first.get_or_insert(e);
-                }
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    /// Starts the writer thread and has it allocate the snapshot buffers now, while training
-    /// runs, rather than at the first save.
-    fn prepare_background(&mut self, ctx: &Context<'_>) -> Result<(), Error> {
-        if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
-            return Ok(());
-        }
-        let Ok(model) = ctx.model() else {
-            return Ok(());
-        };
-        let mut sizes: Vec<usize> = model.weights()?.iter().map(|t| t.data.byte_len()).collect();
-        if !self.save_weights_only {
-            sizes.extend(
-                model
-                    .training_state()?
-                    .tensors
-                    .iter()
-                    .map(|t| t.data.byte_len()),
-            );
-        }
-        if self.writer.is_none() {
-            self.writer = Some(BackgroundWriter::start()?);
-        }
-        if let Some(writer) = &mut self.writer {
-            writer.prepare(sizes)?;
-        }
-        Ok(())
-    }
-
-    /// Reports background saves that failed since the last hook.
-    fn poll_background(&mut self) -> Result<(), Error> {
-        let Some(writer) = &mut self.writer else {
-            return Ok(());
-        };
-        if writer.in_flight() == 0 {
-            return Ok(());
-        }
-        let mut first = None;
-        for outcome in writer.finished() {
-            if let Err(e) = outcome.result {
-                log::warn!(target: "model_checkpoint", "background save to {} failed: {e}", outcome.path.display());
-                first.get_or_insert(e);
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
     /// Sends verbose messages to `out` instead of standard output.
     pub fn output(mut self, out: impl Write + Send + 'static) -> Self {
         self.output = Output::Writer(Box::new(out));
@@ -364,233 +322,6 @@ impl ModelCheckpoint {
     pub(crate) fn set_period(&mut self, period: i64) {
         self.period = period;
     }
-
-    fn say(&mut self, message: &str) {
-        if self.verbose <= 0 {
-            return;
-        }
-        let line = format!("{message}\n");
-        // Like Python's print to a closed pipe, a failing console must not fail training.
-        let _ = match &mut self.output {
-            Output::Stdout => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(line.as_bytes()).and_then(|()| out.flush())
-            }
-            Output::Writer(w) => w.write_all(line.as_bytes()).and_then(|()| w.flush()),
-        };
-    }
-
-    /// Keras's `_get_file_path`: `filepath.format(epoch=epoch + 1, batch=batch + 1, **logs)`,
-    /// leaving `batch` out at epoch level or when the logs carry their own.
-    fn format_path(&self, epoch: i64, batch: Option<i64>, logs: &Logs) -> Result<String, Error> {
-        if logs.contains("epoch") {
-            return Err(Error::EpochInLogs);
-        }
-        let mut kwargs: Vec<(&str, Value)> = Vec::with_capacity(logs.len() + 2);
-        kwargs.push(("epoch", Value::Int(epoch + 1)));
-        if let Some(b) = batch.filter(|_| !logs.contains("batch")) {
-            kwargs.push(("batch", Value::Int(b + 1)));
-        }
-        kwargs.extend(logs.iter());
-        template::format(&self.filepath, &kwargs).map_err(|source| match source {
-            FormatError::MissingKey { key } => Error::MissingTemplateKey {
-                template: self.filepath.clone(),
-                key,
-            },
-            source => Error::Template {
-                template: self.filepath.clone(),
-                source,
-            },
-        })
-    }
-
-    /// Keras's `_save_model`, in Keras's order of effects (SPEC.md §19): reset the period
-    /// counter, format (possibly failing), create the folder, then check the monitor, print,
-    /// update `best`, save.
-    fn save_model(
-        &mut self,
-        epoch: i64,
-        batch: Option<i64>,
-        logs: &Logs,
-        ctx: &Context<'_>,
-    ) -> Result<(), Error> {
-        if !self.state.schedule.attempt_due(self.save_freq, self.period) {
-            return Ok(());
-        }
-        let filepath = self.format_path(epoch, batch, logs)?;
-        let model = ctx.model()?;
-        let path = PathBuf::from(&filepath);
-        // tf.keras creates the folder before looking at the monitor, so skipped epochs can
-        // leave empty folders (trace missing_monitor_dir_created).
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !filepath.starts_with("gs://") && !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
-            }
-        }
-        self.ensure_lock()?;
-        let current = logs.get(&self.monitor);
-        match judge(
-            self.save_best_only,
-            self.direction,
-            current,
-            self.state.best,
-        ) {
-            Verdict::MonitorMissing => {
-                log::warn!(target: "model_checkpoint", "{}", messages::monitor_missing(&self.monitor));
-            }
-            Verdict::NotImproved { best } => {
-                self.say(&messages::not_improved(epoch, &self.monitor, best));
-            }
-            Verdict::Improved { from, to } => {
-                self.say(&messages::improved(
-                    epoch,
-                    &self.monitor,
-                    from,
-                    to,
-                    &filepath,
-                ));
-                // Keras updates best before saving, so a failed save still moves it.
-                self.state.best = to;
-                self.write(&path, model, ctx, epoch, batch, logs)?;
-            }
-            Verdict::Save => {
-                self.say(&messages::saving(epoch, &filepath));
-                self.write(&path, model, ctx, epoch, batch, logs)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn write(
-        &mut self,
-        path: &Path,
-        model: &dyn Checkpointable,
-        ctx: &Context<'_>,
-        epoch: i64,
-        batch: Option<i64>,
-        logs: &Logs,
-    ) -> Result<(), Error> {
-        let kind = if self.save_weights_only {
-            Kind::Weights
-        } else {
-            Kind::Full
-        };
-        let mut tensors: Vec<NamedTensor<'_>> = model.weights()?;
-        if let Some(t) = tensors.iter().find(|t| t.name.starts_with(TRAINING_PREFIX)) {
-            return Err(Error::TensorName {
-                name: t.name.clone(),
-                reason: "weights may not use the prefix reserved for training state",
-            });
-        }
-        let mut info = BTreeMap::new();
-        info.insert("epoch".to_owned(), (epoch + 1).to_string());
-        if let Some(b) = batch {
-            info.insert("batch".to_owned(), (b + 1).to_string());
-        }
-        info.insert("global_step".to_owned(), ctx.global_step.to_string());
-        info.insert(
-            "logs".to_owned(),
-            serde_json::to_string(logs).unwrap_or_default(),
-        );
-        info.insert("monitor".to_owned(), self.monitor.clone());
-        if kind == Kind::Full {
-            let training = model.training_state()?;
-            tensors.extend(training.tensors.into_iter().map(|mut t| {
-                t.name = format!("{TRAINING_PREFIX}{}", t.name);
-                t
-            }));
-            let mut values = training.values;
-            let mut own = self.state.clone();
-            own.last_saved = Some(path.to_path_buf());
-            own.saves += 1;
-            // The other callbacks' state too, so that none resets on resume (those after this
-            // one in the list have not yet seen the current epoch's end).
-            let mut callbacks: serde_json::Map<String, serde_json::Value> =
-                ctx.peer_states().into_iter().collect();
-            if let Ok(state) = serde_json::to_value(&own) {
-                callbacks.insert(self.key(), state);
-            }
-            values.insert("callbacks".to_owned(), serde_json::Value::Object(callbacks));
-            info.insert(
-                "training_state".to_owned(),
-                serde_json::Value::Object(values).to_string(),
-            );
-        }
-        if self.background {
-            if self.writer.is_none() {
-                self.writer = Some(BackgroundWriter::start()?);
-            }
-            if let Some(writer) = &mut self.writer {
-                // At most `max_in_flight` snapshots exist: wait for the oldest save first.
-                while writer.in_flight() >= self.max_in_flight {
-                    if let Some(Err(e)) = writer.wait_one().map(|o| o.result) {
-                        return Err(e);
-                    }
-                }
-                // Where the loop has a fence and the framework can share its tensors, the copy
-                // happens on the writer thread while the next step computes.
-                let shared: Option<Vec<_>> = ctx.fence().and_then(|_| {
-                    tensors
-                        .iter()
-                        .map(|t| t.data.share().map(|s| (t.name.clone(), s)))
-                        .collect()
-                });
-                match (ctx.fence(), shared) {
-                    (Some(fence), Some(shared)) => writer.submit_deferred(
-                        path.to_path_buf(),
-                        kind,
-                        shared,
-                        fence.enter(),
-                        info,
-                        self.options.clone(),
-                    )?,
-                    _ => writer.submit(
-                        path.to_path_buf(),
-                        kind,
-                        &tensors,
-                        info,
-                        self.options.clone(),
-                    )?,
-                }
-            }
-        } else {
-            store::save(path, kind, &tensors, &info, &self.options)?;
-        }
-        self.state.last_saved = Some(path.to_path_buf());
-        self.state.saves += 1;
-        Ok(())
-    }
-
-    /// The part of the template's folder without placeholders: the folder this callback
-    /// locks (`.` when the first folder level already has placeholders).
-    fn static_dir(&self) -> PathBuf {
-        let parent = Path::new(&self.filepath).parent().unwrap_or(Path::new(""));
-        let fixed: PathBuf = parent
-            .components()
-            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['{', '}']))
-            .collect();
-        if fixed.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            fixed
-        }
-    }
-
-    /// Takes the folder's lock (and clears stale temporary files) if not held yet and the
-    /// folder exists; Keras creates folders only when saving, so this never creates one.
-    fn ensure_lock(&mut self) -> Result<(), Error> {
-        if self.lock.is_none() {
-            let dir = self.static_dir();
-            if dir.is_dir() {
-                self.lock = Some(FolderLock::acquire(&dir)?);
-            }
-        }
-        Ok(())
-    }
-
-    fn key(&self) -> String {
-        format!("ModelCheckpoint({})", self.filepath)
-    }
 }
 
 impl Callback for ModelCheckpoint {
@@ -603,6 +334,11 @@ impl Callback for ModelCheckpoint {
         if self.background {
             self.prepare_background(ctx)?;
         }
+        if self.extras.save_on_interrupt {
+            interrupt::install()?;
+        }
+        self.extras.last_trigger_time = Some(Instant::now());
+        self.extras.interrupted = None;
         Ok(Control::Continue)
     }
 
@@ -630,26 +366,49 @@ impl Callback for ModelCheckpoint {
         logs: &Logs,
         ctx: &mut Context<'_>,
     ) -> HookResult {
-        if self.save_freq == SaveFreq::Epoch {
+        if self.save_freq == SaveFreq::Epoch && !self.extras.acts_on_batches() {
+            // Keras returns at once here, leaving its batch counters alone.
             return Ok(Control::Continue);
         }
+        self.poll_background()?;
         let batch = to_i64(batch);
-        if self.state.schedule.batch_due(batch, self.save_freq) {
+        let mut attempted = false;
+        if self.save_freq != SaveFreq::Epoch && self.state.schedule.batch_due(batch, self.save_freq)
+        {
             // The counter has already been reset, so a missing epoch loses this save, as in
             // Keras (trace save_freq_no_epoch_begin).
             let epoch = self.state.current_epoch.ok_or(Error::NoCurrentEpoch)?;
-            self.save_model(epoch, Some(batch), logs, ctx)?;
+            attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Keras)?;
         }
-        Ok(Control::Continue)
+        if !attempted && self.extras.trigger_due(ctx.global_step) {
+            let epoch = self.state.current_epoch.ok_or(Error::NoCurrentEpoch)?;
+            attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Trigger)?;
+        }
+        if attempted {
+            self.extras.last_trigger_time = Some(Instant::now());
+        }
+        self.check_interrupt(Some(batch), logs, ctx)
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
         self.poll_background()?;
         self.state.schedule.epoch_ended();
+        let epoch = to_i64(epoch);
+        let mut attempted = false;
         if self.save_freq == SaveFreq::Epoch {
-            self.save_model(to_i64(epoch), None, logs, ctx)?;
+            attempted = self.save_model(epoch, None, logs, ctx, Reason::Keras)?;
         }
-        Ok(Control::Continue)
+        let nth = self
+            .extras
+            .every_n_epochs
+            .is_some_and(|n| ((epoch + 1) as u64).is_multiple_of(n));
+        if !attempted && nth {
+            attempted = self.save_model(epoch, None, logs, ctx, Reason::Trigger)?;
+        }
+        if attempted {
+            self.extras.last_trigger_time = Some(Instant::now());
+        }
+        self.check_interrupt(None, logs, ctx)
     }
 
     fn state_key(&self) -> Option<String> {
@@ -664,6 +423,26 @@ impl Callback for ModelCheckpoint {
         self.state = CheckpointState::deserialize(state)
             .map_err(|e| Error::Model(format!("cannot restore ModelCheckpoint state: {e}")))?;
         Ok(())
+    }
+}
+
+impl ModelCheckpoint {
+    /// After a step or an epoch: if a signal came, save a full checkpoint and stop.
+    fn check_interrupt(
+        &mut self,
+        batch: Option<i64>,
+        logs: &Logs,
+        ctx: &Context<'_>,
+    ) -> HookResult {
+        if !self.extras.save_on_interrupt {
+            return Ok(Control::Continue);
+        }
+        let Some(signal) = interrupt::take() else {
+            return Ok(Control::Continue);
+        };
+        let epoch = self.state.current_epoch.unwrap_or(0);
+        self.save_interrupted(signal, epoch, batch, logs, ctx)?;
+        Ok(Control::Interrupt)
     }
 }
 

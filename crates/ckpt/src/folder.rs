@@ -1,0 +1,228 @@
+//! `ckpt ls` and `ckpt best`: checkpoint folders at a glance.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use model_checkpoint::store::{candidate_files, CheckpointFile, Verify};
+use model_checkpoint::{Logs, Mode};
+use serde_json::json;
+
+use crate::Failure;
+
+/// List the checkpoints in a folder: path, kind, epoch, step, monitored value, size, and
+/// whether it verifies.
+///
+/// Examples:
+///   ckpt ls checkpoints
+///   ckpt ls --json checkpoints | python3 -m json.tool
+#[derive(Args, Debug)]
+pub(crate) struct LsArgs {
+    /// The folder.
+    dir: PathBuf,
+    /// Print JSON (one array) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Print the path of the best checkpoint in a folder by a logged metric.
+///
+/// The metric defaults to the one each file was saved monitoring; the direction follows
+/// --mode (auto applies Keras's rule to the metric's name). Files that do not verify, and
+/// NaN values, never count; ties go to the older (lower epoch and step) file.
+///
+/// Examples:
+///   ckpt best checkpoints
+///   ckpt best checkpoints --monitor val_loss --mode min
+///   ckpt train --resume "$(ckpt best checkpoints)"
+#[derive(Args, Debug)]
+pub(crate) struct BestArgs {
+    /// The folder.
+    dir: PathBuf,
+    /// The metric to rank by.
+    #[arg(long)]
+    monitor: Option<String>,
+    /// min, max, or auto (Keras's rule on the metric's name).
+    #[arg(long, default_value = "auto", value_parser = parse_mode)]
+    mode: Mode,
+    /// Print JSON with the value instead of the bare path.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+        .map_err(|e: model_checkpoint::Error| e.to_string())
+}
+
+/// What a listing shows of one file.
+struct Entry {
+    path: PathBuf,
+    kind: Option<String>,
+    epoch: Option<i64>,
+    step: Option<u64>,
+    monitor: Option<String>,
+    logs: Logs,
+    size: u64,
+    verified: Result<(), String>,
+}
+
+fn entry(path: &Path) -> Entry {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    match CheckpointFile::open(path, Verify::Full) {
+        Ok(f) => {
+            let info = f.info();
+            let verified = if f.has_checksums() {
+                Ok(())
+            } else {
+                Err("no checksums".to_owned())
+            };
+            Entry {
+                path: path.to_path_buf(),
+                kind: Some(f.kind().to_string()),
+                epoch: info.get("epoch").and_then(|e| e.parse().ok()),
+                step: info.get("global_step").and_then(|e| e.parse().ok()),
+                monitor: info.get("monitor").cloned(),
+                logs: info
+                    .get("logs")
+                    .and_then(|l| serde_json::from_str(l).ok())
+                    .unwrap_or_default(),
+                size,
+                verified,
+            }
+        }
+        Err(e) => Entry {
+            path: path.to_path_buf(),
+            kind: None,
+            epoch: None,
+            step: None,
+            monitor: None,
+            logs: Logs::new(),
+            size,
+            verified: Err(e.to_string()),
+        },
+    }
+}
+
+fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a folder", dir.display()).into());
+    }
+    let mut files = candidate_files(dir)?;
+    files.sort();
+    Ok(files.iter().map(|p| entry(p)).collect())
+}
+
+fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {
+    let name = monitor.map(str::to_owned).or_else(|| e.monitor.clone())?;
+    let value = e.logs.get(&name)?.as_f64()?;
+    Some((name, value))
+}
+
+pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
+    let list = entries(&args.dir)?;
+    if args.json {
+        let rows: Vec<_> = list
+            .iter()
+            .map(|e| {
+                let m = monitored(e, None);
+                json!({
+                    "path": e.path, "kind": e.kind, "epoch": e.epoch, "global_step": e.step,
+                    "monitor": m.as_ref().map(|(n, _)| n), "value": m.as_ref().map(|(_, v)| v),
+                    "bytes": e.size, "verified": e.verified.is_ok(),
+                    "problem": e.verified.as_ref().err(),
+                })
+            })
+            .collect();
+        out!("{}", serde_json::Value::Array(rows));
+        return Ok(());
+    }
+    let dash = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
+    let rows: Vec<[String; 7]> = list
+        .iter()
+        .map(|e| {
+            let m = monitored(e, None);
+            [
+                e.path.display().to_string(),
+                dash(e.kind.clone()),
+                dash(e.epoch.map(|x| x.to_string())),
+                dash(e.step.map(|x| x.to_string())),
+                dash(m.map(|(n, v)| format!("{n}={v:.4}"))),
+                e.size.to_string(),
+                match &e.verified {
+                    Ok(()) => "ok".to_owned(),
+                    Err(why) => format!("NO: {why}"),
+                },
+            ]
+        })
+        .collect();
+    let header = [
+        "path",
+        "kind",
+        "epoch",
+        "step",
+        "monitored",
+        "bytes",
+        "verified",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (c, w))| if i == 6 { c.clone() } else { format!("{c:w$}") })
+            .collect();
+        parts.join("  ")
+    };
+    out!("{}", line(&header.map(str::to_owned)));
+    for row in &rows {
+        out!("{}", line(row));
+    }
+    Ok(())
+}
+
+pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
+    let list = entries(&args.dir)?;
+    let mut best: Option<(&Entry, String, f64)> = None;
+    for e in list.iter().filter(|e| e.verified.is_ok()) {
+        let Some((name, value)) = monitored(e, args.monitor.as_deref()) else {
+            continue;
+        };
+        if value.is_nan() {
+            continue;
+        }
+        let direction = args.mode.direction_for(&name);
+        let better = match &best {
+            None => true,
+            Some((b, _, bv)) => {
+                direction.improves(value, *bv)
+                    || (value == *bv && (e.epoch, e.step) < (b.epoch, b.step))
+            }
+        };
+        if better {
+            best = Some((e, name, value));
+        }
+    }
+    let Some((e, name, value)) = best else {
+        let what = args.monitor.as_deref().unwrap_or("their monitored metric");
+        return Err(format!(
+            "no checkpoint in {} that verifies logs {what}",
+            args.dir.display()
+        )
+        .into());
+    };
+    if args.json {
+        out!(
+            "{}",
+            json!({"path": e.path, "monitor": name, "value": value, "epoch": e.epoch, "global_step": e.step})
+        );
+    } else {
+        out!("{}", e.path.display());
+    }
+    Ok(())
+}

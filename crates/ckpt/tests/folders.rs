@@ -1,0 +1,354 @@
+//! `ckpt ls`, `ckpt best`, `ckpt diff` on real checkpoint folders, retention flags, and
+//! SIGTERM during `ckpt train`.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ckpt(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run ckpt")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Trains 5 epochs saving every epoch into ck/, with a val_loss-monitored file name.
+fn folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "5",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--filepath",
+            "ck/e{epoch}.safetensors",
+            "--seed",
+            "4",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    dir
+}
+
+#[test]
+fn ls_lists_every_checkpoint_with_its_facts() {
+    let dir = folder();
+    let out = ckpt(dir.path(), &["ls", "ck"]);
+    assert!(out.status.success());
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 6, "header and five files: {table}");
+    assert!(lines[0].starts_with("path") && lines[0].contains("verified"));
+    assert!(
+        lines[3].starts_with("ck/e3.safetensors")
+            && lines[3].contains(" full ")
+            && lines[3].contains("val_accuracy="),
+        "{table}"
+    );
+    assert!(lines.iter().skip(1).all(|l| l.ends_with("ok")));
+
+    // A damaged file shows as such.
+    let victim = dir.path().join("ck/e2.safetensors");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&victim, bytes).expect("write");
+    let out = ckpt(dir.path(), &["ls", "--json", "ck"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let rows = rows.as_array().expect("array");
+    assert_eq!(rows.len(), 5);
+    let e2 = rows
+        .iter()
+        .find(|r| r["path"] == "ck/e2.safetensors")
+        .expect("e2");
+    assert_eq!(e2["verified"], false);
+    assert!(e2["problem"]
+        .as_str()
+        .is_some_and(|p| p.contains("checksum mismatch")));
+    let e4 = rows
+        .iter()
+        .find(|r| r["path"] == "ck/e4.safetensors")
+        .expect("e4");
+    assert_eq!(
+        (
+            e4["epoch"].as_i64(),
+            e4["kind"].as_str(),
+            e4["monitor"].as_str()
+        ),
+        (Some(4), Some("full"), Some("val_accuracy"))
+    );
+    assert!(e4["value"].is_f64() && e4["global_step"].as_u64() == Some(180));
+}
+
+#[test]
+fn best_ranks_by_the_metric_and_mode() {
+    let dir = folder();
+    let ls = ckpt(dir.path(), &["ls", "--json", "ck"]);
+    let rows: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("json");
+    let rows = rows.as_array().expect("array");
+    let value = |r: &serde_json::Value| r["value"].as_f64().expect("value");
+    // Expected: the highest val_accuracy, the earliest on ties.
+    let mut want = &rows[0];
+    for r in rows {
+        let better = value(r) > value(want)
+            || (value(r) == value(want) && r["epoch"].as_i64() < want["epoch"].as_i64());
+        if better {
+            want = r;
+        }
+    }
+    let out = ckpt(dir.path(), &["best", "ck"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        want["path"].as_str().expect("path")
+    );
+
+    // By val_loss, lower is better (auto mode from the name), and --mode max flips it.
+    let loss = |path: &str| -> f64 {
+        let show = ckpt(dir.path(), &["show", "--json", path]);
+        let j: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json");
+        j["metadata"]["logs"]["val_loss"]
+            .as_f64()
+            .expect("val_loss")
+    };
+    let paths: Vec<String> = rows
+        .iter()
+        .map(|r| r["path"].as_str().expect("path").to_owned())
+        .collect();
+    let lowest = paths
+        .iter()
+        .min_by(|a, b| loss(a).total_cmp(&loss(b)))
+        .expect("some");
+    let highest = paths
+        .iter()
+        .max_by(|a, b| loss(a).total_cmp(&loss(b)))
+        .expect("some");
+    let out = ckpt(dir.path(), &["best", "ck", "--monitor", "val_loss"]);
+    assert_eq!(text(&out.stdout).trim(), lowest);
+    let out = ckpt(
+        dir.path(),
+        &["best", "ck", "--monitor", "val_loss", "--mode", "max"],
+    );
+    assert_eq!(text(&out.stdout).trim(), highest);
+    let out = ckpt(dir.path(), &["best", "ck", "--monitor", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no checkpoint in ck that verifies logs nope"));
+}
+
+#[test]
+fn diff_reports_changes_tensor_by_tensor() {
+    let dir = folder();
+    let out = ckpt(
+        dir.path(),
+        &["diff", "ck/e1.safetensors", "ck/e1.safetensors"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).lines().all(|l| l.starts_with("same")));
+
+    let out = ckpt(
+        dir.path(),
+        &[
+            "diff",
+            "--changed-only",
+            "ck/e1.safetensors",
+            "ck/e5.safetensors",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("changed     dense_0.weight: max abs diff"),
+        "{report}"
+    );
+    assert!(!report.contains("same"));
+
+    // A model with other shapes: shape changes and tensors only in one file.
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        other.path(),
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--hidden",
+            "32,16",
+            "--save-weights-only",
+            "--filepath",
+            "w.safetensors",
+        ],
+    );
+    assert!(out.status.success());
+    let theirs = other.path().join("w.safetensors");
+    let out = ckpt(
+        dir.path(),
+        &["diff", "ck/e1.safetensors", theirs.to_str().expect("utf-8")],
+    );
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("shape       dense_0.weight: [64, 64] -> [32, 64]"),
+        "{report}"
+    );
+    assert!(report.contains("only in B   dense_2.weight"), "{report}");
+    assert!(
+        report.contains("only in A   __training__/optimizer/dense_0.bias/m"),
+        "{report}"
+    );
+}
+
+#[test]
+fn retention_flags_keep_the_best_and_the_last() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "6",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--filepath",
+            "ck/e{epoch}.safetensors",
+            "--keep-best",
+            "1",
+            "--keep-last",
+            "1",
+            "--save-last",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let best = text(&ckpt(dir.path(), &["best", "ck"]).stdout)
+        .trim()
+        .to_owned();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("ck"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    names.sort();
+    let mut want = vec!["e6.safetensors".to_owned(), "last.safetensors".to_owned()];
+    let best_name = best.trim_start_matches("ck/").to_owned();
+    if !want.contains(&best_name) {
+        want.push(best_name);
+    }
+    want.sort();
+    assert_eq!(names, want);
+    let last = std::fs::read(dir.path().join("ck/last.safetensors")).expect("last");
+    assert!(last == std::fs::read(dir.path().join("ck/e6.safetensors")).expect("e6"));
+}
+
+#[test]
+fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "train",
+        "--epochs",
+        "40",
+        "--progress",
+        "0",
+        "--verbose",
+        "0",
+        "--filepath",
+        "ck/e{epoch:02d}.safetensors",
+        "--save-on-interrupt",
+        "--seed",
+        "2",
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start training");
+    let started = Instant::now();
+    while !dir.path().join("ck/e02.safetensors").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "training never saved"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exits with the interrupted status: {stdout} {}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "interrupted by SIGTERM: saved a full checkpoint to ck/interrupted.safetensors"
+        ),
+        "{stdout}"
+    );
+    let verify = ckpt(dir.path(), &["verify", "ck/interrupted.safetensors"]);
+    assert!(
+        verify.status.success() && text(&verify.stdout).contains("(full,"),
+        "{}",
+        text(&verify.stdout)
+    );
+    assert!(
+        !dir.path().join("ck/e40.safetensors").exists(),
+        "training stopped early"
+    );
+
+    let mut resume_args = args.to_vec();
+    resume_args.extend(["--resume", "ck/interrupted.safetensors"]);
+    let out = ckpt(dir.path(), &resume_args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("resuming from ck/interrupted.safetensors"));
+    assert!(
+        dir.path().join("ck/e40.safetensors").exists(),
+        "the run completed"
+    );
+
+    // And it ends where training straight through ends.
+    let straight = tempfile::tempdir().expect("tempdir");
+    assert!(ckpt(straight.path(), &args).status.success());
+    let theirs = straight.path().join("ck/e40.safetensors");
+    let diff = ckpt(
+        dir.path(),
+        &[
+            "diff",
+            "ck/e40.safetensors",
+            theirs.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stdout));
+}
+
+#[test]
+fn every_command_shows_an_example_in_its_help() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for cmd in ["train", "show", "verify", "ls", "best", "diff", "bench"] {
+        let out = ckpt(dir.path(), &[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd}");
+        let help = text(&out.stdout);
+        assert!(
+            help.contains("Examples:") && help.contains(&format!("ckpt {cmd} ")),
+            "{cmd}: {help}"
+        );
+    }
+}
