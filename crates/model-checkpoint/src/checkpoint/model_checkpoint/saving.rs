@@ -256,10 +256,10 @@ impl ModelCheckpoint {
                 serde_json::Value::Object(values).to_string(),
             );
         }
-        self.state.last_saved = Some(path.to_path_buf());
-        self.state.saves += 1;
         if !self.background {
             store::save(path, kind, &tensors, &info, &self.options)?;
+            self.state.last_saved = Some(path.to_path_buf());
+            self.state.saves += 1;
             return self.committed(pending);
         }
         if self.writer.is_none() {
@@ -299,6 +299,9 @@ impl ModelCheckpoint {
             )?,
             _ => writer.submit(path.to_path_buf(), kind, &tensors, info, options)?,
         }
+        // A background save counts once handed over; its failure surfaces at the next hook.
+        self.state.last_saved = Some(path.to_path_buf());
+        self.state.saves += 1;
         self.in_flight.push_back(pending);
         Ok(())
     }
