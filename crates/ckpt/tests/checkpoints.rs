@@ -232,3 +232,22 @@ fn a_second_trainer_on_the_same_folder_is_refused() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn a_new_start_removes_temporary_files_left_by_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("ck")).expect("folder");
+    let stale = dir.path().join("ck/.e01.safetensors.Xy12ab.ckpt-tmp");
+    std::fs::write(&stale, b"half a checkpoint").expect("stale file");
+    let out = train(dir.path(), &["--epochs", "1"]);
+    assert!(!stale.exists(), "the stale temporary file is gone");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("removed ck/.e01.safetensors.Xy12ab.ckpt-tmp")
+            || stderr.contains(".ckpt-tmp, left by an interrupted save"),
+        "{stderr}"
+    );
+    // And it never counted as a checkpoint.
+    let out = ckpt(dir.path(), &["verify", "ck"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}

@@ -5,7 +5,7 @@
 //! created.
 //!
 //! A trace is skipped only when its input holds something that exists in Python alone
-//! (keras-oracle/README.md): a `pathlib.Path`, TensorFlow option objects, a numpy int
+//! (the oracle's README): a `pathlib.Path`, TensorFlow option objects, a numpy int
 //! argument, the removed `load_weights_on_restart` argument, or a call of a private method.
 //!
 //! This file holds one test, because each trace runs in its own temporary working folder.

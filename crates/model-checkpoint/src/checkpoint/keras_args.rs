@@ -113,7 +113,7 @@ impl KerasArgs {
 
 impl ModelCheckpoint {
     /// Builds the callback as Keras's constructor does, in its order: the `period` warning,
-    /// then the unknown-mode warning, then `save_freq` validation (SPEC.md §1.1).
+    /// then the unknown-mode warning, then `save_freq` validation (KERAS-SPEC.md §1.1).
     ///
     /// # Errors
     ///

@@ -1,4 +1,4 @@
-//! Every text Keras's `ModelCheckpoint` prints or warns, byte for byte (SPEC.md §7). The
+//! Every text Keras's `ModelCheckpoint` prints or warns, byte for byte (KERAS-SPEC.md §7). The
 //! oracle traces check each one.
 
 use crate::template::format_value;

@@ -19,7 +19,7 @@ pub enum Verdict {
         best: Value,
     },
     /// The monitor is missing from the logs (or logged as `None`): tf.keras 2 warns and
-    /// skips (SPEC.md §13). Keras 3 would save instead.
+    /// skips (KERAS-SPEC.md §13). Keras 3 would save instead.
     MonitorMissing,
 }
 

@@ -2,7 +2,7 @@
 //! loose arguments resolve. `ModelCheckpoint` acts on what these functions return.
 //!
 //! Everything here matches tf.keras 2.x (`tf_keras/src/callbacks.py`), as recorded in
-//! keras-oracle/SPEC.md; the section numbers below refer to that file.
+//! docs/KERAS-SPEC.md; the section numbers below refer to that file.
 
 mod improvement;
 mod mode;

@@ -29,7 +29,7 @@ pub enum Direction {
 impl Mode {
     /// The direction this mode gives for `monitor`.
     ///
-    /// `Auto` follows tf.keras 2 exactly (SPEC.md §1.2): maximise when the name contains
+    /// `Auto` follows tf.keras 2 exactly (KERAS-SPEC.md §1.2): maximise when the name contains
     /// `"acc"` anywhere (so `val_accuracy`, but also `accumulated_loss`) or starts with
     /// `"fmeasure"`; minimise otherwise (so `auc`, `val_fmeasure` and `val_ACC`).
     ///
@@ -52,7 +52,7 @@ impl Mode {
     }
 
     /// Keras's lenient reading: `"auto"`, `"min"` or `"max"` (case sensitive); anything else
-    /// becomes `Auto`, and the second value is Keras's warning text for it (SPEC.md §1.1
+    /// becomes `Auto`, and the second value is Keras's warning text for it (KERAS-SPEC.md §1.1
     /// step 6: Keras warns and never raises).
     pub fn from_keras(value: &str) -> (Mode, Option<String>) {
         match value.parse() {
@@ -103,7 +103,7 @@ impl Direction {
 
     /// Whether `current` strictly improves on `best`. A tie never improves, NaN on either
     /// side never improves (it compares false, as in numpy), and nothing improves on a best
-    /// of `-inf` when minimising (SPEC.md §10).
+    /// of `-inf` when minimising (KERAS-SPEC.md §10).
     pub fn improves(self, current: f64, best: f64) -> bool {
         match self {
             Direction::Minimize => current < best,

@@ -45,7 +45,7 @@ impl fmt::Display for SaveFreq {
 }
 
 /// The counters that decide when a save is due, with Keras's names and starting values.
-/// Keras never resets them between `fit()` calls (SPEC.md §16), and neither does this.
+/// Keras never resets them between `fit()` calls (KERAS-SPEC.md §16), and neither does this.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaveSchedule {
     /// Epochs ended since the last save attempt (the legacy `period` counter).
@@ -68,7 +68,7 @@ impl Default for SaveSchedule {
 
 impl SaveSchedule {
     /// Counts one training batch and says whether a batch-level save is due now
-    /// (`_should_save_on_batch`, SPEC.md §3). The count carries across epochs; overshoot is
+    /// (`_should_save_on_batch`, KERAS-SPEC.md §3). The count carries across epochs; overshoot is
     /// dropped, not carried.
     ///
     /// ```
@@ -105,7 +105,7 @@ impl SaveSchedule {
 
     /// Whether a save attempt is due, given how it was triggered: batch-level saves always
     /// are, epoch-level ones once `period` epochs have ended. A due attempt resets the epoch
-    /// counter whatever happens next, even a formatting error (SPEC.md §4, §9).
+    /// counter whatever happens next, even a formatting error (KERAS-SPEC.md §4, §9).
     pub fn attempt_due(&mut self, freq: SaveFreq, period: i64) -> bool {
         let due = matches!(freq, SaveFreq::Batches(_)) || self.epochs_since_last_save >= period;
         if due {

@@ -1,4 +1,4 @@
-//! Cases from keras-oracle/SPEC.md §5 and §19; the differential test against CPython
+//! Cases from docs/KERAS-SPEC.md §5 and §19; the differential test against CPython
 //! (`tests/template_vs_cpython.rs`) covers the rest of the language.
 
 use super::*;

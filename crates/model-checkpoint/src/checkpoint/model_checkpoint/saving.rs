@@ -89,7 +89,7 @@ impl ModelCheckpoint {
             .unwrap_or(path)
     }
 
-    /// Keras's `_save_model`, in Keras's order of effects (SPEC.md §19): reset the period
+    /// Keras's `_save_model`, in Keras's order of effects (KERAS-SPEC.md §19): reset the period
     /// counter, format (possibly failing), create the folder, then check the monitor, print,
     /// update `best`, save. Returns whether an attempt was due.
     pub(super) fn save_model(
