@@ -157,3 +157,48 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn command_lines_parse_or_fail_as_documented() {
+        let ok = [
+            "ckpt train",
+            "ckpt t --epochs 3 --save-freq 10 --mode max --async",
+            "ckpt train --save-freq epoch --resume latest --keep-best 2 --save-last",
+            "ckpt verify a.safetensors b/",
+            "ckpt ls ck --json",
+            "ckpt best ck --monitor val_loss --mode min",
+            "ckpt diff a b --changed-only",
+            "ckpt bench --only save-vs-raw --runs 3",
+        ];
+        for line in ok {
+            assert!(Cli::try_parse_from(line.split(' ')).is_ok(), "{line}");
+        }
+        let bad = [
+            "ckpt train --save-freq banana",
+            "ckpt train --mode maxx",
+            "ckpt train --epochs 0",
+            "ckpt train --progress 3",
+            "ckpt verify",
+            "ckpt best",
+            "ckpt bench --only nothing",
+        ];
+        for line in bad {
+            assert!(Cli::try_parse_from(line.split(' ')).is_err(), "{line}");
+        }
+        match Cli::try_parse_from(["ckpt", "train", "--resume", "latest"]).map(|c| c.command) {
+            Ok(Command::Train(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -230,3 +230,114 @@ pub(crate) fn load_vars(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model_checkpoint::store::{self, Kind, SaveOptions, Verify};
+    use model_checkpoint::NamedTensor;
+
+    #[test]
+    fn every_candle_dtype_round_trips_through_a_file() {
+        let dev = Device::Cpu;
+        let base = Tensor::arange(0f32, 24.0, &dev)
+            .and_then(|t| t.reshape((2, 3, 4)))
+            .expect("base");
+        let dtypes = [
+            DType::U8,
+            DType::U32,
+            DType::I16,
+            DType::I32,
+            DType::I64,
+            DType::BF16,
+            DType::F16,
+            DType::F32,
+            DType::F64,
+        ];
+        let tensors: Vec<(String, Tensor)> = dtypes
+            .iter()
+            .map(|&d| (format!("{d:?}"), base.to_dtype(d).expect("cast")))
+            .collect();
+        // A slice, so that a non-zero storage offset is streamed correctly too.
+        let sliced = base.narrow(2, 1, 2).expect("narrow");
+        let mut named: Vec<NamedTensor<'_>> = tensors
+            .iter()
+            .map(|(n, t)| NamedTensor::new(n.clone(), CandleTensor::new(t).expect("dtype")))
+            .collect();
+        named.push(NamedTensor::new(
+            "sliced",
+            CandleTensor::new(&sliced).expect("dtype"),
+        ));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("all.safetensors");
+        store::save(
+            &path,
+            Kind::Weights,
+            &named,
+            &Default::default(),
+            &SaveOptions::default(),
+        )
+        .expect("save");
+        let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+        for (name, original) in tensors
+            .iter()
+            .chain(std::iter::once(&("sliced".to_owned(), sliced.clone())))
+        {
+            let stored = file.tensor(name).expect("stored");
+            let back =
+                tensor_for(&stored, original.dims(), original.dtype(), &path, &dev).expect("load");
+            let (a, b) = (original.to_dtype(DType::F64), back.to_dtype(DType::F64));
+            let a = a
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f64>())
+                .expect("a");
+            let b = b
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f64>())
+                .expect("b");
+            assert_eq!(a, b, "{name}");
+        }
+        // FP8 from raw bytes (casting f32 to F8E4M3 does not finish in candle 0.11), compared
+        // byte for byte.
+        let raw: Vec<u8> = (0u8..24).collect();
+        let fp8 = Tensor::from_raw_buffer(&raw, DType::F8E4M3, &[4, 6], &dev).expect("fp8");
+        let path8 = dir.path().join("fp8.safetensors");
+        let named8 = [NamedTensor::new(
+            "fp8",
+            CandleTensor::new(&fp8).expect("dtype"),
+        )];
+        store::save(
+            &path8,
+            Kind::Weights,
+            &named8,
+            &Default::default(),
+            &SaveOptions::default(),
+        )
+        .expect("save");
+        let file8 = CheckpointFile::open(&path8, Verify::Full).expect("open");
+        let stored = file8.tensor("fp8").expect("stored");
+        assert_eq!(
+            (stored.dtype, stored.data),
+            (Dtype::F8_E4M3, raw.as_slice())
+        );
+        let back = tensor_for(&stored, &[4, 6], DType::F8E4M3, &path8, &dev).expect("load");
+        let mut bytes = Vec::new();
+        CandleTensor::new(&back)
+            .expect("dtype")
+            .write_to(&mut |p| {
+                bytes.extend_from_slice(p);
+                Ok(())
+            })
+            .expect("bytes");
+        assert_eq!(bytes, raw);
+
+        // And a dtype mismatch names the tensor.
+        let stored = file.tensor("F32").expect("stored");
+        let err = tensor_for(&stored, &[2, 3, 4], DType::F16, &path, &dev).expect_err("mismatch");
+        assert!(
+            err.to_string()
+                .contains("tensor \"F32\" is F32 in the file but F16 in the model"),
+            "{err}"
+        );
+    }
+}
