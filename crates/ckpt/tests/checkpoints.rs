@@ -1,20 +1,11 @@
 //! `ckpt verify`, `ckpt show`, `--resume`, and the folder lock, on real checkpoint folders.
 
+mod common;
+
+use common::{ckpt, text};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn ckpt(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run ckpt")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut f: Vec<PathBuf> = std::fs::read_dir(dir)

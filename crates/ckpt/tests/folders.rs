@@ -1,21 +1,11 @@
 //! `ckpt ls`, `ckpt best`, `ckpt diff` on real checkpoint folders, retention flags, and
 //! SIGTERM during `ckpt train`.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{ckpt, text};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn ckpt(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run ckpt")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Trains 5 epochs saving every epoch into ck/, with a val_loss-monitored file name.
 fn folder() -> tempfile::TempDir {

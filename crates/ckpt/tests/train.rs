@@ -1,20 +1,9 @@
 //! `ckpt train` end to end: it trains and reloads the best checkpoint, repeats bit for bit,
 //! and meets bad input with one clear line and a non-zero exit.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn ckpt(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run ckpt")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{ckpt, text};
 
 #[test]
 fn train_saves_and_reloads_the_best_checkpoint() {

@@ -312,175 +312,75 @@ pub trait Callback {
     }
 }
 
-/// A borrowed callback is a callback, so that `fit` can take `&mut [&mut dyn Callback]` and
-/// leave the callbacks with their owner (to read `best()` afterwards, say).
-impl<C: Callback + ?Sized> Callback for &mut C {
-    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_train_begin(logs, ctx)
-    }
-    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_train_end(logs, ctx)
-    }
-    fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_epoch_begin(epoch, logs, ctx)
-    }
-    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_epoch_end(epoch, logs, ctx)
-    }
-    fn on_train_batch_begin(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_train_batch_begin(batch, logs, ctx)
-    }
-    fn on_train_batch_end(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_train_batch_end(batch, logs, ctx)
-    }
-    fn on_test_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_test_begin(logs, ctx)
-    }
-    fn on_test_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_test_end(logs, ctx)
-    }
-    fn on_test_batch_begin(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_test_batch_begin(batch, logs, ctx)
-    }
-    fn on_test_batch_end(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_test_batch_end(batch, logs, ctx)
-    }
-    fn on_predict_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_predict_begin(logs, ctx)
-    }
-    fn on_predict_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_predict_end(logs, ctx)
-    }
-    fn on_predict_batch_begin(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_predict_batch_begin(batch, logs, ctx)
-    }
-    fn on_predict_batch_end(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_predict_batch_end(batch, logs, ctx)
-    }
-    fn state_key(&self) -> Option<String> {
-        (**self).state_key()
-    }
-    fn state(&self) -> Option<serde_json::Value> {
-        (**self).state()
-    }
-    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
-        (**self).restore_state(state)
-    }
+/// Forwards every hook of a wrapper type to the callback it holds.
+macro_rules! forward_hooks {
+    ($(#[$doc:meta])* $wrapper:ty) => {
+        $(#[$doc])*
+        impl<C: Callback + ?Sized> Callback for $wrapper {
+            fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_train_begin(logs, ctx)
+            }
+            fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_train_end(logs, ctx)
+            }
+            fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_epoch_begin(epoch, logs, ctx)
+            }
+            fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_epoch_end(epoch, logs, ctx)
+            }
+            fn on_train_batch_begin(&mut self, batch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_train_batch_begin(batch, logs, ctx)
+            }
+            fn on_train_batch_end(&mut self, batch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_train_batch_end(batch, logs, ctx)
+            }
+            fn on_test_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_test_begin(logs, ctx)
+            }
+            fn on_test_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_test_end(logs, ctx)
+            }
+            fn on_test_batch_begin(&mut self, batch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_test_batch_begin(batch, logs, ctx)
+            }
+            fn on_test_batch_end(&mut self, batch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_test_batch_end(batch, logs, ctx)
+            }
+            fn on_predict_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_predict_begin(logs, ctx)
+            }
+            fn on_predict_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_predict_end(logs, ctx)
+            }
+            fn on_predict_batch_begin(&mut self, batch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_predict_batch_begin(batch, logs, ctx)
+            }
+            fn on_predict_batch_end(&mut self, batch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_predict_batch_end(batch, logs, ctx)
+            }
+            fn state_key(&self) -> Option<String> {
+                (**self).state_key()
+            }
+            fn state(&self) -> Option<serde_json::Value> {
+                (**self).state()
+            }
+            fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+                (**self).restore_state(state)
+            }
+        }
+    };
 }
 
-impl<C: Callback + ?Sized> Callback for Box<C> {
-    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_train_begin(logs, ctx)
-    }
-    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_train_end(logs, ctx)
-    }
-    fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_epoch_begin(epoch, logs, ctx)
-    }
-    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_epoch_end(epoch, logs, ctx)
-    }
-    fn on_train_batch_begin(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_train_batch_begin(batch, logs, ctx)
-    }
-    fn on_train_batch_end(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_train_batch_end(batch, logs, ctx)
-    }
-    fn on_test_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_test_begin(logs, ctx)
-    }
-    fn on_test_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_test_end(logs, ctx)
-    }
-    fn on_test_batch_begin(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_test_batch_begin(batch, logs, ctx)
-    }
-    fn on_test_batch_end(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_test_batch_end(batch, logs, ctx)
-    }
-    fn on_predict_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_predict_begin(logs, ctx)
-    }
-    fn on_predict_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        (**self).on_predict_end(logs, ctx)
-    }
-    fn on_predict_batch_begin(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_predict_batch_begin(batch, logs, ctx)
-    }
-    fn on_predict_batch_end(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        (**self).on_predict_batch_end(batch, logs, ctx)
-    }
-    fn state_key(&self) -> Option<String> {
-        (**self).state_key()
-    }
-    fn state(&self) -> Option<serde_json::Value> {
-        (**self).state()
-    }
-    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
-        (**self).restore_state(state)
-    }
-}
+forward_hooks!(
+    /// A borrowed callback is a callback, so that `fit` can take `&mut [&mut dyn Callback]`
+    /// and leave the callbacks with their owner (to read `best()` afterwards, say).
+    &mut C
+);
+forward_hooks!(
+    /// A boxed callback is a callback.
+    Box<C>
+);
 
 /// Callbacks called in order, as Keras's `CallbackList` calls them.
 ///

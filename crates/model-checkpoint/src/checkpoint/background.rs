@@ -214,6 +214,19 @@ impl BackgroundWriter {
         outcome
     }
 
+    /// Hands a job to the writer thread.
+    fn send(&mut self, job: Job) -> Result<(), Error> {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| Error::Model("the background writer is closed".into()))?;
+        jobs.send(job).map_err(|_| {
+            Error::Model("the background writer thread stopped unexpectedly".into())
+        })?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
     /// Finished saves, without waiting.
     pub(crate) fn finished(&mut self) -> Vec<Outcome> {
         let mut done = Vec::new();
@@ -273,15 +286,7 @@ impl BackgroundWriter {
             info,
             options,
         };
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| Error::Model("the background writer is closed".into()))?;
-        jobs.send(job).map_err(|_| {
-            Error::Model("the background writer thread stopped unexpectedly".into())
-        })?;
-        self.in_flight += 1;
-        Ok(())
+        self.send(job)
     }
 
     /// Hands shared tensors to the writer thread, which copies them while training goes on,
@@ -305,29 +310,13 @@ impl BackgroundWriter {
             info,
             options,
         };
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| Error::Model("the background writer is closed".into()))?;
-        jobs.send(job).map_err(|_| {
-            Error::Model("the background writer thread stopped unexpectedly".into())
-        })?;
-        self.in_flight += 1;
-        Ok(())
+        self.send(job)
     }
 
     /// Has the writer thread allocate the first snapshot's buffers (sizes in tensor order)
     /// while training runs.
     pub(crate) fn prepare(&mut self, sizes: Vec<usize>) -> Result<(), Error> {
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| Error::Model("the background writer is closed".into()))?;
-        jobs.send(Job::Prepare(sizes)).map_err(|_| {
-            Error::Model("the background writer thread stopped unexpectedly".into())
-        })?;
-        self.in_flight += 1;
-        Ok(())
+        self.send(Job::Prepare(sizes))
     }
 
     /// Drops the buffers kept for the next snapshot.
