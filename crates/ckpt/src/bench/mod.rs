@@ -1,0 +1,127 @@
+//! `ckpt bench`: measurements as JSON lines, each the median of interleaved runs (A B A B …)
+//! so that a noisy disk or a busy neighbour hits both sides alike.
+
+mod disk;
+mod training;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::Failure;
+use disk::{load_vs_read, peers_python, save_once, save_vs_raw, size_sweep};
+use training::{async_stall_vs_sync, hook_overhead, train_throughput};
+
+/// Measure training and checkpoint speed; one JSON line per measurement.
+///
+/// Every figure is a median over interleaved runs of the things compared, written in --dir
+/// (the disk under test). The default model is 1024 MiB in 64 float32 tensors.
+///
+/// Examples:
+///   ckpt bench
+///   ckpt bench --only save-vs-raw --only load-vs-read --runs 9
+///   ckpt bench --size-mib 256 --dir /mnt/fast-disk
+#[derive(Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// Run only these measurements (repeatable); all but save-once by default.
+    #[arg(long, value_enum)]
+    only: Vec<Measurement>,
+    /// Interleaved runs per side.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Checkpoint size in MiB for save-vs-raw, async-stall-vs-sync, load-vs-read, save-once.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    size_mib: u64,
+    /// Number of tensors the checkpoint is split into.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    tensors: u64,
+    /// Folder to write in (a temporary folder inside it is used and removed).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// The Python with safetensors and numpy, for peers-python (bench/peers.sh sets it up).
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+}
+
+/// A measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Measurement {
+    /// Training samples/s on digits (10 epochs, MLP 64-64-10, Adam, batch 32): no callback,
+    /// a full checkpoint every epoch, weights every epoch, and full checkpoints saved in the
+    /// background.
+    TrainThroughput,
+    /// A synchronous save against write_all + sync_all of the same bytes.
+    SaveVsRaw,
+    /// Time the training thread is blocked by a background save, against a synchronous
+    /// save; and the peak memory of a background save.
+    AsyncStallVsSync,
+    /// Loading with and without checksum verification, against reading the file.
+    LoadVsRead,
+    /// Nanoseconds per on_train_batch_end that does not save.
+    HookOverhead,
+    /// Save time for 1, 16, 256 and 1024 MiB, and for 10,000 small tensors.
+    SizeSweep,
+    /// One synchronous save of --size-mib in --tensors tensors, timed.
+    SaveOnce,
+    /// Python's safetensors.numpy.save_file + fsync against a synchronous save of the same
+    /// shapes, interleaved, each side in a warm process (needs --python; see bench/peers.sh).
+    PeersPython,
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    (a.as_secs_f64() / b.as_secs_f64() * 1e4).round() / 1e4
+}
+
+pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
+    let all = [
+        Measurement::TrainThroughput,
+        Measurement::SaveVsRaw,
+        Measurement::AsyncStallVsSync,
+        Measurement::LoadVsRead,
+        Measurement::HookOverhead,
+        Measurement::SizeSweep,
+    ];
+    let chosen: Vec<Measurement> = if args.only.is_empty() {
+        all.to_vec()
+    } else {
+        args.only.clone()
+    };
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| format!("cannot create folder {}: {e}", args.dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("ckpt-bench-")
+        .tempdir_in(&args.dir)
+        .map_err(|e| format!("cannot create a folder in {}: {e}", args.dir.display()))?;
+    let dir = scratch.path();
+    let bytes = args.size_mib << 20;
+    for m in chosen {
+        let line = match m {
+            Measurement::TrainThroughput => train_throughput(args.runs, dir)?,
+            Measurement::SaveVsRaw => save_vs_raw(args.runs, dir, bytes, args.tensors)?,
+            Measurement::AsyncStallVsSync => {
+                async_stall_vs_sync(args.runs, dir, bytes, args.tensors)?
+            }
+            Measurement::LoadVsRead => load_vs_read(args.runs, dir, bytes, args.tensors)?,
+            Measurement::HookOverhead => hook_overhead()?,
+            Measurement::SizeSweep => size_sweep(args.runs, dir)?,
+            Measurement::SaveOnce => save_once(dir, bytes, args.tensors)?,
+            Measurement::PeersPython => {
+                peers_python(&args.python, args.runs, dir, bytes, args.tensors)?
+            }
+        };
+        out!("{line}");
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Training-side measurements: throughput with and without checkpoints, the stall of a
+//! background save, and the cost of a hook that does not save.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint, SaveFreq};
+use model_checkpoint_candle::{Adam, Dataset, FitOptions, Model, ParamsAdam, Trainer};
+use serde_json::json;
+
+use super::disk::{synthetic, Synthetic};
+use super::{median, ratio, secs};
+use crate::Failure;
+
+/// Resident memory now, in bytes (Linux; `None` elsewhere).
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// A candle MLP of about `bytes` (square 4096-wide layers) and one sample to train it on.
+struct BigModel {
+    trainer_model: Model,
+    optimizer: model_checkpoint_candle::Sgd,
+    x: candle_core::Tensor,
+    y: candle_core::Tensor,
+}
+
+impl BigModel {
+    fn new(bytes: u64) -> Result<Self, Failure> {
+        let width = 4096usize;
+        let layers = (bytes / (width * width * 4) as u64).max(1) as usize;
+        let model = Model::mlp(&vec![width; layers + 1], 0)?;
+        let optimizer = model_checkpoint_candle::Sgd::new(
+            model.named_vars(),
+            model_checkpoint_candle::ParamsSgd {
+                lr: 1e-6,
+                ..Default::default()
+            },
+        )?;
+        let x = candle_core::Tensor::ones((1, width), candle_core::DType::F32, model.device())
+            .map_err(|e| e.to_string())?;
+        let y = candle_core::Tensor::new(&[3u32], model.device()).map_err(|e| e.to_string())?;
+        Ok(BigModel {
+            trainer_model: model,
+            optimizer,
+            x,
+            y,
+        })
+    }
+
+    /// Forward and backward: reads the weights, changes nothing.
+    fn compute(&self) -> Result<candle_core::backprop::GradStore, Failure> {
+        let logits = self.trainer_model.forward(&self.x)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &self.y).map_err(|e| e.to_string())?;
+        Ok(loss.backward().map_err(|e| e.to_string())?)
+    }
+
+    fn apply(&mut self, grads: &candle_core::backprop::GradStore) -> Result<(), Failure> {
+        use model_checkpoint_candle::Optimizer as _;
+        self.optimizer.step(grads)?;
+        Ok(())
+    }
+}
+
+pub(super) fn async_stall_vs_sync(
+    runs: u32,
+    dir: &Path,
+    bytes: u64,
+    _count: u64,
+) -> Result<serde_json::Value, Failure> {
+    let mut big = BigModel::new(bytes)?;
+    let size: u64 = big
+        .trainer_model
+        .named_vars()
+        .iter()
+        .map(|(_, v)| v.elem_count() as u64 * 4)
+        .sum();
+    let fence = model_checkpoint::SnapshotFence::new();
+    let logs = Logs::new();
+
+    // Peak memory of a background save beyond the model (and beyond a training step's
+    // gradients, which are freed by now): buffers allocated at on_train_begin, one save.
+    let grads = big.compute()?;
+    big.apply(&grads)?;
+    drop(grads);
+    let baseline = rss();
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(r) = rss() {
+                    peak.fetch_max(r, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let mut async_cb = ModelCheckpoint::new(dir.join("async.safetensors"))
+        .save_weights_only(true)
+        .background(true);
+    {
+        let mut ctx = Context::new(&big.trainer_model).with_fence(&fence);
+        async_cb.on_train_begin(&logs, &mut ctx)?;
+        async_cb.flush()?;
+        async_cb.on_epoch_end(0, &logs, &mut ctx)?;
+    }
+    async_cb.flush()?;
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let extra = match (baseline, peak.load(Ordering::Relaxed)) {
+        (Some(base), p) if p > 0 => {
+            Some((p.saturating_sub(base) as f64 / size as f64 * 1e3).round() / 1e3)
+        }
+        _ => None,
+    };
+
+    // The stall: the save's hook, plus waiting before the next optimizer step (for a
+    // background copy still running after that step's forward and backward).
+    let mut sync_cb = ModelCheckpoint::new(dir.join("sync.safetensors")).save_weights_only(true);
+    // One save, then what a training loop does next: the next step's forward and backward
+    // (only where a background copy could overlap it), then the optimizer step, which first
+    // waits on the fence.
+    let mut grads = big.compute()?;
+    let mut one = |cb: &mut ModelCheckpoint,
+                   big: &mut BigModel,
+                   fenced: bool,
+                   epoch: usize|
+     -> Result<(Duration, Option<Duration>), Failure> {
+        let t = Instant::now();
+        {
+            let ctx = Context::new(&big.trainer_model);
+            let mut ctx = if fenced { ctx.with_fence(&fence) } else { ctx };
+            cb.on_epoch_end(epoch, &logs, &mut ctx)?;
+        }
+        let hook = t.elapsed();
+        let mut compute = None;
+        if cb.in_background() && fenced {
+            let c = Instant::now();
+            grads = big.compute()?;
+            compute = Some(c.elapsed());
+        }
+        let t = Instant::now();
+        fence.wait();
+        let waited = t.elapsed();
+        big.apply(&grads)?;
+        cb.flush()?;
+        Ok((hook + waited, compute))
+    };
+    let (mut sync_stall, mut async_stall, mut unfenced_stall, mut compute) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for epoch in 1..=runs as usize {
+        sync_stall.push(one(&mut sync_cb, &mut big, true, epoch)?.0);
+        let (stall, step) = one(&mut async_cb, &mut big, true, epoch)?;
+        async_stall.push(stall);
+        compute.extend(step);
+        unfenced_stall.push(one(&mut async_cb, &mut big, false, epoch)?.0);
+    }
+    let (s, a) = (median(sync_stall), median(async_stall));
+    Ok(json!({
+        "bench": "async_stall_vs_sync", "mib": size >> 20, "model": "candle MLP, 4096-wide layers, SGD, batch 1", "runs": runs,
+        "sync_stall_s": secs(s), "async_stall_s": secs(a), "ratio": ratio(a, s),
+        "async_stall_without_fence_s": secs(median(unfenced_stall)),
+        "forward_backward_s": secs(median(compute)),
+        "async_peak_extra_memory_x_checkpoint": extra,
+    }))
+}
+
+pub(super) fn hook_overhead() -> Result<serde_json::Value, Failure> {
+    let model = Synthetic(synthetic(1 << 12, 1));
+    let mut ctx = Context::new(&model);
+    let logs = Logs::from([("loss", 0.5), ("accuracy", 0.9)]);
+    let calls = 2_000_000usize;
+    let mut per_call = |mut cb: ModelCheckpoint| -> Result<f64, Failure> {
+        cb.on_epoch_begin(0, &logs, &mut ctx)?;
+        let t = Instant::now();
+        for batch in 0..calls {
+            cb.on_train_batch_end(batch % 1000, &logs, &mut ctx)?;
+        }
+        Ok((t.elapsed().as_nanos() as f64 / calls as f64 * 10.0).round() / 10.0)
+    };
+    let epoch_mode = per_call(ModelCheckpoint::new("unused.safetensors"))?;
+    let counting = per_call(
+        ModelCheckpoint::new("unused.safetensors").save_freq(SaveFreq::Batches(i64::MAX)),
+    )?;
+    Ok(json!({
+        "bench": "hook_overhead", "calls": calls,
+        "ns_per_batch_end_epoch_mode": epoch_mode, "ns_per_batch_end_counting_batches": counting,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// One timed 10-epoch fit on digits with the given callback setup.
+fn timed_fit(data: &Dataset, setup: Setup, dir: &Path) -> Result<Duration, Failure> {
+    let model = Model::mlp(&[64, 64, 10], 0)?;
+    let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
+    let mut trainer = Trainer::new(model, optimizer);
+    let options = FitOptions::new(10).validation_split(0.2).verbose(0);
+    let template = dir.join("bench.{epoch:02d}.safetensors");
+    let started = Instant::now();
+    match setup {
+        Setup::Plain => {
+            trainer.fit(data, &options, &mut [])?;
+        }
+        Setup::Full | Setup::Weights | Setup::Background => {
+            let mut cb = ModelCheckpoint::new(template)
+                .save_weights_only(setup == Setup::Weights)
+                .background(setup == Setup::Background);
+            trainer.fit(data, &options, &mut [&mut cb])?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Plain,
+    Full,
+    Weights,
+    Background,
+}
+
+pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Value, Failure> {
+    let data = Dataset::digits().scaled().shuffled(0);
+    let train_samples = (data.len() as f64 * 0.8) as usize;
+    let setups = [Setup::Plain, Setup::Full, Setup::Weights, Setup::Background];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); setups.len()];
+    timed_fit(&data, Setup::Plain, dir)?;
+    // The order rotates every round, so that no side always follows the same other one.
+    for round in 0..runs as usize {
+        for k in 0..setups.len() {
+            let i = (round + k) % setups.len();
+            times[i].push(timed_fit(&data, setups[i], dir)?);
+        }
+    }
+    let med: Vec<Duration> = times.into_iter().map(median).collect();
+    let rate = |d: Duration| (train_samples as f64 * 10.0 / d.as_secs_f64()).round();
+    let overhead =
+        |d: Duration| ((d.as_secs_f64() / med[0].as_secs_f64() - 1.0) * 1e4).round() / 1e4;
+    Ok(json!({
+        "bench": "train_throughput", "epochs": 10, "train_samples": train_samples, "runs": runs,
+        "plain_samples_per_s": rate(med[0]),
+        "full_checkpoint_every_epoch_samples_per_s": rate(med[1]),
+        "weights_checkpoint_every_epoch_samples_per_s": rate(med[2]),
+        "background_full_checkpoint_every_epoch_samples_per_s": rate(med[3]),
+        "overhead_full": overhead(med[1]), "overhead_weights": overhead(med[2]), "overhead_background_full": overhead(med[3]),
+        "plain_s": secs(med[0]),
+    }))
+}
