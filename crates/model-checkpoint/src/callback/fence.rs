@@ -3,7 +3,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Lets a background save copy the weights while training goes on: a training loop that
-/// passes a fence in its [`Context`] promises to call [`SnapshotFence::wait`] before it
+/// passes a fence in its [`Context`](crate::Context) promises to call [`SnapshotFence::wait`] before it
 /// changes any weight or optimizer tensor (before each optimizer step); the save's copy holds
 /// the fence until it is done. Without a fence, a background save copies before its hook
 /// returns.
