@@ -160,3 +160,29 @@ fn help_shows_examples_and_exit_codes() {
     let out = ckpt(dir.path(), &["--version"]);
     assert!(text(&out.stdout).starts_with("ckpt "));
 }
+
+#[test]
+fn a_read_only_checkpoint_folder_is_refused_before_training() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).expect("folder");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs"])
+        .arg(&ro)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        println!("SKIPPED: cannot mount a read-only tmpfs here (needs root)");
+        return;
+    }
+    let out = ckpt(dir.path(), &["train", "--filepath", "ro/w.safetensors"]);
+    let _ = std::process::Command::new("umount").arg(&ro).status();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot write checkpoints in ro")
+            && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
+}
