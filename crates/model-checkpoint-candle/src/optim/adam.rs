@@ -4,7 +4,7 @@ use model_checkpoint::store::CheckpointFile;
 use model_checkpoint::NamedTensor;
 use serde::{Deserialize, Serialize};
 
-use super::{load_slots, read_values, slot_tensors, Optimizer};
+use super::{float_vars, load_slots, read_values, slot_tensors, zero_slots, Optimizer};
 use crate::Error;
 
 /// Adam hyperparameters.
@@ -81,18 +81,10 @@ impl Adam {
     ///
     /// candle's failure to allocate the moments.
     pub fn new(vars: Vec<(String, Var)>, params: ParamsAdam) -> Result<Self, Error> {
-        let vars: Vec<_> = vars
-            .into_iter()
-            .filter(|(_, v)| v.dtype().is_float())
-            .collect();
-        let zeros = || -> candle_core::Result<Vec<Var>> {
-            vars.iter()
-                .map(|(_, v)| Var::zeros(v.shape(), v.dtype(), v.device()))
-                .collect()
-        };
+        let vars = float_vars(vars);
         Ok(Adam {
-            first_moment: zeros()?,
-            second_moment: zeros()?,
+            first_moment: zero_slots(&vars)?,
+            second_moment: zero_slots(&vars)?,
             vars,
             step_t: 0,
             params,

@@ -54,6 +54,21 @@ pub trait Optimizer {
     ) -> Result<(), Error>;
 }
 
+/// The trainable variables: candle's optimizers train float variables only.
+pub(crate) fn float_vars(vars: Vec<(String, Var)>) -> Vec<(String, Var)> {
+    vars.into_iter()
+        .filter(|(_, v)| v.dtype().is_float())
+        .collect()
+}
+
+/// One zero slot variable per variable, of its shape, dtype and device.
+pub(crate) fn zero_slots(vars: &[(String, Var)]) -> Result<Vec<Var>, Error> {
+    Ok(vars
+        .iter()
+        .map(|(_, v)| Var::zeros(v.shape(), v.dtype(), v.device()))
+        .collect::<candle_core::Result<_>>()?)
+}
+
 /// Slot variables (one per model variable) named `VAR/SLOT`, as state tensors.
 pub(crate) fn slot_tensors<'a>(
     vars: &'a [(String, Var)],

@@ -4,7 +4,7 @@ use model_checkpoint::store::CheckpointFile;
 use model_checkpoint::NamedTensor;
 use serde::{Deserialize, Serialize};
 
-use super::{load_slots, read_values, slot_tensors, Optimizer};
+use super::{float_vars, load_slots, read_values, slot_tensors, zero_slots, Optimizer};
 use crate::Error;
 
 /// SGD hyperparameters (PyTorch's, with dampening 0).
@@ -51,14 +51,8 @@ impl Sgd {
     ///
     /// candle's failure to allocate the velocity buffers.
     pub fn new(vars: Vec<(String, Var)>, params: ParamsSgd) -> Result<Self, Error> {
-        let vars: Vec<_> = vars
-            .into_iter()
-            .filter(|(_, v)| v.dtype().is_float())
-            .collect();
-        let velocity = vars
-            .iter()
-            .map(|(_, v)| Var::zeros(v.shape(), v.dtype(), v.device()))
-            .collect::<candle_core::Result<_>>()?;
+        let vars = float_vars(vars);
+        let velocity = zero_slots(&vars)?;
         Ok(Sgd {
             vars,
             velocity,
