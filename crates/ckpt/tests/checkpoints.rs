@@ -2,10 +2,9 @@
 
 mod common;
 
-use common::{ckpt, text};
+use common::{ckpt, text, wait_for_file};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut f: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -204,14 +203,10 @@ fn a_second_trainer_on_the_same_folder_is_refused() {
         .spawn()
         .expect("first trainer");
     // Wait until the first trainer has saved (and so holds the lock).
-    let started = Instant::now();
-    while !dir.path().join("ck/best.safetensors").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the first trainer never saved"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_file(
+        &dir.path().join("ck/best.safetensors"),
+        "the first trainer never saved",
+    );
     let second = ckpt(dir.path(), &args);
     let _ = first.kill();
     let _ = first.wait();

@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{ckpt, text};
+use common::{ckpt, text, wait_for_file};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// Trains 5 epochs saving every epoch into ck/, with a val_loss-monitored file name.
 fn folder() -> tempfile::TempDir {
@@ -266,14 +265,10 @@ fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start training");
-    let started = Instant::now();
-    while !dir.path().join("ck/e02.safetensors").exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "training never saved"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait_for_file(
+        &dir.path().join("ck/e02.safetensors"),
+        "training never saved",
+    );
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
