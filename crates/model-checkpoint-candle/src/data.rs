@@ -2,6 +2,7 @@
 //! an integer class label, one sample a row, no header; plain or gzip-compressed).
 
 use std::io::{BufRead, BufReader, Read};
+
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -11,6 +12,15 @@ use crate::Error;
 /// The UCI "Optical Recognition of Handwritten Digits" test set (E. Alpaydin, C. Kaynak,
 /// 1998; CC BY 4.0): 1,797 8×8 images with pixel values 0–16, and their digit.
 const DIGITS_CSV_GZ: &[u8] = include_bytes!("../data/digits.csv.gz");
+
+/// The largest CSV file [`Dataset::from_csv`] reads (before decompression).
+pub const MAX_CSV_BYTES: u64 = 1 << 30;
+/// The most feature values a data set may hold (1 GiB of `f32`).
+pub const MAX_VALUES: usize = 1 << 28;
+/// The most classes a data set may have: labels go from 0 to `MAX_CLASSES - 1`.
+pub const MAX_CLASSES: usize = 1 << 16;
+/// The longest line a CSV file may have.
+const MAX_LINE_BYTES: usize = 1 << 24;
 
 /// Samples in host memory: `len × features` values, and one class label per sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +46,12 @@ impl Dataset {
             )));
         }
         let classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
+        if classes > MAX_CLASSES {
+            return Err(Error::options(format!(
+                "label {} is too large: at most {MAX_CLASSES} classes",
+                classes - 1
+            )));
+        }
         Ok(Dataset {
             features,
             labels,
@@ -58,30 +74,74 @@ impl Dataset {
     /// of the first bad row.
     pub fn from_csv(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::DataIo {
+        let io = |source| Error::DataIo {
             path: path.to_path_buf(),
             source,
+        };
+        let file = model_checkpoint::store::open_regular(path).map_err(|e| match e {
+            model_checkpoint::Error::Io { source, .. } => io(source),
+            other => Error::Checkpoint(other),
         })?;
+        // Read at most one byte past the limit, so that a huge file fails without being read.
+        let mut bytes = Vec::new();
+        file.take(MAX_CSV_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_CSV_BYTES {
+            return Err(Error::options(format!(
+                "{} is larger than {} MiB, the most a CSV data set may hold",
+                path.display(),
+                MAX_CSV_BYTES >> 20
+            )));
+        }
         Self::parse(&bytes, path)
     }
 
+    /// Parses CSV text (plain, or gzip-compressed) as [`Dataset::from_csv`] reads a file;
+    /// `name` stands for the file in error messages.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MalformedRow`] naming the line of the first bad row, and
+    /// [`Error::InvalidOptions`] when the data exceed [`MAX_VALUES`] values or
+    /// [`MAX_CLASSES`] classes.
+    pub fn from_csv_bytes(bytes: &[u8], name: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::parse(bytes, name.as_ref())
+    }
+
     fn parse(bytes: &[u8], path: &Path) -> Result<Self, Error> {
+        // A gzip bomb inflates only as far as the value limit lets rows through.
         let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::read::GzDecoder::new(bytes))
         } else {
             Box::new(bytes)
         };
+        let mut reader = BufReader::new(reader);
         let mut features = Vec::new();
         let mut labels = Vec::new();
         let mut width = None;
-        for (i, line) in BufReader::new(reader).lines().enumerate() {
-            let line_no = i + 1;
+        let mut raw = Vec::new();
+        for line_no in 1usize.. {
             let bad = |reason: String| Error::MalformedRow {
                 path: path.to_path_buf(),
                 line: line_no,
                 reason,
             };
-            let line = line.map_err(|e| bad(format!("unreadable: {e}")))?;
+            raw.clear();
+            // One line at a time, never more than the limit, so that a file without line
+            // breaks (or a gzip bomb of one) cannot exhaust memory.
+            let read = (&mut reader)
+                .take(MAX_LINE_BYTES as u64 + 1)
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| bad(format!("unreadable: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            if raw.len() > MAX_LINE_BYTES {
+                return Err(bad(format!("longer than {MAX_LINE_BYTES} bytes")));
+            }
+            let line = std::str::from_utf8(&raw)
+                .map_err(|e| bad(format!("unreadable: not UTF-8 text ({e})")))?;
             let line = line.trim();
             if line.is_empty() {
                 continue;
@@ -118,6 +178,17 @@ impl Dataset {
             let label: u32 = label
                 .parse()
                 .map_err(|_| bad(format!("label {label:?} is not a non-negative integer")))?;
+            if label as usize >= MAX_CLASSES {
+                return Err(bad(format!(
+                    "label {label} is too large: at most {MAX_CLASSES} classes (labels 0 to {})",
+                    MAX_CLASSES - 1
+                )));
+            }
+            if features.len() >= MAX_VALUES {
+                return Err(bad(format!(
+                    "the data set holds more than {MAX_VALUES} values, the most it may hold"
+                )));
+            }
             labels.push(label);
         }
         let Some(width) = width else {

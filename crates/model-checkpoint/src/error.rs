@@ -97,6 +97,14 @@ pub enum Error {
         /// What is wrong, naming the tensor or field.
         reason: String,
     },
+    /// A path that must be a regular file is a FIFO, a socket or a device.
+    #[error("{} is {kind}, not a regular file: checkpoints and data are read from regular files only", .path.display())]
+    NotARegularFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// Another process holds the checkpoint folder's lock.
     #[error("another process is writing checkpoints into {}: its lock {} is held; wait for it to finish or choose another folder", .dir.display(), .dir.join(crate::store::LOCK_FILE).display())]
     Locked {

@@ -27,4 +27,5 @@ pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
 pub use lock::{FolderLock, LOCK_FILE};
 pub use read::{CheckpointFile, TensorRef, Verify};
 pub use scan::{candidate_files, latest_full};
+pub use sys::open_regular;
 pub use write::{save, SaveOptions, SaveReport};

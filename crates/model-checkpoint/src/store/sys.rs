@@ -51,3 +51,63 @@ pub(crate) fn checkpoint_permissions() -> Option<std::fs::Permissions> {
 pub(crate) fn checkpoint_permissions() -> Option<std::fs::Permissions> {
     None
 }
+
+/// Opens `path` for reading only if it is a regular file (following symbolic links).
+///
+/// The file is opened without blocking, so that a FIFO with no writer, a socket or a device
+/// is refused at once instead of hanging the open; the type is then checked on the open
+/// descriptor, so that a file swapped in between cannot slip through.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the file cannot be opened, [`Error::IsADirectory`] for a folder, and
+/// [`Error::NotARegularFile`] for anything else that is not a regular file.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, crate::Error> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options
+        .open(path)
+        .map_err(|e| crate::Error::io("open", path, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| crate::Error::io("inspect", path, e))?;
+    if meta.is_dir() {
+        return Err(crate::Error::IsADirectory {
+            path: path.to_path_buf(),
+        });
+    }
+    if !meta.is_file() {
+        return Err(crate::Error::NotARegularFile {
+            path: path.to_path_buf(),
+            kind: file_type_name(&meta.file_type()),
+        });
+    }
+    Ok(file)
+}
+
+/// A word for a file type, for error messages.
+fn file_type_name(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
