@@ -1,10 +1,11 @@
 //! `ckpt diff`: two checkpoints, tensor by tensor.
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::PathBuf;
 
 use clap::Args;
-use model_checkpoint::store::{CheckpointFile, TensorRef, Verify};
+use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::Dtype;
 
 use crate::Failure;
@@ -28,50 +29,97 @@ pub(crate) struct DiffArgs {
     changed_only: bool,
 }
 
-/// The values of a tensor as doubles, for the float and integer dtypes; `None` for others.
-fn values(t: &TensorRef<'_>) -> Option<Vec<f64>> {
-    let d = t.data;
-    Some(match t.dtype {
-        Dtype::F32 => d
-            .chunks_exact(4)
-            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        Dtype::F64 => d
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect(),
-        Dtype::F16 => d
-            .chunks_exact(2)
-            .map(|c| f16_to_f64(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        Dtype::BF16 => d
-            .chunks_exact(2)
-            .map(|c| {
-                f64::from(f32::from_bits(
-                    u32::from(u16::from_le_bytes([c[0], c[1]])) << 16,
-                ))
-            })
-            .collect(),
-        Dtype::I64 => d
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64)
-            .collect(),
-        Dtype::I32 => d
-            .chunks_exact(4)
-            .map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        Dtype::U32 => d
-            .chunks_exact(4)
-            .map(|c| f64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        Dtype::I16 => d
-            .chunks_exact(2)
-            .map(|c| f64::from(i16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        Dtype::U8 => d.iter().map(|&b| f64::from(b)).collect(),
-        Dtype::I8 => d.iter().map(|&b| f64::from(b as i8)).collect(),
+/// How many bytes of each tensor are compared at a time: memory stays bounded whatever the
+/// tensors' sizes.
+const CHUNK: usize = 1 << 20;
+
+/// The byte size of one element of the dtypes whose values can be compared as numbers.
+fn numeric_width(dtype: Dtype) -> Option<usize> {
+    Some(match dtype {
+        Dtype::F64 | Dtype::I64 => 8,
+        Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
+        Dtype::F16 | Dtype::BF16 | Dtype::I16 => 2,
+        Dtype::U8 | Dtype::I8 => 1,
         _ => return None,
     })
+}
+
+/// One element as a double (`c` holds exactly `numeric_width(dtype)` bytes).
+fn value(dtype: Dtype, c: &[u8]) -> f64 {
+    let b = |n: usize| c.get(n).copied().unwrap_or(0);
+    match dtype {
+        Dtype::F32 => f64::from(f32::from_le_bytes([b(0), b(1), b(2), b(3)])),
+        Dtype::F64 => f64::from_le_bytes([b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)]),
+        Dtype::F16 => f16_to_f64(u16::from_le_bytes([b(0), b(1)])),
+        Dtype::BF16 => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([b(0), b(1)])) << 16)),
+        Dtype::I64 => i64::from_le_bytes([b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)]) as f64,
+        Dtype::I32 => f64::from(i32::from_le_bytes([b(0), b(1), b(2), b(3)])),
+        Dtype::U32 => f64::from(u32::from_le_bytes([b(0), b(1), b(2), b(3)])),
+        Dtype::I16 => f64::from(i16::from_le_bytes([b(0), b(1)])),
+        Dtype::U8 => f64::from(b(0)),
+        Dtype::I8 => f64::from(b(0) as i8),
+        _ => f64::NAN,
+    }
+}
+
+/// How two tensors of the same dtype and shape compare: `None` when their bytes are equal,
+/// else the largest absolute difference of their values (`None` inside for dtypes that are
+/// not numbers here). Both are streamed chunk by chunk, each checked against its checksum.
+fn compare(
+    a: &CheckpointFile,
+    b: &CheckpointFile,
+    name: &str,
+    dtype: Dtype,
+) -> Result<Option<Option<f64>>, Failure> {
+    let (Some(mut ra), Some(mut rb)) = (a.reader(name), b.reader(name)) else {
+        return Ok(None);
+    };
+    let width = numeric_width(dtype);
+    let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut differ = false;
+    let mut max = 0.0f64;
+    loop {
+        let na = fill(&mut ra, &mut ba).map_err(|e| read_failure(a, name, e))?;
+        let nb = fill(&mut rb, &mut bb).map_err(|e| read_failure(b, name, e))?;
+        if na == 0 && nb == 0 {
+            break;
+        }
+        let (xa, xb) = (&ba[..na], &bb[..nb]);
+        if xa == xb {
+            continue;
+        }
+        differ = true;
+        if let Some(w) = width {
+            for (p, q) in xa.chunks_exact(w).zip(xb.chunks_exact(w)) {
+                let d = (value(dtype, p) - value(dtype, q)).abs();
+                // A NaN difference, once seen, is the answer.
+                if !max.is_nan() && (d.is_nan() || d > max) {
+                    max = d;
+                }
+            }
+        }
+    }
+    Ok(differ.then_some(width.map(|_| max)))
+}
+
+/// Reads until `buf` is full or the tensor ends (CHUNK is a multiple of every width, so
+/// elements never straddle two chunks).
+fn fill(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn read_failure(file: &CheckpointFile, name: &str, e: std::io::Error) -> Failure {
+    Failure::verify(format!(
+        "{}: tensor {name:?}: {e}",
+        file.path().display()
+    ))
 }
 
 fn f16_to_f64(h: u16) -> f64 {
@@ -87,8 +135,9 @@ fn f16_to_f64(h: u16) -> f64 {
 }
 
 pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
-    let a = CheckpointFile::open(&args.a, Verify::Full)?;
-    let b = CheckpointFile::open(&args.b, Verify::Full)?;
+    // Each tensor's checksum is checked as it is streamed below; the header now.
+    let a = CheckpointFile::open(&args.a, Verify::HeaderOnly)?;
+    let b = CheckpointFile::open(&args.b, Verify::HeaderOnly)?;
     let names: BTreeSet<&str> = a
         .tensors()
         .map(|t| t.name)
@@ -105,22 +154,15 @@ pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
             (Some(x), Some(y)) if x.shape != y.shape => {
                 format!("shape       {name}: {:?} -> {:?}", x.shape, y.shape)
             }
-            (Some(x), Some(y)) if x.data == y.data => {
-                if !args.changed_only {
-                    out!("same        {name}");
+            (Some(x), Some(_)) => match compare(&a, &b, name, x.dtype)? {
+                None => {
+                    if !args.changed_only {
+                        out!("same        {name}");
+                    }
+                    continue;
                 }
-                continue;
-            }
-            (Some(x), Some(y)) => match (values(&x), values(&y)) {
-                (Some(vx), Some(vy)) => {
-                    let max = vx
-                        .iter()
-                        .zip(&vy)
-                        .map(|(p, q)| (p - q).abs())
-                        .fold(0.0f64, |m, d| if d.is_nan() || d > m { d } else { m });
-                    format!("changed     {name}: max abs diff {max:.6e}")
-                }
-                _ => format!("changed     {name}: bytes differ"),
+                Some(Some(max)) => format!("changed     {name}: max abs diff {max:.6e}"),
+                Some(None) => format!("changed     {name}: bytes differ"),
             },
             (None, None) => continue,
         };

@@ -49,7 +49,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
     let file = CheckpointFile::open(&args.file, Verify::HeaderOnly)?;
     let verified = file.verify_tensors();
     let tensors: Vec<_> = file.tensors().collect();
-    let data_bytes: usize = tensors.iter().map(|t| t.data.len()).sum();
+    let data_bytes: usize = tensors.iter().map(|t| t.len).sum();
     if args.json {
         let listing: Vec<_> = tensors
             .iter()
@@ -58,7 +58,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
                     "name": t.name,
                     "dtype": format!("{:?}", t.dtype),
                     "shape": t.shape,
-                    "bytes": t.data.len(),
+                    "bytes": t.len,
                     "crc32": t.checksum.map(|c| format!("{c:08x}")),
                 })
             })

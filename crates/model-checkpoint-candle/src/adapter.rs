@@ -168,8 +168,10 @@ impl TensorData for CandleTensor {
     }
 }
 
-/// Builds a tensor from a stored one, checking it against what the variable expects.
+/// Builds a tensor from a stored one, checking it against what the variable expects, and
+/// reading (and so verifying) its bytes only once the dtype and shape fit.
 pub(crate) fn tensor_for(
+    file: &CheckpointFile,
     stored: &TensorRef<'_>,
     expected_shape: &[usize],
     expected_dtype: DType,
@@ -200,12 +202,8 @@ pub(crate) fn tensor_for(
             found: stored.shape.to_vec(),
         });
     }
-    Ok(Tensor::from_raw_buffer(
-        stored.data,
-        dtype,
-        stored.shape,
-        device,
-    )?)
+    let bytes = file.read(stored.name)?;
+    Ok(Tensor::from_raw_buffer(&bytes, dtype, stored.shape, device)?)
 }
 
 /// Loads `vars` (name, variable) from the tensors `file` holds under `prefix + name`, all or
@@ -222,7 +220,14 @@ pub(crate) fn load_vars(
             path: file.path().to_path_buf(),
             name: key.clone(),
         })?;
-        let tensor = tensor_for(&stored, var.dims(), var.dtype(), file.path(), var.device())?;
+        let tensor = tensor_for(
+            file,
+            &stored,
+            var.dims(),
+            var.dtype(),
+            file.path(),
+            var.device(),
+        )?;
         staged.push((var, tensor));
     }
     for (var, tensor) in staged {
@@ -285,7 +290,8 @@ mod tests {
         {
             let stored = file.tensor(name).expect("stored");
             let back =
-                tensor_for(&stored, original.dims(), original.dtype(), &path, &dev).expect("load");
+                tensor_for(&file, &stored, original.dims(), original.dtype(), &path, &dev)
+                    .expect("load");
             let (a, b) = (original.to_dtype(DType::F64), back.to_dtype(DType::F64));
             let a = a
                 .and_then(|t| t.flatten_all())
@@ -317,10 +323,11 @@ mod tests {
         let file8 = CheckpointFile::open(&path8, Verify::Full).expect("open");
         let stored = file8.tensor("fp8").expect("stored");
         assert_eq!(
-            (stored.dtype, stored.data),
-            (Dtype::F8_E4M3, raw.as_slice())
+            (stored.dtype, file8.read("fp8").expect("bytes")),
+            (Dtype::F8_E4M3, raw.clone())
         );
-        let back = tensor_for(&stored, &[4, 6], DType::F8E4M3, &path8, &dev).expect("load");
+        let back =
+            tensor_for(&file8, &stored, &[4, 6], DType::F8E4M3, &path8, &dev).expect("load");
         let mut bytes = Vec::new();
         CandleTensor::new(&back)
             .expect("dtype")
@@ -333,7 +340,8 @@ mod tests {
 
         // And a dtype mismatch names the tensor.
         let stored = file.tensor("F32").expect("stored");
-        let err = tensor_for(&stored, &[2, 3, 4], DType::F16, &path, &dev).expect_err("mismatch");
+        let err =
+            tensor_for(&file, &stored, &[2, 3, 4], DType::F16, &path, &dev).expect_err("mismatch");
         assert!(
             err.to_string()
                 .contains("tensor \"F32\" is F32 in the file but F16 in the model"),

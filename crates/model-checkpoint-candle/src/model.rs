@@ -154,8 +154,9 @@ impl Model {
     }
 
     /// Loads weights saved by `ModelCheckpoint` (weights-only or full) or any safetensors
-    /// file with the same names, verifying checksums first. All or nothing: on error no
-    /// variable has changed.
+    /// file with the same names, verifying the checksum of every tensor as it is read. All or
+    /// nothing: on error no variable has changed. A file without checksums (from another
+    /// tool) loads with a warning that nothing was verified.
     ///
     /// # Errors
     ///
@@ -164,11 +165,18 @@ impl Model {
     /// naming the tensor.
     pub fn load_weights(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        let file = CheckpointFile::open(path, Verify::Full)?;
+        let file = CheckpointFile::open(path, Verify::HeaderOnly)?;
         self.load_weights_from(&file)
     }
 
     pub(crate) fn load_weights_from(&self, file: &CheckpointFile) -> Result<(), Error> {
+        if !file.has_checksums() {
+            log::warn!(
+                target: "model_checkpoint",
+                "{} has no checksums (not written by model-checkpoint): loaded without verification",
+                file.path().display()
+            );
+        }
         let vars = self.named_vars();
         if let Some(extra) = file
             .tensors()

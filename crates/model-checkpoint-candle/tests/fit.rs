@@ -77,7 +77,7 @@ fn same_seed_same_data_gives_identical_weights() {
             CheckpointFile::open(&dir.path().join("w3.safetensors"), Verify::Full).expect("open");
         let tensors: Vec<(String, Vec<u8>)> = file
             .tensors()
-            .map(|t| (t.name.to_owned(), t.data.to_vec()))
+            .map(|t| (t.name.to_owned(), file.read(t.name).expect("read")))
             .collect();
         let bytes = std::fs::read(dir.path().join("w3.safetensors")).expect("read");
         (tensors, bytes)

@@ -105,6 +105,15 @@ pub enum Error {
         /// What it is instead.
         kind: &'static str,
     },
+    /// Something read from outside (a file, a template, an option) asks for more memory or a
+    /// longer name than allowed, or than the system can give.
+    #[error("{what} is too large: {reason}")]
+    TooLarge {
+        /// What was too large, naming the value or file.
+        what: String,
+        /// The limit, or the allocator's refusal.
+        reason: String,
+    },
     /// Another process holds the checkpoint folder's lock.
     #[error("another process is writing checkpoints into {}: its lock {} is held; wait for it to finish or choose another folder", .dir.display(), .dir.join(crate::store::LOCK_FILE).display())]
     Locked {

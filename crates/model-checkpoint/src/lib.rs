@@ -76,6 +76,7 @@ mod checkpoint;
 mod error;
 mod logs;
 mod model;
+mod text;
 pub mod policy;
 pub mod store;
 pub mod template;

@@ -118,6 +118,26 @@ pub(crate) fn header_text(
     text
 }
 
+/// Whether `info` belongs to a file of this format: it names the format, or carries any of
+/// the format's checksum keys. Files from other tools (`{"format": "pt"}` from PyTorch and
+/// Hugging Face, `"np"` from numpy) are not, and load unverified; but a damaged `format`
+/// field cannot turn verification off while the checksums are there.
+pub(crate) fn is_own(info: &BTreeMap<String, String>) -> bool {
+    info.get(KEY_FORMAT).map(String::as_str) == Some(FORMAT_NAME)
+        || [KEY_ALGORITHM, KEY_TENSOR_SUMS, KEY_HEADER_SUM]
+            .iter()
+            .any(|k| info.contains_key(*k))
+}
+
+/// A checksum as written: exactly eight lowercase hex digits, nothing else.
+pub(crate) fn parse_crc_hex(text: &str) -> Option<u32> {
+    let canonical = text.len() == PLACEHOLDER.len()
+        && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    canonical
+        .then(|| u32::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
 /// The byte range of the header checksum's eight hex digits within the header text, if the
 /// text holds exactly one.
 pub(crate) fn header_sum_range(header: &[u8]) -> Option<std::ops::Range<usize>> {

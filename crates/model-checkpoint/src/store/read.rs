@@ -1,10 +1,17 @@
-//! Reading a checkpoint through a memory map, and verifying it.
+//! Reading a checkpoint with positioned reads, and verifying it.
+//!
+//! A checkpoint is untrusted input: another process may truncate or rewrite it while it is
+//! read, and it may not be a regular file at all. So nothing here maps the file into memory
+//! (a mapping turns a concurrent truncation into SIGBUS); every byte is read with `pread`,
+//! a short read is an error naming the file, and every tensor's checksum is checked again on
+//! the bytes actually handed out, so that a file rewritten since it was opened is caught too.
+//! Memory stays bounded: verification streams the file in chunks, and a tensor is held in
+//! memory only when the caller asks for it.
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-
-use safetensors::SafeTensors;
 
 use super::layout::{self, Kind};
 use crate::model::Dtype;
@@ -16,26 +23,47 @@ pub enum Verify {
     /// Check the header and every tensor (the default).
     #[default]
     Full,
-    /// Check the header only, skipping the pass over the tensor bytes.
+    /// Check the header only, skipping the pass over the tensor bytes (each tensor is still
+    /// checked when it is read).
     HeaderOnly,
 }
 
-/// An open checkpoint file, memory-mapped.
+/// The largest header this reader accepts, as the `safetensors` crate limits it.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// How much verification reads at a time.
+const CHUNK: usize = 8 << 20;
+
+/// One tensor's entry: name, dtype, shape and byte range within the data section.
+struct Stored {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    range: std::ops::Range<u64>,
+}
+
+/// An open checkpoint file.
 ///
-/// Files written by other tools (plain safetensors from Python, say) open too: they count as
-/// weights-only and carry no checksums, which [`CheckpointFile::has_checksums`] tells.
+/// Files written by other tools (plain safetensors from Python, PyTorch or numpy) open too:
+/// they count as weights-only and carry no checksums, which [`CheckpointFile::has_checksums`]
+/// tells. A file that declares this project's format, or carries any of its checksum keys,
+/// is held to all of them.
 pub struct CheckpointFile {
     path: PathBuf,
-    map: memmap2::Mmap,
-    header_len: usize,
+    file: File,
+    len: u64,
+    data_start: u64,
     info: BTreeMap<String, String>,
     kind: Kind,
     sums: Option<BTreeMap<String, u32>>,
-    /// Names in file order, with their byte ranges within the data section.
-    tensors: Vec<(String, Dtype, Vec<usize>, std::ops::Range<usize>)>,
+    /// In file order.
+    tensors: Vec<Stored>,
+    /// Index into `tensors` by name.
+    by_name: std::collections::HashMap<String, usize>,
 }
 
-/// A tensor inside an open [`CheckpointFile`], borrowing its bytes from the memory map.
+/// A tensor's entry in an open [`CheckpointFile`]; read its bytes with
+/// [`CheckpointFile::read`].
 #[derive(Clone, Copy, Debug)]
 pub struct TensorRef<'a> {
     /// The name.
@@ -44,75 +72,97 @@ pub struct TensorRef<'a> {
     pub dtype: Dtype,
     /// The shape.
     pub shape: &'a [usize],
-    /// The bytes, little-endian.
-    pub data: &'a [u8],
+    /// The size of its bytes.
+    pub len: usize,
     /// The stored checksum, if the file has them.
     pub checksum: Option<u32>,
+    index: usize,
 }
 
 impl CheckpointFile {
-    /// Opens and checks `path`: the safetensors structure, the format version, the header
-    /// checksum and, with [`Verify::Full`], every tensor's checksum.
+    /// Opens and checks `path`: a regular file, the safetensors structure, the format
+    /// version, the header checksum and, with [`Verify::Full`], every tensor's checksum.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] if the file cannot be read; [`Error::Corrupt`] naming what is wrong for a
-    /// truncated file, a damaged header, an unsupported format version, or a tensor whose
-    /// bytes do not match their checksum.
+    /// [`Error::Io`] if the file cannot be read, [`Error::NotARegularFile`] for a FIFO,
+    /// socket or device (refused without blocking), [`Error::IsADirectory`] for a folder;
+    /// [`Error::Corrupt`] naming what is wrong for a truncated file, a damaged header, an
+    /// unsupported format version, or a tensor whose bytes do not match their checksum.
     pub fn open(path: &Path, verify: Verify) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(Error::IsADirectory {
-                path: path.to_path_buf(),
-            });
+        let file = super::sys::open_regular(path)?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", path, e))?
+            .len();
+        let corrupt = |reason: String| Error::corrupt(path, reason);
+        if len < 8 {
+            return Err(corrupt(format!(
+                "truncated file ({len} bytes): too short for a safetensors header"
+            )));
         }
-        // SAFETY: the map is read-only; a checkpoint being replaced is replaced by rename,
-        // which leaves this inode intact. A process truncating the file in place would make
-        // reads fault, which no writer of this crate ever does.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io("map", path, e))?;
-        let parsed = SafeTensors::read_metadata(&map).map_err(|e| {
-            let reason = match e {
-                safetensors::SafeTensorError::MetadataIncompleteBuffer
-                | safetensors::SafeTensorError::InvalidHeaderLength => {
-                    format!("truncated or padded file ({} bytes): {e}", map.len())
-                }
-                other => format!("not a valid safetensors file: {other}"),
-            };
-            Error::corrupt(path, reason)
-        })?;
-        let (header_len, metadata) = parsed;
+        let mut prefix = [0u8; 8];
+        read_exact_at(&file, &mut prefix, 0, path)?;
+        let header_len = u64::from_le_bytes(prefix);
+        if header_len > MAX_HEADER_BYTES {
+            return Err(corrupt(format!(
+                "header length {header_len} exceeds the limit of {MAX_HEADER_BYTES} bytes"
+            )));
+        }
+        if 8 + header_len > len {
+            return Err(corrupt(format!(
+                "truncated or padded file ({len} bytes): the header needs {header_len} bytes"
+            )));
+        }
+        let header = read_vec(&file, 8, header_len, path)?;
+        let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+            .map_err(|e| corrupt(format!("not a valid safetensors file: {e}")))?;
+        let data_start = 8 + header_len;
+        let mut tensors: Vec<Stored> = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| Stored {
+                name,
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                range: t.data_offsets.0 as u64..t.data_offsets.1 as u64,
+            })
+            .collect();
+        tensors.sort_by_key(|t| t.range.start);
+        // safetensors checked that the ranges are contiguous from 0 and match the shapes; the
+        // data must end exactly where the file does.
+        let data_len = tensors.last().map_or(0, |t| t.range.end);
+        if data_start + data_len != len {
+            return Err(corrupt(format!(
+                "truncated or padded file ({len} bytes): the header describes {} bytes",
+                data_start + data_len
+            )));
+        }
+        let by_name = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
         let info: BTreeMap<String, String> = metadata
             .metadata()
             .clone()
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let mut tensors: Vec<_> = metadata
-            .tensors()
-            .into_iter()
-            .map(|(name, t)| {
-                let range = t.data_offsets.0..t.data_offsets.1;
-                (name, t.dtype, t.shape.clone(), range)
-            })
-            .collect();
-        tensors.sort_by_key(|t| t.3.start);
 
         let mut file = CheckpointFile {
             path: path.to_path_buf(),
-            map,
-            header_len,
+            file,
+            len,
+            data_start,
             kind: Kind::Weights,
             sums: None,
             info,
             tensors,
+            by_name,
         };
-        // Any one of the format's keys marks the file as ours, so that damage to one key
-        // cannot make a file pass as a foreign file without checksums.
-        if layout::RESERVED_KEYS
-            .iter()
-            .any(|k| file.info.contains_key(*k))
-        {
-            file.check_own_header()?;
+        if layout::is_own(&file.info) {
+            file.check_own_header(&header)?;
         }
         if verify == Verify::Full {
             file.verify_tensors()?;
@@ -120,12 +170,13 @@ impl CheckpointFile {
         Ok(file)
     }
 
-    fn check_own_header(&mut self) -> Result<(), Error> {
+    fn check_own_header(&mut self, header: &[u8]) -> Result<(), Error> {
         let corrupt = |reason: String| Error::corrupt(&self.path, reason);
         let format = self.info.get(layout::KEY_FORMAT).map(String::as_str);
         if format != Some(layout::FORMAT_NAME) {
             return Err(corrupt(format!(
-                "format is {format:?}, expected {:?}: the header was altered",
+                "format is {}, expected {:?}: the header was altered",
+                format.map_or("missing".to_owned(), |f| format!("{:?}", shorten(f))),
                 layout::FORMAT_NAME
             )));
         }
@@ -136,25 +187,22 @@ impl CheckpointFile {
             .unwrap_or("");
         if version != layout::FORMAT_VERSION.to_string() {
             return Err(corrupt(format!(
-                "unsupported format version {version:?} (this build reads version {})",
+                "unsupported format version {:?} (this build reads version {})",
+                shorten(version),
                 layout::FORMAT_VERSION
             )));
         }
-        let header = self.map.get(8..8 + self.header_len).unwrap_or_default();
         let Some(range) = layout::header_sum_range(header) else {
             return Err(corrupt("header checksum missing or repeated".into()));
         };
-        let stored = std::str::from_utf8(&header[range.clone()])
-            .ok()
-            .and_then(|h| u32::from_str_radix(h, 16).ok());
-        let actual = layout::header_checksum(header, range);
-        if stored != Some(actual) {
+        // The exact bytes written: eight lowercase hex digits, so that no other spelling of
+        // the same number (upper case, a sign) passes.
+        let stored = &header[range.clone()];
+        let actual = layout::crc_hex(layout::header_checksum(header, range));
+        if stored != actual.as_bytes() {
             return Err(corrupt(format!(
-                "header checksum mismatch (stored {}, computed {}): the header was altered",
-                self.info
-                    .get(layout::KEY_HEADER_SUM)
-                    .map_or("none", String::as_str),
-                layout::crc_hex(actual)
+                "header checksum mismatch (stored {:?}, computed {actual}): the header was altered",
+                String::from_utf8_lossy(stored)
             )));
         }
         let kind = self
@@ -162,10 +210,14 @@ impl CheckpointFile {
             .get(layout::KEY_KIND)
             .map(String::as_str)
             .unwrap_or("");
-        self.kind = Kind::parse(kind).ok_or_else(|| corrupt(format!("unknown kind {kind:?}")))?;
+        self.kind = Kind::parse(kind)
+            .ok_or_else(|| corrupt(format!("unknown kind {:?}", shorten(kind))))?;
         let algorithm = self.info.get(layout::KEY_ALGORITHM).map(String::as_str);
         if algorithm != Some(layout::ALGORITHM) {
-            return Err(corrupt(format!("unknown checksum algorithm {algorithm:?}")));
+            return Err(corrupt(format!(
+                "unknown checksum algorithm {:?}",
+                algorithm.map(shorten)
+            )));
         }
         let sums_text = self
             .info
@@ -176,48 +228,127 @@ impl CheckpointFile {
             .map_err(|e| corrupt(format!("tensor checksums unreadable: {e}")))?;
         let mut parsed = BTreeMap::new();
         for (name, hex) in sums {
-            let sum = u32::from_str_radix(&hex, 16)
-                .map_err(|_| corrupt(format!("checksum of tensor {name:?} is not hex: {hex:?}")))?;
+            let sum = layout::parse_crc_hex(&hex).ok_or_else(|| {
+                corrupt(format!(
+                    "checksum of tensor {:?} is not 8 lowercase hex digits: {:?}",
+                    shorten(&name),
+                    shorten(&hex)
+                ))
+            })?;
             parsed.insert(name, sum);
         }
-        for (name, ..) in &self.tensors {
-            if !parsed.contains_key(name) {
-                return Err(corrupt(format!("tensor {name:?} has no checksum")));
+        for t in &self.tensors {
+            if !parsed.contains_key(&t.name) {
+                return Err(corrupt(format!(
+                    "tensor {:?} has no checksum",
+                    shorten(&t.name)
+                )));
             }
         }
-        if let Some(extra) = parsed
-            .keys()
-            .find(|n| !self.tensors.iter().any(|t| &t.0 == *n))
-        {
-            return Err(corrupt(format!("tensor {extra:?} is listed but missing")));
+        if parsed.len() != self.tensors.len() {
+            let extra = parsed
+                .keys()
+                .find(|n| !self.tensors.iter().any(|t| &t.name == *n))
+                .map_or("?", String::as_str);
+            return Err(corrupt(format!(
+                "tensor {:?} is listed but missing",
+                shorten(extra)
+            )));
         }
         self.sums = Some(parsed);
         Ok(())
     }
 
-    /// Checks every tensor's bytes against its checksum (a no-op for files without them).
+    /// Checks every tensor's bytes against its checksum (a no-op for files without them),
+    /// reading the file in chunks: memory stays bounded whatever the file's size.
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] naming the first tensor whose bytes changed.
+    /// [`Error::Corrupt`] naming the first tensor whose bytes changed, or a file that was
+    /// truncated while it was read.
     pub fn verify_tensors(&self) -> Result<(), Error> {
+        if self.sums.is_none() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(CHUNK.min(self.len as usize))
+            .map_err(|e| self.too_large("a read buffer", e))?;
         for t in self.tensors() {
-            if let Some(stored) = t.checksum {
-                let actual = crc32fast::hash(t.data);
-                if actual != stored {
-                    return Err(Error::corrupt(
-                        &self.path,
-                        format!(
-                            "checksum mismatch in tensor {:?} (stored {}, computed {}): its bytes were altered",
-                            t.name,
-                            layout::crc_hex(stored),
-                            layout::crc_hex(actual)
-                        ),
-                    ));
+            let mut reader = self.reader_of(t);
+            loop {
+                buf.clear();
+                let n = (&mut reader)
+                    .take(CHUNK as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| self.read_error(t.name, e))?;
+                if n == 0 {
+                    break;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The bytes of the tensor called `name`, checked against its stored checksum as they
+    /// are read (so a file changed since it was opened fails here).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a tensor that is not in the file, whose bytes do not match its
+    /// checksum, or that the file no longer holds (truncated since it was opened);
+    /// [`Error::TooLarge`] when memory for it cannot be had.
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, Error> {
+        let t = self.tensor(name).ok_or_else(|| {
+            Error::corrupt(
+                &self.path,
+                format!("tensor {:?} is not in the file", shorten(name)),
+            )
+        })?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(t.len)
+            .map_err(|e| self.too_large(&format!("tensor {:?}", shorten(name)), e))?;
+        self.reader_of(t)
+            .read_to_end(&mut out)
+            .map_err(|e| self.read_error(t.name, e))?;
+        Ok(out)
+    }
+
+    /// A reader of the tensor called `name`'s bytes, for streaming through a large tensor in
+    /// bounded memory; at its end it checks the bytes read against the stored checksum and
+    /// fails with [`std::io::ErrorKind::InvalidData`] if they differ.
+    pub fn reader(&self, name: &str) -> Option<TensorReader<'_>> {
+        self.tensor(name).map(|t| self.reader_of(t))
+    }
+
+    fn reader_of<'a>(&'a self, t: TensorRef<'a>) -> TensorReader<'a> {
+        let range = self.tensors[t.index].range.clone();
+        TensorReader {
+            name: t.name,
+            file: &self.file,
+            next: self.data_start + range.start,
+            end: self.data_start + range.end,
+            hasher: crc32fast::Hasher::new(),
+            expected: t.checksum,
+        }
+    }
+
+    fn read_error(&self, name: &str, e: std::io::Error) -> Error {
+        let reason = match e.kind() {
+            std::io::ErrorKind::InvalidData => e.to_string(),
+            std::io::ErrorKind::UnexpectedEof => format!(
+                "the file ends before tensor {:?} does: it was truncated while being read",
+                shorten(name)
+            ),
+            _ => return Error::io("read", &self.path, e),
+        };
+        Error::corrupt(&self.path, reason)
+    }
+
+    fn too_large(&self, what: &str, e: std::collections::TryReserveError) -> Error {
+        Error::TooLarge {
+            what: format!("{what} of {}", self.path.display()),
+            reason: e.to_string(),
+        }
     }
 
     /// The file's path.
@@ -242,37 +373,108 @@ impl CheckpointFile {
 
     /// The file's size in bytes.
     pub fn len(&self) -> u64 {
-        self.map.len() as u64
+        self.len
     }
 
     /// Whether the file is empty (never true for a file that opened).
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// The tensors in file order.
     pub fn tensors(&self) -> impl Iterator<Item = TensorRef<'_>> {
-        let data_start = 8 + self.header_len;
-        self.tensors
-            .iter()
-            .map(move |(name, dtype, shape, range)| TensorRef {
-                name,
-                dtype: *dtype,
-                shape,
-                // The safetensors reader checked that every range lies inside the file.
-                data: self
-                    .map
-                    .get(data_start + range.start..data_start + range.end)
-                    .unwrap_or_default(),
-                checksum: self
-                    .sums
-                    .as_ref()
-                    .and_then(|s| s.get(name.as_str()).copied()),
-            })
+        (0..self.tensors.len()).map(move |i| self.entry(i))
+    }
+
+    fn entry(&self, index: usize) -> TensorRef<'_> {
+        let s = &self.tensors[index];
+        TensorRef {
+            name: &s.name,
+            dtype: s.dtype,
+            shape: &s.shape,
+            len: (s.range.end - s.range.start) as usize,
+            checksum: self
+                .sums
+                .as_ref()
+                .and_then(|sums| sums.get(s.name.as_str()).copied()),
+            index,
+        }
     }
 
     /// The tensor called `name`.
     pub fn tensor(&self, name: &str) -> Option<TensorRef<'_>> {
-        self.tensors().find(|t| t.name == name)
+        self.by_name.get(name).map(|&i| self.entry(i))
     }
+}
+
+/// Streams one tensor's bytes out of a [`CheckpointFile`] with positioned reads, checking
+/// its checksum when the last byte has been read.
+pub struct TensorReader<'a> {
+    name: &'a str,
+    file: &'a File,
+    next: u64,
+    end: u64,
+    hasher: crc32fast::Hasher,
+    expected: Option<u32>,
+}
+
+impl Read for TensorReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.end - self.next;
+        if left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let buf = &mut buf[..n];
+        super::sys::read_exact_at(self.file, buf, self.next)?;
+        self.hasher.update(buf);
+        self.next += n as u64;
+        if self.next == self.end {
+            if let Some(expected) = self.expected {
+                let actual = std::mem::take(&mut self.hasher).finalize();
+                if actual != expected {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "checksum mismatch in tensor {:?} (stored {}, computed {}): its bytes were altered",
+                            shorten(self.name),
+                            layout::crc_hex(expected),
+                            layout::crc_hex(actual)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, path: &Path) -> Result<(), Error> {
+    super::sys::read_exact_at(file, buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::corrupt(path, "the file was truncated while being read")
+        } else {
+            Error::io("read", path, e)
+        }
+    })
+}
+
+fn read_vec(file: &File, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>, Error> {
+    let len = usize::try_from(len).map_err(|_| Error::TooLarge {
+        what: format!("the header of {}", path.display()),
+        reason: format!("{len} bytes"),
+    })?;
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|e| Error::TooLarge {
+        what: format!("the header of {}", path.display()),
+        reason: e.to_string(),
+    })?;
+    buf.resize(len, 0);
+    read_exact_at(file, &mut buf, offset, path)?;
+    Ok(buf)
+}
+
+/// At most a few hundred characters of a value read from a file, for error messages.
+pub(crate) fn shorten(s: &str) -> String {
+    crate::text::shorten(s, 200)
 }

@@ -28,6 +28,12 @@ pub enum FormatError {
     /// A number out of range, as in `{n:c}` with a negative `n` (Python's `OverflowError`).
     #[error("{0}")]
     Overflow(String),
+    /// A width or precision beyond [`MAX_FIELD_WIDTH`](super::MAX_FIELD_WIDTH), or a result
+    /// beyond [`MAX_OUTPUT`](super::MAX_OUTPUT) characters. CPython would try to build the
+    /// string (and raise `MemoryError` when it cannot); no file name can be that long, so
+    /// this engine refuses before allocating, with Python's `MemoryError` as the type.
+    #[error("{0}")]
+    TooLong(String),
 }
 
 impl FormatError {
@@ -40,6 +46,7 @@ impl FormatError {
             FormatError::Type(_) => "TypeError",
             FormatError::Attribute(_) => "AttributeError",
             FormatError::Overflow(_) => "OverflowError",
+            FormatError::TooLong(_) => "MemoryError",
         }
     }
 

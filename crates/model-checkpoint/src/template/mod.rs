@@ -35,13 +35,23 @@ use crate::Value;
 use markup::{next_access, split_name, Access, AutoNumber, Head, Markup};
 use spec::Align;
 
+/// The largest width or precision a spec may ask for. Python allows up to `isize::MAX` and
+/// builds the string; no path can use more than 4096 bytes, so larger sizes are refused
+/// before anything is allocated ([`FormatError::TooLong`]).
+pub const MAX_FIELD_WIDTH: usize = 4096;
+
+/// The longest result [`format`] builds, in characters.
+pub const MAX_OUTPUT: usize = 1 << 16;
+
 /// Formats `template` with keyword arguments, as Python's `template.format(**kwargs)`.
 ///
 /// # Errors
 ///
 /// A [`FormatError`] whose type and text are what Python would raise: a `KeyError` for a
 /// field the arguments lack, a `ValueError` for malformed markup or a spec the value's type
-/// rejects, an `IndexError` for positional fields.
+/// rejects, an `IndexError` for positional fields. Beyond Python, a width or precision above
+/// [`MAX_FIELD_WIDTH`] or a result above [`MAX_OUTPUT`] characters is a
+/// [`FormatError::TooLong`] (Python's `MemoryError`), so that no template can exhaust memory.
 pub fn format(template: &str, kwargs: &[(&str, Value)]) -> Result<String, FormatError> {
     let chars: Vec<char> = template.chars().collect();
     build(&chars, kwargs, 2, &mut AutoNumber::default())
@@ -191,6 +201,11 @@ fn build(
             field.spec.iter().collect()
         };
         out.push_str(&render(&object, &spec)?);
+        if out.len() > MAX_OUTPUT {
+            return Err(too_long(format!(
+                "the formatted text exceeds {MAX_OUTPUT} characters"
+            )));
+        }
     }
     Ok(out)
 }
@@ -200,18 +215,48 @@ fn render(object: &Object, spec: &str) -> Result<String, FormatError> {
     if spec.is_empty() {
         return Ok(object.str());
     }
+    let parsed = match object {
+        Object::Int(_) => spec::parse(spec, "int", 'd', Align::Right)?,
+        Object::Float(_) => spec::parse(spec, "float", '\0', Align::Right)?,
+        Object::Str(_) => spec::parse(spec, "str", 's', Align::Left)?,
+        Object::None => {
+            return Err(FormatError::Type(
+                "unsupported format string passed to NoneType.__format__".to_owned(),
+            ))
+        }
+    };
+    let over = |n: Option<usize>| n.is_some_and(|n| n > MAX_FIELD_WIDTH);
+    if over(parsed.width) || over(parsed.precision) {
+        // Whatever Python itself would reject (a precision an int cannot take, one past
+        // `i32::MAX` for a float) keeps Python's error: try the spec with sizes that
+        // allocate nothing much, and refuse the real ones only if that succeeds.
+        let mut probe = parsed.clone();
+        probe.width = probe.width.map(|w| w.min(1));
+        probe.precision = probe
+            .precision
+            .map(|p| if p > i32::MAX as usize { p } else { p.min(1) });
+        render_parsed(object, &probe)?;
+        return Err(too_long(format!(
+            "format spec {:?} asks for more than {MAX_FIELD_WIDTH} characters",
+            crate::text::shorten(spec, 100)
+        )));
+    }
+    render_parsed(object, &parsed)
+}
+
+fn render_parsed(object: &Object, spec: &spec::FormatSpec) -> Result<String, FormatError> {
     match object {
-        Object::Int(i) => int::format_int(*i, &spec::parse(spec, "int", 'd', Align::Right)?),
-        Object::Float(x) => float::format_float(
-            *x,
-            &spec::parse(spec, "float", '\0', Align::Right)?,
-            "float",
-        ),
-        Object::Str(s) => pystr::format_str(s, &spec::parse(spec, "str", 's', Align::Left)?),
+        Object::Int(i) => int::format_int(*i, spec),
+        Object::Float(x) => float::format_float(*x, spec, "float"),
+        Object::Str(s) => pystr::format_str(s, spec),
         Object::None => Err(FormatError::Type(
             "unsupported format string passed to NoneType.__format__".to_owned(),
         )),
     }
+}
+
+fn too_long(message: String) -> FormatError {
+    FormatError::TooLong(message)
 }
 
 #[cfg(test)]
