@@ -9,7 +9,9 @@ use model_checkpoint::template::format;
 use model_checkpoint::Value;
 
 /// The keyword arguments: Keras's log names plus the names of the CPython differential test.
-pub const KEYS: [&str; 9] = ["epoch", "batch", "loss", "val_loss", "a", "b", "n", "w", "p"];
+pub const KEYS: [&str; 9] = [
+    "epoch", "batch", "loss", "val_loss", "a", "b", "n", "w", "p",
+];
 
 const DEFAULTS: [Value; 9] = [
     Value::Int(3),

@@ -51,7 +51,9 @@ fn value(dtype: Dtype, c: &[u8]) -> f64 {
         Dtype::F32 => f64::from(f32::from_le_bytes([b(0), b(1), b(2), b(3)])),
         Dtype::F64 => f64::from_le_bytes([b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)]),
         Dtype::F16 => f16_to_f64(u16::from_le_bytes([b(0), b(1)])),
-        Dtype::BF16 => f64::from(f32::from_bits(u32::from(u16::from_le_bytes([b(0), b(1)])) << 16)),
+        Dtype::BF16 => f64::from(f32::from_bits(
+            u32::from(u16::from_le_bytes([b(0), b(1)])) << 16,
+        )),
         Dtype::I64 => i64::from_le_bytes([b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)]) as f64,
         Dtype::I32 => f64::from(i32::from_le_bytes([b(0), b(1), b(2), b(3)])),
         Dtype::U32 => f64::from(u32::from_le_bytes([b(0), b(1), b(2), b(3)])),
@@ -116,10 +118,7 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 fn read_failure(file: &CheckpointFile, name: &str, e: std::io::Error) -> Failure {
-    Failure::verify(format!(
-        "{}: tensor {name:?}: {e}",
-        file.path().display()
-    ))
+    Failure::verify(format!("{}: tensor {name:?}: {e}", file.path().display()))
 }
 
 fn f16_to_f64(h: u16) -> f64 {

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use model_checkpoint::store::{candidate_files, CheckpointFile, Verify};
-use model_checkpoint::{Logs, Mode};
+use model_checkpoint::store::{list, CheckpointFile, Listed, Meta, Verify};
+use model_checkpoint::Mode;
 use serde_json::json;
 
 use crate::Failure;
@@ -58,64 +58,46 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 struct Entry {
     path: PathBuf,
     kind: Option<String>,
-    epoch: Option<i64>,
-    step: Option<u64>,
-    monitor: Option<String>,
-    logs: Logs,
+    meta: Meta,
     size: u64,
     verified: Result<(), String>,
 }
 
-fn entry(path: &Path) -> Entry {
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    match CheckpointFile::open(path, Verify::Full) {
-        Ok(f) => {
-            let info = f.info();
-            let verified = if f.has_checksums() {
-                Ok(())
-            } else {
-                Err("no checksums".to_owned())
+fn entry(listed: Listed) -> Entry {
+    let Listed { path, size, header } = listed;
+    let (kind, meta, verified) = match header {
+        Ok(h) => {
+            // The header verified; now every tensor.
+            let verified = match CheckpointFile::open(&path, Verify::Full) {
+                Ok(_) if h.has_checksums => Ok(()),
+                Ok(_) => Err("no checksums".to_owned()),
+                Err(e) => Err(e.to_string()),
             };
-            Entry {
-                path: path.to_path_buf(),
-                kind: Some(f.kind().to_string()),
-                epoch: info.get("epoch").and_then(|e| e.parse().ok()),
-                step: info.get("global_step").and_then(|e| e.parse().ok()),
-                monitor: info.get("monitor").cloned(),
-                logs: info
-                    .get("logs")
-                    .and_then(|l| serde_json::from_str(l).ok())
-                    .unwrap_or_default(),
-                size,
-                verified,
-            }
+            (Some(h.kind.to_string()), h.meta, verified)
         }
-        Err(e) => Entry {
-            path: path.to_path_buf(),
-            kind: None,
-            epoch: None,
-            step: None,
-            monitor: None,
-            logs: Logs::new(),
-            size,
-            verified: Err(e.to_string()),
-        },
+        Err(e) => (None, Meta::default(), Err(e.to_string())),
+    };
+    Entry {
+        path,
+        kind,
+        meta,
+        size,
+        verified,
     }
 }
 
+/// The folder's checkpoints in training order (by the epoch and step stored in them, then
+/// by name; never by modification time).
 fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
     if !dir.is_dir() {
         return Err(format!("{} is not a folder", dir.display()).into());
     }
-    let mut files = candidate_files(dir)?;
-    files.sort();
-    Ok(files.iter().map(|p| entry(p)).collect())
+    Ok(list(dir)?.into_iter().map(entry).collect())
 }
 
 fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {
-    let name = monitor.map(str::to_owned).or_else(|| e.monitor.clone())?;
-    let value = e.logs.get(&name)?.as_f64()?;
-    Some((name, value))
+    let (name, value) = e.meta.value(monitor)?;
+    Some((name, value.as_f64()?))
 }
 
 pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
@@ -126,7 +108,7 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
             .map(|e| {
                 let m = monitored(e, None);
                 json!({
-                    "path": e.path, "kind": e.kind, "epoch": e.epoch, "global_step": e.step,
+                    "path": e.path, "kind": e.kind, "epoch": e.meta.epoch, "global_step": e.meta.global_step,
                     "monitor": m.as_ref().map(|(n, _)| n), "value": m.as_ref().map(|(_, v)| v),
                     "bytes": e.size, "verified": e.verified.is_ok(),
                     "problem": e.verified.as_ref().err(),
@@ -144,8 +126,8 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
             [
                 e.path.display().to_string(),
                 dash(e.kind.clone()),
-                dash(e.epoch.map(|x| x.to_string())),
-                dash(e.step.map(|x| x.to_string())),
+                dash(e.meta.epoch.map(|x| x.to_string())),
+                dash(e.meta.global_step.map(|x| x.to_string())),
                 dash(m.map(|(n, v)| format!("{n}={v:.4}"))),
                 e.size.to_string(),
                 match &e.verified {
@@ -188,6 +170,8 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
 
 pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     let list = entries(&args.dir)?;
+    // One rule for "best", the one retention keeps by: the metric's direction, NaN never
+    // ranks, ties go to the older file (earlier in training order).
     let mut best: Option<(&Entry, String, f64)> = None;
     for e in list.iter().filter(|e| e.verified.is_ok()) {
         let Some((name, value)) = monitored(e, args.monitor.as_deref()) else {
@@ -199,10 +183,7 @@ pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
         let direction = args.mode.direction_for(&name);
         let better = match &best {
             None => true,
-            Some((b, _, bv)) => {
-                direction.improves(value, *bv)
-                    || (value == *bv && (e.epoch, e.step) < (b.epoch, b.step))
-            }
+            Some((_, _, bv)) => direction.improves(value, *bv),
         };
         if better {
             best = Some((e, name, value));
@@ -219,7 +200,7 @@ pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     if args.json {
         out!(
             "{}",
-            json!({"path": e.path, "monitor": name, "value": value, "epoch": e.epoch, "global_step": e.step})
+            json!({"path": e.path, "monitor": name, "value": value, "epoch": e.meta.epoch, "global_step": e.meta.global_step})
         );
     } else {
         out!("{}", e.path.display());

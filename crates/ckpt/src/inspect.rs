@@ -46,6 +46,14 @@ fn shape_text(shape: &[usize]) -> String {
 }
 
 pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
+    if args.file.is_dir() {
+        return Err(format!(
+            "{} is a folder: give one checkpoint file (ckpt ls {} lists them)",
+            args.file.display(),
+            args.file.display()
+        )
+        .into());
+    }
     let file = CheckpointFile::open(&args.file, Verify::HeaderOnly)?;
     let verified = file.verify_tensors();
     let tensors: Vec<_> = file.tensors().collect();
@@ -134,9 +142,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
 /// The files a path names: itself, or a folder's checkpoint candidates sorted by name.
 fn files_of(path: &Path) -> Result<Vec<PathBuf>, Failure> {
     if path.is_dir() {
-        let mut files = candidate_files(path)?;
-        files.sort();
-        Ok(files)
+        Ok(candidate_files(path)?)
     } else {
         Ok(vec![path.to_path_buf()])
     }

@@ -19,6 +19,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The longest error line `ckpt` prints, in characters.
+const MAX_MESSAGE: usize = 600;
+
 /// Exit status: success.
 const OK: u8 = 0;
 /// Exit status: `verify` found a damaged or unreadable checkpoint.
@@ -66,6 +69,20 @@ impl log::Log for StderrLog {
         }
     }
     fn flush(&self) {}
+}
+
+/// At most `max` characters of `text`: its head and tail around a count of what was left
+/// out, so that an oversized value (a template, a path) cannot flood the terminal.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    let head = max * 2 / 3;
+    let tail = max - head;
+    let start: String = text.chars().take(head).collect();
+    let end: String = text.chars().skip(count - tail).collect();
+    format!("{start}…[{} characters]…{end}", count - head - tail)
 }
 
 /// An error for the user: one line, and the exit status.
@@ -128,7 +145,7 @@ fn main() -> ExitCode {
             // clap's text is several lines (usage, tips); the first says what is wrong.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ckpt: {}", first.trim());
+            eprintln!("ckpt: {}", shorten(first.trim(), MAX_MESSAGE));
             return ExitCode::from(ERROR);
         }
     };
@@ -149,9 +166,9 @@ fn main() -> ExitCode {
             if failure.message.is_empty() {
                 // The command has said what happened.
             } else if failure.finding {
-                eprintln!("ckpt: {}", failure.message);
+                eprintln!("ckpt: {}", shorten(&failure.message, MAX_MESSAGE));
             } else {
-                eprintln!("ckpt: error: {}", failure.message);
+                eprintln!("ckpt: error: {}", shorten(&failure.message, MAX_MESSAGE));
             }
             ExitCode::from(failure.code)
         }

@@ -1,13 +1,11 @@
 //! `ckpt train`: an MLP on the bundled digits (or a CSV), with a ModelCheckpoint whose every
 //! Keras argument is a flag.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use model_checkpoint::template;
-use model_checkpoint::{
-    Callback, Context, HookResult, Logs, Mode, ModelCheckpoint, SaveFreq, Value,
-};
+use model_checkpoint::{Callback, Mode, ModelCheckpoint, SaveFreq, Value};
 use model_checkpoint_candle::{Adam, Dataset, FitOptions, Model, ParamsAdam, Trainer};
 
 use crate::Failure;
@@ -63,9 +61,10 @@ pub(crate) struct TrainArgs {
     /// Samples per batch.
     #[arg(long, default_value = "32", value_parser = parse_positive, allow_negative_numbers = true)]
     batch_size: usize,
-    /// Adam's learning rate.
-    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
-    learning_rate: f64,
+    /// Adam's learning rate [default: 0.001]. With --resume, the checkpoint's rate is kept
+    /// unless this is given, and then the new rate is used from the resumed step on.
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_learning_rate)]
+    learning_rate: Option<f64>,
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -123,6 +122,10 @@ pub(crate) struct TrainArgs {
     /// --epochs stays the total; training continues where the checkpoint was taken.
     #[arg(long, value_name = "PATH|latest")]
     resume: Option<PathBuf>,
+    /// Name the run (1 to 64 lowercase hex digits): every checkpoint carries it, and retention
+    /// deletes only files that do. Default: a random id, kept across resumes.
+    #[arg(long, value_name = "HEX")]
+    run_id: Option<String>,
     /// Training output: 0 silent, 1 progress bar, 2 one line per epoch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     progress: u8,
@@ -145,6 +148,13 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+fn parse_learning_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err("must be a positive, finite number".to_owned()),
+    }
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.trim().parse::<i64>() {
         Ok(n) if n >= 1 => usize::try_from(n).map_err(|e| e.to_string()),
@@ -153,86 +163,95 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Wraps the checkpoint callback to remember each save's monitored value, so that the best
-/// checkpoint can be found whatever the flags.
-struct Tracked {
-    inner: ModelCheckpoint,
-    saves: Vec<(PathBuf, Option<f64>)>,
+/// The options of a `ckpt train` run, kept in its full checkpoints (as the state of a
+/// callback that does nothing else), so that a resume can tell which options changed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct RunRecord {
+    filepath: String,
+    monitor: String,
+    mode: String,
+    hidden: Vec<usize>,
+    data: String,
+    data_crc32: u32,
+    shuffle_rows: bool,
+    initial_value_threshold: Option<f64>,
+    learning_rate: f64,
 }
 
-impl Tracked {
-    fn note(&mut self, before: u64, logs: &Logs) {
-        if self.inner.saves() > before {
-            if let Some(path) = self.inner.last_saved() {
-                let path = path.to_path_buf();
-                // A path saved again holds the newer weights only.
-                self.saves.retain(|(p, _)| *p != path);
-                let value = logs.get(self.inner.monitored()).and_then(|v| v.as_f64());
-                self.saves.push((path, value));
-            }
-        }
-    }
-
-    fn best(&self) -> Option<&(PathBuf, Option<f64>)> {
-        let direction = self.inner.direction();
-        let mut best: Option<&(PathBuf, Option<f64>)> = None;
-        for save in &self.saves {
-            let Some(v) = save.1.filter(|v| !v.is_nan()) else {
-                continue;
-            };
-            let better = match best.and_then(|b| b.1) {
-                None => true,
-                Some(b) => direction.improves(v, b),
-            };
-            if better {
-                best = Some(save);
-            }
-        }
-        best.or(self.saves.last())
-    }
+/// Carries the [`RunRecord`] into checkpoints and back.
+struct Recorder {
+    now: RunRecord,
+    saved: Option<serde_json::Value>,
 }
 
-impl Callback for Tracked {
-    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        self.inner.on_train_begin(logs, ctx)
-    }
-    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        self.inner.on_train_end(logs, ctx)
-    }
-    fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        self.inner.on_epoch_begin(epoch, logs, ctx)
-    }
-    fn on_train_batch_end(
-        &mut self,
-        batch: usize,
-        logs: &Logs,
-        ctx: &mut Context<'_>,
-    ) -> HookResult {
-        let before = self.inner.saves();
-        let control = self.inner.on_train_batch_end(batch, logs, ctx)?;
-        self.note(before, logs);
-        Ok(control)
-    }
-    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        let before = self.inner.saves();
-        let control = self.inner.on_epoch_end(epoch, logs, ctx)?;
-        self.note(before, logs);
-        Ok(control)
-    }
+const RECORD_KEY: &str = "ckpt train";
+
+impl Callback for Recorder {
     fn state_key(&self) -> Option<String> {
-        self.inner.state_key()
+        Some(RECORD_KEY.to_owned())
     }
     fn state(&self) -> Option<serde_json::Value> {
-        self.inner.state()
+        serde_json::to_value(&self.now).ok()
     }
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), model_checkpoint::Error> {
-        self.inner.restore_state(state)
+        self.saved = Some(state.clone());
+        Ok(())
+    }
+}
+
+/// Options a resume must keep, because the checkpoint's state depends on them; everything
+/// else given with --resume is honoured (see the README's table).
+fn check_resume_options(saved: &RunRecord, now: &RunRecord) -> Result<(), Failure> {
+    let mut diffs = Vec::new();
+    let mut differ = |what: &str, was: String, is: String| {
+        if was != is {
+            diffs.push(format!("{what} {was} (now {is})"));
+        }
+    };
+    differ(
+        "--filepath",
+        format!("{:?}", saved.filepath),
+        format!("{:?}", now.filepath),
+    );
+    differ("--monitor", saved.monitor.clone(), now.monitor.clone());
+    differ("--mode", saved.mode.clone(), now.mode.clone());
+    differ(
+        "--hidden",
+        format!("{:?}", saved.hidden),
+        format!("{:?}", now.hidden),
+    );
+    if saved.data_crc32 != now.data_crc32 {
+        differ(
+            "--data",
+            saved.data.clone(),
+            format!("{} (other contents)", now.data),
+        );
+    }
+    differ(
+        "row shuffling",
+        saved.shuffle_rows.to_string(),
+        now.shuffle_rows.to_string(),
+    );
+    if now.initial_value_threshold.is_some() {
+        differ(
+            "--initial-value-threshold",
+            format!("{:?}", saved.initial_value_threshold),
+            format!("{:?}", now.initial_value_threshold),
+        );
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::from(format!(
+            "cannot resume: the checkpoint was trained with {}; resume with the same options",
+            diffs.join(", ")
+        )))
     }
 }
 
 /// Formats the template once with stand-in values, so that a malformed template or an
 /// unknown metric fails before training rather than at the first save.
-fn check_template(template_text: &str, batch_level: bool) -> Result<(), Failure> {
+fn check_template(template_text: &str, batch_level: bool) -> Result<String, Failure> {
     let mut kwargs = vec![("epoch", Value::Int(1))];
     if batch_level {
         kwargs.push(("batch", Value::Int(1)));
@@ -240,52 +259,49 @@ fn check_template(template_text: &str, batch_level: bool) -> Result<(), Failure>
     let metrics = ["loss", "accuracy", "val_loss", "val_accuracy"];
     kwargs.extend(metrics.iter().map(|m| (*m, Value::Float(0.5))));
     match template::format(template_text, &kwargs) {
-        Ok(_) => Ok(()),
+        Ok(formatted) => Ok(formatted),
         Err(template::FormatError::MissingKey { key }) => {
             let available: Vec<&str> = kwargs.iter().map(|(k, _)| *k).collect();
             Err(Failure::from(format!(
-                "--filepath {template_text:?} names {key:?}, which is not logged (available: {})",
+                "--filepath {:?} names {key:?}, which is not logged (available: {})",
+                shorten(template_text),
                 available.join(", ")
             )))
         }
         Err(e) => Err(Failure::from(format!(
-            "--filepath {template_text:?} is malformed: {e}"
+            "--filepath {:?} is malformed: {e}",
+            shorten(template_text)
         ))),
     }
 }
 
-/// Creates the template's folder when it has no placeholders, and checks that files can be
-/// created there, so that an unwritable folder fails before training.
-fn check_folder(template_text: &str) -> Result<(), Failure> {
-    let dir = Path::new(template_text)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty());
-    let Some(dir) = dir else { return Ok(()) };
-    if dir.to_string_lossy().contains('{') {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir)
+/// Creates the checkpoint folder (the template's folders up to the first field), and checks
+/// that files can be created there, so that an unwritable folder fails before training.
+fn check_folder(checkpoint: &ModelCheckpoint) -> Result<(), Failure> {
+    let dir = checkpoint.folder();
+    std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))?;
     model_checkpoint::store::PendingFile::create(&dir.join("write-test"))
         .map_err(|e| format!("cannot write checkpoints in {}: {e}", dir.display()))?;
     Ok(())
 }
 
+fn shorten(text: &str) -> String {
+    crate::shorten(text, 200)
+}
+
 pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
-    let batch_level = matches!(args.save_freq, SaveFreq::Batches(_));
-    check_template(&args.filepath, batch_level)?;
-    if !(args.learning_rate > 0.0 && args.learning_rate.is_finite()) {
-        return Err(format!(
-            "--learning-rate must be a positive number, got {}",
-            args.learning_rate
-        )
-        .into());
+    if args.filepath.trim().is_empty() {
+        return Err("--filepath is empty: give a file name or template".into());
     }
+    let batch_level = matches!(args.save_freq, SaveFreq::Batches(_));
+    let formatted = check_template(&args.filepath, batch_level)?;
     let data = match &args.data {
         Some(path) => Dataset::from_csv(path)?,
         None => Dataset::digits(),
     }
     .scaled();
+    let data_crc32 = data.fingerprint();
     let data = if args.no_shuffle_rows {
         data
     } else {
@@ -299,16 +315,13 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         )
         .into());
     }
-    check_folder(&args.filepath)?;
 
     let mut sizes = vec![data.width()];
     sizes.extend(&args.hidden);
     sizes.push(data.classes());
+    let learning_rate = args.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE);
     let model = Model::mlp(&sizes, args.seed)?;
-    let optimizer = Adam::new(
-        model.named_vars(),
-        ParamsAdam::default().lr(args.learning_rate),
-    )?;
+    let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
     let mut trainer = Trainer::new(model, optimizer);
 
     let mut checkpoint = ModelCheckpoint::new(&args.filepath)
@@ -349,21 +362,68 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             checkpoint = checkpoint.period(p);
         }
     }
-    let mut tracked = Tracked {
-        inner: checkpoint,
-        saves: Vec::new(),
+    if let Some(id) = &args.run_id {
+        checkpoint = checkpoint.with_run_id(id.clone());
+    }
+    // Names the tool manages, lengths, the run id: refused before any training.
+    checkpoint.check_filepath()?;
+    checkpoint.check_path(&formatted)?;
+    check_folder(&checkpoint)?;
+
+    let mut recorder = Recorder {
+        now: RunRecord {
+            filepath: args.filepath.clone(),
+            monitor: args.monitor.clone(),
+            mode: format!("{:?}", checkpoint.direction()),
+            hidden: args.hidden.clone(),
+            data: args
+                .data
+                .as_ref()
+                .map_or("the bundled digits".to_owned(), |p| p.display().to_string()),
+            data_crc32,
+            shuffle_rows: !args.no_shuffle_rows,
+            initial_value_threshold: args.initial_value_threshold,
+            learning_rate,
+        },
+        saved: None,
     };
     if let Some(from) = &args.resume {
         let path = if from.as_os_str() == "latest" {
-            let dir = Path::new(&args.filepath)
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            model_checkpoint::store::latest_full(dir)?
+            model_checkpoint::store::latest_full(&checkpoint.folder())?
         } else {
             from.clone()
         };
-        let resumed = trainer.resume(&path, &mut [&mut tracked])?;
+        let resumed = trainer.resume(&path, &mut [&mut checkpoint, &mut recorder])?;
+        if let Some(saved) = recorder.saved.take() {
+            let saved: RunRecord = serde_json::from_value(saved).map_err(|e| {
+                format!(
+                    "{}: the options recorded by ckpt train are malformed: {e}",
+                    path.display()
+                )
+            })?;
+            check_resume_options(&saved, &recorder.now)?;
+            match args.learning_rate {
+                Some(lr) if lr != saved.learning_rate => {
+                    trainer.set_learning_rate(lr);
+                    out!(
+                        "learning rate: {lr} from now on (the checkpoint was trained with {})",
+                        saved.learning_rate
+                    );
+                }
+                _ => recorder.now.learning_rate = trainer.optimizer().learning_rate(),
+            }
+        } else if let Some(lr) = args.learning_rate {
+            trainer.set_learning_rate(lr);
+        }
+        if resumed.epoch >= args.epochs {
+            return Err(format!(
+                "cannot resume: {} already finished epoch {} of --epochs {}; --epochs is the total, so give more",
+                resumed.path.display(),
+                resumed.epoch,
+                args.epochs
+            )
+            .into());
+        }
         out!(
             "resuming from {} at epoch {}{}",
             resumed.path.display(),
@@ -374,24 +434,16 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
                 String::new()
             }
         );
-        // The best save of the interrupted run, so that the final report can name it.
-        if let Some(last) = tracked.inner.last_saved().map(Path::to_path_buf) {
-            let best = tracked.inner.best().as_f64().filter(|b| b.is_finite());
-            if args.save_best_only {
-                tracked.saves.push((last, best));
-            }
-        }
     }
     let options = FitOptions::new(args.epochs)
         .batch_size(args.batch_size)
         .validation_split(args.validation_split)
         .seed(args.seed)
         .verbose(args.progress);
-    let history = trainer.fit(&data, &options, &mut [&mut tracked])?;
+    let history = trainer.fit(&data, &options, &mut [&mut checkpoint, &mut recorder])?;
     if history.interrupted {
-        let signal = tracked.inner.interrupted().unwrap_or("a signal");
-        let saved = tracked
-            .inner
+        let signal = checkpoint.interrupted().unwrap_or("a signal");
+        let saved = checkpoint
             .last_saved()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
@@ -401,7 +453,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     }
 
     out!();
-    let direction = tracked.inner.direction();
+    let direction = checkpoint.direction();
     if let Some((epoch, value)) = history.best(&args.monitor, direction) {
         out!(
             "best {} in training: {value:.4} (epoch {})",
@@ -409,7 +461,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             epoch + 1
         );
     }
-    let Some((best_path, best_value)) = tracked.best().cloned() else {
+    // Chosen from the files of this run that are on disk now, so that the report never names
+    // a file retention deleted.
+    let Some((best_path, best_value)) = checkpoint.best_saved()? else {
         out!("no checkpoint was saved");
         return Ok(());
     };
@@ -440,3 +494,5 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     out!("reloaded best weights: val_accuracy {accuracy:.4}, val_loss {loss:.4}");
     Ok(())
 }
+
+const DEFAULT_LEARNING_RATE: f64 = 0.001;

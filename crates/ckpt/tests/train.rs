@@ -64,6 +64,9 @@ fn same_seed_and_flags_give_identical_files() {
                 "0",
                 "--seed",
                 "9",
+                // The same run id as well: every file names its run.
+                "--run-id",
+                "5eed",
             ],
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -119,7 +122,7 @@ fn bad_input_ends_with_one_clear_line() {
         ),
         (
             &["train", "--learning-rate", "-1"],
-            "--learning-rate must be a positive number",
+            "must be a positive, finite number",
         ),
         (&["train", "--bogus"], "unexpected argument '--bogus'"),
     ];

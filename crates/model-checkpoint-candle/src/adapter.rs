@@ -203,7 +203,12 @@ pub(crate) fn tensor_for(
         });
     }
     let bytes = file.read(stored.name)?;
-    Ok(Tensor::from_raw_buffer(&bytes, dtype, stored.shape, device)?)
+    Ok(Tensor::from_raw_buffer(
+        &bytes,
+        dtype,
+        stored.shape,
+        device,
+    )?)
 }
 
 /// Loads `vars` (name, variable) from the tensors `file` holds under `prefix + name`, all or
@@ -289,9 +294,15 @@ mod tests {
             .chain(std::iter::once(&("sliced".to_owned(), sliced.clone())))
         {
             let stored = file.tensor(name).expect("stored");
-            let back =
-                tensor_for(&file, &stored, original.dims(), original.dtype(), &path, &dev)
-                    .expect("load");
+            let back = tensor_for(
+                &file,
+                &stored,
+                original.dims(),
+                original.dtype(),
+                &path,
+                &dev,
+            )
+            .expect("load");
             let (a, b) = (original.to_dtype(DType::F64), back.to_dtype(DType::F64));
             let a = a
                 .and_then(|t| t.flatten_all())
@@ -326,8 +337,7 @@ mod tests {
             (stored.dtype, file8.read("fp8").expect("bytes")),
             (Dtype::F8_E4M3, raw.clone())
         );
-        let back =
-            tensor_for(&file8, &stored, &[4, 6], DType::F8E4M3, &path8, &dev).expect("load");
+        let back = tensor_for(&file8, &stored, &[4, 6], DType::F8E4M3, &path8, &dev).expect("load");
         let mut bytes = Vec::new();
         CandleTensor::new(&back)
             .expect("dtype")

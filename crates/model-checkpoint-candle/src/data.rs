@@ -260,6 +260,20 @@ impl Dataset {
         }
     }
 
+    /// A checksum of the samples (features' bits and labels, in order), to tell whether two
+    /// data sets are the same.
+    pub fn fingerprint(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        for v in &self.features {
+            h.update(&v.to_bits().to_le_bytes());
+        }
+        for l in &self.labels {
+            h.update(&l.to_le_bytes());
+        }
+        h.update(&(self.width as u64).to_le_bytes());
+        h.finalize()
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.labels.len()

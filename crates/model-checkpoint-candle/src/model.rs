@@ -12,6 +12,10 @@ use crate::adapter::{load_vars, CandleTensor};
 use crate::rng::TrainRng;
 use crate::Error;
 
+/// The most parameters [`Model::mlp`] builds: 2^28 (1 GiB of `f32`; Adam keeps two more
+/// copies, and a background save one more).
+pub const MAX_PARAMETERS: usize = 1 << 28;
+
 /// A model: a candle module and the `VarMap` holding its variables.
 pub struct Model {
     varmap: VarMap,
@@ -80,6 +84,21 @@ impl Model {
         if sizes.len() < 2 || sizes.contains(&0) {
             return Err(Error::options(format!(
                 "an MLP needs at least two non-zero layer sizes, got {sizes:?}"
+            )));
+        }
+        // Weights and biases of every layer, counted without overflow and checked against a
+        // limit before candle allocates anything (its allocations abort on failure).
+        let parameters = sizes
+            .windows(2)
+            .try_fold(0usize, |n, w| {
+                w[0].checked_mul(w[1])
+                    .and_then(|m| m.checked_add(w[1]))
+                    .and_then(|m| n.checked_add(m))
+            })
+            .filter(|&n| n <= MAX_PARAMETERS);
+        if parameters.is_none() {
+            return Err(Error::options(format!(
+                "an MLP of sizes {sizes:?} has more than {MAX_PARAMETERS} parameters, the most this builder makes"
             )));
         }
         let device = Device::Cpu;

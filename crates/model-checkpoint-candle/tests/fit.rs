@@ -64,8 +64,10 @@ fn best_checkpoint_reloads_to_exactly_the_best_val_accuracy() {
 fn same_seed_same_data_gives_identical_weights() {
     let run = || {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cb =
-            ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).save_weights_only(true);
+        // The same run id too: then the whole files are equal.
+        let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+            .save_weights_only(true)
+            .with_run_id("5eed");
         let mut t = trainer(4);
         t.fit(
             &data(),
@@ -192,14 +194,26 @@ fn background_saves_during_fit_equal_foreground_saves() {
             &mut [&mut cb],
         )
         .expect("fit");
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir.path())
+        // Every tensor's bytes and the metadata, but for the run id (each run has its own).
+        let content = |p: &std::path::Path| {
+            let file = CheckpointFile::open(p, Verify::Full).expect("open");
+            let tensors: Vec<(String, Vec<u8>)> = file
+                .tensors()
+                .map(|t| (t.name.to_owned(), file.read(t.name).expect("read")))
+                .collect();
+            let mut info = file.info().clone();
+            info.remove("run_id");
+            info.remove("header_checksum");
+            (tensors, info)
+        };
+        let mut files: Vec<(String, _)> = std::fs::read_dir(dir.path())
             .expect("list")
             .map(|e| e.expect("entry").path())
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .map(|p| {
                 (
                     p.file_name().expect("name").to_string_lossy().into_owned(),
-                    std::fs::read(&p).expect("read"),
+                    content(&p),
                 )
             })
             .collect();

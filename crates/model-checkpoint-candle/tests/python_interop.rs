@@ -85,7 +85,12 @@ fn assert_same_as_python(python: &str, path: &std::path::Path) {
         let py = &tensors[t.name];
         assert_eq!(py["dtype"], numpy_name(t.dtype), "{}", t.name);
         assert_eq!(py["shape"], serde_json::json!(t.shape), "{}", t.name);
-        assert_eq!(py["hex"], hex(&ours.read(t.name).expect("read")), "{}", t.name);
+        assert_eq!(
+            py["hex"],
+            hex(&ours.read(t.name).expect("read")),
+            "{}",
+            t.name
+        );
     }
     assert_eq!(theirs["metadata"]["format"], "model-checkpoint");
 }

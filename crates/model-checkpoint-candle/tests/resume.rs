@@ -48,11 +48,13 @@ fn weight_bytes(t: &Trainer) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The callbacks of every run: full checkpoints every epoch, and a best-only weights file.
+/// Fixed run ids, so that the straight run's files can equal the resumed run's byte for byte.
 fn callbacks(dir: &Path) -> (ModelCheckpoint, ModelCheckpoint) {
     let best = ModelCheckpoint::new(dir.join("best.safetensors"))
         .save_best_only(true)
-        .save_weights_only(true);
-    let full = ModelCheckpoint::new(dir.join("full.{epoch:02d}.safetensors"));
+        .save_weights_only(true)
+        .with_run_id("b1");
+    let full = ModelCheckpoint::new(dir.join("full.{epoch:02d}.safetensors")).with_run_id("f1");
     (best, full)
 }
 

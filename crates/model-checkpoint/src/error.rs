@@ -114,6 +114,39 @@ pub enum Error {
         /// The limit, or the allocator's refusal.
         reason: String,
     },
+    /// The filepath template would produce a name the tool itself manages (the folder's lock
+    /// file, the temporary-file pattern of unfinished saves, the `last` link).
+    #[error("filepath {template:?} would produce {name:?}, which is reserved for {what}: choose another filepath")]
+    ReservedName {
+        /// The template (shortened if long).
+        template: String,
+        /// The reserved name.
+        name: String,
+        /// What the tool uses that name for.
+        what: &'static str,
+    },
+    /// A formatted checkpoint path is longer than file systems allow (a component over 255
+    /// bytes, or the whole over 4096), refused before anything is created.
+    #[error("checkpoint path {name:?} is too long: {reason}")]
+    NameTooLong {
+        /// The path (shortened).
+        name: String,
+        /// Which limit it passes.
+        reason: String,
+    },
+    /// A full checkpoint was asked of a model that hands over no training state, which
+    /// could not resume anything.
+    #[error("the model hands over no training state, so a full checkpoint could not resume training: implement Checkpointable::training_state, or save weights only (save_weights_only)")]
+    NoTrainingState,
+    /// A callback's saved state does not fit it (another monitor, malformed fields,
+    /// counters out of range).
+    #[error("cannot restore {key}: {reason}")]
+    BadState {
+        /// The callback's state key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Another process holds the checkpoint folder's lock.
     #[error("another process is writing checkpoints into {}: its lock {} is held; wait for it to finish or choose another folder", .dir.display(), .dir.join(crate::store::LOCK_FILE).display())]
     Locked {
@@ -140,7 +173,9 @@ impl Error {
             Error::Template { source, .. } => Some(source.python_type()),
             Error::EpochInLogs => Some("TypeError"),
             Error::InvalidSaveFreq { .. } => Some("ValueError"),
-            Error::IsADirectory { .. } => Some("OSError"),
+            Error::IsADirectory { .. } | Error::NameTooLong { .. } => Some("OSError"),
+            Error::ReservedName { .. } => Some("ValueError"),
+            Error::TooLarge { .. } => Some("MemoryError"),
             Error::NoModel | Error::NoCurrentEpoch => Some("AttributeError"),
             _ => None,
         }

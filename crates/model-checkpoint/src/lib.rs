@@ -76,10 +76,10 @@ mod checkpoint;
 mod error;
 mod logs;
 mod model;
-mod text;
 pub mod policy;
 pub mod store;
 pub mod template;
+mod text;
 
 pub use callback::{Callback, CallbackList, Context, Control, HookResult, SnapshotFence};
 pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, ModelCheckpoint};

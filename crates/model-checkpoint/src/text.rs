@@ -22,6 +22,9 @@ mod tests {
         assert_eq!(super::shorten("abc", 10), "abc");
         let long = "x".repeat(1000) + "END";
         let short = super::shorten(&long, 30);
-        assert!(short.ends_with("END") && short.contains("[973 characters]"), "{short}");
+        assert!(
+            short.ends_with("END") && short.contains("[973 characters]"),
+            "{short}"
+        );
     }
 }

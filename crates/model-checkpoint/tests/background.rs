@@ -34,11 +34,20 @@ impl Checkpointable for Toy {
             HostTensor::from_f32(vec![64, 64], &w),
         )])
     }
+
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
+        // A full checkpoint needs something to resume from; the toy's is a counter.
+        let mut state = model_checkpoint::TrainingState::default();
+        state.values.insert("toy".into(), serde_json::json!(1));
+        Ok(state)
+    }
 }
 
 fn run(dir: &std::path::Path, background: bool) {
     let toy = Toy::new();
+    // One run id for both runs, so that their files can be equal byte for byte.
     let mut cb = ModelCheckpoint::new(dir.join("w{epoch}-{batch}.safetensors"))
+        .with_run_id("0123456789abcdef")
         .save_freq(SaveFreq::Batches(3))
         // Weights only: full checkpoints record their own (here different) paths.
         .save_weights_only(true)
@@ -177,6 +186,13 @@ impl Checkpointable for SharedModel {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
         Ok(vec![NamedTensor::new("w", self.0.clone())])
     }
+
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
+        // A full checkpoint needs something to resume from; the toy's is a counter.
+        let mut state = model_checkpoint::TrainingState::default();
+        state.values.insert("toy".into(), serde_json::json!(1));
+        Ok(state)
+    }
 }
 
 #[test]
@@ -214,7 +230,10 @@ fn with_a_fence_the_copy_happens_after_the_hook_and_before_the_next_change() {
         .expect("open");
         let t = file.tensor("w").expect("w");
         assert!(
-            file.read(t.name).expect("read").iter().all(|&b| b == 7 + epoch),
+            file.read(t.name)
+                .expect("read")
+                .iter()
+                .all(|&b| b == 7 + epoch),
             "epoch {epoch}: the values at the hook"
         );
     }

@@ -39,6 +39,13 @@ impl Checkpointable for Toy {
             HostTensor::from_f32(vec![4], &[self.0.get() as f32; 4]),
         )])
     }
+
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
+        // A full checkpoint needs something to resume from; the toy's is a counter.
+        let mut state = model_checkpoint::TrainingState::default();
+        state.values.insert("toy".into(), serde_json::json!(1));
+        Ok(state)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -30,3 +30,33 @@ pub fn wait_for_file(path: &Path, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+/// Asserts that two checkpoints hold the same state: every tensor byte for byte (`ckpt diff`
+/// exits 0) and the same metadata, but for what names the run that wrote them (its run id,
+/// and so the header checksum).
+#[allow(dead_code)]
+pub fn assert_same_state(dir: &Path, a: &str, b: &str) {
+    let diff = ckpt(dir, &["diff", a, b]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stdout));
+    let show = |p: &str| -> serde_json::Value {
+        let out = ckpt(dir, &["show", "--json", p]);
+        let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let meta = json["metadata"].as_object_mut().expect("metadata");
+        meta.remove("run_id");
+        meta.remove("header_checksum");
+        if let Some(callbacks) = meta
+            .get_mut("training_state")
+            .and_then(|t| t.get_mut("callbacks"))
+            .and_then(|c| c.as_object_mut())
+        {
+            for state in callbacks.values_mut() {
+                if let Some(state) = state.as_object_mut() {
+                    state.remove("run_id");
+                }
+            }
+        }
+        json.as_object_mut().expect("object").remove("path");
+        json
+    };
+    assert_eq!(show(a), show(b), "the checkpoints' metadata differ");
+}

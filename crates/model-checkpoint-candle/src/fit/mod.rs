@@ -145,6 +145,12 @@ impl Trainer {
         self.optimizer.as_ref()
     }
 
+    /// Sets the optimizer's learning rate, for example after [`Trainer::resume`] (which
+    /// restores the checkpoint's): from then on the new rate is used, and saved.
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.optimizer.set_learning_rate(lr);
+    }
+
     /// Optimizer steps taken so far (across `fit` calls and resumes).
     pub fn global_step(&self) -> u64 {
         self.global_step

@@ -15,17 +15,21 @@
 mod commit;
 mod layout;
 mod lock;
+mod meta;
 mod read;
 mod scan;
 mod sys;
 mod write;
 
+pub(crate) use commit::parent_dir;
 pub use commit::{
     is_temp_file, remove_stale_temp_files, replace_with_link, CommitError, PendingFile, TEMP_SUFFIX,
 };
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
 pub use lock::{FolderLock, LOCK_FILE};
+pub use meta::{Meta, KEY_TRAINING_STATE, MAX_COUNTER};
 pub use read::{CheckpointFile, TensorRef, Verify};
-pub use scan::{candidate_files, latest_full};
+pub use scan::{candidate_files, latest_full, list, Header, Listed};
+pub(crate) use scan::{candidates_in, list_files, sort_by_position};
 pub use sys::open_regular;
 pub use write::{save, SaveOptions, SaveReport};

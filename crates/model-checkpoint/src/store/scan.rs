@@ -1,68 +1,167 @@
-//! Finding checkpoints in a folder: listing them, and the newest full checkpoint that
+//! Finding checkpoints in a folder: listing them in training order (by the epoch and step
+//! stored in them, never by modification time), and the newest full checkpoint that
 //! verifies (what `resume latest` takes).
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use super::commit::is_temp_file;
 use super::layout::Kind;
 use super::lock::LOCK_FILE;
+use super::meta::Meta;
 use super::read::{CheckpointFile, Verify};
 use crate::Error;
 
+/// A file in a checkpoint folder, with what its header says (or why it could not be read).
+#[derive(Debug)]
+pub struct Listed {
+    /// The file.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its header, if it opened: the kind, whether it has checksums, and its metadata.
+    pub header: Result<Header, Error>,
+}
+
+/// What a listing reads from each file's header.
+#[derive(Debug)]
+pub struct Header {
+    /// Weights only, or full.
+    pub kind: Kind,
+    /// Whether the file carries this format's checksums.
+    pub has_checksums: bool,
+    /// Its metadata.
+    pub meta: Meta,
+}
+
+impl Listed {
+    /// Where in training the file was saved (epoch, step); `(0, 0)` for a file whose header
+    /// is unreadable or says nothing.
+    pub fn position(&self) -> (u64, u64) {
+        self.header.as_ref().map_or((0, 0), |h| h.meta.position())
+    }
+}
+
 /// The files in `dir` that may be checkpoints: regular files other than temporary files and
-/// the lock file, newest first (by modification time, then name).
+/// the lock file, sorted by name.
 ///
 /// # Errors
 ///
 /// [`Error::Io`] if the folder cannot be listed.
 pub fn candidate_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    candidates_in(dir, 0)
+}
+
+/// Like [`candidate_files`], also in sub-folders down to `depth` levels (for templates with
+/// fields in their folder names).
+pub(crate) fn candidates_in(dir: &Path, depth: usize) -> Result<Vec<PathBuf>, Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
-    let mut files: Vec<(SystemTime, PathBuf)> = Vec::new();
+    let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list", dir, e))?;
         let path = entry.path();
-        let Ok(meta) = entry.metadata() else { continue };
-        if !meta.is_file() || is_temp_file(&path) || entry.file_name() == LOCK_FILE {
+        // Not following links for folders: a link cannot lead a listing out of the folder.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if depth > 0 {
+                files.extend(candidates_in(&path, depth - 1)?);
+            }
             continue;
         }
-        files.push((meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), path));
+        let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+        if !regular || is_temp_file(&path) || entry.file_name() == LOCK_FILE {
+            continue;
+        }
+        files.push(path);
     }
-    files.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
-    Ok(files.into_iter().map(|(_, p)| p).collect())
+    files.sort();
+    Ok(files)
 }
 
-/// The newest full checkpoint in `dir` that verifies. Newer files that fail to verify are
-/// skipped with a warning naming the file and the damage; weights-only files and files that
-/// are not checkpoints are passed over.
+/// Reads the header of each file.
+pub(crate) fn list_files(files: Vec<PathBuf>) -> Vec<Listed> {
+    files
+        .into_iter()
+        .map(|path| {
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let header = CheckpointFile::open(&path, Verify::HeaderOnly).and_then(|f| {
+                let meta = Meta::from_info(f.info()).map_err(|r| Error::corrupt(&path, r))?;
+                Ok(Header {
+                    kind: f.kind(),
+                    has_checksums: f.has_checksums(),
+                    meta,
+                })
+            });
+            Listed { path, size, header }
+        })
+        .collect()
+}
+
+/// The checkpoints in `dir` in training order, oldest first: by the epoch and step stored in
+/// them, then by name. Files whose header cannot be read come first.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the folder cannot be listed.
+pub fn list(dir: &Path) -> Result<Vec<Listed>, Error> {
+    let mut listed = list_files(candidate_files(dir)?);
+    sort_by_position(&mut listed);
+    Ok(listed)
+}
+
+pub(crate) fn sort_by_position(listed: &mut [Listed]) {
+    listed.sort_by(|a, b| {
+        (a.header.is_ok(), a.position(), &a.path).cmp(&(b.header.is_ok(), b.position(), &b.path))
+    });
+}
+
+/// The newest full checkpoint in `dir` that verifies, by the epoch and step stored in the
+/// files (then by name). Damaged files are skipped with a warning naming the file and the
+/// damage; weights-only files and files that are not checkpoints are passed over.
 ///
 /// # Errors
 ///
 /// [`Error::NoCheckpoint`] when no full checkpoint in `dir` verifies; [`Error::Io`] if the
 /// folder cannot be listed.
 pub fn latest_full(dir: &Path) -> Result<PathBuf, Error> {
+    let listed = list(dir)?;
     let mut skipped = 0usize;
-    for path in candidate_files(dir)? {
-        match CheckpointFile::open(&path, Verify::Full) {
-            Ok(file) if file.kind() == Kind::Full => {
-                if skipped > 0 {
-                    log::warn!(
-                        target: "model_checkpoint",
-                        "resuming from {}, the newest full checkpoint that verifies",
-                        path.display()
-                    );
+    for entry in listed.iter().rev() {
+        let reason = match &entry.header {
+            Ok(h) if h.kind != Kind::Full => continue,
+            Ok(_) => match CheckpointFile::open(&entry.path, Verify::Full) {
+                Ok(_) => {
+                    if skipped > 0 {
+                        log::warn!(
+                            target: "model_checkpoint",
+                            "resuming from {}, the newest full checkpoint that verifies",
+                            entry.path.display()
+                        );
+                    }
+                    return Ok(entry.path.clone());
                 }
-                return Ok(path);
-            }
-            Ok(_) => {}
-            Err(Error::Corrupt { path, reason }) => {
-                skipped += 1;
-                log::warn!(target: "model_checkpoint", "skipping {}: {reason}", path.display());
-            }
+                Err(e) => e,
+            },
             Err(e) => {
                 skipped += 1;
-                log::warn!(target: "model_checkpoint", "skipping {}: {e}", path.display());
+                match e {
+                    Error::Corrupt { .. } => log::warn!(target: "model_checkpoint", "skipping {e}"),
+                    other => {
+                        log::warn!(target: "model_checkpoint", "skipping {}: {other}", entry.path.display())
+                    }
+                }
+                continue;
             }
+        };
+        skipped += 1;
+        match reason {
+            Error::Corrupt { .. } => log::warn!(target: "model_checkpoint", "skipping {reason}"),
+            other => log::warn!(
+                target: "model_checkpoint",
+                "skipping {}: {other}",
+                entry.path.display()
+            ),
         }
     }
     Err(Error::NoCheckpoint {

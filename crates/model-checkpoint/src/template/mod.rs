@@ -24,11 +24,13 @@ mod float;
 mod int;
 mod markup;
 mod number;
+mod pattern;
 mod pystr;
 mod spec;
 
 pub use error::FormatError;
 pub use float::float_repr;
+pub use pattern::Pattern;
 pub(crate) use pystr::repr as python_repr;
 
 use crate::Value;

@@ -1,4 +1,5 @@
 mod extras;
+mod names;
 mod saving;
 
 use std::collections::VecDeque;
@@ -13,7 +14,7 @@ use super::background::BackgroundWriter;
 use super::{interrupt, messages};
 use crate::callback::{Callback, Context, Control, HookResult};
 use crate::policy::{Direction, Mode, SaveFreq, SaveSchedule, SavedFile};
-use crate::store::{FolderLock, SaveOptions};
+use crate::store::{self, FolderLock, SaveOptions};
 use crate::{Error, Logs, Value};
 use extras::Extras;
 use saving::{Pending, Reason};
@@ -48,6 +49,13 @@ pub struct CheckpointState {
     /// The global step of the last save by the every-n-steps trigger.
     #[serde(default)]
     pub last_trigger_step: Option<u64>,
+    /// The run's identity, written into every file it saves (see
+    /// [`ModelCheckpoint::run_id`]).
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// The metric `best` refers to, so that a resume with another monitor is refused.
+    #[serde(default)]
+    pub monitor: Option<String>,
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
@@ -106,6 +114,8 @@ pub struct ModelCheckpoint {
     writer: Option<BackgroundWriter>,
     in_flight: VecDeque<Pending>,
     extras: Extras,
+    /// Whether the run id was given (then a checkpoint with another may not resume).
+    explicit_run_id: bool,
 }
 
 impl fmt::Debug for ModelCheckpoint {
@@ -157,6 +167,8 @@ impl ModelCheckpoint {
                 kept: Vec::new(),
                 seq: 0,
                 last_trigger_step: None,
+                run_id: None,
+                monitor: None,
             },
             output: Output::Stdout,
             lock: None,
@@ -165,6 +177,7 @@ impl ModelCheckpoint {
             writer: None,
             in_flight: VecDeque::new(),
             extras: Extras::default(),
+            explicit_run_id: false,
         };
         cb.reset_best();
         cb
@@ -330,6 +343,8 @@ impl Callback for ModelCheckpoint {
     /// files an interrupted save left. (Keras does nothing here.)
     fn on_train_begin(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
         self.poll_background()?;
+        self.check_filepath()?;
+        self.ensure_run_id();
         self.ensure_lock()?;
         if self.background {
             self.prepare_background(ctx)?;
@@ -416,13 +431,117 @@ impl Callback for ModelCheckpoint {
     }
 
     fn state(&self) -> Option<serde_json::Value> {
-        serde_json::to_value(&self.state).ok()
+        let mut state = self.state.clone();
+        state.monitor = Some(self.monitor.clone());
+        serde_json::to_value(&state).ok()
     }
 
+    /// Restores the best value, counters and run id from a checkpoint, which is untrusted
+    /// input: counters are range-checked, a state saved for another monitor is refused, and
+    /// the files it says the run kept are tracked only if this callback's template could
+    /// have produced them in its own folder (retention proves ownership again before any
+    /// delete).
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
-        self.state = CheckpointState::deserialize(state)
-            .map_err(|e| Error::Model(format!("cannot restore ModelCheckpoint state: {e}")))?;
+        let bad = |reason: String| Error::BadState {
+            key: crate::text::shorten(&self.key(), 200),
+            reason,
+        };
+        let mut restored =
+            CheckpointState::deserialize(state).map_err(|e| bad(format!("malformed: {e}")))?;
+        if let Some(saved) = &restored.monitor {
+            if *saved != self.monitor {
+                return Err(bad(format!(
+                    "its best value is for monitor {:?}, but this callback monitors {:?}; resume with the same monitor, or start a new run",
+                    crate::text::shorten(saved, 100),
+                    self.monitor
+                )));
+            }
+        }
+        let max = store::MAX_COUNTER;
+        let counters = [
+            ("seq", restored.seq),
+            ("saves", restored.saves),
+            ("last_trigger_step", restored.last_trigger_step.unwrap_or(0)),
+        ];
+        let signed = [
+            ("current_epoch", restored.current_epoch.unwrap_or(0)),
+            (
+                "epochs_since_last_save",
+                restored.schedule.epochs_since_last_save,
+            ),
+            (
+                "batches_seen_since_last_saving",
+                restored.schedule.batches_seen_since_last_saving,
+            ),
+            ("last_batch_seen", restored.schedule.last_batch_seen),
+        ];
+        let out_of_range = counters
+            .iter()
+            .find(|(_, v)| *v > max)
+            .map(|(k, v)| (*k, v.to_string()))
+            .or_else(|| {
+                signed
+                    .iter()
+                    .find(|(_, v)| v.unsigned_abs() > max)
+                    .map(|(k, v)| (*k, v.to_string()))
+            })
+            .or_else(|| {
+                restored
+                    .kept
+                    .iter()
+                    .find(|f| f.epoch.unsigned_abs() > max || f.seq > max)
+                    .map(|f| ("kept", format!("epoch {} seq {}", f.epoch, f.seq)))
+            });
+        if let Some((key, value)) = out_of_range {
+            return Err(bad(format!("counter {key} is out of range: {value}")));
+        }
+        if let Some(id) = &restored.run_id {
+            if !names::valid_run_id(id) {
+                return Err(bad(format!(
+                    "run id {:?} is not 1 to 64 lowercase hex digits",
+                    crate::text::shorten(id, 100)
+                )));
+            }
+            if self.explicit_run_id && self.state.run_id.as_ref() != Some(id) {
+                return Err(bad(format!(
+                    "the checkpoint belongs to run {id}, not to run {}",
+                    self.run_id()
+                )));
+            }
+        }
+        let (kept, foreign): (Vec<_>, Vec<_>) = std::mem::take(&mut restored.kept)
+            .into_iter()
+            .partition(|f| self.could_have_written(&f.path).is_ok());
+        for f in foreign {
+            log::warn!(
+                target: "model_checkpoint",
+                "ignoring {} from the checkpoint's list of kept files: this callback could not have written it",
+                crate::text::shorten(&f.path.to_string_lossy(), 200)
+            );
+        }
+        restored.kept = kept;
+        if restored
+            .last_saved
+            .as_deref()
+            .is_some_and(|p| self.could_have_written(p).is_err())
+        {
+            restored.last_saved = None;
+        }
+        self.state = restored;
         Ok(())
+    }
+}
+
+impl Drop for ModelCheckpoint {
+    /// Waits for background saves still in flight, so that none is lost silently; a
+    /// failure that nobody collected (no `flush` or `on_train_end` after it) is logged at
+    /// error level. Call [`ModelCheckpoint::flush`] or `on_train_end` to get it as a value.
+    fn drop(&mut self) {
+        if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
+            if let Err(e) = self.flush() {
+                log::error!(target: "model_checkpoint", "a background save failed and was never reported: {e}");
+            }
+        }
     }
 }
 

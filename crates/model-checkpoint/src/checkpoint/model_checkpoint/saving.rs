@@ -2,7 +2,6 @@
 //! foreground or handed to the writer thread), and what follows a committed save (the
 //! `last` link, retention).
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +11,7 @@ use super::{ModelCheckpoint, Output};
 use crate::callback::Context;
 use crate::model::{Checkpointable, NamedTensor};
 use crate::policy::{files_to_keep, judge, SavedFile, Verdict};
-use crate::store::{self, FolderLock, Kind, TRAINING_PREFIX};
+use crate::store::{self, FolderLock, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::template::{self, FormatError};
 use crate::{Error, Logs, Value};
 
@@ -58,7 +57,7 @@ impl ModelCheckpoint {
             kwargs.push(("batch", Value::Int(b + 1)));
         }
         kwargs.extend(logs.iter());
-        template::format(&self.filepath, &kwargs).map_err(|source| match source {
+        let path = template::format(&self.filepath, &kwargs).map_err(|source| match source {
             FormatError::MissingKey { key } => Error::MissingTemplateKey {
                 template: self.filepath.clone(),
                 key,
@@ -67,7 +66,9 @@ impl ModelCheckpoint {
                 template: self.filepath.clone(),
                 source,
             },
-        })
+        })?;
+        self.check_path(&path)?;
+        Ok(path)
     }
 
     /// `path`, or with `overwrite` off and `path` taken, the first free `NAME-vN.EXT`.
@@ -85,7 +86,7 @@ impl ModelCheckpoint {
             .unwrap_or_default();
         (1u64..)
             .map(|v| path.with_file_name(format!("{stem}-v{v}{ext}")))
-            .find(|p| !p.exists())
+            .find(|p| std::fs::symlink_metadata(p).is_err())
             .unwrap_or(path)
     }
 
@@ -106,6 +107,7 @@ impl ModelCheckpoint {
         }
         let filepath = self.format_path(epoch, batch, logs)?;
         let model = ctx.model()?;
+        self.ensure_run_id();
         let path = PathBuf::from(&filepath);
         // tf.keras creates the folder before looking at the monitor, so skipped epochs can
         // leave empty folders (trace missing_monitor_dir_created).
@@ -208,7 +210,7 @@ impl ModelCheckpoint {
             });
         }
         let seq = self.state.seq;
-        self.state.seq += 1;
+        self.state.seq = seq.saturating_add(1);
         let pending = Pending {
             file: SavedFile {
                 path: path.to_path_buf(),
@@ -217,19 +219,20 @@ impl ModelCheckpoint {
                 seq,
             },
         };
-        let mut info = BTreeMap::new();
-        info.insert("epoch".to_owned(), (epoch + 1).to_string());
-        if let Some(b) = batch {
-            info.insert("batch".to_owned(), (b + 1).to_string());
-        }
-        info.insert("global_step".to_owned(), ctx.global_step.to_string());
-        info.insert(
-            "logs".to_owned(),
-            serde_json::to_string(logs).unwrap_or_default(),
-        );
-        info.insert("monitor".to_owned(), self.monitor.clone());
+        let meta = Meta {
+            epoch: u64::try_from(epoch + 1).ok(),
+            batch: batch.and_then(|b| u64::try_from(b + 1).ok()),
+            global_step: Some(ctx.global_step),
+            logs: logs.clone(),
+            monitor: Some(self.monitor.clone()),
+            run_id: Some(self.run_id().to_owned()),
+        };
+        let mut info = meta.to_info();
         if kind == Kind::Full {
             let training = model.training_state()?;
+            if training.values.is_empty() && training.tensors.is_empty() {
+                return Err(Error::NoTrainingState);
+            }
             tensors.extend(training.tensors.into_iter().map(|mut t| {
                 t.name = format!("{TRAINING_PREFIX}{}", t.name);
                 t
@@ -252,14 +255,12 @@ impl ModelCheckpoint {
             }
             values.insert("callbacks".to_owned(), serde_json::Value::Object(callbacks));
             info.insert(
-                "training_state".to_owned(),
+                KEY_TRAINING_STATE.to_owned(),
                 serde_json::Value::Object(values).to_string(),
             );
         }
         if !self.background {
             store::save(path, kind, &tensors, &info, &self.options)?;
-            self.state.last_saved = Some(path.to_path_buf());
-            self.state.saves += 1;
             return self.committed(pending);
         }
         if self.writer.is_none() {
@@ -299,9 +300,8 @@ impl ModelCheckpoint {
             )?,
             _ => writer.submit(path.to_path_buf(), kind, &tensors, info, options)?,
         }
-        // A background save counts once handed over; its failure surfaces at the next hook.
-        self.state.last_saved = Some(path.to_path_buf());
-        self.state.saves += 1;
+        // A background save counts only once it is durable (see `committed`); its failure
+        // surfaces at the next hook.
         self.in_flight.push_back(pending);
         Ok(())
     }
@@ -328,6 +328,8 @@ impl ModelCheckpoint {
     /// fewer.
     fn committed(&mut self, pending: Pending) -> Result<(), Error> {
         let file = pending.file;
+        self.state.last_saved = Some(file.path.clone());
+        self.state.saves = self.state.saves.saturating_add(1);
         if let Some(last) = self.last_path() {
             store::replace_with_link(&file.path, &last, self.options.durable)?;
         }
@@ -341,6 +343,11 @@ impl ModelCheckpoint {
         for (f, keep) in std::mem::take(&mut self.state.kept).into_iter().zip(keep) {
             if keep {
                 kept.push(f);
+                continue;
+            }
+            if let Err(why) = self.owns(&f.path) {
+                // Never deleted: only files this run provably wrote may go.
+                log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
                 continue;
             }
             match std::fs::remove_file(&f.path) {

@@ -1,0 +1,358 @@
+//! Which names a run may write and delete: length limits, names the tool reserves, the run's
+//! identity, and the proof of ownership that retention needs before it deletes anything.
+//!
+//! A checkpoint is untrusted input (a CRC is not an authentication), and so is the list of
+//! files a resumed checkpoint says its run kept. Retention therefore deletes a file only if
+//! it lies in this callback's own folder, is a name this callback's template could produce,
+//! is a regular file, and carries this run's id in its header.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::ModelCheckpoint;
+use crate::store::{self, CheckpointFile, Listed, Meta, Verify, LOCK_FILE, TEMP_SUFFIX};
+use crate::template::Pattern;
+use crate::Error;
+
+/// The longest file name most file systems take, in bytes.
+pub(crate) const MAX_NAME_BYTES: usize = 255;
+/// The longest path Linux takes, in bytes.
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
+
+/// Refuses a formatted path that no file system would take, before anything is created.
+pub(crate) fn check_length(path: &str) -> Result<(), Error> {
+    let too_long = |reason: String| Error::NameTooLong {
+        name: crate::text::shorten(path, 200),
+        reason,
+    };
+    if path.is_empty() {
+        return Err(too_long("it is empty".to_owned()));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(too_long(format!(
+            "{} bytes, more than the {MAX_PATH_BYTES} a path may have",
+            path.len()
+        )));
+    }
+    if let Some(long) = path.split('/').find(|c| c.len() > MAX_NAME_BYTES) {
+        return Err(too_long(format!(
+            "a component of {} bytes, more than the {MAX_NAME_BYTES} a file name may have",
+            long.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh run id: 128 random bits in hex, from the standard library's per-process random
+/// keys mixed with the time and process id.
+fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u128(now);
+    a.write_u32(std::process::id());
+    let first = a.finish();
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u64(first);
+    format!("{first:016x}{:016x}", b.finish())
+}
+
+/// Whether `id` looks like a run id this crate makes (1 to 64 lowercase hex digits).
+pub(crate) fn valid_run_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `NAME-vN.EXT` back to `NAME.EXT` (the names `overwrite(false)` makes).
+fn without_version(path: &str) -> Option<String> {
+    let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let (base, version) = stem.rsplit_once("-v")?;
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let joined = format!("{base}{ext}");
+    Some(if dir.is_empty() && !path.contains('/') {
+        joined
+    } else {
+        format!("{dir}/{joined}")
+    })
+}
+
+impl ModelCheckpoint {
+    /// This run's id, written into every file it saves and kept across resumes (made at
+    /// the first `on_train_begin` or save).
+    pub fn run_id(&self) -> &str {
+        self.state.run_id.as_deref().unwrap_or("")
+    }
+
+    /// Names the run (beyond Keras): every file it saves carries `id`, and retention
+    /// deletes only files that carry it. Default: a random 128-bit id made at the start of
+    /// training, kept across resumes. Give one to make two runs' files equal byte for byte,
+    /// or to tie a run to an outside record. A resume whose checkpoint holds another id is
+    /// refused.
+    ///
+    /// The id is 1 to 64 lowercase hex digits; another value fails at `on_train_begin`.
+    pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
+        self.state.run_id = Some(id.into());
+        self.explicit_run_id = true;
+        self
+    }
+
+    pub(super) fn ensure_run_id(&mut self) {
+        if self.state.run_id.is_none() {
+            self.state.run_id = Some(new_run_id());
+        }
+    }
+
+    /// Refuses, before training, a template whose every name would be one the tool manages
+    /// (the folder's lock file, the temporary-file pattern, the `last` link) or a run id of
+    /// the wrong shape. Names that depend on the logs are checked again at each save
+    /// ([`ModelCheckpoint::check_path`]). `on_train_begin` calls this.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReservedName`] (Keras's `ValueError`), [`Error::BadState`] for a run id.
+    pub fn check_filepath(&self) -> Result<(), Error> {
+        if let Some(id) = self.state.run_id.as_deref().filter(|id| !valid_run_id(id)) {
+            return Err(Error::BadState {
+                key: crate::text::shorten(&self.key(), 200),
+                reason: format!(
+                    "run id {:?} is not 1 to 64 lowercase hex digits",
+                    crate::text::shorten(id, 100)
+                ),
+            });
+        }
+        // A malformed template fails at the first save with Keras's error, as in Keras.
+        let Ok(pattern) = Pattern::new(&self.filepath) else {
+            return Ok(());
+        };
+        let name = pattern.file_name();
+        let reserved = |reserved: &str, what| Error::ReservedName {
+            template: crate::text::shorten(&self.filepath, 200),
+            name: reserved.to_owned(),
+            what,
+        };
+        if name.always_ends_with(TEMP_SUFFIX) {
+            return Err(reserved(
+                &format!("*{TEMP_SUFFIX}"),
+                "the temporary files of unfinished saves",
+            ));
+        }
+        if name.always_ends_with(LOCK_FILE) && name.matches(LOCK_FILE) {
+            return Err(reserved(LOCK_FILE, "the folder's lock file"));
+        }
+        if let Some(last) = self.last_path() {
+            let last = last.to_string_lossy();
+            if pattern.matches(&last) && last.ends_with(&*name_literal_tail(&self.filepath)) {
+                return Err(reserved(
+                    &last,
+                    "the link to the newest checkpoint (save_last)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a formatted path that no file system would take, or that names something the
+    /// tool manages; every save checks its path so.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NameTooLong`] (Python's `OSError`), [`Error::ReservedName`].
+    pub fn check_path(&self, path: &str) -> Result<(), Error> {
+        check_length(path)?;
+        self.check_reserved(path)
+    }
+
+    fn check_reserved(&self, path: &str) -> Result<(), Error> {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let what = if name == LOCK_FILE {
+            Some("the folder's lock file")
+        } else if name.ends_with(TEMP_SUFFIX) {
+            Some("the temporary files of unfinished saves")
+        } else if self
+            .last_path()
+            .is_some_and(|last| same_path(&last, Path::new(path)))
+        {
+            Some("the link to the newest checkpoint (save_last)")
+        } else {
+            None
+        };
+        match what {
+            Some(what) => Err(Error::ReservedName {
+                template: crate::text::shorten(&self.filepath, 200),
+                name: crate::text::shorten(path, 200),
+                what,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `path` is a name this callback's template could have produced, inside its
+    /// own folder; a lexical check, made on paths read back from a checkpoint.
+    pub(super) fn could_have_written(&self, path: &Path) -> Result<(), String> {
+        if path.components().any(|c| c == Component::ParentDir) {
+            return Err("its path climbs out with '..'".to_owned());
+        }
+        let text = path.to_string_lossy();
+        let pattern = Pattern::new(&self.filepath).map_err(|e| e.to_string())?;
+        let matches =
+            pattern.matches(&text) || without_version(&text).is_some_and(|p| pattern.matches(&p));
+        if !matches {
+            return Err(format!(
+                "the filepath template {:?} could not have produced it",
+                crate::text::shorten(&self.filepath, 200)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Proves that retention may delete `path`: this run wrote it (see the module's
+    /// documentation).
+    pub(super) fn owns(&self, path: &Path) -> Result<(), String> {
+        self.could_have_written(path)?;
+        let folder = self
+            .static_dir()
+            .canonicalize()
+            .map_err(|e| format!("its folder cannot be resolved: {e}"))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("it is not a regular file".to_owned());
+        }
+        let parent = store::parent_dir(path)
+            .canonicalize()
+            .map_err(|e| format!("its folder cannot be resolved: {e}"))?;
+        if !parent.starts_with(&folder) {
+            return Err(format!(
+                "it lies outside the checkpoint folder {}",
+                folder.display()
+            ));
+        }
+        let file = CheckpointFile::open(path, Verify::HeaderOnly).map_err(|e| e.to_string())?;
+        let id = Meta::from_info(file.info())?.run_id;
+        if id.as_deref() != Some(self.run_id()) || self.run_id().is_empty() {
+            return Err("it does not carry this run's id".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The checkpoints this run saved that are still on disk, in training order (by the
+    /// epoch and step stored in them): files in the callback's folder that its template could
+    /// have produced and that carry its run id. What the end-of-run report and "the best
+    /// checkpoint of this run" are chosen from, so that neither ever names a deleted file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the folder cannot be listed.
+    pub fn saved_checkpoints(&self) -> Result<Vec<Listed>, Error> {
+        let dir = self.static_dir();
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let depth = folder_depth(&self.filepath, &dir);
+        let files = store::candidates_in(&dir, depth)?
+            .into_iter()
+            .filter(|p| self.could_have_written(p).is_ok())
+            .collect();
+        let mut listed: Vec<Listed> = store::list_files(files)
+            .into_iter()
+            .filter(|l| {
+                l.header
+                    .as_ref()
+                    .is_ok_and(|h| h.meta.run_id.as_deref() == Some(self.run_id()))
+            })
+            .collect();
+        store::sort_by_position(&mut listed);
+        Ok(listed)
+    }
+}
+
+impl ModelCheckpoint {
+    /// The best checkpoint of this run still on disk, and its monitored value: Keras's
+    /// comparison for the monitor's direction, NaN never ranks, ties go to the older file
+    /// (the same rule retention keeps by). With no monitored value at any save, the newest
+    /// file, without a value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the folder cannot be listed.
+    pub fn best_saved(&self) -> Result<Option<(PathBuf, Option<f64>)>, Error> {
+        let listed = self.saved_checkpoints()?;
+        let files: Vec<crate::policy::SavedFile> = listed
+            .iter()
+            .enumerate()
+            .map(|(seq, l)| {
+                let meta = l.header.as_ref().map(|h| &h.meta);
+                crate::policy::SavedFile {
+                    path: l.path.clone(),
+                    epoch: meta
+                        .ok()
+                        .and_then(|m| m.epoch)
+                        .and_then(|e| i64::try_from(e).ok())
+                        .unwrap_or(0),
+                    value: meta
+                        .ok()
+                        .and_then(|m| m.logs.get(&self.monitor))
+                        .unwrap_or(crate::Value::None),
+                    seq: seq as u64,
+                }
+            })
+            .collect();
+        Ok(match crate::policy::best_file(&files, self.direction) {
+            Some(best) => Some((best.path.clone(), best.value.as_f64())),
+            None => files.last().map(|f| (f.path.clone(), None)),
+        })
+    }
+
+    /// The folder this callback saves into and locks: the template's folders up to the
+    /// first one with a field (`.` when there is none).
+    pub fn folder(&self) -> PathBuf {
+        self.static_dir()
+    }
+}
+
+/// How many folder levels below `dir` the template's names may lie.
+fn folder_depth(template: &str, dir: &Path) -> usize {
+    let template_dirs = Path::new(template)
+        .parent()
+        .map_or(0, |p| p.components().count());
+    let fixed = if dir == Path::new(".") {
+        0
+    } else {
+        dir.components().count()
+    };
+    template_dirs.saturating_sub(fixed)
+}
+
+/// The literal text at the end of a template's file name (after its last field).
+fn name_literal_tail(template: &str) -> String {
+    let name = template.rsplit('/').next().unwrap_or(template);
+    name.rsplit('}').next().unwrap_or(name).to_owned()
+}
+
+/// Whether two paths name the same file, lexically (the file need not exist yet).
+fn same_path(a: &Path, b: &Path) -> bool {
+    let norm = |p: &Path| -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect()
+    };
+    norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_strip_back_to_the_template_name() {
+        assert_eq!(without_version("ck/w-v3.st").as_deref(), Some("ck/w.st"));
+        assert_eq!(without_version("w-v12").as_deref(), Some("w"));
+        assert_eq!(without_version("ck/w-vx.st"), None);
+        assert!(valid_run_id("0123abcd") && !valid_run_id("../x") && !valid_run_id(""));
+    }
+}

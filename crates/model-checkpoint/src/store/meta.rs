@@ -1,0 +1,135 @@
+//! What a checkpoint says about itself beyond the format's own keys: one typed owner of the
+//! metadata keys that saving writes and every reader (listing, `latest`, the CLI) parses.
+
+use std::collections::BTreeMap;
+
+use crate::{Logs, Value};
+
+/// The largest counter (epoch, batch, step) read from a file: 2^53, the largest integer a
+/// JSON number holds exactly. Anything above is refused rather than wrapped.
+pub const MAX_COUNTER: u64 = 1 << 53;
+
+pub(crate) const KEY_EPOCH: &str = "epoch";
+pub(crate) const KEY_BATCH: &str = "batch";
+pub(crate) const KEY_STEP: &str = "global_step";
+pub(crate) const KEY_LOGS: &str = "logs";
+pub(crate) const KEY_MONITOR: &str = "monitor";
+pub(crate) const KEY_RUN_ID: &str = "run_id";
+/// The training state (JSON) of a full checkpoint.
+pub const KEY_TRAINING_STATE: &str = "training_state";
+
+/// The metadata `ModelCheckpoint` writes into every file: where in training it was taken,
+/// the logs at that point, the monitored metric, and the run that wrote it.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Meta {
+    /// The 1-based epoch of the save.
+    pub epoch: Option<u64>,
+    /// The 1-based batch of a batch-level save.
+    pub batch: Option<u64>,
+    /// Optimizer steps taken when the save happened.
+    pub global_step: Option<u64>,
+    /// The logs at the save.
+    pub logs: Logs,
+    /// The metric the saving callback monitored.
+    pub monitor: Option<String>,
+    /// The identity of the run that saved the file (kept across resumes).
+    pub run_id: Option<String>,
+}
+
+impl Meta {
+    /// Reads the metadata from a file's `__metadata__` entries. Files from other tools have
+    /// none of these keys and give an empty `Meta`.
+    ///
+    /// # Errors
+    ///
+    /// A reason naming the field for a counter that is not a whole number up to
+    /// [`MAX_COUNTER`], or logs that are not a JSON object of numbers.
+    pub fn from_info(info: &BTreeMap<String, String>) -> Result<Meta, String> {
+        let counter = |key: &str| -> Result<Option<u64>, String> {
+            let Some(text) = info.get(key) else {
+                return Ok(None);
+            };
+            match text.parse::<u64>() {
+                Ok(n) if n <= MAX_COUNTER => Ok(Some(n)),
+                _ => Err(format!(
+                    "{key} {:?} is not a whole number from 0 to {MAX_COUNTER}",
+                    crate::text::shorten(text, 40)
+                )),
+            }
+        };
+        let logs = match info.get(KEY_LOGS) {
+            None => Logs::new(),
+            Some(text) => {
+                serde_json::from_str(text).map_err(|e| format!("logs unreadable: {e}"))?
+            }
+        };
+        Ok(Meta {
+            epoch: counter(KEY_EPOCH)?,
+            batch: counter(KEY_BATCH)?,
+            global_step: counter(KEY_STEP)?,
+            logs,
+            monitor: info.get(KEY_MONITOR).cloned(),
+            run_id: info.get(KEY_RUN_ID).cloned(),
+        })
+    }
+
+    /// The entries to write.
+    pub(crate) fn to_info(&self) -> BTreeMap<String, String> {
+        let mut info = BTreeMap::new();
+        let mut put = |k: &str, v: String| {
+            info.insert(k.to_owned(), v);
+        };
+        if let Some(e) = self.epoch {
+            put(KEY_EPOCH, e.to_string());
+        }
+        if let Some(b) = self.batch {
+            put(KEY_BATCH, b.to_string());
+        }
+        if let Some(s) = self.global_step {
+            put(KEY_STEP, s.to_string());
+        }
+        put(
+            KEY_LOGS,
+            serde_json::to_string(&self.logs).unwrap_or_else(|_| "{}".to_owned()),
+        );
+        if let Some(m) = &self.monitor {
+            put(KEY_MONITOR, m.clone());
+        }
+        if let Some(r) = &self.run_id {
+            put(KEY_RUN_ID, r.clone());
+        }
+        info
+    }
+
+    /// The value of `metric` (default: the monitored one) at the save, if it is a number.
+    pub fn value(&self, metric: Option<&str>) -> Option<(String, Value)> {
+        let name = metric.map(str::to_owned).or_else(|| self.monitor.clone())?;
+        let value = self.logs.get(&name)?;
+        value.as_f64().map(|_| (name, value))
+    }
+
+    /// Where in training the save was taken, for ordering: epoch, then step.
+    pub fn position(&self) -> (u64, u64) {
+        (self.epoch.unwrap_or(0), self.global_step.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_range_checked() {
+        let info = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        assert!(Meta::from_info(&info("epoch", "18446744073709551615")).is_err());
+        assert!(Meta::from_info(&info("global_step", "-1")).is_err());
+        assert!(Meta::from_info(&info("batch", "1e3")).is_err());
+        assert_eq!(
+            Meta::from_info(&info("epoch", "9007199254740992"))
+                .expect("2^53")
+                .epoch,
+            Some(MAX_COUNTER)
+        );
+    }
+}
