@@ -178,10 +178,9 @@ struct RunRecord {
     learning_rate: f64,
 }
 
-/// Carries the [`RunRecord`] into checkpoints and back.
+/// Carries the [`RunRecord`] into checkpoints (read back by [`recorded_options`]).
 struct Recorder {
     now: RunRecord,
-    saved: Option<serde_json::Value>,
 }
 
 const RECORD_KEY: &str = "ckpt train";
@@ -193,10 +192,32 @@ impl Callback for Recorder {
     fn state(&self) -> Option<serde_json::Value> {
         serde_json::to_value(&self.now).ok()
     }
-    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), model_checkpoint::Error> {
-        self.saved = Some(state.clone());
+    fn restore_state(&mut self, _: &serde_json::Value) -> Result<(), model_checkpoint::Error> {
+        // Compared before the resume instead (see `recorded_options`).
         Ok(())
     }
+}
+
+/// The options a `ckpt train` run recorded in the full checkpoint at `path`, if any.
+fn recorded_options(path: &std::path::Path) -> Result<Option<RunRecord>, Failure> {
+    use model_checkpoint::store::{CheckpointFile, Verify, KEY_TRAINING_STATE};
+    let file = CheckpointFile::open(path, Verify::HeaderOnly)?;
+    let Some(text) = file.info().get(KEY_TRAINING_STATE) else {
+        return Ok(None);
+    };
+    let state: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("{}: training state unreadable: {e}", path.display()))?;
+    let Some(record) = state.get("callbacks").and_then(|c| c.get(RECORD_KEY)) else {
+        return Ok(None);
+    };
+    serde_json::from_value(record.clone())
+        .map(Some)
+        .map_err(|e| {
+            Failure::from(format!(
+                "{}: the options recorded by ckpt train are malformed: {e}",
+                path.display()
+            ))
+        })
 }
 
 /// Options a resume must keep, because the checkpoint's state depends on them; everything
@@ -385,7 +406,6 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             initial_value_threshold: args.initial_value_threshold,
             learning_rate,
         },
-        saved: None,
     };
     if let Some(from) = &args.resume {
         let path = if from.as_os_str() == "latest" {
@@ -393,28 +413,25 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         } else {
             from.clone()
         };
-        let resumed = trainer.resume(&path, &mut [&mut checkpoint, &mut recorder])?;
-        if let Some(saved) = recorder.saved.take() {
-            let saved: RunRecord = serde_json::from_value(saved).map_err(|e| {
-                format!(
-                    "{}: the options recorded by ckpt train are malformed: {e}",
-                    path.display()
-                )
-            })?;
-            check_resume_options(&saved, &recorder.now)?;
-            match args.learning_rate {
-                Some(lr) if lr != saved.learning_rate => {
-                    trainer.set_learning_rate(lr);
-                    out!(
-                        "learning rate: {lr} from now on (the checkpoint was trained with {})",
-                        saved.learning_rate
-                    );
-                }
-                _ => recorder.now.learning_rate = trainer.optimizer().learning_rate(),
-            }
-        } else if let Some(lr) = args.learning_rate {
-            trainer.set_learning_rate(lr);
+        // The options this checkpoint was trained with, checked before anything is loaded,
+        // so that a changed model shape is named as the option that changed it.
+        let saved = recorded_options(&path)?;
+        if let Some(saved) = &saved {
+            check_resume_options(saved, &recorder.now)?;
         }
+        let resumed = trainer.resume(&path, &mut [&mut checkpoint, &mut recorder])?;
+        match (args.learning_rate, &saved) {
+            (Some(lr), Some(saved)) if lr != saved.learning_rate => {
+                trainer.set_learning_rate(lr);
+                out!(
+                    "learning rate: {lr} from now on (the checkpoint was trained with {})",
+                    saved.learning_rate
+                );
+            }
+            (Some(lr), None) => trainer.set_learning_rate(lr),
+            _ => {}
+        }
+        recorder.now.learning_rate = trainer.optimizer().learning_rate();
         if resumed.epoch >= args.epochs {
             return Err(format!(
                 "cannot resume: {} already finished epoch {} of --epochs {}; --epochs is the total, so give more",

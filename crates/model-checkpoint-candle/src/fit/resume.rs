@@ -68,6 +68,22 @@ impl Trainer {
             .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;
         let state: FitState = serde_json::from_value(fit_value.clone())
             .map_err(|e| bad(path, format!("fit state malformed: {e}")))?;
+        // Counters from a file are range-checked, never wrapped.
+        let max = model_checkpoint::store::MAX_COUNTER;
+        for (name, value) in [
+            ("epoch", state.epoch as u64),
+            ("batches_done", state.batches_done as u64),
+            ("global_step", state.global_step),
+            ("epochs", state.options.epochs as u64),
+            ("batch_size", state.options.batch_size as u64),
+        ] {
+            if value > max {
+                return Err(bad(
+                    path,
+                    format!("fit state: {name} {value} is out of range (at most {max})"),
+                ));
+            }
+        }
         TrainRng::from_state(&state.rng).ok_or_else(|| bad(path, "generator state malformed"))?;
         TrainRng::from_state(&state.rng_epoch_start)
             .ok_or_else(|| bad(path, "generator state malformed"))?;

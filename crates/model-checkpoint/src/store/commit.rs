@@ -18,15 +18,18 @@ pub struct PendingFile {
     dest: PathBuf,
 }
 
-/// A failed commit, handing the pending file back so that the caller can retry or drop it
-/// (which removes the temporary file).
+/// A failed commit, handing the pending file back (when it was not yet renamed) so that the
+/// caller can retry or drop it (which removes the temporary file).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot commit {} to {}: {error}", .pending.temp_path().display(), .pending.dest.display())]
+#[error("cannot commit to {}: {error}", .dest.display())]
 pub struct CommitError {
     /// What went wrong.
     pub error: Error,
-    /// The uncommitted file.
-    pub pending: PendingFile,
+    /// The destination.
+    pub dest: PathBuf,
+    /// The uncommitted file; `None` when the rename happened but the folder could not be
+    /// synced (the new file is in place but may not survive a power cut).
+    pub pending: Option<PendingFile>,
 }
 
 impl From<CommitError> for Error {
@@ -104,36 +107,45 @@ impl PendingFile {
                 let error = Error::io("sync", self.temp.path(), e);
                 return Err(CommitError {
                     error,
-                    pending: self,
+                    dest: self.dest.clone(),
+                    pending: Some(self),
                 });
             }
         }
         let dest = self.dest.clone();
         if dest.is_dir() {
-            let error = Error::IsADirectory { path: dest };
+            let error = Error::IsADirectory { path: dest.clone() };
             return Err(CommitError {
                 error,
-                pending: self,
+                dest,
+                pending: Some(self),
             });
         }
         match self.temp.persist(&dest) {
             Ok(_) => {}
             Err(e) => {
                 let error = Error::io("rename a temporary file to", &dest, e.error);
-                let pending = PendingFile { temp: e.file, dest };
-                return Err(CommitError { error, pending });
+                let pending = PendingFile {
+                    temp: e.file,
+                    dest: dest.clone(),
+                };
+                return Err(CommitError {
+                    error,
+                    dest,
+                    pending: Some(pending),
+                });
             }
         }
         if durable {
             // The rename has happened; if the folder sync fails the new file is in place but
-            // may not survive a power cut, which the caller must hear about.
+            // may not survive a power cut: not durable, so not a success.
             let dir = parent_dir(&dest);
             if let Err(e) = sys::sync_dir(dir) {
-                log::warn!(
-                    "cannot sync folder {} after saving {}: {e}",
-                    dir.display(),
-                    dest.display()
-                );
+                return Err(CommitError {
+                    error: Error::io("sync folder", dir, e),
+                    dest,
+                    pending: None,
+                });
             }
         }
         Ok(dest)
@@ -200,11 +212,31 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Whether `path` names a temporary file left by a save (never a checkpoint).
+/// Whether `path` names a temporary file left by a save (never a checkpoint): exactly the
+/// shapes this module makes, `.NAME.XXXXXX.ckpt-tmp` (six random letters or digits) and
+/// `.NAME.PID-N.ckpt-tmp` (the `last` link's). Templates that would produce such names are
+/// refused, so no checkpoint can be taken for one.
 pub fn is_temp_file(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with('.') && n.ends_with(TEMP_SUFFIX))
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let Some(inner) = name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_suffix(TEMP_SUFFIX))
+    else {
+        return false;
+    };
+    let Some((stem, tag)) = inner.rsplit_once('.') else {
+        return false;
+    };
+    let random = tag.len() == 6 && tag.bytes().all(|b| b.is_ascii_alphanumeric());
+    let link = tag.split_once('-').is_some_and(|(pid, n)| {
+        !pid.is_empty()
+            && !n.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_digit())
+    });
+    !stem.is_empty() && (random || link)
 }
 
 /// Removes the temporary files a crashed save left in `dir`, returning their paths.

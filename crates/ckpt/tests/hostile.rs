@@ -1,0 +1,697 @@
+//! `ckpt` against hostile input, one test per class of defect (see docs/HOSTILE-INPUT.md):
+//! every case runs the real binary, and checks the exit status, the one-line message, and
+//! what is left on disk. No case may panic, abort, hang or delete what it should not.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ckpt, text};
+use model_checkpoint::store::{self, CheckpointFile, Kind, SaveOptions, Verify};
+use model_checkpoint::{Dtype, HostTensor, NamedTensor};
+
+/// Runs `ckpt` with a deadline: a hang is a failure, not a stuck test run.
+fn ckpt_within(dir: &Path, args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ckpt");
+    let started = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ckpt {args:?} hung for {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts a refusal: exit status 2, one line on stderr containing `expected`.
+fn assert_refused(out: &Output, args: &[&str], expected: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+    assert!(
+        stderr.len() < 1000,
+        "{args:?}: an oversized line: {stderr:?}"
+    );
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: {stderr:?} lacks {expected:?}"
+    );
+}
+
+fn train(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--progress",
+        "0",
+        "--verbose",
+        "0",
+        "--filepath",
+        "ck/e{epoch:02d}.safetensors",
+    ];
+    args.extend_from_slice(extra);
+    ckpt_within(dir, &args, Duration::from_secs(120))
+}
+
+fn train_ok(dir: &Path, extra: &[&str]) -> Output {
+    let out = train(dir, extra);
+    assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
+    out
+}
+
+/// Rewrites a checkpoint as an attacker would: same tensors, changed metadata, and fresh,
+/// valid checksums (a CRC authenticates nothing).
+fn forge(path: &Path, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
+    let file = CheckpointFile::open(path, Verify::Full).expect("open");
+    let kind = file.kind();
+    let tensors: Vec<(String, HostTensor)> = file
+        .tensors()
+        .map(|t| {
+            let data = file.read(t.name).expect("read");
+            (
+                t.name.to_owned(),
+                HostTensor::new(t.dtype, t.shape.to_vec(), data).expect("tensor"),
+            )
+        })
+        .collect();
+    let mut info = file.info().clone();
+    for key in [
+        "format",
+        "format_version",
+        "kind",
+        "checksum_algorithm",
+        "tensor_checksums",
+        "header_checksum",
+    ] {
+        info.remove(key);
+    }
+    edit(&mut info);
+    drop(file);
+    let named: Vec<NamedTensor<'_>> = tensors
+        .iter()
+        .map(|(n, t)| NamedTensor::new(n.clone(), t.clone()))
+        .collect();
+    store::save(path, kind, &named, &info, &SaveOptions::default()).expect("forge");
+}
+
+/// Edits the state of the ModelCheckpoint callback inside a full checkpoint's training state.
+fn forge_callback_state(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    forge(path, |info| {
+        let mut state: serde_json::Value =
+            serde_json::from_str(&info["training_state"]).expect("state");
+        let callbacks = state["callbacks"].as_object_mut().expect("callbacks");
+        let key = callbacks
+            .keys()
+            .find(|k| k.starts_with("ModelCheckpoint("))
+            .expect("callback")
+            .clone();
+        edit(&mut callbacks[&key]);
+        info.insert("training_state".into(), state.to_string());
+    });
+}
+
+#[test]
+fn untrusted_paths_never_direct_a_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A file elsewhere, and one in the folder that another run wrote under a name this run's
+    // template produces.
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "precious").expect("victim");
+    let other = tempfile::tempdir().expect("other run");
+    train_ok(other.path(), &["--epochs", "1"]);
+    train_ok(dir.path(), &["--epochs", "2", "--keep-last", "1"]);
+    std::fs::copy(
+        other.path().join("ck/e01.safetensors"),
+        dir.path().join("ck/e01.safetensors"),
+    )
+    .expect("plant another run's file");
+    let latest = dir.path().join("ck/e02.safetensors");
+    forge_callback_state(&latest, |state| {
+        let kept = state["kept"].as_array_mut().expect("kept");
+        for path in [
+            victim.to_str().expect("utf-8"),
+            "ck/e01.safetensors",
+            "../x",
+        ] {
+            kept.push(serde_json::json!({"path": path, "epoch": 0, "value": 9.0, "seq": 0}));
+        }
+    });
+    let out = train_ok(
+        dir.path(),
+        &["--epochs", "4", "--keep-last", "1", "--resume", "latest"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("the victim survives"),
+        "precious"
+    );
+    assert!(
+        dir.path().join("ck/e01.safetensors").exists(),
+        "another run's file survives"
+    );
+    assert!(text(&out.stderr).contains("could not have written"));
+    // This run's own files do go.
+    assert!(!dir.path().join("ck/e02.safetensors").exists());
+    assert!(!dir.path().join("ck/e03.safetensors").exists());
+    assert!(dir.path().join("ck/e04.safetensors").exists());
+
+    // Counters from a file are range-checked, never wrapped: in the fit state, in the
+    // callback's state, and in the metadata a listing reads.
+    let huge = dir.path().join("ck/e04.safetensors");
+    let pristine = std::fs::read(&huge).expect("read");
+    let resume = || {
+        let args = [
+            "train",
+            "--epochs",
+            "9",
+            "--progress",
+            "0",
+            "--filepath",
+            "ck/e{epoch:02d}.safetensors",
+            "--resume",
+            "ck/e04.safetensors",
+        ];
+        ckpt_within(dir.path(), &args, Duration::from_secs(60))
+    };
+    forge(&huge, |info| {
+        let mut state: serde_json::Value =
+            serde_json::from_str(&info["training_state"]).expect("state");
+        state["fit"]["epoch"] = serde_json::json!(u64::MAX);
+        info.insert("training_state".into(), state.to_string());
+    });
+    assert_refused(
+        &resume(),
+        &["resume"],
+        "epoch 18446744073709551615 is out of range",
+    );
+    std::fs::write(&huge, &pristine).expect("restore");
+    forge_callback_state(&huge, |state| state["seq"] = serde_json::json!(u64::MAX));
+    assert_refused(&resume(), &["resume"], "counter seq is out of range");
+    std::fs::write(&huge, &pristine).expect("restore");
+    forge(&huge, |info| {
+        info.insert("epoch".into(), u64::MAX.to_string());
+    });
+    let ls = ckpt(dir.path(), &["ls", "ck"]);
+    assert!(
+        text(&ls.stdout).contains("not a whole number"),
+        "{}",
+        text(&ls.stdout)
+    );
+}
+
+#[test]
+fn a_resumed_run_with_retention_reports_a_file_that_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "2", "--keep-last", "1"]);
+    let out = train_ok(
+        dir.path(),
+        &["--epochs", "4", "--keep-last", "1", "--resume", "latest"],
+    );
+    let stdout = text(&out.stdout);
+    let best = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("best checkpoint: "))
+        .expect("a best checkpoint");
+    let path = best.split(" (").next().expect("path");
+    assert!(dir.path().join(path).exists(), "{stdout}");
+    // `ckpt best` names an existing file too.
+    let out = ckpt(dir.path(), &["best", "ck"]);
+    let named = text(&out.stdout);
+    assert!(dir.path().join(named.trim()).exists(), "{named}");
+    // And a save-best-only run with keep-last 1.
+    let two = tempfile::tempdir().expect("tempdir");
+    train_ok(
+        two.path(),
+        &["--epochs", "2", "--keep-last", "1", "--save-best-only"],
+    );
+    let out = train_ok(
+        two.path(),
+        &[
+            "--epochs",
+            "3",
+            "--keep-last",
+            "1",
+            "--save-best-only",
+            "--resume",
+            "latest",
+        ],
+    );
+    assert!(text(&out.stdout).contains("reloaded best weights"));
+}
+
+#[test]
+fn bounded_sizes_are_errors_not_aborts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("big-label.csv"), "1,2,0\n3,4,1000000000\n").expect("csv");
+    std::fs::write(dir.path().join("long-line.csv"), "1,".repeat(9 << 20)).expect("csv");
+    let long_name = format!("ck/{}.safetensors", "a".repeat(300));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--filepath", "w{val_loss:.65536f}"],
+            "more than 4096 characters",
+        ),
+        (
+            vec!["--filepath", "w{epoch:99999999999}"],
+            "more than 4096 characters",
+        ),
+        (
+            vec!["--filepath", "w{epoch:4097}"],
+            "more than 4096 characters",
+        ),
+        (
+            vec!["--filepath", &long_name],
+            "more than the 255 a file name may have",
+        ),
+        (vec!["--hidden", "1000000000000"], "parameters"),
+        (vec!["--hidden", "100000,100000"], "parameters"),
+        (
+            vec!["--data", "big-label.csv"],
+            "label 1000000000 is too large",
+        ),
+    ];
+    for (args, expected) in &cases {
+        let mut all = vec!["train", "--epochs", "1", "--progress", "0"];
+        all.extend(args);
+        let out = ckpt_within(dir.path(), &all, Duration::from_secs(60));
+        assert_refused(&out, &all, expected);
+    }
+    assert!(
+        !dir.path().join("ck").exists()
+            || std::fs::read_dir(dir.path().join("ck"))
+                .expect("ls")
+                .count()
+                <= 1
+    );
+    // A header length beyond the limit, and one beyond the file.
+    for (name, header_len) in [("huge.safetensors", u64::MAX), ("past.safetensors", 4096)] {
+        let mut bytes = header_len.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}      ");
+        std::fs::write(dir.path().join(name), &bytes).expect("write");
+        let out = ckpt_within(dir.path(), &["show", name], Duration::from_secs(30));
+        assert_refused(&out, &["show", name], name);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn non_regular_files_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "1"]);
+    let fifo = dir.path().join("pipe.safetensors");
+    let status = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(status.success());
+    let limit = Duration::from_secs(30);
+    for args in [
+        vec!["show", "pipe.safetensors"],
+        vec!["diff", "pipe.safetensors", "ck/e01.safetensors"],
+        vec![
+            "train",
+            "--epochs",
+            "2",
+            "--progress",
+            "0",
+            "--filepath",
+            "ck/e{epoch:02d}.safetensors",
+            "--resume",
+            "pipe.safetensors",
+        ],
+        vec![
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--data",
+            "pipe.safetensors",
+        ],
+        vec!["show", "/dev/zero"],
+    ] {
+        let out = ckpt_within(dir.path(), &args, limit);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
+    }
+    let out = ckpt_within(dir.path(), &["verify", "pipe.safetensors"], limit);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("not a regular file"));
+    // A FIFO inside a checkpoint folder is not a checkpoint: listing and `latest` pass it.
+    std::fs::rename(&fifo, dir.path().join("ck/e09.safetensors")).expect("move fifo");
+    let out = ckpt_within(dir.path(), &["ls", "ck"], limit);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!text(&out.stdout).contains("e09"));
+}
+
+/// A file big enough that reading it takes a while, of this format.
+fn big_checkpoint(path: &Path, mib: usize) {
+    let data = vec![0x3fu8; mib << 20];
+    let t = HostTensor::new(Dtype::U8, vec![data.len()], data).expect("tensor");
+    store::save(
+        path,
+        Kind::Weights,
+        &[NamedTensor::new("w", t)],
+        &BTreeMap::new(),
+        &SaveOptions::default(),
+    )
+    .expect("save");
+}
+
+#[test]
+fn concurrent_truncation_is_an_error_never_sigbus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Within one process: the file shrinks, or is rewritten in place, after it was opened.
+    let path = dir.path().join("w.safetensors");
+    big_checkpoint(&path, 4);
+    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(1000))
+        .expect("truncate");
+    let err = file.read("w").expect_err("truncated");
+    assert!(
+        err.to_string().contains("truncated while being read"),
+        "{err}"
+    );
+    big_checkpoint(&path, 4);
+    let file = CheckpointFile::open(&path, Verify::HeaderOnly).expect("open");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&path, &bytes).expect("rewrite in place");
+    let err = file.read("w").expect_err("rewritten");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+
+    // Across processes: `ckpt verify` and `ckpt diff` while another process truncates.
+    for round in 0..6 {
+        let victim = dir.path().join(format!("v{round}.safetensors"));
+        big_checkpoint(&victim, 96);
+        let args: Vec<&str> = if round % 2 == 0 {
+            vec!["verify", victim.to_str().expect("utf-8")]
+        } else {
+            vec![
+                "diff",
+                victim.to_str().expect("utf-8"),
+                victim.to_str().expect("utf-8"),
+            ]
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(5 * round));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&victim)
+            .and_then(|f| f.set_len(64))
+            .expect("truncate");
+        let out = child.wait_with_output().expect("wait");
+        // Either it finished before the truncation, or it says what happened; a signal
+        // (SIGBUS) would leave no exit code.
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(0..=2)),
+            "{args:?}: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn resume_options_are_restored_honoured_or_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "2", "--learning-rate", "0.002"]);
+    let resume = |extra: &[&str]| {
+        let mut args = vec!["--resume", "latest"];
+        args.extend_from_slice(extra);
+        train(dir.path(), &args)
+    };
+    for (extra, expected) in [
+        (
+            vec!["--epochs", "3", "--hidden", "32"],
+            "--hidden [64] (now [32])",
+        ),
+        (vec!["--epochs", "3", "--monitor", "val_loss"], "--monitor"),
+        (vec!["--epochs", "3", "--seed", "5"], "seed 0 (now 5)"),
+        (
+            vec!["--epochs", "3", "--batch-size", "16"],
+            "batch size 32 (now 16)",
+        ),
+        (vec!["--epochs", "3", "--no-shuffle-rows"], "row shuffling"),
+        (
+            vec!["--epochs", "2"],
+            "already finished epoch 2 of --epochs 2",
+        ),
+    ] {
+        let out = resume(&extra);
+        assert_refused(&out, &extra, expected);
+    }
+    // Restored: the checkpoint's learning rate, when none is given.
+    let out = resume(&["--epochs", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lr = |name: &str| -> f64 {
+        let out = ckpt(dir.path(), &["show", "--json", name]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["metadata"]["training_state"]["optimizer"]["lr"]
+            .as_f64()
+            .expect("lr")
+    };
+    assert_eq!(lr("ck/e03.safetensors"), 0.002);
+    // Honoured, said, and saved: a new learning rate.
+    let out = resume(&["--epochs", "4", "--learning-rate", "0.0005"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("learning rate: 0.0005 from now on"));
+    assert_eq!(lr("ck/e04.safetensors"), 0.0005);
+}
+
+/// The first lowercase hex letter of the stored header checksum, upper-cased: one bit.
+fn upcase_header_checksum(path: &Path) -> bool {
+    let mut bytes = std::fs::read(path).expect("read");
+    let key = b"\"header_checksum\":\"";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("header checksum")
+        + key.len();
+    let Some(i) = (at..at + 8).find(|&i| bytes[i].is_ascii_lowercase()) else {
+        return false;
+    };
+    bytes[i] ^= 0x20;
+    std::fs::write(path, &bytes).expect("write");
+    true
+}
+
+#[test]
+fn canonical_checksum_any_other_spelling_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "6"]);
+    let mut changed = 0;
+    for epoch in 1..=6 {
+        let path = dir.path().join(format!("ck/e{epoch:02}.safetensors"));
+        if upcase_header_checksum(&path) {
+            changed += 1;
+            let out = ckpt(dir.path(), &["verify", path.to_str().expect("utf-8")]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+            assert!(text(&out.stdout).contains("header checksum mismatch"));
+        }
+    }
+    assert!(
+        changed >= 2,
+        "six checksums without a hex letter is a 1-in-10^7 event"
+    );
+    // A tensor checksum spelled in upper case (with a fresh header checksum) fails too.
+    let other = tempfile::tempdir().expect("tempdir");
+    train_ok(other.path(), &["--epochs", "1"]);
+    let path = other.path().join("ck/e01.safetensors");
+    let original = std::fs::read(&path).expect("read");
+    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    let sums = file.info()["tensor_checksums"].clone();
+    drop(file);
+    let upper = sums
+        .to_uppercase()
+        .replace("DENSE", "dense")
+        .replace("WEIGHT", "weight")
+        .replace("BIAS", "bias");
+    if upper != sums {
+        let text_before = String::from_utf8_lossy(&original).into_owned();
+        let escaped = serde_json::to_string(&sums).expect("json");
+        let escaped_upper = serde_json::to_string(&upper).expect("json");
+        assert!(text_before.contains(&escaped[1..escaped.len() - 1]));
+        let bytes = text_before.replacen(
+            &escaped[1..escaped.len() - 1],
+            &escaped_upper[1..escaped_upper.len() - 1],
+            1,
+        );
+        std::fs::write(&path, bytes.as_bytes()).expect("write");
+        let out = ckpt(other.path(), &["verify", path.to_str().expect("utf-8")]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    }
+}
+
+#[test]
+fn reserved_names_are_refused_before_training() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (args, expected) in [
+        (
+            vec!["--filepath", "ck/.ckpt.lock"],
+            "the folder's lock file",
+        ),
+        (
+            vec!["--filepath", "ck/.w{epoch}.ckpt-tmp"],
+            "temporary files",
+        ),
+        (vec!["--filepath", "ck/w.ckpt-tmp"], "temporary files"),
+        (
+            vec!["--filepath", "ck/last.safetensors", "--save-last"],
+            "save_last",
+        ),
+        (vec!["--filepath", ""], "--filepath is empty"),
+    ] {
+        let mut all = vec!["train", "--epochs", "1", "--progress", "0"];
+        all.extend(&args);
+        let out = ckpt_within(dir.path(), &all, Duration::from_secs(60));
+        assert_refused(&out, &all, expected);
+    }
+    assert!(
+        !dir.path().join("ck/.ckpt.lock").is_file()
+            || std::fs::read_dir(dir.path().join("ck"))
+                .expect("ls")
+                .count()
+                <= 1
+    );
+}
+
+#[test]
+fn ordering_is_by_content_not_modification_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "3"]);
+    // Touch the oldest checkpoint into the future, and the newest into the past.
+    let set = |name: &str, t: std::time::SystemTime| {
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(name))
+            .and_then(|f| f.set_modified(t))
+            .expect("touch");
+    };
+    let now = std::time::SystemTime::now();
+    set("ck/e01.safetensors", now + Duration::from_secs(3600));
+    set("ck/e03.safetensors", now - Duration::from_secs(3600));
+    let out = ckpt(dir.path(), &["ls", "ck"]);
+    let listing = text(&out.stdout);
+    let order: Vec<usize> = ["e01", "e02", "e03"]
+        .iter()
+        .map(|n| listing.find(n).expect("listed"))
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "{listing}");
+    let out = train_ok(dir.path(), &["--epochs", "4", "--resume", "latest"]);
+    assert!(
+        text(&out.stdout).contains("resuming from ck/e03.safetensors at epoch 4"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Renaming does not reorder either: the epoch inside decides.
+    std::fs::rename(
+        dir.path().join("ck/e01.safetensors"),
+        dir.path().join("ck/zz.safetensors"),
+    )
+    .expect("rename");
+    let out = ckpt(dir.path(), &["ls", "ck"]);
+    let listing = text(&out.stdout);
+    assert!(
+        listing.find("zz").expect("zz") < listing.find("e02").expect("e02"),
+        "{listing}"
+    );
+}
+
+/// A safetensors file as other tools write it: a JSON header and raw little-endian bytes.
+fn foreign_file(path: &Path, format: Option<&str>) {
+    let values: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let mut header = serde_json::json!({
+        "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+    });
+    if let Some(format) = format {
+        header["__metadata__"] = serde_json::json!({ "format": format });
+    }
+    let mut text = header.to_string();
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.extend_from_slice(&values);
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn foreign_safetensors_files_load_unverified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files: Vec<PathBuf> = Vec::new();
+    for format in [Some("pt"), Some("np"), Some("tf"), Some("flax"), None] {
+        let path = dir
+            .path()
+            .join(format!("{}.safetensors", format.unwrap_or("none")));
+        foreign_file(&path, format);
+        files.push(path);
+    }
+    if let Some(python) = common::python_with_safetensors() {
+        for format in ["pt", "np"] {
+            let path = dir.path().join(format!("py-{format}.safetensors"));
+            let script = format!(
+                "import numpy as np, sys\nfrom safetensors.numpy import save_file\nsave_file({{'w': np.arange(4, dtype=np.float32).reshape(2, 2)}}, sys.argv[1], metadata={{'format': '{format}'}})"
+            );
+            let status = Command::new(&python)
+                .args(["-c", &script, path.to_str().expect("utf-8")])
+                .status()
+                .expect("python");
+            assert!(status.success());
+            files.push(path);
+        }
+    }
+    for path in &files {
+        let name = path.to_str().expect("utf-8");
+        let out = ckpt(dir.path(), &["show", name]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("none (not written by model-checkpoint)"));
+        let out = ckpt(dir.path(), &["verify", name]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stdout).contains("NO SUMS"),
+            "{}",
+            text(&out.stdout)
+        );
+        let file = CheckpointFile::open(path, Verify::Full).expect("opens");
+        assert!(!file.has_checksums());
+        assert_eq!(file.read("w").expect("reads").len(), 16);
+    }
+    // A file of this format whose `format` field was damaged is held to its checksums.
+    train_ok(dir.path(), &["--epochs", "1"]);
+    let ours = dir.path().join("ck/e01.safetensors");
+    let bytes = std::fs::read(&ours).expect("read");
+    let damaged = String::from_utf8_lossy(&bytes).replacen(
+        "\"format\":\"model-checkpoint\"",
+        "\"format\":\"pt\"              ",
+        1,
+    );
+    assert_ne!(damaged.as_bytes(), bytes.as_slice());
+    std::fs::write(&ours, damaged.as_bytes()).expect("write");
+    let out = ckpt(dir.path(), &["verify", "ck/e01.safetensors"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("BAD"), "{}", text(&out.stdout));
+}
