@@ -513,33 +513,63 @@ fn canonical_checksum_any_other_spelling_fails() {
         changed >= 2,
         "six checksums without a hex letter is a 1-in-10^7 event"
     );
-    // A tensor checksum spelled in upper case (with a fresh header checksum) fails too.
+    // A tensor checksum spelled in upper case, with the header checksum recomputed so that
+    // only the spelling is wrong, fails too.
     let other = tempfile::tempdir().expect("tempdir");
-    train_ok(other.path(), &["--epochs", "1"]);
-    let path = other.path().join("ck/e01.safetensors");
-    let original = std::fs::read(&path).expect("read");
-    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
-    let sums = file.info()["tensor_checksums"].clone();
-    drop(file);
-    let upper = sums
-        .to_uppercase()
-        .replace("DENSE", "dense")
-        .replace("WEIGHT", "weight")
-        .replace("BIAS", "bias");
-    if upper != sums {
-        let text_before = String::from_utf8_lossy(&original).into_owned();
-        let escaped = serde_json::to_string(&sums).expect("json");
-        let escaped_upper = serde_json::to_string(&upper).expect("json");
-        assert!(text_before.contains(&escaped[1..escaped.len() - 1]));
-        let bytes = text_before.replacen(
-            &escaped[1..escaped.len() - 1],
-            &escaped_upper[1..escaped_upper.len() - 1],
-            1,
-        );
-        std::fs::write(&path, bytes.as_bytes()).expect("write");
+    train_ok(other.path(), &["--epochs", "3"]);
+    let mut tested = 0;
+    for epoch in 1..=3 {
+        let path = other.path().join(format!("ck/e{epoch:02}.safetensors"));
+        let mut bytes = std::fs::read(&path).expect("read");
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8")) as usize;
+        let header = 8..8 + header_len;
+        let key = b"\"tensor_checksums\":\"";
+        let start = bytes[header.clone()]
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("tensor checksums")
+            + 8
+            + key.len();
+        // The first checksum value: after the first `\":\"` inside the escaped JSON.
+        let value = bytes[start..]
+            .windows(4)
+            .position(|w| w == b"\":\\\"")
+            .expect("a value")
+            + start
+            + 4;
+        let Some(i) = (value..value + 8).find(|&i| bytes[i].is_ascii_lowercase()) else {
+            continue;
+        };
+        bytes[i] ^= 0x20;
+        reseal_header(&mut bytes, header);
+        std::fs::write(&path, &bytes).expect("write");
         let out = ckpt(other.path(), &["verify", path.to_str().expect("utf-8")]);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+        assert!(
+            text(&out.stdout).contains("is not 8 lowercase hex digits"),
+            "{}",
+            text(&out.stdout)
+        );
+        tested += 1;
     }
+    assert!(
+        tested >= 1,
+        "three checksums without a hex letter is a 1-in-10^4 event"
+    );
+}
+
+/// Recomputes the header checksum after an edit, as an attacker can.
+fn reseal_header(bytes: &mut [u8], header: std::ops::Range<usize>) {
+    let key = b"\"header_checksum\":\"";
+    let at = bytes[header.clone()]
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("header checksum")
+        + header.start
+        + key.len();
+    bytes[at..at + 8].copy_from_slice(b"00000000");
+    let sum = crc32fast::hash(&bytes[header]);
+    bytes[at..at + 8].copy_from_slice(format!("{sum:08x}").as_bytes());
 }
 
 #[test]
@@ -683,15 +713,22 @@ fn foreign_safetensors_files_load_unverified() {
     // A file of this format whose `format` field was damaged is held to its checksums.
     train_ok(dir.path(), &["--epochs", "1"]);
     let ours = dir.path().join("ck/e01.safetensors");
-    let bytes = std::fs::read(&ours).expect("read");
-    let damaged = String::from_utf8_lossy(&bytes).replacen(
-        "\"format\":\"model-checkpoint\"",
-        "\"format\":\"pt\"              ",
-        1,
-    );
-    assert_ne!(damaged.as_bytes(), bytes.as_slice());
-    std::fs::write(&ours, damaged.as_bytes()).expect("write");
+    let mut bytes = std::fs::read(&ours).expect("read");
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8")) as usize;
+    let from = b"\"format\":\"model-checkpoint\"";
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("format");
+    bytes[at..at + from.len()].copy_from_slice(b"\"format\":\"pt\"              ");
+    // Even with a header checksum that matches the altered header.
+    reseal_header(&mut bytes, 8..8 + header_len);
+    std::fs::write(&ours, &bytes).expect("write");
     let out = ckpt(dir.path(), &["verify", "ck/e01.safetensors"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("BAD"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("format is \"pt\", expected \"model-checkpoint\""),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -29,7 +29,7 @@ pub struct CommitError {
     pub dest: PathBuf,
     /// The uncommitted file; `None` when the rename happened but the folder could not be
     /// synced (the new file is in place but may not survive a power cut).
-    pub pending: Option<PendingFile>,
+    pub pending: Option<Box<PendingFile>>,
 }
 
 impl From<CommitError> for Error {
@@ -108,7 +108,7 @@ impl PendingFile {
                 return Err(CommitError {
                     error,
                     dest: self.dest.clone(),
-                    pending: Some(self),
+                    pending: Some(Box::new(self)),
                 });
             }
         }
@@ -118,7 +118,7 @@ impl PendingFile {
             return Err(CommitError {
                 error,
                 dest,
-                pending: Some(self),
+                pending: Some(Box::new(self)),
             });
         }
         match self.temp.persist(&dest) {
@@ -132,7 +132,7 @@ impl PendingFile {
                 return Err(CommitError {
                     error,
                     dest,
-                    pending: Some(pending),
+                    pending: Some(Box::new(pending)),
                 });
             }
         }
