@@ -146,7 +146,7 @@ fn untrusted_paths_never_direct_a_delete() {
             "ck/e01.safetensors",
             "../x",
         ] {
-            kept.push(serde_json::json!({"path": path, "epoch": 0, "value": 9.0, "seq": 0}));
+            kept.push(serde_json::json!({"path": path, "epoch": 0, "value": 0.0, "seq": 0}));
         }
     });
     let out = train_ok(
