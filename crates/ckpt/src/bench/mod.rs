@@ -57,7 +57,7 @@ enum Measurement {
     /// Time the training thread is blocked by a background save, against a synchronous
     /// save; and the peak memory of a background save.
     AsyncStallVsSync,
-    /// Loading with and without checksum verification, against reading the file.
+    /// Loading with every checksum checked (and with a verification pass first), against reading the file.
     LoadVsRead,
     /// Nanoseconds per on_train_batch_end that does not save.
     HookOverhead,
