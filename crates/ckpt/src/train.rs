@@ -143,8 +143,11 @@ fn parse_save_freq(s: &str) -> Result<SaveFreq, String> {
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        _ => Err(format!("{s:?} is not a positive number of seconds")),
+        Ok(x) if x > 0.0 && std::time::Duration::try_from_secs_f64(x).is_ok() => Ok(x),
+        _ => Err(format!(
+            "{:?} is not a positive number of seconds that a duration holds",
+            shorten(s)
+        )),
     }
 }
 
@@ -372,7 +375,10 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         checkpoint = checkpoint.every_n_epochs(n as u64);
     }
     if let Some(t) = args.every_seconds {
-        checkpoint = checkpoint.every(std::time::Duration::from_secs_f64(t));
+        // parse_seconds checked that the value converts.
+        let interval = std::time::Duration::try_from_secs_f64(t)
+            .map_err(|e| format!("--every-seconds {t}: {e}"))?;
+        checkpoint = checkpoint.every(interval);
     }
     if let Some(t) = args.initial_value_threshold {
         checkpoint = checkpoint.initial_value_threshold(t);

@@ -343,6 +343,48 @@ fn non_regular_files_are_refused_without_blocking() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("not a regular file"), "{args:?}: {stderr}");
     }
+    // A FIFO planted as the folder's lock file, and a folder given as data.
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).expect("folder");
+    let status = Command::new("mkfifo")
+        .arg(locked.join(".ckpt.lock"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    for args in [
+        vec![
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--filepath",
+            "locked/w{epoch}.safetensors",
+        ],
+        vec![
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--data",
+            "locked",
+        ],
+    ] {
+        let out = ckpt_within(dir.path(), &args, limit);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{}",
+            text(&out.stderr)
+        );
+    }
     let out = ckpt_within(dir.path(), &["verify", "pipe.safetensors"], limit);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("not a regular file"));

@@ -80,6 +80,10 @@ impl Dataset {
         };
         let file = model_checkpoint::store::open_regular(path).map_err(|e| match e {
             model_checkpoint::Error::Io { source, .. } => io(source),
+            model_checkpoint::Error::IsADirectory { .. } => io(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "it is a folder",
+            )),
             other => Error::Checkpoint(other),
         })?;
         // Read at most one byte past the limit, so that a huge file fails without being read.

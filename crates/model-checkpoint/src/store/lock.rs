@@ -41,12 +41,21 @@ impl FolderLock {
             return Ok(FolderLock { key });
         }
         let path = key.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        // A FIFO planted under the lock's name must not block the open (with no reader it
+        // fails at once instead), and anything but a regular file is refused below.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+        let file = options
             .open(&path)
             .map_err(|e| Error::io("create lock file", &path, e))?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(Error::NotARegularFile {
+                path,
+                kind: "not a regular file",
+            });
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

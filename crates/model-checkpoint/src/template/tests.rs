@@ -144,3 +144,32 @@ fn earlier_fields_fail_before_later_syntax_errors() {
     assert_eq!(err("{foo}}").1, "KeyError");
     assert_eq!(err("}{foo}").1, "ValueError");
 }
+
+#[test]
+fn bounded_sizes_refuse_before_allocating_but_keep_pythons_own_errors() {
+    let kwargs = [("x", Value::Float(0.5)), ("n", Value::Int(3))];
+    for template in [
+        "{x:.65536f}",
+        "{n:99999999999}",
+        "{x:4097}",
+        "{x:{n}{n}{n}{n}{n}}",
+    ] {
+        let err = format(template, &kwargs).expect_err(template);
+        assert_eq!(err.python_type(), "MemoryError", "{template}: {err}");
+    }
+    // Python rejects these for other reasons first, and so does this engine.
+    let err = format("{x:.99999999999f}", &kwargs).expect_err("precision");
+    assert_eq!(err.to_string(), "precision too big");
+    let err = format("{n:.5000d}", &kwargs).expect_err("int precision");
+    assert_eq!(
+        err.to_string(),
+        "Precision not allowed in integer format specifier"
+    );
+    // At the limit, it works as in Python.
+    assert_eq!(format("{x:.4096f}", &kwargs).expect("4096").len(), 4098);
+    let many = "{x:4096}".repeat(17);
+    assert_eq!(
+        format(&many, &kwargs).expect_err("output").python_type(),
+        "MemoryError"
+    );
+}
