@@ -702,7 +702,7 @@ fn foreign_file(path: &Path, format: Option<&str>) {
         header["__metadata__"] = serde_json::json!({ "format": format });
     }
     let mut text = header.to_string();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
