@@ -302,9 +302,17 @@ fn check_template(template_text: &str, batch_level: bool) -> Result<String, Fail
 /// Creates the checkpoint folder (the template's folders up to the first field), and checks
 /// that files can be created there, so that an unwritable folder fails before training.
 fn check_folder(checkpoint: &ModelCheckpoint) -> Result<(), Failure> {
+    use model_checkpoint::store::{LocalFolder, Storage};
     let dir = checkpoint.folder();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("cannot create folder {}: {e}", dir.display()))?;
+    // As ModelCheckpoint makes folders: `.` and `..` resolved first, as Keras's gfile does.
+    LocalFolder::default()
+        .prepare_dir(&dir.to_string_lossy())
+        .map_err(|e| match e {
+            model_checkpoint::Error::Io { source, .. } => {
+                format!("cannot create folder {}: {source}", dir.display())
+            }
+            other => other.to_string(),
+        })?;
     model_checkpoint::store::PendingFile::create(&dir.join("write-test"))
         .map_err(|e| format!("cannot write checkpoints in {}: {e}", dir.display()))?;
     Ok(())

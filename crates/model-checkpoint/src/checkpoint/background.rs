@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 
 use crate::callback::FenceGuard;
 use crate::model::{HostTensor, NamedTensor, SharedTensor, TensorData};
-use crate::store::{self, Kind, SaveOptions, SaveReport};
+use crate::store::{self, Kind, SaveOptions, SaveReport, Storage};
 use crate::Error;
 
 /// Work for the writer thread.
@@ -72,6 +72,7 @@ fn snapshot<'t>(
 
 /// Writes a snapshot and returns its buffers for reuse.
 fn write_snapshot(
+    storage: &dyn Storage,
     path: PathBuf,
     kind: Kind,
     tensors: Vec<(String, HostTensor)>,
@@ -82,7 +83,8 @@ fn write_snapshot(
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
         .collect();
-    let result = store::save(&path, kind, &named, info, options).map(Some);
+    let name = path.to_string_lossy().into_owned();
+    let result = store::save_to(storage, &name, kind, &named, info, options).map(Some);
     drop(named);
     let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
     Outcome {
@@ -135,7 +137,7 @@ pub(crate) struct BackgroundWriter {
 }
 
 impl BackgroundWriter {
-    pub(crate) fn start() -> Result<Self, Error> {
+    pub(crate) fn start(storage: std::sync::Arc<dyn Storage>) -> Result<Self, Error> {
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let (out_tx, out_rx) = mpsc::channel::<Outcome>();
         let thread = std::thread::Builder::new()
@@ -149,7 +151,7 @@ impl BackgroundWriter {
                             tensors,
                             info,
                             options,
-                        } => write_snapshot(path, kind, tensors, &info, &options),
+                        } => write_snapshot(&*storage, path, kind, tensors, &info, &options),
                         Job::CopyAndSave {
                             path,
                             kind,
@@ -167,7 +169,9 @@ impl BackgroundWriter {
                             drop(fence);
                             drop(shared);
                             match copied {
-                                Ok(tensors) => write_snapshot(path, kind, tensors, &info, &options),
+                                Ok(tensors) => {
+                                    write_snapshot(&*storage, path, kind, tensors, &info, &options)
+                                }
                                 Err(e) => Outcome {
                                     path,
                                     result: Err(e),

@@ -6,30 +6,29 @@
 //!
 //! # Durability
 //!
-//! A save writes a temporary file beside the destination, syncs it, renames it over the
-//! destination and syncs the folder. A crash at any point leaves the destination holding
+//! Where checkpoints live is a [`Storage`]; [`LocalFolder`] is the local file system, and
+//! the only code in this crate that touches it. A local save writes a temporary file beside
+//! the destination, syncs it, renames it over the destination and syncs the folder. A crash at any point leaves the destination holding
 //! either the previous complete file or the new complete file, never a torn one; at worst a
 //! temporary file (`.NAME.RANDOM.ckpt-tmp`) is left, which [`remove_stale_temp_files`]
 //! recognises and removes.
 
-mod commit;
 mod layout;
-mod lock;
+mod local;
 mod meta;
 mod read;
 mod scan;
-mod sys;
+mod storage;
 mod write;
 
-pub(crate) use commit::parent_dir;
-pub use commit::{
-    is_temp_file, remove_stale_temp_files, replace_with_link, CommitError, PendingFile, TEMP_SUFFIX,
-};
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
-pub use lock::{FolderLock, LOCK_FILE};
+pub use local::{
+    is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,
+    FolderLock, LocalFolder, PendingFile, LOCK_FILE, TEMP_SUFFIX,
+};
 pub use meta::{Meta, KEY_TRAINING_STATE, MAX_COUNTER};
-pub use read::{CheckpointFile, TensorRef, Verify};
-pub use scan::{candidate_files, latest_full, list, Header, Listed};
-pub(crate) use scan::{candidates_in, list_files, sort_by_position};
-pub use sys::open_regular;
-pub use write::{save, SaveOptions, SaveReport};
+pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_HEADER_BYTES};
+pub(crate) use scan::sort_by_position;
+pub use scan::{candidate_files, latest_full, latest_full_in, list, list_in, Header, Listed};
+pub use storage::{ObjectMeta, ObjectReader, PendingObject, Storage};
+pub use write::{save, save_to, SaveOptions, SaveReport};

@@ -9,11 +9,12 @@
 //! memory only when the caller asks for it.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::layout::{self, Kind};
+use super::local::LocalFolder;
+use super::storage::{ObjectReader, Storage};
 use crate::model::Dtype;
 use crate::Error;
 
@@ -50,7 +51,7 @@ struct Stored {
 /// is held to all of them.
 pub struct CheckpointFile {
     path: PathBuf,
-    file: File,
+    file: Box<dyn ObjectReader>,
     len: u64,
     data_start: u64,
     info: BTreeMap<String, String>,
@@ -90,11 +91,24 @@ impl CheckpointFile {
     /// [`Error::Corrupt`] naming what is wrong for a truncated file, a damaged header, an
     /// unsupported format version, or a tensor whose bytes do not match their checksum.
     pub fn open(path: &Path, verify: Verify) -> Result<Self, Error> {
-        let file = super::sys::open_regular(path)?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io("inspect", path, e))?
-            .len();
+        Self::from_reader(path, Box::new(LocalFolder::open_at(path)?), verify)
+    }
+
+    /// Like [`CheckpointFile::open`], for the object `name` of `storage`.
+    ///
+    /// # Errors
+    ///
+    /// As [`CheckpointFile::open`], with the backend's errors.
+    pub fn open_in(storage: &dyn Storage, name: &str, verify: Verify) -> Result<Self, Error> {
+        Self::from_reader(Path::new(name), storage.open(name)?, verify)
+    }
+
+    fn from_reader(
+        path: &Path,
+        file: Box<dyn ObjectReader>,
+        verify: Verify,
+    ) -> Result<Self, Error> {
+        let len = file.len();
         let corrupt = |reason: String| Error::corrupt(path, reason);
         if len < 8 {
             return Err(corrupt(format!(
@@ -102,7 +116,7 @@ impl CheckpointFile {
             )));
         }
         let mut prefix = [0u8; 8];
-        read_exact_at(&file, &mut prefix, 0, path)?;
+        read_exact_at(file.as_ref(), &mut prefix, 0, path)?;
         let header_len = u64::from_le_bytes(prefix);
         if header_len > MAX_HEADER_BYTES {
             return Err(corrupt(format!(
@@ -114,7 +128,7 @@ impl CheckpointFile {
                 "truncated or padded file ({len} bytes): the header needs {header_len} bytes"
             )));
         }
-        let header = read_vec(&file, 8, header_len, path)?;
+        let header = read_vec(file.as_ref(), 8, header_len, path)?;
         let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
             .map_err(|e| corrupt(format!("not a valid safetensors file: {e}")))?;
         let data_start = 8 + header_len;
@@ -324,7 +338,7 @@ impl CheckpointFile {
         let range = self.tensors[t.index].range.clone();
         TensorReader {
             name: t.name,
-            file: &self.file,
+            file: self.file.as_ref(),
             next: self.data_start + range.start,
             end: self.data_start + range.end,
             hasher: crc32fast::Hasher::new(),
@@ -411,7 +425,7 @@ impl CheckpointFile {
 /// its checksum when the last byte has been read.
 pub struct TensorReader<'a> {
     name: &'a str,
-    file: &'a File,
+    file: &'a dyn ObjectReader,
     next: u64,
     end: u64,
     hasher: crc32fast::Hasher,
@@ -426,7 +440,7 @@ impl Read for TensorReader<'_> {
         }
         let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let buf = &mut buf[..n];
-        super::sys::read_exact_at(self.file, buf, self.next)?;
+        self.file.read_exact_at(buf, self.next)?;
         self.hasher.update(buf);
         self.next += n as u64;
         if self.next == self.end {
@@ -449,8 +463,13 @@ impl Read for TensorReader<'_> {
     }
 }
 
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, path: &Path) -> Result<(), Error> {
-    super::sys::read_exact_at(file, buf, offset).map_err(|e| {
+fn read_exact_at(
+    file: &dyn ObjectReader,
+    buf: &mut [u8],
+    offset: u64,
+    path: &Path,
+) -> Result<(), Error> {
+    file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             Error::corrupt(path, "the file was truncated while being read")
         } else {
@@ -459,7 +478,12 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, path: &Path) -> Resul
     })
 }
 
-fn read_vec(file: &File, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>, Error> {
+fn read_vec(
+    file: &dyn ObjectReader,
+    offset: u64,
+    len: u64,
+    path: &Path,
+) -> Result<Vec<u8>, Error> {
     let len = usize::try_from(len).map_err(|_| Error::TooLarge {
         what: format!("the header of {}", path.display()),
         reason: format!("{len} bytes"),

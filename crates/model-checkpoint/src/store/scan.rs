@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::commit::is_temp_file;
 use super::layout::Kind;
-use super::lock::LOCK_FILE;
+use super::local::LocalFolder;
 use super::meta::Meta;
 use super::read::{CheckpointFile, Verify};
+use super::storage::Storage;
 use crate::Error;
 
 /// A file in a checkpoint folder, with what its header says (or why it could not be read).
@@ -48,44 +48,21 @@ impl Listed {
 ///
 /// [`Error::Io`] if the folder cannot be listed.
 pub fn candidate_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    candidates_in(dir, 0)
+    Ok(LocalFolder::files_in(dir, 0)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect())
 }
 
-/// Like [`candidate_files`], also in sub-folders down to `depth` levels (for templates with
-/// fields in their folder names).
-pub(crate) fn candidates_in(dir: &Path, depth: usize) -> Result<Vec<PathBuf>, Error> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
-    let mut files = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        let path = entry.path();
-        // Not following links for folders: a link cannot lead a listing out of the folder.
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        if kind.is_dir() {
-            if depth > 0 {
-                files.extend(candidates_in(&path, depth - 1)?);
-            }
-            continue;
-        }
-        let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
-        if !regular || is_temp_file(&path) || entry.file_name() == LOCK_FILE {
-            continue;
-        }
-        files.push(path);
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Reads the header of each file.
-pub(crate) fn list_files(files: Vec<PathBuf>) -> Vec<Listed> {
+/// Reads the header of each file, opening it with `open`.
+fn read_headers(
+    files: Vec<(PathBuf, u64)>,
+    open: impl Fn(&Path) -> Result<CheckpointFile, Error>,
+) -> Vec<Listed> {
     files
         .into_iter()
-        .map(|path| {
-            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-            let header = CheckpointFile::open(&path, Verify::HeaderOnly).and_then(|f| {
+        .map(|(path, size)| {
+            let header = open(&path).and_then(|f| {
                 let meta = Meta::from_info(f.info()).map_err(|r| Error::corrupt(&path, r))?;
                 Ok(Header {
                     kind: f.kind(),
@@ -98,6 +75,25 @@ pub(crate) fn list_files(files: Vec<PathBuf>) -> Vec<Listed> {
         .collect()
 }
 
+/// The objects of `storage` in the folder `dir` (down to `depth` sub-folders), with their
+/// headers, in training order.
+///
+/// # Errors
+///
+/// [`Error::Io`] if the folder cannot be listed.
+pub fn list_in(storage: &dyn Storage, dir: &str, depth: usize) -> Result<Vec<Listed>, Error> {
+    let objects = storage
+        .list(dir, depth)?
+        .into_iter()
+        .map(|o| (PathBuf::from(o.name), o.size))
+        .collect();
+    let mut listed = read_headers(objects, |p| {
+        CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::HeaderOnly)
+    });
+    sort_by_position(&mut listed);
+    Ok(listed)
+}
+
 /// The checkpoints in `dir` in training order, oldest first: by the epoch and step stored in
 /// them, then by name. Files whose header cannot be read come first.
 ///
@@ -105,7 +101,8 @@ pub(crate) fn list_files(files: Vec<PathBuf>) -> Vec<Listed> {
 ///
 /// [`Error::Io`] if the folder cannot be listed.
 pub fn list(dir: &Path) -> Result<Vec<Listed>, Error> {
-    let mut listed = list_files(candidate_files(dir)?);
+    let files = LocalFolder::files_in(dir, 0)?;
+    let mut listed = read_headers(files, |p| CheckpointFile::open(p, Verify::HeaderOnly));
     sort_by_position(&mut listed);
     Ok(listed)
 }
@@ -125,12 +122,30 @@ pub(crate) fn sort_by_position(listed: &mut [Listed]) {
 /// [`Error::NoCheckpoint`] when no full checkpoint in `dir` verifies; [`Error::Io`] if the
 /// folder cannot be listed.
 pub fn latest_full(dir: &Path) -> Result<PathBuf, Error> {
-    let listed = list(dir)?;
+    newest_that_verifies(list(dir)?, dir, |p| CheckpointFile::open(p, Verify::Full))
+}
+
+/// Like [`latest_full`], in the folder `dir` of `storage`.
+///
+/// # Errors
+///
+/// As [`latest_full`].
+pub fn latest_full_in(storage: &dyn Storage, dir: &str) -> Result<PathBuf, Error> {
+    newest_that_verifies(list_in(storage, dir, 0)?, Path::new(dir), |p| {
+        CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::Full)
+    })
+}
+
+fn newest_that_verifies(
+    listed: Vec<Listed>,
+    dir: &Path,
+    open: impl Fn(&Path) -> Result<CheckpointFile, Error>,
+) -> Result<PathBuf, Error> {
     let mut skipped = 0usize;
     for entry in listed.iter().rev() {
         let reason = match &entry.header {
             Ok(h) if h.kind != Kind::Full => continue,
-            Ok(_) => match CheckpointFile::open(&entry.path, Verify::Full) {
+            Ok(_) => match open(&entry.path) {
                 Ok(_) => {
                     if skipped > 0 {
                         log::warn!(

@@ -1,11 +1,12 @@
 //! Writing a checkpoint: one pass over the tensors' bytes, checksums on the way, one sync.
 
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::commit::PendingFile;
+use super::local::LocalFolder;
+use super::storage::{PendingObject, Storage};
 use super::layout::{self, crc_hex, Entry, Kind, PLACEHOLDER, RESERVED_KEYS};
 use crate::model::NamedTensor;
 use crate::Error;
@@ -56,34 +57,8 @@ const WRITE_BUFFER: usize = 4 << 20;
 /// Pieces at least this large are checksummed on another thread while being written.
 const PARALLEL_CHECKSUM: usize = 2 << 20;
 
-/// Writeback is started every time this much has been written.
-const WRITEBACK_CHUNK: u64 = 8 << 20;
-
-/// A file that asks the kernel to start writing every few MiB as they arrive, so that the
-/// disk is busy during the whole save instead of only during the final sync.
-struct StreamingFile<'a> {
-    file: &'a mut std::fs::File,
-    written: u64,
-    kicked: u64,
-}
-
-impl Write for StreamingFile<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.kicked >= WRITEBACK_CHUNK {
-            super::sys::start_writeback(self.file, self.kicked, self.written - self.kicked);
-            self.kicked = self.written;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// Writes `tensors` and `info` to `path` as one safetensors file, atomically.
+/// Writes `tensors` and `info` to `path` as one safetensors file, atomically, in the local
+/// file system.
 ///
 /// Tensors are laid out as safetensors lays them out (by decreasing element size, then name),
 /// so every tensor starts aligned to its element size. `info` becomes `__metadata__`
@@ -98,7 +73,8 @@ impl Write for StreamingFile<'_> {
 ///
 /// # Durability
 ///
-/// See [`PendingFile::commit`]: with `options.durable`, the file and its folder are synced.
+/// See [`PendingFile::commit`](super::PendingFile::commit): with `options.durable`, the file
+/// and its folder are synced.
 pub fn save(
     path: &Path,
     kind: Kind,
@@ -107,78 +83,138 @@ pub fn save(
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
     let started = Instant::now();
-    let mut info = info.clone();
-    for key in RESERVED_KEYS {
-        if info.contains_key(key) {
-            return Err(Error::TensorName {
-                name: key.to_owned(),
-                reason: "the format reserves this metadata key",
-            });
-        }
-    }
-    info.insert(layout::KEY_FORMAT.into(), layout::FORMAT_NAME.into());
-    info.insert(
-        layout::KEY_VERSION.into(),
-        layout::FORMAT_VERSION.to_string(),
-    );
-    info.insert(layout::KEY_KIND.into(), kind.as_str().into());
-    info.insert(layout::KEY_ALGORITHM.into(), layout::ALGORITHM.into());
+    let plan = Plan::new(kind, tensors, info)?;
+    let pending = LocalFolder::create_at(path, plan.head_len())?;
+    let bytes = plan.stream(tensors, Box::new(pending), options.durable, path)?;
+    Ok(SaveReport {
+        path: path.to_path_buf(),
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
 
-    let mut order: Vec<usize> = (0..tensors.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (ta, tb) = (&tensors[a], &tensors[b]);
-        tb.data
-            .dtype()
-            .bitsize()
-            .cmp(&ta.data.dtype().bitsize())
-            .then_with(|| ta.name.cmp(&tb.name))
-    });
-    let mut seen = std::collections::HashSet::with_capacity(tensors.len());
-    let mut entries = Vec::with_capacity(tensors.len());
-    let mut offset = 0usize;
-    for &i in &order {
-        let t = &tensors[i];
-        if t.name == "__metadata__" {
-            return Err(Error::TensorName {
-                name: t.name.clone(),
-                reason: "safetensors reserves this name",
-            });
+/// Like [`save`], to the object `name` of `storage`.
+///
+/// # Errors
+///
+/// As [`save`], with the backend's errors.
+pub fn save_to(
+    storage: &dyn Storage,
+    name: &str,
+    kind: Kind,
+    tensors: &[NamedTensor<'_>],
+    info: &BTreeMap<String, String>,
+    options: &SaveOptions,
+) -> Result<SaveReport, Error> {
+    let started = Instant::now();
+    let plan = Plan::new(kind, tensors, info)?;
+    let pending = storage.create(name, plan.head_len())?;
+    let bytes = plan.stream(tensors, pending, options.durable, Path::new(name))?;
+    Ok(SaveReport {
+        path: PathBuf::from(name),
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// What a save will write: the metadata, the tensors' order and offsets, and the header's
+/// length, which is known before any checksum is (every checksum has a fixed width).
+struct Plan {
+    info: BTreeMap<String, String>,
+    order: Vec<usize>,
+    entries: Vec<Entry>,
+    draft_len: usize,
+    data_len: usize,
+}
+
+impl Plan {
+    fn new(
+        kind: Kind,
+        tensors: &[NamedTensor<'_>],
+        info: &BTreeMap<String, String>,
+    ) -> Result<Plan, Error> {
+        let mut info = info.clone();
+        for key in RESERVED_KEYS {
+            if info.contains_key(key) {
+                return Err(Error::TensorName {
+                    name: key.to_owned(),
+                    reason: "the format reserves this metadata key",
+                });
+            }
         }
-        if !seen.insert(t.name.as_str()) {
-            return Err(Error::TensorName {
-                name: t.name.clone(),
-                reason: "two tensors have this name",
-            });
-        }
-        let len = t.data.byte_len();
-        entries.push(Entry {
-            name: t.name.clone(),
-            dtype: t.data.dtype(),
-            shape: t.data.shape().into_owned(),
-            start: offset,
-            end: offset + len,
+        info.insert(layout::KEY_FORMAT.into(), layout::FORMAT_NAME.into());
+        info.insert(
+            layout::KEY_VERSION.into(),
+            layout::FORMAT_VERSION.to_string(),
+        );
+        info.insert(layout::KEY_KIND.into(), kind.as_str().into());
+        info.insert(layout::KEY_ALGORITHM.into(), layout::ALGORITHM.into());
+
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ta, tb) = (&tensors[a], &tensors[b]);
+            tb.data
+                .dtype()
+                .bitsize()
+                .cmp(&ta.data.dtype().bitsize())
+                .then_with(|| ta.name.cmp(&tb.name))
         });
-        offset += len;
+        let mut seen = std::collections::HashSet::with_capacity(tensors.len());
+        let mut entries = Vec::with_capacity(tensors.len());
+        let mut offset = 0usize;
+        for &i in &order {
+            let t = &tensors[i];
+            if t.name == "__metadata__" {
+                return Err(Error::TensorName {
+                    name: t.name.clone(),
+                    reason: "safetensors reserves this name",
+                });
+            }
+            if !seen.insert(t.name.as_str()) {
+                return Err(Error::TensorName {
+                    name: t.name.clone(),
+                    reason: "two tensors have this name",
+                });
+            }
+            let len = t.data.byte_len();
+            entries.push(Entry {
+                name: t.name.clone(),
+                dtype: t.data.dtype(),
+                shape: t.data.shape().into_owned(),
+                start: offset,
+                end: offset + len,
+            });
+            offset += len;
+        }
+        let placeholders = vec![PLACEHOLDER.to_owned(); entries.len()];
+        let draft_len = layout::header_text(&entries, &info, &placeholders, PLACEHOLDER).len();
+        Ok(Plan {
+            info,
+            order,
+            entries,
+            draft_len,
+            data_len: offset,
+        })
     }
 
-    let placeholders = vec![PLACEHOLDER.to_owned(); entries.len()];
-    let draft = layout::header_text(&entries, &info, &placeholders, PLACEHOLDER);
+    /// The length prefix and the header.
+    fn head_len(&self) -> u64 {
+        8 + self.draft_len as u64
+    }
 
-    let mut pending = PendingFile::create(path)?;
-    let temp_path = pending.temp_path().to_path_buf();
-    let io = |e| Error::io("write", &temp_path, e);
-    let mut sums = Vec::with_capacity(entries.len());
-    {
-        let file = StreamingFile {
-            file: pending.file(),
-            written: 0,
-            kicked: 0,
-        };
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-        out.write_all(&(draft.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        out.write_all(draft.as_bytes()).map_err(io)?;
-        for (&i, entry) in order.iter().zip(&entries) {
+    /// Streams the tensors' bytes after the head, computing their checksums on the way, then
+    /// commits with the head that holds them. Returns the object's size.
+    fn stream(
+        &self,
+        tensors: &[NamedTensor<'_>],
+        pending: Box<dyn PendingObject>,
+        durable: bool,
+        name: &Path,
+    ) -> Result<u64, Error> {
+        let io = |e| Error::io("write", name, e);
+        let mut sums = Vec::with_capacity(self.entries.len());
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, pending);
+        for (&i, entry) in self.order.iter().zip(&self.entries) {
             let mut hasher = crc32fast::Hasher::new();
             let mut written = 0usize;
             tensors[i]
@@ -217,25 +253,25 @@ pub fn save(
             sums.push(crc_hex(hasher.finalize()));
         }
         out.flush().map_err(io)?;
+        let pending = out.into_inner().map_err(|e| io(e.into_error()))?;
+
+        // The header with the checksums: same structure and widths as the draft, so the
+        // same length as the bytes reserved for it.
+        let text = layout::header_text(&self.entries, &self.info, &sums, PLACEHOLDER);
+        debug_assert_eq!(text.len(), self.draft_len);
+        let Some(range) = layout::header_sum_range(text.as_bytes()) else {
+            return Err(io(std::io::Error::other(
+                "the header holds no single header checksum",
+            )));
+        };
+        let header_sum = layout::header_checksum(text.as_bytes(), range.clone());
+        let mut head = Vec::with_capacity(8 + text.len());
+        head.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        let mut header = text.into_bytes();
+        header[range].copy_from_slice(crc_hex(header_sum).as_bytes());
+        head.extend_from_slice(&header);
+        let bytes = head.len() as u64 + self.data_len as u64;
+        pending.commit(&head, durable)?;
+        Ok(bytes)
     }
-
-    // Patch the checksums into the header: same structure, same widths, same length.
-    let without_header_sum = layout::header_text(&entries, &info, &sums, PLACEHOLDER);
-    debug_assert_eq!(without_header_sum.len(), draft.len());
-    let range = layout::header_sum_range(without_header_sum.as_bytes())
-        .expect("the header holds exactly one header checksum, written just above");
-    let header_sum = layout::header_checksum(without_header_sum.as_bytes(), range.clone());
-    let mut header = without_header_sum.into_bytes();
-    header[range].copy_from_slice(crc_hex(header_sum).as_bytes());
-    let file = pending.file();
-    file.seek(SeekFrom::Start(8)).map_err(io)?;
-    file.write_all(&header).map_err(io)?;
-
-    let bytes = 8 + header.len() as u64 + offset as u64;
-    let path = pending.commit(options.durable)?;
-    Ok(SaveReport {
-        path,
-        bytes,
-        elapsed: started.elapsed(),
-    })
 }

@@ -14,7 +14,7 @@ use super::background::BackgroundWriter;
 use super::{interrupt, messages};
 use crate::callback::{Callback, Context, Control, HookResult};
 use crate::policy::{Direction, Mode, SaveFreq, SaveSchedule, SavedFile};
-use crate::store::{self, FolderLock, SaveOptions};
+use crate::store::{self, LocalFolder, SaveOptions, Storage};
 use crate::{Error, Logs, Value};
 use extras::Extras;
 use saving::{Pending, Reason};
@@ -108,7 +108,8 @@ pub struct ModelCheckpoint {
     period: i64,
     state: CheckpointState,
     output: Output,
-    lock: Option<FolderLock>,
+    storage: std::sync::Arc<dyn Storage>,
+    lock: Option<Box<dyn std::any::Any + Send>>,
     background: bool,
     max_in_flight: usize,
     writer: Option<BackgroundWriter>,
@@ -171,6 +172,7 @@ impl ModelCheckpoint {
                 monitor: None,
             },
             output: Output::Stdout,
+            storage: std::sync::Arc::new(LocalFolder::default()),
             lock: None,
             background: false,
             max_in_flight: 1,
@@ -282,6 +284,15 @@ impl ModelCheckpoint {
     /// Whether saves run on a background thread.
     pub fn in_background(&self) -> bool {
         self.background
+    }
+
+    /// Where checkpoints are written (beyond Keras): every file effect (saves, the `last`
+    /// copy, versions, retention's deletes, the lock, listing) goes through `storage`, with
+    /// the formatted paths as names. Default: [`LocalFolder::default`], the local file
+    /// system relative to the working directory.
+    pub fn storage(mut self, storage: std::sync::Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
     }
 
     /// Sends verbose messages to `out` instead of standard output.

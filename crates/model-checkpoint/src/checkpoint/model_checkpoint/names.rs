@@ -215,24 +215,17 @@ impl ModelCheckpoint {
     /// documentation).
     pub(super) fn owns(&self, path: &Path) -> Result<(), String> {
         self.could_have_written(path)?;
-        let folder = self
-            .static_dir()
-            .canonicalize()
-            .map_err(|e| format!("its folder cannot be resolved: {e}"))?;
-        let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
-        if !meta.is_file() {
-            return Err("it is not a regular file".to_owned());
-        }
-        let parent = store::parent_dir(path)
-            .canonicalize()
-            .map_err(|e| format!("its folder cannot be resolved: {e}"))?;
-        if !parent.starts_with(&folder) {
+        let name = path.to_string_lossy();
+        let folder = self.static_dir();
+        if !self.storage.contains(&folder.to_string_lossy(), &name) {
             return Err(format!(
                 "it lies outside the checkpoint folder {}",
                 folder.display()
             ));
         }
-        let file = CheckpointFile::open(path, Verify::HeaderOnly).map_err(|e| e.to_string())?;
+        // Opening refuses anything but a regular file (or an object).
+        let file = CheckpointFile::open_in(&*self.storage, &name, Verify::HeaderOnly)
+            .map_err(|e| e.to_string())?;
         let id = Meta::from_info(file.info())?.run_id;
         if id.as_deref() != Some(self.run_id()) || self.run_id().is_empty() {
             return Err("it does not carry this run's id".to_owned());
@@ -250,24 +243,27 @@ impl ModelCheckpoint {
     /// [`Error::Io`] if the folder cannot be listed.
     pub fn saved_checkpoints(&self) -> Result<Vec<Listed>, Error> {
         let dir = self.static_dir();
-        if !dir.is_dir() {
-            return Ok(Vec::new());
-        }
         let depth = folder_depth(&self.filepath, &dir);
-        let files = store::candidates_in(&dir, depth)?
+        let dir_name = dir.to_string_lossy();
+        let listed = match store::list_in(&*self.storage, &dir_name, depth) {
+            Ok(listed) => listed,
+            // A folder no save has made yet holds nothing of this run.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+        let mut own: Vec<Listed> = listed
             .into_iter()
-            .filter(|p| self.could_have_written(p).is_ok())
-            .collect();
-        let mut listed: Vec<Listed> = store::list_files(files)
-            .into_iter()
+            .filter(|l| self.could_have_written(&l.path).is_ok())
             .filter(|l| {
                 l.header
                     .as_ref()
                     .is_ok_and(|h| h.meta.run_id.as_deref() == Some(self.run_id()))
             })
             .collect();
-        store::sort_by_position(&mut listed);
-        Ok(listed)
+        store::sort_by_position(&mut own);
+        Ok(own)
     }
 }
 

@@ -11,7 +11,7 @@ use super::{ModelCheckpoint, Output};
 use crate::callback::Context;
 use crate::model::{Checkpointable, NamedTensor};
 use crate::policy::{files_to_keep, judge, SavedFile, Verdict};
-use crate::store::{self, FolderLock, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
+use crate::store::{self, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::template::{self, FormatError};
 use crate::{Error, Logs, Value};
 
@@ -72,9 +72,10 @@ impl ModelCheckpoint {
     }
 
     /// `path`, or with `overwrite` off and `path` taken, the first free `NAME-vN.EXT`.
-    fn free_path(&self, path: PathBuf) -> PathBuf {
-        if self.extras.overwrite || !path.exists() {
-            return path;
+    fn free_path(&self, path: PathBuf) -> Result<PathBuf, Error> {
+        let taken = |p: &Path| self.storage.exists(&p.to_string_lossy());
+        if self.extras.overwrite || !taken(&path)? {
+            return Ok(path);
         }
         let stem = path
             .file_stem()
@@ -84,10 +85,13 @@ impl ModelCheckpoint {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        (1u64..)
-            .map(|v| path.with_file_name(format!("{stem}-v{v}{ext}")))
-            .find(|p| std::fs::symlink_metadata(p).is_err())
-            .unwrap_or(path)
+        for v in 1u64.. {
+            let candidate = path.with_file_name(format!("{stem}-v{v}{ext}"));
+            if !taken(&candidate)? {
+                return Ok(candidate);
+            }
+        }
+        Ok(path)
     }
 
     /// Keras's `_save_model`, in Keras's order of effects (KERAS-SPEC.md §19): reset the period
@@ -112,12 +116,12 @@ impl ModelCheckpoint {
         // tf.keras creates the folder before looking at the monitor, so skipped epochs can
         // leave empty folders (trace missing_monitor_dir_created).
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !filepath.starts_with("gs://") && !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create folder", dir, e))?;
+            if !filepath.starts_with("gs://") {
+                self.storage.prepare_dir(&dir.to_string_lossy())?;
             }
         }
         self.ensure_lock()?;
-        let path = self.free_path(path);
+        let path = self.free_path(path)?;
         let shown = if self.extras.overwrite {
             filepath
         } else {
@@ -173,7 +177,7 @@ impl ModelCheckpoint {
         self.flush()?;
         let model = ctx.model()?;
         let dir = self.static_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create folder", &dir, e))?;
+        self.storage.prepare_dir(&dir.to_string_lossy())?;
         self.ensure_lock()?;
         let path = self
             .last_path()
@@ -260,11 +264,18 @@ impl ModelCheckpoint {
             );
         }
         if !self.background {
-            store::save(path, kind, &tensors, &info, &self.options)?;
+            store::save_to(
+                &*self.storage,
+                &path.to_string_lossy(),
+                kind,
+                &tensors,
+                &info,
+                &self.options,
+            )?;
             return self.committed(pending);
         }
         if self.writer.is_none() {
-            self.writer = Some(BackgroundWriter::start()?);
+            self.writer = Some(BackgroundWriter::start(self.storage.clone())?);
         }
         // At most `max_in_flight` snapshots exist: wait for the oldest save first.
         while self
@@ -331,7 +342,11 @@ impl ModelCheckpoint {
         self.state.last_saved = Some(file.path.clone());
         self.state.saves = self.state.saves.saturating_add(1);
         if let Some(last) = self.last_path() {
-            store::replace_with_link(&file.path, &last, self.options.durable)?;
+            self.storage.copy(
+                &file.path.to_string_lossy(),
+                &last.to_string_lossy(),
+                self.options.durable,
+            )?;
         }
         if !self.extras.retention.is_on() {
             return Ok(());
@@ -350,9 +365,8 @@ impl ModelCheckpoint {
                 log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
                 continue;
             }
-            match std::fs::remove_file(&f.path) {
+            match self.storage.delete(&f.path.to_string_lossy()) {
                 Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
                     // Left for the next round: an extra file is harmless.
                     log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());
@@ -416,7 +430,7 @@ impl ModelCheckpoint {
             );
         }
         if self.writer.is_none() {
-            self.writer = Some(BackgroundWriter::start()?);
+            self.writer = Some(BackgroundWriter::start(self.storage.clone())?);
         }
         if let Some(writer) = &mut self.writer {
             writer.prepare(sizes)?;
@@ -444,8 +458,8 @@ impl ModelCheckpoint {
     pub(super) fn ensure_lock(&mut self) -> Result<(), Error> {
         if self.lock.is_none() {
             let dir = self.static_dir();
-            if dir.is_dir() {
-                self.lock = Some(FolderLock::acquire(&dir)?);
+            if let Some(guard) = self.storage.lock(&dir.to_string_lossy())? {
+                self.lock = Some(guard);
             }
         }
         Ok(())

@@ -1,0 +1,308 @@
+//! [`LocalFolder`]: the [`Storage`] of a local file system, and the only place in the core
+//! that touches it. A save writes a temporary file beside its destination, reserves the
+//! header's bytes, streams the data after them, writes the header last, syncs, renames over
+//! the destination and syncs the folder.
+
+mod commit;
+mod lock;
+mod sys;
+
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
+pub use commit::{
+    is_temp_file, remove_stale_temp_files, replace_with_link, CommitError, PendingFile, TEMP_SUFFIX,
+};
+pub use lock::{FolderLock, LOCK_FILE};
+pub use sys::open_regular;
+
+use super::storage::{ObjectMeta, ObjectReader, PendingObject, Storage};
+use crate::Error;
+
+/// Checkpoints in the local file system. Names are paths, relative to the folder given to
+/// [`LocalFolder::new`] (or to the working directory for [`LocalFolder::default`]), or
+/// absolute.
+#[derive(Clone, Debug, Default)]
+pub struct LocalFolder {
+    root: PathBuf,
+}
+
+impl LocalFolder {
+    /// Names relative to `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalFolder { root: root.into() }
+    }
+
+    /// The path of `name`, with `.` and `..` resolved lexically (see [`lexical`]).
+    fn path(&self, name: &str) -> PathBuf {
+        let joined = if self.root.as_os_str().is_empty() {
+            PathBuf::from(name)
+        } else {
+            self.root.join(name)
+        };
+        let resolved = lexical(&joined);
+        if resolved.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            resolved
+        }
+    }
+
+    /// Starts a save to `path` (see [`Storage::create`]).
+    pub(crate) fn create_at(path: &Path, head_len: u64) -> Result<LocalPending, Error> {
+        let mut pending = PendingFile::create(path)?;
+        let temp = pending.temp_path().to_path_buf();
+        pending
+            .file()
+            .seek(SeekFrom::Start(head_len))
+            .map_err(|e| Error::io("write", &temp, e))?;
+        Ok(LocalPending {
+            pending: Some(pending),
+            head_len,
+            written: head_len,
+            kicked: head_len,
+        })
+    }
+
+    /// Opens `path` for positioned reads: a regular file only, refused without blocking
+    /// otherwise.
+    pub(crate) fn open_at(path: &Path) -> Result<LocalReader, Error> {
+        let file = open_regular(path)?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("inspect", path, e))?
+            .len();
+        Ok(LocalReader { file, len })
+    }
+
+    /// The regular files under `dir` (down to `depth` sub-folder levels, never following a
+    /// link to a folder), other than temporary files and the lock file, sorted.
+    pub(crate) fn files_in(dir: &Path, depth: usize) -> Result<Vec<(PathBuf, u64)>, Error> {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() {
+                if depth > 0 {
+                    files.extend(Self::files_in(&path, depth - 1)?);
+                }
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !meta.is_file() || is_temp_file(&path) || entry.file_name() == LOCK_FILE {
+                continue;
+            }
+            files.push((path, meta.len()));
+        }
+        files.sort();
+        Ok(files)
+    }
+}
+
+/// `path` with `.` and `..` resolved lexically, as TensorFlow's `gfile` (through which Keras
+/// makes folders) resolves them: `new/../ck` is `ck`, and no `new/` is made.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                let last = out.components().next_back();
+                if matches!(last, Some(Component::Normal(_))) {
+                    out.pop();
+                } else if !matches!(last, Some(Component::RootDir | Component::Prefix(_))) {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+impl Storage for LocalFolder {
+    fn create(&self, name: &str, head_len: u64) -> Result<Box<dyn PendingObject>, Error> {
+        Ok(Box::new(Self::create_at(&self.path(name), head_len)?))
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
+        let path = self.path(name);
+        let mut file = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(Error::io("create", &path, e)),
+        };
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io("write", &path, e))?;
+        Ok(true)
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error> {
+        Ok(Box::new(Self::open_at(&self.path(name))?))
+    }
+
+    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
+        let base = if dir.is_empty() { "." } else { dir };
+        let files = Self::files_in(&self.path(base), depth)?;
+        Ok(files
+            .into_iter()
+            .map(|(path, size)| {
+                let name = if self.root.as_os_str().is_empty() {
+                    path
+                } else {
+                    path.strip_prefix(&self.root)
+                        .map(Path::to_path_buf)
+                        .unwrap_or(path)
+                };
+                ObjectMeta {
+                    name: name.to_string_lossy().into_owned(),
+                    size,
+                }
+            })
+            .collect())
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, Error> {
+        Ok(std::fs::symlink_metadata(self.path(name)).is_ok())
+    }
+
+    fn delete(&self, name: &str) -> Result<(), Error> {
+        let path = self.path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+
+    fn copy(&self, from: &str, to: &str, durable: bool) -> Result<(), Error> {
+        replace_with_link(&self.path(from), &self.path(to), durable)
+    }
+
+    fn prepare_dir(&self, dir: &str) -> Result<(), Error> {
+        if dir.is_empty() {
+            return Ok(());
+        }
+        let path = self.path(dir);
+        if path.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&path).map_err(|e| Error::io("create folder", &path, e))
+    }
+
+    fn contains(&self, dir: &str, name: &str) -> bool {
+        let dir = self.path(if dir.is_empty() { "." } else { dir });
+        let path = self.path(name);
+        let parent = commit::parent_dir(&path);
+        match (dir.canonicalize(), parent.canonicalize()) {
+            (Ok(dir), Ok(parent)) => parent.starts_with(dir),
+            _ => false,
+        }
+    }
+
+    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        let dir = self.path(if dir.is_empty() { "." } else { dir });
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(FolderLock::acquire(&dir)?)))
+    }
+}
+
+/// A local save in progress: the temporary file, positioned after the reserved head.
+pub(crate) struct LocalPending {
+    pending: Option<PendingFile>,
+    head_len: u64,
+    written: u64,
+    kicked: u64,
+}
+
+/// Writeback is started every time this much has been written.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+impl Write for LocalPending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Err(io::Error::other("the save was already committed"));
+        };
+        let file = pending.file();
+        let n = file.write(buf)?;
+        self.written += n as u64;
+        // Ask the kernel to start writing every few MiB as they arrive, so that the disk is
+        // busy during the whole save instead of only during the final sync.
+        if self.written - self.kicked >= WRITEBACK_CHUNK {
+            sys::start_writeback(file, self.kicked, self.written - self.kicked);
+            self.kicked = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.pending.as_mut() {
+            Some(p) => p.file().flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl PendingObject for LocalPending {
+    fn commit(mut self: Box<Self>, head: &[u8], durable: bool) -> Result<(), Error> {
+        let Some(mut pending) = self.pending.take() else {
+            return Ok(());
+        };
+        if head.len() as u64 != self.head_len {
+            return Err(Error::io(
+                "write",
+                pending.temp_path(),
+                io::Error::other(format!(
+                    "a head of {} bytes was given for {} reserved",
+                    head.len(),
+                    self.head_len
+                )),
+            ));
+        }
+        let temp = pending.temp_path().to_path_buf();
+        sys::write_all_at(pending.file(), head, 0).map_err(|e| Error::io("write", &temp, e))?;
+        pending.commit(durable).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
+
+/// A local file open for positioned reads.
+pub(crate) struct LocalReader {
+    file: std::fs::File,
+    len: u64,
+}
+
+impl ObjectReader for LocalReader {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        sys::read_exact_at(&self.file, buf, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lexical;
+    use std::path::Path;
+
+    #[test]
+    fn dot_dot_resolves_lexically() {
+        assert_eq!(lexical(Path::new("new/../ck/w")), Path::new("ck/w"));
+        assert_eq!(lexical(Path::new("./a/./b/../c")), Path::new("a/c"));
+        assert_eq!(lexical(Path::new("../x")), Path::new("../x"));
+        assert_eq!(lexical(Path::new("/../x")), Path::new("/x"));
+    }
+}

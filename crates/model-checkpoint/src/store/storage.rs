@@ -1,0 +1,142 @@
+//! The seam between checkpoints and where they live: a local folder ([`LocalFolder`]), an
+//! object store, or memory in a test. Everything the callback layer does to files (saving,
+//! the `last` copy, versions, retention's deletes, the lock, listing for `latest`) goes
+//! through [`Storage`].
+//!
+//! A save is one [`PendingObject`]: its bytes are written in order, except for a head of a
+//! length fixed in advance (the safetensors header, whose checksums are known only at the
+//! end), which is handed over at [`PendingObject::commit`]. A local file reserves the head's
+//! bytes and writes them last; an object store can upload the head as the first part of a
+//! multipart upload after the others. Nothing appears under the name before the commit, and
+//! dropping a pending object aborts it.
+//!
+//! [`LocalFolder`]: super::LocalFolder
+
+use std::fmt;
+use std::io::{self, Write};
+
+use crate::Error;
+
+/// One object in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Its name, as [`Storage::open`] takes it.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Where checkpoints live.
+///
+/// Names are `/`-separated; a backend maps them to its own paths or keys. A backend decides
+/// what is an object: a local folder lists regular files only, so a FIFO or a device planted
+/// in a checkpoint folder is never opened.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Starts writing `name`, whose first `head_len` bytes are given at the commit.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IsADirectory`] when `name` is a folder; [`Error::Io`] when the object cannot
+    /// be started (missing folder, no permission, no space).
+    fn create(&self, name: &str, head_len: u64) -> Result<Box<dyn PendingObject>, Error>;
+
+    /// Writes a small object only if nothing exists under `name` yet; `Ok(false)` when the
+    /// name is taken. Markers and locks use it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the write fails.
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error>;
+
+    /// Opens `name` for positioned reads.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when it cannot be opened, [`Error::IsADirectory`] for a folder,
+    /// [`Error::NotARegularFile`] for anything that is not an object.
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error>;
+
+    /// The objects whose names lie in the folder `dir` (`""` for the top), down to `depth`
+    /// levels of sub-folders, sorted by name.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the folder cannot be listed.
+    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error>;
+
+    /// Whether an object exists under `name` (for picking a free version name).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the backend cannot tell.
+    fn exists(&self, name: &str) -> Result<bool, Error>;
+
+    /// Deletes the object `name`; a missing one is not an error. Never follows a link: a
+    /// link planted under `name` is removed, not its target.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the delete fails.
+    fn delete(&self, name: &str) -> Result<(), Error>;
+
+    /// Makes `to` hold what `from` holds, replacing `to` atomically (a hard link, a copy, a
+    /// server-side copy).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]; `to` is unchanged.
+    fn copy(&self, from: &str, to: &str, durable: bool) -> Result<(), Error>;
+
+    /// Makes the folder `dir` ready to hold objects (a local folder is created; object
+    /// stores have no folders).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the folder cannot be made.
+    fn prepare_dir(&self, dir: &str) -> Result<(), Error>;
+
+    /// Whether `name` lies inside the folder `dir`, after whatever resolution the backend
+    /// does (a local folder follows links): retention deletes only inside its own folder.
+    fn contains(&self, dir: &str, name: &str) -> bool;
+
+    /// Takes the folder `dir` for this process: a second writer fails with
+    /// [`Error::Locked`]. The claim lasts as long as the returned guard; `None` when there is
+    /// nothing to lock yet (a local folder that does not exist: it is locked once a save
+    /// has made it). Taking it also clears what an interrupted save left there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`], or [`Error::Io`].
+    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error>;
+}
+
+/// An object being written; see the module documentation.
+pub trait PendingObject: Write + Send {
+    /// Completes the object with its head: from now on it is visible, whole, under its name
+    /// (and with `durable`, survives a power cut).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] naming what failed; the object does not appear (except where the
+    /// backend says otherwise: a local folder whose sync fails after the rename).
+    fn commit(self: Box<Self>, head: &[u8], durable: bool) -> Result<(), Error>;
+}
+
+/// An object open for reading at any offset.
+pub trait ObjectReader: Send + Sync {
+    /// Its size when opened.
+    fn len(&self) -> u64;
+
+    /// Whether it is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` from `offset`; `UnexpectedEof` when the object is shorter than that (it
+    /// was truncated since it was opened).
+    ///
+    /// # Errors
+    ///
+    /// The backend's I/O error.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
