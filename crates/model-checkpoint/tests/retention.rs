@@ -8,6 +8,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+mod memory;
+
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::{
     Callback, Checkpointable, Context, Error, HostTensor, Logs, Mode, ModelCheckpoint, NamedTensor,
@@ -122,6 +124,71 @@ fn file(dir: &Path, epoch: u64) -> PathBuf {
     dir.join(format!("e{epoch:03}.safetensors"))
 }
 
+/// Where a case's checkpoints live: a local folder, or the in-memory `Storage` (the same
+/// callback code must behave the same through both).
+enum Backend {
+    Local(tempfile::TempDir),
+    Memory(memory::Shared),
+}
+
+impl Backend {
+    fn new(memory: bool) -> Backend {
+        if memory {
+            Backend::Memory(memory::Shared::default())
+        } else {
+            Backend::Local(tempfile::tempdir().expect("tempdir"))
+        }
+    }
+
+    fn callback(&self) -> ModelCheckpoint {
+        match self {
+            Backend::Local(dir) => {
+                ModelCheckpoint::new(dir.path().join("e{epoch:03d}.safetensors"))
+            }
+            Backend::Memory(storage) => ModelCheckpoint::new("ck/e{epoch:03d}.safetensors")
+                .storage(std::sync::Arc::new(storage.clone())),
+        }
+    }
+
+    fn epochs(&self) -> BTreeSet<u64> {
+        match self {
+            Backend::Local(dir) => on_disk(dir.path()),
+            Backend::Memory(storage) => storage
+                .0
+                .names()
+                .iter()
+                .filter_map(|n| {
+                    n.strip_prefix("ck/e")?
+                        .strip_suffix(".safetensors")?
+                        .parse()
+                        .ok()
+                })
+                .collect(),
+        }
+    }
+
+    fn verifies(&self, epoch: u64) -> bool {
+        match self {
+            Backend::Local(dir) => {
+                CheckpointFile::open(&file(dir.path(), epoch), Verify::Full).is_ok()
+            }
+            Backend::Memory(storage) => CheckpointFile::open_in(
+                storage,
+                &format!("ck/e{epoch:03}.safetensors"),
+                Verify::Full,
+            )
+            .is_ok(),
+        }
+    }
+
+    fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        match self {
+            Backend::Local(dir) => std::fs::read(dir.path().join(name)).ok(),
+            Backend::Memory(storage) => storage.0.get(&format!("ck/{name}")),
+        }
+    }
+}
+
 #[test]
 fn retention_keeps_exactly_what_the_rules_say() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
@@ -136,8 +203,10 @@ fn retention_keeps_exactly_what_the_rules_say() {
             last: rng.below(2) == 0,
             background: rng.below(2) == 0,
         };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut cb = ModelCheckpoint::new(dir.path().join("e{epoch:03d}.safetensors"))
+        // Every other case runs through the in-memory Storage.
+        let backend = Backend::new(case_no % 2 == 1);
+        let mut cb = backend
+            .callback()
             .monitor("score")
             .mode(if case.maximize { Mode::Max } else { Mode::Min })
             .save_best_only(case.best_only)
@@ -173,11 +242,10 @@ fn retention_keeps_exactly_what_the_rules_say() {
                     .expect("end");
             }
             // A kept file may only be gone once the new save is durable at its final path.
-            let present = on_disk(dir.path());
+            let present = backend.epochs();
             if !present.is_superset(&before) {
-                let new = file(dir.path(), e + 1);
                 assert!(
-                    CheckpointFile::open(&new, Verify::Full).is_ok(),
+                    backend.verifies(e + 1),
                     "case {case_no} {case:?}: {before:?} not all in {present:?} before epoch {} was saved",
                     e + 1
                 );
@@ -199,7 +267,7 @@ fn retention_keeps_exactly_what_the_rules_say() {
                 best = value;
             }
             let want = expected_kept(&case, &saves);
-            let have = on_disk(dir.path());
+            let have = backend.epochs();
             assert_eq!(
                 have,
                 want,
@@ -208,12 +276,13 @@ fn retention_keeps_exactly_what_the_rules_say() {
                 saves
             );
             for &epoch in &have {
-                CheckpointFile::open(&file(dir.path(), epoch), Verify::Full)
-                    .expect("every kept file verifies");
+                assert!(backend.verifies(epoch), "every kept file verifies");
             }
             if let (true, Some(newest)) = (case.last, saves.last()) {
-                let last = std::fs::read(dir.path().join("last.safetensors")).expect("last exists");
-                let newest = std::fs::read(file(dir.path(), newest.epoch)).expect("newest exists");
+                let last = backend.bytes("last.safetensors").expect("last exists");
+                let newest = backend
+                    .bytes(&format!("e{:03}.safetensors", newest.epoch))
+                    .expect("newest exists");
                 assert!(last == newest, "case {case_no}: last is not the newest");
             }
         }

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use model_checkpoint::store::{CheckpointFile, Kind, Verify, TRAINING_PREFIX};
+use model_checkpoint::store::{CheckpointFile, Kind, Verify, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use model_checkpoint::Callback;
 
 use super::state::{FitRecord, FitState, OPTIMIZER_PREFIX};
@@ -59,7 +59,7 @@ impl Trainer {
         }
         let text = file
             .info()
-            .get("training_state")
+            .get(KEY_TRAINING_STATE)
             .ok_or_else(|| bad(path, "no training state in a full checkpoint"))?;
         let values: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| bad(path, format!("training state unreadable: {e}")))?;

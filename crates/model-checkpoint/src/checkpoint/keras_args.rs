@@ -134,7 +134,12 @@ impl ModelCheckpoint {
             cb.set_period(period);
         }
         let (mode, warning) = match &args.mode {
-            KerasValue::Str(s) => Mode::from_keras(s),
+            // Keras's lenient reading (KERAS-SPEC.md §1.1 step 6): anything but "auto", "min"
+            // or "max" (case sensitive) becomes auto, with a warning; never an error.
+            KerasValue::Str(s) => match s.parse::<Mode>() {
+                Ok(mode) => (mode, None),
+                Err(_) => (Mode::Auto, Some(messages::unknown_mode(s))),
+            },
             other => (Mode::Auto, Some(messages::unknown_mode(&other.to_string()))),
         };
         if let Some(warning) = warning {

@@ -50,19 +50,6 @@ impl Mode {
             Mode::Auto => Direction::Minimize,
         }
     }
-
-    /// Keras's lenient reading: `"auto"`, `"min"` or `"max"` (case sensitive); anything else
-    /// becomes `Auto`, and the second value is Keras's warning text for it (KERAS-SPEC.md §1.1
-    /// step 6: Keras warns and never raises).
-    pub fn from_keras(value: &str) -> (Mode, Option<String>) {
-        match value.parse() {
-            Ok(mode) => (mode, None),
-            Err(_) => (
-                Mode::Auto,
-                Some(crate::checkpoint::messages::unknown_mode(value)),
-            ),
-        }
-    }
 }
 
 impl FromStr for Mode {
@@ -145,14 +132,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_mode_falls_back_to_auto_with_keras_warning() {
-        assert_eq!(Mode::from_keras("max"), (Mode::Max, None));
-        let (mode, warning) = Mode::from_keras("MAX");
-        assert_eq!(mode, Mode::Auto);
-        assert_eq!(
-            warning.as_deref(),
-            Some("ModelCheckpoint mode MAX is unknown, fallback to auto mode.")
-        );
+    fn modes_parse_strictly() {
+        assert_eq!("max".parse::<Mode>().ok(), Some(Mode::Max));
+        assert!("MAX".parse::<Mode>().is_err());
         let err = "maxx".parse::<Mode>().unwrap_err();
         assert_eq!(
             err.to_string(),

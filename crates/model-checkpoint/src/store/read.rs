@@ -478,12 +478,7 @@ fn read_exact_at(
     })
 }
 
-fn read_vec(
-    file: &dyn ObjectReader,
-    offset: u64,
-    len: u64,
-    path: &Path,
-) -> Result<Vec<u8>, Error> {
+fn read_vec(file: &dyn ObjectReader, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>, Error> {
     let len = usize::try_from(len).map_err(|_| Error::TooLarge {
         what: format!("the header of {}", path.display()),
         reason: format!("{len} bytes"),

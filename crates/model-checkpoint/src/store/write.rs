@@ -5,9 +5,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::layout::{self, crc_hex, Entry, Kind, PLACEHOLDER, RESERVED_KEYS};
 use super::local::LocalFolder;
 use super::storage::{PendingObject, Storage};
-use super::layout::{self, crc_hex, Entry, Kind, PLACEHOLDER, RESERVED_KEYS};
 use crate::model::NamedTensor;
 use crate::Error;
 

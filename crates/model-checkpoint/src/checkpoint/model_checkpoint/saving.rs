@@ -245,10 +245,15 @@ impl ModelCheckpoint {
             // The state as it will be once this save is done.
             let mut own = self.state.clone();
             own.last_saved = Some(path.to_path_buf());
-            own.saves += 1;
+            own.saves = own.saves.saturating_add(1);
             if self.extras.retention.is_on() {
+                // As retention will leave the list once this save is committed, so that a
+                // resumed run carries the same state as one that never stopped.
                 own.kept.retain(|f| f.path != path);
                 own.kept.push(pending.file.clone());
+                let keep = files_to_keep(&own.kept, &self.extras.retention, self.direction);
+                let mut keep = keep.into_iter();
+                own.kept.retain(|_| keep.next().unwrap_or(true));
             }
             // The other callbacks' state too, so that none resets on resume (those after this
             // one in the list have not yet seen the current epoch's end).

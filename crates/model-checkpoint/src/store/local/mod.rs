@@ -83,7 +83,9 @@ impl LocalFolder {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", dir, e))?;
             let path = entry.path();
-            let Ok(kind) = entry.file_type() else { continue };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             if kind.is_dir() {
                 if depth > 0 {
                     files.extend(Self::files_in(&path, depth - 1)?);

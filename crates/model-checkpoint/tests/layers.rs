@@ -1,0 +1,117 @@
+//! The direction of dependencies between the layers (docs/ARCHITECTURE.md), checked on the
+//! source: the file system is touched only by the local storage backend, `policy` and
+//! `template` are pure, and nothing below the callback layer reaches up into it. The
+//! candle crate reads checkpoint metadata only through the core's types.
+
+use std::path::{Path, PathBuf};
+
+fn sources(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every line of the crate's sources under `sub` that contains one of `needles`, outside
+/// comments, as `path:line: text`.
+fn offending(root: &Path, sub: &str, needles: &[&str], except: &[&str]) -> Vec<String> {
+    let base = root.join(sub);
+    let mut found = Vec::new();
+    for file in sources(&base) {
+        let relative = file
+            .strip_prefix(root)
+            .expect("inside")
+            .to_string_lossy()
+            .into_owned();
+        if except.iter().any(|e| relative.starts_with(e)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if needles.iter().any(|n| code.contains(n)) {
+                found.push(format!("{relative}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+fn core() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+#[test]
+fn only_the_local_backend_touches_the_file_system() {
+    let touches = [
+        "std::fs",
+        "fs::",
+        ".is_dir()",
+        ".is_file()",
+        ".exists()",
+        ".canonicalize()",
+        "read_dir(",
+        "symlink_metadata",
+    ];
+    let found = offending(&core(), "", &touches, &["store/local/"]);
+    assert!(
+        found.is_empty(),
+        "file-system calls outside store/local/:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn policy_and_template_are_pure_and_depend_on_nothing_above() {
+    let impure = [
+        "std::fs",
+        "std::io",
+        "std::thread",
+        "std::time",
+        "crate::checkpoint",
+        "crate::callback",
+        "crate::store",
+        "candle",
+    ];
+    for layer in ["policy", "template"] {
+        let found = offending(&core(), layer, &impure, &[]);
+        assert!(
+            found.is_empty(),
+            "{layer} reaches out:\n{}",
+            found.join("\n")
+        );
+    }
+    // The store knows nothing of Keras or of callbacks.
+    let found = offending(
+        &core(),
+        "store",
+        &["crate::checkpoint", "crate::callback"],
+        &[],
+    );
+    assert!(found.is_empty(), "store reaches up:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_candle_crate_reads_metadata_only_through_the_core() {
+    let candle = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../model-checkpoint-candle/src")
+        .canonicalize()
+        .expect("candle crate");
+    // The `__metadata__` entries go through `store::Meta` and `store::KEY_TRAINING_STATE`.
+    // (The sections inside the training state, `fit`, `optimizer` and `callbacks`, are still
+    // the candle crate's to read: resume moves into the core next.)
+    let keys = ["\"training_state\"", "info().get(\"", "info()[\""];
+    let found = offending(&candle, "", &keys, &[]);
+    assert!(
+        found.is_empty(),
+        "metadata parsed by string keys in the candle crate:\n{}",
+        found.join("\n")
+    );
+}

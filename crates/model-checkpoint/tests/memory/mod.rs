@@ -1,0 +1,186 @@
+//! A second implementation of `Storage`, in memory, to prove the seam: the callback layer
+//! must work through it exactly as through a local folder. Not a product backend.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+
+use model_checkpoint::store::{ObjectMeta, ObjectReader, PendingObject, Storage};
+use model_checkpoint::Error;
+
+/// Objects by name, behind one lock.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    objects: Mutex<BTreeMap<String, Arc<Vec<u8>>>>,
+    locks: Mutex<Vec<String>>,
+}
+
+impl MemoryStorage {
+    fn objects(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Vec<u8>>>> {
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The names of every object, sorted.
+    #[allow(dead_code)]
+    pub fn names(&self) -> Vec<String> {
+        self.objects().keys().cloned().collect()
+    }
+
+    /// An object's bytes.
+    #[allow(dead_code)]
+    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
+        self.objects().get(name).map(|b| b.to_vec())
+    }
+}
+
+/// `a/./b` and `a//b` as `a/b`: names as the callback formats them.
+fn clean(name: &str) -> String {
+    name.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn in_dir(dir: &str, name: &str, depth: usize) -> bool {
+    let dir = clean(dir);
+    let rest = if dir.is_empty() {
+        name
+    } else {
+        match name.strip_prefix(&format!("{dir}/")) {
+            Some(rest) => rest,
+            None => return false,
+        }
+    };
+    rest.matches('/').count() <= depth
+}
+
+struct Pending {
+    storage: Arc<MemoryStorage>,
+    name: String,
+    head_len: usize,
+    body: Vec<u8>,
+}
+
+impl Write for Pending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.body.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl PendingObject for Pending {
+    fn commit(self: Box<Self>, head: &[u8], _durable: bool) -> Result<(), Error> {
+        assert_eq!(head.len(), self.head_len, "the head is the size reserved");
+        let mut bytes = head.to_vec();
+        bytes.extend_from_slice(&self.body);
+        // Appears whole, at once.
+        self.storage.objects().insert(self.name, Arc::new(bytes));
+        Ok(())
+    }
+}
+
+struct Reader(Arc<Vec<u8>>);
+
+impl ObjectReader for Reader {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let src = self
+            .0
+            .get(start..start + buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+fn missing(name: &str) -> Error {
+    let e = io::Error::new(io::ErrorKind::NotFound, format!("no object {name}"));
+    // Error::io is the crate's own constructor; build the same variant here.
+    Error::Io {
+        action: "open",
+        path: name.into(),
+        source: e,
+    }
+}
+
+/// The storage a test shares with its callbacks.
+#[derive(Clone, Debug, Default)]
+pub struct Shared(pub Arc<MemoryStorage>);
+
+impl Storage for Shared {
+    fn create(&self, name: &str, head_len: u64) -> Result<Box<dyn PendingObject>, Error> {
+        Ok(Box::new(Pending {
+            storage: self.0.clone(),
+            name: clean(name),
+            head_len: head_len as usize,
+            body: Vec::new(),
+        }))
+    }
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
+        let mut objects = self.0.objects();
+        if objects.contains_key(&clean(name)) {
+            return Ok(false);
+        }
+        objects.insert(clean(name), Arc::new(bytes.to_vec()));
+        Ok(true)
+    }
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error> {
+        let bytes = self.0.objects().get(&clean(name)).cloned();
+        bytes
+            .map(|b| Box::new(Reader(b)) as Box<dyn ObjectReader>)
+            .ok_or_else(|| missing(name))
+    }
+    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
+        Ok(self
+            .0
+            .objects()
+            .iter()
+            .filter(|(name, _)| in_dir(dir, name, depth))
+            .map(|(name, bytes)| ObjectMeta {
+                name: name.clone(),
+                size: bytes.len() as u64,
+            })
+            .collect())
+    }
+    fn exists(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.0.objects().contains_key(&clean(name)))
+    }
+    fn delete(&self, name: &str) -> Result<(), Error> {
+        self.0.objects().remove(&clean(name));
+        Ok(())
+    }
+    fn copy(&self, from: &str, to: &str, _durable: bool) -> Result<(), Error> {
+        let mut objects = self.0.objects();
+        let bytes = objects
+            .get(&clean(from))
+            .cloned()
+            .ok_or_else(|| missing(from))?;
+        objects.insert(clean(to), bytes);
+        Ok(())
+    }
+    fn prepare_dir(&self, _dir: &str) -> Result<(), Error> {
+        Ok(())
+    }
+    fn contains(&self, dir: &str, name: &str) -> bool {
+        !name.split('/').any(|c| c == "..") && in_dir(dir, &clean(name), usize::MAX)
+    }
+    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        let mut locks = self
+            .0
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !locks.contains(&clean(dir)) {
+            locks.push(clean(dir));
+        }
+        Ok(Some(Box::new(())))
+    }
+}
