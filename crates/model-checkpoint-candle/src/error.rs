@@ -96,11 +96,12 @@ impl Error {
 }
 
 impl From<Error> for model_checkpoint::Error {
-    /// Errors from the model reach callbacks as [`model_checkpoint::Error::Model`].
+    /// Errors from the model reach callbacks as [`model_checkpoint::Error::Framework`],
+    /// keeping the error itself (and candle's beneath it) as the source.
     fn from(e: Error) -> Self {
         match e {
             Error::Checkpoint(inner) => inner,
-            other => model_checkpoint::Error::Model(other.to_string()),
+            other => model_checkpoint::Error::Framework(Box::new(other)),
         }
     }
 }

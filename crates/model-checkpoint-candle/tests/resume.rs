@@ -146,7 +146,7 @@ impl Callback for CrashAt {
     fn on_train_batch_end(&mut self, _: usize, _: &Logs, _: &mut Context<'_>) -> HookResult {
         self.1 += 1;
         if self.1 == self.0 {
-            return Err(CkptError::Model("simulated crash".into()));
+            return Err(CkptError::Framework("simulated crash".into()));
         }
         Ok(model_checkpoint::Control::Continue)
     }

@@ -159,9 +159,31 @@ pub enum Error {
         /// The folder.
         dir: PathBuf,
     },
-    /// The tensor framework failed.
+    /// The tensor framework (or a model's own code) failed; the framework's error is kept as
+    /// the source.
     #[error("model: {0}")]
-    Model(String),
+    Framework(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A tensor could not be copied for a background save.
+    #[error("cannot copy tensor {name:?} for a background save: {source}")]
+    Snapshot {
+        /// The tensor.
+        name: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The background writer thread could not start, or stopped unexpectedly (only a panic
+    /// in a save stops it); saves in flight are lost and said to be.
+    #[error("background saves: {reason}")]
+    Writer {
+        /// What happened.
+        reason: String,
+        /// The system's error, where there is one.
+        #[source]
+        source: Option<io::Error>,
+    },
+    /// The signal handlers for `save_on_interrupt` could not be installed.
+    #[error("cannot install handlers for SIGTERM and SIGINT: {0}")]
+    Signals(#[source] io::Error),
 }
 
 impl Error {

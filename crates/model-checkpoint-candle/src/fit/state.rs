@@ -71,7 +71,7 @@ impl Checkpointable for TrainingView<'_> {
         values.insert(
             "fit".into(),
             serde_json::to_value(self.state)
-                .map_err(|e| model_checkpoint::Error::Model(format!("fit state: {e}")))?,
+                .map_err(|e| model_checkpoint::Error::Framework(Box::new(e)))?,
         );
         Ok(TrainingState { tensors, values })
     }

@@ -62,7 +62,10 @@ fn snapshot<'t>(
             offset = end;
             Ok(())
         })
-        .map_err(|e| Error::Model(format!("cannot copy tensor {name:?}: {e}")))?;
+        .map_err(|source| Error::Snapshot {
+            name: name.to_owned(),
+            source,
+        })?;
         buffer.truncate(offset);
         let host = HostTensor::new(data.dtype(), data.shape().into_owned(), buffer)?;
         out.push((name.to_owned(), host));
@@ -191,12 +194,9 @@ impl BackgroundWriter {
                     }
                 }
             })
-            .map_err(|e| {
-                Error::io(
-                    "start the writer thread for",
-                    PathBuf::from("background saves"),
-                    e,
-                )
+            .map_err(|e| Error::Writer {
+                reason: "cannot start the writer thread".into(),
+                source: Some(e),
             })?;
         Ok(BackgroundWriter {
             jobs: Some(job_tx),
@@ -223,9 +223,15 @@ impl BackgroundWriter {
         let jobs = self
             .jobs
             .as_ref()
-            .ok_or_else(|| Error::Model("the background writer is closed".into()))?;
+            .ok_or_else(|| Error::Writer {
+                reason: "the writer is closed".into(),
+                source: None,
+            })?;
         jobs.send(job).map_err(|_| {
-            Error::Model("the background writer thread stopped unexpectedly".into())
+            Error::Writer {
+                reason: "the writer thread stopped unexpectedly".into(),
+                source: None,
+            }
         })?;
         self.in_flight += 1;
         Ok(())
@@ -264,9 +270,10 @@ impl BackgroundWriter {
         self.in_flight = 0;
         Outcome {
             path: PathBuf::new(),
-            result: Err(Error::Model(
-                "the background writer thread stopped unexpectedly".into(),
-            )),
+            result: Err(Error::Writer {
+                reason: "the writer thread stopped unexpectedly; saves in flight are lost".into(),
+                source: None,
+            }),
             buffers: Vec::new(),
         }
     }

@@ -25,13 +25,7 @@ pub(crate) fn install() -> Result<(), Error> {
         term: Arc::new(AtomicBool::new(false)),
         int: Arc::new(AtomicBool::new(false)),
     };
-    let fail = |e: std::io::Error| {
-        Error::io(
-            "install signal handlers for",
-            std::path::PathBuf::from("SIGTERM/SIGINT"),
-            e,
-        )
-    };
+    let fail = Error::Signals;
     // Registered first, so that it sees the flag before the second registration sets it.
     signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&flags.int))
         .map_err(fail)?;
