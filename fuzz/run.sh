@@ -38,6 +38,8 @@ corpus="$fuzz/corpus/$target"
 artifacts="$fuzz/artifacts/$target"
 mkdir -p "$corpus" "$artifacts" "$fuzz/logs"
 export RUST_BACKTRACE=1
+# The checkpoint harness writes every input to a file: keep it in memory where possible.
+if [ -z "${TMPDIR:-}" ] && [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 
 flags=(-rss_limit_mb=4096 -malloc_limit_mb=4096 -max_len="$max_len" -timeout=10
        -artifact_prefix="$artifacts/" -print_final_stats=1)

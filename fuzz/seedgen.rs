@@ -21,14 +21,22 @@ fn main() {
     std::fs::create_dir_all(&out).expect("mkdir");
     let mut logs = BTreeMap::new();
     logs.insert("logs".to_owned(), r#"{"loss":0.125,"epoch":3}"#.to_owned());
-    let cases: Vec<(&str, Kind, Vec<(&str, HostTensor)>, BTreeMap<String, String>)> = vec![
+    let cases: Vec<(
+        &str,
+        Kind,
+        Vec<(&str, HostTensor)>,
+        BTreeMap<String, String>,
+    )> = vec![
         ("empty-weights", Kind::Weights, vec![], BTreeMap::new()),
         (
             "full-three",
             Kind::Full,
             vec![
                 ("layer.weight", HostTensor::from_f32(vec![4, 4], &[0.5; 16])),
-                ("layer.bias", HostTensor::from_f32(vec![4], &[1.0, -1.0, 0.25, 1e-3])),
+                (
+                    "layer.bias",
+                    HostTensor::from_f32(vec![4], &[1.0, -1.0, 0.25, 1e-3]),
+                ),
                 ("steps", t(Dtype::I64, vec![1], 7)),
             ],
             logs.clone(),

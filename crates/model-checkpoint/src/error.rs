@@ -147,6 +147,60 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A checkpoint lacks a tensor the model or optimizer needs.
+    #[error("{}: tensor {name:?} is missing", .path.display())]
+    MissingTensor {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor, as named in the file.
+        name: String,
+    },
+    /// A tensor's shape differs between the checkpoint and the model.
+    #[error("{}: tensor {name:?} has shape {found:?} in the file but {expected:?} in the model", .path.display())]
+    ShapeMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// The model's shape.
+        expected: Vec<usize>,
+        /// The file's shape.
+        found: Vec<usize>,
+    },
+    /// A tensor's dtype differs between the checkpoint and the model.
+    #[error("{}: tensor {name:?} is {found} in the file but {expected} in the model", .path.display())]
+    DtypeMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// The model's dtype.
+        expected: String,
+        /// The file's dtype.
+        found: String,
+    },
+    /// A weights-only file was given where training must resume from a full checkpoint.
+    #[error("{}: a weights-only checkpoint cannot resume training; give a full checkpoint (saved without save_weights_only)", .path.display())]
+    NotAFullCheckpoint {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A full checkpoint's training state is missing a field or does not fit this run.
+    #[error("{}: {reason}", .path.display())]
+    BadTrainingState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The model cannot take tensors back (its `Checkpointable` has only the saving side).
+    #[error("this model cannot restore {what}: implement Checkpointable::{method}")]
+    CannotRestore {
+        /// What it was asked to restore.
+        what: &'static str,
+        /// The method to implement.
+        method: &'static str,
+    },
     /// Another process holds the checkpoint folder's lock.
     #[error("another process is writing checkpoints into {}: its lock {} is held; wait for it to finish or choose another folder", .dir.display(), .dir.join(crate::store::LOCK_FILE).display())]
     Locked {

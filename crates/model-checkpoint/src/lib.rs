@@ -77,6 +77,7 @@ mod error;
 mod logs;
 mod model;
 pub mod policy;
+pub mod restore;
 pub mod store;
 pub mod template;
 mod text;

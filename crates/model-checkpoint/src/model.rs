@@ -247,4 +247,40 @@ pub trait Checkpointable {
     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
         Ok(TrainingState::default())
     }
+
+    /// Takes the weights back from a checkpoint (see [`crate::restore`]): read each with
+    /// [`Stored::read`](crate::restore::Stored::read), which checks its dtype and shape, and
+    /// change nothing until all are read. The default refuses, for models that only save.
+    ///
+    /// # Errors
+    ///
+    /// The reader's errors; [`Error::CannotRestore`] by default.
+    fn restore_weights(&mut self, stored: &crate::restore::Stored<'_>) -> Result<(), Error> {
+        let _ = stored;
+        Err(Error::CannotRestore {
+            what: "weights",
+            method: "restore_weights",
+        })
+    }
+
+    /// Takes the training state back: the training tensors (optimizer slots) and the values
+    /// [`Checkpointable::training_state`] handed over, by section. The default accepts a
+    /// state with nothing in it and refuses any other.
+    ///
+    /// # Errors
+    ///
+    /// The reader's errors, a malformed state; [`Error::CannotRestore`] by default.
+    fn restore_training_state(
+        &mut self,
+        tensors: &crate::restore::Stored<'_>,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        if values.is_empty() && tensors.names().next().is_none() {
+            return Ok(());
+        }
+        Err(Error::CannotRestore {
+            what: "a training state",
+            method: "restore_training_state",
+        })
+    }
 }

@@ -1,0 +1,247 @@
+//! Resuming from a full checkpoint, for any framework: the tensors-in side of
+//! [`Checkpointable`], and one call that restores a model, its training state and every
+//! callback's state ([`restore`], [`restore_latest`]).
+//!
+//! ```
+//! use model_checkpoint::restore::{restore, Stored};
+//! use model_checkpoint::store::{CheckpointFile, Verify};
+//! use model_checkpoint::{
+//!     Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
+//!     NamedTensor, TrainingState,
+//! };
+//!
+//! /// A model whose weights and training state are one step counter.
+//! struct Toy { w: Vec<f32>, step: u64 }
+//!
+//! impl Checkpointable for Toy {
+//!     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+//!         Ok(vec![NamedTensor::new("w", HostTensor::from_f32(vec![2], &self.w))])
+//!     }
+//!     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
+//!         let mut state = TrainingState::default();
+//!         state.values.insert("step".into(), self.step.into());
+//!         Ok(state)
+//!     }
+//!     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+//!         let bytes = stored.read("w", Dtype::F32, &[2])?;
+//!         self.w = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+//!         Ok(())
+//!     }
+//!     fn restore_training_state(
+//!         &mut self,
+//!         _tensors: &Stored<'_>,
+//!         values: &serde_json::Map<String, serde_json::Value>,
+//!     ) -> Result<(), Error> {
+//!         self.step = values["step"].as_u64().unwrap_or(0);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"));
+//! let toy = Toy { w: vec![1.5, -2.0], step: 7 };
+//! let mut ctx = Context::new(&toy);
+//! cb.on_epoch_begin(0, &Logs::new(), &mut ctx)?;
+//! cb.on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut ctx)?;
+//!
+//! // Another process: a fresh model and callback, one call.
+//! let mut fresh = Toy { w: vec![0.0; 2], step: 0 };
+//! let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"));
+//! let file = CheckpointFile::open(&dir.path().join("w1.safetensors"), Verify::Full)?;
+//! let restored = restore(&file, &mut fresh, &mut [&mut cb])?;
+//! assert_eq!((fresh.w.as_slice(), fresh.step), (&[1.5, -2.0][..], 7));
+//! assert_eq!(cb.saves(), 1);
+//! assert_eq!(restored.meta.epoch, Some(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::callback::Callback;
+use crate::model::{byte_len, Checkpointable, Dtype};
+use crate::store::{
+    self, CheckpointFile, Kind, Meta, Storage, Verify, KEY_TRAINING_STATE, TRAINING_PREFIX,
+};
+use crate::Error;
+
+/// The section of a full checkpoint's training state that holds the callbacks' states.
+const CALLBACKS: &str = "callbacks";
+
+/// The tensors of a checkpoint as a model or an optimizer sees them: the weights, or the
+/// training tensors with their reserved prefix already taken off.
+pub struct Stored<'a> {
+    file: &'a CheckpointFile,
+    prefix: &'a str,
+}
+
+impl<'a> Stored<'a> {
+    /// The model's weights in `file`.
+    pub fn weights(file: &'a CheckpointFile) -> Self {
+        Stored { file, prefix: "" }
+    }
+
+    /// The training tensors in `file` (stored under `__training__/`).
+    pub fn training(file: &'a CheckpointFile) -> Self {
+        Stored {
+            file,
+            prefix: TRAINING_PREFIX,
+        }
+    }
+
+    /// The file.
+    pub fn file(&self) -> &'a CheckpointFile {
+        self.file
+    }
+
+    /// The prefix these names carry in the file (`""` or `__training__/`).
+    pub fn prefix(&self) -> &'a str {
+        self.prefix
+    }
+
+    /// The names here (without the prefix). Weights exclude the training tensors.
+    pub fn names(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let prefix = self.prefix;
+        self.file.tensors().filter_map(move |t| {
+            if prefix.is_empty() {
+                (!t.name.starts_with(TRAINING_PREFIX)).then_some(t.name)
+            } else {
+                t.name.strip_prefix(prefix)
+            }
+        })
+    }
+
+    /// The bytes of the tensor `name`, checked to be of `dtype` and `shape` before they are
+    /// read (and checked against their checksum as they are).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingTensor`], [`Error::DtypeMismatch`] or [`Error::ShapeMismatch`] naming
+    /// the tensor and both dtypes or shapes, or the reader's errors.
+    pub fn read(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<Vec<u8>, Error> {
+        let key = format!("{}{name}", self.prefix);
+        let path = self.file.path().to_path_buf();
+        let t = self.file.tensor(&key).ok_or_else(|| Error::MissingTensor {
+            path: path.clone(),
+            name: key.clone(),
+        })?;
+        if t.dtype != dtype {
+            return Err(Error::DtypeMismatch {
+                path,
+                name: key,
+                expected: format!("{dtype:?}"),
+                found: format!("{:?}", t.dtype),
+            });
+        }
+        if t.shape != shape {
+            return Err(Error::ShapeMismatch {
+                path,
+                name: key,
+                expected: shape.to_vec(),
+                found: t.shape.to_vec(),
+            });
+        }
+        debug_assert_eq!(t.len, byte_len(dtype, shape));
+        self.file.read(&key)
+    }
+}
+
+/// What [`restore`] restored.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Restored {
+    /// The checkpoint.
+    pub path: PathBuf,
+    /// Its metadata (epoch, step, logs, run id).
+    pub meta: Meta,
+    /// The training state's sections other than the callbacks' (`fit`, `optimizer` …), as
+    /// the model handed them over at the save.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The callbacks whose state was restored, by state key.
+    pub restored_callbacks: Vec<String>,
+}
+
+/// Restores everything a full checkpoint holds: the model's weights and training state
+/// (through [`Checkpointable::restore_weights`] and
+/// [`Checkpointable::restore_training_state`]), then the state of every callback in
+/// `callbacks` that the checkpoint holds (`ModelCheckpoint`'s best value, counters and run
+/// id among them), by state key.
+///
+/// # Errors
+///
+/// [`Error::NotAFullCheckpoint`] for a weights-only file, [`Error::BadTrainingState`] for a
+/// training state that is missing or malformed, the model's and the callbacks' errors. The
+/// model must not be used after an error: some of it may already have changed.
+pub fn restore(
+    file: &CheckpointFile,
+    model: &mut dyn Checkpointable,
+    callbacks: &mut [&mut dyn Callback],
+) -> Result<Restored, Error> {
+    let path = file.path().to_path_buf();
+    if file.kind() != Kind::Full {
+        return Err(Error::NotAFullCheckpoint { path });
+    }
+    let bad = |reason: String| Error::BadTrainingState {
+        path: path.clone(),
+        reason,
+    };
+    let meta = Meta::from_info(file.info()).map_err(&bad)?;
+    let text = file
+        .info()
+        .get(KEY_TRAINING_STATE)
+        .ok_or_else(|| bad("no training state in a full checkpoint".into()))?;
+    let mut values: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| bad(format!("training state unreadable: {e}")))?;
+    let saved_callbacks = match values.remove(CALLBACKS) {
+        None => serde_json::Map::new(),
+        Some(serde_json::Value::Object(map)) => map,
+        Some(_) => return Err(bad("the callbacks' states are not an object".into())),
+    };
+    model.restore_weights(&Stored::weights(file))?;
+    model.restore_training_state(&Stored::training(file), &values)?;
+    let mut restored_callbacks = Vec::new();
+    for cb in callbacks.iter_mut() {
+        let Some(key) = cb.state_key() else { continue };
+        if let Some(saved) = saved_callbacks.get(&key) {
+            cb.restore_state(saved)?;
+            restored_callbacks.push(key);
+        }
+    }
+    Ok(Restored {
+        path,
+        meta,
+        values,
+        restored_callbacks,
+    })
+}
+
+/// [`restore`] from the newest full checkpoint that verifies in the local folder `dir`
+/// (see [`store::latest_full`]).
+///
+/// # Errors
+///
+/// [`Error::NoCheckpoint`] when there is none, and [`restore`]'s errors.
+pub fn restore_latest(
+    dir: &Path,
+    model: &mut dyn Checkpointable,
+    callbacks: &mut [&mut dyn Callback],
+) -> Result<Restored, Error> {
+    let path = store::latest_full(dir)?;
+    let file = CheckpointFile::open(&path, Verify::Full)?;
+    restore(&file, model, callbacks)
+}
+
+/// [`restore_latest`] in the folder `dir` of `storage`.
+///
+/// # Errors
+///
+/// As [`restore_latest`].
+pub fn restore_latest_in(
+    storage: &dyn Storage,
+    dir: &str,
+    model: &mut dyn Checkpointable,
+    callbacks: &mut [&mut dyn Callback],
+) -> Result<Restored, Error> {
+    let path = store::latest_full_in(storage, dir)?;
+    let file = CheckpointFile::open_in(storage, &path.to_string_lossy(), Verify::Full)?;
+    restore(&file, model, callbacks)
+}
