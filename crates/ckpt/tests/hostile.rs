@@ -162,10 +162,91 @@ fn untrusted_paths_never_direct_a_delete() {
         "another run's file survives"
     );
     assert!(text(&out.stderr).contains("could not have written"));
-    // This run's own files do go.
-    assert!(!dir.path().join("ck/e02.safetensors").exists());
+    // The forged checkpoint cannot be confirmed as the run's (no marker in the folder names
+    // its header), so the resumed run is a new run: it keeps what came before, and deletes
+    // only what it saved itself.
+    assert!(text(&out.stderr).contains("cannot confirm that run"));
+    assert!(dir.path().join("ck/e02.safetensors").exists());
     assert!(!dir.path().join("ck/e03.safetensors").exists());
     assert!(dir.path().join("ck/e04.safetensors").exists());
+
+    // A forged checkpoint that names another run in the same folder, and lists its files:
+    // it cannot act as that run.
+    let shared = tempfile::tempdir().expect("tempdir");
+    let template = "ck/w{epoch:02d}-{val_loss:.4f}.safetensors";
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--filepath",
+            template,
+        ];
+        args.extend_from_slice(extra);
+        let out = ckpt_within(shared.path(), &args, Duration::from_secs(120));
+        assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
+        out
+    };
+    run(&["--epochs", "3", "--run-id", "aaaa"]);
+    let victims: Vec<PathBuf> = std::fs::read_dir(shared.path().join("ck"))
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    assert_eq!(victims.len(), 3);
+    std::fs::remove_file(shared.path().join("ck/.ckpt.lock")).ok();
+    run(&["--epochs", "2", "--run-id", "bbbb", "--seed", "7"]);
+    let forged = std::fs::read_dir(shared.path().join("ck"))
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .find(|p| {
+            !victims.contains(p)
+                && p.extension().is_some_and(|e| e == "safetensors")
+                && p.to_string_lossy().contains("w02")
+        })
+        .expect("run b's epoch 2");
+    forge(&forged, |info| {
+        let mut state: serde_json::Value =
+            serde_json::from_str(&info["training_state"]).expect("state");
+        let callbacks = state["callbacks"].as_object_mut().expect("callbacks");
+        let key = callbacks
+            .keys()
+            .find(|k| k.starts_with("ModelCheckpoint("))
+            .expect("cb")
+            .clone();
+        callbacks[&key]["run_id"] = serde_json::json!("aaaa");
+        let kept: Vec<_> = victims
+            .iter()
+            .map(|v| {
+                let name = format!("ck/{}", v.file_name().expect("name").to_string_lossy());
+                serde_json::json!({"path": name, "epoch": 1, "value": 0.0, "seq": 0})
+            })
+            .collect();
+        callbacks[&key]["kept"] = serde_json::json!(kept);
+        info.insert("run_id".into(), "aaaa".into());
+        info.insert("training_state".into(), state.to_string());
+    });
+    let forged_name = format!("ck/{}", forged.file_name().expect("name").to_string_lossy());
+    let out = run(&[
+        "--epochs",
+        "4",
+        "--seed",
+        "7",
+        "--keep-last",
+        "1",
+        "--resume",
+        &forged_name,
+    ]);
+    for v in &victims {
+        assert!(
+            v.exists(),
+            "run a's {} was deleted: {}",
+            v.display(),
+            text(&out.stderr)
+        );
+    }
 
     // Counters from a file are range-checked, never wrapped: in the fit state, in the
     // callback's state, and in the metadata a listing reads.
@@ -218,6 +299,13 @@ fn a_resumed_run_with_retention_reports_a_file_that_exists() {
     let out = train_ok(
         dir.path(),
         &["--epochs", "4", "--keep-last", "1", "--resume", "latest"],
+    );
+    // An honest resume is confirmed as the same run: its file from before the resume goes.
+    assert!(!dir.path().join("ck/e02.safetensors").exists());
+    assert!(
+        !text(&out.stderr).contains("cannot confirm"),
+        "{}",
+        text(&out.stderr)
     );
     let stdout = text(&out.stdout);
     let best = stdout

@@ -203,6 +203,7 @@ pub fn restore(
         let Some(key) = cb.state_key() else { continue };
         if let Some(saved) = saved_callbacks.get(&key) {
             cb.restore_state(saved)?;
+            cb.restored_from(file)?;
             restored_callbacks.push(key);
         }
     }

@@ -102,6 +102,7 @@ impl Trainer {
             let Some(key) = cb.state_key() else { continue };
             if let Some(saved) = saved_callbacks.and_then(|c| c.get(&key)) {
                 cb.restore_state(saved)?;
+                cb.restored_from(&file)?;
                 restored.push(key);
             }
         }

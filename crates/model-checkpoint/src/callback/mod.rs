@@ -255,6 +255,18 @@ pub trait Callback {
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
         Ok(())
     }
+
+    /// Called after [`Callback::restore_state`] with the checkpoint the state came from, so
+    /// that a callback can check what it restored against the file itself (ModelCheckpoint
+    /// confirms that the run it resumes really wrote this file). Default: nothing.
+    ///
+    /// # Errors
+    ///
+    /// The callback's refusal.
+    fn restored_from(&mut self, file: &crate::store::CheckpointFile) -> Result<(), Error> {
+        let _ = file;
+        Ok(())
+    }
 }
 
 /// Forwards every hook of a wrapper type to the callback it holds.
@@ -312,6 +324,12 @@ macro_rules! forward_hooks {
             }
             fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
                 (**self).restore_state(state)
+            }
+            fn restored_from(
+                &mut self,
+                file: &crate::store::CheckpointFile,
+            ) -> Result<(), Error> {
+                (**self).restored_from(file)
             }
         }
     };

@@ -220,18 +220,13 @@ impl BackgroundWriter {
 
     /// Hands a job to the writer thread.
     fn send(&mut self, job: Job) -> Result<(), Error> {
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| Error::Writer {
-                reason: "the writer is closed".into(),
-                source: None,
-            })?;
-        jobs.send(job).map_err(|_| {
-            Error::Writer {
-                reason: "the writer thread stopped unexpectedly".into(),
-                source: None,
-            }
+        let jobs = self.jobs.as_ref().ok_or_else(|| Error::Writer {
+            reason: "the writer is closed".into(),
+            source: None,
+        })?;
+        jobs.send(job).map_err(|_| Error::Writer {
+            reason: "the writer thread stopped unexpectedly".into(),
+            source: None,
         })?;
         self.in_flight += 1;
         Ok(())

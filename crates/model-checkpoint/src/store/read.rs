@@ -61,6 +61,8 @@ pub struct CheckpointFile {
     tensors: Vec<Stored>,
     /// Index into `tensors` by name.
     by_name: std::collections::HashMap<String, usize>,
+    /// SHA-256 of the length prefix and the header.
+    header_digest: [u8; 32],
 }
 
 /// A tensor's entry in an open [`CheckpointFile`]; read its bytes with
@@ -129,6 +131,13 @@ impl CheckpointFile {
             )));
         }
         let header = read_vec(file.as_ref(), 8, header_len, path)?;
+        let header_digest = {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(prefix);
+            h.update(&header);
+            h.finalize().into()
+        };
         let metadata: safetensors::tensor::Metadata = serde_json::from_slice(&header)
             .map_err(|e| corrupt(format!("not a valid safetensors file: {e}")))?;
         let data_start = 8 + header_len;
@@ -174,6 +183,7 @@ impl CheckpointFile {
             info,
             tensors,
             by_name,
+            header_digest,
         };
         if layout::is_own(&file.info) {
             file.check_own_header(&header)?;
@@ -365,6 +375,12 @@ impl CheckpointFile {
         }
     }
 
+    /// SHA-256 of the file's length prefix and header: what names this exact file (its
+    /// metadata, and through the checksums its tensors) without trusting anything in it.
+    pub fn header_digest(&self) -> [u8; 32] {
+        self.header_digest
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -496,4 +512,10 @@ fn read_vec(file: &dyn ObjectReader, offset: u64, len: u64, path: &Path) -> Resu
 /// At most a few hundred characters of a value read from a file, for error messages.
 pub(crate) fn shorten(s: &str) -> String {
     crate::text::shorten(s, 200)
+}
+
+/// SHA-256 of `bytes`.
+pub(crate) fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }

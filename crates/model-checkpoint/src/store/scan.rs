@@ -82,9 +82,16 @@ fn read_headers(
 ///
 /// [`Error::Io`] if the folder cannot be listed.
 pub fn list_in(storage: &dyn Storage, dir: &str, depth: usize) -> Result<Vec<Listed>, Error> {
+    let internal = |name: &str| {
+        let file = name.rsplit('/').next().unwrap_or(name);
+        file.starts_with(super::storage::MARKER_PREFIX)
+            || file == super::LOCK_FILE
+            || super::is_temp_file(Path::new(file))
+    };
     let objects = storage
         .list(dir, depth)?
         .into_iter()
+        .filter(|o| !internal(&o.name))
         .map(|o| (PathBuf::from(o.name), o.size))
         .collect();
     let mut listed = read_headers(objects, |p| {

@@ -17,6 +17,11 @@ use std::io::{self, Write};
 
 use crate::Error;
 
+/// Objects whose names start with this (in a checkpoint folder) are markers a run leaves to
+/// prove later which files it wrote; they are never checkpoints, and templates may not
+/// produce such names.
+pub const MARKER_PREFIX: &str = ".ckpt-run.";
+
 /// One object in a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {

@@ -48,6 +48,9 @@ pub struct SaveReport {
     pub bytes: u64,
     /// Time from the first byte written to the commit.
     pub elapsed: Duration,
+    /// SHA-256 of the file's head (length prefix and header), as
+    /// [`CheckpointFile::header_digest`](super::CheckpointFile::header_digest) computes it.
+    pub header_digest: [u8; 32],
 }
 
 /// Large tensors go straight to the file; small ones are gathered so that each write call
@@ -85,11 +88,12 @@ pub fn save(
     let started = Instant::now();
     let plan = Plan::new(kind, tensors, info)?;
     let pending = LocalFolder::create_at(path, plan.head_len())?;
-    let bytes = plan.stream(tensors, Box::new(pending), options.durable, path)?;
+    let (bytes, header_digest) = plan.stream(tensors, Box::new(pending), options.durable, path)?;
     Ok(SaveReport {
         path: path.to_path_buf(),
         bytes,
         elapsed: started.elapsed(),
+        header_digest,
     })
 }
 
@@ -109,11 +113,12 @@ pub fn save_to(
     let started = Instant::now();
     let plan = Plan::new(kind, tensors, info)?;
     let pending = storage.create(name, plan.head_len())?;
-    let bytes = plan.stream(tensors, pending, options.durable, Path::new(name))?;
+    let (bytes, header_digest) = plan.stream(tensors, pending, options.durable, Path::new(name))?;
     Ok(SaveReport {
         path: PathBuf::from(name),
         bytes,
         elapsed: started.elapsed(),
+        header_digest,
     })
 }
 
@@ -203,14 +208,15 @@ impl Plan {
     }
 
     /// Streams the tensors' bytes after the head, computing their checksums on the way, then
-    /// commits with the head that holds them. Returns the object's size.
+    /// commits with the head that holds them. Returns the object's size and its head's
+    /// SHA-256.
     fn stream(
         &self,
         tensors: &[NamedTensor<'_>],
         pending: Box<dyn PendingObject>,
         durable: bool,
         name: &Path,
-    ) -> Result<u64, Error> {
+    ) -> Result<(u64, [u8; 32]), Error> {
         let io = |e| Error::io("write", name, e);
         let mut sums = Vec::with_capacity(self.entries.len());
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, pending);
@@ -271,7 +277,8 @@ impl Plan {
         header[range].copy_from_slice(crc_hex(header_sum).as_bytes());
         head.extend_from_slice(&header);
         let bytes = head.len() as u64 + self.data_len as u64;
+        let digest = super::read::digest(&head);
         pending.commit(&head, durable)?;
-        Ok(bytes)
+        Ok((bytes, digest))
     }
 }

@@ -117,6 +117,11 @@ pub struct ModelCheckpoint {
     extras: Extras,
     /// Whether the run id was given (then a checkpoint with another may not resume).
     explicit_run_id: bool,
+    /// Whether this callback may act as the run its id names: it made the id, was given
+    /// it, or confirmed that the checkpoint it resumed was written by that run.
+    run_confirmed: bool,
+    /// The files this callback committed since it was made (always its own).
+    session_saved: std::collections::BTreeSet<PathBuf>,
 }
 
 impl fmt::Debug for ModelCheckpoint {
@@ -180,6 +185,8 @@ impl ModelCheckpoint {
             in_flight: VecDeque::new(),
             extras: Extras::default(),
             explicit_run_id: false,
+            run_confirmed: false,
+            session_saved: std::collections::BTreeSet::new(),
         };
         cb.reset_best();
         cb
@@ -452,6 +459,11 @@ impl Callback for ModelCheckpoint {
     /// the files it says the run kept are tracked only if this callback's template could
     /// have produced them in its own folder (retention proves ownership again before any
     /// delete).
+    fn restored_from(&mut self, file: &store::CheckpointFile) -> Result<(), Error> {
+        self.confirm_run(file);
+        Ok(())
+    }
+
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
         let bad = |reason: String| Error::BadState {
             key: crate::text::shorten(&self.key(), 200),
@@ -531,6 +543,9 @@ impl Callback for ModelCheckpoint {
             );
         }
         restored.kept = kept;
+        // Until `restored_from` confirms it against the folder, the restored run id is a
+        // claim: retention deletes only files this callback saved itself.
+        self.run_confirmed = self.explicit_run_id;
         if restored
             .last_saved
             .as_deref()

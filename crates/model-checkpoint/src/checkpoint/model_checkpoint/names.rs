@@ -105,7 +105,55 @@ impl ModelCheckpoint {
     pub(super) fn ensure_run_id(&mut self) {
         if self.state.run_id.is_none() {
             self.state.run_id = Some(new_run_id());
+            self.run_confirmed = true;
         }
+    }
+
+    /// The marker that proves this run wrote the file whose head has `digest`.
+    pub(super) fn marker(&self, id: &str, digest: &[u8; 32]) -> String {
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let name = format!("{}{id}.{hex}", store::MARKER_PREFIX);
+        let dir = self.static_dir();
+        if dir == Path::new(".") {
+            name
+        } else {
+            format!("{}/{name}", dir.to_string_lossy())
+        }
+    }
+
+    /// Leaves the marker of a file this run just committed.
+    pub(super) fn mark_written(&mut self, digest: [u8; 32]) -> Result<(), Error> {
+        let marker = self.marker(self.run_id(), &digest);
+        self.storage.put_if_absent(&marker, b"")?;
+        Ok(())
+    }
+
+    /// After a resume: the checkpoint names a run; act as that run only if this folder holds
+    /// that run's marker for this exact file. A forged checkpoint cannot carry one (the
+    /// marker names the SHA-256 of the file's header, and lives in the folder, not the
+    /// file), so its claim is dropped: this becomes a new run, which deletes nothing it did
+    /// not save itself.
+    pub(super) fn confirm_run(&mut self, file: &CheckpointFile) {
+        if self.run_confirmed {
+            return;
+        }
+        let claimed = self.run_id().to_owned();
+        let marker = self.marker(&claimed, &file.header_digest());
+        if !claimed.is_empty() && self.storage.exists(&marker).unwrap_or(false) {
+            self.run_confirmed = true;
+            return;
+        }
+        let fresh = new_run_id();
+        log::warn!(
+            target: "model_checkpoint",
+            "cannot confirm that run {} wrote {} in {}: continuing as a new run {fresh}; retention will not delete files from before the resume",
+            crate::text::shorten(&claimed, 64),
+            file.path().display(),
+            self.static_dir().display()
+        );
+        self.state.run_id = Some(fresh);
+        self.state.kept.clear();
+        self.run_confirmed = true;
     }
 
     /// Refuses, before training, a template whose every name would be one the tool manages
@@ -145,6 +193,17 @@ impl ModelCheckpoint {
         if name.always_ends_with(LOCK_FILE) && name.matches(LOCK_FILE) {
             return Err(reserved(LOCK_FILE, "the folder's lock file"));
         }
+        if self
+            .filepath
+            .rsplit('/')
+            .next()
+            .is_some_and(|n| n.starts_with(store::MARKER_PREFIX))
+        {
+            return Err(reserved(
+                &format!("{}*", store::MARKER_PREFIX),
+                "the markers that prove which run wrote a file",
+            ));
+        }
         if let Some(last) = self.last_path() {
             let last = last.to_string_lossy();
             if pattern.matches(&last) && last.ends_with(&*name_literal_tail(&self.filepath)) {
@@ -172,6 +231,8 @@ impl ModelCheckpoint {
         let name = path.rsplit('/').next().unwrap_or(path);
         let what = if name == LOCK_FILE {
             Some("the folder's lock file")
+        } else if name.starts_with(store::MARKER_PREFIX) {
+            Some("the markers that prove which run wrote a file")
         } else if name.ends_with(TEMP_SUFFIX) {
             Some("the temporary files of unfinished saves")
         } else if self
@@ -213,7 +274,7 @@ impl ModelCheckpoint {
 
     /// Proves that retention may delete `path`: this run wrote it (see the module's
     /// documentation).
-    pub(super) fn owns(&self, path: &Path) -> Result<(), String> {
+    pub(super) fn owns(&self, path: &Path) -> Result<[u8; 32], String> {
         self.could_have_written(path)?;
         let name = path.to_string_lossy();
         let folder = self.static_dir();
@@ -230,7 +291,20 @@ impl ModelCheckpoint {
         if id.as_deref() != Some(self.run_id()) || self.run_id().is_empty() {
             return Err("it does not carry this run's id".to_owned());
         }
-        Ok(())
+        let digest = file.header_digest();
+        if self.session_saved.contains(path) {
+            return Ok(digest);
+        }
+        // Saved before this callback was made: only a confirmed run, and only with the
+        // marker it left for this exact file.
+        if !self.run_confirmed {
+            return Err("the run this callback resumed is not confirmed".to_owned());
+        }
+        let marker = self.marker(self.run_id(), &digest);
+        if !self.storage.exists(&marker).unwrap_or(false) {
+            return Err("this run left no marker for it".to_owned());
+        }
+        Ok(digest)
     }
 
     /// The checkpoints this run saved that are still on disk, in training order (by the

@@ -276,8 +276,9 @@ impl ModelCheckpoint {
                 &tensors,
                 &info,
                 &self.options,
-            )?;
-            return self.committed(pending);
+            )
+            .map(|report| self.committed(pending, report.header_digest))??;
+            return Ok(());
         }
         if self.writer.is_none() {
             self.writer = Some(BackgroundWriter::start(self.storage.clone())?);
@@ -327,8 +328,8 @@ impl ModelCheckpoint {
     fn settle(&mut self, outcome: Outcome) -> Result<(), Error> {
         match outcome.result {
             Ok(None) => Ok(()),
-            Ok(Some(_)) => match self.in_flight.pop_front() {
-                Some(pending) => self.committed(pending),
+            Ok(Some(report)) => match self.in_flight.pop_front() {
+                Some(pending) => self.committed(pending, report.header_digest),
                 None => Ok(()),
             },
             Err(e) => {
@@ -342,10 +343,14 @@ impl ModelCheckpoint {
     /// A save is durable at its final path: track it, point `last` at it, and apply the
     /// retention rules. Only now may older files go, so a crash leaves extra files, never
     /// fewer.
-    fn committed(&mut self, pending: Pending) -> Result<(), Error> {
+    fn committed(&mut self, pending: Pending, digest: [u8; 32]) -> Result<(), Error> {
         let file = pending.file;
         self.state.last_saved = Some(file.path.clone());
         self.state.saves = self.state.saves.saturating_add(1);
+        // The proof, kept in the folder and never in a checkpoint, that this run wrote this
+        // exact file: what retention and a later resume of this run check.
+        self.mark_written(digest)?;
+        self.session_saved.insert(file.path.clone());
         if let Some(last) = self.last_path() {
             self.storage.copy(
                 &file.path.to_string_lossy(),
@@ -365,13 +370,22 @@ impl ModelCheckpoint {
                 kept.push(f);
                 continue;
             }
-            if let Err(why) = self.owns(&f.path) {
-                // Never deleted: only files this run provably wrote may go.
-                log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
-                continue;
-            }
+            let digest = match self.owns(&f.path) {
+                Ok(digest) => digest,
+                Err(why) => {
+                    // Never deleted: only files this run provably wrote may go.
+                    log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
+                    continue;
+                }
+            };
             match self.storage.delete(&f.path.to_string_lossy()) {
-                Ok(()) => {}
+                Ok(()) => {
+                    self.session_saved.retain(|p| *p != f.path);
+                    let marker = self.marker(self.run_id(), &digest);
+                    if let Err(e) = self.storage.delete(&marker) {
+                        log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");
+                    }
+                }
                 Err(e) => {
                     // Left for the next round: an extra file is harmless.
                     log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());

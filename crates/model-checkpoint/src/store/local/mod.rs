@@ -95,7 +95,11 @@ impl LocalFolder {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            if !meta.is_file() || is_temp_file(&path) || entry.file_name() == LOCK_FILE {
+            let marker = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(super::storage::MARKER_PREFIX));
+            if !meta.is_file() || is_temp_file(&path) || entry.file_name() == LOCK_FILE || marker {
                 continue;
             }
             files.push((path, meta.len()));
