@@ -24,7 +24,7 @@ pub struct PendingFile {
 #[error("cannot commit to {}: {error}", .dest.display())]
 pub struct CommitError {
     /// What went wrong.
-    pub error: Error,
+    pub error: Box<Error>,
     /// The destination.
     pub dest: PathBuf,
     /// The uncommitted file; `None` when the rename happened but the folder could not be
@@ -34,7 +34,7 @@ pub struct CommitError {
 
 impl From<CommitError> for Error {
     fn from(e: CommitError) -> Error {
-        e.error
+        *e.error
     }
 }
 
@@ -106,7 +106,7 @@ impl PendingFile {
             if let Err(e) = self.temp.as_file_mut().sync_data() {
                 let error = Error::io("sync", self.temp.path(), e);
                 return Err(CommitError {
-                    error,
+                    error: Box::new(error),
                     dest: self.dest.clone(),
                     pending: Some(Box::new(self)),
                 });
@@ -116,7 +116,7 @@ impl PendingFile {
         if dest.is_dir() {
             let error = Error::IsADirectory { path: dest.clone() };
             return Err(CommitError {
-                error,
+                error: Box::new(error),
                 dest,
                 pending: Some(Box::new(self)),
             });
@@ -130,7 +130,7 @@ impl PendingFile {
                     dest: dest.clone(),
                 };
                 return Err(CommitError {
-                    error,
+                    error: Box::new(error),
                     dest,
                     pending: Some(Box::new(pending)),
                 });
@@ -142,7 +142,7 @@ impl PendingFile {
             let dir = parent_dir(&dest);
             if let Err(e) = sys::sync_dir(dir) {
                 return Err(CommitError {
-                    error: Error::io("sync folder", dir, e),
+                    error: Box::new(Error::io("sync folder", dir, e)),
                     dest,
                     pending: None,
                 });

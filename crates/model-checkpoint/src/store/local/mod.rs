@@ -278,7 +278,7 @@ impl PendingObject for LocalPending {
         }
         let temp = pending.temp_path().to_path_buf();
         sys::write_all_at(pending.file(), head, 0).map_err(|e| Error::io("write", &temp, e))?;
-        pending.commit(durable).map_err(|e| e.error)?;
+        pending.commit(durable).map_err(|e| *e.error)?;
         Ok(())
     }
 }
