@@ -143,8 +143,11 @@ pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
         .chain(b.tensors().map(|t| t.name))
         .collect();
     let mut differences = 0usize;
-    for name in names {
-        let line = match (a.tensor(name), b.tensor(name)) {
+    for full_name in names {
+        // Names come from the files: printed shortened.
+        let name = crate::shorten(full_name, 200);
+        let name = name.as_str();
+        let line = match (a.tensor(full_name), b.tensor(full_name)) {
             (Some(_), None) => format!("only in A   {name}"),
             (None, Some(_)) => format!("only in B   {name}"),
             (Some(x), Some(y)) if x.dtype != y.dtype => {
@@ -153,7 +156,7 @@ pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
             (Some(x), Some(y)) if x.shape != y.shape => {
                 format!("shape       {name}: {:?} -> {:?}", x.shape, y.shape)
             }
-            (Some(x), Some(_)) => match compare(&a, &b, name, x.dtype)? {
+            (Some(x), Some(_)) => match compare(&a, &b, full_name, x.dtype)? {
                 None => {
                     if !args.changed_only {
                         out!("same        {name}");

@@ -123,16 +123,18 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
         .iter()
         .map(|e| {
             let m = monitored(e, None);
+            // Cells hold what files say: bounded, so that no column runs away.
+            let cell = |text: String| crate::shorten(&text, 120);
             [
-                e.path.display().to_string(),
+                cell(e.path.display().to_string()),
                 dash(e.kind.clone()),
                 dash(e.meta.epoch.map(|x| x.to_string())),
                 dash(e.meta.global_step.map(|x| x.to_string())),
-                dash(m.map(|(n, v)| format!("{n}={v:.4}"))),
+                dash(m.map(|(n, v)| cell(format!("{n}={v:.4}")))),
                 e.size.to_string(),
                 match &e.verified {
                     Ok(()) => "ok".to_owned(),
-                    Err(why) => format!("NO: {why}"),
+                    Err(why) => format!("NO: {}", crate::shorten(why, 300)),
                 },
             ]
         })
@@ -149,7 +151,7 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count()).min(120);
         }
     }
     let line = |cells: &[String]| {

@@ -110,8 +110,8 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
             get("batch"),
             get("global_step")
         );
-        out!("monitor:  {}", get("monitor"));
-        out!("logs:     {}", get("logs"));
+        out!("monitor:  {}", crate::shorten(get("monitor"), 200));
+        out!("logs:     {}", crate::shorten(get("logs"), 2000));
         let status = match (&verified, file.has_checksums()) {
             (_, false) => "none (not written by model-checkpoint)".to_owned(),
             (Ok(()), true) => "ok (crc32 of every tensor and of the header)".to_owned(),
@@ -119,18 +119,23 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
         };
         out!("checksums: {status}");
         out!("tensors:  {} ({data_bytes} bytes)", tensors.len());
-        let width = tensors
+        // Names come from the file: shown shortened, in a column of bounded width.
+        let names: Vec<String> = tensors
             .iter()
-            .map(|t| t.name.len())
+            .map(|t| crate::shorten(t.name, 200))
+            .collect();
+        let width = names
+            .iter()
+            .map(|n| n.chars().count())
             .max()
             .unwrap_or(4)
-            .max(4);
+            .clamp(4, 80);
         out!("  {:width$}  {:6}  {:16}  crc32", "name", "dtype", "shape");
-        for t in &tensors {
+        for (t, name) in tensors.iter().zip(&names) {
             let crc = t.checksum.map_or("-".to_owned(), |c| format!("{c:08x}"));
             out!(
                 "  {:width$}  {:6}  {:16}  {crc}",
-                t.name,
+                name,
                 format!("{:?}", t.dtype),
                 shape_text(t.shape)
             );
@@ -152,7 +157,16 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let (mut good, mut bad) = (0usize, 0usize);
     for path in &args.paths {
         for file in files_of(path)? {
-            match CheckpointFile::open(&file, Verify::Full) {
+            // The metadata ModelCheckpoint writes is checked too (counters, logs).
+            let opened = CheckpointFile::open(&file, Verify::Full).and_then(|f| {
+                model_checkpoint::store::Meta::from_info(f.info())
+                    .map_err(|reason| model_checkpoint::Error::Corrupt {
+                        path: file.clone(),
+                        reason,
+                    })
+                    .map(|_| f)
+            });
+            match opened {
                 Ok(f) if f.has_checksums() => {
                     good += 1;
                     out!(

@@ -1,10 +1,18 @@
 //! `ckpt`: train with Keras-style checkpoints, and inspect and verify checkpoint files.
 
-/// `println!` that returns a closed pipe as an error instead of panicking.
+/// `println!` that returns a closed pipe as an error instead of panicking, and prints
+/// control characters (from names read out of files) escaped, so that no file can move the
+/// cursor, clear the screen or fake a line of output.
 macro_rules! out {
+    () => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout()).map_err($crate::Failure::from)?
+    }};
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*).map_err($crate::Failure::from)?
+        let text = format!($($arg)*);
+        let line = $crate::printable(&text);
+        writeln!(std::io::stdout(), "{line}").map_err($crate::Failure::from)?
     }};
 }
 
@@ -19,8 +27,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// The longest error line `ckpt` prints, in characters.
-const MAX_MESSAGE: usize = 600;
+/// The longest message in an error line, in characters (the line stays under 600 with its
+/// prefix and the note of what was left out).
+const MAX_MESSAGE: usize = 540;
 
 /// Exit status: success.
 const OK: u8 = 0;
@@ -69,6 +78,22 @@ impl log::Log for StderrLog {
         }
     }
     fn flush(&self) {}
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}` …); tabs kept.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// At most `max` characters of `text`: its head and tail around a count of what was left
@@ -127,25 +152,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) {
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
-                return ExitCode::from(
-                    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                        ERROR
-                    } else {
-                        OK
-                    },
-                );
+                return ExitCode::from(OK);
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                eprintln!("ckpt: a command is missing (ckpt --help lists them)");
+                return ExitCode::from(ERROR);
             }
             // clap's text is several lines (usage, tips); the first says what is wrong.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ckpt: {}", shorten(first.trim(), MAX_MESSAGE));
+            eprintln!("ckpt: {}", shorten(&printable(first.trim()), MAX_MESSAGE));
             return ExitCode::from(ERROR);
         }
     };
@@ -166,9 +184,15 @@ fn main() -> ExitCode {
             if failure.message.is_empty() {
                 // The command has said what happened.
             } else if failure.finding {
-                eprintln!("ckpt: {}", shorten(&failure.message, MAX_MESSAGE));
+                eprintln!(
+                    "ckpt: {}",
+                    shorten(&printable(&failure.message), MAX_MESSAGE)
+                );
             } else {
-                eprintln!("ckpt: error: {}", shorten(&failure.message, MAX_MESSAGE));
+                eprintln!(
+                    "ckpt: error: {}",
+                    shorten(&printable(&failure.message), MAX_MESSAGE)
+                );
             }
             ExitCode::from(failure.code)
         }

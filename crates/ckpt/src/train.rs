@@ -403,7 +403,6 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     // Names the tool manages, lengths, the run id: refused before any training.
     checkpoint.check_filepath()?;
     checkpoint.check_path(&formatted)?;
-    check_folder(&checkpoint)?;
 
     let mut recorder = Recorder {
         now: RunRecord {
@@ -466,6 +465,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             }
         );
     }
+    // Only now, with every option and the resume accepted, is the folder made (and checked
+    // for writing), so that a refusal leaves nothing behind.
+    check_folder(&checkpoint)?;
     let options = FitOptions::new(args.epochs)
         .batch_size(args.batch_size)
         .validation_split(args.validation_split)

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -23,10 +24,32 @@ fn ckpt_within(dir: &Path, args: &[&str], limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ckpt");
+    // Drained while it runs, so that a full pipe never looks like a hang.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
     let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
         }
         if started.elapsed() > limit {
             let _ = child.kill();
@@ -34,6 +57,11 @@ fn ckpt_within(dir: &Path, args: &[&str], limit: Duration) -> Output {
             panic!("ckpt {args:?} hung for {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
     }
 }
 
@@ -345,6 +373,7 @@ fn bounded_sizes_are_errors_not_aborts() {
     std::fs::write(dir.path().join("big-label.csv"), "1,2,0\n3,4,1000000000\n").expect("csv");
     std::fs::write(dir.path().join("long-line.csv"), "1,".repeat(9 << 20)).expect("csv");
     let long_name = format!("ck/{}.safetensors", "a".repeat(300));
+    let deep = vec!["1"; 300].join(",");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--filepath", "w{val_loss:.65536f}"],
@@ -473,6 +502,70 @@ fn non_regular_files_are_refused_without_blocking() {
             text(&out.stderr)
         );
     }
+    // A FIFO or a device where a checkpoint is to be written is refused, never replaced;
+    // a link planted as the lock file creates nothing where it points.
+    let dest = dir.path().join("dest");
+    std::fs::create_dir(&dest).expect("folder");
+    assert!(Command::new("mkfifo")
+        .arg(dest.join("fifo"))
+        .status()
+        .expect("mkfifo")
+        .success());
+    let device = Command::new("mknod")
+        .args([dest.join("null").to_str().expect("utf-8"), "c", "1", "3"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut targets = vec!["dest/fifo"];
+    if device {
+        targets.push("dest/null");
+    } else {
+        println!("mknod is not permitted here: the device case is skipped, the FIFO case runs");
+    }
+    for target in targets {
+        let args = [
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--filepath",
+            target,
+        ];
+        let out = ckpt_within(dir.path(), &args, limit);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{target}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("not a regular file"),
+            "{}",
+            text(&out.stderr)
+        );
+        let kind = std::fs::symlink_metadata(dir.path().join(target)).expect("still there");
+        assert!(!kind.is_file(), "{target} was replaced by a regular file");
+    }
+    let linked = dir.path().join("linked");
+    std::fs::create_dir_all(linked.join("ck")).expect("folder");
+    std::os::unix::fs::symlink(linked.join("created"), linked.join("ck/.ckpt.lock"))
+        .expect("symlink");
+    let args = [
+        "train",
+        "--epochs",
+        "1",
+        "--progress",
+        "0",
+        "--filepath",
+        "linked/ck/w{epoch}.st",
+    ];
+    let out = ckpt_within(dir.path(), &args, limit);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        !linked.join("created").exists(),
+        "the lock followed a link out of the folder"
+    );
+
     let out = ckpt_within(dir.path(), &["verify", "pipe.safetensors"], limit);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("not a regular file"));
@@ -860,5 +953,78 @@ fn foreign_safetensors_files_load_unverified() {
         text(&out.stdout).contains("format is \"pt\", expected \"model-checkpoint\""),
         "{}",
         text(&out.stdout)
+    );
+}
+
+#[test]
+fn outputs_are_bounded_one_line_and_printable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A tensor name of 70,000 characters, and one with terminal escapes and a newline.
+    for (file, name) in [
+        ("long.safetensors", "a".repeat(70_000)),
+        ("escape.safetensors", "w\u{1b}[2J\nchecksums: ok".to_owned()),
+    ] {
+        let mut header = serde_json::Map::new();
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}),
+        );
+        let mut text_header = serde_json::Value::Object(header).to_string();
+        while !text_header.len().is_multiple_of(8) {
+            text_header.push(' ');
+        }
+        let mut bytes = (text_header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(text_header.as_bytes());
+        bytes.push(7);
+        std::fs::write(dir.path().join(file), bytes).expect("write");
+        for args in [vec!["show", file], vec!["diff", file, file]] {
+            let out = ckpt_within(dir.path(), &args, Duration::from_secs(30));
+            assert!(
+                out.status.code().is_some_and(|c| c <= 2),
+                "{args:?}: {:?}",
+                out.status
+            );
+            let stdout = text(&out.stdout);
+            assert!(
+                !stdout.contains('\u{1b}'),
+                "{args:?}: raw escape in {stdout:?}"
+            );
+            assert!(!stdout.lines().any(|l| l == "checksums: ok"), "{stdout}");
+            assert!(stdout.lines().all(|l| l.chars().count() < 400), "{args:?}");
+        }
+    }
+    // Error lines: one line, bounded, whatever the path holds.
+    let long = "a/".repeat(2000) + "x";
+    for args in [
+        vec!["show", "no\nsuch\nfile"],
+        vec!["show", long.as_str()],
+        vec!["ls", long.as_str()],
+        vec!["train", "--data", "no\nsuch.csv"],
+        vec![],
+    ] {
+        let out = ckpt_within(dir.path(), &args, Duration::from_secs(30));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+        assert!(stderr.len() < 600, "{args:?}: {} bytes", stderr.len());
+    }
+    // A refused resume leaves no folder behind.
+    let out = ckpt_within(
+        dir.path(),
+        &[
+            "train",
+            "--progress",
+            "0",
+            "--resume",
+            "latest",
+            "--filepath",
+            "a/b/c/w{epoch}.st",
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        !dir.path().join("a").exists(),
+        "a refused resume made folders"
     );
 }

@@ -16,6 +16,9 @@ use crate::Error;
 /// copies, and a background save one more).
 pub const MAX_PARAMETERS: usize = 1 << 28;
 
+/// The most layers [`Model::mlp`] builds.
+pub const MAX_LAYERS: usize = 256;
+
 /// A model: a candle module and the `VarMap` holding its variables.
 pub struct Model {
     varmap: VarMap,
@@ -84,6 +87,14 @@ impl Model {
         if sizes.len() < 2 || sizes.contains(&0) {
             return Err(Error::options(format!(
                 "an MLP needs at least two non-zero layer sizes, got {sizes:?}"
+            )));
+        }
+        // candle walks the graph recursively in backprop: a very deep model overflows the
+        // stack (an abort), so depth has a limit as size does.
+        if sizes.len() - 1 > MAX_LAYERS {
+            return Err(Error::options(format!(
+                "an MLP of {} layers is deeper than the {MAX_LAYERS} this builder makes",
+                sizes.len() - 1
             )));
         }
         // Weights and biases of every layer, counted without overflow and checked against a

@@ -179,6 +179,26 @@ impl Optimizer for Adam {
         values: &serde_json::Value,
     ) -> Result<(), Error> {
         let saved: SavedAdam = read_values(file, self.kind(), values)?;
+        // Hyperparameters read from a file are range-checked like counters: a forged
+        // negative rate or a step past 2^53 would train garbage without a word.
+        let p = &saved.params;
+        let checks = [
+            ("lr", p.lr > 0.0 && p.lr.is_finite()),
+            ("beta1", (0.0..1.0).contains(&p.beta1)),
+            ("beta2", (0.0..1.0).contains(&p.beta2)),
+            ("eps", p.eps > 0.0 && p.eps.is_finite()),
+            (
+                "weight_decay",
+                p.weight_decay >= 0.0 && p.weight_decay.is_finite(),
+            ),
+            ("step", saved.step <= model_checkpoint::store::MAX_COUNTER),
+        ];
+        if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
+            return Err(Error::BadTrainingState {
+                path: file.path().to_path_buf(),
+                reason: format!("adam optimizer state: {name} is out of range"),
+            });
+        }
         load_slots(file, prefix, &self.vars, "m", &self.first_moment)?;
         load_slots(file, prefix, &self.vars, "v", &self.second_moment)?;
         self.step_t = saved.step;

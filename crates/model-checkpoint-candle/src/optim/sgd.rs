@@ -116,6 +116,13 @@ impl Optimizer for Sgd {
         values: &serde_json::Value,
     ) -> Result<(), Error> {
         let saved: SavedSgd = read_values(file, "sgd", values)?;
+        let p = &saved.params;
+        if !(p.lr > 0.0 && p.lr.is_finite() && p.momentum >= 0.0 && p.momentum.is_finite()) {
+            return Err(Error::BadTrainingState {
+                path: file.path().to_path_buf(),
+                reason: "sgd optimizer state: lr or momentum is out of range".into(),
+            });
+        }
         load_slots(file, prefix, &self.vars, "velocity", &self.velocity)?;
         self.params = saved.params;
         Ok(())

@@ -50,8 +50,12 @@ impl Meta {
             let Some(text) = info.get(key) else {
                 return Ok(None);
             };
+            // One spelling: decimal digits, no sign, no leading zero, no space.
+            let canonical = !text.is_empty()
+                && text.bytes().all(|b| b.is_ascii_digit())
+                && (text == "0" || !text.starts_with('0'));
             match text.parse::<u64>() {
-                Ok(n) if n <= MAX_COUNTER => Ok(Some(n)),
+                Ok(n) if canonical && n <= MAX_COUNTER => Ok(Some(n)),
                 _ => Err(format!(
                     "{key} {:?} is not a whole number from 0 to {MAX_COUNTER}",
                     crate::text::shorten(text, 40)
@@ -125,6 +129,9 @@ mod tests {
         assert!(Meta::from_info(&info("epoch", "18446744073709551615")).is_err());
         assert!(Meta::from_info(&info("global_step", "-1")).is_err());
         assert!(Meta::from_info(&info("batch", "1e3")).is_err());
+        for odd in ["+5", "05", " 5", "５", ""] {
+            assert!(Meta::from_info(&info("epoch", odd)).is_err(), "{odd:?}");
+        }
         assert_eq!(
             Meta::from_info(&info("epoch", "9007199254740992"))
                 .expect("2^53")

@@ -342,7 +342,8 @@ impl ModelCheckpoint {
 }
 
 impl ModelCheckpoint {
-    /// The best checkpoint of this run still on disk, and its monitored value: Keras's
+    /// The best checkpoint of this run still on disk (up to the current epoch), and its
+    /// monitored value: Keras's
     /// comparison for the monitor's direction, NaN never ranks, ties go to the older file
     /// (the same rule retention keeps by). With no monitored value at any save, the newest
     /// file, without a value.
@@ -351,7 +352,19 @@ impl ModelCheckpoint {
     ///
     /// [`Error::Io`] if the folder cannot be listed.
     pub fn best_saved(&self) -> Result<Option<(PathBuf, Option<f64>)>, Error> {
-        let listed = self.saved_checkpoints()?;
+        // Files of this run from epochs after the current one were left by an earlier
+        // attempt that went further before this one resumed from an older checkpoint: not
+        // this history.
+        let now = self
+            .state
+            .current_epoch
+            .and_then(|e| u64::try_from(e + 1).ok())
+            .unwrap_or(u64::MAX);
+        let listed: Vec<Listed> = self
+            .saved_checkpoints()?
+            .into_iter()
+            .filter(|l| l.position().0 <= now)
+            .collect();
         let files: Vec<crate::policy::SavedFile> = listed
             .iter()
             .enumerate()

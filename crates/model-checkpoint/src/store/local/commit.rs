@@ -47,11 +47,7 @@ impl PendingFile {
     /// [`Error::IsADirectory`] if `dest` is a folder, [`Error::Io`] if the folder is missing
     /// or not writable.
     pub fn create(dest: &Path) -> Result<Self, Error> {
-        if dest.is_dir() {
-            return Err(Error::IsADirectory {
-                path: dest.to_path_buf(),
-            });
-        }
+        check_replaceable(dest)?;
         let dir = parent_dir(dest);
         let name = dest
             .file_name()
@@ -113,8 +109,7 @@ impl PendingFile {
             }
         }
         let dest = self.dest.clone();
-        if dest.is_dir() {
-            let error = Error::IsADirectory { path: dest.clone() };
+        if let Err(error) = check_replaceable(&dest) {
             return Err(CommitError {
                 error: Box::new(error),
                 dest,
@@ -194,14 +189,40 @@ pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), E
             }
         }
     };
-    if let Err(e) = std::fs::rename(&temp, dest) {
+    let renamed = check_replaceable(dest).and_then(|()| {
+        std::fs::rename(&temp, dest).map_err(|e| Error::io("rename a temporary file to", dest, e))
+    });
+    if let Err(e) = renamed {
         let _ = std::fs::remove_file(&temp);
-        return Err(Error::io("rename a temporary file to", dest, e));
+        return Err(e);
     }
     if durable {
         sys::sync_dir(dir).map_err(|e| Error::io("sync folder", dir, e))?;
     }
     Ok(())
+}
+
+/// Refuses to replace what is not a checkpoint's to replace: a folder, a FIFO, a socket or a
+/// device at `dest` (a save renames over its destination, which would swap a device node
+/// for a regular file). A regular file or a link (the link itself is replaced, never its
+/// target) may be replaced; a missing one is created.
+fn check_replaceable(dest: &Path) -> Result<(), Error> {
+    let Ok(meta) = std::fs::symlink_metadata(dest) else {
+        return Ok(());
+    };
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Err(Error::IsADirectory {
+            path: dest.to_path_buf(),
+        });
+    }
+    if kind.is_file() || kind.is_symlink() {
+        return Ok(());
+    }
+    Err(Error::NotARegularFile {
+        path: dest.to_path_buf(),
+        kind: sys::file_type_name(&kind),
+    })
 }
 
 /// The folder holding `path` (`.` for a bare file name).

@@ -45,8 +45,12 @@ impl FolderLock {
         options.create(true).truncate(false).write(true);
         // A FIFO planted under the lock's name must not block the open (with no reader it
         // fails at once instead), and anything but a regular file is refused below.
+        // Nor may a link planted there make the lock create a file elsewhere.
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            libc::O_NONBLOCK | libc::O_NOFOLLOW,
+        );
         let file = options
             .open(&path)
             .map_err(|e| Error::io("create lock file", &path, e))?;

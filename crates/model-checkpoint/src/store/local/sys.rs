@@ -91,7 +91,7 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File, crate::Error> {
 }
 
 /// A word for a file type, for error messages.
-fn file_type_name(t: &std::fs::FileType) -> &'static str {
+pub(crate) fn file_type_name(t: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
