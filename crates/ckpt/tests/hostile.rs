@@ -397,6 +397,12 @@ fn bounded_sizes_are_errors_not_aborts() {
             vec!["--data", "big-label.csv"],
             "label 1000000000 is too large",
         ),
+        (
+            vec!["--data", "long-line.csv"],
+            "longer than 16777216 bytes",
+        ),
+        (vec!["--every-seconds", "1e308"], "a duration holds"),
+        (vec!["--hidden", &deep], "deeper than the 256"),
     ];
     for (args, expected) in &cases {
         let mut all = vec!["train", "--epochs", "1", "--progress", "0"];
