@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum Error {
     /// A checkpoint could not be saved, read or verified, or a callback failed.
     #[error(transparent)]
-    Checkpoint(#[from] model_checkpoint::Error),
+    Checkpoint(model_checkpoint::Error),
     /// candle failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
@@ -92,6 +92,47 @@ pub enum Error {
 impl Error {
     pub(crate) fn options(reason: impl Into<String>) -> Self {
         Error::InvalidOptions(reason.into())
+    }
+}
+
+impl From<model_checkpoint::Error> for Error {
+    /// The core's tensor and training-state errors become this crate's variants of the same
+    /// name, and this crate's own errors that travelled through the core (as
+    /// [`model_checkpoint::Error::Framework`]) come back as themselves.
+    fn from(e: model_checkpoint::Error) -> Self {
+        use model_checkpoint::Error as Core;
+        match e {
+            Core::NotAFullCheckpoint { path } => Error::NotAFullCheckpoint { path },
+            Core::BadTrainingState { path, reason } => Error::BadTrainingState { path, reason },
+            Core::MissingTensor { path, name } => Error::MissingTensor { path, name },
+            Core::ShapeMismatch {
+                path,
+                name,
+                expected,
+                found,
+            } => Error::ShapeMismatch {
+                path,
+                name,
+                expected,
+                found,
+            },
+            Core::DtypeMismatch {
+                path,
+                name,
+                expected,
+                found,
+            } => Error::DtypeMismatch {
+                path,
+                name,
+                expected,
+                found,
+            },
+            Core::Framework(inner) => match inner.downcast::<Error>() {
+                Ok(own) => *own,
+                Err(other) => Error::Checkpoint(Core::Framework(other)),
+            },
+            other => Error::Checkpoint(other),
+        }
     }
 }
 

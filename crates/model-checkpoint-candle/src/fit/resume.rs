@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use model_checkpoint::store::{CheckpointFile, Kind, Verify, KEY_TRAINING_STATE, TRAINING_PREFIX};
-use model_checkpoint::Callback;
+use model_checkpoint::restore::Stored;
+use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::{Callback, Checkpointable};
 
 use super::state::{FitRecord, FitState, OPTIMIZER_PREFIX};
 use super::Trainer;
@@ -52,60 +53,18 @@ impl Trainer {
     ) -> Result<Resumed, Error> {
         let path = path.as_ref();
         let file = CheckpointFile::open(path, Verify::Full)?;
-        if file.kind() != Kind::Full {
-            return Err(Error::NotAFullCheckpoint {
-                path: path.to_path_buf(),
-            });
-        }
-        let text = file
-            .info()
-            .get(KEY_TRAINING_STATE)
-            .ok_or_else(|| bad(path, "no training state in a full checkpoint"))?;
-        let values: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| bad(path, format!("training state unreadable: {e}")))?;
-        let fit_value = values
-            .get("fit")
+        // The core restores; this crate supplies only what is candle's (the variables, the
+        // optimizer slots) and what is fit's (its counters and generator).
+        let mut target = Restoring {
+            model: &self.model,
+            optimizer: self.optimizer.as_mut(),
+            fit: None,
+        };
+        let restored = model_checkpoint::restore::restore(&file, &mut target, callbacks)?;
+        let state = target
+            .fit
             .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;
-        let state: FitState = serde_json::from_value(fit_value.clone())
-            .map_err(|e| bad(path, format!("fit state malformed: {e}")))?;
-        // Counters from a file are range-checked, never wrapped.
-        let max = model_checkpoint::store::MAX_COUNTER;
-        for (name, value) in [
-            ("epoch", state.epoch as u64),
-            ("batches_done", state.batches_done as u64),
-            ("global_step", state.global_step),
-            ("epochs", state.options.epochs as u64),
-            ("batch_size", state.options.batch_size as u64),
-        ] {
-            if value > max {
-                return Err(bad(
-                    path,
-                    format!("fit state: {name} {value} is out of range (at most {max})"),
-                ));
-            }
-        }
-        TrainRng::from_state(&state.rng).ok_or_else(|| bad(path, "generator state malformed"))?;
-        TrainRng::from_state(&state.rng_epoch_start)
-            .ok_or_else(|| bad(path, "generator state malformed"))?;
-
-        self.model.load_weights_from(&file)?;
-        let optimizer = values.get("optimizer").cloned().unwrap_or_default();
-        self.optimizer.load_state(
-            &file,
-            &format!("{TRAINING_PREFIX}{OPTIMIZER_PREFIX}"),
-            &optimizer,
-        )?;
-
-        let mut restored = Vec::new();
-        let saved_callbacks = values.get("callbacks").and_then(|c| c.as_object());
-        for cb in callbacks.iter_mut() {
-            let Some(key) = cb.state_key() else { continue };
-            if let Some(saved) = saved_callbacks.and_then(|c| c.get(&key)) {
-                cb.restore_state(saved)?;
-                cb.restored_from(&file)?;
-                restored.push(key);
-            }
-        }
+        let restored = restored.restored_callbacks;
 
         let (epoch, batches_done) = if state.epoch_complete {
             (state.epoch + 1, 0)
@@ -154,5 +113,65 @@ pub(crate) fn check_compatible(saved: &FitRecord, now: &FitRecord) -> Result<(),
             "the checkpoint was trained with {}; resume with the same options",
             diffs.join(", ")
         )))
+    }
+}
+
+/// A trainer's parts as the core's `restore` sees them: where the weights, the optimizer
+/// state and the fit state go.
+struct Restoring<'a> {
+    model: &'a crate::Model,
+    optimizer: &'a mut dyn crate::Optimizer,
+    fit: Option<FitState>,
+}
+
+impl Checkpointable for Restoring<'_> {
+    fn weights(&self) -> Result<Vec<model_checkpoint::NamedTensor<'_>>, model_checkpoint::Error> {
+        self.model.weights()
+    }
+
+    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+        self.model.load_weights_from(stored.file())?;
+        Ok(())
+    }
+
+    fn restore_training_state(
+        &mut self,
+        tensors: &Stored<'_>,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), model_checkpoint::Error> {
+        let path = tensors.file().path();
+        let fit_value = values
+            .get("fit")
+            .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;
+        let state: FitState = serde_json::from_value(fit_value.clone())
+            .map_err(|e| bad(path, format!("fit state malformed: {e}")))?;
+        // Counters from a file are range-checked, never wrapped.
+        let max = model_checkpoint::store::MAX_COUNTER;
+        for (name, value) in [
+            ("epoch", state.epoch as u64),
+            ("batches_done", state.batches_done as u64),
+            ("global_step", state.global_step),
+            ("epochs", state.options.epochs as u64),
+            ("batch_size", state.options.batch_size as u64),
+        ] {
+            if value > max {
+                return Err(bad(
+                    path,
+                    format!("fit state: {name} {value} is out of range (at most {max})"),
+                )
+                .into());
+            }
+        }
+        TrainRng::from_state(&state.rng).ok_or_else(|| bad(path, "generator state malformed"))?;
+        TrainRng::from_state(&state.rng_epoch_start)
+            .ok_or_else(|| bad(path, "generator state malformed"))?;
+        let optimizer = values.get("optimizer").cloned().unwrap_or_default();
+        self.optimizer.load_state(
+            tensors.file(),
+            &format!("{}{OPTIMIZER_PREFIX}", tensors.prefix()),
+            &optimizer,
+        )?;
+        self.fit = Some(state);
+        Ok(())
     }
 }
