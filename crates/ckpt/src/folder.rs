@@ -172,25 +172,28 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
 
 pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     let list = entries(&args.dir)?;
-    // One rule for "best", the one retention keeps by: the metric's direction, NaN never
-    // ranks, ties go to the older file (earlier in training order).
-    let mut best: Option<(&Entry, String, f64)> = None;
-    for e in list.iter().filter(|e| e.verified.is_ok()) {
-        let Some((name, value)) = monitored(e, args.monitor.as_deref()) else {
-            continue;
-        };
-        if value.is_nan() {
-            continue;
-        }
-        let direction = args.mode.direction_for(&name);
-        let better = match &best {
-            None => true,
-            Some((_, _, bv)) => direction.improves(value, *bv),
-        };
-        if better {
-            best = Some((e, name, value));
-        }
-    }
+    // One rule for "best", the one retention keeps by (policy::best_index): the metric's
+    // direction, NaN never ranks, ties go to the older file (earlier in training order).
+    let candidates: Vec<(&Entry, Option<(String, f64)>)> = list
+        .iter()
+        .filter(|e| e.verified.is_ok())
+        .map(|e| (e, monitored(e, args.monitor.as_deref())))
+        .collect();
+    // The direction comes from the metric's name; files monitoring different metrics are
+    // ranked by the first one's direction (as --monitor names one).
+    let direction = candidates
+        .iter()
+        .find_map(|(_, m)| m.as_ref())
+        .map(|(name, _)| args.mode.direction_for(name))
+        .unwrap_or(model_checkpoint::Direction::Minimize);
+    let best = model_checkpoint::policy::best_index(
+        direction,
+        candidates.iter().map(|(_, m)| m.as_ref().map(|(_, v)| *v)),
+    )
+    .and_then(|i| {
+        let (e, m) = &candidates[i];
+        m.as_ref().map(|(name, value)| (*e, name.clone(), *value))
+    });
     let Some((e, name, value)) = best else {
         let what = args.monitor.as_deref().unwrap_or("their monitored metric");
         return Err(format!(

@@ -49,6 +49,7 @@ mod error;
 mod fit;
 mod model;
 mod optim;
+mod parts;
 mod rng;
 
 pub use adapter::{from_dtype, to_dtype, CandleTensor};
@@ -57,4 +58,5 @@ pub use error::Error;
 pub use fit::{FitOptions, History, Resumed, Trainer};
 pub use model::Model;
 pub use optim::{Adam, Optimizer, ParamsAdam, ParamsSgd, Sgd};
+pub use parts::TrainingParts;
 pub use rng::{RngState, TrainRng};

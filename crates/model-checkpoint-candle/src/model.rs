@@ -230,4 +230,14 @@ impl Checkpointable for Model {
             .map(|(name, var)| Ok(NamedTensor::new(name, CandleTensor::new(var.as_tensor())?)))
             .collect()
     }
+
+    /// Loads every variable from the checkpoint, all or nothing, with the checks of
+    /// [`Model::load_weights`].
+    fn restore_weights(
+        &mut self,
+        stored: &model_checkpoint::restore::Stored<'_>,
+    ) -> Result<(), model_checkpoint::Error> {
+        self.load_weights_from(stored.file())?;
+        Ok(())
+    }
 }

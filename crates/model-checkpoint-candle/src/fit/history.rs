@@ -1,4 +1,4 @@
-use model_checkpoint::{Direction, Logs, Value};
+use model_checkpoint::{Direction, Logs};
 use serde::{Deserialize, Serialize};
 
 /// What `fit` returns: the epoch logs, as Keras's `History` records them.
@@ -32,20 +32,9 @@ impl History {
     /// The epoch with the best value of `metric` and that value; the first on ties, never
     /// NaN.
     pub fn best(&self, metric: &str, direction: Direction) -> Option<(usize, f64)> {
-        let mut best: Option<(usize, f64)> = None;
-        for (&epoch, logs) in self.epochs.iter().zip(&self.logs) {
-            let Some(v) = logs.get(metric).and_then(|v: Value| v.as_f64()) else {
-                continue;
-            };
-            let better = match best {
-                None => !v.is_nan(),
-                Some((_, b)) => direction.improves(v, b),
-            };
-            if better {
-                best = Some((epoch, v));
-            }
-        }
-        best
+        let values = self.metric(metric);
+        let i = model_checkpoint::policy::best_index(direction, values.iter().copied())?;
+        Some((self.epochs[i], values[i]?))
     }
 
     /// The last epoch's logs.

@@ -42,23 +42,17 @@ impl SavedFile {
     }
 }
 
-/// Ranks `a` before `b` when it is better; equal values rank the older first. NaN and
-/// missing values never rank (callers filter them out).
+/// Ranks `a` before `b` when it is better (see [`super::better_first`]), the older first on
+/// equal values.
 fn better_first(direction: Direction, a: &SavedFile, b: &SavedFile) -> std::cmp::Ordering {
-    let (x, y) = (a.score().unwrap_or(f64::NAN), b.score().unwrap_or(f64::NAN));
-    let by_value = match direction {
-        Direction::Minimize => x.total_cmp(&y),
-        Direction::Maximize => y.total_cmp(&x),
-    };
-    by_value.then(a.seq.cmp(&b.seq))
+    super::better_first(direction, a.score(), b.score()).then(a.seq.cmp(&b.seq))
 }
 
-/// The best file: the best value, the older on ties, never NaN.
+/// The best file: the best value, the older on ties, never NaN (see [`super::best_index`]).
 pub fn best_file(files: &[SavedFile], direction: Direction) -> Option<&SavedFile> {
-    files
-        .iter()
-        .filter(|f| f.score().is_some())
-        .min_by(|a, b| better_first(direction, a, b))
+    let mut by_age: Vec<&SavedFile> = files.iter().collect();
+    by_age.sort_by_key(|f| f.seq);
+    super::best_index(direction, by_age.iter().map(|f| f.score())).map(|i| by_age[i])
 }
 
 /// For each file, whether the rules keep it.

@@ -1,0 +1,106 @@
+//! A model and its optimizer as one [`Checkpointable`], for hand-written training loops:
+//! hand it to `ModelCheckpoint` through a `Context` to save everything, and to
+//! `model_checkpoint::restore::restore_latest` to get everything back.
+
+use model_checkpoint::restore::Stored;
+use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
+
+use crate::{Model, Optimizer};
+
+/// The section of the training state that holds the optimizer's values.
+const OPTIMIZER: &str = "optimizer";
+/// Optimizer slots are stored under this prefix (after the format's `__training__/`).
+const OPTIMIZER_PREFIX: &str = "optimizer/";
+/// The section that holds the loop's own values.
+const LOOP: &str = "loop";
+
+/// What a hand-written loop checkpoints: the model, its optimizer (moments, step, learning
+/// rate), and any values of the loop's own (its step counter, say) in [`TrainingParts::values`].
+///
+/// ```
+/// use model_checkpoint::restore::restore;
+/// use model_checkpoint::store::{CheckpointFile, Verify};
+/// use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint};
+/// use model_checkpoint_candle::{Adam, Model, ParamsAdam, TrainingParts};
+///
+/// let model = Model::mlp(&[4, 3], 0)?;
+/// let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
+/// let mut parts = TrainingParts::new(model, optimizer);
+/// parts.values.insert("step".into(), 42.into());
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"));
+/// let mut ctx = Context::new(&parts);
+/// cb.on_epoch_begin(0, &Logs::new(), &mut ctx)?;
+/// cb.on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut ctx)?;
+///
+/// let model = Model::mlp(&[4, 3], 1)?;
+/// let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
+/// let mut fresh = TrainingParts::new(model, optimizer);
+/// let file = CheckpointFile::open(&dir.path().join("w1.safetensors"), Verify::Full)?;
+/// restore(&file, &mut fresh, &mut [&mut cb])?;
+/// assert_eq!(fresh.values["step"], 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct TrainingParts {
+    /// The model.
+    pub model: Model,
+    /// Its optimizer.
+    pub optimizer: Box<dyn Optimizer>,
+    /// The loop's own values, saved and restored with the rest.
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl TrainingParts {
+    /// A model and the optimizer that trains it.
+    pub fn new(model: Model, optimizer: impl Optimizer + 'static) -> Self {
+        TrainingParts {
+            model,
+            optimizer: Box::new(optimizer),
+            values: serde_json::Map::new(),
+        }
+    }
+}
+
+impl Checkpointable for TrainingParts {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        self.model.weights()
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+        let (tensors, optimizer) = self.optimizer.state()?;
+        let tensors = tensors
+            .into_iter()
+            .map(|mut t| {
+                t.name = format!("{OPTIMIZER_PREFIX}{}", t.name);
+                t
+            })
+            .collect();
+        let mut values = serde_json::Map::new();
+        values.insert(OPTIMIZER.into(), optimizer);
+        values.insert(LOOP.into(), serde_json::Value::Object(self.values.clone()));
+        Ok(TrainingState { tensors, values })
+    }
+
+    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+        self.model.restore_weights(stored)
+    }
+
+    fn restore_training_state(
+        &mut self,
+        tensors: &Stored<'_>,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), model_checkpoint::Error> {
+        let optimizer = values.get(OPTIMIZER).cloned().unwrap_or_default();
+        self.optimizer.load_state(
+            tensors.file(),
+            &format!("{}{OPTIMIZER_PREFIX}", tensors.prefix()),
+            &optimizer,
+        )?;
+        self.values = match values.get(LOOP) {
+            Some(serde_json::Value::Object(map)) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        Ok(())
+    }
+}
