@@ -1,5 +1,6 @@
 //! Writes seed checkpoints for the `checkpoint` target with `model_checkpoint::store::save`:
-//! `cargo run --release --bin seedgen -- fuzz/seeds/checkpoint` (run.sh's flags are fine too).
+//! with `RUSTFLAGS` as in `run.sh`, `cargo run --release --manifest-path fuzz/Cargo.toml
+//! --target x86_64-unknown-linux-gnu --bin seedgen -- fuzz/seeds/checkpoint`.
 
 // Linked only for the sanitizer-coverage callbacks the fuzz build flags instrument calls to.
 use libfuzzer_sys as _;

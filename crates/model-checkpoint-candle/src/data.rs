@@ -29,6 +29,9 @@ pub struct Dataset {
     labels: Vec<u32>,
     width: usize,
     classes: usize,
+    /// Float targets (regression), `len × target_width`; empty for class labels.
+    targets: Vec<f32>,
+    target_width: usize,
 }
 
 impl Dataset {
@@ -57,6 +60,54 @@ impl Dataset {
             labels,
             width,
             classes,
+            targets: Vec::new(),
+            target_width: 0,
+        })
+    }
+
+    /// Samples with float targets, for regression: row-major `features` (`n × width`) and
+    /// `targets` (`n × target_width`).
+    ///
+    /// ```
+    /// use model_checkpoint_candle::Dataset;
+    ///
+    /// let data = Dataset::regression(vec![0.0, 1.0, 2.0], 1, vec![0.0, 2.0, 4.0], 1)?;
+    /// assert_eq!((data.len(), data.classes(), data.target_width()), (3, 0, 1));
+    /// # Ok::<(), model_checkpoint_candle::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] when the sizes disagree, there are no samples, or a value is
+    /// not finite.
+    pub fn regression(
+        features: Vec<f32>,
+        width: usize,
+        targets: Vec<f32>,
+        target_width: usize,
+    ) -> Result<Self, Error> {
+        let n = targets.len().checked_div(target_width).unwrap_or(0);
+        if n == 0
+            || width == 0
+            || targets.len() != n * target_width
+            || features.len() != n.saturating_mul(width)
+        {
+            return Err(Error::options(format!(
+                "{} feature values of width {width} and {} target values of width {target_width} do not make the same samples",
+                features.len(),
+                targets.len()
+            )));
+        }
+        if !features.iter().chain(&targets).all(|v| v.is_finite()) {
+            return Err(Error::options("a feature or target is not a finite number"));
+        }
+        Ok(Dataset {
+            features,
+            labels: vec![0; n],
+            width,
+            classes: 0,
+            targets,
+            target_width,
         })
     }
 
@@ -224,11 +275,18 @@ impl Dataset {
         for &i in &order {
             features.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
         }
+        let tw = self.target_width;
+        let mut targets = Vec::with_capacity(self.targets.len());
+        for &i in &order {
+            targets.extend_from_slice(self.targets.get(i * tw..(i + 1) * tw).unwrap_or(&[]));
+        }
         Dataset {
             features,
             labels: order.iter().map(|&i| self.labels[i]).collect(),
             width: self.width,
             classes: self.classes,
+            targets,
+            target_width: tw,
         }
     }
 
@@ -256,11 +314,18 @@ impl Dataset {
     }
 
     fn subset(&self, range: std::ops::Range<usize>) -> Dataset {
+        let tw = self.target_width;
         Dataset {
             features: self.features[range.start * self.width..range.end * self.width].to_vec(),
+            targets: self
+                .targets
+                .get(range.start * tw..range.end * tw)
+                .unwrap_or(&[])
+                .to_vec(),
             labels: self.labels[range].to_vec(),
             width: self.width,
             classes: self.classes,
+            target_width: tw,
         }
     }
 
@@ -273,6 +338,9 @@ impl Dataset {
         }
         for l in &self.labels {
             h.update(&l.to_le_bytes());
+        }
+        for t in &self.targets {
+            h.update(&t.to_bits().to_le_bytes());
         }
         h.update(&(self.width as u64).to_le_bytes());
         h.finalize()
@@ -293,9 +361,14 @@ impl Dataset {
         self.width
     }
 
-    /// Number of classes (largest label + 1).
+    /// Number of classes (largest label + 1); 0 for float targets.
     pub fn classes(&self) -> usize {
         self.classes
+    }
+
+    /// Float targets per sample; 0 for class labels.
+    pub fn target_width(&self) -> usize {
+        self.target_width
     }
 
     /// The labels.
@@ -303,24 +376,29 @@ impl Dataset {
         &self.labels
     }
 
-    /// The samples at `indices` as a features tensor (`n × width`, f32) and a labels tensor
-    /// (`n`, u32).
+    /// The samples at `indices` as a features tensor (`n × width`, f32) and a targets tensor:
+    /// labels (`n`, u32), or float targets (`n × target_width`, f32).
     ///
     /// # Errors
     ///
     /// candle's failure to build the tensors.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor), Error> {
         let mut x = Vec::with_capacity(indices.len() * self.width);
-        let mut y = Vec::with_capacity(indices.len());
         for &i in indices {
             x.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
-            y.push(self.labels[i]);
         }
         let n = indices.len();
-        Ok((
-            Tensor::from_vec(x, (n, self.width), device)?,
-            Tensor::from_vec(y, n, device)?,
-        ))
+        let x = Tensor::from_vec(x, (n, self.width), device)?;
+        if self.target_width > 0 {
+            let tw = self.target_width;
+            let mut y = Vec::with_capacity(n * tw);
+            for &i in indices {
+                y.extend_from_slice(&self.targets[i * tw..(i + 1) * tw]);
+            }
+            return Ok((x, Tensor::from_vec(y, (n, tw), device)?));
+        }
+        let y: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
+        Ok((x, Tensor::from_vec(y, n, device)?))
     }
 }
 

@@ -55,7 +55,7 @@ mod rng;
 pub use adapter::{from_dtype, to_dtype, CandleTensor};
 pub use data::Dataset;
 pub use error::Error;
-pub use fit::{FitOptions, History, Resumed, Trainer};
+pub use fit::{FitOptions, History, Loss, LossFn, Metric, Resumed, Trainer};
 pub use model::Model;
 pub use optim::{Adam, Optimizer, ParamsAdam, ParamsSgd, Sgd};
 pub use parts::TrainingParts;

@@ -241,3 +241,10 @@ impl Checkpointable for Model {
         Ok(())
     }
 }
+
+impl candle_core::Module for Model {
+    /// The model's forward pass, so that a `Model` goes wherever candle takes a `Module`.
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        self.module.forward(xs)
+    }
+}

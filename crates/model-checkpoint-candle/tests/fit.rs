@@ -234,3 +234,57 @@ fn background_saves_during_fit_equal_foreground_saves() {
         );
     }
 }
+
+#[test]
+fn any_loss_and_targets_train_and_mismatched_outputs_are_refused_up_front() {
+    use model_checkpoint_candle::{Loss, Metric};
+    // A classifier whose output is narrower than the classes: a clear error, before any
+    // step (it used to die inside candle with "gather invalid index").
+    let narrow = Model::mlp(&[64, 8, 5], 0).expect("model");
+    let opt = Adam::new(narrow.named_vars(), ParamsAdam::default()).expect("adam");
+    let err = Trainer::new(narrow, opt)
+        .fit(&data(), &FitOptions::new(1).verbose(0), &mut [])
+        .expect_err("5 outputs for 10 classes");
+    assert!(
+        err.to_string()
+            .contains("5 outputs per sample, but the data has 10 classes"),
+        "{err}"
+    );
+
+    // Regression: float targets, mean squared error, mean absolute error as a metric, and a
+    // loss of one's own; the logs carry what was asked for.
+    let x: Vec<f32> = (0..200).map(|i| i as f32 / 100.0 - 1.0).collect();
+    let y: Vec<f32> = x.iter().map(|v| 3.0 * v - 0.5).collect();
+    // Shuffled once, so that the held-out 20% is not all at one end.
+    let reg = Dataset::regression(x, 1, y, 1).expect("data").shuffled(1);
+    for loss in [
+        Loss::MeanSquaredError,
+        Loss::MeanAbsoluteError,
+        Loss::custom(|p, t| (p - t)?.sqr()?.mean_all()),
+    ] {
+        let model = Model::mlp(&[1, 16, 1], 0).expect("model");
+        let opt = Adam::new(model.named_vars(), ParamsAdam::default().lr(0.02)).expect("adam");
+        let mut t = Trainer::new(model, opt).compile(loss.clone(), &[Metric::MeanAbsoluteError]);
+        let history = t
+            .fit(
+                &reg,
+                &FitOptions::new(30).validation_split(0.2).verbose(0),
+                &mut [],
+            )
+            .expect("fit");
+        let last = history.last().expect("logs");
+        for key in ["loss", "mae", "val_loss", "val_mae"] {
+            assert!(last.contains(key), "{loss:?}: {key} in {last:?}");
+        }
+        assert!(!last.contains("accuracy"));
+        let mae = last.get("val_mae").and_then(|v| v.as_f64()).expect("mae");
+        assert!(mae < 0.2, "{loss:?} learned a line: val_mae {mae}");
+    }
+    // The wrong kind of target for the loss is refused too.
+    let model = Model::mlp(&[1, 4, 1], 0).expect("model");
+    let opt = Adam::new(model.named_vars(), ParamsAdam::default()).expect("adam");
+    let err = Trainer::new(model, opt)
+        .fit(&reg, &FitOptions::new(1).verbose(0), &mut [])
+        .expect_err("cross-entropy on float targets");
+    assert!(err.to_string().contains("takes class labels"), "{err}");
+}

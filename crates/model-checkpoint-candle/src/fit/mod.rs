@@ -1,12 +1,14 @@
 //! A Keras-like training loop: `fit`, `evaluate` and `predict` on a classification model,
 //! with callbacks called in Keras's order, and exact resume from full checkpoints.
 
+mod compile;
 mod history;
 mod metrics;
 mod progress;
 mod resume;
 mod state;
 
+pub use compile::{Loss, LossFn, Metric};
 pub use history::History;
 pub use resume::Resumed;
 
@@ -112,12 +114,16 @@ impl<'a> FitOptions<'a> {
     }
 }
 
-/// A compiled classification model: a [`Model`], an [`Optimizer`], sparse categorical
-/// cross-entropy on logits, and accuracy (Keras's
-/// `compile(optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])`).
+/// A compiled model: a [`Model`], an [`Optimizer`], a [`Loss`] and [`Metric`]s (Keras's
+/// `compile`). By default, sparse categorical cross-entropy on logits and accuracy
+/// (`compile(optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])`);
+/// [`Trainer::compile`] takes others (mean squared or absolute error for regression, or a
+/// loss of your own).
 pub struct Trainer {
     model: Model,
     optimizer: Box<dyn Optimizer>,
+    loss: Loss,
+    metrics: Vec<Metric>,
     rng: Option<TrainRng>,
     global_step: u64,
     resume: Option<FitState>,
@@ -129,10 +135,29 @@ impl Trainer {
         Trainer {
             model,
             optimizer: Box::new(optimizer),
+            loss: Loss::default(),
+            metrics: vec![Metric::Accuracy],
             rng: None,
             global_step: 0,
             resume: None,
         }
+    }
+
+    /// Sets the loss and the metrics (Keras's `compile(loss=..., metrics=[...])`).
+    ///
+    /// ```
+    /// use model_checkpoint_candle::{Adam, Loss, Metric, Model, ParamsAdam, Trainer};
+    ///
+    /// let model = Model::mlp(&[1, 8, 1], 0)?;
+    /// let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
+    /// let trainer = Trainer::new(model, optimizer)
+    ///     .compile(Loss::MeanSquaredError, &[Metric::MeanAbsoluteError]);
+    /// # Ok::<(), model_checkpoint_candle::Error>(())
+    /// ```
+    pub fn compile(mut self, loss: Loss, metrics: &[Metric]) -> Self {
+        self.loss = loss;
+        self.metrics = metrics.to_vec();
+        self
     }
 
     /// The model.
@@ -199,6 +224,7 @@ impl Trainer {
                 )));
             }
         }
+        self.check_outputs(train)?;
 
         let record = options.record();
         let mut state = match self.resume.take() {
@@ -285,18 +311,15 @@ impl Trainer {
                     break;
                 }
                 let (x, y) = train.batch(indices, self.model.device())?;
-                let logits = self.model.forward(&x)?;
-                let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+                let outputs = self.model.forward(&x)?;
+                let loss = self.loss.compute(&outputs, &y)?;
                 let grads = loss.backward()?;
                 fence.wait();
                 self.optimizer.step(&grads)?;
-                state.running.add(&loss, &logits, &y)?;
+                state.running.add(&loss, &outputs, &y, &self.metrics)?;
                 state.global_step += 1;
                 state.batches_done = batch + 1;
-                logs = Logs::from([
-                    ("loss", state.running.loss()),
-                    ("accuracy", state.running.accuracy()),
-                ]);
+                logs = state.running.logs(&self.metrics);
                 progress.batch_end(batch + 1, &logs);
                 control = control.and(hook!(on_train_batch_end(batch, &logs)));
                 if control != Control::Continue {
@@ -309,10 +332,7 @@ impl Trainer {
                 break;
             }
             if logs.is_empty() {
-                logs = Logs::from([
-                    ("loss", state.running.loss()),
-                    ("accuracy", state.running.accuracy()),
-                ]);
+                logs = state.running.logs(&self.metrics);
             }
             if let Some(val) = validation {
                 let _ = hook!(on_test_begin(&empty));
@@ -356,7 +376,7 @@ impl Trainer {
         Ok(history)
     }
 
-    /// Loss and accuracy on `data` (Keras's `evaluate`), in batches of `batch_size`.
+    /// The loss and metrics on `data` (Keras's `evaluate`), in batches of `batch_size`.
     ///
     /// # Errors
     ///
@@ -374,22 +394,31 @@ impl Trainer {
         if batch_size == 0 {
             return Err(Error::options("batch_size must be at least 1"));
         }
+        self.check_outputs(data)?;
         let mut running = Running::default();
         let order: Vec<usize> = (0..data.len()).collect();
         let empty = Logs::new();
         for (batch, indices) in order.chunks(batch_size).enumerate() {
             hook(batch, &empty, Phase::Begin)?;
             let (x, y) = data.batch(indices, self.model.device())?;
-            let logits = self.model.forward(&x)?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-            running.add(&loss, &logits, &y)?;
-            let logs = Logs::from([("loss", running.loss()), ("accuracy", running.accuracy())]);
-            hook(batch, &logs, Phase::End)?;
+            let outputs = self.model.forward(&x)?;
+            let loss = self.loss.compute(&outputs, &y)?;
+            running.add(&loss, &outputs, &y, &self.metrics)?;
+            hook(batch, &running.logs(&self.metrics), Phase::End)?;
         }
-        Ok(Logs::from([
-            ("loss", running.loss()),
-            ("accuracy", running.accuracy()),
-        ]))
+        Ok(running.logs(&self.metrics))
+    }
+
+    /// Refuses, before any step, a model whose outputs cannot meet the data's targets (a
+    /// classifier with fewer outputs than classes would fail deep inside candle).
+    fn check_outputs(&self, data: &Dataset) -> Result<(), Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let (x, _) = data.batch(&[0], self.model.device())?;
+        let outputs = self.model.forward(&x)?;
+        let width = outputs.dims().get(1).copied().unwrap_or(1);
+        metrics::check_outputs(&self.loss, width, data.classes(), data.target_width())
     }
 
     /// The model's outputs (logits) for every sample of `data` (Keras's `predict`).
