@@ -96,19 +96,7 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// At most `max` characters of `text`: its head and tail around a count of what was left
-/// out, so that an oversized value (a template, a path) cannot flood the terminal.
-pub(crate) fn shorten(text: &str, max: usize) -> String {
-    let count = text.chars().count();
-    if count <= max {
-        return text.to_owned();
-    }
-    let head = max * 2 / 3;
-    let tail = max - head;
-    let start: String = text.chars().take(head).collect();
-    let end: String = text.chars().skip(count - tail).collect();
-    format!("{start}…[{} characters]…{end}", count - head - tail)
-}
+pub(crate) use model_checkpoint::text::shorten;
 
 /// An error for the user: one line, and the exit status.
 pub(crate) struct Failure {

@@ -7,10 +7,6 @@ use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
 
 use crate::{Model, Optimizer};
 
-/// The section of the training state that holds the optimizer's values.
-const OPTIMIZER: &str = "optimizer";
-/// Optimizer slots are stored under this prefix (after the format's `__training__/`).
-const OPTIMIZER_PREFIX: &str = "optimizer/";
 /// The section that holds the loop's own values.
 const LOOP: &str = "loop";
 
@@ -68,18 +64,11 @@ impl Checkpointable for TrainingParts {
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        let (tensors, optimizer) = self.optimizer.state()?;
-        let tensors = tensors
-            .into_iter()
-            .map(|mut t| {
-                t.name = format!("{OPTIMIZER_PREFIX}{}", t.name);
-                t
-            })
-            .collect();
-        let mut values = serde_json::Map::new();
-        values.insert(OPTIMIZER.into(), optimizer);
-        values.insert(LOOP.into(), serde_json::Value::Object(self.values.clone()));
-        Ok(TrainingState { tensors, values })
+        let mut state = crate::optim::optimizer_state(self.optimizer.as_ref())?;
+        state
+            .values
+            .insert(LOOP.into(), serde_json::Value::Object(self.values.clone()));
+        Ok(state)
     }
 
     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
@@ -91,12 +80,7 @@ impl Checkpointable for TrainingParts {
         tensors: &Stored<'_>,
         values: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), model_checkpoint::Error> {
-        let optimizer = values.get(OPTIMIZER).cloned().unwrap_or_default();
-        self.optimizer.load_state(
-            tensors.file(),
-            &format!("{}{OPTIMIZER_PREFIX}", tensors.prefix()),
-            &optimizer,
-        )?;
+        crate::optim::restore_optimizer(self.optimizer.as_mut(), tensors, values)?;
         self.values = match values.get(LOOP) {
             Some(serde_json::Value::Object(map)) => map.clone(),
             _ => serde_json::Map::new(),

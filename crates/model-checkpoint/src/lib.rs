@@ -80,7 +80,7 @@ pub mod policy;
 pub mod restore;
 pub mod store;
 pub mod template;
-mod text;
+pub mod text;
 
 pub use callback::{Callback, CallbackList, Context, Control, HookResult, SnapshotFence};
 pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, ModelCheckpoint};

@@ -1,9 +1,9 @@
-//! Text helpers for messages.
+//! Text helpers for messages: how values read from outside are quoted.
 
 /// `s` when it is at most `max` characters, else its first and last characters around a note
 /// of how many were left out: an oversized value read from outside (a name, a template, a
 /// metadata field) must not turn an error message into megabytes.
-pub(crate) fn shorten(s: &str, max: usize) -> String {
+pub fn shorten(s: &str, max: usize) -> String {
     let count = s.chars().count();
     if count <= max {
         return s.to_owned();

@@ -6,7 +6,7 @@ use model_checkpoint::restore::Stored;
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::{Callback, Checkpointable};
 
-use super::state::{FitRecord, FitState, OPTIMIZER_PREFIX};
+use super::state::{FitRecord, FitState};
 use super::Trainer;
 use crate::rng::TrainRng;
 use crate::Error;
@@ -165,12 +165,7 @@ impl Checkpointable for Restoring<'_> {
         TrainRng::from_state(&state.rng).ok_or_else(|| bad(path, "generator state malformed"))?;
         TrainRng::from_state(&state.rng_epoch_start)
             .ok_or_else(|| bad(path, "generator state malformed"))?;
-        let optimizer = values.get("optimizer").cloned().unwrap_or_default();
-        self.optimizer.load_state(
-            tensors.file(),
-            &format!("{}{OPTIMIZER_PREFIX}", tensors.prefix()),
-            &optimizer,
-        )?;
+        crate::optim::restore_optimizer(self.optimizer, tensors, values)?;
         self.fit = Some(state);
         Ok(())
     }

@@ -50,29 +50,18 @@ pub(crate) struct TrainingView<'a> {
     pub state: &'a FitState,
 }
 
-pub(crate) const OPTIMIZER_PREFIX: &str = "optimizer/";
-
 impl Checkpointable for TrainingView<'_> {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
         self.model.weights()
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        let (tensors, optimizer) = self.optimizer.state()?;
-        let tensors = tensors
-            .into_iter()
-            .map(|mut t| {
-                t.name = format!("{OPTIMIZER_PREFIX}{}", t.name);
-                t
-            })
-            .collect();
-        let mut values = serde_json::Map::new();
-        values.insert("optimizer".into(), optimizer);
-        values.insert(
+        let mut state = crate::optim::optimizer_state(self.optimizer)?;
+        state.values.insert(
             "fit".into(),
             serde_json::to_value(self.state)
                 .map_err(|e| model_checkpoint::Error::Framework(Box::new(e)))?,
         );
-        Ok(TrainingState { tensors, values })
+        Ok(state)
     }
 }
