@@ -352,6 +352,21 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     sizes.extend(&args.hidden);
     sizes.push(data.classes());
     let learning_rate = args.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE);
+    let parameters = sizes
+        .windows(2)
+        .try_fold(0usize, |n, w| {
+            w[0].checked_mul(w[1])
+                .and_then(|m| m.checked_add(w[1]))
+                .and_then(|m| n.checked_add(m))
+        })
+        .filter(|&n| n <= MAX_TRAIN_PARAMETERS);
+    if parameters.is_none() {
+        return Err(format!(
+            "--hidden {}: the model would have more than {MAX_TRAIN_PARAMETERS} parameters (1 GiB of weights), the most ckpt train builds",
+            shorten(&args.hidden.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
+        )
+        .into());
+    }
     let model = Model::mlp(&sizes, args.seed)?;
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
     let mut trainer = Trainer::new(model, optimizer);
@@ -529,3 +544,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
 }
 
 const DEFAULT_LEARNING_RATE: f64 = 0.001;
+
+/// The most parameters `ckpt train` builds: 2^28, 1 GiB of weights (with Adam's two moments
+/// and a background copy, 4 GiB in all).
+const MAX_TRAIN_PARAMETERS: usize = 1 << 28;

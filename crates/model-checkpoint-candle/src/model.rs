@@ -12,9 +12,9 @@ use crate::adapter::{load_vars, CandleTensor};
 use crate::rng::TrainRng;
 use crate::Error;
 
-/// The most parameters [`Model::mlp`] builds: 2^28 (1 GiB of `f32`; Adam keeps two more
-/// copies, and a background save one more).
-pub const MAX_PARAMETERS: usize = 1 << 28;
+/// The most parameters [`Model::mlp`] builds: 2^30 (4 GiB of `f32`; Adam keeps two more
+/// copies, and a background save one more). `ckpt train` allows less (2^28).
+pub const MAX_PARAMETERS: usize = 1 << 30;
 
 /// The most layers [`Model::mlp`] builds.
 pub const MAX_LAYERS: usize = 256;

@@ -46,7 +46,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn create(&self, name: &str, head_len: u64) -> Result<Box<dyn PendingObject>, Error>;
 
     /// Writes a small object only if nothing exists under `name` yet; `Ok(false)` when the
-    /// name is taken. Markers and locks use it.
+    /// name is taken. Markers use it. A backend need not make it durable at once.
     ///
     /// # Errors
     ///

@@ -146,8 +146,10 @@ impl Storage for LocalFolder {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
             Err(e) => return Err(Error::io("create", &path, e)),
         };
+        // Not synced: markers only ever let retention delete more, so a marker lost in a
+        // power cut costs an extra file, never a lost one (and its folder entry is made
+        // durable by the next save's folder sync).
         file.write_all(bytes)
-            .and_then(|()| file.sync_all())
             .map_err(|e| Error::io("write", &path, e))?;
         Ok(true)
     }
