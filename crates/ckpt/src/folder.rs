@@ -100,18 +100,44 @@ fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {
     Some((name, value.as_f64()?))
 }
 
+/// The best file that verifies, by one rule, the one retention keeps by
+/// (`policy::best_index`): the metric's direction, NaN never ranks, ties go to the older
+/// file (earlier in training order). Returns its index, the metric and the value.
+fn best_of(list: &[Entry], monitor: Option<&str>, mode: Mode) -> Option<(usize, String, f64)> {
+    let values: Vec<Option<(String, f64)>> = list
+        .iter()
+        .map(|e| e.verified.is_ok().then(|| monitored(e, monitor)).flatten())
+        .collect();
+    // The direction comes from the metric's name (files monitoring different metrics are
+    // ranked by the first one's).
+    let direction = values
+        .iter()
+        .flatten()
+        .next()
+        .map(|(name, _)| mode.direction_for(name))
+        .unwrap_or(model_checkpoint::Direction::Minimize);
+    let i = model_checkpoint::policy::best_index(
+        direction,
+        values.iter().map(|m| m.as_ref().map(|(_, v)| *v)),
+    )?;
+    let (name, value) = values[i].clone()?;
+    Some((i, name, value))
+}
+
 pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
     let list = entries(&args.dir)?;
+    let best = best_of(&list, None, Mode::Auto).map(|(i, ..)| i);
     if args.json {
         let rows: Vec<_> = list
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let m = monitored(e, None);
                 json!({
                     "path": e.path, "kind": e.kind, "epoch": e.meta.epoch, "global_step": e.meta.global_step,
                     "monitor": m.as_ref().map(|(n, _)| n), "value": m.as_ref().map(|(_, v)| v),
                     "bytes": e.size, "verified": e.verified.is_ok(),
-                    "problem": e.verified.as_ref().err(),
+                    "problem": e.verified.as_ref().err(), "best": best == Some(i),
                 })
             })
             .collect();
@@ -121,8 +147,10 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
     let dash = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
     let rows: Vec<[String; 7]> = list
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let m = monitored(e, None);
+            let mark = if best == Some(i) { " (best)" } else { "" };
             // Cells hold what files say: bounded, so that no column runs away.
             let cell = |text: String| crate::shorten(&text, 120);
             [
@@ -130,7 +158,7 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
                 dash(e.kind.clone()),
                 dash(e.meta.epoch.map(|x| x.to_string())),
                 dash(e.meta.global_step.map(|x| x.to_string())),
-                dash(m.map(|(n, v)| cell(format!("{n}={v:.4}")))),
+                dash(m.map(|(n, v)| cell(format!("{n}={v:.4}{mark}")))),
                 e.size.to_string(),
                 match &e.verified {
                     Ok(()) => "ok".to_owned(),
@@ -172,29 +200,8 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
 
 pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     let list = entries(&args.dir)?;
-    // One rule for "best", the one retention keeps by (policy::best_index): the metric's
-    // direction, NaN never ranks, ties go to the older file (earlier in training order).
-    let candidates: Vec<(&Entry, Option<(String, f64)>)> = list
-        .iter()
-        .filter(|e| e.verified.is_ok())
-        .map(|e| (e, monitored(e, args.monitor.as_deref())))
-        .collect();
-    // The direction comes from the metric's name; files monitoring different metrics are
-    // ranked by the first one's direction (as --monitor names one).
-    let direction = candidates
-        .iter()
-        .find_map(|(_, m)| m.as_ref())
-        .map(|(name, _)| args.mode.direction_for(name))
-        .unwrap_or(model_checkpoint::Direction::Minimize);
-    let best = model_checkpoint::policy::best_index(
-        direction,
-        candidates.iter().map(|(_, m)| m.as_ref().map(|(_, v)| *v)),
-    )
-    .and_then(|i| {
-        let (e, m) = &candidates[i];
-        m.as_ref().map(|(name, value)| (*e, name.clone(), *value))
-    });
-    let Some((e, name, value)) = best else {
+    let best = best_of(&list, args.monitor.as_deref(), args.mode);
+    let Some((i, name, value)) = best else {
         let what = args.monitor.as_deref().unwrap_or("their monitored metric");
         return Err(format!(
             "no checkpoint in {} that verifies logs {what}",
@@ -202,6 +209,7 @@ pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
         )
         .into());
     };
+    let e = &list[i];
     if args.json {
         out!(
             "{}",

@@ -45,6 +45,19 @@ fn ls_lists_every_checkpoint_with_its_facts() {
         "{table}"
     );
     assert!(lines.iter().skip(1).all(|l| l.ends_with("ok")));
+    // The best by the one rule `ckpt best` uses is marked, once.
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(" (best)")).count(),
+        1,
+        "{table}"
+    );
+    let best = text(&ckpt(dir.path(), &["best", "ck"]).stdout);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" (best)") && l.starts_with(best.trim())),
+        "{best} / {table}"
+    );
 
     // A damaged file shows as such.
     let victim = dir.path().join("ck/e2.safetensors");

@@ -9,7 +9,7 @@ use super::super::background::{BackgroundWriter, Outcome};
 use super::super::messages;
 use super::{ModelCheckpoint, Output};
 use crate::callback::Context;
-use crate::model::{Checkpointable, NamedTensor};
+use crate::model::NamedTensor;
 use crate::policy::{files_to_keep, judge, SavedFile, Verdict};
 use crate::store::{self, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::template::{self, FormatError};
@@ -22,6 +22,27 @@ pub(super) enum Reason {
     Keras,
     /// A trigger beyond Keras (steps, epochs, seconds): Keras's counters stay untouched.
     Trigger,
+}
+
+/// A save that is due: where, what kind, and at which point of training.
+pub(super) struct Due<'a> {
+    path: &'a Path,
+    kind: Kind,
+    epoch: i64,
+    batch: Option<i64>,
+    logs: &'a Logs,
+}
+
+impl<'a> Due<'a> {
+    fn new(path: &'a Path, kind: Kind, epoch: i64, batch: Option<i64>, logs: &'a Logs) -> Self {
+        Due {
+            path,
+            kind,
+            epoch,
+            batch,
+            logs,
+        }
+    }
 }
 
 /// What a save in progress will be tracked as once committed.
@@ -110,7 +131,8 @@ impl ModelCheckpoint {
             return Ok(false);
         }
         let filepath = self.format_path(epoch, batch, logs)?;
-        let model = ctx.model()?;
+        // Keras fails on a missing model here: after formatting, before making folders.
+        ctx.model()?;
         self.ensure_run_id();
         let path = PathBuf::from(&filepath);
         // tf.keras creates the folder before looking at the monitor, so skipped epochs can
@@ -145,12 +167,12 @@ impl ModelCheckpoint {
                 // Keras updates best before saving, so a failed save still moves it.
                 self.state.best = to;
                 let kind = self.kind();
-                self.write(&path, kind, model, ctx, epoch, batch, logs)?;
+                self.write(Due::new(&path, kind, epoch, batch, logs), ctx)?;
             }
             Verdict::Save => {
                 self.say(&messages::saving(epoch, &shown));
                 let kind = self.kind();
-                self.write(&path, kind, model, ctx, epoch, batch, logs)?;
+                self.write(Due::new(&path, kind, epoch, batch, logs), ctx)?;
             }
         }
         Ok(true)
@@ -175,7 +197,7 @@ impl ModelCheckpoint {
         ctx: &Context<'_>,
     ) -> Result<(), Error> {
         self.flush()?;
-        let model = ctx.model()?;
+        ctx.model()?;
         let dir = self.static_dir();
         self.storage.prepare_dir(&dir.to_string_lossy())?;
         self.ensure_lock()?;
@@ -188,24 +210,22 @@ impl ModelCheckpoint {
             path.display()
         ));
         let background = std::mem::replace(&mut self.background, false);
-        let written = self.write(&path, Kind::Full, model, ctx, epoch, batch, logs);
+        let written = self.write(Due::new(&path, Kind::Full, epoch, batch, logs), ctx);
         self.background = background;
         written?;
         self.extras.interrupted = Some(signal);
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn write(
-        &mut self,
-        path: &Path,
-        kind: Kind,
-        model: &dyn Checkpointable,
-        ctx: &Context<'_>,
-        epoch: i64,
-        batch: Option<i64>,
-        logs: &Logs,
-    ) -> Result<(), Error> {
+    fn write(&mut self, due: Due<'_>, ctx: &Context<'_>) -> Result<(), Error> {
+        let Due {
+            path,
+            kind,
+            epoch,
+            batch,
+            logs,
+        } = due;
+        let model = ctx.model()?;
         let mut tensors: Vec<NamedTensor<'_>> = model.weights()?;
         if let Some(t) = tensors.iter().find(|t| t.name.starts_with(TRAINING_PREFIX)) {
             return Err(Error::TensorName {
