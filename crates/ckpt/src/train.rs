@@ -437,7 +437,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     };
     if let Some(from) = &args.resume {
         let path = if from.as_os_str() == "latest" {
-            model_checkpoint::store::latest_full(&checkpoint.folder())?
+            checkpoint.latest()?
         } else {
             from.clone()
         };
@@ -495,7 +495,8 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             .last_saved()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        out!("\ninterrupted by {signal}: saved a full checkpoint to {saved}");
+        out!();
+        out!("interrupted by {signal}: saved a full checkpoint to {saved}");
         out!("resume with: ckpt train --resume {saved} (and the same options)");
         return Err(Failure::interrupted());
     }

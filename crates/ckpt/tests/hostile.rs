@@ -1034,3 +1034,207 @@ fn outputs_are_bounded_one_line_and_printable() {
         "a refused resume made folders"
     );
 }
+
+/// Starts a long `ckpt train` in `dir`, waits for `first` to appear, and returns the child.
+fn start_training(dir: &Path, args: &[&str], first: &str) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start training");
+    common::wait_for_file(&dir.join(first), "training never saved");
+    child
+}
+
+fn stop(mut child: std::process::Child, signal: &str) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    child.wait().expect("wait")
+}
+
+#[test]
+fn managed_names_never_replace_what_the_run_did_not_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("ck")).expect("folder");
+    // A user's file where `last` would go: refused, untouched.
+    foreign_file(&dir.path().join("ck/last.safetensors"), Some("pt"));
+    let before = std::fs::read(dir.path().join("ck/last.safetensors")).expect("read");
+    let out = train(dir.path(), &["--epochs", "1", "--save-last"]);
+    assert_refused(&out, &["--save-last"], "did not write");
+    assert_eq!(
+        std::fs::read(dir.path().join("ck/last.safetensors")).expect("read"),
+        before
+    );
+    // A template whose names may (but need not) be `last` is fine with --save-last.
+    let other = tempfile::tempdir().expect("tempdir");
+    let out = ckpt_within(
+        other.path(),
+        &[
+            "train",
+            "--epochs",
+            "2",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--save-last",
+            "--filepath",
+            "ck/{epoch:02d}.safetensors",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(other.path().join("ck/last.safetensors").exists());
+
+    // A user's interrupted.safetensors is not overwritten by an interrupt save: the run
+    // saves under a name of its own.
+    let third = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(third.path().join("ck")).expect("folder");
+    std::fs::write(third.path().join("ck/interrupted.safetensors"), "precious").expect("write");
+    let child = start_training(
+        third.path(),
+        &[
+            "train",
+            "--epochs",
+            "400",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--filepath",
+            "ck/e{epoch:03d}.safetensors",
+            "--save-on-interrupt",
+        ],
+        "ck/e002.safetensors",
+    );
+    let status = stop(child, "-TERM");
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(
+        std::fs::read_to_string(third.path().join("ck/interrupted.safetensors")).expect("kept"),
+        "precious"
+    );
+    let own = std::fs::read_dir(third.path().join("ck"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("interrupted-"));
+    assert!(own, "the interrupt save went under the run's own name");
+}
+
+#[test]
+fn nested_folders_lock_resume_and_clean_like_flat_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A trainer whose template has a field in a folder name locks the folder above; a
+    // second trainer in one of its sub-folders is refused, and removes nothing of it.
+    let child = start_training(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "400",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--filepath",
+            "ck/{epoch}/w.safetensors",
+        ],
+        "ck/1/w.safetensors",
+    );
+    let out = ckpt_within(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--filepath",
+            "ck/1/x{epoch}.safetensors",
+        ],
+        Duration::from_secs(60),
+    );
+    let status = stop(child, "-KILL");
+    assert!(!status.success());
+    assert_refused(
+        &out,
+        &["nested"],
+        "another process is writing checkpoints into",
+    );
+
+    // Resume latest finds checkpoints in sub-folders.
+    let nested = tempfile::tempdir().expect("tempdir");
+    let args = ["--filepath", "ck/{epoch}/w.safetensors"];
+    let run = |extra: &[&str]| {
+        let mut all = vec!["train", "--progress", "0", "--verbose", "0"];
+        all.extend_from_slice(&args);
+        all.extend_from_slice(extra);
+        ckpt_within(nested.path(), &all, Duration::from_secs(120))
+    };
+    assert!(run(&["--epochs", "2"]).status.success());
+    let out = run(&["--epochs", "3", "--resume", "latest"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("resuming from ck/2/w.safetensors at epoch 3"));
+
+    // A template that climbs with `..` still has its retention and its report.
+    let climb = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(climb.path().join("work")).expect("folder");
+    let out = ckpt_within(
+        &climb.path().join("work"),
+        &[
+            "train",
+            "--epochs",
+            "4",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--keep-last",
+            "1",
+            "--filepath",
+            "../ck/w{epoch}.safetensors",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let kept: Vec<String> = std::fs::read_dir(climb.path().join("ck"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    assert!(kept.len() <= 2, "retention ran: {kept:?}");
+    assert!(
+        text(&out.stdout).contains("reloaded best weights"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Markers do not pile up when one name is saved again and again.
+    let again = tempfile::tempdir().expect("tempdir");
+    let out = ckpt_within(
+        again.path(),
+        &[
+            "train",
+            "--epochs",
+            "3",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--filepath",
+            "ck/w.safetensors",
+        ],
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let markers = std::fs::read_dir(again.path().join("ck"))
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ckpt-run."))
+        .count();
+    assert_eq!(markers, 1);
+}

@@ -90,17 +90,12 @@ fn write_snapshot(
     let result = store::save_to(storage, &name, kind, &named, info, options).map(Some);
     drop(named);
     let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
-    Outcome {
-        path,
-        result,
-        buffers,
-    }
+    Outcome { result, buffers }
 }
 
 /// What the writer thread sends back: the result (`None` for a `Prepare`), and buffers for
 /// the next snapshot.
 pub(crate) struct Outcome {
-    pub path: PathBuf,
     pub result: Result<Option<SaveReport>, Error>,
     buffers: Vec<Vec<u8>>,
 }
@@ -176,14 +171,12 @@ impl BackgroundWriter {
                                     write_snapshot(&*storage, path, kind, tensors, &info, &options)
                                 }
                                 Err(e) => Outcome {
-                                    path,
                                     result: Err(e),
                                     buffers: Vec::new(),
                                 },
                             }
                         }
                         Job::Prepare(sizes) => Outcome {
-                            path: PathBuf::new(),
                             result: Ok(None),
                             // Non-zero fill: the pages must really be allocated now.
                             buffers: sizes.into_iter().map(|n| vec![1u8; n]).collect(),
@@ -264,7 +257,6 @@ impl BackgroundWriter {
     fn lost(&mut self) -> Outcome {
         self.in_flight = 0;
         Outcome {
-            path: PathBuf::new(),
             result: Err(Error::Writer {
                 reason: "the writer thread stopped unexpectedly; saves in flight are lost".into(),
                 source: None,

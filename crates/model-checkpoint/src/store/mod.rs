@@ -29,6 +29,9 @@ pub use local::{
 pub use meta::{Meta, KEY_TRAINING_STATE, MAX_COUNTER};
 pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_HEADER_BYTES};
 pub(crate) use scan::sort_by_position;
-pub use scan::{candidate_files, latest_full, latest_full_in, list, list_in, Header, Listed};
+pub use scan::{
+    candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in, Header,
+    Listed,
+};
 pub use storage::{ObjectMeta, ObjectReader, PendingObject, Storage, MARKER_PREFIX};
 pub use write::{save, save_to, SaveOptions, SaveReport};

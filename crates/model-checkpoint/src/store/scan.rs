@@ -138,7 +138,25 @@ pub fn latest_full(dir: &Path) -> Result<PathBuf, Error> {
 ///
 /// As [`latest_full`].
 pub fn latest_full_in(storage: &dyn Storage, dir: &str) -> Result<PathBuf, Error> {
-    newest_that_verifies(list_in(storage, dir, 0)?, Path::new(dir), |p| {
+    latest_full_matching(storage, dir, 0, &|_| true)
+}
+
+/// Like [`latest_full_in`], down to `depth` sub-folders, among the names `keep` accepts.
+///
+/// # Errors
+///
+/// As [`latest_full`].
+pub fn latest_full_matching(
+    storage: &dyn Storage,
+    dir: &str,
+    depth: usize,
+    keep: &dyn Fn(&Path) -> bool,
+) -> Result<PathBuf, Error> {
+    let listed = list_in(storage, dir, depth)?
+        .into_iter()
+        .filter(|l| keep(&l.path))
+        .collect();
+    newest_that_verifies(listed, Path::new(dir), |p| {
         CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::Full)
     })
 }

@@ -76,6 +76,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// [`Error::Io`] when the backend cannot tell.
     fn exists(&self, name: &str) -> Result<bool, Error>;
 
+    /// Whether an object exists under `name` and was written by this account, as far as
+    /// the backend can tell (a local folder compares the file's owner with this process's
+    /// user, so that a marker planted by another user of a shared folder does not count).
+    /// Default: [`Storage::exists`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the backend cannot tell.
+    fn exists_as_own(&self, name: &str) -> Result<bool, Error> {
+        self.exists(name)
+    }
+
     /// Deletes the object `name`; a missing one is not an error. Never follows a link: a
     /// link planted under `name` is removed, not its target.
     ///

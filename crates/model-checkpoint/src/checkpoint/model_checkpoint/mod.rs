@@ -122,6 +122,8 @@ pub struct ModelCheckpoint {
     run_confirmed: bool,
     /// The files this callback committed since it was made (always its own).
     session_saved: std::collections::BTreeSet<PathBuf>,
+    /// The header digest of each file this callback committed, by path (for its marker).
+    session_digests: std::collections::BTreeMap<PathBuf, [u8; 32]>,
 }
 
 impl fmt::Debug for ModelCheckpoint {
@@ -187,6 +189,7 @@ impl ModelCheckpoint {
             explicit_run_id: false,
             run_confirmed: false,
             session_saved: std::collections::BTreeSet::new(),
+            session_digests: std::collections::BTreeMap::new(),
         };
         cb.reset_best();
         cb

@@ -121,10 +121,19 @@ impl ModelCheckpoint {
         }
     }
 
-    /// Leaves the marker of a file this run just committed.
-    pub(super) fn mark_written(&mut self, digest: [u8; 32]) -> Result<(), Error> {
+    /// Leaves the marker of a file this run just committed at `path`, and removes the
+    /// marker of the file it replaced there, if this callback wrote that one.
+    pub(super) fn mark_written(&mut self, path: &Path, digest: [u8; 32]) -> Result<(), Error> {
         let marker = self.marker(self.run_id(), &digest);
         self.storage.put_if_absent(&marker, b"")?;
+        if let Some(old) = self.session_digests.insert(path.to_path_buf(), digest) {
+            if old != digest {
+                let stale = self.marker(self.run_id(), &old);
+                if let Err(e) = self.storage.delete(&stale) {
+                    log::warn!(target: "model_checkpoint", "cannot remove {stale}: {e}");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -139,7 +148,7 @@ impl ModelCheckpoint {
         }
         let claimed = self.run_id().to_owned();
         let marker = self.marker(&claimed, &file.header_digest());
-        if !claimed.is_empty() && self.storage.exists(&marker).unwrap_or(false) {
+        if !claimed.is_empty() && self.storage.exists_as_own(&marker).unwrap_or(false) {
             self.run_confirmed = true;
             return;
         }
@@ -204,16 +213,51 @@ impl ModelCheckpoint {
                 "the markers that prove which run wrote a file",
             ));
         }
+        // A template that always produces the `last` name; one that only may is checked at
+        // each save.
         if let Some(last) = self.last_path() {
-            let last = last.to_string_lossy();
-            if pattern.matches(&last) && last.ends_with(&*name_literal_tail(&self.filepath)) {
+            if pattern.is_fixed() && same_path(&last, Path::new(&self.filepath)) {
                 return Err(reserved(
-                    &last,
+                    &last.to_string_lossy(),
                     "the link to the newest checkpoint (save_last)",
                 ));
             }
         }
         Ok(())
+    }
+
+    /// Whether the tool may replace `path` (the `last` link, an interrupt save): it is free,
+    /// or a checkpoint of this run.
+    pub(super) fn replaceable(&self, path: &Path) -> bool {
+        let name = path.to_string_lossy();
+        if !self.storage.exists(&name).unwrap_or(true) {
+            return true;
+        }
+        CheckpointFile::open_in(&*self.storage, &name, Verify::HeaderOnly)
+            .ok()
+            .and_then(|f| Meta::from_info(f.info()).ok())
+            .and_then(|m| m.run_id)
+            .is_some_and(|id| id == self.run_id())
+    }
+
+    /// Refuses to replace a file at a name the tool manages (`last`) unless it is free, or a
+    /// checkpoint of this format (the link a run keeps there): a user's own file, or
+    /// another tool's, is never overwritten.
+    pub(super) fn check_replaceable(&self, path: &Path) -> Result<(), Error> {
+        let name = path.to_string_lossy();
+        if !self.storage.exists(&name).unwrap_or(true) {
+            return Ok(());
+        }
+        match CheckpointFile::open_in(&*self.storage, &name, Verify::HeaderOnly) {
+            Ok(f) if f.has_checksums() => Ok(()),
+            Ok(_) => Err(Error::ReservedName {
+                template: crate::text::shorten(&self.filepath, 200),
+                name: crate::text::shorten(&name, 200),
+                what:
+                    "the link to the newest checkpoint, but it holds a file this tool did not write",
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Refuses a formatted path that no file system would take, or that names something the
@@ -256,11 +300,10 @@ impl ModelCheckpoint {
     /// Whether `path` is a name this callback's template could have produced, inside its
     /// own folder; a lexical check, made on paths read back from a checkpoint.
     pub(super) fn could_have_written(&self, path: &Path) -> Result<(), String> {
-        if path.components().any(|c| c == Component::ParentDir) {
-            return Err("its path climbs out with '..'".to_owned());
-        }
-        let text = path.to_string_lossy();
-        let pattern = Pattern::new(&self.filepath).map_err(|e| e.to_string())?;
+        // Both sides with `.` and `..` resolved as names are (a field never holds a `/`, so
+        // a path with components the template lacks cannot match).
+        let text = lexical_text(&path.to_string_lossy());
+        let pattern = Pattern::new(&lexical_text(&self.filepath)).map_err(|e| e.to_string())?;
         let matches =
             pattern.matches(&text) || without_version(&text).is_some_and(|p| pattern.matches(&p));
         if !matches {
@@ -301,7 +344,7 @@ impl ModelCheckpoint {
             return Err("the run this callback resumed is not confirmed".to_owned());
         }
         let marker = self.marker(self.run_id(), &digest);
-        if !self.storage.exists(&marker).unwrap_or(false) {
+        if !self.storage.exists_as_own(&marker).unwrap_or(false) {
             return Err("this run left no marker for it".to_owned());
         }
         Ok(digest)
@@ -391,6 +434,22 @@ impl ModelCheckpoint {
         })
     }
 
+    /// The newest full checkpoint that verifies among the files this callback's template
+    /// could produce in its folder (sub-folders included, for templates with fields in
+    /// folder names), by the epoch and step stored in them; damaged ones are skipped with a
+    /// warning.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCheckpoint`] when there is none.
+    pub fn latest(&self) -> Result<PathBuf, Error> {
+        let dir = self.static_dir();
+        let depth = folder_depth(&self.filepath, &dir);
+        store::latest_full_matching(&*self.storage, &dir.to_string_lossy(), depth, &|p| {
+            self.could_have_written(p).is_ok()
+        })
+    }
+
     /// The folder this callback saves into and locks: the template's folders up to the
     /// first one with a field (`.` when there is none).
     pub fn folder(&self) -> PathBuf {
@@ -411,10 +470,27 @@ fn folder_depth(template: &str, dir: &Path) -> usize {
     template_dirs.saturating_sub(fixed)
 }
 
-/// The literal text at the end of a template's file name (after its last field).
-fn name_literal_tail(template: &str) -> String {
-    let name = template.rsplit('/').next().unwrap_or(template);
-    name.rsplit('}').next().unwrap_or(name).to_owned()
+/// `text` with `.` and `..` components resolved lexically (as `Path` components, keeping a
+/// leading `/`), for comparing templates and names.
+fn lexical_text(text: &str) -> String {
+    let absolute = text.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for c in text.split('/') {
+        match c {
+            "" | "." => {}
+            ".." if out.last().is_some_and(|l| *l != "..") => {
+                out.pop();
+            }
+            ".." if absolute => {}
+            other => out.push(other),
+        }
+    }
+    let joined = out.join("/");
+    if absolute {
+        format!("/{joined}")
+    } else {
+        joined
+    }
 }
 
 /// Whether two paths name the same file, lexically (the file need not exist yet).

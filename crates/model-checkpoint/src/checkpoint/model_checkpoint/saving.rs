@@ -201,9 +201,22 @@ impl ModelCheckpoint {
         let dir = self.static_dir();
         self.storage.prepare_dir(&dir.to_string_lossy())?;
         self.ensure_lock()?;
-        let path = self
-            .last_path()
-            .unwrap_or_else(|| dir.join("interrupted.safetensors"));
+        let path = match self.last_path() {
+            Some(last) => {
+                self.check_replaceable(&last)?;
+                last
+            }
+            // The shared name only if it is free or this run's; never another run's (or a
+            // user's) file.
+            None => {
+                let shared = dir.join("interrupted.safetensors");
+                if self.replaceable(&shared) {
+                    shared
+                } else {
+                    dir.join(format!("interrupted-{}.safetensors", self.run_id()))
+                }
+            }
+        };
         self.say(&format!(
             "\nEpoch {}: {signal} received, saving a full checkpoint to {}",
             epoch + 1,
@@ -352,9 +365,10 @@ impl ModelCheckpoint {
                 Some(pending) => self.committed(pending, report.header_digest),
                 None => Ok(()),
             },
+            // Returned, not logged as well: the caller reports it (and Drop logs one nobody
+            // collected).
             Err(e) => {
                 self.in_flight.pop_front();
-                log::warn!(target: "model_checkpoint", "background save to {} failed: {e}", outcome.path.display());
                 Err(e)
             }
         }
@@ -369,9 +383,10 @@ impl ModelCheckpoint {
         self.state.saves = self.state.saves.saturating_add(1);
         // The proof, kept in the folder and never in a checkpoint, that this run wrote this
         // exact file: what retention and a later resume of this run check.
-        self.mark_written(digest)?;
+        self.mark_written(&file.path, digest)?;
         self.session_saved.insert(file.path.clone());
         if let Some(last) = self.last_path() {
+            self.check_replaceable(&last)?;
             self.storage.copy(
                 &file.path.to_string_lossy(),
                 &last.to_string_lossy(),
@@ -401,6 +416,7 @@ impl ModelCheckpoint {
             match self.storage.delete(&f.path.to_string_lossy()) {
                 Ok(()) => {
                     self.session_saved.retain(|p| *p != f.path);
+                    self.session_digests.remove(&f.path);
                     let marker = self.marker(self.run_id(), &digest);
                     if let Err(e) = self.storage.delete(&marker) {
                         log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");

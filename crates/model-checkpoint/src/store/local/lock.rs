@@ -69,6 +69,16 @@ impl FolderLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }
+        // A trainer holding a folder above this one writes here too (templates with fields
+        // in folder names): refuse, rather than remove its temporary files as stale.
+        for ancestor in key.ancestors().skip(1) {
+            if held.contains_key(ancestor) {
+                continue;
+            }
+            if let Some(other) = held_elsewhere(ancestor) {
+                return Err(Error::Locked { dir: other });
+            }
+        }
         for stale in remove_stale_temp_files(&key)? {
             log::warn!(target: "model_checkpoint", "removed {}, left by an interrupted save", stale.display());
         }
@@ -79,6 +89,28 @@ impl FolderLock {
     /// The locked folder.
     pub fn dir(&self) -> &Path {
         &self.key
+    }
+}
+
+/// Whether another process holds `dir`'s lock: its lock file is a regular file that cannot
+/// be locked now (probed without waiting, and released at once).
+fn held_elsewhere(dir: &Path) -> Option<PathBuf> {
+    let path = dir.join(LOCK_FILE);
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NONBLOCK | libc::O_NOFOLLOW,
+    );
+    let file = options.open(&path).ok()?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    match file.try_lock() {
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => Some(dir.to_path_buf()),
+        Err(std::fs::TryLockError::Error(_)) => None,
     }
 }
 

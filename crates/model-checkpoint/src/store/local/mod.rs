@@ -183,6 +183,21 @@ impl Storage for LocalFolder {
         Ok(std::fs::symlink_metadata(self.path(name)).is_ok())
     }
 
+    fn exists_as_own(&self, name: &str) -> Result<bool, Error> {
+        let Ok(meta) = std::fs::symlink_metadata(self.path(name)) else {
+            return Ok(false);
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            Ok(meta.is_file() && meta.uid() == me)
+        }
+        #[cfg(not(unix))]
+        Ok(meta.is_file())
+    }
+
     fn delete(&self, name: &str) -> Result<(), Error> {
         let path = self.path(name);
         match std::fs::remove_file(&path) {
