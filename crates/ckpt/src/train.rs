@@ -352,15 +352,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     sizes.extend(&args.hidden);
     sizes.push(data.classes());
     let learning_rate = args.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE);
-    let parameters = sizes
-        .windows(2)
-        .try_fold(0usize, |n, w| {
-            w[0].checked_mul(w[1])
-                .and_then(|m| m.checked_add(w[1]))
-                .and_then(|m| n.checked_add(m))
-        })
-        .filter(|&n| n <= MAX_TRAIN_PARAMETERS);
-    if parameters.is_none() {
+    if Model::mlp_parameters(&sizes).is_none_or(|n| n > MAX_TRAIN_PARAMETERS) {
         return Err(format!(
             "--hidden {}: the model would have more than {MAX_TRAIN_PARAMETERS} parameters (1 GiB of weights), the most ckpt train builds",
             shorten(&args.hidden.iter().map(usize::to_string).collect::<Vec<_>>().join(","))

@@ -97,17 +97,9 @@ impl Model {
                 sizes.len() - 1
             )));
         }
-        // Weights and biases of every layer, counted without overflow and checked against a
-        // limit before candle allocates anything (its allocations abort on failure).
-        let parameters = sizes
-            .windows(2)
-            .try_fold(0usize, |n, w| {
-                w[0].checked_mul(w[1])
-                    .and_then(|m| m.checked_add(w[1]))
-                    .and_then(|m| n.checked_add(m))
-            })
-            .filter(|&n| n <= MAX_PARAMETERS);
-        if parameters.is_none() {
+        // Checked against a limit before candle allocates anything (its allocations abort on
+        // failure).
+        if Self::mlp_parameters(sizes).is_none_or(|n| n > MAX_PARAMETERS) {
             return Err(Error::options(format!(
                 "an MLP of sizes {sizes:?} has more than {MAX_PARAMETERS} parameters, the most this builder makes"
             )));
@@ -123,6 +115,16 @@ impl Model {
         let model = Model::new(varmap, Mlp { layers }, device);
         model.initialise(seed)?;
         Ok(model)
+    }
+
+    /// The number of parameters (weights and biases) of an MLP of these layer sizes, or `None`
+    /// when it does not fit a `usize`.
+    pub fn mlp_parameters(sizes: &[usize]) -> Option<usize> {
+        sizes.windows(2).try_fold(0usize, |n, w| {
+            w[0].checked_mul(w[1])
+                .and_then(|m| m.checked_add(w[1]))
+                .and_then(|m| n.checked_add(m))
+        })
     }
 
     /// Re-initialises every variable from `seed`, in name order: 2-D weights Glorot-uniform
