@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_same_state, ckpt, text, wait_for_file};
+use common::{assert_same_state, ckpt, text, train_args, wait_for_file};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -17,16 +17,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn train(dir: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "train",
-        "--progress",
-        "0",
-        "--verbose",
-        "0",
-        "--filepath",
-        "ck/e{epoch:02d}.safetensors",
-    ];
-    args.extend_from_slice(extra);
+    let args = train_args(extra);
     let out = ckpt(dir, &args);
     assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
     out

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ckpt, text};
+use common::{ckpt, text, train_args};
 use model_checkpoint::store::{self, CheckpointFile, Kind, SaveOptions, Verify};
 use model_checkpoint::{Dtype, HostTensor, NamedTensor};
 
@@ -81,17 +81,7 @@ fn assert_refused(out: &Output, args: &[&str], expected: &str) {
 }
 
 fn train(dir: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "train",
-        "--progress",
-        "0",
-        "--verbose",
-        "0",
-        "--filepath",
-        "ck/e{epoch:02d}.safetensors",
-    ];
-    args.extend_from_slice(extra);
-    ckpt_within(dir, &args, Duration::from_secs(120))
+    ckpt_within(dir, &train_args(extra), Duration::from_secs(120))
 }
 
 fn train_ok(dir: &Path, extra: &[&str]) -> Output {

@@ -80,3 +80,19 @@ pub fn python_with_safetensors() -> Option<String> {
     println!("SKIPPED the Python part: {candidate} cannot import safetensors and numpy (pip install safetensors numpy, or set CKPT_PYTHON)");
     None
 }
+
+/// `ckpt train` quietly into `ck/e{epoch:02d}.safetensors`, followed by `extra`.
+#[allow(dead_code)]
+pub fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--progress",
+        "0",
+        "--verbose",
+        "0",
+        "--filepath",
+        "ck/e{epoch:02d}.safetensors",
+    ];
+    args.extend_from_slice(extra);
+    args
+}

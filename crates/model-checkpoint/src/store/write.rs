@@ -85,15 +85,8 @@ pub fn save(
     info: &BTreeMap<String, String>,
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
-    let started = Instant::now();
-    let plan = Plan::new(kind, tensors, info)?;
-    let pending = LocalFolder::create_at(path, plan.head_len())?;
-    let (bytes, header_digest) = plan.stream(tensors, Box::new(pending), options.durable, path)?;
-    Ok(SaveReport {
-        path: path.to_path_buf(),
-        bytes,
-        elapsed: started.elapsed(),
-        header_digest,
+    save_with(path, kind, tensors, info, options, |head_len| {
+        Ok(Box::new(LocalFolder::create_at(path, head_len)?))
     })
 }
 
@@ -110,12 +103,27 @@ pub fn save_to(
     info: &BTreeMap<String, String>,
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
+    save_with(Path::new(name), kind, tensors, info, options, |head_len| {
+        storage.create(name, head_len)
+    })
+}
+
+/// Plans the file, starts the pending object `create` makes for a head of the planned
+/// length, streams the tensors into it and commits.
+fn save_with(
+    path: &Path,
+    kind: Kind,
+    tensors: &[NamedTensor<'_>],
+    info: &BTreeMap<String, String>,
+    options: &SaveOptions,
+    create: impl FnOnce(u64) -> Result<Box<dyn PendingObject>, Error>,
+) -> Result<SaveReport, Error> {
     let started = Instant::now();
     let plan = Plan::new(kind, tensors, info)?;
-    let pending = storage.create(name, plan.head_len())?;
-    let (bytes, header_digest) = plan.stream(tensors, pending, options.durable, Path::new(name))?;
+    let pending = create(plan.head_len())?;
+    let (bytes, header_digest) = plan.stream(tensors, pending, options.durable, path)?;
     Ok(SaveReport {
-        path: PathBuf::from(name),
+        path: path.to_path_buf(),
         bytes,
         elapsed: started.elapsed(),
         header_digest,
