@@ -1,6 +1,7 @@
 //! candle tensors as checkpoint tensors, both ways: dtype mapping, zero-copy streaming out of
 //! candle's CPU buffers, and loading named tensors into variables with shape and dtype checks.
 
+use model_checkpoint::Error as CoreError;
 use std::borrow::Cow;
 use std::io;
 use std::path::Path;
@@ -69,13 +70,15 @@ impl CandleTensor {
     ///
     /// # Errors
     ///
-    /// [`Error::DtypeMismatch`] for a dtype safetensors cannot hold.
+    /// [`model_checkpoint::Error::DtypeMismatch`] for a dtype safetensors cannot hold.
     pub fn new(tensor: &Tensor) -> Result<Self, Error> {
-        let dtype = to_dtype(tensor.dtype()).ok_or_else(|| Error::DtypeMismatch {
-            path: Default::default(),
-            name: String::new(),
-            expected: "a dtype safetensors can hold".into(),
-            found: format!("{:?}", tensor.dtype()),
+        let dtype = to_dtype(tensor.dtype()).ok_or_else(|| {
+            Error::Checkpoint(CoreError::DtypeMismatch {
+                path: Default::default(),
+                name: String::new(),
+                expected: "a dtype safetensors can hold".into(),
+                found: format!("{:?}", tensor.dtype()),
+            })
         })?;
         Ok(CandleTensor {
             tensor: tensor.clone(),
@@ -179,28 +182,28 @@ pub(crate) fn tensor_for(
     device: &Device,
 ) -> Result<Tensor, Error> {
     let Some(dtype) = from_dtype(stored.dtype) else {
-        return Err(Error::DtypeMismatch {
+        return Err(Error::Checkpoint(CoreError::DtypeMismatch {
             path: path.to_path_buf(),
             name: stored.name.to_owned(),
             expected: format!("{expected_dtype:?}"),
             found: format!("{:?} (which candle cannot hold)", stored.dtype),
-        });
+        }));
     };
     if dtype != expected_dtype {
-        return Err(Error::DtypeMismatch {
+        return Err(Error::Checkpoint(CoreError::DtypeMismatch {
             path: path.to_path_buf(),
             name: stored.name.to_owned(),
             expected: format!("{expected_dtype:?}"),
             found: format!("{dtype:?}"),
-        });
+        }));
     }
     if stored.shape != expected_shape {
-        return Err(Error::ShapeMismatch {
+        return Err(Error::Checkpoint(CoreError::ShapeMismatch {
             path: path.to_path_buf(),
             name: stored.name.to_owned(),
             expected: expected_shape.to_vec(),
             found: stored.shape.to_vec(),
-        });
+        }));
     }
     let bytes = file.read(stored.name)?;
     Ok(Tensor::from_raw_buffer(
@@ -221,9 +224,11 @@ pub(crate) fn load_vars(
     let mut staged = Vec::with_capacity(vars.len());
     for (name, var) in vars {
         let key = format!("{prefix}{name}");
-        let stored = file.tensor(&key).ok_or_else(|| Error::MissingTensor {
-            path: file.path().to_path_buf(),
-            name: key.clone(),
+        let stored = file.tensor(&key).ok_or_else(|| {
+            Error::Checkpoint(CoreError::MissingTensor {
+                path: file.path().to_path_buf(),
+                name: key.clone(),
+            })
         })?;
         let tensor = tensor_for(
             file,

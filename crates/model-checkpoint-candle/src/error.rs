@@ -6,66 +6,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A checkpoint could not be saved, read or verified, or a callback failed.
+    /// A checkpoint could not be saved, read or verified, does not fit the model or the
+    /// optimizer (a missing, unexpected or mismatched tensor, a bad training state), or a
+    /// callback failed.
     #[error(transparent)]
     Checkpoint(model_checkpoint::Error),
     /// candle failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    /// A checkpoint lacks a tensor the model or optimizer needs.
-    #[error("{}: tensor {name:?} is missing", .path.display())]
-    MissingTensor {
-        /// The checkpoint.
-        path: PathBuf,
-        /// The tensor.
-        name: String,
-    },
-    /// A checkpoint holds a tensor the model does not have.
-    #[error("{}: tensor {name:?} is not a variable of this model", .path.display())]
-    UnexpectedTensor {
-        /// The checkpoint.
-        path: PathBuf,
-        /// The tensor.
-        name: String,
-    },
-    /// A tensor's shape differs between the checkpoint and the model.
-    #[error("{}: tensor {name:?} has shape {found:?} in the file but {expected:?} in the model", .path.display())]
-    ShapeMismatch {
-        /// The checkpoint.
-        path: PathBuf,
-        /// The tensor.
-        name: String,
-        /// The model's shape.
-        expected: Vec<usize>,
-        /// The file's shape.
-        found: Vec<usize>,
-    },
-    /// A tensor's dtype differs between the checkpoint and the model.
-    #[error("{}: tensor {name:?} is {found} in the file but {expected} in the model", .path.display())]
-    DtypeMismatch {
-        /// The checkpoint.
-        path: PathBuf,
-        /// The tensor.
-        name: String,
-        /// The model's dtype.
-        expected: String,
-        /// The file's dtype.
-        found: String,
-    },
-    /// A weights-only file was given where training must resume from a full checkpoint.
-    #[error("{}: a weights-only checkpoint cannot resume training; give a full checkpoint (saved without save_weights_only)", .path.display())]
-    NotAFullCheckpoint {
-        /// The file.
-        path: PathBuf,
-    },
-    /// A full checkpoint's training state is missing a field or does not fit this run.
-    #[error("{}: {reason}", .path.display())]
-    BadTrainingState {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
     /// A data file could not be read.
     #[error("cannot read {}: {source}", .path.display())]
     DataIo {
@@ -96,40 +44,14 @@ impl Error {
 }
 
 impl From<model_checkpoint::Error> for Error {
-    /// The core's tensor and training-state errors become this crate's variants of the same
-    /// name, and this crate's own errors that travelled through the core (as
+    /// The core's errors (the tensor and training-state checks among them) stay the core's,
+    /// and this crate's own errors that travelled through the core (as
     /// [`model_checkpoint::Error::Framework`]) come back as themselves.
     fn from(e: model_checkpoint::Error) -> Self {
-        use model_checkpoint::Error as Core;
         match e {
-            Core::NotAFullCheckpoint { path } => Error::NotAFullCheckpoint { path },
-            Core::BadTrainingState { path, reason } => Error::BadTrainingState { path, reason },
-            Core::MissingTensor { path, name } => Error::MissingTensor { path, name },
-            Core::ShapeMismatch {
-                path,
-                name,
-                expected,
-                found,
-            } => Error::ShapeMismatch {
-                path,
-                name,
-                expected,
-                found,
-            },
-            Core::DtypeMismatch {
-                path,
-                name,
-                expected,
-                found,
-            } => Error::DtypeMismatch {
-                path,
-                name,
-                expected,
-                found,
-            },
-            Core::Framework(inner) => match inner.downcast::<Error>() {
+            model_checkpoint::Error::Framework(inner) => match inner.downcast::<Error>() {
                 Ok(own) => *own,
-                Err(other) => Error::Checkpoint(Core::Framework(other)),
+                Err(other) => Error::Checkpoint(model_checkpoint::Error::Framework(other)),
             },
             other => Error::Checkpoint(other),
         }

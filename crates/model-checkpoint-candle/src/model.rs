@@ -1,6 +1,7 @@
 //! A candle model whose variables live in a `VarMap`: forward pass, named variables, seeded
 //! Keras-style initialisation, and loading weights from checkpoint files.
 
+use model_checkpoint::Error as CoreError;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -192,8 +193,8 @@ impl Model {
     ///
     /// # Errors
     ///
-    /// [`Error::Checkpoint`] for an unreadable or corrupt file, [`Error::MissingTensor`],
-    /// [`Error::UnexpectedTensor`], [`Error::ShapeMismatch`] or [`Error::DtypeMismatch`]
+    /// [`Error::Checkpoint`] for an unreadable or corrupt file, [`model_checkpoint::Error::MissingTensor`],
+    /// [`model_checkpoint::Error::UnexpectedTensor`], [`model_checkpoint::Error::ShapeMismatch`] or [`model_checkpoint::Error::DtypeMismatch`]
     /// naming the tensor.
     pub fn load_weights(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
@@ -216,10 +217,10 @@ impl Model {
             .filter(|n| !n.starts_with(TRAINING_PREFIX))
             .find(|n| !vars.iter().any(|(v, _)| v == n))
         {
-            return Err(Error::UnexpectedTensor {
+            return Err(Error::Checkpoint(CoreError::UnexpectedTensor {
                 path: file.path().to_path_buf(),
                 name: extra.to_owned(),
-            });
+            }));
         }
         load_vars(file, "", &vars)
     }

@@ -2,7 +2,7 @@
 //! exactly the best score, runs repeat bit for bit, and loading checks names, shapes, dtypes.
 
 use model_checkpoint::store::{CheckpointFile, Verify};
-use model_checkpoint::{Direction, Mode, ModelCheckpoint};
+use model_checkpoint::{Direction, Error as CoreError, Mode, ModelCheckpoint};
 use model_checkpoint_candle::{Adam, Dataset, Error, FitOptions, Model, ParamsAdam, Trainer};
 
 fn trainer(seed: u64) -> Trainer {
@@ -126,12 +126,12 @@ fn loading_names_the_tensor_that_does_not_fit() {
         .to_vec1::<f32>()
         .expect("bias");
     match wider.load_weights(&path) {
-        Err(Error::ShapeMismatch {
+        Err(Error::Checkpoint(CoreError::ShapeMismatch {
             name,
             expected,
             found,
             ..
-        }) => {
+        })) => {
             assert_eq!(name, "dense_0.bias");
             assert_eq!((expected, found), (vec![48], vec![32]));
         }
@@ -150,14 +150,14 @@ fn loading_names_the_tensor_that_does_not_fit() {
     let deeper = Model::mlp(&[64, 32, 10, 10], 1).expect("model");
     let err = deeper.load_weights(&path).expect_err("missing layer");
     assert!(
-        matches!(err, Error::MissingTensor { ref name, .. } if name == "dense_2.bias"),
+        matches!(err, Error::Checkpoint(CoreError::MissingTensor { ref name, .. }) if name == "dense_2.bias"),
         "{err}"
     );
 
     let shallower = Model::mlp(&[64, 10], 1).expect("model");
     let err = shallower.load_weights(&path).expect_err("extra layer");
     assert!(
-        matches!(err, Error::UnexpectedTensor { ref name, .. } if name == "dense_1.bias"),
+        matches!(err, Error::Checkpoint(CoreError::UnexpectedTensor { ref name, .. }) if name == "dense_1.bias"),
         "{err}"
     );
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use model_checkpoint::store::{latest_full, CheckpointFile, Verify};
+use model_checkpoint::Error as CoreError;
 use model_checkpoint::{
     Callback, Context, Error as CkptError, HookResult, Logs, ModelCheckpoint, SaveFreq,
 };
@@ -205,7 +206,10 @@ fn resume_refuses_weights_only_files_and_other_optimizers() {
     let err = trainer(1)
         .resume(dir.path().join("w.safetensors"), &mut [])
         .expect_err("weights only");
-    assert!(matches!(err, Error::NotAFullCheckpoint { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Checkpoint(CoreError::NotAFullCheckpoint { .. })),
+        "{err}"
+    );
     assert!(err
         .to_string()
         .contains("a weights-only checkpoint cannot resume training"));

@@ -155,6 +155,14 @@ pub enum Error {
         /// The tensor, as named in the file.
         name: String,
     },
+    /// A checkpoint holds a tensor the model does not have (a strict load).
+    #[error("{}: tensor {name:?} is not a variable of this model", .path.display())]
+    UnexpectedTensor {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+    },
     /// A tensor's shape differs between the checkpoint and the model.
     #[error("{}: tensor {name:?} has shape {found:?} in the file but {expected:?} in the model", .path.display())]
     ShapeMismatch {

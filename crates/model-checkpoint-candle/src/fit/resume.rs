@@ -1,5 +1,6 @@
 //! Restoring a trainer and its callbacks from a full checkpoint.
 
+use model_checkpoint::Error as CoreError;
 use std::path::{Path, PathBuf};
 
 use model_checkpoint::restore::Stored;
@@ -27,10 +28,10 @@ pub struct Resumed {
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
-    Error::BadTrainingState {
+    Error::Checkpoint(CoreError::BadTrainingState {
         path: path.to_path_buf(),
         reason: reason.into(),
-    }
+    })
 }
 
 impl Trainer {
@@ -42,7 +43,7 @@ impl Trainer {
     /// # Errors
     ///
     /// [`Error::Checkpoint`] for an unreadable or corrupt file,
-    /// [`Error::NotAFullCheckpoint`] for a weights-only file, [`Error::BadTrainingState`] for
+    /// [`model_checkpoint::Error::NotAFullCheckpoint`] for a weights-only file, [`model_checkpoint::Error::BadTrainingState`] for
     /// a state that is malformed or was written by another optimizer, and the tensor errors
     /// of [`crate::Model::load_weights`]. The trainer must not be used after an error: some
     /// variables may already have changed.

@@ -1,6 +1,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::Var;
 use model_checkpoint::store::CheckpointFile;
+use model_checkpoint::Error as CoreError;
 use model_checkpoint::NamedTensor;
 use serde::{Deserialize, Serialize};
 
@@ -194,10 +195,10 @@ impl Optimizer for Adam {
             ("step", saved.step <= model_checkpoint::store::MAX_COUNTER),
         ];
         if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
-            return Err(Error::BadTrainingState {
+            return Err(Error::Checkpoint(CoreError::BadTrainingState {
                 path: file.path().to_path_buf(),
                 reason: format!("adam optimizer state: {name} is out of range"),
-            });
+            }));
         }
         load_slots(file, prefix, &self.vars, "m", &self.first_moment)?;
         load_slots(file, prefix, &self.vars, "v", &self.second_moment)?;

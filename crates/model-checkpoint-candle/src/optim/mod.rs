@@ -12,6 +12,7 @@ pub use sgd::{ParamsSgd, Sgd};
 use candle_core::backprop::GradStore;
 use candle_core::Var;
 use model_checkpoint::store::CheckpointFile;
+use model_checkpoint::Error as CoreError;
 use model_checkpoint::NamedTensor;
 
 use crate::adapter::{load_vars, CandleTensor};
@@ -37,14 +38,14 @@ pub trait Optimizer {
     ///
     /// # Errors
     ///
-    /// [`Error::DtypeMismatch`] for a state dtype safetensors cannot hold.
+    /// [`model_checkpoint::Error::DtypeMismatch`] for a state dtype safetensors cannot hold.
     fn state(&self) -> Result<(Vec<NamedTensor<'_>>, serde_json::Value), Error>;
 
     /// Restores what [`Optimizer::state`] returned, from `file`'s tensors under `prefix`.
     ///
     /// # Errors
     ///
-    /// [`Error::BadTrainingState`] when the values are for another optimizer or malformed;
+    /// [`model_checkpoint::Error::BadTrainingState`] when the values are for another optimizer or malformed;
     /// the tensor errors of loading (missing, shape, dtype).
     fn load_state(
         &mut self,
@@ -113,16 +114,18 @@ pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
         .and_then(|k| k.as_str())
         .unwrap_or("none");
     if saved_kind != kind {
-        return Err(Error::BadTrainingState {
+        return Err(Error::Checkpoint(CoreError::BadTrainingState {
             path: file.path().to_path_buf(),
             reason: format!(
                 "the checkpoint holds {saved_kind} optimizer state, this run uses {kind}"
             ),
-        });
+        }));
     }
-    serde_json::from_value(values.clone()).map_err(|e| Error::BadTrainingState {
-        path: file.path().to_path_buf(),
-        reason: format!("{kind} optimizer state is malformed: {e}"),
+    serde_json::from_value(values.clone()).map_err(|e| {
+        Error::Checkpoint(CoreError::BadTrainingState {
+            path: file.path().to_path_buf(),
+            reason: format!("{kind} optimizer state is malformed: {e}"),
+        })
     })
 }
 

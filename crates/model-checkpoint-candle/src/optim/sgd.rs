@@ -1,6 +1,7 @@
 use candle_core::backprop::GradStore;
 use candle_core::Var;
 use model_checkpoint::store::CheckpointFile;
+use model_checkpoint::Error as CoreError;
 use model_checkpoint::NamedTensor;
 use serde::{Deserialize, Serialize};
 
@@ -118,10 +119,10 @@ impl Optimizer for Sgd {
         let saved: SavedSgd = read_values(file, "sgd", values)?;
         let p = &saved.params;
         if !(p.lr > 0.0 && p.lr.is_finite() && p.momentum >= 0.0 && p.momentum.is_finite()) {
-            return Err(Error::BadTrainingState {
+            return Err(Error::Checkpoint(CoreError::BadTrainingState {
                 path: file.path().to_path_buf(),
                 reason: "sgd optimizer state: lr or momentum is out of range".into(),
-            });
+            }));
         }
         load_slots(file, prefix, &self.vars, "velocity", &self.velocity)?;
         self.params = saved.params;

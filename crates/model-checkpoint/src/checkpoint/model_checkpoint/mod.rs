@@ -1,8 +1,7 @@
-mod extras;
-mod names;
+mod options;
 mod saving;
+mod triggers;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,14 +9,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::background::BackgroundWriter;
-use super::{interrupt, messages};
+use super::decisions::Decisions;
+use super::engine::{Engine, Saved};
+use super::interrupt;
+use super::messages;
 use crate::callback::{Callback, Context, Control, HookResult};
 use crate::policy::{Direction, Mode, SaveFreq, SaveSchedule, SavedFile};
-use crate::store::{self, LocalFolder, SaveOptions, Storage};
+use crate::store::{self, SaveOptions};
 use crate::{Error, Logs, Value};
-use extras::Extras;
-use saving::{Pending, Reason};
+use saving::Reason;
+use triggers::Triggers;
 
 /// Where verbose messages go.
 enum Output {
@@ -95,54 +96,23 @@ pub struct CheckpointState {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ModelCheckpoint {
-    filepath: String,
-    monitor: String,
+    /// Keras's arguments and state: when a save is due, its name, whether it improved.
+    decisions: Decisions,
+    /// Everything that touches storage once a save is due.
+    engine: Engine,
+    /// The save triggers beyond Keras's schedule, and saving on a signal.
+    triggers: Triggers,
     verbose: i64,
-    save_best_only: bool,
-    save_weights_only: bool,
-    mode: Mode,
-    direction: Direction,
-    save_freq: SaveFreq,
-    options: SaveOptions,
-    initial_value_threshold: Option<Value>,
-    period: i64,
-    state: CheckpointState,
     output: Output,
-    storage: std::sync::Arc<dyn Storage>,
-    lock: Option<Box<dyn std::any::Any + Send>>,
-    background: bool,
-    max_in_flight: usize,
-    writer: Option<BackgroundWriter>,
-    in_flight: VecDeque<Pending>,
-    extras: Extras,
-    /// Whether the run id was given (then a checkpoint with another may not resume).
-    explicit_run_id: bool,
-    /// Whether this callback may act as the run its id names: it made the id, was given
-    /// it, or confirmed that the checkpoint it resumed was written by that run.
-    run_confirmed: bool,
-    /// The files this callback committed since it was made (always its own).
-    session_saved: std::collections::BTreeSet<PathBuf>,
-    /// The header digest of each file this callback committed, by path (for its marker).
-    session_digests: std::collections::BTreeMap<PathBuf, [u8; 32]>,
 }
 
 impl fmt::Debug for ModelCheckpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModelCheckpoint")
-            .field("filepath", &self.filepath)
-            .field("monitor", &self.monitor)
+            .field("decisions", &self.decisions)
+            .field("engine", &self.engine)
+            .field("triggers", &self.triggers)
             .field("verbose", &self.verbose)
-            .field("save_best_only", &self.save_best_only)
-            .field("save_weights_only", &self.save_weights_only)
-            .field("mode", &self.mode)
-            .field("save_freq", &self.save_freq)
-            .field("options", &self.options)
-            .field("initial_value_threshold", &self.initial_value_threshold)
-            .field("period", &self.period)
-            .field("background", &self.background)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("extras", &self.extras)
-            .field("state", &self.state)
             .finish_non_exhaustive()
     }
 }
@@ -154,62 +124,21 @@ impl ModelCheckpoint {
     /// Defaults are Keras's: monitor `val_loss`, verbose 0, save every epoch, full model,
     /// mode `auto`, no threshold, period 1.
     pub fn new(filepath: impl AsRef<Path>) -> Self {
-        let mut cb = ModelCheckpoint {
-            filepath: filepath.as_ref().to_string_lossy().into_owned(),
-            monitor: "val_loss".to_owned(),
+        ModelCheckpoint {
+            decisions: Decisions::default(),
+            engine: Engine::new(filepath.as_ref().to_string_lossy().into_owned()),
+            triggers: Triggers::default(),
             verbose: 0,
-            save_best_only: false,
-            save_weights_only: false,
-            mode: Mode::Auto,
-            direction: Direction::Minimize,
-            save_freq: SaveFreq::Epoch,
-            options: SaveOptions::default(),
-            initial_value_threshold: None,
-            period: 1,
-            state: CheckpointState {
-                best: Value::Float(f64::INFINITY),
-                schedule: SaveSchedule::default(),
-                current_epoch: None,
-                last_saved: None,
-                saves: 0,
-                kept: Vec::new(),
-                seq: 0,
-                last_trigger_step: None,
-                run_id: None,
-                monitor: None,
-            },
             output: Output::Stdout,
-            storage: std::sync::Arc::new(LocalFolder::default()),
-            lock: None,
-            background: false,
-            max_in_flight: 1,
-            writer: None,
-            in_flight: VecDeque::new(),
-            extras: Extras::default(),
-            explicit_run_id: false,
-            run_confirmed: false,
-            session_saved: std::collections::BTreeSet::new(),
-            session_digests: std::collections::BTreeMap::new(),
-        };
-        cb.reset_best();
-        cb
-    }
-
-    /// Recomputes the direction and the starting best from mode, monitor and threshold, as
-    /// Keras's constructor does. A threshold is kept as given, never replaced by ±inf.
-    fn reset_best(&mut self) {
-        self.direction = self.mode.direction_for(&self.monitor);
-        self.state.best = self
-            .initial_value_threshold
-            .unwrap_or(Value::Float(self.direction.initial_best()));
+        }
     }
 
     /// The metric to monitor (Keras's `monitor`). Default: `"val_loss"`. Resets [`best`].
     ///
     /// [`best`]: ModelCheckpoint::best
     pub fn monitor(mut self, monitor: impl Into<String>) -> Self {
-        self.monitor = monitor.into();
-        self.reset_best();
+        self.decisions.monitor = monitor.into();
+        self.decisions.reset_best();
         self
     }
 
@@ -223,34 +152,34 @@ impl ModelCheckpoint {
     /// Save only when the monitored value improves (Keras's `save_best_only`). Default:
     /// `false`.
     pub fn save_best_only(mut self, yes: bool) -> Self {
-        self.save_best_only = yes;
+        self.decisions.save_best_only = yes;
         self
     }
 
     /// Save the weights only, not a full checkpoint (Keras's `save_weights_only`). Default:
     /// `false`.
     pub fn save_weights_only(mut self, yes: bool) -> Self {
-        self.save_weights_only = yes;
+        self.decisions.save_weights_only = yes;
         self
     }
 
     /// Which way the monitor should move (Keras's `mode`). Default: [`Mode::Auto`]. Resets
     /// [`best`](ModelCheckpoint::best).
     pub fn mode(mut self, mode: Mode) -> Self {
-        self.mode = mode;
-        self.reset_best();
+        self.decisions.mode = mode;
+        self.decisions.reset_best();
         self
     }
 
     /// When to save (Keras's `save_freq`). Default: [`SaveFreq::Epoch`].
     pub fn save_freq(mut self, save_freq: SaveFreq) -> Self {
-        self.save_freq = save_freq;
+        self.decisions.save_freq = save_freq;
         self
     }
 
     /// How files are written (Keras's `options`). Default: [`SaveOptions::default`].
     pub fn options(mut self, options: SaveOptions) -> Self {
-        self.options = options;
+        self.engine.options = options;
         self
     }
 
@@ -259,8 +188,8 @@ impl ModelCheckpoint {
     /// [`best`](ModelCheckpoint::best).
     pub fn initial_value_threshold(mut self, threshold: impl Into<Value>) -> Self {
         let threshold = threshold.into();
-        self.initial_value_threshold = (threshold != Value::None).then_some(threshold);
-        self.reset_best();
+        self.decisions.threshold = (threshold != Value::None).then_some(threshold);
+        self.decisions.reset_best();
         self
     }
 
@@ -269,39 +198,7 @@ impl ModelCheckpoint {
     #[deprecated(note = "use save_freq; period is kept for Keras compatibility")]
     pub fn period(mut self, period: i64) -> Self {
         log::warn!(target: "model_checkpoint", "{}", messages::period_deprecated());
-        self.period = period;
-        self
-    }
-
-    /// Save on a background thread (beyond Keras). The training thread only copies the
-    /// tensors into host memory; writing, syncing and renaming happen on a writer thread, and
-    /// nothing appears at the final path before it is durable. A save that fails is reported
-    /// by the next hook (so `fit` stops with it), and `on_train_end` waits for the last save.
-    /// The copy's buffers are kept for the next save (one model's worth of memory) until
-    /// `on_train_end`. Default: `false`.
-    pub fn background(mut self, yes: bool) -> Self {
-        self.background = yes;
-        self
-    }
-
-    /// How many background saves may be in flight; a save beyond that waits for the oldest.
-    /// Default: 1 (at least 1).
-    pub fn max_saves_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
-        self
-    }
-
-    /// Whether saves run on a background thread.
-    pub fn in_background(&self) -> bool {
-        self.background
-    }
-
-    /// Where checkpoints are written (beyond Keras): every file effect (saves, the `last`
-    /// copy, versions, retention's deletes, the lock, listing) goes through `storage`, with
-    /// the formatted paths as names. Default: [`LocalFolder::default`], the local file
-    /// system relative to the working directory.
-    pub fn storage(mut self, storage: std::sync::Arc<dyn Storage>) -> Self {
-        self.storage = storage;
+        self.decisions.period = period;
         self
     }
 
@@ -313,48 +210,74 @@ impl ModelCheckpoint {
 
     /// The best monitored value so far; before any improvement, the threshold or ±inf.
     pub fn best(&self) -> Value {
-        self.state.best
+        self.decisions.best
     }
 
     /// The formatted path of the last completed save.
     pub fn last_saved(&self) -> Option<&Path> {
-        self.state.last_saved.as_deref()
+        self.engine.saved.last_saved.as_deref()
     }
 
     /// The number of saves completed (a path without placeholders is overwritten, so this
     /// can exceed the number of files).
     pub fn saves(&self) -> u64 {
-        self.state.saves
+        self.engine.saved.saves
     }
 
     /// The filepath template.
     pub fn filepath(&self) -> &str {
-        &self.filepath
+        &self.engine.template
     }
 
     /// The monitored metric.
     pub fn monitored(&self) -> &str {
-        &self.monitor
+        &self.decisions.monitor
     }
 
     /// The resolved direction of the monitor.
     pub fn direction(&self) -> Direction {
-        self.direction
+        self.decisions.direction
     }
 
-    /// The state kept between hooks (best, counters, last save).
-    pub fn checkpoint_state(&self) -> &CheckpointState {
-        &self.state
+    /// The state kept between hooks (best, counters, last save), as full checkpoints carry
+    /// it.
+    pub fn checkpoint_state(&self) -> CheckpointState {
+        self.state_with(self.engine.saved.clone())
+    }
+
+    /// The callback's state with the engine's part as `saved`.
+    fn state_with(&self, saved: Saved) -> CheckpointState {
+        compose(&self.decisions, &self.triggers, saved)
     }
 
     pub(crate) fn set_mode_and_freq(&mut self, mode: Mode, save_freq: SaveFreq) {
-        self.mode = mode;
-        self.save_freq = save_freq;
-        self.reset_best();
+        self.decisions.mode = mode;
+        self.decisions.save_freq = save_freq;
+        self.decisions.reset_best();
     }
 
     pub(crate) fn set_period(&mut self, period: i64) {
-        self.period = period;
+        self.decisions.period = period;
+    }
+
+    pub(super) fn key(&self) -> String {
+        format!("ModelCheckpoint({})", self.engine.template)
+    }
+}
+
+/// The callback's state from its parts (what full checkpoints carry).
+fn compose(decisions: &Decisions, triggers: &Triggers, saved: Saved) -> CheckpointState {
+    CheckpointState {
+        best: decisions.best,
+        schedule: decisions.schedule.clone(),
+        current_epoch: decisions.current_epoch,
+        last_saved: saved.last_saved,
+        saves: saved.saves,
+        kept: saved.kept,
+        seq: saved.seq,
+        last_trigger_step: triggers.last_trigger_step,
+        run_id: saved.run_id,
+        monitor: Some(decisions.monitor.clone()),
     }
 }
 
@@ -363,36 +286,31 @@ impl Callback for ModelCheckpoint {
     /// the same folder fails here rather than interleaving files, and removes temporary
     /// files an interrupted save left. (Keras does nothing here.)
     fn on_train_begin(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        self.poll_background()?;
+        self.engine.poll()?;
         self.check_filepath()?;
-        self.ensure_run_id();
-        self.ensure_lock()?;
-        if self.background {
-            self.prepare_background(ctx)?;
+        self.engine.ensure_run_id();
+        self.engine.ensure_lock()?;
+        if self.engine.background {
+            self.engine.prepare_background(ctx, self.decisions.kind())?;
         }
-        if self.extras.save_on_interrupt {
+        if self.triggers.save_on_interrupt {
             interrupt::install()?;
         }
-        self.extras.last_trigger_time = Some(Instant::now());
-        self.extras.interrupted = None;
+        self.triggers.last_trigger_time = Some(Instant::now());
+        self.triggers.interrupted = None;
         Ok(Control::Continue)
     }
 
     /// Waits for background saves to be durable, reporting the first failure, then releases
     /// the folder's lock.
     fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
-        let flushed = self.flush();
-        if let Some(writer) = &mut self.writer {
-            writer.release_buffers();
-        }
-        self.lock = None;
-        flushed?;
+        self.engine.finish()?;
         Ok(Control::Continue)
     }
 
     fn on_epoch_begin(&mut self, epoch: usize, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
-        self.poll_background()?;
-        self.state.current_epoch = Some(to_i64(epoch));
+        self.engine.poll()?;
+        self.decisions.current_epoch = Some(to_i64(epoch));
         Ok(Control::Continue)
     }
 
@@ -402,47 +320,42 @@ impl Callback for ModelCheckpoint {
         logs: &Logs,
         ctx: &mut Context<'_>,
     ) -> HookResult {
-        if self.save_freq == SaveFreq::Epoch && !self.extras.acts_on_batches() {
+        if self.decisions.save_freq == SaveFreq::Epoch && !self.triggers.acts_on_batches() {
             // Keras returns at once here, leaving its batch counters alone.
             return Ok(Control::Continue);
         }
-        self.poll_background()?;
+        self.engine.poll()?;
         let batch = to_i64(batch);
         let mut attempted = false;
-        if self.save_freq != SaveFreq::Epoch && self.state.schedule.batch_due(batch, self.save_freq)
-        {
+        if self.decisions.batch_due(batch) {
             // The counter has already been reset, so a missing epoch loses this save, as in
             // Keras (trace save_freq_no_epoch_begin).
-            let epoch = self.state.current_epoch.ok_or(Error::NoCurrentEpoch)?;
+            let epoch = self.decisions.current_epoch.ok_or(Error::NoCurrentEpoch)?;
             attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Keras)?;
         }
-        if !attempted && self.extras.trigger_due(ctx.global_step) {
-            let epoch = self.state.current_epoch.ok_or(Error::NoCurrentEpoch)?;
+        if !attempted && self.triggers.due(ctx.global_step) {
+            let epoch = self.decisions.current_epoch.ok_or(Error::NoCurrentEpoch)?;
             attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Trigger)?;
         }
         if attempted {
-            self.extras.last_trigger_time = Some(Instant::now());
+            self.triggers.last_trigger_time = Some(Instant::now());
         }
         self.check_interrupt(Some(batch), logs, ctx)
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        self.poll_background()?;
-        self.state.schedule.epoch_ended();
+        self.engine.poll()?;
+        self.decisions.schedule.epoch_ended();
         let epoch = to_i64(epoch);
         let mut attempted = false;
-        if self.save_freq == SaveFreq::Epoch {
+        if self.decisions.save_freq == SaveFreq::Epoch {
             attempted = self.save_model(epoch, None, logs, ctx, Reason::Keras)?;
         }
-        let nth = self
-            .extras
-            .every_n_epochs
-            .is_some_and(|n| ((epoch + 1) as u64).is_multiple_of(n));
-        if !attempted && nth {
+        if !attempted && self.triggers.epoch_due(epoch) {
             attempted = self.save_model(epoch, None, logs, ctx, Reason::Trigger)?;
         }
         if attempted {
-            self.extras.last_trigger_time = Some(Instant::now());
+            self.triggers.last_trigger_time = Some(Instant::now());
         }
         self.check_interrupt(None, logs, ctx)
     }
@@ -452,9 +365,14 @@ impl Callback for ModelCheckpoint {
     }
 
     fn state(&self) -> Option<serde_json::Value> {
-        let mut state = self.state.clone();
-        state.monitor = Some(self.monitor.clone());
-        serde_json::to_value(&state).ok()
+        serde_json::to_value(self.checkpoint_state()).ok()
+    }
+
+    /// Confirms the run id the restored state claims against the folder (see
+    /// `restore_state`).
+    fn restored_from(&mut self, file: &store::CheckpointFile) -> Result<(), Error> {
+        self.engine.confirm_run(file);
+        Ok(())
     }
 
     /// Restores the best value, counters and run id from a checkpoint, which is untrusted
@@ -462,46 +380,77 @@ impl Callback for ModelCheckpoint {
     /// the files it says the run kept are tracked only if this callback's template could
     /// have produced them in its own folder (retention proves ownership again before any
     /// delete).
-    fn restored_from(&mut self, file: &store::CheckpointFile) -> Result<(), Error> {
-        self.confirm_run(file);
-        Ok(())
-    }
-
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+        let key = crate::text::shorten(&self.key(), 200);
         let bad = |reason: String| Error::BadState {
-            key: crate::text::shorten(&self.key(), 200),
+            key: key.clone(),
             reason,
         };
-        let mut restored =
+        let restored =
             CheckpointState::deserialize(state).map_err(|e| bad(format!("malformed: {e}")))?;
         if let Some(saved) = &restored.monitor {
-            if *saved != self.monitor {
+            if *saved != self.decisions.monitor {
                 return Err(bad(format!(
                     "its best value is for monitor {:?}, but this callback monitors {:?}; resume with the same monitor, or start a new run",
                     crate::text::shorten(saved, 100),
-                    self.monitor
+                    self.decisions.monitor
                 )));
             }
         }
+        if let Some((key, value)) = restored.out_of_range() {
+            return Err(bad(format!("counter {key} is out of range: {value}")));
+        }
+        let CheckpointState {
+            best,
+            schedule,
+            current_epoch,
+            last_saved,
+            saves,
+            kept,
+            seq,
+            last_trigger_step,
+            run_id,
+            monitor: _,
+        } = restored;
+        self.engine
+            .restore(Saved {
+                last_saved,
+                saves,
+                kept,
+                seq,
+                run_id,
+            })
+            .map_err(bad)?;
+        self.decisions.best = best;
+        self.decisions.schedule = schedule;
+        self.decisions.current_epoch = current_epoch;
+        self.triggers.last_trigger_step = last_trigger_step;
+        Ok(())
+    }
+}
+
+impl CheckpointState {
+    /// The first counter beyond what a checkpoint may hold (2^53), by name and value.
+    fn out_of_range(&self) -> Option<(&'static str, String)> {
         let max = store::MAX_COUNTER;
         let counters = [
-            ("seq", restored.seq),
-            ("saves", restored.saves),
-            ("last_trigger_step", restored.last_trigger_step.unwrap_or(0)),
+            ("seq", self.seq),
+            ("saves", self.saves),
+            ("last_trigger_step", self.last_trigger_step.unwrap_or(0)),
         ];
         let signed = [
-            ("current_epoch", restored.current_epoch.unwrap_or(0)),
+            ("current_epoch", self.current_epoch.unwrap_or(0)),
             (
                 "epochs_since_last_save",
-                restored.schedule.epochs_since_last_save,
+                self.schedule.epochs_since_last_save,
             ),
             (
                 "batches_seen_since_last_saving",
-                restored.schedule.batches_seen_since_last_saving,
+                self.schedule.batches_seen_since_last_saving,
             ),
-            ("last_batch_seen", restored.schedule.last_batch_seen),
+            ("last_batch_seen", self.schedule.last_batch_seen),
         ];
-        let out_of_range = counters
+        counters
             .iter()
             .find(|(_, v)| *v > max)
             .map(|(k, v)| (*k, v.to_string()))
@@ -512,65 +461,11 @@ impl Callback for ModelCheckpoint {
                     .map(|(k, v)| (*k, v.to_string()))
             })
             .or_else(|| {
-                restored
-                    .kept
+                self.kept
                     .iter()
                     .find(|f| f.epoch.unsigned_abs() > max || f.seq > max)
                     .map(|f| ("kept", format!("epoch {} seq {}", f.epoch, f.seq)))
-            });
-        if let Some((key, value)) = out_of_range {
-            return Err(bad(format!("counter {key} is out of range: {value}")));
-        }
-        if let Some(id) = &restored.run_id {
-            if !names::valid_run_id(id) {
-                return Err(bad(format!(
-                    "run id {:?} is not 1 to 64 lowercase hex digits",
-                    crate::text::shorten(id, 100)
-                )));
-            }
-            if self.explicit_run_id && self.state.run_id.as_ref() != Some(id) {
-                return Err(bad(format!(
-                    "the checkpoint belongs to run {id}, not to run {}",
-                    self.run_id()
-                )));
-            }
-        }
-        let (kept, foreign): (Vec<_>, Vec<_>) = std::mem::take(&mut restored.kept)
-            .into_iter()
-            .partition(|f| self.could_have_written(&f.path).is_ok());
-        for f in foreign {
-            log::warn!(
-                target: "model_checkpoint",
-                "ignoring {} from the checkpoint's list of kept files: this callback could not have written it",
-                crate::text::shorten(&f.path.to_string_lossy(), 200)
-            );
-        }
-        restored.kept = kept;
-        // Until `restored_from` confirms it against the folder, the restored run id is a
-        // claim: retention deletes only files this callback saved itself.
-        self.run_confirmed = self.explicit_run_id;
-        if restored
-            .last_saved
-            .as_deref()
-            .is_some_and(|p| self.could_have_written(p).is_err())
-        {
-            restored.last_saved = None;
-        }
-        self.state = restored;
-        Ok(())
-    }
-}
-
-impl Drop for ModelCheckpoint {
-    /// Waits for background saves still in flight, so that none is lost silently; a
-    /// failure that nobody collected (no `flush` or `on_train_end` after it) is logged at
-    /// error level. Call [`ModelCheckpoint::flush`] or `on_train_end` to get it as a value.
-    fn drop(&mut self) {
-        if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
-            if let Err(e) = self.flush() {
-                log::error!(target: "model_checkpoint", "a background save failed and was never reported: {e}");
-            }
-        }
+            })
     }
 }
 
@@ -582,13 +477,13 @@ impl ModelCheckpoint {
         logs: &Logs,
         ctx: &Context<'_>,
     ) -> HookResult {
-        if !self.extras.save_on_interrupt {
+        if !self.triggers.save_on_interrupt {
             return Ok(Control::Continue);
         }
         let Some(signal) = interrupt::take() else {
             return Ok(Control::Continue);
         };
-        let epoch = self.state.current_epoch.unwrap_or(0);
+        let epoch = self.decisions.current_epoch.unwrap_or(0);
         self.save_interrupted(signal, epoch, batch, logs, ctx)?;
         Ok(Control::Interrupt)
     }

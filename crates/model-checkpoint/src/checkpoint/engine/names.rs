@@ -8,7 +8,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::ModelCheckpoint;
+use super::Engine;
 use crate::store::{self, CheckpointFile, Listed, Meta, Verify, LOCK_FILE, TEMP_SUFFIX};
 use crate::template::Pattern;
 use crate::Error;
@@ -82,38 +82,31 @@ fn without_version(path: &str) -> Option<String> {
     })
 }
 
-impl ModelCheckpoint {
+impl Engine {
     /// This run's id, written into every file it saves and kept across resumes (made at
     /// the first `on_train_begin` or save).
-    pub fn run_id(&self) -> &str {
-        self.state.run_id.as_deref().unwrap_or("")
+    pub(crate) fn run_id(&self) -> &str {
+        self.saved.run_id.as_deref().unwrap_or("")
     }
 
-    /// Names the run (beyond Keras): every file it saves carries `id`, and retention
-    /// deletes only files that carry it. Default: a random 128-bit id made at the start of
-    /// training, kept across resumes. Give one to make two runs' files equal byte for byte,
-    /// or to tie a run to an outside record. A resume whose checkpoint holds another id is
-    /// refused.
-    ///
-    /// The id is 1 to 64 lowercase hex digits; another value fails at `on_train_begin`.
-    pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
-        self.state.run_id = Some(id.into());
+    /// Names the run (see `ModelCheckpoint::with_run_id`).
+    pub(crate) fn set_run_id(&mut self, id: String) {
+        self.saved.run_id = Some(id);
         self.explicit_run_id = true;
-        self
     }
 
-    pub(super) fn ensure_run_id(&mut self) {
-        if self.state.run_id.is_none() {
-            self.state.run_id = Some(new_run_id());
+    pub(crate) fn ensure_run_id(&mut self) {
+        if self.saved.run_id.is_none() {
+            self.saved.run_id = Some(new_run_id());
             self.run_confirmed = true;
         }
     }
 
     /// The marker that proves this run wrote the file whose head has `digest`.
-    pub(super) fn marker(&self, id: &str, digest: &[u8; 32]) -> String {
+    pub(crate) fn marker(&self, id: &str, digest: &[u8; 32]) -> String {
         let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         let name = format!("{}{id}.{hex}", store::MARKER_PREFIX);
-        let dir = self.static_dir();
+        let dir = self.folder();
         if dir == Path::new(".") {
             name
         } else {
@@ -123,7 +116,7 @@ impl ModelCheckpoint {
 
     /// Leaves the marker of a file this run just committed at `path`, and removes the
     /// marker of the file it replaced there, if this callback wrote that one.
-    pub(super) fn mark_written(&mut self, path: &Path, digest: [u8; 32]) -> Result<(), Error> {
+    pub(crate) fn mark_written(&mut self, path: &Path, digest: [u8; 32]) -> Result<(), Error> {
         let marker = self.marker(self.run_id(), &digest);
         self.storage.put_if_absent(&marker, b"")?;
         if let Some(old) = self.session_digests.insert(path.to_path_buf(), digest) {
@@ -142,7 +135,7 @@ impl ModelCheckpoint {
     /// marker names the SHA-256 of the file's header, and lives in the folder, not the
     /// file), so its claim is dropped: this becomes a new run, which deletes nothing it did
     /// not save itself.
-    pub(super) fn confirm_run(&mut self, file: &CheckpointFile) {
+    pub(crate) fn confirm_run(&mut self, file: &CheckpointFile) {
         if self.run_confirmed {
             return;
         }
@@ -158,38 +151,72 @@ impl ModelCheckpoint {
             "cannot confirm that run {} wrote {} in {}: continuing as a new run {fresh}; retention will not delete files from before the resume",
             crate::text::shorten(&claimed, 64),
             file.path().display(),
-            self.static_dir().display()
+            self.folder().display()
         );
-        self.state.run_id = Some(fresh);
-        self.state.kept.clear();
+        self.saved.run_id = Some(fresh);
+        self.saved.kept.clear();
         self.run_confirmed = true;
     }
 
-    /// Refuses, before training, a template whose every name would be one the tool manages
-    /// (the folder's lock file, the temporary-file pattern, the `last` link) or a run id of
-    /// the wrong shape. Names that depend on the logs are checked again at each save
-    /// ([`ModelCheckpoint::check_path`]). `on_train_begin` calls this.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ReservedName`] (Keras's `ValueError`), [`Error::BadState`] for a run id.
-    pub fn check_filepath(&self) -> Result<(), Error> {
-        if let Some(id) = self.state.run_id.as_deref().filter(|id| !valid_run_id(id)) {
-            return Err(Error::BadState {
-                key: crate::text::shorten(&self.key(), 200),
-                reason: format!(
+    /// Takes the state a checkpoint says the engine had. It is untrusted input: a run id
+    /// of the wrong shape, or another than the one given, is refused (the reason is
+    /// returned), and files the template could not have produced in this folder are not
+    /// tracked. The run id stays a claim until [`Engine::confirm_run`] checks it.
+    pub(crate) fn restore(&mut self, mut saved: super::Saved) -> Result<(), String> {
+        if let Some(id) = &saved.run_id {
+            if !valid_run_id(id) {
+                return Err(format!(
                     "run id {:?} is not 1 to 64 lowercase hex digits",
                     crate::text::shorten(id, 100)
-                ),
-            });
+                ));
+            }
+            if self.explicit_run_id && self.saved.run_id.as_ref() != Some(id) {
+                return Err(format!(
+                    "the checkpoint belongs to run {id}, not to run {}",
+                    self.run_id()
+                ));
+            }
         }
+        let (kept, foreign): (Vec<_>, Vec<_>) = std::mem::take(&mut saved.kept)
+            .into_iter()
+            .partition(|f| self.could_have_written(&f.path).is_ok());
+        for f in foreign {
+            log::warn!(
+                target: "model_checkpoint",
+                "ignoring {} from the checkpoint's list of kept files: this callback could not have written it",
+                crate::text::shorten(&f.path.to_string_lossy(), 200)
+            );
+        }
+        saved.kept = kept;
+        if saved
+            .last_saved
+            .as_deref()
+            .is_some_and(|p| self.could_have_written(p).is_err())
+        {
+            saved.last_saved = None;
+        }
+        // Until `confirm_run` checks it against the folder, the restored run id is a claim:
+        // retention deletes only files this engine saved itself.
+        self.run_confirmed = self.explicit_run_id;
+        if self.explicit_run_id {
+            saved.run_id = self.saved.run_id.clone();
+        }
+        self.saved = saved;
+        Ok(())
+    }
+
+    /// Refuses, before training, a template whose every name would be one the engine
+    /// manages (the folder's lock file, the temporary-file pattern, the markers, the `last`
+    /// link). Names that depend on the logs are checked again at each save
+    /// ([`Engine::check_path`]).
+    pub fn check_template(&self) -> Result<(), Error> {
         // A malformed template fails at the first save with Keras's error, as in Keras.
-        let Ok(pattern) = Pattern::new(&self.filepath) else {
+        let Ok(pattern) = Pattern::new(&self.template) else {
             return Ok(());
         };
         let name = pattern.file_name();
         let reserved = |reserved: &str, what| Error::ReservedName {
-            template: crate::text::shorten(&self.filepath, 200),
+            template: crate::text::shorten(&self.template, 200),
             name: reserved.to_owned(),
             what,
         };
@@ -203,7 +230,7 @@ impl ModelCheckpoint {
             return Err(reserved(LOCK_FILE, "the folder's lock file"));
         }
         if self
-            .filepath
+            .template
             .rsplit('/')
             .next()
             .is_some_and(|n| n.starts_with(store::MARKER_PREFIX))
@@ -216,7 +243,7 @@ impl ModelCheckpoint {
         // A template that always produces the `last` name; one that only may is checked at
         // each save.
         if let Some(last) = self.last_path() {
-            if pattern.is_fixed() && same_path(&last, Path::new(&self.filepath)) {
+            if pattern.is_fixed() && same_path(&last, Path::new(&self.template)) {
                 return Err(reserved(
                     &last.to_string_lossy(),
                     "the link to the newest checkpoint (save_last)",
@@ -228,7 +255,7 @@ impl ModelCheckpoint {
 
     /// Whether the tool may replace `path` (the `last` link, an interrupt save): it is free,
     /// or a checkpoint of this run.
-    pub(super) fn replaceable(&self, path: &Path) -> bool {
+    pub(crate) fn replaceable(&self, path: &Path) -> bool {
         let name = path.to_string_lossy();
         if !self.storage.exists(&name).unwrap_or(true) {
             return true;
@@ -243,7 +270,7 @@ impl ModelCheckpoint {
     /// Refuses to replace a file at a name the tool manages (`last`) unless it is free, or a
     /// checkpoint of this format (the link a run keeps there): a user's own file, or
     /// another tool's, is never overwritten.
-    pub(super) fn check_replaceable(&self, path: &Path) -> Result<(), Error> {
+    pub(crate) fn check_replaceable(&self, path: &Path) -> Result<(), Error> {
         let name = path.to_string_lossy();
         if !self.storage.exists(&name).unwrap_or(true) {
             return Ok(());
@@ -251,7 +278,7 @@ impl ModelCheckpoint {
         match CheckpointFile::open_in(&*self.storage, &name, Verify::HeaderOnly) {
             Ok(f) if f.has_checksums() => Ok(()),
             Ok(_) => Err(Error::ReservedName {
-                template: crate::text::shorten(&self.filepath, 200),
+                template: crate::text::shorten(&self.template, 200),
                 name: crate::text::shorten(&name, 200),
                 what:
                     "the link to the newest checkpoint, but it holds a file this tool did not write",
@@ -266,7 +293,7 @@ impl ModelCheckpoint {
     /// # Errors
     ///
     /// [`Error::NameTooLong`] (Python's `OSError`), [`Error::ReservedName`].
-    pub fn check_path(&self, path: &str) -> Result<(), Error> {
+    pub(crate) fn check_path(&self, path: &str) -> Result<(), Error> {
         check_length(path)?;
         self.check_reserved(path)
     }
@@ -289,7 +316,7 @@ impl ModelCheckpoint {
         };
         match what {
             Some(what) => Err(Error::ReservedName {
-                template: crate::text::shorten(&self.filepath, 200),
+                template: crate::text::shorten(&self.template, 200),
                 name: crate::text::shorten(path, 200),
                 what,
             }),
@@ -299,17 +326,17 @@ impl ModelCheckpoint {
 
     /// Whether `path` is a name this callback's template could have produced, inside its
     /// own folder; a lexical check, made on paths read back from a checkpoint.
-    pub(super) fn could_have_written(&self, path: &Path) -> Result<(), String> {
+    pub(crate) fn could_have_written(&self, path: &Path) -> Result<(), String> {
         // Both sides with `.` and `..` resolved as names are (a field never holds a `/`, so
         // a path with components the template lacks cannot match).
         let text = lexical_text(&path.to_string_lossy());
-        let pattern = Pattern::new(&lexical_text(&self.filepath)).map_err(|e| e.to_string())?;
+        let pattern = Pattern::new(&lexical_text(&self.template)).map_err(|e| e.to_string())?;
         let matches =
             pattern.matches(&text) || without_version(&text).is_some_and(|p| pattern.matches(&p));
         if !matches {
             return Err(format!(
                 "the filepath template {:?} could not have produced it",
-                crate::text::shorten(&self.filepath, 200)
+                crate::text::shorten(&self.template, 200)
             ));
         }
         Ok(())
@@ -317,10 +344,10 @@ impl ModelCheckpoint {
 
     /// Proves that retention may delete `path`: this run wrote it (see the module's
     /// documentation).
-    pub(super) fn owns(&self, path: &Path) -> Result<[u8; 32], String> {
+    pub(crate) fn owns(&self, path: &Path) -> Result<[u8; 32], String> {
         self.could_have_written(path)?;
         let name = path.to_string_lossy();
-        let folder = self.static_dir();
+        let folder = self.folder();
         if !self.storage.contains(&folder.to_string_lossy(), &name) {
             return Err(format!(
                 "it lies outside the checkpoint folder {}",
@@ -358,9 +385,9 @@ impl ModelCheckpoint {
     /// # Errors
     ///
     /// [`Error::Io`] if the folder cannot be listed.
-    pub fn saved_checkpoints(&self) -> Result<Vec<Listed>, Error> {
-        let dir = self.static_dir();
-        let depth = folder_depth(&self.filepath, &dir);
+    pub(crate) fn saved_checkpoints(&self) -> Result<Vec<Listed>, Error> {
+        let dir = self.folder();
+        let depth = folder_depth(&self.template, &dir);
         let dir_name = dir.to_string_lossy();
         let listed = match store::list_in(&*self.storage, &dir_name, depth) {
             Ok(listed) => listed,
@@ -384,7 +411,7 @@ impl ModelCheckpoint {
     }
 }
 
-impl ModelCheckpoint {
+impl Engine {
     /// The best checkpoint of this run still on disk (up to the current epoch), and its
     /// monitored value: Keras's
     /// comparison for the monitor's direction, NaN never ranks, ties go to the older file
@@ -394,13 +421,16 @@ impl ModelCheckpoint {
     /// # Errors
     ///
     /// [`Error::Io`] if the folder cannot be listed.
-    pub fn best_saved(&self) -> Result<Option<(PathBuf, Option<f64>)>, Error> {
+    pub(crate) fn best_saved(
+        &self,
+        monitor: &str,
+        direction: crate::policy::Direction,
+        current_epoch: Option<i64>,
+    ) -> Result<Option<(PathBuf, Option<f64>)>, Error> {
         // Files of this run from epochs after the current one were left by an earlier
         // attempt that went further before this one resumed from an older checkpoint: not
         // this history.
-        let now = self
-            .state
-            .current_epoch
+        let now = current_epoch
             .and_then(|e| u64::try_from(e + 1).ok())
             .unwrap_or(u64::MAX);
         let listed: Vec<Listed> = self
@@ -422,13 +452,13 @@ impl ModelCheckpoint {
                         .unwrap_or(0),
                     value: meta
                         .ok()
-                        .and_then(|m| m.logs.get(&self.monitor))
+                        .and_then(|m| m.logs.get(monitor))
                         .unwrap_or(crate::Value::None),
                     seq: seq as u64,
                 }
             })
             .collect();
-        Ok(match crate::policy::best_file(&files, self.direction) {
+        Ok(match crate::policy::best_file(&files, direction) {
             Some(best) => Some((best.path.clone(), best.value.as_f64())),
             None => files.last().map(|f| (f.path.clone(), None)),
         })
@@ -442,18 +472,12 @@ impl ModelCheckpoint {
     /// # Errors
     ///
     /// [`Error::NoCheckpoint`] when there is none.
-    pub fn latest(&self) -> Result<PathBuf, Error> {
-        let dir = self.static_dir();
-        let depth = folder_depth(&self.filepath, &dir);
+    pub(crate) fn latest(&self) -> Result<PathBuf, Error> {
+        let dir = self.folder();
+        let depth = folder_depth(&self.template, &dir);
         store::latest_full_matching(&*self.storage, &dir.to_string_lossy(), depth, &|p| {
             self.could_have_written(p).is_ok()
         })
-    }
-
-    /// The folder this callback saves into and locks: the template's folders up to the
-    /// first one with a field (`.` when there is none).
-    pub fn folder(&self) -> PathBuf {
-        self.static_dir()
     }
 }
 

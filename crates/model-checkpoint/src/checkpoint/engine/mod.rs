@@ -1,0 +1,227 @@
+//! The saving engine: everything `ModelCheckpoint` does once Keras's decisions
+//! (`super::decisions`) say "save to this name". It owns the storage and every effect on
+//! it: the commit (in the foreground or on the writer thread), versions (`-vN`), the `last`
+//! link, retention's deletes, the folder's lock, the run's identity and the markers that
+//! prove ownership, and listing what the run saved.
+//!
+//! - `commit.rs`: a save from the model's tensors to a committed file, and what follows it.
+//! - `names.rs`: which names the engine may write and delete, and what it lists.
+
+mod commit;
+mod names;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::background::BackgroundWriter;
+use crate::policy::{Direction, Retention, SavedFile};
+use crate::store::{Kind, LocalFolder, SaveOptions, Storage};
+use crate::Logs;
+
+pub(crate) use names::valid_run_id;
+
+/// Where the `last` link goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Last {
+    Off,
+    /// `last.safetensors` in the template's folder.
+    Beside,
+    /// A path of the caller's choosing.
+    At(PathBuf),
+}
+
+/// What the engine carries across resumes (inside the callback's state in full
+/// checkpoints).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Saved {
+    /// The path of the last committed save.
+    pub last_saved: Option<PathBuf>,
+    /// Saves committed.
+    pub saves: u64,
+    /// The files retention tracks, with their monitored values (only with retention on).
+    pub kept: Vec<SavedFile>,
+    /// The next save's sequence number.
+    pub seq: u64,
+    /// The run's identity, written into every file it saves.
+    pub run_id: Option<String>,
+}
+
+/// A save that is due: where, what kind, at which point of training, and how retention
+/// ranks it.
+pub(crate) struct Job<'a> {
+    pub path: &'a Path,
+    pub kind: Kind,
+    pub epoch: i64,
+    pub batch: Option<i64>,
+    pub logs: &'a Logs,
+    pub monitor: &'a str,
+    pub direction: Direction,
+}
+
+/// A save in flight, and what it will be tracked as once committed.
+struct Pending {
+    file: SavedFile,
+    /// The monitor's direction at the time of the save, which retention ranks by.
+    direction: Direction,
+}
+
+/// The saving engine's settings and state (see the module's documentation).
+pub(crate) struct Engine {
+    /// The filepath template (what the engine's folder, names and ownership derive from).
+    pub template: String,
+    pub storage: Arc<dyn Storage>,
+    pub options: SaveOptions,
+    pub background: bool,
+    pub max_in_flight: usize,
+    pub retention: Retention,
+    pub last: Last,
+    pub overwrite: bool,
+    pub saved: Saved,
+    /// Whether the run id was given (then a checkpoint with another may not resume).
+    pub explicit_run_id: bool,
+    /// Whether the engine may act as the run its id names: it made the id, was given it,
+    /// or confirmed that the checkpoint it resumed was written by that run.
+    run_confirmed: bool,
+    lock: Option<Box<dyn std::any::Any + Send>>,
+    writer: Option<BackgroundWriter>,
+    in_flight: VecDeque<Pending>,
+    /// The files committed since the engine was made (always its own).
+    session_saved: BTreeSet<PathBuf>,
+    /// The header digest of each file committed since the engine was made, by path.
+    session_digests: BTreeMap<PathBuf, [u8; 32]>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("template", &self.template)
+            .field("options", &self.options)
+            .field("background", &self.background)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("retention", &self.retention)
+            .field("last", &self.last)
+            .field("overwrite", &self.overwrite)
+            .field("saved", &self.saved)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// An engine saving by `template` to the local file system, with Keras's behaviour
+    /// (overwrite, no retention, no `last`, foreground saves).
+    pub fn new(template: String) -> Self {
+        Engine {
+            template,
+            storage: Arc::new(LocalFolder::default()),
+            options: SaveOptions::default(),
+            background: false,
+            max_in_flight: 1,
+            retention: Retention::default(),
+            last: Last::Off,
+            overwrite: true,
+            saved: Saved::default(),
+            explicit_run_id: false,
+            run_confirmed: false,
+            lock: None,
+            writer: None,
+            in_flight: VecDeque::new(),
+            session_saved: BTreeSet::new(),
+            session_digests: BTreeMap::new(),
+        }
+    }
+
+    /// The part of the template's folder without placeholders: the folder the engine
+    /// locks and lists (`.` when the first folder level already has placeholders).
+    pub fn folder(&self) -> PathBuf {
+        let parent = Path::new(&self.template).parent().unwrap_or(Path::new(""));
+        let fixed: PathBuf = parent
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['{', '}']))
+            .collect();
+        if fixed.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            fixed
+        }
+    }
+
+    /// The `last` link's path, if on.
+    pub fn last_path(&self) -> Option<PathBuf> {
+        match &self.last {
+            Last::Off => None,
+            Last::Beside => Some(self.folder().join("last.safetensors")),
+            Last::At(p) => Some(p.clone()),
+        }
+    }
+
+    /// Makes the folders above `path` (resolved lexically, as Keras's `gfile` does), and
+    /// takes the lock once the folder exists.
+    pub fn prepare_folder(&mut self, path: &Path) -> Result<(), crate::Error> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let dir = dir.to_string_lossy();
+            if !dir.starts_with("gs:/") {
+                self.storage.prepare_dir(&dir)?;
+            }
+        }
+        self.ensure_lock()
+    }
+
+    /// Takes the folder's lock (and clears stale temporary files) if not held yet and the
+    /// folder exists; Keras creates folders only when saving, so this never creates one.
+    pub fn ensure_lock(&mut self) -> Result<(), crate::Error> {
+        if self.lock.is_none() {
+            let dir = self.folder();
+            if let Some(guard) = self.storage.lock(&dir.to_string_lossy())? {
+                self.lock = Some(guard);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for saves in flight, lets the snapshot buffers go, and releases the lock.
+    pub fn finish(&mut self) -> Result<(), crate::Error> {
+        let flushed = self.flush();
+        if let Some(writer) = &mut self.writer {
+            writer.release_buffers();
+        }
+        self.lock = None;
+        flushed
+    }
+
+    /// `path`, or with `overwrite` off and `path` taken, the first free `NAME-vN.EXT`.
+    pub fn free_path(&self, path: PathBuf) -> Result<PathBuf, crate::Error> {
+        let taken = |p: &Path| self.storage.exists(&p.to_string_lossy());
+        if self.overwrite || !taken(&path)? {
+            return Ok(path);
+        }
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
+        for v in 1u64.. {
+            let candidate = path.with_file_name(format!("{stem}-v{v}{ext}"));
+            if !taken(&candidate)? {
+                return Ok(candidate);
+            }
+        }
+        Ok(path)
+    }
+}
+
+impl Drop for Engine {
+    /// Waits for background saves still in flight, so that none is lost silently; a
+    /// failure that nobody collected (no `flush` or `on_train_end` after it) is logged at
+    /// error level.
+    fn drop(&mut self) {
+        if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
+            if let Err(e) = self.flush() {
+                log::error!(target: "model_checkpoint", "a background save failed and was never reported: {e}");
+            }
+        }
+    }
+}

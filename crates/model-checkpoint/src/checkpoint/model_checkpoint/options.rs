@@ -1,0 +1,233 @@
+//! Options beyond Keras: retention, the `last` link, versions, more triggers, saving on
+//! SIGTERM and SIGINT, background saves, the storage, the run's identity, and what the run
+//! saved. All are off by default, so that the callback behaves exactly as Keras's unless
+//! asked otherwise. Each only sets or asks the engine or the triggers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ModelCheckpoint;
+use crate::checkpoint::engine::{valid_run_id, Last};
+use crate::store::{Listed, Storage};
+use crate::Error;
+
+impl ModelCheckpoint {
+    /// Keep only the `k` best checkpoints by the monitored value, besides the newest
+    /// (Lightning's `save_top_k`). Files go only after a newer save is durable; NaN never
+    /// ranks; ties keep the older. Default: keep everything, as Keras does.
+    pub fn keep_best(mut self, k: usize) -> Self {
+        self.engine.retention.keep_best = Some(k);
+        self
+    }
+
+    /// Keep the `n` newest checkpoints, besides the best. Default: keep everything.
+    pub fn keep_last(mut self, n: usize) -> Self {
+        self.engine.retention.keep_last = Some(n);
+        self
+    }
+
+    /// Keep every checkpoint saved in an epoch that is a multiple of `m` (1-based), whatever
+    /// the other rules say. Default: off.
+    pub fn keep_every_epochs(mut self, m: u64) -> Self {
+        self.engine.retention.keep_every_epochs = Some(m);
+        self
+    }
+
+    /// Keep `last.safetensors` in the template's folder pointing at the newest complete
+    /// checkpoint: a hard link replaced atomically after every save (a copy where links are
+    /// impossible). Retention never removes it. Default: off.
+    pub fn save_last(mut self, yes: bool) -> Self {
+        self.engine.last = if yes { Last::Beside } else { Last::Off };
+        self
+    }
+
+    /// Like [`ModelCheckpoint::save_last`], at `path`.
+    pub fn save_last_as(mut self, path: impl Into<PathBuf>) -> Self {
+        self.engine.last = Last::At(path.into());
+        self
+    }
+
+    /// Replace a file whose name is taken (Keras's behaviour), or, with `false`, save as
+    /// `NAME-v1.EXT`, `NAME-v2.EXT` … (Lightning's). Default: `true`.
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.engine.overwrite = yes;
+        self
+    }
+
+    /// Also attempt a save every `n` optimizer steps (beyond Keras's `save_freq`, which it
+    /// leaves alone). Default: off.
+    pub fn every_n_steps(mut self, n: u64) -> Self {
+        self.triggers.every_n_steps = Some(n.max(1));
+        self
+    }
+
+    /// Also attempt a save at the end of every `n`-th epoch (1-based). Default: off.
+    pub fn every_n_epochs(mut self, n: u64) -> Self {
+        self.triggers.every_n_epochs = Some(n.max(1));
+        self
+    }
+
+    /// Also attempt a save at the first batch end after `interval` of wall-clock time since
+    /// training began or since the last save. Default: off.
+    pub fn every(mut self, interval: Duration) -> Self {
+        self.triggers.every = Some(interval);
+        self
+    }
+
+    /// On SIGTERM or SIGINT (Unix), finish the current step, save a full checkpoint (to the
+    /// `last` path, else `interrupted.safetensors` in the template's folder), wait until it
+    /// is durable, and stop training with [`crate::Control::Interrupt`]. A second SIGINT
+    /// ends the process at once. Default: off.
+    pub fn save_on_interrupt(mut self, yes: bool) -> Self {
+        self.triggers.save_on_interrupt = yes;
+        self
+    }
+
+    /// The signal that stopped training, if one did.
+    pub fn interrupted(&self) -> Option<&'static str> {
+        self.triggers.interrupted
+    }
+
+    /// The `last` link's path, if on.
+    pub fn last_path(&self) -> Option<PathBuf> {
+        self.engine.last_path()
+    }
+
+    /// Save on a background thread (beyond Keras). The training thread only copies the
+    /// tensors into host memory; writing, syncing and renaming happen on a writer thread, and
+    /// nothing appears at the final path before it is durable. A save that fails is reported
+    /// by the next hook (so `fit` stops with it), and `on_train_end` waits for the last save.
+    /// The copy's buffers are kept for the next save (one model's worth of memory) until
+    /// `on_train_end`. Default: `false`.
+    pub fn background(mut self, yes: bool) -> Self {
+        self.engine.background = yes;
+        self
+    }
+
+    /// How many background saves may be in flight; a save beyond that waits for the oldest.
+    /// Default: 1 (at least 1).
+    pub fn max_saves_in_flight(mut self, n: usize) -> Self {
+        self.engine.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Whether saves run on a background thread.
+    pub fn in_background(&self) -> bool {
+        self.engine.background
+    }
+
+    /// Waits until every background save is durable.
+    ///
+    /// # Errors
+    ///
+    /// The first failed save's error.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.engine.flush()
+    }
+
+    /// Where checkpoints are written (beyond Keras): every file effect (saves, the `last`
+    /// copy, versions, retention's deletes, the lock, listing) goes through `storage`, with
+    /// the formatted paths as names. Default: [`crate::store::LocalFolder::default`], the
+    /// local file system relative to the working directory.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.engine.storage = storage;
+        self
+    }
+
+    /// This run's id, written into every file it saves and kept across resumes (made at
+    /// the first `on_train_begin` or save).
+    pub fn run_id(&self) -> &str {
+        self.engine.run_id()
+    }
+
+    /// Names the run (beyond Keras): every file it saves carries `id`, and retention
+    /// deletes only files that carry it. Default: a random 128-bit id made at the start of
+    /// training, kept across resumes. Give one to make two runs' files equal byte for byte,
+    /// or to tie a run to an outside record. A resume whose checkpoint holds another id is
+    /// refused.
+    ///
+    /// The id is 1 to 64 lowercase hex digits; another value fails at `on_train_begin`.
+    pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
+        self.engine.set_run_id(id.into());
+        self
+    }
+
+    /// Refuses, before training, a run id of the wrong shape and a template whose every
+    /// name would be one the tool manages (the folder's lock file, the temporary-file
+    /// pattern, the markers, the `last` link). Names that depend on the logs are checked
+    /// again at each save ([`ModelCheckpoint::check_path`]). `on_train_begin` calls this.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReservedName`] (Keras's `ValueError`), [`Error::BadState`] for a run id.
+    pub fn check_filepath(&self) -> Result<(), Error> {
+        let id = self.engine.saved.run_id.as_deref();
+        if let Some(id) = id.filter(|id| !valid_run_id(id)) {
+            return Err(Error::BadState {
+                key: crate::text::shorten(&self.key(), 200),
+                reason: format!(
+                    "run id {:?} is not 1 to 64 lowercase hex digits",
+                    crate::text::shorten(id, 100)
+                ),
+            });
+        }
+        self.engine.check_template()
+    }
+
+    /// Refuses a formatted path that no file system would take, or that names something the
+    /// tool manages; every save checks its path so.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NameTooLong`] (Python's `OSError`), [`Error::ReservedName`].
+    pub fn check_path(&self, path: &str) -> Result<(), Error> {
+        self.engine.check_path(path)
+    }
+
+    /// The checkpoints this run saved that are still on disk, in training order (by the
+    /// epoch and step stored in them): files in the callback's folder that its template could
+    /// have produced and that carry its run id. What the end-of-run report and "the best
+    /// checkpoint of this run" are chosen from, so that neither ever names a deleted file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the folder cannot be listed.
+    pub fn saved_checkpoints(&self) -> Result<Vec<Listed>, Error> {
+        self.engine.saved_checkpoints()
+    }
+
+    /// The best checkpoint of this run still on disk (up to the current epoch), and its
+    /// monitored value: Keras's comparison for the monitor's direction, NaN never ranks,
+    /// ties go to the older file (the same rule retention keeps by). With no monitored
+    /// value at any save, the newest file, without a value.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the folder cannot be listed.
+    pub fn best_saved(&self) -> Result<Option<(PathBuf, Option<f64>)>, Error> {
+        self.engine.best_saved(
+            &self.decisions.monitor,
+            self.decisions.direction,
+            self.decisions.current_epoch,
+        )
+    }
+
+    /// The newest full checkpoint that verifies among the files this callback's template
+    /// could produce in its folder (sub-folders included, for templates with fields in
+    /// folder names), by the epoch and step stored in them; damaged ones are skipped with a
+    /// warning.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCheckpoint`] when there is none.
+    pub fn latest(&self) -> Result<PathBuf, Error> {
+        self.engine.latest()
+    }
+
+    /// The folder this callback saves into and locks: the template's folders up to the
+    /// first one with a field (`.` when there is none).
+    pub fn folder(&self) -> PathBuf {
+        self.engine.folder()
+    }
+}
