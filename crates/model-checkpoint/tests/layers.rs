@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 
 fn sources(dir: &Path) -> Vec<PathBuf> {
+    if dir.is_file() {
+        return vec![dir.to_path_buf()];
+    }
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).expect("list") {
         let path = entry.expect("entry").path();
@@ -118,6 +121,30 @@ fn the_candle_crate_reads_metadata_only_through_the_core() {
     assert!(
         found.is_empty(),
         "metadata parsed by string keys in the candle crate:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn keras_decisions_touch_no_storage() {
+    // The half of ModelCheckpoint the Keras traces check decides only: it reaches neither
+    // the saving engine nor storage.
+    let found = offending(
+        &core(),
+        "checkpoint/decisions.rs",
+        &[
+            "engine",
+            "Storage",
+            "storage",
+            "std::fs",
+            "std::io",
+            "background",
+        ],
+        &[],
+    );
+    assert!(
+        found.is_empty(),
+        "Keras's decisions reach into saving:\n{}",
         found.join("\n")
     );
 }
