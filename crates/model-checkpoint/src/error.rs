@@ -215,6 +215,28 @@ pub enum Error {
         /// The folder.
         dir: PathBuf,
     },
+    /// A storage location (a URL or a name in it) that cannot be used.
+    #[error("{location}: {reason}")]
+    BadLocation {
+        /// The location, as given.
+        location: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A save that must not replace anything found its name taken (another writer won).
+    #[error("{name} already exists: another writer created it first")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+    /// A remote folder's lock is held; the holder wrote who it is and when it started.
+    #[error("{dir} is locked by {holder}: another trainer is writing there; if that process is gone, break the lock with `ckpt unlock {dir}` (or delete {dir}/.ckpt.lock)")]
+    LockedBy {
+        /// The folder.
+        dir: String,
+        /// Who holds it, as the holder wrote it.
+        holder: String,
+    },
     /// No full checkpoint in a folder verifies.
     #[error("no full checkpoint in {} verifies", .dir.display())]
     NoCheckpoint {

@@ -22,6 +22,18 @@ use crate::Error;
 /// produce such names.
 pub const MARKER_PREFIX: &str = ".ckpt-run.";
 
+/// What a commit does when its name is already taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Commit {
+    /// Replace the object atomically: readers see the old one or the new one (Keras's
+    /// overwriting saves).
+    #[default]
+    Replace,
+    /// Fail with [`Error::AlreadyExists`] and leave the existing object alone; of several
+    /// writers racing for one name exactly one succeeds (`overwrite(false)`'s versions).
+    CreateNew,
+}
+
 /// One object in a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -37,13 +49,19 @@ pub struct ObjectMeta {
 /// what is an object: a local folder lists regular files only, so a FIFO or a device planted
 /// in a checkpoint folder is never opened.
 pub trait Storage: Send + Sync + fmt::Debug {
-    /// Starts writing `name`, whose first `head_len` bytes are given at the commit.
+    /// Starts writing `name`, whose first `head_len` bytes are given at the commit, which
+    /// then acts as `commit` says on a name already taken.
     ///
     /// # Errors
     ///
     /// [`Error::IsADirectory`] when `name` is a folder; [`Error::Io`] when the object cannot
     /// be started (missing folder, no permission, no space).
-    fn create(&self, name: &str, head_len: u64) -> Result<Box<dyn PendingObject>, Error>;
+    fn create(
+        &self,
+        name: &str,
+        head_len: u64,
+        commit: Commit,
+    ) -> Result<Box<dyn PendingObject>, Error>;
 
     /// Writes a small object only if nothing exists under `name` yet; `Ok(false)` when the
     /// name is taken. Markers use it. A backend need not make it durable at once.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::layout::{self, crc_hex, Entry, Kind, PLACEHOLDER, RESERVED_KEYS};
 use super::local::LocalFolder;
-use super::storage::{PendingObject, Storage};
+use super::storage::{Commit, PendingObject, Storage};
 use crate::model::NamedTensor;
 use crate::Error;
 
@@ -18,11 +18,16 @@ pub struct SaveOptions {
     /// Sync the file and its folder before a save counts as done, so that it survives a
     /// power cut. Default: `true`.
     pub durable: bool,
+    /// What the commit does when the name is taken. Default: [`Commit::Replace`].
+    pub commit: Commit,
 }
 
 impl Default for SaveOptions {
     fn default() -> Self {
-        SaveOptions { durable: true }
+        SaveOptions {
+            durable: true,
+            commit: Commit::Replace,
+        }
     }
 }
 
@@ -35,6 +40,12 @@ impl SaveOptions {
     /// Sets [`SaveOptions::durable`].
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Sets [`SaveOptions::commit`].
+    pub fn commit(mut self, commit: Commit) -> Self {
+        self.commit = commit;
         self
     }
 }
@@ -86,7 +97,11 @@ pub fn save(
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
     save_with(path, kind, tensors, info, options, |head_len| {
-        Ok(Box::new(LocalFolder::create_at(path, head_len)?))
+        Ok(Box::new(LocalFolder::create_at(
+            path,
+            head_len,
+            options.commit,
+        )?))
     })
 }
 
@@ -104,7 +119,7 @@ pub fn save_to(
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
     save_with(Path::new(name), kind, tensors, info, options, |head_len| {
-        storage.create(name, head_len)
+        storage.create(name, head_len, options.commit)
     })
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use model_checkpoint::store::{ObjectMeta, ObjectReader, PendingObject, Storage};
+use model_checkpoint::store::{Commit, ObjectMeta, ObjectReader, PendingObject, Storage};
 use model_checkpoint::Error;
 
 /// Objects by name, behind one lock.
@@ -61,6 +61,7 @@ struct Pending {
     name: String,
     head_len: usize,
     body: Vec<u8>,
+    commit: Commit,
 }
 
 impl Write for Pending {
@@ -78,8 +79,12 @@ impl PendingObject for Pending {
         assert_eq!(head.len(), self.head_len, "the head is the size reserved");
         let mut bytes = head.to_vec();
         bytes.extend_from_slice(&self.body);
-        // Appears whole, at once.
-        self.storage.objects().insert(self.name, Arc::new(bytes));
+        // Appears whole, at once (and, for a new name, only if still free).
+        let mut objects = self.storage.objects();
+        if self.commit == Commit::CreateNew && objects.contains_key(&self.name) {
+            return Err(Error::AlreadyExists { name: self.name });
+        }
+        objects.insert(self.name, Arc::new(bytes));
         Ok(())
     }
 }
@@ -116,12 +121,18 @@ fn missing(name: &str) -> Error {
 pub struct Shared(pub Arc<MemoryStorage>);
 
 impl Storage for Shared {
-    fn create(&self, name: &str, head_len: u64) -> Result<Box<dyn PendingObject>, Error> {
+    fn create(
+        &self,
+        name: &str,
+        head_len: u64,
+        commit: Commit,
+    ) -> Result<Box<dyn PendingObject>, Error> {
         Ok(Box::new(Pending {
             storage: self.0.clone(),
             name: clean(name),
             head_len: head_len as usize,
             body: Vec::new(),
+            commit,
         }))
     }
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {

@@ -29,6 +29,7 @@ impl Engine {
             logs,
             monitor,
             direction,
+            commit,
         } = job;
         let model = ctx.model()?;
         let mut tensors: Vec<NamedTensor<'_>> = model.weights()?;
@@ -81,10 +82,11 @@ impl Engine {
                 serde_json::Value::Object(values).to_string(),
             );
         }
-        let name = path.to_string_lossy();
+        let mut options = self.options.clone();
+        options.commit = commit;
         if !self.background {
-            let report =
-                store::save_to(&*self.storage, &name, kind, &tensors, &info, &self.options)?;
+            let name = path.to_string_lossy();
+            let report = store::save_to(&*self.storage, &name, kind, &tensors, &info, &options)?;
             return self.committed(pending, report.header_digest);
         }
         if self.writer.is_none() {
@@ -112,7 +114,6 @@ impl Engine {
                 .map(|t| t.data.share().map(|s| (t.name.clone(), s)))
                 .collect()
         });
-        let options = self.options.clone();
         match (ctx.fence(), shared) {
             (Some(fence), Some(shared)) => writer.submit_deferred(
                 path.to_path_buf(),

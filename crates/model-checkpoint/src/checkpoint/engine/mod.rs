@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::background::BackgroundWriter;
 use crate::policy::{Direction, Retention, SavedFile};
-use crate::store::{Kind, LocalFolder, SaveOptions, Storage};
+use crate::store::{Commit, Kind, LocalFolder, SaveOptions, Storage};
 use crate::Logs;
 
 pub(crate) use names::valid_run_id;
@@ -57,6 +57,8 @@ pub(crate) struct Job<'a> {
     pub logs: &'a Logs,
     pub monitor: &'a str,
     pub direction: Direction,
+    /// Whether the commit may replace an object at `path`.
+    pub commit: Commit,
 }
 
 /// A save in flight, and what it will be tracked as once committed.

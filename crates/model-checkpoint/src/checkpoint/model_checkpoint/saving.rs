@@ -10,7 +10,7 @@ use super::super::messages;
 use super::{compose, ModelCheckpoint, Output};
 use crate::callback::Context;
 use crate::policy::Verdict;
-use crate::store::Kind;
+use crate::store::{Commit, Kind};
 use crate::{Error, Logs};
 
 /// Why a save is attempted.
@@ -20,6 +20,15 @@ pub(super) enum Reason {
     Keras,
     /// A trigger beyond Keras (steps, epochs, seconds): Keras's counters stay untouched.
     Trigger,
+}
+
+/// A save that is due: where, what, how it commits, and at which point of training.
+struct Due<'a> {
+    path: &'a std::path::Path,
+    kind: Kind,
+    commit: Commit,
+    epoch: i64,
+    batch: Option<i64>,
 }
 
 impl ModelCheckpoint {
@@ -81,21 +90,37 @@ impl ModelCheckpoint {
             }
             Verdict::Save => self.say(&messages::saving(epoch, &shown)),
         }
+        // With versions, a commit never replaces: a writer that lost a race for the name
+        // (one that ignored the folder's lock) fails rather than overwrite the winner's file.
+        let commit = if self.engine.overwrite {
+            Commit::Replace
+        } else {
+            Commit::CreateNew
+        };
         let kind = self.decisions.kind();
-        self.write(&path, kind, epoch, batch, logs, ctx)?;
+        self.write(
+            Due {
+                path: &path,
+                kind,
+                commit,
+                epoch,
+                batch,
+            },
+            logs,
+            ctx,
+        )?;
         Ok(true)
     }
 
     /// Hands a due save to the engine, with this callback's state for full checkpoints.
-    fn write(
-        &mut self,
-        path: &std::path::Path,
-        kind: Kind,
-        epoch: i64,
-        batch: Option<i64>,
-        logs: &Logs,
-        ctx: &Context<'_>,
-    ) -> Result<(), Error> {
+    fn write(&mut self, due: Due<'_>, logs: &Logs, ctx: &Context<'_>) -> Result<(), Error> {
+        let Due {
+            path,
+            kind,
+            commit,
+            epoch,
+            batch,
+        } = due;
         let key = self.key();
         let ModelCheckpoint {
             decisions,
@@ -111,6 +136,7 @@ impl ModelCheckpoint {
             logs,
             monitor: &decisions.monitor,
             direction: decisions.direction,
+            commit,
         };
         let state_of = |saved| serde_json::to_value(compose(decisions, triggers, saved)).ok();
         engine.save(job, ctx, &key, &state_of)
@@ -153,7 +179,15 @@ impl ModelCheckpoint {
             path.display()
         ));
         let background = std::mem::replace(&mut self.engine.background, false);
-        let written = self.write(&path, Kind::Full, epoch, batch, logs, ctx);
+        // The `last` path or the run's own interrupt file, which `replaceable` allowed.
+        let due = Due {
+            path: &path,
+            kind: Kind::Full,
+            commit: Commit::Replace,
+            epoch,
+            batch,
+        };
+        let written = self.write(due, logs, ctx);
         self.engine.background = background;
         written?;
         self.triggers.interrupted = Some(signal);

@@ -95,7 +95,22 @@ impl PendingFile {
     /// # Errors
     ///
     /// A [`CommitError`] holding the pending file; the destination is unchanged.
-    pub fn commit(mut self, durable: bool) -> Result<PathBuf, CommitError> {
+    pub fn commit(self, durable: bool) -> Result<PathBuf, CommitError> {
+        self.commit_as(durable, true)
+    }
+
+    /// Like [`PendingFile::commit`], but only if nothing exists at the destination: of
+    /// several writers racing for one name exactly one succeeds (a hard link, which fails
+    /// on an existing name); the others get [`Error::AlreadyExists`].
+    ///
+    /// # Errors
+    ///
+    /// A [`CommitError`] holding the pending file; the destination is unchanged.
+    pub fn commit_new(self, durable: bool) -> Result<PathBuf, CommitError> {
+        self.commit_as(durable, false)
+    }
+
+    fn commit_as(mut self, durable: bool, replace: bool) -> Result<PathBuf, CommitError> {
         if durable {
             // fdatasync: the data and the size, which is all a reader needs; the rename is
             // made durable by syncing the folder below.
@@ -116,10 +131,21 @@ impl PendingFile {
                 pending: Some(Box::new(self)),
             });
         }
-        match self.temp.persist(&dest) {
+        let persisted = if replace {
+            self.temp.persist(&dest)
+        } else {
+            self.temp.persist_noclobber(&dest)
+        };
+        match persisted {
             Ok(_) => {}
             Err(e) => {
-                let error = Error::io("rename a temporary file to", &dest, e.error);
+                let error = if !replace && e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::AlreadyExists {
+                        name: dest.to_string_lossy().into_owned(),
+                    }
+                } else {
+                    Error::io("rename a temporary file to", &dest, e.error)
+                };
                 let pending = PendingFile {
                     temp: e.file,
                     dest: dest.clone(),

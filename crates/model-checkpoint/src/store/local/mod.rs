@@ -16,7 +16,7 @@ pub use commit::{
 pub use lock::{FolderLock, LOCK_FILE};
 pub use sys::open_regular;
 
-use super::storage::{ObjectMeta, ObjectReader, PendingObject, Storage};
+use super::storage::{Commit, ObjectMeta, ObjectReader, PendingObject, Storage};
 use crate::Error;
 
 /// Checkpoints in the local file system. Names are paths, relative to the folder given to
@@ -49,7 +49,11 @@ impl LocalFolder {
     }
 
     /// Starts a save to `path` (see [`Storage::create`]).
-    pub(crate) fn create_at(path: &Path, head_len: u64) -> Result<LocalPending, Error> {
+    pub(crate) fn create_at(
+        path: &Path,
+        head_len: u64,
+        commit: Commit,
+    ) -> Result<LocalPending, Error> {
         let mut pending = PendingFile::create(path)?;
         let temp = pending.temp_path().to_path_buf();
         pending
@@ -58,6 +62,7 @@ impl LocalFolder {
             .map_err(|e| Error::io("write", &temp, e))?;
         Ok(LocalPending {
             pending: Some(pending),
+            commit,
             head_len,
             written: head_len,
             kicked: head_len,
@@ -131,8 +136,17 @@ fn lexical(path: &Path) -> PathBuf {
 }
 
 impl Storage for LocalFolder {
-    fn create(&self, name: &str, head_len: u64) -> Result<Box<dyn PendingObject>, Error> {
-        Ok(Box::new(Self::create_at(&self.path(name), head_len)?))
+    fn create(
+        &self,
+        name: &str,
+        head_len: u64,
+        commit: Commit,
+    ) -> Result<Box<dyn PendingObject>, Error> {
+        Ok(Box::new(Self::create_at(
+            &self.path(name),
+            head_len,
+            commit,
+        )?))
     }
 
     fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
@@ -244,6 +258,7 @@ impl Storage for LocalFolder {
 /// A local save in progress: the temporary file, positioned after the reserved head.
 pub(crate) struct LocalPending {
     pending: Option<PendingFile>,
+    commit: Commit,
     head_len: u64,
     written: u64,
     kicked: u64,
@@ -295,7 +310,11 @@ impl PendingObject for LocalPending {
         }
         let temp = pending.temp_path().to_path_buf();
         sys::write_all_at(pending.file(), head, 0).map_err(|e| Error::io("write", &temp, e))?;
-        pending.commit(durable).map_err(|e| *e.error)?;
+        match self.commit {
+            Commit::Replace => pending.commit(durable),
+            Commit::CreateNew => pending.commit_new(durable),
+        }
+        .map_err(|e| *e.error)?;
         Ok(())
     }
 }

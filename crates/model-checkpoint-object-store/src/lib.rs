@@ -1,0 +1,408 @@
+//! Checkpoints on S3 and S3-compatible servers (MinIO, SeaweedFS, R2 …): the core's
+//! [`Storage`] on the [`object_store`] crate, with the same guarantees as a local folder.
+//!
+//! - **An object appears whole or not at all**, with no temporary name: a multipart upload
+//!   whose first part (the header, with its checksums) goes up last, or one PUT for a small
+//!   file (see `upload.rs`). An interrupted save is aborted and leaves no object.
+//! - **Every read verifies**: the core checks each tensor's CRC-32 on the bytes handed out,
+//!   and a reader only ever sees one version of an object (ranged reads pinned to its ETag).
+//! - **Versions and the folder lock use conditional creates** (`If-None-Match: *`): of
+//!   several writers racing for one name exactly one wins. `save_last` is a server-side
+//!   copy; retention deletes only after the newer object is complete; `latest` lists and
+//!   falls back past damage as on a folder.
+//! - **Credentials the standard way**: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//!   `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL` (an S3-compatible server) and
+//!   `AWS_ALLOW_HTTP=true` (a server on plain `http://`). Transient errors are retried with
+//!   backoff for up to 10 s; wrong credentials, a missing bucket or an unreachable endpoint
+//!   are one-line errors saying what to check.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use model_checkpoint::ModelCheckpoint;
+//! use model_checkpoint_object_store::ObjectStorage;
+//!
+//! let url = "s3://my-bucket/run-7/w.{epoch:02d}.safetensors";
+//! let storage = ObjectStorage::from_env(url)?;
+//! let checkpoint = ModelCheckpoint::new(url).storage(Arc::new(storage));
+//! # Ok::<(), model_checkpoint::Error>(())
+//! ```
+//!
+//! Names the core hands over are the formatted paths of the template (`s3://bucket/key`);
+//! this backend maps them to keys of its one bucket and lists them back in the same
+//! spelling.
+
+mod errors;
+mod lock;
+mod names;
+mod reader;
+mod runtime;
+mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use model_checkpoint::store::{
+    Commit, ObjectMeta, ObjectReader, PendingObject, Storage, LOCK_FILE, TEMP_SUFFIX,
+};
+use model_checkpoint::Error;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path as Key;
+use object_store::{
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, RetryConfig,
+};
+
+use errors::remote;
+use names::Bucket;
+
+/// The URL schemes this build serves.
+pub const SCHEMES: &[&str] = &[
+    "s3",
+    "s3a",
+    #[cfg(feature = "gcp")]
+    "gs",
+    #[cfg(feature = "azure")]
+    "az",
+];
+
+/// The size of each part of a multipart upload: S3 wants at least 5 MiB (but the last).
+pub const DEFAULT_PART_SIZE: usize = 16 << 20;
+/// How many parts upload at once while later bytes are produced.
+pub const DEFAULT_PARTS_IN_FLIGHT: usize = 4;
+
+/// Whether `location` is a URL this crate serves (`s3://…`), rather than a local path.
+pub fn is_remote(location: &str) -> bool {
+    location
+        .split_once("://")
+        .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme))
+}
+
+/// What the storage and its open readers, uploads and locks share.
+pub(crate) struct Inner {
+    objects: Arc<dyn ObjectStore>,
+    multipart: Arc<dyn MultipartStore>,
+    runtime: runtime::Runtime,
+    bucket: Bucket,
+    part_size: usize,
+    parts_in_flight: usize,
+}
+
+/// Checkpoints in one bucket of an object store (see the crate's documentation).
+#[derive(Clone)]
+pub struct ObjectStorage {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ObjectStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStorage")
+            .field("bucket", &self.inner.bucket.url())
+            .field("part_size", &self.inner.part_size)
+            .field("parts_in_flight", &self.inner.parts_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectStorage {
+    /// The bucket of `url` (`s3://bucket/anything`), with the client configured from the
+    /// `AWS_*` environment variables (see the crate's documentation).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadLocation`] for a URL that is not `s3://bucket/…`, or a configuration the
+    /// client refuses.
+    pub fn from_env(url: &str) -> Result<Self, Error> {
+        Self::from_env_with(url, &[])
+    }
+
+    /// Like [`ObjectStorage::from_env`], with `overrides` (the same `AWS_*` names, such as
+    /// `AWS_ENDPOINT_URL`) applied over the environment: for a program that configures
+    /// several stores, or a test that must not change its process's environment.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectStorage::from_env`], and [`Error::BadLocation`] for an unknown name.
+    pub fn from_env_with(url: &str, overrides: &[(&str, &str)]) -> Result<Self, Error> {
+        let (bucket, _) = names::parse_url(url)?;
+        // reqwest is built without a default TLS provider (no aws-lc C build): use ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let retry = RetryConfig {
+            max_retries: 4,
+            retry_timeout: Duration::from_secs(10),
+            ..RetryConfig::default()
+        };
+        let mut builder = AmazonS3Builder::from_env();
+        for (name, value) in overrides {
+            let key: AmazonS3ConfigKey =
+                name.to_ascii_lowercase()
+                    .parse()
+                    .map_err(|_| Error::BadLocation {
+                        location: names::shorten(url),
+                        reason: format!("{name} is not an S3 setting"),
+                    })?;
+            builder = builder.with_config(key, *value);
+        }
+        let s3 = builder
+            .with_bucket_name(&bucket.name)
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "5s",
+            )
+            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s")
+            .with_retry(retry)
+            .build()
+            .map_err(|e| Error::BadLocation {
+                location: names::shorten(url),
+                reason: format!("the S3 client cannot be configured: {e}"),
+            })?;
+        let s3 = Arc::new(s3);
+        Self::with_store(s3.clone(), s3, url)
+    }
+
+    /// The bucket of `url` served by a store of the caller's making (configured as they
+    /// like, or `object_store::memory::InMemory` in tests).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadLocation`] for a URL that is not `s3://bucket/…`; [`Error::Io`] when the
+    /// runtime cannot start.
+    pub fn with_store(
+        objects: Arc<dyn ObjectStore>,
+        multipart: Arc<dyn MultipartStore>,
+        url: &str,
+    ) -> Result<Self, Error> {
+        let (bucket, _) = names::parse_url(url)?;
+        let runtime = runtime::Runtime::new().map_err(|e| Error::Io {
+            action: "start the runtime for",
+            path: bucket.url().into(),
+            source: e,
+        })?;
+        Ok(ObjectStorage {
+            inner: Arc::new(Inner {
+                objects,
+                multipart,
+                runtime,
+                bucket,
+                part_size: DEFAULT_PART_SIZE,
+                parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+            }),
+        })
+    }
+
+    /// Sets the part size of multipart uploads (at least 5 MiB) and how many parts upload
+    /// at once (at least 1). Memory held by an upload is about `part_size × (in_flight + 2)`.
+    pub fn with_parts(self, part_size: usize, in_flight: usize) -> Self {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => return ObjectStorage { inner: shared },
+        };
+        inner.part_size = part_size.max(5 << 20);
+        inner.parts_in_flight = in_flight.max(1);
+        ObjectStorage {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The bucket's URL, `s3://bucket`.
+    pub fn url(&self) -> String {
+        self.inner.bucket.url()
+    }
+
+    /// Deletes the folder lock of `dir` (a URL), returning who held it, if anyone: what
+    /// `ckpt unlock` does for a lock whose holder died.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the lock cannot be read or deleted.
+    pub fn break_lock(&self, dir: &str) -> Result<Option<String>, Error> {
+        let dir_key = self.inner.bucket.key(dir)?;
+        let key = Key::from_iter(dir_key.parts().chain(std::iter::once(LOCK_FILE.into())));
+        let name = self.inner.bucket.name(&key);
+        let content = match get_all(&self.inner, &name, &key) {
+            Ok(content) => content,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let store = self.inner.objects.clone();
+        self.inner
+            .runtime
+            .block_on(async move { store.delete(&key).await })
+            .map_err(|e| remote("delete", &name, e))?;
+        Ok(Some(lock::describe(&content)))
+    }
+
+    fn key(&self, name: &str) -> Result<Key, Error> {
+        self.inner.bucket.key(name)
+    }
+}
+
+/// Creates `key` with `bytes` only if absent; `Ok(false)` when it exists.
+pub(crate) fn put_if_absent(
+    inner: &Inner,
+    name: &str,
+    key: &Key,
+    bytes: &[u8],
+) -> Result<bool, Error> {
+    let store = inner.objects.clone();
+    let key = key.clone();
+    let payload = bytes.to_vec();
+    let put = inner.runtime.block_on(async move {
+        store
+            .put_opts(&key, payload.into(), PutOptions::from(PutMode::Create))
+            .await
+    });
+    match put {
+        Ok(_) => Ok(true),
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => Ok(false),
+        Err(e) => Err(remote("create", name, e)),
+    }
+}
+
+/// The whole of a small object.
+pub(crate) fn get_all(inner: &Inner, name: &str, key: &Key) -> Result<Vec<u8>, Error> {
+    let store = inner.objects.clone();
+    let key = key.clone();
+    inner
+        .runtime
+        .block_on(async move { store.get(&key).await?.bytes().await })
+        .map(|b| b.to_vec())
+        .map_err(|e| remote("read", name, e))
+}
+
+/// Whether an object's name is one the tool manages but never lists: the lock and the
+/// staging objects of conditional saves.
+fn internal(key: &Key) -> bool {
+    key.filename()
+        .is_some_and(|f| f == LOCK_FILE || f.ends_with(TEMP_SUFFIX))
+}
+
+impl Storage for ObjectStorage {
+    fn create(
+        &self,
+        name: &str,
+        head_len: u64,
+        commit: Commit,
+    ) -> Result<Box<dyn PendingObject>, Error> {
+        let key = self.key(name)?;
+        if key.as_ref().is_empty() {
+            return Err(Error::IsADirectory { path: name.into() });
+        }
+        Ok(Box::new(upload::Upload::new(
+            self.inner.clone(),
+            name,
+            key,
+            head_len,
+            commit,
+        )?))
+    }
+
+    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
+        put_if_absent(&self.inner, name, &self.key(name)?, bytes)
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error> {
+        let key = self.key(name)?;
+        Ok(Box::new(reader::RemoteReader::open(
+            self.inner.clone(),
+            name,
+            key,
+        )?))
+    }
+
+    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
+        let prefix = self.key(dir)?;
+        let store = self.inner.objects.clone();
+        let listed = self
+            .inner
+            .runtime
+            .block_on({
+                let prefix = prefix.clone();
+                async move {
+                    let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+                    store.list(prefix.as_ref()).try_collect::<Vec<_>>().await
+                }
+            })
+            .map_err(|e| remote("list", dir, e))?;
+        let base = prefix.parts().count();
+        let mut out: Vec<ObjectMeta> = listed
+            .into_iter()
+            .filter(|m| m.location.parts().count() <= base + 1 + depth)
+            .filter(|m| !internal(&m.location))
+            .map(|m| ObjectMeta {
+                name: self.inner.bucket.name(&m.location),
+                size: m.size,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, Error> {
+        let key = self.key(name)?;
+        let store = self.inner.objects.clone();
+        match self
+            .inner
+            .runtime
+            .block_on(async move { store.head(&key).await })
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(remote("look for", name, e)),
+        }
+    }
+
+    /// On object storage, whoever may write the bucket owns its objects: the same as
+    /// [`Storage::exists`].
+    fn exists_as_own(&self, name: &str) -> Result<bool, Error> {
+        self.exists(name)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), Error> {
+        let key = self.key(name)?;
+        let store = self.inner.objects.clone();
+        match self
+            .inner
+            .runtime
+            .block_on(async move { store.delete(&key).await })
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote("delete", name, e)),
+        }
+    }
+
+    /// A server-side copy: readers of `to` see the old object or the new one.
+    fn copy(&self, from: &str, to: &str, _durable: bool) -> Result<(), Error> {
+        let (src, dst) = (self.key(from)?, self.key(to)?);
+        let store = self.inner.objects.clone();
+        self.inner
+            .runtime
+            .block_on(async move { store.copy(&src, &dst).await })
+            .map_err(|e| remote("copy", from, e))
+    }
+
+    /// Object stores have no folders: nothing to make.
+    fn prepare_dir(&self, dir: &str) -> Result<(), Error> {
+        self.key(dir).map(|_| ())
+    }
+
+    fn contains(&self, dir: &str, name: &str) -> bool {
+        let (Ok(dir), Ok(name)) = (self.key(dir), self.key(name)) else {
+            return false;
+        };
+        let dir: Vec<_> = dir.parts().collect();
+        let name: Vec<_> = name.parts().collect();
+        name.len() > dir.len() && name[..dir.len()] == dir[..]
+    }
+
+    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        Ok(Some(Box::new(lock::acquire(&self.inner, dir)?)))
+    }
+}
+
+#[cfg(test)]
+mod tests;
