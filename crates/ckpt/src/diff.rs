@@ -135,8 +135,8 @@ fn f16_to_f64(h: u16) -> f64 {
 
 pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
     // Each tensor's checksum is checked as it is streamed below; the header now.
-    let a = CheckpointFile::open(&args.a, Verify::HeaderOnly)?;
-    let b = CheckpointFile::open(&args.b, Verify::HeaderOnly)?;
+    let a = crate::location::Location::of(&args.a)?.open(Verify::HeaderOnly)?;
+    let b = crate::location::Location::of(&args.b)?.open(Verify::HeaderOnly)?;
     let names: BTreeSet<&str> = a
         .tensors()
         .map(|t| t.name)

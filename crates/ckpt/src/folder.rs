@@ -3,10 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use model_checkpoint::store::{list, CheckpointFile, Listed, Meta, Verify};
+use model_checkpoint::store::{Listed, Meta, Verify};
 use model_checkpoint::Mode;
 use serde_json::json;
 
+use crate::location::Location;
 use crate::Failure;
 
 /// List the checkpoints in a folder: path, kind, epoch, step, monitored value, size, and
@@ -49,6 +50,38 @@ pub(crate) struct BestArgs {
     json: bool,
 }
 
+/// Break the lock of a checkpoint folder whose trainer died.
+///
+/// On S3 the lock is an object, `.ckpt.lock`, naming its holder (host, process, start);
+/// it stays after a crash, and a new trainer refuses to start until it is broken. Break it
+/// only once that process is surely gone. A local folder's lock is released by the
+/// operating system when its process ends: there is nothing to break.
+///
+/// Examples:
+///   ckpt unlock s3://bucket/run-7
+#[derive(Args, Debug)]
+pub(crate) struct UnlockArgs {
+    /// The folder (or s3:// prefix).
+    dir: PathBuf,
+}
+
+pub(crate) fn unlock(args: UnlockArgs) -> Result<(), Failure> {
+    let name = args.dir.to_string_lossy();
+    if !model_checkpoint_object_store::is_remote(&name) {
+        out!(
+            "{}: a local folder's lock is released when its process ends; nothing to break",
+            args.dir.display()
+        );
+        return Ok(());
+    }
+    let storage = model_checkpoint_object_store::ObjectStorage::from_env(&name)?;
+    match storage.break_lock(&name)? {
+        Some(holder) => out!("broke the lock of {name}, held by {holder}"),
+        None => out!("{name} was not locked"),
+    }
+    Ok(())
+}
+
 fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse()
         .map_err(|e: model_checkpoint::Error| e.to_string())
@@ -63,12 +96,12 @@ struct Entry {
     verified: Result<(), String>,
 }
 
-fn entry(listed: Listed) -> Entry {
+fn entry(folder: &Location, listed: Listed) -> Entry {
     let Listed { path, size, header } = listed;
     let (kind, meta, verified) = match header {
         Ok(h) => {
             // The header verified; now every tensor.
-            let verified = match CheckpointFile::open(&path, Verify::Full) {
+            let verified = match folder.open_other(&path, Verify::Full) {
                 Ok(_) if h.has_checksums => Ok(()),
                 Ok(_) => Err("no checksums".to_owned()),
                 Err(e) => Err(e.to_string()),
@@ -89,10 +122,15 @@ fn entry(listed: Listed) -> Entry {
 /// The folder's checkpoints in training order (by the epoch and step stored in them, then
 /// by name; never by modification time).
 fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
-    if !dir.is_dir() {
+    let folder = Location::of(dir)?;
+    if !folder.is_folder()? {
         return Err(format!("{} is not a folder", dir.display()).into());
     }
-    Ok(list(dir)?.into_iter().map(entry).collect())
+    Ok(folder
+        .listed()?
+        .into_iter()
+        .map(|l| entry(&folder, l))
+        .collect())
 }
 
 fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {

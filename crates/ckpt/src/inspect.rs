@@ -3,9 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use model_checkpoint::store::{candidate_files, CheckpointFile, Verify};
+use model_checkpoint::store::Verify;
 use serde_json::json;
 
+use crate::location::Location;
 use crate::Failure;
 
 /// Show a checkpoint's metadata and its tensors (dtype, shape, checksum).
@@ -46,7 +47,8 @@ fn shape_text(shape: &[usize]) -> String {
 }
 
 pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
-    if args.file.is_dir() {
+    let location = Location::of(&args.file)?;
+    if location.is_folder()? && !location.is_remote() {
         return Err(format!(
             "{} is a folder: give one checkpoint file (ckpt ls {} lists them)",
             args.file.display(),
@@ -54,7 +56,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
         )
         .into());
     }
-    let file = CheckpointFile::open(&args.file, Verify::HeaderOnly)?;
+    let file = location.open(Verify::HeaderOnly)?;
     let verified = file.verify_tensors();
     let tensors: Vec<_> = file.tensors().collect();
     let data_bytes: usize = tensors.iter().map(|t| t.len).sum();
@@ -145,9 +147,9 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
 }
 
 /// The files a path names: itself, or a folder's checkpoint candidates sorted by name.
-fn files_of(path: &Path) -> Result<Vec<PathBuf>, Failure> {
-    if path.is_dir() {
-        Ok(candidate_files(path)?)
+fn files_of(location: &Location, path: &Path) -> Result<Vec<PathBuf>, Failure> {
+    if location.is_folder()? {
+        location.files()
     } else {
         Ok(vec![path.to_path_buf()])
     }
@@ -156,9 +158,10 @@ fn files_of(path: &Path) -> Result<Vec<PathBuf>, Failure> {
 pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let (mut good, mut bad) = (0usize, 0usize);
     for path in &args.paths {
-        for file in files_of(path)? {
+        let location = Location::of(path)?;
+        for file in files_of(&location, path)? {
             // The metadata ModelCheckpoint writes is checked too (counters, logs).
-            let opened = CheckpointFile::open(&file, Verify::Full).and_then(|f| {
+            let opened = location.open_other(&file, Verify::Full).and_then(|f| {
                 model_checkpoint::store::Meta::from_info(f.info())
                     .map_err(|reason| model_checkpoint::Error::Corrupt {
                         path: file.clone(),

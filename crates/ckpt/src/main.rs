@@ -20,6 +20,7 @@ mod bench;
 mod diff;
 mod folder;
 mod inspect;
+mod location;
 mod train;
 
 use std::io::Write;
@@ -61,6 +62,7 @@ enum Command {
     Verify(inspect::VerifyArgs),
     Ls(folder::LsArgs),
     Best(folder::BestArgs),
+    Unlock(folder::UnlockArgs),
     Diff(diff::DiffArgs),
     Bench(bench::BenchArgs),
 }
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => inspect::verify(args),
         Command::Ls(args) => folder::ls(args),
         Command::Best(args) => folder::best(args),
+        Command::Unlock(args) => folder::unlock(args),
         Command::Diff(args) => diff::diff(args),
         Command::Bench(args) => bench::run(args),
     };

@@ -201,10 +201,12 @@ impl Callback for Recorder {
     }
 }
 
-/// The options a `ckpt train` run recorded in the full checkpoint at `path`, if any.
-fn recorded_options(path: &std::path::Path) -> Result<Option<RunRecord>, Failure> {
-    use model_checkpoint::store::{CheckpointFile, Verify, KEY_TRAINING_STATE};
-    let file = CheckpointFile::open(path, Verify::HeaderOnly)?;
+/// The options a `ckpt train` run recorded in the full checkpoint `file`, if any.
+fn recorded_options(
+    file: &model_checkpoint::store::CheckpointFile,
+) -> Result<Option<RunRecord>, Failure> {
+    use model_checkpoint::store::KEY_TRAINING_STATE;
+    let path = file.path();
     let Some(text) = file.info().get(KEY_TRAINING_STATE) else {
         return Ok(None);
     };
@@ -304,6 +306,12 @@ fn check_template(template_text: &str, batch_level: bool) -> Result<String, Fail
 fn check_folder(checkpoint: &ModelCheckpoint) -> Result<(), Failure> {
     use model_checkpoint::store::{LocalFolder, Storage};
     let dir = checkpoint.folder();
+    if model_checkpoint_object_store::is_remote(checkpoint.filepath()) {
+        // Object stores have no folders: listing proves the credentials, the endpoint and
+        // the bucket before any training.
+        crate::location::storage_for(checkpoint.filepath())?.list(&dir.to_string_lossy(), 0)?;
+        return Ok(());
+    }
     // As ModelCheckpoint makes folders: `.` and `..` resolved first, as Keras's gfile does.
     LocalFolder::default()
         .prepare_dir(&dir.to_string_lossy())
@@ -364,6 +372,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     let mut trainer = Trainer::new(model, optimizer);
 
     let mut checkpoint = ModelCheckpoint::new(&args.filepath)
+        .storage(crate::location::storage_for(&args.filepath)?)
         .monitor(args.monitor.clone())
         .verbose(args.verbose)
         .save_best_only(args.save_best_only)
@@ -428,18 +437,20 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         },
     };
     if let Some(from) = &args.resume {
-        let path = if from.as_os_str() == "latest" {
-            checkpoint.latest()?
+        // `latest` (the template's folder), FOLDER/latest, or a file; local or s3://.
+        let location = if from.as_os_str() == "latest" {
+            crate::location::Location::of(&checkpoint.latest()?)?
         } else {
-            from.clone()
+            crate::location::Location::of(from)?.resolve_latest()?
         };
+        let file = location.open(model_checkpoint::store::Verify::Full)?;
         // The options this checkpoint was trained with, checked before anything is loaded,
         // so that a changed model shape is named as the option that changed it.
-        let saved = recorded_options(&path)?;
+        let saved = recorded_options(&file)?;
         if let Some(saved) = &saved {
             check_resume_options(saved, &recorder.now)?;
         }
-        let resumed = trainer.resume(&path, &mut [&mut checkpoint, &mut recorder])?;
+        let resumed = trainer.resume_from(&file, &mut [&mut checkpoint, &mut recorder])?;
         match (args.learning_rate, &saved) {
             (Some(lr), Some(saved)) if lr != saved.learning_rate => {
                 trainer.set_learning_rate(lr);
@@ -521,7 +532,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         ),
     }
     let fresh = Model::mlp(&sizes, args.seed.wrapping_add(1))?;
-    fresh.load_weights(&best_path)?;
+    let best_file = crate::location::Location::of(&best_path)?
+        .open(model_checkpoint::store::Verify::HeaderOnly)?;
+    fresh.load_weights_from(&best_file)?;
     let evaluator = Trainer::new(fresh, Adam::new(vec![], ParamsAdam::default())?);
     let logs = evaluator.evaluate(&validation, args.batch_size)?;
     let accuracy = logs

@@ -202,7 +202,13 @@ impl Model {
         self.load_weights_from(&file)
     }
 
-    pub(crate) fn load_weights_from(&self, file: &CheckpointFile) -> Result<(), Error> {
+    /// Like [`Model::load_weights`], from a file already open (from any
+    /// [`model_checkpoint::store::Storage`], with [`CheckpointFile::open_in`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Model::load_weights`].
+    pub fn load_weights_from(&self, file: &CheckpointFile) -> Result<(), Error> {
         if !file.has_checksums() {
             log::warn!(
                 target: "model_checkpoint",

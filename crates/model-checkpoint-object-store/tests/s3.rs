@@ -304,7 +304,7 @@ fn of_sixteen_racing_writers_exactly_one_creates_a_name() {
     // server-side copy).
     for (name, floats) in [
         ("race/small-v1.safetensors", 1000),
-        ("race/large-v1.safetensors", 1 << 21),
+        ("race/large-v1.safetensors", 1 << 20),
     ] {
         let name = server.url(name);
         let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {

@@ -4,9 +4,16 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs `ckpt` with `args` in `dir`.
+#[allow(dead_code)]
 pub fn ckpt(dir: &Path, args: &[&str]) -> Output {
+    ckpt_with(dir, &[], args)
+}
+
+/// Runs `ckpt` with `args` in `dir`, with `env` added to its environment.
+pub fn ckpt_with(dir: &Path, env: &[(&str, String)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ckpt"))
         .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .args(args)
         .output()
         .expect("run ckpt")
@@ -36,6 +43,13 @@ pub fn wait_for_file(path: &Path, what: &str) {
 /// and so the header checksum).
 #[allow(dead_code)]
 pub fn assert_same_state(dir: &Path, a: &str, b: &str) {
+    assert_same_state_with(dir, &[], a, b);
+}
+
+/// [`assert_same_state`], running `ckpt` with `env` (an S3 server's settings).
+#[allow(dead_code)]
+pub fn assert_same_state_with(dir: &Path, env: &[(&str, String)], a: &str, b: &str) {
+    let ckpt = |dir: &Path, args: &[&str]| ckpt_with(dir, env, args);
     let diff = ckpt(dir, &["diff", a, b]);
     assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stdout));
     let show = |p: &str| -> serde_json::Value {

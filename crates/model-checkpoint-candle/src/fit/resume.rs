@@ -52,8 +52,23 @@ impl Trainer {
         path: impl AsRef<Path>,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<Resumed, Error> {
-        let path = path.as_ref();
-        let file = CheckpointFile::open(path, Verify::Full)?;
+        let file = CheckpointFile::open(path.as_ref(), Verify::Full)?;
+        self.resume_from(&file, callbacks)
+    }
+
+    /// Like [`Trainer::resume`], from a file already open (from any
+    /// [`model_checkpoint::store::Storage`], with [`CheckpointFile::open_in`] and
+    /// [`Verify::Full`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::resume`].
+    pub fn resume_from(
+        &mut self,
+        file: &CheckpointFile,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Resumed, Error> {
+        let path = file.path();
         // The core restores; this crate supplies only what is candle's (the variables, the
         // optimizer slots) and what is fit's (its counters and generator).
         let mut target = Restoring {
@@ -61,7 +76,7 @@ impl Trainer {
             optimizer: self.optimizer.as_mut(),
             fit: None,
         };
-        let restored = model_checkpoint::restore::restore(&file, &mut target, callbacks)?;
+        let restored = model_checkpoint::restore::restore(file, &mut target, callbacks)?;
         let state = target
             .fit
             .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;

@@ -135,16 +135,21 @@ impl Engine {
 
     /// The part of the template's folder without placeholders: the folder the engine
     /// locks and lists (`.` when the first folder level already has placeholders).
+    /// A URL's `scheme://` is kept as written (`s3://bucket/run`), not folded into `s3:/`.
     pub fn folder(&self) -> PathBuf {
-        let parent = Path::new(&self.template).parent().unwrap_or(Path::new(""));
+        let (scheme, path) = match self.template.split_once("://") {
+            Some((scheme, rest)) if !scheme.contains(['/', '{', '}']) => (Some(scheme), rest),
+            _ => (None, self.template.as_str()),
+        };
+        let parent = Path::new(path).parent().unwrap_or(Path::new(""));
         let fixed: PathBuf = parent
             .components()
             .take_while(|c| !c.as_os_str().to_string_lossy().contains(['{', '}']))
             .collect();
-        if fixed.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            fixed
+        match scheme {
+            Some(scheme) => PathBuf::from(format!("{scheme}://{}", fixed.to_string_lossy())),
+            None if fixed.as_os_str().is_empty() => PathBuf::from("."),
+            None => fixed,
         }
     }
 

@@ -1,0 +1,115 @@
+//! Where a checkpoint, a folder or a template is: a local path, or an `s3://` URL served by
+//! `model-checkpoint-object-store` (credentials and endpoint from the `AWS_*` variables).
+//! Every subcommand reaches files through this, so each works the same on both.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use model_checkpoint::store::{self, CheckpointFile, Listed, LocalFolder, Storage, Verify};
+use model_checkpoint_object_store::{is_remote, ObjectStorage};
+
+use crate::Failure;
+
+/// A checkpoint or a folder, and the storage it lives in.
+pub(crate) struct Location {
+    pub storage: Arc<dyn Storage>,
+    /// The name `storage` knows it by: the path, or the URL.
+    pub name: String,
+    remote: bool,
+}
+
+/// The storage for `location` (a path or template, or a URL).
+pub(crate) fn storage_for(location: &str) -> Result<Arc<dyn Storage>, Failure> {
+    if is_remote(location) {
+        Ok(Arc::new(ObjectStorage::from_env(location)?))
+    } else {
+        Ok(Arc::new(LocalFolder::default()))
+    }
+}
+
+impl Location {
+    pub fn of(path: &Path) -> Result<Location, Failure> {
+        let name = path.to_string_lossy().into_owned();
+        Ok(Location {
+            storage: storage_for(&name)?,
+            remote: is_remote(&name),
+            name,
+        })
+    }
+
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// Whether this names a folder: a local folder, or a prefix that is not itself an
+    /// object.
+    pub fn is_folder(&self) -> Result<bool, Failure> {
+        if self.remote {
+            Ok(self.name.ends_with('/') || !self.storage.exists(&self.name)?)
+        } else {
+            Ok(Path::new(&self.name).is_dir())
+        }
+    }
+
+    pub fn open(&self, verify: Verify) -> Result<CheckpointFile, Failure> {
+        Ok(CheckpointFile::open_in(&*self.storage, &self.name, verify)?)
+    }
+
+    /// Opens another object of the same storage.
+    pub fn open_other(
+        &self,
+        name: &Path,
+        verify: Verify,
+    ) -> Result<CheckpointFile, model_checkpoint::Error> {
+        CheckpointFile::open_in(&*self.storage, &name.to_string_lossy(), verify)
+    }
+
+    /// The folder's checkpoints in training order, with their headers read.
+    pub fn listed(&self) -> Result<Vec<Listed>, Failure> {
+        let mut listed = store::list_in(&*self.storage, &self.name, 0)?;
+        listed.sort_by(|a, b| {
+            (a.header.is_ok(), a.position(), &a.path).cmp(&(
+                b.header.is_ok(),
+                b.position(),
+                &b.path,
+            ))
+        });
+        Ok(listed)
+    }
+
+    /// The folder's candidate files, by name.
+    pub fn files(&self) -> Result<Vec<PathBuf>, Failure> {
+        let mut names: Vec<PathBuf> = store::list_in(&*self.storage, &self.name, 0)?
+            .into_iter()
+            .map(|l| l.path)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The newest full checkpoint in this folder that verifies.
+    pub fn latest(&self) -> Result<PathBuf, Failure> {
+        Ok(store::latest_full_in(&*self.storage, &self.name)?)
+    }
+
+    /// `FOLDER/latest` (when no such file exists) as the newest full checkpoint in FOLDER;
+    /// anything else as itself.
+    pub fn resolve_latest(self) -> Result<Location, Failure> {
+        let Some(folder) = self.name.strip_suffix("/latest") else {
+            return Ok(self);
+        };
+        if self.storage.exists(&self.name)? {
+            return Ok(self);
+        }
+        let folder = Location {
+            storage: self.storage,
+            name: folder.to_owned(),
+            remote: self.remote,
+        };
+        let newest = folder.latest()?;
+        Ok(Location {
+            name: newest.to_string_lossy().into_owned(),
+            ..folder
+        })
+    }
+}

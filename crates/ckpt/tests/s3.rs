@@ -1,0 +1,182 @@
+//! `ckpt` on S3 (SeaweedFS on 127.0.0.1, started per test and stopped by its process id):
+//! training into a bucket and resuming exactly from `s3://…/latest`; `ls`, `best`, `show`,
+//! `verify` and `diff` on objects; a wrong secret; a stale lock and `ckpt unlock`.
+
+#[path = "../../model-checkpoint-object-store/tests/seaweed/mod.rs"]
+mod seaweed;
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::text;
+use model_checkpoint::store::Storage;
+use seaweed::Seaweed;
+
+fn ckpt(server: &Seaweed, dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .envs(server.env())
+        .args(args)
+        .output()
+        .expect("run ckpt")
+}
+
+fn train(server: &Seaweed, dir: &Path, epochs: &str, extra: &[&str]) -> Output {
+    let template = server.url("run/e{epoch:02d}.safetensors");
+    let mut args = vec![
+        "train",
+        "--progress",
+        "0",
+        "--verbose",
+        "0",
+        "--hidden",
+        "16",
+        "--epochs",
+        epochs,
+        "--filepath",
+        &template,
+    ];
+    args.extend_from_slice(extra);
+    ckpt(server, dir, &args)
+}
+
+fn download(server: &Seaweed, name: &str, to: &Path) {
+    let storage = server.storage();
+    let reader = storage.open(name).expect("open");
+    let mut bytes = vec![0; reader.len() as usize];
+    reader.read_exact_at(&mut bytes, 0).expect("read");
+    std::fs::write(to, bytes).expect("write");
+}
+
+fn clear(server: &Seaweed, prefix: &str) {
+    let storage = server.storage();
+    for object in storage.list(&server.url(prefix), 5).expect("list") {
+        storage.delete(&object.name).expect("delete");
+    }
+}
+
+#[test]
+fn train_into_a_bucket_and_resume_exactly_from_latest() {
+    let Some(server) = Seaweed::start("ckpt train on s3") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let straight = train(&server, d, "4", &[]);
+    assert_eq!(
+        straight.status.code(),
+        Some(0),
+        "{}",
+        text(&straight.stderr)
+    );
+    let last = server.url("run/e04.safetensors");
+    download(&server, &last, &d.join("straight.safetensors"));
+
+    // The listing tools read the bucket as they read a folder.
+    let ls = ckpt(&server, d, &["ls", &server.url("run")]);
+    assert_eq!(ls.status.code(), Some(0), "{}", text(&ls.stderr));
+    let listing = text(&ls.stdout);
+    assert_eq!(listing.matches(".safetensors").count(), 4, "{listing}");
+    assert!(listing.contains("(best)"), "{listing}");
+    let verify = ckpt(&server, d, &["verify", &server.url("run")]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    assert_eq!(text(&verify.stdout).matches("ok ").count(), 4);
+    let best = ckpt(&server, d, &["best", &server.url("run")]);
+    assert_eq!(best.status.code(), Some(0), "{}", text(&best.stderr));
+    assert!(
+        text(&best.stdout).trim().starts_with("s3://ckpt/run/e0"),
+        "{}",
+        text(&best.stdout)
+    );
+    let show = ckpt(&server, d, &["show", &last]);
+    assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+    assert!(
+        text(&show.stdout).contains("dense_0.weight"),
+        "{}",
+        text(&show.stdout)
+    );
+
+    // The same run, stopped after two epochs, resumed from the bucket's latest.
+    clear(&server, "run");
+    let first = train(&server, d, "2", &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let resume = server.url("run/latest");
+    let resumed = train(&server, d, "4", &["--resume", &resume]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    assert!(
+        text(&resumed.stdout).contains("resuming from s3://ckpt/run/e02.safetensors at epoch 3"),
+        "{}",
+        text(&resumed.stdout)
+    );
+    // Tensors byte for byte, and the metadata but for the run id: diff reads one side from
+    // the bucket, the other from the local copy of the straight run.
+    common::assert_same_state_with(d, &server.env(), "straight.safetensors", &last);
+    let diff = ckpt(&server, d, &["diff", "straight.safetensors", &last]);
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stdout));
+}
+
+#[test]
+fn a_wrong_secret_is_one_line_and_exit_2() {
+    let Some(server) = Seaweed::start("ckpt with a wrong secret") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        vec!["ls".to_owned(), server.url("run")],
+        vec![
+            "train".to_owned(),
+            "--filepath".to_owned(),
+            server.url("run/e{epoch}.safetensors"),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+            .current_dir(dir.path())
+            .envs(server.env())
+            .env("AWS_SECRET_ACCESS_KEY", "wrong")
+            .args(&args)
+            .output()
+            .expect("run ckpt");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("access denied"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_stale_lock_names_its_holder_until_ckpt_unlock_breaks_it() {
+    let Some(server) = Seaweed::start("ckpt unlock") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // What a trainer killed outright leaves behind.
+    let storage = server.storage();
+    let stale = r#"{"host":"gone-host","pid":4242,"since_unix":1700000000}"#;
+    assert!(storage
+        .put_if_absent(&server.url("run/.ckpt.lock"), stale.as_bytes())
+        .expect("plant"));
+    let refused = train(&server, d, "1", &[]);
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.contains("host gone-host, process 4242"), "{err}");
+    assert!(err.contains("ckpt unlock s3://ckpt/run"), "{err}");
+    let unlock = ckpt(&server, d, &["unlock", &server.url("run")]);
+    assert_eq!(unlock.status.code(), Some(0), "{}", text(&unlock.stderr));
+    assert!(
+        text(&unlock.stdout).contains("held by host gone-host"),
+        "{}",
+        text(&unlock.stdout)
+    );
+    let trained = train(&server, d, "1", &[]);
+    assert_eq!(trained.status.code(), Some(0), "{}", text(&trained.stderr));
+    // The run released its lock at the end.
+    let again = ckpt(&server, d, &["unlock", &server.url("run")]);
+    assert!(
+        text(&again.stdout).contains("was not locked"),
+        "{}",
+        text(&again.stdout)
+    );
+}
