@@ -234,6 +234,32 @@ impl ObjectStorage {
         Ok(Some(lock::describe(&content)))
     }
 
+    /// Uploads `pieces` as one object with object_store's own `WriteMultipart`, with this
+    /// storage's part size and parts in flight: no header, no checksums, no commit protocol.
+    /// The baseline `ckpt bench --only s3-save-vs-multipart` compares a save against.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the upload fails.
+    pub fn plain_multipart_upload(&self, name: &str, pieces: &[&[u8]]) -> Result<(), Error> {
+        let key = self.key(name)?;
+        let store = self.inner.objects.clone();
+        let (part_size, in_flight) = (self.inner.part_size, self.inner.parts_in_flight);
+        self.inner
+            .runtime
+            .block_on(async move {
+                let upload = store.put_multipart(&key).await?;
+                let mut writer =
+                    object_store::WriteMultipart::new_with_chunk_size(upload, part_size);
+                for piece in pieces {
+                    writer.wait_for_capacity(in_flight).await?;
+                    writer.write(piece);
+                }
+                writer.finish().await.map(|_| ())
+            })
+            .map_err(|e| remote("upload", name, e))
+    }
+
     fn key(&self, name: &str) -> Result<Key, Error> {
         self.inner.bucket.key(name)
     }

@@ -2,6 +2,7 @@
 //! so that a noisy disk or a busy neighbour hits both sides alike.
 
 mod disk;
+mod s3;
 mod training;
 
 use std::io::Write;
@@ -23,6 +24,7 @@ use training::{async_stall_vs_sync, hook_overhead, train_throughput};
 ///   ckpt bench
 ///   ckpt bench --only save-vs-raw --only load-vs-read --runs 9
 ///   ckpt bench --size-mib 256 --dir /mnt/fast-disk
+///   ckpt bench --only s3 --size-mib 256 --s3 s3://bucket/bench   (bench/s3.sh: a local server)
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
     /// Run only these measurements (repeatable); all but save-once by default.
@@ -43,6 +45,10 @@ pub(crate) struct BenchArgs {
     /// The Python with safetensors and numpy, for peers-python (bench/peers.sh sets it up).
     #[arg(long, default_value = "python3")]
     python: PathBuf,
+    /// Where the s3 measurements write: s3://bucket/prefix (the server from the AWS_*
+    /// variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
+    #[arg(long)]
+    s3: Option<String>,
 }
 
 /// A measurement.
@@ -68,6 +74,12 @@ enum Measurement {
     /// Python's safetensors.numpy.save_file + fsync against a synchronous save of the same
     /// shapes, interleaved, each side in a warm process (needs --python; see bench/peers.sh).
     PeersPython,
+    /// Both S3 measurements (needs --s3): s3-save-vs-multipart and s3-stall-vs-sync.
+    S3,
+    /// A save to S3 against object_store's own multipart upload of the same bytes.
+    S3SaveVsMultipart,
+    /// The training thread's stall for a background save to S3 against a synchronous one.
+    S3StallVsSync,
 }
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -105,6 +117,22 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         .map_err(|e| format!("cannot create a folder in {}: {e}", args.dir.display()))?;
     let dir = scratch.path();
     let bytes = args.size_mib << 20;
+    let chosen: Vec<Measurement> = chosen
+        .into_iter()
+        .flat_map(|m| match m {
+            Measurement::S3 => vec![Measurement::S3SaveVsMultipart, Measurement::S3StallVsSync],
+            m => vec![m],
+        })
+        .collect();
+    let s3 = || -> Result<String, Failure> {
+        let prefix = args.s3.clone().ok_or_else(|| {
+            Failure::from("the s3 measurements need --s3 s3://bucket/prefix (bench/s3.sh starts a local server)")
+        })?;
+        if !model_checkpoint_object_store::is_remote(&prefix) {
+            return Err(format!("--s3 {prefix:?} is not an s3:// URL").into());
+        }
+        Ok(prefix.trim_end_matches('/').to_owned())
+    };
     for m in chosen {
         let line = match m {
             Measurement::TrainThroughput => train_throughput(args.runs, dir)?,
@@ -119,6 +147,13 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             Measurement::PeersPython => {
                 peers_python(&args.python, args.runs, dir, bytes, args.tensors)?
             }
+            Measurement::S3SaveVsMultipart => {
+                s3::save_vs_multipart(args.runs, &s3()?, bytes, args.tensors)?
+            }
+            Measurement::S3StallVsSync => {
+                s3::stall_vs_sync(args.runs, &s3()?, bytes, args.tensors)?
+            }
+            Measurement::S3 => continue,
         };
         out!("{line}");
         let _ = std::io::stdout().flush();

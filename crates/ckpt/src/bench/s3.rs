@@ -1,0 +1,124 @@
+//! Object-storage measurements against a server given by `--s3 s3://bucket/prefix` and the
+//! `AWS_*` variables (`bench/s3.sh` starts SeaweedFS on 127.0.0.1 and runs them).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use model_checkpoint::store::{self, Kind, SaveOptions, Storage};
+use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint};
+use model_checkpoint_object_store::ObjectStorage;
+use serde_json::json;
+
+use super::disk::{synthetic, Synthetic};
+use super::{median, ratio, secs};
+use crate::Failure;
+
+fn storage(prefix: &str) -> Result<ObjectStorage, Failure> {
+    Ok(ObjectStorage::from_env(prefix)?)
+}
+
+/// A checkpoint save to S3 (a multipart upload, part 0 with the header last) against
+/// object_store's own multipart upload of the same bytes, interleaved.
+pub(super) fn save_vs_multipart(
+    runs: u32,
+    prefix: &str,
+    bytes: u64,
+    count: u64,
+) -> Result<serde_json::Value, Failure> {
+    let storage = storage(prefix)?;
+    let model = synthetic(bytes, count);
+    let tensors: Vec<_> = model
+        .iter()
+        .map(|(n, t)| model_checkpoint::NamedTensor::new(n.clone(), t.clone_ref()))
+        .collect();
+    let pieces: Vec<&[u8]> = model.iter().map(|(_, t)| t.data()).collect();
+    let (save_name, raw_name) = (
+        format!("{prefix}/save.safetensors"),
+        format!("{prefix}/raw.bin"),
+    );
+    let save = || -> Result<Duration, Failure> {
+        let t = Instant::now();
+        store::save_to(
+            &storage,
+            &save_name,
+            Kind::Weights,
+            &tensors,
+            &BTreeMap::new(),
+            &SaveOptions::default(),
+        )?;
+        Ok(t.elapsed())
+    };
+    let raw = || -> Result<Duration, Failure> {
+        let t = Instant::now();
+        storage.plain_multipart_upload(&raw_name, &pieces)?;
+        Ok(t.elapsed())
+    };
+    save()?;
+    raw()?;
+    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(save()?);
+        plain.push(raw()?);
+    }
+    storage.delete(&save_name)?;
+    storage.delete(&raw_name)?;
+    let (s, r) = (median(ours), median(plain));
+    Ok(json!({
+        "bench": "s3_save_vs_multipart", "mib": bytes >> 20, "tensors": count, "runs": runs,
+        "part_mib": model_checkpoint_object_store::DEFAULT_PART_SIZE >> 20,
+        "parts_in_flight": model_checkpoint_object_store::DEFAULT_PARTS_IN_FLIGHT,
+        "save_s": secs(s), "plain_multipart_s": secs(r), "ratio": ratio(s, r),
+    }))
+}
+
+/// The time the training thread is blocked by a background save to S3 (the snapshot copy
+/// in the hook), against a synchronous save to S3 (the whole upload in the hook).
+pub(super) fn stall_vs_sync(
+    runs: u32,
+    prefix: &str,
+    bytes: u64,
+    count: u64,
+) -> Result<serde_json::Value, Failure> {
+    let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(storage(prefix)?);
+    let model = Synthetic(synthetic(bytes, count));
+    let logs = Logs::new();
+    let callback = |name: &str, background: bool| {
+        // Each in its own folder: one trainer per folder (the lock).
+        ModelCheckpoint::new(format!("{prefix}/{name}/w.safetensors"))
+            .storage(storage.clone())
+            .save_weights_only(true)
+            .background(background)
+    };
+    let mut sync_cb = callback("sync", false);
+    let mut async_cb = callback("async", true);
+    let mut ctx = Context::new(&model);
+    sync_cb.on_train_begin(&logs, &mut ctx)?;
+    async_cb.on_train_begin(&logs, &mut ctx)?;
+    let hook = |cb: &mut ModelCheckpoint, epoch: usize| -> Result<Duration, Failure> {
+        let mut ctx = Context::new(&model);
+        let t = Instant::now();
+        cb.on_epoch_end(epoch, &logs, &mut ctx)?;
+        let stall = t.elapsed();
+        // Not timed: the upload finishing on the writer thread.
+        cb.flush()?;
+        Ok(stall)
+    };
+    hook(&mut async_cb, 0)?;
+    let (mut sync_stall, mut async_stall) = (Vec::new(), Vec::new());
+    for epoch in 1..=runs as usize {
+        sync_stall.push(hook(&mut sync_cb, epoch)?);
+        async_stall.push(hook(&mut async_cb, epoch)?);
+    }
+    sync_cb.on_train_end(&logs, &mut ctx)?;
+    async_cb.on_train_end(&logs, &mut ctx)?;
+    for name in ["sync", "async"] {
+        for object in storage.list(&format!("{prefix}/{name}"), 0)? {
+            storage.delete(&object.name)?;
+        }
+    }
+    let (s, a) = (median(sync_stall), median(async_stall));
+    Ok(json!({
+        "bench": "s3_stall_vs_sync", "mib": bytes >> 20, "tensors": count, "runs": runs,
+        "sync_save_s": secs(s), "background_stall_s": secs(a), "ratio": ratio(a, s),
+    }))
+}
