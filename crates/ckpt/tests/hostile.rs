@@ -825,6 +825,40 @@ fn reserved_names_are_refused_before_training() {
 }
 
 #[test]
+fn bad_object_storage_urls_are_refused_before_any_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // No server anywhere: each is refused before a request is made (a request would hang
+    // or fail otherwise, and the deadline would catch it).
+    let limit = Duration::from_secs(30);
+    for (args, expected) in [
+        (
+            vec!["ls", "s3://B!/x"],
+            "its bucket name is missing or malformed",
+        ),
+        (
+            vec!["verify", "s3:///x"],
+            "its bucket name is missing or malformed",
+        ),
+        (vec!["ls", "s3://b/../x"], "it leaves the bucket"),
+        (
+            vec!["show", "s3://b/../../etc/passwd"],
+            "it leaves the bucket",
+        ),
+    ] {
+        assert_refused(&ckpt_within(d, &args, limit), &args, expected);
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckpt"));
+    let out = child
+        .current_dir(d)
+        .env("AWS_ALLOW_HTTP", "maybe")
+        .args(["ls", "s3://bucket/x"])
+        .output()
+        .expect("run");
+    assert_refused(&out, &["ls"], "the S3 client cannot be configured");
+}
+
+#[test]
 fn ordering_is_by_content_not_modification_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     train_ok(dir.path(), &["--epochs", "3"]);
