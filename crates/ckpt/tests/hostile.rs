@@ -855,7 +855,7 @@ fn bad_object_storage_urls_are_refused_before_any_request() {
         .args(["ls", "s3://bucket/x"])
         .output()
         .expect("run");
-    assert_refused(&out, &["ls"], "the S3 client cannot be configured");
+    assert_refused(&out, &["ls"], "the client cannot be configured");
 }
 
 #[test]

@@ -23,6 +23,15 @@ pub(crate) fn remote(action: &'static str, name: &str, e: object_store::Error) -
     }
 }
 
+/// `e` as an `io::Error` with a one-line message (for readers, whose errors are I/O errors).
+pub(crate) fn io(e: object_store::Error) -> io::Error {
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, Remote::new(e))
+}
+
 /// An object-store error with a one-line summary in front of it.
 #[derive(Debug)]
 struct Remote {

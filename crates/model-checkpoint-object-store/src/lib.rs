@@ -106,7 +106,9 @@ impl std::fmt::Debug for ObjectStorage {
 
 impl ObjectStorage {
     /// The bucket of `url` (`s3://bucket/anything`), with the client configured from the
-    /// `AWS_*` environment variables (see the crate's documentation).
+    /// `AWS_*` environment variables (see the crate's documentation). With the `gcp` or
+    /// `azure` features, `gs://bucket` and `az://container` are configured from the
+    /// variables object_store reads for those (`GOOGLE_*`, `AZURE_*`).
     ///
     /// # Errors
     ///
@@ -132,6 +134,40 @@ impl ObjectStorage {
             retry_timeout: Duration::from_secs(10),
             ..RetryConfig::default()
         };
+        let refused = |e: object_store::Error| Error::BadLocation {
+            location: names::shorten(url),
+            reason: format!(
+                "the client cannot be configured: {}",
+                names::shorten(
+                    &e.to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+            ),
+        };
+        #[cfg(feature = "gcp")]
+        if bucket.scheme == "gs" {
+            // GOOGLE_SERVICE_ACCOUNT, GOOGLE_BUCKET … as object_store reads them.
+            let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(&bucket.name)
+                .with_retry(retry)
+                .build()
+                .map_err(refused)?;
+            let gcs = Arc::new(gcs);
+            return Self::with_store(gcs.clone(), gcs, url);
+        }
+        #[cfg(feature = "azure")]
+        if bucket.scheme == "az" {
+            // AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY … as object_store reads them.
+            let azure = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_container_name(&bucket.name)
+                .with_retry(retry)
+                .build()
+                .map_err(refused)?;
+            let azure = Arc::new(azure);
+            return Self::with_store(azure.clone(), azure, url);
+        }
         let mut builder = AmazonS3Builder::from_env();
         for (name, value) in overrides {
             let key: AmazonS3ConfigKey =
@@ -152,10 +188,7 @@ impl ObjectStorage {
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s")
             .with_retry(retry)
             .build()
-            .map_err(|e| Error::BadLocation {
-                location: names::shorten(url),
-                reason: format!("the S3 client cannot be configured: {e}"),
-            })?;
+            .map_err(refused)?;
         let s3 = Arc::new(s3);
         Self::with_store(s3.clone(), s3, url)
     }
@@ -192,6 +225,8 @@ impl ObjectStorage {
 
     /// Sets the part size of multipart uploads (at least 5 MiB) and how many parts upload
     /// at once (at least 1). Memory held by an upload is about `part_size × (in_flight + 2)`.
+    /// Call it before cloning the storage (or handing it to a callback): clones share their
+    /// settings, and a shared storage is returned unchanged.
     pub fn with_parts(self, part_size: usize, in_flight: usize) -> Self {
         let mut inner = match Arc::try_unwrap(self.inner) {
             Ok(inner) => inner,
@@ -219,7 +254,7 @@ impl ObjectStorage {
         let dir_key = self.inner.bucket.key(dir)?;
         let key = Key::from_iter(dir_key.parts().chain(std::iter::once(LOCK_FILE.into())));
         let name = self.inner.bucket.name(&key);
-        let content = match get_all(&self.inner, &name, &key) {
+        let content = match get_small(&self.inner, &name, &key) {
             Ok(content) => content,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(None)
@@ -272,32 +307,81 @@ pub(crate) fn put_if_absent(
     key: &Key,
     bytes: &[u8],
 ) -> Result<bool, Error> {
-    let store = inner.objects.clone();
-    let key = key.clone();
-    let payload = bytes.to_vec();
-    let put = inner.runtime.block_on(async move {
-        store
-            .put_opts(&key, payload.into(), PutOptions::from(PutMode::Create))
-            .await
-    });
-    match put {
-        Ok(_) => Ok(true),
-        Err(
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => Ok(false),
-        Err(e) => Err(remote("create", name, e)),
+    for attempt in 0..4u32 {
+        let store = inner.objects.clone();
+        let target = key.clone();
+        let payload = bytes.to_vec();
+        let put = inner.runtime.block_on(async move {
+            store
+                .put_opts(&target, payload.into(), PutOptions::from(PutMode::Create))
+                .await
+        });
+        match put {
+            Ok(_) => return Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {}
+            Err(e) => return Err(remote("create", name, e)),
+        }
+        // Taken, or a conflict with a concurrent conditional write (S3's 409, which
+        // object_store reports as "already exists"): taken only if something is there.
+        let store = inner.objects.clone();
+        let probe = key.clone();
+        match inner
+            .runtime
+            .block_on(async move { store.head(&probe).await })
+        {
+            Ok(_) => return Ok(false),
+            Err(object_store::Error::NotFound { .. }) => {
+                std::thread::sleep(Duration::from_millis(50 << attempt));
+            }
+            Err(e) => return Err(remote("look for", name, e)),
+        }
     }
+    Ok(false)
 }
 
-/// The whole of a small object.
-pub(crate) fn get_all(inner: &Inner, name: &str, key: &Key) -> Result<Vec<u8>, Error> {
+/// Where a claim for `key` lives: `.NAME.claim.ckpt-tmp` beside it (never listed).
+pub(crate) fn claim_key(key: &Key) -> Key {
+    let file = key.filename().unwrap_or("checkpoint");
+    let parts: Vec<_> = key.parts().collect();
+    let mut claim = parts[..parts.len().saturating_sub(1)].to_vec();
+    let name = format!(".{file}.claim{TEMP_SUFFIX}");
+    claim.push(name.as_str().into());
+    Key::from_iter(claim)
+}
+
+/// The largest object a single server-side copy takes (S3's CopyObject limit).
+const MAX_SINGLE_COPY: u64 = 5 << 30;
+
+/// At most the first 4 KiB of a small object (a lock): never more, whatever was planted.
+pub(crate) fn get_small(inner: &Inner, name: &str, key: &Key) -> Result<Vec<u8>, Error> {
     let store = inner.objects.clone();
-    let key = key.clone();
-    inner
+    let target = key.clone();
+    let options = object_store::GetOptions {
+        range: Some(object_store::GetRange::Bounded(0..4096)),
+        ..Default::default()
+    };
+    let read = inner
         .runtime
-        .block_on(async move { store.get(&key).await?.bytes().await })
-        .map(|b| b.to_vec())
-        .map_err(|e| remote("read", name, e))
+        .block_on(async move { store.get_opts(&target, options).await?.bytes().await });
+    match read {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(e @ object_store::Error::NotFound { .. }) => Err(remote("read", name, e)),
+        // An empty object has no byte 0 to start a range at.
+        Err(e) => {
+            let store = inner.objects.clone();
+            let target = key.clone();
+            match inner
+                .runtime
+                .block_on(async move { store.head(&target).await })
+            {
+                Ok(meta) if meta.size == 0 => Ok(Vec::new()),
+                _ => Err(remote("read", name, e)),
+            }
+        }
+    }
 }
 
 /// Whether an object's name is one the tool manages but never lists: the lock and the
@@ -350,6 +434,10 @@ impl Storage for ObjectStorage {
                 let prefix = prefix.clone();
                 async move {
                     let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
+                    if depth == 0 {
+                        // One level: the server does not walk (or send) the sub-folders.
+                        return Ok(store.list_with_delimiter(prefix.as_ref()).await?.objects);
+                    }
                     store.list(prefix.as_ref()).try_collect::<Vec<_>>().await
                 }
             })
@@ -357,7 +445,9 @@ impl Storage for ObjectStorage {
         let base = prefix.parts().count();
         let mut out: Vec<ObjectMeta> = listed
             .into_iter()
-            .filter(|m| m.location.parts().count() <= base + 1 + depth)
+            // Deeper than asked, the folder's own marker object (`run/`), and the tool's
+            // own objects are not listed.
+            .filter(|m| (base + 1..=base + 1 + depth).contains(&m.location.parts().count()))
             .filter(|m| !internal(&m.location))
             .map(|m| ObjectMeta {
                 name: self.inner.bucket.name(&m.location),
@@ -366,6 +456,15 @@ impl Storage for ObjectStorage {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Taken also while a writer holds the name's claim (or left it, killed inside its
+    /// commit): versions then move on to the next number.
+    fn taken(&self, name: &str) -> Result<bool, Error> {
+        Ok(self.exists(name)? || {
+            let claim = claim_key(&self.key(name)?);
+            self.exists(&self.inner.bucket.name(&claim))?
+        })
     }
 
     fn exists(&self, name: &str) -> Result<bool, Error> {
@@ -401,14 +500,48 @@ impl Storage for ObjectStorage {
         }
     }
 
-    /// A server-side copy: readers of `to` see the old object or the new one.
+    /// A server-side copy: readers of `to` see the old object or the new one. S3 copies at
+    /// most 5 GiB in one request; a larger object is streamed through this client instead
+    /// (read in 64 MiB ranges, written as a multipart upload that appears whole).
     fn copy(&self, from: &str, to: &str, _durable: bool) -> Result<(), Error> {
         let (src, dst) = (self.key(from)?, self.key(to)?);
         let store = self.inner.objects.clone();
-        self.inner
+        let head = src.clone();
+        let size = self
+            .inner
             .runtime
-            .block_on(async move { store.copy(&src, &dst).await })
-            .map_err(|e| remote("copy", from, e))
+            .block_on(async move { store.head(&head).await })
+            .map_err(|e| remote("copy", from, e))?
+            .size;
+        if size <= MAX_SINGLE_COPY {
+            let store = self.inner.objects.clone();
+            return self
+                .inner
+                .runtime
+                .block_on(async move { store.copy(&src, &dst).await })
+                .map_err(|e| remote("copy", from, e));
+        }
+        let reader = reader::RemoteReader::open(self.inner.clone(), from, src)?;
+        let mut upload = upload::Upload::new(self.inner.clone(), to, dst, 0, Commit::Replace)?;
+        let mut buffer = vec![0u8; 64 << 20];
+        let mut offset = 0u64;
+        while offset < reader.len() {
+            let n = usize::try_from(reader.len() - offset)
+                .map_or(buffer.len(), |left| left.min(buffer.len()));
+            let chunk = &mut buffer[..n];
+            reader.read_exact_at(chunk, offset).map_err(|e| Error::Io {
+                action: "copy",
+                path: names::shorten(from).into(),
+                source: e,
+            })?;
+            std::io::Write::write_all(&mut upload, chunk).map_err(|e| Error::Io {
+                action: "copy to",
+                path: names::shorten(to).into(),
+                source: e,
+            })?;
+            offset += n as u64;
+        }
+        PendingObject::commit(Box::new(upload), &[], true)
     }
 
     /// Object stores have no folders: nothing to make.

@@ -70,13 +70,22 @@ pub(crate) fn acquire(inner: &Arc<Inner>, dir: &str) -> Result<RemoteLock, Error
     let name = inner.bucket.name(&key);
     let content = holder().to_string().into_bytes();
     if crate::put_if_absent(inner, &name, &key, &content)? {
-        return Ok(RemoteLock {
+        let lock = RemoteLock {
             inner: inner.clone(),
             key,
             holder: content,
-        });
+        };
+        // A server that ignores `If-None-Match: *` would let a second create succeed too,
+        // and every lock, version and claim would be an illusion: refuse to work on it.
+        if crate::put_if_absent(inner, &name, &lock.key, &lock.holder)? {
+            return Err(Error::BadLocation {
+                location: inner.bucket.url(),
+                reason: "this server ignores conditional creates (If-None-Match: *): locks and versions would not be exclusive".to_owned(),
+            });
+        }
+        return Ok(lock);
     }
-    let existing = crate::get_all(inner, &name, &key).unwrap_or_default();
+    let existing = crate::get_small(inner, &name, &key).unwrap_or_default();
     Err(Error::LockedBy {
         dir: inner.bucket.name(&dir_key).trim_end_matches('/').to_owned(),
         holder: describe(&existing),
@@ -87,9 +96,16 @@ impl Drop for RemoteLock {
     fn drop(&mut self) {
         let name = self.inner.bucket.name(&self.key);
         // Only this holder's lock: one broken and taken by another trainer stays.
-        match crate::get_all(&self.inner, &name, &self.key) {
+        match crate::get_small(&self.inner, &name, &self.key) {
             Ok(content) if content == self.holder => {}
-            _ => return,
+            Ok(_) => {
+                log::warn!(target: "model_checkpoint", "{name} was broken and taken by another trainer: left to it");
+                return;
+            }
+            Err(e) => {
+                log::warn!(target: "model_checkpoint", "cannot release the lock {name} (break it with `ckpt unlock`): {e}");
+                return;
+            }
         }
         let store = self.inner.objects.clone();
         let key = self.key.clone();

@@ -17,9 +17,16 @@ impl Bucket {
     /// `.` and `..` resolved lexically (as a local folder's names are), and refused if it
     /// leaves the bucket or names another bucket.
     pub fn key(&self, name: &str) -> Result<Key, Error> {
-        let rest = self
-            .strip(name)
-            .ok_or_else(|| bad(name, "it names another bucket"))?;
+        let rest = self.strip(name).ok_or_else(|| {
+            bad(
+                name,
+                &format!(
+                    "it is not in {} (give a full {}:// URL)",
+                    self.url(),
+                    self.scheme
+                ),
+            )
+        })?;
         let mut parts: Vec<&str> = Vec::new();
         for part in rest.split('/') {
             match part {
@@ -36,12 +43,10 @@ impl Bucket {
     }
 
     /// `name` without `scheme://bucket` (or `scheme:/bucket`), or `None` for another
-    /// bucket's URL; a name without a scheme is a key in this bucket.
+    /// bucket's URL or a name without this scheme (a local path given by mistake, such as a
+    /// `save_last_as` path beside an `s3://` template, is never written into the bucket).
     fn strip<'a>(&self, name: &'a str) -> Option<&'a str> {
-        let Some(after) = name.strip_prefix(&format!("{}:", self.scheme)) else {
-            // Another scheme is another store.
-            return (!name.contains("://")).then_some(name);
-        };
+        let after = name.strip_prefix(&format!("{}:", self.scheme))?;
         let after = after.trim_start_matches('/');
         let (bucket, rest) = after.split_once('/').unwrap_or((after, ""));
         (bucket == self.name).then_some(rest)
@@ -123,14 +128,14 @@ mod tests {
             "s3://ckpt/run/w.01.safetensors",
             "s3:/ckpt/run/w.01.safetensors",
             "s3://ckpt/run/./x/../w.01.safetensors",
-            "run/w.01.safetensors",
         ] {
             assert_eq!(b.key(name).expect(name).as_ref(), "run/w.01.safetensors");
         }
         assert_eq!(
-            b.name(&b.key("run/a").expect("key")),
+            b.name(&b.key("s3://ckpt/run/a").expect("key")),
             "s3://ckpt/run/a".to_owned()
         );
+        assert!(b.key("run/a").is_err(), "a local path is not a key");
         assert!(b.key("s3://other/run/a").is_err());
         assert!(b.key("s3://ckpt/../other/a").is_err());
         assert!(b.key("gs://ckpt/a").is_err());

@@ -1,6 +1,8 @@
 //! Ranged reads of one version of an object: the first bytes (length prefix and header) come
 //! with the request that opens it, and every later read asks for that same version (by its
 //! ETag), so an object replaced while it is read fails to read rather than mixing versions.
+//! Small reads are served from a read-ahead window (one GET of at least 8 MiB), so that a
+//! reader that grows its reads from a few KiB does not make a request for each.
 
 use std::io;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use crate::Inner;
 
 /// What the opening request reads: enough for the length prefix and a typical header.
 const OPENING_BYTES: u64 = 256 << 10;
+/// The least a read past the window fetches.
+const READ_AHEAD: u64 = 8 << 20;
 
 pub(crate) struct RemoteReader {
     inner: Arc<Inner>,
@@ -23,6 +27,8 @@ pub(crate) struct RemoteReader {
     e_tag: Option<String>,
     /// The object's first bytes, from the opening request.
     start: Vec<u8>,
+    /// The last window fetched: its offset and bytes.
+    window: std::sync::Mutex<(u64, bytes::Bytes)>,
 }
 
 impl RemoteReader {
@@ -63,6 +69,7 @@ impl RemoteReader {
             len: meta.size,
             e_tag: meta.e_tag,
             start: start.to_vec(),
+            window: std::sync::Mutex::new((0, bytes::Bytes::new())),
         })
     }
 }
@@ -87,9 +94,23 @@ impl ObjectReader for RemoteReader {
             buf.copy_from_slice(src);
             return Ok(());
         }
+        let mut window = self
+            .window
+            .lock()
+            .map_err(|_| io::Error::other("a read of this object panicked"))?;
+        let (start, held) = &*window;
+        let from = offset
+            .checked_sub(*start)
+            .and_then(|from| usize::try_from(from).ok());
+        if let Some(src) = from.and_then(|from| held.get(from..from.checked_add(buf.len())?)) {
+            buf.copy_from_slice(src);
+            return Ok(());
+        }
+        // Large reads go straight; small ones fetch a window for the reads after them.
+        let fetch_end = end.max(offset.saturating_add(READ_AHEAD)).min(self.len);
         let store: Arc<dyn ObjectStore> = self.inner.objects.clone();
         let options = GetOptions {
-            range: Some(GetRange::Bounded(offset..end)),
+            range: Some(GetRange::Bounded(offset..fetch_end)),
             if_match: self.e_tag.clone(),
             ..GetOptions::default()
         };
@@ -102,12 +123,13 @@ impl ObjectReader for RemoteReader {
                 object_store::Error::Precondition { .. } => {
                     io::Error::other("the object was replaced while it was being read")
                 }
-                e => io::Error::other(e),
+                e => crate::errors::io(e),
             })?;
-        if bytes.len() != buf.len() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        let wanted = bytes.get(..buf.len()).ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(wanted);
+        if bytes.len() > buf.len() {
+            *window = (offset, bytes);
         }
-        buf.copy_from_slice(&bytes);
         Ok(())
     }
 }

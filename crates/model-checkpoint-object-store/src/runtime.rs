@@ -4,7 +4,7 @@ use std::future::Future;
 
 /// A small multi-threaded runtime: uploads of parts run on it while the caller keeps
 /// producing bytes.
-pub(crate) struct Runtime(tokio::runtime::Runtime);
+pub(crate) struct Runtime(Option<tokio::runtime::Runtime>);
 
 impl Runtime {
     pub fn new() -> std::io::Result<Self> {
@@ -13,11 +13,18 @@ impl Runtime {
             .thread_name("ckpt-object-store")
             .enable_all()
             .build()
-            .map(Runtime)
+            .map(|rt| Runtime(Some(rt)))
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        // Some until dropped.
+        self.0
+            .as_ref()
+            .expect("the runtime lives as long as its owner")
     }
 
     pub fn handle(&self) -> &tokio::runtime::Handle {
-        self.0.handle()
+        self.runtime().handle()
     }
 
     /// Runs `future` to completion. Called from inside another tokio runtime (a user's
@@ -28,15 +35,27 @@ impl Runtime {
         F::Output: Send,
     {
         if tokio::runtime::Handle::try_current().is_err() {
-            return self.0.block_on(future);
+            return self.runtime().block_on(future);
         }
         std::thread::scope(|scope| {
-            let handle = self.0.handle();
+            let handle = self.runtime().handle();
             match scope.spawn(move || handle.block_on(future)).join() {
                 Ok(output) => output,
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         })
+    }
+}
+
+impl Drop for Runtime {
+    /// Dropped inside a user's async code, a runtime may not block its thread waiting for its
+    /// workers: it is shut down in the background instead.
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            }
+        }
     }
 }
 

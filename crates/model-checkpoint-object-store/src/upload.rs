@@ -18,14 +18,14 @@
 //! releases the claim. The claim is needed because object_store 0.14 does not expose a
 //! conditional completion of a multipart upload, and because a server may check such a
 //! condition without atomicity: SeaweedFS 4.48 let two of sixteen racing completions with
-//! `If-None-Match` win, while its conditional PUTs let exactly one. A claim older than ten
-//! minutes is a writer that died within its commit, and is broken.
+//! `If-None-Match` win, while its conditional PUTs let exactly one. A claim is never
+//! broken (see `Claim`).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use model_checkpoint::store::{Commit, PendingObject, TEMP_SUFFIX};
+use model_checkpoint::store::{Commit, PendingObject};
 use model_checkpoint::Error;
 use object_store::multipart::PartId;
 use object_store::path::Path as Key;
@@ -36,6 +36,10 @@ use crate::errors::remote;
 use crate::Inner;
 
 type PartUpload = JoinHandle<Result<PartId, object_store::Error>>;
+
+/// S3's limits: parts per upload, bytes per part.
+const MAX_PARTS: usize = 10_000;
+const MAX_PART: usize = 5 << 30;
 
 pub(crate) struct Upload {
     inner: Arc<Inner>,
@@ -86,8 +90,17 @@ impl Upload {
         })
     }
 
+    /// The size of the part being filled: the configured size for the first 1,000 parts,
+    /// doubling every 1,000 parts after (at most 5 GiB, S3's limit), so that S3's 10,000
+    /// parts hold terabytes while a typical checkpoint keeps equal parts.
     fn part_size(&self) -> usize {
-        self.inner.part_size
+        let index = 1 + self.finished.len() + self.running.len();
+        let shift = u32::try_from(index / 1000).unwrap_or(u32::MAX).min(16);
+        self.inner
+            .part_size
+            .checked_shl(shift)
+            .unwrap_or(MAX_PART)
+            .min(MAX_PART)
     }
 
     /// Starts uploading the filled `current` part (starting the multipart upload first),
@@ -116,6 +129,11 @@ impl Upload {
             return Err(io::Error::other("no multipart upload"));
         };
         let index = 1 + self.finished.len() + self.running.len();
+        if index >= MAX_PARTS {
+            return Err(self.fail_with(format!(
+                "more than {MAX_PARTS} parts: too large for one S3 object"
+            )));
+        }
         let part_size = self.part_size();
         let bytes = std::mem::replace(&mut self.current, Vec::with_capacity(part_size));
         let store = self.inner.multipart.clone();
@@ -219,45 +237,23 @@ impl Upload {
     }
 }
 
-/// A writer's hold on a name while it commits (see the module's documentation); released
-/// when dropped.
+/// A writer's hold on a name while it commits (see the module's documentation), released
+/// when dropped. Claims are never broken: nobody can tell a slow writer from a dead one
+/// without trusting clocks. A writer killed inside its commit leaves its claim, and the name
+/// stays taken (`Storage::taken`), so versions move on to the next number.
 struct Claim {
     inner: Arc<Inner>,
     key: Key,
 }
 
-/// Claims older than this belong to writers that died within their commit.
-const STALE_CLAIM_SECS: u64 = 600;
-
 impl Claim {
     fn take(inner: &Arc<Inner>, key: &Key, name: &str) -> Result<Claim, Error> {
-        let file = key.filename().unwrap_or("checkpoint");
-        let parts: Vec<_> = key.parts().collect();
-        let mut claim_parts = parts[..parts.len().saturating_sub(1)].to_vec();
-        let claim_name = format!(".{file}.claim{TEMP_SUFFIX}");
-        claim_parts.push(claim_name.as_str().into());
-        let claim = Key::from_iter(claim_parts);
-        let now = unix_now();
-        for _ in 0..2 {
-            if crate::put_if_absent(inner, name, &claim, now.to_string().as_bytes())? {
-                return Ok(Claim {
-                    inner: inner.clone(),
-                    key: claim,
-                });
-            }
-            // Held: by a live writer (then the name is theirs), or by a dead one.
-            let since = crate::get_all(inner, name, &claim)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|t| t.trim().parse::<u64>().ok());
-            if since.is_some_and(|t| now.saturating_sub(t) < STALE_CLAIM_SECS) {
-                break;
-            }
-            let objects = inner.objects.clone();
-            let stale = claim.clone();
-            let _ = inner
-                .runtime
-                .block_on(async move { objects.delete(&stale).await });
+        let claim = crate::claim_key(key);
+        if crate::put_if_absent(inner, name, &claim, b"claimed")? {
+            return Ok(Claim {
+                inner: inner.clone(),
+                key: claim,
+            });
         }
         Err(Error::AlreadyExists {
             name: name.to_owned(),
@@ -274,15 +270,10 @@ impl Drop for Claim {
             .runtime
             .block_on(async move { objects.delete(&key).await })
         {
-            log::warn!(target: "model_checkpoint", "cannot release the claim {key_name}: {e}", key_name = self.key);
+            let name = self.inner.bucket.name(&self.key);
+            log::warn!(target: "model_checkpoint", "{}", remote("release the claim", &name, e));
         }
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Write for Upload {
@@ -290,18 +281,19 @@ impl Write for Upload {
         if let Some(reason) = &self.failed {
             return Err(io::Error::other(reason.clone()));
         }
-        let part_size = self.part_size();
+        let first_size = self.inner.part_size;
         let mut rest = buf;
         while !rest.is_empty() {
-            let (target, full) = if self.first.len() < part_size {
-                (&mut self.first, part_size)
+            let part_size = self.part_size();
+            let (target, full) = if self.first.len() < first_size {
+                (&mut self.first, first_size)
             } else {
                 (&mut self.current, part_size)
             };
             let take = (full - target.len()).min(rest.len());
             target.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
-            if self.current.len() >= part_size {
+            if self.current.len() >= self.part_size() {
                 self.send_current()?;
             }
         }
@@ -327,7 +319,7 @@ impl PendingObject for Upload {
             return Err(self.io_error(io::Error::other(reason.clone())));
         }
         self.first[..self.head_len].copy_from_slice(head);
-        if self.multipart.is_some() || self.current.len() >= self.part_size() {
+        if self.multipart.is_some() || self.current.len() >= self.inner.part_size {
             return self.complete();
         }
         let mut bytes = std::mem::take(&mut self.first);

@@ -478,10 +478,8 @@ fn sigkill_during_multipart_saves_never_shows_a_partial_object() {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(20);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut listed_ever = 0;
-    for kill in 0..kills {
-        let mut child = Command::new(std::env::current_exe().expect("exe"))
+    let spawn = || {
+        Command::new(std::env::current_exe().expect("exe"))
             .args([
                 "--ignored",
                 "--exact",
@@ -492,11 +490,30 @@ fn sigkill_during_multipart_saves_never_shows_a_partial_object() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("child");
+            .expect("child")
+    };
+    // First, how long one save takes here (the machine may be busy): the kills below land
+    // between a fifth of that and twice it after a start, mostly in the middle of a save.
+    let started = Instant::now();
+    let mut child = spawn();
+    while storage.list(&dir, 0).expect("list").is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no save completed in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let one_save = started.elapsed();
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut listed_ever = 0;
+    for kill in 0..kills {
+        let mut child = spawn();
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let delay = Duration::from_millis(300 + state % 1500);
+        let delay = one_save / 5 + one_save.mul_f64((state % 1000) as f64 / 555.0);
         std::thread::sleep(delay);
         // Stopped by its process id, with SIGKILL: no destructor, no abort of its upload.
         child.kill().expect("kill");
@@ -507,15 +524,11 @@ fn sigkill_during_multipart_saves_never_shows_a_partial_object() {
                 .unwrap_or_else(|e| panic!("kill {kill}: a partial object is visible: {e}"));
         }
         listed_ever = listed_ever.max(objects.len());
-        if !objects.is_empty() {
-            let latest = latest_full_in(&storage, &dir).expect("latest resolves");
-            CheckpointFile::open_in(&storage, &latest.to_string_lossy(), Verify::Full)
-                .expect("latest verifies");
-        }
+        let latest = latest_full_in(&storage, &dir).expect("latest resolves");
+        CheckpointFile::open_in(&storage, &latest.to_string_lossy(), Verify::Full)
+            .expect("latest verifies");
     }
-    println!("{kills} kills; up to {listed_ever} objects listed after a kill, all verified");
-    assert!(
-        listed_ever > 0,
-        "no save ever completed: make the children live longer"
+    println!(
+        "{kills} kills (one save took {one_save:?}); up to {listed_ever} objects listed after a kill, all verified"
     );
 }

@@ -106,6 +106,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
         self.exists(name)
     }
 
+    /// Whether a new object may not take `name`: it exists, or a backend's writer holds it
+    /// (an object store's claim during a commit). Versions (`NAME-vN`) skip taken names.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the backend cannot tell.
+    fn taken(&self, name: &str) -> Result<bool, Error> {
+        self.exists(name)
+    }
+
     /// Deletes the object `name`; a missing one is not an error. Never follows a link: a
     /// link planted under `name` is removed, not its target.
     ///

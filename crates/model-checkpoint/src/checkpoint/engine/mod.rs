@@ -196,9 +196,10 @@ impl Engine {
         flushed
     }
 
-    /// `path`, or with `overwrite` off and `path` taken, the first free `NAME-vN.EXT`.
+    /// `path`, or with `overwrite` off and `path` taken, the first free `NAME-vN.EXT` (of
+    /// the first 100,000: a storage that calls every name taken gets an error, not a loop).
     pub fn free_path(&self, path: PathBuf) -> Result<PathBuf, crate::Error> {
-        let taken = |p: &Path| self.storage.exists(&p.to_string_lossy());
+        let taken = |p: &Path| self.storage.taken(&p.to_string_lossy());
         if self.overwrite || !taken(&path)? {
             return Ok(path);
         }
@@ -210,13 +211,15 @@ impl Engine {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        for v in 1u64.. {
+        for v in 1u64..=100_000 {
             let candidate = path.with_file_name(format!("{stem}-v{v}{ext}"));
             if !taken(&candidate)? {
                 return Ok(candidate);
             }
         }
-        Ok(path)
+        Err(crate::Error::AlreadyExists {
+            name: format!("{} (and its first 100,000 versions)", path.display()),
+        })
     }
 }
 
