@@ -78,6 +78,7 @@ mod logs;
 mod model;
 pub mod policy;
 pub mod restore;
+pub mod sharded;
 pub mod store;
 pub mod template;
 pub mod text;

@@ -1,0 +1,72 @@
+//! Sharded checkpoints saved by 2 and 4 real processes into the S3 server (SeaweedFS on
+//! 127.0.0.1): the same cases as on a local folder (`model-checkpoint/tests/sharded.rs`),
+//! the commit being the index's conditional create in the bucket.
+
+mod seaweed;
+
+#[path = "../../model-checkpoint/tests/sharded_cases/mod.rs"]
+mod sharded_cases;
+
+use model_checkpoint_object_store::ObjectStorage;
+use seaweed::Seaweed;
+use sharded_cases::{check_after_kill, check_loads, kill_at, spawn, STAGES};
+
+const CHILD: &str = "s3_sharded_child";
+
+#[test]
+#[ignore = "helper: the sharded tests run it as a child process"]
+fn s3_sharded_child() {
+    let dir = std::env::var(sharded_cases::DIR).expect("dir");
+    sharded_cases::child_main(&ObjectStorage::from_env(&dir).expect("storage"));
+}
+
+#[test]
+fn sharded_saves_on_s3_load_into_any_number_and_survive_kills() {
+    let Some(server) = Seaweed::start("sharded saves on s3") else {
+        return;
+    };
+    let storage = server.storage();
+    let env = server.env();
+    for world in [2, 4] {
+        let dir = server.url(&format!("w{world}"));
+        for mut child in spawn(CHILD, &env, world, &dir, world as u64, None) {
+            assert!(child.wait().expect("wait").success(), "a rank failed");
+        }
+        check_loads(&storage, &dir, world as u64);
+    }
+    let root = server.url("kills");
+    for mut child in spawn(CHILD, &env, 2, &format!("{root}/step-000"), 0, None) {
+        assert!(child.wait().expect("wait").success(), "a rank failed");
+    }
+    let kills: usize = std::env::var("CKPT_S3_SHARD_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(12);
+    let mut env = env.clone();
+    env.push((sharded_cases::TIMEOUT_MS, "800".to_owned()));
+    for i in 1..=kills {
+        let world = [2, 4][i % 2];
+        let stage = STAGES[i % 3];
+        let rank = if stage == "before-index" {
+            0
+        } else {
+            (i / 3) % world
+        };
+        let dir = format!("{root}/step-{i:03}");
+        let mut children = spawn(CHILD, &env, world, &dir, i as u64, Some((rank, stage)));
+        assert!(
+            kill_at(&mut children[rank], stage),
+            "kill {i} missed {stage}"
+        );
+        for child in &mut children {
+            let _ = child.wait();
+        }
+        let latest = check_after_kill(&storage, &root);
+        if stage == "after-shard" && rank != 0 {
+            assert_eq!(latest, dir, "kill {i}: {stage} of rank {rank}");
+        } else {
+            assert_ne!(latest, dir, "kill {i}: {stage} of rank {rank}");
+        }
+    }
+    println!("{kills} kills on s3: no bad index, latest always complete");
+}

@@ -1,0 +1,312 @@
+//! The index a sharded checkpoint is committed by, `model.safetensors.index.json`: Hugging
+//! Face's `weight_map` (every tensor name to a shard file, so that `transformers`-style
+//! readers find each name) and this project's section: the shards with their sizes and
+//! header digests, the world size, the save's identity, and where each piece of each tensor
+//! lies in its global shape. An index is untrusted input: everything is checked on reading.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ranks::MAX_WORLD_SIZE;
+use crate::Error;
+
+/// The index's name in a sharded checkpoint's folder.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The largest index read, in bytes.
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+/// The version of this project's section.
+pub const SHARDED_FORMAT_VERSION: u32 = 1;
+
+/// The shard file rank `rank` of `world_size` writes.
+pub fn shard_file(rank: usize, world_size: usize) -> String {
+    format!("shard-{rank:05}-of-{world_size:05}.safetensors")
+}
+
+/// Where a piece of a tensor lies in its global shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    /// The whole tensor's shape.
+    pub global_shape: Vec<usize>,
+    /// Where the piece starts, per dimension.
+    pub offsets: Vec<usize>,
+}
+
+/// One piece of a tensor, in one shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// The shard file holding it (under the tensor's own name).
+    pub file: String,
+    /// Where it starts in the global tensor, per dimension.
+    pub offsets: Vec<usize>,
+    /// Its shape.
+    pub shape: Vec<usize>,
+}
+
+/// A tensor of the checkpoint: its global shape and dtype, and its pieces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalTensor {
+    /// safetensors' dtype name (`F32`, `BF16` …).
+    pub dtype: String,
+    /// The whole tensor's shape.
+    pub global_shape: Vec<usize>,
+    /// The pieces, which tile the global shape exactly.
+    pub pieces: Vec<Piece>,
+}
+
+/// A shard as the coordinator found it when it committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// Its file name in the folder.
+    pub file: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of its head (length prefix and header), in hex: the exact version committed.
+    pub header_sha256: String,
+}
+
+/// This project's section of the index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sharded {
+    /// [`SHARDED_FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The number of processes that saved.
+    pub world_size: usize,
+    /// The save's identity, which every shard carries (a shard of another save is refused).
+    pub save_id: String,
+    /// The shards, by rank.
+    pub shards: Vec<ShardEntry>,
+    /// Every tensor, by name.
+    pub tensors: BTreeMap<String, GlobalTensor>,
+    /// What the coordinator adds: epoch, step, logs, the global training state.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The index file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Index {
+    /// Hugging Face's: `total_size`, the bytes of all tensors.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+    /// Hugging Face's: every tensor name to the shard that holds it (its first piece).
+    pub weight_map: BTreeMap<String, String>,
+    /// This project's section.
+    pub model_checkpoint: Sharded,
+}
+
+impl Index {
+    /// Parses and checks an index read from `location`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming what is wrong.
+    pub fn parse(location: &str, bytes: &[u8]) -> Result<Index, Error> {
+        let bad = |reason: String| Error::Corrupt {
+            path: location.into(),
+            reason,
+        };
+        let index: Index = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("the index is malformed: {e}")))?;
+        let s = &index.model_checkpoint;
+        if s.format_version != SHARDED_FORMAT_VERSION {
+            return Err(bad(format!(
+                "sharded format version {} (this build reads {SHARDED_FORMAT_VERSION})",
+                s.format_version
+            )));
+        }
+        if s.world_size == 0 || s.world_size > MAX_WORLD_SIZE || s.shards.len() != s.world_size {
+            return Err(bad(format!(
+                "{} shards for a world size of {}",
+                s.shards.len(),
+                s.world_size
+            )));
+        }
+        for (rank, shard) in s.shards.iter().enumerate() {
+            if shard.file != shard_file(rank, s.world_size) {
+                return Err(bad(format!(
+                    "shard {rank} is named {:?}",
+                    crate::text::shorten(&shard.file, 100)
+                )));
+            }
+        }
+        for (name, t) in &s.tensors {
+            check_tiling(t).map_err(|reason| {
+                bad(format!(
+                    "tensor {:?}: {reason}",
+                    crate::text::shorten(name, 100)
+                ))
+            })?;
+            if t.pieces
+                .iter()
+                .any(|p| !s.shards.iter().any(|sh| sh.file == p.file))
+            {
+                return Err(bad(format!(
+                    "tensor {:?} names a shard that is not in the index",
+                    crate::text::shorten(name, 100)
+                )));
+            }
+        }
+        Ok(index)
+    }
+}
+
+/// The number of elements of `shape`, or `None` on overflow.
+pub(crate) fn volume(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// Checks that the pieces lie inside the global shape, do not overlap, and cover it.
+fn check_tiling(t: &GlobalTensor) -> Result<(), String> {
+    let global = volume(&t.global_shape).ok_or("its global shape overflows")?;
+    let mut covered = 0usize;
+    for (i, p) in t.pieces.iter().enumerate() {
+        if p.offsets.len() != t.global_shape.len() || p.shape.len() != t.global_shape.len() {
+            return Err("a piece has another number of dimensions".to_owned());
+        }
+        let inside = p
+            .offsets
+            .iter()
+            .zip(&p.shape)
+            .zip(&t.global_shape)
+            .all(|((&o, &n), &g)| o.checked_add(n).is_some_and(|end| end <= g));
+        if !inside {
+            return Err("a piece lies outside the global shape".to_owned());
+        }
+        for q in &t.pieces[..i] {
+            if overlap(&p.offsets, &p.shape, &q.offsets, &q.shape).is_some() {
+                return Err("two pieces overlap".to_owned());
+            }
+        }
+        covered = covered
+            .checked_add(volume(&p.shape).ok_or("a piece's shape overflows")?)
+            .ok_or("the pieces overflow")?;
+    }
+    if covered != global {
+        return Err(format!("the pieces cover {covered} of {global} elements"));
+    }
+    Ok(())
+}
+
+/// The overlap of two boxes (offsets and shapes), as offsets and a shape; `None` if empty.
+pub(crate) fn overlap(
+    a_off: &[usize],
+    a_shape: &[usize],
+    b_off: &[usize],
+    b_shape: &[usize],
+) -> Option<(Vec<usize>, Vec<usize>)> {
+    let mut off = Vec::with_capacity(a_off.len());
+    let mut shape = Vec::with_capacity(a_off.len());
+    for d in 0..a_off.len() {
+        let lo = a_off[d].max(b_off[d]);
+        let hi = (a_off[d] + a_shape[d]).min(b_off[d] + b_shape[d]);
+        if hi <= lo {
+            return None;
+        }
+        off.push(lo);
+        shape.push(hi - lo);
+    }
+    Some((off, shape))
+}
+
+/// A box of a tensor: where it starts in the global tensor, and its shape.
+#[derive(Clone, Copy)]
+pub(crate) struct Region<'a> {
+    pub off: &'a [usize],
+    pub shape: &'a [usize],
+}
+
+/// Copies `region` (which lies inside both) from `src`, the bytes of the box `src_box`,
+/// into `dst`, the bytes of the box `dst_box`; `elem` bytes an element, row-major.
+pub(crate) fn copy_box(
+    elem: usize,
+    (src, src_box): (&[u8], Region<'_>),
+    (dst, dst_box): (&mut [u8], Region<'_>),
+    region: Region<'_>,
+) {
+    let dims = region.shape.len();
+    if dims == 0 {
+        dst[..elem].copy_from_slice(&src[..elem]);
+        return;
+    }
+    let strides = |shape: &[usize]| {
+        let mut s = vec![1usize; shape.len()];
+        for d in (0..shape.len().saturating_sub(1)).rev() {
+            s[d] = s[d + 1] * shape[d + 1];
+        }
+        s
+    };
+    let (s_str, d_str) = (strides(src_box.shape), strides(dst_box.shape));
+    let run = region.shape[dims - 1] * elem;
+    let mut idx = vec![0usize; dims - 1];
+    loop {
+        let (mut s_at, mut d_at) = (0usize, 0usize);
+        for d in 0..dims {
+            let at = region.off[d] + if d < dims - 1 { idx[d] } else { 0 };
+            s_at += (at - src_box.off[d]) * s_str[d];
+            d_at += (at - dst_box.off[d]) * d_str[d];
+        }
+        let (s_at, d_at) = (s_at * elem, d_at * elem);
+        dst[d_at..d_at + run].copy_from_slice(&src[s_at..s_at + run]);
+        // The next row of the region, the last dimension fastest.
+        let mut d = dims - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            if idx[d] < region.shape[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boxes_copy_between_pieces() {
+        // A 4×3 tensor of bytes 0..12; the piece rows 1..3, columns 1..3.
+        let global: Vec<u8> = (0..12).collect();
+        let whole = Region {
+            off: &[0, 0],
+            shape: &[4, 3],
+        };
+        let inner = Region {
+            off: &[1, 1],
+            shape: &[2, 2],
+        };
+        let mut piece = vec![0u8; 4];
+        copy_box(1, (&global, whole), (&mut piece, inner), inner);
+        assert_eq!(piece, [4, 5, 7, 8]);
+        let mut back = vec![0u8; 12];
+        copy_box(1, (&piece, inner), (&mut back, whole), inner);
+        assert_eq!(back, [0, 0, 0, 0, 4, 5, 0, 7, 8, 0, 0, 0]);
+        assert_eq!(
+            overlap(&[0, 0], &[2, 3], &[1, 1], &[2, 2]),
+            Some((vec![1, 1], vec![1, 2]))
+        );
+        assert_eq!(overlap(&[0], &[2], &[2], &[2]), None);
+    }
+
+    #[test]
+    fn tilings_must_cover_without_overlap() {
+        let piece = |o: usize, n: usize| Piece {
+            file: shard_file(0, 1),
+            offsets: vec![o, 0],
+            shape: vec![n, 3],
+        };
+        let t = |pieces| GlobalTensor {
+            dtype: "F32".into(),
+            global_shape: vec![4, 3],
+            pieces,
+        };
+        assert!(check_tiling(&t(vec![piece(0, 2), piece(2, 2)])).is_ok());
+        assert!(check_tiling(&t(vec![piece(0, 2), piece(1, 2)])).is_err());
+        assert!(check_tiling(&t(vec![piece(0, 2)])).is_err());
+        assert!(check_tiling(&t(vec![piece(0, 2), piece(3, 2)])).is_err());
+    }
+}

@@ -1,0 +1,335 @@
+//! Loading a sharded checkpoint, into any number of processes: the index is read and
+//! checked, every shard is opened and must be the exact version the index committed (its
+//! header's SHA-256), and a tensor, or any box of it, is assembled from the pieces that
+//! overlap it. Each piece read is checked against its CRC-32; a rank asking for its own
+//! slice reads only the pieces that overlap it.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use super::index::{
+    copy_box, overlap, volume, GlobalTensor, Index, Region, INDEX_FILE, MAX_INDEX_BYTES,
+};
+use super::save::{join, open_shard};
+use crate::model::{Dtype, HostTensor, NamedTensor, TensorData};
+use crate::store::{self, CheckpointFile, Kind, SaveOptions, SaveReport, Storage};
+use crate::Error;
+
+/// A committed sharded checkpoint, open for reading.
+pub struct ShardedCheckpoint {
+    dir: String,
+    index: Index,
+    /// The shards, by rank, opened with their headers verified.
+    shards: Vec<CheckpointFile>,
+    /// Shard file name to rank.
+    ranks: BTreeMap<String, usize>,
+}
+
+/// Reads a small object whole, refusing one over `limit` bytes.
+fn read_small(storage: &dyn Storage, name: &str, limit: u64) -> Result<Vec<u8>, Error> {
+    let reader = storage.open(name)?;
+    if reader.len() > limit {
+        return Err(Error::TooLarge {
+            what: crate::text::shorten(name, 200),
+            reason: format!(
+                "{} bytes, more than the {limit} an index may have",
+                reader.len()
+            ),
+        });
+    }
+    let mut bytes = vec![0; reader.len() as usize];
+    reader.read_exact_at(&mut bytes, 0).map_err(|e| Error::Io {
+        action: "read",
+        path: name.into(),
+        source: e,
+    })?;
+    Ok(bytes)
+}
+
+impl ShardedCheckpoint {
+    /// Opens the sharded checkpoint in folder `dir` of `storage`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (`NotFound`) when `dir` has no index (an interrupted save is not a
+    /// checkpoint); [`Error::Corrupt`] for a malformed index, a missing shard, or a shard
+    /// that is not the one the index committed.
+    pub fn open(storage: &dyn Storage, dir: &str) -> Result<Self, Error> {
+        let index_name = join(dir, INDEX_FILE);
+        let index = Index::parse(
+            &index_name,
+            &read_small(storage, &index_name, MAX_INDEX_BYTES)?,
+        )?;
+        let s = &index.model_checkpoint;
+        let mut shards = Vec::with_capacity(s.world_size);
+        let mut ranks = BTreeMap::new();
+        for (rank, entry) in s.shards.iter().enumerate() {
+            let (file, _) = open_shard(storage, dir, rank, s.world_size, Some(&s.save_id))?;
+            let digest: String = file
+                .header_digest()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if digest != entry.header_sha256 || file.len() != entry.bytes {
+                return Err(Error::Corrupt {
+                    path: file.path().to_path_buf(),
+                    reason: "it is not the shard the index committed (another version)".to_owned(),
+                });
+            }
+            ranks.insert(entry.file.clone(), rank);
+            shards.push(file);
+        }
+        let checkpoint = ShardedCheckpoint {
+            dir: dir.to_owned(),
+            index,
+            shards,
+            ranks,
+        };
+        // Every piece the index names is in its shard, with the index's shape and dtype.
+        for (name, t) in &checkpoint.index.model_checkpoint.tensors {
+            checkpoint.dtype_of(name, t)?;
+        }
+        Ok(checkpoint)
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &str {
+        &self.dir
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The number of processes that saved it.
+    pub fn world_size(&self) -> usize {
+        self.index.model_checkpoint.world_size
+    }
+
+    /// The shard rank `rank` wrote (for per-rank state: its generator, its data cursor).
+    pub fn shard(&self, rank: usize) -> Option<&CheckpointFile> {
+        self.shards.get(rank)
+    }
+
+    /// Every tensor, by name.
+    pub fn tensors(&self) -> &BTreeMap<String, GlobalTensor> {
+        &self.index.model_checkpoint.tensors
+    }
+
+    /// The dtype of tensor `name`, checked against every piece's shard.
+    fn dtype_of(&self, name: &str, t: &GlobalTensor) -> Result<Dtype, Error> {
+        let mut dtype = None;
+        for piece in &t.pieces {
+            let rank = self.ranks.get(&piece.file).copied().unwrap_or(usize::MAX);
+            let shard = self
+                .shards
+                .get(rank)
+                .ok_or_else(|| self.corrupt(name, "a piece names no shard"))?;
+            let stored = shard
+                .tensor(name)
+                .ok_or_else(|| self.corrupt(name, "a piece is missing from its shard"))?;
+            if stored.shape != piece.shape.as_slice() {
+                return Err(self.corrupt(name, "a piece's shape differs from its shard's"));
+            }
+            if dtype.is_some_and(|d| d != stored.dtype) || format!("{:?}", stored.dtype) != t.dtype
+            {
+                return Err(self.corrupt(name, "its pieces' dtypes differ"));
+            }
+            dtype = Some(stored.dtype);
+        }
+        let dtype = dtype.ok_or_else(|| self.corrupt(name, "it has no pieces"))?;
+        if dtype.bitsize() % 8 != 0 {
+            return Err(self.corrupt(name, "sub-byte dtypes cannot be resharded"));
+        }
+        Ok(dtype)
+    }
+
+    fn corrupt(&self, name: &str, reason: &str) -> Error {
+        Error::Corrupt {
+            path: join(&self.dir, INDEX_FILE).into(),
+            reason: format!("tensor {:?}: {reason}", crate::text::shorten(name, 100)),
+        }
+    }
+
+    /// The whole tensor `name`, assembled from its pieces.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingTensor`]; a piece that fails its checksum; memory that cannot be had.
+    pub fn read(&self, name: &str) -> Result<HostTensor, Error> {
+        let t = self.global(name)?;
+        let zeros = vec![0; t.global_shape.len()];
+        let shape = t.global_shape.clone();
+        self.read_region(name, &zeros, &shape)
+    }
+
+    fn global(&self, name: &str) -> Result<&GlobalTensor, Error> {
+        self.tensors()
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor {
+                path: join(&self.dir, INDEX_FILE).into(),
+                name: crate::text::shorten(name, 200),
+            })
+    }
+
+    /// The box of tensor `name` starting at `offsets` with `shape` (a rank's slice in a
+    /// world of any size): only the pieces that overlap it are read.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShardedCheckpoint::read`]; a box outside the tensor ([`Error::ShapeMismatch`]).
+    pub fn read_region(
+        &self,
+        name: &str,
+        offsets: &[usize],
+        shape: &[usize],
+    ) -> Result<HostTensor, Error> {
+        let t = self.global(name)?;
+        let inside = offsets.len() == t.global_shape.len()
+            && shape.len() == t.global_shape.len()
+            && (0..shape.len()).all(|d| {
+                offsets[d]
+                    .checked_add(shape[d])
+                    .is_some_and(|end| end <= t.global_shape[d])
+            });
+        if !inside {
+            return Err(Error::ShapeMismatch {
+                path: join(&self.dir, INDEX_FILE).into(),
+                name: crate::text::shorten(name, 200),
+                expected: t.global_shape.clone(),
+                found: shape.to_vec(),
+            });
+        }
+        let dtype = self.dtype_of(name, t)?;
+        let elem = dtype.bitsize() / 8;
+        let bytes = volume(shape)
+            .and_then(|n| n.checked_mul(elem))
+            .ok_or_else(|| self.corrupt(name, "the box is too large"))?;
+        let mut out = Vec::new();
+        out.try_reserve_exact(bytes).map_err(|_| Error::TooLarge {
+            what: crate::text::shorten(name, 200),
+            reason: format!("{bytes} bytes cannot be allocated"),
+        })?;
+        out.resize(bytes, 0);
+        let dst = Region {
+            off: offsets,
+            shape,
+        };
+        for piece in &t.pieces {
+            let Some((r_off, r_shape)) = overlap(&piece.offsets, &piece.shape, offsets, shape)
+            else {
+                continue;
+            };
+            let rank = self.ranks.get(&piece.file).copied().unwrap_or(usize::MAX);
+            let shard = self
+                .shards
+                .get(rank)
+                .ok_or_else(|| self.corrupt(name, "a piece names no shard"))?;
+            // The whole piece, so that its checksum is checked.
+            let src = shard.read(name)?;
+            copy_box(
+                elem,
+                (
+                    &src,
+                    Region {
+                        off: &piece.offsets,
+                        shape: &piece.shape,
+                    },
+                ),
+                (&mut out, dst),
+                Region {
+                    off: &r_off,
+                    shape: &r_shape,
+                },
+            );
+        }
+        HostTensor::new(dtype, shape.to_vec(), out)
+    }
+
+    /// Writes one plain checkpoint file holding every global tensor, as `name` in
+    /// `storage`: tensors are assembled one at a time while the file is written, so memory
+    /// holds at most one global tensor (and one piece).
+    ///
+    /// # Errors
+    ///
+    /// As [`ShardedCheckpoint::read`], and the store's errors.
+    pub fn consolidate(&self, storage: &dyn Storage, name: &str) -> Result<SaveReport, Error> {
+        let mut tensors = Vec::with_capacity(self.tensors().len());
+        for (tensor, t) in self.tensors() {
+            tensors.push(NamedTensor::new(
+                tensor.clone(),
+                Lazy {
+                    checkpoint: self,
+                    name: tensor,
+                    dtype: self.dtype_of(tensor, t)?,
+                    shape: &t.global_shape,
+                },
+            ));
+        }
+        let mut info = self.index.model_checkpoint.metadata.clone();
+        info.remove(super::save::KEY_SHARD);
+        store::save_to(
+            storage,
+            name,
+            Kind::Weights,
+            &tensors,
+            &info,
+            &SaveOptions::default(),
+        )
+    }
+}
+
+/// A global tensor read only when the writer asks for its bytes.
+struct Lazy<'a> {
+    checkpoint: &'a ShardedCheckpoint,
+    name: &'a str,
+    dtype: Dtype,
+    shape: &'a [usize],
+}
+
+impl TensorData for Lazy<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> Cow<'_, [usize]> {
+        Cow::Borrowed(self.shape)
+    }
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let tensor = self
+            .checkpoint
+            .read(self.name)
+            .map_err(std::io::Error::other)?;
+        sink(tensor.data())
+    }
+}
+
+/// The newest committed sharded checkpoint among the sub-folders of `root`: by the epoch
+/// and step in their indexes, then by name; folders without an index (interrupted saves)
+/// and ones that do not open are skipped, the latter with a warning.
+///
+/// # Errors
+///
+/// [`Error::NoCheckpoint`] when there is none.
+pub fn latest_sharded(storage: &dyn Storage, root: &str) -> Result<String, Error> {
+    let listed = storage.list(root, 1)?;
+    let mut found: Vec<((u64, u64), String)> = Vec::new();
+    for object in listed {
+        let Some(dir) = object.name.strip_suffix(&format!("/{INDEX_FILE}")) else {
+            continue;
+        };
+        match ShardedCheckpoint::open(storage, dir) {
+            Ok(c) => {
+                let meta = &c.index().model_checkpoint.metadata;
+                let number = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                found.push(((number("epoch"), number("global_step")), dir.to_owned()));
+            }
+            Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
+        }
+    }
+    found.sort();
+    found
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or_else(|| Error::NoCheckpoint { dir: root.into() })
+}

@@ -1,0 +1,28 @@
+//! Sharded checkpoints: one checkpoint saved by many processes, loaded by any number.
+//!
+//! A sharded checkpoint is a folder (or prefix) of per-rank shard files, each a plain,
+//! verified file of this project's format (`shard-00001-of-00004.safetensors`), and an index
+//! written last by rank 0, `model.safetensors.index.json` (see `docs/FORMAT.md`). A
+//! replicated tensor is written once, by the rank [`owners`] picks the same way on every
+//! rank; a sliced tensor records its global shape and its slice's offsets. The commit needs
+//! no coordinator service: ranks write their shards, and rank 0 creates the index with
+//! put-if-absent once every shard of this save is there and verifies ([`commit`]), through
+//! [`crate::store::Storage`], so a shared folder and a bucket work alike.
+//!
+//! - `ranks.rs`: which process this is (torchrun, SLURM, OpenMPI, or explicit).
+//! - `index.rs`: the index, its checks, and the geometry of pieces.
+//! - `save.rs`: a rank's shard, the owners of replicated tensors, the commit.
+//! - `load.rs`: opening, assembling a tensor or a rank's box of it, consolidating, latest.
+
+mod index;
+mod load;
+mod ranks;
+mod save;
+
+pub use index::{shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice, INDEX_FILE};
+pub use load::{latest_sharded, ShardedCheckpoint};
+pub use ranks::{Ranks, MAX_WORLD_SIZE};
+pub use save::{
+    commit, gather, owners, save_shard, wait_for_index, CommitOptions, PendingIndex, ShardTensor,
+    KEY_SHARD,
+};

@@ -1,0 +1,341 @@
+//! Saving a sharded checkpoint: each rank writes its shard (a plain, verified file of this
+//! project's format) into the checkpoint's folder; then the coordinator (rank 0) waits until
+//! every shard of this save is there and its header verifies, and creates the index with
+//! put-if-absent. No index, no checkpoint: a rank that dies before its shard, or the
+//! coordinator before the index, leaves a folder that readers treat as an interrupted save.
+//! All of it goes through [`Storage`], so a shared folder and a bucket work alike.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::index::{
+    shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice, INDEX_FILE,
+    SHARDED_FORMAT_VERSION,
+};
+use super::ranks::Ranks;
+use crate::model::NamedTensor;
+use crate::store::{self, CheckpointFile, Kind, SaveOptions, SaveReport, Storage, Verify};
+use crate::Error;
+
+/// The metadata key of a shard's own description (rank, world size, save id, slices).
+pub const KEY_SHARD: &str = "shard";
+
+/// One tensor a rank saves: whole (a replicated tensor this rank owns, see [`owners`]), or
+/// a slice of a larger one.
+pub struct ShardTensor<'a> {
+    /// The tensor (its name is the global tensor's name).
+    pub tensor: NamedTensor<'a>,
+    /// Where it lies in the global tensor; `None` for a whole tensor.
+    pub slice: Option<Slice>,
+}
+
+/// What a shard says about itself (in its metadata under [`KEY_SHARD`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ShardInfo {
+    pub rank: usize,
+    pub world_size: usize,
+    pub save_id: String,
+    #[serde(default)]
+    pub slices: BTreeMap<String, Slice>,
+}
+
+/// Which rank writes each replicated tensor, computed the same way on every rank without
+/// talking: in name order, each tensor goes to the rank with the fewest bytes so far (ties to
+/// the lowest rank), as PyTorch DCP balances. `sizes` are (name, bytes); returns the rank of
+/// each, in the order given.
+pub fn owners(sizes: &[(&str, usize)], world_size: usize) -> Vec<usize> {
+    let world = world_size.max(1);
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| sizes[a].0.cmp(sizes[b].0));
+    let mut load = vec![0usize; world];
+    let mut owner = vec![0usize; sizes.len()];
+    for i in order {
+        let rank = (0..world).min_by_key(|&r| (load[r], r)).unwrap_or(0);
+        load[rank] = load[rank].saturating_add(sizes[i].1);
+        owner[i] = rank;
+    }
+    owner
+}
+
+/// The name of `file` in folder `dir`.
+pub(crate) fn join(dir: &str, file: &str) -> String {
+    format!("{}/{file}", dir.trim_end_matches('/'))
+}
+
+/// Writes this rank's shard of the save `save_id` into folder `dir` of `storage` (making
+/// the folder), with `info` as extra metadata; returns what was written. Per-rank state
+/// (a generator, a data cursor) goes in `tensors` or `info` like any other.
+///
+/// # Errors
+///
+/// A slice whose shape does not fit its global shape; the store's errors.
+pub fn save_shard(
+    storage: &dyn Storage,
+    dir: &str,
+    ranks: Ranks,
+    save_id: &str,
+    kind: Kind,
+    tensors: Vec<ShardTensor<'_>>,
+    info: &BTreeMap<String, String>,
+) -> Result<SaveReport, Error> {
+    let mut slices = BTreeMap::new();
+    for t in &tensors {
+        if let Some(slice) = &t.slice {
+            let shape = t.tensor.data.shape();
+            let fits = slice.global_shape.len() == shape.len()
+                && slice.offsets.len() == shape.len()
+                && (0..shape.len()).all(|d| {
+                    slice.offsets[d]
+                        .checked_add(shape[d])
+                        .is_some_and(|end| end <= slice.global_shape[d])
+                });
+            if !fits {
+                return Err(Error::TensorName {
+                    name: t.tensor.name.clone(),
+                    reason: "its slice does not fit inside its global shape",
+                });
+            }
+            slices.insert(t.tensor.name.clone(), slice.clone());
+        }
+    }
+    let shard = ShardInfo {
+        rank: ranks.rank,
+        world_size: ranks.world_size,
+        save_id: save_id.to_owned(),
+        slices,
+    };
+    let mut info = info.clone();
+    info.insert(
+        KEY_SHARD.to_owned(),
+        serde_json::to_string(&shard).map_err(|e| Error::Corrupt {
+            path: dir.into(),
+            reason: format!("the shard description cannot be written: {e}"),
+        })?,
+    );
+    storage.prepare_dir(dir)?;
+    let named: Vec<NamedTensor<'_>> = tensors.into_iter().map(|t| t.tensor).collect();
+    store::save_to(
+        storage,
+        &join(dir, &shard_file(ranks.rank, ranks.world_size)),
+        kind,
+        &named,
+        &info,
+        &SaveOptions::default(),
+    )
+}
+
+/// Opens the shard of `rank` in `dir` and checks that it belongs to the save `save_id`.
+pub(crate) fn open_shard(
+    storage: &dyn Storage,
+    dir: &str,
+    rank: usize,
+    world_size: usize,
+    save_id: Option<&str>,
+) -> Result<(CheckpointFile, ShardInfo), Error> {
+    let name = join(dir, &shard_file(rank, world_size));
+    let file = CheckpointFile::open_in(storage, &name, Verify::HeaderOnly)?;
+    let bad = |reason: String| Error::Corrupt {
+        path: name.clone().into(),
+        reason,
+    };
+    let text = file
+        .info()
+        .get(KEY_SHARD)
+        .ok_or_else(|| bad("it is not a shard: no shard description".to_owned()))?;
+    let info: ShardInfo = serde_json::from_str(text)
+        .map_err(|e| bad(format!("its shard description is malformed: {e}")))?;
+    if info.rank != rank || info.world_size != world_size {
+        return Err(bad(format!(
+            "it says it is rank {} of {}",
+            info.rank, info.world_size
+        )));
+    }
+    if save_id.is_some_and(|id| id != info.save_id) {
+        return Err(bad("it belongs to another save".to_owned()));
+    }
+    Ok((file, info))
+}
+
+/// How long the coordinator waits for the shards, and how often it looks.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitOptions {
+    /// Give up after this long (an error; no index is written).
+    pub timeout: Duration,
+    /// The first pause between looks; it doubles up to a second.
+    pub poll: Duration,
+}
+
+impl Default for CommitOptions {
+    fn default() -> Self {
+        CommitOptions {
+            timeout: Duration::from_secs(600),
+            poll: Duration::from_millis(10),
+        }
+    }
+}
+
+/// The coordinator's half of a save: [`gather`], then [`PendingIndex::publish`]. Only
+/// rank 0 calls it. Returns the index.
+///
+/// # Errors
+///
+/// As [`gather`] and [`PendingIndex::publish`].
+pub fn commit(
+    storage: &dyn Storage,
+    dir: &str,
+    world_size: usize,
+    save_id: &str,
+    metadata: &BTreeMap<String, String>,
+    options: CommitOptions,
+) -> Result<Index, Error> {
+    gather(storage, dir, world_size, save_id, metadata, options)?.publish(storage)
+}
+
+/// An index ready to be published: every shard was found and verified.
+#[derive(Debug)]
+pub struct PendingIndex {
+    name: String,
+    text: Vec<u8>,
+    index: Index,
+}
+
+impl PendingIndex {
+    /// Creates the index if the folder has none: from now on the checkpoint exists.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyExists`] when the folder already has an index (another coordinator
+    /// won); the storage's errors.
+    pub fn publish(self, storage: &dyn Storage) -> Result<Index, Error> {
+        if !storage.put_if_absent(&self.name, &self.text)? {
+            return Err(Error::AlreadyExists { name: self.name });
+        }
+        Ok(self.index)
+    }
+}
+
+/// Waits until every rank's shard of `save_id` is in `dir` and its header verifies, and
+/// makes the index (with `metadata` in this project's section: epoch, step, the global
+/// training state), checked as a reader will check it.
+///
+/// # Errors
+///
+/// A timeout ([`Error::Io`], `TimedOut`) naming the shard still missing; a shard of another
+/// world size ([`Error::Corrupt`]).
+pub fn gather(
+    storage: &dyn Storage,
+    dir: &str,
+    world_size: usize,
+    save_id: &str,
+    metadata: &BTreeMap<String, String>,
+    options: CommitOptions,
+) -> Result<PendingIndex, Error> {
+    let started = Instant::now();
+    let mut pause = options.poll;
+    let mut shards = Vec::with_capacity(world_size);
+    let mut tensors: BTreeMap<String, GlobalTensor> = BTreeMap::new();
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0u64;
+    for rank in 0..world_size {
+        let (file, info) = loop {
+            match open_shard(storage, dir, rank, world_size, Some(save_id)) {
+                Ok(found) => break found,
+                // Not there yet, or still another save's (being replaced): look again.
+                Err(e) if started.elapsed() < options.timeout => {
+                    log::debug!(target: "model_checkpoint", "waiting for shard {rank}: {e}");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        action: "wait for the shards of",
+                        path: dir.into(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!(
+                                "shard {rank} of {world_size} is not there after {:?}: {e}",
+                                options.timeout
+                            ),
+                        ),
+                    })
+                }
+            }
+        };
+        let file_name = shard_file(rank, world_size);
+        for t in file.tensors() {
+            total = total.saturating_add(t.len as u64);
+            let (offsets, global_shape) = match info.slices.get(t.name) {
+                Some(s) => (s.offsets.clone(), s.global_shape.clone()),
+                None => (vec![0; t.shape.len()], t.shape.to_vec()),
+            };
+            let entry = tensors
+                .entry(t.name.to_owned())
+                .or_insert_with(|| GlobalTensor {
+                    dtype: format!("{:?}", t.dtype),
+                    global_shape: global_shape.clone(),
+                    pieces: Vec::new(),
+                });
+            entry.pieces.push(Piece {
+                file: file_name.clone(),
+                offsets: offsets.clone(),
+                shape: t.shape.to_vec(),
+            });
+            if offsets.iter().all(|&o| o == 0) {
+                weight_map.insert(t.name.to_owned(), file_name.clone());
+            }
+        }
+        let digest: String = file
+            .header_digest()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        shards.push(ShardEntry {
+            file: file_name,
+            bytes: file.len(),
+            header_sha256: digest,
+        });
+    }
+    let index = Index {
+        metadata: BTreeMap::from([("total_size".to_owned(), serde_json::json!(total))]),
+        weight_map,
+        model_checkpoint: Sharded {
+            format_version: SHARDED_FORMAT_VERSION,
+            world_size,
+            save_id: save_id.to_owned(),
+            shards,
+            tensors,
+            metadata: metadata.clone(),
+        },
+    };
+    let name = join(dir, INDEX_FILE);
+    let text = serde_json::to_vec_pretty(&index).map_err(|e| Error::Corrupt {
+        path: name.clone().into(),
+        reason: format!("the index cannot be written: {e}"),
+    })?;
+    // Checked as a reader will check it: pieces that do not tile a tensor are an error now,
+    // not at the first load.
+    Index::parse(&name, &text)?;
+    Ok(PendingIndex { name, text, index })
+}
+
+/// Waits until folder `dir` has its index (what ranks other than 0 do before they go on),
+/// up to `timeout`; returns whether it appeared.
+///
+/// # Errors
+///
+/// The storage's errors.
+pub fn wait_for_index(storage: &dyn Storage, dir: &str, timeout: Duration) -> Result<bool, Error> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(10);
+    let name = join(dir, INDEX_FILE);
+    loop {
+        if storage.exists(&name)? {
+            return Ok(true);
+        }
+        if started.elapsed() >= timeout {
+            return Ok(false);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}

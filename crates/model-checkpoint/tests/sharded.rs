@@ -1,0 +1,203 @@
+//! Sharded checkpoints saved by 2 and 4 real processes into a folder: loading into 1, 2 and
+//! 4 processes' boxes, per-rank state, consolidation, Python reading the shards through the
+//! index, racing coordinators, and SIGKILL at every stage of a save (30 kills).
+
+mod sharded_cases;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use model_checkpoint::sharded::{self, CommitOptions, ShardedCheckpoint};
+use model_checkpoint::store::{CheckpointFile, LocalFolder, Verify};
+use sharded_cases::{check_after_kill, check_loads, global, kill_at, spawn, STAGES};
+
+const CHILD: &str = "sharded_child";
+
+#[test]
+#[ignore = "helper: the sharded tests run it as a child process"]
+fn sharded_child() {
+    sharded_cases::child_main(&LocalFolder::default());
+}
+
+fn save(dir: &str, world: usize, seed: u64) {
+    for mut child in spawn(CHILD, &[], world, dir, seed, None) {
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "a rank failed saving {dir}");
+    }
+}
+
+#[test]
+fn two_and_four_processes_save_and_any_number_load() {
+    let root = tempfile::tempdir().expect("tempdir");
+    for world in [2, 4] {
+        let dir = root.path().join(format!("w{world}"));
+        let dir = dir.to_string_lossy();
+        save(&dir, world, world as u64);
+        check_loads(&LocalFolder::default(), &dir, world as u64);
+        let checkpoint = ShardedCheckpoint::open(&LocalFolder::default(), &dir).expect("open");
+        assert_eq!(checkpoint.world_size(), world);
+        // Hugging Face's weight_map names every tensor.
+        assert_eq!(
+            checkpoint.index().weight_map.len(),
+            global(0).len() + world,
+            "{:?}",
+            checkpoint.index().weight_map
+        );
+        // Consolidated into one plain file, holding every global tensor.
+        let out = root.path().join(format!("w{world}.safetensors"));
+        checkpoint
+            .consolidate(&LocalFolder::default(), &out.to_string_lossy())
+            .expect("consolidate");
+        let file = CheckpointFile::open(&out, Verify::Full).expect("verifies");
+        for (name, _, shape, bytes) in global(world as u64) {
+            assert_eq!(file.read(&name).expect("tensor"), bytes, "{name}");
+            assert_eq!(file.tensor(&name).expect("tensor").shape, shape.as_slice());
+        }
+    }
+}
+
+#[test]
+fn of_two_racing_coordinators_one_publishes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("race").to_string_lossy().into_owned();
+    save(&dir, 2, 7);
+    // The children's coordinator already published; two more race to publish again.
+    let storage = LocalFolder::default();
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    sharded::commit(
+                        &storage,
+                        &dir,
+                        2,
+                        "save-7",
+                        &BTreeMap::new(),
+                        CommitOptions::default(),
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for r in results {
+        assert!(
+            matches!(r, Err(model_checkpoint::Error::AlreadyExists { .. })),
+            "{r:?}"
+        );
+    }
+    // A shard of another save is never gathered.
+    let err = sharded::gather(
+        &storage,
+        &dir,
+        2,
+        "another-save",
+        &BTreeMap::new(),
+        CommitOptions {
+            timeout: std::time::Duration::from_millis(200),
+            ..CommitOptions::default()
+        },
+    )
+    .expect_err("another save");
+    assert!(err.to_string().contains("another save"), "{err}");
+}
+
+#[test]
+fn sigkill_at_every_stage_never_commits_a_bad_index() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_name = root.path().to_string_lossy().into_owned();
+    let storage = LocalFolder::default();
+    save(&format!("{root_name}/step-000"), 2, 0);
+    let kills: usize = std::env::var("CKPT_SHARD_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(30);
+    let mut reached = 0;
+    for i in 1..=kills {
+        let world = [2, 4][i % 2];
+        let stage = STAGES[i % 3];
+        // Only the coordinator reaches the last stage.
+        let rank = if stage == "before-index" {
+            0
+        } else {
+            (i / 3) % world
+        };
+        let dir = format!("{root_name}/step-{i:03}");
+        let env = [(sharded_cases::TIMEOUT_MS, "800".to_owned())];
+        let mut children = spawn(CHILD, &env, world, &dir, i as u64, Some((rank, stage)));
+        if kill_at(&mut children[rank], stage) {
+            reached += 1;
+        }
+        for child in &mut children {
+            let _ = child.wait();
+        }
+        let latest = check_after_kill(&storage, &root_name);
+        if stage == "after-shard" && rank != 0 {
+            // Its shard was in place: the coordinator committed without it running.
+            assert_eq!(latest, dir, "kill {i}: {stage} of rank {rank}");
+        } else {
+            // No index: the killed save is not a checkpoint, and latest is an earlier one.
+            assert_ne!(latest, dir, "kill {i}: {stage} of rank {rank}");
+        }
+    }
+    assert_eq!(reached, kills, "every kill landed at its stage");
+    println!("{kills} kills at {STAGES:?}: no bad index, latest always complete");
+}
+
+#[test]
+fn python_reassembles_every_global_tensor_from_the_index() {
+    let python = std::env::var("CKPT_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import safetensors, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{python} lacks safetensors/numpy in CI"
+        );
+        println!("skipped: {python} cannot import safetensors and numpy");
+        return;
+    }
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("ck").to_string_lossy().into_owned();
+    save(&dir, 4, 11);
+    // Only the index and safetensors: each piece put where the index says.
+    let script = r#"
+import json, sys
+import numpy as np
+from safetensors.numpy import load_file
+d = sys.argv[1]
+index = json.load(open(f"{d}/model.safetensors.index.json"))
+files = {}
+out = {}
+for name, t in index["model_checkpoint"]["tensors"].items():
+    whole = None
+    for p in t["pieces"]:
+        f = files.setdefault(p["file"], load_file(f"{d}/{p['file']}"))
+        piece = f[name]
+        if whole is None:
+            whole = np.zeros(t["global_shape"], dtype=piece.dtype)
+        box = tuple(slice(o, o + n) for o, n in zip(p["offsets"], p["shape"]))
+        whole[box] = piece
+    out[name] = whole.tobytes().hex()
+print(json.dumps(out))
+"#;
+    let run = Command::new(&python)
+        .args(["-c", script, &dir])
+        .output()
+        .expect("python");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let seen: BTreeMap<String, String> = serde_json::from_slice(&run.stdout).expect("json");
+    for (name, _, _, bytes) in global(11) {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(seen.get(&name), Some(&hex), "{name}");
+    }
+}
