@@ -126,11 +126,41 @@ fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
     if !folder.is_folder()? {
         return Err(format!("{} is not a folder", dir.display()).into());
     }
-    Ok(folder
+    let mut list: Vec<Entry> = folder
         .listed()?
         .into_iter()
         .map(|l| entry(&folder, l))
-        .collect())
+        .collect();
+    // Sharded checkpoints one level down, each one row; a folder of shards without its
+    // index is an interrupted save, never a checkpoint.
+    for (sub, committed) in crate::sharded::folders_in(&*folder.storage, &folder.name)? {
+        let row = if committed {
+            let s = crate::sharded::summarize(&*folder.storage, &sub);
+            Entry {
+                path: PathBuf::from(&sub),
+                kind: Some(s.kind),
+                meta: s.meta,
+                size: s.bytes,
+                verified: s.verified,
+            }
+        } else {
+            Entry {
+                path: PathBuf::from(&sub),
+                kind: Some("sharded".to_owned()),
+                meta: Meta::default(),
+                size: 0,
+                verified: Err("interrupted save: no index, not a checkpoint".to_owned()),
+            }
+        };
+        list.push(row);
+    }
+    // Training order, as `Location::listed` orders files: unreadable first, then by the
+    // epoch and step inside, then by name.
+    list.sort_by(|a, b| {
+        let key = |e: &Entry| (e.kind.is_some(), e.meta.position());
+        key(a).cmp(&key(b)).then_with(|| a.path.cmp(&b.path))
+    });
+    Ok(list)
 }
 
 fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {

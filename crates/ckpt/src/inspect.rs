@@ -48,6 +48,9 @@ fn shape_text(shape: &[usize]) -> String {
 
 pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
     let location = Location::of(&args.file)?;
+    if crate::sharded::is_sharded(&*location.storage, &location.name) {
+        return crate::sharded::show(&*location.storage, &location.name);
+    }
     if location.is_folder()? && !location.is_remote() {
         return Err(format!(
             "{} is a folder: give one checkpoint file (ckpt ls {} lists them)",
@@ -159,6 +162,16 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let (mut good, mut bad) = (0usize, 0usize);
     for path in &args.paths {
         let location = Location::of(path)?;
+        if crate::sharded::is_sharded(&*location.storage, &location.name) {
+            let (ok, line) = crate::sharded::verify_line(&*location.storage, &location.name);
+            if ok {
+                good += 1;
+            } else {
+                bad += 1;
+            }
+            out!("{line}");
+            continue;
+        }
         for file in files_of(&location, path)? {
             // The metadata ModelCheckpoint writes is checked too (counters, logs).
             let opened = location.open_other(&file, Verify::Full).and_then(|f| {

@@ -21,6 +21,7 @@ mod diff;
 mod folder;
 mod inspect;
 mod location;
+mod sharded;
 mod train;
 
 use std::io::Write;
@@ -63,6 +64,7 @@ enum Command {
     Ls(folder::LsArgs),
     Best(folder::BestArgs),
     Unlock(folder::UnlockArgs),
+    Consolidate(sharded::ConsolidateArgs),
     Diff(diff::DiffArgs),
     Bench(bench::BenchArgs),
 }
@@ -164,6 +166,7 @@ fn main() -> ExitCode {
         Command::Ls(args) => folder::ls(args),
         Command::Best(args) => folder::best(args),
         Command::Unlock(args) => folder::unlock(args),
+        Command::Consolidate(args) => sharded::consolidate(args),
         Command::Diff(args) => diff::diff(args),
         Command::Bench(args) => bench::run(args),
     };

@@ -1,0 +1,144 @@
+//! Sharded checkpoints on the command line: `ckpt consolidate`, and what `ls`, `verify` and
+//! `show` see of a folder of shards with its index (or without it: an interrupted save).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use model_checkpoint::sharded::{ShardedCheckpoint, INDEX_FILE};
+use model_checkpoint::store::{Meta, Storage};
+
+use crate::location::Location;
+use crate::Failure;
+
+/// Write one plain checkpoint file holding every global tensor of a sharded checkpoint.
+///
+/// Tensors are assembled one at a time while the file is written, so memory holds at most
+/// one global tensor; every piece's checksum is checked on the way.
+///
+/// Examples:
+///   ckpt consolidate ck/step-000450 model.safetensors
+///   ckpt consolidate s3://bucket/run/step-000450 model.safetensors
+#[derive(Args, Debug)]
+pub(crate) struct ConsolidateArgs {
+    /// The sharded checkpoint's folder (or s3:// prefix).
+    dir: PathBuf,
+    /// The file to write (or s3:// object).
+    out: PathBuf,
+}
+
+pub(crate) fn consolidate(args: ConsolidateArgs) -> Result<(), Failure> {
+    let from = Location::of(&args.dir)?;
+    let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
+    let to = Location::of(&args.out)?;
+    let report = checkpoint.consolidate(&*to.storage, &to.name)?;
+    out!(
+        "wrote {} ({} tensors from {} shards, {} bytes)",
+        args.out.display(),
+        checkpoint.tensors().len(),
+        checkpoint.world_size(),
+        report.bytes
+    );
+    Ok(())
+}
+
+/// Whether folder `dir` of `storage` is a sharded checkpoint (it has an index).
+pub(crate) fn is_sharded(storage: &dyn Storage, dir: &str) -> bool {
+    storage
+        .exists(&format!("{}/{INDEX_FILE}", dir.trim_end_matches('/')))
+        .unwrap_or(false)
+}
+
+/// What a listing says of a sharded checkpoint: kind, metadata, bytes, whether every shard
+/// verifies completely.
+pub(crate) struct Summary {
+    pub kind: String,
+    pub meta: Meta,
+    pub bytes: u64,
+    pub verified: Result<(), String>,
+}
+
+/// Opens and fully verifies the sharded checkpoint in `dir`.
+pub(crate) fn summarize(storage: &dyn Storage, dir: &str) -> Summary {
+    let checkpoint = match ShardedCheckpoint::open(storage, dir) {
+        Ok(c) => c,
+        Err(e) => {
+            return Summary {
+                kind: "sharded".to_owned(),
+                meta: Meta::default(),
+                bytes: 0,
+                verified: Err(e.to_string()),
+            }
+        }
+    };
+    let s = &checkpoint.index().model_checkpoint;
+    let bytes = s.shards.iter().map(|sh| sh.bytes).sum();
+    let verified = (0..checkpoint.world_size()).try_for_each(|rank| {
+        checkpoint
+            .shard(rank)
+            .map_or(Err("a shard is missing".to_owned()), |f| {
+                f.verify_tensors().map_err(|e| e.to_string())
+            })
+    });
+    Summary {
+        kind: format!("sharded ({} ranks)", s.world_size),
+        meta: Meta::from_info(&s.metadata).unwrap_or_default(),
+        bytes,
+        verified,
+    }
+}
+
+/// The sharded checkpoints (folders with an index) and interrupted sharded saves (folders
+/// with shards and no index) one level below `dir`.
+pub(crate) fn folders_in(storage: &dyn Storage, dir: &str) -> Result<Vec<(String, bool)>, Failure> {
+    let mut found: std::collections::BTreeMap<String, bool> = Default::default();
+    for object in storage.list(dir, 1)? {
+        let Some((folder, file)) = object.name.rsplit_once('/') else {
+            continue;
+        };
+        if Path::new(folder) == Path::new(dir.trim_end_matches('/')) {
+            continue;
+        }
+        if file == INDEX_FILE {
+            found.insert(folder.to_owned(), true);
+        } else if file.starts_with("shard-") && file.ends_with(".safetensors") {
+            found.entry(folder.to_owned()).or_insert(false);
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// `ckpt verify` of a sharded checkpoint: one line; whether it verified.
+pub(crate) fn verify_line(storage: &dyn Storage, dir: &str) -> (bool, String) {
+    let summary = summarize(storage, dir);
+    match summary.verified {
+        Ok(()) => (
+            true,
+            format!("ok      {dir} ({}, {} bytes)", summary.kind, summary.bytes),
+        ),
+        Err(e) => (false, format!("BAD     {dir}: {e}")),
+    }
+}
+
+/// `ckpt show` of a sharded checkpoint.
+pub(crate) fn show(storage: &dyn Storage, dir: &str) -> Result<(), Failure> {
+    let checkpoint = ShardedCheckpoint::open(storage, dir)?;
+    let s = &checkpoint.index().model_checkpoint;
+    out!("sharded checkpoint: {dir}");
+    out!("  world size: {}", s.world_size);
+    out!("  save id: {}", crate::shorten(&s.save_id, 100));
+    for (k, v) in &s.metadata {
+        out!("  {}: {}", crate::shorten(k, 100), crate::shorten(v, 200));
+    }
+    out!("tensors ({}):", s.tensors.len());
+    for (name, t) in &s.tensors {
+        out!(
+            "  {}  {}  {:?}  {} piece(s)",
+            crate::shorten(name, 120),
+            t.dtype,
+            t.global_shape,
+            t.pieces.len()
+        );
+    }
+    let summary = summarize(storage, dir);
+    summary.verified.map_err(Failure::verify)
+}
