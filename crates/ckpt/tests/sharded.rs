@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use common::{ckpt, text};
 use model_checkpoint::sharded::{self, CommitOptions, Ranks, ShardTensor, Slice};
 use model_checkpoint::store::{CheckpointFile, Kind, LocalFolder, Verify};
-use model_checkpoint::{HostTensor, NamedTensor};
+use model_checkpoint::{HostTensor, NamedTensor, Placement};
 
 /// A 2-rank checkpoint of a [4, 3] tensor sliced by rows and a replicated [3] one, saved
 /// in-process (the multi-process tests are in model-checkpoint/tests/sharded.rs).
@@ -20,7 +20,7 @@ fn save(dir: &str, epoch: u64, commit: bool) {
         let rows = &global[rank * 6..rank * 6 + 6];
         let mut tensors = vec![ShardTensor {
             tensor: NamedTensor::new("w", HostTensor::from_f32(vec![2, 3], rows)),
-            slice: Some(Slice {
+            placement: Placement::Sliced(Slice {
                 global_shape: vec![4, 3],
                 offsets: vec![rank * 2, 0],
             }),
@@ -28,7 +28,7 @@ fn save(dir: &str, epoch: u64, commit: bool) {
         if rank == 0 {
             tensors.push(ShardTensor {
                 tensor: NamedTensor::new("b", HostTensor::from_f32(vec![3], &[1.0, 2.0, 3.0])),
-                slice: None,
+                placement: Placement::Replicated,
             });
         }
         let ranks = Ranks::new(rank, 2).expect("ranks");

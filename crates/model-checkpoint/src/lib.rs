@@ -88,7 +88,7 @@ pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, ModelCheckpoint};
 pub use error::Error;
 pub use logs::{Logs, Value};
 pub use model::{
-    byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, SharedTensor,
-    TensorData, TrainingState,
+    byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, Placement,
+    SharedTensor, Slice, TensorData, TrainingState,
 };
 pub use policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};

@@ -178,6 +178,27 @@ impl TensorData for HostTensorRef<'_> {
     }
 }
 
+/// Where a piece of a tensor lies in the global tensor it is a slice of.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Slice {
+    /// The whole tensor's shape.
+    pub global_shape: Vec<usize>,
+    /// Where the piece starts, per dimension.
+    pub offsets: Vec<usize>,
+}
+
+/// How a tensor of one process relates to the model spread over all of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The same on every process: saved once, by the rank `sharded::owners` picks.
+    Replicated,
+    /// This process's slice of a larger tensor.
+    Sliced(Slice),
+    /// This process's own (a generator, a data cursor): saved by every rank in its shard,
+    /// under a name it shares with the other ranks.
+    PerRank,
+}
+
 /// A tensor and its name in the checkpoint.
 pub struct NamedTensor<'a> {
     /// The name, as the model names the variable (`fc1.weight`).
@@ -282,5 +303,13 @@ pub trait Checkpointable {
             what: "a training state",
             method: "restore_training_state",
         })
+    }
+
+    /// Where this process's tensors lie in a model spread over several processes, for
+    /// sharded saves ([`crate::ModelCheckpoint::sharded`]): tensor name (training tensors
+    /// by their names here, without the checkpoint's prefix) to its [`Placement`]. A tensor
+    /// not named is [`Placement::Replicated`]. Default: none, every tensor replicated.
+    fn shard_layout(&self) -> std::collections::BTreeMap<String, Placement> {
+        std::collections::BTreeMap::new()
     }
 }

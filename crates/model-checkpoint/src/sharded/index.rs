@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::ranks::MAX_WORLD_SIZE;
+pub use crate::model::Slice;
 use crate::Error;
 
 /// The index's name in a sharded checkpoint's folder.
@@ -21,15 +22,6 @@ pub const SHARDED_FORMAT_VERSION: u32 = 1;
 /// The shard file rank `rank` of `world_size` writes.
 pub fn shard_file(rank: usize, world_size: usize) -> String {
     format!("shard-{rank:05}-of-{world_size:05}.safetensors")
-}
-
-/// Where a piece of a tensor lies in its global shape.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Slice {
-    /// The whole tensor's shape.
-    pub global_shape: Vec<usize>,
-    /// Where the piece starts, per dimension.
-    pub offsets: Vec<usize>,
 }
 
 /// One piece of a tensor, in one shard.

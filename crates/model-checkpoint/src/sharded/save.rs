@@ -13,20 +13,20 @@ use super::index::{
     SHARDED_FORMAT_VERSION,
 };
 use super::ranks::Ranks;
-use crate::model::NamedTensor;
+use crate::model::{NamedTensor, Placement};
 use crate::store::{self, CheckpointFile, Kind, SaveOptions, SaveReport, Storage, Verify};
 use crate::Error;
 
 /// The metadata key of a shard's own description (rank, world size, save id, slices).
 pub const KEY_SHARD: &str = "shard";
 
-/// One tensor a rank saves: whole (a replicated tensor this rank owns, see [`owners`]), or
-/// a slice of a larger one.
+/// One tensor a rank saves: a replicated tensor this rank owns (see [`owners`]), a slice of
+/// a larger one, or this rank's own state.
 pub struct ShardTensor<'a> {
     /// The tensor (its name is the global tensor's name).
     pub tensor: NamedTensor<'a>,
-    /// Where it lies in the global tensor; `None` for a whole tensor.
-    pub slice: Option<Slice>,
+    /// How it relates to the global model.
+    pub placement: Placement,
 }
 
 /// What a shard says about itself (in its metadata under [`KEY_SHARD`]).
@@ -37,6 +37,9 @@ pub(crate) struct ShardInfo {
     pub save_id: String,
     #[serde(default)]
     pub slices: BTreeMap<String, Slice>,
+    /// The names of this rank's own state (not parts of global tensors).
+    #[serde(default)]
+    pub per_rank: Vec<String>,
 }
 
 /// Which rank writes each replicated tensor, computed the same way on every rank without
@@ -79,8 +82,12 @@ pub fn save_shard(
     info: &BTreeMap<String, String>,
 ) -> Result<SaveReport, Error> {
     let mut slices = BTreeMap::new();
+    let mut per_rank = Vec::new();
     for t in &tensors {
-        if let Some(slice) = &t.slice {
+        if t.placement == Placement::PerRank {
+            per_rank.push(t.tensor.name.clone());
+        }
+        if let Placement::Sliced(slice) = &t.placement {
             let shape = t.tensor.data.shape();
             let fits = slice.global_shape.len() == shape.len()
                 && slice.offsets.len() == shape.len()
@@ -103,6 +110,7 @@ pub fn save_shard(
         world_size: ranks.world_size,
         save_id: save_id.to_owned(),
         slices,
+        per_rank,
     };
     let mut info = info.clone();
     info.insert(
@@ -264,6 +272,10 @@ pub fn gather(
         let file_name = shard_file(rank, world_size);
         for t in file.tensors() {
             total = total.saturating_add(t.len as u64);
+            if info.per_rank.iter().any(|n| n == t.name) {
+                // Read from its rank's shard on resume; not a part of the global model.
+                continue;
+            }
             let (offsets, global_shape) = match info.slices.get(t.name) {
                 Some(s) => (s.offsets.clone(), s.global_shape.clone()),
                 None => (vec![0; t.shape.len()], t.shape.to_vec()),

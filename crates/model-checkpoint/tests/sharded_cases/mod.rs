@@ -13,7 +13,7 @@ use model_checkpoint::sharded::{
     ShardedCheckpoint, Slice,
 };
 use model_checkpoint::store::{Kind, Storage};
-use model_checkpoint::{Dtype, HostTensor, NamedTensor};
+use model_checkpoint::{Dtype, HostTensor, NamedTensor, Placement};
 
 /// The child's settings, passed in its environment.
 pub const DIR: &str = "CKPT_SHARD_DIR";
@@ -133,7 +133,7 @@ pub fn child_main(storage: &dyn Storage) {
                     name.clone(),
                     HostTensor::new(*dtype, part, data).expect("tensor"),
                 ),
-                slice: Some(Slice {
+                placement: Placement::Sliced(Slice {
                     global_shape: shape.clone(),
                     offsets,
                 }),
@@ -148,18 +148,19 @@ pub fn child_main(storage: &dyn Storage) {
                     name.clone(),
                     HostTensor::new(*dtype, shape.clone(), bytes.clone()).expect("tensor"),
                 ),
-                slice: None,
+                placement: Placement::Replicated,
             });
         }
     }
-    // Per-rank state (a data cursor) lives in that rank's shard, under its own name.
+    // Per-rank state (a data cursor) lives in that rank's shard, under a name every rank
+    // uses.
     let cursor = (seed * 1000 + ranks.rank as u64).to_le_bytes().to_vec();
     tensors.push(ShardTensor {
         tensor: NamedTensor::new(
-            format!("rank{}.cursor", ranks.rank),
+            "cursor",
             HostTensor::new(Dtype::U64, vec![1], cursor).expect("tensor"),
         ),
-        slice: None,
+        placement: Placement::PerRank,
     });
     stop_at("before-shard");
     save_shard(
@@ -268,7 +269,7 @@ pub fn check_loads(storage: &dyn Storage, dir: &str, seed: u64) {
     }
     for rank in 0..checkpoint.world_size() {
         let shard = checkpoint.shard(rank).expect("shard");
-        let cursor = shard.read(&format!("rank{rank}.cursor")).expect("cursor");
+        let cursor = shard.read("cursor").expect("cursor");
         assert_eq!(cursor, (seed * 1000 + rank as u64).to_le_bytes());
     }
 }
