@@ -58,7 +58,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::callback::Callback;
-use crate::model::{byte_len, Checkpointable, Dtype};
+use std::collections::BTreeMap;
+
+use crate::model::{byte_len, Checkpointable, Dtype, Placement};
+use crate::sharded::{Ranks, ShardedCheckpoint};
 use crate::store::{
     self, CheckpointFile, Kind, Meta, Storage, Verify, KEY_TRAINING_STATE, TRAINING_PREFIX,
 };
@@ -72,12 +75,18 @@ const CALLBACKS: &str = "callbacks";
 pub struct Stored<'a> {
     file: &'a CheckpointFile,
     prefix: &'a str,
+    /// For a sharded checkpoint: the checkpoint, and where this process's tensors lie.
+    sharded: Option<(&'a ShardedCheckpoint, &'a BTreeMap<String, Placement>)>,
 }
 
 impl<'a> Stored<'a> {
     /// The model's weights in `file`.
     pub fn weights(file: &'a CheckpointFile) -> Self {
-        Stored { file, prefix: "" }
+        Stored {
+            file,
+            prefix: "",
+            sharded: None,
+        }
     }
 
     /// The training tensors in `file` (stored under `__training__/`).
@@ -85,6 +94,7 @@ impl<'a> Stored<'a> {
         Stored {
             file,
             prefix: TRAINING_PREFIX,
+            sharded: None,
         }
     }
 
@@ -119,6 +129,13 @@ impl<'a> Stored<'a> {
     /// the tensor and both dtypes or shapes, or the reader's errors.
     pub fn read(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<Vec<u8>, Error> {
         let key = format!("{}{name}", self.prefix);
+        if let Some((checkpoint, layout)) = self.sharded {
+            // This process's own state comes from its shard (`file`), as below.
+            match layout.get(name) {
+                Some(Placement::PerRank) => {}
+                placement => return read_global(checkpoint, &key, placement, dtype, shape),
+            }
+        }
         let path = self.file.path().to_path_buf();
         let t = self.file.tensor(&key).ok_or_else(|| Error::MissingTensor {
             path: path.clone(),
@@ -143,6 +160,47 @@ impl<'a> Stored<'a> {
         debug_assert_eq!(t.len, byte_len(dtype, shape));
         self.file.read(&key)
     }
+}
+
+/// Tensor `key` of a sharded checkpoint: this process's slice of it, or the whole of a
+/// replicated one, checked against the dtype and shape the model expects.
+fn read_global(
+    checkpoint: &ShardedCheckpoint,
+    key: &str,
+    placement: Option<&Placement>,
+    dtype: Dtype,
+    shape: &[usize],
+) -> Result<Vec<u8>, Error> {
+    let path: PathBuf = format!("{}/{}", checkpoint.dir(), crate::sharded::INDEX_FILE).into();
+    let global = checkpoint
+        .tensors()
+        .get(key)
+        .ok_or_else(|| Error::MissingTensor {
+            path: path.clone(),
+            name: crate::text::shorten(key, 200),
+        })?;
+    let (offsets, expected_global) = match placement {
+        Some(Placement::Sliced(slice)) => (slice.offsets.clone(), slice.global_shape.clone()),
+        _ => (vec![0; shape.len()], shape.to_vec()),
+    };
+    if global.global_shape != expected_global {
+        return Err(Error::ShapeMismatch {
+            path,
+            name: crate::text::shorten(key, 200),
+            expected: expected_global,
+            found: global.global_shape.clone(),
+        });
+    }
+    let tensor = checkpoint.read_region(key, &offsets, shape)?;
+    if crate::model::TensorData::dtype(&tensor) != dtype {
+        return Err(Error::DtypeMismatch {
+            path,
+            name: crate::text::shorten(key, 200),
+            expected: format!("{dtype:?}"),
+            found: global.dtype.clone(),
+        });
+    }
+    Ok(tensor.into_data())
 }
 
 /// What [`restore`] restored.
@@ -176,6 +234,43 @@ pub fn restore(
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
+    restore_with(file, None, model, callbacks)
+}
+
+/// Restores a process of a multi-process run from the sharded checkpoint in folder `dir`:
+/// its slices of sliced tensors (in a world of any size: the pieces that overlap them are
+/// read), the whole of replicated ones, its own state (generator, cursor, the training
+/// values) from its shard, and the callbacks' states. In a world of another size, rank `r`
+/// takes the own state of rank `r mod W` of the `W` that saved.
+///
+/// # Errors
+///
+/// As [`restore`], and [`ShardedCheckpoint::open`]'s.
+pub fn restore_sharded(
+    storage: &dyn Storage,
+    dir: &str,
+    ranks: Ranks,
+    model: &mut dyn Checkpointable,
+    callbacks: &mut [&mut dyn Callback],
+) -> Result<Restored, Error> {
+    let checkpoint = ShardedCheckpoint::open(storage, dir)?;
+    let own = ranks.rank % checkpoint.world_size();
+    let file = checkpoint.shard(own).ok_or_else(|| Error::Corrupt {
+        path: dir.into(),
+        reason: format!("no shard for rank {own}"),
+    })?;
+    // Every tensor is checked as it is read; the rest of this shard now.
+    file.verify_tensors()?;
+    let layout = model.shard_layout();
+    restore_with(file, Some((&checkpoint, &layout)), model, callbacks)
+}
+
+fn restore_with(
+    file: &CheckpointFile,
+    sharded: Option<(&ShardedCheckpoint, &BTreeMap<String, Placement>)>,
+    model: &mut dyn Checkpointable,
+    callbacks: &mut [&mut dyn Callback],
+) -> Result<Restored, Error> {
     let path = file.path().to_path_buf();
     if file.kind() != Kind::Full {
         return Err(Error::NotAFullCheckpoint { path });
@@ -196,8 +291,21 @@ pub fn restore(
         Some(serde_json::Value::Object(map)) => map,
         Some(_) => return Err(bad("the callbacks' states are not an object".into())),
     };
-    model.restore_weights(&Stored::weights(file))?;
-    model.restore_training_state(&Stored::training(file), &values)?;
+    let (weights, training) = match sharded {
+        Some((checkpoint, layout)) => (
+            Stored {
+                sharded: Some((checkpoint, layout)),
+                ..Stored::weights(file)
+            },
+            Stored {
+                sharded: Some((checkpoint, layout)),
+                ..Stored::training(file)
+            },
+        ),
+        None => (Stored::weights(file), Stored::training(file)),
+    };
+    model.restore_weights(&weights)?;
+    model.restore_training_state(&training, &values)?;
     let mut restored_callbacks = Vec::new();
     for cb in callbacks.iter_mut() {
         let Some(key) = cb.state_key() else { continue };

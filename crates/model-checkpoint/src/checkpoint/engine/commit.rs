@@ -82,6 +82,22 @@ impl Engine {
                 serde_json::Value::Object(values).to_string(),
             );
         }
+        if let Some(ranks) = self.ranks {
+            let layout = model.shard_layout();
+            let step = ctx.global_step;
+            return self.save_sharded(
+                super::sharded::Shard {
+                    ranks,
+                    path,
+                    kind,
+                    layout: &layout,
+                    step,
+                },
+                tensors,
+                &info,
+                pending,
+            );
+        }
         let mut options = self.options.clone();
         options.commit = commit;
         if !self.background {

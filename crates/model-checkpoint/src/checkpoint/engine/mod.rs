@@ -9,6 +9,7 @@
 
 mod commit;
 mod names;
+mod sharded;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -80,6 +81,11 @@ pub(crate) struct Engine {
     pub last: Last,
     pub overwrite: bool,
     pub saved: Saved,
+    /// This process among those of a multi-process run: saves are sharded checkpoints.
+    pub ranks: Option<crate::sharded::Ranks>,
+    /// How long a sharded save's coordinator waits for the shards (and the others for the
+    /// index).
+    pub commit_options: crate::sharded::CommitOptions,
     /// Whether the run id was given (then a checkpoint with another may not resume).
     pub explicit_run_id: bool,
     /// Whether the engine may act as the run its id names: it made the id, was given it,
@@ -123,6 +129,8 @@ impl Engine {
             last: Last::Off,
             overwrite: true,
             saved: Saved::default(),
+            ranks: None,
+            commit_options: crate::sharded::CommitOptions::default(),
             explicit_run_id: false,
             run_confirmed: false,
             lock: None,
@@ -177,6 +185,10 @@ impl Engine {
     /// Takes the folder's lock (and clears stale temporary files) if not held yet and the
     /// folder exists; Keras creates folders only when saving, so this never creates one.
     pub fn ensure_lock(&mut self) -> Result<(), crate::Error> {
+        // In a multi-process run the coordinator holds the folder for all ranks.
+        if self.ranks.is_some_and(|r| r.rank != 0) {
+            return Ok(());
+        }
         if self.lock.is_none() {
             let dir = self.folder();
             if let Some(guard) = self.storage.lock(&dir.to_string_lossy())? {

@@ -135,6 +135,31 @@ impl ModelCheckpoint {
         self
     }
 
+    /// Saves sharded checkpoints in a multi-process run (beyond Keras): every process runs
+    /// this callback with the same options and the same logs (so every rank makes the same
+    /// decisions), and each save is a folder, the formatted template, holding every rank's
+    /// shard and the index rank 0 commits (see `model_checkpoint::sharded`). The model says
+    /// which of its tensors are slices or per-rank state with
+    /// [`crate::Checkpointable::shard_layout`]. Only rank 0 prints, holds the folder's
+    /// lock and deletes (retention acts on whole folders). Resume with
+    /// [`crate::restore::restore_sharded`] from [`ModelCheckpoint::latest`].
+    ///
+    /// Every rank must be given the same run id ([`ModelCheckpoint::with_run_id`]: the
+    /// launcher's job id, say), and the template must make a new folder per save (a field
+    /// such as `{epoch}`); background saves, `save_last` and `overwrite(false)` are refused
+    /// in a sharded run (not supported yet).
+    pub fn sharded(mut self, ranks: crate::sharded::Ranks) -> Self {
+        self.engine.ranks = Some(ranks);
+        self
+    }
+
+    /// How long a sharded save's coordinator waits for the other ranks' shards, and they for
+    /// its index, before the save fails. Default: 10 minutes.
+    pub fn shard_commit_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.engine.commit_options.timeout = timeout;
+        self
+    }
+
     /// This run's id, written into every file it saves and kept across resumes (made at
     /// the first `on_train_begin` or save).
     pub fn run_id(&self) -> &str {
@@ -172,7 +197,29 @@ impl ModelCheckpoint {
                 ),
             });
         }
-        self.engine.check_template()
+        self.engine.check_template()?;
+        if self.engine.ranks.is_some() {
+            let refuse = |reason: &str| {
+                Err(Error::BadState {
+                    key: crate::text::shorten(&self.key(), 200),
+                    reason: format!("a sharded save {reason}"),
+                })
+            };
+            if !self.engine.explicit_run_id {
+                return refuse("needs the same run id on every rank: give with_run_id");
+            }
+            if self.engine.background || self.engine.last != Last::Off || !self.engine.overwrite {
+                return refuse(
+                    "does not support background saves, save_last or overwrite(false) yet",
+                );
+            }
+            if crate::template::Pattern::new(&self.engine.template).is_ok_and(|p| p.is_fixed()) {
+                return refuse(
+                    "needs a new folder per save: put a field such as {epoch} in the template",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a formatted path that no file system would take, or that names something the
@@ -222,6 +269,14 @@ impl ModelCheckpoint {
     ///
     /// [`Error::NoCheckpoint`] when there is none.
     pub fn latest(&self) -> Result<PathBuf, Error> {
+        if self.engine.ranks.is_some() {
+            let folder = self.engine.folder();
+            return crate::sharded::latest_sharded(
+                &*self.engine.storage,
+                &folder.to_string_lossy(),
+            )
+            .map(PathBuf::from);
+        }
         self.engine.latest()
     }
 

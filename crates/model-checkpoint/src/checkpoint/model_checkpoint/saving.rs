@@ -33,7 +33,8 @@ struct Due<'a> {
 
 impl ModelCheckpoint {
     pub(super) fn say(&mut self, message: &str) {
-        if self.verbose <= 0 {
+        // In a multi-process run every rank decides alike; rank 0 speaks for all.
+        if self.verbose <= 0 || self.engine.ranks.is_some_and(|r| r.rank != 0) {
             return;
         }
         let line = format!("{message}\n");

@@ -1,0 +1,164 @@
+//! Saves of a multi-process run: every rank writes its shard of the checkpoint's folder,
+//! rank 0 commits it with the index (`crate::sharded`), the others wait for the index.
+//! Retention acts on whole folders, on rank 0 only: the index goes first, so a folder is
+//! never a checkpoint with a shard missing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::{Engine, Pending};
+use crate::model::{NamedTensor, Placement};
+use crate::policy::files_to_keep;
+use crate::sharded::{self, ShardTensor, INDEX_FILE};
+use crate::store::{Kind, TRAINING_PREFIX};
+use crate::Error;
+
+/// Where and what a sharded save writes.
+pub(crate) struct Shard<'a> {
+    pub ranks: sharded::Ranks,
+    pub path: &'a Path,
+    pub kind: Kind,
+    pub layout: &'a BTreeMap<String, Placement>,
+    pub step: u64,
+}
+
+impl Engine {
+    /// Writes this rank's shard of `tensors` (those it owns of the replicated ones, its
+    /// slices, its own state) and, on rank 0, commits the folder; then tracks the save.
+    pub(super) fn save_sharded(
+        &mut self,
+        shard: Shard<'_>,
+        tensors: Vec<NamedTensor<'_>>,
+        info: &BTreeMap<String, String>,
+        pending: Pending,
+    ) -> Result<(), Error> {
+        let Shard {
+            ranks,
+            path,
+            kind,
+            layout,
+            step,
+        } = shard;
+        let placement = |name: &str| {
+            layout
+                .get(name.strip_prefix(TRAINING_PREFIX).unwrap_or(name))
+                .cloned()
+                .unwrap_or(Placement::Replicated)
+        };
+        // Every rank computes the same owners from the same names and sizes.
+        let replicated: Vec<(String, usize)> = tensors
+            .iter()
+            .filter(|t| placement(&t.name) == Placement::Replicated)
+            .map(|t| (t.name.clone(), t.data.byte_len()))
+            .collect();
+        let sizes: Vec<(&str, usize)> = replicated.iter().map(|(n, b)| (n.as_str(), *b)).collect();
+        let owner = sharded::owners(&sizes, ranks.world_size);
+        let mine: BTreeSet<&str> = sizes
+            .iter()
+            .zip(&owner)
+            .filter(|(_, &o)| o == ranks.rank)
+            .map(|((n, _), _)| *n)
+            .collect();
+        let shard_tensors: Vec<ShardTensor<'_>> = tensors
+            .into_iter()
+            .filter_map(|t| match placement(&t.name) {
+                Placement::Replicated if !mine.contains(t.name.as_str()) => None,
+                placement => Some(ShardTensor {
+                    tensor: t,
+                    placement,
+                }),
+            })
+            .collect();
+        // Every rank names this save alike: the run (the same id on every rank), the save's
+        // number and the step.
+        let save_id = format!("{}/{}/{step}", self.run_id(), pending.file.seq);
+        let dir = path.to_string_lossy().into_owned();
+        sharded::save_shard(
+            &*self.storage,
+            &dir,
+            ranks,
+            &save_id,
+            kind,
+            shard_tensors,
+            info,
+        )?;
+        if ranks.rank == 0 {
+            sharded::gather(
+                &*self.storage,
+                &dir,
+                ranks.world_size,
+                &save_id,
+                info,
+                self.commit_options,
+            )?
+            .publish(&*self.storage)?;
+        } else if !sharded::wait_for_index(&*self.storage, &dir, self.commit_options.timeout)? {
+            return Err(Error::Io {
+                action: "wait for the index of",
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "rank 0 did not commit within {:?}",
+                        self.commit_options.timeout
+                    ),
+                ),
+            });
+        }
+        self.committed_sharded(pending, ranks)
+    }
+
+    /// A sharded save is committed: track it, and on rank 0 apply retention to whole
+    /// folders. Only folders this engine saved are deleted (a resumed run keeps the ones
+    /// from before the resume: extra folders, never lost ones).
+    fn committed_sharded(&mut self, pending: Pending, ranks: sharded::Ranks) -> Result<(), Error> {
+        let Pending { file, direction } = pending;
+        self.saved.last_saved = Some(file.path.clone());
+        self.saved.saves = self.saved.saves.saturating_add(1);
+        self.session_saved.insert(file.path.clone());
+        if !self.retention.is_on() {
+            return Ok(());
+        }
+        self.saved.kept.retain(|f| f.path != file.path);
+        self.saved.kept.push(file);
+        let keep = files_to_keep(&self.saved.kept, &self.retention, direction);
+        let mut kept = Vec::with_capacity(self.saved.kept.len());
+        for (f, keep) in std::mem::take(&mut self.saved.kept).into_iter().zip(keep) {
+            if keep {
+                kept.push(f);
+                continue;
+            }
+            // The other ranks stop tracking it as rank 0 deletes it.
+            if ranks.rank != 0 {
+                continue;
+            }
+            if !self.session_saved.contains(&f.path) || self.could_have_written(&f.path).is_err() {
+                log::warn!(target: "model_checkpoint", "retention leaves {} alone: this run did not save it in this process", f.path.display());
+                continue;
+            }
+            match self.delete_sharded(&f.path) {
+                Ok(()) => {
+                    self.session_saved.remove(&f.path);
+                }
+                Err(e) => {
+                    log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());
+                    kept.push(f);
+                }
+            }
+        }
+        self.saved.kept = kept;
+        Ok(())
+    }
+
+    /// Deletes a sharded checkpoint: the index first (from then on it is not a checkpoint,
+    /// whatever happens to the rest), then its shards.
+    fn delete_sharded(&self, dir: &Path) -> Result<(), Error> {
+        let dir = dir.to_string_lossy();
+        self.storage
+            .delete(&format!("{}/{INDEX_FILE}", dir.trim_end_matches('/')))?;
+        for object in self.storage.list(&dir, 0)? {
+            self.storage.delete(&object.name)?;
+        }
+        Ok(())
+    }
+}

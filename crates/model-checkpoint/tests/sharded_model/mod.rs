@@ -1,0 +1,267 @@
+//! Training a model spread over processes, with `ModelCheckpoint` saving sharded
+//! checkpoints: shared by `examples/sharded_training.rs` and `tests/sharded_training.rs`.
+//!
+//! The model is a linear map `y = (x * scale) · W + b` from 16 inputs to 8 outputs. `W` and
+//! `b` are sliced by output columns across the ranks, so each rank trains its own columns
+//! without talking to the others (its outputs' loss depends on its columns only); `scale`,
+//! the inputs' normalisation, is replicated; SGD's velocities are sliced like their
+//! parameters; and each rank keeps its own generator (per-rank state), whose noise it adds
+//! to its gradients, so that resuming exactly needs every rank's own state back.
+#![allow(dead_code)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use model_checkpoint::restore::{restore_sharded, Stored};
+use model_checkpoint::sharded::Ranks;
+use model_checkpoint::store::Storage;
+use model_checkpoint::{
+    Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
+    NamedTensor, Placement, Slice, TrainingState,
+};
+
+pub const INPUTS: usize = 16;
+pub const OUTPUTS: usize = 8;
+const BATCHES: u64 = 5;
+
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn uniform(state: &mut u64) -> f32 {
+    (next(state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+}
+
+/// This rank's part of the model, and its training state.
+pub struct LinearSlice {
+    ranks: Ranks,
+    cols: usize,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    scale: Vec<f32>,
+    w_velocity: Vec<f32>,
+    b_velocity: Vec<f32>,
+    rng: u64,
+    epoch: u64,
+    step: u64,
+}
+
+impl LinearSlice {
+    /// The starting model: every rank builds the global weights alike and keeps its columns.
+    pub fn new(ranks: Ranks) -> Self {
+        let cols = OUTPUTS / ranks.world_size;
+        let mut init = 0x5eed_u64;
+        let global: Vec<f32> = (0..INPUTS * OUTPUTS).map(|_| uniform(&mut init)).collect();
+        let first = ranks.rank * cols;
+        let w = (0..INPUTS)
+            .flat_map(|i| global[i * OUTPUTS + first..i * OUTPUTS + first + cols].to_vec())
+            .collect();
+        LinearSlice {
+            ranks,
+            cols,
+            w,
+            b: vec![0.0; cols],
+            scale: (0..INPUTS).map(|i| 1.0 / (1.0 + i as f32)).collect(),
+            w_velocity: vec![0.0; INPUTS * cols],
+            b_velocity: vec![0.0; cols],
+            rng: 0x9e37_79b9 + ranks.rank as u64,
+            epoch: 0,
+            step: 0,
+        }
+    }
+
+    fn slice(&self, global_shape: Vec<usize>, col_dim: usize) -> Placement {
+        let mut offsets = vec![0; global_shape.len()];
+        offsets[col_dim] = self.ranks.rank * self.cols;
+        Placement::Sliced(Slice {
+            global_shape,
+            offsets,
+        })
+    }
+
+    /// One step of SGD with momentum on a batch every rank draws alike, plus this rank's
+    /// noise; returns this rank's loss.
+    fn step(&mut self, batch: u64) -> f32 {
+        let mut data = 0xda7a_u64 ^ (self.epoch << 20) ^ batch;
+        let x: Vec<f32> = (0..INPUTS)
+            .map(|i| uniform(&mut data) * self.scale[i])
+            .collect();
+        let first = self.ranks.rank * self.cols;
+        let mut loss = 0.0;
+        for c in 0..self.cols {
+            let target = ((first + c) as f32 * 0.1).sin();
+            let y: f32 = (0..INPUTS)
+                .map(|i| x[i] * self.w[i * self.cols + c])
+                .sum::<f32>()
+                + self.b[c];
+            let err = y - target;
+            loss += err * err;
+            let noise = uniform(&mut self.rng) * 1e-3;
+            for (i, xi) in x.iter().enumerate() {
+                let g = 2.0 * err * xi + noise;
+                let v = &mut self.w_velocity[i * self.cols + c];
+                *v = 0.9 * *v + g;
+                self.w[i * self.cols + c] -= 0.05 * *v;
+            }
+            self.b_velocity[c] = 0.9 * self.b_velocity[c] + 2.0 * err;
+            self.b[c] -= 0.05 * self.b_velocity[c];
+        }
+        self.step += 1;
+        loss / self.cols as f32
+    }
+
+    pub fn weights_vec(&self) -> &[f32] {
+        &self.w
+    }
+}
+
+fn f32s(stored: &Stored<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, Error> {
+    let bytes = stored.read(name, Dtype::F32, shape)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+impl Checkpointable for LinearSlice {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![
+            NamedTensor::new("W", HostTensor::from_f32(vec![INPUTS, self.cols], &self.w)),
+            NamedTensor::new("b", HostTensor::from_f32(vec![self.cols], &self.b)),
+            NamedTensor::new("scale", HostTensor::from_f32(vec![INPUTS], &self.scale)),
+        ])
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, Error> {
+        let mut state = TrainingState {
+            tensors: vec![
+                NamedTensor::new(
+                    "optimizer/W/velocity",
+                    HostTensor::from_f32(vec![INPUTS, self.cols], &self.w_velocity),
+                ),
+                NamedTensor::new(
+                    "optimizer/b/velocity",
+                    HostTensor::from_f32(vec![self.cols], &self.b_velocity),
+                ),
+                NamedTensor::new(
+                    "rng",
+                    HostTensor::new(Dtype::U64, vec![1], self.rng.to_le_bytes().to_vec())?,
+                ),
+            ],
+            ..TrainingState::default()
+        };
+        state.values.insert(
+            "loop".into(),
+            serde_json::json!({"epoch": self.epoch, "step": self.step}),
+        );
+        Ok(state)
+    }
+
+    fn shard_layout(&self) -> BTreeMap<String, Placement> {
+        BTreeMap::from([
+            ("W".to_owned(), self.slice(vec![INPUTS, OUTPUTS], 1)),
+            ("b".to_owned(), self.slice(vec![OUTPUTS], 0)),
+            (
+                "optimizer/W/velocity".to_owned(),
+                self.slice(vec![INPUTS, OUTPUTS], 1),
+            ),
+            (
+                "optimizer/b/velocity".to_owned(),
+                self.slice(vec![OUTPUTS], 0),
+            ),
+            ("rng".to_owned(), Placement::PerRank),
+        ])
+    }
+
+    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+        self.w = f32s(stored, "W", &[INPUTS, self.cols])?;
+        self.b = f32s(stored, "b", &[self.cols])?;
+        self.scale = f32s(stored, "scale", &[INPUTS])?;
+        Ok(())
+    }
+
+    fn restore_training_state(
+        &mut self,
+        stored: &Stored<'_>,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        self.w_velocity = f32s(stored, "optimizer/W/velocity", &[INPUTS, self.cols])?;
+        self.b_velocity = f32s(stored, "optimizer/b/velocity", &[self.cols])?;
+        let rng = stored.read("rng", Dtype::U64, &[1])?;
+        self.rng = u64::from_le_bytes(rng.try_into().unwrap_or([0; 8]));
+        let counter = |k: &str| {
+            values
+                .get("loop")
+                .and_then(|l| l.get(k))
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+        };
+        self.epoch = counter("epoch");
+        self.step = counter("step");
+        Ok(())
+    }
+}
+
+/// One rank's training: `epochs` epochs in all (resuming from the newest sharded checkpoint
+/// under `dir` with `resume`), saving a sharded full checkpoint every epoch and keeping the
+/// last two. Returns the model.
+pub fn train(
+    storage: Arc<dyn Storage>,
+    dir: &str,
+    ranks: Ranks,
+    run_id: &str,
+    epochs: u64,
+    resume: bool,
+) -> Result<LinearSlice, Error> {
+    let model = RefCell::new(LinearSlice::new(ranks));
+    let mut checkpoint = ModelCheckpoint::new(format!("{dir}/step-{{epoch:03d}}"))
+        .storage(storage.clone())
+        .sharded(ranks)
+        .with_run_id(run_id)
+        .monitor("loss")
+        .keep_last(2)
+        .verbose(1);
+    if resume {
+        let latest = checkpoint.latest()?;
+        restore_sharded(
+            &*storage,
+            &latest.to_string_lossy(),
+            ranks,
+            &mut *model.borrow_mut(),
+            &mut [&mut checkpoint],
+        )?;
+    }
+    {
+        let view = model.borrow();
+        checkpoint.on_train_begin(&Logs::new(), &mut Context::new(&*view))?;
+    }
+    let start = model.borrow().epoch;
+    for epoch in start..epochs {
+        {
+            let view = model.borrow();
+            checkpoint.on_epoch_begin(epoch as usize, &Logs::new(), &mut Context::new(&*view))?;
+        }
+        let mut loss = 0.0;
+        for batch in 0..BATCHES {
+            loss += model.borrow_mut().step(batch);
+        }
+        model.borrow_mut().epoch = epoch + 1;
+        let logs = Logs::from([("loss", f64::from(loss / BATCHES as f32))]);
+        let view = model.borrow();
+        let step = view.step;
+        checkpoint.on_epoch_end(
+            epoch as usize,
+            &logs,
+            &mut Context::new(&*view).with_global_step(step),
+        )?;
+    }
+    {
+        let view = model.borrow();
+        checkpoint.on_train_end(&Logs::new(), &mut Context::new(&*view))?;
+    }
+    Ok(model.into_inner())
+}

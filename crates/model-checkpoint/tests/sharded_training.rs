@@ -1,0 +1,133 @@
+//! `ModelCheckpoint` saving sharded checkpoints in a multi-process run (2 processes, the
+//! model of `sharded_model/`): a run stopped and resumed gives the same tensors, byte for
+//! byte, as one that went straight through; and a checkpoint of 2 ranks restores into 4.
+
+mod sharded_model;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use model_checkpoint::restore::restore_sharded;
+use model_checkpoint::sharded::{Ranks, ShardedCheckpoint};
+use model_checkpoint::store::LocalFolder;
+use sharded_model::{LinearSlice, INPUTS, OUTPUTS};
+
+#[test]
+#[ignore = "helper: the sharded training tests run it as a child process"]
+fn sharded_training_child() {
+    let dir = std::env::var("CKPT_TRAIN_DIR").expect("dir");
+    let epochs: u64 = std::env::var("CKPT_TRAIN_EPOCHS")
+        .expect("epochs")
+        .parse()
+        .expect("epochs");
+    let resume = std::env::var_os("CKPT_TRAIN_RESUME").is_some();
+    let ranks = Ranks::from_env().expect("ranks").expect("RANK");
+    sharded_model::train(
+        Arc::new(LocalFolder::default()),
+        &dir,
+        ranks,
+        "5eed",
+        epochs,
+        resume,
+    )
+    .expect("train");
+}
+
+fn run(dir: &str, world: usize, epochs: u64, resume: bool) {
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            let mut cmd = Command::new(std::env::current_exe().expect("exe"));
+            cmd.args(["--ignored", "--exact", "sharded_training_child", "--quiet"])
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("CKPT_TRAIN_DIR", dir)
+                .env("CKPT_TRAIN_EPOCHS", epochs.to_string());
+            if resume {
+                cmd.env("CKPT_TRAIN_RESUME", "1");
+            }
+            cmd.stdout(std::process::Stdio::null());
+            cmd.spawn().expect("child")
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().expect("wait").success(), "a rank failed");
+    }
+}
+
+/// Every tensor of the checkpoint in `dir`, and every rank's own state.
+fn contents(dir: &str) -> Vec<(String, Vec<u8>)> {
+    let checkpoint = ShardedCheckpoint::open(&LocalFolder::default(), dir).expect("open");
+    let mut out: Vec<(String, Vec<u8>)> = checkpoint
+        .tensors()
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                checkpoint.read(name).expect("read").into_data(),
+            )
+        })
+        .collect();
+    for rank in 0..checkpoint.world_size() {
+        let shard = checkpoint.shard(rank).expect("shard");
+        out.push((
+            format!("rank {rank} rng"),
+            shard.read("__training__/rng").expect("rng"),
+        ));
+    }
+    out
+}
+
+#[test]
+fn a_resumed_sharded_run_matches_one_straight_through() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let straight = root.path().join("straight").to_string_lossy().into_owned();
+    let resumed = root.path().join("resumed").to_string_lossy().into_owned();
+    run(&straight, 2, 4, false);
+    run(&resumed, 2, 2, false);
+    run(&resumed, 2, 4, true);
+    let a = contents(&format!("{straight}/step-004"));
+    let b = contents(&format!("{resumed}/step-004"));
+    assert_eq!(a.len(), 7, "5 global tensors and 2 ranks' generators");
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs between resumed and straight");
+    }
+    // Retention (keep_last 2) deleted whole folders, the index first, on rank 0 only.
+    for old in ["step-001", "step-002"] {
+        let index = root
+            .path()
+            .join("straight")
+            .join(old)
+            .join("model.safetensors.index.json");
+        assert!(!index.exists(), "{old} kept");
+    }
+
+    // The world-2 checkpoint of epoch 4 restores into 4 processes: each gets its columns.
+    let from = format!("{straight}/step-004");
+    let global = ShardedCheckpoint::open(&LocalFolder::default(), &from)
+        .expect("open")
+        .read("W")
+        .expect("W")
+        .into_data();
+    let global: Vec<f32> = global
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    for rank in 0..4 {
+        let ranks = Ranks::new(rank, 4).expect("ranks");
+        let mut model = LinearSlice::new(ranks);
+        restore_sharded(&LocalFolder::default(), &from, ranks, &mut model, &mut [])
+            .expect("restore");
+        let cols = OUTPUTS / 4;
+        let expected: Vec<f32> = (0..INPUTS)
+            .flat_map(|i| {
+                global[i * OUTPUTS + rank * cols..i * OUTPUTS + (rank + 1) * cols].to_vec()
+            })
+            .collect();
+        assert_eq!(model.weights_vec(), expected.as_slice(), "rank {rank} of 4");
+    }
+    // And training goes on in a world of 4 from there.
+    run(&straight, 4, 6, true);
+    let latest = ShardedCheckpoint::open(&LocalFolder::default(), &format!("{straight}/step-006"))
+        .expect("open");
+    assert_eq!(latest.world_size(), 4);
+}
