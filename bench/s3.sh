@@ -7,11 +7,14 @@
 #
 #   bench/s3.sh
 #   SIZE_MIB=1024 RUNS=9 bench/s3.sh
+#   ONLY=sharded-commit-s3 bench/s3.sh    # 8, 64 and 256 rank processes committing
+#                                         # sharded checkpoints through the server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-256}
 TENSORS=${TENSORS:-64}
 RUNS=${RUNS:-5}
+ONLY=${ONLY:-s3}
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -39,5 +42,5 @@ for _ in $(seq 100); do
   target/release/ckpt ls s3://bench/run >/dev/null 2>&1 && break
   sleep 0.3
 done
-target/release/ckpt bench --only s3 --s3 s3://bench/run \
+target/release/ckpt bench --only "$ONLY" --s3 s3://bench/run \
   --size-mib "$SIZE_MIB" --tensors "$TENSORS" --runs "$RUNS"

@@ -67,6 +67,9 @@ enum Command {
     Consolidate(sharded::ConsolidateArgs),
     Diff(diff::DiffArgs),
     Bench(bench::BenchArgs),
+    /// One rank of `ckpt bench --only sharded` (run by the benchmark).
+    #[command(hide = true)]
+    BenchRank(bench::RankArgs),
 }
 
 /// Prints warnings from the library (Keras's `WARNING:tensorflow:` lines) on stderr.
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
         Command::Consolidate(args) => sharded::consolidate(args),
         Command::Diff(args) => diff::diff(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchRank(args) => bench::rank(args),
     };
     match result {
         Ok(()) => ExitCode::from(OK),

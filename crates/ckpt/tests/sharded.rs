@@ -110,3 +110,83 @@ fn ls_verify_show_and_consolidate_understand_sharded_checkpoints() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(!d.join("again.safetensors").exists());
 }
+
+#[test]
+fn forged_indexes_and_replaced_shards_are_refused() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let d = root.path();
+    let refused = |dir: &str, expected: &str| {
+        let out = ckpt(d, &["consolidate", dir, "out.safetensors"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{dir}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(expected), "{dir}: {err} lacks {expected:?}");
+        assert!(!d.join("out.safetensors").exists());
+    };
+    let forge = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let dir = d.join(name);
+        save(&dir.to_string_lossy(), 1, true);
+        let index = dir.join(sharded::INDEX_FILE);
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&index).expect("index")).expect("json");
+        edit(&mut json);
+        std::fs::write(&index, serde_json::to_vec(&json).expect("json")).expect("write");
+    };
+    forge("overlap", &|j| {
+        j["model_checkpoint"]["tensors"]["w"]["pieces"][1]["offsets"] = serde_json::json!([1, 0]);
+    });
+    refused("overlap", "two pieces overlap");
+    forge("gap", &|j| {
+        let pieces = j["model_checkpoint"]["tensors"]["w"]["pieces"]
+            .as_array_mut()
+            .expect("pieces");
+        pieces.pop();
+    });
+    refused("gap", "the pieces cover 6 of 12 elements");
+    forge("renamed", &|j| {
+        j["model_checkpoint"]["shards"][1]["file"] = serde_json::json!("../../etc/passwd");
+    });
+    refused("renamed", "shard 1 is named");
+    forge("version", &|j| {
+        j["model_checkpoint"]["format_version"] = serde_json::json!(99);
+    });
+    refused("version", "sharded format version 99");
+    forge("world", &|j| {
+        j["model_checkpoint"]["world_size"] = serde_json::json!(1u64 << 40);
+    });
+    refused("world", "shards for a world size of");
+    // An index too large to be one.
+    let big = d.join("big");
+    save(&big.to_string_lossy(), 1, true);
+    let file = std::fs::File::options()
+        .append(true)
+        .open(big.join(sharded::INDEX_FILE))
+        .expect("index");
+    file.set_len(65 << 20).expect("grow");
+    refused("big", "more than the 67108864 an index may have");
+    // A shard replaced after the commit (another version of the same rank's shard).
+    let replaced = d.join("replaced");
+    save(&replaced.to_string_lossy(), 1, true);
+    let other = d.join("other");
+    save(&other.to_string_lossy(), 2, false);
+    std::fs::copy(
+        other.join(sharded::shard_file(1, 2)),
+        replaced.join(sharded::shard_file(1, 2)),
+    )
+    .expect("replace");
+    refused("replaced", "it is not the shard the index committed");
+    // ls shows each as not verified, and the listing still works.
+    let ls = ckpt(d, &["ls", "."]);
+    assert_eq!(ls.status.code(), Some(0), "{}", text(&ls.stderr));
+    let listing = text(&ls.stdout);
+    for name in [
+        "overlap", "gap", "renamed", "version", "world", "big", "replaced", "other",
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with(&format!("./{name} ")) && l.contains("NO:")),
+            "{name}: {listing}"
+        );
+    }
+}

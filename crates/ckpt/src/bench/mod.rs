@@ -3,6 +3,7 @@
 
 mod disk;
 mod s3;
+mod sharded;
 mod training;
 
 use std::io::Write;
@@ -13,6 +14,7 @@ use clap::{Args, ValueEnum};
 
 use crate::Failure;
 use disk::{load_vs_read, peers_python, save_once, save_vs_raw, size_sweep};
+pub(crate) use sharded::{rank, RankArgs};
 use training::{async_stall_vs_sync, hook_overhead, train_throughput};
 
 /// Measure training and checkpoint speed; one JSON line per measurement.
@@ -80,6 +82,11 @@ enum Measurement {
     S3SaveVsMultipart,
     /// The training thread's stall for a background save to S3 against a synchronous one.
     S3StallVsSync,
+    /// Sharded saves by 1, 2 and 4 rank processes of the same total bytes to --dir, and a
+    /// resharded load against a plain load of the consolidated file.
+    Sharded,
+    /// The commit of 8, 64 and 256 rank processes with small shards through --s3.
+    ShardedCommitS3,
 }
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -154,6 +161,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                 s3::stall_vs_sync(args.runs, &s3()?, bytes, args.tensors)?
             }
             Measurement::S3 => continue,
+            Measurement::Sharded => sharded::throughput(args.runs, dir, bytes, args.tensors)?,
+            Measurement::ShardedCommitS3 => sharded::commit_at_scale(&s3()?)?,
         };
         out!("{line}");
         let _ = std::io::stdout().flush();
