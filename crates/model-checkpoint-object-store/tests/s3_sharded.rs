@@ -87,7 +87,7 @@ fn s3_training_child() {
         .expect("ranks")
         .expect("RANK");
     let storage = std::sync::Arc::new(ObjectStorage::from_env(&dir).expect("storage"));
-    sharded_model::train(storage, &dir, ranks, "5eed", epochs, resume).expect("train");
+    sharded_model::train(storage, &dir, ranks, "5eed", epochs, resume, None).expect("train");
 }
 
 #[test]

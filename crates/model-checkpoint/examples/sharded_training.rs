@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Under a launcher, this process is one rank.
     if let Some(ranks) = Ranks::from_env()? {
         let run_id = std::env::var("CKPT_RUN_ID").unwrap_or_else(|_| "5eed".to_owned());
-        sharded_model::train(storage, &dir, ranks, &run_id, epochs, resume)?;
+        sharded_model::train(storage, &dir, ranks, &run_id, epochs, resume, None)?;
         return Ok(());
     }
     // Otherwise, launch the ranks as torchrun would: the same program, RANK and WORLD_SIZE.

@@ -29,6 +29,7 @@ fn sharded_training_child() {
         "5eed",
         epochs,
         resume,
+        None,
     )
     .expect("train");
 }
@@ -80,17 +81,40 @@ fn contents(dir: &str) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn a_resumed_sharded_run_matches_one_straight_through() {
     let root = tempfile::tempdir().expect("tempdir");
-    let straight = root.path().join("straight").to_string_lossy().into_owned();
-    let resumed = root.path().join("resumed").to_string_lossy().into_owned();
-    run(&straight, 2, 4, false);
-    run(&resumed, 2, 2, false);
-    run(&resumed, 2, 4, true);
-    let a = contents(&format!("{straight}/step-004"));
-    let b = contents(&format!("{resumed}/step-004"));
-    assert_eq!(a.len(), 7, "5 global tensors and 2 ranks' generators");
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{name} differs between resumed and straight");
+    // With 4 processes too, stopped in the middle.
+    for world in [4usize, 2] {
+        let straight = root
+            .path()
+            .join(format!("straight-{world}"))
+            .to_string_lossy()
+            .into_owned();
+        let resumed = root
+            .path()
+            .join(format!("resumed-{world}"))
+            .to_string_lossy()
+            .into_owned();
+        run(&straight, world, 4, false);
+        run(&resumed, world, 2, false);
+        run(&resumed, world, 4, true);
+        let a = contents(&format!("{straight}/step-004"));
+        let b = contents(&format!("{resumed}/step-004"));
+        assert_eq!(
+            a.len(),
+            5 + world,
+            "5 global tensors and every rank's generator"
+        );
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert!(
+                x == y,
+                "{name} differs between resumed and straight ({world} ranks)"
+            );
+        }
     }
+    let straight = root
+        .path()
+        .join("straight-2")
+        .to_string_lossy()
+        .into_owned();
     // Retention (keep_last 2) deleted whole folders, the index first, on rank 0 only.
     for old in ["step-001", "step-002"] {
         let index = root
@@ -130,4 +154,54 @@ fn a_resumed_sharded_run_matches_one_straight_through() {
     let latest = ShardedCheckpoint::open(&LocalFolder::default(), &format!("{straight}/step-006"))
         .expect("open");
     assert_eq!(latest.world_size(), 4);
+}
+
+/// A barrier of threads standing in for an MPI or NCCL one (whose names every rank passes
+/// in the same order).
+struct Threads(std::sync::Barrier);
+
+impl model_checkpoint::sharded::Barrier for Threads {
+    fn wait(
+        &self,
+        _name: &str,
+        _timeout: std::time::Duration,
+    ) -> Result<(), model_checkpoint::Error> {
+        self.0.wait();
+        Ok(())
+    }
+}
+
+#[test]
+fn ranks_with_their_own_barrier_save_the_same_checkpoints() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let by_processes = root.path().join("processes").to_string_lossy().into_owned();
+    let by_threads = root.path().join("threads").to_string_lossy().into_owned();
+    run(&by_processes, 2, 3, false);
+    // Two ranks as threads, committing through their barrier instead of polling.
+    let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
+        Arc::new(Threads(std::sync::Barrier::new(2)));
+    std::thread::scope(|scope| {
+        for rank in 0..2 {
+            let (barrier, dir) = (barrier.clone(), by_threads.clone());
+            scope.spawn(move || {
+                let ranks = Ranks::new(rank, 2).expect("ranks");
+                sharded_model::train(
+                    Arc::new(LocalFolder::default()),
+                    &dir,
+                    ranks,
+                    "5eed",
+                    3,
+                    false,
+                    Some(barrier),
+                )
+                .expect("train");
+            });
+        }
+    });
+    let a = contents(&format!("{by_processes}/step-003"));
+    let b = contents(&format!("{by_threads}/step-003"));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs");
+    }
 }

@@ -23,6 +23,6 @@ pub use index::{shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Sli
 pub use load::{latest_sharded, ShardedCheckpoint};
 pub use ranks::{Ranks, MAX_WORLD_SIZE};
 pub use save::{
-    commit, gather, owners, save_shard, wait_for_index, CommitOptions, PendingIndex, ShardTensor,
-    KEY_SHARD,
+    commit, gather, owners, save_shard, wait_for_index, Barrier, CommitOptions, PendingIndex,
+    ShardTensor, KEY_SHARD,
 };

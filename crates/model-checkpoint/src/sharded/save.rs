@@ -164,6 +164,19 @@ pub(crate) fn open_shard(
     Ok((file, info))
 }
 
+/// A collective the ranks already have (MPI, NCCL, a job scheduler's), which sharded saves
+/// use instead of polling the storage: every rank calls [`Barrier::wait`] with the same
+/// name, and it returns once all have, or fails after `timeout` (timeouts are explicit; a
+/// barrier that cannot tell should wait at most that long).
+pub trait Barrier: Send + Sync {
+    /// Returns once every rank has called `wait` with `name`.
+    ///
+    /// # Errors
+    ///
+    /// When the ranks did not all arrive within `timeout`.
+    fn wait(&self, name: &str, timeout: Duration) -> Result<(), Error>;
+}
+
 /// How long the coordinator waits for the shards, and how often it looks.
 #[derive(Clone, Copy, Debug)]
 pub struct CommitOptions {

@@ -216,6 +216,7 @@ pub fn train(
     run_id: &str,
     epochs: u64,
     resume: bool,
+    barrier: Option<Arc<dyn model_checkpoint::sharded::Barrier>>,
 ) -> Result<LinearSlice, Error> {
     let model = RefCell::new(LinearSlice::new(ranks));
     let mut checkpoint = ModelCheckpoint::new(format!("{dir}/step-{{epoch:03d}}"))
@@ -225,6 +226,9 @@ pub fn train(
         .monitor("loss")
         .keep_last(2)
         .verbose(1);
+    if let Some(barrier) = barrier {
+        checkpoint = checkpoint.shard_barrier(barrier);
+    }
     if resume {
         let latest = checkpoint.latest()?;
         restore_sharded(

@@ -86,6 +86,8 @@ pub(crate) struct Engine {
     /// How long a sharded save's coordinator waits for the shards (and the others for the
     /// index).
     pub commit_options: crate::sharded::CommitOptions,
+    /// The ranks' own collective, used instead of polling the storage.
+    pub barrier: Option<Arc<dyn crate::sharded::Barrier>>,
     /// Whether the run id was given (then a checkpoint with another may not resume).
     pub explicit_run_id: bool,
     /// Whether the engine may act as the run its id names: it made the id, was given it,
@@ -131,6 +133,7 @@ impl Engine {
             saved: Saved::default(),
             ranks: None,
             commit_options: crate::sharded::CommitOptions::default(),
+            barrier: None,
             explicit_run_id: false,
             run_confirmed: false,
             lock: None,

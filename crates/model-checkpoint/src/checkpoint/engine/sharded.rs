@@ -82,7 +82,38 @@ impl Engine {
             shard_tensors,
             info,
         )?;
-        if ranks.rank == 0 {
+        let timeout = self.commit_options.timeout;
+        if let Some(barrier) = &self.barrier {
+            // Every shard is in place once all ranks pass this; then rank 0 commits, and all
+            // pass the second once the index is there.
+            barrier.wait(&format!("shards {save_id}"), timeout)?;
+            if ranks.rank == 0 {
+                let found = sharded::gather(
+                    &*self.storage,
+                    &dir,
+                    ranks.world_size,
+                    &save_id,
+                    info,
+                    self.commit_options,
+                )
+                .and_then(|pending| pending.publish(&*self.storage));
+                // The others wait on the barrier, not on the index: pass it even on failure.
+                barrier.wait(&format!("index {save_id}"), timeout)?;
+                found?;
+            } else {
+                barrier.wait(&format!("index {save_id}"), timeout)?;
+                if !self.storage.exists(&format!("{dir}/{INDEX_FILE}"))? {
+                    return Err(Error::Io {
+                        action: "find the index of",
+                        path: path.to_path_buf(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "rank 0 did not commit",
+                        ),
+                    });
+                }
+            }
+        } else if ranks.rank == 0 {
             sharded::gather(
                 &*self.storage,
                 &dir,

@@ -153,6 +153,13 @@ impl ModelCheckpoint {
         self
     }
 
+    /// The ranks' own collective (MPI, NCCL …) for sharded saves, instead of polling the
+    /// storage for the shards and the index. Default: none (polling, with backoff).
+    pub fn shard_barrier(mut self, barrier: Arc<dyn crate::sharded::Barrier>) -> Self {
+        self.engine.barrier = Some(barrier);
+        self
+    }
+
     /// How long a sharded save's coordinator waits for the other ranks' shards, and they for
     /// its index, before the save fails. Default: 10 minutes.
     pub fn shard_commit_timeout(mut self, timeout: std::time::Duration) -> Self {
