@@ -108,16 +108,37 @@ impl<'a> Stored<'a> {
         self.prefix
     }
 
-    /// The names here (without the prefix). Weights exclude the training tensors.
+    /// The names here (without the prefix). Weights exclude the training tensors. For a
+    /// sharded checkpoint: every global tensor, and this process's own state.
     pub fn names(&self) -> impl Iterator<Item = &'a str> + 'a {
         let prefix = self.prefix;
-        self.file.tensors().filter_map(move |t| {
+        let keep = move |name: &'a str| {
             if prefix.is_empty() {
-                (!t.name.starts_with(TRAINING_PREFIX)).then_some(t.name)
+                (!name.starts_with(TRAINING_PREFIX)).then_some(name)
             } else {
-                t.name.strip_prefix(prefix)
+                name.strip_prefix(prefix)
             }
-        })
+        };
+        let own: Box<dyn Iterator<Item = &'a str> + 'a> = match self.sharded {
+            // Its own state comes from its shard; everything else is global.
+            Some((checkpoint, _)) => {
+                let per_rank: Vec<&'a str> = self
+                    .file
+                    .tensors()
+                    .map(|t| t.name)
+                    .filter(|n| !checkpoint.tensors().contains_key(*n))
+                    .collect();
+                Box::new(
+                    checkpoint
+                        .tensors()
+                        .keys()
+                        .map(String::as_str)
+                        .chain(per_rank),
+                )
+            }
+            None => Box::new(self.file.tensors().map(|t| t.name)),
+        };
+        own.filter_map(keep)
     }
 
     /// The bytes of the tensor `name`, checked to be of `dtype` and `shape` before they are

@@ -35,6 +35,11 @@ fn sharded_training_child() {
 }
 
 fn run(dir: &str, world: usize, epochs: u64, resume: bool) {
+    assert!(run_ok(dir, world, epochs, resume), "a rank failed");
+}
+
+/// Runs the ranks; whether all succeeded.
+fn run_ok(dir: &str, world: usize, epochs: u64, resume: bool) -> bool {
     let children: Vec<_> = (0..world)
         .map(|rank| {
             let mut cmd = Command::new(std::env::current_exe().expect("exe"));
@@ -50,9 +55,11 @@ fn run(dir: &str, world: usize, epochs: u64, resume: bool) {
             cmd.spawn().expect("child")
         })
         .collect();
+    let mut ok = true;
     for mut child in children {
-        assert!(child.wait().expect("wait").success(), "a rank failed");
+        ok &= child.wait().expect("wait").success();
     }
+    ok
 }
 
 /// Every tensor of the checkpoint in `dir`, and every rank's own state.
@@ -204,4 +211,20 @@ fn ranks_with_their_own_barrier_save_the_same_checkpoints() {
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert!(x == y, "{name} differs");
     }
+}
+
+#[test]
+fn a_committed_folder_is_never_saved_into_again() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("ck").to_string_lossy().into_owned();
+    run(&dir, 2, 2, false);
+    let before = contents(&format!("{dir}/step-002"));
+    // A second run (not a resume) would save step-001 again: every rank refuses, before
+    // writing anything, and the committed checkpoints still load unchanged.
+    assert!(
+        !run_ok(&dir, 2, 2, false),
+        "saving into a committed folder must fail"
+    );
+    assert_eq!(contents(&format!("{dir}/step-002")), before);
+    ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/step-001")).expect("intact");
 }

@@ -121,22 +121,26 @@ impl Index {
                 )));
             }
         }
+        let files: std::collections::BTreeSet<&str> =
+            s.shards.iter().map(|sh| sh.file.as_str()).collect();
         for (name, t) in &s.tensors {
-            check_tiling(t).map_err(|reason| {
+            let named = |reason: &str| {
                 bad(format!(
                     "tensor {:?}: {reason}",
                     crate::text::shorten(name, 100)
                 ))
-            })?;
-            if t.pieces
-                .iter()
-                .any(|p| !s.shards.iter().any(|sh| sh.file == p.file))
-            {
-                return Err(bad(format!(
-                    "tensor {:?} names a shard that is not in the index",
-                    crate::text::shorten(name, 100)
-                )));
+            };
+            // A shard holds one tensor of a name: at most one piece per shard.
+            let mut seen = std::collections::BTreeSet::new();
+            for p in &t.pieces {
+                if !files.contains(p.file.as_str()) {
+                    return Err(named("a piece names a shard that is not in the index"));
+                }
+                if !seen.insert(p.file.as_str()) {
+                    return Err(named("two pieces in one shard"));
+                }
             }
+            check_tiling(t).map_err(|reason| named(&reason))?;
         }
         Ok(index)
     }
@@ -147,8 +151,21 @@ pub(crate) fn volume(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
+/// The most pieces of one tensor checked pair by pair (a tensor cut along one dimension,
+/// the usual case, is checked in `n log n` whatever its number of pieces).
+const MAX_PAIRWISE_PIECES: usize = 1024;
+
 /// Checks that the pieces lie inside the global shape, do not overlap, and cover it.
 fn check_tiling(t: &GlobalTensor) -> Result<(), String> {
+    if let Some(result) = check_cut_along_one_dimension(t) {
+        return result;
+    }
+    if t.pieces.len() > MAX_PAIRWISE_PIECES {
+        return Err(format!(
+            "{} pieces not cut along one dimension (at most {MAX_PAIRWISE_PIECES} are checked)",
+            t.pieces.len()
+        ));
+    }
     let global = volume(&t.global_shape).ok_or("its global shape overflows")?;
     let mut covered = 0usize;
     for (i, p) in t.pieces.iter().enumerate() {
@@ -177,6 +194,54 @@ fn check_tiling(t: &GlobalTensor) -> Result<(), String> {
         return Err(format!("the pieces cover {covered} of {global} elements"));
     }
     Ok(())
+}
+
+/// Where every piece spans the whole tensor in every dimension but one, the same for all:
+/// sorted along it, the pieces must follow each other from 0 to its end. `None` when the
+/// pieces are not cut so.
+fn check_cut_along_one_dimension(t: &GlobalTensor) -> Option<Result<(), String>> {
+    let dims = t.global_shape.len();
+    let well_formed = |p: &Piece| p.offsets.len() == dims && p.shape.len() == dims;
+    if dims == 0 || !t.pieces.iter().all(well_formed) {
+        return None;
+    }
+    let full = |p: &Piece, d: usize| p.offsets[d] == 0 && p.shape[d] == t.global_shape[d];
+    let cut = (0..dims).find(|&d| t.pieces.iter().any(|p| !full(p, d)))?;
+    if !t
+        .pieces
+        .iter()
+        .all(|p| (0..dims).all(|d| d == cut || full(p, d)))
+    {
+        return None;
+    }
+    let mut spans: Vec<(usize, usize)> = t
+        .pieces
+        .iter()
+        .map(|p| (p.offsets[cut], p.shape[cut]))
+        .collect();
+    spans.sort_unstable();
+    let mut at = 0usize;
+    for (start, len) in spans {
+        if start != at {
+            return Some(Err(if start < at {
+                "two pieces overlap".to_owned()
+            } else {
+                format!("the pieces leave {at} to {start} of dimension {cut} uncovered")
+            }));
+        }
+        at = match start.checked_add(len) {
+            Some(end) => end,
+            None => return Some(Err("a piece's extent overflows".to_owned())),
+        };
+    }
+    Some(if at == t.global_shape[cut] {
+        Ok(())
+    } else {
+        Err(format!(
+            "the pieces cover {at} of {} along dimension {cut}",
+            t.global_shape[cut]
+        ))
+    })
 }
 
 /// The overlap of two boxes (offsets and shapes), as offsets and a shape; `None` if empty.

@@ -256,7 +256,13 @@ impl ShardedCheckpoint {
     /// As [`ShardedCheckpoint::read`], and the store's errors.
     pub fn consolidate(&self, storage: &dyn Storage, name: &str) -> Result<SaveReport, Error> {
         let mut tensors = Vec::with_capacity(self.tensors().len());
-        for (tensor, t) in self.tensors() {
+        // The model's weights: training tensors (optimizer slots) and per-rank state stay
+        // in the shards.
+        for (tensor, t) in self
+            .tensors()
+            .iter()
+            .filter(|(n, _)| !n.starts_with(store::TRAINING_PREFIX))
+        {
             tensors.push(NamedTensor::new(
                 tensor.clone(),
                 Lazy {
@@ -268,7 +274,7 @@ impl ShardedCheckpoint {
             ));
         }
         let mut info = self.index.model_checkpoint.metadata.clone();
-        info.remove(super::save::KEY_SHARD);
+        info.remove(store::KEY_TRAINING_STATE);
         store::save_to(
             storage,
             name,
@@ -312,13 +318,29 @@ impl TensorData for Lazy<'_> {
 ///
 /// [`Error::NoCheckpoint`] when there is none.
 pub fn latest_sharded(storage: &dyn Storage, root: &str) -> Result<String, Error> {
-    let listed = storage.list(root, 1)?;
+    latest_sharded_matching(storage, root, 0, &|_, _| true)
+}
+
+/// Like [`latest_sharded`], among folders down to `depth` levels below the first and
+/// whose folder and index `matching` accepts.
+///
+/// # Errors
+///
+/// [`Error::NoCheckpoint`] when there is none.
+pub fn latest_sharded_matching(
+    storage: &dyn Storage,
+    root: &str,
+    depth: usize,
+    matching: &dyn Fn(&str, &Index) -> bool,
+) -> Result<String, Error> {
+    let listed = storage.list(root, depth + 1)?;
     let mut found: Vec<((u64, u64), String)> = Vec::new();
     for object in listed {
         let Some(dir) = object.name.strip_suffix(&format!("/{INDEX_FILE}")) else {
             continue;
         };
         match ShardedCheckpoint::open(storage, dir) {
+            Ok(c) if !matching(dir, c.index()) => {}
             Ok(c) => {
                 let meta = &c.index().model_checkpoint.metadata;
                 let number = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);

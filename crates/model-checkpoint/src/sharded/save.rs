@@ -40,6 +40,27 @@ pub(crate) struct ShardInfo {
     /// The names of this rank's own state (not parts of global tensors).
     #[serde(default)]
     pub per_rank: Vec<String>,
+    /// SHA-256 of the replicated tensors' names and sizes as this rank saw them: ranks that
+    /// disagree would pick different owners, and the coordinator refuses to commit.
+    #[serde(default)]
+    pub replicated: String,
+}
+
+/// A short SHA-256 (hex) of `text`.
+pub(crate) fn digest(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The digest every rank computes of the replicated tensors (names and sizes) it saves
+/// from: equal on every rank exactly when their owners agree.
+pub fn replicated_digest(sizes: &[(&str, usize)]) -> String {
+    let mut sorted: Vec<String> = sizes.iter().map(|(n, b)| format!("{n}\u{0}{b}")).collect();
+    sorted.sort();
+    digest(&sorted.join("\n"))
 }
 
 /// Which rank writes each replicated tensor, computed the same way on every rank without
@@ -81,6 +102,31 @@ pub fn save_shard(
     tensors: Vec<ShardTensor<'_>>,
     info: &BTreeMap<String, String>,
 ) -> Result<SaveReport, Error> {
+    save_shard_checked(
+        storage,
+        dir,
+        ranks,
+        save_id,
+        kind,
+        tensors,
+        info,
+        String::new(),
+    )
+}
+
+/// [`save_shard`], recording `replicated` ([`replicated_digest`]) for the coordinator to
+/// compare across ranks.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn save_shard_checked(
+    storage: &dyn Storage,
+    dir: &str,
+    ranks: Ranks,
+    save_id: &str,
+    kind: Kind,
+    tensors: Vec<ShardTensor<'_>>,
+    info: &BTreeMap<String, String>,
+    replicated: String,
+) -> Result<SaveReport, Error> {
     let mut slices = BTreeMap::new();
     let mut per_rank = Vec::new();
     for t in &tensors {
@@ -111,6 +157,7 @@ pub fn save_shard(
         save_id: save_id.to_owned(),
         slices,
         per_rank,
+        replicated,
     };
     let mut info = info.clone();
     info.insert(
@@ -257,6 +304,7 @@ pub fn gather(
     let mut tensors: BTreeMap<String, GlobalTensor> = BTreeMap::new();
     let mut weight_map = BTreeMap::new();
     let mut total = 0u64;
+    let mut replicated: Option<String> = None;
     for rank in 0..world_size {
         let (file, info) = loop {
             match open_shard(storage, dir, rank, world_size, Some(save_id)) {
@@ -265,7 +313,7 @@ pub fn gather(
                 Err(e) if started.elapsed() < options.timeout => {
                     log::debug!(target: "model_checkpoint", "waiting for shard {rank}: {e}");
                     std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                    pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
                 }
                 Err(e) => {
                     return Err(Error::Io {
@@ -283,12 +331,25 @@ pub fn gather(
             }
         };
         let file_name = shard_file(rank, world_size);
+        let bad = |reason: String| Error::Corrupt {
+            path: join(dir, &file_name).into(),
+            reason,
+        };
+        match &replicated {
+            None => replicated = Some(info.replicated.clone()),
+            Some(first) if *first != info.replicated => {
+                return Err(bad(
+                    "its rank saw other replicated tensors than rank 0 (their names or sizes differ): the ranks' shard layouts disagree".to_owned(),
+                ))
+            }
+            Some(_) => {}
+        }
         for t in file.tensors() {
-            total = total.saturating_add(t.len as u64);
             if info.per_rank.iter().any(|n| n == t.name) {
                 // Read from its rank's shard on resume; not a part of the global model.
                 continue;
             }
+            total = total.saturating_add(t.len as u64);
             let (offsets, global_shape) = match info.slices.get(t.name) {
                 Some(s) => (s.offsets.clone(), s.global_shape.clone()),
                 None => (vec![0; t.shape.len()], t.shape.to_vec()),
@@ -300,6 +361,12 @@ pub fn gather(
                     global_shape: global_shape.clone(),
                     pieces: Vec::new(),
                 });
+            if entry.dtype != format!("{:?}", t.dtype) || entry.global_shape != global_shape {
+                return Err(bad(format!(
+                    "tensor {:?} has another dtype or global shape than in the shards before",
+                    crate::text::shorten(t.name, 100)
+                )));
+            }
             entry.pieces.push(Piece {
                 file: file_name.clone(),
                 offsets: offsets.clone(),
@@ -333,10 +400,20 @@ pub fn gather(
         },
     };
     let name = join(dir, INDEX_FILE);
-    let text = serde_json::to_vec_pretty(&index).map_err(|e| Error::Corrupt {
+    let text = serde_json::to_vec(&index).map_err(|e| Error::Corrupt {
         path: name.clone().into(),
         reason: format!("the index cannot be written: {e}"),
     })?;
+    if text.len() as u64 > super::index::MAX_INDEX_BYTES {
+        return Err(Error::TooLarge {
+            what: crate::text::shorten(&name, 200),
+            reason: format!(
+                "{} bytes, more than the {} a reader takes: save fewer, larger tensors",
+                text.len(),
+                super::index::MAX_INDEX_BYTES
+            ),
+        });
+    }
     // Checked as a reader will check it: pieces that do not tile a tensor are an error now,
     // not at the first load.
     Index::parse(&name, &text)?;

@@ -88,6 +88,8 @@ pub(crate) struct Engine {
     pub commit_options: crate::sharded::CommitOptions,
     /// The ranks' own collective, used instead of polling the storage.
     pub barrier: Option<Arc<dyn crate::sharded::Barrier>>,
+    /// The save id of the sharded checkpoint this run resumed from, if any.
+    pub resumed_from: Option<String>,
     /// Whether the run id was given (then a checkpoint with another may not resume).
     pub explicit_run_id: bool,
     /// Whether the engine may act as the run its id names: it made the id, was given it,
@@ -134,6 +136,7 @@ impl Engine {
             ranks: None,
             commit_options: crate::sharded::CommitOptions::default(),
             barrier: None,
+            resumed_from: None,
             explicit_run_id: false,
             run_confirmed: false,
             lock: None,

@@ -136,6 +136,16 @@ impl Engine {
     /// file), so its claim is dropped: this becomes a new run, which deletes nothing it did
     /// not save itself.
     pub(crate) fn confirm_run(&mut self, file: &CheckpointFile) {
+        // A shard of a sharded checkpoint names its save; every rank's shard the same.
+        self.resumed_from = file
+            .info()
+            .get(crate::sharded::KEY_SHARD)
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+            .and_then(|v| {
+                v.get("save_id")
+                    .and_then(|s| s.as_str())
+                    .map(crate::sharded::short_digest)
+            });
         if self.run_confirmed {
             return;
         }
@@ -472,6 +482,24 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::NoCheckpoint`] when there is none.
+    /// The newest sharded checkpoint of this run that its template could have produced in
+    /// its folder (sub-folders included).
+    pub(crate) fn latest_sharded(&self) -> Result<PathBuf, Error> {
+        let dir = self.folder();
+        let depth = folder_depth(&self.template, &dir);
+        let run = format!("{}/", self.run_id());
+        crate::sharded::latest_sharded_matching(
+            &*self.storage,
+            &dir.to_string_lossy(),
+            depth,
+            &|folder, index| {
+                self.could_have_written(Path::new(folder)).is_ok()
+                    && index.model_checkpoint.save_id.starts_with(&run)
+            },
+        )
+        .map(PathBuf::from)
+    }
+
     pub(crate) fn latest(&self) -> Result<PathBuf, Error> {
         let dir = self.folder();
         let depth = folder_depth(&self.template, &dir);

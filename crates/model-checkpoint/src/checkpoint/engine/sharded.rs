@@ -53,6 +53,7 @@ impl Engine {
             .collect();
         let sizes: Vec<(&str, usize)> = replicated.iter().map(|(n, b)| (n.as_str(), *b)).collect();
         let owner = sharded::owners(&sizes, ranks.world_size);
+        let replicated = sharded::replicated_digest(&sizes);
         let mine: BTreeSet<&str> = sizes
             .iter()
             .zip(&owner)
@@ -69,11 +70,30 @@ impl Engine {
                 }),
             })
             .collect();
-        // Every rank names this save alike: the run (the same id on every rank), the save's
-        // number and the step.
-        let save_id = format!("{}/{}/{step}", self.run_id(), pending.file.seq);
+        // Every rank names this save alike: the run (the same id on every rank), the
+        // checkpoint it resumed from (so that a save after a resume never takes a shard the
+        // crashed attempt left under the same number), the save's number and the step.
+        let save_id = format!(
+            "{}/{}{}/{step}",
+            self.run_id(),
+            self.resumed_from
+                .as_deref()
+                .map(|r| format!("after-{r}/"))
+                .unwrap_or_default(),
+            pending.file.seq
+        );
         let dir = path.to_string_lossy().into_owned();
-        sharded::save_shard(
+        // A committed checkpoint is never rewritten: its shards would stop matching its
+        // index. Every rank sees the same index, so every rank refuses alike.
+        let index = format!("{}/{INDEX_FILE}", dir.trim_end_matches('/'));
+        if self.storage.exists(&index)? {
+            return Err(Error::AlreadyExists {
+                name: format!(
+                    "{dir} (a committed sharded checkpoint: each save needs a new folder; put the step or {{batch}} in the template)"
+                ),
+            });
+        }
+        let saved = sharded::save_shard_checked(
             &*self.storage,
             &dir,
             ranks,
@@ -81,60 +101,60 @@ impl Engine {
             kind,
             shard_tensors,
             info,
-        )?;
+            replicated,
+        );
         let timeout = self.commit_options.timeout;
         if let Some(barrier) = &self.barrier {
-            // Every shard is in place once all ranks pass this; then rank 0 commits, and all
-            // pass the second once the index is there.
+            // Every rank passes both barriers, even after a failure, so that the ranks'
+            // barriers stay paired: once all pass the first, every shard that will be there
+            // is; rank 0 commits at once (one look); all pass the second once it is done.
             barrier.wait(&format!("shards {save_id}"), timeout)?;
+            let committed = if ranks.rank == 0 && saved.is_ok() {
+                let once = sharded::CommitOptions {
+                    timeout: std::time::Duration::ZERO,
+                    ..self.commit_options
+                };
+                sharded::gather(&*self.storage, &dir, ranks.world_size, &save_id, info, once)
+                    .and_then(|pending| pending.publish(&*self.storage))
+                    .map(|_| ())
+            } else {
+                Ok(())
+            };
+            barrier.wait(&format!("index {save_id}"), timeout)?;
+            saved?;
+            committed?;
+            if !self.storage.exists(&index)? {
+                return Err(Error::Io {
+                    action: "find the index of",
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "rank 0 did not commit (a rank's shard is missing)",
+                    ),
+                });
+            }
+        } else {
+            saved?;
             if ranks.rank == 0 {
-                let found = sharded::gather(
+                sharded::gather(
                     &*self.storage,
                     &dir,
                     ranks.world_size,
                     &save_id,
                     info,
                     self.commit_options,
-                )
-                .and_then(|pending| pending.publish(&*self.storage));
-                // The others wait on the barrier, not on the index: pass it even on failure.
-                barrier.wait(&format!("index {save_id}"), timeout)?;
-                found?;
-            } else {
-                barrier.wait(&format!("index {save_id}"), timeout)?;
-                if !self.storage.exists(&format!("{dir}/{INDEX_FILE}"))? {
-                    return Err(Error::Io {
-                        action: "find the index of",
-                        path: path.to_path_buf(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "rank 0 did not commit",
-                        ),
-                    });
-                }
-            }
-        } else if ranks.rank == 0 {
-            sharded::gather(
-                &*self.storage,
-                &dir,
-                ranks.world_size,
-                &save_id,
-                info,
-                self.commit_options,
-            )?
-            .publish(&*self.storage)?;
-        } else if !sharded::wait_for_index(&*self.storage, &dir, self.commit_options.timeout)? {
-            return Err(Error::Io {
-                action: "wait for the index of",
-                path: path.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "rank 0 did not commit within {:?}",
-                        self.commit_options.timeout
+                )?
+                .publish(&*self.storage)?;
+            } else if !sharded::wait_for_index(&*self.storage, &dir, timeout)? {
+                return Err(Error::Io {
+                    action: "wait for the index of",
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("rank 0 did not commit within {timeout:?}"),
                     ),
-                ),
-            });
+                });
+            }
         }
         self.committed_sharded(pending, ranks)
     }

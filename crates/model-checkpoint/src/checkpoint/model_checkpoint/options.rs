@@ -277,12 +277,7 @@ impl ModelCheckpoint {
     /// [`Error::NoCheckpoint`] when there is none.
     pub fn latest(&self) -> Result<PathBuf, Error> {
         if self.engine.ranks.is_some() {
-            let folder = self.engine.folder();
-            return crate::sharded::latest_sharded(
-                &*self.engine.storage,
-                &folder.to_string_lossy(),
-            )
-            .map(PathBuf::from);
+            return self.engine.latest_sharded();
         }
         self.engine.latest()
     }
