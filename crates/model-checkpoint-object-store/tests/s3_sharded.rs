@@ -78,16 +78,9 @@ mod sharded_model;
 #[ignore = "helper: the sharded training test runs it as a child process"]
 fn s3_training_child() {
     let dir = std::env::var("CKPT_TRAIN_DIR").expect("dir");
-    let epochs: u64 = std::env::var("CKPT_TRAIN_EPOCHS")
-        .expect("epochs")
-        .parse()
-        .expect("epochs");
-    let resume = std::env::var_os("CKPT_TRAIN_RESUME").is_some();
-    let ranks = model_checkpoint::sharded::Ranks::from_env()
-        .expect("ranks")
-        .expect("RANK");
-    let storage = std::sync::Arc::new(ObjectStorage::from_env(&dir).expect("storage"));
-    sharded_model::train(storage, &dir, ranks, "5eed", epochs, resume, None).expect("train");
+    sharded_model::child(std::sync::Arc::new(
+        ObjectStorage::from_env(&dir).expect("storage"),
+    ));
 }
 
 #[test]
@@ -96,55 +89,17 @@ fn a_resumed_sharded_run_on_s3_matches_one_straight_through() {
         return;
     };
     let storage = server.storage();
+    let env = server.env();
     let run = |dir: &str, world: usize, epochs: u64, resume: bool| {
-        let children: Vec<_> = (0..world)
-            .map(|rank| {
-                let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
-                cmd.args(["--ignored", "--exact", "s3_training_child", "--quiet"])
-                    .envs(server.env())
-                    .env("RANK", rank.to_string())
-                    .env("WORLD_SIZE", world.to_string())
-                    .env("CKPT_TRAIN_DIR", dir)
-                    .env("CKPT_TRAIN_EPOCHS", epochs.to_string())
-                    .stdout(std::process::Stdio::null());
-                if resume {
-                    cmd.env("CKPT_TRAIN_RESUME", "1");
-                }
-                cmd.spawn().expect("child")
-            })
-            .collect();
-        for mut child in children {
-            assert!(child.wait().expect("wait").success(), "a rank failed");
-        }
-    };
-    let contents = |dir: &str| -> Vec<(String, Vec<u8>)> {
-        let checkpoint =
-            model_checkpoint::sharded::ShardedCheckpoint::open(&storage, dir).expect("open");
-        let mut out: Vec<(String, Vec<u8>)> = checkpoint
-            .tensors()
-            .keys()
-            .map(|name| {
-                (
-                    name.clone(),
-                    checkpoint.read(name).expect("read").into_data(),
-                )
-            })
-            .collect();
-        for rank in 0..checkpoint.world_size() {
-            let shard = checkpoint.shard(rank).expect("shard");
-            out.push((
-                format!("rank {rank} rng"),
-                shard.read("__training__/rng").expect("rng"),
-            ));
-        }
-        out
+        let ok = sharded_model::run_ranks("s3_training_child", &env, dir, world, epochs, resume);
+        assert!(ok, "a rank failed");
     };
     let (straight, resumed) = (server.url("straight"), server.url("resumed"));
     run(&straight, 2, 4, false);
     run(&resumed, 2, 2, false);
     run(&resumed, 2, 4, true);
-    let a = contents(&format!("{straight}/step-004"));
-    let b = contents(&format!("{resumed}/step-004"));
+    let a = sharded_model::contents(&storage, &format!("{straight}/step-004"));
+    let b = sharded_model::contents(&storage, &format!("{resumed}/step-004"));
     assert_eq!(a.len(), 7);
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert!(x == y, "{name} differs between resumed and straight");

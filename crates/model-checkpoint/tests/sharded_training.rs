@@ -4,7 +4,6 @@
 
 mod sharded_model;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use model_checkpoint::restore::restore_sharded;
@@ -15,74 +14,19 @@ use sharded_model::{LinearSlice, INPUTS, OUTPUTS};
 #[test]
 #[ignore = "helper: the sharded training tests run it as a child process"]
 fn sharded_training_child() {
-    let dir = std::env::var("CKPT_TRAIN_DIR").expect("dir");
-    let epochs: u64 = std::env::var("CKPT_TRAIN_EPOCHS")
-        .expect("epochs")
-        .parse()
-        .expect("epochs");
-    let resume = std::env::var_os("CKPT_TRAIN_RESUME").is_some();
-    let ranks = Ranks::from_env().expect("ranks").expect("RANK");
-    sharded_model::train(
-        Arc::new(LocalFolder::default()),
-        &dir,
-        ranks,
-        "5eed",
-        epochs,
-        resume,
-        None,
-    )
-    .expect("train");
+    sharded_model::child(Arc::new(LocalFolder::default()));
 }
 
 fn run(dir: &str, world: usize, epochs: u64, resume: bool) {
     assert!(run_ok(dir, world, epochs, resume), "a rank failed");
 }
 
-/// Runs the ranks; whether all succeeded.
 fn run_ok(dir: &str, world: usize, epochs: u64, resume: bool) -> bool {
-    let children: Vec<_> = (0..world)
-        .map(|rank| {
-            let mut cmd = Command::new(std::env::current_exe().expect("exe"));
-            cmd.args(["--ignored", "--exact", "sharded_training_child", "--quiet"])
-                .env("RANK", rank.to_string())
-                .env("WORLD_SIZE", world.to_string())
-                .env("CKPT_TRAIN_DIR", dir)
-                .env("CKPT_TRAIN_EPOCHS", epochs.to_string());
-            if resume {
-                cmd.env("CKPT_TRAIN_RESUME", "1");
-            }
-            cmd.stdout(std::process::Stdio::null());
-            cmd.spawn().expect("child")
-        })
-        .collect();
-    let mut ok = true;
-    for mut child in children {
-        ok &= child.wait().expect("wait").success();
-    }
-    ok
+    sharded_model::run_ranks("sharded_training_child", &[], dir, world, epochs, resume)
 }
 
-/// Every tensor of the checkpoint in `dir`, and every rank's own state.
 fn contents(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let checkpoint = ShardedCheckpoint::open(&LocalFolder::default(), dir).expect("open");
-    let mut out: Vec<(String, Vec<u8>)> = checkpoint
-        .tensors()
-        .keys()
-        .map(|name| {
-            (
-                name.clone(),
-                checkpoint.read(name).expect("read").into_data(),
-            )
-        })
-        .collect();
-    for rank in 0..checkpoint.world_size() {
-        let shard = checkpoint.shard(rank).expect("shard");
-        out.push((
-            format!("rank {rank} rng"),
-            shard.read("__training__/rng").expect("rng"),
-        ));
-    }
-    out
+    sharded_model::contents(&LocalFolder::default(), dir)
 }
 
 #[test]

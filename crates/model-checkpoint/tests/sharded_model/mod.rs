@@ -269,3 +269,72 @@ pub fn train(
     }
     Ok(model.into_inner())
 }
+
+/// Runs `world` ranks of this test binary's child test `test` (which calls [`train`] with
+/// the `CKPT_TRAIN_*` settings), with `env` added; whether all succeeded.
+pub fn run_ranks(
+    test: &str,
+    env: &[(&str, String)],
+    dir: &str,
+    world: usize,
+    epochs: u64,
+    resume: bool,
+) -> bool {
+    let children: Vec<_> = (0..world)
+        .map(|rank| {
+            let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
+            cmd.args(["--ignored", "--exact", test, "--quiet"])
+                .envs(env.iter().map(|(k, v)| (*k, v)))
+                .env("RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("CKPT_TRAIN_DIR", dir)
+                .env("CKPT_TRAIN_EPOCHS", epochs.to_string())
+                .stdout(std::process::Stdio::null());
+            if resume {
+                cmd.env("CKPT_TRAIN_RESUME", "1");
+            }
+            cmd.spawn().expect("child")
+        })
+        .collect();
+    let mut ok = true;
+    for mut child in children {
+        ok &= child.wait().expect("wait").success();
+    }
+    ok
+}
+
+/// The child's side of [`run_ranks`]: trains as its settings say, in `storage`.
+pub fn child(storage: Arc<dyn Storage>) {
+    let dir = std::env::var("CKPT_TRAIN_DIR").expect("dir");
+    let epochs: u64 = std::env::var("CKPT_TRAIN_EPOCHS")
+        .expect("epochs")
+        .parse()
+        .expect("epochs");
+    let resume = std::env::var_os("CKPT_TRAIN_RESUME").is_some();
+    let ranks = Ranks::from_env().expect("ranks").expect("RANK");
+    train(storage, &dir, ranks, "5eed", epochs, resume, None).expect("train");
+}
+
+/// Every global tensor of the sharded checkpoint in `dir`, and every rank's own generator.
+pub fn contents(storage: &dyn Storage, dir: &str) -> Vec<(String, Vec<u8>)> {
+    let checkpoint =
+        model_checkpoint::sharded::ShardedCheckpoint::open(storage, dir).expect("open");
+    let mut out: Vec<(String, Vec<u8>)> = checkpoint
+        .tensors()
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                checkpoint.read(name).expect("read").into_data(),
+            )
+        })
+        .collect();
+    for rank in 0..checkpoint.world_size() {
+        let shard = checkpoint.shard(rank).expect("shard");
+        out.push((
+            format!("rank {rank} rng"),
+            shard.read("__training__/rng").expect("rng"),
+        ));
+    }
+    out
+}

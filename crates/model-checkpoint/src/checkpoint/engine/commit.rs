@@ -10,6 +10,15 @@ use crate::policy::{files_to_keep, SavedFile};
 use crate::store::{self, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::{Error, Value};
 
+/// What retention does with a file its rules no longer keep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Deleted, or left alone for good (not provably this run's): no longer tracked.
+    Forget,
+    /// Not deleted this time: tracked, to try again at the next save.
+    Keep,
+}
+
 impl Engine {
     /// Saves the model in `ctx` as `job` says. A full checkpoint also carries the training
     /// state, the other callbacks' states, and this callback's state under `key`, which
@@ -200,44 +209,57 @@ impl Engine {
                 self.options.durable,
             )?;
         }
+        self.retain(file, direction, |engine, f| {
+            let digest = match engine.owns(&f.path) {
+                Ok(digest) => digest,
+                Err(why) => {
+                    // Never deleted: only files this run provably wrote may go.
+                    log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
+                    return Fate::Forget;
+                }
+            };
+            match engine.storage.delete(&f.path.to_string_lossy()) {
+                Ok(()) => {
+                    engine.session_saved.retain(|p| *p != f.path);
+                    engine.session_digests.remove(&f.path);
+                    let marker = engine.marker(engine.run_id(), &digest);
+                    if let Err(e) = engine.storage.delete(&marker) {
+                        log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");
+                    }
+                    Fate::Forget
+                }
+                Err(e) => {
+                    // Left for the next round: an extra file is harmless.
+                    log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());
+                    Fate::Keep
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Tracks `file` for retention (when on) and hands every file the rules no longer keep
+    /// to `remove`, which deletes it or says why not; it stays tracked only if `remove`
+    /// says [`Fate::Keep`] (to try again at the next save).
+    pub(super) fn retain(
+        &mut self,
+        file: SavedFile,
+        direction: crate::policy::Direction,
+        mut remove: impl FnMut(&mut Engine, &SavedFile) -> Fate,
+    ) {
         if !self.retention.is_on() {
-            return Ok(());
+            return;
         }
         self.saved.kept.retain(|f| f.path != file.path);
         self.saved.kept.push(file);
         let keep = files_to_keep(&self.saved.kept, &self.retention, direction);
         let mut kept = Vec::with_capacity(self.saved.kept.len());
         for (f, keep) in std::mem::take(&mut self.saved.kept).into_iter().zip(keep) {
-            if keep {
+            if keep || remove(self, &f) == Fate::Keep {
                 kept.push(f);
-                continue;
-            }
-            let digest = match self.owns(&f.path) {
-                Ok(digest) => digest,
-                Err(why) => {
-                    // Never deleted: only files this run provably wrote may go.
-                    log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
-                    continue;
-                }
-            };
-            match self.storage.delete(&f.path.to_string_lossy()) {
-                Ok(()) => {
-                    self.session_saved.retain(|p| *p != f.path);
-                    self.session_digests.remove(&f.path);
-                    let marker = self.marker(self.run_id(), &digest);
-                    if let Err(e) = self.storage.delete(&marker) {
-                        log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");
-                    }
-                }
-                Err(e) => {
-                    // Left for the next round: an extra file is harmless.
-                    log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());
-                    kept.push(f);
-                }
             }
         }
         self.saved.kept = kept;
-        Ok(())
     }
 
     /// Waits until every background save is committed.

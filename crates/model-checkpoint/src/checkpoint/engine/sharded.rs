@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use super::commit::Fate;
 use super::{Engine, Pending};
 use crate::model::{NamedTensor, Placement};
-use crate::policy::files_to_keep;
 use crate::sharded::{self, ShardTensor, INDEX_FILE};
 use crate::store::{Kind, TRAINING_PREFIX};
 use crate::Error;
@@ -167,37 +167,26 @@ impl Engine {
         self.saved.last_saved = Some(file.path.clone());
         self.saved.saves = self.saved.saves.saturating_add(1);
         self.session_saved.insert(file.path.clone());
-        if !self.retention.is_on() {
-            return Ok(());
-        }
-        self.saved.kept.retain(|f| f.path != file.path);
-        self.saved.kept.push(file);
-        let keep = files_to_keep(&self.saved.kept, &self.retention, direction);
-        let mut kept = Vec::with_capacity(self.saved.kept.len());
-        for (f, keep) in std::mem::take(&mut self.saved.kept).into_iter().zip(keep) {
-            if keep {
-                kept.push(f);
-                continue;
-            }
+        self.retain(file, direction, |engine, f| {
             // The other ranks stop tracking it as rank 0 deletes it.
             if ranks.rank != 0 {
-                continue;
+                return Fate::Forget;
             }
-            if !self.session_saved.contains(&f.path) || self.could_have_written(&f.path).is_err() {
+            if !engine.session_saved.contains(&f.path) || engine.could_have_written(&f.path).is_err() {
                 log::warn!(target: "model_checkpoint", "retention leaves {} alone: this run did not save it in this process", f.path.display());
-                continue;
+                return Fate::Forget;
             }
-            match self.delete_sharded(&f.path) {
+            match engine.delete_sharded(&f.path) {
                 Ok(()) => {
-                    self.session_saved.remove(&f.path);
+                    engine.session_saved.remove(&f.path);
+                    Fate::Forget
                 }
                 Err(e) => {
                     log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());
-                    kept.push(f);
+                    Fate::Keep
                 }
             }
-        }
-        self.saved.kept = kept;
+        });
         Ok(())
     }
 
