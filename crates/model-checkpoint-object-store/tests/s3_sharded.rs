@@ -109,3 +109,62 @@ fn a_resumed_sharded_run_on_s3_matches_one_straight_through() {
     let latest = model_checkpoint::sharded::latest_sharded(&storage, &straight).expect("latest");
     assert!(latest.ends_with("step-005"), "{latest}");
 }
+
+/// A barrier of threads standing in for an MPI or NCCL one.
+struct Threads(std::sync::Barrier);
+
+impl model_checkpoint::sharded::Barrier for Threads {
+    fn wait(
+        &self,
+        _name: &str,
+        _timeout: std::time::Duration,
+    ) -> Result<(), model_checkpoint::Error> {
+        self.0.wait();
+        Ok(())
+    }
+}
+
+#[test]
+fn versions_and_last_of_sharded_checkpoints_on_s3() {
+    let Some(server) = Seaweed::start("sharded versions and last on s3") else {
+        return;
+    };
+    let storage: std::sync::Arc<dyn model_checkpoint::store::Storage> =
+        std::sync::Arc::new(server.storage());
+    let template = server.url("v/model");
+    let barrier: std::sync::Arc<dyn model_checkpoint::sharded::Barrier> =
+        std::sync::Arc::new(Threads(std::sync::Barrier::new(2)));
+    std::thread::scope(|scope| {
+        for rank in 0..2 {
+            let (barrier, template, storage) = (barrier.clone(), template.clone(), storage.clone());
+            scope.spawn(move || {
+                let settings = sharded_model::Settings {
+                    storage,
+                    template: &template,
+                    ranks: model_checkpoint::sharded::Ranks::new(rank, 2).expect("ranks"),
+                    run_id: "5eed",
+                    barrier: Some(barrier),
+                };
+                sharded_model::train_with(settings, 3, false, &|cb| {
+                    cb.overwrite(false).save_last(true).keep_last(2)
+                })
+                .expect("train");
+            });
+        }
+    });
+    // keep_last(2): the first version went, index first; `last` is a server-side copy.
+    let open = |name: &str| {
+        model_checkpoint::sharded::ShardedCheckpoint::open(
+            &*storage,
+            &server.url(&format!("v/{name}")),
+        )
+    };
+    assert!(open("model").is_err(), "retention removed the oldest");
+    for name in ["model-v1", "model-v2", "last"] {
+        open(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(
+        sharded_model::contents(&*storage, &server.url("v/last")),
+        sharded_model::contents(&*storage, &server.url("v/model-v2"))
+    );
+}

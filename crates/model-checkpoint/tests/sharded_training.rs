@@ -172,3 +172,44 @@ fn a_committed_folder_is_never_saved_into_again() {
     assert_eq!(contents(&format!("{dir}/step-002")), before);
     ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/step-001")).expect("intact");
 }
+
+#[test]
+fn versions_and_last_of_sharded_checkpoints() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().to_string_lossy().into_owned();
+    let template = format!("{dir}/model");
+    let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
+        Arc::new(Threads(std::sync::Barrier::new(2)));
+    // Two ranks as threads; one fixed folder name, so every save after the first is a version.
+    std::thread::scope(|scope| {
+        for rank in 0..2 {
+            let (barrier, template) = (barrier.clone(), template.clone());
+            scope.spawn(move || {
+                let settings = sharded_model::Settings {
+                    storage: Arc::new(LocalFolder::default()),
+                    template: &template,
+                    ranks: Ranks::new(rank, 2).expect("ranks"),
+                    run_id: "5eed",
+                    barrier: Some(barrier),
+                };
+                sharded_model::train_with(settings, 3, false, &|cb| {
+                    cb.overwrite(false).save_last(true).keep_last(100)
+                })
+                .expect("train");
+            });
+        }
+    });
+    for name in ["model", "model-v1", "model-v2", "last"] {
+        ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/{name}"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(
+        contents(&format!("{dir}/last")),
+        contents(&format!("{dir}/model-v2")),
+        "last holds the newest"
+    );
+    assert_ne!(
+        contents(&format!("{dir}/model")),
+        contents(&format!("{dir}/model-v2"))
+    );
+}

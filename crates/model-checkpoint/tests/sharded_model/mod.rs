@@ -218,8 +218,42 @@ pub fn train(
     resume: bool,
     barrier: Option<Arc<dyn model_checkpoint::sharded::Barrier>>,
 ) -> Result<LinearSlice, Error> {
+    let template = format!("{dir}/step-{{epoch:03d}}");
+    let settings = Settings {
+        storage,
+        template: &template,
+        ranks,
+        run_id,
+        barrier,
+    };
+    train_with(settings, epochs, resume, &|cb| cb)
+}
+
+/// Where and how [`train_with`] saves.
+pub struct Settings<'a> {
+    pub storage: Arc<dyn Storage>,
+    pub template: &'a str,
+    pub ranks: Ranks,
+    pub run_id: &'a str,
+    pub barrier: Option<Arc<dyn model_checkpoint::sharded::Barrier>>,
+}
+
+/// [`train`] with any template, and the callback's options changed by `configure`.
+pub fn train_with(
+    settings: Settings<'_>,
+    epochs: u64,
+    resume: bool,
+    configure: &dyn Fn(ModelCheckpoint) -> ModelCheckpoint,
+) -> Result<LinearSlice, Error> {
+    let Settings {
+        storage,
+        template,
+        ranks,
+        run_id,
+        barrier,
+    } = settings;
     let model = RefCell::new(LinearSlice::new(ranks));
-    let mut checkpoint = ModelCheckpoint::new(format!("{dir}/step-{{epoch:03d}}"))
+    let mut checkpoint = ModelCheckpoint::new(template)
         .storage(storage.clone())
         .sharded(ranks)
         .with_run_id(run_id)
@@ -229,6 +263,7 @@ pub fn train(
     if let Some(barrier) = barrier {
         checkpoint = checkpoint.shard_barrier(barrier);
     }
+    let mut checkpoint = configure(checkpoint);
     if resume {
         let latest = checkpoint.latest()?;
         restore_sharded(

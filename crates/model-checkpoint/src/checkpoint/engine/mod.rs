@@ -216,8 +216,19 @@ impl Engine {
 
     /// `path`, or with `overwrite` off and `path` taken, the first free `NAME-vN.EXT` (of
     /// the first 100,000: a storage that calls every name taken gets an error, not a loop).
+    ///
+    /// In a multi-process run a folder is taken once it has an index: every rank sees the
+    /// same (a save's index needs every rank's shard, and each rank waits for the previous
+    /// save's index), so every rank picks the same name.
     pub fn free_path(&self, path: PathBuf) -> Result<PathBuf, crate::Error> {
-        let taken = |p: &Path| self.storage.taken(&p.to_string_lossy());
+        let taken = |p: &Path| match self.ranks {
+            Some(_) => self.storage.exists(&format!(
+                "{}/{}",
+                p.to_string_lossy().trim_end_matches('/'),
+                crate::sharded::INDEX_FILE
+            )),
+            None => self.storage.taken(&p.to_string_lossy()),
+        };
         if self.overwrite || !taken(&path)? {
             return Ok(path);
         }

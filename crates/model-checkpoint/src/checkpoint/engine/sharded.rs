@@ -167,6 +167,9 @@ impl Engine {
         self.saved.last_saved = Some(file.path.clone());
         self.saved.saves = self.saved.saves.saturating_add(1);
         self.session_saved.insert(file.path.clone());
+        if ranks.rank == 0 {
+            self.copy_to_last(&file.path)?;
+        }
         self.retain(file, direction, |engine, f| {
             // The other ranks stop tracking it as rank 0 deletes it.
             if ranks.rank != 0 {
@@ -188,6 +191,50 @@ impl Engine {
             }
         });
         Ok(())
+    }
+
+    /// Where `save_last` keeps a copy of the newest sharded checkpoint: `last` in the
+    /// template's folder, or the path given to `save_last_as`.
+    pub(crate) fn sharded_last(&self) -> Option<std::path::PathBuf> {
+        match &self.last {
+            super::Last::Off => None,
+            super::Last::Beside => Some(self.folder().join("last")),
+            super::Last::At(p) => Some(p.clone()),
+        }
+    }
+
+    /// `save_last` for sharded checkpoints: the folder `last` stops being a checkpoint (its
+    /// index goes first), takes copies of the new checkpoint's shards (server-side copies on
+    /// S3, links or copies locally), drops shards of another world size, and gets the index
+    /// last. A crash in between leaves `last` without an index: not a checkpoint, while the
+    /// checkpoint it copies stays whole.
+    fn copy_to_last(&self, from: &Path) -> Result<(), Error> {
+        let Some(last) = self.sharded_last() else {
+            return Ok(());
+        };
+        let (from, last) = (from.to_string_lossy(), last.to_string_lossy());
+        let (from, last) = (from.trim_end_matches('/'), last.trim_end_matches('/'));
+        self.storage.delete(&format!("{last}/{INDEX_FILE}"))?;
+        self.storage.prepare_dir(last)?;
+        let name_of = |full: &str| full.rsplit('/').next().unwrap_or(full).to_owned();
+        let objects = self.storage.list(from, 0)?;
+        let new: BTreeSet<String> = objects.iter().map(|o| name_of(&o.name)).collect();
+        for stale in self.storage.list(last, 0)? {
+            if !new.contains(&name_of(&stale.name)) {
+                self.storage.delete(&stale.name)?;
+            }
+        }
+        let durable = self.options.durable;
+        for object in objects.iter().filter(|o| name_of(&o.name) != INDEX_FILE) {
+            let name = name_of(&object.name);
+            self.storage
+                .copy(&object.name, &format!("{last}/{name}"), durable)?;
+        }
+        self.storage.copy(
+            &format!("{from}/{INDEX_FILE}"),
+            &format!("{last}/{INDEX_FILE}"),
+            durable,
+        )
     }
 
     /// Deletes a sharded checkpoint: the index first (from then on it is not a checkpoint,

@@ -146,8 +146,9 @@ impl ModelCheckpoint {
     ///
     /// Every rank must be given the same run id ([`ModelCheckpoint::with_run_id`]: the
     /// launcher's job id, say), and the template must make a new folder per save (a field
-    /// such as `{epoch}`); background saves, `save_last` and `overwrite(false)` are refused
-    /// in a sharded run (not supported yet).
+    /// such as `{epoch}`), or `overwrite(false)` gives each save a new `NAME-vN` folder.
+    /// `save_last` keeps a copy of the newest checkpoint in the folder `last` beside them.
+    /// Background saves are refused in a sharded run (not supported yet).
     pub fn sharded(mut self, ranks: crate::sharded::Ranks) -> Self {
         self.engine.ranks = Some(ranks);
         self
@@ -215,12 +216,12 @@ impl ModelCheckpoint {
             if !self.engine.explicit_run_id {
                 return refuse("needs the same run id on every rank: give with_run_id");
             }
-            if self.engine.background || self.engine.last != Last::Off || !self.engine.overwrite {
-                return refuse(
-                    "does not support background saves, save_last or overwrite(false) yet",
-                );
+            if self.engine.background {
+                return refuse("does not support background saves yet");
             }
-            if crate::template::Pattern::new(&self.engine.template).is_ok_and(|p| p.is_fixed()) {
+            let fixed =
+                crate::template::Pattern::new(&self.engine.template).is_ok_and(|p| p.is_fixed());
+            if fixed && self.engine.overwrite {
                 return refuse(
                     "needs a new folder per save: put a field such as {epoch} in the template",
                 );
