@@ -172,6 +172,14 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
             out!("{line}");
             continue;
         }
+        if crate::sharded::is_interrupted(&*location.storage, &location.name) {
+            bad += 1;
+            out!(
+                "BAD     {}: an interrupted sharded save (shards without an index): not a checkpoint",
+                path.display()
+            );
+            continue;
+        }
         for file in files_of(&location, path)? {
             // The metadata ModelCheckpoint writes is checked too (counters, logs).
             let opened = location.open_other(&file, Verify::Full).and_then(|f| {

@@ -48,6 +48,17 @@ pub(crate) fn is_sharded(storage: &dyn Storage, dir: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether folder `dir` holds shards but no index: a sharded save that never committed.
+pub(crate) fn is_interrupted(storage: &dyn Storage, dir: &str) -> bool {
+    !is_sharded(storage, dir)
+        && storage.list(dir, 0).is_ok_and(|objects| {
+            objects.iter().any(|o| {
+                let file = o.name.rsplit('/').next().unwrap_or(&o.name);
+                file.starts_with("shard-") && file.ends_with(".safetensors")
+            })
+        })
+}
+
 /// What a listing says of a sharded checkpoint: kind, metadata, bytes, whether every shard
 /// verifies completely.
 pub(crate) struct Summary {

@@ -75,6 +75,14 @@ fn ls_verify_show_and_consolidate_understand_sharded_checkpoints() {
 
     let verify = ckpt(d, &["verify", "ck/step-1"]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    // Shards without their index: not a checkpoint, whatever each shard says.
+    let verify = ckpt(d, &["verify", "ck/step-2"]);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify.stdout));
+    assert!(
+        text(&verify.stdout).contains("interrupted sharded save"),
+        "{}",
+        text(&verify.stdout)
+    );
     let show = ckpt(d, &["show", "ck/step-1"]);
     assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
     assert!(
