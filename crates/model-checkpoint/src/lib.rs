@@ -83,7 +83,9 @@ pub mod store;
 pub mod template;
 pub mod text;
 
-pub use callback::{Callback, CallbackList, Context, Control, HookResult, SnapshotFence};
+pub use callback::{
+    Callback, CallbackList, Context, Control, CsvLogger, HookResult, SnapshotFence,
+};
 pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, ModelCheckpoint};
 pub use error::Error;
 pub use logs::{Logs, Value};

@@ -1,9 +1,11 @@
 //! The `Callback` trait with Keras's hook names, the context a hook receives, and a list
 //! that calls many callbacks in order.
 
+mod csv_logger;
 mod fence;
 mod list;
 
+pub use csv_logger::CsvLogger;
 pub use fence::{FenceGuard, SnapshotFence};
 pub use list::CallbackList;
 

@@ -1,0 +1,228 @@
+//! `CsvLogger`: Keras's `CSVLogger`, one row per epoch with every logged metric, through
+//! any [`Storage`] (a local file, or an object on S3).
+//!
+//! As Keras writes it: the header is `epoch` and the first epoch's log keys sorted; `epoch`
+//! is 0-based; values are Python's `str` of each (`0.1` as `0.1`, integers as integers, a
+//! missing key as `NA`); rows end in `\r\n` (Python's `csv.excel` dialect); fields holding
+//! the separator, a quote or a line break are quoted. With `append`, an existing file is
+//! continued (its header kept). Beyond Keras: the number of rows written is part of full
+//! checkpoints, so a run resumed from an older checkpoint drops the rows logged after it,
+//! and the file never holds an epoch twice.
+
+use std::sync::Arc;
+
+use super::{Callback, Context, Control, HookResult};
+use crate::store::{LocalFolder, SaveOptions, Storage};
+use crate::{Error, Logs};
+
+/// The largest history file continued in `append` mode.
+const MAX_HISTORY_BYTES: u64 = 256 << 20;
+
+/// Streams epoch results to a CSV file (Keras's `CSVLogger`).
+///
+/// ```
+/// use model_checkpoint::{Callback, Context, CsvLogger, Logs};
+/// # use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};
+/// # struct Toy;
+/// # impl Checkpointable for Toy {
+/// #     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> { Ok(vec![]) }
+/// # }
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("history.csv");
+/// let mut logger = CsvLogger::new(&path);
+/// let toy = Toy;
+/// let mut ctx = Context::new(&toy);
+/// logger.on_train_begin(&Logs::new(), &mut ctx)?;
+/// logger.on_epoch_end(0, &Logs::from([("loss", 0.5), ("val_loss", 0.25)]), &mut ctx)?;
+/// assert_eq!(std::fs::read_to_string(&path)?, "epoch,loss,val_loss\r\n0,0.5,0.25\r\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CsvLogger {
+    name: String,
+    separator: char,
+    append: bool,
+    storage: Arc<dyn Storage>,
+    keys: Option<Vec<String>>,
+    content: Vec<u8>,
+    /// Data rows in `content` (the header not counted).
+    rows: u64,
+    /// Rows to keep of an existing file: set by a resume.
+    keep_rows: Option<u64>,
+}
+
+impl std::fmt::Debug for CsvLogger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsvLogger")
+            .field("name", &self.name)
+            .field("separator", &self.separator)
+            .field("append", &self.append)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CsvLogger {
+    /// A logger writing `path` (Keras's `filename`), with Keras's defaults: separator `,`,
+    /// no append, the local file system.
+    pub fn new(path: impl AsRef<std::path::Path>) -> Self {
+        CsvLogger {
+            name: path.as_ref().to_string_lossy().into_owned(),
+            separator: ',',
+            append: false,
+            storage: Arc::new(LocalFolder::default()),
+            keys: None,
+            content: Vec::new(),
+            rows: 0,
+            keep_rows: None,
+        }
+    }
+
+    /// The field separator (Keras's `separator`). Default: `,`.
+    pub fn separator(mut self, separator: char) -> Self {
+        self.separator = separator;
+        self
+    }
+
+    /// Continue an existing file instead of replacing it (Keras's `append`). Default:
+    /// `false`.
+    pub fn append(mut self, yes: bool) -> Self {
+        self.append = yes;
+        self
+    }
+
+    /// Where the file is written (beyond Keras). Default: the local file system.
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    fn field(&self, text: &str) -> String {
+        if text.contains([self.separator, '"', '\r', '\n']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text.to_owned()
+        }
+    }
+
+    fn write_row(&mut self, fields: &[String]) {
+        let sep = self.separator.to_string();
+        let row: Vec<String> = fields.iter().map(|f| self.field(f)).collect();
+        self.content.extend_from_slice(row.join(&sep).as_bytes());
+        self.content.extend_from_slice(b"\r\n");
+    }
+
+    /// Writes the whole file again (an object store cannot append), replacing it atomically.
+    fn flush(&self) -> Result<(), Error> {
+        let mut pending = self.storage.create(&self.name, 0, Default::default())?;
+        std::io::Write::write_all(&mut pending, &self.content).map_err(|e| Error::Io {
+            action: "write",
+            path: self.name.clone().into(),
+            source: e,
+        })?;
+        pending.commit(&[], SaveOptions::default().durable)
+    }
+
+    /// The existing file, its header and at most `keep` data rows (all without a limit).
+    fn existing(&self, keep: Option<u64>) -> Result<Vec<u8>, Error> {
+        let reader = match self.storage.open(&self.name) {
+            Ok(reader) => reader,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(e),
+        };
+        if reader.len() > MAX_HISTORY_BYTES {
+            return Err(Error::TooLarge {
+                what: crate::text::shorten(&self.name, 200),
+                reason: format!(
+                    "{} bytes, more than the {MAX_HISTORY_BYTES} a history appended to may have",
+                    reader.len()
+                ),
+            });
+        }
+        let mut bytes = vec![0; reader.len() as usize];
+        reader.read_exact_at(&mut bytes, 0).map_err(|e| Error::Io {
+            action: "read",
+            path: self.name.clone().into(),
+            source: e,
+        })?;
+        if let Some(keep) = keep {
+            // The header and `keep` rows: cut after the (keep + 1)-th line end.
+            let mut ends = bytes
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1);
+            if let Some(cut) = ends.nth(keep as usize) {
+                bytes.truncate(cut);
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+impl Callback for CsvLogger {
+    /// Replaces the file with an empty one, or with `append` continues it (cut back to the
+    /// rows a resumed checkpoint had logged).
+    fn on_train_begin(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        self.keys = None;
+        self.content = if self.append || self.keep_rows.is_some() {
+            self.existing(self.keep_rows)?
+        } else {
+            Vec::new()
+        };
+        let lines = self.content.iter().filter(|b| **b == b'\n').count() as u64;
+        self.rows = lines.saturating_sub(1);
+        self.flush()?;
+        Ok(Control::Continue)
+    }
+
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        let keys = match &self.keys {
+            Some(keys) => keys.clone(),
+            None => {
+                let mut keys: Vec<String> = logs.iter().map(|(k, _)| k.to_owned()).collect();
+                keys.sort();
+                if self.content.is_empty() {
+                    let mut header = vec!["epoch".to_owned()];
+                    header.extend(keys.iter().cloned());
+                    self.write_row(&header);
+                }
+                self.keys = Some(keys.clone());
+                keys
+            }
+        };
+        let mut row = vec![epoch.to_string()];
+        row.extend(keys.iter().map(|k| match logs.get(k) {
+            Some(crate::Value::None) => String::new(),
+            Some(v) => v.to_string(),
+            None => "NA".to_owned(),
+        }));
+        self.write_row(&row);
+        self.rows += 1;
+        self.flush()?;
+        Ok(Control::Continue)
+    }
+
+    fn state_key(&self) -> Option<String> {
+        Some(format!("CsvLogger({})", self.name))
+    }
+
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "rows": self.rows }))
+    }
+
+    /// A resume continues the file from the rows logged when the checkpoint was saved.
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+        let rows = state
+            .get("rows")
+            .and_then(serde_json::Value::as_u64)
+            .filter(|r| *r <= crate::store::MAX_COUNTER)
+            .ok_or_else(|| Error::BadState {
+                key: crate::text::shorten(&format!("CsvLogger({})", self.name), 200),
+                reason: "rows is missing or out of range".to_owned(),
+            })?;
+        self.keep_rows = Some(rows);
+        Ok(())
+    }
+}
