@@ -371,8 +371,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
     let mut trainer = Trainer::new(model, optimizer);
 
+    let storage = crate::location::storage_for(&args.filepath)?;
     let mut checkpoint = ModelCheckpoint::new(&args.filepath)
-        .storage(crate::location::storage_for(&args.filepath)?)
+        .storage(storage.clone())
         .monitor(args.monitor.clone())
         .verbose(args.verbose)
         .save_best_only(args.save_best_only)
@@ -436,6 +437,14 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             learning_rate,
         },
     };
+    // The history, one row per epoch as Keras's CSVLogger writes it, beside the checkpoints;
+    // a resume continues it from the rows its checkpoint had logged.
+    let history_file = checkpoint
+        .folder()
+        .join(model_checkpoint::store::HISTORY_FILE);
+    let mut logger = model_checkpoint::CsvLogger::new(&history_file)
+        .storage(storage)
+        .append(args.resume.is_some());
     if let Some(from) = &args.resume {
         // `latest` (the template's folder), FOLDER/latest, or a file; local or s3://.
         let location = if from.as_os_str() == "latest" {
@@ -450,7 +459,8 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         if let Some(saved) = &saved {
             check_resume_options(saved, &recorder.now)?;
         }
-        let resumed = trainer.resume_from(&file, &mut [&mut checkpoint, &mut recorder])?;
+        let resumed =
+            trainer.resume_from(&file, &mut [&mut checkpoint, &mut recorder, &mut logger])?;
         match (args.learning_rate, &saved) {
             (Some(lr), Some(saved)) if lr != saved.learning_rate => {
                 trainer.set_learning_rate(lr);
@@ -491,7 +501,11 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .validation_split(args.validation_split)
         .seed(args.seed)
         .verbose(args.progress);
-    let history = trainer.fit(&data, &options, &mut [&mut checkpoint, &mut recorder])?;
+    let history = trainer.fit(
+        &data,
+        &options,
+        &mut [&mut checkpoint, &mut recorder, &mut logger],
+    )?;
     if history.interrupted {
         let signal = checkpoint.interrupted().unwrap_or("a signal");
         let saved = checkpoint

@@ -808,6 +808,7 @@ fn reserved_names_are_refused_before_training() {
             vec!["--filepath", "ck/last.safetensors", "--save-last"],
             "save_last",
         ),
+        (vec!["--filepath", "ck/history.csv"], "the training history"),
         (vec!["--filepath", ""], "--filepath is empty"),
     ] {
         let mut all = vec!["train", "--epochs", "1", "--progress", "0"];

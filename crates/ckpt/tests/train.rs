@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ckpt, text};
+use common::{ckpt, text, train_args};
 
 #[test]
 fn train_saves_and_reloads_the_best_checkpoint() {
@@ -188,4 +188,49 @@ fn a_read_only_checkpoint_folder_is_refused_before_training() {
             && stderr.contains("Read-only file system"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_history_is_kept_beside_the_checkpoints_and_continued_on_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let first = ckpt(d, &train_args(&["--epochs", "3", "--hidden", "16"]));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let history = d.join("ck").join("history.csv");
+    let rows = || -> Vec<String> {
+        std::fs::read_to_string(&history)
+            .expect("history")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(rows()[0], "epoch,accuracy,loss,val_accuracy,val_loss");
+    assert_eq!(rows().len(), 4);
+    // Not a checkpoint: the listing tools pass it by.
+    let ls = ckpt(d, &["ls", "ck"]);
+    assert!(
+        !text(&ls.stdout).contains("history.csv"),
+        "{}",
+        text(&ls.stdout)
+    );
+    let verify = ckpt(d, &["verify", "ck"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    // A resume from epoch 2 logs epochs 2, 3 and 4 once each.
+    let resumed = ckpt(
+        d,
+        &train_args(&[
+            "--epochs",
+            "5",
+            "--hidden",
+            "16",
+            "--resume",
+            "ck/e02.safetensors",
+        ]),
+    );
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let epochs: Vec<String> = rows()[1..]
+        .iter()
+        .map(|r| r.split(',').next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(epochs, ["0", "1", "2", "3", "4"]);
 }

@@ -5,9 +5,10 @@
 //! is 0-based; values are Python's `str` of each (`0.1` as `0.1`, integers as integers, a
 //! missing key as `NA`); rows end in `\r\n` (Python's `csv.excel` dialect); fields holding
 //! the separator, a quote or a line break are quoted. With `append`, an existing file is
-//! continued (its header kept). Beyond Keras: the number of rows written is part of full
-//! checkpoints, so a run resumed from an older checkpoint drops the rows logged after it,
-//! and the file never holds an epoch twice.
+//! continued (its header kept). Beyond Keras: a run resumed from a full checkpoint (which
+//! carries the logger's state) continues the file, and at its first epoch drops the rows of
+//! that epoch and later ones that an earlier attempt logged, so the file never holds an
+//! epoch twice.
 
 use std::sync::Arc;
 
@@ -46,8 +47,8 @@ pub struct CsvLogger {
     content: Vec<u8>,
     /// Data rows in `content` (the header not counted).
     rows: u64,
-    /// Rows to keep of an existing file: set by a resume.
-    keep_rows: Option<u64>,
+    /// Whether this run resumed from a checkpoint, and has not logged an epoch yet.
+    resumed: bool,
 }
 
 impl std::fmt::Debug for CsvLogger {
@@ -73,7 +74,7 @@ impl CsvLogger {
             keys: None,
             content: Vec::new(),
             rows: 0,
-            keep_rows: None,
+            resumed: false,
         }
     }
 
@@ -122,8 +123,8 @@ impl CsvLogger {
         pending.commit(&[], SaveOptions::default().durable)
     }
 
-    /// The existing file, its header and at most `keep` data rows (all without a limit).
-    fn existing(&self, keep: Option<u64>) -> Result<Vec<u8>, Error> {
+    /// The existing file.
+    fn existing(&self) -> Result<Vec<u8>, Error> {
         let reader = match self.storage.open(&self.name) {
             Ok(reader) => reader,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -146,18 +147,28 @@ impl CsvLogger {
             path: self.name.clone().into(),
             source: e,
         })?;
-        if let Some(keep) = keep {
-            // The header and `keep` rows: cut after the (keep + 1)-th line end.
-            let mut ends = bytes
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| **b == b'\n')
-                .map(|(i, _)| i + 1);
-            if let Some(cut) = ends.nth(keep as usize) {
-                bytes.truncate(cut);
+        Ok(bytes)
+    }
+
+    /// Drops the data rows of epoch `from` and later (the first field of a row is its
+    /// epoch, as this logger writes it).
+    fn drop_rows_from(&mut self, from: usize) {
+        let text = String::from_utf8_lossy(&self.content).into_owned();
+        let mut kept = String::with_capacity(text.len());
+        let mut rows = 0u64;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let epoch = line
+                .split(self.separator)
+                .next()
+                .and_then(|f| f.trim().parse::<usize>().ok());
+            let keep = i == 0 || epoch.is_none_or(|e| e < from);
+            if keep {
+                kept.push_str(line);
+                rows += u64::from(i > 0);
             }
         }
-        Ok(bytes)
+        self.content = kept.into_bytes();
+        self.rows = rows;
     }
 }
 
@@ -166,8 +177,8 @@ impl Callback for CsvLogger {
     /// rows a resumed checkpoint had logged).
     fn on_train_begin(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
         self.keys = None;
-        self.content = if self.append || self.keep_rows.is_some() {
-            self.existing(self.keep_rows)?
+        self.content = if self.append || self.resumed {
+            self.existing()?
         } else {
             Vec::new()
         };
@@ -178,6 +189,9 @@ impl Callback for CsvLogger {
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        if std::mem::take(&mut self.resumed) {
+            self.drop_rows_from(epoch);
+        }
         let keys = match &self.keys {
             Some(keys) => keys.clone(),
             None => {
@@ -212,17 +226,15 @@ impl Callback for CsvLogger {
         Some(serde_json::json!({ "rows": self.rows }))
     }
 
-    /// A resume continues the file from the rows logged when the checkpoint was saved.
+    /// A resume continues the file, replacing the rows of the epochs it trains again.
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
-        let rows = state
-            .get("rows")
-            .and_then(serde_json::Value::as_u64)
-            .filter(|r| *r <= crate::store::MAX_COUNTER)
-            .ok_or_else(|| Error::BadState {
+        if !state.get("rows").is_some_and(serde_json::Value::is_u64) {
+            return Err(Error::BadState {
                 key: crate::text::shorten(&format!("CsvLogger({})", self.name), 200),
-                reason: "rows is missing or out of range".to_owned(),
-            })?;
-        self.keep_rows = Some(rows);
+                reason: "rows is missing or not a count".to_owned(),
+            });
+        }
+        self.resumed = true;
         Ok(())
     }
 }

@@ -33,5 +33,7 @@ pub use scan::{
     candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in, Header,
     Listed,
 };
-pub use storage::{Commit, ObjectMeta, ObjectReader, PendingObject, Storage, MARKER_PREFIX};
+pub use storage::{
+    Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, MARKER_PREFIX,
+};
 pub use write::{save, save_to, SaveOptions, SaveReport};

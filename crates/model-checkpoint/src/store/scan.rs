@@ -86,6 +86,7 @@ pub fn list_in(storage: &dyn Storage, dir: &str, depth: usize) -> Result<Vec<Lis
         let file = name.rsplit('/').next().unwrap_or(name);
         file.starts_with(super::storage::MARKER_PREFIX)
             || file == super::LOCK_FILE
+            || file == super::storage::HISTORY_FILE
             || super::is_temp_file(Path::new(file))
     };
     let objects = storage

@@ -22,6 +22,10 @@ use crate::Error;
 /// produce such names.
 pub const MARKER_PREFIX: &str = ".ckpt-run.";
 
+/// The training history `ckpt train` keeps beside its checkpoints (a `CsvLogger` file):
+/// listings skip it, and templates may not produce it.
+pub const HISTORY_FILE: &str = "history.csv";
+
 /// What a commit does when its name is already taken.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Commit {

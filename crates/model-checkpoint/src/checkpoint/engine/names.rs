@@ -239,6 +239,12 @@ impl Engine {
         if name.always_ends_with(LOCK_FILE) && name.matches(LOCK_FILE) {
             return Err(reserved(LOCK_FILE, "the folder's lock file"));
         }
+        if pattern.is_fixed() && name.matches(store::HISTORY_FILE) {
+            return Err(reserved(
+                store::HISTORY_FILE,
+                "the training history ckpt train keeps beside its checkpoints",
+            ));
+        }
         if self
             .template
             .rsplit('/')
@@ -312,6 +318,8 @@ impl Engine {
         let name = path.rsplit('/').next().unwrap_or(path);
         let what = if name == LOCK_FILE {
             Some("the folder's lock file")
+        } else if name == store::HISTORY_FILE {
+            Some("the training history ckpt train keeps beside its checkpoints")
         } else if name.starts_with(store::MARKER_PREFIX) {
             Some("the markers that prove which run wrote a file")
         } else if name.ends_with(TEMP_SUFFIX) {
