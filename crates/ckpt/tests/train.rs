@@ -18,15 +18,18 @@ fn train_saves_and_reloads_the_best_checkpoint() {
     let saved: Vec<_> = std::fs::read_dir(dir.path().join("checkpoints"))
         .expect("folder")
         .filter(|e| {
-            e.as_ref()
-                .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            e.as_ref().is_ok_and(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                !name.starts_with('.') && name != "history.csv"
+            })
         })
         .collect();
     assert_eq!(
         saved.len(),
         4,
-        "one file per epoch (besides the hidden lock file)"
+        "one file per epoch (besides the hidden lock file and the history)"
     );
+    assert!(dir.path().join("checkpoints/history.csv").exists());
     let best_line = stdout
         .lines()
         .find(|l| l.starts_with("best checkpoint: "))
