@@ -66,15 +66,8 @@ impl Location {
 
     /// The folder's checkpoints in training order, with their headers read.
     pub fn listed(&self) -> Result<Vec<Listed>, Failure> {
-        let mut listed = store::list_in(&*self.storage, &self.name, 0)?;
-        listed.sort_by(|a, b| {
-            (a.header.is_ok(), a.position(), &a.path).cmp(&(
-                b.header.is_ok(),
-                b.position(),
-                &b.path,
-            ))
-        });
-        Ok(listed)
+        // `list_in` orders them so already.
+        Ok(store::list_in(&*self.storage, &self.name, 0)?)
     }
 
     /// The folder's candidate files, by name.

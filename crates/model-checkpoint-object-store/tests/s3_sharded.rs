@@ -9,7 +9,7 @@ mod sharded_cases;
 
 use model_checkpoint_object_store::ObjectStorage;
 use seaweed::Seaweed;
-use sharded_cases::{check_after_kill, check_loads, kill_at, spawn, STAGES};
+use sharded_cases::{check_loads, spawn};
 
 const CHILD: &str = "s3_sharded_child";
 
@@ -42,32 +42,7 @@ fn sharded_saves_on_s3_load_into_any_number_and_survive_kills() {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(12);
-    let mut env = env.clone();
-    env.push((sharded_cases::TIMEOUT_MS, "800".to_owned()));
-    for i in 1..=kills {
-        let world = [2, 4][i % 2];
-        let stage = STAGES[i % 3];
-        let rank = if stage == "before-index" {
-            0
-        } else {
-            (i / 3) % world
-        };
-        let dir = format!("{root}/step-{i:03}");
-        let mut children = spawn(CHILD, &env, world, &dir, i as u64, Some((rank, stage)));
-        assert!(
-            kill_at(&mut children[rank], stage),
-            "kill {i} missed {stage}"
-        );
-        for child in &mut children {
-            let _ = child.wait();
-        }
-        let latest = check_after_kill(&storage, &root);
-        if stage == "after-shard" && rank != 0 {
-            assert_eq!(latest, dir, "kill {i}: {stage} of rank {rank}");
-        } else {
-            assert_ne!(latest, dir, "kill {i}: {stage} of rank {rank}");
-        }
-    }
+    sharded_cases::kill_at_every_stage(CHILD, &env, &storage, &root, kills);
     println!("{kills} kills on s3: no bad index, latest always complete");
 }
 
@@ -110,20 +85,6 @@ fn a_resumed_sharded_run_on_s3_matches_one_straight_through() {
     assert!(latest.ends_with("step-005"), "{latest}");
 }
 
-/// A barrier of threads standing in for an MPI or NCCL one.
-struct Threads(std::sync::Barrier);
-
-impl model_checkpoint::sharded::Barrier for Threads {
-    fn wait(
-        &self,
-        _name: &str,
-        _timeout: std::time::Duration,
-    ) -> Result<(), model_checkpoint::Error> {
-        self.0.wait();
-        Ok(())
-    }
-}
-
 #[test]
 fn versions_and_last_of_sharded_checkpoints_on_s3() {
     let Some(server) = Seaweed::start("sharded versions and last on s3") else {
@@ -133,7 +94,7 @@ fn versions_and_last_of_sharded_checkpoints_on_s3() {
         std::sync::Arc::new(server.storage());
     let template = server.url("v/model");
     let barrier: std::sync::Arc<dyn model_checkpoint::sharded::Barrier> =
-        std::sync::Arc::new(Threads(std::sync::Barrier::new(2)));
+        std::sync::Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
     std::thread::scope(|scope| {
         for rank in 0..2 {
             let (barrier, template, storage) = (barrier.clone(), template.clone(), storage.clone());

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use model_checkpoint::sharded::{self, CommitOptions, ShardedCheckpoint};
 use model_checkpoint::store::{CheckpointFile, LocalFolder, Verify};
-use sharded_cases::{check_after_kill, check_loads, global, kill_at, spawn, STAGES};
+use sharded_cases::{check_loads, global, spawn, STAGES};
 
 const CHILD: &str = "sharded_child";
 
@@ -115,35 +115,7 @@ fn sigkill_at_every_stage_never_commits_a_bad_index() {
         .ok()
         .and_then(|k| k.parse().ok())
         .unwrap_or(30);
-    let mut reached = 0;
-    for i in 1..=kills {
-        let world = [2, 4][i % 2];
-        let stage = STAGES[i % 3];
-        // Only the coordinator reaches the last stage.
-        let rank = if stage == "before-index" {
-            0
-        } else {
-            (i / 3) % world
-        };
-        let dir = format!("{root_name}/step-{i:03}");
-        let env = [(sharded_cases::TIMEOUT_MS, "800".to_owned())];
-        let mut children = spawn(CHILD, &env, world, &dir, i as u64, Some((rank, stage)));
-        if kill_at(&mut children[rank], stage) {
-            reached += 1;
-        }
-        for child in &mut children {
-            let _ = child.wait();
-        }
-        let latest = check_after_kill(&storage, &root_name);
-        if stage == "after-shard" && rank != 0 {
-            // Its shard was in place: the coordinator committed without it running.
-            assert_eq!(latest, dir, "kill {i}: {stage} of rank {rank}");
-        } else {
-            // No index: the killed save is not a checkpoint, and latest is an earlier one.
-            assert_ne!(latest, dir, "kill {i}: {stage} of rank {rank}");
-        }
-    }
-    assert_eq!(reached, kills, "every kill landed at its stage");
+    sharded_cases::kill_at_every_stage(CHILD, &[], &storage, &root_name, kills);
     println!("{kills} kills at {STAGES:?}: no bad index, latest always complete");
 }
 

@@ -107,21 +107,6 @@ fn a_resumed_sharded_run_matches_one_straight_through() {
     assert_eq!(latest.world_size(), 4);
 }
 
-/// A barrier of threads standing in for an MPI or NCCL one (whose names every rank passes
-/// in the same order).
-struct Threads(std::sync::Barrier);
-
-impl model_checkpoint::sharded::Barrier for Threads {
-    fn wait(
-        &self,
-        _name: &str,
-        _timeout: std::time::Duration,
-    ) -> Result<(), model_checkpoint::Error> {
-        self.0.wait();
-        Ok(())
-    }
-}
-
 #[test]
 fn ranks_with_their_own_barrier_save_the_same_checkpoints() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -130,7 +115,7 @@ fn ranks_with_their_own_barrier_save_the_same_checkpoints() {
     run(&by_processes, 2, 3, false);
     // Two ranks as threads, committing through their barrier instead of polling.
     let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
-        Arc::new(Threads(std::sync::Barrier::new(2)));
+        Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
     std::thread::scope(|scope| {
         for rank in 0..2 {
             let (barrier, dir) = (barrier.clone(), by_threads.clone());
@@ -179,7 +164,7 @@ fn versions_and_last_of_sharded_checkpoints() {
     let dir = root.path().to_string_lossy().into_owned();
     let template = format!("{dir}/model");
     let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
-        Arc::new(Threads(std::sync::Barrier::new(2)));
+        Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
     // Two ranks as threads; one fixed folder name, so every save after the first is a version.
     std::thread::scope(|scope| {
         for rank in 0..2 {

@@ -293,3 +293,45 @@ pub fn check_after_kill(storage: &dyn Storage, root: &str) -> String {
     ShardedCheckpoint::open(storage, &latest).expect("latest opens");
     latest
 }
+
+/// Saves of `test`'s children into `root/step-NNN`, `kills` times, each with one rank
+/// killed with SIGKILL at a stage (cycling through [`STAGES`], worlds of 2 and 4); after
+/// each kill, [`check_after_kill`], and the killed save is a checkpoint only where the
+/// coordinator could commit without the killed rank (killed after its shard).
+pub fn kill_at_every_stage(
+    test: &str,
+    env: &[(&str, String)],
+    storage: &dyn Storage,
+    root: &str,
+    kills: usize,
+) {
+    let mut env = env.to_vec();
+    env.push((TIMEOUT_MS, "800".to_owned()));
+    for i in 1..=kills {
+        let world = [2, 4][i % 2];
+        let stage = STAGES[i % 3];
+        // Only the coordinator reaches the last stage.
+        let rank = if stage == "before-index" {
+            0
+        } else {
+            (i / 3) % world
+        };
+        let dir = format!("{root}/step-{i:03}");
+        let mut children = spawn(test, &env, world, &dir, i as u64, Some((rank, stage)));
+        assert!(
+            kill_at(&mut children[rank], stage),
+            "kill {i} missed {stage}"
+        );
+        for child in &mut children {
+            let _ = child.wait();
+        }
+        let latest = check_after_kill(storage, root);
+        if stage == "after-shard" && rank != 0 {
+            // Its shard was in place: the coordinator committed without it running.
+            assert_eq!(latest, dir, "kill {i}: {stage} of rank {rank}");
+        } else {
+            // No index: the killed save is not a checkpoint, and latest is an earlier one.
+            assert_ne!(latest, dir, "kill {i}: {stage} of rank {rank}");
+        }
+    }
+}
