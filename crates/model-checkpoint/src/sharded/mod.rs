@@ -23,13 +23,8 @@ pub use index::{shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Sli
 pub use load::{latest_sharded, latest_sharded_matching, ShardedCheckpoint};
 pub use ranks::{Ranks, MAX_WORLD_SIZE};
 
-pub(crate) use save::save_shard_checked;
-
-/// A short SHA-256 (hex) of `text`: how a save id names the checkpoint it resumed from.
-pub(crate) fn short_digest(text: &str) -> String {
-    save::digest(text)
-}
 pub use save::{
     commit, gather, owners, replicated_digest, save_shard, wait_for_index, Barrier, CommitOptions,
     PendingIndex, ShardTensor, KEY_SHARD,
 };
+pub(crate) use save::{resumed_from, save_shard_checked};

@@ -46,6 +46,14 @@ pub(crate) struct ShardInfo {
     pub replicated: String,
 }
 
+/// How a save after a resume from `file` (a shard) names the checkpoint it resumed from: a
+/// short digest of that checkpoint's save id. `None` for a file that is not a shard.
+pub(crate) fn resumed_from(file: &CheckpointFile) -> Option<String> {
+    let text = file.info().get(KEY_SHARD)?;
+    let info: ShardInfo = serde_json::from_str(text).ok()?;
+    Some(digest(&info.save_id))
+}
+
 /// A short SHA-256 (hex) of `text`.
 pub(crate) fn digest(text: &str) -> String {
     use sha2::Digest;

@@ -137,15 +137,7 @@ impl Engine {
     /// not save itself.
     pub(crate) fn confirm_run(&mut self, file: &CheckpointFile) {
         // A shard of a sharded checkpoint names its save; every rank's shard the same.
-        self.resumed_from = file
-            .info()
-            .get(crate::sharded::KEY_SHARD)
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
-            .and_then(|v| {
-                v.get("save_id")
-                    .and_then(|s| s.as_str())
-                    .map(crate::sharded::short_digest)
-            });
+        self.resumed_from = crate::sharded::resumed_from(file);
         if self.run_confirmed {
             return;
         }
