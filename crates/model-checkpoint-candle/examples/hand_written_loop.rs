@@ -7,7 +7,7 @@
 use candle_core::backprop::GradStore;
 use model_checkpoint::restore::restore_latest;
 use model_checkpoint::{Callback, Context, Logs, Mode, ModelCheckpoint};
-use model_checkpoint_candle::{Adam, Dataset, Model, ParamsAdam, TrainingParts};
+use model_checkpoint_candle::{batch_tensors, Adam, Dataset, Model, ParamsAdam, TrainingParts};
 
 const EPOCHS: usize = 6;
 const BATCH: usize = 64;
@@ -38,7 +38,7 @@ fn train_epoch(
     let order: Vec<usize> = (0..train.len()).collect();
     let mut loss_sum = 0.0;
     for (batch, indices) in order.chunks(BATCH).enumerate() {
-        let (x, y) = train.batch(indices, parts.model.device())?;
+        let (x, y) = batch_tensors(&train.batch(indices), parts.model.device())?;
         let logits = parts.model.forward(&x)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
         let grads: GradStore = loss.backward()?;
@@ -70,7 +70,7 @@ fn train_epoch(
 
 fn accuracy(model: &Model, data: &Dataset) -> Result<f64, Box<dyn std::error::Error>> {
     let indices: Vec<usize> = (0..data.len()).collect();
-    let (x, y) = data.batch(&indices, model.device())?;
+    let (x, y) = batch_tensors(&data.batch(&indices), model.device())?;
     let predicted = model.forward(&x)?.argmax(1)?;
     let correct = predicted
         .eq(&y)?

@@ -1,8 +1,6 @@
 //! The crate's one error type.
 
-use std::path::PathBuf;
-
-/// Everything that can go wrong in the adapter, the optimizers, the data loaders and `fit`.
+/// Everything that can go wrong in the adapter, the optimizers and `fit`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -14,32 +12,15 @@ pub enum Error {
     /// candle failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
-    /// A data file could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
-    DataIo {
-        /// The file.
-        path: PathBuf,
-        /// The system's error.
-        source: std::io::Error,
-    },
-    /// A data file has a malformed row.
-    #[error("{}: line {line}: {reason}", .path.display())]
-    MalformedRow {
-        /// The file.
-        path: PathBuf,
-        /// The 1-based line number.
-        line: usize,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Fit options that cannot work together or with the data.
-    #[error("invalid fit options: {0}")]
-    InvalidOptions(String),
+    /// `fit` refused its options or data, or a data file could not be read (the shared
+    /// loop's errors, other than this crate's own and the checkpoint's).
+    #[error(transparent)]
+    Fit(model_checkpoint_fit::Error),
 }
 
 impl Error {
     pub(crate) fn options(reason: impl Into<String>) -> Self {
-        Error::InvalidOptions(reason.into())
+        Error::Fit(model_checkpoint_fit::Error::options(reason))
     }
 }
 
@@ -64,7 +45,34 @@ impl From<Error> for model_checkpoint::Error {
     fn from(e: Error) -> Self {
         match e {
             Error::Checkpoint(inner) => inner,
+            Error::Fit(inner) => inner.into(),
             other => model_checkpoint::Error::Framework(Box::new(other)),
+        }
+    }
+}
+
+impl From<model_checkpoint_fit::Error> for Error {
+    /// This crate's errors that travelled through `fit` (from a step) come back as
+    /// themselves, the checkpoint's as [`Error::Checkpoint`].
+    fn from(e: model_checkpoint_fit::Error) -> Self {
+        match e {
+            model_checkpoint_fit::Error::Step(inner) => match inner.downcast::<Error>() {
+                Ok(own) => *own,
+                Err(other) => Error::Checkpoint(model_checkpoint::Error::Framework(other)),
+            },
+            model_checkpoint_fit::Error::Checkpoint(inner) => inner.into(),
+            other => Error::Fit(other),
+        }
+    }
+}
+
+impl From<Error> for model_checkpoint_fit::Error {
+    /// candle's failures reach `fit` as [`model_checkpoint_fit::Error::Step`].
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Checkpoint(inner) => inner.into(),
+            Error::Fit(inner) => inner,
+            other => model_checkpoint_fit::Error::Step(Box::new(other)),
         }
     }
 }

@@ -8,7 +8,8 @@
 //!   [`Model::load_weights`] reads a checkpoint back.
 //! - [`Sgd`] and [`Adam`] (AdamW with [`ParamsAdam::adamw`]): optimizers equal to
 //!   candle-nn's, with state that saves and restores.
-//! - [`Trainer`]: `fit`, `evaluate`, `predict` and `resume`.
+//! - [`Trainer`]: `fit`, `evaluate`, `predict` and `resume`: `model-checkpoint-fit`'s
+//!   loop, shared with every framework, with candle's train and test steps.
 //! - [`Dataset`]: the bundled digits and CSV files.
 //!
 //! # Example: Keras's ModelCheckpoint example
@@ -44,19 +45,17 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod adapter;
-mod data;
 mod error;
 mod fit;
 mod model;
 mod optim;
 mod parts;
-mod rng;
 
 pub use adapter::{from_dtype, to_dtype, CandleTensor};
-pub use data::Dataset;
 pub use error::Error;
-pub use fit::{FitOptions, History, Loss, LossFn, Metric, Resumed, Trainer};
+pub use fit::{batch_tensors, Loss, LossFn, Metric, Trainer};
+/// The loop is shared with every framework: `model-checkpoint-fit`'s, re-exported.
+pub use model_checkpoint_fit::{Dataset, FitOptions, History, Resumed, RngState, TrainRng};
 pub use model::Model;
 pub use optim::{Adam, Optimizer, ParamsAdam, ParamsSgd, Sgd};
 pub use parts::TrainingParts;
-pub use rng::{RngState, TrainRng};

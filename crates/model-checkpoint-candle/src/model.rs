@@ -10,7 +10,7 @@ use model_checkpoint::store::{CheckpointFile, Verify, TRAINING_PREFIX};
 use model_checkpoint::{Checkpointable, NamedTensor};
 
 use crate::adapter::{load_vars, CandleTensor};
-use crate::rng::TrainRng;
+use model_checkpoint_fit::TrainRng;
 use crate::Error;
 
 /// The most parameters [`Model::mlp`] builds: 2^30 (4 GiB of `f32`; Adam keeps two more

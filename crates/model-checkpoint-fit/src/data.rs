@@ -5,8 +5,6 @@ use std::io::{BufRead, BufReader, Read};
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
-
 use crate::Error;
 
 /// The UCI "Optical Recognition of Handwritten Digits" test set (E. Alpaydin, C. Kaynak,
@@ -69,11 +67,11 @@ impl Dataset {
     /// `targets` (`n × target_width`).
     ///
     /// ```
-    /// use model_checkpoint_candle::Dataset;
+    /// use model_checkpoint_fit::Dataset;
     ///
     /// let data = Dataset::regression(vec![0.0, 1.0, 2.0], 1, vec![0.0, 2.0, 4.0], 1)?;
     /// assert_eq!((data.len(), data.classes(), data.target_width()), (3, 0, 1));
-    /// # Ok::<(), model_checkpoint_candle::Error>(())
+    /// # Ok::<(), model_checkpoint_fit::Error>(())
     /// ```
     ///
     /// # Errors
@@ -376,30 +374,61 @@ impl Dataset {
         &self.labels
     }
 
-    /// The samples at `indices` as a features tensor (`n × width`, f32) and a targets tensor:
-    /// labels (`n`, u32), or float targets (`n × target_width`, f32).
+    /// The samples at `indices`, copied out for a framework to turn into tensors: features
+    /// (`n × width`, row-major) and their labels or float targets.
     ///
-    /// # Errors
+    /// # Panics
     ///
-    /// candle's failure to build the tensors.
-    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor), Error> {
-        let mut x = Vec::with_capacity(indices.len() * self.width);
+    /// Never for indices below [`Dataset::len`], which is all `fit` passes.
+    pub fn batch(&self, indices: &[usize]) -> Batch {
+        let mut features = Vec::with_capacity(indices.len() * self.width);
         for &i in indices {
-            x.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
+            features.extend_from_slice(&self.features[i * self.width..(i + 1) * self.width]);
         }
-        let n = indices.len();
-        let x = Tensor::from_vec(x, (n, self.width), device)?;
-        if self.target_width > 0 {
-            let tw = self.target_width;
-            let mut y = Vec::with_capacity(n * tw);
+        let targets = if self.target_width > 0 {
+            let width = self.target_width;
+            let mut values = Vec::with_capacity(indices.len() * width);
             for &i in indices {
-                y.extend_from_slice(&self.targets[i * tw..(i + 1) * tw]);
+                values.extend_from_slice(&self.targets[i * width..(i + 1) * width]);
             }
-            return Ok((x, Tensor::from_vec(y, (n, tw), device)?));
+            Targets::Values { values, width }
+        } else {
+            Targets::Labels(indices.iter().map(|&i| self.labels[i]).collect())
+        };
+        Batch {
+            features,
+            rows: indices.len(),
+            width: self.width,
+            targets,
         }
-        let y: Vec<u32> = indices.iter().map(|&i| self.labels[i]).collect();
-        Ok((x, Tensor::from_vec(y, n, device)?))
     }
+}
+
+/// Samples copied out of a [`Dataset`], ready to become a framework's tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// `rows × width` feature values, row-major.
+    pub features: Vec<f32>,
+    /// Samples in the batch.
+    pub rows: usize,
+    /// Features per sample.
+    pub width: usize,
+    /// What the model should predict for them.
+    pub targets: Targets,
+}
+
+/// The targets of a [`Batch`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Targets {
+    /// One class label per sample.
+    Labels(Vec<u32>),
+    /// `rows × width` float targets (regression), row-major.
+    Values {
+        /// The values.
+        values: Vec<f32>,
+        /// Targets per sample.
+        width: usize,
+    },
 }
 
 #[cfg(test)]

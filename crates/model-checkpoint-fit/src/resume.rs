@@ -7,9 +7,10 @@ use model_checkpoint::restore::Stored;
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::{Callback, Checkpointable};
 
-use super::state::{FitRecord, FitState};
-use super::Trainer;
 use crate::rng::TrainRng;
+use crate::state::{FitRecord, FitState, FIT};
+use crate::step::Step;
+use crate::trainer::Trainer;
 use crate::Error;
 
 /// Where a resumed trainer will continue.
@@ -34,7 +35,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> Error {
     })
 }
 
-impl Trainer {
+impl<S: Step> Trainer<S> {
     /// Restores the model, the optimizer, the counters, the generator, and the state of every
     /// callback in `callbacks` that the checkpoint holds (`ModelCheckpoint`'s best value and
     /// counters among them), so that the next [`Trainer::fit`] continues exactly where the
@@ -45,8 +46,8 @@ impl Trainer {
     /// [`Error::Checkpoint`] for an unreadable or corrupt file,
     /// [`model_checkpoint::Error::NotAFullCheckpoint`] for a weights-only file, [`model_checkpoint::Error::BadTrainingState`] for
     /// a state that is malformed or was written by another optimizer, and the tensor errors
-    /// of [`crate::Model::load_weights`]. The trainer must not be used after an error: some
-    /// variables may already have changed.
+    /// of the step's [`Checkpointable::restore_weights`]. The trainer must not be used after
+    /// an error: some variables may already have changed.
     pub fn resume(
         &mut self,
         path: impl AsRef<Path>,
@@ -69,11 +70,10 @@ impl Trainer {
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<Resumed, Error> {
         let path = file.path();
-        // The core restores; this crate supplies only what is candle's (the variables, the
-        // optimizer slots) and what is fit's (its counters and generator).
+        // The core restores; the step supplies what is the framework's (the variables, the
+        // optimizer slots), this crate what is fit's (its counters and generator).
         let mut target = Restoring {
-            model: &self.model,
-            optimizer: self.optimizer.as_mut(),
+            step: &mut self.step,
             fit: None,
         };
         let restored = model_checkpoint::restore::restore(file, &mut target, callbacks)?;
@@ -135,19 +135,17 @@ pub(crate) fn check_compatible(saved: &FitRecord, now: &FitRecord) -> Result<(),
 /// A trainer's parts as the core's `restore` sees them: where the weights, the optimizer
 /// state and the fit state go.
 struct Restoring<'a> {
-    model: &'a crate::Model,
-    optimizer: &'a mut dyn crate::Optimizer,
+    step: &'a mut dyn Checkpointable,
     fit: Option<FitState>,
 }
 
 impl Checkpointable for Restoring<'_> {
     fn weights(&self) -> Result<Vec<model_checkpoint::NamedTensor<'_>>, model_checkpoint::Error> {
-        self.model.weights()
+        self.step.weights()
     }
 
     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
-        self.model.load_weights_from(stored.file())?;
-        Ok(())
+        self.step.restore_weights(stored)
     }
 
     fn restore_training_state(
@@ -157,7 +155,7 @@ impl Checkpointable for Restoring<'_> {
     ) -> Result<(), model_checkpoint::Error> {
         let path = tensors.file().path();
         let fit_value = values
-            .get("fit")
+            .get(FIT)
             .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;
         let state: FitState = serde_json::from_value(fit_value.clone())
             .map_err(|e| bad(path, format!("fit state malformed: {e}")))?;
@@ -181,7 +179,7 @@ impl Checkpointable for Restoring<'_> {
         TrainRng::from_state(&state.rng).ok_or_else(|| bad(path, "generator state malformed"))?;
         TrainRng::from_state(&state.rng_epoch_start)
             .ok_or_else(|| bad(path, "generator state malformed"))?;
-        crate::optim::restore_optimizer(self.optimizer, tensors, values)?;
+        self.step.restore_training_state(tensors, values)?;
         self.fit = Some(state);
         Ok(())
     }

@@ -3,11 +3,9 @@
 use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
 use serde::{Deserialize, Serialize};
 
-use super::history::History;
-use super::metrics::Running;
-use crate::optim::Optimizer;
+use crate::history::History;
 use crate::rng::RngState;
-use crate::Model;
+use crate::running::Running;
 
 /// The fit options that must match for a resume to be exact.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,26 +40,32 @@ pub(crate) struct FitState {
     pub history: History,
 }
 
-/// The trainer as `ModelCheckpoint` sees it during a hook: the model's weights, plus the
-/// optimizer and the fit state for full checkpoints.
+/// The trainer as `ModelCheckpoint` sees it during a hook: the framework's weights and
+/// optimizer state, plus the fit state for full checkpoints.
 pub(crate) struct TrainingView<'a> {
-    pub model: &'a Model,
-    pub optimizer: &'a dyn Optimizer,
+    pub step: &'a dyn Checkpointable,
     pub state: &'a FitState,
 }
 
 impl Checkpointable for TrainingView<'_> {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
-        self.model.weights()
+        self.step.weights()
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        let mut state = crate::optim::optimizer_state(self.optimizer)?;
+        let mut state = self.step.training_state()?;
         state.values.insert(
-            "fit".into(),
+            FIT.into(),
             serde_json::to_value(self.state)
                 .map_err(|e| model_checkpoint::Error::Framework(Box::new(e)))?,
         );
         Ok(state)
     }
+
+    fn shard_layout(&self) -> std::collections::BTreeMap<String, model_checkpoint::Placement> {
+        self.step.shard_layout()
+    }
 }
+
+/// The section of a full checkpoint's training state that holds the [`FitState`].
+pub(crate) const FIT: &str = "fit";
