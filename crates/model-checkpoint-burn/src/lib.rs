@@ -1,0 +1,46 @@
+//! [burn](https://burn.dev) for `model-checkpoint`: any burn `Module`'s parameters as named
+//! tensors (by module path) out and in, with dtype and shape checks; optimizer state under
+//! the parameters' paths, so that it survives a freshly built model (burn keys it by random
+//! ids); `fit` with burn's train step; and Keras's `ModelCheckpoint` inside burn's own
+//! `Learner`.
+//!
+//! Which type do I use?
+//!
+//! - [`TrainingParts`]: a model and its optimizer, for a hand-written loop: hand it to
+//!   `ModelCheckpoint` through a `Context`, and to `model_checkpoint::restore` to get
+//!   everything back.
+//! - [`BurnStep`]: a [`Classifier`] and its optimizer as `model_checkpoint_fit::Trainer`
+//!   trains them: Keras's `fit`, exact resume, the same loop as candle's.
+//! - [`Mlp`]: the MLP `ckpt train --framework burn` trains, named and laid out as candle's.
+//!
+//! Checkpoints are the same files as candle's: weights by name, `[out, in]` dense kernels,
+//! optimizer state under `__training__/optimizer/<path>/<field>`.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod error;
+mod mlp;
+mod names;
+mod optimizer;
+mod parts;
+mod step;
+
+pub use error::Error;
+pub use mlp::{Mlp, MAX_LAYERS};
+pub use names::{from_dtype, to_dtype};
+pub use parts::TrainingParts;
+pub use step::{BurnStep, Classifier};
+
+use burn::tensor::Device;
+
+/// burn's NdArray CPU device, for inference. (burn 0.22 deprecates NdArray in favour of
+/// Flex; NdArray is the backend this adapter is tested on, and any `Device` works.)
+#[allow(deprecated)]
+pub fn cpu() -> Device {
+    Device::ndarray()
+}
+
+/// burn's NdArray CPU device with automatic differentiation, for training.
+pub fn cpu_autodiff() -> Device {
+    cpu().autodiff()
+}

@@ -1,0 +1,209 @@
+//! A burn module's float parameters as named tensors, out and in. A parameter is named by
+//! its module path (`dense_0.weight`), as burn's own stores and PyTorch name them, and is
+//! saved in its saving layout (after the parameter's save mapper: a `LinearLayout::Col`
+//! weight is `[out, in]`, as candle and PyTorch keep it).
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::{DType, Tensor, TensorData};
+use model_checkpoint::restore::Stored;
+use model_checkpoint::{Dtype, HostTensor, TensorData as _};
+
+use crate::Error;
+
+/// One float parameter: its name and value as saved.
+pub(crate) struct Named {
+    pub name: String,
+    pub tensor: HostTensor,
+}
+
+/// Every float parameter of `module`, in visiting order.
+pub(crate) fn collect<M: Module>(module: &M) -> Result<Vec<Named>, Error> {
+    let mut visitor = Collect {
+        path: Vec::new(),
+        out: Vec::new(),
+        error: None,
+    };
+    module.visit(&mut visitor);
+    match visitor.error {
+        Some(e) => Err(e),
+        None => Ok(visitor.out),
+    }
+}
+
+/// Module path → parameter id, for naming the optimizer's state.
+pub(crate) fn ids<M: Module>(module: &M) -> BTreeMap<String, (ParamId, Vec<usize>)> {
+    struct Ids {
+        path: Vec<String>,
+        out: BTreeMap<String, (ParamId, Vec<usize>)>,
+    }
+    impl ModuleVisitor for Ids {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let shape = param.val().dims().to_vec();
+            self.out.insert(self.path.join("."), (param.id, shape));
+        }
+    }
+    let mut visitor = Ids {
+        path: Vec::new(),
+        out: BTreeMap::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.out
+}
+
+struct Collect {
+    path: Vec<String>,
+    out: Vec<Named>,
+    error: Option<Error>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.error.is_some() {
+            return;
+        }
+        let name = self.path.join(".");
+        match host(param.transform_for_save().into_value(), &name) {
+            Ok(tensor) => self.out.push(Named { name, tensor }),
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+/// A burn tensor's value in host memory, in safetensors' dtype.
+pub(crate) fn host<const D: usize>(tensor: Tensor<D>, name: &str) -> Result<HostTensor, Error> {
+    let data = tensor.try_into_data().map_err(Error::burn)?;
+    host_data(data, name)
+}
+
+/// Host data in safetensors' dtype. `Flex32` is stored as `F32`, which it is in memory.
+pub(crate) fn host_data(data: TensorData, name: &str) -> Result<HostTensor, Error> {
+    let dtype = to_dtype(data.dtype()).ok_or_else(|| {
+        Error::options(format!(
+            "tensor {name} is of dtype {:?}, which a checkpoint cannot hold",
+            data.dtype()
+        ))
+    })?;
+    let shape = data.shape().to_vec();
+    Ok(HostTensor::new(dtype, shape, data.into_bytes().to_vec())?)
+}
+
+/// safetensors' dtype for burn's, where there is one.
+pub fn to_dtype(dtype: DType) -> Option<Dtype> {
+    Some(match dtype {
+        DType::F64 => Dtype::F64,
+        DType::F32 | DType::Flex32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        DType::I64 => Dtype::I64,
+        DType::I32 => Dtype::I32,
+        DType::I16 => Dtype::I16,
+        DType::I8 => Dtype::I8,
+        DType::U64 => Dtype::U64,
+        DType::U32 => Dtype::U32,
+        DType::U16 => Dtype::U16,
+        DType::U8 => Dtype::U8,
+        _ => return None,
+    })
+}
+
+/// burn's dtype for safetensors', where there is one.
+pub fn from_dtype(dtype: Dtype) -> Option<DType> {
+    Some(match dtype {
+        Dtype::F64 => DType::F64,
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::I64 => DType::I64,
+        Dtype::I32 => DType::I32,
+        Dtype::I16 => DType::I16,
+        Dtype::I8 => DType::I8,
+        Dtype::U64 => DType::U64,
+        Dtype::U32 => DType::U32,
+        Dtype::U16 => DType::U16,
+        Dtype::U8 => DType::U8,
+        _ => return None,
+    })
+}
+
+/// Reads every float parameter of `module` from `stored` (each checked for its dtype and
+/// saved shape before it is read), and only then puts them in: on any error the module is
+/// unchanged.
+pub(crate) fn restore<M: Module>(module: M, stored: &Stored<'_>) -> Result<M, Error> {
+    let expected = collect(&module)?;
+    let mut values = BTreeMap::new();
+    for named in &expected {
+        let t = &named.tensor;
+        let bytes = stored.read(&named.name, t.dtype(), &t.shape())?;
+        let data = TensorData::from_bytes_vec(bytes, t.shape().to_vec(), dtype_of(t)?);
+        values.insert(named.name.clone(), data);
+    }
+    // Tensors the model does not have are refused, as the core's readers refuse them.
+    if let Some(extra) = stored
+        .names()
+        .find(|n| !values.contains_key(*n))
+        .map(str::to_owned)
+    {
+        return Err(Error::Checkpoint(
+            model_checkpoint::Error::UnexpectedTensor {
+                path: stored.file().path().to_path_buf(),
+                name: extra,
+            },
+        ));
+    }
+    Ok(load_values(module, values))
+}
+
+/// Puts `values` (by name, in saving layout) into `module`'s parameters of those names.
+pub(crate) fn load_values<M: Module>(module: M, values: BTreeMap<String, TensorData>) -> M {
+    let mut mapper = Load {
+        path: Vec::new(),
+        values,
+    };
+    module.map(&mut mapper)
+}
+
+fn dtype_of(t: &HostTensor) -> Result<DType, Error> {
+    from_dtype(t.dtype()).ok_or_else(|| Error::options(format!("dtype {:?}", t.dtype())))
+}
+
+struct Load {
+    path: Vec<String>,
+    values: BTreeMap<String, TensorData>,
+}
+
+impl ModuleMapper for Load {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(data) = self.values.remove(&self.path.join(".")) else {
+            return param;
+        };
+        let device = param.lazy_device();
+        let dtype = param.val().dtype();
+        let id = param.id;
+        let tensor = Tensor::<D>::from_data(data, (&device, dtype));
+        param.transform_for_load(tensor, id)
+    }
+}

@@ -1,0 +1,195 @@
+//! burn's optimizer state under stable names. burn keys it by `ParamId`, a random number
+//! each model gets anew, so a record reloaded into a freshly built model matches nothing
+//! and its state is silently dropped. Here each state tensor is saved as
+//! `optimizer/<module path>/<field>` (under the checkpoint's training prefix) and each
+//! scalar under the path in the `optimizer` section; restoring rebuilds burn's record keyed
+//! by the new model's ids.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ParamId};
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use burn::tensor::Bytes;
+use burn_pack::Scalar;
+use model_checkpoint::restore::Stored;
+use model_checkpoint::{HostTensor, NamedTensor};
+use serde::{Deserialize, Serialize};
+
+use crate::names::{from_dtype, host_data, ids};
+use crate::Error;
+
+/// The prefix of the optimizer's tensors among the training tensors.
+pub(crate) const PREFIX: &str = "optimizer/";
+/// The section of the training state that holds the optimizer's scalars.
+pub(crate) const SECTION: &str = "optimizer";
+
+/// A scalar of burn's record, with its kind kept (so a step counter stays an integer).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Value {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl From<Scalar> for Value {
+    fn from(s: Scalar) -> Self {
+        match s {
+            Scalar::Int(v) => Value::Int(v),
+            Scalar::UInt(v) => Value::UInt(v),
+            Scalar::Float(v) => Value::Float(v),
+            Scalar::Bool(v) => Value::Bool(v),
+        }
+    }
+}
+
+impl From<Value> for Scalar {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Int(v) => Scalar::Int(v),
+            Value::UInt(v) => Scalar::UInt(v),
+            Value::Float(v) => Scalar::Float(v),
+            Value::Bool(v) => Scalar::Bool(v),
+        }
+    }
+}
+
+/// The optimizer's section: per parameter path, its scalars by field.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Section {
+    framework: String,
+    scalars: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// The optimizer's state of `model`'s parameters: its tensors (named without the
+/// checkpoint's prefix) and its section of values.
+pub(crate) fn state<M: Module>(
+    optimizer: &ModuleOptimizer,
+    model: &M,
+) -> Result<(Vec<NamedTensor<'static>>, serde_json::Value), Error> {
+    let paths: BTreeMap<u64, String> = ids(model)
+        .into_iter()
+        .map(|(path, (id, _))| (id.val(), path))
+        .collect();
+    let bytes = optimizer.to_record().into_bytes().map_err(Error::burn)?;
+    let reader = burn_pack::Reader::from_bytes(bytes).map_err(Error::burn)?;
+    let mut section = Section {
+        framework: "burn".into(),
+        scalars: BTreeMap::new(),
+    };
+    for (key, value) in reader.scalars() {
+        let (id, field) = split_key(key)?;
+        let path = path_of(&paths, id)?;
+        section
+            .scalars
+            .entry(path.clone())
+            .or_default()
+            .insert(field.to_owned(), (*value).into());
+    }
+    let mut tensors = Vec::new();
+    for tensor in reader.into_tensors().map_err(Error::burn)? {
+        let (name, dtype, shape, _, bytes) = tensor.into_parts().map_err(Error::burn)?;
+        let (id, field) = split_key(&name)?;
+        let path = path_of(&paths, id)?;
+        let data = burn::tensor::TensorData::from_bytes(bytes, shape, dtype);
+        let host: HostTensor = host_data(data, &name)?;
+        tensors.push(NamedTensor::new(format!("{PREFIX}{path}/{field}"), host));
+    }
+    let section = serde_json::to_value(section).map_err(Error::burn)?;
+    Ok((tensors, section))
+}
+
+/// `optimizer` with the state saved in `stored` and `values`, for `model`'s parameters
+/// (matched by path). Everything is checked before burn sees it: each tensor's parameter
+/// exists and has the tensor's shape, and each scalar's parameter exists.
+pub(crate) fn restore<M: Module>(
+    optimizer: &ModuleOptimizer,
+    model: &M,
+    stored: &Stored<'_>,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> Result<ModuleOptimizer, Error> {
+    let bad = |reason: String| {
+        Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
+            path: stored.file().path().to_path_buf(),
+            reason,
+        })
+    };
+    let params = ids(model);
+    let section: Section = match values.get(SECTION) {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| bad(format!("optimizer state malformed: {e}")))?,
+        None => Section::default(),
+    };
+    if !section.framework.is_empty() && section.framework != "burn" {
+        return Err(bad(format!(
+            "the optimizer state was written by {}, not burn",
+            section.framework
+        )));
+    }
+    let param = |path: &str| -> Result<&(ParamId, Vec<usize>), Error> {
+        params.get(path).ok_or_else(|| {
+            bad(format!(
+                "the optimizer has state for {path}, which the model does not have"
+            ))
+        })
+    };
+
+    let mut tensors = Vec::new();
+    let entries: Vec<_> = stored
+        .file()
+        .tensors()
+        .filter_map(|t| {
+            let name = t.name.strip_prefix(stored.prefix())?.strip_prefix(PREFIX)?;
+            Some((name.to_owned(), t.dtype, t.shape.to_vec()))
+        })
+        .collect();
+    for (name, dtype, shape) in entries {
+        let (path, field) = name
+            .split_once('/')
+            .ok_or_else(|| bad(format!("optimizer tensor {name} names no parameter")))?;
+        let (id, param_shape) = param(path)?;
+        if &shape != param_shape {
+            return Err(bad(format!(
+                "optimizer tensor {name} has shape {shape:?}, its parameter {param_shape:?}"
+            )));
+        }
+        let burn_dtype = from_dtype(dtype)
+            .filter(|d| d.is_float())
+            .ok_or_else(|| bad(format!("optimizer tensor {name} is of dtype {dtype:?}")))?;
+        let bytes = stored.read(&format!("{PREFIX}{name}"), dtype, &shape)?;
+        tensors.push(burn_pack::Tensor::new(
+            format!("{}.{field}", id.val()),
+            burn_dtype,
+            shape,
+            Some(id.val()),
+            Bytes::from_bytes_vec(bytes),
+        ));
+    }
+    let mut writer = burn_pack::Writer::new(tensors);
+    for (path, fields) in &section.scalars {
+        let (id, _) = param(path)?;
+        writer = writer.with_metadata(&id.val().to_string(), path);
+        for (field, value) in fields {
+            writer = writer.with_scalar(&format!("{}.{field}", id.val()), (*value).into());
+        }
+    }
+    let bytes = writer.into_bytes().map_err(Error::burn)?;
+    let record = OptimizerRecord::from_bytes(bytes).map_err(Error::burn)?;
+    Ok(optimizer.clone().load_record(record))
+}
+
+/// `"{param_id}.{field}"` split.
+fn split_key(key: &str) -> Result<(u64, &str), Error> {
+    key.split_once('.')
+        .and_then(|(id, field)| Some((id.parse().ok()?, field)))
+        .ok_or_else(|| Error::options(format!("burn's optimizer record has a key {key:?}")))
+}
+
+fn path_of(paths: &BTreeMap<u64, String>, id: u64) -> Result<&String, Error> {
+    paths.get(&id).ok_or_else(|| {
+        Error::options(format!(
+            "the optimizer has state for parameter {id}, which the model does not have"
+        ))
+    })
+}

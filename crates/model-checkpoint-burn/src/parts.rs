@@ -1,0 +1,93 @@
+//! A burn model and its optimizer as one [`Checkpointable`]: what a hand-written loop hands
+//! to `ModelCheckpoint`, and what `fit`'s step checkpoints.
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use model_checkpoint::restore::Stored;
+use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
+
+use crate::{names, optimizer};
+
+/// The section that holds the loop's own values.
+const LOOP: &str = "loop";
+
+/// A model, its optimizer (state saved under the parameters' module paths, not burn's
+/// random ids), and any values of the loop's own in [`TrainingParts::values`].
+///
+/// ```
+/// use burn::optim::AdamConfig;
+/// use model_checkpoint::restore::restore;
+/// use model_checkpoint::store::{CheckpointFile, Verify};
+/// use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint};
+/// use model_checkpoint_burn::{cpu, Mlp, TrainingParts};
+///
+/// let mut parts = TrainingParts::new(Mlp::new(&[4, 3], 0, &cpu())?, AdamConfig::new().init());
+/// parts.values.insert("step".into(), 42.into());
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"));
+/// let mut ctx = Context::new(&parts);
+/// cb.on_epoch_begin(0, &Logs::new(), &mut ctx)?;
+/// cb.on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut ctx)?;
+///
+/// let mut fresh = TrainingParts::new(Mlp::new(&[4, 3], 1, &cpu())?, AdamConfig::new().init());
+/// let file = CheckpointFile::open(&dir.path().join("w1.safetensors"), Verify::Full)?;
+/// restore(&file, &mut fresh, &mut [&mut cb])?;
+/// assert_eq!(fresh.values["step"], 42);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct TrainingParts<M> {
+    /// The model.
+    pub model: M,
+    /// Its optimizer.
+    pub optimizer: ModuleOptimizer,
+    /// The loop's own values, saved and restored with the rest.
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl<M: Module> TrainingParts<M> {
+    /// A model and the optimizer that trains it.
+    pub fn new(model: M, optimizer: ModuleOptimizer) -> Self {
+        TrainingParts {
+            model,
+            optimizer,
+            values: serde_json::Map::new(),
+        }
+    }
+}
+
+impl<M: Module> Checkpointable for TrainingParts<M> {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        Ok(names::collect(&self.model)?
+            .into_iter()
+            .map(|n| NamedTensor::new(n.name, n.tensor))
+            .collect())
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+        let (tensors, section) = optimizer::state(&self.optimizer, &self.model)?;
+        let mut values = serde_json::Map::new();
+        values.insert(optimizer::SECTION.into(), section);
+        values.insert(LOOP.into(), serde_json::Value::Object(self.values.clone()));
+        Ok(TrainingState { tensors, values })
+    }
+
+    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+        self.model = names::restore(self.model.clone(), stored)?;
+        Ok(())
+    }
+
+    fn restore_training_state(
+        &mut self,
+        tensors: &Stored<'_>,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), model_checkpoint::Error> {
+        self.optimizer = optimizer::restore(&self.optimizer, &self.model, tensors, values)?;
+        self.values = match values.get(LOOP) {
+            Some(serde_json::Value::Object(map)) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        Ok(())
+    }
+}

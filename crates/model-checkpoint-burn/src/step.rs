@@ -1,0 +1,173 @@
+//! burn's side of `fit`: the train and test steps of a classifier with its optimizer. The
+//! loop, callbacks and exact resume are `model-checkpoint-fit`'s, shared with candle.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLoss;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use model_checkpoint::restore::Stored;
+use model_checkpoint::{Checkpointable, NamedTensor, SnapshotFence, TrainingState};
+use model_checkpoint_fit::{Batch, BatchLogs, Dataset, Step, Targets};
+
+use crate::{Error, TrainingParts};
+
+/// A model that maps a batch of samples (`n × features`) to logits (`n × classes`).
+pub trait Classifier: Module {
+    /// The forward pass.
+    fn forward(&self, x: Tensor<2>) -> Tensor<2>;
+}
+
+/// A classifier, its optimizer and learning rate, trained with sparse categorical
+/// cross-entropy on logits and reporting accuracy (Keras's
+/// `compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])`): what
+/// `model_checkpoint_fit::Trainer` trains with burn.
+///
+/// ```
+/// use burn::optim::AdamConfig;
+/// use model_checkpoint_burn::{cpu_autodiff, BurnStep, Mlp};
+/// use model_checkpoint_fit::{Dataset, FitOptions, Trainer};
+///
+/// let device = cpu_autodiff();
+/// let data = Dataset::digits().scaled();
+/// let step = BurnStep::new(Mlp::new(&[64, 32, 10], 0, &device)?, AdamConfig::new().init(), 1e-3, device);
+/// let mut trainer = Trainer::new(step);
+/// let history = trainer.fit(&data, &FitOptions::new(1).verbose(0), &mut [])?;
+/// assert!(history.metric("accuracy")[0].is_some_and(|a| a > 0.5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct BurnStep<M> {
+    parts: TrainingParts<M>,
+    learning_rate: f64,
+    device: Device,
+    loss: CrossEntropyLoss,
+}
+
+impl<M: Classifier> BurnStep<M> {
+    /// `model` trained by `optimizer` at `learning_rate`, on `device` (an autodiff device
+    /// to train: [`crate::cpu_autodiff`]).
+    pub fn new(model: M, optimizer: ModuleOptimizer, learning_rate: f64, device: Device) -> Self {
+        BurnStep {
+            parts: TrainingParts::new(model, optimizer),
+            learning_rate,
+            loss: CrossEntropyLoss::new(None, &device),
+            device,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.parts.model
+    }
+
+    /// The model and optimizer.
+    pub fn parts(&self) -> &TrainingParts<M> {
+        &self.parts
+    }
+
+    /// The batch as burn tensors: features (`n × width`) and labels (`n`).
+    fn tensors(&self, batch: &Batch) -> Result<(Tensor<2>, Tensor<1, Int>), Error> {
+        let Targets::Labels(labels) = &batch.targets else {
+            return Err(Error::options(
+                "burn's step trains classifiers: the data have float targets",
+            ));
+        };
+        let x = Tensor::<2>::from_data(
+            TensorData::new(batch.features.clone(), [batch.rows, batch.width]),
+            &self.device,
+        );
+        let labels: Vec<i64> = labels.iter().map(|&l| i64::from(l)).collect();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch.rows]), &self.device);
+        Ok((x, y))
+    }
+
+    /// The loss tensor and the batch's logs.
+    fn run(&self, model: &M, batch: &Batch) -> Result<(Tensor<1>, BatchLogs), Error> {
+        let (x, y) = self.tensors(batch)?;
+        let logits = model.forward(x);
+        let loss = self.loss.forward(logits.clone(), y.clone());
+        let correct = logits
+            .argmax(1)
+            .reshape([batch.rows])
+            .equal(y)
+            .int()
+            .sum()
+            .into_scalar::<i64>();
+        let value = loss.clone().into_scalar::<f32>();
+        Ok((
+            loss,
+            BatchLogs {
+                loss: f64::from(value),
+                samples: batch.rows,
+                sums: vec![("accuracy", correct as f64)],
+            },
+        ))
+    }
+}
+
+impl<M: Classifier> Step for BurnStep<M> {
+    fn metrics(&self) -> Vec<&'static str> {
+        vec!["accuracy"]
+    }
+
+    fn check(&self, data: &Dataset) -> Result<(), model_checkpoint_fit::Error> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data.classes() == 0 {
+            return Err(Error::options(
+                "burn's step trains classifiers: the data have float targets",
+            )
+            .into());
+        }
+        let (x, _) = self.tensors(&data.batch(&[0]))?;
+        let outputs = self.parts.model.forward(x).dims()[1];
+        if outputs < data.classes() {
+            return Err(Error::options(format!(
+                "the model gives {outputs} outputs per sample, but the data has {} classes",
+                data.classes()
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    fn train_step(
+        &mut self,
+        batch: &Batch,
+        fence: &SnapshotFence,
+    ) -> Result<BatchLogs, model_checkpoint_fit::Error> {
+        let (loss, logs) = self.run(&self.parts.model, batch)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &self.parts.model);
+        fence.wait();
+        let model = self.parts.model.clone();
+        self.parts.model = self.parts.optimizer.step(self.learning_rate, model, grads);
+        Ok(logs)
+    }
+
+    fn test_step(&self, batch: &Batch) -> Result<BatchLogs, model_checkpoint_fit::Error> {
+        let model = self.parts.model.valid();
+        Ok(self.run(&model, batch)?.1)
+    }
+}
+
+impl<M: Module> Checkpointable for BurnStep<M> {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        self.parts.weights()
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+        self.parts.training_state()
+    }
+
+    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+        self.parts.restore_weights(stored)
+    }
+
+    fn restore_training_state(
+        &mut self,
+        tensors: &Stored<'_>,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), model_checkpoint::Error> {
+        self.parts.restore_training_state(tensors, values)
+    }
+}

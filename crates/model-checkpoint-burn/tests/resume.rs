@@ -1,0 +1,190 @@
+//! Resume is exact with burn: training straight through, and training, stopping (or
+//! crashing) and resuming into freshly built objects (new parameter ids, other initial
+//! weights), give byte-identical weights and identical logs, with burn's Adam and with SGD
+//! with momentum.
+
+use std::path::Path;
+
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
+use model_checkpoint::store::{latest_full, CheckpointFile, Verify};
+use model_checkpoint::{Callback, Context, Error as CkptError, HookResult, Logs};
+use model_checkpoint::{Checkpointable, ModelCheckpoint, SaveFreq};
+use model_checkpoint_burn::{cpu_autodiff, BurnStep, Mlp};
+use model_checkpoint_fit::{Dataset, FitOptions, History, Trainer};
+
+const EPOCHS: usize = 4;
+
+#[derive(Clone, Copy, Debug)]
+enum Optim {
+    Adam,
+    SgdMomentum,
+}
+
+impl Optim {
+    fn build(self) -> (ModuleOptimizer, f64) {
+        match self {
+            Optim::Adam => (AdamConfig::new().init(), 0.003),
+            Optim::SgdMomentum => (
+                SgdConfig::new()
+                    .with_momentum(Some(MomentumConfig::new()))
+                    .init(),
+                0.05,
+            ),
+        }
+    }
+}
+
+fn trainer(optim: Optim, init_seed: u64) -> Trainer<BurnStep<Mlp>> {
+    let device = cpu_autodiff();
+    let model = Mlp::new(&[64, 24, 10], init_seed, &device).expect("model");
+    let (optimizer, lr) = optim.build();
+    Trainer::new(BurnStep::new(model, optimizer, lr, device))
+}
+
+fn data() -> Dataset {
+    Dataset::digits().scaled().shuffled(1)
+}
+
+fn options(epochs: usize) -> FitOptions<'static> {
+    FitOptions::new(epochs)
+        .validation_split(0.25)
+        .batch_size(40)
+        .verbose(0)
+        .seed(77)
+}
+
+/// Every weight's bytes, and every optimizer tensor's, by name.
+fn state_bytes(t: &Trainer<BurnStep<Mlp>>) -> Vec<(String, Vec<u8>)> {
+    let parts = t.step().parts();
+    let mut out = Vec::new();
+    let weights = parts.weights().expect("weights");
+    let training = parts.training_state().expect("state");
+    for named in weights.iter().chain(training.tensors.iter()) {
+        let mut bytes = Vec::new();
+        named
+            .data
+            .write_to(&mut |b| {
+                bytes.extend_from_slice(b);
+                Ok(())
+            })
+            .expect("bytes");
+        out.push((named.name.clone(), bytes));
+    }
+    out.sort();
+    out
+}
+
+fn full(dir: &Path) -> ModelCheckpoint {
+    ModelCheckpoint::new(dir.join("full.{epoch:02d}.safetensors")).with_run_id("f1")
+}
+
+fn straight(optim: Optim, dir: &Path) -> (History, Vec<(String, Vec<u8>)>) {
+    let mut cb = full(dir);
+    let mut t = trainer(optim, 3);
+    let history = t
+        .fit(&data(), &options(EPOCHS), &mut [&mut cb])
+        .expect("fit");
+    (history, state_bytes(&t))
+}
+
+fn stop_and_resume(optim: Optim) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let run = root.path().join("run");
+    std::fs::create_dir(&run).expect("run folder");
+    let (history, straight_state) = straight(optim, &run);
+    assert!(
+        straight_state
+            .iter()
+            .any(|(n, _)| n.starts_with("optimizer/")),
+        "the optimizer has state to carry over"
+    );
+    let kept = root.path().join("straight");
+    std::fs::rename(&run, &kept).expect("keep the straight run");
+    std::fs::create_dir(&run).expect("run folder");
+
+    trainer(optim, 3)
+        .fit(&data(), &options(2), &mut [&mut full(&run)])
+        .expect("first part");
+    // A new process: fresh objects with new parameter ids and other initial weights.
+    let mut cb = full(&run);
+    let mut t = trainer(optim, 999);
+    let latest = latest_full(&run).expect("latest");
+    let resumed = t.resume(&latest, &mut [&mut cb]).expect("resume");
+    assert_eq!((resumed.epoch, resumed.batches_done), (2, 0));
+    let rest = t
+        .fit(&data(), &options(EPOCHS), &mut [&mut cb])
+        .expect("resumed");
+    assert_eq!(
+        state_bytes(&t),
+        straight_state,
+        "weights and optimizer state identical"
+    );
+    assert_eq!(rest.logs, history.logs[2..].to_vec(), "logs identical");
+    for name in ["full.03.safetensors", "full.04.safetensors"] {
+        let x = std::fs::read(kept.join(name)).expect("straight file");
+        let y = std::fs::read(run.join(name)).expect("resumed file");
+        assert!(x == y, "{name} differs");
+    }
+}
+
+#[test]
+fn adam_stop_and_resume_equals_training_straight() {
+    stop_and_resume(Optim::Adam);
+}
+
+#[test]
+fn sgd_momentum_stop_and_resume_equals_training_straight() {
+    stop_and_resume(Optim::SgdMomentum);
+}
+
+/// Fails training at a given global batch, as a crash would end it.
+struct CrashAt(usize, usize);
+
+impl Callback for CrashAt {
+    fn on_train_batch_end(&mut self, _: usize, _: &Logs, _: &mut Context<'_>) -> HookResult {
+        self.1 += 1;
+        if self.1 == self.0 {
+            return Err(CkptError::Framework("simulated crash".into()));
+        }
+        Ok(model_checkpoint::Control::Continue)
+    }
+}
+
+#[test]
+fn resume_from_the_middle_of_an_epoch_is_exact() {
+    let a = tempfile::tempdir().expect("tempdir");
+    let (history, straight_state) = straight(Optim::Adam, a.path());
+
+    let b = tempfile::tempdir().expect("tempdir");
+    let mid =
+        || ModelCheckpoint::new(b.path().join("mid.safetensors")).save_freq(SaveFreq::Batches(7));
+    {
+        let mut cb = mid();
+        // 34 batches an epoch: the crash comes at batch 19 of epoch 2, after a save at its
+        // batch 16 (global batch 84 = 12 × 7).
+        let mut crash = CrashAt(34 * 2 + 19, 0);
+        let err = trainer(Optim::Adam, 3)
+            .fit(&data(), &options(EPOCHS), &mut [&mut cb, &mut crash])
+            .expect_err("crash");
+        assert!(err.to_string().contains("simulated crash"), "{err}");
+    }
+    let file = CheckpointFile::open(&b.path().join("mid.safetensors"), Verify::Full).expect("open");
+    assert_eq!(file.info().get("batch").map(String::as_str), Some("16"));
+
+    let mut cb = mid();
+    let mut t = trainer(Optim::Adam, 5);
+    let resumed = t
+        .resume(b.path().join("mid.safetensors"), &mut [&mut cb])
+        .expect("resume");
+    assert_eq!((resumed.epoch, resumed.batches_done), (2, 16));
+    let rest = t
+        .fit(&data(), &options(EPOCHS), &mut [&mut cb])
+        .expect("resumed");
+    assert_eq!(state_bytes(&t), straight_state, "final state identical");
+    assert_eq!(
+        rest.logs,
+        history.logs[2..].to_vec(),
+        "logs identical, the resumed epoch included"
+    );
+}
