@@ -19,6 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod error;
+mod learner;
 mod mlp;
 mod names;
 mod optimizer;
@@ -26,6 +27,7 @@ mod parts;
 mod step;
 
 pub use error::Error;
+pub use learner::{data_loader, LabelledBatch, LearnerCheckpoint, Quiet, Sample, SampleBatcher};
 pub use mlp::{Mlp, MAX_LAYERS};
 pub use names::{from_dtype, to_dtype};
 pub use parts::TrainingParts;

@@ -196,3 +196,9 @@ impl ModuleDisplayDefault for Mlp {
 }
 
 impl ModuleDisplay for Mlp {}
+
+impl std::fmt::Display for Mlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&ModuleDisplay::format(self, Default::default()))
+    }
+}

@@ -26,7 +26,7 @@ pub(crate) const SECTION: &str = "optimizer";
 /// A scalar of burn's record, with its kind kept (so a step counter stays an integer).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Value {
+pub(crate) enum Value {
     Int(i64),
     UInt(u64),
     Float(f64),
@@ -72,7 +72,15 @@ pub(crate) fn state<M: Module>(
         .into_iter()
         .map(|(path, (id, _))| (id.val(), path))
         .collect();
-    let bytes = optimizer.to_record().into_bytes().map_err(Error::burn)?;
+    state_of_record(optimizer.to_record(), &paths)
+}
+
+/// An optimizer record's state, its parameters named by `paths` (parameter id → path).
+pub(crate) fn state_of_record(
+    record: OptimizerRecord,
+    paths: &BTreeMap<u64, String>,
+) -> Result<(Vec<NamedTensor<'static>>, serde_json::Value), Error> {
+    let bytes = record.into_bytes().map_err(Error::burn)?;
     let reader = burn_pack::Reader::from_bytes(bytes).map_err(Error::burn)?;
     let mut section = Section {
         framework: "burn".into(),
@@ -80,7 +88,7 @@ pub(crate) fn state<M: Module>(
     };
     for (key, value) in reader.scalars() {
         let (id, field) = split_key(key)?;
-        let path = path_of(&paths, id)?;
+        let path = path_of(paths, id)?;
         section
             .scalars
             .entry(path.clone())
@@ -91,7 +99,7 @@ pub(crate) fn state<M: Module>(
     for tensor in reader.into_tensors().map_err(Error::burn)? {
         let (name, dtype, shape, _, bytes) = tensor.into_parts().map_err(Error::burn)?;
         let (id, field) = split_key(&name)?;
-        let path = path_of(&paths, id)?;
+        let path = path_of(paths, id)?;
         let data = burn::tensor::TensorData::from_bytes(bytes, shape, dtype);
         let host: HostTensor = host_data(data, &name)?;
         tensors.push(NamedTensor::new(format!("{PREFIX}{path}/{field}"), host));
@@ -101,14 +109,25 @@ pub(crate) fn state<M: Module>(
 }
 
 /// `optimizer` with the state saved in `stored` and `values`, for `model`'s parameters
-/// (matched by path). Everything is checked before burn sees it: each tensor's parameter
-/// exists and has the tensor's shape, and each scalar's parameter exists.
+/// (matched by path).
 pub(crate) fn restore<M: Module>(
     optimizer: &ModuleOptimizer,
     model: &M,
     stored: &Stored<'_>,
     values: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<ModuleOptimizer, Error> {
+    let record = record(model, stored, values)?;
+    Ok(optimizer.clone().load_record(record))
+}
+
+/// burn's record of the state saved in `stored` and `values`, keyed by `model`'s parameter
+/// ids. Everything is checked before burn sees it: each tensor's parameter exists and has
+/// the tensor's shape, and each scalar's parameter exists.
+pub(crate) fn record<M: Module>(
+    model: &M,
+    stored: &Stored<'_>,
+    values: &serde_json::Map<String, serde_json::Value>,
+) -> Result<OptimizerRecord, Error> {
     let bad = |reason: String| {
         Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
             path: stored.file().path().to_path_buf(),
@@ -175,8 +194,7 @@ pub(crate) fn restore<M: Module>(
         }
     }
     let bytes = writer.into_bytes().map_err(Error::burn)?;
-    let record = OptimizerRecord::from_bytes(bytes).map_err(Error::burn)?;
-    Ok(optimizer.clone().load_record(record))
+    OptimizerRecord::from_bytes(bytes).map_err(Error::burn)
 }
 
 /// `"{param_id}.{field}"` split.
