@@ -141,6 +141,38 @@ pub fn from_dtype(dtype: Dtype) -> Option<DType> {
     })
 }
 
+/// `module` with the weights of `file` (a weights-only or a full checkpoint, opened with
+/// its checksums verified, from any storage): every float parameter by its module path,
+/// each checked for its dtype and saved shape before it is read; a tensor the module does
+/// not have is refused too. On any error nothing has changed (the module is returned only
+/// on success).
+///
+/// ```
+/// use model_checkpoint::store::{CheckpointFile, Verify};
+/// use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint};
+/// use model_checkpoint_burn::{cpu, load_weights, Mlp, TrainingParts};
+///
+/// let dir = tempfile::tempdir()?;
+/// let parts = TrainingParts::new(Mlp::new(&[4, 3], 0, &cpu())?, burn::optim::AdamConfig::new().init());
+/// let mut cb = ModelCheckpoint::new(dir.path().join("w.safetensors")).save_weights_only(true);
+/// cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut Context::new(&parts))?;
+///
+/// let file = CheckpointFile::open(&dir.path().join("w.safetensors"), Verify::Full)?;
+/// let model = load_weights(Mlp::new(&[4, 3], 1, &cpu())?, &file)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// The core's [`model_checkpoint::Error::MissingTensor`], `DtypeMismatch`, `ShapeMismatch`
+/// and `UnexpectedTensor`, naming the tensor, and the reader's errors.
+pub fn load_weights<M: Module>(
+    module: M,
+    file: &model_checkpoint::store::CheckpointFile,
+) -> Result<M, Error> {
+    restore(module, &Stored::weights(file))
+}
+
 /// Reads every float parameter of `module` from `stored` (each checked for its dtype and
 /// saved shape before it is read), and only then puts them in: on any error the module is
 /// unchanged.
@@ -203,7 +235,11 @@ impl ModuleMapper for Load {
         let device = param.lazy_device();
         let dtype = param.val().dtype();
         let id = param.id;
-        let tensor = Tensor::<D>::from_data(data, (&device, dtype));
+        let mut tensor = Tensor::<D>::from_data(data, (&device, dtype));
+        if tensor.dtype() != dtype {
+            // Flex32 is stored as F32; the module keeps its own dtype.
+            tensor = tensor.cast(dtype);
+        }
         param.transform_for_load(tensor, id)
     }
 }

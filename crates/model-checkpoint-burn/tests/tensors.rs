@@ -1,0 +1,254 @@
+//! Named tensors out of and into any burn module: every float dtype NdArray has round-trips
+//! bit for bit; a file whose tensors differ in shape or dtype, or name one the model does
+//! not have, is refused naming the tensor, and the model is left as it was; the optimizer's
+//! state survives a freshly built model, where burn's own record, keyed by random ids, does
+//! not.
+
+use burn::module::{Module, Param};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{DType, Distribution, Tensor};
+use model_checkpoint::restore::restore;
+use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::{
+    Callback, Checkpointable, Context, Error as CoreError, Logs, ModelCheckpoint,
+};
+use model_checkpoint_burn::{
+    cpu, cpu_autodiff, load_weights, Classifier, Error, Mlp, TrainingParts,
+};
+
+/// A module with one parameter of each float dtype NdArray computes in: F32, F64, and
+/// Flex32 (which NdArray holds as F32; F16 and BF16 it does not support).
+#[derive(Module, Debug)]
+struct Mixed {
+    single: Param<Tensor<2>>,
+    double: Param<Tensor<1>>,
+    flex: Param<Tensor<3>>,
+}
+
+fn mixed(seed: u64) -> Mixed {
+    let device = cpu();
+    burn::tensor::Device::seed(&device, seed);
+    let normal = Distribution::Normal(0.0, 1.0);
+    Mixed {
+        single: Param::from_tensor(Tensor::<2>::random([3, 4], normal, &device)),
+        double: Param::from_tensor(Tensor::<1>::random([5], normal, &device).cast(DType::F64)),
+        flex: Param::from_tensor(
+            Tensor::<3>::random([2, 1, 3], normal, &device).cast(DType::Flex32),
+        ),
+    }
+}
+
+fn bytes<M: Module>(module: &M) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
+    let parts = TrainingParts::new(module.clone(), AdamConfig::new().init());
+    parts
+        .weights()
+        .expect("weights")
+        .into_iter()
+        .map(|t| {
+            let mut b = Vec::new();
+            t.data
+                .write_to(&mut |x| {
+                    b.extend_from_slice(x);
+                    Ok(())
+                })
+                .expect("bytes");
+            (
+                t.name,
+                format!("{:?}", t.data.dtype()),
+                t.data.shape().to_vec(),
+                b,
+            )
+        })
+        .collect()
+}
+
+fn save<M: Module>(module: M, path: &std::path::Path, weights_only: bool) {
+    let parts = TrainingParts::new(module, AdamConfig::new().init());
+    let mut cb = ModelCheckpoint::new(path).save_weights_only(weights_only);
+    let mut ctx = Context::new(&parts);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
+        .expect("save");
+}
+
+fn load<M: Module>(module: M, path: &std::path::Path) -> Result<M, Error> {
+    let file = CheckpointFile::open(path, Verify::Full)?;
+    load_weights(module, &file)
+}
+
+/// The core's error inside the adapter's.
+fn core(err: Error) -> CoreError {
+    match err {
+        Error::Checkpoint(e) => e,
+        other => panic!("not a checkpoint error: {other}"),
+    }
+}
+
+#[test]
+fn every_float_dtype_round_trips_bit_for_bit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mixed.safetensors");
+    let original = mixed(1);
+    let flex_dtype = original.flex.val().dtype();
+    let saved = bytes(&original);
+    let dtypes: Vec<&str> = saved.iter().map(|(_, d, _, _)| d.as_str()).collect();
+    assert_eq!(dtypes, ["F32", "F64", "F32"], "Flex32 is stored as F32");
+    save(original, &path, true);
+
+    let other = mixed(2);
+    assert_ne!(bytes(&other), saved);
+    let loaded = load(other, &path).expect("load");
+    assert_eq!(bytes(&loaded), saved);
+    assert_eq!(loaded.double.val().dtype(), DType::F64);
+    assert_eq!(
+        loaded.flex.val().dtype(),
+        flex_dtype,
+        "the module keeps its dtype"
+    );
+    println!("NdArray holds a tensor cast to Flex32 as {flex_dtype:?}");
+}
+
+#[test]
+fn mismatched_files_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = dir.path().join("small.safetensors");
+    save(Mlp::new(&[4, 3, 2], 0, &cpu()).expect("mlp"), &small, true);
+
+    let model = Mlp::new(&[4, 5, 2], 1, &cpu()).expect("mlp");
+    let before = bytes(&model);
+    let err = core(load(model.clone(), &small).expect_err("shape"));
+    assert!(
+        matches!(&err, CoreError::ShapeMismatch { name, expected, found, .. }
+            if name == "dense_0.weight" && expected == &[5, 4] && found == &[3, 4]),
+        "{err}"
+    );
+    assert_eq!(bytes(&model), before, "unchanged");
+
+    // The same names in f64: a dtype mismatch, named.
+    let wide = dir.path().join("wide.safetensors");
+    let mlp = Mlp::new(&[4, 5, 2], 0, &cpu()).expect("mlp");
+    let mlp = mlp.map(&mut ToF64);
+    save(mlp, &wide, true);
+    let err = core(load(model.clone(), &wide).expect_err("dtype"));
+    assert!(matches!(&err, CoreError::DtypeMismatch { .. }), "{err}");
+    assert_eq!(bytes(&model), before, "unchanged");
+
+    // A deeper model's file: a tensor this one does not have.
+    let deep = dir.path().join("deep.safetensors");
+    save(
+        Mlp::new(&[4, 5, 2, 2], 0, &cpu()).expect("mlp"),
+        &deep,
+        true,
+    );
+    let err = core(load(model.clone(), &deep).expect_err("extra"));
+    assert!(
+        matches!(&err, CoreError::UnexpectedTensor { name, .. } if name.starts_with("dense_2.")),
+        "{err}"
+    );
+    assert_eq!(bytes(&model), before, "unchanged");
+}
+
+struct ToF64;
+
+impl burn::module::ModuleMapper for ToF64 {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| t.cast(DType::F64))
+    }
+}
+
+/// One Adam step on a batch of zeros, so that the optimizer has state.
+fn step(parts: &mut TrainingParts<Mlp>) {
+    let x = Tensor::<2>::ones([2, 4], &cpu_autodiff());
+    let loss = parts.model.forward(x).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &parts.model);
+    parts.model = parts.optimizer.step(0.01, parts.model.clone(), grads);
+}
+
+#[test]
+fn optimizer_state_survives_a_fresh_model() {
+    let mut parts = TrainingParts::new(
+        Mlp::new(&[4, 3, 2], 0, &cpu_autodiff()).expect("mlp"),
+        AdamConfig::new().init(),
+    );
+    step(&mut parts);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("full.safetensors");
+    let mut cb = ModelCheckpoint::new(&path);
+    let mut ctx = Context::new(&parts);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
+        .expect("save");
+
+    // burn's own record, reloaded into a freshly built model's optimizer: keyed by the old
+    // model's random ids, it holds state for none of the fresh model's parameters.
+    let burn_record = parts.optimizer.to_record();
+    let fresh = Mlp::new(&[4, 3, 2], 0, &cpu_autodiff()).expect("mlp");
+    let reloaded = AdamConfig::new().init().load_record(burn_record);
+    let err = TrainingParts::new(fresh.clone(), reloaded)
+        .training_state()
+        .err()
+        .expect("stale ids");
+    assert!(
+        err.to_string().contains("which the model does not have"),
+        "{err}"
+    );
+
+    // Ours, by path: every moment back, bit for bit.
+    let mut restored = TrainingParts::new(fresh, AdamConfig::new().init());
+    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    restore(&file, &mut restored, &mut []).expect("restore");
+    let want = parts.training_state().expect("state");
+    let got = restored.training_state().expect("state");
+    assert_eq!(
+        want.tensors.len(),
+        8,
+        "two moments for each of four parameters"
+    );
+    let flat = |s: &model_checkpoint::TrainingState<'_>| {
+        let mut v: Vec<(String, Vec<u8>)> = s
+            .tensors
+            .iter()
+            .map(|t| {
+                let mut b = Vec::new();
+                t.data
+                    .write_to(&mut |x| {
+                        b.extend_from_slice(x);
+                        Ok(())
+                    })
+                    .expect("bytes");
+                (t.name.clone(), b)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(flat(&got), flat(&want));
+    assert_eq!(got.values["optimizer"], want.values["optimizer"]);
+}
+
+#[test]
+fn a_full_checkpoint_of_another_model_is_refused() {
+    let mut parts = TrainingParts::new(
+        Mlp::new(&[4, 3, 2], 0, &cpu_autodiff()).expect("mlp"),
+        AdamConfig::new().init(),
+    );
+    step(&mut parts);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("full.safetensors");
+    let mut cb = ModelCheckpoint::new(&path);
+    let mut ctx = Context::new(&parts);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
+        .expect("save");
+
+    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    let mut other = TrainingParts::new(
+        Mlp::new(&[4, 3, 2, 2], 0, &cpu_autodiff()).expect("mlp"),
+        AdamConfig::new().init(),
+    );
+    let err = restore(&file, &mut other, &mut []).expect_err("another model");
+    assert!(
+        err.to_string().contains("dense_") || matches!(err, CoreError::MissingTensor { .. }),
+        "{err}"
+    );
+}
