@@ -64,6 +64,17 @@ impl<M: Classifier> BurnStep<M> {
         &self.parts
     }
 
+    /// The learning rate (saved in full checkpoints and restored with them).
+    pub fn learning_rate(&self) -> f64 {
+        self.learning_rate
+    }
+
+    /// Sets the learning rate, for example after a resume (which restores the checkpoint's):
+    /// from then on the new rate is used, and saved.
+    pub fn set_learning_rate(&mut self, learning_rate: f64) {
+        self.learning_rate = learning_rate;
+    }
+
     /// The batch as burn tensors: features (`n × width`) and labels (`n`).
     fn tensors(&self, batch: &Batch) -> Result<(Tensor<2>, Tensor<1, Int>), Error> {
         let Targets::Labels(labels) = &batch.targets else {
@@ -150,13 +161,21 @@ impl<M: Classifier> Step for BurnStep<M> {
     }
 }
 
+/// The section of the training state that holds the step's learning rate.
+const STEP: &str = "step";
+
 impl<M: Module> Checkpointable for BurnStep<M> {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
         self.parts.weights()
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        self.parts.training_state()
+        let mut state = self.parts.training_state()?;
+        state.values.insert(
+            STEP.into(),
+            serde_json::json!({ "learning_rate": self.learning_rate }),
+        );
+        Ok(state)
     }
 
     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
@@ -168,6 +187,20 @@ impl<M: Module> Checkpointable for BurnStep<M> {
         tensors: &Stored<'_>,
         values: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), model_checkpoint::Error> {
-        self.parts.restore_training_state(tensors, values)
+        let learning_rate = match values.get(STEP).map(|s| s.get("learning_rate")) {
+            None => None,
+            Some(Some(serde_json::Value::Number(n))) => n.as_f64().filter(|r| r.is_finite()),
+            Some(_) => {
+                return Err(model_checkpoint::Error::BadTrainingState {
+                    path: tensors.file().path().to_path_buf(),
+                    reason: "the step's learning rate is malformed".into(),
+                })
+            }
+        };
+        self.parts.restore_training_state(tensors, values)?;
+        if let Some(rate) = learning_rate {
+            self.learning_rate = rate;
+        }
+        Ok(())
     }
 }

@@ -54,8 +54,8 @@ mod parts;
 pub use adapter::{from_dtype, to_dtype, CandleTensor};
 pub use error::Error;
 pub use fit::{batch_tensors, Loss, LossFn, Metric, Trainer};
+pub use model::Model;
 /// The loop is shared with every framework: `model-checkpoint-fit`'s, re-exported.
 pub use model_checkpoint_fit::{Dataset, FitOptions, History, Resumed, RngState, TrainRng};
-pub use model::Model;
 pub use optim::{Adam, Optimizer, ParamsAdam, ParamsSgd, Sgd};
 pub use parts::TrainingParts;

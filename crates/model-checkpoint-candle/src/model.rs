@@ -10,8 +10,8 @@ use model_checkpoint::store::{CheckpointFile, Verify, TRAINING_PREFIX};
 use model_checkpoint::{Checkpointable, NamedTensor};
 
 use crate::adapter::{load_vars, CandleTensor};
-use model_checkpoint_fit::TrainRng;
 use crate::Error;
+use model_checkpoint_fit::TrainRng;
 
 /// The most parameters [`Model::mlp`] builds: 2^30 (4 GiB of `f32`; Adam keeps two more
 /// copies, and a background save one more). `ckpt train` allows less (2^28).
