@@ -19,6 +19,7 @@ macro_rules! out {
 mod bench;
 mod diff;
 mod folder;
+mod framework;
 mod inspect;
 mod location;
 mod sharded;

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use clap::Args;
 use model_checkpoint::template;
 use model_checkpoint::{Callback, Mode, ModelCheckpoint, SaveFreq, Value};
-use model_checkpoint_candle::{Adam, Dataset, FitOptions, Model, ParamsAdam, Trainer};
+use model_checkpoint_candle::{Dataset, FitOptions, Model};
+
+use crate::framework::{self, Framework, Trainer};
 
 use crate::Failure;
 
@@ -126,6 +128,10 @@ pub(crate) struct TrainArgs {
     /// deletes only files that do. Default: a random id, kept across resumes.
     #[arg(long, value_name = "HEX")]
     run_id: Option<String>,
+    /// The framework to train with: candle or burn (the same MLP, the same loop, the same
+    /// files; a resume keeps the framework the checkpoint was trained with).
+    #[arg(long, value_enum, default_value_t = Framework::Candle)]
+    framework: Framework,
     /// Training output: 0 silent, 1 progress bar, 2 one line per epoch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     progress: u8,
@@ -179,6 +185,13 @@ struct RunRecord {
     shuffle_rows: bool,
     initial_value_threshold: Option<f64>,
     learning_rate: f64,
+    /// Older checkpoints, from before burn, were all candle's.
+    #[serde(default = "candle")]
+    framework: Framework,
+}
+
+fn candle() -> Framework {
+    Framework::Candle
 }
 
 /// Carries the [`RunRecord`] into checkpoints (read back by [`recorded_options`]).
@@ -238,6 +251,11 @@ fn check_resume_options(saved: &RunRecord, now: &RunRecord) -> Result<(), Failur
         "--filepath",
         format!("{:?}", saved.filepath),
         format!("{:?}", now.filepath),
+    );
+    differ(
+        "--framework",
+        saved.framework.name().to_owned(),
+        now.framework.name().to_owned(),
     );
     differ("--monitor", saved.monitor.clone(), now.monitor.clone());
     differ("--mode", saved.mode.clone(), now.mode.clone());
@@ -367,9 +385,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         )
         .into());
     }
-    let model = Model::mlp(&sizes, args.seed)?;
-    let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
-    let mut trainer = Trainer::new(model, optimizer);
+    let mut trainer = Trainer::new(args.framework, &sizes, args.seed, learning_rate)?;
 
     let storage = crate::location::storage_for(&args.filepath)?;
     let mut checkpoint = ModelCheckpoint::new(&args.filepath)
@@ -435,6 +451,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             shuffle_rows: !args.no_shuffle_rows,
             initial_value_threshold: args.initial_value_threshold,
             learning_rate,
+            framework: args.framework,
         },
     };
     // The history, one row per epoch as Keras's CSVLogger writes it, beside the checkpoints;
@@ -472,7 +489,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             (Some(lr), None) => trainer.set_learning_rate(lr),
             _ => {}
         }
-        recorder.now.learning_rate = trainer.optimizer().learning_rate();
+        recorder.now.learning_rate = trainer.learning_rate();
         if resumed.epoch >= args.epochs {
             return Err(format!(
                 "cannot resume: {} already finished epoch {} of --epochs {}; --epochs is the total, so give more",
@@ -545,12 +562,16 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
             args.monitor
         ),
     }
-    let fresh = Model::mlp(&sizes, args.seed.wrapping_add(1))?;
     let best_file = crate::location::Location::of(&best_path)?
         .open(model_checkpoint::store::Verify::HeaderOnly)?;
-    fresh.load_weights_from(&best_file)?;
-    let evaluator = Trainer::new(fresh, Adam::new(vec![], ParamsAdam::default())?);
-    let logs = evaluator.evaluate(&validation, args.batch_size)?;
+    let logs = framework::evaluate_weights(
+        args.framework,
+        &sizes,
+        args.seed.wrapping_add(1),
+        &best_file,
+        &validation,
+        args.batch_size,
+    )?;
     let accuracy = logs
         .get("accuracy")
         .and_then(|v| v.as_f64())

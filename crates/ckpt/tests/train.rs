@@ -237,3 +237,67 @@ fn the_history_is_kept_beside_the_checkpoints_and_continued_on_resume() {
         .collect();
     assert_eq!(epochs, ["0", "1", "2", "3", "4"]);
 }
+
+/// The reloaded best weights' val_accuracy that `ckpt train` reports.
+fn reloaded_accuracy(stdout: &str) -> f64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("reloaded best weights: val_accuracy "))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no reloaded line in {stdout}"))
+}
+
+#[test]
+fn burn_trains_the_same_mlp_to_the_same_bar_and_keeps_its_framework_on_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        dir.path(),
+        &["train", "--framework", "burn", "--progress", "0"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let accuracy = reloaded_accuracy(&stdout);
+    println!("burn: reloaded best val_accuracy {accuracy}");
+    assert!(accuracy >= 0.93, "{stdout}");
+
+    // Full checkpoints written by burn resume with burn, exactly where they stopped …
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--framework",
+            "burn",
+            "--progress",
+            "0",
+            "--resume",
+            "latest",
+            "--epochs",
+            "22",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(stdout.contains(" at epoch 21"), "{stdout}");
+    assert!(stdout.contains("\nEpoch 22: saving model to "), "{stdout}");
+
+    // … and not with candle: the framework is named, with exit status 2.
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--progress",
+            "0",
+            "--resume",
+            "latest",
+            "--epochs",
+            "30",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("--framework burn (now candle)"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint, SaveFreq};
-use model_checkpoint_candle::{Adam, Dataset, FitOptions, Model, ParamsAdam, Trainer};
+use model_checkpoint_candle::{Dataset, FitOptions, Model};
+
+use crate::framework::{self, Framework};
 use serde_json::json;
 
 use super::disk::{synthetic, Synthetic};
@@ -196,13 +198,19 @@ pub(super) fn hook_overhead() -> Result<serde_json::Value, Failure> {
 
 // ---------------------------------------------------------------------------------------
 
-/// One timed 10-epoch fit on digits with the given callback setup.
-fn timed_fit(data: &Dataset, setup: Setup, dir: &Path) -> Result<Duration, Failure> {
-    let model = Model::mlp(&[64, 64, 10], 0)?;
-    let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
-    let mut trainer = Trainer::new(model, optimizer);
+/// One timed 10-epoch fit on digits with the given framework and callback setup.
+fn timed_fit(
+    data: &Dataset,
+    framework: Framework,
+    setup: Setup,
+    dir: &Path,
+) -> Result<Duration, Failure> {
+    let mut trainer = framework::Trainer::new(framework, &[64, 64, 10], 0, 1e-3)?;
     let options = FitOptions::new(10).validation_split(0.2).verbose(0);
-    let template = dir.join("bench.{epoch:02d}.safetensors");
+    let template = dir.join(format!(
+        "bench-{}.{{epoch:02d}}.safetensors",
+        framework.name()
+    ));
     let started = Instant::now();
     match setup {
         Setup::Plain => {
@@ -226,30 +234,52 @@ enum Setup {
     Background,
 }
 
+/// Training speed with and without checkpoints, for candle and burn side by side: every
+/// round runs all eight (framework, setup) pairs, in an order that rotates each round.
 pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Value, Failure> {
     let data = Dataset::digits().scaled().shuffled(0);
     let train_samples = (data.len() as f64 * 0.8) as usize;
     let setups = [Setup::Plain, Setup::Full, Setup::Weights, Setup::Background];
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); setups.len()];
-    timed_fit(&data, Setup::Plain, dir)?;
+    let frameworks = [Framework::Candle, Framework::Burn];
+    let pairs: Vec<(Framework, Setup)> = frameworks
+        .iter()
+        .flat_map(|&f| setups.iter().map(move |&s| (f, s)))
+        .collect();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); pairs.len()];
+    for &f in &frameworks {
+        timed_fit(&data, f, Setup::Plain, dir)?;
+    }
     // The order rotates every round, so that no side always follows the same other one.
     for round in 0..runs as usize {
-        for k in 0..setups.len() {
-            let i = (round + k) % setups.len();
-            times[i].push(timed_fit(&data, setups[i], dir)?);
+        for k in 0..pairs.len() {
+            let i = (round + k) % pairs.len();
+            let (f, s) = pairs[i];
+            times[i].push(timed_fit(&data, f, s, dir)?);
         }
     }
     let med: Vec<Duration> = times.into_iter().map(median).collect();
     let rate = |d: Duration| (train_samples as f64 * 10.0 / d.as_secs_f64()).round();
-    let overhead =
-        |d: Duration| ((d.as_secs_f64() / med[0].as_secs_f64() - 1.0) * 1e4).round() / 1e4;
+    let ratio =
+        |a: Duration, b: Duration| ((a.as_secs_f64() / b.as_secs_f64()) * 1e4).round() / 1e4;
+    let per_framework = |m: &[Duration]| {
+        json!({
+            "plain_samples_per_s": rate(m[0]),
+            "full_checkpoint_every_epoch_samples_per_s": rate(m[1]),
+            "weights_checkpoint_every_epoch_samples_per_s": rate(m[2]),
+            "background_full_checkpoint_every_epoch_samples_per_s": rate(m[3]),
+            "overhead_full": ratio(m[1], m[0]) - 1.0,
+            "overhead_weights": ratio(m[2], m[0]) - 1.0,
+            "overhead_background_full": ratio(m[3], m[0]) - 1.0,
+            "plain_s": secs(m[0]),
+        })
+    };
+    let (candle, burn) = med.split_at(setups.len());
     Ok(json!({
         "bench": "train_throughput", "epochs": 10, "train_samples": train_samples, "runs": runs,
-        "plain_samples_per_s": rate(med[0]),
-        "full_checkpoint_every_epoch_samples_per_s": rate(med[1]),
-        "weights_checkpoint_every_epoch_samples_per_s": rate(med[2]),
-        "background_full_checkpoint_every_epoch_samples_per_s": rate(med[3]),
-        "overhead_full": overhead(med[1]), "overhead_weights": overhead(med[2]), "overhead_background_full": overhead(med[3]),
-        "plain_s": secs(med[0]),
+        "model": "MLP 64-64-10, Adam, batch 32",
+        "candle": per_framework(candle),
+        "burn": per_framework(burn),
+        "burn_time_over_candle_plain": ratio(burn[0], candle[0]),
+        "burn_time_over_candle_full_checkpoint": ratio(burn[1], candle[1]),
     }))
 }

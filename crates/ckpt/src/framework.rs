@@ -1,0 +1,129 @@
+//! The tensor framework `ckpt train` trains with: candle (the default) or burn. Both train
+//! the same MLP (same names, layouts and initial weights for a seed) through the same `fit`
+//! loop, and write the same files.
+
+use model_checkpoint::store::CheckpointFile;
+use model_checkpoint::{Callback, Logs};
+use model_checkpoint_burn::{cpu, cpu_autodiff, BurnStep, Mlp};
+use model_checkpoint_candle::{Adam, Model, ParamsAdam};
+use model_checkpoint_fit::{Dataset, FitOptions, History, Resumed};
+
+use crate::Failure;
+
+/// Which framework trains.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Framework {
+    /// candle (Hugging Face).
+    Candle,
+    /// burn (Tracel), NdArray backend.
+    Burn,
+}
+
+impl Framework {
+    /// The name `--framework` takes.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Framework::Candle => "candle",
+            Framework::Burn => "burn",
+        }
+    }
+}
+
+/// An MLP with Adam, in either framework, over the shared `fit`.
+pub(crate) enum Trainer {
+    Candle(model_checkpoint_candle::Trainer),
+    Burn(model_checkpoint_fit::Trainer<BurnStep<Mlp>>),
+}
+
+impl Trainer {
+    /// An MLP of `sizes` initialised from `seed`, trained by Adam at `learning_rate`.
+    pub(crate) fn new(
+        framework: Framework,
+        sizes: &[usize],
+        seed: u64,
+        learning_rate: f64,
+    ) -> Result<Self, Failure> {
+        Ok(match framework {
+            Framework::Candle => {
+                let model = Model::mlp(sizes, seed)?;
+                let optimizer =
+                    Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
+                Trainer::Candle(model_checkpoint_candle::Trainer::new(model, optimizer))
+            }
+            Framework::Burn => {
+                let device = cpu_autodiff();
+                let model = Mlp::new(sizes, seed, &device)?;
+                let optimizer = burn::optim::AdamConfig::new().init();
+                let step = BurnStep::new(model, optimizer, learning_rate, device);
+                Trainer::Burn(model_checkpoint_fit::Trainer::new(step))
+            }
+        })
+    }
+
+    pub(crate) fn resume_from(
+        &mut self,
+        file: &CheckpointFile,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Resumed, Failure> {
+        Ok(match self {
+            Trainer::Candle(t) => t.resume_from(file, callbacks)?,
+            Trainer::Burn(t) => t.resume_from(file, callbacks)?,
+        })
+    }
+
+    pub(crate) fn learning_rate(&self) -> f64 {
+        match self {
+            Trainer::Candle(t) => t.optimizer().learning_rate(),
+            Trainer::Burn(t) => t.step().learning_rate(),
+        }
+    }
+
+    pub(crate) fn set_learning_rate(&mut self, lr: f64) {
+        match self {
+            Trainer::Candle(t) => t.set_learning_rate(lr),
+            Trainer::Burn(t) => t.step_mut().set_learning_rate(lr),
+        }
+    }
+
+    pub(crate) fn fit(
+        &mut self,
+        data: &Dataset,
+        options: &FitOptions<'_>,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<History, Failure> {
+        Ok(match self {
+            Trainer::Candle(t) => t.fit(data, options, callbacks)?,
+            Trainer::Burn(t) => t.fit(data, options, callbacks)?,
+        })
+    }
+}
+
+/// The loss and accuracy on `data` of an MLP of `sizes` holding the weights of `file`.
+pub(crate) fn evaluate_weights(
+    framework: Framework,
+    sizes: &[usize],
+    seed: u64,
+    file: &CheckpointFile,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<Logs, Failure> {
+    Ok(match framework {
+        Framework::Candle => {
+            let fresh = Model::mlp(sizes, seed)?;
+            fresh.load_weights_from(file)?;
+            let evaluator = model_checkpoint_candle::Trainer::new(
+                fresh,
+                Adam::new(vec![], ParamsAdam::default())?,
+            );
+            evaluator.evaluate(data, batch_size)?
+        }
+        Framework::Burn => {
+            let fresh = model_checkpoint_burn::load_weights(Mlp::new(sizes, seed, &cpu())?, file)?;
+            let step = BurnStep::new(fresh, burn::optim::AdamConfig::new().init(), 0.0, cpu());
+            model_checkpoint_fit::Trainer::new(step).evaluate(data, batch_size)?
+        }
+    })
+}
