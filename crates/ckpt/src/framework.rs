@@ -32,10 +32,11 @@ impl Framework {
     }
 }
 
-/// An MLP with Adam, in either framework, over the shared `fit`.
+/// An MLP with Adam, in either framework, over the shared `fit`. (Boxed: one is built per
+/// run, and the two differ much in size.)
 pub(crate) enum Trainer {
-    Candle(model_checkpoint_candle::Trainer),
-    Burn(model_checkpoint_fit::Trainer<BurnStep<Mlp>>),
+    Candle(Box<model_checkpoint_candle::Trainer>),
+    Burn(Box<model_checkpoint_fit::Trainer<BurnStep<Mlp>>>),
 }
 
 impl Trainer {
@@ -51,14 +52,16 @@ impl Trainer {
                 let model = Model::mlp(sizes, seed)?;
                 let optimizer =
                     Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
-                Trainer::Candle(model_checkpoint_candle::Trainer::new(model, optimizer))
+                Trainer::Candle(Box::new(model_checkpoint_candle::Trainer::new(
+                    model, optimizer,
+                )))
             }
             Framework::Burn => {
                 let device = cpu_autodiff();
                 let model = Mlp::new(sizes, seed, &device)?;
                 let optimizer = burn::optim::AdamConfig::new().init();
                 let step = BurnStep::new(model, optimizer, learning_rate, device);
-                Trainer::Burn(model_checkpoint_fit::Trainer::new(step))
+                Trainer::Burn(Box::new(model_checkpoint_fit::Trainer::new(step)))
             }
         })
     }

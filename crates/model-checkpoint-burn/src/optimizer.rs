@@ -22,6 +22,8 @@ use crate::Error;
 pub(crate) const PREFIX: &str = "optimizer/";
 /// The section of the training state that holds the optimizer's scalars.
 pub(crate) const SECTION: &str = "optimizer";
+/// burn's scalar (per parameter) holding the rank of the parameter's state.
+const RANK: &str = "__rank";
 
 /// A scalar of burn's record, with its kind kept (so a step counter stays an integer).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,7 +189,19 @@ pub(crate) fn record<M: Module>(
     }
     let mut writer = burn_pack::Writer::new(tensors);
     for (path, fields) in &section.scalars {
-        let (id, _) = param(path)?;
+        let (id, param_shape) = param(path)?;
+        // burn rebuilds each state at this rank: one that is not the parameter's would
+        // fail deep inside burn at the next step.
+        if let Some(rank) = fields.get(RANK) {
+            if !matches!(rank, Value::UInt(r) if *r == param_shape.len() as u64)
+                && !matches!(rank, Value::Int(r) if *r == param_shape.len() as i64)
+            {
+                return Err(bad(format!(
+                    "optimizer state of {path} has rank {rank:?}, its parameter {}",
+                    param_shape.len()
+                )));
+            }
+        }
         writer = writer.with_metadata(&id.val().to_string(), path);
         for (field, value) in fields {
             writer = writer.with_scalar(&format!("{}.{field}", id.val()), (*value).into());

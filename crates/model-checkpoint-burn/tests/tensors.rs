@@ -226,29 +226,55 @@ fn optimizer_state_survives_a_fresh_model() {
     assert_eq!(got.values["optimizer"], want.values["optimizer"]);
 }
 
+/// Weights of one model with the optimizer state of another of other shapes: what a
+/// tampered or mixed-up file holds.
+struct Mixed2<'a> {
+    weights: &'a TrainingParts<Mlp>,
+    state: &'a TrainingParts<Mlp>,
+}
+
+impl Checkpointable for Mixed2<'_> {
+    fn weights(&self) -> Result<Vec<model_checkpoint::NamedTensor<'_>>, CoreError> {
+        self.weights.weights()
+    }
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, CoreError> {
+        self.state.training_state()
+    }
+}
+
 #[test]
-fn a_full_checkpoint_of_another_model_is_refused() {
-    let mut parts = TrainingParts::new(
+fn optimizer_state_that_does_not_fit_its_parameters_is_refused() {
+    let mut small = TrainingParts::new(
         Mlp::new(&[4, 3, 2], 0, &cpu_autodiff()).expect("mlp"),
         AdamConfig::new().init(),
     );
-    step(&mut parts);
+    let mut wide = TrainingParts::new(
+        Mlp::new(&[4, 5, 2], 0, &cpu_autodiff()).expect("mlp"),
+        AdamConfig::new().init(),
+    );
+    step(&mut small);
+    step(&mut wide);
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("full.safetensors");
+    let path = dir.path().join("mixed.safetensors");
+    let mixed = Mixed2 {
+        weights: &small,
+        state: &wide,
+    };
     let mut cb = ModelCheckpoint::new(&path);
-    let mut ctx = Context::new(&parts);
+    let mut ctx = Context::new(&mixed);
     cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
     cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
         .expect("save");
 
     let file = CheckpointFile::open(&path, Verify::Full).expect("open");
-    let mut other = TrainingParts::new(
-        Mlp::new(&[4, 3, 2, 2], 0, &cpu_autodiff()).expect("mlp"),
+    let mut fresh = TrainingParts::new(
+        Mlp::new(&[4, 3, 2], 1, &cpu_autodiff()).expect("mlp"),
         AdamConfig::new().init(),
     );
-    let err = restore(&file, &mut other, &mut []).expect_err("another model");
+    let err = restore(&file, &mut fresh, &mut []).expect_err("mismatched state");
     assert!(
-        err.to_string().contains("dense_") || matches!(err, CoreError::MissingTensor { .. }),
+        matches!(&err, CoreError::BadTrainingState { reason, .. }
+            if reason.contains("optimizer tensor dense_") && reason.contains(", its parameter [")),
         "{err}"
     );
 }
