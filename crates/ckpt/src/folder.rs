@@ -88,12 +88,12 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 }
 
 /// What a listing shows of one file.
-struct Entry {
-    path: PathBuf,
-    kind: Option<String>,
-    meta: Meta,
-    size: u64,
-    verified: Result<(), String>,
+pub(crate) struct Entry {
+    pub path: PathBuf,
+    pub kind: Option<String>,
+    pub meta: Meta,
+    pub size: u64,
+    pub verified: Result<(), String>,
 }
 
 fn entry(folder: &Location, listed: Listed) -> Entry {
@@ -121,7 +121,7 @@ fn entry(folder: &Location, listed: Listed) -> Entry {
 
 /// The folder's checkpoints in training order (by the epoch and step stored in them, then
 /// by name; never by modification time).
-fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
+pub(crate) fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
     let folder = Location::of(dir)?;
     if !folder.is_folder()? {
         return Err(format!("{} is not a folder", dir.display()).into());

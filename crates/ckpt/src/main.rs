@@ -22,6 +22,7 @@ mod folder;
 mod framework;
 mod inspect;
 mod location;
+mod report;
 mod sharded;
 mod train;
 
@@ -67,6 +68,7 @@ enum Command {
     Unlock(folder::UnlockArgs),
     Consolidate(sharded::ConsolidateArgs),
     Diff(diff::DiffArgs),
+    Report(report::ReportArgs),
     Bench(bench::BenchArgs),
     /// One rank of `ckpt bench --only sharded` (run by the benchmark).
     #[command(hide = true)]
@@ -172,6 +174,7 @@ fn main() -> ExitCode {
         Command::Unlock(args) => folder::unlock(args),
         Command::Consolidate(args) => sharded::consolidate(args),
         Command::Diff(args) => diff::diff(args),
+        Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchRank(args) => bench::rank(args),
     };

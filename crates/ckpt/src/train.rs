@@ -399,7 +399,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .background(args.background)
         .save_last(args.save_last)
         .overwrite(!args.no_overwrite)
-        .save_on_interrupt(args.save_on_interrupt);
+        .save_on_interrupt(args.save_on_interrupt)
+        // Every save and delete recorded beside the checkpoints, for `ckpt report`.
+        .journal(true);
     if let Some(k) = args.keep_best {
         checkpoint = checkpoint.keep_best(k);
     }

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 
 use super::{Callback, Context, Control, HookResult};
-use crate::store::{LocalFolder, SaveOptions, Storage};
+use crate::store::{LocalFolder, Storage};
 use crate::{Error, Logs};
 
 /// The largest history file continued in `append` mode.
-const MAX_HISTORY_BYTES: u64 = 256 << 20;
+const MAX_HISTORY_BYTES: u64 = crate::store::MAX_SIDE_FILE_BYTES;
 
 /// Streams epoch results to a CSV file (Keras's `CSVLogger`).
 ///
@@ -98,11 +98,7 @@ impl CsvLogger {
     }
 
     fn field(&self, text: &str) -> String {
-        if text.contains([self.separator, '"', '\r', '\n']) {
-            format!("\"{}\"", text.replace('"', "\"\""))
-        } else {
-            text.to_owned()
-        }
+        crate::store::csv_field(text, self.separator)
     }
 
     fn write_row(&mut self, fields: &[String]) {
@@ -114,40 +110,15 @@ impl CsvLogger {
 
     /// Writes the whole file again (an object store cannot append), replacing it atomically.
     fn flush(&self) -> Result<(), Error> {
-        let mut pending = self.storage.create(&self.name, 0, Default::default())?;
-        std::io::Write::write_all(&mut pending, &self.content).map_err(|e| Error::Io {
-            action: "write",
-            path: self.name.clone().into(),
-            source: e,
-        })?;
-        pending.commit(&[], SaveOptions::default().durable)
+        crate::store::write_whole(&*self.storage, &self.name, &self.content)
     }
 
     /// The existing file.
     fn existing(&self) -> Result<Vec<u8>, Error> {
-        let reader = match self.storage.open(&self.name) {
-            Ok(reader) => reader,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Vec::new())
-            }
-            Err(e) => return Err(e),
-        };
-        if reader.len() > MAX_HISTORY_BYTES {
-            return Err(Error::TooLarge {
-                what: crate::text::shorten(&self.name, 200),
-                reason: format!(
-                    "{} bytes, more than the {MAX_HISTORY_BYTES} a history appended to may have",
-                    reader.len()
-                ),
-            });
-        }
-        let mut bytes = vec![0; reader.len() as usize];
-        reader.read_exact_at(&mut bytes, 0).map_err(|e| Error::Io {
-            action: "read",
-            path: self.name.clone().into(),
-            source: e,
-        })?;
-        Ok(bytes)
+        Ok(
+            crate::store::read_small(&*self.storage, &self.name, MAX_HISTORY_BYTES)?
+                .unwrap_or_default(),
+        )
     }
 
     /// Drops the data rows of epoch `from` and later (the first field of a row is its

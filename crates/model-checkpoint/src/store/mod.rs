@@ -18,6 +18,7 @@ mod local;
 mod meta;
 mod read;
 mod scan;
+mod side_file;
 mod storage;
 mod write;
 
@@ -33,7 +34,9 @@ pub use scan::{
     candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in, Header,
     Listed,
 };
+pub use side_file::{csv_field, read_small, write_whole, MAX_SIDE_FILE_BYTES};
 pub use storage::{
-    Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, MARKER_PREFIX,
+    Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, JOURNAL_FILE,
+    MARKER_PREFIX,
 };
 pub use write::{save, save_to, SaveOptions, SaveReport};

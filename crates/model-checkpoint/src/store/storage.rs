@@ -22,6 +22,11 @@ use crate::Error;
 /// produce such names.
 pub const MARKER_PREFIX: &str = ".ckpt-run.";
 
+/// The journal of saves and deletes a run keeps beside its checkpoints when asked to
+/// (`ModelCheckpoint::journal`). Its name starts with [`MARKER_PREFIX`]: like the markers,
+/// it is what a run leaves to tell later which files it wrote, and listings skip it.
+pub const JOURNAL_FILE: &str = ".ckpt-run.journal.csv";
+
 /// The training history `ckpt train` keeps beside its checkpoints (a `CsvLogger` file):
 /// listings skip it, and templates may not produce it.
 pub const HISTORY_FILE: &str = "history.csv";

@@ -2,6 +2,8 @@
 //! writer thread), and what follows a committed save: the marker, the `last` link,
 //! retention.
 
+use std::path::Path;
+
 use super::super::background::{BackgroundWriter, Outcome};
 use super::{Engine, Job, Pending, Saved};
 use crate::callback::Context;
@@ -58,6 +60,10 @@ impl Engine {
                 seq,
             },
             direction,
+            kind,
+            batch: batch.map(|b| b + 1),
+            global_step: ctx.global_step,
+            monitor: monitor.to_owned(),
         };
         let meta = Meta {
             epoch: u64::try_from(epoch + 1).ok(),
@@ -194,7 +200,10 @@ impl Engine {
     /// retention rules. Only now may older files go, so a crash leaves extra files, never
     /// fewer.
     fn committed(&mut self, pending: Pending, digest: [u8; 32]) -> Result<(), Error> {
-        let Pending { file, direction } = pending;
+        self.journal_row("saved", &pending.file, Some(&pending));
+        let Pending {
+            file, direction, ..
+        } = pending;
         self.saved.last_saved = Some(file.path.clone());
         self.saved.saves = self.saved.saves.saturating_add(1);
         // The proof, kept in the folder and never in a checkpoint, that this run wrote this
@@ -220,6 +229,7 @@ impl Engine {
             };
             match engine.storage.delete(&f.path.to_string_lossy()) {
                 Ok(()) => {
+                    engine.journal_row("deleted", f, None);
                     engine.session_saved.retain(|p| *p != f.path);
                     engine.session_digests.remove(&f.path);
                     let marker = engine.marker(engine.run_id(), &digest);
@@ -236,6 +246,33 @@ impl Engine {
             }
         });
         Ok(())
+    }
+
+    /// Records `event` of `file` in the journal, when there is one.
+    fn journal_row(&mut self, event: &'static str, file: &SavedFile, pending: Option<&Pending>) {
+        let Some(mut journal) = self.journal.take() else {
+            return;
+        };
+        let folder = self.folder();
+        let name = if folder.as_os_str().is_empty() || folder == Path::new(".") {
+            store::JOURNAL_FILE.to_owned()
+        } else {
+            format!("{}/{}", folder.to_string_lossy(), store::JOURNAL_FILE)
+        };
+        let row = super::journal::Row {
+            seq: file.seq,
+            event,
+            epoch: file.epoch,
+            batch: pending.and_then(|p| p.batch),
+            global_step: pending.map(|p| p.global_step),
+            kind: pending.map(|p| p.kind),
+            path: &file.path.to_string_lossy(),
+            monitor: pending.map_or("", |p| p.monitor.as_str()),
+            value: &file.value,
+            run_id: self.run_id(),
+        };
+        journal.record(&*self.storage, &name, &row);
+        self.journal = Some(journal);
     }
 
     /// Tracks `file` for retention (when on) and hands every file the rules no longer keep

@@ -8,6 +8,7 @@
 //! - `names.rs`: which names the engine may write and delete, and what it lists.
 
 mod commit;
+mod journal;
 mod names;
 mod sharded;
 
@@ -67,6 +68,11 @@ struct Pending {
     file: SavedFile,
     /// The monitor's direction at the time of the save, which retention ranks by.
     direction: Direction,
+    /// What the journal records of it besides.
+    kind: Kind,
+    batch: Option<i64>,
+    global_step: u64,
+    monitor: String,
 }
 
 /// The saving engine's settings and state (see the module's documentation).
@@ -102,6 +108,8 @@ pub(crate) struct Engine {
     session_saved: BTreeSet<PathBuf>,
     /// The header digest of each file committed since the engine was made, by path.
     session_digests: BTreeMap<PathBuf, [u8; 32]>,
+    /// The journal of saves and deletes, when asked for.
+    pub journal: Option<journal::Journal>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -144,6 +152,7 @@ impl Engine {
             in_flight: VecDeque::new(),
             session_saved: BTreeSet::new(),
             session_digests: BTreeMap::new(),
+            journal: None,
         }
     }
 

@@ -163,7 +163,9 @@ impl Engine {
     /// folders. Only folders this engine saved are deleted (a resumed run keeps the ones
     /// from before the resume: extra folders, never lost ones).
     fn committed_sharded(&mut self, pending: Pending, ranks: sharded::Ranks) -> Result<(), Error> {
-        let Pending { file, direction } = pending;
+        let Pending {
+            file, direction, ..
+        } = pending;
         self.saved.last_saved = Some(file.path.clone());
         self.saved.saves = self.saved.saves.saturating_add(1);
         self.session_saved.insert(file.path.clone());

@@ -42,6 +42,17 @@ impl ModelCheckpoint {
         self
     }
 
+    /// Keep a journal beside the checkpoints ([`crate::store::JOURNAL_FILE`], CSV): one row
+    /// per committed save (sequence number, epoch, batch, step, kind, path, monitored value,
+    /// run id) and per file retention deleted, so that a report (`ckpt report`) can show
+    /// every checkpoint the run saved, also those gone since. Written through the
+    /// checkpoints' storage after each save; a journal that cannot be written is logged and
+    /// never fails a save. Default: off.
+    pub fn journal(mut self, yes: bool) -> Self {
+        self.engine.journal = yes.then(Default::default);
+        self
+    }
+
     /// Like [`ModelCheckpoint::save_last`], at `path`.
     pub fn save_last_as(mut self, path: impl Into<PathBuf>) -> Self {
         self.engine.last = Last::At(path.into());

@@ -1,0 +1,89 @@
+//! The run's journal (when asked for, with `ModelCheckpoint::journal`): one row per
+//! committed save and per file retention deleted, kept beside the checkpoints as
+//! [`store::JOURNAL_FILE`], so that a report can show every checkpoint a run saved, also
+//! those deleted since or replaced by a later save under the same name. Advisory: a journal
+//! that cannot be written is logged, never a failed save.
+
+use crate::store::{self, Kind, Storage};
+use crate::Value;
+
+/// The journal's columns.
+pub const COLUMNS: [&str; 10] = [
+    "seq",
+    "event",
+    "epoch",
+    "batch",
+    "global_step",
+    "kind",
+    "path",
+    "monitor",
+    "value",
+    "run_id",
+];
+
+/// One row.
+pub(crate) struct Row<'a> {
+    pub seq: u64,
+    pub event: &'static str,
+    /// 1-based, as in file names.
+    pub epoch: i64,
+    /// 1-based, for saves in an epoch.
+    pub batch: Option<i64>,
+    pub global_step: Option<u64>,
+    pub kind: Option<Kind>,
+    pub path: &'a str,
+    pub monitor: &'a str,
+    pub value: &'a Value,
+    pub run_id: &'a str,
+}
+
+/// The journal of one folder: its rows so far (the file's, read at the first row this
+/// process writes), rewritten whole at each row (an object store cannot append).
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    content: Option<Vec<u8>>,
+}
+
+impl Journal {
+    /// Adds `row` to the journal `name` in `storage`.
+    pub fn record(&mut self, storage: &dyn Storage, name: &str, row: &Row<'_>) {
+        if let Err(e) = self.try_record(storage, name, row) {
+            log::warn!(target: "model_checkpoint", "cannot write the journal {name}: {e}");
+        }
+    }
+
+    fn try_record(
+        &mut self,
+        storage: &dyn Storage,
+        name: &str,
+        row: &Row<'_>,
+    ) -> Result<(), crate::Error> {
+        if self.content.is_none() {
+            let existing = store::read_small(storage, name, store::MAX_SIDE_FILE_BYTES)?;
+            self.content = Some(match existing {
+                Some(bytes) if !bytes.is_empty() => bytes,
+                _ => format!("{}\r\n", COLUMNS.join(",")).into_bytes(),
+            });
+        }
+        let content = self.content.get_or_insert_with(Vec::new);
+        let fields = [
+            row.seq.to_string(),
+            row.event.to_owned(),
+            row.epoch.to_string(),
+            row.batch.map(|b| b.to_string()).unwrap_or_default(),
+            row.global_step.map(|s| s.to_string()).unwrap_or_default(),
+            row.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
+            row.path.to_owned(),
+            row.monitor.to_owned(),
+            match row.value.as_f64() {
+                Some(v) => crate::template::float_repr(v),
+                None => String::new(),
+            },
+            row.run_id.to_owned(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| store::csv_field(f, ',')).collect();
+        content.extend_from_slice(line.join(",").as_bytes());
+        content.extend_from_slice(b"\r\n");
+        store::write_whole(storage, name, content)
+    }
+}
