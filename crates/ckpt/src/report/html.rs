@@ -165,7 +165,7 @@ pub(crate) fn render(r: &Report) -> String {
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
 <title>{}</title>
 <style>
-body{{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2433;max-width:960px}}
+body{{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2433;max-width:1180px}}
 h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:16px;margin:20px 0 4px}}
 .note{{color:#8a5a00}} svg{{display:block;background:#fff}}
 .frame{{fill:none;stroke:#c9ced8}} .grid{{stroke:#eef0f4}} .tick{{font-size:11px;fill:#5b6272}} .label{{font-size:12px;fill:#1d2433}}
@@ -175,7 +175,7 @@ h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:16px;margin:20px 0 4px}}
 .damaged circle{{fill:#d62f2f;stroke:#7a0f0f}} .best circle{{fill:#f5b400;stroke:#7a5a00;stroke-width:2}} .latest circle{{stroke:#1d2433;stroke-width:2}}
 .legend{{font-size:12px;margin:2px 0 0}} .legend span{{margin-right:14px}}
 table{{border-collapse:collapse;margin-top:8px;font-size:13px}} td,th{{padding:3px 8px;border-bottom:1px solid #eef0f4;text-align:left}}
-td.n{{text-align:right;font-variant-numeric:tabular-nums}} tr:target{{background:#fff6d6}}
+td.n{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}} #checkpoints td:first-child{{white-space:nowrap}} #checkpoints td:last-child{{max-width:360px}} tr:target{{background:#fff6d6}}
 .badge{{border-radius:3px;padding:0 5px;font-size:12px}} .b-kept{{background:#e3edfc}} .b-damaged{{background:#fbe0e0}}
 .b-deleted,.b-replaced,.b-missing{{background:#eef0f4;color:#5b6272}} .b-best{{background:#fff0c2}} .b-latest{{background:#e4f4e9}}
 </style></head>

@@ -1,0 +1,157 @@
+//! `ModelCheckpoint::journal` records every committed save and every file retention deleted
+//! beside the checkpoints, continues across runs, and never fails a save; listings skip it.
+
+use model_checkpoint::store::{list, JOURNAL_FILE};
+use model_checkpoint::{
+    Callback, Checkpointable, Context, Error, HostTensor, Logs, ModelCheckpoint, NamedTensor,
+};
+
+struct Toy;
+
+impl Checkpointable for Toy {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![NamedTensor::new(
+            "w",
+            HostTensor::from_f32(vec![2], &[1.0, 2.0]),
+        )])
+    }
+}
+
+fn train(cb: &mut ModelCheckpoint, epochs: std::ops::Range<usize>) {
+    let toy = Toy;
+    let mut ctx = Context::new(&toy);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    for e in epochs {
+        cb.on_epoch_begin(e, &Logs::new(), &mut ctx).expect("begin");
+        // val_loss falls, then rises at epoch 3.
+        let v = if e == 3 { 0.9 } else { 1.0 / (e as f64 + 1.0) };
+        cb.on_epoch_end(e, &Logs::from([("val_loss", v)]), &mut ctx)
+            .expect("save");
+    }
+    cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+}
+
+fn rows(dir: &std::path::Path) -> Vec<Vec<String>> {
+    std::fs::read_to_string(dir.join(JOURNAL_FILE))
+        .expect("journal")
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn saves_and_deletes_are_recorded_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("w.{epoch:02d}.safetensors");
+    let mut cb = ModelCheckpoint::new(&template)
+        .save_weights_only(true)
+        .keep_last(2)
+        .journal(true);
+    train(&mut cb, 0..5);
+    let rows = rows(dir.path());
+    assert_eq!(
+        rows[0],
+        [
+            "seq",
+            "event",
+            "epoch",
+            "batch",
+            "global_step",
+            "kind",
+            "path",
+            "monitor",
+            "value",
+            "run_id"
+        ]
+    );
+    let events: Vec<(String, String, String)> = rows[1..]
+        .iter()
+        .map(|r| {
+            (
+                r[1].clone(),
+                r[2].clone(),
+                r[6].rsplit('/').next().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let saved = |e: u32| {
+        (
+            "saved".to_owned(),
+            e.to_string(),
+            format!("w.{e:02}.safetensors"),
+        )
+    };
+    let deleted = |e: u32| {
+        (
+            "deleted".to_owned(),
+            e.to_string(),
+            format!("w.{e:02}.safetensors"),
+        )
+    };
+    // keep_last 2 plus the best (epoch 3, val_loss 1/3 … until epoch 5's 0.2).
+    assert_eq!(
+        events,
+        [
+            saved(1),
+            saved(2),
+            saved(3),
+            deleted(1),
+            saved(4),
+            deleted(2),
+            saved(5),
+            deleted(3)
+        ],
+        "{rows:?}"
+    );
+    assert!(
+        rows[1..]
+            .iter()
+            .all(|r| r[9] == rows[1][9] && !r[9].is_empty()),
+        "one run id"
+    );
+    assert_eq!(rows[1][5], "weights");
+    assert_eq!(rows[1][7], "val_loss");
+    assert_eq!(rows[1][8], "1.0");
+    // Listings skip it, as they skip the markers.
+    let listed = list(dir.path()).expect("list");
+    assert!(
+        listed.iter().all(|l| !l.path.ends_with(JOURNAL_FILE)),
+        "{listed:?}"
+    );
+}
+
+#[test]
+fn a_second_run_continues_the_journal_and_replaced_saves_are_kept_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let best = dir.path().join("best.safetensors");
+    let mut cb = ModelCheckpoint::new(&best)
+        .save_best_only(true)
+        .save_weights_only(true)
+        .journal(true);
+    train(&mut cb, 0..2);
+    let mut again = ModelCheckpoint::new(&best)
+        .save_weights_only(true)
+        .journal(true);
+    train(&mut again, 2..3);
+    let rows = rows(dir.path());
+    let saves: Vec<&str> = rows[1..].iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(
+        saves,
+        ["1", "2", "3"],
+        "one save per epoch, one path, both runs: {rows:?}"
+    );
+    assert_ne!(rows[1][9], rows[3][9], "each row names its run");
+}
+
+#[test]
+fn a_journal_that_cannot_be_written_never_fails_a_save() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A folder where the journal would go.
+    std::fs::create_dir(dir.path().join(JOURNAL_FILE)).expect("blocker");
+    let mut cb = ModelCheckpoint::new(dir.path().join("w.{epoch}.safetensors"))
+        .save_weights_only(true)
+        .journal(true);
+    train(&mut cb, 0..2);
+    assert!(dir.path().join("w.2.safetensors").exists());
+}
