@@ -114,12 +114,15 @@ fn the_report_of_a_real_run_shows_every_checkpoint() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&kept, bytes).expect("damage");
+    // And delete another by hand.
+    std::fs::remove_file(dir.path().join("checkpoints/digits.06-0.9111.safetensors"))
+        .expect("delete by hand");
 
     let out = ckpt(dir.path(), &["report", "checkpoints", "-o", "report.html"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout)
-            .contains("4 metric(s) over 8 epoch(s), 8 checkpoint(s) saved (2 there and verified)"),
+            .contains("4 metric(s) over 8 epoch(s), 8 checkpoint(s) saved (1 there and verified)"),
         "{}",
         text(&out.stdout)
     );
@@ -129,6 +132,19 @@ fn the_report_of_a_real_run_shows_every_checkpoint() {
     for external in ["http://", "https://", "<link", "src=", "@import", "url("] {
         assert!(!html.contains(external), "the page refers to {external}");
     }
+
+    // The same as a picture, drawn with plotters.
+    let out = ckpt(
+        dir.path(),
+        &["report", "checkpoints", "--svg", "report.svg"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let svg = std::fs::read_to_string(dir.path().join("report.svg")).expect("svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("val_accuracy"),
+        "{svg:.200}"
+    );
+    assert_eq!(count(&svg, "<circle"), 8, "a marker per save");
 
     let Some(browser) = browser() else { return };
     let (dom, log, _) = load(&browser, &page, None);
@@ -160,9 +176,10 @@ fn the_report_of_a_real_run_shows_every_checkpoint() {
     assert_eq!(count(&dom, "<a href=\"#ckpt-"), 8, "a marker per save");
     assert_eq!(
         count(&dom, "class=\"marker deleted"),
-        5,
-        "retention deleted five"
+        6,
+        "retention deleted five, and one by hand"
     );
+    assert!(dom.contains("(deleted, not by the run)"));
     assert_eq!(count(&dom, "class=\"marker damaged"), 1);
     assert_eq!(count(&dom, " best"), 2, "the best marker and its badge");
     assert!(

@@ -98,6 +98,22 @@ fn train_into_a_bucket_and_resume_exactly_from_latest() {
         text(&show.stdout)
     );
 
+    // The report reads the bucket's history, journal and objects as a folder's.
+    let report = ckpt(
+        &server,
+        d,
+        &["report", &server.url("run"), "-o", "report.html"],
+    );
+    assert_eq!(report.status.code(), Some(0), "{}", text(&report.stderr));
+    assert!(
+        text(&report.stdout)
+            .contains("4 metric(s) over 4 epoch(s), 4 checkpoint(s) saved (4 there and verified)"),
+        "{}",
+        text(&report.stdout)
+    );
+    let page = std::fs::read_to_string(d.join("report.html")).expect("page");
+    assert_eq!(page.matches("class=\"marker kept").count(), 4);
+
     // The same run, stopped after two epochs, resumed from the bucket's latest.
     clear(&server, "run");
     let first = train(&server, d, "2", &[]);

@@ -73,6 +73,29 @@ fn ls_verify_show_and_consolidate_understand_sharded_checkpoints() {
     );
     assert!(row("step-2").contains("interrupted save"), "{listing}");
 
+    // The report shows the committed sharded checkpoint, and the interrupted save as damaged.
+    let report = ckpt(d, &["report", "ck", "-o", "report.html"]);
+    assert_eq!(report.status.code(), Some(0), "{}", text(&report.stderr));
+    let page = std::fs::read_to_string(d.join("report.html")).expect("page");
+    let row = |name: &str| {
+        let table = &page[page.find("id=\"checkpoints\"").expect("table")..];
+        table
+            .split("<tr ")
+            .find(|r| r.contains(name))
+            .unwrap_or_else(|| panic!("{name} not in {table}"))
+            .to_owned()
+    };
+    assert!(
+        row("step-1").contains("b-kept") && row("step-1").contains("sharded"),
+        "{}",
+        row("step-1")
+    );
+    assert!(
+        row("step-2").contains("b-damaged") && row("step-2").contains("interrupted save"),
+        "{}",
+        row("step-2")
+    );
+
     let verify = ckpt(d, &["verify", "ck/step-1"]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
     // Shards without their index: not a checkpoint, whatever each shard says.

@@ -97,6 +97,11 @@ impl<S: Step> Trainer<S> {
             }
         }
         self.step.check(train)?;
+        if let Some(val) = validation {
+            // Validation data the model cannot take (more classes than outputs) would fail
+            // deep inside the framework at the first epoch's end.
+            self.step.check(val)?;
+        }
 
         let record = options.record();
         let mut state = match self.resume.take() {

@@ -27,7 +27,7 @@ pub(crate) enum Status {
     Damaged,
     /// Deleted by the run's retention.
     Deleted,
-    /// Gone, without the run having deleted it (by hand, say).
+    /// Deleted, but not by the run (by hand, say): shown as deleted.
     Missing,
     /// Saved again under the same name later: this save's contents are gone.
     Replaced,
@@ -38,8 +38,7 @@ impl Status {
         match self {
             Status::Kept => "kept",
             Status::Damaged => "damaged",
-            Status::Deleted => "deleted",
-            Status::Missing => "missing",
+            Status::Deleted | Status::Missing => "deleted",
             Status::Replaced => "replaced",
         }
     }

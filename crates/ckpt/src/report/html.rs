@@ -171,13 +171,13 @@ h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:16px;margin:20px 0 4px}}
 .frame{{fill:none;stroke:#c9ced8}} .grid{{stroke:#eef0f4}} .tick{{font-size:11px;fill:#5b6272}} .label{{font-size:12px;fill:#1d2433}}
 .curve{{fill:none;stroke-width:1.6}} .s0{{stroke:#2a6fdb}} .s1{{stroke:#e0672b}} .s2{{stroke:#2e9d57}} .s3{{stroke:#8b4fd1}}
 .val{{stroke-dasharray:5 3}}
-.marker circle{{stroke-width:1.5}} .kept circle{{fill:#2a6fdb;stroke:#fff}} .deleted circle,.replaced circle,.missing circle{{fill:#fff;stroke:#9aa1ad}}
+.marker circle{{stroke-width:1.5}} .kept circle{{fill:#2a6fdb;stroke:#fff}} .deleted circle,.replaced circle{{fill:#fff;stroke:#9aa1ad}}
 .damaged circle{{fill:#d62f2f;stroke:#7a0f0f}} .best circle{{fill:#f5b400;stroke:#7a5a00;stroke-width:2}} .latest circle{{stroke:#1d2433;stroke-width:2}}
 .legend{{font-size:12px;margin:2px 0 0}} .legend span{{margin-right:14px}}
 table{{border-collapse:collapse;margin-top:8px;font-size:13px}} td,th{{padding:3px 8px;border-bottom:1px solid #eef0f4;text-align:left}}
 td.n{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}} #checkpoints td:first-child{{white-space:nowrap}} #checkpoints td:last-child{{max-width:360px}} tr:target{{background:#fff6d6}}
 .badge{{border-radius:3px;padding:0 5px;font-size:12px}} .b-kept{{background:#e3edfc}} .b-damaged{{background:#fbe0e0}}
-.b-deleted,.b-replaced,.b-missing{{background:#eef0f4;color:#5b6272}} .b-best{{background:#fff0c2}} .b-latest{{background:#e4f4e9}}
+.b-deleted,.b-replaced{{background:#eef0f4;color:#5b6272}} .b-best{{background:#fff0c2}} .b-latest{{background:#e4f4e9}}
 </style></head>
 <body data-ready="0" data-errors="0">
 <script>window.addEventListener("error",function(){{var b=document.body;b.dataset.errors=String(Number(b.dataset.errors)+1);}});</script>
@@ -362,6 +362,9 @@ fn table(page: &mut String, r: &Report) {
         let verified = match (c.status, &c.problem) {
             (Status::Kept, _) => "yes".to_owned(),
             (Status::Damaged, Some(why)) => format!("no: {}", esc(why)),
+            (Status::Deleted, _) => "- (retention deleted it)".to_owned(),
+            (Status::Missing, _) => "- (deleted, not by the run)".to_owned(),
+            (Status::Replaced, _) => "- (saved over by a later save)".to_owned(),
             _ => "-".to_owned(),
         };
         let _ = write!(
