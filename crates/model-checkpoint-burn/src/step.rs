@@ -29,10 +29,10 @@ pub trait Classifier: Module {
 ///
 /// let device = cpu_autodiff();
 /// let data = Dataset::digits().scaled();
-/// let step = BurnStep::new(Mlp::new(&[64, 32, 10], 0, &device)?, AdamConfig::new().init(), 1e-3, device);
+/// let step = BurnStep::new(Mlp::new(&[64, 32, 10], 0, &device)?, AdamConfig::new().init(), 1e-2, device);
 /// let mut trainer = Trainer::new(step);
-/// let history = trainer.fit(&data, &FitOptions::new(1).verbose(0), &mut [])?;
-/// assert!(history.metric("accuracy")[0].is_some_and(|a| a > 0.5));
+/// let history = trainer.fit(&data, &FitOptions::new(3).verbose(0), &mut [])?;
+/// assert!(history.metric("accuracy")[2].is_some_and(|a| a > 0.8));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct BurnStep<M> {

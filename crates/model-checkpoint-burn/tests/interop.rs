@@ -12,6 +12,7 @@ use model_checkpoint_burn::{cpu, cpu_autodiff, load_weights, BurnStep, Mlp, Trai
 use model_checkpoint_candle::{Adam, Model, ParamsAdam, Trainer as CandleTrainer};
 use model_checkpoint_fit::{Dataset, FitOptions, Trainer};
 
+mod common;
 #[path = "../../model-checkpoint-candle/tests/python/mod.rs"]
 mod python;
 
@@ -31,16 +32,7 @@ fn tensors(model: &dyn Checkpointable) -> Vec<(String, Vec<u8>)> {
         .weights()
         .expect("weights")
         .into_iter()
-        .map(|t| {
-            let mut b = Vec::new();
-            t.data
-                .write_to(&mut |x| {
-                    b.extend_from_slice(x);
-                    Ok(())
-                })
-                .expect("bytes");
-            (t.name, b)
-        })
+        .map(|t| (t.name.clone(), common::bytes_of(&t)))
         .collect();
     out.sort();
     out

@@ -17,6 +17,8 @@ use model_checkpoint_burn::{
 };
 use model_checkpoint_fit::Dataset;
 
+mod common;
+
 const CHILD: &str = "MODEL_CHECKPOINT_BURN_LEARNER_CHILD";
 /// Only a val_loss below this is saved: the first epochs do not reach it.
 const THRESHOLD: f64 = 0.5;
@@ -215,16 +217,7 @@ fn weights(model: &Mlp) -> Vec<(String, Vec<u8>)> {
         .weights()
         .expect("weights")
         .into_iter()
-        .map(|t| {
-            let mut bytes = Vec::new();
-            t.data
-                .write_to(&mut |b| {
-                    bytes.extend_from_slice(b);
-                    Ok(())
-                })
-                .expect("bytes");
-            (t.name, bytes)
-        })
+        .map(|t| (t.name.clone(), common::bytes_of(&t)))
         .collect()
 }
 

@@ -13,6 +13,8 @@ use model_checkpoint::{Checkpointable, ModelCheckpoint, SaveFreq};
 use model_checkpoint_burn::{cpu_autodiff, BurnStep, Mlp};
 use model_checkpoint_fit::{Dataset, FitOptions, History, Trainer};
 
+mod common;
+
 const EPOCHS: usize = 4;
 
 #[derive(Clone, Copy, Debug)]
@@ -61,15 +63,7 @@ fn state_bytes(t: &Trainer<BurnStep<Mlp>>) -> Vec<(String, Vec<u8>)> {
     let weights = parts.weights().expect("weights");
     let training = parts.training_state().expect("state");
     for named in weights.iter().chain(training.tensors.iter()) {
-        let mut bytes = Vec::new();
-        named
-            .data
-            .write_to(&mut |b| {
-                bytes.extend_from_slice(b);
-                Ok(())
-            })
-            .expect("bytes");
-        out.push((named.name.clone(), bytes));
+        out.push((named.name.clone(), common::bytes_of(named)));
     }
     out.sort();
     out

@@ -16,6 +16,8 @@ use model_checkpoint_burn::{
     cpu, cpu_autodiff, load_weights, Classifier, Error, Mlp, TrainingParts,
 };
 
+mod common;
+
 /// A module with one parameter of each float dtype NdArray computes in: F32, F64, and
 /// Flex32 (which NdArray holds as F32; F16 and BF16 it does not support).
 #[derive(Module, Debug)]
@@ -45,18 +47,12 @@ fn bytes<M: Module>(module: &M) -> Vec<(String, String, Vec<usize>, Vec<u8>)> {
         .expect("weights")
         .into_iter()
         .map(|t| {
-            let mut b = Vec::new();
-            t.data
-                .write_to(&mut |x| {
-                    b.extend_from_slice(x);
-                    Ok(())
-                })
-                .expect("bytes");
+            let bytes = common::bytes_of(&t);
             (
                 t.name,
                 format!("{:?}", t.data.dtype()),
                 t.data.shape().to_vec(),
-                b,
+                bytes,
             )
         })
         .collect()
@@ -208,16 +204,7 @@ fn optimizer_state_survives_a_fresh_model() {
         let mut v: Vec<(String, Vec<u8>)> = s
             .tensors
             .iter()
-            .map(|t| {
-                let mut b = Vec::new();
-                t.data
-                    .write_to(&mut |x| {
-                        b.extend_from_slice(x);
-                        Ok(())
-                    })
-                    .expect("bytes");
-                (t.name.clone(), b)
-            })
+            .map(|t| (t.name.clone(), common::bytes_of(t)))
             .collect();
         v.sort();
         v

@@ -26,16 +26,10 @@ impl Error {
 
 impl From<model_checkpoint::Error> for Error {
     /// The core's errors (the tensor and training-state checks among them) stay the core's,
-    /// and this crate's own errors that travelled through the core (as
-    /// [`model_checkpoint::Error::Framework`]) come back as themselves.
+    /// and this crate's own errors that travelled through the core come back as themselves.
     fn from(e: model_checkpoint::Error) -> Self {
-        match e {
-            model_checkpoint::Error::Framework(inner) => match inner.downcast::<Error>() {
-                Ok(own) => *own,
-                Err(other) => Error::Checkpoint(model_checkpoint::Error::Framework(other)),
-            },
-            other => Error::Checkpoint(other),
-        }
+        e.into_framework::<Error>()
+            .unwrap_or_else(Error::Checkpoint)
     }
 }
 

@@ -48,12 +48,10 @@ impl From<model_checkpoint::Error> for Error {
     /// (as [`model_checkpoint::Error::Framework`], from a callback's save) comes back as
     /// [`Error::Step`], and this crate's own as themselves.
     fn from(e: model_checkpoint::Error) -> Self {
-        match e {
-            model_checkpoint::Error::Framework(inner) => match inner.downcast::<Error>() {
-                Ok(own) => *own,
-                Err(other) => Error::Step(other),
-            },
-            other => Error::Checkpoint(other),
+        match e.into_framework::<Error>() {
+            Ok(own) => own,
+            Err(model_checkpoint::Error::Framework(other)) => Error::Step(other),
+            Err(other) => Error::Checkpoint(other),
         }
     }
 }

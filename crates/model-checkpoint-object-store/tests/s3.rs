@@ -5,6 +5,9 @@
 
 mod seaweed;
 
+#[path = "../../model-checkpoint-candle/tests/python/mod.rs"]
+mod python;
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -380,29 +383,12 @@ fn wrong_credentials_and_a_missing_bucket_fail_fast_in_one_line() {
     );
 }
 
-fn python() -> Option<String> {
-    let candidate = std::env::var("CKPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&candidate)
-        .args(["-c", "import safetensors, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{candidate} lacks safetensors/numpy in CI; .ci/run installs them"
-    );
-    println!("skipped python read: {candidate} cannot import safetensors and numpy");
-    None
-}
-
 #[test]
 fn python_reads_an_object_downloaded_from_the_server() {
     let Some(server) = Seaweed::start("python_reads") else {
         return;
     };
-    let Some(python) = python() else {
+    let Some(python) = python::python() else {
         return;
     };
     let storage = server.storage().with_parts(5 << 20, 2);

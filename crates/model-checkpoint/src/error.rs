@@ -271,6 +271,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// A framework adapter's own error of type `E` that travelled through the core as
+    /// [`Error::Framework`] (out of a model's `weights`, through a callback's save), or this
+    /// error itself: what each adapter's `From<model_checkpoint::Error>` starts from.
+    ///
+    /// ```
+    /// use model_checkpoint::Error;
+    ///
+    /// let io = std::io::Error::other("disk gone");
+    /// let travelled = Error::Framework(Box::new(io));
+    /// assert_eq!(travelled.into_framework::<std::io::Error>().map(|e| e.to_string()).ok(), Some("disk gone".into()));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// This error, when it is not an `E`.
+    pub fn into_framework<E: std::error::Error + 'static>(self) -> Result<E, Error> {
+        match self {
+            Error::Framework(inner) => match inner.downcast::<E>() {
+                Ok(own) => Ok(*own),
+                Err(other) => Err(Error::Framework(other)),
+            },
+            other => Err(other),
+        }
+    }
+
     /// The Python exception tf.keras raises in the same situation (`"KeyError"`,
     /// `"ValueError"`, `"OSError"` …), or `None` where Keras has no counterpart.
     pub fn keras_exception(&self) -> Option<&'static str> {

@@ -94,6 +94,7 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
         &*folder.storage,
         &side(store::HISTORY_FILE),
         MAX_SIDE_FILE_BYTES,
+        "a history",
     )?;
     let metrics = match history {
         Some(bytes) => parse_history(&bytes, &side(store::HISTORY_FILE))?,
@@ -106,7 +107,12 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
         }
     };
     let present = crate::folder::entries(dir)?;
-    let journal = store::read_small(&*folder.storage, &side(JOURNAL_FILE), MAX_SIDE_FILE_BYTES)?;
+    let journal = store::read_small(
+        &*folder.storage,
+        &side(JOURNAL_FILE),
+        MAX_SIDE_FILE_BYTES,
+        "a journal",
+    )?;
     let saves = match journal {
         Some(bytes) => parse_journal(&bytes, &side(JOURNAL_FILE))?,
         None => {

@@ -75,28 +75,27 @@ struct Scale {
     y1: f64,
 }
 
+/// The region a chart shows for `points`: their extent, at least one epoch wide, with 6%
+/// of room above and below: `(x0, x1, y0, y1)`.
+pub(crate) fn bounds(points: impl Iterator<Item = (f64, f64)>) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in points {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = ((y1 - y0) * 0.06).max(1e-9);
+    (x0, x1.max(x0 + 1.0), y0 - pad, y1 + pad)
+}
+
 impl Scale {
     fn new(points: impl Iterator<Item = (f64, f64)>) -> Scale {
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for (x, y) in points {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-        if x0 > x1 {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if x1 - x0 < 1.0 {
-            x1 = x0 + 1.0;
-        }
-        let pad = ((y1 - y0) * 0.06).max(1e-9);
-        Scale {
-            x0,
-            x1,
-            y0: y0 - pad,
-            y1: y1 + pad,
-        }
+        let (x0, x1, y0, y1) = bounds(points);
+        Scale { x0, x1, y0, y1 }
     }
     fn x(&self, x: f64) -> f64 {
         LEFT + (x - self.x0) / (self.x1 - self.x0) * (WIDTH - LEFT - RIGHT)

@@ -4,7 +4,7 @@
 use plotters::prelude::*;
 
 use super::data::{Report, Status};
-use super::html::{families, marker_position};
+use super::html::{bounds, families, marker_position};
 use crate::Failure;
 
 const PANEL: (u32, u32) = (900, 320);
@@ -45,23 +45,13 @@ pub(crate) fn render(r: &Report) -> Result<String, Failure> {
                 .iter()
                 .flat_map(|&m| r.metrics[m].1.iter().copied())
                 .chain(markers.iter().map(|&(x, y, ..)| (x, y)));
-            let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-            for (x, y) in points {
-                x0 = x0.min(x);
-                x1 = x1.max(x);
-                y0 = y0.min(y);
-                y1 = y1.max(y);
-            }
-            if x0 > x1 {
-                (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-            }
-            let pad = ((y1 - y0) * 0.06).max(1e-9);
+            let (x0, x1, y0, y1) = bounds(points);
             let mut chart = ChartBuilder::on(area)
                 .caption(family, ("sans-serif", 18))
                 .margin(12)
                 .x_label_area_size(32)
                 .y_label_area_size(56)
-                .build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))
+                .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(draw_error)?;
             chart
                 .configure_mesh()

@@ -75,25 +75,9 @@ pub fn assert_same_state_with(dir: &Path, env: &[(&str, String)], a: &str, b: &s
     assert_eq!(show(a), show(b), "the checkpoints' metadata differ");
 }
 
-/// A Python that imports `safetensors` and `numpy` (`$CKPT_PYTHON`, else `python3`), or
-/// `None` with a printed reason; in CI (where `.ci/run` installs them) a missing one fails.
-#[allow(dead_code)]
-pub fn python_with_safetensors() -> Option<String> {
-    let candidate = std::env::var("CKPT_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&candidate)
-        .args(["-c", "import safetensors, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{candidate} lacks safetensors/numpy in CI; .ci/run installs them"
-    );
-    println!("SKIPPED the Python part: {candidate} cannot import safetensors and numpy (pip install safetensors numpy, or set CKPT_PYTHON)");
-    None
-}
+/// Python's view of a checkpoint, shared with the adapters' interop tests.
+#[path = "../../../model-checkpoint-candle/tests/python/mod.rs"]
+pub mod python;
 
 /// `ckpt train` quietly into `ck/e{epoch:02d}.safetensors`, followed by `extra`.
 #[allow(dead_code)]

@@ -115,10 +115,13 @@ impl CsvLogger {
 
     /// The existing file.
     fn existing(&self) -> Result<Vec<u8>, Error> {
-        Ok(
-            crate::store::read_small(&*self.storage, &self.name, MAX_HISTORY_BYTES)?
-                .unwrap_or_default(),
-        )
+        Ok(crate::store::read_small(
+            &*self.storage,
+            &self.name,
+            MAX_HISTORY_BYTES,
+            "a history appended to",
+        )?
+        .unwrap_or_default())
     }
 
     /// Drops the data rows of epoch `from` and later (the first field of a row is its

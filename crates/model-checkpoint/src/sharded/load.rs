@@ -25,25 +25,13 @@ pub struct ShardedCheckpoint {
     ranks: BTreeMap<String, usize>,
 }
 
-/// Reads a small object whole, refusing one over `limit` bytes.
+/// Reads a small object whole, refusing one over `limit` bytes; a missing one is `NotFound`.
 fn read_small(storage: &dyn Storage, name: &str, limit: u64) -> Result<Vec<u8>, Error> {
-    let reader = storage.open(name)?;
-    if reader.len() > limit {
-        return Err(Error::TooLarge {
-            what: crate::text::shorten(name, 200),
-            reason: format!(
-                "{} bytes, more than the {limit} an index may have",
-                reader.len()
-            ),
-        });
-    }
-    let mut bytes = vec![0; reader.len() as usize];
-    reader.read_exact_at(&mut bytes, 0).map_err(|e| Error::Io {
+    crate::store::read_small(storage, name, limit, "an index")?.ok_or_else(|| Error::Io {
         action: "read",
         path: name.into(),
-        source: e,
-    })?;
-    Ok(bytes)
+        source: std::io::ErrorKind::NotFound.into(),
+    })
 }
 
 impl ShardedCheckpoint {

@@ -7,12 +7,18 @@ use crate::Error;
 /// The largest side file read back (to be continued or reported): 256 MiB.
 pub const MAX_SIDE_FILE_BYTES: u64 = 256 << 20;
 
-/// The whole object `name`, `None` when there is none.
+/// The whole object `name`, `None` when there is none. `what` names it in the error
+/// (`"an index"`).
 ///
 /// # Errors
 ///
 /// [`Error::TooLarge`] above `max` bytes; [`Error::Io`] when it cannot be read.
-pub fn read_small(storage: &dyn Storage, name: &str, max: u64) -> Result<Option<Vec<u8>>, Error> {
+pub fn read_small(
+    storage: &dyn Storage,
+    name: &str,
+    max: u64,
+    what: &str,
+) -> Result<Option<Vec<u8>>, Error> {
     let reader = match storage.open(name) {
         Ok(reader) => reader,
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -24,7 +30,7 @@ pub fn read_small(storage: &dyn Storage, name: &str, max: u64) -> Result<Option<
         return Err(Error::TooLarge {
             what: crate::text::shorten(name, 200),
             reason: format!(
-                "{} bytes, more than the {max} a side file may have",
+                "{} bytes, more than the {max} {what} may have",
                 reader.len()
             ),
         });

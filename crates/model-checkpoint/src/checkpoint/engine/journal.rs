@@ -59,7 +59,8 @@ impl Journal {
         row: &Row<'_>,
     ) -> Result<(), crate::Error> {
         if self.content.is_none() {
-            let existing = store::read_small(storage, name, store::MAX_SIDE_FILE_BYTES)?;
+            let existing =
+                store::read_small(storage, name, store::MAX_SIDE_FILE_BYTES, "a journal")?;
             self.content = Some(match existing {
                 Some(bytes) if !bytes.is_empty() => bytes,
                 _ => format!("{}\r\n", COLUMNS.join(",")).into_bytes(),

@@ -3,7 +3,7 @@
 //! paths) with retention, then an exact resume into a freshly built model and optimizer with
 //! one call (`restore_latest`).
 //!
-//! Run with `cargo run --release -p model-checkpoint-burn --example hand_written_loop`.
+//! Run with `cargo run --release -p model-checkpoint-burn --example burn_hand_written_loop`.
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};

@@ -2,7 +2,7 @@
 //! decided as Keras decides and printed as Keras prints, one verified file per save holding
 //! the weights and the optimizer's state; then the best weights reloaded into a fresh model.
 //!
-//! Run with `cargo run --release -p model-checkpoint-burn --example learner`.
+//! Run with `cargo run --release -p model-checkpoint-burn --example burn_learner`.
 
 use burn::optim::AdamConfig;
 use burn::train::logger::InMemoryMetricLogger;
