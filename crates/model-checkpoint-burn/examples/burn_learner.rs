@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .monitor("val_loss")
             .save_best_only(true)
             .verbose(1),
-    );
+    )?;
     let training = SupervisedTraining::new(
         dir.join("burn"),
         data_loader(&train, 32, Some(0))?,

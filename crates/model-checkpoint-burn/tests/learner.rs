@@ -77,7 +77,8 @@ fn learner_child() {
             .save_best_only(true)
             .initial_value_threshold(THRESHOLD)
             .verbose(1),
-    );
+    )
+    .expect("an epoch-level callback");
     let result = launch(dir, &checkpoint, learner(0), 6, None);
     assert!(result.error.is_none(), "{:?}", result.error);
     let best = checkpoint
@@ -227,6 +228,7 @@ fn learner_resume_continues_exactly() {
         LearnerCheckpoint::new(
             ModelCheckpoint::new(dir.join("full.{epoch:02d}.safetensors")).with_run_id("b1"),
         )
+        .expect("an epoch-level callback")
     };
     let a = tempfile::tempdir().expect("tempdir");
     let straight = launch(a.path(), &full(a.path()), learner(0), 4, None);
@@ -271,5 +273,16 @@ fn learner_resume_continues_exactly() {
                 t.name
             );
         }
+    }
+}
+
+#[test]
+fn a_callback_that_acts_per_batch_is_refused() {
+    for cb in [
+        ModelCheckpoint::new("w.safetensors").save_freq(model_checkpoint::SaveFreq::Batches(10)),
+        ModelCheckpoint::new("w.safetensors").every_n_steps(100),
+    ] {
+        let err = LearnerCheckpoint::new(cb).err().expect("refused");
+        assert!(err.to_string().contains("once per epoch"), "{err}");
     }
 }

@@ -261,15 +261,17 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
     let rate = |d: Duration| (train_samples as f64 * 10.0 / d.as_secs_f64()).round();
     let ratio =
         |a: Duration, b: Duration| ((a.as_secs_f64() / b.as_secs_f64()) * 1e4).round() / 1e4;
+    let overhead =
+        |a: Duration, b: Duration| ((a.as_secs_f64() / b.as_secs_f64() - 1.0) * 1e4).round() / 1e4;
     let per_framework = |m: &[Duration]| {
         json!({
             "plain_samples_per_s": rate(m[0]),
             "full_checkpoint_every_epoch_samples_per_s": rate(m[1]),
             "weights_checkpoint_every_epoch_samples_per_s": rate(m[2]),
             "background_full_checkpoint_every_epoch_samples_per_s": rate(m[3]),
-            "overhead_full": ratio(m[1], m[0]) - 1.0,
-            "overhead_weights": ratio(m[2], m[0]) - 1.0,
-            "overhead_background_full": ratio(m[3], m[0]) - 1.0,
+            "overhead_full": overhead(m[1], m[0]),
+            "overhead_weights": overhead(m[2], m[0]),
+            "overhead_background_full": overhead(m[3], m[0]),
             "plain_s": secs(m[0]),
         })
     };

@@ -9,9 +9,9 @@
 //! [`Checkpointable`], and `ModelCheckpoint` decides as Keras does (monitor, mode, best only,
 //! `initial_value_threshold`, the template, retention) and writes one verified file.
 //!
-//! What burn's hooks cannot give: they run once per epoch, after validation, so
-//! `SaveFreq::Batches` has no effect here (per-batch saves need a loop that calls the
-//! callback per batch: `model_checkpoint_fit::Trainer` with [`crate::BurnStep`], or a
+//! What burn's hooks cannot give: they run once per epoch, after validation, so a callback
+//! that acts per batch (`SaveFreq::Batches`, every N steps) is refused here (per-batch saves
+//! need a loop that calls the callback per batch: `model_checkpoint_fit::Trainer` with [`crate::BurnStep`], or a
 //! hand-written loop with [`crate::TrainingParts`]); a callback's `StopTraining` cannot
 //! stop the `Learner`; and burn reports accuracy in percent, which is divided by 100 here
 //! to log Keras's fraction.
@@ -61,9 +61,10 @@ const METRICS: [(&str, &str, f64); 2] = [("Loss", "loss", 1.0), ("Accuracy", "ac
 ///
 /// let checkpoint = LearnerCheckpoint::new(
 ///     ModelCheckpoint::new("runs/best.safetensors").save_best_only(true).verbose(1),
-/// );
+/// )?;
 /// let training = checkpoint.install(build());
 /// // training.launch(learner) …; then checkpoint.with_callback(|cb| cb.best()) is the best val_loss.
+/// # Ok::<(), model_checkpoint_burn::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct LearnerCheckpoint {
@@ -94,15 +95,26 @@ struct Records {
 
 impl LearnerCheckpoint {
     /// Wraps `callback`.
-    pub fn new(callback: ModelCheckpoint) -> Self {
-        LearnerCheckpoint {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] for a callback that acts per batch (`save_freq` in
+    /// batches, every N steps or seconds, a save on a signal): burn's hooks run once per
+    /// epoch, so it would never save.
+    pub fn new(callback: ModelCheckpoint) -> Result<Self, Error> {
+        if callback.needs_batch_hooks() {
+            return Err(Error::options(
+                "burn's Learner checkpoints once per epoch: save_freq in batches, every_n_steps, every (seconds) and save_on_interrupt need a loop that calls the callback per batch (fit with BurnStep, or your own)",
+            ));
+        }
+        Ok(LearnerCheckpoint {
             shared: Arc::new(Mutex::new(Shared {
                 callback,
                 started: false,
                 pending: BTreeMap::new(),
                 resumed: None,
             })),
-        }
+        })
     }
 
     /// `training` with this checkpointing: the strategy and the three checkpointers.

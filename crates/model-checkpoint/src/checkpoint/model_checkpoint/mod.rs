@@ -229,6 +229,13 @@ impl ModelCheckpoint {
         &self.engine.template
     }
 
+    /// Whether this callback acts in the per-batch hooks: `save_freq` in batches, every N
+    /// steps, every N seconds, or a save on a signal. A loop that only calls the epoch hooks
+    /// (burn's `Learner`) cannot drive those.
+    pub fn needs_batch_hooks(&self) -> bool {
+        self.decisions.save_freq != crate::SaveFreq::Epoch || self.triggers.acts_on_batches()
+    }
+
     /// The monitored metric.
     pub fn monitored(&self) -> &str {
         &self.decisions.monitor
