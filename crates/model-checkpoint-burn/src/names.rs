@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{DType, Tensor, TensorData};
 use model_checkpoint::restore::Stored;
-use model_checkpoint::{Dtype, HostTensor, TensorData as _};
+use model_checkpoint::{Dtype, HostTensor};
 
 use crate::Error;
 
@@ -177,13 +177,12 @@ pub fn load_weights<M: Module>(
 /// saved shape before it is read), and only then puts them in: on any error the module is
 /// unchanged.
 pub(crate) fn restore<M: Module>(module: M, stored: &Stored<'_>) -> Result<M, Error> {
-    let expected = collect(&module)?;
     let mut values = BTreeMap::new();
-    for named in &expected {
-        let t = &named.tensor;
-        let bytes = stored.read(&named.name, t.dtype(), &t.shape())?;
-        let data = TensorData::from_bytes_vec(bytes, t.shape().to_vec(), dtype_of(t)?);
-        values.insert(named.name.clone(), data);
+    for (name, dtype, shape) in expected(&module)? {
+        let bytes = stored.read(&name, dtype, &shape)?;
+        let burn_dtype = from_dtype(dtype)
+            .ok_or_else(|| Error::options(format!("tensor {name} is of dtype {dtype:?}")))?;
+        values.insert(name, TensorData::from_bytes_vec(bytes, shape, burn_dtype));
     }
     // Tensors the model does not have are refused, as the core's readers refuse them.
     if let Some(extra) = stored
@@ -210,8 +209,43 @@ pub(crate) fn load_values<M: Module>(module: M, values: BTreeMap<String, TensorD
     module.map(&mut mapper)
 }
 
-fn dtype_of(t: &HostTensor) -> Result<DType, Error> {
-    from_dtype(t.dtype()).ok_or_else(|| Error::options(format!("dtype {:?}", t.dtype())))
+/// Each float parameter's name, and the dtype and shape it is saved with, without copying
+/// its values to the host (a restore reads those from the file).
+fn expected<M: Module>(module: &M) -> Result<Vec<(String, Dtype, Vec<usize>)>, Error> {
+    struct Expected {
+        path: Vec<String>,
+        out: Vec<(String, DType, Vec<usize>)>,
+    }
+    impl ModuleVisitor for Expected {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_owned());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let saved = param.transform_for_save().into_value();
+            self.out
+                .push((self.path.join("."), saved.dtype(), saved.dims().to_vec()));
+        }
+    }
+    let mut visitor = Expected {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    module.visit(&mut visitor);
+    visitor
+        .out
+        .into_iter()
+        .map(|(name, dtype, shape)| {
+            let dtype = to_dtype(dtype).ok_or_else(|| {
+                Error::options(format!(
+                    "tensor {name} is of dtype {dtype:?}, which a checkpoint cannot hold"
+                ))
+            })?;
+            Ok((name, dtype, shape))
+        })
+        .collect()
 }
 
 struct Load {

@@ -55,16 +55,23 @@ const METRICS: [(&str, &str, f64); 2] = [("Loss", "loss", 1.0), ("Accuracy", "ac
 /// epoch 0, so `{epoch}` in a template is burn's epoch number.
 ///
 /// ```no_run
-/// # fn build() -> burn::train::SupervisedTraining<model_checkpoint_burn::Mlp> { unimplemented!() }
+/// use burn::train::metric::LossMetric;
+/// use burn::train::SupervisedTraining;
 /// use model_checkpoint::ModelCheckpoint;
-/// use model_checkpoint_burn::LearnerCheckpoint;
+/// use model_checkpoint_burn::{data_loader, LearnerCheckpoint, Mlp, Quiet};
+/// use model_checkpoint_fit::Dataset;
 ///
+/// let (train, valid) = Dataset::digits().scaled().split_last(0.2)?;
 /// let checkpoint = LearnerCheckpoint::new(
 ///     ModelCheckpoint::new("runs/best.safetensors").save_best_only(true).verbose(1),
 /// )?;
-/// let training = checkpoint.install(build());
+/// let training: SupervisedTraining<Mlp> =
+///     SupervisedTraining::new("runs/burn", data_loader(&train, 32, Some(0))?, data_loader(&valid, 64, None)?)
+///         .metrics((LossMetric::new(),))
+///         .renderer(Box::new(Quiet));
+/// let training = checkpoint.install(training);
 /// // training.launch(learner) …; then checkpoint.with_callback(|cb| cb.best()) is the best val_loss.
-/// # Ok::<(), model_checkpoint_burn::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct LearnerCheckpoint {
