@@ -32,6 +32,20 @@ impl Framework {
     }
 }
 
+/// `ckpt train` trains burn on NdArray, on the CPU. burn itself reads `BURN_DEVICE` where
+/// it makes tensors on its default device (restored optimizer state), and panics on a
+/// backend this build lacks: any value but `ndarray` is refused up front, by name.
+fn check_burn_device() -> Result<(), Failure> {
+    match std::env::var_os("BURN_DEVICE") {
+        None => Ok(()),
+        Some(v) if v.eq_ignore_ascii_case("ndarray") => Ok(()),
+        Some(v) => Err(format!(
+            "BURN_DEVICE={v:?}: ckpt trains burn on its NdArray CPU backend; unset it or set it to ndarray"
+        )
+        .into()),
+    }
+}
+
 /// An MLP with Adam, in either framework, over the shared `fit`. (Boxed: one is built per
 /// run, and the two differ much in size.)
 pub(crate) enum Trainer {
@@ -57,6 +71,7 @@ impl Trainer {
                 )))
             }
             Framework::Burn => {
+                check_burn_device()?;
                 let device = cpu_autodiff();
                 let model = Mlp::new(sizes, seed, &device)?;
                 let optimizer = burn::optim::AdamConfig::new().init();

@@ -265,3 +265,147 @@ fn a_ten_thousand_epoch_history_renders_quickly() {
         size / 1024
     );
 }
+
+/// Runs `ckpt` in `dir` and fails the test if it has not exited within a minute (it is
+/// killed by process id): what is tested is that it ends at all, not how fast.
+fn ckpt_ends(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let err = dir.join("stderr.txt");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("run ckpt");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ckpt {args:?} had not ended after a minute");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    (status.code(), stderr)
+}
+
+#[test]
+fn hostile_histories_and_journals_are_drawn_or_refused_by_name() {
+    let journal_header = "seq,event,epoch,batch,global_step,kind,path,monitor,value,run_id\n";
+    // (history, journal, Some(what the refusal names) or None when the report is drawn)
+    let cases: Vec<(String, Option<String>, Option<&str>)> = vec![
+        // The last epoch the core's counters allow: one more epoch does not change it in
+        // f64, which once left the axis's tick loop stepping forever.
+        ("epoch,loss\n9007199254740991,0.5\n".into(), None, None),
+        // Values whose range overflows f64: once a range of infinity, and plotters spun.
+        (
+            "epoch,loss\n0,1e308\n1,-1e308\n2,1.7e308\n".into(),
+            None,
+            None,
+        ),
+        // The largest values drawn, at both ends.
+        ("epoch,loss\n0,1e300\n1,-1e300\n".into(), None, None),
+        // The same large value on both ends: a range of zero width.
+        ("epoch,loss\n0,1e299\n1,1e299\n".into(), None, None),
+        ("epoch,loss\ninf,0.5\n".into(), None, Some("epoch inf")),
+        ("epoch,loss\n1e300,0.5\n".into(), None, Some("epoch 1e300")),
+        ("epoch,loss\n-3,0.5\n".into(), None, Some("epoch -3")),
+        (
+            format!(
+                "epoch,{}\n",
+                (0..300).map(|i| format!("m{i}")).collect::<Vec<_>>().join(",")
+            ),
+            None,
+            Some("300 metric columns"),
+        ),
+        (
+            "epoch,loss\n0,0.5\n".into(),
+            Some(format!(
+                "{journal_header}0,saved,18446744073709551615,,,full,run/w.safetensors,loss,0.5,ab\n"
+            )),
+            Some("epoch 18446744073709551615"),
+        ),
+        (
+            "epoch,loss\n0,0.5\n".into(),
+            Some(format!(
+                "{journal_header}0,saved,1,,,full,run/w.safetensors,loss,1e308,ab\n"
+            )),
+            None,
+        ),
+    ];
+    for (history, journal, refusal) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let folder = dir.path().join("run");
+        std::fs::create_dir(&folder).expect("folder");
+        std::fs::write(folder.join("history.csv"), &history).expect("history");
+        if let Some(journal) = &journal {
+            std::fs::write(folder.join(".ckpt-run.journal.csv"), journal).expect("journal");
+        }
+        let case = format!("{:.80} / {journal:.100?}", history);
+        for (args, output) in [
+            (["report", "run", "-o", "r.html"], "r.html"),
+            (["report", "run", "--svg", "r.svg"], "r.svg"),
+        ] {
+            let (code, stderr) = ckpt_ends(dir.path(), &args);
+            let written = dir.path().join(output);
+            match refusal {
+                None => {
+                    assert_eq!(code, Some(0), "{case}: {stderr}");
+                    let text = std::fs::read_to_string(&written).expect("written");
+                    assert!(!text.contains("NaN") && !text.contains("\"inf"), "{case}");
+                }
+                Some(named) => {
+                    assert_eq!(code, Some(2), "{case}: {stderr}");
+                    assert!(stderr.contains(named), "{case}: {stderr}");
+                    assert!(!written.exists(), "{case}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_output_replaces_a_report_but_never_another_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("run");
+    std::fs::create_dir(&folder).expect("folder");
+    let history = "epoch,loss\n0,0.5\n1,0.25\n";
+    std::fs::write(folder.join("history.csv"), history).expect("history");
+    let not_a_report = b"\x10\x00\x00\x00\x00\x00\x00\x00{}              ";
+    std::fs::write(folder.join("w.safetensors"), not_a_report).expect("file");
+    // Written twice, in both kinds, over each other: each replaces a report.
+    for args in [
+        &["report", "run", "-o", "out"][..],
+        &["report", "run", "-o", "out"],
+        &["report", "run", "--svg", "out"],
+        &["report", "run", "--svg", "out"],
+        &["report", "run", "-o", "out"],
+    ] {
+        let out = ckpt(dir.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    // Pointed at the history or at a checkpoint by mistake: refused, both left as they were.
+    for target in ["run/history.csv", "run/w.safetensors"] {
+        for flag in ["-o", "--svg"] {
+            let out = ckpt(dir.path(), &["report", "run", flag, target]);
+            assert_eq!(out.status.code(), Some(2), "{target}");
+            assert!(
+                text(&out.stderr).contains("is not a report: refusing to overwrite it"),
+                "{}",
+                text(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(folder.join("history.csv")).expect("history"),
+        history
+    );
+    assert_eq!(
+        std::fs::read(folder.join("w.safetensors")).expect("file"),
+        not_a_report
+    );
+}

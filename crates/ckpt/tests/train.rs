@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ckpt, text, train_args};
+use common::{ckpt, ckpt_with, text, train_args};
 
 #[test]
 fn train_saves_and_reloads_the_best_checkpoint() {
@@ -248,6 +248,25 @@ fn reloaded_accuracy(stdout: &str) -> f64 {
         .unwrap_or_else(|| panic!("no reloaded line in {stdout}"))
 }
 
+/// Every file under `dir`: its path, size and modification time.
+fn listing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let meta = entry.metadata().expect("metadata");
+            if meta.is_dir() {
+                todo.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified().expect("mtime")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[test]
 fn burn_trains_the_same_mlp_to_the_same_bar_and_keeps_its_framework_on_resume() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -260,6 +279,32 @@ fn burn_trains_the_same_mlp_to_the_same_bar_and_keeps_its_framework_on_resume() 
     let accuracy = reloaded_accuracy(&stdout);
     println!("burn: reloaded best val_accuracy {accuracy}");
     assert!(accuracy >= 0.93, "{stdout}");
+
+    // burn restores optimizer state on the device `BURN_DEVICE` names, and panics on one
+    // it was built without: refused by name, with exit status 2, and nothing written
+    // (ckpt trains on NdArray; the library's own check is in model-checkpoint-burn's tests).
+    let resume = [
+        "train",
+        "--framework",
+        "burn",
+        "--progress",
+        "0",
+        "--resume",
+        "latest",
+        "--epochs",
+        "22",
+    ];
+    let before = listing(dir.path());
+    for device in ["no-such-device", "cuda"] {
+        let out = ckpt_with(dir.path(), &[("BURN_DEVICE", device.into())], &resume);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{device}: {stderr}");
+        assert!(
+            stderr.contains(&format!("BURN_DEVICE=\"{device}\"")) && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        assert_eq!(listing(dir.path()), before, "{device}");
+    }
 
     // Full checkpoints written by burn resume with burn, exactly where they stopped …
     let out = ckpt(

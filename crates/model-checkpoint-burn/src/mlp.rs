@@ -110,6 +110,13 @@ impl Classifier for Mlp {
         }
         x
     }
+
+    fn input_width(&self) -> usize {
+        // Held as `[in, out]`, as `initialised` reads it.
+        self.layers
+            .first()
+            .map_or(0, |layer| layer.weight.val().dims()[0])
+    }
 }
 
 /// `Module` by hand, only to name the layers `dense_{i}` rather than a `Vec`'s `0`, `1`, …

@@ -32,11 +32,18 @@ pub(crate) fn collect<M: Module>(module: &M) -> Result<Vec<Named>, Error> {
     }
 }
 
-/// Module path → parameter id, for naming the optimizer's state.
-pub(crate) fn ids<M: Module>(module: &M) -> BTreeMap<String, (ParamId, Vec<usize>)> {
+/// A float parameter as the optimizer's state must match it.
+pub(crate) struct ParamInfo {
+    pub id: ParamId,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+/// Module path → parameter, for naming the optimizer's state.
+pub(crate) fn ids<M: Module>(module: &M) -> BTreeMap<String, ParamInfo> {
     struct Ids {
         path: Vec<String>,
-        out: BTreeMap<String, (ParamId, Vec<usize>)>,
+        out: BTreeMap<String, ParamInfo>,
     }
     impl ModuleVisitor for Ids {
         fn enter_module(&mut self, name: &str, _: &str) {
@@ -46,8 +53,13 @@ pub(crate) fn ids<M: Module>(module: &M) -> BTreeMap<String, (ParamId, Vec<usize
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let shape = param.val().dims().to_vec();
-            self.out.insert(self.path.join("."), (param.id, shape));
+            let value = param.val();
+            let info = ParamInfo {
+                id: param.id,
+                shape: value.dims().to_vec(),
+                dtype: value.dtype(),
+            };
+            self.out.insert(self.path.join("."), info);
         }
     }
     let mut visitor = Ids {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ParamId};
+use burn::module::Module;
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::Bytes;
 use burn_pack::Scalar;
@@ -15,7 +15,7 @@ use model_checkpoint::restore::Stored;
 use model_checkpoint::{HostTensor, NamedTensor};
 use serde::{Deserialize, Serialize};
 
-use crate::names::{from_dtype, host_data, ids};
+use crate::names::{from_dtype, host_data, ids, to_dtype, ParamInfo};
 use crate::Error;
 
 /// The prefix of the optimizer's tensors among the training tensors.
@@ -33,6 +33,25 @@ pub(crate) enum Value {
     UInt(u64),
     Float(f64),
     Bool(bool),
+}
+
+impl Value {
+    /// The value, if a checkpoint may hold it: an integer (burn's step counters and ranks)
+    /// within `±MAX_COUNTER`, as every counter in a checkpoint. burn adds to its counters
+    /// unchecked: one near `u64::MAX` would overflow at the next step.
+    pub(crate) fn checked(self, name: &str) -> Result<Value, String> {
+        let max = model_checkpoint::store::MAX_COUNTER;
+        let in_range = match self {
+            Value::Int(v) => v.unsigned_abs() <= max,
+            Value::UInt(v) => v <= max,
+            Value::Float(_) | Value::Bool(_) => true,
+        };
+        if in_range {
+            Ok(self)
+        } else {
+            Err(format!("{name} is {self:?}, beyond ±{max}"))
+        }
+    }
 }
 
 impl From<Scalar> for Value {
@@ -72,7 +91,7 @@ pub(crate) fn state<M: Module>(
 ) -> Result<(Vec<NamedTensor<'static>>, serde_json::Value), Error> {
     let paths: BTreeMap<u64, String> = ids(model)
         .into_iter()
-        .map(|(path, (id, _))| (id.val(), path))
+        .map(|(path, param)| (param.id.val(), path))
         .collect();
     state_of_record(optimizer.to_record(), &paths)
 }
@@ -119,7 +138,34 @@ pub(crate) fn restore<M: Module>(
     values: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<ModuleOptimizer, Error> {
     let record = record(model, stored, values)?;
+    check_default_device()?;
     Ok(optimizer.clone().load_record(record))
+}
+
+/// burn's `load_record` puts the state on `Device::default()`, which panics when the
+/// `BURN_DEVICE` variable names a backend this build of burn lacks: refused here by name.
+/// A name burn knows but was built without is found by trying it (burn's message is
+/// printed, then this error is returned).
+pub(crate) fn check_default_device() -> Result<(), Error> {
+    const KNOWN: [&str; 11] = [
+        "cuda", "rocm", "metal", "vulkan", "webgpu", "wgpu", "cpu", "tch", "remote", "flex",
+        "ndarray",
+    ];
+    // burn reads it with `env::var`: a value that is not Unicode is ignored there too.
+    let Ok(value) = std::env::var("BURN_DEVICE") else {
+        return Ok(());
+    };
+    let refused = || {
+        Error::options(format!(
+            "BURN_DEVICE={value:?} names no backend this build of burn has"
+        ))
+    };
+    if !KNOWN.contains(&value.to_lowercase().as_str()) {
+        return Err(refused());
+    }
+    std::panic::catch_unwind(burn::tensor::Device::default)
+        .map(drop)
+        .map_err(|_| refused())
 }
 
 /// burn's record of the state saved in `stored` and `values`, keyed by `model`'s parameter
@@ -148,7 +194,7 @@ pub(crate) fn record<M: Module>(
             section.framework
         )));
     }
-    let param = |path: &str| -> Result<&(ParamId, Vec<usize>), Error> {
+    let param = |path: &str| -> Result<&ParamInfo, Error> {
         params.get(path).ok_or_else(|| {
             bad(format!(
                 "the optimizer has state for {path}, which the model does not have"
@@ -169,10 +215,21 @@ pub(crate) fn record<M: Module>(
         let (path, field) = name
             .split_once('/')
             .ok_or_else(|| bad(format!("optimizer tensor {name} names no parameter")))?;
-        let (id, param_shape) = param(path)?;
+        let ParamInfo {
+            id,
+            shape: param_shape,
+            dtype: param_dtype,
+        } = param(path)?;
         if &shape != param_shape {
             return Err(bad(format!(
                 "optimizer tensor {name} has shape {shape:?}, its parameter {param_shape:?}"
+            )));
+        }
+        // burn's optimizers combine their state with the parameter's gradient, which has
+        // the parameter's dtype: any other dtype panics at the next step.
+        if to_dtype(*param_dtype) != Some(dtype) {
+            return Err(bad(format!(
+                "optimizer tensor {name} is of dtype {dtype:?}, its parameter {param_dtype:?}"
             )));
         }
         let burn_dtype = from_dtype(dtype)
@@ -189,7 +246,11 @@ pub(crate) fn record<M: Module>(
     }
     let mut writer = burn_pack::Writer::new(tensors);
     for (path, fields) in &section.scalars {
-        let (id, param_shape) = param(path)?;
+        let ParamInfo {
+            id,
+            shape: param_shape,
+            ..
+        } = param(path)?;
         // burn rebuilds each state at this rank: one that is not the parameter's would
         // fail deep inside burn at the next step.
         if let Some(rank) = fields.get(RANK) {
@@ -204,7 +265,10 @@ pub(crate) fn record<M: Module>(
         }
         writer = writer.with_metadata(&id.val().to_string(), path);
         for (field, value) in fields {
-            writer = writer.with_scalar(&format!("{}.{field}", id.val()), (*value).into());
+            let value = value
+                .checked(&format!("optimizer scalar {path}/{field}"))
+                .map_err(bad)?;
+            writer = writer.with_scalar(&format!("{}.{field}", id.val()), value.into());
         }
     }
     let bytes = writer.into_bytes().map_err(Error::burn)?;

@@ -15,6 +15,10 @@ use crate::{Error, TrainingParts};
 pub trait Classifier: Module {
     /// The forward pass.
     fn forward(&self, x: Tensor<2>) -> Tensor<2>;
+
+    /// The number of features each sample must have. [`BurnStep`] checks data against it
+    /// before the first forward pass: burn panics on a batch of the wrong width.
+    fn input_width(&self) -> usize;
 }
 
 /// A classifier, its optimizer and learning rate, trained with sparse categorical
@@ -128,6 +132,14 @@ impl<M: Classifier> Step for BurnStep<M> {
             return Err(Error::options(
                 "burn's step trains classifiers: the data have float targets",
             )
+            .into());
+        }
+        let width = self.parts.model.input_width();
+        if data.width() != width {
+            return Err(Error::options(format!(
+                "the model takes {width} features per sample, but the data has {}",
+                data.width()
+            ))
             .into());
         }
         let (x, _) = self.tensors(&data.batch(&[0]))?;

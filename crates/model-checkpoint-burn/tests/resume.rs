@@ -182,3 +182,19 @@ fn resume_from_the_middle_of_an_epoch_is_exact() {
         "logs identical, the resumed epoch included"
     );
 }
+
+#[test]
+fn data_of_another_width_is_refused_before_burn_sees_it() {
+    // burn's matmul panics on a batch of the wrong width; the step checks it first.
+    let device = cpu_autodiff();
+    let model = Mlp::new(&[10, 8, 10], 0, &device).expect("model");
+    let mut trainer = Trainer::new(BurnStep::new(model, AdamConfig::new().init(), 0.01, device));
+    let err = trainer
+        .fit(&data(), &options(1), &mut [])
+        .expect_err("64 features into a model of 10");
+    assert!(
+        err.to_string()
+            .contains("the model takes 10 features per sample, but the data has 64"),
+        "{err}"
+    );
+}

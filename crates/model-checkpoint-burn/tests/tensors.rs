@@ -265,3 +265,169 @@ fn optimizer_state_that_does_not_fit_its_parameters_is_refused() {
         "{err}"
     );
 }
+
+/// Every float parameter cast to f64, as a new leaf that gradients reach (a cast of a
+/// trainable tensor is not one: the optimizer would see no gradient and keep no state).
+struct ToF64Trainable;
+
+impl burn::module::ModuleMapper for ToF64Trainable {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        param.map(|t| t.cast(DType::F64).detach().require_grad())
+    }
+}
+
+/// Weights of one model and its optimizer's state with one of burn's integer scalars (a
+/// step counter) set to `u64::MAX`: burn would add one to it.
+struct HugeCounter<'a>(&'a TrainingParts<Mlp>);
+
+impl Checkpointable for HugeCounter<'_> {
+    fn weights(&self) -> Result<Vec<model_checkpoint::NamedTensor<'_>>, CoreError> {
+        self.0.weights()
+    }
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, CoreError> {
+        let mut state = self.0.training_state()?;
+        let scalars = state
+            .values
+            .get_mut("optimizer")
+            .and_then(|o| o.get_mut("scalars"))
+            .and_then(|s| s.as_object_mut())
+            .expect("optimizer scalars");
+        let counter = scalars
+            .values_mut()
+            .flat_map(|fields| {
+                fields
+                    .as_object_mut()
+                    .into_iter()
+                    .flat_map(|f| f.iter_mut())
+            })
+            .find(|(field, v)| {
+                *field != "__rank" && (v.get("uint").is_some() || v.get("int").is_some())
+            })
+            .map(|(_, v)| v)
+            .expect("an integer scalar besides the rank");
+        *counter = serde_json::json!({ "uint": u64::MAX });
+        Ok(state)
+    }
+}
+
+#[test]
+fn optimizer_state_of_another_dtype_or_out_of_range_is_refused() {
+    let mut small = TrainingParts::new(
+        Mlp::new(&[4, 3, 2], 0, &cpu_autodiff()).expect("mlp"),
+        AdamConfig::new().init(),
+    );
+    step(&mut small);
+    // The same model in f64, one step on: moments of dtype F64.
+    let mut double = TrainingParts::new(
+        Mlp::new(&[4, 3, 2], 0, &cpu_autodiff())
+            .expect("mlp")
+            .map(&mut ToF64Trainable),
+        AdamConfig::new().init(),
+    );
+    let x = Tensor::<2>::ones([2, 4], &cpu_autodiff()).cast(DType::F64);
+    let loss = double.model.forward(x).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &double.model);
+    double.model = double.optimizer.step(0.01, double.model.clone(), grads);
+    let state = double.training_state().expect("state");
+    assert_eq!(
+        state.tensors.len(),
+        8,
+        "two f64 moments for each of four parameters"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let save = |name: &str, what: &dyn Checkpointable| {
+        let path = dir.path().join(name);
+        let mut cb = ModelCheckpoint::new(&path);
+        let mut ctx = Context::new(what);
+        cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+        cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
+            .expect("save");
+        CheckpointFile::open(&path, Verify::Full).expect("open")
+    };
+    let fresh = || {
+        TrainingParts::new(
+            Mlp::new(&[4, 3, 2], 1, &cpu_autodiff()).expect("mlp"),
+            AdamConfig::new().init(),
+        )
+    };
+
+    let file = save(
+        "f64-state.safetensors",
+        &Mixed2 {
+            weights: &small,
+            state: &double,
+        },
+    );
+    let err = restore(&file, &mut fresh(), &mut []).expect_err("dtype");
+    assert!(
+        matches!(&err, CoreError::BadTrainingState { reason, .. }
+            if reason.contains("is of dtype F64, its parameter F32")),
+        "{err}"
+    );
+
+    let file = save("huge-counter.safetensors", &HugeCounter(&small));
+    let err = restore(&file, &mut fresh(), &mut []).expect_err("counter");
+    assert!(
+        matches!(&err, CoreError::BadTrainingState { reason, .. }
+            if reason.contains("18446744073709551615") && reason.contains("beyond")),
+        "{err}"
+    );
+}
+
+const DEVICE_CHILD: &str = "MODEL_CHECKPOINT_BURN_DEVICE_CHILD";
+
+/// Run by `a_burn_device_this_build_lacks_is_refused` in a child process, with
+/// `BURN_DEVICE` set there (the variable is process-wide): restores a full checkpoint and
+/// prints the error.
+#[test]
+fn burn_device_child() {
+    let Some(dir) = std::env::var_os(DEVICE_CHILD) else {
+        return;
+    };
+    let mut parts = TrainingParts::new(
+        Mlp::new(&[4, 3, 2], 0, &cpu_autodiff()).expect("mlp"),
+        AdamConfig::new().init(),
+    );
+    step(&mut parts);
+    let path = std::path::Path::new(&dir).join("full.safetensors");
+    let mut cb = ModelCheckpoint::new(&path);
+    let mut ctx = Context::new(&parts);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
+        .expect("save");
+    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    let mut fresh = TrainingParts::new(
+        Mlp::new(&[4, 3, 2], 1, &cpu_autodiff()).expect("mlp"),
+        AdamConfig::new().init(),
+    );
+    let err = restore(&file, &mut fresh, &mut []).expect_err("BURN_DEVICE");
+    println!("\nRESTORE ERROR {err}");
+}
+
+#[test]
+fn a_burn_device_this_build_lacks_is_refused() {
+    // burn's `load_record` makes the restored state on `Device::default()`, which panics on
+    // such a `BURN_DEVICE`: an unknown name, and one burn knows but was built without.
+    for device in ["no-such-device", "cuda"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "burn_device_child", "--nocapture"])
+            .env(DEVICE_CHILD, dir.path())
+            .env("BURN_DEVICE", device)
+            .output()
+            .expect("child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{device}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!(
+                "BURN_DEVICE=\"{device}\" names no backend this build of burn has"
+            )),
+            "{stdout}"
+        );
+    }
+}

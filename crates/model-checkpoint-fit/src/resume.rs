@@ -167,7 +167,10 @@ impl Checkpointable for Restoring<'_> {
             ("global_step", state.global_step),
             ("epochs", state.options.epochs as u64),
             ("batch_size", state.options.batch_size as u64),
-        ] {
+        ]
+        .into_iter()
+        .chain(state.running.counters())
+        {
             if value > max {
                 return Err(bad(
                     path,

@@ -34,6 +34,14 @@ impl Running {
         self.seen += n as u64;
     }
 
+    /// The counters a resume range-checks (they are only ever added to).
+    pub(crate) fn counters(&self) -> [(&'static str, u64); 2] {
+        [
+            ("running.correct", self.correct),
+            ("running.seen", self.seen),
+        ]
+    }
+
     /// `loss` and every metric of `metrics`, as logged.
     pub(crate) fn logs(&self, metrics: &[&str]) -> model_checkpoint::Logs {
         let mut logs = model_checkpoint::Logs::new();

@@ -14,9 +14,20 @@ use crate::Failure;
 
 /// The most history rows a report reads (a run of a million epochs is refused by name).
 const MAX_ROWS: usize = 1_000_000;
+/// The most metric columns a history may have: a chart each, on one page.
+const MAX_COLUMNS: usize = 256;
+/// The largest magnitude a chart draws. Beyond it a chart's range (with its margins)
+/// would overflow to infinity.
+const MAX_PLOTTED: f64 = 1e300;
 
-/// One metric over epochs: `(epoch (1-based), value)`, finite values only.
+/// One metric over epochs: `(epoch (1-based), value)`, plottable values only.
 pub(crate) type Series = Vec<(f64, f64)>;
+
+/// Whether a chart draws `value`: finite, and within ±1e300. Others (Keras writes `nan`)
+/// are left out of the curves, as a missing value is.
+pub(crate) fn plottable(value: f64) -> bool {
+    value.is_finite() && value.abs() <= MAX_PLOTTED
+}
 
 /// What became of a checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +165,13 @@ fn parse_history(bytes: &[u8], name: &str) -> Result<Vec<(String, Series)>, Fail
         .iter()
         .position(|h| h == "epoch")
         .ok_or_else(|| format!("{name}: no epoch column"))?;
+    if headers.len() > MAX_COLUMNS + 1 {
+        return Err(format!(
+            "{name}: {} metric columns, more than a report draws ({MAX_COLUMNS})",
+            headers.len() - 1
+        )
+        .into());
+    }
     let mut metrics: Vec<(String, Series)> = headers
         .iter()
         .enumerate()
@@ -165,19 +183,25 @@ fn parse_history(bytes: &[u8], name: &str) -> Result<Vec<(String, Series)>, Fail
             return Err(format!("{name}: more than {MAX_ROWS} rows").into());
         }
         let record = record.map_err(|e| format!("{name}: {e}"))?;
-        let Some(epoch) = record
-            .get(epoch_col)
-            .and_then(|e| e.trim().parse::<f64>().ok())
-        else {
+        let text = record.get(epoch_col).unwrap_or("").trim();
+        let Ok(epoch) = text.parse::<f64>() else {
             continue;
         };
+        if !(0.0..=store::MAX_COUNTER as f64).contains(&epoch) {
+            return Err(format!(
+                "{name}: row {}: epoch {text} is not from 0 to {}",
+                row + 1,
+                store::MAX_COUNTER
+            )
+            .into());
+        }
         let mut k = 0;
         for (i, field) in record.iter().enumerate() {
             if i == epoch_col {
                 continue;
             }
             if let (Some((_, series)), Ok(v)) = (metrics.get_mut(k), field.trim().parse::<f64>()) {
-                if v.is_finite() {
+                if plottable(v) {
                     series.push((epoch + 1.0, v));
                 }
             }
@@ -235,9 +259,24 @@ fn parse_journal(bytes: &[u8], name: &str) -> Result<Vec<Save>, Failure> {
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
         };
-        let number = |i: Option<usize>| get(i).and_then(|s| s.parse::<u64>().ok());
+        // Counters as the core bounds them; a number past that is refused by name.
+        let number = |i: Option<usize>| -> Result<Option<u64>, Failure> {
+            let Some(n) = get(i).and_then(|s| s.parse::<u64>().ok()) else {
+                return Ok(None);
+            };
+            if n > store::MAX_COUNTER {
+                let column = i.and_then(|i| headers.get(i)).unwrap_or("?");
+                return Err(format!(
+                    "{name}: row {}: {column} {n} is more than {}",
+                    row + 1,
+                    store::MAX_COUNTER
+                )
+                .into());
+            }
+            Ok(Some(n))
+        };
         let (Some(seq), Some(epoch), Some(path)) =
-            (number(Some(seq)), number(Some(epoch)), get(Some(path)))
+            (number(Some(seq))?, number(Some(epoch))?, get(Some(path)))
         else {
             continue;
         };
@@ -245,8 +284,8 @@ fn parse_journal(bytes: &[u8], name: &str) -> Result<Vec<Save>, Failure> {
             seq,
             deleted: get(Some(event)) == Some("deleted"),
             epoch,
-            batch: number(batch),
-            step: number(step),
+            batch: number(batch)?,
+            step: number(step)?,
             kind: get(kind).unwrap_or("").to_owned(),
             path: path.to_owned(),
             monitor: get(monitor).map(str::to_owned),

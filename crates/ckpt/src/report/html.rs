@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::data::{Checkpoint, Report, Series, Status};
+use super::data::{plottable, Checkpoint, Report, Series, Status};
 
 const WIDTH: f64 = 860.0;
 const HEIGHT: f64 = 300.0;
@@ -12,6 +12,8 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 24.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 40.0;
+/// More epoch ticks than an axis ever gets (about six).
+const MAX_TICKS: usize = 16;
 
 /// HTML-escapes `text`.
 fn esc(text: &str) -> String {
@@ -65,7 +67,7 @@ pub(crate) fn marker_position(
             .find(|(e, _)| (*e - c.epoch as f64).abs() < 1e-9)
             .map(|(_, v)| *v)
     })?;
-    Some((x, y))
+    plottable(y).then_some((x, y))
 }
 
 struct Scale {
@@ -75,8 +77,10 @@ struct Scale {
     y1: f64,
 }
 
-/// The region a chart shows for `points`: their extent, at least one epoch wide, with 6%
-/// of room above and below: `(x0, x1, y0, y1)`.
+/// The region a chart shows for `points` (each [`plottable`], epochs within the core's
+/// counters): their extent, at least one epoch wide, with 6% of room above and below:
+/// `(x0, x1, y0, y1)`. Neither span is ever zero, even where adding one epoch or the
+/// margin to a large value would not change it.
 pub(crate) fn bounds(points: impl Iterator<Item = (f64, f64)>) -> (f64, f64, f64, f64) {
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for (x, y) in points {
@@ -88,8 +92,11 @@ pub(crate) fn bounds(points: impl Iterator<Item = (f64, f64)>) -> (f64, f64, f64
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
     }
-    let pad = ((y1 - y0) * 0.06).max(1e-9);
-    (x0, x1.max(x0 + 1.0), y0 - pad, y1 + pad)
+    let width = (x1 - x0).max(1.0).max(x0.abs() * 1e-6);
+    let pad = ((y1 - y0) * 0.06)
+        .max(y0.abs().max(y1.abs()) * 1e-6)
+        .max(1e-9);
+    (x0, x0 + width, y0 - pad, y1 + pad)
 }
 
 impl Scale {
@@ -132,8 +139,13 @@ fn axes(svg: &mut String, s: &Scale, family: &str) {
         .map(|m| m * magnitude)
         .find(|&v| v >= raw)
         .unwrap_or(raw);
-    let mut e = (s.x0 / step).ceil() * step;
-    while e <= s.x1 + 1e-9 {
+    // Counted, not stepped: adding a step to a large epoch may not change it.
+    let first = (s.x0 / step).ceil();
+    for k in 0..MAX_TICKS {
+        let e = (first + k as f64) * step;
+        if e > s.x1 + 1e-9 {
+            break;
+        }
         let _ = write!(
             svg,
             r#"<text class="tick" x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
@@ -141,7 +153,6 @@ fn axes(svg: &mut String, s: &Scale, family: &str) {
             HEIGHT - BOTTOM + 16.0,
             e.round()
         );
-        e += step;
     }
     let _ = write!(
         svg,

@@ -56,6 +56,7 @@ pub(crate) fn run(args: ReportArgs) -> Result<(), Failure> {
         None => (&args.output, html::render(&report).into_bytes()),
     };
     let target = crate::location::Location::of(path)?;
+    refuse_to_replace_other_files(&target, path)?;
     model_checkpoint::store::write_whole(&*target.storage, &target.name, &bytes)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let kept = report
@@ -71,4 +72,37 @@ pub(crate) fn run(args: ReportArgs) -> Result<(), Failure> {
         report.checkpoints.len()
     );
     Ok(())
+}
+
+/// An existing file at the output is replaced only if it is what `ckpt report` writes
+/// there (a page, or an SVG picture): `-o` pointed at a checkpoint or at the history by
+/// mistake must not destroy it.
+fn refuse_to_replace_other_files(
+    target: &crate::location::Location,
+    path: &std::path::Path,
+) -> Result<(), Failure> {
+    let reader = match target.storage.open(&target.name) {
+        Ok(reader) => reader,
+        Err(model_checkpoint::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Ok(())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Both kinds begin with a fixed opening: the page's `<!doctype html>`, plotters' `<svg `.
+    const OPENINGS: [&[u8]; 2] = [b"<!doctype html>", b"<svg "];
+    let mut start = [0; 15];
+    let n = reader.len().min(start.len() as u64) as usize;
+    let ours = reader.read_exact_at(&mut start[..n], 0).is_ok()
+        && OPENINGS.iter().any(|o| start[..n].starts_with(o));
+    if ours {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} exists and is not a report: refusing to overwrite it",
+            path.display()
+        )
+        .into())
+    }
 }

@@ -14,7 +14,9 @@ pub(crate) fn render(r: &Report) -> Result<String, Failure> {
     let panels = families.len().max(1);
     let mut out = String::new();
     {
-        let height = PANEL.1 * u32::try_from(panels).unwrap_or(1);
+        let height = PANEL
+            .1
+            .saturating_mul(u32::try_from(panels).unwrap_or(u32::MAX));
         let root = SVGBackend::with_string(&mut out, (PANEL.0, height)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
         let areas = root.split_evenly((panels, 1));

@@ -189,7 +189,16 @@ impl LearnerCheckpoint {
                     reason: "not written through a Learner: no learner epoch".into(),
                 })
             })?;
-        let epoch = usize::try_from(epoch).map_err(|_| Error::options("epoch out of range"))?;
+        // burn adds one to it unchecked.
+        let epoch = usize::try_from(epoch)
+            .ok()
+            .filter(|&e| e as u64 <= model_checkpoint::store::MAX_COUNTER)
+            .ok_or_else(|| {
+                Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
+                    path: restored.path.clone(),
+                    reason: format!("learner epoch {epoch} is out of range"),
+                })
+            })?;
         let scheduler = section
             .and_then(|s| s.get("scheduler"))
             .map(|v| scheduler_record(v, &restored.path))
@@ -436,16 +445,18 @@ fn scheduler_record(
     value: &serde_json::Value,
     path: &std::path::Path,
 ) -> Result<LrSchedulerRecord, Error> {
+    let bad = |reason: String| {
+        Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
+            path: path.to_path_buf(),
+            reason,
+        })
+    };
     let scalars: BTreeMap<String, optimizer::Value> = serde_json::from_value(value.clone())
-        .map_err(|e| {
-            Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
-                path: path.to_path_buf(),
-                reason: format!("scheduler state malformed: {e}"),
-            })
-        })?;
-    Ok(scalars
-        .into_iter()
-        .fold(LrSchedulerRecord::new(), |r, (k, v)| {
-            r.with_scalar(&k, burn_pack::Scalar::from(v))
-        }))
+        .map_err(|e| bad(format!("scheduler state malformed: {e}")))?;
+    let mut record = LrSchedulerRecord::new();
+    for (k, v) in scalars {
+        let v = v.checked(&format!("scheduler scalar {k}")).map_err(bad)?;
+        record = record.with_scalar(&k, burn_pack::Scalar::from(v));
+    }
+    Ok(record)
 }
