@@ -307,20 +307,7 @@ fn burn_trains_the_same_mlp_to_the_same_bar_and_keeps_its_framework_on_resume() 
     }
 
     // Full checkpoints written by burn resume with burn, exactly where they stopped …
-    let out = ckpt(
-        dir.path(),
-        &[
-            "train",
-            "--framework",
-            "burn",
-            "--progress",
-            "0",
-            "--resume",
-            "latest",
-            "--epochs",
-            "22",
-        ],
-    );
+    let out = ckpt(dir.path(), &resume);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(stdout.contains(" at epoch 21"), "{stdout}");

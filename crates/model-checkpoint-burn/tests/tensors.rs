@@ -152,6 +152,16 @@ impl burn::module::ModuleMapper for ToF64 {
     }
 }
 
+/// `what` saved as a full checkpoint at `path` by `ModelCheckpoint` (one epoch), opened.
+fn save_state(what: &dyn Checkpointable, path: &std::path::Path) -> CheckpointFile {
+    let mut cb = ModelCheckpoint::new(path);
+    let mut ctx = Context::new(what);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
+        .expect("save");
+    CheckpointFile::open(path, Verify::Full).expect("open")
+}
+
 /// One Adam step on a batch of zeros, so that the optimizer has state.
 fn step(parts: &mut TrainingParts<Mlp>) {
     let x = Tensor::<2>::ones([2, 4], &cpu_autodiff());
@@ -169,11 +179,7 @@ fn optimizer_state_survives_a_fresh_model() {
     step(&mut parts);
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("full.safetensors");
-    let mut cb = ModelCheckpoint::new(&path);
-    let mut ctx = Context::new(&parts);
-    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
-    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
-        .expect("save");
+    let file = save_state(&parts, &path);
 
     // burn's own record, reloaded into a freshly built model's optimizer: keyed by the old
     // model's random ids, it holds state for none of the fresh model's parameters.
@@ -191,7 +197,6 @@ fn optimizer_state_survives_a_fresh_model() {
 
     // Ours, by path: every moment back, bit for bit.
     let mut restored = TrainingParts::new(fresh, AdamConfig::new().init());
-    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
     restore(&file, &mut restored, &mut []).expect("restore");
     let want = parts.training_state().expect("state");
     let got = restored.training_state().expect("state");
@@ -247,13 +252,7 @@ fn optimizer_state_that_does_not_fit_its_parameters_is_refused() {
         weights: &small,
         state: &wide,
     };
-    let mut cb = ModelCheckpoint::new(&path);
-    let mut ctx = Context::new(&mixed);
-    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
-    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
-        .expect("save");
-
-    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    let file = save_state(&mixed, &path);
     let mut fresh = TrainingParts::new(
         Mlp::new(&[4, 3, 2], 1, &cpu_autodiff()).expect("mlp"),
         AdamConfig::new().init(),
@@ -336,15 +335,7 @@ fn optimizer_state_of_another_dtype_or_out_of_range_is_refused() {
     );
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let save = |name: &str, what: &dyn Checkpointable| {
-        let path = dir.path().join(name);
-        let mut cb = ModelCheckpoint::new(&path);
-        let mut ctx = Context::new(what);
-        cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
-        cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
-            .expect("save");
-        CheckpointFile::open(&path, Verify::Full).expect("open")
-    };
+    let save = |name: &str, what: &dyn Checkpointable| save_state(what, &dir.path().join(name));
     let fresh = || {
         TrainingParts::new(
             Mlp::new(&[4, 3, 2], 1, &cpu_autodiff()).expect("mlp"),
@@ -391,12 +382,7 @@ fn burn_device_child() {
     );
     step(&mut parts);
     let path = std::path::Path::new(&dir).join("full.safetensors");
-    let mut cb = ModelCheckpoint::new(&path);
-    let mut ctx = Context::new(&parts);
-    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
-    cb.on_epoch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
-        .expect("save");
-    let file = CheckpointFile::open(&path, Verify::Full).expect("open");
+    let file = save_state(&parts, &path);
     let mut fresh = TrainingParts::new(
         Mlp::new(&[4, 3, 2], 1, &cpu_autodiff()).expect("mlp"),
         AdamConfig::new().init(),

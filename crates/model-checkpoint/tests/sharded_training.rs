@@ -198,3 +198,71 @@ fn versions_and_last_of_sharded_checkpoints() {
         contents(&format!("{dir}/model-v2"))
     );
 }
+
+#[test]
+fn rank_0_journals_every_sharded_save_and_every_folder_retention_deletes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().to_string_lossy().into_owned();
+    let template = format!("{dir}/epoch_{{epoch}}");
+    let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
+        Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
+    std::thread::scope(|scope| {
+        for rank in 0..2 {
+            let (barrier, template) = (barrier.clone(), template.clone());
+            scope.spawn(move || {
+                let settings = sharded_model::Settings {
+                    storage: Arc::new(LocalFolder::default()),
+                    template: &template,
+                    ranks: Ranks::new(rank, 2).expect("ranks"),
+                    run_id: "5eed",
+                    barrier: Some(barrier),
+                };
+                // keep_last(2), as `train_with` sets it.
+                sharded_model::train_with(settings, 5, false, &|cb| cb.journal(true))
+                    .expect("train");
+            });
+        }
+    });
+    let journal = std::fs::read_to_string(root.path().join(model_checkpoint::store::JOURNAL_FILE))
+        .expect("journal");
+    let rows: Vec<Vec<&str>> = journal
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').collect())
+        .collect();
+    let events: Vec<(&str, String)> = rows
+        .iter()
+        .map(|r| (r[1], r[6].rsplit('/').next().unwrap_or("").to_owned()))
+        .collect();
+    let saved: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| *e == "saved")
+        .map(|(_, p)| p.clone())
+        .collect();
+    let mut deleted: Vec<String> = events
+        .iter()
+        .filter(|(e, _)| *e == "deleted")
+        .map(|(_, p)| p.clone())
+        .collect();
+    // One row per save (rank 0's, not one per rank), one per folder deleted.
+    assert_eq!(
+        saved,
+        (1..=5).map(|e| format!("epoch_{e}")).collect::<Vec<_>>(),
+        "{journal}"
+    );
+    let mut gone: Vec<String> = (1..=5)
+        .map(|e| format!("epoch_{e}"))
+        .filter(|name| {
+            ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/{name}")).is_err()
+        })
+        .collect();
+    deleted.sort();
+    gone.sort();
+    assert_eq!(deleted, gone, "{journal}");
+    assert!(
+        !deleted.is_empty(),
+        "keep_last(2) deleted folders: {journal}"
+    );
+    assert!(rows.iter().all(|r| r[9] == "5eed"), "{journal}");
+}

@@ -249,7 +249,12 @@ impl Engine {
     }
 
     /// Records `event` of `file` in the journal, when there is one.
-    fn journal_row(&mut self, event: &'static str, file: &SavedFile, pending: Option<&Pending>) {
+    pub(super) fn journal_row(
+        &mut self,
+        event: &'static str,
+        file: &SavedFile,
+        pending: Option<&Pending>,
+    ) {
         let Some(mut journal) = self.journal.take() else {
             return;
         };

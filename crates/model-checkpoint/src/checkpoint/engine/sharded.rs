@@ -163,6 +163,11 @@ impl Engine {
     /// folders. Only folders this engine saved are deleted (a resumed run keeps the ones
     /// from before the resume: extra folders, never lost ones).
     fn committed_sharded(&mut self, pending: Pending, ranks: sharded::Ranks) -> Result<(), Error> {
+        // Rank 0 alone keeps the journal: it is rewritten whole at each row, and rank 0 is
+        // the one that deletes.
+        if ranks.rank == 0 {
+            self.journal_row("saved", &pending.file, Some(&pending));
+        }
         let Pending {
             file, direction, ..
         } = pending;
@@ -183,6 +188,7 @@ impl Engine {
             }
             match engine.delete_sharded(&f.path) {
                 Ok(()) => {
+                    engine.journal_row("deleted", f, None);
                     engine.session_saved.remove(&f.path);
                     Fate::Forget
                 }

@@ -47,7 +47,8 @@ impl ModelCheckpoint {
     /// run id) and per file retention deleted, so that a report (`ckpt report`) can show
     /// every checkpoint the run saved, also those gone since. Written through the
     /// checkpoints' storage after each save; a journal that cannot be written is logged and
-    /// never fails a save. Default: off.
+    /// never fails a save. In a sharded run rank 0 keeps it, a row per sharded checkpoint
+    /// and per folder retention deleted. Default: off.
     pub fn journal(mut self, yes: bool) -> Self {
         self.engine.journal = yes.then(Default::default);
         self
