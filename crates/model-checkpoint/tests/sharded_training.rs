@@ -9,6 +9,7 @@ use std::sync::Arc;
 use model_checkpoint::restore::restore_sharded;
 use model_checkpoint::sharded::{Ranks, ShardedCheckpoint};
 use model_checkpoint::store::LocalFolder;
+use model_checkpoint::ModelCheckpoint;
 use sharded_model::{LinearSlice, INPUTS, OUTPUTS};
 
 #[test]
@@ -158,31 +159,39 @@ fn a_committed_folder_is_never_saved_into_again() {
     ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/step-001")).expect("intact");
 }
 
-#[test]
-fn versions_and_last_of_sharded_checkpoints() {
-    let root = tempfile::tempdir().expect("tempdir");
-    let dir = root.path().to_string_lossy().into_owned();
-    let template = format!("{dir}/model");
+/// A run of `epochs` with `template`, its two ranks as threads in this process (run id
+/// `5eed`), the callback's options changed by `configure`.
+fn two_ranks_as_threads(
+    template: &str,
+    epochs: u64,
+    configure: &(dyn Fn(ModelCheckpoint) -> ModelCheckpoint + Sync),
+) {
     let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
         Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
-    // Two ranks as threads; one fixed folder name, so every save after the first is a version.
     std::thread::scope(|scope| {
         for rank in 0..2 {
-            let (barrier, template) = (barrier.clone(), template.clone());
+            let barrier = barrier.clone();
             scope.spawn(move || {
                 let settings = sharded_model::Settings {
                     storage: Arc::new(LocalFolder::default()),
-                    template: &template,
+                    template,
                     ranks: Ranks::new(rank, 2).expect("ranks"),
                     run_id: "5eed",
                     barrier: Some(barrier),
                 };
-                sharded_model::train_with(settings, 3, false, &|cb| {
-                    cb.overwrite(false).save_last(true).keep_last(100)
-                })
-                .expect("train");
+                sharded_model::train_with(settings, epochs, false, configure).expect("train");
             });
         }
+    });
+}
+
+#[test]
+fn versions_and_last_of_sharded_checkpoints() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().to_string_lossy().into_owned();
+    // One fixed folder name, so every save after the first is a version.
+    two_ranks_as_threads(&format!("{dir}/model"), 3, &|cb| {
+        cb.overwrite(false).save_last(true).keep_last(100)
     });
     for name in ["model", "model-v1", "model-v2", "last"] {
         ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/{name}"))
@@ -203,26 +212,8 @@ fn versions_and_last_of_sharded_checkpoints() {
 fn rank_0_journals_every_sharded_save_and_every_folder_retention_deletes() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().to_string_lossy().into_owned();
-    let template = format!("{dir}/epoch_{{epoch}}");
-    let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
-        Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
-    std::thread::scope(|scope| {
-        for rank in 0..2 {
-            let (barrier, template) = (barrier.clone(), template.clone());
-            scope.spawn(move || {
-                let settings = sharded_model::Settings {
-                    storage: Arc::new(LocalFolder::default()),
-                    template: &template,
-                    ranks: Ranks::new(rank, 2).expect("ranks"),
-                    run_id: "5eed",
-                    barrier: Some(barrier),
-                };
-                // keep_last(2), as `train_with` sets it.
-                sharded_model::train_with(settings, 5, false, &|cb| cb.journal(true))
-                    .expect("train");
-            });
-        }
-    });
+    // keep_last(2), as `train_with` sets it.
+    two_ranks_as_threads(&format!("{dir}/epoch_{{epoch}}"), 5, &|cb| cb.journal(true));
     let journal = std::fs::read_to_string(root.path().join(model_checkpoint::store::JOURNAL_FILE))
         .expect("journal");
     let rows: Vec<Vec<&str>> = journal
