@@ -9,9 +9,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use common::{ckpt, text};
+use common::{ckpt, ckpt_within, text};
 
 fn browser() -> Option<String> {
     let candidates = std::env::var("CKPT_CHROMIUM")
@@ -266,33 +266,6 @@ fn a_ten_thousand_epoch_history_renders_quickly() {
     );
 }
 
-/// Runs `ckpt` in `dir` and fails the test if it has not exited within a minute (it is
-/// killed by process id): what is tested is that it ends at all, not how fast.
-fn ckpt_ends(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let err = dir.join("stderr.txt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .current_dir(dir)
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("run ckpt");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed().as_secs() > 60 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ckpt {args:?} had not ended after a minute");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    (status.code(), stderr)
-}
-
 #[test]
 fn hostile_histories_and_journals_are_drawn_or_refused_by_name() {
     let journal_header = "seq,event,epoch,batch,global_step,kind,path,monitor,value,run_id\n";
@@ -350,7 +323,9 @@ fn hostile_histories_and_journals_are_drawn_or_refused_by_name() {
             (["report", "run", "-o", "r.html"], "r.html"),
             (["report", "run", "--svg", "r.svg"], "r.svg"),
         ] {
-            let (code, stderr) = ckpt_ends(dir.path(), &args);
+            // A hang fails the test (the process is killed by id) instead of stalling it.
+            let out = ckpt_within(dir.path(), &args, Duration::from_secs(60));
+            let (code, stderr) = (out.status.code(), text(&out.stderr));
             let written = dir.path().join(output);
             match refusal {
                 None => {
