@@ -1,7 +1,12 @@
-//! `ModelCheckpoint` in a burn training loop of your own: the callback's hooks called per
-//! batch and per epoch, full checkpoints (weights and Adam's moments, under the parameters'
-//! paths) with retention, then an exact resume into a freshly built model and optimizer with
-//! one call (`restore_latest`).
+//! `ModelCheckpoint` in a burn training loop of your own: two callbacks (full checkpoints
+//! with retention: weights and Adam's moments, under the parameters' paths; and the best
+//! weights) in one `CallbackList`, whose hooks the loop calls per batch and per epoch with
+//! the global step, then an exact resume into a freshly built model and optimizer with one
+//! call (`restore_latest`).
+//!
+//! One list, not each callback's hooks one by one: the list lets every callback see a hook
+//! before any saves, so each full checkpoint holds every callback's state as of the end of
+//! that hook, whatever their order.
 //!
 //! Run with `cargo run --release -p model-checkpoint-burn --example burn_hand_written_loop`.
 
@@ -9,19 +14,39 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Int, Tensor, TensorData};
 use model_checkpoint::restore::restore_latest;
-use model_checkpoint::{Callback, Context, Logs, Mode, ModelCheckpoint};
+use model_checkpoint::{Callback, CallbackList, Context, Logs, Mode, ModelCheckpoint};
 use model_checkpoint_burn::{cpu_autodiff, Classifier, Mlp, TrainingParts};
 use model_checkpoint_fit::{Batch, Dataset, Targets};
 
 const EPOCHS: usize = 6;
 const BATCH: usize = 64;
 
-fn checkpoint(dir: &std::path::Path) -> ModelCheckpoint {
+/// Full checkpoints every epoch, the last two kept.
+fn every_epoch(dir: &std::path::Path) -> ModelCheckpoint {
     ModelCheckpoint::new(dir.join("loop.{epoch:02d}-{val_accuracy:.4f}.safetensors"))
         .monitor("val_accuracy")
         .mode(Mode::Max)
         .keep_last(2)
         .verbose(1)
+}
+
+/// The best weights so far, by validation accuracy.
+fn best_weights(dir: &std::path::Path) -> ModelCheckpoint {
+    ModelCheckpoint::new(dir.join("best.safetensors"))
+        .monitor("val_accuracy")
+        .mode(Mode::Max)
+        .save_best_only(true)
+        .save_weights_only(true)
+        .verbose(1)
+}
+
+/// The loop's step counter, kept in the checkpoints with the rest.
+fn step(parts: &TrainingParts<Mlp>) -> u64 {
+    parts
+        .values
+        .get("step")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0)
 }
 
 fn fresh_parts(seed: u64) -> Result<TrainingParts<Mlp>, Box<dyn std::error::Error>> {
@@ -46,15 +71,17 @@ fn tensors(batch: &Batch) -> (Tensor<2>, Tensor<1, Int>) {
     )
 }
 
-/// One epoch of plain burn training, with the callback's hooks where Keras calls them.
+/// One epoch of plain burn training, with the callbacks' hooks where Keras calls them, each
+/// given the global step.
 fn train_epoch(
     parts: &mut TrainingParts<Mlp>,
-    cb: &mut ModelCheckpoint,
+    callbacks: &mut CallbackList<'_>,
     train: &Dataset,
     validation: &Dataset,
     epoch: usize,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    cb.on_epoch_begin(epoch, &Logs::new(), &mut Context::new(&*parts))?;
+    let mut ctx = Context::new(&*parts).with_global_step(step(parts));
+    callbacks.on_epoch_begin(epoch, &Logs::new(), &mut ctx)?;
     let order: Vec<usize> = (0..train.len()).collect();
     let loss_fn = CrossEntropyLossConfig::new().init(&cpu_autodiff());
     let mut loss_sum = 0.0;
@@ -64,27 +91,21 @@ fn train_epoch(
         loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * indices.len() as f64;
         let grads = GradientsParams::from_grads(loss.backward(), &parts.model);
         parts.model = parts.optimizer.step(0.01, parts.model.clone(), grads);
-        let step = parts
-            .values
-            .get("step")
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0)
-            + 1;
-        parts.values.insert("step".into(), step.into());
+        parts.values.insert("step".into(), (step(parts) + 1).into());
         let logs = Logs::from([(
             "loss",
             loss_sum / ((batch + 1) * BATCH).min(train.len()) as f64,
         )]);
-        let mut ctx = Context::new(&*parts);
-        ctx.global_step = step;
-        cb.on_train_batch_end(batch, &logs, &mut ctx)?;
+        let mut ctx = Context::new(&*parts).with_global_step(step(parts));
+        callbacks.on_train_batch_end(batch, &logs, &mut ctx)?;
     }
     let accuracy = accuracy(&parts.model, validation);
     let logs = Logs::from([
         ("loss", loss_sum / train.len() as f64),
         ("val_accuracy", accuracy),
     ]);
-    cb.on_epoch_end(epoch, &logs, &mut Context::new(&*parts))?;
+    let mut ctx = Context::new(&*parts).with_global_step(step(parts));
+    callbacks.on_epoch_end(epoch, &logs, &mut ctx)?;
     Ok(accuracy)
 }
 
@@ -111,33 +132,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Train half the epochs, as if the machine went away then.
     {
         let mut parts = fresh_parts(0)?;
-        let mut cb = checkpoint(&dir);
-        cb.on_train_begin(&Logs::new(), &mut Context::new(&parts))?;
+        let (mut every, mut best) = (every_epoch(&dir), best_weights(&dir));
+        let mut list: [&mut dyn Callback; 2] = [&mut every, &mut best];
+        let mut callbacks = CallbackList::borrowed(&mut list);
+        callbacks.on_train_begin(&Logs::new(), &mut Context::new(&parts))?;
         for epoch in 0..EPOCHS / 2 {
-            train_epoch(&mut parts, &mut cb, &train, &validation, epoch)?;
+            train_epoch(&mut parts, &mut callbacks, &train, &validation, epoch)?;
         }
-        cb.on_train_end(&Logs::new(), &mut Context::new(&parts))?;
+        callbacks.on_train_end(&Logs::new(), &mut Context::new(&parts))?;
     }
 
     // A fresh start (new parameter ids, other weights): one call restores the model, Adam's
-    // moments by parameter path, the loop's step counter and the callback's best value.
+    // moments by parameter path, the loop's step counter and both callbacks' best values.
     let mut parts = fresh_parts(99)?;
-    let mut cb = checkpoint(&dir);
-    let restored = restore_latest(&dir, &mut parts, &mut [&mut cb])?;
+    let (mut every, mut best) = (every_epoch(&dir), best_weights(&dir));
+    let restored = restore_latest(&dir, &mut parts, &mut [&mut every, &mut best])?;
     let epoch = restored.meta.epoch.unwrap_or(0) as usize;
     println!(
-        "\nresumed from {} at epoch {} (step {})",
+        "\nresumed from {} at epoch {} (step {}), best val_accuracy so far {:.4}",
         restored.path.display(),
         epoch + 1,
-        parts.values["step"]
+        step(&parts),
+        best.best().as_f64().unwrap_or(f64::NAN)
     );
-    cb.on_train_begin(&Logs::new(), &mut Context::new(&parts))?;
+    let mut list: [&mut dyn Callback; 2] = [&mut every, &mut best];
+    let mut callbacks = CallbackList::borrowed(&mut list);
+    let mut ctx = Context::new(&parts).with_global_step(step(&parts));
+    callbacks.on_train_begin(&Logs::new(), &mut ctx)?;
     let mut last = 0.0;
     for e in epoch..EPOCHS {
-        last = train_epoch(&mut parts, &mut cb, &train, &validation, e)?;
+        last = train_epoch(&mut parts, &mut callbacks, &train, &validation, e)?;
     }
-    cb.on_train_end(&Logs::new(), &mut Context::new(&parts))?;
+    let mut ctx = Context::new(&parts).with_global_step(step(&parts));
+    callbacks.on_train_end(&Logs::new(), &mut ctx)?;
     println!("final val_accuracy {last:.4}");
+    // Every checkpoint records where training stood: the newest one, the loop's final step.
+    let newest = model_checkpoint::store::latest_full(&dir)?;
+    let file = model_checkpoint::store::CheckpointFile::open(&newest, Default::default())?;
+    let recorded = model_checkpoint::store::Meta::from_info(file.info())?.global_step;
+    if recorded != Some(step(&parts)) {
+        return Err(format!(
+            "{} records step {recorded:?}, not {}",
+            newest.display(),
+            step(&parts)
+        )
+        .into());
+    }
     std::fs::remove_dir_all(&dir)?;
     if last < 0.85 {
         return Err(format!("val_accuracy {last:.4} is below 0.85").into());

@@ -237,6 +237,23 @@ pub enum Error {
         /// Who holds it, as the holder wrote it.
         holder: String,
     },
+    /// A strict restore was handed a callback whose state the checkpoint does not hold.
+    #[error("{} holds no state for callback {key}: it would start afresh; save full checkpoints from one list of callbacks (CallbackList), or restore without strict", .path.display())]
+    MissingCallbackState {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The callback's state key.
+        key: String,
+    },
+    /// A delete or a replace that the deletion gate refused: the object is not what the
+    /// tool wrote for that purpose (see [`crate::store::gate`]).
+    #[error("refusing to delete or replace {name}: {reason}")]
+    NotOurs {
+        /// The object.
+        name: String,
+        /// What it lacks.
+        reason: String,
+    },
     /// No full checkpoint in a folder verifies.
     #[error("no full checkpoint in {} verifies", .dir.display())]
     NoCheckpoint {

@@ -237,6 +237,27 @@ pub struct Restored {
     pub values: serde_json::Map<String, serde_json::Value>,
     /// The callbacks whose state was restored, by state key.
     pub restored_callbacks: Vec<String>,
+    /// The callbacks handed over that keep state but whose state the checkpoint does not
+    /// hold, by state key: they start afresh (a warning says so; [`RestoreOptions::strict`]
+    /// refuses instead).
+    pub missing_callbacks: Vec<String>,
+}
+
+/// How [`restore_with_options`] treats what the checkpoint and the caller disagree on.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// Refuse, rather than warn, when a callback handed over keeps state that the
+    /// checkpoint does not hold (it would start afresh: a best-only callback from ±inf).
+    pub strict: bool,
+}
+
+impl RestoreOptions {
+    /// Strict or not (see [`RestoreOptions::strict`]).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
 }
 
 /// Restores everything a full checkpoint holds: the model's weights and training state
@@ -255,7 +276,22 @@ pub fn restore(
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
-    restore_with(file, None, model, callbacks)
+    restore_with(file, None, model, callbacks, RestoreOptions::default())
+}
+
+/// [`restore`], with `options` (strict: a callback whose state the checkpoint does not hold
+/// is an error, [`Error::MissingCallbackState`], checked before anything is restored).
+///
+/// # Errors
+///
+/// As [`restore`], and [`Error::MissingCallbackState`] in strict mode.
+pub fn restore_with_options(
+    file: &CheckpointFile,
+    model: &mut dyn Checkpointable,
+    callbacks: &mut [&mut dyn Callback],
+    options: RestoreOptions,
+) -> Result<Restored, Error> {
+    restore_with(file, None, model, callbacks, options)
 }
 
 /// Restores a process of a multi-process run from the sharded checkpoint in folder `dir`:
@@ -283,7 +319,13 @@ pub fn restore_sharded(
     // Every tensor is checked as it is read; the rest of this shard now.
     file.verify_tensors()?;
     let layout = model.shard_layout();
-    restore_with(file, Some((&checkpoint, &layout)), model, callbacks)
+    restore_with(
+        file,
+        Some((&checkpoint, &layout)),
+        model,
+        callbacks,
+        RestoreOptions::default(),
+    )
 }
 
 fn restore_with(
@@ -291,6 +333,7 @@ fn restore_with(
     sharded: Option<(&ShardedCheckpoint, &BTreeMap<String, Placement>)>,
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
+    options: RestoreOptions,
 ) -> Result<Restored, Error> {
     let path = file.path().to_path_buf();
     if file.kind() != Kind::Full {
@@ -312,6 +355,20 @@ fn restore_with(
         Some(serde_json::Value::Object(map)) => map,
         Some(_) => return Err(bad("the callbacks' states are not an object".into())),
     };
+    // A callback that keeps state the file does not hold would silently start afresh.
+    let missing_callbacks: Vec<String> = callbacks
+        .iter()
+        .filter_map(|cb| cb.state_key())
+        .filter(|key| !saved_callbacks.contains_key(key))
+        .collect();
+    if options.strict {
+        if let Some(key) = missing_callbacks.first() {
+            return Err(Error::MissingCallbackState {
+                path,
+                key: crate::text::shorten(key, 200),
+            });
+        }
+    }
     let (weights, training) = match sharded {
         Some((checkpoint, layout)) => (
             Stored {
@@ -336,11 +393,20 @@ fn restore_with(
             restored_callbacks.push(key);
         }
     }
+    for key in &missing_callbacks {
+        log::warn!(
+            target: "model_checkpoint",
+            "{} holds no state for callback {}: it starts afresh (save full checkpoints from one list of callbacks, so that each holds every callback's state)",
+            path.display(),
+            crate::text::shorten(key, 200)
+        );
+    }
     Ok(Restored {
         path,
         meta,
         values,
         restored_callbacks,
+        missing_callbacks,
     })
 }
 

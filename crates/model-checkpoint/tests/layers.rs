@@ -148,3 +148,46 @@ fn keras_decisions_touch_no_storage() {
         found.join("\n")
     );
 }
+
+#[test]
+fn every_delete_goes_through_the_gate() {
+    // `Storage::delete` is called by the deletion gate alone (and implemented by the
+    // backends); everything else deletes through `store::gate`, which checks that the
+    // object is what the caller says it is. The other crates are checked too.
+    let crates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let calls = [
+        ".delete(&",
+        ".delete(name",
+        "storage.delete(",
+        "remove_file(",
+        "remove_dir(",
+    ];
+    let mut found = Vec::new();
+    for krate in [
+        "model-checkpoint/src",
+        "model-checkpoint-fit/src",
+        "model-checkpoint-candle/src",
+        "model-checkpoint-burn/src",
+        "model-checkpoint-object-store/src",
+        "ckpt/src",
+    ] {
+        found.extend(offending(
+            &crates,
+            krate,
+            &calls,
+            &[
+                "model-checkpoint/src/store/gate.rs",
+                // The backends: their own `delete`, and their own temporary files.
+                "model-checkpoint/src/store/local/",
+                "model-checkpoint-object-store/src/",
+                // The benchmarks remove the scratch files they made themselves.
+                "ckpt/src/bench/",
+            ],
+        ));
+    }
+    assert!(
+        found.is_empty(),
+        "deletes that bypass store::gate:\n{}",
+        found.join("\n")
+    );
+}

@@ -17,23 +17,16 @@ macro_rules! dispatch {
         $(
             #[$doc]
             ///
+            /// Then, once every callback has had the hook, calls
+            /// [`Callback::on_round_end`] on each: saves decided in the hook are written
+            /// there, with every callback's state as of the end of the round.
+            ///
             /// # Errors
             ///
             /// The first callback's error; later callbacks are not called.
             pub fn $name(&mut self, $($arg: $ty,)* logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-                let mut control = Control::Continue;
-                for i in 0..self.callbacks.len() {
-                    let (before, rest) = self.callbacks.split_at_mut(i);
-                    let Some((current, after)) = rest.split_first_mut() else { break };
-                    let mut inner = Context {
-                        model: ctx.model,
-                        global_step: ctx.global_step,
-                        peers: [&*before, &*after],
-                        fence: ctx.fence,
-                    };
-                    control = control.and(current.$name($($arg,)* logs, &mut inner)?);
-                }
-                Ok(control)
+                let control = self.each(ctx, |callback, ctx| callback.$name($($arg,)* logs, ctx))?;
+                Ok(control.and(self.each(ctx, |callback, ctx| callback.on_round_end(ctx))?))
             }
         )*
     };
@@ -83,6 +76,59 @@ impl<'a> CallbackList<'a> {
     /// Takes the callbacks back.
     pub fn into_inner(self) -> Vec<Box<dyn Callback + 'a>> {
         self.callbacks
+    }
+
+    /// Calls `hook` on every callback in order, each seeing the others as its peers.
+    fn each(
+        &mut self,
+        ctx: &Context<'_>,
+        mut hook: impl FnMut(&mut (dyn Callback + 'a), &mut Context<'_>) -> HookResult,
+    ) -> HookResult {
+        let mut control = Control::Continue;
+        for i in 0..self.callbacks.len() {
+            let (before, rest) = self.callbacks.split_at_mut(i);
+            let Some((current, after)) = rest.split_first_mut() else {
+                break;
+            };
+            let mut inner = Context {
+                model: ctx.model,
+                global_step: ctx.global_step,
+                peers: [&*before, &*after],
+                fence: ctx.fence,
+                in_round: true,
+            };
+            match hook(current.as_mut(), &mut inner) {
+                Ok(c) => control = control.and(c),
+                Err(e) => {
+                    // The callbacks before this one have had the hook: what they decided
+                    // happens, as it would in Keras, where each acts inside its hook.
+                    self.finish_round(ctx, i);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(control)
+    }
+
+    /// Calls [`Callback::on_round_end`] on the first `n` callbacks after a callback failed
+    /// (their own failures are logged: the first error is the one returned).
+    fn finish_round(&mut self, ctx: &Context<'_>, n: usize) {
+        for i in 0..n.min(self.callbacks.len()) {
+            let (before, rest) = self.callbacks.split_at_mut(i);
+            let Some((current, after)) = rest.split_first_mut() else {
+                break;
+            };
+            let mut inner = Context {
+                model: ctx.model,
+                global_step: ctx.global_step,
+                peers: [&*before, &*after],
+                fence: ctx.fence,
+                in_round: true,
+            };
+            if let Err(e) = current.on_round_end(&mut inner) {
+                log::error!(target: "model_checkpoint", "after another callback failed: {e}");
+            }
+        }
     }
 
     dispatch! {

@@ -51,6 +51,9 @@ pub struct Context<'a> {
     pub global_step: u64,
     peers: [&'a [Box<dyn Callback + 'a>]; 2],
     fence: Option<&'a SnapshotFence>,
+    /// Set by [`CallbackList`] while it calls one hook on every callback: saves wait for
+    /// [`Callback::on_round_end`].
+    in_round: bool,
 }
 
 impl<'a> Context<'a> {
@@ -61,6 +64,7 @@ impl<'a> Context<'a> {
             global_step: 0,
             peers: [&[], &[]],
             fence: None,
+            in_round: false,
         }
     }
 
@@ -72,6 +76,7 @@ impl<'a> Context<'a> {
             global_step: 0,
             peers: [&[], &[]],
             fence: None,
+            in_round: false,
         }
     }
 
@@ -86,6 +91,12 @@ impl<'a> Context<'a> {
     /// The training loop's snapshot fence, if it has one.
     pub fn fence(&self) -> Option<&'a SnapshotFence> {
         self.fence
+    }
+
+    /// Whether a [`CallbackList`] is calling the current hook on every callback, and will
+    /// call [`Callback::on_round_end`] once all have had it.
+    pub fn in_round(&self) -> bool {
+        self.in_round
     }
 
     /// The saved state of the other callbacks in the list, by state key: what a full
@@ -240,6 +251,15 @@ pub trait Callback {
         Ok(Control::Continue)
     }
 
+    /// Called by a [`CallbackList`] once every callback has had the current hook (when
+    /// none failed), with the others as peers: what a callback deferred until all had seen
+    /// the hook happens now. `ModelCheckpoint` writes its saves here, so that a full
+    /// checkpoint holds every callback's state as of the end of the round, whatever the
+    /// order of the list. Called directly, outside a list, a hook does everything itself.
+    fn on_round_end(&mut self, ctx: &mut Context<'_>) -> HookResult {
+        Ok(Control::Continue)
+    }
+
     /// The name this callback's state is kept under in full checkpoints; `None` (the
     /// default) keeps no state.
     fn state_key(&self) -> Option<String> {
@@ -317,6 +337,9 @@ macro_rules! forward_hooks {
             }
             fn on_predict_batch_end(&mut self, batch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
                 (**self).on_predict_batch_end(batch, logs, ctx)
+            }
+            fn on_round_end(&mut self, ctx: &mut Context<'_>) -> HookResult {
+                (**self).on_round_end(ctx)
             }
             fn state_key(&self) -> Option<String> {
                 (**self).state_key()

@@ -43,11 +43,7 @@ impl ShardedCheckpoint {
     /// checkpoint); [`Error::Corrupt`] for a malformed index, a missing shard, or a shard
     /// that is not the one the index committed.
     pub fn open(storage: &dyn Storage, dir: &str) -> Result<Self, Error> {
-        let index_name = join(dir, INDEX_FILE);
-        let index = Index::parse(
-            &index_name,
-            &read_small(storage, &index_name, MAX_INDEX_BYTES)?,
-        )?;
+        let index = read_index(storage, &join(dir, INDEX_FILE))?;
         let s = &index.model_checkpoint;
         let mut shards = Vec::with_capacity(s.world_size);
         let mut ranks = BTreeMap::new();
@@ -235,14 +231,18 @@ impl ShardedCheckpoint {
         HostTensor::new(dtype, shape.to_vec(), out)
     }
 
-    /// Writes one plain checkpoint file holding every global tensor, as `name` in
-    /// `storage`: tensors are assembled one at a time while the file is written, so memory
+    /// Writes one plain checkpoint file holding every global tensor but the training state,
+    /// as `name` in `storage` (which may hold nothing there yet, or an earlier
+    /// consolidated file: see [`store::gate::Claim::Consolidated`]): tensors are assembled one at a time while the file is written, so memory
     /// holds at most one global tensor (and one piece).
     ///
     /// # Errors
     ///
     /// As [`ShardedCheckpoint::read`], and the store's errors.
     pub fn consolidate(&self, storage: &dyn Storage, name: &str) -> Result<SaveReport, Error> {
+        // Only a file consolidate wrote may be replaced: never a shard or the index it reads
+        // (an output never replaces an input), nor any other file.
+        store::gate::check_replace(storage, name, store::gate::Claim::Consolidated)?;
         let mut tensors = Vec::with_capacity(self.tensors().len());
         // The model's weights: training tensors (optimizer slots) and per-rank state stay
         // in the shards.
@@ -263,6 +263,10 @@ impl ShardedCheckpoint {
         }
         let mut info = self.index.model_checkpoint.metadata.clone();
         info.remove(store::KEY_TRAINING_STATE);
+        info.insert(
+            store::gate::KEY_CONSOLIDATED_FROM.to_owned(),
+            self.index.model_checkpoint.save_id.clone(),
+        );
         store::save_to(
             storage,
             name,
@@ -296,6 +300,16 @@ impl TensorData for Lazy<'_> {
             .map_err(std::io::Error::other)?;
         sink(tensor.data())
     }
+}
+
+/// The index `name` (a sharded checkpoint's `model.safetensors.index.json`), parsed and
+/// checked.
+///
+/// # Errors
+///
+/// [`Error::Io`] (`NotFound`) when there is none; [`Error::Corrupt`] for a malformed index.
+pub fn read_index(storage: &dyn Storage, name: &str) -> Result<Index, Error> {
+    Index::parse(name, &read_small(storage, name, MAX_INDEX_BYTES)?)
 }
 
 /// The newest committed sharded checkpoint among the sub-folders of `root`: by the epoch

@@ -113,9 +113,15 @@ impl Meta {
         value.as_f64().map(|_| (name, value))
     }
 
-    /// Where in training the save was taken, for ordering: epoch, then step.
-    pub fn position(&self) -> (u64, u64) {
-        (self.epoch.unwrap_or(0), self.global_step.unwrap_or(0))
+    /// Where in training the save was taken, for ordering: epoch, then step, then batch (a
+    /// save at an epoch's end after every save inside it, which matters to loops that do
+    /// not count steps).
+    pub fn position(&self) -> (u64, u64, u64) {
+        (
+            self.epoch.unwrap_or(0),
+            self.global_step.unwrap_or(0),
+            self.batch.unwrap_or(u64::MAX),
+        )
     }
 }
 

@@ -13,9 +13,11 @@
 //! temporary file (`.NAME.RANDOM.ckpt-tmp`) is left, which [`remove_stale_temp_files`]
 //! recognises and removes.
 
+pub mod gate;
 mod layout;
 mod local;
 mod meta;
+mod name;
 mod read;
 mod scan;
 mod side_file;
@@ -28,12 +30,13 @@ pub use local::{
     FolderLock, LocalFolder, PendingFile, LOCK_FILE, TEMP_SUFFIX,
 };
 pub use meta::{Meta, KEY_TRAINING_STATE, MAX_COUNTER};
+pub use name::normalize;
 pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_HEADER_BYTES};
-pub(crate) use scan::sort_by_position;
 pub use scan::{
     candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in, Header,
     Listed,
 };
+pub(crate) use scan::{newest_verified_in, sort_by_position};
 pub use side_file::{csv_field, read_small, write_whole, MAX_SIDE_FILE_BYTES};
 pub use storage::{
     Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, JOURNAL_FILE,

@@ -93,7 +93,10 @@ impl CheckpointFile {
     /// [`Error::Corrupt`] naming what is wrong for a truncated file, a damaged header, an
     /// unsupported format version, or a tensor whose bytes do not match their checksum.
     pub fn open(path: &Path, verify: Verify) -> Result<Self, Error> {
-        Self::from_reader(path, Box::new(LocalFolder::open_at(path)?), verify)
+        // Resolved as a save resolves it: `ck/new/../w` is `ck/w` whether or not `ck/new`
+        // exists.
+        let resolved = super::local::lexical(path);
+        Self::from_reader(path, Box::new(LocalFolder::open_at(&resolved)?), verify)
     }
 
     /// Like [`CheckpointFile::open`], for the object `name` of `storage`.

@@ -34,10 +34,12 @@ pub struct Header {
 }
 
 impl Listed {
-    /// Where in training the file was saved (epoch, step); `(0, 0)` for a file whose header
-    /// is unreadable or says nothing.
-    pub fn position(&self) -> (u64, u64) {
-        self.header.as_ref().map_or((0, 0), |h| h.meta.position())
+    /// Where in training the file was saved (epoch, step, batch: see [`Meta::position`]);
+    /// `(0, 0, 0)` for a file whose header is unreadable.
+    pub fn position(&self) -> (u64, u64, u64) {
+        self.header
+            .as_ref()
+            .map_or((0, 0, 0), |h| h.meta.position())
     }
 }
 
@@ -157,6 +159,19 @@ pub fn latest_full_matching(
         .into_iter()
         .filter(|l| keep(&l.path))
         .collect();
+    newest_that_verifies(listed, Path::new(dir), |p| {
+        CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::Full)
+    })
+}
+
+/// The newest full checkpoint among `listed` (in training order) that verifies in
+/// `storage`, with damaged ones skipped with a warning; [`Error::NoCheckpoint`] naming `dir`
+/// when none does.
+pub(crate) fn newest_verified_in(
+    storage: &dyn Storage,
+    dir: &str,
+    listed: Vec<Listed>,
+) -> Result<PathBuf, Error> {
     newest_that_verifies(listed, Path::new(dir), |p| {
         CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::Full)
     })

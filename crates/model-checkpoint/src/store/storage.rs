@@ -133,6 +133,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// [`Error::Io`] when the delete fails.
     fn delete(&self, name: &str) -> Result<(), Error>;
 
+    /// Removes the folder `dir` if it is empty; one that holds anything, or none at all, is
+    /// left as it is. Default: nothing (object stores have no folders). Called through
+    /// [`super::gate::remove_empty_folder`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the folder is empty and cannot be removed.
+    fn remove_empty_dir(&self, dir: &str) -> Result<(), Error> {
+        let _ = dir;
+        Ok(())
+    }
+
     /// Makes `to` hold what `from` holds, replacing `to` atomically (a hard link, a copy, a
     /// server-side copy).
     ///

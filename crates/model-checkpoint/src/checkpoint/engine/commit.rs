@@ -2,14 +2,15 @@
 //! writer thread), and what follows a committed save: the marker, the `last` link,
 //! retention.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::super::background::{BackgroundWriter, Outcome};
-use super::{Engine, Job, Pending, Saved};
+use super::{Engine, Job, Pending, Planned, Saved};
 use crate::callback::Context;
 use crate::model::NamedTensor;
 use crate::policy::{files_to_keep, SavedFile};
-use crate::store::{self, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
+use crate::store::{self, gate, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::{Error, Value};
 
 /// What retention does with a file its rules no longer keep.
@@ -22,59 +23,105 @@ pub(super) enum Fate {
 }
 
 impl Engine {
-    /// Saves the model in `ctx` as `job` says. A full checkpoint also carries the training
-    /// state, the other callbacks' states, and this callback's state under `key`, which
-    /// `state_of` makes from the engine's state as it will be once this save is committed.
-    pub fn save(
+    /// Refuses, before anything is printed or written, a full checkpoint of a model that
+    /// hands over no training state. Checked once (a model that had it keeps it).
+    pub fn check_model(&mut self, ctx: &Context<'_>, kind: Kind) -> Result<(), Error> {
+        if kind != Kind::Full || self.full_checked {
+            return Ok(());
+        }
+        let training = ctx.model()?.training_state()?;
+        if training.values.is_empty() && training.tensors.is_empty() {
+            return Err(Error::NoTrainingState);
+        }
+        self.full_checked = true;
+        Ok(())
+    }
+
+    /// Plans `job`: it takes its sequence number now, counts in the state other callbacks
+    /// see from now on ([`Engine::promised`]), and is written by [`Engine::run_planned`].
+    pub fn plan(&mut self, job: Job) {
+        let seq = self.saved.seq;
+        if !job.interrupt {
+            self.saved.seq = seq.saturating_add(1);
+        }
+        let pending = Pending {
+            file: SavedFile {
+                path: job.path.clone(),
+                epoch: job.epoch + 1,
+                value: job.logs.get(&job.monitor).unwrap_or(Value::None),
+                seq,
+            },
+            direction: job.direction,
+            kind: job.kind,
+            batch: job.batch.map(|b| b + 1),
+            global_step: job.global_step,
+            monitor: job.monitor.clone(),
+            counted: !job.interrupt,
+        };
+        self.planned.push(Planned { job, pending });
+    }
+
+    /// Whether saves are planned and not yet written.
+    pub fn has_planned(&self) -> bool {
+        !self.planned.is_empty()
+    }
+
+    /// Writes the planned saves, in order. A full checkpoint carries the training state,
+    /// every other callback's state as `ctx` shows them now, and this callback's under
+    /// `key`, which `state_of` makes from the engine's state as it will be once every
+    /// planned save is committed: a resumed run carries the same state as one that never
+    /// stopped.
+    ///
+    /// # Errors
+    ///
+    /// The first failed save's error; the saves planned after it are dropped.
+    pub fn run_planned(
         &mut self,
-        job: Job<'_>,
         ctx: &Context<'_>,
         key: &str,
         state_of: &dyn Fn(Saved) -> Option<serde_json::Value>,
     ) -> Result<(), Error> {
-        let Job {
-            path,
-            kind,
-            epoch,
-            batch,
-            logs,
-            monitor,
-            direction,
-            commit,
-        } = job;
+        while !self.planned.is_empty() {
+            let own = state_of(self.promised());
+            let planned = self.planned.remove(0);
+            let written = self
+                .payload(&planned, ctx, key, own)
+                .and_then(|(tensors, info)| self.dispatch(planned, ctx, tensors, info));
+            if let Err(e) = written {
+                self.planned.clear();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The tensors and the metadata of a planned save.
+    fn payload<'m>(
+        &self,
+        planned: &Planned,
+        ctx: &Context<'m>,
+        key: &str,
+        own: Option<serde_json::Value>,
+    ) -> Result<(Vec<NamedTensor<'m>>, BTreeMap<String, String>), Error> {
+        let Planned { job, pending } = planned;
         let model = ctx.model()?;
-        let mut tensors: Vec<NamedTensor<'_>> = model.weights()?;
+        let mut tensors: Vec<NamedTensor<'m>> = model.weights()?;
         if let Some(t) = tensors.iter().find(|t| t.name.starts_with(TRAINING_PREFIX)) {
             return Err(Error::TensorName {
                 name: t.name.clone(),
                 reason: "weights may not use the prefix reserved for training state",
             });
         }
-        let seq = self.saved.seq;
-        self.saved.seq = seq.saturating_add(1);
-        let pending = Pending {
-            file: SavedFile {
-                path: path.to_path_buf(),
-                epoch: epoch + 1,
-                value: logs.get(monitor).unwrap_or(Value::None),
-                seq,
-            },
-            direction,
-            kind,
-            batch: batch.map(|b| b + 1),
-            global_step: ctx.global_step,
-            monitor: monitor.to_owned(),
-        };
         let meta = Meta {
-            epoch: u64::try_from(epoch + 1).ok(),
-            batch: batch.and_then(|b| u64::try_from(b + 1).ok()),
-            global_step: Some(ctx.global_step),
-            logs: logs.clone(),
-            monitor: Some(monitor.to_owned()),
+            epoch: u64::try_from(job.epoch + 1).ok(),
+            batch: pending.batch.and_then(|b| u64::try_from(b).ok()),
+            global_step: Some(job.global_step),
+            logs: job.logs.clone(),
+            monitor: Some(job.monitor.clone()),
             run_id: Some(self.run_id().to_owned()),
         };
         let mut info = meta.to_info();
-        if kind == Kind::Full {
+        if job.kind == Kind::Full {
             let training = model.training_state()?;
             if training.values.is_empty() && training.tensors.is_empty() {
                 return Err(Error::NoTrainingState);
@@ -84,11 +131,11 @@ impl Engine {
                 t
             }));
             let mut values = training.values;
-            // The other callbacks' state too, so that none resets on resume (those after this
-            // one in the list have not yet seen the current epoch's end).
+            // Every other callback's state as of the end of this round of hooks (they have
+            // all seen it: saves run once the round is over), and this one's.
             let mut callbacks: serde_json::Map<String, serde_json::Value> =
                 ctx.peer_states().into_iter().collect();
-            if let Some(state) = state_of(self.after_commit(&pending)) {
+            if let Some(state) = own {
                 callbacks.insert(key.to_owned(), state);
             }
             values.insert("callbacks".to_owned(), serde_json::Value::Object(callbacks));
@@ -97,16 +144,28 @@ impl Engine {
                 serde_json::Value::Object(values).to_string(),
             );
         }
+        Ok((tensors, info))
+    }
+
+    /// Writes a planned save's payload: as a sharded checkpoint, in the foreground, or on
+    /// the writer thread.
+    fn dispatch(
+        &mut self,
+        planned: Planned,
+        ctx: &Context<'_>,
+        tensors: Vec<NamedTensor<'_>>,
+        info: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let Planned { job, pending } = planned;
         if let Some(ranks) = self.ranks {
-            let layout = model.shard_layout();
-            let step = ctx.global_step;
+            let layout = ctx.model()?.shard_layout();
             return self.save_sharded(
                 super::sharded::Shard {
                     ranks,
-                    path,
-                    kind,
+                    path: &job.path,
+                    kind: job.kind,
                     layout: &layout,
-                    step,
+                    step: job.global_step,
                 },
                 tensors,
                 &info,
@@ -114,10 +173,15 @@ impl Engine {
             );
         }
         let mut options = self.options.clone();
-        options.commit = commit;
-        if !self.background {
-            let name = path.to_string_lossy();
-            let report = store::save_to(&*self.storage, &name, kind, &tensors, &info, &options)?;
+        options.commit = job.commit;
+        let name = job.path.to_string_lossy();
+        if !self.background || job.interrupt {
+            if job.interrupt {
+                // Every earlier save first, so that this one is the newest when it returns.
+                self.flush()?;
+            }
+            let report =
+                store::save_to(&*self.storage, &name, job.kind, &tensors, &info, &options)?;
             return self.committed(pending, report.header_digest);
         }
         if self.writer.is_none() {
@@ -147,14 +211,14 @@ impl Engine {
         });
         match (ctx.fence(), shared) {
             (Some(fence), Some(shared)) => writer.submit_deferred(
-                path.to_path_buf(),
-                kind,
+                job.path.clone(),
+                job.kind,
                 shared,
                 fence.enter(),
                 info,
                 options,
             )?,
-            _ => writer.submit(path.to_path_buf(), kind, &tensors, info, options)?,
+            _ => writer.submit(job.path.clone(), job.kind, &tensors, info, options)?,
         }
         // A background save counts only once it is committed (see `committed`); its failure
         // surfaces at the next hook.
@@ -162,18 +226,27 @@ impl Engine {
         Ok(())
     }
 
-    /// The engine's state as it will be once `pending` is committed, so that a resumed run
-    /// carries the same state as one that never stopped.
-    fn after_commit(&self, pending: &Pending) -> Saved {
+    /// The engine's state as it will be once every save in flight and every planned one is
+    /// committed: what full checkpoints carry of this callback (its own saves and other
+    /// callbacks' alike), so that a resumed run carries the same state as one that never
+    /// stopped.
+    pub fn promised(&self) -> Saved {
         let mut saved = self.saved.clone();
-        saved.last_saved = Some(pending.file.path.clone());
-        saved.saves = saved.saves.saturating_add(1);
-        if self.retention.is_on() {
-            saved.kept.retain(|f| f.path != pending.file.path);
-            saved.kept.push(pending.file.clone());
-            let keep = files_to_keep(&saved.kept, &self.retention, pending.direction);
-            let mut keep = keep.into_iter();
-            saved.kept.retain(|_| keep.next().unwrap_or(true));
+        let pendings = self
+            .in_flight
+            .iter()
+            .chain(self.planned.iter().map(|p| &p.pending))
+            .filter(|p| p.counted);
+        for pending in pendings {
+            saved.last_saved = Some(pending.file.path.clone());
+            saved.saves = saved.saves.saturating_add(1);
+            if self.retention.is_on() {
+                saved.kept.retain(|f| f.path != pending.file.path);
+                saved.kept.push(pending.file.clone());
+                let keep = files_to_keep(&saved.kept, &self.retention, pending.direction);
+                let mut keep = keep.into_iter();
+                saved.kept.retain(|_| keep.next().unwrap_or(true));
+            }
         }
         saved
     }
@@ -202,8 +275,17 @@ impl Engine {
     fn committed(&mut self, pending: Pending, digest: [u8; 32]) -> Result<(), Error> {
         self.journal_row("saved", &pending.file, Some(&pending));
         let Pending {
-            file, direction, ..
+            file,
+            direction,
+            counted,
+            ..
         } = pending;
+        if !counted {
+            // A save on a signal: the run's own (marked), outside its state and retention.
+            self.mark_written(&file.path, digest)?;
+            self.session_saved.insert(file.path);
+            return Ok(());
+        }
         self.saved.last_saved = Some(file.path.clone());
         self.saved.saves = self.saved.saves.saturating_add(1);
         // The proof, kept in the folder and never in a checkpoint, that this run wrote this
@@ -227,15 +309,20 @@ impl Engine {
                     return Fate::Forget;
                 }
             };
-            match engine.storage.delete(&f.path.to_string_lossy()) {
+            let claim = gate::Claim::RunCheckpoint {
+                run_id: engine.run_id(),
+                digest: Some(digest),
+            };
+            match gate::delete(&*engine.storage, &f.path.to_string_lossy(), claim) {
                 Ok(()) => {
                     engine.journal_row("deleted", f, None);
                     engine.session_saved.retain(|p| *p != f.path);
                     engine.session_digests.remove(&f.path);
-                    let marker = engine.marker(engine.run_id(), &digest);
-                    if let Err(e) = engine.storage.delete(&marker) {
-                        log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");
-                    }
+                    engine.delete_marker(&digest);
+                    Fate::Forget
+                }
+                Err(e @ Error::NotOurs { .. }) => {
+                    log::warn!(target: "model_checkpoint", "retention leaves {} alone: {e}", f.path.display());
                     Fate::Forget
                 }
                 Err(e) => {

@@ -58,12 +58,22 @@ impl Journal {
         name: &str,
         row: &Row<'_>,
     ) -> Result<(), crate::Error> {
+        let header = format!("{}\r\n", COLUMNS.join(","));
         if self.content.is_none() {
+            // Only a journal this tool wrote is continued and replaced (the gate checks its
+            // first line); anything else at its name stays.
+            store::gate::check_replace(
+                storage,
+                name,
+                store::gate::Claim::SideFile {
+                    first_line: &header,
+                },
+            )?;
             let existing =
                 store::read_small(storage, name, store::MAX_SIDE_FILE_BYTES, "a journal")?;
             self.content = Some(match existing {
                 Some(bytes) if !bytes.is_empty() => bytes,
-                _ => format!("{}\r\n", COLUMNS.join(",")).into_bytes(),
+                _ => header.into_bytes(),
             });
         }
         let content = self.content.get_or_insert_with(Vec::new);

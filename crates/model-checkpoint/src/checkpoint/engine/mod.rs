@@ -21,7 +21,7 @@ use crate::policy::{Direction, Retention, SavedFile};
 use crate::store::{Commit, Kind, LocalFolder, SaveOptions, Storage};
 use crate::Logs;
 
-pub(crate) use names::valid_run_id;
+pub(crate) use names::{check_length, valid_run_id};
 
 /// Where the `last` link goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,20 +47,38 @@ pub(crate) struct Saved {
     pub seq: u64,
     /// The run's identity, written into every file it saves.
     pub run_id: Option<String>,
+    /// With `overwrite(false)`: for each name that collided, the next version to try.
+    pub versions: BTreeMap<String, u64>,
 }
 
-/// A save that is due: where, what kind, at which point of training, and how retention
-/// ranks it.
-pub(crate) struct Job<'a> {
-    pub path: &'a Path,
+/// A save that is due: where, what kind, how it commits, at which point of training, and
+/// how retention ranks it. The callback's decisions make it; the engine plans it
+/// ([`Engine::plan`]) and writes it once the round of hooks is over
+/// ([`Engine::run_planned`]), so that a full checkpoint holds every callback's state as of
+/// the end of that round.
+pub(crate) struct Job {
+    pub path: PathBuf,
     pub kind: Kind,
-    pub epoch: i64,
-    pub batch: Option<i64>,
-    pub logs: &'a Logs,
-    pub monitor: &'a str,
-    pub direction: Direction,
     /// Whether the commit may replace an object at `path`.
     pub commit: Commit,
+    /// 0-based, as the hooks pass it.
+    pub epoch: i64,
+    /// 0-based, for a save inside an epoch.
+    pub batch: Option<i64>,
+    pub logs: Logs,
+    pub monitor: String,
+    pub direction: Direction,
+    pub global_step: u64,
+    /// A save on a signal: written and made durable before the round ends, even when saves
+    /// run in the background, and not counted in the run's state (a resumed run then goes on
+    /// exactly as one that was never interrupted).
+    pub interrupt: bool,
+}
+
+/// A planned save: the job, and what it will be tracked as once committed.
+struct Planned {
+    job: Job,
+    pending: Pending,
 }
 
 /// A save in flight, and what it will be tracked as once committed.
@@ -73,6 +91,9 @@ struct Pending {
     batch: Option<i64>,
     global_step: u64,
     monitor: String,
+    /// Whether it counts in the run's state (saves, last saved, retention): every save but
+    /// one on a signal.
+    counted: bool,
 }
 
 /// The saving engine's settings and state (see the module's documentation).
@@ -110,6 +131,11 @@ pub(crate) struct Engine {
     session_digests: BTreeMap<PathBuf, [u8; 32]>,
     /// The journal of saves and deletes, when asked for.
     pub journal: Option<journal::Journal>,
+    /// Saves decided in the current round of hooks, written at its end.
+    planned: Vec<Planned>,
+    /// Whether the model was seen to hand over the training state a full checkpoint needs
+    /// (checked once, before the first full save's message).
+    full_checked: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -153,6 +179,8 @@ impl Engine {
             session_saved: BTreeSet::new(),
             session_digests: BTreeMap::new(),
             journal: None,
+            planned: Vec::new(),
+            full_checked: false,
         }
     }
 
@@ -169,11 +197,12 @@ impl Engine {
             .components()
             .take_while(|c| !c.as_os_str().to_string_lossy().contains(['{', '}']))
             .collect();
-        match scheme {
-            Some(scheme) => PathBuf::from(format!("{scheme}://{}", fixed.to_string_lossy())),
-            None if fixed.as_os_str().is_empty() => PathBuf::from("."),
-            None => fixed,
-        }
+        let folder = match scheme {
+            Some(scheme) => format!("{scheme}://{}", fixed.to_string_lossy()),
+            None if fixed.as_os_str().is_empty() => ".".to_owned(),
+            None => fixed.to_string_lossy().into_owned(),
+        };
+        PathBuf::from(crate::store::normalize(&folder))
     }
 
     /// The `last` link's path, if on.
@@ -186,15 +215,22 @@ impl Engine {
     }
 
     /// Makes the folders above `path` (resolved lexically, as Keras's `gfile` does), and
-    /// takes the lock once the folder exists.
-    pub fn prepare_folder(&mut self, path: &Path) -> Result<(), crate::Error> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let dir = dir.to_string_lossy();
+    /// takes the lock once the folder exists. The folder's name is checked against the file
+    /// system's limits here, where it is created (Keras fails here too).
+    pub fn prepare_folder(&mut self, path: &str) -> Result<(), crate::Error> {
+        let path = crate::store::normalize(path);
+        if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
+            names::check_length(dir)?;
             if !dir.starts_with("gs:/") {
-                self.storage.prepare_dir(&dir)?;
+                self.storage.prepare_dir(dir)?;
             }
         }
         self.ensure_lock()
+    }
+
+    /// `path` as every save, read and report names it (see [`crate::store::normalize`]).
+    pub fn normalize(&self, path: &str) -> PathBuf {
+        PathBuf::from(crate::store::normalize(path))
     }
 
     /// Takes the folder's lock (and clears stale temporary files) if not held yet and the
@@ -223,14 +259,42 @@ impl Engine {
         flushed
     }
 
-    /// `path`, or with `overwrite` off and `path` taken, the first free `NAME-vN.EXT` (of
-    /// the first 100,000: a storage that calls every name taken gets an error, not a loop).
+    /// `path`, or with `overwrite` off and `path` taken, the next free `NAME-vN.EXT` (of the
+    /// next 100,000: a storage that calls every name taken gets an error, not a loop).
+    ///
+    /// Versions only go up: once `NAME` has collided, each later save of it starts from the
+    /// version after the last one given, even if retention has deleted older ones since. A
+    /// name therefore never depends on when a background save's retention ran, and a
+    /// resumed run (which restores the counters) names its saves as one that never stopped.
     ///
     /// In a multi-process run a folder is taken once it has an index: every rank sees the
     /// same (a save's index needs every rank's shard, and each rank waits for the previous
     /// save's index), so every rank picks the same name.
-    pub fn free_path(&self, path: PathBuf) -> Result<PathBuf, crate::Error> {
+    pub fn free_path(&mut self, path: PathBuf) -> Result<PathBuf, crate::Error> {
+        if self.overwrite {
+            return Ok(path);
+        }
+        let key = path.to_string_lossy().into_owned();
+        let first = self.saved.versions.get(&key).copied().unwrap_or(0);
+        let found = self.first_free(&path, first)?;
+        if found.0 > 0 {
+            self.saved.versions.insert(key, found.0.saturating_add(1));
+        }
+        Ok(found.1)
+    }
+
+    /// The first version of `path` from `first` on (0: `path` itself) that nothing takes.
+    fn first_free(&self, path: &Path, first: u64) -> Result<(u64, PathBuf), crate::Error> {
+        // Names of saves still in flight on the writer thread, or planned in this round,
+        // are taken too: they are not there yet.
+        let pending = |p: &Path| {
+            self.in_flight
+                .iter()
+                .chain(self.planned.iter().map(|planned| &planned.pending))
+                .any(|pending| pending.file.path == p)
+        };
         let taken = |p: &Path| match self.ranks {
+            _ if pending(p) => Ok(true),
             Some(_) => self.storage.exists(&format!(
                 "{}/{}",
                 p.to_string_lossy().trim_end_matches('/'),
@@ -238,9 +302,6 @@ impl Engine {
             )),
             None => self.storage.taken(&p.to_string_lossy()),
         };
-        if self.overwrite || !taken(&path)? {
-            return Ok(path);
-        }
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -249,14 +310,18 @@ impl Engine {
             .extension()
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default();
-        for v in 1u64..=100_000 {
-            let candidate = path.with_file_name(format!("{stem}-v{v}{ext}"));
+        for v in first..=first.saturating_add(100_000) {
+            let candidate = if v == 0 {
+                path.to_path_buf()
+            } else {
+                path.with_file_name(format!("{stem}-v{v}{ext}"))
+            };
             if !taken(&candidate)? {
-                return Ok(candidate);
+                return Ok((v, candidate));
             }
         }
         Err(crate::Error::AlreadyExists {
-            name: format!("{} (and its first 100,000 versions)", path.display()),
+            name: format!("{} (and its next 100,000 versions)", path.display()),
         })
     }
 }

@@ -9,7 +9,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::Engine;
-use crate::store::{self, CheckpointFile, Listed, Meta, Verify, LOCK_FILE, TEMP_SUFFIX};
+use crate::store::{self, gate, CheckpointFile, Listed, Meta, Verify, LOCK_FILE, TEMP_SUFFIX};
 use crate::template::Pattern;
 use crate::Error;
 
@@ -121,20 +121,33 @@ impl Engine {
         self.storage.put_if_absent(&marker, b"")?;
         if let Some(old) = self.session_digests.insert(path.to_path_buf(), digest) {
             if old != digest {
-                let stale = self.marker(self.run_id(), &old);
-                if let Err(e) = self.storage.delete(&stale) {
-                    log::warn!(target: "model_checkpoint", "cannot remove {stale}: {e}");
-                }
+                self.delete_marker(&old);
             }
         }
         Ok(())
     }
 
-    /// After a resume: the checkpoint names a run; act as that run only if this folder holds
-    /// that run's marker for this exact file. A forged checkpoint cannot carry one (the
-    /// marker names the SHA-256 of the file's header, and lives in the folder, not the
-    /// file), so its claim is dropped: this becomes a new run, which deletes nothing it did
-    /// not save itself.
+    /// Removes this run's marker for the file whose head has `digest` (through the
+    /// deletion gate); a failure is logged: a stale marker only ever lets retention delete
+    /// a file this run wrote.
+    pub(crate) fn delete_marker(&self, digest: &[u8; 32]) {
+        let marker = self.marker(self.run_id(), digest);
+        let claim = gate::Claim::Marker {
+            run_id: self.run_id(),
+        };
+        if let Err(e) = gate::delete(&*self.storage, &marker, claim) {
+            log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");
+        }
+    }
+
+    /// After a resume: the checkpoint names a run; act as that run only if the file is one
+    /// a run of this tool wrote, proved by the marker its writer left for this exact file in
+    /// its folder (or a folder above). A forged checkpoint cannot carry one (the marker names
+    /// the SHA-256 of the file's header, and lives in the folder, not the file), so its claim
+    /// is dropped: this becomes a new run, which deletes nothing it did not save itself.
+    ///
+    /// The writer may be another callback of the same list (a full checkpoint holds every
+    /// callback's state): the file is authentic, and so is each state in it.
     pub(crate) fn confirm_run(&mut self, file: &CheckpointFile) {
         // A shard of a sharded checkpoint names its save; every rank's shard the same.
         self.resumed_from = crate::sharded::resumed_from(file);
@@ -142,8 +155,7 @@ impl Engine {
             return;
         }
         let claimed = self.run_id().to_owned();
-        let marker = self.marker(&claimed, &file.header_digest());
-        if !claimed.is_empty() && self.storage.exists_as_own(&marker).unwrap_or(false) {
+        if !claimed.is_empty() && self.is_authentic(file) {
             self.run_confirmed = true;
             return;
         }
@@ -158,6 +170,34 @@ impl Engine {
         self.saved.run_id = Some(fresh);
         self.saved.kept.clear();
         self.run_confirmed = true;
+    }
+
+    /// Whether the run named in `file`'s header left its marker for this exact file in the
+    /// callback's folder, or in the file's folder or one above it.
+    fn is_authentic(&self, file: &CheckpointFile) -> bool {
+        let Some(writer) = Meta::from_info(file.info())
+            .ok()
+            .and_then(|m| m.run_id)
+            .filter(|id| valid_run_id(id))
+        else {
+            return false;
+        };
+        let digest = file.header_digest();
+        let own = self.marker(&writer, &digest);
+        let file_name = own.rsplit('/').next().unwrap_or(&own).to_owned();
+        let path = store::normalize(&file.path().to_string_lossy());
+        let mut folders = vec![own];
+        let mut dir = path.as_str();
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            folders.push(format!("{parent}/{file_name}"));
+            dir = parent;
+        }
+        if !path.starts_with('/') && !path.contains("://") {
+            folders.push(file_name);
+        }
+        folders
+            .iter()
+            .any(|marker| self.storage.exists_as_own(marker).unwrap_or(false))
     }
 
     /// Takes the state a checkpoint says the engine had. It is untrusted input: a run id
@@ -261,38 +301,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether the tool may replace `path` (the `last` link, an interrupt save): it is free,
-    /// or a checkpoint of this run.
-    pub(crate) fn replaceable(&self, path: &Path) -> bool {
-        let name = path.to_string_lossy();
-        if !self.storage.exists(&name).unwrap_or(true) {
-            return true;
-        }
-        CheckpointFile::open_in(&*self.storage, &name, Verify::HeaderOnly)
-            .ok()
-            .and_then(|f| Meta::from_info(f.info()).ok())
-            .and_then(|m| m.run_id)
-            .is_some_and(|id| id == self.run_id())
-    }
-
     /// Refuses to replace a file at a name the tool manages (`last`) unless it is free, or a
-    /// checkpoint of this format (the link a run keeps there): a user's own file, or
-    /// another tool's, is never overwritten.
+    /// checkpoint this tool wrote (the link a run keeps there): a user's own file, or
+    /// another tool's, is never overwritten (the deletion gate decides).
     pub(crate) fn check_replaceable(&self, path: &Path) -> Result<(), Error> {
-        let name = path.to_string_lossy();
-        if !self.storage.exists(&name).unwrap_or(true) {
-            return Ok(());
-        }
-        match CheckpointFile::open_in(&*self.storage, &name, Verify::HeaderOnly) {
-            Ok(f) if f.has_checksums() => Ok(()),
-            Ok(_) => Err(Error::ReservedName {
-                template: crate::text::shorten(&self.template, 200),
-                name: crate::text::shorten(&name, 200),
-                what:
-                    "the link to the newest checkpoint, but it holds a file this tool did not write",
-            }),
-            Err(e) => Err(e),
-        }
+        gate::check_replace(
+            &*self.storage,
+            &path.to_string_lossy(),
+            gate::Claim::ToolCheckpoint,
+        )
     }
 
     /// Refuses a formatted path that no file system would take, or that names something the
@@ -306,7 +323,9 @@ impl Engine {
         self.check_reserved(path)
     }
 
-    fn check_reserved(&self, path: &str) -> Result<(), Error> {
+    /// Refuses a formatted path that names something the tool manages (see
+    /// [`Engine::check_template`]).
+    pub(crate) fn check_reserved(&self, path: &str) -> Result<(), Error> {
         let name = path.rsplit('/').next().unwrap_or(path);
         let what = if name == LOCK_FILE {
             Some("the folder's lock file")
@@ -339,8 +358,8 @@ impl Engine {
     pub(crate) fn could_have_written(&self, path: &Path) -> Result<(), String> {
         // Both sides with `.` and `..` resolved as names are (a field never holds a `/`, so
         // a path with components the template lacks cannot match).
-        let text = lexical_text(&path.to_string_lossy());
-        let pattern = Pattern::new(&lexical_text(&self.template)).map_err(|e| e.to_string())?;
+        let text = store::normalize(&path.to_string_lossy());
+        let pattern = Pattern::new(&store::normalize(&self.template)).map_err(|e| e.to_string())?;
         let matches =
             pattern.matches(&text) || without_version(&text).is_some_and(|p| pattern.matches(&p));
         if !matches {
@@ -474,14 +493,6 @@ impl Engine {
         })
     }
 
-    /// The newest full checkpoint that verifies among the files this callback's template
-    /// could produce in its folder (sub-folders included, for templates with fields in
-    /// folder names), by the epoch and step stored in them; damaged ones are skipped with a
-    /// warning.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::NoCheckpoint`] when there is none.
     /// The newest sharded checkpoint of this run that its template could have produced in
     /// its folder (sub-folders included).
     pub(crate) fn latest_sharded(&self) -> Result<PathBuf, Error> {
@@ -500,14 +511,141 @@ impl Engine {
         .map(PathBuf::from)
     }
 
+    /// The newest durable full checkpoint of the run that verifies: among the files this
+    /// callback's template could produce in its folder (sub-folders included, versions
+    /// too) and the `last` link, and the run's interrupt files, by the epoch, step and
+    /// batch stored in them; damaged ones are skipped with a warning.
+    ///
+    /// The run is the one this callback was given ([`crate::ModelCheckpoint::with_run_id`]),
+    /// else the one that wrote the newest of the template's checkpoints: an interrupt file
+    /// another run left in the folder is never taken for this one's.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCheckpoint`] when there is none.
     pub(crate) fn latest(&self) -> Result<PathBuf, Error> {
         let dir = self.folder();
+        let dir_name = dir.to_string_lossy();
         let depth = folder_depth(&self.template, &dir);
-        store::latest_full_matching(&*self.storage, &dir.to_string_lossy(), depth, &|p| {
-            self.could_have_written(p).is_ok()
-        })
+        let last = self
+            .last_path()
+            .map(|p| store::normalize(&p.to_string_lossy()));
+        let listed = match store::list_in(&*self.storage, &dir_name, depth) {
+            Ok(listed) => listed,
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoCheckpoint { dir })
+            }
+            Err(e) => return Err(e),
+        };
+        let explicit = self.explicit_run_id.then(|| self.run_id().to_owned());
+        let of_run = |l: &Listed, run: &Option<String>| {
+            run.is_none()
+                || l.header.as_ref().ok().and_then(|h| h.meta.run_id.as_ref()) == run.as_ref()
+        };
+        let (interrupts, saves): (Vec<Listed>, Vec<Listed>) = listed
+            .into_iter()
+            .filter(|l| of_run(l, &explicit))
+            .partition(|l| self.is_interrupt_file(&l.path));
+        let saves: Vec<Listed> = saves
+            .into_iter()
+            .filter(|l| {
+                self.could_have_written(&l.path).is_ok()
+                    || last.as_deref() == Some(store::normalize(&l.path.to_string_lossy()).as_str())
+            })
+            .collect();
+        let positions: Vec<((u64, u64, u64), PathBuf, Option<String>)> = saves
+            .iter()
+            .map(|l| {
+                let run = l.header.as_ref().ok().and_then(|h| h.meta.run_id.clone());
+                (l.position(), l.path.clone(), run)
+            })
+            .collect();
+        let base = match store::newest_verified_in(&*self.storage, &dir_name, saves) {
+            Ok(path) => Some(path),
+            Err(Error::NoCheckpoint { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let base_at = base
+            .as_ref()
+            .and_then(|b| positions.iter().find(|(_, p, _)| p == b));
+        let run = explicit.or_else(|| base_at.and_then(|(_, _, run)| run.clone()));
+        // The run's interrupt files newer than its newest save.
+        let newer: Vec<Listed> = interrupts
+            .into_iter()
+            .filter(|l| run.is_none() || of_run(l, &run))
+            .filter(|l| base_at.is_none_or(|(at, _, _)| l.position() > *at))
+            .collect();
+        match store::newest_verified_in(&*self.storage, &dir_name, newer) {
+            Ok(path) => Ok(path),
+            Err(Error::NoCheckpoint { .. }) => base.ok_or(Error::NoCheckpoint { dir }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where a save on a signal goes: `interrupted.safetensors` in the callback's folder
+    /// when it is free or this run's, else `interrupted-RUNID.safetensors`; never another
+    /// run's file or a user's (the deletion gate checks).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOurs`] when both names hold files this run did not write.
+    pub(crate) fn interrupt_path(&self) -> Result<PathBuf, Error> {
+        let claim = gate::Claim::RunCheckpoint {
+            run_id: self.run_id(),
+            digest: None,
+        };
+        let [shared, own] = self.interrupt_names();
+        if gate::check_replace(&*self.storage, &shared, claim).is_ok() {
+            return Ok(PathBuf::from(shared));
+        }
+        gate::check_replace(&*self.storage, &own, claim)?;
+        Ok(PathBuf::from(own))
+    }
+
+    /// The two names this run's saves on a signal may take (see
+    /// [`Engine::interrupt_path`]).
+    fn interrupt_names(&self) -> [String; 2] {
+        let dir = self.folder();
+        let join = |file: &str| store::normalize(&format!("{}/{file}", dir.to_string_lossy()));
+        [
+            join(INTERRUPT_FILE),
+            join(&format!("interrupted-{}.safetensors", self.run_id())),
+        ]
+    }
+
+    /// Whether `path` is an interrupt file of any run in this callback's folder
+    /// (`interrupted.safetensors`, `interrupted-RUNID.safetensors`).
+    pub(crate) fn is_interrupt_file(&self, path: &Path) -> bool {
+        let path = store::normalize(&path.to_string_lossy());
+        let (dir, file) = path.rsplit_once('/').unwrap_or((".", path.as_str()));
+        if store::normalize(dir) != store::normalize(&self.folder().to_string_lossy()) {
+            return false;
+        }
+        file == INTERRUPT_FILE
+            || file
+                .strip_prefix("interrupted-")
+                .and_then(|f| f.strip_suffix(".safetensors"))
+                .is_some_and(valid_run_id)
+    }
+
+    /// Removes this run's interrupt files once the run has completed: the run's own final
+    /// checkpoints are then what `latest` must take, not a point it trained past.
+    pub(crate) fn retire_interrupt_files(&mut self) {
+        let claim = gate::Claim::RunCheckpoint {
+            run_id: self.run_id(),
+            digest: None,
+        };
+        for name in self.interrupt_names() {
+            match gate::delete(&*self.storage, &name, claim) {
+                Ok(()) | Err(Error::NotOurs { .. }) => {}
+                Err(e) => log::warn!(target: "model_checkpoint", "cannot remove {name}: {e}"),
+            }
+        }
     }
 }
+
+/// The name a save on a signal takes when it is free (see [`Engine::interrupt_path`]).
+pub(crate) const INTERRUPT_FILE: &str = "interrupted.safetensors";
 
 /// How many folder levels below `dir` the template's names may lie.
 fn folder_depth(template: &str, dir: &Path) -> usize {
@@ -520,29 +658,6 @@ fn folder_depth(template: &str, dir: &Path) -> usize {
         dir.components().count()
     };
     template_dirs.saturating_sub(fixed)
-}
-
-/// `text` with `.` and `..` components resolved lexically (as `Path` components, keeping a
-/// leading `/`), for comparing templates and names.
-fn lexical_text(text: &str) -> String {
-    let absolute = text.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for c in text.split('/') {
-        match c {
-            "" | "." => {}
-            ".." if out.last().is_some_and(|l| *l != "..") => {
-                out.pop();
-            }
-            ".." if absolute => {}
-            other => out.push(other),
-        }
-    }
-    let joined = out.join("/");
-    if absolute {
-        format!("/{joined}")
-    } else {
-        joined
-    }
 }
 
 /// Whether two paths name the same file, lexically (the file need not exist yet).

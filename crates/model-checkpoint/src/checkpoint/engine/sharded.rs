@@ -10,7 +10,7 @@ use super::commit::Fate;
 use super::{Engine, Pending};
 use crate::model::{NamedTensor, Placement};
 use crate::sharded::{self, ShardTensor, INDEX_FILE};
-use crate::store::{Kind, TRAINING_PREFIX};
+use crate::store::{gate, Kind, TRAINING_PREFIX};
 use crate::Error;
 
 /// Where and what a sharded save writes.
@@ -222,21 +222,29 @@ impl Engine {
         };
         let (from, last) = (from.to_string_lossy(), last.to_string_lossy());
         let (from, last) = (from.trim_end_matches('/'), last.trim_end_matches('/'));
-        self.storage.delete(&format!("{last}/{INDEX_FILE}"))?;
+        // `last/` holds a copy of some run's checkpoint; anything else there stays.
+        let any_run = gate::Claim::ShardedPart { run_id: None };
+        gate::delete(&*self.storage, &format!("{last}/{INDEX_FILE}"), any_run)?;
         self.storage.prepare_dir(last)?;
         let name_of = |full: &str| full.rsplit('/').next().unwrap_or(full).to_owned();
         let objects = self.storage.list(from, 0)?;
         let new: BTreeSet<String> = objects.iter().map(|o| name_of(&o.name)).collect();
         for stale in self.storage.list(last, 0)? {
             if !new.contains(&name_of(&stale.name)) {
-                self.storage.delete(&stale.name)?;
+                match gate::delete(&*self.storage, &stale.name, any_run) {
+                    Ok(()) => {}
+                    Err(e @ Error::NotOurs { .. }) => {
+                        log::warn!(target: "model_checkpoint", "save_last leaves {} alone: {e}", stale.name);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         let durable = self.options.durable;
         for object in objects.iter().filter(|o| name_of(&o.name) != INDEX_FILE) {
-            let name = name_of(&object.name);
-            self.storage
-                .copy(&object.name, &format!("{last}/{name}"), durable)?;
+            let to = format!("{last}/{}", name_of(&object.name));
+            gate::check_replace(&*self.storage, &to, any_run)?;
+            self.storage.copy(&object.name, &to, durable)?;
         }
         self.storage.copy(
             &format!("{from}/{INDEX_FILE}"),
@@ -245,15 +253,36 @@ impl Engine {
         )
     }
 
-    /// Deletes a sharded checkpoint: the index first (from then on it is not a checkpoint,
-    /// whatever happens to the rest), then its shards.
+    /// Deletes a sharded checkpoint of this run through the deletion gate: the index first
+    /// (from then on it is not a checkpoint, whatever happens to the rest), then the shards
+    /// its world size names, then the folder if nothing else is left in it. Files this run
+    /// did not write there (a user's notes, another tool's files) stay, and so does the
+    /// folder then.
     fn delete_sharded(&self, dir: &Path) -> Result<(), Error> {
         let dir = dir.to_string_lossy();
-        self.storage
-            .delete(&format!("{}/{INDEX_FILE}", dir.trim_end_matches('/')))?;
-        for object in self.storage.list(&dir, 0)? {
-            self.storage.delete(&object.name)?;
+        let dir = dir.trim_end_matches('/');
+        let claim = gate::Claim::ShardedPart {
+            run_id: Some(self.run_id()),
+        };
+        let index_name = format!("{dir}/{INDEX_FILE}");
+        // The world size comes from the index (proved this run's by the gate just after);
+        // shard names are made here, never taken from a file.
+        let world = sharded::read_index(&*self.storage, &index_name)
+            .ok()
+            .map(|index| index.model_checkpoint.world_size);
+        gate::delete(&*self.storage, &index_name, claim)?;
+        let world = world.or(self.ranks.map(|r| r.world_size)).unwrap_or(0);
+        for rank in 0..world {
+            let shard = format!("{dir}/{}", sharded::shard_file(rank, world));
+            if let Err(e) = gate::delete(&*self.storage, &shard, claim) {
+                match e {
+                    Error::NotOurs { .. } => {
+                        log::warn!(target: "model_checkpoint", "retention leaves {shard} alone: {e}");
+                    }
+                    e => return Err(e),
+                }
+            }
         }
-        Ok(())
+        gate::remove_empty_folder(&*self.storage, dir)
     }
 }

@@ -2,6 +2,7 @@ mod options;
 mod saving;
 mod triggers;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,10 @@ pub struct CheckpointState {
     /// The metric `best` refers to, so that a resume with another monitor is refused.
     #[serde(default)]
     pub monitor: Option<String>,
+    /// With `overwrite(false)`: for each name that collided, the next version to try (so
+    /// that a resumed run names its saves as one that never stopped).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub versions: BTreeMap<String, u64>,
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
@@ -248,8 +253,12 @@ impl ModelCheckpoint {
 
     /// The state kept between hooks (best, counters, last save), as full checkpoints carry
     /// it.
+    ///
+    /// Saves in flight on the writer thread, and saves decided in the current round of
+    /// hooks, count as done: it is the state a run resumed from a checkpoint taken now must
+    /// have to go on exactly as this one.
     pub fn checkpoint_state(&self) -> CheckpointState {
-        self.state_with(self.engine.saved.clone())
+        self.state_with(self.engine.promised())
     }
 
     /// The callback's state with the engine's part as `saved`.
@@ -285,6 +294,7 @@ fn compose(decisions: &Decisions, triggers: &Triggers, saved: Saved) -> Checkpoi
         last_trigger_step: triggers.last_trigger_step,
         run_id: saved.run_id,
         monitor: Some(decisions.monitor.clone()),
+        versions: saved.versions,
     }
 }
 
@@ -310,8 +320,22 @@ impl Callback for ModelCheckpoint {
 
     /// Waits for background saves to be durable, reporting the first failure, then releases
     /// the folder's lock.
-    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+    ///
+    /// A run that completed (not stopped by a signal) removes its interrupt files: its own
+    /// checkpoints are now newer than any point it was interrupted at.
+    fn on_train_end(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        self.run_planned(ctx)?;
+        if self.triggers.interrupted.is_none() && self.engine.ranks.is_none() {
+            self.engine.retire_interrupt_files();
+        }
         self.engine.finish()?;
+        Ok(Control::Continue)
+    }
+
+    /// Writes the saves this callback decided in the round of hooks that just ended (see
+    /// [`Callback::on_round_end`]).
+    fn on_round_end(&mut self, ctx: &mut Context<'_>) -> HookResult {
+        self.run_planned(ctx)?;
         Ok(Control::Continue)
     }
 
@@ -418,6 +442,7 @@ impl Callback for ModelCheckpoint {
             last_trigger_step,
             run_id,
             monitor: _,
+            versions,
         } = restored;
         self.engine
             .restore(Saved {
@@ -426,6 +451,7 @@ impl Callback for ModelCheckpoint {
                 kept,
                 seq,
                 run_id,
+                versions,
             })
             .map_err(bad)?;
         self.decisions.best = best;
@@ -473,6 +499,16 @@ impl CheckpointState {
                     .find(|f| f.epoch.unsigned_abs() > max || f.seq > max)
                     .map(|f| ("kept", format!("epoch {} seq {}", f.epoch, f.seq)))
             })
+            .or_else(|| {
+                (self.versions.len() > MAX_VERSIONED_NAMES)
+                    .then(|| ("versions", format!("{} names", self.versions.len())))
+            })
+            .or_else(|| {
+                self.versions
+                    .values()
+                    .find(|v| **v > max)
+                    .map(|v| ("versions", v.to_string()))
+            })
     }
 }
 
@@ -495,6 +531,9 @@ impl ModelCheckpoint {
         Ok(Control::Interrupt)
     }
 }
+
+/// The most names a restored state may track versions for (a fixed template has one).
+const MAX_VERSIONED_NAMES: usize = 100_000;
 
 fn to_i64(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

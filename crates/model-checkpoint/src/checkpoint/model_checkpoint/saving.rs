@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::super::decisions::Decisions;
-use super::super::engine::Job;
+use super::super::engine::{check_length, Job};
 use super::super::messages;
 use super::{compose, ModelCheckpoint, Output};
 use crate::callback::Context;
@@ -20,15 +20,6 @@ pub(super) enum Reason {
     Keras,
     /// A trigger beyond Keras (steps, epochs, seconds): Keras's counters stay untouched.
     Trigger,
-}
-
-/// A save that is due: where, what, how it commits, and at which point of training.
-struct Due<'a> {
-    path: &'a std::path::Path,
-    kind: Kind,
-    commit: Commit,
-    epoch: i64,
-    batch: Option<i64>,
 }
 
 impl ModelCheckpoint {
@@ -51,6 +42,11 @@ impl ModelCheckpoint {
     /// Keras's `_save_model`, in Keras's order of effects (KERAS-SPEC.md §19): reset the period
     /// counter, format (possibly failing), create the folder, then check the monitor, print,
     /// update `best`, save. Returns whether an attempt was due.
+    ///
+    /// This crate's own refusals of a save (a reserved name, a model that cannot give a full
+    /// checkpoint) come before Keras's message, so that nothing is printed for a save that
+    /// cannot happen; limits the file system would impose (a name too long) apply only when
+    /// a file is about to be created, where Keras's save would meet them.
     pub(super) fn save_model(
         &mut self,
         epoch: i64,
@@ -63,21 +59,15 @@ impl ModelCheckpoint {
             return Ok(false);
         }
         let filepath = Decisions::file_path(&self.engine.template, epoch, batch, logs)?;
-        self.engine.check_path(&filepath)?;
         // Keras fails on a missing model here: after formatting, before making folders.
         ctx.model()?;
         self.engine.ensure_run_id();
         // tf.keras creates the folder before looking at the monitor, so skipped epochs can
         // leave empty folders (trace missing_monitor_dir_created).
-        self.engine.prepare_folder(&PathBuf::from(&filepath))?;
-        let path = self.engine.free_path(PathBuf::from(&filepath))?;
-        let shown = if self.engine.overwrite {
-            filepath
-        } else {
-            path.display().to_string()
-        };
+        self.engine.prepare_folder(&filepath)?;
         let monitor = self.decisions.monitor.clone();
-        match self.decisions.judge(logs) {
+        let verdict = self.decisions.judge(logs);
+        match verdict {
             Verdict::MonitorMissing => {
                 log::warn!(target: "model_checkpoint", "{}", messages::monitor_missing(&monitor));
                 return Ok(true);
@@ -86,11 +76,30 @@ impl ModelCheckpoint {
                 self.say(&messages::not_improved(epoch, &monitor, best));
                 return Ok(true);
             }
+            Verdict::Improved { .. } | Verdict::Save => {}
+        }
+        self.engine.check_reserved(&filepath)?;
+        let kind = self.decisions.kind();
+        self.engine.check_model(ctx, kind)?;
+        // With versions, the name is looked up before the message that shows it.
+        let path = if self.engine.overwrite {
+            self.engine.normalize(&filepath)
+        } else {
+            check_length(&filepath)?;
+            self.engine.free_path(self.engine.normalize(&filepath))?
+        };
+        let shown = if self.engine.overwrite {
+            filepath.clone()
+        } else {
+            path.display().to_string()
+        };
+        match verdict {
             Verdict::Improved { from, to } => {
                 self.say(&messages::improved(epoch, &monitor, from, to, &shown));
             }
-            Verdict::Save => self.say(&messages::saving(epoch, &shown)),
+            _ => self.say(&messages::saving(epoch, &shown)),
         }
+        check_length(&filepath)?;
         // With versions, a commit never replaces: a writer that lost a race for the name
         // (one that ignored the folder's lock) fails rather than overwrite the winner's file.
         let commit = if self.engine.overwrite {
@@ -98,30 +107,48 @@ impl ModelCheckpoint {
         } else {
             Commit::CreateNew
         };
-        let kind = self.decisions.kind();
-        self.write(
-            Due {
-                path: &path,
-                kind,
-                commit,
-                epoch,
-                batch,
-            },
-            logs,
-            ctx,
-        )?;
+        self.write(path, kind, commit, (epoch, batch), logs, ctx, false)?;
         Ok(true)
     }
 
-    /// Hands a due save to the engine, with this callback's state for full checkpoints.
-    fn write(&mut self, due: Due<'_>, logs: &Logs, ctx: &Context<'_>) -> Result<(), Error> {
-        let Due {
+    /// Plans a due save with the engine, and writes it now unless a list of callbacks is
+    /// calling this hook on every callback: then it is written once all have had the hook
+    /// ([`crate::Callback::on_round_end`]), so that a full checkpoint holds every callback's state
+    /// as of the end of the round, whatever the order of the list.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        path: PathBuf,
+        kind: Kind,
+        commit: Commit,
+        (epoch, batch): (i64, Option<i64>),
+        logs: &Logs,
+        ctx: &Context<'_>,
+        interrupt: bool,
+    ) -> Result<(), Error> {
+        self.engine.plan(Job {
             path,
             kind,
             commit,
             epoch,
             batch,
-        } = due;
+            logs: logs.clone(),
+            monitor: self.decisions.monitor.clone(),
+            direction: self.decisions.direction,
+            global_step: ctx.global_step,
+            interrupt,
+        });
+        if ctx.in_round() {
+            return Ok(());
+        }
+        self.run_planned(ctx)
+    }
+
+    /// Writes the saves planned in this round (see [`ModelCheckpoint::write`]).
+    pub(super) fn run_planned(&mut self, ctx: &Context<'_>) -> Result<(), Error> {
+        if !self.engine.has_planned() {
+            return Ok(());
+        }
         let key = self.key();
         let ModelCheckpoint {
             decisions,
@@ -129,22 +156,14 @@ impl ModelCheckpoint {
             triggers,
             ..
         } = self;
-        let job = Job {
-            path,
-            kind,
-            epoch,
-            batch,
-            logs,
-            monitor: &decisions.monitor,
-            direction: decisions.direction,
-            commit,
-        };
         let state_of = |saved| serde_json::to_value(compose(decisions, triggers, saved)).ok();
-        engine.save(job, ctx, &key, &state_of)
+        engine.run_planned(ctx, &key, &state_of)
     }
 
     /// Saves a full checkpoint because a signal asked training to stop, and waits until it
-    /// is durable (beyond Keras).
+    /// is durable (beyond Keras). It goes to the run's interrupt file, which `latest` takes
+    /// when it is the newest checkpoint of the run, and which a run that later completes
+    /// removes.
     pub(super) fn save_interrupted(
         &mut self,
         signal: &'static str,
@@ -153,45 +172,26 @@ impl ModelCheckpoint {
         logs: &Logs,
         ctx: &Context<'_>,
     ) -> Result<(), Error> {
-        self.engine.flush()?;
-        ctx.model()?;
+        self.engine.check_model(ctx, Kind::Full)?;
         let dir = self.engine.folder();
         self.engine.storage.prepare_dir(&dir.to_string_lossy())?;
         self.engine.ensure_lock()?;
-        let path = match self.engine.last_path() {
-            Some(last) => {
-                self.engine.check_replaceable(&last)?;
-                last
-            }
-            // The shared name only if it is free or this run's; never another run's (or a
-            // user's) file.
-            None => {
-                let shared = dir.join("interrupted.safetensors");
-                if self.engine.replaceable(&shared) {
-                    shared
-                } else {
-                    dir.join(format!("interrupted-{}.safetensors", self.engine.run_id()))
-                }
-            }
-        };
+        let path = self.engine.interrupt_path()?;
         self.say(&format!(
             "\nEpoch {}: {signal} received, saving a full checkpoint to {}",
             epoch + 1,
             path.display()
         ));
-        let background = std::mem::replace(&mut self.engine.background, false);
-        // The `last` path or the run's own interrupt file, which `replaceable` allowed.
-        let due = Due {
-            path: &path,
-            kind: Kind::Full,
-            commit: Commit::Replace,
-            epoch,
-            batch,
-        };
-        let written = self.write(due, logs, ctx);
-        self.engine.background = background;
-        written?;
         self.triggers.interrupted = Some(signal);
-        Ok(())
+        // The run's own interrupt file, which `interrupt_path` checked at the gate.
+        self.write(
+            path,
+            Kind::Full,
+            Commit::Replace,
+            (epoch, batch),
+            logs,
+            ctx,
+            true,
+        )
     }
 }

@@ -116,7 +116,7 @@ impl LocalFolder {
 
 /// `path` with `.` and `..` resolved lexically, as TensorFlow's `gfile` (through which Keras
 /// makes folders) resolves them: `new/../ck` is `ck`, and no `new/` is made.
-fn lexical(path: &Path) -> PathBuf {
+pub(crate) fn lexical(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -218,6 +218,28 @@ impl Storage for LocalFolder {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+
+    fn remove_empty_dir(&self, dir: &str) -> Result<(), Error> {
+        if dir.is_empty() {
+            return Ok(());
+        }
+        let path = self.path(dir);
+        // `remove_dir` removes only an empty folder, and never follows a link.
+        match std::fs::remove_dir(&path) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::DirectoryNotEmpty
+                        | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::io("remove folder", &path, e)),
         }
     }
 
