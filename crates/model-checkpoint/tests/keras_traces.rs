@@ -389,7 +389,9 @@ fn replay(trace: &Json, dir: &Path) -> Result<(), String> {
             .filter(|s| s["error"].is_null())
             .map(|s| {
                 (
-                    s["path"].as_str().unwrap_or("").to_owned(),
+                    // `last_saved` names the file where it is: Keras's path with `.` and
+                    // `..` resolved, as every save and read resolves it.
+                    model_checkpoint::store::normalize(s["path"].as_str().unwrap_or("")),
                     s["weights_only"].as_bool().unwrap_or(false),
                 )
             })
