@@ -7,6 +7,7 @@ mod memory;
 
 use std::sync::Arc;
 
+use combination_cases::Place;
 use model_checkpoint::store::{LocalFolder, Storage};
 
 fn cases() -> (usize, u64) {
@@ -27,14 +28,18 @@ fn cases() -> (usize, u64) {
 fn every_guarantee_holds_in_every_combination() {
     let (n, seed) = cases();
     let dirs = std::cell::RefCell::new(Vec::new());
-    let local = combination_cases::run(n, seed, true, &|| {
+    let local = combination_cases::run(n, seed, true, &|_, _| {
         let dir = tempfile::tempdir().expect("tempdir");
         let storage: Arc<dyn Storage> = Arc::new(LocalFolder::new(dir.path()));
         dirs.borrow_mut().push(dir);
-        storage
+        Place {
+            storage,
+            dir: "ck".to_owned(),
+        }
     });
-    let memory = combination_cases::run(n, seed ^ 0x9e37_79b9, true, &|| {
-        Arc::new(memory::Shared::default()) as Arc<dyn Storage>
+    let memory = combination_cases::run(n, seed ^ 0x9e37_79b9, true, &|_, _| Place {
+        storage: Arc::new(memory::Shared::default()),
+        dir: "ck".to_owned(),
     });
     println!(
         "combinations: {n} cases on a local folder ({local} distinct), {n} in memory ({memory} distinct)"

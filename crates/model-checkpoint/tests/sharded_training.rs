@@ -257,3 +257,37 @@ fn rank_0_journals_every_sharded_save_and_every_folder_retention_deletes() {
     );
     assert!(rows.iter().all(|r| r[9] == "5eed"), "{journal}");
 }
+
+#[test]
+fn sharded_retention_deletes_only_the_runs_parts_and_removes_emptied_folders() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().to_string_lossy().into_owned();
+    // A user's notes in a folder the run will save into and later retire, and in `last/`.
+    for folder in ["epoch_1", "last"] {
+        std::fs::create_dir_all(root.path().join(folder)).expect("folder");
+        std::fs::write(root.path().join(folder).join("notes.txt"), "mine").expect("notes");
+    }
+    // keep_last(2), as `train_with` sets it.
+    two_ranks_as_threads(&format!("{dir}/epoch_{{epoch}}"), 5, &|cb| cb.save_last(true));
+    for folder in ["epoch_1", "last"] {
+        assert_eq!(
+            std::fs::read_to_string(root.path().join(folder).join("notes.txt")).ok(),
+            Some("mine".to_owned()),
+            "{folder}/notes.txt"
+        );
+    }
+    // epoch_1's shards and index went; the notes stay, and so does their folder.
+    let left: Vec<String> = std::fs::read_dir(root.path().join("epoch_1"))
+        .expect("epoch_1")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+    // Folders retention emptied are gone.
+    for gone in ["epoch_2", "epoch_3"] {
+        assert!(!root.path().join(gone).exists(), "{gone} left behind");
+    }
+    for kept in ["epoch_4", "epoch_5", "last"] {
+        ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/{kept}"))
+            .unwrap_or_else(|e| panic!("{kept}: {e}"));
+    }
+}

@@ -18,6 +18,10 @@ pub(crate) const KEY_RUN_ID: &str = "run_id";
 /// The training state (JSON) of a full checkpoint.
 pub const KEY_TRAINING_STATE: &str = "training_state";
 
+/// Where in training a save was taken, for ordering: (epoch, step, batch), see
+/// [`Meta::position`].
+pub type Position = (u64, u64, u64);
+
 /// The metadata `ModelCheckpoint` writes into every file: where in training it was taken,
 /// the logs at that point, the monitored metric, and the run that wrote it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -116,7 +120,7 @@ impl Meta {
     /// Where in training the save was taken, for ordering: epoch, then step, then batch (a
     /// save at an epoch's end after every save inside it, which matters to loops that do
     /// not count steps).
-    pub fn position(&self) -> (u64, u64, u64) {
+    pub fn position(&self) -> Position {
         (
             self.epoch.unwrap_or(0),
             self.global_step.unwrap_or(0),

@@ -29,7 +29,7 @@ pub use local::{
     is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,
     FolderLock, LocalFolder, PendingFile, LOCK_FILE, TEMP_SUFFIX,
 };
-pub use meta::{Meta, KEY_TRAINING_STATE, MAX_COUNTER};
+pub use meta::{Meta, Position, KEY_TRAINING_STATE, MAX_COUNTER};
 pub use name::normalize;
 pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_HEADER_BYTES};
 pub use scan::{

@@ -36,7 +36,7 @@ pub struct Header {
 impl Listed {
     /// Where in training the file was saved (epoch, step, batch: see [`Meta::position`]);
     /// `(0, 0, 0)` for a file whose header is unreadable.
-    pub fn position(&self) -> (u64, u64, u64) {
+    pub fn position(&self) -> super::meta::Position {
         self.header
             .as_ref()
             .map_or((0, 0, 0), |h| h.meta.position())

@@ -32,8 +32,20 @@ use model_checkpoint::{
 /// Epochs and batches per epoch of every case.
 const EPOCHS: usize = 5;
 const BATCHES: usize = 4;
-/// The folder every case saves into.
-const DIR: &str = "ck";
+/// Where one run of a case saves: a storage, and the folder in it (`ck`,
+/// `s3://bucket/case-3-straight/ck`). Names are compared between runs relative to it.
+#[derive(Clone)]
+pub struct Place {
+    pub storage: Arc<dyn Storage>,
+    pub dir: String,
+}
+
+impl Place {
+    /// `name` with this place's folder spelled `ck`, so that two runs compare.
+    fn relative(&self, text: &str) -> String {
+        text.replace(&self.dir, "ck")
+    }
+}
 
 pub struct Rng(pub u64);
 
@@ -243,16 +255,16 @@ impl Case {
         self.stops.iter().any(|s| matches!(s, Stop::Signal(..)))
     }
 
-    fn main(&self, storage: &Arc<dyn Storage>) -> ModelCheckpoint {
-        let template = match self.template {
-            Template::Epoch => "ck/m.{epoch:02d}.safetensors",
-            Template::EpochValue => "ck/m.{epoch:02d}-{val_loss:.3f}.safetensors",
-            Template::Batch => "ck/m.{epoch:02d}-{batch:02d}.safetensors",
-            Template::Fixed => "ck/m.safetensors",
-            Template::Folder => "ck/e{epoch}/m.safetensors",
+    fn main(&self, place: &Place) -> ModelCheckpoint {
+        let file = match self.template {
+            Template::Epoch => "m.{epoch:02d}.safetensors",
+            Template::EpochValue => "m.{epoch:02d}-{val_loss:.3f}.safetensors",
+            Template::Batch => "m.{epoch:02d}-{batch:02d}.safetensors",
+            Template::Fixed => "m.safetensors",
+            Template::Folder => "e{epoch}/m.safetensors",
         };
-        let mut cb = ModelCheckpoint::new(template)
-            .storage(storage.clone())
+        let mut cb = ModelCheckpoint::new(format!("{}/{file}", place.dir))
+            .storage(place.storage.clone())
             .monitor("val_loss")
             .mode(Mode::Min)
             .save_best_only(self.best_only && self.template != Template::Batch)
@@ -275,17 +287,17 @@ impl Case {
         cb
     }
 
-    fn second(&self, storage: &Arc<dyn Storage>) -> Option<ModelCheckpoint> {
+    fn second(&self, place: &Place) -> Option<ModelCheckpoint> {
         let full = self.second?;
         let cb = if full {
-            ModelCheckpoint::new("ck/s.safetensors")
+            ModelCheckpoint::new(format!("{}/s.safetensors", place.dir))
         } else {
-            ModelCheckpoint::new("ck/s.{epoch:02d}.safetensors")
+            ModelCheckpoint::new(format!("{}/s.{{epoch:02d}}.safetensors", place.dir))
                 .save_weights_only(true)
                 .keep_last(2)
         };
         Some(
-            cb.storage(storage.clone())
+            cb.storage(place.storage.clone())
                 .monitor("val_loss")
                 .mode(Mode::Min)
                 .save_best_only(true),
@@ -294,10 +306,11 @@ impl Case {
 }
 
 /// Files a user and another run left in the folder, which no run may touch.
-fn plant(storage: &dyn Storage) -> BTreeMap<String, Vec<u8>> {
-    storage.prepare_dir(DIR).expect("folder");
+fn plant(place: &Place) -> BTreeMap<String, Vec<u8>> {
+    let (storage, dir) = (&*place.storage, place.dir.as_str());
+    storage.prepare_dir(dir).expect("folder");
     let mut planted = BTreeMap::new();
-    let notes = format!("{DIR}/notes.txt");
+    let notes = format!("{dir}/notes.txt");
     let mut pending = storage
         .create(&notes, 0, Default::default())
         .expect("create");
@@ -316,7 +329,7 @@ fn plant(storage: &dyn Storage) -> BTreeMap<String, Vec<u8>> {
         serde_json::json!({ "toy": { "step": 999 }, "callbacks": {} }).to_string(),
     );
     let tensors = other.weights().expect("weights");
-    let name = format!("{DIR}/other.safetensors");
+    let name = format!("{dir}/other.safetensors");
     store::save_to(
         storage,
         &name,
@@ -333,7 +346,7 @@ fn plant(storage: &dyn Storage) -> BTreeMap<String, Vec<u8>> {
         ("epoch".to_owned(), "1".to_owned()),
         ("run_id".to_owned(), "fedcba9876543210".to_owned()),
     ]);
-    let name = format!("{DIR}/interrupted.safetensors");
+    let name = format!("{dir}/interrupted.safetensors");
     store::save_to(
         storage,
         &name,
@@ -355,9 +368,10 @@ fn read(storage: &dyn Storage, name: &str) -> Option<Vec<u8>> {
 }
 
 /// The objects a run made (everything but planted and internal objects).
-fn made(storage: &dyn Storage, planted: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
-    storage
-        .list(DIR, 2)
+fn made(place: &Place, planted: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    place
+        .storage
+        .list(&place.dir, 2)
         .expect("list")
         .into_iter()
         .map(|o| o.name)
@@ -372,8 +386,8 @@ fn made(storage: &dyn Storage, planted: &BTreeMap<String, Vec<u8>>) -> Vec<Strin
 }
 
 /// What a checkpoint holds, run ids aside: tensors, metadata, the training state.
-fn fingerprint(storage: &dyn Storage, name: &str) -> String {
-    let file = CheckpointFile::open_in(storage, name, Verify::Full)
+fn fingerprint(place: &Place, name: &str) -> String {
+    let file = CheckpointFile::open_in(&*place.storage, name, Verify::Full)
         .unwrap_or_else(|e| panic!("{name} does not verify: {e}"));
     let mut out = format!("{}\n", file.kind());
     for t in file.tensors() {
@@ -390,7 +404,7 @@ fn fingerprint(storage: &dyn Storage, name: &str) -> String {
         *state = json.to_string();
     }
     out += &format!("{info:?}");
-    out
+    place.relative(&out)
 }
 
 fn crc(bytes: &[u8]) -> u32 {
@@ -413,20 +427,21 @@ fn strip_run_ids(value: &mut serde_json::Value) {
 
 /// The checks after every round of hooks (see the module's documentation).
 fn check_round(
-    storage: &dyn Storage,
+    place: &Place,
     planted: &BTreeMap<String, Vec<u8>>,
     main: &ModelCheckpoint,
     at: &str,
 ) {
     for (name, bytes) in planted {
         assert_eq!(
-            read(storage, name).as_ref(),
+            read(&*place.storage, name).as_ref(),
             Some(bytes),
             "{at}: {name}, which the run did not write, changed or went"
         );
     }
     let mut newest: Option<((u64, u64, u64), String)> = None;
-    for name in made(storage, planted) {
+    let storage = &*place.storage;
+    for name in made(place, planted) {
         let file = CheckpointFile::open_in(storage, &name, Verify::Full)
             .unwrap_or_else(|e| panic!("{at}: {name} does not verify: {e}"));
         let meta = Meta::from_info(file.info()).expect("meta");
@@ -516,15 +531,15 @@ impl Callbacks {
 /// `latest`; stopped as `stop` says, if at all.
 fn attempt(
     case: &Case,
-    storage: &Arc<dyn Storage>,
+    place: &Place,
     planted: &BTreeMap<String, Vec<u8>>,
     resume: bool,
     stop: Option<Stop>,
 ) -> End {
     let mut toy = Toy::default();
     let mut cbs = Callbacks {
-        main: case.main(storage),
-        second: case.second(storage),
+        main: case.main(place),
+        second: case.second(place),
         second_first: case.second_first,
     };
     let mut start = (0, 0);
@@ -535,7 +550,7 @@ fn attempt(
         Err(e) => panic!("latest: {e}"),
     };
     if let Some(latest) = latest {
-        let file = CheckpointFile::open_in(&**storage, &latest.to_string_lossy(), Verify::Full)
+        let file = CheckpointFile::open_in(&*place.storage, &latest.to_string_lossy(), Verify::Full)
             .expect("open latest");
         let mut callbacks: Vec<&mut dyn Callback> = vec![&mut cbs.main];
         if let Some(s) = cbs.second.as_mut() {
@@ -575,7 +590,7 @@ fn attempt(
             // Background saves may still be in flight: checked once they are durable.
             if !case.background {
                 check_round(
-                    &**storage,
+                    place,
                     planted,
                     &cbs.main,
                     &format!("e{epoch} b{batch}"),
@@ -597,29 +612,33 @@ fn attempt(
         cbs.round(|l| l.on_epoch_end(epoch, &logs, &mut ctx(&toy)))
             .expect("on_epoch_end");
         if !case.background {
-            check_round(&**storage, planted, &cbs.main, &format!("e{epoch} end"));
+            check_round(place, planted, &cbs.main, &format!("e{epoch} end"));
         }
     }
     cbs.round(|l| l.on_train_end(&Logs::new(), &mut ctx(&toy)))
         .expect("on_train_end");
-    check_round(&**storage, planted, &cbs.main, "train end");
+    check_round(place, planted, &cbs.main, "train end");
     end
 }
 
-/// Runs `case` straight and disrupted on two fresh storages from `make`, checking every
-/// invariant; returns whether the disrupted run was resumed at all.
-pub fn run_case(case: &Case, make: &dyn Fn() -> Arc<dyn Storage>) {
-    let straight = make();
-    let planted = plant(&*straight);
+/// Runs `case` straight and disrupted in two fresh places from `make` (its argument names
+/// the run: `straight`, `disrupted`), checking every invariant.
+pub fn run_case(case: &Case, make: &dyn Fn(&str) -> Place) {
+    let straight = make("straight");
+    let planted = plant(&straight);
     assert_eq!(
         attempt(case, &straight, &planted, false, None),
         End::Completed
     );
-    let expected = snapshot(&*straight, &planted);
-    let expected_latest = case.main(&straight).latest().ok();
+    let expected = snapshot(&straight, &planted);
+    let expected_latest = case
+        .main(&straight)
+        .latest()
+        .ok()
+        .map(|p| straight.relative(&p.to_string_lossy()));
 
-    let disrupted = make();
-    let planted = plant(&*disrupted);
+    let disrupted = make("disrupted");
+    let planted = plant(&disrupted);
     let mut resume = false;
     for stop in &case.stops {
         match attempt(case, &disrupted, &planted, resume, Some(*stop)) {
@@ -630,7 +649,7 @@ pub fn run_case(case: &Case, make: &dyn Fn() -> Arc<dyn Storage>) {
     // Whatever the last stop left, the run completes.
     let end = attempt(case, &disrupted, &planted, resume, None);
     assert_eq!(end, End::Completed);
-    let got = snapshot(&*disrupted, &planted);
+    let got = snapshot(&disrupted, &planted);
     let names = |m: &BTreeMap<String, String>| m.keys().cloned().collect::<BTreeSet<_>>();
     assert_eq!(
         names(&got),
@@ -645,34 +664,39 @@ pub fn run_case(case: &Case, make: &dyn Fn() -> Arc<dyn Storage>) {
         );
     }
     assert_eq!(
-        case.main(&disrupted).latest().ok(),
+        case.main(&disrupted)
+            .latest()
+            .ok()
+            .map(|p| disrupted.relative(&p.to_string_lossy())),
         expected_latest,
         "{case:?}: latest after the resumed run"
     );
 }
 
 fn snapshot(
-    storage: &dyn Storage,
+    place: &Place,
     planted: &BTreeMap<String, Vec<u8>>,
 ) -> BTreeMap<String, String> {
-    made(storage, planted)
+    made(place, planted)
         .into_iter()
         .map(|name| {
-            let print = fingerprint(storage, &name);
-            (name, print)
+            let print = fingerprint(place, &name);
+            (place.relative(&name), print)
         })
         .collect()
 }
 
-/// Runs `cases` random cases from `seed`; returns the number of distinct combinations.
-pub fn run(cases: usize, seed: u64, signals: bool, make: &dyn Fn() -> Arc<dyn Storage>) -> usize {
+/// Runs `cases` random cases from `seed`, each in places from `make` (its arguments: the
+/// case's number and the run's name); returns the number of distinct combinations.
+pub fn run(cases: usize, seed: u64, signals: bool, make: &dyn Fn(usize, &str) -> Place) -> usize {
     let mut rng = Rng(seed.max(1));
     let mut seen = BTreeSet::new();
     for n in 0..cases {
         let case = Case::random(&mut rng, signals);
         seen.insert(case.features());
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&case, make)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_case(&case, &|run| make(n, run))
+        }));
         if let Err(panic) = result {
             eprintln!("combination case {n} (seed {seed}) failed: {case:?}");
             std::panic::resume_unwind(panic);

@@ -553,7 +553,7 @@ impl Engine {
                     || last.as_deref() == Some(store::normalize(&l.path.to_string_lossy()).as_str())
             })
             .collect();
-        let positions: Vec<((u64, u64, u64), PathBuf, Option<String>)> = saves
+        let positions: Vec<(store::Position, PathBuf, Option<String>)> = saves
             .iter()
             .map(|l| {
                 let run = l.header.as_ref().ok().and_then(|h| h.meta.run_id.clone());

@@ -227,8 +227,19 @@ impl Engine {
         gate::delete(&*self.storage, &format!("{last}/{INDEX_FILE}"), any_run)?;
         self.storage.prepare_dir(last)?;
         let name_of = |full: &str| full.rsplit('/').next().unwrap_or(full).to_owned();
-        let objects = self.storage.list(from, 0)?;
-        let new: BTreeSet<String> = objects.iter().map(|o| name_of(&o.name)).collect();
+        // The checkpoint's parts are its index's shards: whatever else its folder holds (a
+        // user's notes) is not copied.
+        let world = sharded::read_index(&*self.storage, &format!("{from}/{INDEX_FILE}"))?
+            .model_checkpoint
+            .world_size;
+        let parts: Vec<String> = (0..world)
+            .map(|rank| sharded::shard_file(rank, world))
+            .collect();
+        let new: BTreeSet<String> = parts
+            .iter()
+            .cloned()
+            .chain(std::iter::once(INDEX_FILE.to_owned()))
+            .collect();
         for stale in self.storage.list(last, 0)? {
             if !new.contains(&name_of(&stale.name)) {
                 match gate::delete(&*self.storage, &stale.name, any_run) {
@@ -241,10 +252,10 @@ impl Engine {
             }
         }
         let durable = self.options.durable;
-        for object in objects.iter().filter(|o| name_of(&o.name) != INDEX_FILE) {
-            let to = format!("{last}/{}", name_of(&object.name));
+        for part in &parts {
+            let to = format!("{last}/{part}");
             gate::check_replace(&*self.storage, &to, any_run)?;
-            self.storage.copy(&object.name, &to, durable)?;
+            self.storage.copy(&format!("{from}/{part}"), &to, durable)?;
         }
         self.storage.copy(
             &format!("{from}/{INDEX_FILE}"),

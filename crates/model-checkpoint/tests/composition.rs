@@ -1,0 +1,388 @@
+//! Where two features meet, one test per class (the combination property test,
+//! `combinations.rs`, composes them at random): two callbacks and the order of their list,
+//! hooks called one by one, Keras's formatting against this crate's name bounds, one name
+//! for writing and reading, nothing printed before a refused save, and versions under
+//! background saves.
+
+use std::sync::{Arc, Mutex};
+
+use model_checkpoint::restore::{restore, restore_with_options, RestoreOptions, Stored};
+use model_checkpoint::store::{CheckpointFile, Meta, Verify};
+use model_checkpoint::{
+    Callback, CallbackList, Checkpointable, Context, Dtype, Error, HostTensor, Logs, Mode,
+    ModelCheckpoint, NamedTensor, TrainingState,
+};
+
+/// A model with weights and a training state (a step counter).
+#[derive(Default)]
+struct Model {
+    step: u64,
+}
+
+impl Checkpointable for Model {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![NamedTensor::new(
+            "w",
+            HostTensor::from_f32(vec![2], &[self.step as f32, 1.0]),
+        )])
+    }
+    fn training_state(&self) -> Result<TrainingState<'_>, Error> {
+        let mut state = TrainingState::default();
+        state.values.insert("step".into(), self.step.into());
+        Ok(state)
+    }
+    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+        stored.read("w", Dtype::F32, &[2]).map(|_| ())
+    }
+    fn restore_training_state(
+        &mut self,
+        _: &Stored<'_>,
+        values: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        self.step = values
+            .get("step")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        Ok(())
+    }
+}
+
+/// A model that hands over weights only.
+struct WeightsOnly;
+
+impl Checkpointable for WeightsOnly {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![NamedTensor::new(
+            "w",
+            HostTensor::from_f32(vec![1], &[1.0]),
+        )])
+    }
+}
+
+/// Standard output a callback printed, shared with the test.
+#[derive(Clone, Default)]
+struct Printed(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Printed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Printed {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned()
+    }
+}
+
+fn every_epoch(dir: &std::path::Path) -> ModelCheckpoint {
+    ModelCheckpoint::new(dir.join("full.{epoch:02d}.safetensors"))
+}
+
+fn best_weights(dir: &std::path::Path, out: &Printed) -> ModelCheckpoint {
+    ModelCheckpoint::new(dir.join("best.safetensors"))
+        .monitor("val_loss")
+        .mode(Mode::Min)
+        .save_best_only(true)
+        .save_weights_only(true)
+        .verbose(1)
+        .output(out.clone())
+}
+
+/// Epochs `from..to` of a loop of one list: the full saver first or last.
+fn epochs(
+    model: &mut Model,
+    callbacks: &mut [&mut dyn Callback],
+    values: &[f64],
+    from: usize,
+    to: usize,
+) {
+    let mut list = CallbackList::borrowed(callbacks);
+    for (epoch, value) in values.iter().enumerate().take(to).skip(from) {
+        model.step += 1;
+        let mut ctx = Context::new(&*model).with_global_step(model.step);
+        list.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("on_epoch_begin");
+        list.on_epoch_end(epoch, &Logs::from([("val_loss", *value)]), &mut ctx)
+            .expect("on_epoch_end");
+    }
+}
+
+#[test]
+fn two_callbacks_resume_with_the_same_best_whatever_their_order() {
+    for full_first in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let values = [0.5, 0.3, 0.4];
+        let out = Printed::default();
+        let mut model = Model::default();
+        let (mut full, mut best) = (every_epoch(dir.path()), best_weights(dir.path(), &out));
+        {
+            let mut list: Vec<&mut dyn Callback> = if full_first {
+                vec![&mut full, &mut best]
+            } else {
+                vec![&mut best, &mut full]
+            };
+            epochs(&mut model, &mut list, &values, 0, 2);
+        }
+        // A fresh process resumes from the full checkpoint of epoch 2.
+        let mut model = Model::default();
+        let out = Printed::default();
+        let (mut full, mut best) = (every_epoch(dir.path()), best_weights(dir.path(), &out));
+        let file = CheckpointFile::open(&dir.path().join("full.02.safetensors"), Verify::Full)
+            .expect("epoch 2");
+        restore(&file, &mut model, &mut [&mut full, &mut best]).expect("restore");
+        assert_eq!(best.best().as_f64(), Some(0.3), "full first: {full_first}");
+        let before = std::fs::read(dir.path().join("best.safetensors")).expect("best");
+        {
+            let mut list: Vec<&mut dyn Callback> = if full_first {
+                vec![&mut full, &mut best]
+            } else {
+                vec![&mut best, &mut full]
+            };
+            epochs(&mut model, &mut list, &values, 2, 3);
+        }
+        // 0.4 is worse than 0.3: not "improved", and the real best is not replaced.
+        assert_eq!(
+            out.text(),
+            "\nEpoch 3: val_loss did not improve from 0.30000\n",
+            "full first: {full_first}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("best.safetensors")).expect("best"),
+            before
+        );
+    }
+}
+
+#[test]
+fn hooks_called_one_by_one_are_told_that_a_state_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Printed::default();
+    let model = Model { step: 1 };
+    let (mut full, mut best) = (every_epoch(dir.path()), best_weights(dir.path(), &out));
+    // Each callback's hooks called on its own: each full file holds only its own state.
+    let mut ctx = Context::new(&model).with_global_step(1);
+    let logs = Logs::from([("val_loss", 0.5)]);
+    full.on_epoch_end(0, &logs, &mut ctx).expect("full");
+    best.on_epoch_end(0, &logs, &mut ctx).expect("best");
+    let file =
+        CheckpointFile::open(&dir.path().join("full.01.safetensors"), Verify::Full).expect("file");
+    let (mut full, mut best) = (every_epoch(dir.path()), best_weights(dir.path(), &out));
+    let restored = restore(&file, &mut Model::default(), &mut [&mut full, &mut best])
+        .expect("a warning, not an error");
+    assert_eq!(
+        restored.missing_callbacks,
+        [format!(
+            "ModelCheckpoint({})",
+            dir.path().join("best.safetensors").display()
+        )]
+    );
+    let strict = restore_with_options(
+        &file,
+        &mut Model::default(),
+        &mut [&mut full, &mut best],
+        RestoreOptions::default().strict(true),
+    );
+    assert!(
+        matches!(strict, Err(Error::MissingCallbackState { .. })),
+        "{strict:?}"
+    );
+}
+
+#[test]
+fn keras_only_formats_a_name_it_never_creates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Printed::default();
+    // A huge value that does not improve makes a name of over 255 bytes, which Keras only
+    // formats: it prints "did not improve", and so does this.
+    let mut cb = ModelCheckpoint::new(dir.path().join("w-{val_loss:f}.safetensors"))
+        .monitor("val_loss")
+        .mode(Mode::Min)
+        .save_best_only(true)
+        .save_weights_only(true)
+        .verbose(1)
+        .output(out.clone());
+    let model = Model::default();
+    let mut ctx = Context::new(&model);
+    cb.on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut ctx)
+        .expect("saves");
+    cb.on_epoch_end(1, &Logs::from([("val_loss", 1e300)]), &mut ctx)
+        .expect("does not improve: nothing created, nothing refused");
+    assert!(
+        out.text()
+            .ends_with("\nEpoch 2: val_loss did not improve from 0.50000\n"),
+        "{}",
+        out.text()
+    );
+    // One that improves is created: Keras prints, then its save fails (OSError), as here.
+    let out = Printed::default();
+    let mut cb = ModelCheckpoint::new(dir.path().join("m-{val_loss:f}.safetensors"))
+        .monitor("val_loss")
+        .mode(Mode::Max)
+        .save_best_only(true)
+        .save_weights_only(true)
+        .verbose(1)
+        .output(out.clone());
+    let failed = cb.on_epoch_end(0, &Logs::from([("val_loss", 1e300)]), &mut ctx);
+    assert!(matches!(failed, Err(Error::NameTooLong { .. })), "{failed:?}");
+    assert_eq!(failed.err().and_then(|e| e.keras_exception()), Some("OSError"));
+    assert!(
+        out.text().contains("improved from -inf to"),
+        "{}",
+        out.text()
+    );
+}
+
+#[test]
+fn a_dot_dot_path_is_one_name_for_writing_reading_and_reporting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `ck/new` never exists: the name resolves lexically, for writes and reads alike.
+    let template = dir.path().join("ck/new/../w{epoch}.safetensors");
+    let mut cb = ModelCheckpoint::new(&template).save_weights_only(true);
+    let model = Model::default();
+    cb.on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut Context::new(&model))
+        .expect("save");
+    let saved = cb.last_saved().expect("saved").to_path_buf();
+    assert_eq!(saved, dir.path().join("ck/w1.safetensors"));
+    assert!(!dir.path().join("ck/new").exists());
+    CheckpointFile::open(&saved, Verify::Full).expect("what last_saved names");
+    CheckpointFile::open(&dir.path().join("ck/new/../w1.safetensors"), Verify::Full)
+        .expect("the name as formatted");
+}
+
+#[test]
+fn nothing_is_printed_before_a_full_save_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Printed::default();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+        .verbose(1)
+        .output(out.clone());
+    let refused = cb.on_epoch_end(
+        0,
+        &Logs::from([("val_loss", 0.5)]),
+        &mut Context::new(&WeightsOnly),
+    );
+    assert!(matches!(refused, Err(Error::NoTrainingState)), "{refused:?}");
+    assert_eq!(out.text(), "", "no 'saving model to' for a save that cannot happen");
+    assert!(!dir.path().join("w1.safetensors").exists());
+}
+
+#[test]
+fn versions_do_not_depend_on_when_background_saves_finish() {
+    for background in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cb = ModelCheckpoint::new(dir.path().join("m.safetensors"))
+            .overwrite(false)
+            .keep_last(1)
+            .background(background);
+        let mut model = Model::default();
+        for epoch in 0..4 {
+            model.step += 1;
+            let mut ctx = Context::new(&model).with_global_step(model.step);
+            cb.on_epoch_end(epoch, &Logs::from([("val_loss", 0.5)]), &mut ctx)
+                .expect("save");
+        }
+        cb.flush().expect("flush");
+        // Versions only go up: retention freed `m`, but the fourth save is still `m-v3`.
+        assert_eq!(
+            cb.last_saved(),
+            Some(dir.path().join("m-v3.safetensors").as_path()),
+            "background: {background}"
+        );
+        let file = CheckpointFile::open(&dir.path().join("m-v3.safetensors"), Verify::Full)
+            .expect("m-v3");
+        assert_eq!(Meta::from_info(file.info()).expect("meta").epoch, Some(4));
+    }
+}
+
+/// Epochs `from..4` of 3 batches each with `cb`'s hooks called directly, SIGTERM raised
+/// before the hook of `signal_at` (epoch, batch); returns whether training was interrupted.
+#[cfg(unix)]
+fn signalled_run(
+    cb: &mut ModelCheckpoint,
+    model: &mut Model,
+    from: (usize, usize),
+    signal_at: Option<(usize, usize)>,
+) -> bool {
+    use model_checkpoint::Control;
+    cb.on_train_begin(&Logs::new(), &mut Context::new(&*model))
+        .expect("on_train_begin");
+    let mut interrupted = false;
+    'epochs: for epoch in from.0..4 {
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut Context::new(&*model))
+            .expect("on_epoch_begin");
+        let first = if epoch == from.0 { from.1 } else { 0 };
+        for batch in first..3 {
+            model.step += 1;
+            if signal_at == Some((epoch, batch)) {
+                // SAFETY: raising a signal on this thread; the callback installed its
+                // handler (a flag) at on_train_begin.
+                unsafe {
+                    libc::raise(libc::SIGTERM);
+                }
+            }
+            let mut ctx = Context::new(&*model).with_global_step(model.step);
+            let control = cb
+                .on_train_batch_end(batch, &Logs::from([("loss", 1.0)]), &mut ctx)
+                .expect("on_train_batch_end");
+            if control == Control::Interrupt {
+                interrupted = true;
+                break 'epochs;
+            }
+        }
+        let mut ctx = Context::new(&*model).with_global_step(model.step);
+        cb.on_epoch_end(epoch, &Logs::from([("val_loss", 0.5)]), &mut ctx)
+            .expect("on_epoch_end");
+    }
+    cb.on_train_end(&Logs::new(), &mut Context::new(&*model))
+        .expect("on_train_end");
+    interrupted
+}
+
+#[cfg(unix)]
+#[test]
+fn a_save_on_a_signal_is_what_latest_resumes_and_a_completed_run_retires_it() {
+    // Signalled inside epoch 1 (before any save), and inside epoch 3 (after epoch 2's).
+    for epoch in [0usize, 2] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let make = || {
+            ModelCheckpoint::new(dir.path().join("w.{epoch:02d}.safetensors"))
+                .save_on_interrupt(true)
+        };
+        let mut model = Model::default();
+        assert!(signalled_run(&mut make(), &mut model, (0, 0), Some((epoch, 1))));
+        let interrupt = dir.path().join("interrupted.safetensors");
+        // What a requeued job runs: a fresh process, `latest`.
+        let mut cb = make();
+        assert_eq!(cb.latest().expect("latest"), interrupt, "signalled in epoch {}", epoch + 1);
+        let file = CheckpointFile::open(&interrupt, Verify::Full).expect("interrupt file");
+        let mut resumed = Model::default();
+        let restored = restore(&file, &mut resumed, &mut [&mut cb]).expect("restore");
+        assert_eq!(resumed.step, model.step, "the partial epoch is kept");
+        assert_eq!(
+            (restored.meta.epoch, restored.meta.batch),
+            (Some(epoch as u64 + 1), Some(2))
+        );
+        assert!(!signalled_run(&mut cb, &mut resumed, (epoch, 2), None));
+        // Completed: the interrupt file is gone, and latest is the run's final checkpoint.
+        assert!(!interrupt.exists());
+        assert_eq!(
+            make().latest().expect("latest"),
+            dir.path().join("w.04.safetensors")
+        );
+        assert_eq!(resumed.step, 12);
+    }
+}
