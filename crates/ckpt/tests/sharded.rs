@@ -124,6 +124,27 @@ fn ls_verify_show_and_consolidate_understand_sharded_checkpoints() {
         row("step-2")
     );
 
+    // The report never writes into a checkpoint it reads.
+    let before = snapshot(&ck);
+    for target in [
+        "ck/step-1/report.html",
+        "ck/step-1/model.safetensors.index.json",
+    ] {
+        let out = ckpt(d, &["report", "ck", "-o", target]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{target}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("which this report reads"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(snapshot(&ck), before);
+
     let verify = ckpt(d, &["verify", "ck/step-1"]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
     // Shards without their index: not a checkpoint, whatever each shard says.
