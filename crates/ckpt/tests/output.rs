@@ -138,6 +138,16 @@ fn a_failure_keeps_its_exit_status_whatever_became_of_its_output() {
             assert_exit(&out, code, &format!("{args:?} with {channel:?}"));
         }
     }
+    // A full disk keeps a failure's status too.
+    if let Ok(full) = std::fs::File::options().write(true).open("/dev/full") {
+        let out = Command::new(CKPT)
+            .current_dir(d)
+            .args(["verify", "bad.safetensors"])
+            .stdout(full)
+            .output()
+            .expect("run");
+        assert_exit(&out, 1, "verify >/dev/full");
+    }
     // What could be written still was: the verdict of verify on the line it could write.
     let out = run(
         d,
@@ -180,6 +190,22 @@ fn a_success_whose_output_was_lost_does_not_claim_success() {
         for channel in [Channel::StderrClosed, Channel::StderrReaderGone] {
             let out = run(d, channel, args);
             assert_exit(&out, 0, &format!("{args:?} with {channel:?}"));
+        }
+        // A full disk (ENOSPC): the output is lost; exit 2, saying why.
+        if let Ok(full) = std::fs::File::options().write(true).open("/dev/full") {
+            let out = Command::new(CKPT)
+                .current_dir(d)
+                .args(args)
+                .stdout(full)
+                .output()
+                .expect("run");
+            assert_exit(&out, 2, &format!("{args:?} >/dev/full"));
+            assert!(
+                text(&out.stderr)
+                    .contains("cannot write to standard output: No space left on device"),
+                "{}",
+                text(&out.stderr)
+            );
         }
         // Output to /dev/null was asked for: success.
         let out = Command::new(CKPT)
