@@ -171,7 +171,11 @@ fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {
 /// The best file that verifies, by one rule, the one retention keeps by
 /// (`policy::best_index`): the metric's direction, NaN never ranks, ties go to the older
 /// file (earlier in training order). Returns its index, the metric and the value.
-fn best_of(list: &[Entry], monitor: Option<&str>, mode: Mode) -> Option<(usize, String, f64)> {
+pub(crate) fn best_of(
+    list: &[Entry],
+    monitor: Option<&str>,
+    mode: Mode,
+) -> Option<(usize, String, f64)> {
     let values: Vec<Option<(String, f64)>> = list
         .iter()
         .map(|e| e.verified.is_ok().then(|| monitored(e, monitor)).flatten())
@@ -202,14 +206,14 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
             .map(|(i, e)| {
                 let m = monitored(e, None);
                 json!({
-                    "path": e.path, "kind": e.kind, "epoch": e.meta.epoch, "global_step": e.meta.global_step,
+                    "path": e.path.to_string_lossy(), "kind": e.kind, "epoch": e.meta.epoch, "global_step": e.meta.global_step,
                     "monitor": m.as_ref().map(|(n, _)| n), "value": m.as_ref().map(|(_, v)| v),
                     "bytes": e.size, "verified": e.verified.is_ok(),
                     "problem": e.verified.as_ref().err(), "best": best == Some(i),
                 })
             })
             .collect();
-        out!("{}", serde_json::Value::Array(rows));
+        crate::output::json(&serde_json::Value::Array(rows));
         return Ok(());
     }
     let dash = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
@@ -279,9 +283,8 @@ pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     };
     let e = &list[i];
     if args.json {
-        out!(
-            "{}",
-            json!({"path": e.path, "monitor": name, "value": value, "epoch": e.meta.epoch, "global_step": e.meta.global_step})
+        crate::output::json(
+            &json!({"path": e.path.to_string_lossy(), "monitor": name, "value": value, "epoch": e.meta.epoch, "global_step": e.meta.global_step}),
         );
     } else {
         out!("{}", e.path.display());

@@ -89,7 +89,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
             })
             .collect();
         let out = json!({
-            "path": args.file,
+            "path": args.file.to_string_lossy(),
             "kind": file.kind().to_string(),
             "bytes": file.len(),
             "has_checksums": file.has_checksums(),
@@ -97,7 +97,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
             "metadata": metadata,
             "tensors": listing,
         });
-        out!("{out}");
+        crate::output::json(&out);
     } else {
         let info = file.info();
         let get = |k: &str| info.get(k).map(String::as_str).unwrap_or("-");

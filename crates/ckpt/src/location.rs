@@ -27,6 +27,49 @@ pub(crate) fn storage_for(location: &str) -> Result<Arc<dyn Storage>, Failure> {
     }
 }
 
+/// The name `name` (a path or a URL) is known by when telling whether two names are the
+/// same object: a URL normalised (`store::normalize`); a local path made absolute and
+/// normalised, with the links of its longest part that exists resolved. Names of different
+/// storages never compare equal (a URL keeps its scheme).
+pub(crate) fn identity(name: &str) -> String {
+    if is_remote(name) {
+        return store::normalize(name);
+    }
+    let path = Path::new(name);
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(path),
+            Err(_) => return store::normalize(name),
+        }
+    };
+    // Lexically first, as the storage resolves `.` and `..`; then the links.
+    let lexical = PathBuf::from(store::normalize(&absolute.to_string_lossy()));
+    let mut existing = lexical.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut resolved) = existing.canonicalize() {
+            resolved.extend(rest.iter().rev());
+            return store::normalize(&resolved.to_string_lossy());
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(file)) => {
+                rest.push(file.to_owned());
+                existing = parent;
+            }
+            _ => return lexical.to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// Whether `inner` (an [`identity`]) is `outer` or inside it.
+pub(crate) fn within(inner: &str, outer: &str) -> bool {
+    inner
+        .strip_prefix(outer.trim_end_matches('/'))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 impl Location {
     pub fn of(path: &Path) -> Result<Location, Failure> {
         let name = path.to_string_lossy().into_owned();
@@ -39,6 +82,12 @@ impl Location {
 
     pub fn is_remote(&self) -> bool {
         self.remote
+    }
+
+    /// The name this location is known by when telling whether two names are the same
+    /// object (see [`identity`]).
+    pub fn identity(&self) -> String {
+        identity(&self.name)
     }
 
     /// Whether this names a folder: a local folder, or a prefix that is not itself an

@@ -1,19 +1,16 @@
 //! `ckpt`: train with Keras-style checkpoints, and inspect and verify checkpoint files.
 
-/// `println!` that returns a closed pipe as an error instead of panicking, and prints
-/// control characters (from names read out of files) escaped, so that no file can move the
-/// cursor, clear the screen or fake a line of output.
+/// One line on standard output, through [`output::line`]: made printable (control
+/// characters from names read out of files escaped, so that no file can move the cursor,
+/// clear the screen or fake a line of output), and never a panic, whatever became of
+/// standard output (see [`output`] for what a failed write does to the exit status).
 macro_rules! out {
-    () => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout()).map_err($crate::Failure::from)?
-    }};
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let text = format!($($arg)*);
-        let line = $crate::printable(&text);
-        writeln!(std::io::stdout(), "{line}").map_err($crate::Failure::from)?
-    }};
+    () => {
+        $crate::output::line("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(&format!($($arg)*))
+    };
 }
 
 mod bench;
@@ -22,11 +19,11 @@ mod folder;
 mod framework;
 mod inspect;
 mod location;
+mod output;
 mod report;
 mod sharded;
 mod train;
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -50,7 +47,7 @@ const INTERRUPTED: u8 = 3;
     name = "ckpt",
     version,
     about,
-    after_help = "Exit status: 0 success; 1 verify found a bad checkpoint (or diff found differences); 2 bad usage, bad input or an I/O error; 3 train was interrupted by SIGTERM/SIGINT after saving a resumable checkpoint."
+    after_help = "Exit status: 0 success; 1 verify found a bad checkpoint (or diff found differences); 2 bad usage, bad input or an I/O error; 3 train was interrupted by SIGTERM/SIGINT after saving a resumable checkpoint. A failed write never turns a failure into 0: with standard output's reader gone (a closed pipe) the status is the command's verdict; any other failed write to standard output turns a success into 2."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -75,8 +72,13 @@ enum Command {
     BenchRank(bench::RankArgs),
 }
 
-/// Prints warnings from the library (Keras's `WARNING:tensorflow:` lines) on stderr.
+/// Prints warnings from the library (Keras's `WARNING:tensorflow:` lines) on stderr, one
+/// line each, made printable and bounded like error lines: a warning quotes names read from
+/// files.
 struct StderrLog;
+
+/// The longest warning message, in characters.
+const MAX_WARNING: usize = 2000;
 
 impl log::Log for StderrLog {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
@@ -84,20 +86,34 @@ impl log::Log for StderrLog {
     }
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            let _ = writeln!(std::io::stderr(), "WARNING: {}", record.args());
+            output::diagnostic("WARNING: ", &record.args().to_string(), MAX_WARNING);
         }
     }
     fn flush(&self) {}
 }
 
-/// `text` with control characters escaped (`\n`, `\u{1b}` …); tabs kept.
+/// Whether [`printable`] writes `c` as an escape: control characters but tab, the
+/// characters that reorder text or break lines without being controls (bidirectional
+/// overrides and isolates, the Unicode line and paragraph separators), and the two
+/// non-characters XML forbids.
+pub(crate) fn needs_escape(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}'
+        )
+}
+
+/// `text` with every character [`needs_escape`] names escaped (`\n`, `\u{1b}` …); tabs
+/// kept. The one spelling of untrusted text on the terminal, in the report's page and in
+/// its SVG (where XML 1.0 forbids these control characters even as references).
 pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\t') {
+    if !text.chars().any(needs_escape) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && c != '\t' {
+        if needs_escape(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -146,23 +162,32 @@ impl Failure {
 
 fn main() -> ExitCode {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(log::LevelFilter::Warn));
+    ExitCode::from(output::status(run()))
+}
+
+/// Runs the command line; returns the command's verdict as an exit status.
+fn run() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::from(OK);
+                output::text(&e.render().to_string());
+                return OK;
             }
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                eprintln!("ckpt: a command is missing (ckpt --help lists them)");
-                return ExitCode::from(ERROR);
+                output::diagnostic(
+                    "ckpt: ",
+                    "a command is missing (ckpt --help lists them)",
+                    MAX_MESSAGE,
+                );
+                return ERROR;
             }
             // clap's text is several lines (usage, tips); the first says what is wrong.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("ckpt: {}", shorten(&printable(first.trim()), MAX_MESSAGE));
-            return ExitCode::from(ERROR);
+            output::diagnostic("ckpt: ", first.trim(), MAX_MESSAGE);
+            return ERROR;
         }
     };
     let result = match cli.command {
@@ -179,24 +204,16 @@ fn main() -> ExitCode {
         Command::BenchRank(args) => bench::rank(args),
     };
     match result {
-        Ok(()) => ExitCode::from(OK),
-        // A closed pipe (`ckpt ls dir | head`) ends the output early; that is not an error.
-        Err(failure) if failure.message.contains("Broken pipe") => ExitCode::from(OK),
+        Ok(()) => OK,
         Err(failure) => {
             if failure.message.is_empty() {
                 // The command has said what happened.
             } else if failure.finding {
-                eprintln!(
-                    "ckpt: {}",
-                    shorten(&printable(&failure.message), MAX_MESSAGE)
-                );
+                output::diagnostic("ckpt: ", &failure.message, MAX_MESSAGE);
             } else {
-                eprintln!(
-                    "ckpt: error: {}",
-                    shorten(&printable(&failure.message), MAX_MESSAGE)
-                );
+                output::diagnostic("ckpt: error: ", &failure.message, MAX_MESSAGE);
             }
-            ExitCode::from(failure.code)
+            failure.code
         }
     }
 }

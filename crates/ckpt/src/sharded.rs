@@ -28,17 +28,69 @@ pub(crate) struct ConsolidateArgs {
 
 pub(crate) fn consolidate(args: ConsolidateArgs) -> Result<(), Failure> {
     let from = Location::of(&args.dir)?;
-    let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
     let to = Location::of(&args.out)?;
+    // An output never replaces an input: OUT may be neither the checkpoint's folder nor
+    // anything in it (its index, a shard). Refused by name before anything is read or
+    // written; the core's gate (`Claim::Consolidated`) then refuses any other file that
+    // is not an earlier consolidated one.
+    refuse_input_as_output(&from, &to, &args)?;
+    let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
     let report = checkpoint.consolidate(&*to.storage, &to.name)?;
+    // What was written, counted in the file itself (the core leaves the training state,
+    // `__training__/` tensors, in the shards).
+    let written = match model_checkpoint::store::CheckpointFile::open_in(
+        &*to.storage,
+        &to.name,
+        model_checkpoint::store::Verify::HeaderOnly,
+    ) {
+        Ok(file) => file.tensors().count(),
+        Err(_) => checkpoint
+            .tensors()
+            .keys()
+            .filter(|n| !n.starts_with(model_checkpoint::store::TRAINING_PREFIX))
+            .count(),
+    };
+    let left = checkpoint.tensors().len().saturating_sub(written);
     out!(
-        "wrote {} ({} tensors from {} shards, {} bytes)",
+        "wrote {} ({written} tensors from {} shards{}, {} bytes)",
         args.out.display(),
-        checkpoint.tensors().len(),
         checkpoint.world_size(),
+        if left > 0 {
+            format!("; {left} training-state tensors left in the shards")
+        } else {
+            String::new()
+        },
         report.bytes
     );
     Ok(())
+}
+
+/// Refuses an output that is the sharded checkpoint `from` or anything inside it.
+fn refuse_input_as_output(
+    from: &Location,
+    to: &Location,
+    args: &ConsolidateArgs,
+) -> Result<(), Failure> {
+    let (dir, out) = (from.identity(), to.identity());
+    if !crate::location::within(&out, &dir) {
+        return Ok(());
+    }
+    let file = out[dir.trim_end_matches('/').len()..].trim_start_matches('/');
+    let what = if file.is_empty() {
+        "the sharded checkpoint's folder itself".to_owned()
+    } else if file == INDEX_FILE {
+        "the index of the sharded checkpoint it reads".to_owned()
+    } else if file.starts_with("shard-") && !file.contains('/') {
+        "a shard of the sharded checkpoint it reads".to_owned()
+    } else {
+        "inside the sharded checkpoint it reads".to_owned()
+    };
+    Err(format!(
+        "refusing to write {}: it is {what} ({}); an output never replaces an input: write the consolidated file elsewhere",
+        args.out.display(),
+        args.dir.display()
+    )
+    .into())
 }
 
 /// Whether folder `dir` of `storage` is a sharded checkpoint (it has an index).

@@ -1038,7 +1038,11 @@ fn managed_names_never_replace_what_the_run_did_not_write() {
     foreign_file(&dir.path().join("ck/last.safetensors"), Some("pt"));
     let before = std::fs::read(dir.path().join("ck/last.safetensors")).expect("read");
     let out = train(dir.path(), &["--epochs", "1", "--save-last"]);
-    assert_refused(&out, &["--save-last"], "did not write");
+    assert_refused(
+        &out,
+        &["--save-last"],
+        "refusing to delete or replace ck/last.safetensors: it is not a checkpoint this tool wrote",
+    );
     assert_eq!(
         std::fs::read(dir.path().join("ck/last.safetensors")).expect("read"),
         before

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use common::{ckpt, text};
 use model_checkpoint::sharded::{self, CommitOptions, Ranks, ShardTensor, Slice};
@@ -14,6 +15,12 @@ use model_checkpoint::{HostTensor, NamedTensor, Placement};
 /// A 2-rank checkpoint of a [4, 3] tensor sliced by rows and a replicated [3] one, saved
 /// in-process (the multi-process tests are in model-checkpoint/tests/sharded.rs).
 fn save(dir: &str, epoch: u64, commit: bool) {
+    save_with(dir, epoch, commit, false);
+}
+
+/// [`save`], with optimizer state (`__training__/` tensors) when `training` is set: a
+/// sliced moment of `w` and a replicated step count.
+fn save_with(dir: &str, epoch: u64, commit: bool, training: bool) {
     let storage = LocalFolder::default();
     let global: Vec<f32> = (0..12).map(|i| i as f32 + epoch as f32).collect();
     for rank in 0..2 {
@@ -30,6 +37,27 @@ fn save(dir: &str, epoch: u64, commit: bool) {
                 tensor: NamedTensor::new("b", HostTensor::from_f32(vec![3], &[1.0, 2.0, 3.0])),
                 placement: Placement::Replicated,
             });
+        }
+        if training {
+            tensors.push(ShardTensor {
+                tensor: NamedTensor::new(
+                    "__training__/optimizer/w.m",
+                    HostTensor::from_f32(vec![2, 3], rows),
+                ),
+                placement: Placement::Sliced(Slice {
+                    global_shape: vec![4, 3],
+                    offsets: vec![rank * 2, 0],
+                }),
+            });
+            if rank == 0 {
+                tensors.push(ShardTensor {
+                    tensor: NamedTensor::new(
+                        "__training__/optimizer/step",
+                        HostTensor::from_f32(vec![1], &[7.0]),
+                    ),
+                    placement: Placement::Replicated,
+                });
+            }
         }
         let ranks = Ranks::new(rank, 2).expect("ranks");
         sharded::save_shard(
@@ -95,6 +123,27 @@ fn ls_verify_show_and_consolidate_understand_sharded_checkpoints() {
         "{}",
         row("step-2")
     );
+
+    // The report never writes into a checkpoint it reads.
+    let before = snapshot(&ck);
+    for target in [
+        "ck/step-1/report.html",
+        "ck/step-1/model.safetensors.index.json",
+    ] {
+        let out = ckpt(d, &["report", "ck", "-o", target]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{target}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("which this report reads"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(snapshot(&ck), before);
 
     let verify = ckpt(d, &["verify", "ck/step-1"]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
@@ -220,4 +269,119 @@ fn forged_indexes_and_replaced_shards_are_refused() {
             "{name}: {listing}"
         );
     }
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn consolidate_never_writes_over_its_inputs() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let d = root.path();
+    save(&d.join("ck/step-1").to_string_lossy(), 1, true);
+    std::os::unix::fs::symlink(
+        d.join("ck/step-1").join(sharded::shard_file(0, 2)),
+        d.join("link.safetensors"),
+    )
+    .expect("link");
+    let before = snapshot(&d.join("ck"));
+    let absolute_index = d.join("ck/step-1").join(sharded::INDEX_FILE);
+    let absolute_index = absolute_index.to_string_lossy();
+    let shard0 = format!("ck/step-1/{}", sharded::shard_file(0, 2));
+    let shard1 = format!("./ck/step-1/../step-1/{}", sharded::shard_file(1, 2));
+    let index = format!("ck//step-1/{}", sharded::INDEX_FILE);
+    for (out_name, what) in [
+        (
+            index.as_str(),
+            "the index of the sharded checkpoint it reads",
+        ),
+        (
+            absolute_index.as_ref(),
+            "the index of the sharded checkpoint it reads",
+        ),
+        (
+            shard0.as_str(),
+            "a shard of the sharded checkpoint it reads",
+        ),
+        (
+            shard1.as_str(),
+            "a shard of the sharded checkpoint it reads",
+        ),
+        // A link to a shard is the shard.
+        (
+            "link.safetensors",
+            "a shard of the sharded checkpoint it reads",
+        ),
+        ("ck/step-1", "the sharded checkpoint's folder itself"),
+        ("ck/step-1/", "the sharded checkpoint's folder itself"),
+        (
+            "ck/step-1/all.safetensors",
+            "inside the sharded checkpoint it reads",
+        ),
+    ] {
+        let out = ckpt(d, &["consolidate", "ck/step-1", out_name]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{out_name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{out_name}: {err:?}");
+        assert!(
+            err.contains(&format!("refusing to write {out_name}: it is {what}")),
+            "{out_name}: {err}"
+        );
+        assert_eq!(
+            snapshot(&d.join("ck")),
+            before,
+            "{out_name} changed the checkpoint"
+        );
+        assert!(d.join("link.safetensors").is_symlink());
+    }
+    // The checkpoint still verifies, and consolidates elsewhere (again over its own
+    // output, but never over a file consolidate did not write).
+    let verify = ckpt(d, &["verify", "ck/step-1"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    for _ in 0..2 {
+        let out = ckpt(d, &["consolidate", "ck/step-1", "all.safetensors"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    std::fs::write(d.join("mine.safetensors"), b"a user's file").expect("write");
+    let out = ckpt(d, &["consolidate", "ck/step-1", "mine.safetensors"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(d.join("mine.safetensors")).expect("read"),
+        b"a user's file"
+    );
+}
+
+#[test]
+fn consolidate_counts_only_the_tensors_it_writes() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let d = root.path();
+    save_with(&d.join("ck/step-1").to_string_lossy(), 1, true, true);
+    let out = ckpt(d, &["consolidate", "ck/step-1", "all.safetensors"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let file = CheckpointFile::open(&d.join("all.safetensors"), Verify::Full).expect("verifies");
+    let written: Vec<&str> = file.tensors().map(|t| t.name).collect();
+    assert_eq!(
+        written,
+        ["b", "w"],
+        "the training state stays in the shards"
+    );
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("wrote all.safetensors (2 tensors from 2 shards; 2 training-state tensors left in the shards, "),
+        "{said}"
+    );
 }

@@ -6,7 +6,6 @@ mod s3;
 mod sharded;
 mod training;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -165,7 +164,6 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             Measurement::ShardedCommitS3 => sharded::commit_at_scale(&s3()?)?,
         };
         out!("{line}");
-        let _ = std::io::stdout().flush();
     }
     Ok(())
 }

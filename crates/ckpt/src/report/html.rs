@@ -15,8 +15,30 @@ const BOTTOM: f64 = 40.0;
 /// More epoch ticks than an axis ever gets (about six).
 const MAX_TICKS: usize = 16;
 
-/// HTML-escapes `text`.
-fn esc(text: &str) -> String {
+/// The longest metric name (or family, or monitor) a page or picture shows in full, in
+/// characters.
+pub(crate) const NAME: usize = 200;
+/// The longest path, problem or option value a page shows, in characters.
+const PATH: usize = 200;
+/// The longest text in places with little room (axis labels, a marker's tooltip, a kind).
+const SHORT: usize = 40;
+/// The longest path in a marker's tooltip.
+const TIP: usize = 100;
+/// The longest note.
+const NOTE: usize = 600;
+
+/// Text from outside (a name, a path, a message), as the page and the picture show it:
+/// shortened to `max` characters, and made printable ([`crate::printable`]: control
+/// characters, which XML 1.0 forbids even as character references, and the characters
+/// that reorder or break lines, written as visible escapes such as `\u{1b}`). Every piece
+/// of text that reaches the page or the SVG passes here.
+pub(crate) fn clean(text: &str, max: usize) -> String {
+    crate::printable(&crate::shorten(text, max)).into_owned()
+}
+
+/// [`clean`], then escaped for HTML and XML text and attribute values.
+fn esc(text: &str, max: usize) -> String {
+    let text = clean(text, max);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -161,7 +183,7 @@ fn axes(svg: &mut String, s: &Scale, family: &str) {
         HEIGHT - 6.0,
         HEIGHT / 2.0,
         HEIGHT / 2.0,
-        esc(family)
+        esc(family, SHORT)
     );
 }
 
@@ -187,29 +209,36 @@ h1{{font-size:20px;margin:0 0 4px}} h2{{font-size:16px;margin:20px 0 4px}}
 table{{border-collapse:collapse;margin-top:8px;font-size:13px}} td,th{{padding:3px 8px;border-bottom:1px solid #eef0f4;text-align:left}}
 td.n{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}} #checkpoints td:first-child{{white-space:nowrap}} #checkpoints td:last-child{{max-width:360px}} tr:target{{background:#fff6d6}}
 .badge{{border-radius:3px;padding:0 5px;font-size:12px}} .b-kept{{background:#e3edfc}} .b-damaged{{background:#fbe0e0}}
-.b-deleted,.b-replaced{{background:#eef0f4;color:#5b6272}} .b-best{{background:#fff0c2}} .b-latest{{background:#e4f4e9}}
+.b-deleted,.b-replaced{{background:#eef0f4;color:#5b6272}} .b-best{{background:#fff0c2}} .b-latest{{background:#e4f4e9}} .b-other{{background:#efe4f8}}
+.other-run circle{{opacity:.5}} tr.other-run td{{color:#5b6272}}
 </style></head>
 <body data-ready="0" data-errors="0">
 <script>window.addEventListener("error",function(){{var b=document.body;b.dataset.errors=String(Number(b.dataset.errors)+1);}});</script>
 <h1>{}</h1>
 "#,
-        esc(&title),
-        esc(&title)
+        esc(&title, PATH),
+        esc(&title, PATH)
     );
     if let Some(m) = &r.monitor {
         let better = match r.direction {
             model_checkpoint::Direction::Maximize => "higher is better",
             _ => "lower is better",
         };
-        let _ = writeln!(page, "<p>monitor: <b>{}</b> ({better})</p>", esc(m));
+        let _ = writeln!(page, "<p>monitor: <b>{}</b> ({better})</p>", esc(m, NAME));
     }
     for note in &r.notes {
-        let _ = writeln!(page, r#"<p class="note">{}</p>"#, esc(note));
+        let _ = writeln!(page, r#"<p class="note">{}</p>"#, esc(note, NOTE));
     }
+    runs(&mut page, r);
     if !r.options.is_empty() {
         page.push_str("<h2>Run</h2><table class=\"options\">");
         for (k, v) in &r.options {
-            let _ = write!(page, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+            let _ = write!(
+                page,
+                "<tr><th>{}</th><td>{}</td></tr>",
+                esc(k, SHORT),
+                esc(v, PATH)
+            );
         }
         page.push_str("</table>\n");
     }
@@ -285,9 +314,9 @@ fn chart(
     let _ = write!(
         page,
         r#"<section class="chart" data-family="{}"><h2>{}</h2><svg viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{} over epochs">"#,
-        esc(family),
-        esc(family),
-        esc(family)
+        esc(family, NAME),
+        esc(family, NAME),
+        esc(family, SHORT)
     );
     axes(page, scale, family);
     for (k, &m) in members.iter().enumerate() {
@@ -301,7 +330,7 @@ fn chart(
             r#"<polyline class="curve s{}{}" data-metric="{}" points="{}"/>"#,
             k % 4,
             if name.starts_with("val_") { " val" } else { "" },
-            esc(name),
+            esc(name, NAME),
             points.trim_end()
         );
     }
@@ -317,17 +346,21 @@ fn chart(
             if c.latest {
                 class.push_str(" latest");
             }
+            if c.other_run {
+                class.push_str(" other-run");
+            }
             let radius = if c.best { 7.0 } else { 5.0 };
             let value = c.value.map(num).unwrap_or_else(|| "-".to_owned());
             let _ = write!(
                 page,
-                r##"<a href="#ckpt-{i}" class="{class}" data-status="{}"><circle id="point-{i}" cx="{:.1}" cy="{:.1}" r="{radius}"/><title>{} · epoch {} · {} {} · {}</title></a>"##,
+                r##"<a href="#ckpt-{i}" class="{class}" data-status="{}"><circle id="point-{i}" cx="{:.1}" cy="{:.1}" r="{radius}"/><title>{} · {} · epoch {} · {} {} · {}</title></a>"##,
                 c.status.as_str(),
                 scale.x(x),
                 scale.y(y),
-                esc(&c.path),
+                esc(&c.path, TIP),
+                run_label(r, c.run),
                 c.epoch,
-                esc(r.monitor.as_deref().unwrap_or("value")),
+                esc(r.monitor.as_deref().unwrap_or("value"), SHORT),
                 value,
                 c.status.as_str()
             );
@@ -341,11 +374,14 @@ fn chart(
             r#"<span><svg width="26" height="8" style="display:inline"><line class="curve s{}{}" x1="0" x2="26" y1="4" y2="4"/></svg> {}</span>"#,
             k % 4,
             if name.starts_with("val_") { " val" } else { "" },
-            esc(name)
+            esc(name, NAME)
         );
     }
     if with_markers {
         page.push_str("<span>● kept</span><span>○ deleted or replaced</span><span style=\"color:#d62f2f\">● damaged</span><span style=\"color:#b08000\">● best</span>");
+        if r.checkpoints.iter().any(|c| c.other_run) {
+            page.push_str("<span style=\"opacity:.5\">● another run</span>");
+        }
     }
     page.push_str("</p></section>\n");
 }
@@ -354,8 +390,8 @@ fn table(page: &mut String, r: &Report) {
     let monitor = r.monitor.as_deref().unwrap_or("monitored");
     let _ = write!(
         page,
-        r#"<h2>Checkpoints</h2><table id="checkpoints"><thead><tr><th>file</th><th>epoch</th><th>batch</th><th>step</th><th>{}</th><th>size</th><th>kind</th><th>status</th><th>verified</th></tr></thead><tbody>"#,
-        esc(monitor)
+        r#"<h2>Checkpoints</h2><table id="checkpoints"><thead><tr><th>file</th><th>run</th><th>epoch</th><th>batch</th><th>step</th><th>{}</th><th>size</th><th>kind</th><th>status</th><th>verified</th></tr></thead><tbody>"#,
+        esc(monitor, NAME)
     );
     for (i, c) in r.checkpoints.iter().enumerate() {
         let mut badges = format!(
@@ -369,28 +405,81 @@ fn table(page: &mut String, r: &Report) {
         if c.latest {
             badges.push_str(r#" <span class="badge b-latest">latest</span>"#);
         }
+        if c.other_run {
+            badges.push_str(r#" <span class="badge b-other">another run</span>"#);
+        }
         let verified = match (c.status, &c.problem) {
             (Status::Kept, _) => "yes".to_owned(),
-            (Status::Damaged, Some(why)) => format!("no: {}", esc(why)),
+            (Status::Damaged, Some(why)) => format!("no: {}", esc(why, PATH)),
             (Status::Deleted, _) => "- (retention deleted it)".to_owned(),
             (Status::Missing, _) => "- (deleted, not by the run)".to_owned(),
-            (Status::Replaced, _) => "- (saved over by a later save)".to_owned(),
+            (Status::Replaced, Some(why)) => format!("- ({})", esc(why, PATH)),
+            (Status::Replaced, None) => "- (saved over by a later save)".to_owned(),
             _ => "-".to_owned(),
+        };
+        let run = match c.run.and_then(|k| r.runs.get(k).map(|id| (k, id))) {
+            Some((k, id)) => format!(
+                r#"<td class="n" title="run id {}">{}</td>"#,
+                esc(id, 64),
+                k + 1
+            ),
+            None => "<td class=\"n\">-</td>".to_owned(),
         };
         let _ = write!(
             page,
-            r##"<tr id="ckpt-{i}" class="{}"><td><a href="#point-{i}">{}</a></td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td><td>{badges}</td><td>{verified}</td></tr>"##,
+            r##"<tr id="ckpt-{i}" class="{}{}"><td><a href="#point-{i}">{}</a></td>{run}<td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td><td>{badges}</td><td>{verified}</td></tr>"##,
             c.status.as_str(),
-            esc(&c.path),
+            if c.other_run { " other-run" } else { "" },
+            esc(&c.path, PATH),
             c.epoch,
             c.batch.map(|b| b.to_string()).unwrap_or_default(),
             c.step.map(|s| s.to_string()).unwrap_or_default(),
             c.value.map(num).unwrap_or_default(),
             c.size.map(human).unwrap_or_default(),
-            esc(&c.kind),
+            esc(&c.kind, SHORT),
         );
     }
     page.push_str("</tbody></table>\n");
+}
+
+/// "run K" for a checkpoint of run K (1-based, in the order the runs appear).
+fn run_label(r: &Report, run: Option<usize>) -> String {
+    match run {
+        Some(k) if k < r.runs.len() => format!("run {}", k + 1),
+        _ => "run unknown".to_owned(),
+    }
+}
+
+/// The runs whose saves the folder holds, when there are several: each one's label and id,
+/// the newest file's run marked.
+fn runs(page: &mut String, r: &Report) {
+    /// The most runs listed by id.
+    const LISTED: usize = 20;
+    if r.runs.len() < 2 {
+        return;
+    }
+    let _ = write!(
+        page,
+        r#"<h2>Runs</h2><p class="runs" data-runs="{}">"#,
+        r.runs.len()
+    );
+    for (k, id) in r.runs.iter().enumerate().take(LISTED) {
+        let newest = if r.newest_run == Some(k) {
+            " (the newest file's)"
+        } else {
+            ""
+        };
+        let _ = write!(
+            page,
+            "<span>run {}: <code>{}</code>{newest}</span> ",
+            k + 1,
+            esc(id, 64)
+        );
+    }
+    if r.runs.len() > LISTED {
+        let _ = write!(page, "and {} more", r.runs.len() - LISTED);
+    }
+    page.push_str("</p>\n");
 }
 
 fn human(bytes: u64) -> String {

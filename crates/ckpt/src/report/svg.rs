@@ -4,7 +4,7 @@
 use plotters::prelude::*;
 
 use super::data::{Report, Status};
-use super::html::{bounds, families, marker_position};
+use super::html::{bounds, clean, families, marker_position, NAME};
 use crate::Failure;
 
 const PANEL: (u32, u32) = (900, 320);
@@ -31,25 +31,25 @@ pub(crate) fn render(r: &Report) -> Result<String, Failure> {
             RGBColor(46, 157, 87),
         ];
         for (area, (family, members)) in areas.iter().zip(&families) {
-            let markers: Vec<(f64, f64, Status, bool)> = if Some(family.as_str()) == monitor_family
-            {
-                r.checkpoints
-                    .iter()
-                    .filter_map(|c| {
-                        let (x, y) = marker_position(c, monitor_series)?;
-                        Some((x, y, c.status, c.best))
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let markers: Vec<(f64, f64, Status, bool, bool)> =
+                if Some(family.as_str()) == monitor_family {
+                    r.checkpoints
+                        .iter()
+                        .filter_map(|c| {
+                            let (x, y) = marker_position(c, monitor_series)?;
+                            Some((x, y, c.status, c.best, c.other_run))
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
             let points = members
                 .iter()
                 .flat_map(|&m| r.metrics[m].1.iter().copied())
                 .chain(markers.iter().map(|&(x, y, ..)| (x, y)));
             let (x0, x1, y0, y1) = bounds(points);
             let mut chart = ChartBuilder::on(area)
-                .caption(family, ("sans-serif", 18))
+                .caption(clean(family, NAME), ("sans-serif", 18))
                 .margin(12)
                 .x_label_area_size(32)
                 .y_label_area_size(56)
@@ -70,16 +70,24 @@ pub(crate) fn render(r: &Report) -> Result<String, Failure> {
                         color.stroke_width(2),
                     ))
                     .map_err(draw_error)?
-                    .label(name.as_str())
+                    .label(clean(name, NAME))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             }
             chart
-                .draw_series(markers.iter().map(|&(x, y, status, best)| {
+                .draw_series(markers.iter().map(|&(x, y, status, best, other_run)| {
+                    let color = match (status, best) {
+                        (_, true) => RGBColor(245, 180, 0),
+                        (Status::Kept, _) => RGBColor(42, 111, 219),
+                        (Status::Damaged, _) => RGBColor(214, 47, 47),
+                        _ => RGBColor(154, 161, 173),
+                    };
+                    // Saves of another run than the newest file's are drawn faded.
+                    let alpha = if other_run { 0.45 } else { 1.0 };
                     let style = match (status, best) {
-                        (_, true) => RGBColor(245, 180, 0).filled(),
-                        (Status::Kept, _) => RGBColor(42, 111, 219).filled(),
-                        (Status::Damaged, _) => RGBColor(214, 47, 47).filled(),
-                        _ => RGBColor(154, 161, 173).stroke_width(2),
+                        (Status::Kept | Status::Damaged, _) | (_, true) => {
+                            color.mix(alpha).filled()
+                        }
+                        _ => color.mix(alpha).stroke_width(2),
                     };
                     Circle::new((x, y), if best { 7 } else { 5 }, style)
                 }))
