@@ -528,12 +528,10 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     if history.interrupted {
         let signal = checkpoint.interrupted().unwrap_or("a signal");
         // A save on a signal is outside the run's counted saves (`last_saved` names the
-        // last counted one); the run's newest resumable checkpoint, which includes its
-        // interrupt file, is where it saved and where to resume.
+        // last counted one).
         let saved = checkpoint
-            .latest()
-            .ok()
-            .or_else(|| checkpoint.last_saved().map(std::path::Path::to_path_buf))
+            .interrupt_saved()
+            .or_else(|| checkpoint.last_saved())
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         out!();

@@ -350,3 +350,108 @@ fn every_command_shows_an_example_in_its_help() {
         );
     }
 }
+
+/// A CSV of `rows` rows of the digits' layout (64 features, then a label), made up: epochs
+/// long enough for a signal to land inside the one asked for.
+fn long_data(path: &std::path::Path, rows: usize) {
+    let mut text = String::with_capacity(rows * 200);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for row in 0..rows {
+        for _ in 0..64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(&format!("{},", state % 17));
+        }
+        text.push_str(&format!("{}\n", row % 10));
+    }
+    std::fs::write(path, text).expect("data");
+}
+
+#[test]
+fn a_requeued_job_resumes_latest_from_its_save_on_a_signal() {
+    use std::io::BufRead;
+    // Signalled inside epoch 1 (before any save) and inside epoch 3 (after two): what a
+    // requeued job runs, `--resume latest`, takes the save on the signal and keeps the
+    // partial epoch, and the resumed run ends as one that went straight through.
+    let straight = tempfile::tempdir().expect("tempdir");
+    long_data(&straight.path().join("data.csv"), 30_000);
+    let args = [
+        "train",
+        "--data",
+        "data.csv",
+        "--epochs",
+        "3",
+        "--progress",
+        "1",
+        "--verbose",
+        "0",
+        "--filepath",
+        "ck/e{epoch:02d}.safetensors",
+        "--save-on-interrupt",
+        "--seed",
+        "3",
+    ];
+    let done = ckpt(straight.path(), &args);
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    for epoch in [1, 3] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            straight.path().join("data.csv"),
+            dir.path().join("data.csv"),
+        )
+        .expect("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+            .current_dir(dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start training");
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let begins = format!("Epoch {epoch}/3");
+        assert!(
+            lines.by_ref().map_while(Result::ok).any(|l| l == begins),
+            "never began epoch {epoch}"
+        );
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let out = child.wait_with_output().expect("wait");
+        assert_eq!(out.status.code(), Some(3), "{rest:?} {}", text(&out.stderr));
+        assert!(
+            rest.iter()
+                .any(|l| l.contains("saved a full checkpoint to ck/interrupted.safetensors")),
+            "{rest:?}"
+        );
+        let mut resume = args.to_vec();
+        resume.extend(["--resume", "latest"]);
+        let out = ckpt(dir.path(), &resume);
+        assert!(out.status.success(), "epoch {epoch}: {}", text(&out.stderr));
+        let said = text(&out.stdout);
+        assert!(
+            said.contains("resuming from ck/interrupted.safetensors")
+                && said.contains(&format!("at epoch {epoch}")),
+            "epoch {epoch}: {said}"
+        );
+        // Completed: nothing newer than the run's final checkpoint is left for `latest`.
+        assert!(!dir.path().join("ck/interrupted.safetensors").exists());
+        for name in ["e01", "e02", "e03"] {
+            let ours = format!("ck/{name}.safetensors");
+            let theirs = straight.path().join(&ours);
+            let diff = ckpt(
+                dir.path(),
+                &["diff", &ours, theirs.to_str().expect("utf-8")],
+            );
+            assert_eq!(
+                diff.status.code(),
+                Some(0),
+                "epoch {epoch}, {name}: {}",
+                text(&diff.stdout)
+            );
+        }
+    }
+}

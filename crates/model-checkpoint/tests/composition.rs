@@ -237,8 +237,14 @@ fn keras_only_formats_a_name_it_never_creates() {
         .verbose(1)
         .output(out.clone());
     let failed = cb.on_epoch_end(0, &Logs::from([("val_loss", 1e300)]), &mut ctx);
-    assert!(matches!(failed, Err(Error::NameTooLong { .. })), "{failed:?}");
-    assert_eq!(failed.err().and_then(|e| e.keras_exception()), Some("OSError"));
+    assert!(
+        matches!(failed, Err(Error::NameTooLong { .. })),
+        "{failed:?}"
+    );
+    assert_eq!(
+        failed.err().and_then(|e| e.keras_exception()),
+        Some("OSError")
+    );
     assert!(
         out.text().contains("improved from -inf to"),
         "{}",
@@ -253,8 +259,12 @@ fn a_dot_dot_path_is_one_name_for_writing_reading_and_reporting() {
     let template = dir.path().join("ck/new/../w{epoch}.safetensors");
     let mut cb = ModelCheckpoint::new(&template).save_weights_only(true);
     let model = Model::default();
-    cb.on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut Context::new(&model))
-        .expect("save");
+    cb.on_epoch_end(
+        0,
+        &Logs::from([("val_loss", 0.5)]),
+        &mut Context::new(&model),
+    )
+    .expect("save");
     let saved = cb.last_saved().expect("saved").to_path_buf();
     assert_eq!(saved, dir.path().join("ck/w1.safetensors"));
     assert!(!dir.path().join("ck/new").exists());
@@ -275,8 +285,15 @@ fn nothing_is_printed_before_a_full_save_is_refused() {
         &Logs::from([("val_loss", 0.5)]),
         &mut Context::new(&WeightsOnly),
     );
-    assert!(matches!(refused, Err(Error::NoTrainingState)), "{refused:?}");
-    assert_eq!(out.text(), "", "no 'saving model to' for a save that cannot happen");
+    assert!(
+        matches!(refused, Err(Error::NoTrainingState)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        out.text(),
+        "",
+        "no 'saving model to' for a save that cannot happen"
+    );
     assert!(!dir.path().join("w1.safetensors").exists());
 }
 
@@ -302,8 +319,8 @@ fn versions_do_not_depend_on_when_background_saves_finish() {
             Some(dir.path().join("m-v3.safetensors").as_path()),
             "background: {background}"
         );
-        let file = CheckpointFile::open(&dir.path().join("m-v3.safetensors"), Verify::Full)
-            .expect("m-v3");
+        let file =
+            CheckpointFile::open(&dir.path().join("m-v3.safetensors"), Verify::Full).expect("m-v3");
         assert_eq!(Meta::from_info(file.info()).expect("meta").epoch, Some(4));
     }
 }
@@ -363,11 +380,21 @@ fn a_save_on_a_signal_is_what_latest_resumes_and_a_completed_run_retires_it() {
                 .save_on_interrupt(true)
         };
         let mut model = Model::default();
-        assert!(signalled_run(&mut make(), &mut model, (0, 0), Some((epoch, 1))));
+        assert!(signalled_run(
+            &mut make(),
+            &mut model,
+            (0, 0),
+            Some((epoch, 1))
+        ));
         let interrupt = dir.path().join("interrupted.safetensors");
         // What a requeued job runs: a fresh process, `latest`.
         let mut cb = make();
-        assert_eq!(cb.latest().expect("latest"), interrupt, "signalled in epoch {}", epoch + 1);
+        assert_eq!(
+            cb.latest().expect("latest"),
+            interrupt,
+            "signalled in epoch {}",
+            epoch + 1
+        );
         let file = CheckpointFile::open(&interrupt, Verify::Full).expect("interrupt file");
         let mut resumed = Model::default();
         let restored = restore(&file, &mut resumed, &mut [&mut cb]).expect("restore");

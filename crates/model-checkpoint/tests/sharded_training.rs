@@ -268,7 +268,9 @@ fn sharded_retention_deletes_only_the_runs_parts_and_removes_emptied_folders() {
         std::fs::write(root.path().join(folder).join("notes.txt"), "mine").expect("notes");
     }
     // keep_last(2), as `train_with` sets it.
-    two_ranks_as_threads(&format!("{dir}/epoch_{{epoch}}"), 5, &|cb| cb.save_last(true));
+    two_ranks_as_threads(&format!("{dir}/epoch_{{epoch}}"), 5, &|cb| {
+        cb.save_last(true)
+    });
     for folder in ["epoch_1", "last"] {
         assert_eq!(
             std::fs::read_to_string(root.path().join(folder).join("notes.txt")).ok(),

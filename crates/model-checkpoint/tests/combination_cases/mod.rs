@@ -550,8 +550,9 @@ fn attempt(
         Err(e) => panic!("latest: {e}"),
     };
     if let Some(latest) = latest {
-        let file = CheckpointFile::open_in(&*place.storage, &latest.to_string_lossy(), Verify::Full)
-            .expect("open latest");
+        let file =
+            CheckpointFile::open_in(&*place.storage, &latest.to_string_lossy(), Verify::Full)
+                .expect("open latest");
         let mut callbacks: Vec<&mut dyn Callback> = vec![&mut cbs.main];
         if let Some(s) = cbs.second.as_mut() {
             callbacks.push(s);
@@ -589,12 +590,7 @@ fn attempt(
                 .expect("on_train_batch_end");
             // Background saves may still be in flight: checked once they are durable.
             if !case.background {
-                check_round(
-                    place,
-                    planted,
-                    &cbs.main,
-                    &format!("e{epoch} b{batch}"),
-                );
+                check_round(place, planted, &cbs.main, &format!("e{epoch} b{batch}"));
             }
             if control == Control::Interrupt {
                 end = End::Signalled;
@@ -673,10 +669,7 @@ pub fn run_case(case: &Case, make: &dyn Fn(&str) -> Place) {
     );
 }
 
-fn snapshot(
-    place: &Place,
-    planted: &BTreeMap<String, Vec<u8>>,
-) -> BTreeMap<String, String> {
+fn snapshot(place: &Place, planted: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, String> {
     made(place, planted)
         .into_iter()
         .map(|name| {

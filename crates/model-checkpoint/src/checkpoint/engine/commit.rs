@@ -283,7 +283,8 @@ impl Engine {
         if !counted {
             // A save on a signal: the run's own (marked), outside its state and retention.
             self.mark_written(&file.path, digest)?;
-            self.session_saved.insert(file.path);
+            self.session_saved.insert(file.path.clone());
+            self.interrupt_saved = Some(file.path);
             return Ok(());
         }
         self.saved.last_saved = Some(file.path.clone());

@@ -133,6 +133,8 @@ pub(crate) struct Engine {
     pub journal: Option<journal::Journal>,
     /// Saves decided in the current round of hooks, written at its end.
     planned: Vec<Planned>,
+    /// Where the last save on a signal went, once durable.
+    pub interrupt_saved: Option<PathBuf>,
     /// Whether the model was seen to hand over the training state a full checkpoint needs
     /// (checked once, before the first full save's message).
     full_checked: bool,
@@ -180,6 +182,7 @@ impl Engine {
             session_digests: BTreeMap::new(),
             journal: None,
             planned: Vec::new(),
+            interrupt_saved: None,
             full_checked: false,
         }
     }

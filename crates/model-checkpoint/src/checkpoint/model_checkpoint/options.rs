@@ -3,7 +3,7 @@
 //! saved. All are off by default, so that the callback behaves exactly as Keras's unless
 //! asked otherwise. Each only sets or asks the engine or the triggers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +99,13 @@ impl ModelCheckpoint {
     /// The signal that stopped training, if one did.
     pub fn interrupted(&self) -> Option<&'static str> {
         self.triggers.interrupted
+    }
+
+    /// Where the save on the last signal went, once durable (`interrupted.safetensors` in
+    /// the folder, or `interrupted-RUNID.safetensors`). It is not one of the run's counted
+    /// saves: [`ModelCheckpoint::last_saved`] names the last of those.
+    pub fn interrupt_saved(&self) -> Option<&Path> {
+        self.engine.interrupt_saved.as_deref()
     }
 
     /// The `last` link's path, if on.
