@@ -348,6 +348,46 @@ fn shorten(text: &str) -> String {
     crate::shorten(text, 200)
 }
 
+/// An output never replaces an input of the same command: `--data` may not be a file this
+/// run writes (its history, journal, `last` link, interrupt file, or a name its template
+/// produces), which it would replace after reading.
+fn refuse_data_among_outputs(
+    args: &TrainArgs,
+    checkpoint: &ModelCheckpoint,
+    history: &std::path::Path,
+) -> Result<(), Failure> {
+    use crate::location::identity;
+    let Some(data) = &args.data else {
+        return Ok(());
+    };
+    let data_name = data.to_string_lossy();
+    let data_id = identity(&data_name);
+    let folder = checkpoint.folder();
+    let mut outputs = vec![
+        history.to_path_buf(),
+        folder.join(model_checkpoint::store::JOURNAL_FILE),
+        folder.join("interrupted.safetensors"),
+    ];
+    outputs.extend(checkpoint.last_path());
+    let template_makes_it = model_checkpoint::template::Pattern::new(&args.filepath)
+        .is_ok_and(|p| {
+            p.matches(&model_checkpoint::store::normalize(&data_name))
+                || p.matches(&data_id)
+        });
+    if template_makes_it
+        || outputs
+            .iter()
+            .any(|o| identity(&o.to_string_lossy()) == data_id)
+    {
+        return Err(format!(
+            "--data {}: it is a file this run writes beside its checkpoints, which would replace it; give the data from elsewhere",
+            crate::shorten(&data_name, 200)
+        )
+        .into());
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     if args.filepath.trim().is_empty() {
         return Err("--filepath is empty: give a file name or template".into());
@@ -461,6 +501,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     let history_file = checkpoint
         .folder()
         .join(model_checkpoint::store::HISTORY_FILE);
+    refuse_data_among_outputs(&args, &checkpoint, &history_file)?;
     let mut logger = model_checkpoint::CsvLogger::new(&history_file)
         .storage(storage)
         .append(args.resume.is_some());

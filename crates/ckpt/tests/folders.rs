@@ -455,3 +455,34 @@ fn a_requeued_job_resumes_latest_from_its_save_on_a_signal() {
         }
     }
 }
+
+#[test]
+fn an_output_never_replaces_the_data_it_trains_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("ck")).expect("ck");
+    for data in ["ck/history.csv", "ck/e01.csv"] {
+        long_data(&dir.path().join(data), 200);
+        let before = std::fs::read(dir.path().join(data)).expect("data");
+        let out = ckpt(
+            dir.path(),
+            &[
+                "train",
+                "--epochs",
+                "1",
+                "--progress",
+                "0",
+                "--data",
+                data,
+                "--filepath",
+                "ck/e{epoch:02d}.csv",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{data}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("a file this run writes"),
+            "{data}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read(dir.path().join(data)).expect("data"), before);
+    }
+}

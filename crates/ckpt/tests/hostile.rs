@@ -314,16 +314,17 @@ fn bounded_sizes_are_errors_not_aborts() {
     let deep = vec!["1"; 300].join(",");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["--filepath", "w{val_loss:.65536f}"],
-            "more than 4096 characters",
+            vec!["--filepath", "w{val_loss:.2000000f}"],
+            "more than 1048576 characters",
         ),
         (
             vec!["--filepath", "w{epoch:99999999999}"],
-            "more than 4096 characters",
+            "more than 1048576 characters",
         ),
         (
+            // Formatted (as Python would), then refused as a name no file system takes.
             vec!["--filepath", "w{epoch:4097}"],
-            "more than 4096 characters",
+            "more than the 4096 a path may have",
         ),
         (
             vec!["--filepath", &long_name],

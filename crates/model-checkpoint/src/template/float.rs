@@ -8,6 +8,11 @@ use super::error::{code_name, FormatError};
 use super::number::{lay_out, NumberParts};
 use super::spec::FormatSpec;
 
+/// More significant digits than any double's exact decimal value has (767).
+const EXACT_SIGNIFICANT: usize = 800;
+/// More digits after the point than any double's exact decimal value has (1,074).
+const EXACT_FIXED: usize = 1100;
+
 /// Decimal digits of a finite, non-negative double: value = 0.DIGITS × 10^point. No trailing
 /// zeros; zero is `"0"` with point 1.
 struct Digits {
@@ -60,11 +65,16 @@ impl Digits {
 
     /// `n` significant digits, correctly rounded (`n >= 1`).
     fn significant(x: f64, n: usize) -> Digits {
+        // A double's exact decimal value has at most 767 significant digits: past them every
+        // digit is 0 (and Rust's formatting takes precisions up to 65,535 only).
+        let n = n.min(EXACT_SIGNIFICANT);
         Digits::from_scientific(&format!("{:.*e}", n.saturating_sub(1), x))
     }
 
     /// `n` digits after the point, correctly rounded.
     fn fixed(x: f64, n: usize) -> Digits {
+        // Past 1,074 digits after the point a double's exact value has only zeros.
+        let n = n.min(EXACT_FIXED);
         let text = format!("{x:.n$}");
         let (int_part, frac) = text.split_once('.').unwrap_or((&text, ""));
         let digits = int_part.bytes().chain(frac.bytes()).collect();

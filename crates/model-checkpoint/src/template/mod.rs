@@ -37,13 +37,16 @@ use crate::Value;
 use markup::{next_access, split_name, Access, AutoNumber, Head, Markup};
 use spec::Align;
 
-/// The largest width or precision a spec may ask for. Python allows up to `isize::MAX` and
-/// builds the string; no path can use more than 4096 bytes, so larger sizes are refused
-/// before anything is allocated ([`FormatError::TooLong`]).
-pub const MAX_FIELD_WIDTH: usize = 4096;
+/// The largest width or precision a spec may ask for: 1 MiB. Python allows up to
+/// `isize::MAX` and builds the string (raising `MemoryError` only when memory runs out).
+/// A name longer than a file system takes is refused only when a file is about to be
+/// created, as Keras's save fails then: Keras also formats names it never creates (a
+/// best-only save that does not improve), so formatting itself allows far more than any
+/// path, and refuses only what would be an unbounded allocation ([`FormatError::TooLong`]).
+pub const MAX_FIELD_WIDTH: usize = 1 << 20;
 
-/// The longest result [`format`] builds, in characters.
-pub const MAX_OUTPUT: usize = 1 << 16;
+/// The longest result [`format`] builds, in characters: 16 Mi.
+pub const MAX_OUTPUT: usize = 1 << 24;
 
 /// Formats `template` with keyword arguments, as Python's `template.format(**kwargs)`.
 ///

@@ -149,10 +149,10 @@ fn earlier_fields_fail_before_later_syntax_errors() {
 fn bounded_sizes_refuse_before_allocating_but_keep_pythons_own_errors() {
     let kwargs = [("x", Value::Float(0.5)), ("n", Value::Int(3))];
     for template in [
-        "{x:.65536f}",
+        "{x:.2000000f}",
         "{n:99999999999}",
-        "{x:4097}",
-        "{x:{n}{n}{n}{n}{n}}",
+        "{x:1048577}",
+        "{x:{n}{n}{n}{n}{n}{n}{n}}",
     ] {
         let err = format(template, &kwargs).expect_err(template);
         assert_eq!(err.python_type(), "MemoryError", "{template}: {err}");
@@ -167,9 +167,37 @@ fn bounded_sizes_refuse_before_allocating_but_keep_pythons_own_errors() {
     );
     // At the limit, it works as in Python.
     assert_eq!(format("{x:.4096f}", &kwargs).expect("4096").len(), 4098);
-    let many = "{x:4096}".repeat(17);
+    assert_eq!(
+        format("{x:.1048576f}", &kwargs).expect("1 MiB").len(),
+        1_048_578
+    );
+    let many = "{x:1048576}".repeat(17);
     assert_eq!(
         format(&many, &kwargs).expect_err("output").python_type(),
         "MemoryError"
     );
+}
+
+#[test]
+fn precisions_past_what_rust_formats_match_python() {
+    use sha2::Digest;
+    // Rust's own formatting takes precisions up to 65,535; Python's, any. Past a double's
+    // exact digits every digit is 0, as Python prints it (digests of CPython's output).
+    let cases = [
+        (0.1, "{x:.70000f}", 70002, "4af298c39dfef62e"),
+        (0.1, "{x:.70000e}", 70006, "82a1da228fd815ff"),
+        (0.1, "{x:.70000g}", 57, "96db2f78fe4cd6af"),
+        (0.1, "{x:.70000%}", 70004, "7fdbe0cf57a1db5e"),
+        (0.1, "{x:#.70000g}", 70002, "4af298c39dfef62e"),
+        (1e300, "{x:.70000f}", 70302, "1ce77d049f1b7506"),
+        (1e300, "{x:.2000e}", 2007, "93f8a109c35e09b0"),
+    ];
+    for (x, template, len, digest) in cases {
+        let text = format(template, &[("x", Value::Float(x))]).expect(template);
+        let hex: String = sha2::Sha256::digest(text.as_bytes())[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!((text.len(), hex.as_str()), (len, digest), "{x} {template}");
+    }
 }
