@@ -41,10 +41,11 @@ struct Remote {
 
 impl Remote {
     fn new(source: object_store::Error) -> Self {
-        Remote {
-            summary: summarize(&source.to_string()),
-            source,
-        }
+        let summary = match stopped(&source) {
+            Some(stopped) => stopped.to_string(),
+            None => summarize(&source.to_string()),
+        };
+        Remote { summary, source }
     }
 }
 
@@ -60,18 +61,36 @@ impl std::error::Error for Remote {
     }
 }
 
+/// The deadline or bound that stopped the request `e` failed with, if one did (see
+/// `http.rs`): found among its sources.
+fn stopped(e: &object_store::Error) -> Option<&crate::http::Stopped> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if let Some(stopped) = error.downcast_ref::<crate::http::Stopped>() {
+            return Some(stopped);
+        }
+        source = error.source();
+    }
+    None
+}
+
 /// What the server or the connection said, in one line: the S3 error code where the reply
 /// has one, with what to check.
 fn summarize(full: &str) -> String {
     let code = between(full, "<Code>", "</Code>");
     let has = |needle: &str| full.contains(needle);
+    let endpoint = endpoint_in(full);
+    let at = endpoint
+        .as_deref()
+        .map(|e| format!(" {e}"))
+        .unwrap_or_default();
     let hint = match code.as_deref() {
         Some("SignatureDoesNotMatch" | "InvalidAccessKeyId" | "AccessDenied") => {
-            Some("access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            Some("access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".to_owned())
         }
-        Some("NoSuchBucket") => Some("the bucket does not exist"),
+        Some("NoSuchBucket") => Some("the bucket does not exist".to_owned()),
         _ if has("403 Forbidden") || has("401 Unauthorized") => {
-            Some("access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            Some("access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".to_owned())
         }
         _ if has("error sending request")
             || has("Connection refused")
@@ -79,9 +98,11 @@ fn summarize(full: &str) -> String {
             || has("dns error")
             || has("timed out") =>
         {
-            Some("cannot reach the endpoint: check AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP for http://)")
+            Some(format!("cannot reach the endpoint{at}: check AWS_ENDPOINT_URL (and AWS_ALLOW_HTTP for http://)"))
         }
-        _ => None,
+        _ => status_in(full).map(|status| {
+            format!("the endpoint{at} answered {status}: check AWS_ENDPOINT_URL and the server")
+        }),
     };
     let one_line: String = full.split_whitespace().collect::<Vec<_>>().join(" ");
     let detail = match &code {
@@ -89,9 +110,30 @@ fn summarize(full: &str) -> String {
         None => crate::names::shorten(&one_line),
     };
     match hint {
+        Some(hint) if code.is_none() && status_in(full).is_some() => hint,
         Some(hint) => format!("{hint} ({detail})"),
         None => detail,
     }
+}
+
+/// `scheme://host:port` of the first URL in `text` (object_store names the request's).
+fn endpoint_in(text: &str) -> Option<String> {
+    let start = text.find("http://").or_else(|| text.find("https://"))?;
+    let url = &text[start..];
+    let after_scheme = url.find("://")? + 3;
+    let end = url[after_scheme..]
+        .find(|c: char| c == '/' || c == '?' || c.is_whitespace())
+        .map_or(url.len(), |i| after_scheme + i);
+    Some(crate::names::shorten(&url[..end]))
+}
+
+/// `NNN Reason` of a status object_store reports (`… status code: 500 Internal Server
+/// Error: body`).
+fn status_in(text: &str) -> Option<String> {
+    let rest = &text[text.find("status code: ")? + "status code: ".len()..];
+    let status = rest.split(':').next()?.trim();
+    (status.len() >= 3 && status.len() <= 64 && status.as_bytes()[..3].iter().all(u8::is_ascii_digit))
+        .then(|| status.to_owned())
 }
 
 fn between(text: &str, open: &str, close: &str) -> Option<String> {
@@ -122,5 +164,13 @@ mod tests {
         assert!(!unreachable.contains('\n'));
         let bucket = summarize("... <Code>NoSuchBucket</Code> ...");
         assert!(bucket.starts_with("the bucket does not exist"), "{bucket}");
+        let status = summarize(&format!(
+            "Generic S3 error: Error performing GET http://127.0.0.1:9/b?list-type=2 in 1s, after 4 retries - Server returned non-2xx status code: 500 Internal Server Error: {}",
+            "x".repeat(65536)
+        ));
+        assert_eq!(
+            status,
+            "the endpoint http://127.0.0.1:9 answered 500 Internal Server Error: check AWS_ENDPOINT_URL and the server"
+        );
     }
 }

@@ -49,9 +49,8 @@ impl RemoteReader {
         });
         let (meta, start) = match opened {
             Ok(found) => found,
-            Err(e @ object_store::Error::NotFound { .. }) => return Err(remote("open", name, e)),
             // An empty object has no byte 0 to start a range at: ask for its size instead.
-            Err(e) => {
+            Err(e) if crate::unsatisfiable(&e) => {
                 let store = inner.objects.clone();
                 let key = key.clone();
                 match inner
@@ -62,6 +61,7 @@ impl RemoteReader {
                     _ => return Err(remote("open", name, e)),
                 }
             }
+            Err(e) => return Err(remote("open", name, e)),
         };
         Ok(RemoteReader {
             inner,

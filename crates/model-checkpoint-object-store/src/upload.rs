@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use model_checkpoint::store::{Commit, PendingObject};
+use model_checkpoint::store::{gate, Commit, PendingObject};
 use model_checkpoint::Error;
 use object_store::multipart::PartId;
 use object_store::path::Path as Key;
@@ -244,15 +244,31 @@ impl Upload {
 struct Claim {
     inner: Arc<Inner>,
     key: Key,
+    /// What this writer put in it (who, when, which claim of the process): released through
+    /// the deletion gate only while it still holds exactly that.
+    content: Vec<u8>,
 }
 
 impl Claim {
     fn take(inner: &Arc<Inner>, key: &Key, name: &str) -> Result<Claim, Error> {
+        static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let claim = crate::claim_key(key);
-        if crate::put_if_absent(inner, name, &claim, b"claimed")? {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let content = serde_json::json!({
+            "claim": crate::names::shorten(name),
+            "pid": std::process::id(),
+            "since_unix_ns": since.to_string(),
+            "n": TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
+        .to_string()
+        .into_bytes();
+        if crate::put_if_absent(inner, name, &claim, &content)? {
             return Ok(Claim {
                 inner: inner.clone(),
                 key: claim,
+                content,
             });
         }
         Err(Error::AlreadyExists {
@@ -263,15 +279,19 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let objects = self.inner.objects.clone();
-        let key = self.key.clone();
-        if let Err(e) = self
-            .inner
-            .runtime
-            .block_on(async move { objects.delete(&key).await })
-        {
-            let name = self.inner.bucket.name(&self.key);
-            log::warn!(target: "model_checkpoint", "{}", remote("release the claim", &name, e));
+        let name = self.inner.bucket.name(&self.key);
+        let storage = crate::ObjectStorage {
+            inner: self.inner.clone(),
+        };
+        let released = gate::delete(
+            &storage,
+            &name,
+            gate::Claim::Lock {
+                holder: &self.content,
+            },
+        );
+        if let Err(e) = released {
+            log::warn!(target: "model_checkpoint", "cannot release the claim {name}: {e}");
         }
     }
 }
