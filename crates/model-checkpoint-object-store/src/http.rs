@@ -66,7 +66,11 @@ pub(crate) enum Reason {
     /// The body went past its bound.
     TooLong { bound: u64, what: Expected },
     /// The head announced a body past the bound.
-    Announced { length: u64, bound: u64, what: Expected },
+    Announced {
+        length: u64,
+        bound: u64,
+        what: Expected,
+    },
     /// The endpoint left an earlier request unanswered `ago` before: not asked again.
     Quiet { earlier: Box<Reason>, ago: Duration },
 }
@@ -105,11 +109,7 @@ impl fmt::Display for Reason {
                 "did not accept a connection within {}",
                 secs(crate::limits::CONNECT_TIMEOUT)
             ),
-            Reason::Stalled => write!(
-                f,
-                "stopped sending its reply for {}",
-                secs(STALL_TIMEOUT)
-            ),
+            Reason::Stalled => write!(f, "stopped sending its reply for {}", secs(STALL_TIMEOUT)),
             Reason::TooSlow(limit) => write!(
                 f,
                 "did not finish its reply within {} (at least {} KiB/s is needed)",
@@ -172,7 +172,9 @@ static QUIET: Mutex<Vec<(String, std::time::Instant, Reason)>> = Mutex::new(Vec:
 
 /// Remembers that `endpoint` left a request unanswered.
 fn mark_quiet(endpoint: &str, reason: &Reason) {
-    let mut quiet = QUIET.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut quiet = QUIET
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     quiet.retain(|(e, at, _)| e != endpoint && at.elapsed() < QUIET_PERIOD);
     quiet.push((
         endpoint.to_owned(),
@@ -183,7 +185,9 @@ fn mark_quiet(endpoint: &str, reason: &Reason) {
 
 /// Why `endpoint` is not asked now, if it left a request unanswered lately.
 fn quiet(endpoint: &str) -> Option<Reason> {
-    let quiet = QUIET.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let quiet = QUIET
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     quiet
         .iter()
         .rev()
@@ -214,7 +218,11 @@ fn expected(request: &HttpRequest) -> (u64, u64, Expected) {
         .and_then(|v| v.to_str().ok())
         .and_then(range_length);
     match range {
-        Some(len) => (len, len.saturating_add(RANGE_SLACK_BYTES), Expected::Range(len)),
+        Some(len) => (
+            len,
+            len.saturating_add(RANGE_SLACK_BYTES),
+            Expected::Range(len),
+        ),
         None => (0, MAX_REPLY_BYTES, Expected::Reply),
     }
 }
@@ -256,19 +264,23 @@ impl HttpService for Bounded {
             return Err(stop(&endpoint, HttpErrorKind::Unknown, reason));
         }
         let sent = body_length(request.body());
+        // A HEAD's Content-Length is the object's size; its reply has no body.
+        let head_only = request.method() == http::Method::HEAD;
         let (expected_bytes, bound, what) = expected(&request);
         let head_time = FIRST_BYTE_TIMEOUT + transfer_time(sent);
-        let total =
-            REQUEST_DEADLINE + transfer_time(sent.saturating_add(expected_bytes));
+        let total = REQUEST_DEADLINE + transfer_time(sent.saturating_add(expected_bytes));
         let deadline = after(total);
-        let response = match tokio::time::timeout(head_time, self.client.execute(request)).await
-        {
+        let response = match tokio::time::timeout(head_time, self.client.execute(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 // reqwest times out only while connecting (its request timeout is off).
                 if e.kind() == HttpErrorKind::Timeout {
                     mark_quiet(&endpoint, &Reason::NoConnection);
-                    return Err(stop(&endpoint, HttpErrorKind::Timeout, Reason::NoConnection));
+                    return Err(stop(
+                        &endpoint,
+                        HttpErrorKind::Timeout,
+                        Reason::NoConnection,
+                    ));
                 }
                 return Err(e);
             }
@@ -285,7 +297,7 @@ impl HttpService for Bounded {
                 .get(http::header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            if let Some(length) = announced.filter(|l| *l > bound) {
+            if let Some(length) = announced.filter(|l| *l > bound && !head_only) {
                 return Err(stop(
                     &endpoint,
                     HttpErrorKind::Decode,
@@ -296,7 +308,13 @@ impl HttpService for Bounded {
                     },
                 ));
             }
-            Limit::Fail { bound, what }
+            match what {
+                // object_store retries a body that fails, asking for the rest of the range
+                // (which a body past its end makes nonsense): a ranged read is cut instead,
+                // and its reader refuses more bytes than it asked for (`reader.rs`).
+                Expected::Range(_) => Limit::Cut(bound),
+                Expected::Reply => Limit::Fail { bound, what },
+            }
         } else {
             Limit::Cut(MAX_ERROR_REPLY_BYTES)
         };
@@ -323,8 +341,9 @@ fn body_length(body: &HttpRequestBody) -> u64 {
 enum Limit {
     /// Past `bound` bytes the reply is an error.
     Fail { bound: u64, what: Expected },
-    /// An error reply: what comes past the bound is not read (the error keeps its status
-    /// and its first bytes).
+    /// An error reply, or a ranged read: what comes past the bound is not read (an error
+    /// keeps its status and its first bytes; a read gets more than it asked for, and says
+    /// so).
     Cut(u64),
 }
 
@@ -349,7 +368,11 @@ struct Guarded {
 }
 
 impl Guarded {
-    fn fail(&mut self, kind: HttpErrorKind, reason: Reason) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+    fn fail(
+        &mut self,
+        kind: HttpErrorKind,
+        reason: Reason,
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         self.done = true;
         Poll::Ready(Some(Err(stop(&self.endpoint, kind, reason))))
     }
@@ -378,10 +401,8 @@ impl Body for Guarded {
                 if this.received > bound {
                     match this.limit {
                         Limit::Fail { bound, what } => {
-                            return this.fail(
-                                HttpErrorKind::Decode,
-                                Reason::TooLong { bound, what },
-                            );
+                            return this
+                                .fail(HttpErrorKind::Decode, Reason::TooLong { bound, what });
                         }
                         Limit::Cut(bound) => {
                             this.done = true;

@@ -178,7 +178,13 @@ impl ObjectStorage {
                 .build()
                 .map_err(refused)?;
             let gcs = Arc::new(gcs);
-            return Self::build(gcs.clone(), gcs.clone(), Some(gcs), "Google Cloud Storage".to_owned(), url);
+            return Self::build(
+                gcs.clone(),
+                gcs.clone(),
+                Some(gcs),
+                "Google Cloud Storage".to_owned(),
+                url,
+            );
         }
         #[cfg(feature = "azure")]
         if bucket.scheme == "az" {
@@ -194,7 +200,13 @@ impl ObjectStorage {
                 .build()
                 .map_err(refused)?;
             let azure = Arc::new(azure);
-            return Self::build(azure.clone(), azure, None, "Azure Blob Storage".to_owned(), url);
+            return Self::build(
+                azure.clone(),
+                azure,
+                None,
+                "Azure Blob Storage".to_owned(),
+                url,
+            );
         }
         let mut builder = AmazonS3Builder::from_env();
         for (name, value) in overrides {
@@ -237,7 +249,13 @@ impl ObjectStorage {
         multipart: Arc<dyn MultipartStore>,
         url: &str,
     ) -> Result<Self, Error> {
-        Self::build(objects, multipart, None, "(a store of the caller's)".to_owned(), url)
+        Self::build(
+            objects,
+            multipart,
+            None,
+            "(a store of the caller's)".to_owned(),
+            url,
+        )
     }
 
     fn build(
@@ -336,7 +354,7 @@ impl ObjectStorage {
                 }
                 writer.finish().await.map(|_| ())
             })
-            .map_err(|e| remote("upload", name, e))
+            .map_err(|e| remote(&self.inner, "upload", name, e))
     }
 
     fn key(&self, name: &str) -> Result<Key, Error> {
@@ -366,7 +384,7 @@ pub(crate) fn put_if_absent(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
             ) => {}
-            Err(e) => return Err(remote("create", name, e)),
+            Err(e) => return Err(remote(inner, "create", name, e)),
         }
         // Taken, or a conflict with a concurrent conditional write (S3's 409, which
         // object_store reports as "already exists"): taken only if something is there.
@@ -380,7 +398,7 @@ pub(crate) fn put_if_absent(
             Err(object_store::Error::NotFound { .. }) => {
                 std::thread::sleep(Duration::from_millis(50 << attempt));
             }
-            Err(e) => return Err(remote("look for", name, e)),
+            Err(e) => return Err(remote(inner, "look for", name, e)),
         }
     }
     Ok(false)
@@ -407,11 +425,13 @@ pub(crate) fn get_small(inner: &Inner, name: &str, key: &Key) -> Result<Vec<u8>,
         range: Some(object_store::GetRange::Bounded(0..4096)),
         ..Default::default()
     };
-    let read = inner
-        .runtime
-        .block_on(async move { store.get_opts(&target, options).await?.bytes().await });
+    let endpoint = inner.endpoint.clone();
+    let read = inner.runtime.block_on(async move {
+        let result = store.get_opts(&target, options).await?;
+        reader::ranged_bytes(result, 4096, &endpoint).await
+    });
     match read {
-        Ok(bytes) => Ok(bytes[..bytes.len().min(4096)].to_vec()),
+        Ok(bytes) => Ok(bytes.to_vec()),
         // An empty object has no byte 0 to start a range at.
         Err(e) if unsatisfiable(&e) => {
             let store = inner.objects.clone();
@@ -421,10 +441,10 @@ pub(crate) fn get_small(inner: &Inner, name: &str, key: &Key) -> Result<Vec<u8>,
                 .block_on(async move { store.head(&target).await })
             {
                 Ok(meta) if meta.size == 0 => Ok(Vec::new()),
-                _ => Err(remote("read", name, e)),
+                _ => Err(remote(inner, "read", name, e)),
             }
         }
-        Err(e) => Err(remote("read", name, e)),
+        Err(e) => Err(remote(inner, "read", name, e)),
     }
 }
 
@@ -524,7 +544,7 @@ impl Storage for ObjectStorage {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(remote("look for", name, e)),
+            Err(e) => Err(remote(&self.inner, "look for", name, e)),
         }
     }
 
@@ -543,7 +563,7 @@ impl Storage for ObjectStorage {
             .block_on(async move { store.delete(&key).await })
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote("delete", name, e)),
+            Err(e) => Err(remote(&self.inner, "delete", name, e)),
         }
     }
 
@@ -558,7 +578,7 @@ impl Storage for ObjectStorage {
             .inner
             .runtime
             .block_on(async move { store.head(&head).await })
-            .map_err(|e| remote("copy", from, e))?
+            .map_err(|e| remote(&self.inner, "copy", from, e))?
             .size;
         if size <= MAX_SINGLE_COPY {
             let store = self.inner.objects.clone();
@@ -566,7 +586,7 @@ impl Storage for ObjectStorage {
                 .inner
                 .runtime
                 .block_on(async move { store.copy(&src, &dst).await })
-                .map_err(|e| remote("copy", from, e));
+                .map_err(|e| remote(&self.inner, "copy", from, e));
         }
         let reader = reader::RemoteReader::open(self.inner.clone(), from, src)?;
         let mut upload = upload::Upload::new(self.inner.clone(), to, dst, 0, Commit::Replace)?;

@@ -87,8 +87,8 @@ pub const MAX_LISTED_OBJECTS: usize = 1 << 18;
 /// (10,000 names): a lock below a larger tree may go unseen.
 pub const MAX_LOCK_SCAN_PAGES: usize = 10;
 
-/// What a request of `sent` bytes that expects `received` bytes back may take beyond the
-/// fixed allowance: one second per [`MIN_BYTES_PER_SECOND`] (at most 30 days).
+/// The time `bytes` (sent or received) add to a request's deadlines: one second per
+/// [`MIN_BYTES_PER_SECOND`] (at most 30 days).
 pub(crate) fn transfer_time(bytes: u64) -> Duration {
     let millis = bytes.saturating_mul(1000) / MIN_BYTES_PER_SECOND;
     Duration::from_millis(millis.min(30 * 24 * 3600 * 1000))

@@ -84,7 +84,7 @@ pub(crate) fn objects(
                 }
                 Ok(batch)
             });
-            let batch = batch.map_err(|e| remote("list", dir, e))?;
+            let batch = batch.map_err(|e| remote(inner, "list", dir, e))?;
             let last = batch.len() < 1000;
             seen = seen.saturating_add(batch.len());
             add(batch)?;
@@ -118,7 +118,7 @@ pub(crate) fn objects(
         let page = inner
             .runtime
             .block_on(async move { store.list_paginated(prefix.as_deref(), options).await })
-            .map_err(|e| remote("list", dir, e))?;
+            .map_err(|e| remote(inner, "list", dir, e))?;
         add(page.result.objects)?;
         match page.page_token {
             None => return Ok((out, true)),

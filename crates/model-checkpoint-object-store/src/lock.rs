@@ -196,7 +196,9 @@ fn check_folder(inner: &Arc<Inner>, dir: &Key) -> Result<(), Error> {
 impl Drop for RemoteLock {
     fn drop(&mut self) {
         {
-            let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut held = HELD
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(i) = held
                 .iter()
                 .position(|(n, c)| *n == self.name && *c == self.holder)
@@ -393,6 +395,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn this_process_is_alive_and_a_later_process_with_its_pid_is_not() {
         let me = holder();
         assert_eq!(liveness(me.to_string().as_bytes()), Liveness::Alive);
@@ -407,7 +410,8 @@ mod tests {
         // A lock taken before this process started was not taken by it.
         old["since_unix"] = 1_000_000.into();
         assert_eq!(liveness(old.to_string().as_bytes()), Liveness::Gone);
-        let elsewhere = serde_json::json!({ "host": "another-host", "pid": me["pid"], "since_unix": 0 });
+        let elsewhere =
+            serde_json::json!({ "host": "another-host", "pid": me["pid"], "since_unix": 0 });
         assert_eq!(
             liveness(elsewhere.to_string().as_bytes()),
             Liveness::Elsewhere

@@ -162,7 +162,7 @@ impl Upload {
     }
 
     fn fail(&mut self, e: object_store::Error) -> io::Error {
-        let error = remote("upload", &self.name, e);
+        let error = remote(&self.inner, "upload", &self.name, e);
         self.fail_with(error.to_string())
     }
 
@@ -186,7 +186,7 @@ impl Upload {
             let (key, id) = (upload_key.clone(), id.clone());
             async move { store.put_part(&key, &id, 0, PutPayload::from(first)).await }
         });
-        let part0 = part0.map_err(|e| remote("upload", &self.name, e))?;
+        let part0 = part0.map_err(|e| remote(&self.inner, "upload", &self.name, e))?;
         while !self.running.is_empty() {
             self.finish_oldest().map_err(|e| self.io_error(e))?;
         }
@@ -204,7 +204,7 @@ impl Upload {
                 let (key, id) = (upload_key.clone(), id.clone());
                 async move { store.complete_multipart(&key, &id, parts).await }
             })
-            .map_err(|e| remote("complete the upload of", &self.name, e))?;
+            .map_err(|e| remote(&self.inner, "complete the upload of", &self.name, e))?;
         // Completed: nothing to abort any more.
         self.multipart = None;
         Ok(())
@@ -224,7 +224,7 @@ impl Upload {
             Ok(_) => Err(Error::AlreadyExists {
                 name: self.name.clone(),
             }),
-            Err(e) => Err(remote("look for", &self.name, e)),
+            Err(e) => Err(remote(&self.inner, "look for", &self.name, e)),
         }
     }
 
@@ -363,7 +363,7 @@ impl PendingObject for Upload {
             ) if self.commit == Commit::CreateNew => Err(Error::AlreadyExists {
                 name: self.name.clone(),
             }),
-            Err(e) => Err(remote("upload", &self.name, e)),
+            Err(e) => Err(remote(&self.inner, "upload", &self.name, e)),
         }
     }
 }
