@@ -127,12 +127,17 @@ impl fmt::Display for Reason {
                 f,
                 "announced a reply of {length} bytes for {what} (at most {bound} expected)"
             ),
-            Reason::Quiet { earlier, ago } => write!(
-                f,
-                "{earlier} to a request {} ago, and is not asked again for {}",
-                secs(Duration::from_secs(ago.as_secs())),
-                secs(QUIET_PERIOD)
-            ),
+            Reason::Quiet { earlier, ago } => {
+                let when = match ago.as_secs() {
+                    0 => "just now".to_owned(),
+                    s => format!("{s} s ago"),
+                };
+                write!(
+                    f,
+                    "{earlier} to an earlier request ({when}), and is not asked again for {}",
+                    secs(QUIET_PERIOD)
+                )
+            }
         }
     }
 }
@@ -274,11 +279,12 @@ impl HttpService for Bounded {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 // reqwest times out only while connecting (its request timeout is off).
+                // Not retried: the endpoint is not asked again for a while anyway.
                 if e.kind() == HttpErrorKind::Timeout {
                     mark_quiet(&endpoint, &Reason::NoConnection);
                     return Err(stop(
                         &endpoint,
-                        HttpErrorKind::Timeout,
+                        HttpErrorKind::Unknown,
                         Reason::NoConnection,
                     ));
                 }
@@ -476,7 +482,7 @@ mod tests {
         let text = stopped.to_string();
         assert_eq!(
             text,
-            "the endpoint http://127.0.0.1:9 sent no answer within 15 s to a request 2 s ago, and is not asked again for 30 s: check AWS_ENDPOINT_URL (a running S3 server) and the network"
+            "the endpoint http://127.0.0.1:9 sent no answer within 15 s to an earlier request (2 s ago), and is not asked again for 30 s: check AWS_ENDPOINT_URL (a running S3 server) and the network"
         );
     }
 }

@@ -21,11 +21,11 @@
 //! 5xx or 429 answer) are retried with backoff until [`RETRY_TIMEOUT`] has passed or after
 //! [`MAX_RETRIES`] retries, whichever comes first; the attempt under way when the
 //! [`RETRY_TIMEOUT`] passes is the last. So an endpoint that accepts connections and never
-//! answers fails a request after [`FIRST_BYTE_TIMEOUT`] (15 s); one whose connections time
-//! out after three attempts of [`CONNECT_TIMEOUT`] (about 15 s); one that refuses
-//! connections after four quick retries (under 2 s). The worst case for a request without
-//! a body, failures that each come just in time, is [`RETRY_TIMEOUT`] plus the retries'
-//! backoff (at most 1.5 s) plus one last [`FIRST_BYTE_TIMEOUT`]: under 27 s.
+//! answers fails a request after [`FIRST_BYTE_TIMEOUT`] (15 s); one whose connections
+//! cannot be opened after [`CONNECT_TIMEOUT`] (5 s); one that refuses connections after
+//! four quick retries (under 2 s). The worst case for a request without a body, failures
+//! that each come just in time, is [`RETRY_TIMEOUT`] plus the retries' backoff (at most
+//! 1.5 s) plus one last [`FIRST_BYTE_TIMEOUT`]: under 27 s.
 //!
 //! An endpoint that let a request go unanswered (no head within its deadline, a connection
 //! that timed out, a reply that stalled) is not asked again for [`QUIET_PERIOD`]: every

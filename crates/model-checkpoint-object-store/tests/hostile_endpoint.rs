@@ -67,7 +67,7 @@ fn a_silent_endpoint_fails_within_the_deadline() {
     });
     let text = one_line(&again.expect_err("still silent"));
     assert!(
-        text.contains("sent no answer within 15 s to a request"),
+        text.contains("sent no answer within 15 s to an earlier request"),
         "{text}"
     );
     assert_eq!(server.requests(), 1, "the quiet endpoint was asked again");
@@ -232,6 +232,53 @@ fn an_endless_listing_is_an_error() {
     let text = one_line(&listed.expect_err("a listing without end"));
     assert!(
         text.contains(&format!("more than {} objects", limits::MAX_LISTED_OBJECTS)),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reply_that_stops_midway_fails_within_the_deadline() {
+    // The head, then nothing.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::Drip {
+            every: Duration::from_secs(3600),
+        },
+    });
+    let s = storage(&server);
+    let opened = within(Duration::from_secs(60), move || {
+        s.open("s3://bucket/x/w.safetensors").map(|r| r.len())
+    });
+    let text = one_line(&opened.expect_err("a reply that stops"));
+    assert!(
+        text.contains(&format!(
+            "the endpoint {} stopped sending its reply for 15 s",
+            server.endpoint()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reply_that_trickles_fails_at_the_request_deadline() {
+    // One byte every 10 s never pauses for 15 s, but a read of 4 KiB (a lock) may take
+    // only the request's deadline.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::Drip {
+            every: Duration::from_secs(10),
+        },
+    });
+    let s = storage(&server);
+    let broken = within(Duration::from_secs(150), move || {
+        s.break_lock("s3://bucket/x")
+    });
+    let text = one_line(&broken.expect_err("a reply that trickles"));
+    assert!(
+        text.contains(&format!(
+            "the endpoint {} did not finish its reply within 60.1 s",
+            server.endpoint()
+        )),
         "{text}"
     );
 }

@@ -50,6 +50,9 @@ pub enum Reply {
     Empty(u16),
     /// What S3 answers a HEAD of an object of `size` bytes.
     Head { size: u64 },
+    /// 206 for the request's range, then one byte every `every` (and silence once the
+    /// range is sent).
+    Drip { every: Duration },
 }
 
 pub struct Hostile {
@@ -196,6 +199,27 @@ fn serve(
                     format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nETag: \"hostile\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n").as_bytes(),
                 )
                 .is_ok(),
+            Reply::Drip { every } => {
+                let (start, end) = range(&request).unwrap_or((0, 0));
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{}\r\nETag: \"hostile\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n",
+                    end - start + 1,
+                    end + 1
+                );
+                let mut ok = writer.write_all(head.as_bytes()).is_ok();
+                for _ in start..=end {
+                    if !ok || stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    std::thread::sleep(every);
+                    ok = writer.write_all(b"x").is_ok();
+                }
+                // Then silent, with the connection open.
+                if let Ok(clone) = writer.try_clone() {
+                    held.lock().unwrap_or_else(|e| e.into_inner()).push(clone);
+                }
+                return;
+            }
             Reply::Empty(status) => writer
                 .write_all(
                     format!("HTTP/1.1 {status} Status\r\nContent-Length: 0\r\n\r\n").as_bytes(),
