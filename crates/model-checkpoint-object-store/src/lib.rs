@@ -222,7 +222,12 @@ impl ObjectStorage {
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::Endpoint)
             .map(|e| names::shorten(e.trim_end_matches('/')))
-            .unwrap_or_else(|| "of AWS S3".to_owned());
+            .unwrap_or_else(|| {
+                let region = builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .unwrap_or_else(|| "us-east-1".to_owned());
+                names::shorten(&format!("https://s3.{region}.amazonaws.com"))
+            });
         let s3 = builder
             .with_bucket_name(&bucket.name)
             .with_config(
