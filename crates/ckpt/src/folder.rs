@@ -53,16 +53,23 @@ pub(crate) struct BestArgs {
 /// Break the lock of a checkpoint folder whose trainer died.
 ///
 /// On S3 the lock is an object, `.ckpt.lock`, naming its holder (host, process, start);
-/// it stays after a crash, and a new trainer refuses to start until it is broken. Break it
-/// only once that process is surely gone. A local folder's lock is released by the
-/// operating system when its process ends: there is nothing to break.
+/// it stays after a crash, and a new trainer refuses to start until it is broken. A holder
+/// on this host whose process still runs is not broken without --force (a process started
+/// after the lock was taken, which got the same pid, does not count); one on another host
+/// cannot be checked, so break it only once that process is surely gone. A local folder's
+/// lock is released by the operating system when its process ends: there is nothing to
+/// break.
 ///
 /// Examples:
 ///   ckpt unlock s3://bucket/run-7
+///   ckpt unlock --force s3://bucket/run-7
 #[derive(Args, Debug)]
 pub(crate) struct UnlockArgs {
     /// The folder (or s3:// prefix).
     dir: PathBuf,
+    /// Break it even if its holder is a process running on this host.
+    #[arg(long)]
+    force: bool,
 }
 
 pub(crate) fn unlock(args: UnlockArgs) -> Result<(), Failure> {
@@ -75,7 +82,12 @@ pub(crate) fn unlock(args: UnlockArgs) -> Result<(), Failure> {
         return Ok(());
     }
     let storage = model_checkpoint_object_store::ObjectStorage::from_env(&name)?;
-    match storage.break_lock(&name)? {
+    let broken = if args.force {
+        storage.force_break_lock(&name)?
+    } else {
+        storage.break_lock(&name)?
+    };
+    match broken {
         Some(holder) => out!("broke the lock of {name}, held by {holder}"),
         None => out!("{name} was not locked"),
     }

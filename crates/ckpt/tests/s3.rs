@@ -161,6 +161,123 @@ fn a_wrong_secret_is_one_line_and_exit_2() {
     }
 }
 
+/// This host's name, as a lock records it.
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_owned()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+#[test]
+fn ckpt_unlock_refuses_a_live_holder_on_this_host_unless_forced() {
+    let Some(server) = Seaweed::start("ckpt unlock of a live holder") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let storage = server.storage();
+    let lock = server.url("run/.ckpt.lock");
+    let plant = |content: &str| {
+        assert!(storage
+            .put_if_absent(&lock, content.as_bytes())
+            .expect("plant"));
+    };
+    let unlock = |force: bool| {
+        let mut args = vec!["unlock"];
+        if force {
+            args.push("--force");
+        }
+        let url = server.url("run");
+        args.push(&url);
+        ckpt(&server, d, &args)
+    };
+    let refused = |out: &Output| {
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("is alive on this host"), "{err}");
+        assert!(err.contains("ckpt unlock --force s3://ckpt/run"), "{err}");
+    };
+
+    // A live process of this host (a `sleep`) holds the folder, as a trainer writes its lock.
+    // Stopped by its id, whatever the test's outcome.
+    struct Sleeper(std::process::Child);
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut holder = Sleeper(Command::new("sleep").arg("600").spawn().expect("sleep"));
+    plant(&format!(
+        r#"{{"host":"{}","pid":{},"since_unix":{}}}"#,
+        this_host(),
+        holder.0.id(),
+        unix_now()
+    ));
+    refused(&unlock(false));
+    assert!(
+        storage.exists(&lock).expect("exists"),
+        "a live holder's lock went"
+    );
+    let forced = unlock(true);
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    assert!(
+        text(&forced.stdout).contains(&format!("process {}", holder.0.id())),
+        "{}",
+        text(&forced.stdout)
+    );
+    assert!(!storage.exists(&lock).expect("exists"));
+
+    // This process, holding the folder through the library (whose lock records its start).
+    let guard = storage
+        .lock(&server.url("run"))
+        .expect("lock")
+        .expect("held");
+    refused(&unlock(false));
+    drop(guard);
+    assert!(
+        !storage.exists(&lock).expect("exists"),
+        "released when dropped"
+    );
+
+    // Once the holder has ended, its lock is broken without asking.
+    let pid = holder.0.id();
+    holder.0.kill().expect("kill");
+    holder.0.wait().expect("wait");
+    plant(&format!(
+        r#"{{"host":"{}","pid":{pid},"since_unix":{}}}"#,
+        this_host(),
+        unix_now()
+    ));
+    let broken = unlock(false);
+    assert_eq!(broken.status.code(), Some(0), "{}", text(&broken.stderr));
+    assert!(
+        text(&broken.stdout).contains("broke the lock"),
+        "{}",
+        text(&broken.stdout)
+    );
+    assert!(!storage.exists(&lock).expect("exists"));
+
+    // A pid that runs, but started after the lock was taken, is another process.
+    plant(&format!(
+        r#"{{"host":"{}","pid":{},"since_unix":1000}}"#,
+        this_host(),
+        std::process::id()
+    ));
+    let reused = unlock(false);
+    assert_eq!(reused.status.code(), Some(0), "{}", text(&reused.stderr));
+    assert!(!storage.exists(&lock).expect("exists"));
+}
+
 #[test]
 fn a_stale_lock_names_its_holder_until_ckpt_unlock_breaks_it() {
     let Some(server) = Seaweed::start("ckpt unlock") else {

@@ -12,9 +12,18 @@
 //!   falls back past damage as on a folder.
 //! - **Credentials the standard way**: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //!   `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL` (an S3-compatible server) and
-//!   `AWS_ALLOW_HTTP=true` (a server on plain `http://`). Transient errors are retried with
-//!   backoff for up to 10 s; wrong credentials, a missing bucket or an unreachable endpoint
-//!   are one-line errors saying what to check.
+//!   `AWS_ALLOW_HTTP=true` (a server on plain `http://`). Wrong credentials, a missing
+//!   bucket or an unreachable endpoint are one-line errors saying what to check.
+//! - **Every request has deadlines and every reply a size bound** ([`limits`]): 5 s to
+//!   connect, 15 s to the first byte of the reply (plus 1 s per 64 KiB uploaded), 15 s at
+//!   most between two pieces of a reply, 60 s for the whole request plus 1 s per 64 KiB sent
+//!   or received; a ranged read takes at most its length plus 64 KiB, any other reply
+//!   16 MiB, an error reply is cut at 64 KiB, and a listing stops with an error past 1,000
+//!   pages or 262,144 objects. Transient errors are retried with backoff while less than
+//!   10 s have passed (at most 4 retries). An endpoint that accepts connections and never
+//!   answers fails in 15 s, and is then not asked again for 30 s, so that a command fails in
+//!   the time of one request; one that sends without end fails at the bound, never by
+//!   running out of memory.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -32,6 +41,9 @@
 //! spelling.
 
 mod errors;
+mod http;
+pub mod limits;
+mod listing;
 mod lock;
 mod names;
 mod reader;
@@ -41,12 +53,12 @@ mod upload;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use model_checkpoint::store::{
     Commit, ObjectMeta, ObjectReader, PendingObject, Storage, LOCK_FILE, TEMP_SUFFIX,
 };
 use model_checkpoint::Error;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::list::PaginatedListStore;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path as Key;
 use object_store::{
@@ -82,6 +94,11 @@ pub fn is_remote(location: &str) -> bool {
 pub(crate) struct Inner {
     objects: Arc<dyn ObjectStore>,
     multipart: Arc<dyn MultipartStore>,
+    /// The same store's page-by-page listing, where it has one (S3, GCS): listings are then
+    /// bounded in pages too (see `listing.rs`).
+    pages: Option<Arc<dyn PaginatedListStore>>,
+    /// Where requests go, for messages: `AWS_ENDPOINT_URL`, or the service's name.
+    endpoint: String,
     runtime: runtime::Runtime,
     bucket: Bucket,
     part_size: usize,
@@ -130,10 +147,11 @@ impl ObjectStorage {
         // reqwest is built without a default TLS provider (no aws-lc C build): use ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let retry = RetryConfig {
-            max_retries: 4,
-            retry_timeout: Duration::from_secs(10),
+            max_retries: limits::MAX_RETRIES,
+            retry_timeout: limits::RETRY_TIMEOUT,
             ..RetryConfig::default()
         };
+        let connect_timeout = format!("{}s", limits::CONNECT_TIMEOUT.as_secs());
         let refused = |e: object_store::Error| Error::BadLocation {
             location: names::shorten(url),
             reason: format!(
@@ -151,22 +169,44 @@ impl ObjectStorage {
             // GOOGLE_SERVICE_ACCOUNT, GOOGLE_BUCKET … as object_store reads them.
             let gcs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_bucket_name(&bucket.name)
+                .with_config(
+                    object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    &connect_timeout,
+                )
                 .with_retry(retry)
+                .with_http_connector(http::BoundedConnector)
                 .build()
                 .map_err(refused)?;
             let gcs = Arc::new(gcs);
-            return Self::with_store(gcs.clone(), gcs, url);
+            return Self::build(
+                gcs.clone(),
+                gcs.clone(),
+                Some(gcs),
+                "Google Cloud Storage".to_owned(),
+                url,
+            );
         }
         #[cfg(feature = "azure")]
         if bucket.scheme == "az" {
             // AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY … as object_store reads them.
             let azure = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_container_name(&bucket.name)
+                .with_config(
+                    object_store::azure::AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    &connect_timeout,
+                )
                 .with_retry(retry)
+                .with_http_connector(http::BoundedConnector)
                 .build()
                 .map_err(refused)?;
             let azure = Arc::new(azure);
-            return Self::with_store(azure.clone(), azure, url);
+            return Self::build(
+                azure.clone(),
+                azure,
+                None,
+                "Azure Blob Storage".to_owned(),
+                url,
+            );
         }
         let mut builder = AmazonS3Builder::from_env();
         for (name, value) in overrides {
@@ -179,18 +219,27 @@ impl ObjectStorage {
                     })?;
             builder = builder.with_config(key, *value);
         }
+        let endpoint = builder
+            .get_config_value(&AmazonS3ConfigKey::Endpoint)
+            .map(|e| names::shorten(e.trim_end_matches('/')))
+            .unwrap_or_else(|| {
+                let region = builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .unwrap_or_else(|| "us-east-1".to_owned());
+                names::shorten(&format!("https://s3.{region}.amazonaws.com"))
+            });
         let s3 = builder
             .with_bucket_name(&bucket.name)
             .with_config(
                 AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                "5s",
+                &connect_timeout,
             )
-            .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "300s")
             .with_retry(retry)
+            .with_http_connector(http::BoundedConnector)
             .build()
             .map_err(refused)?;
         let s3 = Arc::new(s3);
-        Self::with_store(s3.clone(), s3, url)
+        Self::build(s3.clone(), s3.clone(), Some(s3), endpoint, url)
     }
 
     /// The bucket of `url` served by a store of the caller's making (configured as they
@@ -205,6 +254,22 @@ impl ObjectStorage {
         multipart: Arc<dyn MultipartStore>,
         url: &str,
     ) -> Result<Self, Error> {
+        Self::build(
+            objects,
+            multipart,
+            None,
+            "(a store of the caller's)".to_owned(),
+            url,
+        )
+    }
+
+    fn build(
+        objects: Arc<dyn ObjectStore>,
+        multipart: Arc<dyn MultipartStore>,
+        pages: Option<Arc<dyn PaginatedListStore>>,
+        endpoint: String,
+        url: &str,
+    ) -> Result<Self, Error> {
         let (bucket, _) = names::parse_url(url)?;
         let runtime = runtime::Runtime::new().map_err(|e| Error::Io {
             action: "start the runtime for",
@@ -215,6 +280,8 @@ impl ObjectStorage {
             inner: Arc::new(Inner {
                 objects,
                 multipart,
+                pages,
+                endpoint,
                 runtime,
                 bucket,
                 part_size: DEFAULT_PART_SIZE,
@@ -245,28 +312,28 @@ impl ObjectStorage {
     }
 
     /// Deletes the folder lock of `dir` (a URL), returning who held it, if anyone: what
-    /// `ckpt unlock` does for a lock whose holder died.
+    /// `ckpt unlock` does for a lock whose holder died. The delete goes through the core's
+    /// deletion gate: a lock taken by someone else since it was read stays.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the lock cannot be read or deleted.
+    /// [`Error::Io`] when the lock cannot be read or deleted, or when its holder is a process
+    /// alive on this host (a pid that runs and started before the lock was taken; on a
+    /// system without `/proc`, any holder of this host): stop it first, or use
+    /// [`ObjectStorage::force_break_lock`]. [`Error::NotOurs`] when the lock changed
+    /// holder since it was read.
     pub fn break_lock(&self, dir: &str) -> Result<Option<String>, Error> {
-        let dir_key = self.inner.bucket.key(dir)?;
-        let key = Key::from_iter(dir_key.parts().chain(std::iter::once(LOCK_FILE.into())));
-        let name = self.inner.bucket.name(&key);
-        let content = match get_small(&self.inner, &name, &key) {
-            Ok(content) => content,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
-        };
-        let store = self.inner.objects.clone();
-        self.inner
-            .runtime
-            .block_on(async move { store.delete(&key).await })
-            .map_err(|e| remote("delete", &name, e))?;
-        Ok(Some(lock::describe(&content)))
+        lock::break_lock(&self.inner, dir, false)
+    }
+
+    /// [`ObjectStorage::break_lock`] even when its holder runs on this host (`ckpt unlock
+    /// --force`): that process may then write beside the next one.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectStorage::break_lock`], but for a live holder.
+    pub fn force_break_lock(&self, dir: &str) -> Result<Option<String>, Error> {
+        lock::break_lock(&self.inner, dir, true)
     }
 
     /// Uploads `pieces` as one object with object_store's own `WriteMultipart`, with this
@@ -292,7 +359,7 @@ impl ObjectStorage {
                 }
                 writer.finish().await.map(|_| ())
             })
-            .map_err(|e| remote("upload", name, e))
+            .map_err(|e| remote(&self.inner, "upload", name, e))
     }
 
     fn key(&self, name: &str) -> Result<Key, Error> {
@@ -322,7 +389,7 @@ pub(crate) fn put_if_absent(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
             ) => {}
-            Err(e) => return Err(remote("create", name, e)),
+            Err(e) => return Err(remote(inner, "create", name, e)),
         }
         // Taken, or a conflict with a concurrent conditional write (S3's 409, which
         // object_store reports as "already exists"): taken only if something is there.
@@ -336,7 +403,7 @@ pub(crate) fn put_if_absent(
             Err(object_store::Error::NotFound { .. }) => {
                 std::thread::sleep(Duration::from_millis(50 << attempt));
             }
-            Err(e) => return Err(remote("look for", name, e)),
+            Err(e) => return Err(remote(inner, "look for", name, e)),
         }
     }
     Ok(false)
@@ -363,14 +430,15 @@ pub(crate) fn get_small(inner: &Inner, name: &str, key: &Key) -> Result<Vec<u8>,
         range: Some(object_store::GetRange::Bounded(0..4096)),
         ..Default::default()
     };
-    let read = inner
-        .runtime
-        .block_on(async move { store.get_opts(&target, options).await?.bytes().await });
+    let endpoint = inner.endpoint.clone();
+    let read = inner.runtime.block_on(async move {
+        let result = store.get_opts(&target, options).await?;
+        reader::ranged_bytes(result, 4096, &endpoint).await
+    });
     match read {
         Ok(bytes) => Ok(bytes.to_vec()),
-        Err(e @ object_store::Error::NotFound { .. }) => Err(remote("read", name, e)),
         // An empty object has no byte 0 to start a range at.
-        Err(e) => {
+        Err(e) if unsatisfiable(&e) => {
             let store = inner.objects.clone();
             let target = key.clone();
             match inner
@@ -378,10 +446,18 @@ pub(crate) fn get_small(inner: &Inner, name: &str, key: &Key) -> Result<Vec<u8>,
                 .block_on(async move { store.head(&target).await })
             {
                 Ok(meta) if meta.size == 0 => Ok(Vec::new()),
-                _ => Err(remote("read", name, e)),
+                _ => Err(remote(inner, "read", name, e)),
             }
         }
+        Err(e) => Err(remote(inner, "read", name, e)),
     }
+}
+
+/// Whether `e` is the server's 416 answer to a range that starts past the end: what a
+/// ranged read of an empty object gets. Only then is the object's size asked separately;
+/// any other failure (a timeout above all) is reported as it is.
+pub(crate) fn unsatisfiable(e: &object_store::Error) -> bool {
+    e.to_string().contains("status code: 416")
 }
 
 /// Whether an object's name is one the tool manages but never lists: the lock and the
@@ -424,31 +500,27 @@ impl Storage for ObjectStorage {
         )?))
     }
 
+    /// Bounded: past [`limits::MAX_LIST_PAGES`] pages or [`limits::MAX_LISTED_OBJECTS`]
+    /// objects the listing is an error (see [`limits`]).
     fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
         let prefix = self.key(dir)?;
-        let store = self.inner.objects.clone();
-        let listed = self
-            .inner
-            .runtime
-            .block_on({
-                let prefix = prefix.clone();
-                async move {
-                    let prefix = (!prefix.as_ref().is_empty()).then_some(prefix);
-                    if depth == 0 {
-                        // One level: the server does not walk (or send) the sub-folders.
-                        return Ok(store.list_with_delimiter(prefix.as_ref()).await?.objects);
-                    }
-                    store.list(prefix.as_ref()).try_collect::<Vec<_>>().await
-                }
-            })
-            .map_err(|e| remote("list", dir, e))?;
         let base = prefix.parts().count();
+        // Deeper than asked, the folder's own marker object (`run/`), and the tool's own
+        // objects are not listed.
+        let keep = |key: &Key| {
+            (base + 1..=base + 1 + depth).contains(&key.parts().count()) && !internal(key)
+        };
+        // One level: the server does not walk (or send) the sub-folders.
+        let (listed, _) = listing::objects(
+            &self.inner,
+            dir,
+            &prefix,
+            depth == 0,
+            listing::Bounds::WHOLE,
+            keep,
+        )?;
         let mut out: Vec<ObjectMeta> = listed
             .into_iter()
-            // Deeper than asked, the folder's own marker object (`run/`), and the tool's
-            // own objects are not listed.
-            .filter(|m| (base + 1..=base + 1 + depth).contains(&m.location.parts().count()))
-            .filter(|m| !internal(&m.location))
             .map(|m| ObjectMeta {
                 name: self.inner.bucket.name(&m.location),
                 size: m.size,
@@ -477,7 +549,7 @@ impl Storage for ObjectStorage {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(remote("look for", name, e)),
+            Err(e) => Err(remote(&self.inner, "look for", name, e)),
         }
     }
 
@@ -496,7 +568,7 @@ impl Storage for ObjectStorage {
             .block_on(async move { store.delete(&key).await })
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote("delete", name, e)),
+            Err(e) => Err(remote(&self.inner, "delete", name, e)),
         }
     }
 
@@ -511,7 +583,7 @@ impl Storage for ObjectStorage {
             .inner
             .runtime
             .block_on(async move { store.head(&head).await })
-            .map_err(|e| remote("copy", from, e))?
+            .map_err(|e| remote(&self.inner, "copy", from, e))?
             .size;
         if size <= MAX_SINGLE_COPY {
             let store = self.inner.objects.clone();
@@ -519,7 +591,7 @@ impl Storage for ObjectStorage {
                 .inner
                 .runtime
                 .block_on(async move { store.copy(&src, &dst).await })
-                .map_err(|e| remote("copy", from, e));
+                .map_err(|e| remote(&self.inner, "copy", from, e));
         }
         let reader = reader::RemoteReader::open(self.inner.clone(), from, src)?;
         let mut upload = upload::Upload::new(self.inner.clone(), to, dst, 0, Commit::Replace)?;

@@ -114,9 +114,61 @@ fn the_lock_names_its_holder_and_goes_when_dropped() {
         .lock("s3://bucket/run")
         .expect("lock again")
         .expect("held");
-    assert!(s.break_lock("s3://bucket/run").expect("break").is_some());
+    // Its holder, this process, is alive: breaking it needs force.
+    let alive = s.break_lock("s3://bucket/run").expect_err("alive");
+    assert!(
+        alive.to_string().contains("is alive on this host"),
+        "{alive}"
+    );
+    assert!(s
+        .force_break_lock("s3://bucket/run")
+        .expect("break")
+        .is_some());
     drop(again);
     assert!(s.break_lock("s3://bucket/run").expect("none").is_none());
+}
+
+#[test]
+fn a_lock_above_or_below_another_holders_is_refused() {
+    let s = storage();
+    // Another process's lock on the folder above, as a planted object.
+    let other = r#"{"host":"elsewhere","pid":1,"since_unix":1}"#;
+    assert!(s
+        .put_if_absent("s3://bucket/run/.ckpt.lock", other.as_bytes())
+        .expect("plant"));
+    let err = s
+        .lock("s3://bucket/run/sub")
+        .expect_err("below a held folder");
+    assert!(
+        err.to_string()
+            .contains("s3://bucket/run is locked by host elsewhere"),
+        "{err}"
+    );
+    // The refused lock went with the refusal.
+    assert!(!s.exists("s3://bucket/run/sub/.ckpt.lock").expect("exists"));
+    s.force_break_lock("s3://bucket/run").expect("break");
+    // And a folder below another holder's.
+    assert!(s
+        .put_if_absent("s3://bucket/run/sub/deeper/.ckpt.lock", other.as_bytes())
+        .expect("plant"));
+    let err = s.lock("s3://bucket/run").expect_err("above a held folder");
+    assert!(
+        err.to_string()
+            .contains("s3://bucket/run/sub/deeper is locked"),
+        "{err}"
+    );
+    // This process's own locks nest, as a local folder's do.
+    s.force_break_lock("s3://bucket/run/sub/deeper")
+        .expect("break");
+    let outer = s.lock("s3://bucket/run").expect("outer").expect("held");
+    let inner = s.lock("s3://bucket/run/sub").expect("inner").expect("held");
+    drop((outer, inner));
+    for lock in [
+        "s3://bucket/run/.ckpt.lock",
+        "s3://bucket/run/sub/.ckpt.lock",
+    ] {
+        assert!(!s.exists(lock).expect("exists"), "{lock} stays");
+    }
 }
 
 #[test]

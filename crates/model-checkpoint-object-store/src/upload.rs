@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use model_checkpoint::store::{Commit, PendingObject};
+use model_checkpoint::store::{gate, Commit, PendingObject};
 use model_checkpoint::Error;
 use object_store::multipart::PartId;
 use object_store::path::Path as Key;
@@ -162,7 +162,7 @@ impl Upload {
     }
 
     fn fail(&mut self, e: object_store::Error) -> io::Error {
-        let error = remote("upload", &self.name, e);
+        let error = remote(&self.inner, "upload", &self.name, e);
         self.fail_with(error.to_string())
     }
 
@@ -186,7 +186,7 @@ impl Upload {
             let (key, id) = (upload_key.clone(), id.clone());
             async move { store.put_part(&key, &id, 0, PutPayload::from(first)).await }
         });
-        let part0 = part0.map_err(|e| remote("upload", &self.name, e))?;
+        let part0 = part0.map_err(|e| remote(&self.inner, "upload", &self.name, e))?;
         while !self.running.is_empty() {
             self.finish_oldest().map_err(|e| self.io_error(e))?;
         }
@@ -204,7 +204,7 @@ impl Upload {
                 let (key, id) = (upload_key.clone(), id.clone());
                 async move { store.complete_multipart(&key, &id, parts).await }
             })
-            .map_err(|e| remote("complete the upload of", &self.name, e))?;
+            .map_err(|e| remote(&self.inner, "complete the upload of", &self.name, e))?;
         // Completed: nothing to abort any more.
         self.multipart = None;
         Ok(())
@@ -224,7 +224,7 @@ impl Upload {
             Ok(_) => Err(Error::AlreadyExists {
                 name: self.name.clone(),
             }),
-            Err(e) => Err(remote("look for", &self.name, e)),
+            Err(e) => Err(remote(&self.inner, "look for", &self.name, e)),
         }
     }
 
@@ -244,15 +244,31 @@ impl Upload {
 struct Claim {
     inner: Arc<Inner>,
     key: Key,
+    /// What this writer put in it (who, when, which claim of the process): released through
+    /// the deletion gate only while it still holds exactly that.
+    content: Vec<u8>,
 }
 
 impl Claim {
     fn take(inner: &Arc<Inner>, key: &Key, name: &str) -> Result<Claim, Error> {
+        static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let claim = crate::claim_key(key);
-        if crate::put_if_absent(inner, name, &claim, b"claimed")? {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let content = serde_json::json!({
+            "claim": crate::names::shorten(name),
+            "pid": std::process::id(),
+            "since_unix_ns": since.to_string(),
+            "n": TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        })
+        .to_string()
+        .into_bytes();
+        if crate::put_if_absent(inner, name, &claim, &content)? {
             return Ok(Claim {
                 inner: inner.clone(),
                 key: claim,
+                content,
             });
         }
         Err(Error::AlreadyExists {
@@ -263,15 +279,19 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let objects = self.inner.objects.clone();
-        let key = self.key.clone();
-        if let Err(e) = self
-            .inner
-            .runtime
-            .block_on(async move { objects.delete(&key).await })
-        {
-            let name = self.inner.bucket.name(&self.key);
-            log::warn!(target: "model_checkpoint", "{}", remote("release the claim", &name, e));
+        let name = self.inner.bucket.name(&self.key);
+        let storage = crate::ObjectStorage {
+            inner: self.inner.clone(),
+        };
+        let released = gate::delete(
+            &storage,
+            &name,
+            gate::Claim::Lock {
+                holder: &self.content,
+            },
+        );
+        if let Err(e) = released {
+            log::warn!(target: "model_checkpoint", "cannot release the claim {name}: {e}");
         }
     }
 }
@@ -343,7 +363,7 @@ impl PendingObject for Upload {
             ) if self.commit == Commit::CreateNew => Err(Error::AlreadyExists {
                 name: self.name.clone(),
             }),
-            Err(e) => Err(remote("upload", &self.name, e)),
+            Err(e) => Err(remote(&self.inner, "upload", &self.name, e)),
         }
     }
 }

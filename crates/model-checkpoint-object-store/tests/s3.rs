@@ -335,6 +335,82 @@ fn of_sixteen_racing_writers_exactly_one_creates_a_name() {
 }
 
 #[test]
+fn a_trainer_below_or_above_a_locked_folder_is_refused() {
+    let Some(server) = Seaweed::start("nested locks") else {
+        return;
+    };
+    let storage = Arc::new(server.storage());
+    let toy = Toy {
+        epoch: Cell::new(0),
+        size: 16,
+    };
+    let callback = |template: &str| {
+        ModelCheckpoint::new(server.url(template))
+            .storage(storage.clone())
+            .keep_last(1)
+    };
+    let begin = |cb: &mut ModelCheckpoint| cb.on_train_begin(&Logs::new(), &mut Context::new(&toy));
+    let planted = |dir: &str| {
+        // Another process's lock, as a trainer elsewhere leaves it.
+        let other = r#"{"host":"other-host","pid":77,"since_unix":1700000000}"#;
+        assert!(storage
+            .put_if_absent(&server.url(&format!("{dir}/.ckpt.lock")), other.as_bytes())
+            .expect("plant"));
+    };
+
+    // Another trainer holds `run` (its template has fields in folder names, so it writes
+    // into `run/01/…` too): a trainer of `run/01` is refused, naming it.
+    planted("run");
+    let mut below = callback("run/01/w.safetensors");
+    let err = begin(&mut below).expect_err("below a locked folder");
+    assert!(matches!(err, Error::LockedBy { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("s3://ckpt/run is locked by host other-host, process 77"),
+        "{text}"
+    );
+    // Its own lock did not stay behind.
+    assert!(!storage
+        .exists(&server.url("run/01/.ckpt.lock"))
+        .expect("exists"));
+    storage.break_lock(&server.url("run")).expect("break");
+
+    // Another trainer holds `deep/01/x`: a trainer of `deep` is refused too.
+    planted("deep/01/x");
+    let mut above = callback("deep/w.{epoch:02d}.safetensors");
+    let err = begin(&mut above).expect_err("above a locked folder");
+    assert!(
+        err.to_string()
+            .contains("s3://ckpt/deep/01/x is locked by host other-host"),
+        "{err}"
+    );
+    assert!(!storage
+        .exists(&server.url("deep/.ckpt.lock"))
+        .expect("exists"));
+    storage.break_lock(&server.url("deep/01/x")).expect("break");
+
+    // One process's own callbacks may nest, as on a local folder; a sibling folder is free.
+    let mut outer = callback("run/w.{epoch:02d}.safetensors");
+    begin(&mut outer).expect("outer");
+    let mut inner = callback("run/best/w.safetensors");
+    begin(&mut inner).expect("inner, this process's own");
+    let mut sibling = callback("run2/w.safetensors");
+    begin(&mut sibling).expect("a sibling folder");
+    for cb in [&mut outer, &mut inner, &mut sibling] {
+        cb.on_train_end(&Logs::new(), &mut Context::new(&toy))
+            .expect("end");
+    }
+    for dir in ["run", "run/best", "run2"] {
+        assert!(
+            !storage
+                .exists(&server.url(&format!("{dir}/.ckpt.lock")))
+                .expect("exists"),
+            "{dir}'s lock stayed"
+        );
+    }
+}
+
+#[test]
 fn wrong_credentials_and_a_missing_bucket_fail_fast_in_one_line() {
     let Some(server) = Seaweed::start("wrong_credentials") else {
         return;

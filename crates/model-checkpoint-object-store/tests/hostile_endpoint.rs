@@ -1,0 +1,284 @@
+//! The S3 backend against endpoints that misbehave (a TCP server on 127.0.0.1 in the test,
+//! see `hostile/`): one that accepts and never answers, bodies that never end (a success, a
+//! ranged read, an error), a reply announcing more than was asked, a listing whose pages
+//! never end. Each gives an error naming the endpoint, in a known time (the deadlines here
+//! only prove that nothing hangs) and within the reply's bound.
+
+mod hostile;
+
+use std::time::{Duration, Instant};
+
+use hostile::{Hostile, Reply};
+use model_checkpoint::store::Storage;
+use model_checkpoint::Error;
+use model_checkpoint_object_store::{limits, ObjectStorage};
+
+fn storage(server: &Hostile) -> ObjectStorage {
+    let env = server.env();
+    let settings: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ObjectStorage::from_env_with("s3://bucket", &settings).expect("storage")
+}
+
+/// Runs `f` on a thread and fails the test if it has not returned within `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    receive
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}: it hangs"))
+}
+
+fn one_line(e: &Error) -> String {
+    let text = e.to_string();
+    assert!(!text.contains('\n'), "more than one line: {text}");
+    text
+}
+
+#[test]
+fn a_silent_endpoint_fails_within_the_deadline() {
+    let server = Hostile::start(|_| Reply::Silent);
+    let s = storage(&server);
+    let started = Instant::now();
+    let listed = within(Duration::from_secs(60), {
+        let s = s.clone();
+        move || s.list("s3://bucket/x", 0)
+    });
+    let err = listed.expect_err("a silent endpoint lists nothing");
+    let text = one_line(&err);
+    assert!(
+        text.contains(&format!(
+            "the endpoint {} sent no answer within 15 s",
+            server.endpoint()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("check AWS_ENDPOINT_URL"), "{text}");
+    // It waited for the first byte, once: no retry of a request that timed out past the
+    // retry timeout.
+    assert!(started.elapsed() >= limits::FIRST_BYTE_TIMEOUT, "{text}");
+    assert_eq!(server.requests(), 1);
+
+    // Asked again at once, it is not asked: the same reason, without a request.
+    let again = within(Duration::from_secs(60), {
+        let s = s.clone();
+        move || s.exists("s3://bucket/x/w.safetensors")
+    });
+    let text = one_line(&again.expect_err("still silent"));
+    assert!(
+        text.contains("sent no answer within 15 s to an earlier request"),
+        "{text}"
+    );
+    assert_eq!(server.requests(), 1, "the quiet endpoint was asked again");
+}
+
+#[test]
+fn a_silent_endpoint_fails_a_save_within_the_deadline() {
+    let server = Hostile::start(|_| Reply::Silent);
+    let s = storage(&server);
+    // Taking the lock is a conditional PUT with a body: its first byte's deadline grows by
+    // the body's size only.
+    let locked = within(Duration::from_secs(60), move || {
+        s.lock("s3://bucket/run").map(|guard| guard.is_some())
+    });
+    let text = one_line(&locked.expect_err("no lock from a silent endpoint"));
+    assert!(text.contains("sent no answer within 15"), "{text}");
+}
+
+#[test]
+fn an_endless_body_is_an_error_not_an_abort() {
+    // Every reply an endless body: a listing page has its bound.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::Endless(200),
+    });
+    let s = storage(&server);
+    let listed = within(Duration::from_secs(120), move || s.list("s3://bucket/x", 0));
+    let text = one_line(&listed.expect_err("an endless listing page"));
+    assert!(
+        text.contains(&format!(
+            "the endpoint {} sent more than {} bytes for a listing page or other reply",
+            server.endpoint(),
+            limits::MAX_REPLY_BYTES
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_endless_ranged_read_is_cut_at_its_range() {
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::EndlessRange { size: 1 << 40 },
+    });
+    let s = storage(&server);
+    let opened = within(Duration::from_secs(120), move || {
+        s.open("s3://bucket/x/w.safetensors").map(|r| r.len())
+    });
+    let text = one_line(&opened.expect_err("an endless ranged read"));
+    // The opening read asks for 256 KiB.
+    assert!(
+        text.contains(&format!(
+            "the endpoint {} sent more than {} bytes for a read of {} bytes",
+            server.endpoint(),
+            256 << 10,
+            256 << 10
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_head_of_a_large_object_is_not_a_large_reply() {
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Head { size: 1 << 40 },
+        _ => Reply::Empty(404),
+    });
+    let s = storage(&server);
+    let exists = within(Duration::from_secs(60), move || {
+        s.exists("s3://bucket/x/w.safetensors")
+    });
+    assert!(exists.expect("a HEAD of a 1 TiB object"));
+}
+
+#[test]
+fn a_reply_announcing_more_than_was_asked_is_refused_before_its_body() {
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::Announce { length: 1 << 50 },
+    });
+    let s = storage(&server);
+    let opened = within(Duration::from_secs(120), move || {
+        s.open("s3://bucket/x/w.safetensors").map(|r| r.len())
+    });
+    let text = one_line(&opened.expect_err("a reply larger than its range"));
+    assert!(
+        text.contains(&format!("announced a reply of {} bytes", 1u64 << 50)),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_error_with_an_endless_body_is_cut_and_reported() {
+    for status in [500, 503, 404, 403, 400] {
+        let server = Hostile::start(match status {
+            500 => |_: &hostile::Request| Reply::Endless(500),
+            503 => |_: &hostile::Request| Reply::Endless(503),
+            404 => |_: &hostile::Request| Reply::Endless(404),
+            403 => |_: &hostile::Request| Reply::Endless(403),
+            _ => |_: &hostile::Request| Reply::Endless(400),
+        });
+        let s = storage(&server);
+        let listed = within(Duration::from_secs(120), move || s.list("s3://bucket/x", 0));
+        let text = one_line(&listed.expect_err("an error"));
+        assert!(text.len() < 600, "{status}: {text}");
+        match status {
+            403 => assert!(text.contains("access denied"), "{text}"),
+            404 => assert!(
+                text.contains(&format!(
+                    "the endpoint {} answered 404 Not Found",
+                    server.endpoint()
+                )),
+                "{text}"
+            ),
+            _ => assert!(
+                text.contains(&format!(
+                    "the endpoint {} answered {status}",
+                    server.endpoint()
+                )),
+                "{text}"
+            ),
+        }
+    }
+}
+
+#[test]
+fn an_endless_listing_is_an_error() {
+    // Pages of one name each: the page bound.
+    let server = Hostile::start(|r| {
+        if r.is_list() {
+            Reply::Page { keys: 1 }
+        } else {
+            Reply::Empty(404)
+        }
+    });
+    let s = storage(&server);
+    let listed = within(Duration::from_secs(300), {
+        let s = s.clone();
+        move || s.list("s3://bucket/x", 0)
+    });
+    let text = one_line(&listed.expect_err("a listing without end"));
+    assert!(
+        text.contains(&format!(
+            "the listing goes on past {} pages",
+            limits::MAX_LIST_PAGES
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&server.endpoint()), "{text}");
+    assert_eq!(server.requests(), limits::MAX_LIST_PAGES);
+
+    // Full pages: the object bound comes first.
+    let full = Hostile::start(|r| {
+        if r.is_list() {
+            Reply::Page { keys: 1000 }
+        } else {
+            Reply::Empty(404)
+        }
+    });
+    let s = storage(&full);
+    let listed = within(Duration::from_secs(300), move || s.list("s3://bucket/x", 0));
+    let text = one_line(&listed.expect_err("a listing without end"));
+    assert!(
+        text.contains(&format!("more than {} objects", limits::MAX_LISTED_OBJECTS)),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reply_that_stops_midway_fails_within_the_deadline() {
+    // The head, then nothing.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::Drip {
+            every: Duration::from_secs(3600),
+        },
+    });
+    let s = storage(&server);
+    let opened = within(Duration::from_secs(60), move || {
+        s.open("s3://bucket/x/w.safetensors").map(|r| r.len())
+    });
+    let text = one_line(&opened.expect_err("a reply that stops"));
+    assert!(
+        text.contains(&format!(
+            "the endpoint {} stopped sending its reply for 15 s",
+            server.endpoint()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_reply_that_trickles_fails_at_the_request_deadline() {
+    // One byte every 10 s never pauses for 15 s, but a read of 4 KiB (a lock) may take
+    // only the request's deadline.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::Drip {
+            every: Duration::from_secs(10),
+        },
+    });
+    let s = storage(&server);
+    let broken = within(Duration::from_secs(150), move || {
+        s.break_lock("s3://bucket/x")
+    });
+    let text = one_line(&broken.expect_err("a reply that trickles"));
+    assert!(
+        text.contains(&format!(
+            "the endpoint {} did not finish its reply within 60.1 s",
+            server.endpoint()
+        )),
+        "{text}"
+    );
+}
