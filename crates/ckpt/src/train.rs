@@ -369,10 +369,9 @@ fn refuse_data_among_outputs(
         folder.join("interrupted.safetensors"),
     ];
     outputs.extend(checkpoint.last_path());
-    let template_makes_it = model_checkpoint::template::Pattern::new(&args.filepath)
-        .is_ok_and(|p| {
-            p.matches(&model_checkpoint::store::normalize(&data_name))
-                || p.matches(&data_id)
+    let template_makes_it =
+        model_checkpoint::template::Pattern::new(&args.filepath).is_ok_and(|p| {
+            p.matches(&model_checkpoint::store::normalize(&data_name)) || p.matches(&data_id)
         });
     if template_makes_it
         || outputs
