@@ -26,15 +26,17 @@ use crate::limits::MAX_LOCK_SCAN_PAGES;
 use crate::listing::{self, Bounds};
 use crate::{Inner, ObjectStorage};
 
-/// The locks this process holds: their objects' names and contents. A folder above or below
-/// one of them is this process's own, as a local folder's is.
-static HELD: Mutex<Vec<(String, Vec<u8>)>> = Mutex::new(Vec::new());
+/// The locks this process holds: their objects' names and contents, and how many holders
+/// (callbacks of this process) share each. A folder above or below one of them is this
+/// process's own, as a local folder's is, and two callbacks of one process share a folder's
+/// lock (as they share a local folder's).
+static HELD: Mutex<Vec<(String, Vec<u8>, usize)>> = Mutex::new(Vec::new());
 
 fn held_here(name: &str, content: &[u8]) -> bool {
     HELD.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
-        .any(|(n, c)| n == name && c == content)
+        .any(|(n, c, _)| n == name && c == content)
 }
 
 /// Held while a trainer writes into the folder; dropping it deletes the lock object (if it
@@ -114,6 +116,21 @@ pub(crate) fn acquire(inner: &Arc<Inner>, dir: &str) -> Result<RemoteLock, Error
     let dir_key = inner.bucket.key(dir)?;
     let key = lock_key(&dir_key);
     let name = inner.bucket.name(&key);
+    {
+        // Already this process's: one more holder shares it.
+        let mut held = HELD
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = held.iter_mut().find(|(n, _, _)| *n == name) {
+            entry.2 += 1;
+            return Ok(RemoteLock {
+                inner: inner.clone(),
+                name,
+                holder: entry.1.clone(),
+                quiet: false,
+            });
+        }
+    }
     let content = holder().to_string().into_bytes();
     if !crate::put_if_absent(inner, &name, &key, &content)? {
         let existing = crate::get_small(inner, &name, &key).unwrap_or_default();
@@ -124,7 +141,7 @@ pub(crate) fn acquire(inner: &Arc<Inner>, dir: &str) -> Result<RemoteLock, Error
     }
     HELD.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push((name.clone(), content.clone()));
+        .push((name.clone(), content.clone(), 1));
     let mut lock = RemoteLock {
         inner: inner.clone(),
         name,
@@ -201,8 +218,13 @@ impl Drop for RemoteLock {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(i) = held
                 .iter()
-                .position(|(n, c)| *n == self.name && *c == self.holder)
+                .position(|(n, c, _)| *n == self.name && *c == self.holder)
             {
+                held[i].2 -= 1;
+                if held[i].2 > 0 {
+                    // Another holder of this process still has it.
+                    return;
+                }
                 held.swap_remove(i);
             }
         }

@@ -122,17 +122,25 @@ fn model_checkpoint_on_s3_keeps_retention_last_and_resumes_exactly() {
     let mut cb = callback("straight");
     cb.on_train_begin(&Logs::new(), &mut Context::new(&toy))
         .expect("begin");
-    // The folder's lock is a conditional create: a second trainer is refused, naming us.
-    let mut rival = callback("straight");
+    // The folder's lock is a conditional create: a trainer of another process is refused,
+    // naming it (a second callback of this process shares the lock, as on a local folder).
+    let rival_lock = r#"{"host":"elsewhere","pid":4242,"since_unix":1700000000}"#;
+    assert!(storage
+        .put_if_absent(&server.url("rival/.ckpt.lock"), rival_lock.as_bytes())
+        .expect("plant"));
+    let mut rival = callback("rival");
     let err = rival
         .on_train_begin(&Logs::new(), &mut Context::new(&toy))
         .expect_err("locked");
     assert!(matches!(err, Error::LockedBy { .. }), "{err}");
     assert!(
-        err.to_string()
-            .contains(&format!("process {}", std::process::id())),
+        err.to_string().contains("host elsewhere, process 4242"),
         "{err}"
     );
+    let mut twin = callback("straight");
+    twin.on_train_begin(&Logs::new(), &mut Context::new(&toy))
+        .expect("this process's own folder");
+    drop(twin);
     epochs(&mut cb, &toy, 0..6);
     cb.on_train_end(&Logs::new(), &mut Context::new(&toy))
         .expect("end");
@@ -396,6 +404,18 @@ fn a_trainer_below_or_above_a_locked_folder_is_refused() {
     begin(&mut inner).expect("inner, this process's own");
     let mut sibling = callback("run2/w.safetensors");
     begin(&mut sibling).expect("a sibling folder");
+    // Two callbacks of one process in one folder share its lock, as on a local folder; it
+    // goes when the last lets it go.
+    let mut twin = callback("run/best.safetensors");
+    begin(&mut twin).expect("a second callback of this process in the same folder");
+    twin.on_train_end(&Logs::new(), &mut Context::new(&toy))
+        .expect("end");
+    assert!(
+        storage
+            .exists(&server.url("run/.ckpt.lock"))
+            .expect("exists"),
+        "the first callback still holds run"
+    );
     for cb in [&mut outer, &mut inner, &mut sibling] {
         cb.on_train_end(&Logs::new(), &mut Context::new(&toy))
             .expect("end");
