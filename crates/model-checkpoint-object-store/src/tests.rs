@@ -102,14 +102,21 @@ fn create_new_never_replaces_small_or_large() {
 fn the_lock_names_its_holder_and_goes_when_dropped() {
     let s = storage();
     let guard = s.lock("s3://bucket/run").expect("lock").expect("held");
-    let err = s.lock("s3://bucket/run").expect_err("second");
+    // A second holder of this process shares it; the object stays until both let go.
+    let shared = s.lock("s3://bucket/run").expect("shared").expect("held");
+    drop(shared);
+    assert!(s.exists("s3://bucket/run/.ckpt.lock").expect("exists"));
+    // Another process's lock refuses, naming its holder.
+    let other = r#"{"host":"elsewhere","pid":4242,"since_unix":1700000000}"#;
+    assert!(s
+        .put_if_absent("s3://bucket/other/.ckpt.lock", other.as_bytes())
+        .expect("plant"));
+    let err = s.lock("s3://bucket/other").expect_err("another's");
     let text = err.to_string();
-    assert!(
-        text.contains(&format!("process {}", std::process::id())),
-        "{text}"
-    );
-    assert!(text.contains("ckpt unlock s3://bucket/run"), "{text}");
+    assert!(text.contains("host elsewhere, process 4242"), "{text}");
+    assert!(text.contains("ckpt unlock s3://bucket/other"), "{text}");
     drop(guard);
+    assert!(!s.exists("s3://bucket/run/.ckpt.lock").expect("exists"));
     let again = s
         .lock("s3://bucket/run")
         .expect("lock again")
