@@ -109,14 +109,16 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
             get("format"),
             get("format_version")
         );
+        let raw = model_checkpoint::store::RawMeta::of(info);
+        let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
         out!(
             "epoch:    {}   batch: {}   global step: {}",
-            get("epoch"),
-            get("batch"),
-            get("global_step")
+            or_dash(raw.epoch),
+            or_dash(raw.batch),
+            or_dash(raw.global_step)
         );
-        out!("monitor:  {}", crate::shorten(get("monitor"), 200));
-        out!("logs:     {}", crate::shorten(get("logs"), 2000));
+        out!("monitor:  {}", crate::shorten(&or_dash(raw.monitor), 200));
+        out!("logs:     {}", crate::shorten(&or_dash(raw.logs), 2000));
         let status = match (&verified, file.has_checksums()) {
             (_, false) => "none (not written by model-checkpoint)".to_owned(),
             (Ok(()), true) => "ok (crc32 of every tensor and of the header)".to_owned(),

@@ -199,7 +199,7 @@ struct Recorder {
     now: RunRecord,
 }
 
-const RECORD_KEY: &str = "ckpt train";
+pub(crate) const RECORD_KEY: &str = "ckpt train";
 
 impl Callback for Recorder {
     fn state_key(&self) -> Option<String> {
@@ -218,14 +218,11 @@ impl Callback for Recorder {
 fn recorded_options(
     file: &model_checkpoint::store::CheckpointFile,
 ) -> Result<Option<RunRecord>, Failure> {
-    use model_checkpoint::store::KEY_TRAINING_STATE;
     let path = file.path();
-    let Some(text) = file.info().get(KEY_TRAINING_STATE) else {
+    let Some(state) = file.training_state()? else {
         return Ok(None);
     };
-    let state: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| format!("{}: training state unreadable: {e}", path.display()))?;
-    let Some(record) = state.get("callbacks").and_then(|c| c.get(RECORD_KEY)) else {
+    let Some(record) = state.callbacks.get(RECORD_KEY) else {
         return Ok(None);
     };
     serde_json::from_value(record.clone())

@@ -42,11 +42,7 @@ fn best_weights(dir: &std::path::Path) -> ModelCheckpoint {
 
 /// The loop's step counter, kept in the checkpoints with the rest.
 fn step(parts: &TrainingParts<Mlp>) -> u64 {
-    parts
-        .values
-        .get("step")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0)
+    parts.loop_state.step
 }
 
 fn fresh_parts(seed: u64) -> Result<TrainingParts<Mlp>, Box<dyn std::error::Error>> {
@@ -91,7 +87,7 @@ fn train_epoch(
         loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * indices.len() as f64;
         let grads = GradientsParams::from_grads(loss.backward(), &parts.model);
         parts.model = parts.optimizer.step(0.01, parts.model.clone(), grads);
-        parts.values.insert("step".into(), (step(parts) + 1).into());
+        parts.loop_state.step += 1;
         let logs = Logs::from([(
             "loss",
             loss_sum / ((batch + 1) * BATCH).min(train.len()) as f64,

@@ -12,16 +12,16 @@ use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::Bytes;
 use burn_pack::Scalar;
 use model_checkpoint::restore::Stored;
+use model_checkpoint::store::TrainingDocument;
 use model_checkpoint::{HostTensor, NamedTensor};
 use serde::{Deserialize, Serialize};
 
 use crate::names::{from_dtype, host_data, ids, to_dtype, ParamInfo};
 use crate::Error;
 
-/// The prefix of the optimizer's tensors among the training tensors.
-pub(crate) const PREFIX: &str = "optimizer/";
-/// The section of the training state that holds the optimizer's scalars.
-pub(crate) const SECTION: &str = "optimizer";
+/// The prefix of the optimizer's tensors among the training tensors: the core's, which every
+/// adapter shares.
+pub(crate) const PREFIX: &str = model_checkpoint::store::OPTIMIZER_TENSORS;
 /// burn's scalar (per parameter) holding the rank of the parameter's state.
 const RANK: &str = "__rank";
 
@@ -81,6 +81,47 @@ impl From<Value> for Scalar {
 struct Section {
     framework: String,
     scalars: BTreeMap<String, BTreeMap<String, Value>>,
+    /// The learning rate the loop steps burn's optimizer with (burn keeps none), when the
+    /// loop is `fit`'s (`BurnStep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    learning_rate: Option<f64>,
+}
+
+/// Records `rate` in a document's optimizer section (which [`state`] made).
+pub(crate) fn set_learning_rate(document: &mut TrainingDocument, rate: f64) -> Result<(), Error> {
+    let mut section: Section = match document.optimizer.take() {
+        Some(v) => serde_json::from_value(v).map_err(Error::burn)?,
+        None => Section::default(),
+    };
+    section.learning_rate = Some(rate);
+    document.optimizer = Some(serde_json::to_value(section).map_err(Error::burn)?);
+    Ok(())
+}
+
+/// The learning rate a document's optimizer section records, if any; a rate that is not a
+/// finite number is refused.
+pub(crate) fn learning_rate(
+    document: &TrainingDocument,
+    path: &std::path::Path,
+) -> Result<Option<f64>, Error> {
+    let Some(v) = &document.optimizer else {
+        return Ok(None);
+    };
+    let section: Section = serde_json::from_value(v.clone()).map_err(|e| {
+        Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
+            path: path.to_path_buf(),
+            reason: format!("optimizer state malformed: {e}"),
+        })
+    })?;
+    match section.learning_rate {
+        Some(rate) if !rate.is_finite() || rate <= 0.0 => Err(Error::Checkpoint(
+            model_checkpoint::Error::BadTrainingState {
+                path: path.to_path_buf(),
+                reason: format!("the step's learning rate {rate} is not a positive number"),
+            },
+        )),
+        rate => Ok(rate),
+    }
 }
 
 /// The optimizer's state of `model`'s parameters: its tensors (named without the
@@ -105,7 +146,7 @@ pub(crate) fn state_of_record(
     let reader = burn_pack::Reader::from_bytes(bytes).map_err(Error::burn)?;
     let mut section = Section {
         framework: "burn".into(),
-        scalars: BTreeMap::new(),
+        ..Section::default()
     };
     for (key, value) in reader.scalars() {
         let (id, field) = split_key(key)?;
@@ -135,9 +176,9 @@ pub(crate) fn restore<M: Module>(
     optimizer: &ModuleOptimizer,
     model: &M,
     stored: &Stored<'_>,
-    values: &serde_json::Map<String, serde_json::Value>,
+    document: &TrainingDocument,
 ) -> Result<ModuleOptimizer, Error> {
-    let record = record(model, stored, values)?;
+    let record = record(model, stored, document)?;
     check_default_device()?;
     Ok(optimizer.clone().load_record(record))
 }
@@ -174,7 +215,7 @@ pub(crate) fn check_default_device() -> Result<(), Error> {
 pub(crate) fn record<M: Module>(
     model: &M,
     stored: &Stored<'_>,
-    values: &serde_json::Map<String, serde_json::Value>,
+    document: &TrainingDocument,
 ) -> Result<OptimizerRecord, Error> {
     let bad = |reason: String| {
         Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
@@ -183,7 +224,7 @@ pub(crate) fn record<M: Module>(
         })
     };
     let params = ids(model);
-    let section: Section = match values.get(SECTION) {
+    let section: Section = match &document.optimizer {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| bad(format!("optimizer state malformed: {e}")))?,
         None => Section::default(),

@@ -4,15 +4,14 @@
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use model_checkpoint::restore::Stored;
+use model_checkpoint::store::{LoopState, TrainingDocument};
 use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
 
 use crate::{names, optimizer};
 
-/// The section that holds the loop's own values.
-const LOOP: &str = "loop";
-
 /// A model, its optimizer (state saved under the parameters' module paths, not burn's
-/// random ids), and any values of the loop's own in [`TrainingParts::values`].
+/// random ids), and the loop's own state (its step, epoch, generator and any values of its
+/// own) in [`TrainingParts::loop_state`].
 ///
 /// ```
 /// use burn::optim::AdamConfig;
@@ -22,7 +21,7 @@ const LOOP: &str = "loop";
 /// use model_checkpoint_burn::{cpu, Mlp, TrainingParts};
 ///
 /// let mut parts = TrainingParts::new(Mlp::new(&[4, 3], 0, &cpu())?, AdamConfig::new().init());
-/// parts.values.insert("step".into(), 42.into());
+/// parts.loop_state.step = 42;
 ///
 /// let dir = tempfile::tempdir()?;
 /// let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"));
@@ -33,7 +32,7 @@ const LOOP: &str = "loop";
 /// let mut fresh = TrainingParts::new(Mlp::new(&[4, 3], 1, &cpu())?, AdamConfig::new().init());
 /// let file = CheckpointFile::open(&dir.path().join("w1.safetensors"), Verify::Full)?;
 /// restore(&file, &mut fresh, &mut [&mut cb])?;
-/// assert_eq!(fresh.values["step"], 42);
+/// assert_eq!(fresh.loop_state.step, 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -42,8 +41,8 @@ pub struct TrainingParts<M> {
     pub model: M,
     /// Its optimizer.
     pub optimizer: ModuleOptimizer,
-    /// The loop's own values, saved and restored with the rest.
-    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The loop's own state, saved and restored with the rest.
+    pub loop_state: LoopState,
 }
 
 impl<M: Module> TrainingParts<M> {
@@ -52,7 +51,7 @@ impl<M: Module> TrainingParts<M> {
         TrainingParts {
             model,
             optimizer,
-            values: serde_json::Map::new(),
+            loop_state: LoopState::default(),
         }
     }
 }
@@ -67,10 +66,13 @@ impl<M: Module> Checkpointable for TrainingParts<M> {
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
         let (tensors, section) = optimizer::state(&self.optimizer, &self.model)?;
-        let mut values = serde_json::Map::new();
-        values.insert(optimizer::SECTION.into(), section);
-        values.insert(LOOP.into(), serde_json::Value::Object(self.values.clone()));
-        Ok(TrainingState { tensors, values })
+        let mut state = TrainingState {
+            tensors,
+            ..TrainingState::default()
+        };
+        state.document.optimizer = Some(section);
+        state.document.loop_state = Some(self.loop_state.clone());
+        Ok(state)
     }
 
     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
@@ -81,13 +83,10 @@ impl<M: Module> Checkpointable for TrainingParts<M> {
     fn restore_training_state(
         &mut self,
         tensors: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
-        self.optimizer = optimizer::restore(&self.optimizer, &self.model, tensors, values)?;
-        self.values = match values.get(LOOP) {
-            Some(serde_json::Value::Object(map)) => map.clone(),
-            _ => serde_json::Map::new(),
-        };
+        self.optimizer = optimizer::restore(&self.optimizer, &self.model, tensors, document)?;
+        self.loop_state = document.loop_state.clone().unwrap_or_default();
         Ok(())
     }
 }

@@ -173,9 +173,6 @@ impl<M: Classifier> Step for BurnStep<M> {
     }
 }
 
-/// The section of the training state that holds the step's learning rate.
-const STEP: &str = "step";
-
 impl<M: Module> Checkpointable for BurnStep<M> {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
         self.parts.weights()
@@ -183,10 +180,7 @@ impl<M: Module> Checkpointable for BurnStep<M> {
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
         let mut state = self.parts.training_state()?;
-        state.values.insert(
-            STEP.into(),
-            serde_json::json!({ "learning_rate": self.learning_rate }),
-        );
+        crate::optimizer::set_learning_rate(&mut state.document, self.learning_rate)?;
         Ok(state)
     }
 
@@ -197,19 +191,10 @@ impl<M: Module> Checkpointable for BurnStep<M> {
     fn restore_training_state(
         &mut self,
         tensors: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
-        let learning_rate = match values.get(STEP).map(|s| s.get("learning_rate")) {
-            None => None,
-            Some(Some(serde_json::Value::Number(n))) => n.as_f64().filter(|r| r.is_finite()),
-            Some(_) => {
-                return Err(model_checkpoint::Error::BadTrainingState {
-                    path: tensors.file().path().to_path_buf(),
-                    reason: "the step's learning rate is malformed".into(),
-                })
-            }
-        };
-        self.parts.restore_training_state(tensors, values)?;
+        let learning_rate = crate::optimizer::learning_rate(document, tensors.file().path())?;
+        self.parts.restore_training_state(tensors, document)?;
         if let Some(rate) = learning_rate {
             self.learning_rate = rate;
         }

@@ -215,7 +215,7 @@ fn optimizer_state_survives_a_fresh_model() {
         v
     };
     assert_eq!(flat(&got), flat(&want));
-    assert_eq!(got.values["optimizer"], want.values["optimizer"]);
+    assert_eq!(got.document.optimizer, want.document.optimizer);
 }
 
 /// Weights of one model with the optimizer state of another of other shapes: what a
@@ -286,8 +286,9 @@ impl Checkpointable for HugeCounter<'_> {
     fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, CoreError> {
         let mut state = self.0.training_state()?;
         let scalars = state
-            .values
-            .get_mut("optimizer")
+            .document
+            .optimizer
+            .as_mut()
             .and_then(|o| o.get_mut("scalars"))
             .and_then(|s| s.as_object_mut())
             .expect("optimizer scalars");

@@ -38,11 +38,7 @@ fn best_weights(dir: &std::path::Path) -> ModelCheckpoint {
 
 /// The loop's step counter, kept in the checkpoints with the rest.
 fn step(parts: &TrainingParts) -> u64 {
-    parts
-        .values
-        .get("step")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0)
+    parts.loop_state.step
 }
 
 fn fresh_parts(seed: u64) -> Result<TrainingParts, Box<dyn std::error::Error>> {
@@ -73,7 +69,7 @@ fn train_epoch(
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
         let grads: GradStore = loss.backward()?;
         parts.optimizer.step(&grads)?;
-        parts.values.insert("step".into(), (step(parts) + 1).into());
+        parts.loop_state.step += 1;
         loss_sum += f64::from(loss.to_scalar::<f32>()?) * indices.len() as f64;
         let logs = Logs::from([(
             "loss",

@@ -3,15 +3,14 @@
 //! `model_checkpoint::restore::restore_latest` to get everything back.
 
 use model_checkpoint::restore::Stored;
+use model_checkpoint::store::{LoopState, TrainingDocument};
 use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
 
 use crate::{Model, Optimizer};
 
-/// The section that holds the loop's own values.
-const LOOP: &str = "loop";
-
 /// What a hand-written loop checkpoints: the model, its optimizer (moments, step, learning
-/// rate), and any values of the loop's own (its step counter, say) in [`TrainingParts::values`].
+/// rate), and the loop's own state (its step, epoch, generator and any values of its own) in
+/// [`TrainingParts::loop_state`].
 ///
 /// ```
 /// use model_checkpoint::restore::restore;
@@ -22,7 +21,7 @@ const LOOP: &str = "loop";
 /// let model = Model::mlp(&[4, 3], 0)?;
 /// let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
 /// let mut parts = TrainingParts::new(model, optimizer);
-/// parts.values.insert("step".into(), 42.into());
+/// parts.loop_state.step = 42;
 ///
 /// let dir = tempfile::tempdir()?;
 /// let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"));
@@ -35,7 +34,7 @@ const LOOP: &str = "loop";
 /// let mut fresh = TrainingParts::new(model, optimizer);
 /// let file = CheckpointFile::open(&dir.path().join("w1.safetensors"), Verify::Full)?;
 /// restore(&file, &mut fresh, &mut [&mut cb])?;
-/// assert_eq!(fresh.values["step"], 42);
+/// assert_eq!(fresh.loop_state.step, 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct TrainingParts {
@@ -43,8 +42,8 @@ pub struct TrainingParts {
     pub model: Model,
     /// Its optimizer.
     pub optimizer: Box<dyn Optimizer>,
-    /// The loop's own values, saved and restored with the rest.
-    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The loop's own state, saved and restored with the rest.
+    pub loop_state: LoopState,
 }
 
 impl TrainingParts {
@@ -53,7 +52,7 @@ impl TrainingParts {
         TrainingParts {
             model,
             optimizer: Box::new(optimizer),
-            values: serde_json::Map::new(),
+            loop_state: LoopState::default(),
         }
     }
 }
@@ -65,9 +64,7 @@ impl Checkpointable for TrainingParts {
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
         let mut state = crate::optim::optimizer_state(self.optimizer.as_ref())?;
-        state
-            .values
-            .insert(LOOP.into(), serde_json::Value::Object(self.values.clone()));
+        state.document.loop_state = Some(self.loop_state.clone());
         Ok(state)
     }
 
@@ -78,13 +75,10 @@ impl Checkpointable for TrainingParts {
     fn restore_training_state(
         &mut self,
         tensors: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
-        crate::optim::restore_optimizer(self.optimizer.as_mut(), tensors, values)?;
-        self.values = match values.get(LOOP) {
-            Some(serde_json::Value::Object(map)) => map.clone(),
-            _ => serde_json::Map::new(),
-        };
+        crate::optim::restore_optimizer(self.optimizer.as_mut(), tensors, document)?;
+        self.loop_state = document.loop_state.clone().unwrap_or_default();
         Ok(())
     }
 }

@@ -4,11 +4,11 @@ use model_checkpoint::Error as CoreError;
 use std::path::{Path, PathBuf};
 
 use model_checkpoint::restore::Stored;
-use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::store::{CheckpointFile, TrainingDocument, Verify};
 use model_checkpoint::{Callback, Checkpointable};
 
 use crate::rng::TrainRng;
-use crate::state::{FitRecord, FitState, FIT};
+use crate::state::{FitRecord, FitState};
 use crate::step::Step;
 use crate::trainer::Trainer;
 use crate::Error;
@@ -151,11 +151,12 @@ impl Checkpointable for Restoring<'_> {
     fn restore_training_state(
         &mut self,
         tensors: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
         let path = tensors.file().path();
-        let fit_value = values
-            .get(FIT)
+        let fit_value = document
+            .fit
+            .as_ref()
             .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;
         let state: FitState = serde_json::from_value(fit_value.clone())
             .map_err(|e| bad(path, format!("fit state malformed: {e}")))?;
@@ -164,7 +165,7 @@ impl Checkpointable for Restoring<'_> {
         for (name, value) in [
             ("epoch", state.epoch as u64),
             ("batches_done", state.batches_done as u64),
-            ("global_step", state.global_step),
+            ("global step", state.global_step),
             ("epochs", state.options.epochs as u64),
             ("batch_size", state.options.batch_size as u64),
         ]
@@ -182,7 +183,7 @@ impl Checkpointable for Restoring<'_> {
         TrainRng::from_state(&state.rng).ok_or_else(|| bad(path, "generator state malformed"))?;
         TrainRng::from_state(&state.rng_epoch_start)
             .ok_or_else(|| bad(path, "generator state malformed"))?;
-        self.step.restore_training_state(tensors, values)?;
+        self.step.restore_training_state(tensors, document)?;
         self.fit = Some(state);
         Ok(())
     }

@@ -54,8 +54,7 @@ impl Checkpointable for TrainingView<'_> {
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
         let mut state = self.step.training_state()?;
-        state.values.insert(
-            FIT.into(),
+        state.document.fit = Some(
             serde_json::to_value(self.state)
                 .map_err(|e| model_checkpoint::Error::Framework(Box::new(e)))?,
         );
@@ -66,6 +65,3 @@ impl Checkpointable for TrainingView<'_> {
         self.step.shard_layout()
     }
 }
-
-/// The section of a full checkpoint's training state that holds the [`FitState`].
-pub(crate) const FIT: &str = "fit";

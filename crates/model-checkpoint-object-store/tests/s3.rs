@@ -45,9 +45,10 @@ impl Checkpointable for Toy {
     }
     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
         let mut state = TrainingState::default();
-        state
-            .values
-            .insert("epoch".into(), serde_json::json!(self.epoch.get()));
+        state.document.loop_state = Some(model_checkpoint::store::LoopState {
+            epoch: u64::from(self.epoch.get()),
+            ..Default::default()
+        });
         Ok(state)
     }
     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
@@ -56,9 +57,10 @@ impl Checkpointable for Toy {
     fn restore_training_state(
         &mut self,
         _: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), Error> {
-        self.epoch.set(values["epoch"].as_u64().unwrap_or(0) as u32);
+        self.epoch
+            .set(document.loop_state.as_ref().map_or(0, |l| l.epoch) as u32);
         Ok(())
     }
 }

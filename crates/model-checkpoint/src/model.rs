@@ -218,13 +218,15 @@ impl<'a> NamedTensor<'a> {
 }
 
 /// Everything beyond the weights that a full checkpoint holds: optimizer tensors (moments),
-/// and plain values (step counters, RNG state, hyperparameters, fit options) as JSON.
+/// and the typed document of plain values (the optimizer's step and hyperparameters, `fit`'s
+/// or a hand-written loop's state; the callbacks' states are added by the saving callback).
 #[derive(Default)]
 pub struct TrainingState<'a> {
-    /// Optimizer and other training tensors, by name.
+    /// Optimizer and other training tensors, by name (an optimizer's under
+    /// [`crate::store::OPTIMIZER_TENSORS`]).
     pub tensors: Vec<NamedTensor<'a>>,
-    /// Plain values, by section name (`"optimizer"`, `"fit"`, `"rng"` …).
-    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The plain values, by section.
+    pub document: crate::store::TrainingDocument,
 }
 
 /// A model that can be checkpointed: it names its tensors and hands them over.
@@ -284,9 +286,10 @@ pub trait Checkpointable {
         })
     }
 
-    /// Takes the training state back: the training tensors (optimizer slots) and the values
-    /// [`Checkpointable::training_state`] handed over, by section. The default accepts a
-    /// state with nothing in it and refuses any other.
+    /// Takes the training state back: the training tensors (optimizer slots) and the
+    /// document [`Checkpointable::training_state`] handed over (the callbacks' states are
+    /// restored by [`crate::restore`], not here). The default accepts a state with nothing in
+    /// it and refuses any other.
     ///
     /// # Errors
     ///
@@ -294,9 +297,11 @@ pub trait Checkpointable {
     fn restore_training_state(
         &mut self,
         tensors: &crate::restore::Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &crate::store::TrainingDocument,
     ) -> Result<(), Error> {
-        if values.is_empty() && tensors.names().next().is_none() {
+        let mut document = document.clone();
+        document.callbacks.clear();
+        if document.is_empty() && tensors.names().next().is_none() {
             return Ok(());
         }
         Err(Error::CannotRestore {

@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use model_checkpoint::restore::{restore, Stored};
-//! use model_checkpoint::store::{CheckpointFile, Verify};
+//! use model_checkpoint::store::{CheckpointFile, LoopState, TrainingDocument, Verify};
 //! use model_checkpoint::{
 //!     Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
 //!     NamedTensor, TrainingState,
@@ -19,7 +19,7 @@
 //!     }
 //!     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
 //!         let mut state = TrainingState::default();
-//!         state.values.insert("step".into(), self.step.into());
+//!         state.document.loop_state = Some(LoopState { step: self.step, ..LoopState::default() });
 //!         Ok(state)
 //!     }
 //!     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
@@ -30,9 +30,9 @@
 //!     fn restore_training_state(
 //!         &mut self,
 //!         _tensors: &Stored<'_>,
-//!         values: &serde_json::Map<String, serde_json::Value>,
+//!         document: &TrainingDocument,
 //!     ) -> Result<(), Error> {
-//!         self.step = values["step"].as_u64().unwrap_or(0);
+//!         self.step = document.loop_state.as_ref().map_or(0, |l| l.step);
 //!         Ok(())
 //!     }
 //! }
@@ -62,13 +62,8 @@ use std::collections::BTreeMap;
 
 use crate::model::{byte_len, Checkpointable, Dtype, Placement};
 use crate::sharded::{Ranks, ShardedCheckpoint};
-use crate::store::{
-    self, CheckpointFile, Kind, Meta, Storage, Verify, KEY_TRAINING_STATE, TRAINING_PREFIX,
-};
+use crate::store::{self, CheckpointFile, Kind, Meta, Storage, Verify, TRAINING_PREFIX};
 use crate::Error;
-
-/// The section of a full checkpoint's training state that holds the callbacks' states.
-const CALLBACKS: &str = "callbacks";
 
 /// The tensors of a checkpoint as a model or an optimizer sees them: the weights, or the
 /// training tensors with their reserved prefix already taken off.
@@ -232,9 +227,9 @@ pub struct Restored {
     pub path: PathBuf,
     /// Its metadata (epoch, step, logs, run id).
     pub meta: Meta,
-    /// The training state's sections other than the callbacks' (`fit`, `optimizer` …), as
-    /// the model handed them over at the save.
-    pub values: serde_json::Map<String, serde_json::Value>,
+    /// The training state but the callbacks' (`fit`, `optimizer` …), as the model handed it
+    /// over at the save.
+    pub document: crate::store::TrainingDocument,
     /// The callbacks whose state was restored, by state key.
     pub restored_callbacks: Vec<String>,
     /// The callbacks handed over that keep state but whose state the checkpoint does not
@@ -344,17 +339,10 @@ fn restore_with(
         reason,
     };
     let meta = Meta::from_info(file.info()).map_err(&bad)?;
-    let text = file
-        .info()
-        .get(KEY_TRAINING_STATE)
+    let mut document = file
+        .training_state()?
         .ok_or_else(|| bad("no training state in a full checkpoint".into()))?;
-    let mut values: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(text).map_err(|e| bad(format!("training state unreadable: {e}")))?;
-    let saved_callbacks = match values.remove(CALLBACKS) {
-        None => serde_json::Map::new(),
-        Some(serde_json::Value::Object(map)) => map,
-        Some(_) => return Err(bad("the callbacks' states are not an object".into())),
-    };
+    let saved_callbacks = std::mem::take(&mut document.callbacks);
     // A callback that keeps state the file does not hold would silently start afresh.
     let missing_callbacks: Vec<String> = callbacks
         .iter()
@@ -383,7 +371,7 @@ fn restore_with(
         None => (Stored::weights(file), Stored::training(file)),
     };
     model.restore_weights(&weights)?;
-    model.restore_training_state(&training, &values)?;
+    model.restore_training_state(&training, &document)?;
     let mut restored_callbacks = Vec::new();
     for cb in callbacks.iter_mut() {
         let Some(key) = cb.state_key() else { continue };
@@ -404,7 +392,7 @@ fn restore_with(
     Ok(Restored {
         path,
         meta,
-        values,
+        document,
         restored_callbacks,
         missing_callbacks,
     })

@@ -38,7 +38,10 @@ impl Checkpointable for Toy {
     fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
         // A full checkpoint needs something to resume from; the toy's is a counter.
         let mut state = model_checkpoint::TrainingState::default();
-        state.values.insert("toy".into(), serde_json::json!(1));
+        state
+            .document
+            .other
+            .insert("toy".into(), serde_json::json!(1));
         Ok(state)
     }
 }
@@ -190,7 +193,10 @@ impl Checkpointable for SharedModel {
     fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
         // A full checkpoint needs something to resume from; the toy's is a counter.
         let mut state = model_checkpoint::TrainingState::default();
-        state.values.insert("toy".into(), serde_json::json!(1));
+        state
+            .document
+            .other
+            .insert("toy".into(), serde_json::json!(1));
         Ok(state)
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use model_checkpoint::restore::{restore, restore_with_options, RestoreOptions, Stored};
-use model_checkpoint::store::{CheckpointFile, Meta, Verify};
+use model_checkpoint::store::{CheckpointFile, LoopState, Meta, TrainingDocument, Verify};
 use model_checkpoint::{
     Callback, CallbackList, Checkpointable, Context, Dtype, Error, HostTensor, Logs, Mode,
     ModelCheckpoint, NamedTensor, TrainingState,
@@ -28,7 +28,10 @@ impl Checkpointable for Model {
     }
     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
         let mut state = TrainingState::default();
-        state.values.insert("step".into(), self.step.into());
+        state.document.loop_state = Some(LoopState {
+            step: self.step,
+            ..LoopState::default()
+        });
         Ok(state)
     }
     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
@@ -37,12 +40,9 @@ impl Checkpointable for Model {
     fn restore_training_state(
         &mut self,
         _: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &TrainingDocument,
     ) -> Result<(), Error> {
-        self.step = values
-            .get("step")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0);
+        self.step = document.loop_state.as_ref().map_or(0, |l| l.step);
         Ok(())
     }
 }

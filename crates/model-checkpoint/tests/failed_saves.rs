@@ -48,7 +48,10 @@ impl Checkpointable for Toy {
     }
     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
         let mut state = TrainingState::default();
-        state.values.insert("toy".into(), serde_json::json!(1));
+        state
+            .document
+            .other
+            .insert("toy".into(), serde_json::json!(1));
         Ok(state)
     }
 }

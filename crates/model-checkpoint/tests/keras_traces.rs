@@ -118,7 +118,8 @@ impl Checkpointable for TinyModel {
         self.state_requests.set(self.state_requests.get() + 1);
         let mut state = TrainingState::default();
         state
-            .values
+            .document
+            .other
             .insert("note".into(), Json::String("toy model".into()));
         Ok(state)
     }

@@ -948,10 +948,10 @@ fn options(folder: &Location, present: &[Entry]) -> Vec<(String, String)> {
     if let Some(e) = newest_full {
         if let Ok(file) = folder.open_other(&e.path, model_checkpoint::store::Verify::HeaderOnly) {
             let recorded = file
-                .info()
-                .get(store::KEY_TRAINING_STATE)
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-                .and_then(|v| v.get("callbacks")?.get("ckpt train").cloned());
+                .training_state()
+                .ok()
+                .flatten()
+                .and_then(|state| state.callbacks.get(crate::train::RECORD_KEY).cloned());
             if let Some(serde_json::Value::Object(map)) = recorded {
                 for (k, v) in map.into_iter().take(MAX_OPTIONS) {
                     let text = match v {

@@ -33,17 +33,15 @@ use burn::train::checkpoint::{
 use burn::train::metric::store::{Aggregate, EventStoreClient, Split};
 use burn::train::{LearnerModel, SupervisedTraining};
 use model_checkpoint::restore::restore_latest_in;
-use model_checkpoint::store::Storage;
+use model_checkpoint::store::{Storage, TrainingDocument};
 use model_checkpoint::{
     Callback, Checkpointable, Context, HostTensor, Logs, ModelCheckpoint, NamedTensor,
     TrainingState,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::names::host_data;
 use crate::{optimizer, Error, TrainingParts};
-
-/// The section of the training state that holds the `Learner`'s epoch and scheduler.
-const SECTION: &str = "learner";
 
 /// burn's metric names and Keras's, with the factor that turns one into the other.
 const METRICS: [(&str, &str, f64); 2] = [("Loss", "loss", 1.0), ("Accuracy", "accuracy", 0.01)];
@@ -179,16 +177,21 @@ impl LearnerCheckpoint {
         let mut parts = TrainingParts::new(model, optimizer);
         let mut shared = self.lock();
         let restored = restore_latest_in(storage, dir, &mut parts, &mut [&mut shared.callback])?;
-        let section = restored.values.get(SECTION);
-        let epoch = section
-            .and_then(|s| s.get("epoch"))
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| {
-                Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
-                    path: restored.path.clone(),
-                    reason: "not written through a Learner: no learner epoch".into(),
-                })
+        let bad = |reason: String| {
+            Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
+                path: restored.path.clone(),
+                reason,
+            })
+        };
+        let section: LearnerSection = restored
+            .document
+            .learner
+            .clone()
+            .ok_or_else(|| bad("not written through a Learner: no learner epoch".into()))
+            .and_then(|v| {
+                serde_json::from_value(v).map_err(|e| bad(format!("learner state malformed: {e}")))
             })?;
+        let epoch = section.epoch;
         // burn adds one to it unchecked.
         let epoch = usize::try_from(epoch)
             .ok()
@@ -199,11 +202,7 @@ impl LearnerCheckpoint {
                     reason: format!("learner epoch {epoch} is out of range"),
                 })
             })?;
-        let scheduler = section
-            .and_then(|s| s.get("scheduler"))
-            .map(|v| scheduler_record(v, &restored.path))
-            .transpose()?
-            .unwrap_or_default();
+        let scheduler = scheduler_record(&section.scheduler, &restored.path)?;
         let records = Records {
             optimizer: parts.optimizer.clone(),
             scheduler,
@@ -355,7 +354,16 @@ fn save(shared: &mut Shared, epoch: usize, pending: Pending) -> Result<(), Error
 struct Assembled {
     weights: Vec<(String, HostTensor)>,
     optimizer: Vec<NamedTensor<'static>>,
-    values: serde_json::Map<String, serde_json::Value>,
+    document: TrainingDocument,
+}
+
+/// The `Learner`'s section of a checkpoint's training state: its epoch and its scheduler's
+/// scalars.
+#[derive(Serialize, Deserialize)]
+struct LearnerSection {
+    epoch: u64,
+    #[serde(default)]
+    scheduler: serde_json::Value,
 }
 
 impl Assembled {
@@ -386,16 +394,19 @@ impl Assembled {
             .map(|(k, v)| Ok((k.clone(), serde_json::to_value(optimizer::Value::from(*v))?)))
             .collect::<Result<_, serde_json::Error>>()
             .map_err(Error::burn)?;
-        let mut values = serde_json::Map::new();
-        values.insert(optimizer::SECTION.into(), section);
-        values.insert(
-            SECTION.into(),
-            serde_json::json!({ "epoch": epoch, "scheduler": scheduler }),
+        let mut document = TrainingDocument::default();
+        document.optimizer = Some(section);
+        document.learner = Some(
+            serde_json::to_value(LearnerSection {
+                epoch: epoch as u64,
+                scheduler: serde_json::to_value(scheduler).map_err(Error::burn)?,
+            })
+            .map_err(Error::burn)?,
         );
         Ok(Assembled {
             weights,
             optimizer,
-            values,
+            document,
         })
     }
 }
@@ -420,7 +431,7 @@ impl Checkpointable for Assembled {
             .collect();
         Ok(TrainingState {
             tensors,
-            values: self.values.clone(),
+            document: self.document.clone(),
         })
     }
 }
@@ -451,6 +462,9 @@ fn scheduler_record(
             reason,
         })
     };
+    if value.is_null() {
+        return Ok(LrSchedulerRecord::default());
+    }
     let scalars: BTreeMap<String, optimizer::Value> = serde_json::from_value(value.clone())
         .map_err(|e| bad(format!("scheduler state malformed: {e}")))?;
     let mut record = LrSchedulerRecord::new();

@@ -254,12 +254,12 @@ impl Checkpointable for CandleStep {
     fn restore_training_state(
         &mut self,
         tensors: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
         Ok(crate::optim::restore_optimizer(
             self.optimizer.as_mut(),
             tensors,
-            values,
+            document,
         )?)
     }
 }

@@ -132,42 +132,40 @@ pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests;
 
-/// The section of a training state that holds an optimizer's values.
-pub(crate) const OPTIMIZER_SECTION: &str = "optimizer";
-/// Optimizer slots are stored under this prefix (after the format's `__training__/`).
-pub(crate) const OPTIMIZER_PREFIX: &str = "optimizer/";
-
-/// An optimizer's part of a training state: its slots under [`OPTIMIZER_PREFIX`] and its
-/// values under [`OPTIMIZER_SECTION`].
+/// An optimizer's part of a training state: its slots under the core's
+/// [`OPTIMIZER_TENSORS`](model_checkpoint::store::OPTIMIZER_TENSORS) and its values in the
+/// document's `optimizer` section.
 pub(crate) fn optimizer_state(
     optimizer: &dyn Optimizer,
 ) -> Result<model_checkpoint::TrainingState<'_>, Error> {
+    use model_checkpoint::store::OPTIMIZER_TENSORS;
     let (tensors, values) = optimizer.state()?;
     let tensors = tensors
         .into_iter()
         .map(|mut t| {
-            t.name = format!("{OPTIMIZER_PREFIX}{}", t.name);
+            t.name = format!("{OPTIMIZER_TENSORS}{}", t.name);
             t
         })
         .collect();
-    let mut sections = serde_json::Map::new();
-    sections.insert(OPTIMIZER_SECTION.into(), values);
-    Ok(model_checkpoint::TrainingState {
+    let mut state = model_checkpoint::TrainingState {
         tensors,
-        values: sections,
-    })
+        ..Default::default()
+    };
+    state.document.optimizer = Some(values);
+    Ok(state)
 }
 
 /// Restores an optimizer from its part of a training state (see [`optimizer_state`]).
 pub(crate) fn restore_optimizer(
     optimizer: &mut dyn Optimizer,
     tensors: &model_checkpoint::restore::Stored<'_>,
-    values: &serde_json::Map<String, serde_json::Value>,
+    document: &model_checkpoint::store::TrainingDocument,
 ) -> Result<(), Error> {
-    let saved = values.get(OPTIMIZER_SECTION).cloned().unwrap_or_default();
+    use model_checkpoint::store::OPTIMIZER_TENSORS;
+    let saved = document.optimizer.clone().unwrap_or_default();
     optimizer.load_state(
         tensors.file(),
-        &format!("{}{OPTIMIZER_PREFIX}", tensors.prefix()),
+        &format!("{}{OPTIMIZER_TENSORS}", tensors.prefix()),
         &saved,
     )
 }

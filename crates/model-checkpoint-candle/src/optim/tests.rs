@@ -70,7 +70,7 @@ fn run_ours(make: impl Fn(Vec<(String, Var)>) -> Box<dyn Optimizer>) -> (Vec<u32
 fn run_candle<O: candle_nn::Optimizer>(config: O::Config) -> (Vec<u32>, Vec<u32>) {
     let p = Problem::new();
     let (w, b) = p.vars();
-    let mut opt = O::new(vec![w.clone(), b.clone()], config).expect("optimizer");
+    let mut opt = O::new(vec![w.clone(), b.clone()], config).expect("an optimizer");
     for _ in 0..6 {
         opt.backward_step(&p.loss(&w, &b)).expect("step");
     }

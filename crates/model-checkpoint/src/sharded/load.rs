@@ -336,7 +336,7 @@ pub fn latest_sharded_matching(
     matching: &dyn Fn(&str, &Index) -> bool,
 ) -> Result<String, Error> {
     let listed = storage.list(root, depth + 1)?;
-    let mut found: Vec<((u64, u64), String)> = Vec::new();
+    let mut found: Vec<(crate::store::Position, String)> = Vec::new();
     for object in listed {
         let Some(dir) = object.name.strip_suffix(&format!("/{INDEX_FILE}")) else {
             continue;
@@ -344,9 +344,9 @@ pub fn latest_sharded_matching(
         match ShardedCheckpoint::open(storage, dir) {
             Ok(c) if !matching(dir, c.index()) => {}
             Ok(c) => {
-                let meta = &c.index().model_checkpoint.metadata;
-                let number = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                found.push(((number("epoch"), number("global_step")), dir.to_owned()));
+                let position = crate::store::Meta::from_info(&c.index().model_checkpoint.metadata)
+                    .map_or((0, 0, 0), |m| m.position());
+                found.push((position, dir.to_owned()));
             }
             Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
         }

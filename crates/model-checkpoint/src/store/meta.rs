@@ -41,6 +41,40 @@ pub struct Meta {
     pub run_id: Option<String>,
 }
 
+/// The metadata fields as the file spells them, unparsed (what `ckpt show` prints, even when
+/// a field is malformed).
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct RawMeta<'a> {
+    /// The epoch field.
+    pub epoch: Option<&'a str>,
+    /// The batch field.
+    pub batch: Option<&'a str>,
+    /// The global step field.
+    pub global_step: Option<&'a str>,
+    /// The logs field (JSON).
+    pub logs: Option<&'a str>,
+    /// The monitor field.
+    pub monitor: Option<&'a str>,
+    /// The run id field.
+    pub run_id: Option<&'a str>,
+}
+
+impl<'a> RawMeta<'a> {
+    /// The fields of `info`, as written.
+    pub fn of(info: &'a BTreeMap<String, String>) -> RawMeta<'a> {
+        let get = |k: &str| info.get(k).map(String::as_str);
+        RawMeta {
+            epoch: get(KEY_EPOCH),
+            batch: get(KEY_BATCH),
+            global_step: get(KEY_STEP),
+            logs: get(KEY_LOGS),
+            monitor: get(KEY_MONITOR),
+            run_id: get(KEY_RUN_ID),
+        }
+    }
+}
+
 impl Meta {
     /// Reads the metadata from a file's `__metadata__` entries. Files from other tools have
     /// none of these keys and give an empty `Meta`.

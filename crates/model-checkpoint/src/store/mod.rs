@@ -13,6 +13,7 @@
 //! temporary file (`.NAME.RANDOM.ckpt-tmp`) is left, which [`remove_stale_temp_files`]
 //! recognises and removes.
 
+mod document;
 pub mod gate;
 mod layout;
 mod local;
@@ -24,12 +25,13 @@ mod side_file;
 mod storage;
 mod write;
 
+pub use document::{DocumentError, LoopState, TrainingDocument, OPTIMIZER_TENSORS};
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
 pub use local::{
     is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,
     FolderLock, LocalFolder, PendingFile, LOCK_FILE, TEMP_SUFFIX,
 };
-pub use meta::{Meta, Position, KEY_TRAINING_STATE, MAX_COUNTER};
+pub use meta::{Meta, Position, RawMeta, KEY_TRAINING_STATE, MAX_COUNTER};
 pub use name::normalize;
 pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_HEADER_BYTES};
 pub use scan::{

@@ -404,6 +404,35 @@ impl CheckpointFile {
         &self.info
     }
 
+    /// What `ModelCheckpoint` recorded in the file: the epoch, batch and step of the save,
+    /// the logs, the monitor, the run (empty for files of other tools).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming the field out of range or malformed.
+    pub fn meta(&self) -> Result<super::Meta, Error> {
+        super::Meta::from_info(&self.info).map_err(|reason| Error::corrupt(&self.path, reason))
+    }
+
+    /// The training state of a full checkpoint (`None` for a weights-only file, or one of
+    /// another tool).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadTrainingState`] for a training state that is not a document of this
+    /// shape.
+    pub fn training_state(&self) -> Result<Option<super::TrainingDocument>, Error> {
+        let Some(text) = self.info.get(super::KEY_TRAINING_STATE) else {
+            return Ok(None);
+        };
+        super::TrainingDocument::parse(text)
+            .map(Some)
+            .map_err(|e| Error::BadTrainingState {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     /// The file's size in bytes.
     pub fn len(&self) -> u64 {
         self.len

@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use model_checkpoint::restore::{restore, Stored};
-use model_checkpoint::store::{self, CheckpointFile, Meta, Storage, Verify};
+use model_checkpoint::store::{
+    self, CheckpointFile, LoopState, Meta, Storage, TrainingDocument, Verify,
+};
 use model_checkpoint::{
     Callback, CallbackList, Checkpointable, Context, Control, Dtype, Error, HostTensor, Logs, Mode,
     ModelCheckpoint, NamedTensor, SaveFreq, TrainingState,
@@ -94,9 +96,10 @@ impl Checkpointable for Toy {
             "optimizer/dense.weight/moment",
             HostTensor::from_f32(vec![4], &values_at(self.step.get(), 0.5)),
         ));
-        state
-            .values
-            .insert("toy".into(), serde_json::json!({ "step": self.step.get() }));
+        state.document.loop_state = Some(LoopState {
+            step: self.step.get(),
+            ..LoopState::default()
+        });
         Ok(state)
     }
 
@@ -107,15 +110,15 @@ impl Checkpointable for Toy {
     fn restore_training_state(
         &mut self,
         tensors: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &TrainingDocument,
     ) -> Result<(), Error> {
         tensors.read("optimizer/dense.weight/moment", Dtype::F32, &[4])?;
-        let step = values
-            .get("toy")
-            .and_then(|t| t.get("step"))
-            .and_then(serde_json::Value::as_u64)
+        let step = document
+            .loop_state
+            .as_ref()
+            .map(|l| l.step)
             .ok_or_else(|| Error::BadState {
-                key: "toy".into(),
+                key: "loop".into(),
                 reason: "no step".into(),
             })?;
         self.step.set(step);

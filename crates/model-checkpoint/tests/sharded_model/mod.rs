@@ -154,10 +154,11 @@ impl Checkpointable for LinearSlice {
             ],
             ..TrainingState::default()
         };
-        state.values.insert(
-            "loop".into(),
-            serde_json::json!({"epoch": self.epoch, "step": self.step}),
-        );
+        state.document.loop_state = Some(model_checkpoint::store::LoopState {
+            epoch: self.epoch,
+            step: self.step,
+            ..Default::default()
+        });
         Ok(state)
     }
 
@@ -187,21 +188,15 @@ impl Checkpointable for LinearSlice {
     fn restore_training_state(
         &mut self,
         stored: &Stored<'_>,
-        values: &serde_json::Map<String, serde_json::Value>,
+        document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), Error> {
         self.w_velocity = f32s(stored, "optimizer/W/velocity", &[INPUTS, self.cols])?;
         self.b_velocity = f32s(stored, "optimizer/b/velocity", &[self.cols])?;
         let rng = stored.read("rng", Dtype::U64, &[1])?;
         self.rng = u64::from_le_bytes(rng.try_into().unwrap_or([0; 8]));
-        let counter = |k: &str| {
-            values
-                .get("loop")
-                .and_then(|l| l.get(k))
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0)
-        };
-        self.epoch = counter("epoch");
-        self.step = counter("step");
+        let state = document.loop_state.clone().unwrap_or_default();
+        self.epoch = state.epoch;
+        self.step = state.step;
         Ok(())
     }
 }

@@ -30,7 +30,7 @@ impl Engine {
             return Ok(());
         }
         let training = ctx.model()?.training_state()?;
-        if training.values.is_empty() && training.tensors.is_empty() {
+        if training.document.is_empty() && training.tensors.is_empty() {
             return Err(Error::NoTrainingState);
         }
         self.full_checked = true;
@@ -123,26 +123,25 @@ impl Engine {
         let mut info = meta.to_info();
         if job.kind == Kind::Full {
             let training = model.training_state()?;
-            if training.values.is_empty() && training.tensors.is_empty() {
+            if training.document.is_empty() && training.tensors.is_empty() {
                 return Err(Error::NoTrainingState);
             }
             tensors.extend(training.tensors.into_iter().map(|mut t| {
                 t.name = format!("{TRAINING_PREFIX}{}", t.name);
                 t
             }));
-            let mut values = training.values;
+            let mut document = training.document;
             // Every other callback's state as of the end of this round of hooks (they have
             // all seen it: saves run once the round is over), and this one's.
-            let mut callbacks: serde_json::Map<String, serde_json::Value> =
-                ctx.peer_states().into_iter().collect();
+            document.callbacks = ctx.peer_states().into_iter().collect();
             if let Some(state) = own {
-                callbacks.insert(key.to_owned(), state);
+                document.callbacks.insert(key.to_owned(), state);
             }
-            values.insert("callbacks".to_owned(), serde_json::Value::Object(callbacks));
-            info.insert(
-                KEY_TRAINING_STATE.to_owned(),
-                serde_json::Value::Object(values).to_string(),
-            );
+            let text = document.to_json().map_err(|e| Error::BadTrainingState {
+                path: job.path.clone(),
+                reason: e.to_string(),
+            })?;
+            info.insert(KEY_TRAINING_STATE.to_owned(), text);
         }
         Ok((tensors, info))
     }
