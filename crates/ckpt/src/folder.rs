@@ -188,9 +188,20 @@ pub(crate) fn best_of(
     monitor: Option<&str>,
     mode: Mode,
 ) -> Option<(usize, String, f64)> {
+    // A save on a signal is a point to resume from, not a model a run chose: never best
+    // (it would tie with the save of the same epoch).
     let values: Vec<Option<(String, f64)>> = list
         .iter()
-        .map(|e| e.verified.is_ok().then(|| monitored(e, monitor)).flatten())
+        .map(|e| {
+            let interrupt = e
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(model_checkpoint::store::is_interrupt_name);
+            (e.verified.is_ok() && !interrupt)
+                .then(|| monitored(e, monitor))
+                .flatten()
+        })
         .collect();
     // The direction comes from the metric's name (files monitoring different metrics are
     // ranked by the first one's).

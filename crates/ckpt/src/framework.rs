@@ -131,7 +131,10 @@ pub(crate) fn evaluate_weights(
     Ok(match framework {
         Framework::Candle => {
             let fresh = Model::mlp(sizes, seed)?;
-            fresh.load_weights_from(file)?;
+            fresh.load_weights_from(
+                &model_checkpoint::restore::Stored::weights(file),
+                model_checkpoint::load::LoadOptions::default(),
+            )?;
             let evaluator = model_checkpoint_candle::Trainer::new(
                 fresh,
                 Adam::new(vec![], ParamsAdam::default())?,

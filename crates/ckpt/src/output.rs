@@ -150,6 +150,31 @@ pub(crate) fn json(value: &serde_json::Value) {
     write(Stream::Out, out.as_bytes());
 }
 
+/// Standard output for the library's messages (Keras's "saving model to …" lines): each
+/// message, written at once, is printed with its leading and trailing line breaks as they
+/// are and everything between made printable, so that a template's control characters
+/// reach the terminal escaped like every other text ckpt prints.
+pub(crate) struct Messages;
+
+impl Write for Messages {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let body = text.trim_start_matches('\n');
+        let lead = text.len() - body.len();
+        let (body, trail) = match body.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (body, ""),
+        };
+        let line = format!("{}{}{trail}", &text[..lead], crate::printable(body));
+        write(Stream::Out, line.as_bytes());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Text of ckpt's own (help, version) on standard output, as it is.
 pub(crate) fn text(text: &str) {
     write(Stream::Out, text.as_bytes());

@@ -366,9 +366,25 @@ fn refuse_data_among_outputs(
         folder.join("interrupted.safetensors"),
     ];
     outputs.extend(checkpoint.last_path());
-    let template_makes_it =
-        model_checkpoint::template::Pattern::new(&args.filepath).is_ok_and(|p| {
-            p.matches(&model_checkpoint::store::normalize(&data_name)) || p.matches(&data_id)
+    // The template's names, compared where they lie: the data's path (however spelt,
+    // links resolved) inside the template's folder, against the template below that folder
+    // (and its `-vN` versions).
+    let folder_id = identity(&folder.to_string_lossy());
+    let template = model_checkpoint::store::normalize(&args.filepath);
+    let folder_text = model_checkpoint::store::normalize(&folder.to_string_lossy());
+    let below = if folder_text == "." {
+        template.as_str()
+    } else {
+        template
+            .strip_prefix(&format!("{folder_text}/"))
+            .unwrap_or(template.as_str())
+    };
+    let template_makes_it = data_id
+        .strip_prefix(&format!("{}/", folder_id.trim_end_matches('/')))
+        .is_some_and(|relative| {
+            model_checkpoint::template::Pattern::new(below).is_ok_and(|p| {
+                p.matches(relative) || unversioned(relative).is_some_and(|r| p.matches(&r))
+            })
         });
     if template_makes_it
         || outputs
@@ -382,6 +398,24 @@ fn refuse_data_among_outputs(
         .into());
     }
     Ok(())
+}
+
+/// `NAME-vN.EXT` as `NAME.EXT` (the names `--no-overwrite` gives), if it is one.
+fn unversioned(path: &str) -> Option<String> {
+    let (dir, file) = path.rsplit_once('/').map_or(("", path), |(d, f)| (d, f));
+    let (stem, ext) = match file.rfind('.') {
+        Some(i) if i > 0 => file.split_at(i),
+        _ => (file, ""),
+    };
+    let (base, version) = stem.rsplit_once("-v")?;
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(if dir.is_empty() {
+        format!("{base}{ext}")
+    } else {
+        format!("{dir}/{base}{ext}")
+    })
 }
 
 pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
@@ -428,6 +462,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .storage(storage.clone())
         .monitor(args.monitor.clone())
         .verbose(args.verbose)
+        .output(crate::output::Messages)
         .save_best_only(args.save_best_only)
         .save_weights_only(args.save_weights_only)
         .mode(args.mode)
@@ -562,7 +597,16 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         &options,
         &mut [&mut checkpoint, &mut recorder, &mut logger],
     )?;
-    if history.interrupted {
+    // A signal that came at the last epoch's end stopped nothing: the run is complete, and
+    // its save on the signal (a point it has finished) goes, as a completed run's does.
+    let completed = history.epochs.last().is_some_and(|&e| e + 1 >= args.epochs);
+    if history.interrupted && completed {
+        let signal = checkpoint.interrupted().unwrap_or("a signal");
+        out!();
+        out!("{signal} came after the last epoch: training is complete");
+        checkpoint.retire_interrupt_saves();
+    }
+    if history.interrupted && !completed {
         let signal = checkpoint.interrupted().unwrap_or("a signal");
         // A save on a signal is outside the run's counted saves (`last_saved` names the
         // last counted one).

@@ -460,9 +460,20 @@ fn a_requeued_job_resumes_latest_from_its_save_on_a_signal() {
 fn an_output_never_replaces_the_data_it_trains_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("ck")).expect("ck");
-    for data in ["ck/history.csv", "ck/e01.csv"] {
-        long_data(&dir.path().join(data), 200);
-        let before = std::fs::read(dir.path().join(data)).expect("data");
+    std::os::unix::fs::symlink("ck", dir.path().join("link")).expect("link");
+    let absolute = dir.path().join("ck/e01.csv");
+    let absolute = absolute.to_str().expect("utf-8");
+    // However the data's path is spelt: relative, absolute, through a link, as a version.
+    for (data, file) in [
+        ("ck/history.csv", "ck/history.csv"),
+        ("ck/e01.csv", "ck/e01.csv"),
+        (absolute, "ck/e01.csv"),
+        ("link/e01.csv", "ck/e01.csv"),
+        ("./ck/../ck/e01-v2.csv", "ck/e01-v2.csv"),
+    ] {
+        long_data(&dir.path().join(file), 200);
+        let data_file = file;
+        let before = std::fs::read(dir.path().join(data_file)).expect("data");
         let out = ckpt(
             dir.path(),
             &[
@@ -483,6 +494,67 @@ fn an_output_never_replaces_the_data_it_trains_on() {
             "{data}: {}",
             text(&out.stderr)
         );
-        assert_eq!(std::fs::read(dir.path().join(data)).expect("data"), before);
+        assert_eq!(
+            std::fs::read(dir.path().join(data_file)).expect("data"),
+            before
+        );
     }
+}
+
+#[test]
+fn a_save_on_a_signal_is_never_the_best_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "2",
+            "--progress",
+            "0",
+            "--filepath",
+            "ck/e{epoch:02d}.st",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A save on a signal holds the same logs as the epoch's save: it ties, and must not win.
+    std::fs::copy(
+        dir.path().join("ck/e02.st"),
+        dir.path().join("ck/interrupted.safetensors"),
+    )
+    .expect("copy");
+    let best = ckpt(dir.path(), &["best", "ck"]);
+    assert_eq!(
+        text(&best.stdout).trim(),
+        "ck/e02.st",
+        "{}",
+        text(&best.stderr)
+    );
+}
+
+#[test]
+fn keras_messages_print_a_templates_control_characters_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--verbose",
+            "1",
+            "--filepath",
+            "ck/\u{1b}[31mred\nFAKE{epoch}.st",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains('\u{1b}'), "{stdout:?}");
+    assert!(
+        stdout.contains("saving model to ck/\\u{1b}[31mred\\nFAKE1.st"),
+        "{stdout:?}"
+    );
+    assert!(!stdout.lines().any(|l| l.starts_with("FAKE")), "{stdout:?}");
 }

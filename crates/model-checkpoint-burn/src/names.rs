@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{DType, Tensor, TensorData};
-use model_checkpoint::restore::Stored;
+use model_checkpoint::load::{LoadOptions, LoadReport};
 use model_checkpoint::{Dtype, HostTensor};
+use model_checkpoint::{TensorInfo, TensorSource};
 
 use crate::Error;
 
@@ -176,40 +177,63 @@ pub fn from_dtype(dtype: Dtype) -> Option<DType> {
 ///
 /// # Errors
 ///
-/// The core's [`model_checkpoint::Error::MissingTensor`], `DtypeMismatch`, `ShapeMismatch`
-/// and `UnexpectedTensor`, naming the tensor, and the reader's errors.
+/// The core's [`model_checkpoint::Error::LoadMismatch`], naming every tensor missing,
+/// unexpected, or of another dtype or shape at once, and the reader's errors.
 pub fn load_weights<M: Module>(
     module: M,
     file: &model_checkpoint::store::CheckpointFile,
 ) -> Result<M, Error> {
-    restore(module, &Stored::weights(file))
+    restore(module, &model_checkpoint::restore::Stored::weights(file))
+}
+
+/// Like [`load_weights`], as `options` say: not strict, the parameters the file matches are
+/// loaded and the report says what was missing, unexpected or mismatched (PyTorch's
+/// `strict=False`); with `cast`, float tensors of another float dtype are converted.
+///
+/// # Errors
+///
+/// As [`load_weights`] (a strict load's mismatches; the reader's errors).
+pub fn load_weights_with<M: Module>(
+    module: M,
+    file: &model_checkpoint::store::CheckpointFile,
+    options: LoadOptions,
+) -> Result<(M, LoadReport), Error> {
+    restore_with(
+        module,
+        &model_checkpoint::restore::Stored::weights(file),
+        options,
+    )
 }
 
 /// Reads every float parameter of `module` from `stored` (each checked for its dtype and
 /// saved shape before it is read), and only then puts them in: on any error the module is
 /// unchanged.
-pub(crate) fn restore<M: Module>(module: M, stored: &Stored<'_>) -> Result<M, Error> {
+pub(crate) fn restore<M: Module>(module: M, stored: &dyn TensorSource) -> Result<M, Error> {
+    restore_with(module, stored, LoadOptions::default()).map(|(module, _)| module)
+}
+
+/// [`restore`] as `options` say.
+pub(crate) fn restore_with<M: Module>(
+    module: M,
+    stored: &dyn TensorSource,
+    options: LoadOptions,
+) -> Result<(M, LoadReport), Error> {
+    let expected = expected(&module)?;
+    let infos: Vec<TensorInfo> = expected
+        .iter()
+        .map(|(name, dtype, shape)| TensorInfo::new(name.clone(), *dtype, shape))
+        .collect();
+    let plan = model_checkpoint::load::plan(stored, &infos, options)?;
     let mut values = BTreeMap::new();
-    for (name, dtype, shape) in expected(&module)? {
-        let bytes = stored.read(&name, dtype, &shape)?;
+    for (name, dtype, shape) in expected {
+        let Some(bytes) = plan.read(stored, &name)? else {
+            continue;
+        };
         let burn_dtype = from_dtype(dtype)
             .ok_or_else(|| Error::options(format!("tensor {name} is of dtype {dtype:?}")))?;
         values.insert(name, TensorData::from_bytes_vec(bytes, shape, burn_dtype));
     }
-    // Tensors the model does not have are refused, as the core's readers refuse them.
-    if let Some(extra) = stored
-        .names()
-        .find(|n| !values.contains_key(*n))
-        .map(str::to_owned)
-    {
-        return Err(Error::Checkpoint(
-            model_checkpoint::Error::UnexpectedTensor {
-                path: stored.file().path().to_path_buf(),
-                name: extra,
-            },
-        ));
-    }
-    Ok(load_values(module, values))
+    Ok((load_values(module, values), plan.report))
 }
 
 /// Puts `values` (by name, in saving layout) into `module`'s parameters of those names.

@@ -11,8 +11,8 @@ use burn::module::Module;
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::Bytes;
 use burn_pack::Scalar;
-use model_checkpoint::restore::Stored;
 use model_checkpoint::store::TrainingDocument;
+use model_checkpoint::TensorSource;
 use model_checkpoint::{HostTensor, NamedTensor};
 use serde::{Deserialize, Serialize};
 
@@ -175,7 +175,7 @@ pub(crate) fn state_of_record(
 pub(crate) fn restore<M: Module>(
     optimizer: &ModuleOptimizer,
     model: &M,
-    stored: &Stored<'_>,
+    stored: &dyn TensorSource,
     document: &TrainingDocument,
 ) -> Result<ModuleOptimizer, Error> {
     let record = record(model, stored, document)?;
@@ -214,12 +214,12 @@ pub(crate) fn check_default_device() -> Result<(), Error> {
 /// the tensor's shape, and each scalar's parameter exists.
 pub(crate) fn record<M: Module>(
     model: &M,
-    stored: &Stored<'_>,
+    stored: &dyn TensorSource,
     document: &TrainingDocument,
 ) -> Result<OptimizerRecord, Error> {
     let bad = |reason: String| {
         Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
-            path: stored.file().path().to_path_buf(),
+            path: stored.path().to_path_buf(),
             reason,
         })
     };
@@ -245,11 +245,11 @@ pub(crate) fn record<M: Module>(
 
     let mut tensors = Vec::new();
     let entries: Vec<_> = stored
-        .file()
         .tensors()
+        .into_iter()
         .filter_map(|t| {
-            let name = t.name.strip_prefix(stored.prefix())?.strip_prefix(PREFIX)?;
-            Some((name.to_owned(), t.dtype, t.shape.to_vec()))
+            let name = t.name.strip_prefix(PREFIX)?;
+            Some((name.to_owned(), t.dtype, t.shape))
         })
         .collect();
     for (name, dtype, shape) in entries {

@@ -3,8 +3,8 @@
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use model_checkpoint::restore::Stored;
 use model_checkpoint::store::{LoopState, TrainingDocument};
+use model_checkpoint::TensorSource;
 use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
 
 use crate::{names, optimizer};
@@ -75,14 +75,17 @@ impl<M: Module> Checkpointable for TrainingParts<M> {
         Ok(state)
     }
 
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+    fn restore_weights(
+        &mut self,
+        stored: &dyn TensorSource,
+    ) -> Result<(), model_checkpoint::Error> {
         self.model = names::restore(self.model.clone(), stored)?;
         Ok(())
     }
 
     fn restore_training_state(
         &mut self,
-        tensors: &Stored<'_>,
+        tensors: &dyn TensorSource,
         document: &TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
         self.optimizer = optimizer::restore(&self.optimizer, &self.model, tensors, document)?;

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use model_checkpoint::restore::Stored;
+use model_checkpoint::TensorSource;
 use model_checkpoint::{Checkpointable, NamedTensor, SnapshotFence, TrainingState};
 use model_checkpoint_fit::{Batch, BatchLogs, Dataset, Step, Targets};
 
@@ -184,16 +184,19 @@ impl<M: Module> Checkpointable for BurnStep<M> {
         Ok(state)
     }
 
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+    fn restore_weights(
+        &mut self,
+        stored: &dyn TensorSource,
+    ) -> Result<(), model_checkpoint::Error> {
         self.parts.restore_weights(stored)
     }
 
     fn restore_training_state(
         &mut self,
-        tensors: &Stored<'_>,
+        tensors: &dyn TensorSource,
         document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
-        let learning_rate = crate::optimizer::learning_rate(document, tensors.file().path())?;
+        let learning_rate = crate::optimizer::learning_rate(document, tensors.path())?;
         self.parts.restore_training_state(tensors, document)?;
         if let Some(rate) = learning_rate {
             self.learning_rate = rate;

@@ -49,5 +49,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(_, v)| v),
         logs.get("accuracy").and_then(|v| v.as_f64()),
     );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

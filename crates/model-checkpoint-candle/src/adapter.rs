@@ -4,11 +4,14 @@
 use model_checkpoint::Error as CoreError;
 use std::borrow::Cow;
 use std::io;
+#[cfg(test)]
 use std::path::Path;
 
 use candle_core::{DType, Device, Storage, Tensor, Var};
+use model_checkpoint::load::{LoadOptions, LoadReport};
+#[cfg(test)]
 use model_checkpoint::store::{CheckpointFile, TensorRef};
-use model_checkpoint::{Dtype, SharedTensor, TensorData};
+use model_checkpoint::{Dtype, SharedTensor, TensorData, TensorInfo, TensorSource};
 
 use crate::Error;
 
@@ -173,6 +176,7 @@ impl TensorData for CandleTensor {
 
 /// Builds a tensor from a stored one, checking it against what the variable expects, and
 /// reading (and so verifying) its bytes only once the dtype and shape fit.
+#[cfg(test)]
 pub(crate) fn tensor_for(
     file: &CheckpointFile,
     stored: &TensorRef<'_>,
@@ -214,36 +218,39 @@ pub(crate) fn tensor_for(
     )?)
 }
 
-/// Loads `vars` (name, variable) from the tensors `file` holds under `prefix + name`, all or
-/// nothing: every tensor is read and checked before any variable changes.
+/// Loads `vars` (name, variable) from `source`, as `options` say (strict by default: every
+/// problem named at once), all or nothing: every tensor is read and checked before any
+/// variable changes. Returns what did not match (empty when strict).
 pub(crate) fn load_vars(
-    file: &CheckpointFile,
-    prefix: &str,
+    source: &dyn TensorSource,
     vars: &[(String, Var)],
-) -> Result<(), Error> {
-    let mut staged = Vec::with_capacity(vars.len());
+    options: LoadOptions,
+) -> Result<LoadReport, Error> {
+    let mut expected = Vec::with_capacity(vars.len());
     for (name, var) in vars {
-        let key = format!("{prefix}{name}");
-        let stored = file.tensor(&key).ok_or_else(|| {
-            Error::Checkpoint(CoreError::MissingTensor {
-                path: file.path().to_path_buf(),
-                name: key.clone(),
+        let dtype = to_dtype(var.dtype()).ok_or_else(|| {
+            Error::Checkpoint(CoreError::DtypeMismatch {
+                path: source.path().to_path_buf(),
+                name: name.clone(),
+                expected: "a dtype safetensors holds".to_owned(),
+                found: format!("{:?}", var.dtype()),
             })
         })?;
-        let tensor = tensor_for(
-            file,
-            &stored,
-            var.dims(),
-            var.dtype(),
-            file.path(),
-            var.device(),
-        )?;
+        expected.push(TensorInfo::new(name.clone(), dtype, var.dims()));
+    }
+    let plan = model_checkpoint::load::plan(source, &expected, options)?;
+    let mut staged = Vec::with_capacity(vars.len());
+    for (name, var) in vars {
+        let Some(bytes) = plan.read(source, name)? else {
+            continue;
+        };
+        let tensor = Tensor::from_raw_buffer(&bytes, var.dtype(), var.dims(), var.device())?;
         staged.push((var, tensor));
     }
     for (var, tensor) in staged {
         var.set(&tensor)?;
     }
-    Ok(())
+    Ok(plan.report)
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 //! A candle model whose variables live in a `VarMap`: forward pass, named variables, seeded
 //! Keras-style initialisation, and loading weights from checkpoint files.
 
-use model_checkpoint::Error as CoreError;
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use model_checkpoint::store::{CheckpointFile, Verify, TRAINING_PREFIX};
-use model_checkpoint::{Checkpointable, NamedTensor};
+use model_checkpoint::load::{LoadOptions, LoadReport};
+use model_checkpoint::restore::Stored;
+use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::{Checkpointable, NamedTensor, TensorSource};
 
 use crate::adapter::{load_vars, CandleTensor};
 use crate::Error;
@@ -188,47 +189,76 @@ impl Model {
 
     /// Loads weights saved by `ModelCheckpoint` (weights-only or full) or any safetensors
     /// file with the same names, verifying the checksum of every tensor as it is read. All or
-    /// nothing: on error no variable has changed. A file without checksums (from another
-    /// tool) loads with a warning that nothing was verified.
+    /// nothing: on error no variable has changed. Strict: a tensor the model has and the file
+    /// lacks, one the file has and the model lacks, or one of another dtype or shape, is an
+    /// error naming every such tensor at once (see [`Model::load_weights_with`] for a load
+    /// that is not). A file without checksums (from another tool) loads with a warning that
+    /// nothing was verified.
     ///
     /// # Errors
     ///
-    /// [`Error::Checkpoint`] for an unreadable or corrupt file, [`model_checkpoint::Error::MissingTensor`],
-    /// [`model_checkpoint::Error::UnexpectedTensor`], [`model_checkpoint::Error::ShapeMismatch`] or [`model_checkpoint::Error::DtypeMismatch`]
-    /// naming the tensor.
+    /// [`Error::Checkpoint`] for an unreadable or corrupt file, or
+    /// [`model_checkpoint::Error::LoadMismatch`] listing every tensor that does not match.
     pub fn load_weights(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        let path = path.as_ref();
-        let file = CheckpointFile::open(path, Verify::HeaderOnly)?;
-        self.load_weights_from(&file)
+        self.load_weights_with(path, LoadOptions::default())
+            .map(drop)
     }
 
-    /// Like [`Model::load_weights`], from a file already open (from any
-    /// [`model_checkpoint::store::Storage`], with [`CheckpointFile::open_in`]).
+    /// Like [`Model::load_weights`], as `options` say: not strict (PyTorch's
+    /// `strict=False`), the variables the file matches are loaded and the report says what
+    /// was missing, unexpected or mismatched; with `cast`, float tensors of another float
+    /// dtype are converted to the variable's.
+    ///
+    /// ```
+    /// use model_checkpoint::load::LoadOptions;
+    /// use model_checkpoint::store::{self, Kind, SaveOptions};
+    /// use model_checkpoint::Checkpointable;
+    /// use model_checkpoint_candle::Model;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("small.safetensors");
+    /// let small = Model::mlp(&[4, 3], 0)?;
+    /// store::save(&path, Kind::Weights, &small.weights()?, &Default::default(), &SaveOptions::default())?;
+    /// // A deeper model: its first layer loads, the rest is reported.
+    /// let deeper = Model::mlp(&[4, 3, 2], 1)?;
+    /// assert!(deeper.load_weights(&path).is_err());
+    /// let report = deeper.load_weights_with(&path, LoadOptions::default().strict(false))?;
+    /// assert_eq!(report.missing.len(), 2);
+    /// assert!(report.mismatched.is_empty() && report.unexpected.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`Model::load_weights`].
-    pub fn load_weights_from(&self, file: &CheckpointFile) -> Result<(), Error> {
-        if !file.has_checksums() {
+    /// As [`Model::load_weights`] (mismatches only when strict).
+    pub fn load_weights_with(
+        &self,
+        path: impl AsRef<Path>,
+        options: LoadOptions,
+    ) -> Result<LoadReport, Error> {
+        let file = CheckpointFile::open(path.as_ref(), Verify::HeaderOnly)?;
+        self.load_weights_from(&Stored::weights(&file), options)
+    }
+
+    /// Like [`Model::load_weights_with`], from any [`TensorSource`] (a file already open
+    /// from any [`model_checkpoint::store::Storage`], a sharded checkpoint).
+    ///
+    /// # Errors
+    ///
+    /// As [`Model::load_weights_with`].
+    pub fn load_weights_from(
+        &self,
+        source: &dyn TensorSource,
+        options: LoadOptions,
+    ) -> Result<LoadReport, Error> {
+        if !source.verified() {
             log::warn!(
                 target: "model_checkpoint",
                 "{} has no checksums (not written by model-checkpoint): loaded without verification",
-                file.path().display()
+                source.path().display()
             );
         }
-        let vars = self.named_vars();
-        if let Some(extra) = file
-            .tensors()
-            .map(|t| t.name)
-            .filter(|n| !n.starts_with(TRAINING_PREFIX))
-            .find(|n| !vars.iter().any(|(v, _)| v == n))
-        {
-            return Err(Error::Checkpoint(CoreError::UnexpectedTensor {
-                path: file.path().to_path_buf(),
-                name: extra.to_owned(),
-            }));
-        }
-        load_vars(file, "", &vars)
+        load_vars(source, &self.named_vars(), options)
     }
 }
 
@@ -244,9 +274,9 @@ impl Checkpointable for Model {
     /// [`Model::load_weights`].
     fn restore_weights(
         &mut self,
-        stored: &model_checkpoint::restore::Stored<'_>,
+        stored: &dyn model_checkpoint::TensorSource,
     ) -> Result<(), model_checkpoint::Error> {
-        self.load_weights_from(stored.file())?;
+        self.load_weights_from(stored, LoadOptions::default())?;
         Ok(())
     }
 }

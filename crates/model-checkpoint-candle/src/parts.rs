@@ -2,8 +2,8 @@
 //! hand it to `ModelCheckpoint` through a `Context` to save everything, and to
 //! `model_checkpoint::restore::restore_latest` to get everything back.
 
-use model_checkpoint::restore::Stored;
 use model_checkpoint::store::{LoopState, TrainingDocument};
+use model_checkpoint::TensorSource;
 use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
 
 use crate::{Model, Optimizer};
@@ -68,13 +68,16 @@ impl Checkpointable for TrainingParts {
         Ok(state)
     }
 
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+    fn restore_weights(
+        &mut self,
+        stored: &dyn TensorSource,
+    ) -> Result<(), model_checkpoint::Error> {
         self.model.restore_weights(stored)
     }
 
     fn restore_training_state(
         &mut self,
-        tensors: &Stored<'_>,
+        tensors: &dyn TensorSource,
         document: &TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
         crate::optim::restore_optimizer(self.optimizer.as_mut(), tensors, document)?;

@@ -1,6 +1,7 @@
 //! Real training on the bundled digits with ModelCheckpoint: the best checkpoint reloads to
 //! exactly the best score, runs repeat bit for bit, and loading checks names, shapes, dtypes.
 
+use model_checkpoint::load::LoadOptions;
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::{Direction, Error as CoreError, Mode, ModelCheckpoint};
 use model_checkpoint_candle::{Adam, Dataset, Error, FitOptions, Model, ParamsAdam, Trainer};
@@ -125,17 +126,26 @@ fn loading_names_the_tensor_that_does_not_fit() {
         .as_tensor()
         .to_vec1::<f32>()
         .expect("bias");
+    // Strict: one error names every tensor that does not fit.
     match wider.load_weights(&path) {
-        Err(Error::Checkpoint(CoreError::ShapeMismatch {
-            name,
-            expected,
-            found,
-            ..
-        })) => {
-            assert_eq!(name, "dense_0.bias");
-            assert_eq!((expected, found), (vec![48], vec![32]));
+        Err(Error::Checkpoint(CoreError::LoadMismatch { report, .. })) => {
+            let bias = report
+                .mismatched
+                .iter()
+                .find(|m| m.found.name == "dense_0.bias")
+                .expect("dense_0.bias named");
+            assert_eq!(
+                (&bias.expected.shape, &bias.found.shape),
+                (&vec![48], &vec![32])
+            );
+            let names: Vec<&str> = report
+                .mismatched
+                .iter()
+                .map(|m| m.found.name.as_str())
+                .collect();
+            assert_eq!(names, ["dense_0.bias", "dense_0.weight", "dense_1.weight"]);
         }
-        other => panic!("expected a shape mismatch, got {other:?}"),
+        other => panic!("expected a load mismatch, got {other:?}"),
     }
     // All or nothing: nothing changed.
     assert_eq!(
@@ -150,16 +160,23 @@ fn loading_names_the_tensor_that_does_not_fit() {
     let deeper = Model::mlp(&[64, 32, 10, 10], 1).expect("model");
     let err = deeper.load_weights(&path).expect_err("missing layer");
     assert!(
-        matches!(err, Error::Checkpoint(CoreError::MissingTensor { ref name, .. }) if name == "dense_2.bias"),
+        matches!(&err, Error::Checkpoint(CoreError::LoadMismatch { report, .. })
+            if report.missing == ["dense_2.bias", "dense_2.weight"]),
         "{err}"
     );
 
     let shallower = Model::mlp(&[64, 10], 1).expect("model");
     let err = shallower.load_weights(&path).expect_err("extra layer");
     assert!(
-        matches!(err, Error::Checkpoint(CoreError::UnexpectedTensor { ref name, .. }) if name == "dense_1.bias"),
+        matches!(&err, Error::Checkpoint(CoreError::LoadMismatch { report, .. })
+            if report.unexpected == ["dense_1.bias", "dense_1.weight"]),
         "{err}"
     );
+    // Not strict: what matches loads, the rest is reported (PyTorch's strict=False).
+    let report = deeper
+        .load_weights_with(&path, LoadOptions::default().strict(false))
+        .expect("non-strict");
+    assert_eq!(report.missing, ["dense_2.bias", "dense_2.weight"]);
 }
 
 #[test]

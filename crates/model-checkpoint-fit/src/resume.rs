@@ -3,8 +3,8 @@
 use model_checkpoint::Error as CoreError;
 use std::path::{Path, PathBuf};
 
-use model_checkpoint::restore::Stored;
 use model_checkpoint::store::{CheckpointFile, TrainingDocument, Verify};
+use model_checkpoint::TensorSource;
 use model_checkpoint::{Callback, Checkpointable};
 
 use crate::rng::TrainRng;
@@ -144,16 +144,19 @@ impl Checkpointable for Restoring<'_> {
         self.step.weights()
     }
 
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+    fn restore_weights(
+        &mut self,
+        stored: &dyn TensorSource,
+    ) -> Result<(), model_checkpoint::Error> {
         self.step.restore_weights(stored)
     }
 
     fn restore_training_state(
         &mut self,
-        tensors: &Stored<'_>,
+        tensors: &dyn TensorSource,
         document: &TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
-        let path = tensors.file().path();
+        let path = tensors.path();
         let fit_value = document
             .fit
             .as_ref()

@@ -127,17 +127,19 @@ impl fmt::Display for Reason {
                 f,
                 "announced a reply of {length} bytes for {what} (at most {bound} expected)"
             ),
-            Reason::Quiet { earlier, ago } => {
-                let when = match ago.as_secs() {
-                    0 => "just now".to_owned(),
-                    s => format!("{s} s ago"),
-                };
-                write!(
-                    f,
-                    "{earlier} to an earlier request ({when}), and is not asked again for {}",
-                    secs(QUIET_PERIOD)
-                )
-            }
+            // Within the second, the request that went unanswered is the one just made
+            // (by this command): said as such, not as some earlier request.
+            Reason::Quiet { earlier, ago } if ago.as_secs() == 0 => write!(
+                f,
+                "{earlier} to the request just before this one, and is not asked again for {}",
+                secs(QUIET_PERIOD)
+            ),
+            Reason::Quiet { earlier, ago } => write!(
+                f,
+                "{earlier} to an earlier request ({} s ago), and is not asked again for {}",
+                ago.as_secs(),
+                secs(QUIET_PERIOD)
+            ),
         }
     }
 }

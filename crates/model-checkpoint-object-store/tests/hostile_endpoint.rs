@@ -67,7 +67,7 @@ fn a_silent_endpoint_fails_within_the_deadline() {
     });
     let text = one_line(&again.expect_err("still silent"));
     assert!(
-        text.contains("sent no answer within 15 s to an earlier request"),
+        text.contains("sent no answer within 15 s to the request just before this one"),
         "{text}"
     );
     assert_eq!(server.requests(), 1, "the quiet endpoint was asked again");

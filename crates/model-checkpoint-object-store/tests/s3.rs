@@ -15,10 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model_checkpoint::restore::{restore_latest_in, Stored};
+use model_checkpoint::restore::restore_latest_in;
 use model_checkpoint::store::{
     self, latest_full_in, CheckpointFile, Commit, Kind, SaveOptions, Storage, Verify,
 };
+use model_checkpoint::TensorSource;
 use model_checkpoint::{
     Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
     NamedTensor, TrainingState,
@@ -51,12 +52,12 @@ impl Checkpointable for Toy {
         });
         Ok(state)
     }
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
         stored.read("w", Dtype::F32, &[self.size]).map(|_| ())
     }
     fn restore_training_state(
         &mut self,
-        _: &Stored<'_>,
+        _: &dyn TensorSource,
         document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), Error> {
         self.epoch

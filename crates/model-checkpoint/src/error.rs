@@ -237,6 +237,14 @@ pub enum Error {
         /// Who holds it, as the holder wrote it.
         holder: String,
     },
+    /// A strict load found tensors missing, unexpected or mismatched: all are named.
+    #[error("{} does not match the model: {report}", .path.display())]
+    LoadMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Every tensor missing, unexpected or of another dtype or shape.
+        report: Box<crate::load::LoadReport>,
+    },
     /// A strict restore was handed a callback whose state the checkpoint does not hold.
     #[error("{} holds no state for callback {key}: it would start afresh; save full checkpoints from one list of callbacks (CallbackList), or restore without strict", .path.display())]
     MissingCallbackState {

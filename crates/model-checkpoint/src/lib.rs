@@ -74,6 +74,7 @@
 pub mod callback;
 mod checkpoint;
 mod error;
+pub mod load;
 mod logs;
 mod model;
 pub mod policy;
@@ -91,6 +92,6 @@ pub use error::Error;
 pub use logs::{Logs, Value};
 pub use model::{
     byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, Placement,
-    SharedTensor, Slice, TensorData, TrainingState,
+    SharedTensor, Slice, TensorData, TensorInfo, TensorSource, TrainingState,
 };
 pub use policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};

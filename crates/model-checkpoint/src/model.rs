@@ -199,6 +199,55 @@ pub enum Placement {
     PerRank,
 }
 
+/// What a tensor is, without its bytes: its name, element type and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The name.
+    pub name: String,
+    /// The element type.
+    pub dtype: Dtype,
+    /// The shape.
+    pub shape: Vec<usize>,
+}
+
+impl TensorInfo {
+    /// A tensor's name, dtype and shape.
+    pub fn new(name: impl Into<String>, dtype: Dtype, shape: &[usize]) -> Self {
+        TensorInfo {
+            name: name.into(),
+            dtype,
+            shape: shape.to_vec(),
+        }
+    }
+}
+
+/// Where restored tensors come from: a checkpoint file, or the pieces of a sharded
+/// checkpoint that overlap this process's slices ([`crate::restore::Stored`] implements it;
+/// a test may implement it over memory). The tensors-in half of the seam to frameworks, as
+/// [`Checkpointable::weights`] is the tensors-out half: what an adapter reads through.
+pub trait TensorSource {
+    /// The checkpoint the tensors come from (for messages).
+    fn path(&self) -> &std::path::Path;
+
+    /// The tensors here, by name (the training tensors without the format's prefix).
+    fn tensors(&self) -> Vec<TensorInfo>;
+
+    /// The bytes of tensor `name`, checked to be of `dtype` and `shape` before they are read
+    /// (and against their checksum as they are).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MissingTensor`], [`Error::DtypeMismatch`], [`Error::ShapeMismatch`] naming
+    /// the tensor, or the reader's errors.
+    fn read(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<Vec<u8>, Error>;
+
+    /// Whether the checkpoint carries this format's checksums (a file of another tool
+    /// loads, unverified). Default: yes.
+    fn verified(&self) -> bool {
+        true
+    }
+}
+
 /// A tensor and its name in the checkpoint.
 pub struct NamedTensor<'a> {
     /// The name, as the model names the variable (`fc1.weight`).
@@ -272,13 +321,14 @@ pub trait Checkpointable {
     }
 
     /// Takes the weights back from a checkpoint (see [`crate::restore`]): read each with
-    /// [`Stored::read`](crate::restore::Stored::read), which checks its dtype and shape, and
-    /// change nothing until all are read. The default refuses, for models that only save.
+    /// [`TensorSource::read`], which checks its dtype and shape (or plan the whole load with
+    /// [`crate::load::plan`], which lists every problem at once), and change nothing until
+    /// all are read. The default refuses, for models that only save.
     ///
     /// # Errors
     ///
     /// The reader's errors; [`Error::CannotRestore`] by default.
-    fn restore_weights(&mut self, stored: &crate::restore::Stored<'_>) -> Result<(), Error> {
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
         let _ = stored;
         Err(Error::CannotRestore {
             what: "weights",
@@ -296,12 +346,12 @@ pub trait Checkpointable {
     /// The reader's errors, a malformed state; [`Error::CannotRestore`] by default.
     fn restore_training_state(
         &mut self,
-        tensors: &crate::restore::Stored<'_>,
+        tensors: &dyn TensorSource,
         document: &crate::store::TrainingDocument,
     ) -> Result<(), Error> {
         let mut document = document.clone();
         document.callbacks.clear();
-        if document.is_empty() && tensors.names().next().is_none() {
+        if document.is_empty() && tensors.tensors().is_empty() {
             return Ok(());
         }
         Err(Error::CannotRestore {

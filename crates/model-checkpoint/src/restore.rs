@@ -3,11 +3,11 @@
 //! callback's state ([`restore`], [`restore_latest`]).
 //!
 //! ```
-//! use model_checkpoint::restore::{restore, Stored};
+//! use model_checkpoint::restore::restore;
 //! use model_checkpoint::store::{CheckpointFile, LoopState, TrainingDocument, Verify};
 //! use model_checkpoint::{
 //!     Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
-//!     NamedTensor, TrainingState,
+//!     NamedTensor, TensorSource, TrainingState,
 //! };
 //!
 //! /// A model whose weights and training state are one step counter.
@@ -22,14 +22,14 @@
 //!         state.document.loop_state = Some(LoopState { step: self.step, ..LoopState::default() });
 //!         Ok(state)
 //!     }
-//!     fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+//!     fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
 //!         let bytes = stored.read("w", Dtype::F32, &[2])?;
 //!         self.w = bytes.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
 //!         Ok(())
 //!     }
 //!     fn restore_training_state(
 //!         &mut self,
-//!         _tensors: &Stored<'_>,
+//!         _tensors: &dyn TensorSource,
 //!         document: &TrainingDocument,
 //!     ) -> Result<(), Error> {
 //!         self.step = document.loop_state.as_ref().map_or(0, |l| l.step);
@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 use crate::callback::Callback;
 use std::collections::BTreeMap;
 
-use crate::model::{byte_len, Checkpointable, Dtype, Placement};
+use crate::model::{byte_len, Checkpointable, Dtype, Placement, TensorInfo};
 use crate::sharded::{Ranks, ShardedCheckpoint};
 use crate::store::{self, CheckpointFile, Kind, Meta, Storage, Verify, TRAINING_PREFIX};
 use crate::Error;
@@ -175,6 +175,55 @@ impl<'a> Stored<'a> {
         }
         debug_assert_eq!(t.len, byte_len(dtype, shape));
         self.file.read(&key)
+    }
+}
+
+impl crate::model::TensorSource for Stored<'_> {
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// The tensors here, without the prefix. For a sharded checkpoint: every global tensor
+    /// with its global shape (a sliced one is read with this process's slice shape), and
+    /// this process's own state.
+    fn tensors(&self) -> Vec<TensorInfo> {
+        let strip = |name: &str| -> Option<String> {
+            if self.prefix.is_empty() {
+                (!name.starts_with(TRAINING_PREFIX)).then(|| name.to_owned())
+            } else {
+                name.strip_prefix(self.prefix).map(str::to_owned)
+            }
+        };
+        let mut out = Vec::new();
+        if let Some((checkpoint, _)) = self.sharded {
+            for (name, global) in checkpoint.tensors() {
+                if let (Some(stripped), Ok(dtype)) =
+                    (strip(name), checkpoint.dtype_of(name, global))
+                {
+                    out.push(TensorInfo::new(stripped, dtype, &global.global_shape));
+                }
+            }
+        }
+        for t in self.file.tensors() {
+            if self
+                .sharded
+                .is_some_and(|(checkpoint, _)| checkpoint.tensors().contains_key(t.name))
+            {
+                continue;
+            }
+            if let Some(stripped) = strip(t.name) {
+                out.push(TensorInfo::new(stripped, t.dtype, t.shape));
+            }
+        }
+        out
+    }
+
+    fn read(&self, name: &str, dtype: Dtype, shape: &[usize]) -> Result<Vec<u8>, Error> {
+        Stored::read(self, name, dtype, shape)
+    }
+
+    fn verified(&self) -> bool {
+        self.file.has_checksums()
     }
 }
 

@@ -6,8 +6,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use model_checkpoint::restore::{restore, restore_with_options, RestoreOptions, Stored};
+use model_checkpoint::restore::{restore, restore_with_options, RestoreOptions};
 use model_checkpoint::store::{CheckpointFile, LoopState, Meta, TrainingDocument, Verify};
+use model_checkpoint::TensorSource;
 use model_checkpoint::{
     Callback, CallbackList, Checkpointable, Context, Dtype, Error, HostTensor, Logs, Mode,
     ModelCheckpoint, NamedTensor, TrainingState,
@@ -34,12 +35,12 @@ impl Checkpointable for Model {
         });
         Ok(state)
     }
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
         stored.read("w", Dtype::F32, &[2]).map(|_| ())
     }
     fn restore_training_state(
         &mut self,
-        _: &Stored<'_>,
+        _: &dyn TensorSource,
         document: &TrainingDocument,
     ) -> Result<(), Error> {
         self.step = document.loop_state.as_ref().map_or(0, |l| l.step);
@@ -412,4 +413,50 @@ fn a_save_on_a_signal_is_what_latest_resumes_and_a_completed_run_retires_it() {
         );
         assert_eq!(resumed.step, 12);
     }
+}
+
+#[test]
+fn a_template_that_names_the_interrupt_file_keeps_its_own_checkpoints() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("interrupted.safetensors");
+    let mut model = Model::default();
+    // Without saves on a signal it is an ordinary name: a completed run keeps its file.
+    let mut cb = ModelCheckpoint::new(&template);
+    for epoch in 0..2 {
+        model.step += 1;
+        let mut ctx = Context::new(&model).with_global_step(model.step);
+        cb.on_epoch_end(epoch, &Logs::from([("val_loss", 0.5)]), &mut ctx)
+            .expect("save");
+    }
+    cb.on_train_end(&Logs::new(), &mut Context::new(&model))
+        .expect("end");
+    assert!(template.exists(), "the run's only checkpoint was removed");
+    assert_eq!(
+        ModelCheckpoint::new(&template).latest().expect("latest"),
+        template
+    );
+    // With them, the name is reserved, refused before training.
+    let mut cb = ModelCheckpoint::new(&template).save_on_interrupt(true);
+    let refused = cb.on_train_begin(&Logs::new(), &mut Context::new(&model));
+    assert!(
+        matches!(refused, Err(Error::ReservedName { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_name_a_file_system_takes_is_saved_whatever_its_temporary_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 250 bytes: legal; its temporary name (17 bytes longer) is cut to fit.
+    let name = format!("{}.safetensors", "w".repeat(238));
+    assert_eq!(name.len(), 250);
+    let mut cb = ModelCheckpoint::new(dir.path().join(&name));
+    let model = Model { step: 1 };
+    cb.on_epoch_end(
+        0,
+        &Logs::from([("val_loss", 0.5)]),
+        &mut Context::new(&model),
+    )
+    .expect("saved");
+    CheckpointFile::open(&dir.path().join(&name), Verify::Full).expect("verifies");
 }

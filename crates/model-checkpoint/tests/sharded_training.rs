@@ -262,11 +262,25 @@ fn rank_0_journals_every_sharded_save_and_every_folder_retention_deletes() {
 fn sharded_retention_deletes_only_the_runs_parts_and_removes_emptied_folders() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().to_string_lossy().into_owned();
-    // A user's notes in a folder the run will save into and later retire, and in `last/`.
+    // A user's notes in a folder the run will save into and later retire, and in `last/`,
+    // and a checkpoint of the user's own in `last/`.
     for folder in ["epoch_1", "last"] {
         std::fs::create_dir_all(root.path().join(folder)).expect("folder");
         std::fs::write(root.path().join(folder).join("notes.txt"), "mine").expect("notes");
     }
+    let mine = root.path().join("last/my-backup.safetensors");
+    model_checkpoint::store::save(
+        &mine,
+        model_checkpoint::store::Kind::Weights,
+        &[model_checkpoint::NamedTensor::new(
+            "w",
+            model_checkpoint::HostTensor::from_f32(vec![1], &[1.0]),
+        )],
+        &Default::default(),
+        &model_checkpoint::store::SaveOptions::default(),
+    )
+    .expect("a user's checkpoint");
+    let mine_before = std::fs::read(&mine).expect("mine");
     // keep_last(2), as `train_with` sets it.
     two_ranks_as_threads(&format!("{dir}/epoch_{{epoch}}"), 5, &|cb| {
         cb.save_last(true)
@@ -278,6 +292,11 @@ fn sharded_retention_deletes_only_the_runs_parts_and_removes_emptied_folders() {
             "{folder}/notes.txt"
         );
     }
+    assert_eq!(
+        std::fs::read(&mine).ok(),
+        Some(mine_before),
+        "last/my-backup"
+    );
     // epoch_1's shards and index went; the notes stay, and so does their folder.
     let left: Vec<String> = std::fs::read_dir(root.path().join("epoch_1"))
         .expect("epoch_1")

@@ -7,7 +7,8 @@ mod memory;
 use std::cell::Cell;
 use std::sync::Arc;
 
-use model_checkpoint::restore::{restore_latest_in, Stored};
+use model_checkpoint::restore::restore_latest_in;
+use model_checkpoint::TensorSource;
 use model_checkpoint::{
     Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
     NamedTensor, TrainingState,
@@ -31,12 +32,12 @@ impl Checkpointable for Toy {
         });
         Ok(state)
     }
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
         stored.read("w", Dtype::F32, &[8]).map(|_| ())
     }
     fn restore_training_state(
         &mut self,
-        _: &Stored<'_>,
+        _: &dyn TensorSource,
         document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), Error> {
         self.0

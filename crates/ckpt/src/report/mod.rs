@@ -47,7 +47,7 @@ pub(crate) struct ReportArgs {
     /// The checkpoint folder (a path, or s3://bucket/prefix).
     dir: PathBuf,
     /// Where to write the page.
-    #[arg(short, long, default_value = "report.html")]
+    #[arg(short, long, default_value = "report.html", conflicts_with = "svg")]
     output: PathBuf,
     /// Write the charts as one SVG picture here instead of the page (for a terminal user).
     #[arg(long)]

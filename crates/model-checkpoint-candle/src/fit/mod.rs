@@ -10,8 +10,8 @@ pub use compile::{Loss, LossFn, Metric};
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use model_checkpoint::restore::Stored;
 use model_checkpoint::store::CheckpointFile;
+use model_checkpoint::TensorSource;
 use model_checkpoint::{Callback, Checkpointable, Logs, NamedTensor, SnapshotFence, TrainingState};
 use model_checkpoint_fit::{Batch, BatchLogs, Dataset, FitOptions, History, Resumed, Targets};
 
@@ -247,13 +247,16 @@ impl Checkpointable for CandleStep {
         Ok(crate::optim::optimizer_state(self.optimizer.as_ref())?)
     }
 
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), model_checkpoint::Error> {
+    fn restore_weights(
+        &mut self,
+        stored: &dyn TensorSource,
+    ) -> Result<(), model_checkpoint::Error> {
         self.model.restore_weights(stored)
     }
 
     fn restore_training_state(
         &mut self,
-        tensors: &Stored<'_>,
+        tensors: &dyn TensorSource,
         document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
         Ok(crate::optim::restore_optimizer(

@@ -1,8 +1,8 @@
 use candle_core::backprop::GradStore;
 use candle_core::Var;
-use model_checkpoint::store::CheckpointFile;
 use model_checkpoint::Error as CoreError;
 use model_checkpoint::NamedTensor;
+use model_checkpoint::TensorSource;
 use serde::{Deserialize, Serialize};
 
 use super::{float_vars, load_slots, read_values, slot_tensors, zero_slots, Optimizer};
@@ -175,11 +175,10 @@ impl Optimizer for Adam {
 
     fn load_state(
         &mut self,
-        file: &CheckpointFile,
-        prefix: &str,
+        tensors: &dyn TensorSource,
         values: &serde_json::Value,
     ) -> Result<(), Error> {
-        let saved: SavedAdam = read_values(file, self.kind(), values)?;
+        let saved: SavedAdam = read_values(tensors.path(), self.kind(), values)?;
         // Hyperparameters read from a file are range-checked like counters: a forged
         // negative rate or a step past 2^53 would train garbage without a word.
         let p = &saved.params;
@@ -196,12 +195,15 @@ impl Optimizer for Adam {
         ];
         if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(Error::Checkpoint(CoreError::BadTrainingState {
-                path: file.path().to_path_buf(),
+                path: tensors.path().to_path_buf(),
                 reason: format!("adam optimizer state: {name} is out of range"),
             }));
         }
-        load_slots(file, prefix, &self.vars, "m", &self.first_moment)?;
-        load_slots(file, prefix, &self.vars, "v", &self.second_moment)?;
+        load_slots(
+            tensors,
+            &self.vars,
+            &[("m", &self.first_moment), ("v", &self.second_moment)],
+        )?;
         self.step_t = saved.step;
         self.params = saved.params;
         Ok(())

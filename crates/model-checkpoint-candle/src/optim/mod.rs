@@ -11,9 +11,9 @@ pub use sgd::{ParamsSgd, Sgd};
 
 use candle_core::backprop::GradStore;
 use candle_core::Var;
-use model_checkpoint::store::CheckpointFile;
+use model_checkpoint::load::LoadOptions;
 use model_checkpoint::Error as CoreError;
-use model_checkpoint::NamedTensor;
+use model_checkpoint::{NamedTensor, TensorSource};
 
 use crate::adapter::{load_vars, CandleTensor};
 use crate::Error;
@@ -41,7 +41,8 @@ pub trait Optimizer {
     /// [`model_checkpoint::Error::DtypeMismatch`] for a state dtype safetensors cannot hold.
     fn state(&self) -> Result<(Vec<NamedTensor<'_>>, serde_json::Value), Error>;
 
-    /// Restores what [`Optimizer::state`] returned, from `file`'s tensors under `prefix`.
+    /// Restores what [`Optimizer::state`] returned, from the optimizer's tensors in `tensors`
+    /// (named `VAR/SLOT`, as [`Optimizer::state`] names them).
     ///
     /// # Errors
     ///
@@ -49,8 +50,7 @@ pub trait Optimizer {
     /// the tensor errors of loading (missing, shape, dtype).
     fn load_state(
         &mut self,
-        file: &CheckpointFile,
-        prefix: &str,
+        tensors: &dyn TensorSource,
         values: &serde_json::Value,
     ) -> Result<(), Error>;
 }
@@ -89,23 +89,25 @@ pub(crate) fn slot_tensors<'a>(
 
 /// Loads slot variables saved by [`slot_tensors`].
 pub(crate) fn load_slots(
-    file: &CheckpointFile,
-    prefix: &str,
+    source: &dyn TensorSource,
     vars: &[(String, Var)],
-    slot: &str,
-    values: &[Var],
+    slots: &[(&str, &[Var])],
 ) -> Result<(), Error> {
-    let named: Vec<(String, Var)> = vars
+    let named: Vec<(String, Var)> = slots
         .iter()
-        .zip(values)
-        .map(|((name, _), v)| (format!("{name}/{slot}"), v.clone()))
+        .flat_map(|(slot, values)| {
+            vars.iter()
+                .zip(values.iter())
+                .map(move |((name, _), v)| (format!("{name}/{slot}"), v.clone()))
+        })
         .collect();
-    load_vars(file, prefix, &named)
+    // Strict: every slot of every variable, and nothing else of the optimizer's.
+    load_vars(source, &named, LoadOptions::default()).map(drop)
 }
 
 /// Reads the saved values back into `T`, checking the optimizer kind.
 pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
-    file: &CheckpointFile,
+    path: &std::path::Path,
     kind: &str,
     values: &serde_json::Value,
 ) -> Result<T, Error> {
@@ -115,7 +117,7 @@ pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
         .unwrap_or("none");
     if saved_kind != kind {
         return Err(Error::Checkpoint(CoreError::BadTrainingState {
-            path: file.path().to_path_buf(),
+            path: path.to_path_buf(),
             reason: format!(
                 "the checkpoint holds {saved_kind} optimizer state, this run uses {kind}"
             ),
@@ -123,7 +125,7 @@ pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_value(values.clone()).map_err(|e| {
         Error::Checkpoint(CoreError::BadTrainingState {
-            path: file.path().to_path_buf(),
+            path: path.to_path_buf(),
             reason: format!("{kind} optimizer state is malformed: {e}"),
         })
     })
@@ -158,14 +160,13 @@ pub(crate) fn optimizer_state(
 /// Restores an optimizer from its part of a training state (see [`optimizer_state`]).
 pub(crate) fn restore_optimizer(
     optimizer: &mut dyn Optimizer,
-    tensors: &model_checkpoint::restore::Stored<'_>,
+    tensors: &dyn model_checkpoint::TensorSource,
     document: &model_checkpoint::store::TrainingDocument,
 ) -> Result<(), Error> {
     use model_checkpoint::store::OPTIMIZER_TENSORS;
     let saved = document.optimizer.clone().unwrap_or_default();
     optimizer.load_state(
-        tensors.file(),
-        &format!("{}{OPTIMIZER_TENSORS}", tensors.prefix()),
+        &model_checkpoint::load::within(tensors, OPTIMIZER_TENSORS),
         &saved,
     )
 }

@@ -1,8 +1,8 @@
 use candle_core::backprop::GradStore;
 use candle_core::Var;
-use model_checkpoint::store::CheckpointFile;
 use model_checkpoint::Error as CoreError;
 use model_checkpoint::NamedTensor;
+use model_checkpoint::TensorSource;
 use serde::{Deserialize, Serialize};
 
 use super::{float_vars, load_slots, read_values, slot_tensors, zero_slots, Optimizer};
@@ -112,19 +112,18 @@ impl Optimizer for Sgd {
 
     fn load_state(
         &mut self,
-        file: &CheckpointFile,
-        prefix: &str,
+        tensors: &dyn TensorSource,
         values: &serde_json::Value,
     ) -> Result<(), Error> {
-        let saved: SavedSgd = read_values(file, "sgd", values)?;
+        let saved: SavedSgd = read_values(tensors.path(), "sgd", values)?;
         let p = &saved.params;
         if !(p.lr > 0.0 && p.lr.is_finite() && p.momentum >= 0.0 && p.momentum.is_finite()) {
             return Err(Error::Checkpoint(CoreError::BadTrainingState {
-                path: file.path().to_path_buf(),
+                path: tensors.path().to_path_buf(),
                 reason: "sgd optimizer state: lr or momentum is out of range".into(),
             }));
         }
-        load_slots(file, prefix, &self.vars, "velocity", &self.velocity)?;
+        load_slots(tensors, &self.vars, &[("velocity", &self.velocity)])?;
         self.params = saved.params;
         Ok(())
     }

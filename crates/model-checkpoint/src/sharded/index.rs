@@ -19,6 +19,21 @@ pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// The version of this project's section.
 pub const SHARDED_FORMAT_VERSION: u32 = 1;
 
+/// Whether `file` is named as [`shard_file`] names shards.
+pub fn is_shard_file(file: &str) -> bool {
+    let Some(rest) = file
+        .strip_prefix("shard-")
+        .and_then(|r| r.strip_suffix(".safetensors"))
+    else {
+        return false;
+    };
+    rest.split_once("-of-").is_some_and(|(rank, world)| {
+        [rank, world]
+            .iter()
+            .all(|n| n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
 /// The shard file rank `rank` of `world_size` writes.
 pub fn shard_file(rank: usize, world_size: usize) -> String {
     format!("shard-{rank:05}-of-{world_size:05}.safetensors")

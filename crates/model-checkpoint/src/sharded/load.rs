@@ -102,7 +102,7 @@ impl ShardedCheckpoint {
     }
 
     /// The dtype of tensor `name`, checked against every piece's shard.
-    fn dtype_of(&self, name: &str, t: &GlobalTensor) -> Result<Dtype, Error> {
+    pub(crate) fn dtype_of(&self, name: &str, t: &GlobalTensor) -> Result<Dtype, Error> {
         let mut dtype = None;
         for piece in &t.pieces {
             let rank = self.ranks.get(&piece.file).copied().unwrap_or(usize::MAX);

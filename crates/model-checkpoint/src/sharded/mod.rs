@@ -19,7 +19,9 @@ mod load;
 mod ranks;
 mod save;
 
-pub use index::{shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice, INDEX_FILE};
+pub use index::{
+    is_shard_file, shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice, INDEX_FILE,
+};
 pub use load::{latest_sharded, latest_sharded_matching, read_index, ShardedCheckpoint};
 pub use ranks::{Ranks, MAX_WORLD_SIZE};
 

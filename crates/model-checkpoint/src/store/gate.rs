@@ -168,7 +168,8 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
     match claim {
         Claim::TemplateName => Ok(()),
         Claim::RunCheckpoint { run_id, digest } => {
-            let file = open_header(storage, name).map_err(|e| refuse(e.to_string()))?;
+            let file = open_header(storage, name)
+                .map_err(|e| refuse(format!("it is not a checkpoint this tool wrote ({e})")))?;
             carries_run(&file, run_id).map_err(refuse)?;
             match digest {
                 Some(d) if d != file.header_digest() => Err(refuse(
@@ -204,7 +205,8 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
                     _ => Ok(()),
                 };
             }
-            let file = open_header(storage, name).map_err(|e| refuse(e.to_string()))?;
+            let file = open_header(storage, name)
+                .map_err(|e| refuse(format!("it is not a checkpoint this tool wrote ({e})")))?;
             if !file.has_checksums() {
                 return Err(refuse(
                     "it is not a shard this tool wrote (no checksums)".to_owned(),
@@ -216,7 +218,8 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
             }
         }
         Claim::ToolCheckpoint => {
-            let file = open_header(storage, name).map_err(|e| refuse(e.to_string()))?;
+            let file = open_header(storage, name)
+                .map_err(|e| refuse(format!("it is not a checkpoint this tool wrote ({e})")))?;
             if file.has_checksums() {
                 Ok(())
             } else {
@@ -226,7 +229,8 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
             }
         }
         Claim::Consolidated => {
-            let file = open_header(storage, name).map_err(|e| refuse(e.to_string()))?;
+            let file = open_header(storage, name)
+                .map_err(|e| refuse(format!("it is not a checkpoint this tool wrote ({e})")))?;
             if file.has_checksums() && file.info().contains_key(KEY_CONSOLIDATED_FROM) {
                 Ok(())
             } else {

@@ -57,3 +57,20 @@ pub fn normalize(name: &str) -> String {
         (None, _) => path,
     }
 }
+
+/// Where `ModelCheckpoint` saves on a signal (`save_on_interrupt`), in the template's folder,
+/// when the name is free.
+pub const INTERRUPT_FILE: &str = "interrupted.safetensors";
+
+/// Whether `file` (a file name) is one a save on a signal takes: [`INTERRUPT_FILE`], or
+/// `interrupted-RUNID.safetensors` when another run's file holds that name.
+pub fn is_interrupt_name(file: &str) -> bool {
+    file == INTERRUPT_FILE
+        || file
+            .strip_prefix("interrupted-")
+            .and_then(|f| f.strip_suffix(".safetensors"))
+            .is_some_and(|id| {
+                (1..=64).contains(&id.len())
+                    && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            })
+}

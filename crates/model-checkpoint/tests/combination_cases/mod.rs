@@ -22,10 +22,11 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use model_checkpoint::restore::{restore, Stored};
+use model_checkpoint::restore::restore;
 use model_checkpoint::store::{
     self, CheckpointFile, LoopState, Meta, Storage, TrainingDocument, Verify,
 };
+use model_checkpoint::TensorSource;
 use model_checkpoint::{
     Callback, CallbackList, Checkpointable, Context, Control, Dtype, Error, HostTensor, Logs, Mode,
     ModelCheckpoint, NamedTensor, SaveFreq, TrainingState,
@@ -103,13 +104,13 @@ impl Checkpointable for Toy {
         Ok(state)
     }
 
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
         stored.read("dense.weight", Dtype::F32, &[4]).map(|_| ())
     }
 
     fn restore_training_state(
         &mut self,
-        tensors: &Stored<'_>,
+        tensors: &dyn TensorSource,
         document: &TrainingDocument,
     ) -> Result<(), Error> {
         tensors.read("optimizer/dense.weight/moment", Dtype::F32, &[4])?;

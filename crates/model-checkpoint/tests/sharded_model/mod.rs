@@ -13,9 +13,10 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use model_checkpoint::restore::{restore_sharded, Stored};
+use model_checkpoint::restore::restore_sharded;
 use model_checkpoint::sharded::Ranks;
 use model_checkpoint::store::Storage;
+use model_checkpoint::TensorSource;
 use model_checkpoint::{
     Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
     NamedTensor, Placement, Slice, TrainingState,
@@ -119,7 +120,7 @@ impl LinearSlice {
     }
 }
 
-fn f32s(stored: &Stored<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, Error> {
+fn f32s(stored: &dyn TensorSource, name: &str, shape: &[usize]) -> Result<Vec<f32>, Error> {
     let bytes = stored.read(name, Dtype::F32, shape)?;
     Ok(bytes
         .chunks_exact(4)
@@ -178,7 +179,7 @@ impl Checkpointable for LinearSlice {
         ])
     }
 
-    fn restore_weights(&mut self, stored: &Stored<'_>) -> Result<(), Error> {
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
         self.w = f32s(stored, "W", &[INPUTS, self.cols])?;
         self.b = f32s(stored, "b", &[self.cols])?;
         self.scale = f32s(stored, "scale", &[INPUTS])?;
@@ -187,7 +188,7 @@ impl Checkpointable for LinearSlice {
 
     fn restore_training_state(
         &mut self,
-        stored: &Stored<'_>,
+        stored: &dyn TensorSource,
         document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), Error> {
         self.w_velocity = f32s(stored, "optimizer/W/velocity", &[INPUTS, self.cols])?;

@@ -135,6 +135,12 @@ pub(crate) struct Engine {
     planned: Vec<Planned>,
     /// Where the last save on a signal went, once durable.
     pub interrupt_saved: Option<PathBuf>,
+    /// Whether saves on a signal are on (their names are then reserved).
+    pub interrupt_saves: bool,
+    /// Whether the engine took its state from a checkpoint (a resumed run).
+    resumed: bool,
+    /// Whether the warning about other runs in the folder was given.
+    warned_other_runs: bool,
     /// Whether the model was seen to hand over the training state a full checkpoint needs
     /// (checked once, before the first full save's message).
     full_checked: bool,
@@ -183,6 +189,9 @@ impl Engine {
             journal: None,
             planned: Vec::new(),
             interrupt_saved: None,
+            interrupt_saves: false,
+            resumed: false,
+            warned_other_runs: false,
             full_checked: false,
         }
     }

@@ -244,6 +244,7 @@ impl Engine {
             saved.run_id = self.saved.run_id.clone();
         }
         self.saved = saved;
+        self.resumed = true;
         Ok(())
     }
 
@@ -286,6 +287,15 @@ impl Engine {
             return Err(reserved(
                 &format!("{}*", store::MARKER_PREFIX),
                 "the markers that prove which run wrote a file",
+            ));
+        }
+        if self.interrupt_saves
+            && pattern.is_fixed()
+            && self.has_interrupt_name(&store::normalize(&self.template))
+        {
+            return Err(reserved(
+                INTERRUPT_FILE,
+                "the saves on a signal (save_on_interrupt)",
             ));
         }
         // A template that always produces the `last` name; one that only may is checked at
@@ -340,6 +350,8 @@ impl Engine {
             .is_some_and(|last| same_path(&last, Path::new(path)))
         {
             Some("the link to the newest checkpoint (save_last)")
+        } else if self.interrupt_saves && self.has_interrupt_name(path) {
+            Some("the saves on a signal (save_on_interrupt)")
         } else {
             None
         };
@@ -582,6 +594,39 @@ impl Engine {
         }
     }
 
+    /// Warns, once, when a run that did not resume starts in a folder holding checkpoints
+    /// of another run at names its template produces: `latest` and retention tell runs
+    /// apart by the run id in the files, and a requeued job resuming `latest` there would
+    /// take the other run's newest (one folder per run; or give the run id).
+    pub(crate) fn warn_of_other_runs(&mut self) {
+        if self.resumed || self.warned_other_runs || self.ranks.is_some() {
+            return;
+        }
+        self.warned_other_runs = true;
+        let dir = self.folder();
+        let depth = folder_depth(&self.template, &dir);
+        let Ok(listed) = store::list_in(&*self.storage, &dir.to_string_lossy(), depth) else {
+            return;
+        };
+        let others: Vec<String> = listed
+            .iter()
+            .filter(|l| self.could_have_written(&l.path).is_ok())
+            .filter_map(|l| l.header.as_ref().ok()?.meta.run_id.clone())
+            .filter(|id| id != self.run_id())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if let Some(first) = others.first() {
+            log::warn!(
+                target: "model_checkpoint",
+                "{} already holds checkpoints of {} other run(s) (run {}) at names this run's template produces: this run replaces those it saves again, and `latest` (what a requeued job resumes) takes the newest of all; use a new folder for a new run, or resume the other",
+                dir.display(),
+                others.len(),
+                crate::text::shorten(first, 64)
+            );
+        }
+    }
+
     /// Where a save on a signal goes: `interrupted.safetensors` in the callback's folder
     /// when it is free or this run's, else `interrupted-RUNID.safetensors`; never another
     /// run's file or a user's (the deletion gate checks).
@@ -615,17 +660,21 @@ impl Engine {
 
     /// Whether `path` is an interrupt file of any run in this callback's folder
     /// (`interrupted.safetensors`, `interrupted-RUNID.safetensors`).
+    ///
+    /// A name the template itself produces is the template's, never an interrupt file (and
+    /// with saves on a signal such a template is refused: see [`Engine::check_reserved`]).
     pub(crate) fn is_interrupt_file(&self, path: &Path) -> bool {
-        let path = store::normalize(&path.to_string_lossy());
+        self.has_interrupt_name(&path.to_string_lossy()) && self.could_have_written(path).is_err()
+    }
+
+    /// Whether `path` is, by its name alone, where a save on a signal goes in this folder.
+    fn has_interrupt_name(&self, path: &str) -> bool {
+        let path = store::normalize(path);
         let (dir, file) = path.rsplit_once('/').unwrap_or((".", path.as_str()));
         if store::normalize(dir) != store::normalize(&self.folder().to_string_lossy()) {
             return false;
         }
-        file == INTERRUPT_FILE
-            || file
-                .strip_prefix("interrupted-")
-                .and_then(|f| f.strip_suffix(".safetensors"))
-                .is_some_and(valid_run_id)
+        store::is_interrupt_name(file)
     }
 
     /// Removes this run's interrupt files once the run has completed: the run's own final
@@ -636,6 +685,10 @@ impl Engine {
             digest: None,
         };
         for name in self.interrupt_names() {
+            if self.could_have_written(Path::new(&name)).is_ok() {
+                // The template's own file, not a save on a signal.
+                continue;
+            }
             match gate::delete(&*self.storage, &name, claim) {
                 Ok(()) | Err(Error::NotOurs { .. }) => {}
                 Err(e) => log::warn!(target: "model_checkpoint", "cannot remove {name}: {e}"),
@@ -645,7 +698,7 @@ impl Engine {
 }
 
 /// The name a save on a signal takes when it is free (see [`Engine::interrupt_path`]).
-pub(crate) const INTERRUPT_FILE: &str = "interrupted.safetensors";
+pub(crate) const INTERRUPT_FILE: &str = store::INTERRUPT_FILE;
 
 /// How many folder levels below `dir` the template's names may lie.
 fn folder_depth(template: &str, dir: &Path) -> usize {

@@ -241,7 +241,10 @@ impl Engine {
             .chain(std::iter::once(INDEX_FILE.to_owned()))
             .collect();
         for stale in self.storage.list(last, 0)? {
-            if !new.contains(&name_of(&stale.name)) {
+            let stale_name = name_of(&stale.name);
+            // Only the parts of an earlier copy (its shards, of another world size) go;
+            // anything else a user put in `last/` stays, checkpoints included.
+            if !new.contains(&stale_name) && sharded::is_shard_file(&stale_name) {
                 match gate::delete(&*self.storage, &stale.name, any_run) {
                     Ok(()) => {}
                     Err(e @ Error::NotOurs { .. }) => {

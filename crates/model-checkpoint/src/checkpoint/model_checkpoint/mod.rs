@@ -305,8 +305,14 @@ impl Callback for ModelCheckpoint {
     fn on_train_begin(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
         self.engine.poll()?;
         self.check_filepath()?;
+        // A file at the `last` name that this tool did not write is refused now, before
+        // any training, rather than at the first save.
+        if let (Some(last), None) = (self.engine.last_path(), self.engine.ranks) {
+            self.engine.check_replaceable(&last)?;
+        }
         self.engine.ensure_run_id();
         self.engine.ensure_lock()?;
+        self.engine.warn_of_other_runs();
         if self.engine.background {
             self.engine.prepare_background(ctx, self.decisions.kind())?;
         }

@@ -93,12 +93,20 @@ impl ModelCheckpoint {
     /// ends the process at once. Default: off.
     pub fn save_on_interrupt(mut self, yes: bool) -> Self {
         self.triggers.save_on_interrupt = yes;
+        self.engine.interrupt_saves = yes;
         self
     }
 
     /// The signal that stopped training, if one did.
     pub fn interrupted(&self) -> Option<&'static str> {
         self.triggers.interrupted
+    }
+
+    /// Removes this run's saves on a signal (through the deletion gate): what a completed
+    /// run's `on_train_end` does, for a loop that learns only afterwards that the signal came
+    /// once training was already complete (at the last epoch's end).
+    pub fn retire_interrupt_saves(&mut self) {
+        self.engine.retire_interrupt_files();
     }
 
     /// Where the save on the last signal went, once durable (`interrupted.safetensors` in

@@ -49,10 +49,7 @@ impl PendingFile {
     pub fn create(dest: &Path) -> Result<Self, Error> {
         check_replaceable(dest)?;
         let dir = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = temp_stem(dest, 6);
         let prefix = format!(".{name}.");
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(TEMP_SUFFIX);
@@ -187,10 +184,8 @@ impl PendingFile {
 /// [`Error::Io`] naming the paths; `dest` is unchanged.
 pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), Error> {
     let dir = parent_dir(dest);
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    // The tag: `PID-N`, at most 10 + 1 + 10 characters.
+    let name = temp_stem(dest, 21);
     let mut attempt = 0u32;
     let temp = loop {
         let candidate = dir.join(format!(
@@ -284,6 +279,33 @@ pub fn is_temp_file(path: &Path) -> bool {
             && n.bytes().all(|b| b.is_ascii_digit())
     });
     !stem.is_empty() && (random || link)
+}
+
+/// The longest file name most file systems take, in bytes.
+const MAX_NAME_BYTES: usize = 255;
+
+/// `dest`'s file name as a temporary name beside it carries it (`.NAME.TAG.ckpt-tmp`),
+/// cut short (at a character boundary) so that the whole stays within the 255 bytes a file
+/// name may have: a destination name of 240 bytes is legal, its temporary name must be too.
+fn temp_stem(dest: &Path, tag_len: usize) -> String {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let room = MAX_NAME_BYTES
+        .saturating_sub(2 + tag_len + TEMP_SUFFIX.len())
+        .max(1);
+    if name.len() <= room {
+        return name;
+    }
+    let mut end = room;
+    while end > 0 && !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end == 0 {
+        return "checkpoint".to_owned();
+    }
+    name[..end].to_owned()
 }
 
 /// Removes the temporary files a crashed save left in `dir`, returning their paths.
