@@ -8,7 +8,7 @@ use model_checkpoint::TensorSource;
 use model_checkpoint::{Callback, Checkpointable};
 
 use crate::rng::TrainRng;
-use crate::state::{FitRecord, FitState};
+use crate::state::FitState;
 use crate::step::Step;
 use crate::trainer::Trainer;
 use crate::Error;
@@ -98,37 +98,6 @@ impl<S: Step> Trainer<S> {
         self.rng = TrainRng::from_state(&state.rng);
         self.resume = Some(state);
         Ok(resumed)
-    }
-}
-
-/// A resume is exact only with the same batch size, shuffling, split and seed.
-pub(crate) fn check_compatible(saved: &FitRecord, now: &FitRecord) -> Result<(), Error> {
-    let mut diffs = Vec::new();
-    if saved.batch_size != now.batch_size {
-        diffs.push(format!(
-            "batch size {} (now {})",
-            saved.batch_size, now.batch_size
-        ));
-    }
-    if saved.shuffle != now.shuffle {
-        diffs.push(format!("shuffle {} (now {})", saved.shuffle, now.shuffle));
-    }
-    if saved.validation_split != now.validation_split {
-        diffs.push(format!(
-            "validation split {:?} (now {:?})",
-            saved.validation_split, now.validation_split
-        ));
-    }
-    if saved.seed != now.seed {
-        diffs.push(format!("seed {} (now {})", saved.seed, now.seed));
-    }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::options(format!(
-            "the checkpoint was trained with {}; resume with the same options",
-            diffs.join(", ")
-        )))
     }
 }
 

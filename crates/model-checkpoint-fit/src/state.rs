@@ -17,6 +17,39 @@ pub(crate) struct FitRecord {
     pub seed: u64,
 }
 
+impl FitRecord {
+    /// A resume is exact only with the same batch size, shuffling, split and seed.
+    pub(crate) fn check_resumable(&self, now: &FitRecord) -> Result<(), crate::Error> {
+        let mut diffs = Vec::new();
+        if self.batch_size != now.batch_size {
+            diffs.push(format!(
+                "batch size {} (now {})",
+                self.batch_size, now.batch_size
+            ));
+        }
+        if self.shuffle != now.shuffle {
+            diffs.push(format!("shuffle {} (now {})", self.shuffle, now.shuffle));
+        }
+        if self.validation_split != now.validation_split {
+            diffs.push(format!(
+                "validation split {:?} (now {:?})",
+                self.validation_split, now.validation_split
+            ));
+        }
+        if self.seed != now.seed {
+            diffs.push(format!("seed {} (now {})", self.seed, now.seed));
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::options(format!(
+                "the checkpoint was trained with {}; resume with the same options",
+                diffs.join(", ")
+            )))
+        }
+    }
+}
+
 /// Where training stands: enough to continue exactly where it was.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct FitState {

@@ -106,7 +106,7 @@ impl<S: Step> Trainer<S> {
         let record = options.record();
         let mut state = match self.resume.take() {
             Some(saved) => {
-                crate::resume::check_compatible(&saved.options, &record)?;
+                saved.options.check_resumable(&record)?;
                 let mut s = saved;
                 s.options = record;
                 s

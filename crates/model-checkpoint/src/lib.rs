@@ -73,6 +73,7 @@
 
 pub mod callback;
 mod checkpoint;
+pub mod document;
 mod error;
 pub mod load;
 mod logs;
@@ -87,7 +88,7 @@ pub mod text;
 pub use callback::{
     Callback, CallbackList, Context, Control, CsvLogger, HookResult, SnapshotFence,
 };
-pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, ModelCheckpoint};
+pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, KerasVersion, ModelCheckpoint};
 pub use error::Error;
 pub use logs::{Logs, Value};
 pub use model::{

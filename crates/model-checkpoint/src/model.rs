@@ -272,10 +272,10 @@ impl<'a> NamedTensor<'a> {
 #[derive(Default)]
 pub struct TrainingState<'a> {
     /// Optimizer and other training tensors, by name (an optimizer's under
-    /// [`crate::store::OPTIMIZER_TENSORS`]).
+    /// [`crate::document::OPTIMIZER_TENSORS`]).
     pub tensors: Vec<NamedTensor<'a>>,
     /// The plain values, by section.
-    pub document: crate::store::TrainingDocument,
+    pub document: crate::document::TrainingDocument,
 }
 
 /// A model that can be checkpointed: it names its tensors and hands them over.
@@ -347,7 +347,7 @@ pub trait Checkpointable {
     fn restore_training_state(
         &mut self,
         tensors: &dyn TensorSource,
-        document: &crate::store::TrainingDocument,
+        document: &crate::document::TrainingDocument,
     ) -> Result<(), Error> {
         let mut document = document.clone();
         document.callbacks.clear();

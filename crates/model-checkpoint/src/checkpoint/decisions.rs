@@ -3,7 +3,8 @@
 //! recorded Keras traces check; it holds Keras's arguments and Keras's state, and touches no
 //! storage (the saving engine, `super::engine`, does that).
 
-use crate::policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};
+use super::keras::{KerasVersion, Rules};
+use crate::policy::{Direction, Mode, SaveFreq, SaveSchedule, Verdict};
 use crate::store::Kind;
 use crate::template::{self, FormatError};
 use crate::{Error, Logs, Value};
@@ -11,6 +12,8 @@ use crate::{Error, Logs, Value};
 /// Keras's arguments that decide, and the state they decide from.
 #[derive(Debug)]
 pub(crate) struct Decisions {
+    /// The Keras whose rules decide.
+    pub rules: &'static dyn Rules,
     pub monitor: String,
     pub mode: Mode,
     /// `mode` resolved for `monitor` (Keras's `monitor_op`).
@@ -31,6 +34,7 @@ impl Default for Decisions {
     /// Keras's defaults: monitor `val_loss`, mode `auto`, every epoch, no threshold.
     fn default() -> Self {
         let mut decisions = Decisions {
+            rules: KerasVersion::default().rules(),
             monitor: "val_loss".to_owned(),
             mode: Mode::Auto,
             direction: Direction::Minimize,
@@ -52,10 +56,8 @@ impl Decisions {
     /// Recomputes the direction and the starting best from mode, monitor and threshold, as
     /// Keras's constructor does. A threshold is kept as given, never replaced by ±inf.
     pub fn reset_best(&mut self) {
-        self.direction = self.mode.direction_for(&self.monitor);
-        self.best = self
-            .threshold
-            .unwrap_or(Value::Float(self.direction.initial_best()));
+        self.direction = self.rules.direction(self.mode, &self.monitor);
+        self.best = self.rules.initial_best(self.direction, self.threshold);
     }
 
     /// What a save writes: the weights, or a full checkpoint (Keras's `save_weights_only`).
@@ -110,7 +112,7 @@ impl Decisions {
     /// Keras's verdict on the logs of a due attempt. On an improvement `best` moves now,
     /// before the save runs, as in Keras (a failed save still moves it).
     pub fn judge(&mut self, logs: &Logs) -> Verdict {
-        let verdict = judge(
+        let verdict = self.rules.judge(
             self.save_best_only,
             self.direction,
             logs.get(&self.monitor),

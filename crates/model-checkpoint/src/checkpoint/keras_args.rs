@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::messages;
+use super::keras::KerasVersion;
 use super::ModelCheckpoint;
 use crate::policy::{Mode, SaveFreq};
 use crate::store::SaveOptions;
@@ -120,6 +120,7 @@ impl ModelCheckpoint {
     /// [`Error::InvalidSaveFreq`] with Keras's text for a `save_freq` that is not `"epoch"`,
     /// an int or a bool (`"3"` and `2.0` are rejected, as in Keras).
     pub fn from_keras(args: KerasArgs) -> Result<Self, Error> {
+        let rules = KerasVersion::Tf2.rules();
         let mut cb = ModelCheckpoint::new(&args.filepath)
             .monitor(args.monitor)
             .verbose(args.verbose)
@@ -130,7 +131,7 @@ impl ModelCheckpoint {
             cb = cb.initial_value_threshold(threshold);
         }
         if let Some(period) = args.period {
-            log::warn!(target: "model_checkpoint", "{}", messages::period_deprecated());
+            log::warn!(target: "model_checkpoint", "{}", rules.period_deprecated());
             cb.set_period(period);
         }
         let (mode, warning) = match &args.mode {
@@ -138,9 +139,9 @@ impl ModelCheckpoint {
             // or "max" (case sensitive) becomes auto, with a warning; never an error.
             KerasValue::Str(s) => match s.parse::<Mode>() {
                 Ok(mode) => (mode, None),
-                Err(_) => (Mode::Auto, Some(messages::unknown_mode(s))),
+                Err(_) => (Mode::Auto, Some(rules.unknown_mode(s))),
             },
-            other => (Mode::Auto, Some(messages::unknown_mode(&other.to_string()))),
+            other => (Mode::Auto, Some(rules.unknown_mode(&other.to_string()))),
         };
         if let Some(warning) = warning {
             log::warn!(target: "model_checkpoint", "{warning}");

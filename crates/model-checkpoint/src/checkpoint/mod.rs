@@ -1,5 +1,6 @@
 //! `ModelCheckpoint`: Keras's checkpoint callback.
 //!
+//! - `keras/`: Keras's rules behind one seam (`Rules`), one module per Keras.
 //! - `decisions.rs`: Keras's decisions (when a save is due, its name, whether it improved),
 //!   which the recorded Keras traces check; no storage.
 //! - `engine/`: the saving engine (commit, background writer, versions, `last`, retention,
@@ -10,9 +11,10 @@ mod background;
 mod decisions;
 mod engine;
 mod interrupt;
+mod keras;
 mod keras_args;
-pub(crate) mod messages;
 mod model_checkpoint;
 
+pub use keras::KerasVersion;
 pub use keras_args::{KerasArgs, KerasValue};
 pub use model_checkpoint::{CheckpointState, ModelCheckpoint};

@@ -26,13 +26,13 @@
 
 use super::meta::Meta;
 use super::read::{CheckpointFile, Verify};
-use super::side_file::read_small;
+use super::side_file::{read_small, MAX_SIDE_FILE_BYTES};
 use super::storage::{Storage, MARKER_PREFIX};
 use crate::Error;
 
 /// What a caller believes an object is; the gate deletes or replaces it only if the object
 /// proves it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 #[non_exhaustive]
 pub enum Claim<'a> {
     /// A checkpoint file of run `run_id`: its header carries that id, and with `digest`,
@@ -49,12 +49,21 @@ pub enum Claim<'a> {
         /// The run's id.
         run_id: &'a str,
     },
-    /// A part of a sharded checkpoint of run `run_id` (of any run this tool saved, with
-    /// `None`: what `save_last`'s `last/` holds): its index (whose save id is the run's),
-    /// or a shard with this format's checksums whose header carries the run's id.
+    /// A shard of a sharded checkpoint of run `run_id` (of any run this tool saved, with
+    /// `None`: what `save_last`'s `last/` holds): a file with this format's checksums whose
+    /// header carries the run's id.
     ShardedPart {
         /// The run's id, or `None` for any.
         run_id: Option<&'a str>,
+    },
+    /// A document (a sharded checkpoint's index) that `check` accepts, read from the object
+    /// (at most [`MAX_SIDE_FILE_BYTES`]): the caller knows the format, the gate reads the
+    /// bytes. `what` names it in a refusal.
+    Document {
+        /// What the caller believes it is.
+        what: &'a str,
+        /// Whether the bytes are that.
+        check: &'a dyn Fn(&[u8]) -> Result<(), String>,
     },
     /// A checkpoint this tool wrote, of any run (its header has this format's checksums): what
     /// a name the tool keeps for one purpose holds (`last.safetensors`, a consolidated file).
@@ -79,6 +88,37 @@ pub enum Claim<'a> {
     /// The name a user's filepath template produced: Keras overwrites whatever is there, and
     /// so do saves at a template's own names (the user named that file as the output).
     TemplateName,
+}
+
+// By hand, because a `Document`'s check is a closure: it shows as its `what`.
+impl std::fmt::Debug for Claim<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claim::RunCheckpoint { run_id, digest } => f
+                .debug_struct("RunCheckpoint")
+                .field("run_id", run_id)
+                .field("digest", &digest.is_some())
+                .finish(),
+            Claim::Marker { run_id } => f.debug_struct("Marker").field("run_id", run_id).finish(),
+            Claim::ShardedPart { run_id } => f
+                .debug_struct("ShardedPart")
+                .field("run_id", run_id)
+                .finish(),
+            Claim::Document { what, .. } => f.debug_struct("Document").field("what", what).finish(),
+            Claim::ToolCheckpoint => f.write_str("ToolCheckpoint"),
+            Claim::Consolidated => f.write_str("Consolidated"),
+            Claim::SideFile { first_line } => f
+                .debug_struct("SideFile")
+                .field("first_line", first_line)
+                .finish(),
+            Claim::Signed => f.write_str("Signed"),
+            Claim::Lock { holder } => f
+                .debug_struct("Lock")
+                .field("bytes", &holder.len())
+                .finish(),
+            Claim::TemplateName => f.write_str("TemplateName"),
+        }
+    }
 }
 
 /// The metadata key of a consolidated checkpoint: the save id of the sharded checkpoint it
@@ -194,17 +234,6 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
             }
         }
         Claim::ShardedPart { run_id } => {
-            if file_name == crate::sharded::INDEX_FILE {
-                let index =
-                    crate::sharded::read_index(storage, name).map_err(|e| refuse(e.to_string()))?;
-                let save_id = &index.model_checkpoint.save_id;
-                return match run_id {
-                    Some(id) if id.is_empty() || !save_id.starts_with(&format!("{id}/")) => {
-                        Err(refuse(format!("its save is not one of run {id}")))
-                    }
-                    _ => Ok(()),
-                };
-            }
             let file = open_header(storage, name)
                 .map_err(|e| refuse(format!("it is not a checkpoint this tool wrote ({e})")))?;
             if !file.has_checksums() {
@@ -216,6 +245,12 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
                 Some(id) => carries_run(&file, id).map_err(refuse),
                 None => Ok(()),
             }
+        }
+        Claim::Document { what, check } => {
+            let bytes = read_small(storage, name, MAX_SIDE_FILE_BYTES, what)
+                .map_err(|e| refuse(e.to_string()))?
+                .unwrap_or_default();
+            check(&bytes).map_err(|why| refuse(format!("it is not {what}: {why}")))
         }
         Claim::ToolCheckpoint => {
             let file = open_header(storage, name)
@@ -238,8 +273,8 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
             }
         }
         Claim::SideFile { first_line } => {
-            let bytes = read_small(storage, name, super::MAX_SIDE_FILE_BYTES, "a side file")?
-                .unwrap_or_default();
+            let bytes =
+                read_small(storage, name, MAX_SIDE_FILE_BYTES, "a side file")?.unwrap_or_default();
             if bytes.starts_with(first_line.as_bytes()) {
                 Ok(())
             } else {

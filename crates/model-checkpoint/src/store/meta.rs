@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::{Logs, Value};
 
-/// The largest counter (epoch, batch, step) read from a file: 2^53, the largest integer a
-/// JSON number holds exactly. Anything above is refused rather than wrapped.
-pub const MAX_COUNTER: u64 = 1 << 53;
+pub use crate::document::MAX_COUNTER;
 
 pub(crate) const KEY_EPOCH: &str = "epoch";
 pub(crate) const KEY_BATCH: &str = "batch";

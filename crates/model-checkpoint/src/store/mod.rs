@@ -13,7 +13,6 @@
 //! temporary file (`.NAME.RANDOM.ckpt-tmp`) is left, which [`remove_stale_temp_files`]
 //! recognises and removes.
 
-mod document;
 pub mod gate;
 mod layout;
 mod local;
@@ -25,7 +24,7 @@ mod side_file;
 mod storage;
 mod write;
 
-pub use document::{DocumentError, LoopState, TrainingDocument, OPTIMIZER_TENSORS};
+pub use crate::document::{DocumentError, LoopState, TrainingDocument, OPTIMIZER_TENSORS};
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
 pub use local::{
     is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,

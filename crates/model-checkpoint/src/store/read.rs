@@ -421,11 +421,11 @@ impl CheckpointFile {
     ///
     /// [`Error::BadTrainingState`] for a training state that is not a document of this
     /// shape.
-    pub fn training_state(&self) -> Result<Option<super::TrainingDocument>, Error> {
+    pub fn training_state(&self) -> Result<Option<crate::document::TrainingDocument>, Error> {
         let Some(text) = self.info.get(super::KEY_TRAINING_STATE) else {
             return Ok(None);
         };
-        super::TrainingDocument::parse(text)
+        crate::document::TrainingDocument::parse(text)
             .map(Some)
             .map_err(|e| Error::BadTrainingState {
                 path: self.path.clone(),

@@ -224,7 +224,16 @@ impl Engine {
         let (from, last) = (from.trim_end_matches('/'), last.trim_end_matches('/'));
         // `last/` holds a copy of some run's checkpoint; anything else there stays.
         let any_run = gate::Claim::ShardedPart { run_id: None };
-        gate::delete(&*self.storage, &format!("{last}/{INDEX_FILE}"), any_run)?;
+        let last_index = format!("{last}/{INDEX_FILE}");
+        let check = index_of_run(&last_index, None);
+        gate::delete(
+            &*self.storage,
+            &last_index,
+            gate::Claim::Document {
+                what: "a sharded checkpoint's index",
+                check: &check,
+            },
+        )?;
         self.storage.prepare_dir(last)?;
         let name_of = |full: &str| full.rsplit('/').next().unwrap_or(full).to_owned();
         // The checkpoint's parts are its index's shards: whatever else its folder holds (a
@@ -284,7 +293,15 @@ impl Engine {
         let world = sharded::read_index(&*self.storage, &index_name)
             .ok()
             .map(|index| index.model_checkpoint.world_size);
-        gate::delete(&*self.storage, &index_name, claim)?;
+        let check = index_of_run(&index_name, Some(self.run_id()));
+        gate::delete(
+            &*self.storage,
+            &index_name,
+            gate::Claim::Document {
+                what: "an index of this run's",
+                check: &check,
+            },
+        )?;
         let world = world.or(self.ranks.map(|r| r.world_size)).unwrap_or(0);
         for rank in 0..world {
             let shard = format!("{dir}/{}", sharded::shard_file(rank, world));
@@ -298,5 +315,28 @@ impl Engine {
             }
         }
         gate::remove_empty_folder(&*self.storage, dir)
+    }
+}
+
+/// A check for the gate that bytes are a sharded checkpoint's index (named `name`) of run
+/// `run_id` (of any run, with `None`): its save id starts with the run's.
+fn index_of_run<'a>(
+    name: &'a str,
+    run_id: Option<&'a str>,
+) -> impl Fn(&[u8]) -> Result<(), String> + 'a {
+    move |bytes| {
+        let index = sharded::Index::parse(name, bytes).map_err(|e| e.to_string())?;
+        match run_id {
+            Some(id)
+                if id.is_empty()
+                    || !index
+                        .model_checkpoint
+                        .save_id
+                        .starts_with(&format!("{id}/")) =>
+            {
+                Err(format!("its save is not one of run {id}"))
+            }
+            _ => Ok(()),
+        }
     }
 }

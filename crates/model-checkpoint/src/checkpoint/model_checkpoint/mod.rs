@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::decisions::Decisions;
 use super::engine::{Engine, Saved};
 use super::interrupt;
-use super::messages;
 use crate::callback::{Callback, Context, Control, HookResult};
 use crate::policy::{Direction, Mode, SaveFreq, SaveSchedule, SavedFile};
 use crate::store::{self, SaveOptions};
@@ -147,6 +146,20 @@ impl ModelCheckpoint {
         self
     }
 
+    /// Which Keras's behaviour to imitate (its decisions and texts; see
+    /// [`KerasVersion`](crate::KerasVersion)). Default: tf.keras 2.x. Resets
+    /// [`best`](ModelCheckpoint::best).
+    pub fn keras(mut self, version: crate::KerasVersion) -> Self {
+        self.decisions.rules = version.rules();
+        self.decisions.reset_best();
+        self
+    }
+
+    /// The Keras whose behaviour this callback imitates.
+    pub fn keras_version(&self) -> crate::KerasVersion {
+        self.decisions.rules.version()
+    }
+
     /// Print a line for every save decision when above 0 (Keras's `verbose`; any positive
     /// value prints). Default: 0.
     pub fn verbose(mut self, verbose: i64) -> Self {
@@ -202,7 +215,7 @@ impl ModelCheckpoint {
     /// deprecation warning, as Keras does on construction.
     #[deprecated(note = "use save_freq; period is kept for Keras compatibility")]
     pub fn period(mut self, period: i64) -> Self {
-        log::warn!(target: "model_checkpoint", "{}", messages::period_deprecated());
+        log::warn!(target: "model_checkpoint", "{}", self.decisions.rules.period_deprecated());
         self.decisions.period = period;
         self
     }

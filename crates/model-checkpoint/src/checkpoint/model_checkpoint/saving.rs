@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use super::super::decisions::Decisions;
 use super::super::engine::{check_length, Job};
-use super::super::messages;
 use super::{compose, ModelCheckpoint, Output};
 use crate::callback::Context;
 use crate::policy::Verdict;
@@ -62,21 +61,30 @@ impl ModelCheckpoint {
         // Keras fails on a missing model here: after formatting, before making folders.
         ctx.model()?;
         self.engine.ensure_run_id();
+        let rules = self.decisions.rules;
         // tf.keras creates the folder before looking at the monitor, so skipped epochs can
         // leave empty folders (trace missing_monitor_dir_created).
-        self.engine.prepare_folder(&filepath)?;
+        if rules.folder_before_monitor() {
+            self.engine.prepare_folder(&filepath)?;
+        }
         let monitor = self.decisions.monitor.clone();
-        let verdict = self.decisions.judge(logs);
+        let mut verdict = self.decisions.judge(logs);
         match verdict {
             Verdict::MonitorMissing => {
-                log::warn!(target: "model_checkpoint", "{}", messages::monitor_missing(&monitor));
-                return Ok(true);
+                log::warn!(target: "model_checkpoint", "{}", rules.monitor_missing(&monitor));
+                if !rules.missing_monitor_saves() {
+                    return Ok(true);
+                }
+                verdict = Verdict::Save;
             }
             Verdict::NotImproved { best } => {
-                self.say(&messages::not_improved(epoch, &monitor, best));
+                self.say(&rules.not_improved(epoch, &monitor, best));
                 return Ok(true);
             }
             Verdict::Improved { .. } | Verdict::Save => {}
+        }
+        if !rules.folder_before_monitor() {
+            self.engine.prepare_folder(&filepath)?;
         }
         self.engine.check_reserved(&filepath)?;
         let kind = self.decisions.kind();
@@ -95,9 +103,9 @@ impl ModelCheckpoint {
         };
         match verdict {
             Verdict::Improved { from, to } => {
-                self.say(&messages::improved(epoch, &monitor, from, to, &shown));
+                self.say(&rules.improved(epoch, &monitor, from, to, &shown));
             }
-            _ => self.say(&messages::saving(epoch, &shown)),
+            _ => self.say(&rules.saving(epoch, &shown)),
         }
         check_length(&filepath)?;
         // With versions, a commit never replaces: a writer that lost a race for the name

@@ -2,22 +2,26 @@
 //! the training loop and the callbacks hand over, and the one place their names are spelled.
 //! It is stored as JSON in the header's metadata (under `training_state`) and read
 //! back by [`TrainingDocument::parse`], or from an opened file with
-//! [`super::CheckpointFile::training_state`].
+//! [`crate::store::CheckpointFile::training_state`].
 //!
 //! ```
-//! use model_checkpoint::store::{LoopState, TrainingDocument};
+//! use model_checkpoint::document::{LoopState, TrainingDocument};
 //!
 //! let mut document = TrainingDocument::default();
 //! document.loop_state = Some(LoopState { step: 42, epoch: 3, ..LoopState::default() });
 //! document.optimizer = Some(serde_json::json!({ "kind": "adam", "step": 42 }));
 //! let text = document.to_json()?;
 //! assert_eq!(TrainingDocument::parse(&text)?.loop_state.map(|l| l.step), Some(42));
-//! # Ok::<(), model_checkpoint::store::DocumentError>(())
+//! # Ok::<(), model_checkpoint::document::DocumentError>(())
 //! ```
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+/// The largest counter (epoch, batch, step) read from a checkpoint: 2^53, the largest
+/// integer a JSON number holds exactly. Anything above is refused rather than wrapped.
+pub const MAX_COUNTER: u64 = 1 << 53;
 
 /// The prefix of an optimizer's tensors among the training tensors (after the format's own
 /// `__training__/`): `optimizer/<parameter>/<slot>`. Every adapter names them so, so that a
@@ -96,7 +100,7 @@ impl TrainingDocument {
         let document: TrainingDocument = serde_json::from_str(text)
             .map_err(|e| DocumentError(format!("training state unreadable: {e}")))?;
         if let Some(l) = &document.loop_state {
-            let max = super::MAX_COUNTER;
+            let max = MAX_COUNTER;
             if l.step > max || l.epoch > max {
                 return Err(DocumentError(format!(
                     "loop state: step {} or epoch {} is beyond {max}",
