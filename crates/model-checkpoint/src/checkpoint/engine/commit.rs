@@ -6,21 +6,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::super::background::{BackgroundWriter, Outcome};
-use super::{Engine, Job, Pending, Planned, Saved};
+use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard};
 use crate::callback::Context;
 use crate::model::NamedTensor;
 use crate::policy::{files_to_keep, SavedFile};
 use crate::store::{self, gate, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::{Error, Value};
-
-/// What retention does with a file its rules no longer keep.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fate {
-    /// Deleted, or left alone for good (not provably this run's): no longer tracked.
-    Forget,
-    /// Not deleted this time: tracked, to try again at the next save.
-    Keep,
-}
 
 impl Engine {
     /// Refuses, before anything is printed or written, a full checkpoint of a model that
@@ -156,10 +147,10 @@ impl Engine {
         info: BTreeMap<String, String>,
     ) -> Result<(), Error> {
         let Planned { job, pending } = planned;
-        if let Some(ranks) = self.ranks {
+        if let Some(ranks) = self.config.ranks {
             let layout = ctx.model()?.shard_layout();
             return self.save_sharded(
-                super::sharded::Shard {
+                Shard {
                     ranks,
                     path: &job.path,
                     kind: job.kind,
@@ -171,26 +162,32 @@ impl Engine {
                 pending,
             );
         }
-        let mut options = self.options.clone();
+        let mut options = self.config.options.clone();
         options.commit = job.commit;
         let name = job.path.to_string_lossy();
-        if !self.background || job.interrupt {
+        if !self.config.background || job.interrupt {
             if job.interrupt {
                 // Every earlier save first, so that this one is the newest when it returns.
                 self.flush()?;
             }
-            let report =
-                store::save_to(&*self.storage, &name, job.kind, &tensors, &info, &options)?;
+            let report = store::save_to(
+                &*self.config.storage,
+                &name,
+                job.kind,
+                &tensors,
+                &info,
+                &options,
+            )?;
             return self.committed(pending, report.header_digest);
         }
         if self.writer.is_none() {
-            self.writer = Some(BackgroundWriter::start(self.storage.clone())?);
+            self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
         }
         // At most `max_in_flight` snapshots exist: wait for the oldest save first.
         while self
             .writer
             .as_ref()
-            .is_some_and(|w| w.in_flight() >= self.max_in_flight)
+            .is_some_and(|w| w.in_flight() >= self.config.max_in_flight)
         {
             let outcome = self.writer.as_mut().and_then(BackgroundWriter::wait_one);
             if let Some(outcome) = outcome {
@@ -239,10 +236,10 @@ impl Engine {
         for pending in pendings {
             saved.last_saved = Some(pending.file.path.clone());
             saved.saves = saved.saves.saturating_add(1);
-            if self.retention.is_on() {
+            if self.config.retention.is_on() {
                 saved.kept.retain(|f| f.path != pending.file.path);
                 saved.kept.push(pending.file.clone());
-                let keep = files_to_keep(&saved.kept, &self.retention, pending.direction);
+                let keep = files_to_keep(&saved.kept, &self.config.retention, pending.direction);
                 let mut keep = keep.into_iter();
                 saved.kept.retain(|_| keep.next().unwrap_or(true));
             }
@@ -294,10 +291,10 @@ impl Engine {
         self.session_saved.insert(file.path.clone());
         if let Some(last) = self.last_path() {
             self.check_replaceable(&last)?;
-            self.storage.copy(
+            self.config.storage.copy(
                 &file.path.to_string_lossy(),
                 &last.to_string_lossy(),
-                self.options.durable,
+                self.config.options.durable,
             )?;
         }
         self.retain(file, direction, |engine, f| {
@@ -313,7 +310,7 @@ impl Engine {
                 run_id: engine.run_id(),
                 digest: Some(digest),
             };
-            match gate::delete(&*engine.storage, &f.path.to_string_lossy(), claim) {
+            match gate::delete(&*engine.config.storage, &f.path.to_string_lossy(), claim) {
                 Ok(()) => {
                     engine.journal_row("deleted", f, None);
                     engine.session_saved.retain(|p| *p != f.path);
@@ -363,7 +360,7 @@ impl Engine {
             value: &file.value,
             run_id: self.run_id(),
         };
-        journal.record(&*self.storage, &name, &row);
+        journal.record(&*self.config.storage, &name, &row);
         self.journal = Some(journal);
     }
 
@@ -376,12 +373,12 @@ impl Engine {
         direction: crate::policy::Direction,
         mut remove: impl FnMut(&mut Engine, &SavedFile) -> Fate,
     ) {
-        if !self.retention.is_on() {
+        if !self.config.retention.is_on() {
             return;
         }
         self.saved.kept.retain(|f| f.path != file.path);
         self.saved.kept.push(file);
-        let keep = files_to_keep(&self.saved.kept, &self.retention, direction);
+        let keep = files_to_keep(&self.saved.kept, &self.config.retention, direction);
         let mut kept = Vec::with_capacity(self.saved.kept.len());
         for (f, keep) in std::mem::take(&mut self.saved.kept).into_iter().zip(keep) {
             if keep || remove(self, &f) == Fate::Keep {
@@ -443,7 +440,7 @@ impl Engine {
             );
         }
         if self.writer.is_none() {
-            self.writer = Some(BackgroundWriter::start(self.storage.clone())?);
+            self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
         }
         if let Some(writer) = &mut self.writer {
             writer.prepare(sizes)?;

@@ -4,12 +4,21 @@
 //! link, retention's deletes, the folder's lock, the run's identity and the markers that
 //! prove ownership, and listing what the run saved.
 //!
-//! - `commit.rs`: a save from the model's tensors to a committed file, and what follows it.
-//! - `names.rs`: which names the engine may write and delete, and what it lists.
+//! - `commit.rs`: a save from the model's tensors to a committed file (the payload, then
+//!   the dispatch: foreground or the writer thread), and what follows it.
+//! - `sharded.rs`: the same for a multi-process run's sharded saves.
+//! - `names.rs`: which names the engine may write.
+//! - `ownership.rs`: the run's identity, and the proof of ownership retention needs.
+//! - `listing.rs`: what the run saved that is still there (best, latest).
+//! - `journal.rs`: the CSV journal of saves and deletes.
+//!
+//! [`Config`] is what the builder decided; [`Engine`] adds the running state.
 
 mod commit;
 mod journal;
+mod listing;
 mod names;
+mod ownership;
 mod sharded;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -21,7 +30,8 @@ use crate::policy::{Direction, Retention, SavedFile};
 use crate::store::{Commit, Kind, LocalFolder, SaveOptions, Storage};
 use crate::Logs;
 
-pub(crate) use names::{check_length, valid_run_id};
+pub(crate) use names::check_length;
+pub(crate) use ownership::valid_run_id;
 
 /// Where the `last` link goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,8 +106,28 @@ struct Pending {
     counted: bool,
 }
 
-/// The saving engine's settings and state (see the module's documentation).
-pub(crate) struct Engine {
+/// What retention does with a file its rules no longer keep.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Deleted, or left alone for good (not provably this run's): no longer tracked.
+    Forget,
+    /// Not deleted this time: tracked, to try again at the next save.
+    Keep,
+}
+
+/// Where and what a sharded save writes.
+pub(crate) struct Shard<'a> {
+    pub ranks: crate::sharded::Ranks,
+    pub path: &'a Path,
+    pub kind: Kind,
+    pub layout: &'a BTreeMap<String, crate::model::Placement>,
+    pub step: u64,
+}
+
+/// What a [`ModelCheckpoint`](super::ModelCheckpoint)'s builder decides about saving.
+/// Only the builder (`model_checkpoint/options.rs`) writes it; the engine only reads it
+/// (`tests/layers.rs` checks both).
+pub(crate) struct Config {
     /// The filepath template (what the engine's folder, names and ownership derive from).
     pub template: String,
     pub storage: Arc<dyn Storage>,
@@ -107,7 +137,6 @@ pub(crate) struct Engine {
     pub retention: Retention,
     pub last: Last,
     pub overwrite: bool,
-    pub saved: Saved,
     /// This process among those of a multi-process run: saves are sharded checkpoints.
     pub ranks: Option<crate::sharded::Ranks>,
     /// How long a sharded save's coordinator waits for the shards (and the others for the
@@ -115,10 +144,42 @@ pub(crate) struct Engine {
     pub commit_options: crate::sharded::CommitOptions,
     /// The ranks' own collective, used instead of polling the storage.
     pub barrier: Option<Arc<dyn crate::sharded::Barrier>>,
-    /// The save id of the sharded checkpoint this run resumed from, if any.
-    pub resumed_from: Option<String>,
     /// Whether the run id was given (then a checkpoint with another may not resume).
     pub explicit_run_id: bool,
+    /// Whether saves on a signal are on (their names are then reserved).
+    pub interrupt_saves: bool,
+}
+
+impl Config {
+    /// Keras's behaviour for `template`: the local file system, overwrite, no retention,
+    /// no `last`, foreground saves.
+    fn new(template: String) -> Self {
+        Config {
+            template,
+            storage: Arc::new(LocalFolder::default()),
+            options: SaveOptions::default(),
+            background: false,
+            max_in_flight: 1,
+            retention: Retention::default(),
+            last: Last::Off,
+            overwrite: true,
+            ranks: None,
+            commit_options: crate::sharded::CommitOptions::default(),
+            barrier: None,
+            explicit_run_id: false,
+            interrupt_saves: false,
+        }
+    }
+}
+
+/// The saving engine: its configuration and the state of the run (see the module's
+/// documentation).
+pub(crate) struct Engine {
+    pub config: Config,
+    /// What is carried across resumes.
+    pub saved: Saved,
+    /// The save id of the sharded checkpoint this run resumed from, if any.
+    pub resumed_from: Option<String>,
     /// Whether the engine may act as the run its id names: it made the id, was given it,
     /// or confirmed that the checkpoint it resumed was written by that run.
     run_confirmed: bool,
@@ -135,8 +196,6 @@ pub(crate) struct Engine {
     planned: Vec<Planned>,
     /// Where the last save on a signal went, once durable.
     pub interrupt_saved: Option<PathBuf>,
-    /// Whether saves on a signal are on (their names are then reserved).
-    pub interrupt_saves: bool,
     /// Whether the engine took its state from a checkpoint (a resumed run).
     resumed: bool,
     /// Whether the warning about other runs in the folder was given.
@@ -149,13 +208,13 @@ pub(crate) struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("template", &self.template)
-            .field("options", &self.options)
-            .field("background", &self.background)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("retention", &self.retention)
-            .field("last", &self.last)
-            .field("overwrite", &self.overwrite)
+            .field("template", &self.config.template)
+            .field("options", &self.config.options)
+            .field("background", &self.config.background)
+            .field("max_in_flight", &self.config.max_in_flight)
+            .field("retention", &self.config.retention)
+            .field("last", &self.config.last)
+            .field("overwrite", &self.config.overwrite)
             .field("saved", &self.saved)
             .finish_non_exhaustive()
     }
@@ -166,20 +225,9 @@ impl Engine {
     /// (overwrite, no retention, no `last`, foreground saves).
     pub fn new(template: String) -> Self {
         Engine {
-            template,
-            storage: Arc::new(LocalFolder::default()),
-            options: SaveOptions::default(),
-            background: false,
-            max_in_flight: 1,
-            retention: Retention::default(),
-            last: Last::Off,
-            overwrite: true,
+            config: Config::new(template),
             saved: Saved::default(),
-            ranks: None,
-            commit_options: crate::sharded::CommitOptions::default(),
-            barrier: None,
             resumed_from: None,
-            explicit_run_id: false,
             run_confirmed: false,
             lock: None,
             writer: None,
@@ -189,7 +237,6 @@ impl Engine {
             journal: None,
             planned: Vec::new(),
             interrupt_saved: None,
-            interrupt_saves: false,
             resumed: false,
             warned_other_runs: false,
             full_checked: false,
@@ -200,9 +247,9 @@ impl Engine {
     /// locks and lists (`.` when the first folder level already has placeholders).
     /// A URL's `scheme://` is kept as written (`s3://bucket/run`), not folded into `s3:/`.
     pub fn folder(&self) -> PathBuf {
-        let (scheme, path) = match self.template.split_once("://") {
+        let (scheme, path) = match self.config.template.split_once("://") {
             Some((scheme, rest)) if !scheme.contains(['/', '{', '}']) => (Some(scheme), rest),
-            _ => (None, self.template.as_str()),
+            _ => (None, self.config.template.as_str()),
         };
         let parent = Path::new(path).parent().unwrap_or(Path::new(""));
         let fixed: PathBuf = parent
@@ -219,7 +266,7 @@ impl Engine {
 
     /// The `last` link's path, if on.
     pub fn last_path(&self) -> Option<PathBuf> {
-        match &self.last {
+        match &self.config.last {
             Last::Off => None,
             Last::Beside => Some(self.folder().join("last.safetensors")),
             Last::At(p) => Some(p.clone()),
@@ -234,7 +281,7 @@ impl Engine {
         if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
             names::check_length(dir)?;
             if !dir.starts_with("gs:/") {
-                self.storage.prepare_dir(dir)?;
+                self.config.storage.prepare_dir(dir)?;
             }
         }
         self.ensure_lock()
@@ -249,12 +296,12 @@ impl Engine {
     /// folder exists; Keras creates folders only when saving, so this never creates one.
     pub fn ensure_lock(&mut self) -> Result<(), crate::Error> {
         // In a multi-process run the coordinator holds the folder for all ranks.
-        if self.ranks.is_some_and(|r| r.rank != 0) {
+        if self.config.ranks.is_some_and(|r| r.rank != 0) {
             return Ok(());
         }
         if self.lock.is_none() {
             let dir = self.folder();
-            if let Some(guard) = self.storage.lock(&dir.to_string_lossy())? {
+            if let Some(guard) = self.config.storage.lock(&dir.to_string_lossy())? {
                 self.lock = Some(guard);
             }
         }
@@ -283,7 +330,7 @@ impl Engine {
     /// same (a save's index needs every rank's shard, and each rank waits for the previous
     /// save's index), so every rank picks the same name.
     pub fn free_path(&mut self, path: PathBuf) -> Result<PathBuf, crate::Error> {
-        if self.overwrite {
+        if self.config.overwrite {
             return Ok(path);
         }
         let key = path.to_string_lossy().into_owned();
@@ -305,14 +352,14 @@ impl Engine {
                 .chain(self.planned.iter().map(|planned| &planned.pending))
                 .any(|pending| pending.file.path == p)
         };
-        let taken = |p: &Path| match self.ranks {
+        let taken = |p: &Path| match self.config.ranks {
             _ if pending(p) => Ok(true),
-            Some(_) => self.storage.exists(&format!(
+            Some(_) => self.config.storage.exists(&format!(
                 "{}/{}",
                 p.to_string_lossy().trim_end_matches('/'),
                 crate::sharded::INDEX_FILE
             )),
-            None => self.storage.taken(&p.to_string_lossy()),
+            None => self.config.storage.taken(&p.to_string_lossy()),
         };
         let stem = path
             .file_stem()

@@ -6,21 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::commit::Fate;
-use super::{Engine, Pending};
+use super::{Engine, Fate, Last, Pending, Shard};
 use crate::model::{NamedTensor, Placement};
 use crate::sharded::{self, ShardTensor, INDEX_FILE};
-use crate::store::{gate, Kind, TRAINING_PREFIX};
+use crate::store::{gate, TRAINING_PREFIX};
 use crate::Error;
-
-/// Where and what a sharded save writes.
-pub(crate) struct Shard<'a> {
-    pub ranks: sharded::Ranks,
-    pub path: &'a Path,
-    pub kind: Kind,
-    pub layout: &'a BTreeMap<String, Placement>,
-    pub step: u64,
-}
 
 impl Engine {
     /// Writes this rank's shard of `tensors` (those it owns of the replicated ones, its
@@ -86,7 +76,7 @@ impl Engine {
         // A committed checkpoint is never rewritten: its shards would stop matching its
         // index. Every rank sees the same index, so every rank refuses alike.
         let index = format!("{}/{INDEX_FILE}", dir.trim_end_matches('/'));
-        if self.storage.exists(&index)? {
+        if self.config.storage.exists(&index)? {
             return Err(Error::AlreadyExists {
                 name: format!(
                     "{dir} (a committed sharded checkpoint: each save needs a new folder; put the step or {{batch}} in the template)"
@@ -94,7 +84,7 @@ impl Engine {
             });
         }
         let saved = sharded::save_shard_checked(
-            &*self.storage,
+            &*self.config.storage,
             &dir,
             ranks,
             &save_id,
@@ -103,8 +93,8 @@ impl Engine {
             info,
             replicated,
         );
-        let timeout = self.commit_options.timeout;
-        if let Some(barrier) = &self.barrier {
+        let timeout = self.config.commit_options.timeout;
+        if let Some(barrier) = &self.config.barrier {
             // Every rank passes both barriers, even after a failure, so that the ranks'
             // barriers stay paired: once all pass the first, every shard that will be there
             // is; rank 0 commits at once (one look); all pass the second once it is done.
@@ -112,18 +102,25 @@ impl Engine {
             let committed = if ranks.rank == 0 && saved.is_ok() {
                 let once = sharded::CommitOptions {
                     timeout: std::time::Duration::ZERO,
-                    ..self.commit_options
+                    ..self.config.commit_options
                 };
-                sharded::gather(&*self.storage, &dir, ranks.world_size, &save_id, info, once)
-                    .and_then(|pending| pending.publish(&*self.storage))
-                    .map(|_| ())
+                sharded::gather(
+                    &*self.config.storage,
+                    &dir,
+                    ranks.world_size,
+                    &save_id,
+                    info,
+                    once,
+                )
+                .and_then(|pending| pending.publish(&*self.config.storage))
+                .map(|_| ())
             } else {
                 Ok(())
             };
             barrier.wait(&format!("index {save_id}"), timeout)?;
             saved?;
             committed?;
-            if !self.storage.exists(&index)? {
+            if !self.config.storage.exists(&index)? {
                 return Err(Error::Io {
                     action: "find the index of",
                     path: path.to_path_buf(),
@@ -137,15 +134,15 @@ impl Engine {
             saved?;
             if ranks.rank == 0 {
                 sharded::gather(
-                    &*self.storage,
+                    &*self.config.storage,
                     &dir,
                     ranks.world_size,
                     &save_id,
                     info,
-                    self.commit_options,
+                    self.config.commit_options,
                 )?
-                .publish(&*self.storage)?;
-            } else if !sharded::wait_for_index(&*self.storage, &dir, timeout)? {
+                .publish(&*self.config.storage)?;
+            } else if !sharded::wait_for_index(&*self.config.storage, &dir, timeout)? {
                 return Err(Error::Io {
                     action: "wait for the index of",
                     path: path.to_path_buf(),
@@ -204,10 +201,10 @@ impl Engine {
     /// Where `save_last` keeps a copy of the newest sharded checkpoint: `last` in the
     /// template's folder, or the path given to `save_last_as`.
     pub(crate) fn sharded_last(&self) -> Option<std::path::PathBuf> {
-        match &self.last {
-            super::Last::Off => None,
-            super::Last::Beside => Some(self.folder().join("last")),
-            super::Last::At(p) => Some(p.clone()),
+        match &self.config.last {
+            Last::Off => None,
+            Last::Beside => Some(self.folder().join("last")),
+            Last::At(p) => Some(p.clone()),
         }
     }
 
@@ -227,18 +224,18 @@ impl Engine {
         let last_index = format!("{last}/{INDEX_FILE}");
         let check = index_of_run(&last_index, None);
         gate::delete(
-            &*self.storage,
+            &*self.config.storage,
             &last_index,
             gate::Claim::Document {
                 what: "a sharded checkpoint's index",
                 check: &check,
             },
         )?;
-        self.storage.prepare_dir(last)?;
+        self.config.storage.prepare_dir(last)?;
         let name_of = |full: &str| full.rsplit('/').next().unwrap_or(full).to_owned();
         // The checkpoint's parts are its index's shards: whatever else its folder holds (a
         // user's notes) is not copied.
-        let world = sharded::read_index(&*self.storage, &format!("{from}/{INDEX_FILE}"))?
+        let world = sharded::read_index(&*self.config.storage, &format!("{from}/{INDEX_FILE}"))?
             .model_checkpoint
             .world_size;
         let parts: Vec<String> = (0..world)
@@ -249,12 +246,12 @@ impl Engine {
             .cloned()
             .chain(std::iter::once(INDEX_FILE.to_owned()))
             .collect();
-        for stale in self.storage.list(last, 0)? {
+        for stale in self.config.storage.list(last, 0)? {
             let stale_name = name_of(&stale.name);
             // Only the parts of an earlier copy (its shards, of another world size) go;
             // anything else a user put in `last/` stays, checkpoints included.
             if !new.contains(&stale_name) && sharded::is_shard_file(&stale_name) {
-                match gate::delete(&*self.storage, &stale.name, any_run) {
+                match gate::delete(&*self.config.storage, &stale.name, any_run) {
                     Ok(()) => {}
                     Err(e @ Error::NotOurs { .. }) => {
                         log::warn!(target: "model_checkpoint", "save_last leaves {} alone: {e}", stale.name);
@@ -263,13 +260,15 @@ impl Engine {
                 }
             }
         }
-        let durable = self.options.durable;
+        let durable = self.config.options.durable;
         for part in &parts {
             let to = format!("{last}/{part}");
-            gate::check_replace(&*self.storage, &to, any_run)?;
-            self.storage.copy(&format!("{from}/{part}"), &to, durable)?;
+            gate::check_replace(&*self.config.storage, &to, any_run)?;
+            self.config
+                .storage
+                .copy(&format!("{from}/{part}"), &to, durable)?;
         }
-        self.storage.copy(
+        self.config.storage.copy(
             &format!("{from}/{INDEX_FILE}"),
             &format!("{last}/{INDEX_FILE}"),
             durable,
@@ -290,22 +289,24 @@ impl Engine {
         let index_name = format!("{dir}/{INDEX_FILE}");
         // The world size comes from the index (proved this run's by the gate just after);
         // shard names are made here, never taken from a file.
-        let world = sharded::read_index(&*self.storage, &index_name)
+        let world = sharded::read_index(&*self.config.storage, &index_name)
             .ok()
             .map(|index| index.model_checkpoint.world_size);
         let check = index_of_run(&index_name, Some(self.run_id()));
         gate::delete(
-            &*self.storage,
+            &*self.config.storage,
             &index_name,
             gate::Claim::Document {
                 what: "an index of this run's",
                 check: &check,
             },
         )?;
-        let world = world.or(self.ranks.map(|r| r.world_size)).unwrap_or(0);
+        let world = world
+            .or(self.config.ranks.map(|r| r.world_size))
+            .unwrap_or(0);
         for rank in 0..world {
             let shard = format!("{dir}/{}", sharded::shard_file(rank, world));
-            if let Err(e) = gate::delete(&*self.storage, &shard, claim) {
+            if let Err(e) = gate::delete(&*self.config.storage, &shard, claim) {
                 match e {
                     Error::NotOurs { .. } => {
                         log::warn!(target: "model_checkpoint", "retention leaves {shard} alone: {e}");
@@ -314,7 +315,7 @@ impl Engine {
                 }
             }
         }
-        gate::remove_empty_folder(&*self.storage, dir)
+        gate::remove_empty_folder(&*self.config.storage, dir)
     }
 }
 

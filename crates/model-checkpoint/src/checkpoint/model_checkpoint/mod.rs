@@ -197,7 +197,7 @@ impl ModelCheckpoint {
 
     /// How files are written (Keras's `options`). Default: [`SaveOptions::default`].
     pub fn options(mut self, options: SaveOptions) -> Self {
-        self.engine.options = options;
+        self.engine.config.options = options;
         self
     }
 
@@ -244,7 +244,7 @@ impl ModelCheckpoint {
 
     /// The filepath template.
     pub fn filepath(&self) -> &str {
-        &self.engine.template
+        &self.engine.config.template
     }
 
     /// Whether this callback acts in the per-batch hooks: `save_freq` in batches, every N
@@ -290,7 +290,7 @@ impl ModelCheckpoint {
     }
 
     pub(super) fn key(&self) -> String {
-        format!("ModelCheckpoint({})", self.engine.template)
+        format!("ModelCheckpoint({})", self.engine.config.template)
     }
 }
 
@@ -320,13 +320,13 @@ impl Callback for ModelCheckpoint {
         self.check_filepath()?;
         // A file at the `last` name that this tool did not write is refused now, before
         // any training, rather than at the first save.
-        if let (Some(last), None) = (self.engine.last_path(), self.engine.ranks) {
+        if let (Some(last), None) = (self.engine.last_path(), self.engine.config.ranks) {
             self.engine.check_replaceable(&last)?;
         }
         self.engine.ensure_run_id();
         self.engine.ensure_lock()?;
         self.engine.warn_of_other_runs();
-        if self.engine.background {
+        if self.engine.config.background {
             self.engine.prepare_background(ctx, self.decisions.kind())?;
         }
         if self.triggers.save_on_interrupt {
@@ -344,7 +344,7 @@ impl Callback for ModelCheckpoint {
     /// checkpoints are now newer than any point it was interrupted at.
     fn on_train_end(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
         self.run_planned(ctx)?;
-        if self.triggers.interrupted.is_none() && self.engine.ranks.is_none() {
+        if self.triggers.interrupted.is_none() && self.engine.config.ranks.is_none() {
             self.engine.retire_interrupt_files();
         }
         self.engine.finish()?;

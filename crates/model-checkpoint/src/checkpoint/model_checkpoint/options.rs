@@ -17,20 +17,20 @@ impl ModelCheckpoint {
     /// (Lightning's `save_top_k`). Files go only after a newer save is durable; NaN never
     /// ranks; ties keep the older. Default: keep everything, as Keras does.
     pub fn keep_best(mut self, k: usize) -> Self {
-        self.engine.retention.keep_best = Some(k);
+        self.engine.config.retention.keep_best = Some(k);
         self
     }
 
     /// Keep the `n` newest checkpoints, besides the best. Default: keep everything.
     pub fn keep_last(mut self, n: usize) -> Self {
-        self.engine.retention.keep_last = Some(n);
+        self.engine.config.retention.keep_last = Some(n);
         self
     }
 
     /// Keep every checkpoint saved in an epoch that is a multiple of `m` (1-based), whatever
     /// the other rules say. Default: off.
     pub fn keep_every_epochs(mut self, m: u64) -> Self {
-        self.engine.retention.keep_every_epochs = Some(m);
+        self.engine.config.retention.keep_every_epochs = Some(m);
         self
     }
 
@@ -38,7 +38,7 @@ impl ModelCheckpoint {
     /// checkpoint: a hard link replaced atomically after every save (a copy where links are
     /// impossible). Retention never removes it. Default: off.
     pub fn save_last(mut self, yes: bool) -> Self {
-        self.engine.last = if yes { Last::Beside } else { Last::Off };
+        self.engine.config.last = if yes { Last::Beside } else { Last::Off };
         self
     }
 
@@ -56,14 +56,14 @@ impl ModelCheckpoint {
 
     /// Like [`ModelCheckpoint::save_last`], at `path`.
     pub fn save_last_as(mut self, path: impl Into<PathBuf>) -> Self {
-        self.engine.last = Last::At(path.into());
+        self.engine.config.last = Last::At(path.into());
         self
     }
 
     /// Replace a file whose name is taken (Keras's behaviour), or, with `false`, save as
     /// `NAME-v1.EXT`, `NAME-v2.EXT` … (Lightning's). Default: `true`.
     pub fn overwrite(mut self, yes: bool) -> Self {
-        self.engine.overwrite = yes;
+        self.engine.config.overwrite = yes;
         self
     }
 
@@ -93,7 +93,7 @@ impl ModelCheckpoint {
     /// ends the process at once. Default: off.
     pub fn save_on_interrupt(mut self, yes: bool) -> Self {
         self.triggers.save_on_interrupt = yes;
-        self.engine.interrupt_saves = yes;
+        self.engine.config.interrupt_saves = yes;
         self
     }
 
@@ -128,20 +128,20 @@ impl ModelCheckpoint {
     /// The copy's buffers are kept for the next save (one model's worth of memory) until
     /// `on_train_end`. Default: `false`.
     pub fn background(mut self, yes: bool) -> Self {
-        self.engine.background = yes;
+        self.engine.config.background = yes;
         self
     }
 
     /// How many background saves may be in flight; a save beyond that waits for the oldest.
     /// Default: 1 (at least 1).
     pub fn max_saves_in_flight(mut self, n: usize) -> Self {
-        self.engine.max_in_flight = n.max(1);
+        self.engine.config.max_in_flight = n.max(1);
         self
     }
 
     /// Whether saves run on a background thread.
     pub fn in_background(&self) -> bool {
-        self.engine.background
+        self.engine.config.background
     }
 
     /// Waits until every background save is durable.
@@ -158,7 +158,7 @@ impl ModelCheckpoint {
     /// the formatted paths as names. Default: [`crate::store::LocalFolder::default`], the
     /// local file system relative to the working directory.
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
-        self.engine.storage = storage;
+        self.engine.config.storage = storage;
         self
     }
 
@@ -177,21 +177,21 @@ impl ModelCheckpoint {
     /// `save_last` keeps a copy of the newest checkpoint in the folder `last` beside them.
     /// Background saves are refused in a sharded run (not supported yet).
     pub fn sharded(mut self, ranks: crate::sharded::Ranks) -> Self {
-        self.engine.ranks = Some(ranks);
+        self.engine.config.ranks = Some(ranks);
         self
     }
 
     /// The ranks' own collective (MPI, NCCL …) for sharded saves, instead of polling the
     /// storage for the shards and the index. Default: none (polling, with backoff).
     pub fn shard_barrier(mut self, barrier: Arc<dyn crate::sharded::Barrier>) -> Self {
-        self.engine.barrier = Some(barrier);
+        self.engine.config.barrier = Some(barrier);
         self
     }
 
     /// How long a sharded save's coordinator waits for the other ranks' shards, and they for
     /// its index, before the save fails. Default: 10 minutes.
     pub fn shard_commit_timeout(mut self, timeout: std::time::Duration) -> Self {
-        self.engine.commit_options.timeout = timeout;
+        self.engine.config.commit_options.timeout = timeout;
         self
     }
 
@@ -209,7 +209,8 @@ impl ModelCheckpoint {
     ///
     /// The id is 1 to 64 lowercase hex digits; another value fails at `on_train_begin`.
     pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
-        self.engine.set_run_id(id.into());
+        self.engine.saved.run_id = Some(id.into());
+        self.engine.config.explicit_run_id = true;
         self
     }
 
@@ -233,22 +234,22 @@ impl ModelCheckpoint {
             });
         }
         self.engine.check_template()?;
-        if self.engine.ranks.is_some() {
+        if self.engine.config.ranks.is_some() {
             let refuse = |reason: &str| {
                 Err(Error::BadState {
                     key: crate::text::shorten(&self.key(), 200),
                     reason: format!("a sharded save {reason}"),
                 })
             };
-            if !self.engine.explicit_run_id {
+            if !self.engine.config.explicit_run_id {
                 return refuse("needs the same run id on every rank: give with_run_id");
             }
-            if self.engine.background {
+            if self.engine.config.background {
                 return refuse("does not support background saves yet");
             }
-            let fixed =
-                crate::template::Pattern::new(&self.engine.template).is_ok_and(|p| p.is_fixed());
-            if fixed && self.engine.overwrite {
+            let fixed = crate::template::Pattern::new(&self.engine.config.template)
+                .is_ok_and(|p| p.is_fixed());
+            if fixed && self.engine.config.overwrite {
                 return refuse(
                     "needs a new folder per save: put a field such as {epoch} in the template",
                 );
@@ -304,7 +305,7 @@ impl ModelCheckpoint {
     ///
     /// [`Error::NoCheckpoint`] when there is none.
     pub fn latest(&self) -> Result<PathBuf, Error> {
-        if self.engine.ranks.is_some() {
+        if self.engine.config.ranks.is_some() {
             return self.engine.latest_sharded();
         }
         self.engine.latest()

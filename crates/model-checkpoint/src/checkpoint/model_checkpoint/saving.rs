@@ -24,7 +24,7 @@ pub(super) enum Reason {
 impl ModelCheckpoint {
     pub(super) fn say(&mut self, message: &str) {
         // In a multi-process run every rank decides alike; rank 0 speaks for all.
-        if self.verbose <= 0 || self.engine.ranks.is_some_and(|r| r.rank != 0) {
+        if self.verbose <= 0 || self.engine.config.ranks.is_some_and(|r| r.rank != 0) {
             return;
         }
         let line = format!("{message}\n");
@@ -57,7 +57,7 @@ impl ModelCheckpoint {
         if reason == Reason::Keras && !self.decisions.attempt_due() {
             return Ok(false);
         }
-        let filepath = Decisions::file_path(&self.engine.template, epoch, batch, logs)?;
+        let filepath = Decisions::file_path(&self.engine.config.template, epoch, batch, logs)?;
         // Keras fails on a missing model here: after formatting, before making folders.
         ctx.model()?;
         self.engine.ensure_run_id();
@@ -90,13 +90,13 @@ impl ModelCheckpoint {
         let kind = self.decisions.kind();
         self.engine.check_model(ctx, kind)?;
         // With versions, the name is looked up before the message that shows it.
-        let path = if self.engine.overwrite {
+        let path = if self.engine.config.overwrite {
             self.engine.normalize(&filepath)
         } else {
             check_length(&filepath)?;
             self.engine.free_path(self.engine.normalize(&filepath))?
         };
-        let shown = if self.engine.overwrite {
+        let shown = if self.engine.config.overwrite {
             filepath.clone()
         } else {
             path.display().to_string()
@@ -110,7 +110,7 @@ impl ModelCheckpoint {
         check_length(&filepath)?;
         // With versions, a commit never replaces: a writer that lost a race for the name
         // (one that ignored the folder's lock) fails rather than overwrite the winner's file.
-        let commit = if self.engine.overwrite {
+        let commit = if self.engine.config.overwrite {
             Commit::Replace
         } else {
             Commit::CreateNew
@@ -182,7 +182,10 @@ impl ModelCheckpoint {
     ) -> Result<(), Error> {
         self.engine.check_model(ctx, Kind::Full)?;
         let dir = self.engine.folder();
-        self.engine.storage.prepare_dir(&dir.to_string_lossy())?;
+        self.engine
+            .config
+            .storage
+            .prepare_dir(&dir.to_string_lossy())?;
         self.engine.ensure_lock()?;
         let path = self.engine.interrupt_path()?;
         self.say(&format!(
