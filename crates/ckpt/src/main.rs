@@ -15,6 +15,7 @@ macro_rules! out {
 
 mod bench;
 mod diff;
+mod export;
 mod folder;
 mod framework;
 mod inspect;
@@ -64,6 +65,7 @@ enum Command {
     Best(folder::BestArgs),
     Unlock(folder::UnlockArgs),
     Consolidate(sharded::ConsolidateArgs),
+    Export(export::ExportArgs),
     Diff(diff::DiffArgs),
     Report(report::ReportArgs),
     Bench(bench::BenchArgs),
@@ -198,6 +200,7 @@ fn run() -> u8 {
         Command::Best(args) => folder::best(args),
         Command::Unlock(args) => folder::unlock(args),
         Command::Consolidate(args) => sharded::consolidate(args),
+        Command::Export(args) => export::export(args),
         Command::Diff(args) => diff::diff(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),

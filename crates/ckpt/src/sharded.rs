@@ -31,7 +31,7 @@ pub(crate) fn consolidate(args: ConsolidateArgs) -> Result<(), Failure> {
     let to = Location::of(&args.out)?;
     // An output never replaces an input: OUT may be neither the checkpoint's folder nor
     // anything in it (its index, a shard). Refused by name before anything is read or
-    // written; the core's gate (`Claim::Consolidated`) then refuses any other file that
+    // written; the core's gate (`Claim::Derived`) then refuses any other file that
     // is not an earlier consolidated one.
     refuse_input_as_output(&from, &to, &args)?;
     let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;

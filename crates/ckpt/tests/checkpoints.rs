@@ -232,3 +232,138 @@ fn a_new_start_removes_temporary_files_left_by_a_crash() {
     let out = ckpt(dir.path(), &["verify", "ck"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
+
+#[test]
+fn export_weights_only_writes_the_model_alone_and_never_replaces_an_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "2"]);
+    let full = dir.path().join("ck/e02.safetensors");
+    let source =
+        model_checkpoint::store::CheckpointFile::open(&full, model_checkpoint::store::Verify::Full)
+            .expect("open");
+    assert_eq!(source.kind(), model_checkpoint::store::Kind::Full);
+
+    let out = ckpt(
+        dir.path(),
+        &["export", "ck/latest", "model.safetensors", "--weights-only"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("training tensors left out"),
+        "{}",
+        text(&out.stdout)
+    );
+    let exported = model_checkpoint::store::CheckpointFile::open(
+        &dir.path().join("model.safetensors"),
+        model_checkpoint::store::Verify::Full,
+    )
+    .expect("the export verifies");
+    assert_eq!(exported.kind(), model_checkpoint::store::Kind::Weights);
+    assert!(exported.training_state().expect("meta").is_none());
+    // Exactly the source's weights, byte for byte, and nothing of its training.
+    let weights: Vec<&str> = source
+        .tensors()
+        .map(|t| t.name)
+        .filter(|n| !n.starts_with(model_checkpoint::store::TRAINING_PREFIX))
+        .collect();
+    let names: Vec<&str> = exported.tensors().map(|t| t.name).collect();
+    assert_eq!(names, weights);
+    assert!(weights.len() < source.tensors().count());
+    for name in &weights {
+        assert_eq!(
+            exported.read(name).expect("read"),
+            source.read(name).expect("read")
+        );
+    }
+    if let Some(python) = common::python::python() {
+        let seen = common::python::read_in_python(&python, &dir.path().join("model.safetensors"));
+        assert_eq!(
+            seen["tensors"].as_object().expect("tensors").len(),
+            weights.len()
+        );
+    }
+
+    // Exporting again replaces the earlier export; the full export keeps everything and
+    // still resumes; inputs and other files are never replaced.
+    let again = ckpt(
+        dir.path(),
+        &[
+            "export",
+            "ck/e02.safetensors",
+            "model.safetensors",
+            "--weights-only",
+        ],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let copy = ckpt(
+        dir.path(),
+        &["export", "ck/e02.safetensors", "copy.safetensors"],
+    );
+    assert_eq!(copy.status.code(), Some(0), "{}", text(&copy.stderr));
+    let copied = model_checkpoint::store::CheckpointFile::open(
+        &dir.path().join("copy.safetensors"),
+        model_checkpoint::store::Verify::Full,
+    )
+    .expect("the copy verifies");
+    assert_eq!(copied.kind(), model_checkpoint::store::Kind::Full);
+    assert_eq!(copied.tensors().count(), source.tensors().count());
+
+    let before = std::fs::read(&full).expect("read");
+    for (from, to) in [
+        ("ck/e02.safetensors", "ck/e02.safetensors"),
+        ("ck/e02.safetensors", "./ck/../ck/e02.safetensors"),
+        ("ck/e02.safetensors", "ck/e01.safetensors"),
+    ] {
+        let out = ckpt(dir.path(), &["export", from, to, "--weights-only"]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{from} -> {to}: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            text(&out.stderr).contains("refusing")
+                || text(&out.stderr).contains("not a file ckpt consolidate or ckpt export wrote"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    std::fs::write(dir.path().join("notes.txt"), b"mine").expect("write");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "export",
+            "ck/e02.safetensors",
+            "notes.txt",
+            "--weights-only",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        std::fs::read(dir.path().join("notes.txt")).expect("read"),
+        b"mine"
+    );
+    assert_eq!(std::fs::read(&full).expect("read"), before);
+
+    // A damaged source fails its checksum and leaves no output behind.
+    let mut bytes = before.clone();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff;
+    std::fs::write(&full, &bytes).expect("write");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "export",
+            "ck/e02.safetensors",
+            "damaged.safetensors",
+            "--weights-only",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("checksum"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("damaged.safetensors").exists());
+}

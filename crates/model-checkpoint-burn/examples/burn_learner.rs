@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Mlp::new(&[64, 32, 10], 0, &cpu_autodiff())?;
     let result =
         checkpoint
-            .install(training)
+            .install(training)?
             .launch(Learner::new(model, AdamConfig::new().init(), 3e-3));
     if let Some(error) = result.error {
         return Err(format!("training failed: {error}").into());

@@ -55,7 +55,10 @@ fn launch(
         Some(epoch) => training.checkpoint(epoch),
         None => training,
     };
-    checkpoint.install(training).launch(learner)
+    checkpoint
+        .install(training)
+        .expect("install")
+        .launch(learner)
 }
 
 fn learner(seed: u64) -> Learner<Mlp> {
@@ -284,5 +287,34 @@ fn a_callback_that_acts_per_batch_is_refused() {
     ] {
         let err = LearnerCheckpoint::new(cb).err().expect("refused");
         assert!(err.to_string().contains("once per epoch"), "{err}");
+    }
+}
+
+#[test]
+fn a_second_install_of_one_learner_checkpoint_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (train, val) = split();
+    let training = || {
+        SupervisedTraining::<Mlp>::new(
+            dir.path().join("burn"),
+            data_loader(&train, 32, None).expect("train loader"),
+            data_loader(&val, 64, None).expect("valid loader"),
+        )
+    };
+    let checkpoint = LearnerCheckpoint::new(ModelCheckpoint::new(dir.path().join("w.safetensors")))
+        .expect("callback");
+    assert!(checkpoint.install(training()).is_ok());
+    // A clone shares the callback, so it is the same checkpointing.
+    for again in [checkpoint.clone(), checkpoint] {
+        let Err(err) = again.install(training()) else {
+            panic!("a second install was accepted");
+        };
+        assert!(
+            err.to_string().contains("already installed")
+                && err
+                    .to_string()
+                    .contains("one LearnerCheckpoint per Learner"),
+            "{err}"
+        );
     }
 }

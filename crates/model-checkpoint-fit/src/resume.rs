@@ -57,6 +57,40 @@ impl<S: Step> Trainer<S> {
         self.resume_from(&file, callbacks)
     }
 
+    /// Resumes from the newest full checkpoint in `dir` that verifies (damaged files are
+    /// passed over with a warning, as `ckpt train --resume latest` does; a save on a signal
+    /// counts like any other), or does nothing when `dir` holds none or does not exist yet:
+    /// what a job that may be requeued runs before [`Trainer::fit`].
+    ///
+    /// ```no_run
+    /// # fn demo<S: model_checkpoint_fit::Step>(trainer: &mut model_checkpoint_fit::Trainer<S>, checkpoint: &mut model_checkpoint::ModelCheckpoint) -> Result<(), model_checkpoint_fit::Error> {
+    /// match trainer.resume_latest("ck", &mut [checkpoint])? {
+    ///     Some(resumed) => println!("resuming from {} at epoch {}", resumed.path.display(), resumed.epoch + 1),
+    ///     None => println!("starting fresh"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::resume`] for the checkpoint chosen; [`Error::Checkpoint`] when `dir`
+    /// cannot be listed.
+    pub fn resume_latest(
+        &mut self,
+        dir: impl AsRef<Path>,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Option<Resumed>, Error> {
+        let path = match model_checkpoint::store::latest_full(dir.as_ref()) {
+            Ok(path) => path,
+            Err(CoreError::NoCheckpoint { .. }) => return Ok(None),
+            Err(CoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.resume(path, callbacks).map(Some)
+    }
+
     /// Like [`Trainer::resume`], from a file already open (from any
     /// [`model_checkpoint::store::Storage`], with [`CheckpointFile::open_in`] and
     /// [`Verify::Full`]).

@@ -67,7 +67,7 @@ const METRICS: [(&str, &str, f64); 2] = [("Loss", "loss", 1.0), ("Accuracy", "ac
 ///     SupervisedTraining::new("runs/burn", data_loader(&train, 32, Some(0))?, data_loader(&valid, 64, None)?)
 ///         .metrics((LossMetric::new(),))
 ///         .renderer(Box::new(Quiet));
-/// let training = checkpoint.install(training);
+/// let training = checkpoint.install(training)?;
 /// // training.launch(learner) …; then checkpoint.with_callback(|cb| cb.best()) is the best val_loss.
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -83,6 +83,9 @@ struct Shared {
     pending: BTreeMap<usize, Pending>,
     /// The state a resume restored, handed to burn when it asks for that epoch.
     resumed: Option<(usize, Records)>,
+    /// Whether [`LearnerCheckpoint::install`] was called: one callback follows one
+    /// training, so a second install is refused.
+    installed: bool,
 }
 
 #[derive(Default)]
@@ -118,22 +121,40 @@ impl LearnerCheckpoint {
                 started: false,
                 pending: BTreeMap::new(),
                 resumed: None,
+                installed: false,
             })),
         })
     }
 
     /// `training` with this checkpointing: the strategy and the three checkpointers.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] when this `LearnerCheckpoint` (or a clone of it) is
+    /// already installed: its callback follows one training's epochs and best value, and a
+    /// second training would silently mix into them. Make one `LearnerCheckpoint` per
+    /// `Learner`.
     pub fn install<M: LearnerModel>(
         &self,
         training: SupervisedTraining<M>,
-    ) -> SupervisedTraining<M> {
-        training
+    ) -> Result<SupervisedTraining<M>, Error> {
+        {
+            let mut shared = self.lock();
+            if shared.installed {
+                return Err(Error::options(format!(
+                    "this LearnerCheckpoint ({}) is already installed in a training; make one LearnerCheckpoint per Learner",
+                    shared.callback.state_key().unwrap_or_default()
+                )));
+            }
+            shared.installed = true;
+        }
+        Ok(training
             .with_checkpointing_strategy(self.strategy())
             .with_custom_checkpointers(
                 Collect::<ModuleRecord>::new(self),
                 Collect::<OptimizerRecord>::new(self),
                 Collect::<LrSchedulerRecord>::new(self),
-            )
+            ))
     }
 
     /// The `CheckpointingStrategy` half.

@@ -233,7 +233,7 @@ impl ShardedCheckpoint {
 
     /// Writes one plain checkpoint file holding every global tensor but the training state,
     /// as `name` in `storage` (which may hold nothing there yet, or an earlier
-    /// consolidated file: see [`store::gate::Claim::Consolidated`]): tensors are assembled one at a time while the file is written, so memory
+    /// consolidated file: see [`store::gate::Claim::Derived`]): tensors are assembled one at a time while the file is written, so memory
     /// holds at most one global tensor (and one piece).
     ///
     /// # Errors
@@ -242,7 +242,7 @@ impl ShardedCheckpoint {
     pub fn consolidate(&self, storage: &dyn Storage, name: &str) -> Result<SaveReport, Error> {
         // Only a file consolidate wrote may be replaced: never a shard or the index it reads
         // (an output never replaces an input), nor any other file.
-        store::gate::check_replace(storage, name, store::gate::Claim::Consolidated)?;
+        store::gate::check_replace(storage, name, store::gate::Claim::Derived)?;
         let mut tensors = Vec::with_capacity(self.tensors().len());
         // The model's weights: training tensors (optimizer slots) and per-rank state stay
         // in the shards.

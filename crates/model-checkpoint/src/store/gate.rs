@@ -68,10 +68,12 @@ pub enum Claim<'a> {
     /// A checkpoint this tool wrote, of any run (its header has this format's checksums): what
     /// a name the tool keeps for one purpose holds (`last.safetensors`, a consolidated file).
     ToolCheckpoint,
-    /// A file `ckpt consolidate` (or [`crate::sharded::ShardedCheckpoint::consolidate`])
-    /// wrote: a checkpoint with this format's checksums whose header records the sharded
-    /// save it was consolidated from ([`KEY_CONSOLIDATED_FROM`]).
-    Consolidated,
+    /// A file made from another checkpoint by `ckpt consolidate`
+    /// ([`crate::sharded::ShardedCheckpoint::consolidate`]) or `ckpt export`
+    /// ([`super::export()`]): a checkpoint with this format's checksums whose header
+    /// records what it was made from ([`KEY_CONSOLIDATED_FROM`] or
+    /// [`super::KEY_EXPORTED_FROM`]).
+    Derived,
     /// A side file the tool rewrites whole (the run's journal): it begins with `first_line`.
     SideFile {
         /// The line the tool writes first.
@@ -106,7 +108,7 @@ impl std::fmt::Debug for Claim<'_> {
                 .finish(),
             Claim::Document { what, .. } => f.debug_struct("Document").field("what", what).finish(),
             Claim::ToolCheckpoint => f.write_str("ToolCheckpoint"),
-            Claim::Consolidated => f.write_str("Consolidated"),
+            Claim::Derived => f.write_str("Derived"),
             Claim::SideFile { first_line } => f
                 .debug_struct("SideFile")
                 .field("first_line", first_line)
@@ -263,13 +265,19 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
                 ))
             }
         }
-        Claim::Consolidated => {
+        Claim::Derived => {
             let file = open_header(storage, name)
                 .map_err(|e| refuse(format!("it is not a checkpoint this tool wrote ({e})")))?;
-            if file.has_checksums() && file.info().contains_key(KEY_CONSOLIDATED_FROM) {
+            let info = file.info();
+            if file.has_checksums()
+                && (info.contains_key(KEY_CONSOLIDATED_FROM)
+                    || info.contains_key(super::export::KEY_EXPORTED_FROM))
+            {
                 Ok(())
             } else {
-                Err(refuse("it is not a file ckpt consolidate wrote".to_owned()))
+                Err(refuse(
+                    "it is not a file ckpt consolidate or ckpt export wrote".to_owned(),
+                ))
             }
         }
         Claim::SideFile { first_line } => {

@@ -13,6 +13,7 @@
 //! temporary file (`.NAME.RANDOM.ckpt-tmp`) is left, which [`remove_stale_temp_files`]
 //! recognises and removes.
 
+mod export;
 pub mod gate;
 mod layout;
 mod local;
@@ -25,6 +26,7 @@ mod storage;
 mod write;
 
 pub use crate::document::{DocumentError, LoopState, TrainingDocument, OPTIMIZER_TENSORS};
+pub use export::{export, Export, Exported, KEY_EXPORTED_FROM};
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
 pub use local::{
     is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,

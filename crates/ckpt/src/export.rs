@@ -1,0 +1,88 @@
+//! `ckpt export`: a checkpoint written again as one plain file, verified on the way; with
+//! `--weights-only`, the model's weights alone from a full checkpoint.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use model_checkpoint::sharded::ShardedCheckpoint;
+use model_checkpoint::store::{self, Export, Verify};
+
+use crate::location::{within, Location};
+use crate::Failure;
+
+/// Write a checkpoint again as one plain safetensors file (local or s3://), every checksum
+/// checked on the way.
+///
+/// With --weights-only, the file holds the model's weights only: the optimizer's tensors
+/// (`__training__/`) and the training state are left out, so what Python, PyTorch or a
+/// loader gets is the model. FULL may also be `DIR/latest` (the newest full checkpoint that
+/// verifies) or, with --weights-only, a sharded checkpoint's folder (as `ckpt consolidate`).
+/// OUT is never an input, and an existing OUT is replaced only if `ckpt export` or
+/// `ckpt consolidate` wrote it.
+///
+/// Examples:
+///   ckpt export ck/epoch-10.safetensors model.safetensors --weights-only
+///   ckpt export ck/latest s3://bucket/models/model.safetensors --weights-only
+#[derive(Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// The checkpoint to export (a file, DIR/latest, or an s3:// object).
+    from: PathBuf,
+    /// The file to write (or s3:// object).
+    out: PathBuf,
+    /// Leave out the optimizer's tensors and the training state.
+    #[arg(long)]
+    weights_only: bool,
+}
+
+pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
+    let from = Location::of(&args.from)?.resolve_latest()?;
+    let to = Location::of(&args.out)?;
+    // An output never replaces an input, whatever the names look like; the core's gate
+    // then refuses any other file that is not an earlier export.
+    if within(&to.identity(), &from.identity()) {
+        return Err(format!(
+            "refusing to write {}: it is the checkpoint it reads ({}); write the export elsewhere",
+            args.out.display(),
+            args.from.display()
+        )
+        .into());
+    }
+    if crate::sharded::is_sharded(&*from.storage, &from.name) {
+        if !args.weights_only {
+            return Err(format!(
+                "{} is a sharded checkpoint: its training state stays in its shards; export its weights with --weights-only",
+                args.from.display()
+            )
+            .into());
+        }
+        let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
+        let report = checkpoint.consolidate(&*to.storage, &to.name)?;
+        out!(
+            "wrote {} (the weights of a sharded checkpoint of {} ranks, {} bytes)",
+            args.out.display(),
+            checkpoint.world_size(),
+            report.bytes
+        );
+        return Ok(());
+    }
+    let source = from.open(Verify::HeaderOnly)?;
+    let keep = if args.weights_only {
+        Export::Weights
+    } else {
+        Export::Everything
+    };
+    let exported = store::export(&source, &*to.storage, &to.name, keep)?;
+    out!(
+        "wrote {} ({} tensors{}, {} bytes) from {}",
+        args.out.display(),
+        exported.written,
+        if exported.left_out > 0 {
+            format!("; {} training tensors left out", exported.left_out)
+        } else {
+            String::new()
+        },
+        exported.report.bytes,
+        crate::printable(&crate::shorten(&from.name, 300))
+    );
+    Ok(())
+}
