@@ -3,10 +3,10 @@
 //! loop, and write the same files.
 
 use model_checkpoint::store::CheckpointFile;
-use model_checkpoint::{Callback, Logs};
+use model_checkpoint::Logs;
 use model_checkpoint_burn::{cpu, cpu_autodiff, BurnStep, Mlp};
-use model_checkpoint_candle::{Adam, Model, ParamsAdam};
-use model_checkpoint_fit::{Dataset, FitOptions, History, Resumed};
+use model_checkpoint_candle::{Adam, CandleStep, Model, ParamsAdam};
+use model_checkpoint_fit::{Dataset, Step};
 
 use crate::Failure;
 
@@ -46,77 +46,57 @@ fn check_burn_device() -> Result<(), Failure> {
     }
 }
 
-/// An MLP with Adam, in either framework, over the shared `fit`. (Boxed: one is built per
-/// run, and the two differ much in size.)
-pub(crate) enum Trainer {
-    Candle(Box<model_checkpoint_candle::Trainer>),
-    Burn(Box<model_checkpoint_fit::Trainer<BurnStep<Mlp>>>),
+/// A step of either framework that `ckpt train` can also tell its learning rate (read back
+/// from a resumed checkpoint, and set from `--learning-rate`).
+pub(crate) trait MlpStep: Step {
+    fn learning_rate(&self) -> f64;
+    fn set_learning_rate(&mut self, lr: f64);
 }
 
-impl Trainer {
-    /// An MLP of `sizes` initialised from `seed`, trained by Adam at `learning_rate`.
-    pub(crate) fn new(
-        framework: Framework,
-        sizes: &[usize],
-        seed: u64,
-        learning_rate: f64,
-    ) -> Result<Self, Failure> {
-        Ok(match framework {
-            Framework::Candle => {
-                let model = Model::mlp(sizes, seed)?;
-                let optimizer =
-                    Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
-                Trainer::Candle(Box::new(model_checkpoint_candle::Trainer::new(
-                    model, optimizer,
-                )))
-            }
-            Framework::Burn => {
-                check_burn_device()?;
-                let device = cpu_autodiff();
-                let model = Mlp::new(sizes, seed, &device)?;
-                let optimizer = burn::optim::AdamConfig::new().init();
-                let step = BurnStep::new(model, optimizer, learning_rate, device);
-                Trainer::Burn(Box::new(model_checkpoint_fit::Trainer::new(step)))
-            }
-        })
+impl MlpStep for CandleStep {
+    fn learning_rate(&self) -> f64 {
+        CandleStep::learning_rate(self)
     }
-
-    pub(crate) fn resume_from(
-        &mut self,
-        file: &CheckpointFile,
-        callbacks: &mut [&mut dyn Callback],
-    ) -> Result<Resumed, Failure> {
-        Ok(match self {
-            Trainer::Candle(t) => t.resume_from(file, callbacks)?,
-            Trainer::Burn(t) => t.resume_from(file, callbacks)?,
-        })
+    fn set_learning_rate(&mut self, lr: f64) {
+        CandleStep::set_learning_rate(self, lr);
     }
+}
 
-    pub(crate) fn learning_rate(&self) -> f64 {
-        match self {
-            Trainer::Candle(t) => t.optimizer().learning_rate(),
-            Trainer::Burn(t) => t.step().learning_rate(),
+impl MlpStep for BurnStep<Mlp> {
+    fn learning_rate(&self) -> f64 {
+        BurnStep::learning_rate(self)
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        BurnStep::set_learning_rate(self, lr);
+    }
+}
+
+/// An MLP with Adam, in either framework, over the shared `fit`: one trainer type, the
+/// framework only in the step it holds.
+pub(crate) type Trainer = model_checkpoint_fit::Trainer<Box<dyn MlpStep>>;
+
+/// An MLP of `sizes` initialised from `seed`, trained by Adam at `learning_rate`.
+pub(crate) fn trainer(
+    framework: Framework,
+    sizes: &[usize],
+    seed: u64,
+    learning_rate: f64,
+) -> Result<Trainer, Failure> {
+    let step: Box<dyn MlpStep> = match framework {
+        Framework::Candle => {
+            let model = Model::mlp(sizes, seed)?;
+            let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
+            Box::new(CandleStep::new(model, optimizer))
         }
-    }
-
-    pub(crate) fn set_learning_rate(&mut self, lr: f64) {
-        match self {
-            Trainer::Candle(t) => t.set_learning_rate(lr),
-            Trainer::Burn(t) => t.step_mut().set_learning_rate(lr),
+        Framework::Burn => {
+            check_burn_device()?;
+            let device = cpu_autodiff();
+            let model = Mlp::new(sizes, seed, &device)?;
+            let optimizer = burn::optim::AdamConfig::new().init();
+            Box::new(BurnStep::new(model, optimizer, learning_rate, device))
         }
-    }
-
-    pub(crate) fn fit(
-        &mut self,
-        data: &Dataset,
-        options: &FitOptions<'_>,
-        callbacks: &mut [&mut dyn Callback],
-    ) -> Result<History, Failure> {
-        Ok(match self {
-            Trainer::Candle(t) => t.fit(data, options, callbacks)?,
-            Trainer::Burn(t) => t.fit(data, options, callbacks)?,
-        })
-    }
+    };
+    Ok(model_checkpoint_fit::Trainer::new(step))
 }
 
 /// The loss and accuracy on `data` of an MLP of `sizes` holding the weights of `file`.
@@ -135,11 +115,8 @@ pub(crate) fn evaluate_weights(
                 &model_checkpoint::restore::Stored::weights(file),
                 model_checkpoint::load::LoadOptions::default(),
             )?;
-            let evaluator = model_checkpoint_candle::Trainer::new(
-                fresh,
-                Adam::new(vec![], ParamsAdam::default())?,
-            );
-            evaluator.evaluate(data, batch_size)?
+            let step = CandleStep::new(fresh, Adam::new(vec![], ParamsAdam::default())?);
+            model_checkpoint_fit::Trainer::new(step).evaluate(data, batch_size)?
         }
         Framework::Burn => {
             let fresh = model_checkpoint_burn::load_weights(Mlp::new(sizes, seed, &cpu())?, file)?;

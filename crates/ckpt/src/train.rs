@@ -8,7 +8,7 @@ use model_checkpoint::template;
 use model_checkpoint::{Callback, Mode, ModelCheckpoint, SaveFreq, Value};
 use model_checkpoint_candle::{Dataset, FitOptions, Model};
 
-use crate::framework::{self, Framework, Trainer};
+use crate::framework::{self, Framework};
 
 use crate::Failure;
 
@@ -418,18 +418,104 @@ fn unversioned(path: &str) -> Option<String> {
     })
 }
 
+/// `ckpt train`: the data and model, the callback, a resume if asked, `fit`, and what the
+/// run ends with. Every refusal comes before the folder is made.
 pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     if args.filepath.trim().is_empty() {
         return Err("--filepath is empty: give a file name or template".into());
     }
     let batch_level = matches!(args.save_freq, SaveFreq::Batches(_));
     let formatted = check_template(&args.filepath, batch_level)?;
+    let data = load_data(&args)?;
+    let sizes = model_sizes(&args, &data.train)?;
+    let learning_rate = args.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE);
+    let mut trainer = framework::trainer(args.framework, &sizes, args.seed, learning_rate)?;
+
+    // One storage for the run: the callback's, the history's, and a resume's in the same place.
+    let storage = crate::location::storage_for(&args.filepath)?;
+    let mut checkpoint = build_checkpoint(&args, storage.clone())?;
+    // Names the tool manages, lengths, the run id: refused before any training.
+    checkpoint.check_filepath()?;
+    checkpoint.check_path(&formatted)?;
+
+    let mut recorder = Recorder {
+        now: RunRecord {
+            filepath: args.filepath.clone(),
+            monitor: args.monitor.clone(),
+            mode: format!("{:?}", checkpoint.direction()),
+            hidden: args.hidden.clone(),
+            data: args
+                .data
+                .as_ref()
+                .map_or("the bundled digits".to_owned(), |p| p.display().to_string()),
+            data_crc32: data.crc32,
+            shuffle_rows: !args.no_shuffle_rows,
+            initial_value_threshold: args.initial_value_threshold,
+            learning_rate,
+            framework: args.framework,
+        },
+    };
+    // The history, one row per epoch as Keras's CSVLogger writes it, beside the checkpoints;
+    // a resume continues it from the rows its checkpoint had logged.
+    let history_file = checkpoint
+        .folder()
+        .join(model_checkpoint::store::HISTORY_FILE);
+    refuse_data_among_outputs(&args, &checkpoint, &history_file)?;
+    let mut logger = model_checkpoint::CsvLogger::new(&history_file)
+        .storage(storage.clone())
+        .append(args.resume.is_some());
+    if let Some(from) = &args.resume {
+        let run = Callbacks {
+            checkpoint: &mut checkpoint,
+            recorder: &mut recorder,
+            logger: &mut logger,
+        };
+        let (resumed, saved) = resume(&args, from, &storage, &mut trainer, run)?;
+        recorder.now.learning_rate = trainer.step().learning_rate();
+        announce_resume(&args, &resumed, saved.as_ref(), recorder.now.learning_rate)?;
+    }
+    // Only now, with every option and the resume accepted, is the folder made (and checked
+    // for writing), so that a refusal leaves nothing behind.
+    check_folder(&checkpoint)?;
+    let options = FitOptions::new(args.epochs)
+        .batch_size(args.batch_size)
+        .validation_split(args.validation_split)
+        .seed(args.seed)
+        .verbose(args.progress);
+    let history = trainer.fit(
+        &data.train,
+        &options,
+        &mut [&mut checkpoint, &mut recorder, &mut logger],
+    )?;
+    if history.interrupted {
+        report_interrupt(&args, &history, &mut checkpoint)?;
+    }
+    report_best(&args, &history, &checkpoint, &sizes, &data.validation)
+}
+
+/// The callbacks of a `ckpt train` run.
+struct Callbacks<'a> {
+    checkpoint: &'a mut ModelCheckpoint,
+    recorder: &'a mut Recorder,
+    logger: &'a mut model_checkpoint::CsvLogger,
+}
+
+/// The data `ckpt train` trains on, scaled and (unless `--no-shuffle-rows`) shuffled, and
+/// the validation part `fit` will hold out.
+struct Data {
+    train: Dataset,
+    validation: Dataset,
+    /// The data's fingerprint as read, which a resume checks.
+    crc32: u32,
+}
+
+fn load_data(args: &TrainArgs) -> Result<Data, Failure> {
     let data = match &args.data {
         Some(path) => Dataset::from_csv(path)?,
         None => Dataset::digits(),
     }
     .scaled();
-    let data_crc32 = data.fingerprint();
+    let crc32 = data.fingerprint();
     let data = if args.no_shuffle_rows {
         data
     } else {
@@ -443,11 +529,19 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         )
         .into());
     }
+    Ok(Data {
+        train: data,
+        validation,
+        crc32,
+    })
+}
 
+/// The MLP's layer sizes for `data`: its width, `--hidden`, its classes; refused above
+/// [`MAX_TRAIN_PARAMETERS`].
+fn model_sizes(args: &TrainArgs, data: &Dataset) -> Result<Vec<usize>, Failure> {
     let mut sizes = vec![data.width()];
     sizes.extend(&args.hidden);
     sizes.push(data.classes());
-    let learning_rate = args.learning_rate.unwrap_or(DEFAULT_LEARNING_RATE);
     if Model::mlp_parameters(&sizes).is_none_or(|n| n > MAX_TRAIN_PARAMETERS) {
         return Err(format!(
             "--hidden {}: the model would have more than {MAX_TRAIN_PARAMETERS} parameters (1 GiB of weights), the most ckpt train builds",
@@ -455,11 +549,16 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         )
         .into());
     }
-    let mut trainer = Trainer::new(args.framework, &sizes, args.seed, learning_rate)?;
+    Ok(sizes)
+}
 
-    let storage = crate::location::storage_for(&args.filepath)?;
+/// The callback the flags describe, saving to `storage`.
+fn build_checkpoint(
+    args: &TrainArgs,
+    storage: std::sync::Arc<dyn model_checkpoint::store::Storage>,
+) -> Result<ModelCheckpoint, Failure> {
     let mut checkpoint = ModelCheckpoint::new(&args.filepath)
-        .storage(storage.clone())
+        .storage(storage)
         .monitor(args.monitor.clone())
         .verbose(args.verbose)
         .output(crate::output::Messages)
@@ -506,121 +605,125 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     if let Some(id) = &args.run_id {
         checkpoint = checkpoint.with_run_id(id.clone());
     }
-    // Names the tool manages, lengths, the run id: refused before any training.
-    checkpoint.check_filepath()?;
-    checkpoint.check_path(&formatted)?;
+    Ok(checkpoint)
+}
 
-    let mut recorder = Recorder {
-        now: RunRecord {
-            filepath: args.filepath.clone(),
-            monitor: args.monitor.clone(),
-            mode: format!("{:?}", checkpoint.direction()),
-            hidden: args.hidden.clone(),
-            data: args
-                .data
-                .as_ref()
-                .map_or("the bundled digits".to_owned(), |p| p.display().to_string()),
-            data_crc32,
-            shuffle_rows: !args.no_shuffle_rows,
-            initial_value_threshold: args.initial_value_threshold,
-            learning_rate,
-            framework: args.framework,
-        },
+/// Restores the trainer and `callbacks` from `from` (`latest`: the template's folder;
+/// FOLDER/latest; a file; local or s3://), after checking the options it was trained with
+/// against this run's, and applies `--learning-rate` if given. Returns where training
+/// continues, and the options the checkpoint recorded.
+fn resume(
+    args: &TrainArgs,
+    from: &std::path::Path,
+    storage: &std::sync::Arc<dyn model_checkpoint::store::Storage>,
+    trainer: &mut framework::Trainer,
+    run: Callbacks<'_>,
+) -> Result<(model_checkpoint_fit::Resumed, Option<RunRecord>), Failure> {
+    let file = if from.as_os_str() == "latest" {
+        // The callback's own latest, in the run's storage.
+        let latest = run.checkpoint.latest()?;
+        model_checkpoint::store::CheckpointFile::open_in(
+            &**storage,
+            &latest.to_string_lossy(),
+            model_checkpoint::store::Verify::Full,
+        )?
+    } else {
+        crate::location::Location::of(from)?
+            .resolve_latest()?
+            .open(model_checkpoint::store::Verify::Full)?
     };
-    // The history, one row per epoch as Keras's CSVLogger writes it, beside the checkpoints;
-    // a resume continues it from the rows its checkpoint had logged.
-    let history_file = checkpoint
-        .folder()
-        .join(model_checkpoint::store::HISTORY_FILE);
-    refuse_data_among_outputs(&args, &checkpoint, &history_file)?;
-    let mut logger = model_checkpoint::CsvLogger::new(&history_file)
-        .storage(storage)
-        .append(args.resume.is_some());
-    if let Some(from) = &args.resume {
-        // `latest` (the template's folder), FOLDER/latest, or a file; local or s3://.
-        let location = if from.as_os_str() == "latest" {
-            crate::location::Location::of(&checkpoint.latest()?)?
-        } else {
-            crate::location::Location::of(from)?.resolve_latest()?
-        };
-        let file = location.open(model_checkpoint::store::Verify::Full)?;
-        // The options this checkpoint was trained with, checked before anything is loaded,
-        // so that a changed model shape is named as the option that changed it.
-        let saved = recorded_options(&file)?;
-        if let Some(saved) = &saved {
-            check_resume_options(saved, &recorder.now)?;
-        }
-        let resumed =
-            trainer.resume_from(&file, &mut [&mut checkpoint, &mut recorder, &mut logger])?;
-        match (args.learning_rate, &saved) {
-            (Some(lr), Some(saved)) if lr != saved.learning_rate => {
-                trainer.set_learning_rate(lr);
-                out!(
-                    "learning rate: {lr} from now on (the checkpoint was trained with {})",
-                    saved.learning_rate
-                );
-            }
-            (Some(lr), None) => trainer.set_learning_rate(lr),
-            _ => {}
-        }
-        recorder.now.learning_rate = trainer.learning_rate();
-        if resumed.epoch >= args.epochs {
-            return Err(format!(
-                "cannot resume: {} already finished epoch {} of --epochs {}; --epochs is the total, so give more",
-                resumed.path.display(),
-                resumed.epoch,
-                args.epochs
-            )
-            .into());
-        }
-        out!(
-            "resuming from {} at epoch {}{}",
-            resumed.path.display(),
-            resumed.epoch + 1,
-            if resumed.batches_done > 0 {
-                format!(", after batch {}", resumed.batches_done)
-            } else {
-                String::new()
-            }
-        );
+    // The options this checkpoint was trained with, checked before anything is loaded, so
+    // that a changed model shape is named as the option that changed it.
+    let saved = recorded_options(&file)?;
+    if let Some(saved) = &saved {
+        check_resume_options(saved, &run.recorder.now)?;
     }
-    // Only now, with every option and the resume accepted, is the folder made (and checked
-    // for writing), so that a refusal leaves nothing behind.
-    check_folder(&checkpoint)?;
-    let options = FitOptions::new(args.epochs)
-        .batch_size(args.batch_size)
-        .validation_split(args.validation_split)
-        .seed(args.seed)
-        .verbose(args.progress);
-    let history = trainer.fit(
-        &data,
-        &options,
-        &mut [&mut checkpoint, &mut recorder, &mut logger],
-    )?;
-    // A signal that came at the last epoch's end stopped nothing: the run is complete, and
-    // its save on the signal (a point it has finished) goes, as a completed run's does.
+    let resumed = trainer.resume_from(&file, &mut [run.checkpoint, run.recorder, run.logger])?;
+    match (args.learning_rate, &saved) {
+        (Some(lr), Some(saved)) if lr != saved.learning_rate => {
+            trainer.step_mut().set_learning_rate(lr);
+        }
+        (Some(lr), None) => trainer.step_mut().set_learning_rate(lr),
+        _ => {}
+    }
+    Ok((resumed, saved))
+}
+
+/// Says where a resumed run continues, or refuses a resume with nothing left to train.
+fn announce_resume(
+    args: &TrainArgs,
+    resumed: &model_checkpoint_fit::Resumed,
+    saved: Option<&RunRecord>,
+    learning_rate: f64,
+) -> Result<(), Failure> {
+    if let (Some(lr), Some(saved)) = (args.learning_rate, saved) {
+        if lr != saved.learning_rate {
+            out!(
+                "learning rate: {learning_rate} from now on (the checkpoint was trained with {})",
+                saved.learning_rate
+            );
+        }
+    }
+    if resumed.epoch >= args.epochs {
+        return Err(format!(
+            "cannot resume: {} already finished epoch {} of --epochs {}; --epochs is the total, so give more",
+            resumed.path.display(),
+            resumed.epoch,
+            args.epochs
+        )
+        .into());
+    }
+    out!(
+        "resuming from {} at epoch {}{}",
+        resumed.path.display(),
+        resumed.epoch + 1,
+        if resumed.batches_done > 0 {
+            format!(", after batch {}", resumed.batches_done)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// After a signal: a run that had finished its last epoch is complete (its save on the
+/// signal goes, as a completed run's does); otherwise where it saved and how to resume, and
+/// the interrupted exit.
+fn report_interrupt(
+    args: &TrainArgs,
+    history: &model_checkpoint_fit::History,
+    checkpoint: &mut ModelCheckpoint,
+) -> Result<(), Failure> {
+    let signal = checkpoint.interrupted().unwrap_or("a signal").to_owned();
     let completed = history.epochs.last().is_some_and(|&e| e + 1 >= args.epochs);
-    if history.interrupted && completed {
-        let signal = checkpoint.interrupted().unwrap_or("a signal");
+    if completed {
         out!();
         out!("{signal} came after the last epoch: training is complete");
         checkpoint.retire_interrupt_saves();
+        return Ok(());
     }
-    if history.interrupted && !completed {
-        let signal = checkpoint.interrupted().unwrap_or("a signal");
-        // A save on a signal is outside the run's counted saves (`last_saved` names the
-        // last counted one).
-        let saved = checkpoint
-            .interrupt_saved()
-            .or_else(|| checkpoint.last_saved())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        out!();
-        out!("interrupted by {signal}: saved a full checkpoint to {saved}");
-        out!("resume with: ckpt train --resume {saved} (and the same options)");
-        return Err(Failure::interrupted());
-    }
+    // A save on a signal is outside the run's counted saves (`last_saved` names the last
+    // counted one).
+    let saved = checkpoint
+        .interrupt_saved()
+        .or_else(|| checkpoint.last_saved())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    out!();
+    out!("interrupted by {signal}: saved a full checkpoint to {saved}");
+    out!("resume with: ckpt train --resume {saved} (and the same options)");
+    Err(Failure::interrupted())
+}
 
+/// The best epoch in training, the best checkpoint of this run still on disk, and its
+/// weights reloaded into a fresh model and scored on the validation data.
+fn report_best(
+    args: &TrainArgs,
+    history: &model_checkpoint_fit::History,
+    checkpoint: &ModelCheckpoint,
+    sizes: &[usize],
+    validation: &Dataset,
+) -> Result<(), Failure> {
     out!();
     let direction = checkpoint.direction();
     if let Some((epoch, value)) = history.best(&args.monitor, direction) {
@@ -652,10 +755,10 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .open(model_checkpoint::store::Verify::HeaderOnly)?;
     let logs = framework::evaluate_weights(
         args.framework,
-        &sizes,
+        sizes,
         args.seed.wrapping_add(1),
         &best_file,
-        &validation,
+        validation,
         args.batch_size,
     )?;
     let accuracy = logs

@@ -6,9 +6,9 @@
 //!
 //! Which type do I use?
 //!
-//! - [`TrainingParts`]: a model and its optimizer, for a hand-written loop: hand it to
-//!   `ModelCheckpoint` through a `Context`, and to `model_checkpoint::restore` to get
-//!   everything back.
+//! - [`TrainingParts`]: a model and its optimizer, for a hand-written loop (fit's generic
+//!   parts over [`Burn`], laid out as candle's): hand it to `ModelCheckpoint` through a
+//!   `Context`, and to `model_checkpoint::restore` to get everything back.
 //! - [`BurnStep`]: a [`Classifier`] and its optimizer as `model_checkpoint_fit::Trainer`
 //!   trains them: Keras's `fit`, exact resume, the same loop as candle's.
 //! - [`Mlp`]: the MLP `ckpt train --framework burn` trains, named and laid out as candle's.
@@ -30,7 +30,7 @@ pub use error::Error;
 pub use learner::{data_loader, LabelledBatch, LearnerCheckpoint, Quiet, Sample, SampleBatcher};
 pub use mlp::{Mlp, MAX_LAYERS};
 pub use names::{from_dtype, load_weights, load_weights_with, to_dtype};
-pub use parts::TrainingParts;
+pub use parts::{Burn, TrainingParts};
 pub use step::{BurnStep, Classifier};
 
 use burn::tensor::Device;

@@ -19,9 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::names::{from_dtype, host_data, ids, to_dtype, ParamInfo};
 use crate::Error;
 
-/// The prefix of the optimizer's tensors among the training tensors: the core's, which every
-/// adapter shares.
-pub(crate) const PREFIX: &str = model_checkpoint::store::OPTIMIZER_TENSORS;
 /// burn's scalar (per parameter) holding the rank of the parameter's state.
 const RANK: &str = "__rank";
 
@@ -164,21 +161,21 @@ pub(crate) fn state_of_record(
         let path = path_of(paths, id)?;
         let data = burn::tensor::TensorData::from_bytes(bytes, shape, dtype);
         let host: HostTensor = host_data(data, &name)?;
-        tensors.push(NamedTensor::new(format!("{PREFIX}{path}/{field}"), host));
+        tensors.push(NamedTensor::new(format!("{path}/{field}"), host));
     }
     let section = serde_json::to_value(section).map_err(Error::burn)?;
     Ok((tensors, section))
 }
 
-/// `optimizer` with the state saved in `stored` and `values`, for `model`'s parameters
-/// (matched by path).
+/// `optimizer` with the state saved in `stored` (its tensors, named as [`state`] names
+/// them) and `values` (its section), for `model`'s parameters (matched by path).
 pub(crate) fn restore<M: Module>(
     optimizer: &ModuleOptimizer,
     model: &M,
     stored: &dyn TensorSource,
-    document: &TrainingDocument,
+    values: Option<&serde_json::Value>,
 ) -> Result<ModuleOptimizer, Error> {
-    let record = record(model, stored, document)?;
+    let record = record(model, stored, values)?;
     check_default_device()?;
     Ok(optimizer.clone().load_record(record))
 }
@@ -212,10 +209,10 @@ pub(crate) fn check_default_device() -> Result<(), Error> {
 /// burn's record of the state saved in `stored` and `values`, keyed by `model`'s parameter
 /// ids. Everything is checked before burn sees it: each tensor's parameter exists and has
 /// the tensor's shape, and each scalar's parameter exists.
-pub(crate) fn record<M: Module>(
+fn record<M: Module>(
     model: &M,
     stored: &dyn TensorSource,
-    document: &TrainingDocument,
+    values: Option<&serde_json::Value>,
 ) -> Result<OptimizerRecord, Error> {
     let bad = |reason: String| {
         Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
@@ -224,7 +221,7 @@ pub(crate) fn record<M: Module>(
         })
     };
     let params = ids(model);
-    let section: Section = match &document.optimizer {
+    let section: Section = match values {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|e| bad(format!("optimizer state malformed: {e}")))?,
         None => Section::default(),
@@ -247,10 +244,7 @@ pub(crate) fn record<M: Module>(
     let entries: Vec<_> = stored
         .tensors()
         .into_iter()
-        .filter_map(|t| {
-            let name = t.name.strip_prefix(PREFIX)?;
-            Some((name.to_owned(), t.dtype, t.shape))
-        })
+        .map(|t| (t.name, t.dtype, t.shape))
         .collect();
     for (name, dtype, shape) in entries {
         let (path, field) = name
@@ -276,7 +270,7 @@ pub(crate) fn record<M: Module>(
         let burn_dtype = from_dtype(dtype)
             .filter(|d| d.is_float())
             .ok_or_else(|| bad(format!("optimizer tensor {name} is of dtype {dtype:?}")))?;
-        let bytes = stored.read(&format!("{PREFIX}{name}"), dtype, &shape)?;
+        let bytes = stored.read(&name, dtype, &shape)?;
         tensors.push(burn_pack::Tensor::new(
             format!("{}.{field}", id.val()),
             burn_dtype,

@@ -1,17 +1,20 @@
-//! A burn model and its optimizer as one [`Checkpointable`]: what a hand-written loop hands
-//! to `ModelCheckpoint`, and what `fit`'s step checkpoints.
+//! burn as a [`Framework`] of `model-checkpoint-fit`: a `Module` and its
+//! `ModuleOptimizer`, and how each hands its tensors over and takes them back (the
+//! optimizer's state under the parameters' module paths, not burn's random ids). The layout
+//! in a checkpoint is fit's [`TrainingParts`]', the same as candle's.
+
+use std::marker::PhantomData;
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use model_checkpoint::store::{LoopState, TrainingDocument};
-use model_checkpoint::TensorSource;
-use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
+use model_checkpoint::{NamedTensor, TensorSource};
+use model_checkpoint_fit::Framework;
 
 use crate::{names, optimizer};
 
 /// A model, its optimizer (state saved under the parameters' module paths, not burn's
 /// random ids), and the loop's own state (its step, epoch, generator and any values of its
-/// own) in [`TrainingParts::loop_state`].
+/// own) in `loop_state`.
 ///
 /// ```
 /// use burn::optim::AdamConfig;
@@ -35,61 +38,44 @@ use crate::{names, optimizer};
 /// assert_eq!(fresh.loop_state.step, 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
-pub struct TrainingParts<M> {
-    /// The model.
-    pub model: M,
-    /// Its optimizer.
-    pub optimizer: ModuleOptimizer,
-    /// The loop's own state, saved and restored with the rest.
-    pub loop_state: LoopState,
-}
+pub type TrainingParts<M> = model_checkpoint_fit::TrainingParts<Burn<M>>;
 
-impl<M: Module> TrainingParts<M> {
-    /// A model and the optimizer that trains it.
-    pub fn new(model: M, optimizer: ModuleOptimizer) -> Self {
-        TrainingParts {
-            model,
-            optimizer,
-            loop_state: LoopState::default(),
-        }
-    }
-}
+/// burn with model type `M`, for `model-checkpoint-fit`'s [`TrainingParts`] and `fit`.
+pub struct Burn<M>(PhantomData<M>);
 
-impl<M: Module> Checkpointable for TrainingParts<M> {
-    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
-        Ok(names::collect(&self.model)?
+impl<M: Module> Framework for Burn<M> {
+    type Model = M;
+    type Optimizer = ModuleOptimizer;
+
+    fn weights(model: &M) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        Ok(names::collect(model)?
             .into_iter()
             .map(|n| NamedTensor::new(n.name, n.tensor))
             .collect())
     }
 
-    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        let (tensors, section) = optimizer::state(&self.optimizer, &self.model)?;
-        let mut state = TrainingState {
-            tensors,
-            ..TrainingState::default()
-        };
-        state.document.optimizer = Some(section);
-        state.document.loop_state = Some(self.loop_state.clone());
-        Ok(state)
-    }
-
     fn restore_weights(
-        &mut self,
+        model: &mut M,
         stored: &dyn TensorSource,
     ) -> Result<(), model_checkpoint::Error> {
-        self.model = names::restore(self.model.clone(), stored)?;
+        *model = names::restore(model.clone(), stored)?;
         Ok(())
     }
 
-    fn restore_training_state(
-        &mut self,
+    fn optimizer_state<'a>(
+        optimizer: &'a ModuleOptimizer,
+        model: &'a M,
+    ) -> Result<(Vec<NamedTensor<'a>>, serde_json::Value), model_checkpoint::Error> {
+        Ok(optimizer::state(optimizer, model)?)
+    }
+
+    fn restore_optimizer(
+        optimizer: &mut ModuleOptimizer,
+        model: &M,
         tensors: &dyn TensorSource,
-        document: &TrainingDocument,
+        values: Option<&serde_json::Value>,
     ) -> Result<(), model_checkpoint::Error> {
-        self.optimizer = optimizer::restore(&self.optimizer, &self.model, tensors, document)?;
-        self.loop_state = document.loop_state.clone().unwrap_or_default();
+        *optimizer = optimizer::restore(optimizer, model, tensors, values)?;
         Ok(())
     }
 }

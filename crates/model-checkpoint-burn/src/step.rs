@@ -39,7 +39,7 @@ pub trait Classifier: Module {
 /// assert!(history.metric("accuracy")[2].is_some_and(|a| a > 0.8));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct BurnStep<M> {
+pub struct BurnStep<M: Module> {
     parts: TrainingParts<M>,
     learning_rate: f64,
     device: Device,

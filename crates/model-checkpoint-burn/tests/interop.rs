@@ -9,7 +9,7 @@ use burn::optim::AdamConfig;
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::{Checkpointable, ModelCheckpoint};
 use model_checkpoint_burn::{cpu, cpu_autodiff, load_weights, BurnStep, Mlp, TrainingParts};
-use model_checkpoint_candle::{Adam, Model, ParamsAdam, Trainer as CandleTrainer};
+use model_checkpoint_candle::{Adam, CandleStep, Model, ParamsAdam};
 use model_checkpoint_fit::{Dataset, FitOptions, Trainer};
 
 mod common;
@@ -44,7 +44,7 @@ fn burn_parts(model: Mlp) -> TrainingParts<Mlp> {
 
 fn candle_accuracy(model: Model, data: &Dataset) -> f64 {
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default()).expect("adam");
-    let logs = CandleTrainer::new(model, optimizer)
+    let logs = Trainer::new(CandleStep::new(model, optimizer))
         .evaluate(data, 64)
         .expect("evaluate");
     logs.get("accuracy")
@@ -107,7 +107,7 @@ fn candle_weights_load_into_burn() {
     let (train, val) = split();
     let model = Model::mlp(&SIZES, 1).expect("mlp");
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(3e-3)).expect("adam");
-    let mut trainer = CandleTrainer::new(model, optimizer);
+    let mut trainer = Trainer::new(CandleStep::new(model, optimizer));
     trainer
         .fit(
             &train,
@@ -120,7 +120,10 @@ fn candle_weights_load_into_burn() {
 
     let burn = load_weights(Mlp::new(&SIZES, 99, &cpu()).expect("mlp"), &file)
         .expect("burn loads candle's file");
-    assert_eq!(tensors(&burn_parts(burn.clone())), tensors(trainer.model()));
+    assert_eq!(
+        tensors(&burn_parts(burn.clone())),
+        tensors(trainer.step().model())
+    );
     let c = trainer
         .evaluate(&val, 64)
         .expect("evaluate")

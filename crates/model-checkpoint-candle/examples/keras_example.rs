@@ -15,7 +15,7 @@
 //! Run with `cargo run --release -p model-checkpoint-candle --example keras_example`.
 
 use model_checkpoint::{Mode, ModelCheckpoint};
-use model_checkpoint_candle::{Adam, Dataset, FitOptions, Model, ParamsAdam, Trainer};
+use model_checkpoint_candle::{Adam, CandleStep, Dataset, FitOptions, Model, ParamsAdam, Trainer};
 
 const EPOCHS: usize = 10;
 
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = Dataset::digits().scaled().shuffled(0);
     let model = Model::mlp(&[64, 64, 10], 0)?;
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
-    let mut trainer = Trainer::new(model, optimizer);
+    let mut trainer = Trainer::new(CandleStep::new(model, optimizer));
 
     let mut model_checkpoint_callback = ModelCheckpoint::new(&checkpoint_filepath)
         .monitor("val_accuracy")
@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let history = trainer.fit(&data, &options, &mut [&mut model_checkpoint_callback])?;
 
     // The model's weights (that are considered the best) are loaded into the model.
-    trainer.model().load_weights(&checkpoint_filepath)?;
+    trainer.step().model().load_weights(&checkpoint_filepath)?;
     let (_, validation) = data.split_last(0.2)?;
     let logs = trainer.evaluate(&validation, 32)?;
     println!(

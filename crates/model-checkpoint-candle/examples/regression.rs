@@ -12,7 +12,7 @@
 
 use model_checkpoint::{Direction, ModelCheckpoint};
 use model_checkpoint_candle::{
-    Adam, Dataset, FitOptions, Loss, Metric, Model, ParamsAdam, Trainer,
+    Adam, CandleStep, Dataset, FitOptions, Loss, Metric, Model, ParamsAdam, Trainer,
 };
 
 const EPOCHS: usize = 40;
@@ -43,8 +43,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let model = Model::mlp(&[1, 32, 32, 1], 0)?;
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(0.01))?;
-    let mut trainer = Trainer::new(model, optimizer)
-        .compile(Loss::MeanSquaredError, &[Metric::MeanAbsoluteError]);
+    let mut trainer = Trainer::new(
+        CandleStep::new(model, optimizer)
+            .compile(Loss::MeanSquaredError, &[Metric::MeanAbsoluteError]),
+    );
     let mut checkpoint = ModelCheckpoint::new(&best)
         .monitor("val_loss")
         .save_best_only(true)
@@ -58,8 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("no val_loss was logged")?;
     let fresh = Model::mlp(&[1, 32, 32, 1], 1)?;
     fresh.load_weights(&best)?;
-    let evaluator = Trainer::new(fresh, Adam::new(vec![], ParamsAdam::default())?)
-        .compile(Loss::MeanSquaredError, &[Metric::MeanAbsoluteError]);
+    let evaluator = Trainer::new(
+        CandleStep::new(fresh, Adam::new(vec![], ParamsAdam::default())?)
+            .compile(Loss::MeanSquaredError, &[Metric::MeanAbsoluteError]),
+    );
     let (_, validation) = data.split_last(0.2)?;
     let logs = evaluator.evaluate(&validation, 32)?;
     let reloaded = logs

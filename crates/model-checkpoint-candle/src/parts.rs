@@ -1,16 +1,16 @@
-//! A model and its optimizer as one [`Checkpointable`], for hand-written training loops:
-//! hand it to `ModelCheckpoint` through a `Context` to save everything, and to
-//! `model_checkpoint::restore::restore_latest` to get everything back.
+//! candle as a [`Framework`] of `model-checkpoint-fit`: a [`Model`] and a boxed
+//! [`Optimizer`], and how each hands its tensors over and takes them back. The layout in a
+//! checkpoint (the optimizer's section, the loop's state) is fit's [`TrainingParts`]',
+//! the same as burn's.
 
-use model_checkpoint::store::{LoopState, TrainingDocument};
-use model_checkpoint::TensorSource;
-use model_checkpoint::{Checkpointable, NamedTensor, TrainingState};
+use model_checkpoint::{Checkpointable, NamedTensor, TensorSource};
+use model_checkpoint_fit::Framework;
 
 use crate::{Model, Optimizer};
 
 /// What a hand-written loop checkpoints: the model, its optimizer (moments, step, learning
 /// rate), and the loop's own state (its step, epoch, generator and any values of its own) in
-/// [`TrainingParts::loop_state`].
+/// `loop_state`.
 ///
 /// ```
 /// use model_checkpoint::restore::restore;
@@ -37,51 +37,48 @@ use crate::{Model, Optimizer};
 /// assert_eq!(fresh.loop_state.step, 42);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct TrainingParts {
-    /// The model.
-    pub model: Model,
-    /// Its optimizer.
-    pub optimizer: Box<dyn Optimizer>,
-    /// The loop's own state, saved and restored with the rest.
-    pub loop_state: LoopState,
-}
+pub type TrainingParts = model_checkpoint_fit::TrainingParts<Candle>;
 
-impl TrainingParts {
-    /// A model and the optimizer that trains it.
-    pub fn new(model: Model, optimizer: impl Optimizer + 'static) -> Self {
-        TrainingParts {
-            model,
-            optimizer: Box::new(optimizer),
-            loop_state: LoopState::default(),
-        }
-    }
-}
+/// candle, for `model-checkpoint-fit`'s [`TrainingParts`] and `fit`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Candle;
 
-impl Checkpointable for TrainingParts {
-    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
-        self.model.weights()
-    }
+impl Framework for Candle {
+    type Model = Model;
+    type Optimizer = Box<dyn Optimizer>;
 
-    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        let mut state = crate::optim::optimizer_state(self.optimizer.as_ref())?;
-        state.document.loop_state = Some(self.loop_state.clone());
-        Ok(state)
+    fn weights(model: &Model) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        model.weights()
     }
 
     fn restore_weights(
-        &mut self,
+        model: &mut Model,
         stored: &dyn TensorSource,
     ) -> Result<(), model_checkpoint::Error> {
-        self.model.restore_weights(stored)
+        model.restore_weights(stored)
     }
 
-    fn restore_training_state(
-        &mut self,
+    fn optimizer_state<'a>(
+        optimizer: &'a Box<dyn Optimizer>,
+        _model: &'a Model,
+    ) -> Result<(Vec<NamedTensor<'a>>, serde_json::Value), model_checkpoint::Error> {
+        Ok(optimizer.state()?)
+    }
+
+    fn restore_optimizer(
+        optimizer: &mut Box<dyn Optimizer>,
+        _model: &Model,
         tensors: &dyn TensorSource,
-        document: &TrainingDocument,
+        values: Option<&serde_json::Value>,
     ) -> Result<(), model_checkpoint::Error> {
-        crate::optim::restore_optimizer(self.optimizer.as_mut(), tensors, document)?;
-        self.loop_state = document.loop_state.clone().unwrap_or_default();
-        Ok(())
+        let values = values.cloned().unwrap_or_default();
+        Ok(optimizer.load_state(tensors, &values)?)
+    }
+}
+
+/// Any optimizer boxes into the one `TrainingParts` and `CandleStep` hold.
+impl<O: Optimizer + 'static> From<O> for Box<dyn Optimizer> {
+    fn from(optimizer: O) -> Self {
+        Box::new(optimizer)
     }
 }

@@ -4,12 +4,14 @@
 use model_checkpoint::load::LoadOptions;
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::{Direction, Error as CoreError, Mode, ModelCheckpoint};
-use model_checkpoint_candle::{Adam, Dataset, Error, FitOptions, Model, ParamsAdam, Trainer};
+use model_checkpoint_candle::{
+    Adam, CandleStep, Dataset, Error, FitOptions, Model, ParamsAdam, Trainer,
+};
 
 fn trainer(seed: u64) -> Trainer {
     let model = Model::mlp(&[64, 32, 10], seed).expect("model");
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(0.003)).expect("adam");
-    Trainer::new(model, optimizer)
+    Trainer::new(CandleStep::new(model, optimizer))
 }
 
 fn data() -> Dataset {
@@ -39,10 +41,10 @@ fn best_checkpoint_reloads_to_exactly_the_best_val_accuracy() {
     let fresh = Model::mlp(&[64, 32, 10], 99).expect("model");
     fresh.load_weights(&path).expect("load best");
     let (_, val) = data().split_last(0.2).expect("split");
-    let evaluator = Trainer::new(
+    let evaluator = Trainer::new(CandleStep::new(
         fresh,
         Adam::new(vec![], ParamsAdam::default()).expect("adam"),
-    );
+    ));
     let reloaded = evaluator.evaluate(&val, 32).expect("evaluate");
     assert_eq!(
         reloaded.get("accuracy").and_then(|v| v.as_f64()),
@@ -95,7 +97,7 @@ fn same_seed_same_data_gives_identical_weights() {
         .fit(&data(), &FitOptions::new(1).verbose(0), &mut [])
         .expect("fit");
     assert_ne!(
-        other.model().named_vars()[1]
+        other.step().model().named_vars()[1]
             .1
             .as_tensor()
             .flatten_all()
@@ -259,7 +261,7 @@ fn any_loss_and_targets_train_and_mismatched_outputs_are_refused_up_front() {
     // step (it used to die inside candle with "gather invalid index").
     let narrow = Model::mlp(&[64, 8, 5], 0).expect("model");
     let opt = Adam::new(narrow.named_vars(), ParamsAdam::default()).expect("adam");
-    let err = Trainer::new(narrow, opt)
+    let err = Trainer::new(CandleStep::new(narrow, opt))
         .fit(&data(), &FitOptions::new(1).verbose(0), &mut [])
         .expect_err("5 outputs for 10 classes");
     assert!(
@@ -281,7 +283,9 @@ fn any_loss_and_targets_train_and_mismatched_outputs_are_refused_up_front() {
     ] {
         let model = Model::mlp(&[1, 16, 1], 0).expect("model");
         let opt = Adam::new(model.named_vars(), ParamsAdam::default().lr(0.02)).expect("adam");
-        let mut t = Trainer::new(model, opt).compile(loss.clone(), &[Metric::MeanAbsoluteError]);
+        let mut t = Trainer::new(
+            CandleStep::new(model, opt).compile(loss.clone(), &[Metric::MeanAbsoluteError]),
+        );
         let history = t
             .fit(
                 &reg,
@@ -300,7 +304,7 @@ fn any_loss_and_targets_train_and_mismatched_outputs_are_refused_up_front() {
     // The wrong kind of target for the loss is refused too.
     let model = Model::mlp(&[1, 4, 1], 0).expect("model");
     let opt = Adam::new(model.named_vars(), ParamsAdam::default()).expect("adam");
-    let err = Trainer::new(model, opt)
+    let err = Trainer::new(CandleStep::new(model, opt))
         .fit(&reg, &FitOptions::new(1).verbose(0), &mut [])
         .expect_err("cross-entropy on float targets");
     assert!(err.to_string().contains("takes class labels"), "{err}");

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use model_checkpoint::store::{self, Kind, SaveOptions};
 use model_checkpoint::{ModelCheckpoint, NamedTensor};
 use model_checkpoint_candle::{
-    Adam, CandleTensor, Dataset, FitOptions, Model, ParamsAdam, Trainer,
+    Adam, CandleStep, CandleTensor, Dataset, FitOptions, Model, ParamsAdam, Trainer,
 };
 mod python;
 
@@ -19,7 +19,7 @@ fn trained_weights_open_in_python_safetensors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = Model::mlp(&[64, 16, 10], 3).expect("model");
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::default()).expect("adam");
-    let mut trainer = Trainer::new(model, optimizer);
+    let mut trainer = Trainer::new(CandleStep::new(model, optimizer));
     let mut cb =
         ModelCheckpoint::new(dir.path().join("w.{epoch:02d}.safetensors")).save_weights_only(true);
     trainer
@@ -34,7 +34,7 @@ fn trained_weights_open_in_python_safetensors() {
 
     // And Python's values are the live model's values.
     let theirs = read_in_python(&python, &path);
-    for (name, var) in trainer.model().named_vars() {
+    for (name, var) in trainer.step().model().named_vars() {
         let values = var
             .as_tensor()
             .flatten_all()

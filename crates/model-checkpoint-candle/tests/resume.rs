@@ -10,15 +10,16 @@ use model_checkpoint::{
     Callback, Context, Error as CkptError, HookResult, Logs, ModelCheckpoint, SaveFreq,
 };
 use model_checkpoint_candle::{
-    Adam, Dataset, Error, FitOptions, History, Model, ParamsAdam, ParamsSgd, Sgd, Trainer,
+    Adam, CandleStep, Dataset, FitOptions, History, Model, ParamsAdam, ParamsSgd, Sgd, Trainer,
 };
+use model_checkpoint_fit::Error;
 
 const EPOCHS: usize = 6;
 
 fn trainer(init_seed: u64) -> Trainer {
     let model = Model::mlp(&[64, 24, 10], init_seed).expect("model");
     let optimizer = Adam::new(model.named_vars(), ParamsAdam::adamw().lr(0.003)).expect("adam");
-    Trainer::new(model, optimizer)
+    Trainer::new(CandleStep::new(model, optimizer))
 }
 
 fn data() -> Dataset {
@@ -34,7 +35,8 @@ fn options(epochs: usize) -> FitOptions<'static> {
 }
 
 fn weight_bytes(t: &Trainer) -> Vec<(String, Vec<u8>)> {
-    t.model()
+    t.step()
+        .model()
         .named_vars()
         .into_iter()
         .map(|(n, v)| {
@@ -216,7 +218,7 @@ fn resume_refuses_weights_only_files_and_other_optimizers() {
 
     let model = Model::mlp(&[64, 24, 10], 1).expect("model");
     let sgd = Sgd::new(model.named_vars(), ParamsSgd::default()).expect("sgd");
-    let err = Trainer::new(model, sgd)
+    let err = Trainer::new(CandleStep::new(model, sgd))
         .resume(dir.path().join("f.safetensors"), &mut [])
         .expect_err("optimizer");
     assert!(

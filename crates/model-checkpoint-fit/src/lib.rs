@@ -12,6 +12,8 @@
 //!   samples out for a step.
 //! - [`FitOptions`], [`History`], [`Resumed`]: Keras's arguments and results.
 //! - [`TrainRng`]: the seedable generator whose exact state full checkpoints keep.
+//! - [`TrainingParts`] over a [`Framework`]: a model, its optimizer and a hand-written
+//!   loop's own state as one checkpointable, laid out the same in every framework.
 //!
 //! # Example: a step of your own
 //!
@@ -65,6 +67,7 @@ mod data;
 mod error;
 mod history;
 mod options;
+mod parts;
 mod progress;
 mod resume;
 mod rng;
@@ -77,6 +80,7 @@ pub use data::{Batch, Dataset, Targets, MAX_CLASSES, MAX_CSV_BYTES, MAX_VALUES};
 pub use error::Error;
 pub use history::History;
 pub use options::FitOptions;
+pub use parts::{Framework, TrainingParts};
 pub use resume::Resumed;
 pub use rng::{RngState, TrainRng};
 pub use step::{BatchLogs, Step};

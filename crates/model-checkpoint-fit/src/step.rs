@@ -55,3 +55,23 @@ pub trait Step: Checkpointable {
     /// The framework's failure, as [`Error::Step`].
     fn test_step(&self, batch: &Batch) -> Result<BatchLogs, Error>;
 }
+
+/// A boxed step is a step: what lets one trainer type hold a step of either framework
+/// (`Trainer<Box<dyn Step>>`, or a box of a trait of your own that extends [`Step`]).
+impl<S: Step + ?Sized> Step for Box<S> {
+    fn metrics(&self) -> Vec<&'static str> {
+        (**self).metrics()
+    }
+
+    fn check(&self, data: &Dataset) -> Result<(), Error> {
+        (**self).check(data)
+    }
+
+    fn train_step(&mut self, batch: &Batch, fence: &SnapshotFence) -> Result<BatchLogs, Error> {
+        (**self).train_step(batch, fence)
+    }
+
+    fn test_step(&self, batch: &Batch) -> Result<BatchLogs, Error> {
+        (**self).test_step(batch)
+    }
+}

@@ -1,7 +1,7 @@
 //! A Keras-like training loop: `fit` and `evaluate`, with callbacks called in Keras's order,
 //! and exact resume from full checkpoints, over any framework's [`Step`].
 
-use model_checkpoint::{Callback, CallbackList, Context, Control, Logs, SnapshotFence};
+use model_checkpoint::{Callback, CallbackList, Context, Control, HookResult, Logs, SnapshotFence};
 
 use crate::data::Dataset;
 use crate::history::History;
@@ -87,45 +87,8 @@ impl<S: Step> Trainer<S> {
             }
             (None, data) => (train, data),
         };
-        if let Some(val) = validation {
-            if val.width() != train.width() {
-                return Err(Error::options(format!(
-                    "validation samples have {} features, training samples {}",
-                    val.width(),
-                    train.width()
-                )));
-            }
-        }
-        self.step.check(train)?;
-        if let Some(val) = validation {
-            // Validation data the model cannot take (more classes than outputs) would fail
-            // deep inside the framework at the first epoch's end.
-            self.step.check(val)?;
-        }
-
-        let record = options.record();
-        let mut state = match self.resume.take() {
-            Some(saved) => {
-                saved.options.check_resumable(&record)?;
-                let mut s = saved;
-                s.options = record;
-                s
-            }
-            None => {
-                let rng = self.rng.get_or_insert_with(|| TrainRng::new(options.seed));
-                FitState {
-                    options: record,
-                    epoch: options.initial_epoch,
-                    epoch_complete: false,
-                    batches_done: 0,
-                    global_step: self.global_step,
-                    rng_epoch_start: rng.state(),
-                    rng: rng.state(),
-                    running: Running::default(),
-                    history: History::default(),
-                }
-            }
-        };
+        self.check_data(train, validation)?;
+        let mut state = self.start(options)?;
         // Where to start: after a completed epoch, the next one from its first batch; inside
         // an epoch, that epoch from the next batch, with its order rebuilt from the saved
         // generator.
@@ -141,33 +104,104 @@ impl<S: Step> Trainer<S> {
         }
         .ok_or_else(|| Error::options("the saved generator state is malformed"))?;
 
-        let metrics = self.step.metrics();
         let steps = train.len().div_ceil(options.batch_size);
-        let mut progress = Progress::new(options.verbose, options.epochs, steps);
-        let mut callbacks = CallbackList::borrowed(callbacks);
-        let empty = Logs::new();
-        let mut last_logs = Logs::new();
-        let mut history = History::default();
-
+        let mut run = Run {
+            hooks: Hooks {
+                callbacks: CallbackList::borrowed(callbacks),
+                fence: SnapshotFence::new(),
+            },
+            progress: Progress::new(options.verbose, options.epochs, steps),
+            metrics: self.step.metrics(),
+            history: History::default(),
+        };
         // Background saves copy the weights while the next step computes; every change to
         // a weight or optimizer tensor waits for the copy (before the optimizer step, and
-        // before fit returns, on any path).
-        let fence = SnapshotFence::new();
-        let _wait = WaitOnDrop(&fence);
+        // before fit returns, on any path: `Hooks` waits when dropped).
+        let result = self.epochs(
+            &mut run,
+            &mut state,
+            &mut rng,
+            first_epoch,
+            &mut skip,
+            train,
+            validation,
+            options,
+        );
+        let last_logs = result?;
+        run.hooks
+            .call(&self.step, &state, |c, ctx| c.on_train_end(&last_logs, ctx))?;
+        self.global_step = state.global_step;
+        self.rng = Some(rng);
+        Ok(run.history)
+    }
 
-        macro_rules! hook {
-            ($method:ident($($arg:expr),*)) => {{
-                let view = TrainingView { step: &self.step, state: &state };
-                let mut ctx = Context::new(&view).with_global_step(state.global_step).with_fence(&fence);
-                callbacks.$method($($arg,)* &mut ctx)?
-            }};
+    /// Refuses data the step cannot take, before any hook: validation samples of another
+    /// width, or data the model cannot be trained on (more classes than outputs would fail
+    /// deep inside the framework at the first epoch's end).
+    fn check_data(&self, train: &Dataset, validation: Option<&Dataset>) -> Result<(), Error> {
+        if let Some(val) = validation {
+            if val.width() != train.width() {
+                return Err(Error::options(format!(
+                    "validation samples have {} features, training samples {}",
+                    val.width(),
+                    train.width()
+                )));
+            }
         }
+        self.step.check(train)?;
+        if let Some(val) = validation {
+            self.step.check(val)?;
+        }
+        Ok(())
+    }
 
-        let _ = hook!(on_train_begin(&empty));
-        // StopTraining ends training after the epoch (Keras); Interrupt ends it now.
-        let mut control = Control::Continue;
+    /// Where this `fit` starts: the state a resume restored (refused with other options),
+    /// or a fresh one at `options.initial_epoch`.
+    fn start(&mut self, options: &FitOptions<'_>) -> Result<FitState, Error> {
+        let record = options.record();
+        Ok(match self.resume.take() {
+            Some(mut saved) => {
+                saved.options.check_resumable(&record)?;
+                saved.options = record;
+                saved
+            }
+            None => {
+                let rng = self.rng.get_or_insert_with(|| TrainRng::new(options.seed));
+                FitState {
+                    options: record,
+                    epoch: options.initial_epoch,
+                    epoch_complete: false,
+                    batches_done: 0,
+                    global_step: self.global_step,
+                    rng_epoch_start: rng.state(),
+                    rng: rng.state(),
+                    running: Running::default(),
+                    history: History::default(),
+                }
+            }
+        })
+    }
+
+    /// `on_train_begin`, then the epochs until the last, a stop or an interrupt; the logs
+    /// of the last epoch completed (for `on_train_end`).
+    #[allow(clippy::too_many_arguments)]
+    fn epochs(
+        &mut self,
+        run: &mut Run<'_>,
+        state: &mut FitState,
+        rng: &mut TrainRng,
+        first_epoch: usize,
+        skip: &mut usize,
+        train: &Dataset,
+        validation: Option<&Dataset>,
+        options: &FitOptions<'_>,
+    ) -> Result<Logs, Error> {
+        let empty = Logs::new();
+        run.hooks
+            .call(&self.step, state, |c, ctx| c.on_train_begin(&empty, ctx))?;
+        let mut last_logs = Logs::new();
         for epoch in first_epoch..options.epochs {
-            if skip == 0 {
+            if *skip == 0 {
                 state.rng_epoch_start = rng.state();
                 state.running = Running::default();
             }
@@ -178,53 +212,28 @@ impl<S: Step> Trainer<S> {
             state.rng = rng.state();
             state.epoch = epoch;
             state.epoch_complete = false;
-            state.batches_done = skip;
+            state.batches_done = *skip;
 
-            progress.epoch_begin(epoch, skip);
-            control = control.and(hook!(on_epoch_begin(epoch, &empty)));
-            let mut logs = Logs::new();
-            for (batch, indices) in order.chunks(options.batch_size).enumerate().skip(skip) {
-                control = control.and(hook!(on_train_batch_begin(batch, &empty)));
-                if control == Control::Interrupt {
-                    break;
-                }
-                let results = self.step.train_step(&train.batch(indices), &fence)?;
-                state.running.add(&results);
-                state.global_step += 1;
-                state.batches_done = batch + 1;
-                logs = state.running.logs(&metrics);
-                progress.batch_end(batch + 1, &logs);
-                control = control.and(hook!(on_train_batch_end(batch, &logs)));
-                if control != Control::Continue {
-                    break;
-                }
-            }
-            skip = 0;
+            run.progress.epoch_begin(epoch, *skip);
+            let begin = run.hooks.call(&self.step, state, |c, ctx| {
+                c.on_epoch_begin(epoch, &empty, ctx)
+            })?;
+            let (mut logs, control) = self.batches(
+                run,
+                state,
+                &order,
+                std::mem::take(skip),
+                train,
+                options,
+                begin,
+            )?;
+            // StopTraining ends training after the epoch (Keras); Interrupt ends it now.
             if control == Control::Interrupt {
-                history.interrupted = true;
+                run.history.interrupted = true;
                 break;
             }
-            if logs.is_empty() {
-                logs = state.running.logs(&metrics);
-            }
             if let Some(val) = validation {
-                let _ = hook!(on_test_begin(&empty));
-                let val_logs =
-                    self.evaluate_with(val, options.batch_size, &mut |batch, logs, phase| {
-                        let view = TrainingView {
-                            step: &self.step,
-                            state: &state,
-                        };
-                        let mut ctx = Context::new(&view)
-                            .with_global_step(state.global_step)
-                            .with_fence(&fence);
-                        match phase {
-                            Phase::Begin => callbacks.on_test_batch_begin(batch, logs, &mut ctx),
-                            Phase::End => callbacks.on_test_batch_end(batch, logs, &mut ctx),
-                        }
-                        .map(|_| ())
-                    })?;
-                let _ = hook!(on_test_end(&val_logs));
+                let val_logs = self.validate(run, state, val, options.batch_size)?;
                 for (k, v) in val_logs.iter() {
                     logs.insert(format!("val_{k}"), v);
                 }
@@ -233,19 +242,86 @@ impl<S: Step> Trainer<S> {
             // there resumes at the next epoch, with this epoch in its history.
             state.epoch_complete = true;
             state.history.record(epoch, &logs);
-            history.record(epoch, &logs);
-            progress.epoch_end(&logs);
-            control = control.and(hook!(on_epoch_end(epoch, &logs)));
-            history.interrupted = control == Control::Interrupt;
+            run.history.record(epoch, &logs);
+            run.progress.epoch_end(&logs);
+            let control = control.and(run.hooks.call(&self.step, state, |c, ctx| {
+                c.on_epoch_end(epoch, &logs, ctx)
+            })?);
+            run.history.interrupted = control == Control::Interrupt;
             last_logs = logs;
             if control != Control::Continue {
                 break;
             }
         }
-        let _ = hook!(on_train_end(&last_logs));
-        self.global_step = state.global_step;
-        self.rng = Some(rng);
-        Ok(history)
+        Ok(last_logs)
+    }
+
+    /// One epoch's training batches in `order`, from batch `skip` on; the epoch's running
+    /// logs and what the callbacks asked for.
+    #[allow(clippy::too_many_arguments)]
+    fn batches(
+        &mut self,
+        run: &mut Run<'_>,
+        state: &mut FitState,
+        order: &[usize],
+        skip: usize,
+        train: &Dataset,
+        options: &FitOptions<'_>,
+        mut control: Control,
+    ) -> Result<(Logs, Control), Error> {
+        let empty = Logs::new();
+        let mut logs = Logs::new();
+        for (batch, indices) in order.chunks(options.batch_size).enumerate().skip(skip) {
+            control = control.and(run.hooks.call(&self.step, state, |c, ctx| {
+                c.on_train_batch_begin(batch, &empty, ctx)
+            })?);
+            if control == Control::Interrupt {
+                break;
+            }
+            let results = self
+                .step
+                .train_step(&train.batch(indices), &run.hooks.fence)?;
+            state.running.add(&results);
+            state.global_step += 1;
+            state.batches_done = batch + 1;
+            logs = state.running.logs(&run.metrics);
+            run.progress.batch_end(batch + 1, &logs);
+            control = control.and(run.hooks.call(&self.step, state, |c, ctx| {
+                c.on_train_batch_end(batch, &logs, ctx)
+            })?);
+            if control != Control::Continue {
+                break;
+            }
+        }
+        if logs.is_empty() {
+            logs = state.running.logs(&run.metrics);
+        }
+        Ok((logs, control))
+    }
+
+    /// Validation at an epoch's end, with the `on_test_*` hooks.
+    fn validate(
+        &self,
+        run: &mut Run<'_>,
+        state: &FitState,
+        val: &Dataset,
+        batch_size: usize,
+    ) -> Result<Logs, Error> {
+        let empty = Logs::new();
+        run.hooks
+            .call(&self.step, state, |c, ctx| c.on_test_begin(&empty, ctx))?;
+        let hooks = &mut run.hooks;
+        let val_logs = self.evaluate_with(val, batch_size, &mut |batch, logs, phase| {
+            hooks
+                .call(&self.step, state, |c, ctx| match phase {
+                    Phase::Begin => c.on_test_batch_begin(batch, logs, ctx),
+                    Phase::End => c.on_test_batch_end(batch, logs, ctx),
+                })
+                .map(|_| ())
+        })?;
+        run.hooks
+            .call(&self.step, state, |c, ctx| c.on_test_end(&val_logs, ctx))?;
+        Ok(val_logs)
     }
 
     /// The loss and metrics on `data` (Keras's `evaluate`), in batches of `batch_size`.
@@ -280,12 +356,42 @@ impl<S: Step> Trainer<S> {
     }
 }
 
-/// Waits on the fence when dropped, so that no background copy outlives `fit`.
-struct WaitOnDrop<'a>(&'a SnapshotFence);
+/// One `fit` call's running parts: the callbacks, progress, the metrics' names, the
+/// history being written.
+struct Run<'c> {
+    hooks: Hooks<'c>,
+    progress: Progress,
+    metrics: Vec<&'static str>,
+    history: History,
+}
 
-impl Drop for WaitOnDrop<'_> {
+/// The callbacks, and what every hook hands them: a view of the trainer (what a save
+/// writes) at the current global step, and the fence behind which background saves copy.
+struct Hooks<'c> {
+    callbacks: CallbackList<'c>,
+    fence: SnapshotFence,
+}
+
+impl Drop for Hooks<'_> {
+    /// No background copy outlives `fit`.
     fn drop(&mut self) {
-        self.0.wait();
+        self.fence.wait();
+    }
+}
+
+impl<'c> Hooks<'c> {
+    /// Calls one hook of every callback through `hook`.
+    fn call<S: Step>(
+        &mut self,
+        step: &S,
+        state: &FitState,
+        hook: impl FnOnce(&mut CallbackList<'c>, &mut Context<'_>) -> HookResult,
+    ) -> Result<Control, model_checkpoint::Error> {
+        let view = TrainingView { step, state };
+        let mut ctx = Context::new(&view)
+            .with_global_step(state.global_step)
+            .with_fence(&self.fence);
+        hook(&mut self.callbacks, &mut ctx)
     }
 }
 

@@ -368,3 +368,30 @@ pub trait Checkpointable {
         std::collections::BTreeMap::new()
     }
 }
+
+/// A boxed model is a model (a trainer may hold a step of either framework in a box).
+impl<T: Checkpointable + ?Sized> Checkpointable for Box<T> {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        (**self).weights()
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, Error> {
+        (**self).training_state()
+    }
+
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
+        (**self).restore_weights(stored)
+    }
+
+    fn restore_training_state(
+        &mut self,
+        tensors: &dyn TensorSource,
+        document: &crate::document::TrainingDocument,
+    ) -> Result<(), Error> {
+        (**self).restore_training_state(tensors, document)
+    }
+
+    fn shard_layout(&self) -> std::collections::BTreeMap<String, Placement> {
+        (**self).shard_layout()
+    }
+}

@@ -205,7 +205,7 @@ fn timed_fit(
     setup: Setup,
     dir: &Path,
 ) -> Result<Duration, Failure> {
-    let mut trainer = framework::Trainer::new(framework, &[64, 64, 10], 0, 1e-3)?;
+    let mut trainer = framework::trainer(framework, &[64, 64, 10], 0, 1e-3)?;
     let options = FitOptions::new(10).validation_split(0.2).verbose(0);
     let template = dir.join(format!(
         "bench-{}.{{epoch:02d}}.safetensors",

@@ -407,6 +407,14 @@ impl Assembled {
             weights.push((path.clone(), host_data(data, &path)?));
         }
         let (optimizer, section) = optimizer::state_of_record(optimizer, &paths)?;
+        // Laid out as fit's `TrainingParts` lays out any optimizer: under the core's prefix.
+        let optimizer = optimizer
+            .into_iter()
+            .map(|mut t| {
+                t.name = format!("{}{}", model_checkpoint::store::OPTIMIZER_TENSORS, t.name);
+                t
+            })
+            .collect();
         let bytes = scheduler.into_bytes().map_err(Error::burn)?;
         let reader = burn_pack::Reader::from_bytes(bytes).map_err(Error::burn)?;
         let scheduler: BTreeMap<String, serde_json::Value> = reader

@@ -7,110 +7,93 @@ mod metrics;
 
 pub use compile::{Loss, LossFn, Metric};
 
-use std::path::Path;
-
 use candle_core::{Device, Tensor};
-use model_checkpoint::store::CheckpointFile;
 use model_checkpoint::TensorSource;
-use model_checkpoint::{Callback, Checkpointable, Logs, NamedTensor, SnapshotFence, TrainingState};
-use model_checkpoint_fit::{Batch, BatchLogs, Dataset, FitOptions, History, Resumed, Targets};
+use model_checkpoint::{Checkpointable, NamedTensor, SnapshotFence, TrainingState};
+use model_checkpoint_fit::{Batch, BatchLogs, Dataset, Targets};
 
 use crate::optim::Optimizer;
-use crate::{Error, Model};
+use crate::{Error, Model, TrainingParts};
 
-/// A compiled model: a [`Model`], an [`Optimizer`], a [`Loss`] and [`Metric`]s (Keras's
-/// `compile`). By default, sparse categorical cross-entropy on logits and accuracy
-/// (`compile(optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])`);
-/// [`Trainer::compile`] takes others (mean squared or absolute error for regression, or a
-/// loss of your own).
-pub struct Trainer {
-    inner: model_checkpoint_fit::Trainer<CandleStep>,
-}
-
-/// The model, optimizer, loss and metrics, as `fit` steps them.
-struct CandleStep {
-    model: Model,
-    optimizer: Box<dyn Optimizer>,
+/// A compiled model, as `fit` steps it: a [`Model`], an [`Optimizer`], a [`Loss`] and
+/// [`Metric`]s (Keras's `compile`). By default, sparse categorical cross-entropy on logits
+/// and accuracy (`compile(optimizer, loss="sparse_categorical_crossentropy",
+/// metrics=["accuracy"])`); [`CandleStep::compile`] takes others (mean squared or absolute
+/// error for regression, or a loss of your own). [`Trainer`] trains it, as it trains burn's
+/// `BurnStep`.
+///
+/// ```
+/// use model_checkpoint_candle::{Adam, CandleStep, Dataset, FitOptions, Model, ParamsAdam, Trainer};
+///
+/// let model = Model::mlp(&[64, 32, 10], 0)?;
+/// let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(1e-2))?;
+/// let mut trainer = Trainer::new(CandleStep::new(model, optimizer));
+/// let history = trainer.fit(&Dataset::digits().scaled(), &FitOptions::new(2).verbose(0), &mut [])?;
+/// assert!(history.metric("accuracy")[1].is_some_and(|a| a > 0.5));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CandleStep {
+    parts: TrainingParts,
     loss: Loss,
     metrics: Vec<Metric>,
 }
 
-impl Trainer {
+/// `fit` over candle: `model-checkpoint-fit`'s trainer of a [`CandleStep`] (`fit`,
+/// `evaluate`, `resume`, `resume_latest`; [`CandleStep::predict`] through
+/// [`model_checkpoint_fit::Trainer::step`]).
+pub type Trainer = model_checkpoint_fit::Trainer<CandleStep>;
+
+impl CandleStep {
     /// Compiles `model` with `optimizer`.
     pub fn new(model: Model, optimizer: impl Optimizer + 'static) -> Self {
-        Trainer {
-            inner: model_checkpoint_fit::Trainer::new(CandleStep {
-                model,
-                optimizer: Box::new(optimizer),
-                loss: Loss::default(),
-                metrics: vec![Metric::Accuracy],
-            }),
+        CandleStep {
+            parts: TrainingParts::new(model, optimizer),
+            loss: Loss::default(),
+            metrics: vec![Metric::Accuracy],
         }
     }
 
     /// Sets the loss and the metrics (Keras's `compile(loss=..., metrics=[...])`).
     ///
     /// ```
-    /// use model_checkpoint_candle::{Adam, Loss, Metric, Model, ParamsAdam, Trainer};
+    /// use model_checkpoint_candle::{Adam, CandleStep, Loss, Metric, Model, ParamsAdam};
     ///
     /// let model = Model::mlp(&[1, 8, 1], 0)?;
     /// let optimizer = Adam::new(model.named_vars(), ParamsAdam::default())?;
-    /// let trainer = Trainer::new(model, optimizer)
+    /// let step = CandleStep::new(model, optimizer)
     ///     .compile(Loss::MeanSquaredError, &[Metric::MeanAbsoluteError]);
     /// # Ok::<(), model_checkpoint_candle::Error>(())
     /// ```
     pub fn compile(mut self, loss: Loss, metrics: &[Metric]) -> Self {
-        let step = self.inner.step_mut();
-        step.loss = loss;
-        step.metrics = metrics.to_vec();
+        self.loss = loss;
+        self.metrics = metrics.to_vec();
         self
     }
 
     /// The model.
     pub fn model(&self) -> &Model {
-        &self.inner.step().model
+        &self.parts.model
     }
 
     /// The optimizer.
     pub fn optimizer(&self) -> &dyn Optimizer {
-        self.inner.step().optimizer.as_ref()
+        self.parts.optimizer.as_ref()
     }
 
-    /// Sets the optimizer's learning rate, for example after [`Trainer::resume`] (which
-    /// restores the checkpoint's): from then on the new rate is used, and saved.
+    /// The model and optimizer.
+    pub fn parts(&self) -> &TrainingParts {
+        &self.parts
+    }
+
+    /// The optimizer's learning rate (saved in full checkpoints and restored with them).
+    pub fn learning_rate(&self) -> f64 {
+        self.parts.optimizer.learning_rate()
+    }
+
+    /// Sets the optimizer's learning rate, for example after a resume (which restores the
+    /// checkpoint's): from then on the new rate is used, and saved.
     pub fn set_learning_rate(&mut self, lr: f64) {
-        self.inner.step_mut().optimizer.set_learning_rate(lr);
-    }
-
-    /// Optimizer steps taken so far (across `fit` calls and resumes).
-    pub fn global_step(&self) -> u64 {
-        self.inner.global_step()
-    }
-
-    /// Trains on `train` for `options.epochs` epochs, calling `callbacks` in Keras's order
-    /// (see [`model_checkpoint_fit::Trainer::fit`]). After [`Trainer::resume`], training
-    /// continues exactly where the checkpoint was taken.
-    ///
-    /// # Errors
-    ///
-    /// The first callback error (a failed save, say: training stops, as in Keras), candle's
-    /// failures, or invalid options.
-    pub fn fit(
-        &mut self,
-        train: &Dataset,
-        options: &FitOptions<'_>,
-        callbacks: &mut [&mut dyn Callback],
-    ) -> Result<History, Error> {
-        Ok(self.inner.fit(train, options, callbacks)?)
-    }
-
-    /// The loss and metrics on `data` (Keras's `evaluate`), in batches of `batch_size`.
-    ///
-    /// # Errors
-    ///
-    /// candle's failure, or a zero batch size.
-    pub fn evaluate(&self, data: &Dataset, batch_size: usize) -> Result<Logs, Error> {
-        Ok(self.inner.evaluate(data, batch_size)?)
+        self.parts.optimizer.set_learning_rate(lr);
     }
 
     /// The model's outputs (logits) for every sample of `data` (Keras's `predict`).
@@ -122,7 +105,7 @@ impl Trainer {
         if batch_size == 0 {
             return Err(Error::options("batch_size must be at least 1"));
         }
-        let model = &self.inner.step().model;
+        let model = &self.parts.model;
         let order: Vec<usize> = (0..data.len()).collect();
         let outputs = order
             .chunks(batch_size)
@@ -132,36 +115,6 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Tensor::cat(&outputs, 0)?)
-    }
-
-    /// Restores the model, the optimizer, the counters, the generator, and the state of every
-    /// callback in `callbacks` that the checkpoint holds, so that the next [`Trainer::fit`]
-    /// continues exactly where the checkpoint was taken. Verifies every checksum first.
-    ///
-    /// # Errors
-    ///
-    /// As [`model_checkpoint_fit::Trainer::resume`]. The trainer must not be used after an
-    /// error: some variables may already have changed.
-    pub fn resume(
-        &mut self,
-        path: impl AsRef<Path>,
-        callbacks: &mut [&mut dyn Callback],
-    ) -> Result<Resumed, Error> {
-        Ok(self.inner.resume(path, callbacks)?)
-    }
-
-    /// Like [`Trainer::resume`], from a file already open (from any
-    /// [`model_checkpoint::store::Storage`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Trainer::resume`].
-    pub fn resume_from(
-        &mut self,
-        file: &CheckpointFile,
-        callbacks: &mut [&mut dyn Callback],
-    ) -> Result<Resumed, Error> {
-        Ok(self.inner.resume_from(file, callbacks)?)
     }
 }
 
@@ -193,8 +146,9 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> Result<(Tensor, Tensor),
 impl CandleStep {
     /// The batch's loss and metrics, and the loss tensor to differentiate.
     fn run(&self, batch: &Batch) -> Result<(Tensor, BatchLogs), Error> {
-        let (x, y) = batch_tensors(batch, self.model.device())?;
-        let outputs = self.model.forward(&x)?;
+        let model = &self.parts.model;
+        let (x, y) = batch_tensors(batch, model.device())?;
+        let outputs = model.forward(&x)?;
         let loss = self.loss.compute(&outputs, &y)?;
         let logs = metrics::batch_logs(&loss, &outputs, &y, &self.metrics)?;
         Ok((loss, logs))
@@ -210,8 +164,9 @@ impl model_checkpoint_fit::Step for CandleStep {
         if data.is_empty() {
             return Ok(());
         }
-        let (x, _) = batch_tensors(&data.batch(&[0]), self.model.device())?;
-        let outputs = self.model.forward(&x)?;
+        let model = &self.parts.model;
+        let (x, _) = batch_tensors(&data.batch(&[0]), model.device())?;
+        let outputs = model.forward(&x)?;
         let width = outputs.dims().get(1).copied().unwrap_or(1);
         Ok(metrics::check_outputs(
             &self.loss,
@@ -229,7 +184,7 @@ impl model_checkpoint_fit::Step for CandleStep {
         let (loss, logs) = self.run(batch)?;
         let grads = loss.backward().map_err(Error::from)?;
         fence.wait();
-        self.optimizer.step(&grads)?;
+        self.parts.optimizer.step(&grads)?;
         Ok(logs)
     }
 
@@ -240,18 +195,18 @@ impl model_checkpoint_fit::Step for CandleStep {
 
 impl Checkpointable for CandleStep {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
-        self.model.weights()
+        self.parts.weights()
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        Ok(crate::optim::optimizer_state(self.optimizer.as_ref())?)
+        self.parts.training_state()
     }
 
     fn restore_weights(
         &mut self,
         stored: &dyn TensorSource,
     ) -> Result<(), model_checkpoint::Error> {
-        self.model.restore_weights(stored)
+        self.parts.restore_weights(stored)
     }
 
     fn restore_training_state(
@@ -259,10 +214,6 @@ impl Checkpointable for CandleStep {
         tensors: &dyn TensorSource,
         document: &model_checkpoint::store::TrainingDocument,
     ) -> Result<(), model_checkpoint::Error> {
-        Ok(crate::optim::restore_optimizer(
-            self.optimizer.as_mut(),
-            tensors,
-            document,
-        )?)
+        self.parts.restore_training_state(tensors, document)
     }
 }
