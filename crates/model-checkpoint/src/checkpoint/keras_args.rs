@@ -1,11 +1,12 @@
 //! The lenient, Keras-compatible way to build a `ModelCheckpoint`: loose values for `mode`
 //! and `save_freq`, with Keras's warnings and errors, for configs and ports of Python code.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::keras::KerasVersion;
 use super::ModelCheckpoint;
-use crate::policy::{Mode, SaveFreq};
+use crate::policy::{Direction, Mode, SaveFreq};
 use crate::store::SaveOptions;
 use crate::template::float_repr;
 use crate::{Error, Value};
@@ -89,8 +90,20 @@ pub struct KerasArgs {
     pub options: Option<SaveOptions>,
     /// `initial_value_threshold`, default none.
     pub initial_value_threshold: Option<Value>,
-    /// The deprecated `period` keyword, default absent (1); present, it warns.
+    /// The deprecated `period` keyword, default absent (1); present, it warns (tf.keras 2)
+    /// or is refused (Keras 3).
     pub period: Option<i64>,
+    /// Which Keras's constructor and behaviour to follow. Default: tf.keras 2.
+    pub keras: KerasVersion,
+    /// The names of any other keyword arguments the caller passed (a config's unknown
+    /// keys, a port's `load_weights_on_restart`): tf.keras 2 ignores them, Keras 3 refuses
+    /// the first with its `TypeError`.
+    pub other_keywords: Vec<String>,
+    /// The compiled model's metrics whose direction is known (Keras 3 metrics'
+    /// `_direction`: `"up"` maximises, anything else minimises), by metric name, as a
+    /// binding or a trainer reads them from the model. Keras 3's `mode="auto"` uses them;
+    /// tf.keras 2 ignores them. See [`ModelCheckpoint::compiled_metric`].
+    pub compiled_metrics: BTreeMap<String, Direction>,
 }
 
 impl KerasArgs {
@@ -107,26 +120,59 @@ impl KerasArgs {
             options: None,
             initial_value_threshold: None,
             period: None,
+            keras: KerasVersion::Tf2,
+            other_keywords: Vec::new(),
+            compiled_metrics: BTreeMap::new(),
         }
     }
 }
 
 impl ModelCheckpoint {
-    /// Builds the callback as Keras's constructor does, in its order: the `period` warning,
-    /// then the unknown-mode warning, then `save_freq` validation (KERAS-SPEC.md §1.1).
+    /// Builds the callback as the constructor of [`KerasArgs::keras`] does, in its order.
+    ///
+    /// tf.keras 2 (KERAS-SPEC.md §1.1): the `period` warning, then the unknown-mode warning,
+    /// then `save_freq` validation; other keywords are ignored.
+    ///
+    /// Keras 3 (`SPEC.md` §18): a keyword it does not take (`period`, `options`,
+    /// [`KerasArgs::other_keywords`]) first, then the unknown-mode warning (mode quoted),
+    /// then `save_freq`, then the filepath's extension (`.weights.h5` for weights only,
+    /// `.keras` or `.h5` for a full model).
+    ///
+    /// ```
+    /// use model_checkpoint::{KerasArgs, KerasVersion, ModelCheckpoint, Value};
+    ///
+    /// let mut args = KerasArgs::new("best.weights.h5");
+    /// args.keras = KerasVersion::Keras3;
+    /// args.save_weights_only = true;
+    /// let checkpoint = ModelCheckpoint::from_keras(args)?;
+    /// assert_eq!(checkpoint.best(), Value::None); // Keras 3 starts from None
+    ///
+    /// let mut bad = KerasArgs::new("best.h5");
+    /// bad.keras = KerasVersion::Keras3;
+    /// bad.period = Some(2);
+    /// let err = ModelCheckpoint::from_keras(bad).unwrap_err();
+    /// assert_eq!(err.keras_exception(), Some("TypeError"));
+    /// # Ok::<(), model_checkpoint::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidSaveFreq`] with Keras's text for a `save_freq` that is not `"epoch"`,
-    /// an int or a bool (`"3"` and `2.0` are rejected, as in Keras).
+    /// [`Error::InvalidSaveFreq`] (tf.keras 2) with Keras's text for a `save_freq` that is
+    /// not `"epoch"`, an int or a bool (`"3"` and `2.0` are rejected, as in Keras); under
+    /// Keras 3, [`Error::Keras`] for that and for each refusal above.
     pub fn from_keras(args: KerasArgs) -> Result<Self, Error> {
-        let rules = KerasVersion::Tf2.rules();
+        let rules = args.keras.rules();
+        rules.check_keywords(&args)?;
         let mut cb = ModelCheckpoint::new(&args.filepath)
+            .keras(args.keras)
             .monitor(args.monitor)
             .verbose(args.verbose)
             .save_best_only(args.save_best_only)
             .save_weights_only(args.save_weights_only)
             .options(args.options.unwrap_or_default());
+        for (name, direction) in args.compiled_metrics {
+            cb = cb.compiled_metric(name, direction);
+        }
         if let Some(threshold) = args.initial_value_threshold {
             cb = cb.initial_value_threshold(threshold);
         }
@@ -151,12 +197,9 @@ impl ModelCheckpoint {
             KerasValue::Int(n) => SaveFreq::Batches(*n),
             // bool is a subclass of int in Python: True saves every batch, as does False.
             KerasValue::Bool(b) => SaveFreq::Batches(i64::from(*b)),
-            other => {
-                return Err(Error::InvalidSaveFreq {
-                    value: other.to_string(),
-                })
-            }
+            other => return Err(rules.invalid_save_freq(other)),
         };
+        rules.check_filepath(&args.filepath, args.save_weights_only)?;
         cb.set_mode_and_freq(mode, save_freq);
         Ok(cb)
     }
