@@ -64,7 +64,8 @@ pub struct CheckpointState {
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
-/// `ModelCheckpoint` (tf.keras 2.x) does.
+/// `ModelCheckpoint` does: tf.keras 2.x by default, Keras 3 with
+/// [`ModelCheckpoint::keras`]`(`[`KerasVersion::Keras3`](crate::KerasVersion::Keras3)`)`.
 ///
 /// Every Keras argument is a builder method with Keras's default. The file written is a
 /// safetensors file whatever the extension: weights only with
