@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use model_checkpoint::template;
-use model_checkpoint::{Callback, Mode, ModelCheckpoint, SaveFreq, Value};
+use model_checkpoint::{Callback, Direction, KerasVersion, Mode, ModelCheckpoint, SaveFreq, Value};
 use model_checkpoint_candle::{Dataset, FitOptions, Model};
 
 use crate::framework::{self, Framework};
@@ -132,9 +132,23 @@ pub(crate) struct TrainArgs {
     /// files; a resume keeps the framework the checkpoint was trained with).
     #[arg(long, value_enum, default_value_t = Framework::Candle)]
     framework: Framework,
+    /// Which Keras's ModelCheckpoint to imitate: 2 (tf.keras 2.x: best starts at ±inf, the
+    /// acc/fmeasure rule of mode auto, a missing monitor skips the save) or 3 (Keras 3: best
+    /// starts at None, mode auto from the metric's direction, a missing monitor saves
+    /// anyway, "finished saving" lines; no --period).
+    #[arg(long, default_value = "2", value_parser = parse_keras)]
+    keras: KerasVersion,
     /// Training output: 0 silent, 1 progress bar, 2 one line per epoch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     progress: u8,
+}
+
+fn parse_keras(s: &str) -> Result<KerasVersion, String> {
+    match s {
+        "2" => Ok(KerasVersion::Tf2),
+        "3" => Ok(KerasVersion::Keras3),
+        _ => Err(format!("{s:?}: give 2 (tf.keras 2.x) or 3 (Keras 3)")),
+    }
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -557,7 +571,13 @@ fn build_checkpoint(
     args: &TrainArgs,
     storage: std::sync::Arc<dyn model_checkpoint::store::Storage>,
 ) -> Result<ModelCheckpoint, Failure> {
+    if args.keras == KerasVersion::Keras3 && args.period.is_some() {
+        return Err("--period is tf.keras 2's: Keras 3's ModelCheckpoint has none (use --save-freq or --every-n-epochs)".into());
+    }
     let mut checkpoint = ModelCheckpoint::new(&args.filepath)
+        .keras(args.keras)
+        // The MLP is compiled with accuracy, whose direction Keras 3's mode="auto" reads.
+        .compiled_metric("accuracy", Direction::Maximize)
         .storage(storage)
         .monitor(args.monitor.clone())
         .verbose(args.verbose)

@@ -333,3 +333,132 @@ fn burn_trains_the_same_mlp_to_the_same_bar_and_keeps_its_framework_on_resume() 
         text(&out.stderr)
     );
 }
+
+#[test]
+fn keras_3_behaviour_is_chosen_with_keras_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "train",
+        "--keras",
+        "3",
+        "--epochs",
+        "2",
+        "--progress",
+        "0",
+        "--monitor",
+        "val_accuracy",
+        "--save-best-only",
+        "--filepath",
+        "k3/best.safetensors",
+    ];
+    let out = common::ckpt(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let stdout = common::text(&out.stdout);
+    // Keras 3: best starts at None, the direction comes from the compiled accuracy, and
+    // every save is followed by its "finished saving" line.
+    assert!(
+        stdout.contains("Epoch 1: val_accuracy improved from None to "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Epoch 1: finished saving model to k3/best.safetensors"),
+        "{stdout}"
+    );
+
+    // The same run under tf.keras 2 (the default) starts from -inf and has no such line.
+    let out = common::ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--monitor",
+            "val_accuracy",
+            "--save-best-only",
+            "--filepath",
+            "k2/best.safetensors",
+        ],
+    );
+    let stdout = common::text(&out.stdout);
+    assert!(stdout.contains("improved from -inf to "), "{stdout}");
+    assert!(!stdout.contains("finished saving"), "{stdout}");
+
+    // A monitor missing from the logs: Keras 3 warns and saves anyway; tf.keras 2 skips.
+    for (keras, saved) in [("3", true), ("2", false)] {
+        let file = format!("missing{keras}/w.safetensors");
+        let out = common::ckpt(
+            dir.path(),
+            &[
+                "train",
+                "--keras",
+                keras,
+                "--epochs",
+                "1",
+                "--progress",
+                "0",
+                "--monitor",
+                "val_nothing",
+                "--mode",
+                "min",
+                "--save-best-only",
+                "--filepath",
+                &file,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+        assert!(
+            common::text(&out.stderr)
+                .contains("Can save best model only with val_nothing available"),
+            "{}",
+            common::text(&out.stderr)
+        );
+        assert_eq!(dir.path().join(&file).exists(), saved, "keras {keras}");
+    }
+
+    // Keras 3 cannot tell the direction of a metric it was not compiled with: its error,
+    // at the first epoch's end.
+    let out = common::ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--keras",
+            "3",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--monitor",
+            "val_nothing",
+            "--filepath",
+            "auto/w.safetensors",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::text(&out.stderr).contains("isn't able to automatically determine"),
+        "{}",
+        common::text(&out.stderr)
+    );
+
+    // Keras 3 has no period; an unknown Keras is refused by name.
+    for bad in [
+        &["--keras", "3", "--period", "2"][..],
+        &["--keras", "4"][..],
+    ] {
+        let mut args = vec![
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--filepath",
+            "bad/w.safetensors",
+        ];
+        args.extend_from_slice(bad);
+        let out = common::ckpt(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(!dir.path().join("bad").exists());
+    }
+}

@@ -47,6 +47,15 @@ pub enum Error {
         /// The value given.
         value: String,
     },
+    /// Keras 3 raises here ([`KerasVersion::Keras3`](crate::KerasVersion::Keras3)): which
+    /// refusal it is, and Keras's exact text (spelled by the Keras rules, `checkpoint/keras/`).
+    #[error("{message}")]
+    Keras {
+        /// Which refusal, and so which Python exception.
+        error: KerasError,
+        /// Keras's text, byte for byte.
+        message: String,
+    },
     /// The formatted checkpoint path is an existing directory.
     #[error("Please specify a non-directory filepath for ModelCheckpoint. Filepath used is an existing directory: {}", .path.display())]
     IsADirectory {
@@ -329,6 +338,7 @@ impl Error {
             Error::Template { source, .. } => Some(source.python_type()),
             Error::EpochInLogs => Some("TypeError"),
             Error::InvalidSaveFreq { .. } => Some("ValueError"),
+            Error::Keras { error, .. } => Some(error.python_type()),
             Error::IsADirectory { .. } | Error::NameTooLong { .. } => Some("OSError"),
             Error::ReservedName { .. } => Some("ValueError"),
             Error::TooLarge { .. } => Some("MemoryError"),
@@ -349,6 +359,43 @@ impl Error {
         Error::Corrupt {
             path: path.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+/// What Keras 3's `ModelCheckpoint` refused (the kind of an [`Error::Keras`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KerasError {
+    /// A keyword argument Keras 3's constructor does not take (`period`, `options`,
+    /// `load_weights_on_restart`, any other): Python's `TypeError`.
+    UnexpectedKeyword,
+    /// `save_freq` is neither `"epoch"` nor an integer: `ValueError`.
+    InvalidSaveFreq,
+    /// The filepath does not end in `.weights.h5` (weights only) or `.keras`/`.h5` (full
+    /// model): `ValueError`.
+    FilepathExtension,
+    /// `mode="auto"` cannot tell which way the monitor should move: `ValueError`, at every
+    /// epoch end.
+    UnknownDirection,
+    /// `save_best_only` with an integer `save_freq` compared a value before the first epoch
+    /// end chose the comparison (Keras 3's bug): `TypeError`.
+    MonitorOpNotSet,
+    /// A hook was called with no logs at all (Python's `logs=None`), which Keras 3 formats
+    /// before reading it as empty: `TypeError`.
+    NoLogs,
+}
+
+impl KerasError {
+    /// The Python exception Keras raises.
+    pub fn python_type(self) -> &'static str {
+        match self {
+            KerasError::UnexpectedKeyword | KerasError::MonitorOpNotSet | KerasError::NoLogs => {
+                "TypeError"
+            }
+            KerasError::InvalidSaveFreq
+            | KerasError::FilepathExtension
+            | KerasError::UnknownDirection => "ValueError",
         }
     }
 }

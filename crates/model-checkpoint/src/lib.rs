@@ -89,7 +89,7 @@ pub use callback::{
     Callback, CallbackList, Context, Control, CsvLogger, HookResult, SnapshotFence,
 };
 pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, KerasVersion, ModelCheckpoint};
-pub use error::Error;
+pub use error::{Error, KerasError};
 pub use logs::{Logs, Value};
 pub use model::{
     byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, Placement,

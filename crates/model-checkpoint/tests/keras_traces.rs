@@ -1,12 +1,16 @@
-//! Replays the Keras oracle traces (tests/fixtures/keras-traces, or every `*.json` under
-//! `KERAS_TRACES_DIR` when set) against `ModelCheckpoint`, event by event, with a real model
-//! that writes real files, and compares what Keras did: the saves, the stdout text byte for
-//! byte, the warnings, which events fail and with which message, `best`, and the folders
-//! created.
+//! Replays the Keras oracle traces (tests/fixtures/keras-traces, recorded from tf.keras 2,
+//! and tests/fixtures/keras-traces-keras3, recorded from Keras 3; or every `*.json` under
+//! `KERAS_TRACES_DIR` when set, of either kind) against `ModelCheckpoint`, event by event,
+//! with a real model that writes real files, and compares what Keras did: the saves, the
+//! stdout text byte for byte, the warnings, which events fail and with which message,
+//! `best`, and the folders created. Each trace is replayed with the behaviour of the Keras
+//! its `keras_version` names (none: tf.keras 2), and the counts are printed per Keras.
 //!
 //! A trace is skipped only when its input holds something that exists in Python alone
 //! (the oracle's README): a `pathlib.Path`, TensorFlow option objects, a numpy int
 //! argument, the removed `load_weights_on_restart` argument, or a call of a private method.
+//! Keras 3 refuses `options` and `load_weights_on_restart` by name, whatever their value, so
+//! its traces passing them are replayed (the value does not matter), not skipped.
 //!
 //! This file holds one test, because each trace runs in its own temporary working folder.
 
@@ -16,10 +20,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use model_checkpoint::store::SaveOptions;
 use model_checkpoint::store::{CheckpointFile, Kind, Verify};
 use model_checkpoint::{
-    Callback, Checkpointable, Context, Error, HostTensor, KerasArgs, KerasValue, Logs,
-    ModelCheckpoint, NamedTensor, TrainingState, Value,
+    Callback, Checkpointable, Context, Direction, Error, HostTensor, KerasArgs, KerasValue,
+    KerasVersion, Logs, ModelCheckpoint, NamedTensor, TrainingState, Value,
 };
 use serde_json::Value as Json;
 
@@ -128,8 +133,17 @@ impl Checkpointable for TinyModel {
 // ---------------------------------------------------------------------------------------
 // Reading traces.
 
+/// Which Keras recorded the trace: its `keras_version` (3.x is Keras 3), else tf.keras 2.
+fn keras_of(trace: &Json) -> KerasVersion {
+    match trace.get("keras_version").and_then(Json::as_str) {
+        Some(v) if v.starts_with("3.") => KerasVersion::Keras3,
+        _ => KerasVersion::Tf2,
+    }
+}
+
 /// Why a trace cannot be replayed in Rust, decided from its content.
 fn python_only_input(trace: &Json) -> Option<String> {
+    let keras3 = keras_of(trace) == KerasVersion::Keras3;
     fn find_tag(v: &Json, tags: &[&str]) -> Option<String> {
         match v {
             Json::Object(map) => map
@@ -142,10 +156,27 @@ fn python_only_input(trace: &Json) -> Option<String> {
         }
     }
     let args = &trace["args"];
-    if let Some(tag) = find_tag(args, &["$path", "$options", "$np_int64"]) {
+    // Keras 3 refuses the `options` keyword whatever its value (replayed as
+    // `KerasArgs::options`); tf.keras 2 uses the TensorFlow object itself.
+    let tags: &[&str] = if keras3 {
+        &["$path", "$np_int64"]
+    } else {
+        &["$path", "$options", "$np_int64"]
+    };
+    let args_but_options: Json = match args {
+        Json::Object(map) if keras3 => Json::Object(
+            map.iter()
+                .filter(|(k, _)| k.as_str() != "options")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    if let Some(tag) = find_tag(&args_but_options, tags) {
         return Some(format!("argument holds {tag}"));
     }
-    if args.get("load_weights_on_restart").is_some() {
+    // Keras 3 refuses `load_weights_on_restart` as an unknown keyword (replayed as one).
+    if !keras3 && args.get("load_weights_on_restart").is_some() {
         return Some("removed argument load_weights_on_restart".into());
     }
     let events = trace["events"].as_array()?;
@@ -201,8 +232,68 @@ fn keras_value(v: &Json) -> KerasValue {
     }
 }
 
-fn keras_args(args: &Json) -> KerasArgs {
+/// The directions of the metrics a trace's model was compiled with, as Keras 3's metric
+/// objects give them (`_direction`). A trace without `model` ran on the harness's default
+/// model, compiled like the `fit` traces record, with `metrics=["accuracy"]` (trace
+/// `auto_val_accuracy` shows Keras 3 resolving `val_accuracy` to max, and `auto_acc` that
+/// no metric named `acc` was compiled).
+fn compiled_metrics(trace: &Json) -> Vec<(String, Direction)> {
+    let names: Vec<String> = match trace.get("model").and_then(|m| m.get("metrics")) {
+        Some(Json::Array(names)) => names
+            .iter()
+            .map(|n| n.as_str().expect("a metric name").to_owned())
+            .collect(),
+        _ => vec!["accuracy".to_owned()],
+    };
+    names
+        .into_iter()
+        .map(|name| {
+            let direction = match name.as_str() {
+                "accuracy" => Direction::Maximize,
+                other => {
+                    panic!("compiled metric {other:?}: its Keras 3 direction is not known here")
+                }
+            };
+            (name, direction)
+        })
+        .collect()
+}
+
+/// The constructor's keywords this harness knows; any other is passed on by name.
+const KNOWN_ARGS: [&str; 11] = [
+    "filepath",
+    "monitor",
+    "verbose",
+    "save_best_only",
+    "save_weights_only",
+    "mode",
+    "save_freq",
+    "initial_value_threshold",
+    "period",
+    "options",
+    "load_weights_on_restart",
+];
+
+fn keras_args(trace: &Json) -> KerasArgs {
+    let args = &trace["args"];
     let mut k = KerasArgs::new(args["filepath"].as_str().expect("filepath"));
+    k.keras = keras_of(trace);
+    if k.keras == KerasVersion::Keras3 {
+        k.compiled_metrics = compiled_metrics(trace).into_iter().collect();
+        if args.get("options").is_some() {
+            k.options = Some(SaveOptions::default());
+        }
+        if args.get("load_weights_on_restart").is_some() {
+            k.other_keywords.push("load_weights_on_restart".to_owned());
+        }
+    }
+    if let Some(map) = args.as_object() {
+        k.other_keywords.extend(
+            map.keys()
+                .filter(|key| !KNOWN_ARGS.contains(&key.as_str()))
+                .cloned(),
+        );
+    }
     if let Some(m) = args.get("monitor").and_then(Json::as_str) {
         k.monitor = m.to_owned();
     }
@@ -302,17 +393,18 @@ fn replay(trace: &Json, dir: &Path) -> Result<(), String> {
     let init = &events[0];
     take_warnings();
     let out = SharedBuf::default();
-    let built = ModelCheckpoint::from_keras(keras_args(&trace["args"]));
+    let keras = keras_of(trace);
+    let built = ModelCheckpoint::from_keras(keras_args(trace));
     let mut cb = match (built, &init["error"]) {
         (Ok(cb), Json::Null) => cb.output(out.clone()),
         (Err(e), Json::Object(expected)) => {
             check_error(&e, expected, "__init__")?;
-            return check_warnings(init, "__init__");
+            return check_warnings(init, "__init__", keras);
         }
         (Ok(_), expected) => return Err(format!("__init__: expected error {expected}, got none")),
         (Err(e), _) => return Err(format!("__init__: unexpected error {e}")),
     };
-    check_warnings(init, "__init__")?;
+    check_warnings(init, "__init__", keras)?;
 
     let model = TinyModel::new();
     let with_model = trace
@@ -342,7 +434,14 @@ fn replay(trace: &Json, dir: &Path) -> Result<(), String> {
             "on_train_begin" => cb.on_train_begin(&logs, &mut ctx),
             "on_train_end" => cb.on_train_end(&logs, &mut ctx),
             "on_epoch_begin" => cb.on_epoch_begin(index("epoch")?, &logs, &mut ctx),
+            // An event without logs passes none at all (Python's `logs=None`).
+            "on_epoch_end" if event.get("logs").is_none() => {
+                cb.on_epoch_end_without_logs(index("epoch")?, &mut ctx)
+            }
             "on_epoch_end" => cb.on_epoch_end(index("epoch")?, &logs, &mut ctx),
+            "on_train_batch_end" if event.get("logs").is_none() => {
+                cb.on_train_batch_end_without_logs(index("batch")?, &mut ctx)
+            }
             "on_train_batch_begin" => cb.on_train_batch_begin(index("batch")?, &logs, &mut ctx),
             "on_train_batch_end" => cb.on_train_batch_end(index("batch")?, &logs, &mut ctx),
             "on_test_begin" => cb.on_test_begin(&logs, &mut ctx),
@@ -432,7 +531,7 @@ fn replay(trace: &Json, dir: &Path) -> Result<(), String> {
         if stdout != want {
             return Err(format!("{at}: stdout {stdout:?}, Keras {want:?}"));
         }
-        check_warnings(event, &at)?;
+        check_warnings(event, &at, keras)?;
 
         if let Some(best) = event["state"].get("best") {
             if !same_value(cb.best(), best) {
@@ -474,13 +573,20 @@ fn check_error(
     Ok(())
 }
 
-fn check_warnings(event: &Json, at: &str) -> Result<(), String> {
+/// Keras's warnings: tf.keras 2 warns through `logging`; Keras 3 through Python's
+/// `warnings` (`UserWarning`). Both are `log` warnings here.
+fn check_warnings(event: &Json, at: &str, keras: KerasVersion) -> Result<(), String> {
     let ours = take_warnings();
     let want: Vec<String> = event["warnings"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|w| w["channel"] == "logging")
+        .filter(|w| {
+            w["channel"] == "logging"
+                || (keras == KerasVersion::Keras3
+                    && w["channel"] == "warnings"
+                    && w["category"] == "UserWarning")
+        })
         .filter_map(|w| w["message"].as_str().map(str::to_owned))
         .collect();
     if ours != want {
@@ -489,23 +595,39 @@ fn check_warnings(event: &Json, at: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What replaying one Keras's traces gave.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+    skipped: Vec<String>,
+}
+
 #[test]
 fn keras_traces_replay() {
     install_logger();
-    let dir: PathBuf = match std::env::var_os("KERAS_TRACES_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keras-traces"),
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dirs: Vec<PathBuf> = match std::env::var_os("KERAS_TRACES_DIR") {
+        Some(d) => vec![PathBuf::from(d)],
+        None => vec![
+            fixtures.join("keras-traces"),
+            fixtures.join("keras-traces-keras3"),
+        ],
     };
-    let dir = dir.canonicalize().unwrap_or(dir);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no traces in {}", dir.display());
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in &dirs {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        let mut here: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        assert!(!here.is_empty(), "no traces in {}", dir.display());
+        here.sort();
+        files.extend(here);
+    }
     let home = std::env::current_dir().expect("cwd");
-    let (mut passed, mut failed, mut skipped) = (0, Vec::new(), Vec::new());
+    let mut tallies: Vec<(KerasVersion, Tally)> = Vec::new();
     for file in &files {
         let name = file
             .file_stem()
@@ -513,8 +635,17 @@ fn keras_traces_replay() {
             .unwrap_or_default();
         let text = std::fs::read_to_string(file).expect("read trace");
         let trace: Json = serde_json::from_str(&text).expect("trace JSON");
+        let keras = keras_of(&trace);
+        if !tallies.iter().any(|(k, _)| *k == keras) {
+            tallies.push((keras, Tally::default()));
+        }
+        let tally = tallies
+            .iter_mut()
+            .find(|(k, _)| *k == keras)
+            .map(|(_, t)| t)
+            .expect("a tally for this Keras");
         if let Some(why) = python_only_input(&trace) {
-            skipped.push(format!("{name}: {why}"));
+            tally.skipped.push(format!("{name}: {why}"));
             continue;
         }
         let work = tempfile::tempdir().expect("temp folder");
@@ -531,25 +662,32 @@ fn keras_traces_replay() {
                 });
         std::env::set_current_dir(&home).expect("back to start");
         match outcome {
-            Ok(()) => passed += 1,
-            Err(why) => failed.push(format!("{name}: {why}")),
+            Ok(()) => tally.passed += 1,
+            Err(why) => tally.failed.push(format!("{name}: {why}")),
         }
     }
-    for s in &skipped {
-        println!("skipped {s}");
+    let mut all_failed = Vec::new();
+    for (keras, tally) in &tallies {
+        for s in &tally.skipped {
+            println!("{keras:?} skipped {s}");
+        }
+        for f in &tally.failed {
+            println!("{keras:?} FAILED {f}");
+            all_failed.push(format!("{keras:?} {f}"));
+        }
     }
-    for f in &failed {
-        println!("FAILED {f}");
+    for (keras, tally) in &tallies {
+        println!(
+            "keras traces ({keras:?}): {} passed, {} failed, {} skipped",
+            tally.passed,
+            tally.failed.len(),
+            tally.skipped.len()
+        );
     }
-    println!(
-        "keras traces: {passed} passed, {} failed, {} skipped",
-        failed.len(),
-        skipped.len()
-    );
     assert!(
-        failed.is_empty(),
+        all_failed.is_empty(),
         "{} traces failed:\n{}",
-        failed.len(),
-        failed.join("\n")
+        all_failed.len(),
+        all_failed.join("\n")
     );
 }

@@ -437,14 +437,24 @@ fn the_engine_configuration_is_written_only_by_the_builder() {
 
 #[test]
 fn keras_texts_are_spelled_only_by_the_keras_rules() {
-    // Every text Keras prints or warns lives in `checkpoint/keras/`, so that a second Keras
-    // is one module there.
+    // Every text Keras prints, warns or (for Keras 3) raises lives in `checkpoint/keras/`,
+    // so that each Keras is one module there.
     let texts = [
         "saving model to",
         "did not improve from",
         "improved from",
         "Can save best model only",
         "fallback to auto mode",
+        // Keras 3 only.
+        "finished saving model to",
+        "isn't able to automatically determine",
+        "got an unexpected keyword argument",
+        "Expected save_freq are 'epoch'",
+        "must end in `.weights.h5`",
+        "(Keras model format)",
+        "object is not callable",
+        "must be a mapping, not NoneType",
+        "is not iterable",
     ];
     let found = offending(&core(), "", &texts, &["checkpoint/keras/"]);
     assert!(

@@ -3,6 +3,8 @@
 //! recorded Keras traces check; it holds Keras's arguments and Keras's state, and touches no
 //! storage (the saving engine, `super::engine`, does that).
 
+use std::collections::BTreeMap;
+
 use super::keras::{KerasVersion, Rules};
 use crate::policy::{Direction, Mode, SaveFreq, SaveSchedule, Verdict};
 use crate::store::Kind;
@@ -16,8 +18,14 @@ pub(crate) struct Decisions {
     pub rules: &'static dyn Rules,
     pub monitor: String,
     pub mode: Mode,
-    /// `mode` resolved for `monitor` (Keras's `monitor_op`).
+    /// `mode` resolved for `monitor`, as far as it can be now: what retention ranks files
+    /// by. Minimise while a lazy Keras cannot tell yet.
     pub direction: Direction,
+    /// Keras's `monitor_op`: the direction improvements are judged by, `None` until a lazy
+    /// Keras (Keras 3) chooses it at an epoch end.
+    pub monitor_op: Option<Direction>,
+    /// The compiled metrics whose direction is known, by name (Keras 3's `mode="auto"`).
+    pub metrics: BTreeMap<String, Direction>,
     pub save_best_only: bool,
     pub save_weights_only: bool,
     pub save_freq: SaveFreq,
@@ -38,6 +46,8 @@ impl Default for Decisions {
             monitor: "val_loss".to_owned(),
             mode: Mode::Auto,
             direction: Direction::Minimize,
+            monitor_op: Some(Direction::Minimize),
+            metrics: BTreeMap::new(),
             save_best_only: false,
             save_weights_only: false,
             save_freq: SaveFreq::Epoch,
@@ -54,10 +64,31 @@ impl Default for Decisions {
 
 impl Decisions {
     /// Recomputes the direction and the starting best from mode, monitor and threshold, as
-    /// Keras's constructor does. A threshold is kept as given, never replaced by ±inf.
+    /// Keras's constructor does. A threshold is kept as given, never replaced by ±inf. A
+    /// lazy Keras leaves `monitor_op` unset until [`Decisions::choose_monitor_op`].
     pub fn reset_best(&mut self) {
-        self.direction = self.rules.direction(self.mode, &self.monitor);
+        let chosen = self
+            .rules
+            .direction(self.mode, &self.monitor, &self.metrics);
+        self.direction = chosen.as_ref().map_or(Direction::Minimize, |d| *d);
+        self.monitor_op = match chosen {
+            Ok(d) if !self.rules.lazy_monitor_op() => Some(d),
+            _ => None,
+        };
         self.best = self.rules.initial_best(self.direction, self.threshold);
+    }
+
+    /// Keras 3's `on_epoch_end` start: `if self.monitor_op is None: self._set_monitor_op()`,
+    /// failing (every epoch end) while the direction cannot be told.
+    pub fn choose_monitor_op(&mut self) -> Result<(), Error> {
+        if self.monitor_op.is_none() {
+            let direction = self
+                .rules
+                .direction(self.mode, &self.monitor, &self.metrics)?;
+            self.monitor_op = Some(direction);
+            self.direction = direction;
+        }
+        Ok(())
     }
 
     /// What a save writes: the weights, or a full checkpoint (Keras's `save_weights_only`).
@@ -77,7 +108,12 @@ impl Decisions {
     /// Whether Keras's schedule lets an attempt go ahead (`period`), resetting its counter
     /// as Keras does before formatting.
     pub fn attempt_due(&mut self) -> bool {
-        self.schedule.attempt_due(self.save_freq, self.period)
+        let period = if self.rules.has_period() {
+            self.period
+        } else {
+            1
+        };
+        self.schedule.attempt_due(self.save_freq, period)
     }
 
     /// Keras's `_get_file_path`: `filepath.format(epoch=epoch + 1, batch=batch + 1, **logs)`,
@@ -111,16 +147,16 @@ impl Decisions {
 
     /// Keras's verdict on the logs of a due attempt. On an improvement `best` moves now,
     /// before the save runs, as in Keras (a failed save still moves it).
-    pub fn judge(&mut self, logs: &Logs) -> Verdict {
+    pub fn judge(&mut self, logs: &Logs) -> Result<Verdict, Error> {
         let verdict = self.rules.judge(
             self.save_best_only,
-            self.direction,
+            self.monitor_op,
             logs.get(&self.monitor),
             self.best,
-        );
+        )?;
         if let Verdict::Improved { to, .. } = verdict {
             self.best = to;
         }
-        verdict
+        Ok(verdict)
     }
 }

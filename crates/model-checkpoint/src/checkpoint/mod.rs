@@ -12,9 +12,8 @@ mod decisions;
 mod engine;
 mod interrupt;
 mod keras;
-mod keras_args;
 mod model_checkpoint;
 
 pub use keras::KerasVersion;
-pub use keras_args::{KerasArgs, KerasValue};
+pub use keras::{KerasArgs, KerasValue};
 pub use model_checkpoint::{CheckpointState, ModelCheckpoint};

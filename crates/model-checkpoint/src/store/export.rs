@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use super::gate;
+use super::gate::{self, KEY_EXPORTED_FROM};
 use super::layout::{Kind, RESERVED_KEYS, TRAINING_PREFIX};
 use super::meta::KEY_TRAINING_STATE;
 use super::read::{CheckpointFile, TensorRef};
@@ -18,11 +18,6 @@ use super::storage::Storage;
 use super::write::{save_to, SaveOptions, SaveReport};
 use crate::model::{Dtype, NamedTensor, TensorData};
 use crate::Error;
-
-/// The metadata key of an exported checkpoint: the SHA-256 (hex) of the header of the file
-/// it was exported from. The deletion gate lets a later export replace it
-/// ([`gate::Claim::Derived`]).
-pub const KEY_EXPORTED_FROM: &str = "exported_from";
 
 /// What [`export`] keeps of the source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

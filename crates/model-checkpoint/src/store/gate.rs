@@ -72,7 +72,7 @@ pub enum Claim<'a> {
     /// ([`crate::sharded::ShardedCheckpoint::consolidate`]) or `ckpt export`
     /// ([`super::export()`]): a checkpoint with this format's checksums whose header
     /// records what it was made from ([`KEY_CONSOLIDATED_FROM`] or
-    /// [`super::KEY_EXPORTED_FROM`]).
+    /// [`KEY_EXPORTED_FROM`]).
     Derived,
     /// A side file the tool rewrites whole (the run's journal): it begins with `first_line`.
     SideFile {
@@ -126,6 +126,11 @@ impl std::fmt::Debug for Claim<'_> {
 /// The metadata key of a consolidated checkpoint: the save id of the sharded checkpoint it
 /// was made from.
 pub const KEY_CONSOLIDATED_FROM: &str = "consolidated_from";
+
+/// The metadata key of an exported checkpoint: the SHA-256 (hex) of the header of the file
+/// it was exported from. The deletion gate lets a later export replace it
+/// ([`Claim::Derived`]).
+pub const KEY_EXPORTED_FROM: &str = "exported_from";
 
 /// The largest page or picture the gate reads to check its signature.
 const MAX_SIGNED_BYTES: u64 = 256 << 20;
@@ -271,7 +276,7 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
             let info = file.info();
             if file.has_checksums()
                 && (info.contains_key(KEY_CONSOLIDATED_FROM)
-                    || info.contains_key(super::export::KEY_EXPORTED_FROM))
+                    || info.contains_key(KEY_EXPORTED_FROM))
             {
                 Ok(())
             } else {

@@ -26,7 +26,8 @@ mod storage;
 mod write;
 
 pub use crate::document::{DocumentError, LoopState, TrainingDocument, OPTIMIZER_TENSORS};
-pub use export::{export, Export, Exported, KEY_EXPORTED_FROM};
+pub use export::{export, Export, Exported};
+pub use gate::KEY_EXPORTED_FROM;
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};
 pub use local::{
     is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,

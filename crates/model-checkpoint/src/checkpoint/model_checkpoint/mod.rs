@@ -1,3 +1,4 @@
+mod from_keras;
 mod options;
 mod saving;
 mod triggers;
@@ -64,7 +65,8 @@ pub struct CheckpointState {
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
-/// `ModelCheckpoint` (tf.keras 2.x) does.
+/// `ModelCheckpoint` does: tf.keras 2.x by default, Keras 3 with
+/// [`ModelCheckpoint::keras`]`(`[`KerasVersion::Keras3`](crate::KerasVersion::Keras3)`)`.
 ///
 /// Every Keras argument is a builder method with Keras's default. The file written is a
 /// safetensors file whatever the extension: weights only with
@@ -160,6 +162,27 @@ impl ModelCheckpoint {
         self.decisions.rules.version()
     }
 
+    /// Declares the direction of a metric the model was compiled with (Keras 3's metric
+    /// `_direction`: `"up"` is [`Direction::Maximize`], anything else
+    /// [`Direction::Minimize`]), so that Keras 3's `mode="auto"` can read a monitor of that
+    /// name, with or without a `val_` prefix. tf.keras 2 decides from the name alone and
+    /// ignores this. Resets [`best`](ModelCheckpoint::best).
+    ///
+    /// ```
+    /// use model_checkpoint::{Direction, KerasVersion, ModelCheckpoint};
+    ///
+    /// let checkpoint = ModelCheckpoint::new("best.weights.h5")
+    ///     .keras(KerasVersion::Keras3)
+    ///     .monitor("val_accuracy")
+    ///     .compiled_metric("accuracy", Direction::Maximize);
+    /// assert_eq!(checkpoint.direction(), Direction::Maximize);
+    /// ```
+    pub fn compiled_metric(mut self, name: impl Into<String>, direction: Direction) -> Self {
+        self.decisions.metrics.insert(name.into(), direction);
+        self.decisions.reset_best();
+        self
+    }
+
     /// Print a line for every save decision when above 0 (Keras's `verbose`; any positive
     /// value prints). Default: 0.
     pub fn verbose(mut self, verbose: i64) -> Self {
@@ -212,7 +235,9 @@ impl ModelCheckpoint {
     }
 
     /// Save every `period` epochs (Keras's deprecated `period`). Default: 1. Logs Keras's
-    /// deprecation warning, as Keras does on construction.
+    /// deprecation warning, as Keras does on construction. Keras 3 has no `period`: under
+    /// [`KerasVersion::Keras3`](crate::KerasVersion::Keras3) it is ignored (with a warning
+    /// saying so when Keras 3 is chosen first).
     #[deprecated(note = "use save_freq; period is kept for Keras compatibility")]
     pub fn period(mut self, period: i64) -> Self {
         log::warn!(target: "model_checkpoint", "{}", self.decisions.rules.period_deprecated());
@@ -226,7 +251,8 @@ impl ModelCheckpoint {
         self
     }
 
-    /// The best monitored value so far; before any improvement, the threshold or ±inf.
+    /// The best monitored value so far; before any improvement, the threshold, or ±inf
+    /// (tf.keras 2), or [`Value::None`] (Keras 3).
     pub fn best(&self) -> Value {
         self.decisions.best
     }
@@ -370,44 +396,11 @@ impl Callback for ModelCheckpoint {
         logs: &Logs,
         ctx: &mut Context<'_>,
     ) -> HookResult {
-        if self.decisions.save_freq == SaveFreq::Epoch && !self.triggers.acts_on_batches() {
-            // Keras returns at once here, leaving its batch counters alone.
-            return Ok(Control::Continue);
-        }
-        self.engine.poll()?;
-        let batch = to_i64(batch);
-        let mut attempted = false;
-        if self.decisions.batch_due(batch) {
-            // The counter has already been reset, so a missing epoch loses this save, as in
-            // Keras (trace save_freq_no_epoch_begin).
-            let epoch = self.decisions.current_epoch.ok_or(Error::NoCurrentEpoch)?;
-            attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Keras)?;
-        }
-        if !attempted && self.triggers.due(ctx.global_step) {
-            let epoch = self.decisions.current_epoch.ok_or(Error::NoCurrentEpoch)?;
-            attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Trigger)?;
-        }
-        if attempted {
-            self.triggers.last_trigger_time = Some(Instant::now());
-        }
-        self.check_interrupt(Some(batch), logs, ctx)
+        self.train_batch_end(batch, Some(logs), ctx)
     }
 
     fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
-        self.engine.poll()?;
-        self.decisions.schedule.epoch_ended();
-        let epoch = to_i64(epoch);
-        let mut attempted = false;
-        if self.decisions.save_freq == SaveFreq::Epoch {
-            attempted = self.save_model(epoch, None, logs, ctx, Reason::Keras)?;
-        }
-        if !attempted && self.triggers.epoch_due(epoch) {
-            attempted = self.save_model(epoch, None, logs, ctx, Reason::Trigger)?;
-        }
-        if attempted {
-            self.triggers.last_trigger_time = Some(Instant::now());
-        }
-        self.check_interrupt(None, logs, ctx)
+        self.epoch_end(epoch, Some(logs), ctx)
     }
 
     fn state_key(&self) -> Option<String> {
@@ -532,6 +525,87 @@ impl CheckpointState {
 }
 
 impl ModelCheckpoint {
+    /// [`Callback::on_epoch_end`] called with no logs at all, as Python's
+    /// `on_epoch_end(epoch, logs=None)` is (for a binding to Python): tf.keras 2 reads that
+    /// as empty logs; Keras 3 formats the path first and fails with its `TypeError`
+    /// ([`Error::Keras`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Callback::on_epoch_end`].
+    pub fn on_epoch_end_without_logs(&mut self, epoch: usize, ctx: &mut Context<'_>) -> HookResult {
+        self.epoch_end(epoch, None, ctx)
+    }
+
+    /// [`Callback::on_train_batch_end`] called with no logs at all (Python's `logs=None`);
+    /// see [`ModelCheckpoint::on_epoch_end_without_logs`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Callback::on_train_batch_end`].
+    pub fn on_train_batch_end_without_logs(
+        &mut self,
+        batch: usize,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        self.train_batch_end(batch, None, ctx)
+    }
+
+    fn train_batch_end(
+        &mut self,
+        batch: usize,
+        logs: Option<&Logs>,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        if self.decisions.save_freq == SaveFreq::Epoch && !self.triggers.acts_on_batches() {
+            // Keras returns at once here, leaving its batch counters alone.
+            return Ok(Control::Continue);
+        }
+        self.engine.poll()?;
+        let batch = to_i64(batch);
+        let mut attempted = false;
+        if self.decisions.batch_due(batch) {
+            // The counter has already been reset, so a missing epoch loses this save, as in
+            // Keras (trace save_freq_no_epoch_begin).
+            let epoch = self.decisions.current_epoch.ok_or(Error::NoCurrentEpoch)?;
+            attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Keras)?;
+        }
+        if !attempted && self.triggers.due(ctx.global_step) {
+            let epoch = self.decisions.current_epoch.ok_or(Error::NoCurrentEpoch)?;
+            attempted = self.save_model(epoch, Some(batch), logs, ctx, Reason::Trigger)?;
+        }
+        if attempted {
+            self.triggers.last_trigger_time = Some(Instant::now());
+        }
+        let empty = Logs::new();
+        self.check_interrupt(Some(batch), logs.unwrap_or(&empty), ctx)
+    }
+
+    fn epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: Option<&Logs>,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        self.engine.poll()?;
+        self.decisions.schedule.epoch_ended();
+        // Keras 3 chooses `monitor_op` here, before saving, failing while it cannot.
+        self.decisions.choose_monitor_op()?;
+        let epoch = to_i64(epoch);
+        let mut attempted = false;
+        if self.decisions.save_freq == SaveFreq::Epoch {
+            attempted = self.save_model(epoch, None, logs, ctx, Reason::Keras)?;
+        }
+        if !attempted && self.triggers.epoch_due(epoch) {
+            attempted = self.save_model(epoch, None, logs, ctx, Reason::Trigger)?;
+        }
+        if attempted {
+            self.triggers.last_trigger_time = Some(Instant::now());
+        }
+        let empty = Logs::new();
+        self.check_interrupt(None, logs.unwrap_or(&empty), ctx)
+    }
+
     /// After a step or an epoch: if a signal came, save a full checkpoint and stop.
     fn check_interrupt(
         &mut self,

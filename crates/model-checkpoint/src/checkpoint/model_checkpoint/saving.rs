@@ -40,7 +40,12 @@ impl ModelCheckpoint {
 
     /// Keras's `_save_model`, in Keras's order of effects (KERAS-SPEC.md §19): reset the period
     /// counter, format (possibly failing), create the folder, then check the monitor, print,
-    /// update `best`, save. Returns whether an attempt was due.
+    /// update `best`, save. Returns whether an attempt was due. Where the Keras being
+    /// imitated orders things otherwise, its rules say so: Keras 3 makes the folder and
+    /// meets a missing model only after its message, and prints a second line once saved.
+    ///
+    /// `logs` is `None` for a hook called without logs (Python's `logs=None`): tf.keras 2
+    /// reads that as empty logs, Keras 3 fails formatting the path.
     ///
     /// This crate's own refusals of a save (a reserved name, a model that cannot give a full
     /// checkpoint) come before Keras's message, so that nothing is printed for a save that
@@ -50,32 +55,42 @@ impl ModelCheckpoint {
         &mut self,
         epoch: i64,
         batch: Option<i64>,
-        logs: &Logs,
+        logs: Option<&Logs>,
         ctx: &Context<'_>,
         reason: Reason,
     ) -> Result<bool, Error> {
         if reason == Reason::Keras && !self.decisions.attempt_due() {
             return Ok(false);
         }
-        let filepath = Decisions::file_path(&self.engine.config.template, epoch, batch, logs)?;
-        // Keras fails on a missing model here: after formatting, before making folders.
-        ctx.model()?;
-        self.engine.ensure_run_id();
         let rules = self.decisions.rules;
+        let empty = Logs::new();
+        let logs = match logs {
+            Some(logs) => logs,
+            None => match rules.no_logs(batch) {
+                Some(err) => return Err(err),
+                None => &empty,
+            },
+        };
+        let filepath = Decisions::file_path(&self.engine.config.template, epoch, batch, logs)?;
+        // tf.keras fails on a missing model here: after formatting, before making folders.
+        let model_first = rules.model_before_message();
+        if model_first {
+            ctx.model()?;
+        }
+        self.engine.ensure_run_id();
         // tf.keras creates the folder before looking at the monitor, so skipped epochs can
         // leave empty folders (trace missing_monitor_dir_created).
         if rules.folder_before_monitor() {
             self.engine.prepare_folder(&filepath)?;
         }
         let monitor = self.decisions.monitor.clone();
-        let mut verdict = self.decisions.judge(logs);
+        let verdict = self.decisions.judge(logs)?;
         match verdict {
             Verdict::MonitorMissing => {
                 log::warn!(target: "model_checkpoint", "{}", rules.monitor_missing(&monitor));
                 if !rules.missing_monitor_saves() {
                     return Ok(true);
                 }
-                verdict = Verdict::Save;
             }
             Verdict::NotImproved { best } => {
                 self.say(&rules.not_improved(epoch, &monitor, best));
@@ -83,12 +98,12 @@ impl ModelCheckpoint {
             }
             Verdict::Improved { .. } | Verdict::Save => {}
         }
-        if !rules.folder_before_monitor() {
-            self.engine.prepare_folder(&filepath)?;
-        }
         self.engine.check_reserved(&filepath)?;
         let kind = self.decisions.kind();
-        self.engine.check_model(ctx, kind)?;
+        // Keras 3 meets a missing model only at the save, after its message (below).
+        if model_first || ctx.model().is_ok() {
+            self.engine.check_model(ctx, kind)?;
+        }
         // With versions, the name is looked up before the message that shows it.
         let path = if self.engine.config.overwrite {
             self.engine.normalize(&filepath)
@@ -105,7 +120,16 @@ impl ModelCheckpoint {
             Verdict::Improved { from, to } => {
                 self.say(&rules.improved(epoch, &monitor, from, to, &shown));
             }
-            _ => self.say(&rules.saving(epoch, &shown)),
+            Verdict::Save => self.say(&rules.saving(epoch, &shown)),
+            // Keras 3 saves without a message of its own after the warning.
+            Verdict::MonitorMissing | Verdict::NotImproved { .. } => {}
+        }
+        if !model_first {
+            ctx.model()?;
+        }
+        // Keras 3 makes the folder only for a save that happens, after its message.
+        if !rules.folder_before_monitor() {
+            self.engine.prepare_folder(&filepath)?;
         }
         check_length(&filepath)?;
         // With versions, a commit never replaces: a writer that lost a race for the name
@@ -116,6 +140,11 @@ impl ModelCheckpoint {
             Commit::CreateNew
         };
         self.write(path, kind, commit, (epoch, batch), logs, ctx, false)?;
+        // Keras 3's second line. The save is handed over here: written already, or, in a
+        // round of hooks or with background saving, planned and written by the engine.
+        if let Some(line) = rules.finished_saving(epoch, &shown) {
+            self.say(&line);
+        }
         Ok(true)
     }
 

@@ -1,14 +1,14 @@
-//! The lenient, Keras-compatible way to build a `ModelCheckpoint`: loose values for `mode`
+//! Keras's arguments as Python passes them, for `ModelCheckpoint::from_keras`: loose values for `mode`
 //! and `save_freq`, with Keras's warnings and errors, for configs and ports of Python code.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use super::keras::KerasVersion;
-use super::ModelCheckpoint;
-use crate::policy::{Mode, SaveFreq};
+use super::KerasVersion;
+use crate::policy::Direction;
 use crate::store::SaveOptions;
 use crate::template::float_repr;
-use crate::{Error, Value};
+use crate::Value;
 
 /// A loosely typed argument, as a Python caller (or a JSON config) may pass it.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,8 +89,20 @@ pub struct KerasArgs {
     pub options: Option<SaveOptions>,
     /// `initial_value_threshold`, default none.
     pub initial_value_threshold: Option<Value>,
-    /// The deprecated `period` keyword, default absent (1); present, it warns.
+    /// The deprecated `period` keyword, default absent (1); present, it warns (tf.keras 2)
+    /// or is refused (Keras 3).
     pub period: Option<i64>,
+    /// Which Keras's constructor and behaviour to follow. Default: tf.keras 2.
+    pub keras: KerasVersion,
+    /// The names of any other keyword arguments the caller passed (a config's unknown
+    /// keys, a port's `load_weights_on_restart`): tf.keras 2 ignores them, Keras 3 refuses
+    /// the first with its `TypeError`.
+    pub other_keywords: Vec<String>,
+    /// The compiled model's metrics whose direction is known (Keras 3 metrics'
+    /// `_direction`: `"up"` maximises, anything else minimises), by metric name, as a
+    /// binding or a trainer reads them from the model. Keras 3's `mode="auto"` uses them;
+    /// tf.keras 2 ignores them. See [`crate::ModelCheckpoint::compiled_metric`].
+    pub compiled_metrics: BTreeMap<String, Direction>,
 }
 
 impl KerasArgs {
@@ -107,57 +119,9 @@ impl KerasArgs {
             options: None,
             initial_value_threshold: None,
             period: None,
+            keras: KerasVersion::Tf2,
+            other_keywords: Vec::new(),
+            compiled_metrics: BTreeMap::new(),
         }
-    }
-}
-
-impl ModelCheckpoint {
-    /// Builds the callback as Keras's constructor does, in its order: the `period` warning,
-    /// then the unknown-mode warning, then `save_freq` validation (KERAS-SPEC.md §1.1).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidSaveFreq`] with Keras's text for a `save_freq` that is not `"epoch"`,
-    /// an int or a bool (`"3"` and `2.0` are rejected, as in Keras).
-    pub fn from_keras(args: KerasArgs) -> Result<Self, Error> {
-        let rules = KerasVersion::Tf2.rules();
-        let mut cb = ModelCheckpoint::new(&args.filepath)
-            .monitor(args.monitor)
-            .verbose(args.verbose)
-            .save_best_only(args.save_best_only)
-            .save_weights_only(args.save_weights_only)
-            .options(args.options.unwrap_or_default());
-        if let Some(threshold) = args.initial_value_threshold {
-            cb = cb.initial_value_threshold(threshold);
-        }
-        if let Some(period) = args.period {
-            log::warn!(target: "model_checkpoint", "{}", rules.period_deprecated());
-            cb.set_period(period);
-        }
-        let (mode, warning) = match &args.mode {
-            // Keras's lenient reading (KERAS-SPEC.md §1.1 step 6): anything but "auto", "min"
-            // or "max" (case sensitive) becomes auto, with a warning; never an error.
-            KerasValue::Str(s) => match s.parse::<Mode>() {
-                Ok(mode) => (mode, None),
-                Err(_) => (Mode::Auto, Some(rules.unknown_mode(s))),
-            },
-            other => (Mode::Auto, Some(rules.unknown_mode(&other.to_string()))),
-        };
-        if let Some(warning) = warning {
-            log::warn!(target: "model_checkpoint", "{warning}");
-        }
-        let save_freq = match &args.save_freq {
-            KerasValue::Str(s) if s == "epoch" => SaveFreq::Epoch,
-            KerasValue::Int(n) => SaveFreq::Batches(*n),
-            // bool is a subclass of int in Python: True saves every batch, as does False.
-            KerasValue::Bool(b) => SaveFreq::Batches(i64::from(*b)),
-            other => {
-                return Err(Error::InvalidSaveFreq {
-                    value: other.to_string(),
-                })
-            }
-        };
-        cb.set_mode_and_freq(mode, save_freq);
-        Ok(cb)
     }
 }
