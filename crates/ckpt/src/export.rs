@@ -37,15 +37,36 @@ pub(crate) struct ExportArgs {
 pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
     let from = Location::of(&args.from)?.resolve_latest()?;
     let to = Location::of(&args.out)?;
-    // An output never replaces an input, whatever the names look like; the core's gate
-    // then refuses any other file that is not an earlier export.
-    if within(&to.identity(), &from.identity()) {
-        return Err(format!(
-            "refusing to write {}: it is the checkpoint it reads ({}); write the export elsewhere",
-            args.out.display(),
-            args.from.display()
+    let refuse = |why: &str| -> Failure {
+        format!(
+            "refusing to write {}: {why}",
+            crate::printable(&crate::shorten(&args.out.to_string_lossy(), 300))
         )
-        .into());
+        .into()
+    };
+    // An output never replaces an input, whatever the names look like (a link to it, a
+    // second name of the same file); the core's gate then refuses any other file that is
+    // not an earlier export.
+    if within(&to.identity(), &from.identity()) || same_file(&from, &to) {
+        return Err(refuse(&format!(
+            "it is the checkpoint it reads ({}); write the export elsewhere",
+            crate::printable(&crate::shorten(&args.from.to_string_lossy(), 300))
+        )));
+    }
+    // `DIR/latest` is how every command names a folder's newest checkpoint: a file of that
+    // name would take its place.
+    if to.name.trim_end_matches('/').rsplit('/').next() == Some("latest") {
+        return Err(refuse(
+            "DIR/latest names a folder's newest checkpoint in every command; give the file another name",
+        ));
+    }
+    // Replacing a link would leave the user's link a file of its own.
+    if !to.is_remote()
+        && std::fs::symlink_metadata(&to.name).is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(refuse(
+            "it is a symbolic link; give the path of the file itself",
+        ));
     }
     if crate::sharded::is_sharded(&*from.storage, &from.name) {
         if !args.weights_only {
@@ -65,7 +86,16 @@ pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    let source = from.open(Verify::HeaderOnly)?;
+    if from.is_folder()? {
+        return Err(format!(
+            "{} is a folder without a sharded checkpoint's index: give a checkpoint file, or DIR/latest for its newest",
+            crate::printable(&crate::shorten(&args.from.to_string_lossy(), 300))
+        )
+        .into());
+    }
+    // Every checksum, the training tensors' too: a damaged source is refused whole, even
+    // when only its weights are kept.
+    let source = from.open(Verify::Full)?;
     let keep = if args.weights_only {
         Export::Weights
     } else {
@@ -85,4 +115,16 @@ pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
         crate::printable(&crate::shorten(&from.name, 300))
     );
     Ok(())
+}
+
+/// Whether `a` and `b` are one local file under two names (a hard link).
+fn same_file(a: &Location, b: &Location) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a.is_remote() || b.is_remote() {
+        return false;
+    }
+    match (std::fs::metadata(&a.name), std::fs::metadata(&b.name)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }

@@ -571,6 +571,12 @@ fn build_checkpoint(
     args: &TrainArgs,
     storage: std::sync::Arc<dyn model_checkpoint::store::Storage>,
 ) -> Result<ModelCheckpoint, Failure> {
+    if args.keras == KerasVersion::Keras3
+        && args.save_best_only
+        && matches!(args.save_freq, SaveFreq::Batches(_))
+    {
+        return Err("--keras 3 with --save-best-only and --save-freq N: Keras 3 itself fails there ('NoneType' object is not callable at the second save of the first epoch); use --save-freq epoch, or --keras 2".into());
+    }
     if args.keras == KerasVersion::Keras3 && args.period.is_some() {
         return Err("--period is tf.keras 2's: Keras 3's ModelCheckpoint has none (use --save-freq or --every-n-epochs)".into());
     }

@@ -345,7 +345,58 @@ fn export_weights_only_writes_the_model_alone_and_never_replaces_an_input() {
     );
     assert_eq!(std::fs::read(&full).expect("read"), before);
 
-    // A damaged source fails its checksum and leaves no output behind.
+    // A name that every command reads as "the newest in DIR", a link, a second name of
+    // the source, and a folder are refused too.
+    std::os::unix::fs::symlink("model.safetensors", dir.path().join("link.safetensors"))
+        .expect("symlink");
+    std::fs::hard_link(&full, dir.path().join("second-name.safetensors")).expect("link");
+    for (from, to, says) in [
+        ("ck/e02.safetensors", "ck/latest", "DIR/latest"),
+        ("ck/e02.safetensors", "link.safetensors", "symbolic link"),
+        (
+            "ck/e02.safetensors",
+            "second-name.safetensors",
+            "the checkpoint it reads",
+        ),
+        ("ck", "out.safetensors", "is a folder"),
+    ] {
+        let out = ckpt(dir.path(), &["export", from, to, "--weights-only"]);
+        assert_eq!(out.status.code(), Some(2), "{from} -> {to}");
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+    assert!(!dir.path().join("ck/latest").exists());
+    assert!(
+        std::fs::symlink_metadata(dir.path().join("link.safetensors"))
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&full).expect("read"), before);
+
+    // A damaged source fails its checksum and leaves no output behind, even when the
+    // damage is in a training tensor --weights-only leaves out.
+    let mut bytes = before.clone();
+    let first = source
+        .tensors()
+        .find(|t| t.name.starts_with(model_checkpoint::store::TRAINING_PREFIX))
+        .expect("a training tensor")
+        .name
+        .to_owned();
+    let at = find(&bytes, &source.read(&first).expect("read")).expect("its bytes");
+    bytes[at] ^= 0xff;
+    std::fs::write(dir.path().join("damaged-training.safetensors"), &bytes).expect("write");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "export",
+            "damaged-training.safetensors",
+            "dt.safetensors",
+            "--weights-only",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(!dir.path().join("dt.safetensors").exists());
+
     let mut bytes = before.clone();
     let n = bytes.len();
     bytes[n - 3] ^= 0xff;
@@ -366,4 +417,9 @@ fn export_weights_only_writes_the_model_alone_and_never_replaces_an_input() {
         text(&out.stderr)
     );
     assert!(!dir.path().join("damaged.safetensors").exists());
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

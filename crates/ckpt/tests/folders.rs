@@ -558,3 +558,73 @@ fn keras_messages_print_a_templates_control_characters_escaped() {
     );
     assert!(!stdout.lines().any(|l| l.starts_with("FAKE")), "{stdout:?}");
 }
+
+#[test]
+fn a_completed_resume_leaves_what_a_straight_run_leaves_and_another_keras_is_refused() {
+    // A monitor never logged: best-only saves nothing, so the save on the signal is the
+    // run's only checkpoint until the run completes; then the run leaves what a straight
+    // run leaves (nothing), as every completed resume does.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "train",
+        "--epochs",
+        "40",
+        "--progress",
+        "0",
+        "--verbose",
+        "0",
+        "--monitor",
+        "val_nothing",
+        "--save-best-only",
+        "--filepath",
+        "ck/e{epoch:02d}.safetensors",
+        "--save-on-interrupt",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start training");
+    // The history's first row: an epoch has ended.
+    let history = dir.path().join("ck/history.csv");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&history).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(started.elapsed().as_secs() < 60, "no epoch ended");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(child.wait().expect("wait").code(), Some(3));
+    let interrupted = dir.path().join("ck/interrupted.safetensors");
+    assert!(interrupted.exists());
+
+    // The same run under Keras 3: refused, naming both.
+    let mut keras3 = args.to_vec();
+    keras3.extend(["--resume", "latest", "--keras", "3", "--mode", "min"]);
+    let out = ckpt(dir.path(), &keras3);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("imitating tf.keras 2, but this one imitates Keras 3"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut resume = args.to_vec();
+    resume.extend(["--resume", "latest"]);
+    let out = ckpt(dir.path(), &resume);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no checkpoint was saved"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !interrupted.exists(),
+        "a completed run keeps no save on a signal"
+    );
+}

@@ -45,6 +45,33 @@ impl KerasVersion {
             KerasVersion::Keras3 => &keras3::Keras3,
         }
     }
+
+    /// The name a callback's state records it by (`"2"`, `"3"`), so that a resume under
+    /// another Keras is refused: their `best` values and rules differ.
+    pub(crate) fn token(self) -> &'static str {
+        match self {
+            KerasVersion::Tf2 => "2",
+            KerasVersion::Keras3 => "3",
+        }
+    }
+
+    /// The Keras a recorded token names (a state without one is tf.keras 2's: the only one
+    /// before Keras 3 was added).
+    pub(crate) fn from_token(token: Option<&str>) -> Option<Self> {
+        match token {
+            None | Some("2") => Some(KerasVersion::Tf2),
+            Some("3") => Some(KerasVersion::Keras3),
+            Some(_) => None,
+        }
+    }
+
+    /// How messages name it.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            KerasVersion::Tf2 => "tf.keras 2",
+            KerasVersion::Keras3 => "Keras 3",
+        }
+    }
 }
 
 /// Everything in `ModelCheckpoint` that one Keras does differently from another.

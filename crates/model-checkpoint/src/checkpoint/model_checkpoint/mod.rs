@@ -62,6 +62,10 @@ pub struct CheckpointState {
     /// that a resumed run names its saves as one that never stopped).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub versions: BTreeMap<String, u64>,
+    /// Which Keras the callback imitated (`"2"`, `"3"`; absent in files from before Keras 3
+    /// was added, which are tf.keras 2's): a resume under another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keras: Option<String>,
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
@@ -334,6 +338,7 @@ fn compose(decisions: &Decisions, triggers: &Triggers, saved: Saved) -> Checkpoi
         run_id: saved.run_id,
         monitor: Some(decisions.monitor.clone()),
         versions: saved.versions,
+        keras: Some(decisions.rules.version().token().to_owned()),
     }
 }
 
@@ -440,6 +445,23 @@ impl Callback for ModelCheckpoint {
                 )));
             }
         }
+        let now = self.decisions.rules.version();
+        match crate::KerasVersion::from_token(restored.keras.as_deref()) {
+            Some(saved) if saved == now => {}
+            Some(saved) => {
+                return Err(bad(format!(
+                    "it was saved by a callback imitating {}, but this one imitates {} (their best values and rules differ); resume with the same Keras",
+                    saved.describe(),
+                    now.describe()
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "it names an unknown Keras {:?}",
+                    crate::text::shorten(restored.keras.as_deref().unwrap_or(""), 40)
+                )))
+            }
+        }
         if let Some((key, value)) = restored.out_of_range() {
             return Err(bad(format!("counter {key} is out of range: {value}")));
         }
@@ -455,6 +477,7 @@ impl Callback for ModelCheckpoint {
             run_id,
             monitor: _,
             versions,
+            keras: _,
         } = restored;
         self.engine
             .restore(Saved {
