@@ -13,8 +13,8 @@ use crate::step::Step;
 use crate::{Error, FitOptions};
 
 /// A framework's [`Step`] (model, optimizer, loss, metrics) and where training stands:
-/// Keras's compiled `Model`, for `fit` and `evaluate`. The adapters wrap it (candle's
-/// `Trainer`, burn's `BurnTrainer`) and supply the step.
+/// Keras's compiled `Model`, for `fit` and `evaluate`. Every adapter supplies only the
+/// step (candle's `CandleStep`, burn's `BurnStep`) and trains with this one type.
 pub struct Trainer<S> {
     pub(crate) step: S,
     pub(crate) rng: Option<TrainRng>,
