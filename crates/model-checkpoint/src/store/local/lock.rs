@@ -12,6 +12,9 @@ use crate::Error;
 /// The lock file's name inside a checkpoint folder.
 pub const LOCK_FILE: &str = ".ckpt.lock";
 
+/// How many times (10 ms apart) a busy lock is tried again before it is another holder's.
+const RELEASE_WAITS: u32 = 20;
+
 /// Folders this process holds, with the open lock file and how many holders share it.
 static HELD: Mutex<BTreeMap<PathBuf, (File, usize)>> = Mutex::new(BTreeMap::new());
 
@@ -60,14 +63,24 @@ impl FolderLock {
                 kind: "not a regular file",
             });
         }
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    dir: dir.to_path_buf(),
-                });
+        // A lock this process released a moment ago can still be held by a child another
+        // thread is starting (between fork and exec the child shares every open file, and
+        // with it the lock): wait a little for the exec before calling it another holder's.
+        let mut attempts = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if attempts < RELEASE_WAITS => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Locked {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }
         // A trainer holding a folder above this one writes here too (templates with fields
         // in folder names): refuse, rather than remove its temporary files as stale.
