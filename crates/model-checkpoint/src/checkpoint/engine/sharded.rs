@@ -222,15 +222,7 @@ impl Engine {
         // `last/` holds a copy of some run's checkpoint; anything else there stays.
         let any_run = gate::Claim::ShardedPart { run_id: None };
         let last_index = format!("{last}/{INDEX_FILE}");
-        let check = index_of_run(&last_index, None);
-        gate::delete(
-            &*self.config.storage,
-            &last_index,
-            gate::Claim::Document {
-                what: "a sharded checkpoint's index",
-                check: &check,
-            },
-        )?;
+        delete_index(&*self.config.storage, &last_index, None)?;
         self.config.storage.prepare_dir(last)?;
         let name_of = |full: &str| full.rsplit('/').next().unwrap_or(full).to_owned();
         // The checkpoint's parts are its index's shards: whatever else its folder holds (a
@@ -292,15 +284,7 @@ impl Engine {
         let world = sharded::read_index(&*self.config.storage, &index_name)
             .ok()
             .map(|index| index.model_checkpoint.world_size);
-        let check = index_of_run(&index_name, Some(self.run_id()));
-        gate::delete(
-            &*self.config.storage,
-            &index_name,
-            gate::Claim::Document {
-                what: "an index of this run's",
-                check: &check,
-            },
-        )?;
+        delete_index(&*self.config.storage, &index_name, Some(self.run_id()))?;
         let world = world
             .or(self.config.ranks.map(|r| r.world_size))
             .unwrap_or(0);
@@ -317,6 +301,29 @@ impl Engine {
         }
         gate::remove_empty_folder(&*self.config.storage, dir)
     }
+}
+
+/// Deletes the sharded checkpoint index `name` through the gate, if it is one (of run
+/// `run_id`, or of any run with `None`).
+fn delete_index(
+    storage: &dyn crate::store::Storage,
+    name: &str,
+    run_id: Option<&str>,
+) -> Result<(), Error> {
+    let check = index_of_run(name, run_id);
+    let what = if run_id.is_some() {
+        "an index of this run's"
+    } else {
+        "a sharded checkpoint's index"
+    };
+    gate::delete(
+        storage,
+        name,
+        gate::Claim::Document {
+            what,
+            check: &check,
+        },
+    )
 }
 
 /// A check for the gate that bytes are a sharded checkpoint's index (named `name`) of run
