@@ -55,7 +55,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
     }
     // `DIR/latest` is how every command names a folder's newest checkpoint: a file of that
     // name would take its place.
-    if to.name.trim_end_matches('/').rsplit('/').next() == Some("latest") {
+    if to.name.file_name() == Some("latest") {
         return Err(refuse(
             "DIR/latest names a folder's newest checkpoint in every command; give the file another name",
         ));
@@ -112,7 +112,7 @@ pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
             String::new()
         },
         exported.report.bytes,
-        crate::printable(&crate::shorten(&from.name, 300))
+        crate::printable(&crate::shorten(from.name.as_str(), 300))
     );
     Ok(())
 }

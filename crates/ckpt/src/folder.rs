@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use model_checkpoint::store::{Listed, Meta, Verify};
+use model_checkpoint::store::{Listed, Meta, Name, Verify};
 use model_checkpoint::Mode;
 use serde_json::json;
 
@@ -101,7 +101,7 @@ fn parse_mode(s: &str) -> Result<Mode, String> {
 
 /// What a listing shows of one file.
 pub(crate) struct Entry {
-    pub path: PathBuf,
+    pub path: Name,
     pub kind: Option<String>,
     pub meta: Meta,
     pub size: u64,
@@ -149,7 +149,7 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
         let row = if committed {
             let s = crate::sharded::summarize(&*folder.storage, &sub);
             Entry {
-                path: PathBuf::from(&sub),
+                path: sub.clone(),
                 kind: Some(s.kind),
                 meta: s.meta,
                 size: s.bytes,
@@ -157,7 +157,7 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
             }
         } else {
             Entry {
-                path: PathBuf::from(&sub),
+                path: sub.clone(),
                 kind: Some("sharded".to_owned()),
                 meta: Meta::default(),
                 size: 0,
@@ -196,7 +196,6 @@ pub(crate) fn best_of(
             let interrupt = e
                 .path
                 .file_name()
-                .and_then(|n| n.to_str())
                 .is_some_and(model_checkpoint::store::is_interrupt_name);
             (e.verified.is_ok() && !interrupt)
                 .then(|| monitored(e, monitor))
@@ -229,7 +228,7 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
             .map(|(i, e)| {
                 let m = monitored(e, None);
                 json!({
-                    "path": e.path.to_string_lossy(), "kind": e.kind, "epoch": e.meta.epoch, "global_step": e.meta.global_step,
+                    "path": e.path.as_str(), "kind": e.kind, "epoch": e.meta.epoch, "global_step": e.meta.global_step,
                     "monitor": m.as_ref().map(|(n, _)| n), "value": m.as_ref().map(|(_, v)| v),
                     "bytes": e.size, "verified": e.verified.is_ok(),
                     "problem": e.verified.as_ref().err(), "best": best == Some(i),
@@ -307,7 +306,7 @@ pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     let e = &list[i];
     if args.json {
         crate::output::json(
-            &json!({"path": e.path.to_string_lossy(), "monitor": name, "value": value, "epoch": e.meta.epoch, "global_step": e.meta.global_step}),
+            &json!({"path": e.path.as_str(), "monitor": name, "value": value, "epoch": e.meta.epoch, "global_step": e.meta.global_step}),
         );
     } else {
         out!("{}", e.path.display());

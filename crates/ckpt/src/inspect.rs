@@ -1,6 +1,7 @@
 //! `ckpt show` and `ckpt verify`.
 
-use std::path::{Path, PathBuf};
+use model_checkpoint::store::Name;
+use std::path::PathBuf;
 
 use clap::Args;
 use model_checkpoint::store::Verify;
@@ -152,11 +153,11 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
 }
 
 /// The files a path names: itself, or a folder's checkpoint candidates sorted by name.
-fn files_of(location: &Location, path: &Path) -> Result<Vec<PathBuf>, Failure> {
+fn files_of(location: &Location) -> Result<Vec<Name>, Failure> {
     if location.is_folder()? {
         location.files()
     } else {
-        Ok(vec![path.to_path_buf()])
+        Ok(vec![location.name.clone()])
     }
 }
 
@@ -182,7 +183,7 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
             );
             continue;
         }
-        for file in files_of(&location, path)? {
+        for file in files_of(&location)? {
             // The metadata ModelCheckpoint writes is checked too (counters, logs).
             let opened = location.open_other(&file, Verify::Full).and_then(|f| {
                 model_checkpoint::store::Meta::from_info(f.info())

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use model_checkpoint::store::{self, CheckpointFile, Listed, LocalFolder, Storage, Verify};
+use model_checkpoint::store::{self, CheckpointFile, Listed, LocalFolder, Name, Storage, Verify};
 use model_checkpoint_object_store::{is_remote, ObjectStorage};
 
 use crate::Failure;
@@ -14,8 +14,10 @@ use crate::Failure;
 pub(crate) struct Location {
     pub storage: Arc<dyn Storage>,
     /// The name `storage` knows it by: the path, or the URL.
-    pub name: String,
+    pub name: Name,
     remote: bool,
+    /// Whether it was written with a trailing `/` (a folder, on an object store).
+    slash: bool,
 }
 
 /// The storage for `location` (a path or template, or a URL).
@@ -72,12 +74,24 @@ pub(crate) fn within(inner: &str, outer: &str) -> bool {
 
 impl Location {
     pub fn of(path: &Path) -> Result<Location, Failure> {
-        let name = path.to_string_lossy().into_owned();
+        let text = path.to_string_lossy();
+        let name = Name::new(&text)?;
         Ok(Location {
-            storage: storage_for(&name)?,
-            remote: is_remote(&name),
+            storage: storage_for(&text)?,
+            remote: is_remote(&text),
+            slash: text.ends_with('/'),
             name,
         })
+    }
+
+    /// Another name in the same storage.
+    pub fn at(&self, name: Name) -> Location {
+        Location {
+            storage: self.storage.clone(),
+            slash: false,
+            remote: self.remote,
+            name,
+        }
     }
 
     pub fn is_remote(&self) -> bool {
@@ -87,16 +101,16 @@ impl Location {
     /// The name this location is known by when telling whether two names are the same
     /// object (see [`identity`]).
     pub fn identity(&self) -> String {
-        identity(&self.name)
+        identity(self.name.as_str())
     }
 
     /// Whether this names a folder: a local folder, or a prefix that is not itself an
     /// object.
     pub fn is_folder(&self) -> Result<bool, Failure> {
         if self.remote {
-            Ok(self.name.ends_with('/') || !self.storage.exists(&self.name)?)
+            Ok(self.slash || !self.storage.exists(&self.name)?)
         } else {
-            Ok(Path::new(&self.name).is_dir())
+            Ok(self.name.as_path().is_dir())
         }
     }
 
@@ -107,10 +121,10 @@ impl Location {
     /// Opens another object of the same storage.
     pub fn open_other(
         &self,
-        name: &Path,
+        name: &Name,
         verify: Verify,
     ) -> Result<CheckpointFile, model_checkpoint::Error> {
-        CheckpointFile::open_in(&*self.storage, &name.to_string_lossy(), verify)
+        CheckpointFile::open_in(&*self.storage, name, verify)
     }
 
     /// The folder's checkpoints in training order, with their headers read.
@@ -120,8 +134,8 @@ impl Location {
     }
 
     /// The folder's candidate files, by name.
-    pub fn files(&self) -> Result<Vec<PathBuf>, Failure> {
-        let mut names: Vec<PathBuf> = store::list_in(&*self.storage, &self.name, 0)?
+    pub fn files(&self) -> Result<Vec<Name>, Failure> {
+        let mut names: Vec<Name> = store::list_in(&*self.storage, &self.name, 0)?
             .into_iter()
             .map(|l| l.path)
             .collect();
@@ -130,28 +144,18 @@ impl Location {
     }
 
     /// The newest full checkpoint in this folder that verifies.
-    pub fn latest(&self) -> Result<PathBuf, Failure> {
+    pub fn latest(&self) -> Result<Name, Failure> {
         Ok(store::latest_full_in(&*self.storage, &self.name)?)
     }
 
     /// `FOLDER/latest` (when no such file exists) as the newest full checkpoint in FOLDER;
     /// anything else as itself.
     pub fn resolve_latest(self) -> Result<Location, Failure> {
-        let Some(folder) = self.name.strip_suffix("/latest") else {
-            return Ok(self);
-        };
-        if self.storage.exists(&self.name)? {
+        if self.name.file_name() != Some("latest") || self.storage.exists(&self.name)? {
             return Ok(self);
         }
-        let folder = Location {
-            storage: self.storage,
-            name: folder.to_owned(),
-            remote: self.remote,
-        };
+        let folder = self.at(self.name.parent());
         let newest = folder.latest()?;
-        Ok(Location {
-            name: newest.to_string_lossy().into_owned(),
-            ..folder
-        })
+        Ok(folder.at(newest))
     }
 }

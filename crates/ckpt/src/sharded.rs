@@ -1,11 +1,11 @@
 //! Sharded checkpoints on the command line: `ckpt consolidate`, and what `ls`, `verify` and
 //! `show` see of a folder of shards with its index (or without it: an interrupted save).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use model_checkpoint::sharded::{ShardedCheckpoint, INDEX_FILE};
-use model_checkpoint::store::{Meta, Storage};
+use model_checkpoint::store::{Meta, Name, Storage};
 
 use crate::location::Location;
 use crate::Failure;
@@ -94,18 +94,16 @@ fn refuse_input_as_output(
 }
 
 /// Whether folder `dir` of `storage` is a sharded checkpoint (it has an index).
-pub(crate) fn is_sharded(storage: &dyn Storage, dir: &str) -> bool {
-    storage
-        .exists(&format!("{}/{INDEX_FILE}", dir.trim_end_matches('/')))
-        .unwrap_or(false)
+pub(crate) fn is_sharded(storage: &dyn Storage, dir: &Name) -> bool {
+    storage.exists(&dir.join(INDEX_FILE)).unwrap_or(false)
 }
 
 /// Whether folder `dir` holds shards but no index: a sharded save that never committed.
-pub(crate) fn is_interrupted(storage: &dyn Storage, dir: &str) -> bool {
+pub(crate) fn is_interrupted(storage: &dyn Storage, dir: &Name) -> bool {
     !is_sharded(storage, dir)
         && storage.list(dir, 0).is_ok_and(|objects| {
             objects.iter().any(|o| {
-                let file = o.name.rsplit('/').next().unwrap_or(&o.name);
+                let file = o.name.file_name().unwrap_or_default();
                 file.starts_with("shard-") && file.ends_with(".safetensors")
             })
         })
@@ -121,7 +119,7 @@ pub(crate) struct Summary {
 }
 
 /// Opens and fully verifies the sharded checkpoint in `dir`.
-pub(crate) fn summarize(storage: &dyn Storage, dir: &str) -> Summary {
+pub(crate) fn summarize(storage: &dyn Storage, dir: &Name) -> Summary {
     let checkpoint = match ShardedCheckpoint::open(storage, dir) {
         Ok(c) => c,
         Err(e) => {
@@ -152,26 +150,26 @@ pub(crate) fn summarize(storage: &dyn Storage, dir: &str) -> Summary {
 
 /// The sharded checkpoints (folders with an index) and interrupted sharded saves (folders
 /// with shards and no index) one level below `dir`.
-pub(crate) fn folders_in(storage: &dyn Storage, dir: &str) -> Result<Vec<(String, bool)>, Failure> {
-    let mut found: std::collections::BTreeMap<String, bool> = Default::default();
+pub(crate) fn folders_in(storage: &dyn Storage, dir: &Name) -> Result<Vec<(Name, bool)>, Failure> {
+    let mut found: std::collections::BTreeMap<Name, bool> = Default::default();
     for object in storage.list(dir, 1)? {
-        let Some((folder, file)) = object.name.rsplit_once('/') else {
+        let (folder, Some(file)) = (object.name.parent(), object.name.file_name()) else {
             continue;
         };
-        if Path::new(folder) == Path::new(dir.trim_end_matches('/')) {
+        if folder == *dir {
             continue;
         }
         if file == INDEX_FILE {
-            found.insert(folder.to_owned(), true);
+            found.insert(folder, true);
         } else if file.starts_with("shard-") && file.ends_with(".safetensors") {
-            found.entry(folder.to_owned()).or_insert(false);
+            found.entry(folder).or_insert(false);
         }
     }
     Ok(found.into_iter().collect())
 }
 
 /// `ckpt verify` of a sharded checkpoint: one line; whether it verified.
-pub(crate) fn verify_line(storage: &dyn Storage, dir: &str) -> (bool, String) {
+pub(crate) fn verify_line(storage: &dyn Storage, dir: &Name) -> (bool, String) {
     let summary = summarize(storage, dir);
     match summary.verified {
         Ok(()) => (
@@ -183,7 +181,7 @@ pub(crate) fn verify_line(storage: &dyn Storage, dir: &str) -> (bool, String) {
 }
 
 /// `ckpt show` of a sharded checkpoint.
-pub(crate) fn show(storage: &dyn Storage, dir: &str) -> Result<(), Failure> {
+pub(crate) fn show(storage: &dyn Storage, dir: &Name) -> Result<(), Failure> {
     let checkpoint = ShardedCheckpoint::open(storage, dir)?;
     let s = &checkpoint.index().model_checkpoint;
     out!("sharded checkpoint: {dir}");

@@ -332,25 +332,27 @@ fn check_template(template_text: &str, batch_level: bool) -> Result<String, Fail
 
 /// Creates the checkpoint folder (the template's folders up to the first field), and checks
 /// that files can be created there, so that an unwritable folder fails before training.
-fn check_folder(checkpoint: &ModelCheckpoint) -> Result<(), Failure> {
-    use model_checkpoint::store::{LocalFolder, Storage};
+fn check_folder(
+    checkpoint: &ModelCheckpoint,
+    storage: &dyn model_checkpoint::store::Storage,
+) -> Result<(), Failure> {
     let dir = checkpoint.folder();
     if model_checkpoint_object_store::is_remote(checkpoint.filepath()) {
         // Object stores have no folders: listing proves the credentials, the endpoint and
         // the bucket before any training.
-        crate::location::storage_for(checkpoint.filepath())?.list(&dir.to_string_lossy(), 0)?;
+        storage.list(&dir, 0)?;
         return Ok(());
     }
     // As ModelCheckpoint makes folders: `.` and `..` resolved first, as Keras's gfile does.
-    LocalFolder::default()
-        .prepare_dir(&dir.to_string_lossy())
+    storage
+        .prepare_dir(&dir)
         .map_err(|e| match e {
             model_checkpoint::Error::Io { source, .. } => {
                 format!("cannot create folder {}: {source}", dir.display())
             }
             other => other.to_string(),
         })?;
-    model_checkpoint::store::PendingFile::create(&dir.join("write-test"))
+    model_checkpoint::store::PendingFile::create(dir.join("write-test").as_path())
         .map_err(|e| format!("cannot write checkpoints in {}: {e}", dir.display()))?;
     Ok(())
 }
@@ -375,7 +377,7 @@ fn refuse_data_among_outputs(
     let data_id = identity(&data_name);
     let folder = checkpoint.folder();
     let mut outputs = vec![
-        history.to_path_buf(),
+        model_checkpoint::store::Name::from(history),
         folder.join(model_checkpoint::store::JOURNAL_FILE),
         folder.join("interrupted.safetensors"),
     ];
@@ -383,9 +385,9 @@ fn refuse_data_among_outputs(
     // The template's names, compared where they lie: the data's path (however spelt,
     // links resolved) inside the template's folder, against the template below that folder
     // (and its `-vN` versions).
-    let folder_id = identity(&folder.to_string_lossy());
+    let folder_id = identity(folder.as_str());
     let template = model_checkpoint::store::normalize(&args.filepath);
-    let folder_text = model_checkpoint::store::normalize(&folder.to_string_lossy());
+    let folder_text = folder.as_str();
     let below = if folder_text == "." {
         template.as_str()
     } else {
@@ -400,11 +402,7 @@ fn refuse_data_among_outputs(
                 p.matches(relative) || unversioned(relative).is_some_and(|r| p.matches(&r))
             })
         });
-    if template_makes_it
-        || outputs
-            .iter()
-            .any(|o| identity(&o.to_string_lossy()) == data_id)
-    {
+    if template_makes_it || outputs.iter().any(|o| identity(o.as_str()) == data_id) {
         return Err(format!(
             "--data {}: it is a file this run writes beside its checkpoints, which would replace it; give the data from elsewhere",
             crate::shorten(&data_name, 200)
@@ -474,7 +472,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     let history_file = checkpoint
         .folder()
         .join(model_checkpoint::store::HISTORY_FILE);
-    refuse_data_among_outputs(&args, &checkpoint, &history_file)?;
+    refuse_data_among_outputs(&args, &checkpoint, history_file.as_path())?;
     let mut logger = model_checkpoint::CsvLogger::new(&history_file)
         .storage(storage.clone())
         .append(args.resume.is_some());
@@ -490,7 +488,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     }
     // Only now, with every option and the resume accepted, is the folder made (and checked
     // for writing), so that a refusal leaves nothing behind.
-    check_folder(&checkpoint)?;
+    check_folder(&checkpoint, &*storage)?;
     let options = FitOptions::new(args.epochs)
         .batch_size(args.batch_size)
         .validation_split(args.validation_split)
@@ -504,7 +502,7 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     if history.interrupted {
         report_interrupt(&args, &history, &mut checkpoint)?;
     }
-    report_best(&args, &history, &checkpoint, &sizes, &data.validation)
+    report_best(&args, &history, &checkpoint, &*storage, &sizes, &data.validation)
 }
 
 /// The callbacks of a `ckpt train` run.
@@ -650,7 +648,7 @@ fn resume(
         let latest = run.checkpoint.latest()?;
         model_checkpoint::store::CheckpointFile::open_in(
             &**storage,
-            &latest.to_string_lossy(),
+            &latest,
             model_checkpoint::store::Verify::Full,
         )?
     } else {
@@ -747,6 +745,7 @@ fn report_best(
     args: &TrainArgs,
     history: &model_checkpoint_fit::History,
     checkpoint: &ModelCheckpoint,
+    storage: &dyn model_checkpoint::store::Storage,
     sizes: &[usize],
     validation: &Dataset,
 ) -> Result<(), Failure> {
@@ -777,8 +776,11 @@ fn report_best(
             args.monitor
         ),
     }
-    let best_file = crate::location::Location::of(&best_path)?
-        .open(model_checkpoint::store::Verify::HeaderOnly)?;
+    let best_file = model_checkpoint::store::CheckpointFile::open_in(
+        storage,
+        &best_path,
+        model_checkpoint::store::Verify::HeaderOnly,
+    )?;
     let logs = framework::evaluate_weights(
         args.framework,
         sizes,

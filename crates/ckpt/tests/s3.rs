@@ -7,6 +7,7 @@ mod seaweed;
 
 mod common;
 
+use model_checkpoint::store::Name;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -44,7 +45,7 @@ fn train(server: &Seaweed, dir: &Path, epochs: &str, extra: &[&str]) -> Output {
 
 fn download(server: &Seaweed, name: &str, to: &Path) {
     let storage = server.storage();
-    let reader = storage.open(name).expect("open");
+    let reader = storage.open(&Name::from(name)).expect("open");
     let mut bytes = vec![0; reader.len() as usize];
     reader.read_exact_at(&mut bytes, 0).expect("read");
     std::fs::write(to, bytes).expect("write");
@@ -52,7 +53,10 @@ fn download(server: &Seaweed, name: &str, to: &Path) {
 
 fn clear(server: &Seaweed, prefix: &str) {
     let storage = server.storage();
-    for object in storage.list(&server.url(prefix), 5).expect("list") {
+    for object in storage
+        .list(&Name::from(&server.url(prefix)), 5)
+        .expect("list")
+    {
         storage.delete(&object.name).expect("delete");
     }
 }
@@ -187,7 +191,7 @@ fn ckpt_unlock_refuses_a_live_holder_on_this_host_unless_forced() {
     let lock = server.url("run/.ckpt.lock");
     let plant = |content: &str| {
         assert!(storage
-            .put_if_absent(&lock, content.as_bytes())
+            .put_if_absent(&Name::from(&lock), content.as_bytes())
             .expect("plant"));
     };
     let unlock = |force: bool| {
@@ -225,7 +229,7 @@ fn ckpt_unlock_refuses_a_live_holder_on_this_host_unless_forced() {
     ));
     refused(&unlock(false));
     assert!(
-        storage.exists(&lock).expect("exists"),
+        storage.exists(&Name::from(&lock)).expect("exists"),
         "a live holder's lock went"
     );
     let forced = unlock(true);
@@ -235,17 +239,17 @@ fn ckpt_unlock_refuses_a_live_holder_on_this_host_unless_forced() {
         "{}",
         text(&forced.stdout)
     );
-    assert!(!storage.exists(&lock).expect("exists"));
+    assert!(!storage.exists(&Name::from(&lock)).expect("exists"));
 
     // This process, holding the folder through the library (whose lock records its start).
     let guard = storage
-        .lock(&server.url("run"))
+        .lock(&Name::from(&server.url("run")))
         .expect("lock")
         .expect("held");
     refused(&unlock(false));
     drop(guard);
     assert!(
-        !storage.exists(&lock).expect("exists"),
+        !storage.exists(&Name::from(&lock)).expect("exists"),
         "released when dropped"
     );
 
@@ -265,7 +269,7 @@ fn ckpt_unlock_refuses_a_live_holder_on_this_host_unless_forced() {
         "{}",
         text(&broken.stdout)
     );
-    assert!(!storage.exists(&lock).expect("exists"));
+    assert!(!storage.exists(&Name::from(&lock)).expect("exists"));
 
     // A pid that runs, but started after the lock was taken, is another process.
     plant(&format!(
@@ -275,7 +279,7 @@ fn ckpt_unlock_refuses_a_live_holder_on_this_host_unless_forced() {
     ));
     let reused = unlock(false);
     assert_eq!(reused.status.code(), Some(0), "{}", text(&reused.stderr));
-    assert!(!storage.exists(&lock).expect("exists"));
+    assert!(!storage.exists(&Name::from(&lock)).expect("exists"));
 }
 
 #[test]
@@ -289,7 +293,7 @@ fn a_stale_lock_names_its_holder_until_ckpt_unlock_breaks_it() {
     let storage = server.storage();
     let stale = r#"{"host":"gone-host","pid":4242,"since_unix":1700000000}"#;
     assert!(storage
-        .put_if_absent(&server.url("run/.ckpt.lock"), stale.as_bytes())
+        .put_if_absent(&Name::from(&server.url("run/.ckpt.lock")), stale.as_bytes())
         .expect("plant"));
     let refused = train(&server, d, "1", &[]);
     let err = text(&refused.stderr);

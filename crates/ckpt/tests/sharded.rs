@@ -4,6 +4,7 @@
 
 mod common;
 
+use model_checkpoint::store::Name;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -62,7 +63,7 @@ fn save_with(dir: &str, epoch: u64, commit: bool, training: bool) {
         let ranks = Ranks::new(rank, 2).expect("ranks");
         sharded::save_shard(
             &storage,
-            dir,
+            &Name::from(dir),
             ranks,
             "s",
             Kind::Weights,
@@ -73,7 +74,15 @@ fn save_with(dir: &str, epoch: u64, commit: bool, training: bool) {
     }
     if commit {
         let meta = BTreeMap::from([("epoch".to_owned(), epoch.to_string())]);
-        sharded::commit(&storage, dir, 2, "s", &meta, CommitOptions::default()).expect("commit");
+        sharded::commit(
+            &storage,
+            &Name::from(dir),
+            2,
+            "s",
+            &meta,
+            CommitOptions::default(),
+        )
+        .expect("commit");
     }
 }
 
@@ -265,7 +274,7 @@ fn forged_indexes_and_replaced_shards_are_refused() {
         assert!(
             listing
                 .lines()
-                .any(|l| l.starts_with(&format!("./{name} ")) && l.contains("NO:")),
+                .any(|l| l.starts_with(&format!("{name} ")) && l.contains("NO:")),
             "{name}: {listing}"
         );
     }

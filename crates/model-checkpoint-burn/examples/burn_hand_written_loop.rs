@@ -164,7 +164,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("final val_accuracy {last:.4}");
     // Every checkpoint records where training stood: the newest one, the loop's final step.
     let newest = model_checkpoint::store::latest_full(&dir)?;
-    let file = model_checkpoint::store::CheckpointFile::open(&newest, Default::default())?;
+    let file = model_checkpoint::store::CheckpointFile::open(newest.as_path(), Default::default())?;
     let recorded = model_checkpoint::store::Meta::from_info(file.info())?.global_step;
     if recorded != Some(step(&parts)) {
         return Err(format!(

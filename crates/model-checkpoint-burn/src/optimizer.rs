@@ -99,21 +99,21 @@ pub(crate) fn set_learning_rate(document: &mut TrainingDocument, rate: f64) -> R
 /// finite number is refused.
 pub(crate) fn learning_rate(
     document: &TrainingDocument,
-    path: &std::path::Path,
+    path: &model_checkpoint::store::Name,
 ) -> Result<Option<f64>, Error> {
     let Some(v) = &document.optimizer else {
         return Ok(None);
     };
     let section: Section = serde_json::from_value(v.clone()).map_err(|e| {
         Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
-            path: path.to_path_buf(),
+            path: path.clone(),
             reason: format!("optimizer state malformed: {e}"),
         })
     })?;
     match section.learning_rate {
         Some(rate) if !rate.is_finite() || rate <= 0.0 => Err(Error::Checkpoint(
             model_checkpoint::Error::BadTrainingState {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 reason: format!("the step's learning rate {rate} is not a positive number"),
             },
         )),
@@ -216,7 +216,7 @@ fn record<M: Module>(
 ) -> Result<OptimizerRecord, Error> {
     let bad = |reason: String| {
         Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
-            path: stored.path().to_path_buf(),
+            path: stored.path().clone(),
             reason,
         })
     };

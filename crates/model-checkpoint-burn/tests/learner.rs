@@ -2,6 +2,7 @@
 //! `val_loss`) driving burn's epoch-level checkpointing, one verified file per save, Keras's
 //! messages on standard output; and a resume through the `Learner` that continues exactly.
 
+use model_checkpoint::store::Name;
 use std::path::Path;
 use std::process::Command;
 
@@ -246,7 +247,7 @@ fn learner_resume_continues_exactly() {
     let (model, optimizer, epoch) = checkpoint
         .resume(
             &LocalFolder::new(b.path()),
-            "",
+            &Name::top(),
             model,
             AdamConfig::new().init(),
         )

@@ -1,11 +1,11 @@
 //! candle tensors as checkpoint tensors, both ways: dtype mapping, zero-copy streaming out of
 //! candle's CPU buffers, and loading named tensors into variables with shape and dtype checks.
 
+#[cfg(test)]
+use model_checkpoint::store::Name;
 use model_checkpoint::Error as CoreError;
 use std::borrow::Cow;
 use std::io;
-#[cfg(test)]
-use std::path::Path;
 
 use candle_core::{DType, Device, Storage, Tensor, Var};
 use model_checkpoint::load::{LoadOptions, LoadReport};
@@ -77,7 +77,7 @@ impl CandleTensor {
     pub fn new(tensor: &Tensor) -> Result<Self, Error> {
         let dtype = to_dtype(tensor.dtype()).ok_or_else(|| {
             Error::Checkpoint(CoreError::DtypeMismatch {
-                path: Default::default(),
+                path: model_checkpoint::store::Name::top(),
                 name: String::new(),
                 expected: "a dtype safetensors can hold".into(),
                 found: format!("{:?}", tensor.dtype()),
@@ -182,12 +182,12 @@ pub(crate) fn tensor_for(
     stored: &TensorRef<'_>,
     expected_shape: &[usize],
     expected_dtype: DType,
-    path: &Path,
+    path: &model_checkpoint::store::Name,
     device: &Device,
 ) -> Result<Tensor, Error> {
     let Some(dtype) = from_dtype(stored.dtype) else {
         return Err(Error::Checkpoint(CoreError::DtypeMismatch {
-            path: path.to_path_buf(),
+            path: path.clone(),
             name: stored.name.to_owned(),
             expected: format!("{expected_dtype:?}"),
             found: format!("{:?} (which candle cannot hold)", stored.dtype),
@@ -195,7 +195,7 @@ pub(crate) fn tensor_for(
     };
     if dtype != expected_dtype {
         return Err(Error::Checkpoint(CoreError::DtypeMismatch {
-            path: path.to_path_buf(),
+            path: path.clone(),
             name: stored.name.to_owned(),
             expected: format!("{expected_dtype:?}"),
             found: format!("{dtype:?}"),
@@ -203,7 +203,7 @@ pub(crate) fn tensor_for(
     }
     if stored.shape != expected_shape {
         return Err(Error::Checkpoint(CoreError::ShapeMismatch {
-            path: path.to_path_buf(),
+            path: path.clone(),
             name: stored.name.to_owned(),
             expected: expected_shape.to_vec(),
             found: stored.shape.to_vec(),
@@ -230,7 +230,7 @@ pub(crate) fn load_vars(
     for (name, var) in vars {
         let dtype = to_dtype(var.dtype()).ok_or_else(|| {
             Error::Checkpoint(CoreError::DtypeMismatch {
-                path: source.path().to_path_buf(),
+                path: source.path().clone(),
                 name: name.clone(),
                 expected: "a dtype safetensors holds".to_owned(),
                 found: format!("{:?}", var.dtype()),
@@ -311,7 +311,7 @@ mod tests {
                 &stored,
                 original.dims(),
                 original.dtype(),
-                &path,
+                &Name::from(&path),
                 &dev,
             )
             .expect("load");
@@ -349,7 +349,15 @@ mod tests {
             (stored.dtype, file8.read("fp8").expect("bytes")),
             (Dtype::F8_E4M3, raw.clone())
         );
-        let back = tensor_for(&file8, &stored, &[4, 6], DType::F8E4M3, &path8, &dev).expect("load");
+        let back = tensor_for(
+            &file8,
+            &stored,
+            &[4, 6],
+            DType::F8E4M3,
+            &Name::from(&path8),
+            &dev,
+        )
+        .expect("load");
         let mut bytes = Vec::new();
         CandleTensor::new(&back)
             .expect("dtype")
@@ -362,8 +370,15 @@ mod tests {
 
         // And a dtype mismatch names the tensor.
         let stored = file.tensor("F32").expect("stored");
-        let err =
-            tensor_for(&file, &stored, &[2, 3, 4], DType::F16, &path, &dev).expect_err("mismatch");
+        let err = tensor_for(
+            &file,
+            &stored,
+            &[2, 3, 4],
+            DType::F16,
+            &Name::from(&path),
+            &dev,
+        )
+        .expect_err("mismatch");
         assert!(
             err.to_string()
                 .contains("tensor \"F32\" is F32 in the file but F16 in the model"),

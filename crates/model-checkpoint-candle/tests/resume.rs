@@ -98,7 +98,7 @@ fn stop_and_resume_equals_training_straight() {
     let mut t = trainer(999);
     let latest = latest_full(&run).expect("latest");
     assert!(
-        latest.ends_with("full.02.safetensors"),
+        latest.as_str().ends_with("full.02.safetensors"),
         "{}",
         latest.display()
     );

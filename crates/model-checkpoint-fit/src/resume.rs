@@ -1,9 +1,9 @@
 //! Restoring a trainer and its callbacks from a full checkpoint.
 
 use model_checkpoint::Error as CoreError;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use model_checkpoint::store::{CheckpointFile, TrainingDocument, Verify};
+use model_checkpoint::store::{CheckpointFile, Name, TrainingDocument, Verify};
 use model_checkpoint::TensorSource;
 use model_checkpoint::{Callback, Checkpointable};
 
@@ -17,7 +17,7 @@ use crate::Error;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resumed {
     /// The checkpoint resumed from.
-    pub path: PathBuf,
+    pub path: Name,
     /// The epoch training continues in (0-based).
     pub epoch: usize,
     /// Batches of that epoch already done.
@@ -28,9 +28,9 @@ pub struct Resumed {
     pub restored_callbacks: Vec<String>,
 }
 
-fn bad(path: &Path, reason: impl Into<String>) -> Error {
+fn bad(path: &Name, reason: impl Into<String>) -> Error {
     Error::Checkpoint(CoreError::BadTrainingState {
-        path: path.to_path_buf(),
+        path: path.clone(),
         reason: reason.into(),
     })
 }
@@ -122,7 +122,7 @@ impl<S: Step> Trainer<S> {
             (state.epoch, state.batches_done)
         };
         let resumed = Resumed {
-            path: path.to_path_buf(),
+            path: path.clone(),
             epoch,
             batches_done,
             global_step: state.global_step,

@@ -92,7 +92,7 @@ impl Checkpointable for Linear {
         let kind = document.optimizer.as_ref().and_then(|o| o["kind"].as_str());
         if kind != Some("sgd-momentum") {
             return Err(model_checkpoint::Error::BadTrainingState {
-                path: tensors.path().to_path_buf(),
+                path: tensors.path().clone(),
                 reason: format!("written by optimizer {kind:?}"),
             });
         }

@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use model_checkpoint::store::{
-    Commit, ObjectMeta, ObjectReader, PendingObject, Storage, LOCK_FILE, TEMP_SUFFIX,
+    Commit, Name, ObjectMeta, ObjectReader, PendingObject, Storage, LOCK_FILE, TEMP_SUFFIX,
 };
 use model_checkpoint::Error;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -344,7 +344,7 @@ impl ObjectStorage {
     ///
     /// [`Error::Io`] when the upload fails.
     pub fn plain_multipart_upload(&self, name: &str, pieces: &[&[u8]]) -> Result<(), Error> {
-        let key = self.key(name)?;
+        let key = self.inner.bucket.key_of(name)?;
         let store = self.inner.objects.clone();
         let (part_size, in_flight) = (self.inner.part_size, self.inner.parts_in_flight);
         self.inner
@@ -362,7 +362,7 @@ impl ObjectStorage {
             .map_err(|e| remote(&self.inner, "upload", name, e))
     }
 
-    fn key(&self, name: &str) -> Result<Key, Error> {
+    fn key(&self, name: &Name) -> Result<Key, Error> {
         self.inner.bucket.key(name)
     }
 }
@@ -470,39 +470,39 @@ fn internal(key: &Key) -> bool {
 impl Storage for ObjectStorage {
     fn create(
         &self,
-        name: &str,
+        name: &Name,
         head_len: u64,
         commit: Commit,
     ) -> Result<Box<dyn PendingObject>, Error> {
         let key = self.key(name)?;
         if key.as_ref().is_empty() {
-            return Err(Error::IsADirectory { path: name.into() });
+            return Err(Error::IsADirectory { path: name.clone() });
         }
         Ok(Box::new(upload::Upload::new(
             self.inner.clone(),
-            name,
+            name.as_str(),
             key,
             head_len,
             commit,
         )?))
     }
 
-    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
-        put_if_absent(&self.inner, name, &self.key(name)?, bytes)
+    fn put_if_absent(&self, name: &Name, bytes: &[u8]) -> Result<bool, Error> {
+        put_if_absent(&self.inner, name.as_str(), &self.key(name)?, bytes)
     }
 
-    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error> {
+    fn open(&self, name: &Name) -> Result<Box<dyn ObjectReader>, Error> {
         let key = self.key(name)?;
         Ok(Box::new(reader::RemoteReader::open(
             self.inner.clone(),
-            name,
+            name.as_str(),
             key,
         )?))
     }
 
     /// Bounded: past [`limits::MAX_LIST_PAGES`] pages or [`limits::MAX_LISTED_OBJECTS`]
     /// objects the listing is an error (see [`limits`]).
-    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
+    fn list(&self, dir: &Name, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
         let prefix = self.key(dir)?;
         let base = prefix.parts().count();
         // Deeper than asked, the folder's own marker object (`run/`), and the tool's own
@@ -513,7 +513,7 @@ impl Storage for ObjectStorage {
         // One level: the server does not walk (or send) the sub-folders.
         let (listed, _) = listing::objects(
             &self.inner,
-            dir,
+            dir.as_str(),
             &prefix,
             depth == 0,
             listing::Bounds::WHOLE,
@@ -522,7 +522,7 @@ impl Storage for ObjectStorage {
         let mut out: Vec<ObjectMeta> = listed
             .into_iter()
             .map(|m| ObjectMeta {
-                name: self.inner.bucket.name(&m.location),
+                name: self.inner.bucket.name_of(&m.location),
                 size: m.size,
             })
             .collect();
@@ -532,14 +532,14 @@ impl Storage for ObjectStorage {
 
     /// Taken also while a writer holds the name's claim (or left it, killed inside its
     /// commit): versions then move on to the next number.
-    fn taken(&self, name: &str) -> Result<bool, Error> {
+    fn taken(&self, name: &Name) -> Result<bool, Error> {
         Ok(self.exists(name)? || {
             let claim = claim_key(&self.key(name)?);
-            self.exists(&self.inner.bucket.name(&claim))?
+            self.exists(&self.inner.bucket.name_of(&claim))?
         })
     }
 
-    fn exists(&self, name: &str) -> Result<bool, Error> {
+    fn exists(&self, name: &Name) -> Result<bool, Error> {
         let key = self.key(name)?;
         let store = self.inner.objects.clone();
         match self
@@ -549,17 +549,17 @@ impl Storage for ObjectStorage {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(remote(&self.inner, "look for", name, e)),
+            Err(e) => Err(remote(&self.inner, "look for", name.as_str(), e)),
         }
     }
 
     /// On object storage, whoever may write the bucket owns its objects: the same as
     /// [`Storage::exists`].
-    fn exists_as_own(&self, name: &str) -> Result<bool, Error> {
+    fn exists_as_own(&self, name: &Name) -> Result<bool, Error> {
         self.exists(name)
     }
 
-    fn delete(&self, name: &str) -> Result<(), Error> {
+    fn delete(&self, name: &Name) -> Result<(), Error> {
         let key = self.key(name)?;
         let store = self.inner.objects.clone();
         match self
@@ -568,14 +568,14 @@ impl Storage for ObjectStorage {
             .block_on(async move { store.delete(&key).await })
         {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(remote(&self.inner, "delete", name, e)),
+            Err(e) => Err(remote(&self.inner, "delete", name.as_str(), e)),
         }
     }
 
     /// A server-side copy: readers of `to` see the old object or the new one. S3 copies at
     /// most 5 GiB in one request; a larger object is streamed through this client instead
     /// (read in 64 MiB ranges, written as a multipart upload that appears whole).
-    fn copy(&self, from: &str, to: &str, _durable: bool) -> Result<(), Error> {
+    fn copy(&self, from: &Name, to: &Name, _durable: bool) -> Result<(), Error> {
         let (src, dst) = (self.key(from)?, self.key(to)?);
         let store = self.inner.objects.clone();
         let head = src.clone();
@@ -583,7 +583,7 @@ impl Storage for ObjectStorage {
             .inner
             .runtime
             .block_on(async move { store.head(&head).await })
-            .map_err(|e| remote(&self.inner, "copy", from, e))?
+            .map_err(|e| remote(&self.inner, "copy", from.as_str(), e))?
             .size;
         if size <= MAX_SINGLE_COPY {
             let store = self.inner.objects.clone();
@@ -591,10 +591,11 @@ impl Storage for ObjectStorage {
                 .inner
                 .runtime
                 .block_on(async move { store.copy(&src, &dst).await })
-                .map_err(|e| remote(&self.inner, "copy", from, e));
+                .map_err(|e| remote(&self.inner, "copy", from.as_str(), e));
         }
-        let reader = reader::RemoteReader::open(self.inner.clone(), from, src)?;
-        let mut upload = upload::Upload::new(self.inner.clone(), to, dst, 0, Commit::Replace)?;
+        let reader = reader::RemoteReader::open(self.inner.clone(), from.as_str(), src)?;
+        let mut upload =
+            upload::Upload::new(self.inner.clone(), to.as_str(), dst, 0, Commit::Replace)?;
         let mut buffer = vec![0u8; 64 << 20];
         let mut offset = 0u64;
         while offset < reader.len() {
@@ -603,12 +604,12 @@ impl Storage for ObjectStorage {
             let chunk = &mut buffer[..n];
             reader.read_exact_at(chunk, offset).map_err(|e| Error::Io {
                 action: "copy",
-                path: names::shorten(from).into(),
+                path: names::shorten(from.as_str()).into(),
                 source: e,
             })?;
             std::io::Write::write_all(&mut upload, chunk).map_err(|e| Error::Io {
                 action: "copy to",
-                path: names::shorten(to).into(),
+                path: names::shorten(to.as_str()).into(),
                 source: e,
             })?;
             offset += n as u64;
@@ -617,11 +618,11 @@ impl Storage for ObjectStorage {
     }
 
     /// Object stores have no folders: nothing to make.
-    fn prepare_dir(&self, dir: &str) -> Result<(), Error> {
+    fn prepare_dir(&self, dir: &Name) -> Result<(), Error> {
         self.key(dir).map(|_| ())
     }
 
-    fn contains(&self, dir: &str, name: &str) -> bool {
+    fn contains(&self, dir: &Name, name: &Name) -> bool {
         let (Ok(dir), Ok(name)) = (self.key(dir), self.key(name)) else {
             return false;
         };
@@ -630,8 +631,8 @@ impl Storage for ObjectStorage {
         name.len() > dir.len() && name[..dir.len()] == dir[..]
     }
 
-    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
-        Ok(Some(Box::new(lock::acquire(&self.inner, dir)?)))
+    fn lock(&self, dir: &Name) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        Ok(Some(Box::new(lock::acquire(&self.inner, dir.as_str())?)))
     }
 }
 

@@ -18,7 +18,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use model_checkpoint::store::{gate, LOCK_FILE};
+use model_checkpoint::store::{gate, Name, LOCK_FILE};
 use model_checkpoint::Error;
 use object_store::path::Path as Key;
 
@@ -113,7 +113,7 @@ fn lock_key(dir: &Key) -> Key {
 
 /// Takes the lock of folder `dir` (a URL).
 pub(crate) fn acquire(inner: &Arc<Inner>, dir: &str) -> Result<RemoteLock, Error> {
-    let dir_key = inner.bucket.key(dir)?;
+    let dir_key = inner.bucket.key_of(dir)?;
     let key = lock_key(&dir_key);
     let name = inner.bucket.name(&key);
     {
@@ -235,7 +235,7 @@ impl Drop for RemoteLock {
         };
         let released = gate::delete(
             &storage,
-            &self.name,
+            &Name::from(self.name.as_str()),
             gate::Claim::Lock {
                 holder: &self.holder,
             },
@@ -317,7 +317,7 @@ pub(crate) fn break_lock(
     dir: &str,
     force: bool,
 ) -> Result<Option<String>, Error> {
-    let dir_key = inner.bucket.key(dir)?;
+    let dir_key = inner.bucket.key_of(dir)?;
     let key = lock_key(&dir_key);
     let name = inner.bucket.name(&key);
     let content = match crate::get_small(inner, &name, &key) {
@@ -352,7 +352,11 @@ pub(crate) fn break_lock(
     let storage = ObjectStorage {
         inner: inner.clone(),
     };
-    gate::delete(&storage, &name, gate::Claim::Lock { holder: &content })?;
+    gate::delete(
+        &storage,
+        &Name::from(name.as_str()),
+        gate::Claim::Lock { holder: &content },
+    )?;
     Ok(Some(holder))
 }
 

@@ -2,6 +2,7 @@
 //! (`s3://bucket/run/w.01.safetensors`, or `s3:/bucket/run` once a path has been through
 //! `std::path`), and gets the same spelling back from listings.
 
+use model_checkpoint::store::Name;
 use model_checkpoint::Error;
 use object_store::path::Path as Key;
 
@@ -13,48 +14,38 @@ pub(crate) struct Bucket {
 }
 
 impl Bucket {
-    /// The object key of `name`: the URL's scheme and bucket stripped (in either spelling),
-    /// `.` and `..` resolved lexically (as a local folder's names are), and refused if it
-    /// leaves the bucket or names another bucket.
-    pub fn key(&self, name: &str) -> Result<Key, Error> {
-        let rest = self.strip(name).ok_or_else(|| {
-            bad(
-                name,
+    /// The object key of `name`: what follows the URL's `scheme://bucket` root (a [`Name`]
+    /// has resolved `.` and `..` already, and never leaves its root); refused for another
+    /// scheme or bucket, or a local path (a `save_last_as` path beside an `s3://` template
+    /// given by mistake is never written into the bucket).
+    pub fn key(&self, name: &Name) -> Result<Key, Error> {
+        if name.root() != self.url() {
+            return Err(bad(
+                name.as_str(),
                 &format!(
                     "it is not in {} (give a full {}:// URL)",
                     self.url(),
                     self.scheme
                 ),
-            )
-        })?;
-        let mut parts: Vec<&str> = Vec::new();
-        for part in rest.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => {
-                    if parts.pop().is_none() {
-                        return Err(bad(name, "it leaves the bucket"));
-                    }
-                }
-                other => parts.push(other),
-            }
+            ));
         }
-        Key::parse(parts.join("/")).map_err(|e| bad(name, &e.to_string()))
+        Key::parse(name.components().collect::<Vec<_>>().join("/"))
+            .map_err(|e| bad(name.as_str(), &e.to_string()))
     }
 
-    /// `name` without `scheme://bucket` (or `scheme:/bucket`), or `None` for another
-    /// bucket's URL or a name without this scheme (a local path given by mistake, such as a
-    /// `save_last_as` path beside an `s3://` template, is never written into the bucket).
-    fn strip<'a>(&self, name: &'a str) -> Option<&'a str> {
-        let after = name.strip_prefix(&format!("{}:", self.scheme))?;
-        let after = after.trim_start_matches('/');
-        let (bucket, rest) = after.split_once('/').unwrap_or((after, ""));
-        (bucket == self.name).then_some(rest)
+    /// The object key of `text` (a URL given as text: `ckpt unlock`'s folder).
+    pub fn key_of(&self, text: &str) -> Result<Key, Error> {
+        self.key(&Name::new(text)?)
+    }
+
+    /// The URL of `key` (for messages and the crate's own bookkeeping).
+    pub fn name(&self, key: &Key) -> String {
+        format!("{}/{}", self.url(), key.as_ref())
     }
 
     /// The name the core uses for `key`: its URL.
-    pub fn name(&self, key: &Key) -> String {
-        format!("{}://{}/{}", self.scheme, self.name, key.as_ref())
+    pub fn name_of(&self, key: &Key) -> Name {
+        Name::from(self.name(key))
     }
 
     /// The URL of the bucket itself.
@@ -122,23 +113,24 @@ mod tests {
     }
 
     #[test]
-    fn names_map_to_keys_in_either_spelling() {
+    fn names_map_to_keys() {
         let b = bucket();
         for name in [
             "s3://ckpt/run/w.01.safetensors",
-            "s3:/ckpt/run/w.01.safetensors",
             "s3://ckpt/run/./x/../w.01.safetensors",
         ] {
-            assert_eq!(b.key(name).expect(name).as_ref(), "run/w.01.safetensors");
+            assert_eq!(b.key_of(name).expect(name).as_ref(), "run/w.01.safetensors");
         }
         assert_eq!(
-            b.name(&b.key("s3://ckpt/run/a").expect("key")),
-            "s3://ckpt/run/a".to_owned()
+            b.name_of(&b.key_of("s3://ckpt/run/a").expect("key"))
+                .as_str(),
+            "s3://ckpt/run/a"
         );
-        assert!(b.key("run/a").is_err(), "a local path is not a key");
-        assert!(b.key("s3://other/run/a").is_err());
-        assert!(b.key("s3://ckpt/../other/a").is_err());
-        assert!(b.key("gs://ckpt/a").is_err());
+        assert!(b.key_of("run/a").is_err(), "a local path is not a key");
+        assert!(b.key_of("s3:/ckpt/run/a").is_err(), "a path, not a URL");
+        assert!(b.key_of("s3://other/run/a").is_err());
+        assert!(b.key_of("s3://ckpt/../a").is_err(), "it leaves the bucket");
+        assert!(b.key_of("gs://ckpt/a").is_err());
     }
 
     #[test]

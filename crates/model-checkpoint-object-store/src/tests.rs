@@ -1,6 +1,7 @@
 //! The backend against object_store's in-memory store (the real server's tests are in
 //! `tests/`): multipart uploads with the header last, conditional creates, listing, locks.
 
+use model_checkpoint::store::Name;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ fn save(
 ) -> Result<(), model_checkpoint::Error> {
     store::save_to(
         s,
-        name,
+        &Name::from(name),
         Kind::Weights,
         &tensors(values, 1.0),
         &BTreeMap::new(),
@@ -52,12 +53,12 @@ fn small_and_multipart_objects_round_trip_and_verify() {
         ("s3://bucket/run/big.safetensors", 4 << 20),
     ] {
         save(&s, name, values, Commit::Replace).expect("save");
-        let file = CheckpointFile::open_in(&s, name, Verify::Full).expect("verifies");
+        let file = CheckpointFile::open_in(&s, &Name::from(name), Verify::Full).expect("verifies");
         assert_eq!(file.tensors().count(), 3);
         let bytes = file.read("t2").expect("read");
         assert_eq!(bytes.len(), values * 4);
     }
-    let listed = s.list("s3://bucket/run", 0).expect("list");
+    let listed = s.list(&Name::from("s3://bucket/run"), 0).expect("list");
     let names: Vec<_> = listed.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(
         names,
@@ -72,12 +73,21 @@ fn small_and_multipart_objects_round_trip_and_verify() {
 fn a_dropped_upload_leaves_no_object() {
     let s = storage();
     let mut pending = s
-        .create("s3://bucket/x.safetensors", 16, Commit::Replace)
+        .create(
+            &Name::from("s3://bucket/x.safetensors"),
+            16,
+            Commit::Replace,
+        )
         .expect("create");
     std::io::Write::write_all(&mut pending, &vec![7u8; 12 << 20]).expect("write");
     drop(pending);
-    assert!(!s.exists("s3://bucket/x.safetensors").expect("exists"));
-    assert!(s.list("s3://bucket", 5).expect("list").is_empty());
+    assert!(!s
+        .exists(&Name::from("s3://bucket/x.safetensors"))
+        .expect("exists"));
+    assert!(s
+        .list(&Name::from("s3://bucket"), 5)
+        .expect("list")
+        .is_empty());
 }
 
 #[test]
@@ -93,7 +103,7 @@ fn create_new_never_replaces_small_or_large() {
         );
         save(&s, &name, values, Commit::Replace).expect("replace");
         // No staging object is left behind, listed or not.
-        let all = s.list("s3://bucket", 5).expect("list");
+        let all = s.list(&Name::from("s3://bucket"), 5).expect("list");
         assert_eq!(all.len(), 1 + usize::from(values != 10), "{all:?}");
     }
 }
@@ -101,24 +111,39 @@ fn create_new_never_replaces_small_or_large() {
 #[test]
 fn the_lock_names_its_holder_and_goes_when_dropped() {
     let s = storage();
-    let guard = s.lock("s3://bucket/run").expect("lock").expect("held");
+    let guard = s
+        .lock(&Name::from("s3://bucket/run"))
+        .expect("lock")
+        .expect("held");
     // A second holder of this process shares it; the object stays until both let go.
-    let shared = s.lock("s3://bucket/run").expect("shared").expect("held");
+    let shared = s
+        .lock(&Name::from("s3://bucket/run"))
+        .expect("shared")
+        .expect("held");
     drop(shared);
-    assert!(s.exists("s3://bucket/run/.ckpt.lock").expect("exists"));
+    assert!(s
+        .exists(&Name::from("s3://bucket/run/.ckpt.lock"))
+        .expect("exists"));
     // Another process's lock refuses, naming its holder.
     let other = r#"{"host":"elsewhere","pid":4242,"since_unix":1700000000}"#;
     assert!(s
-        .put_if_absent("s3://bucket/other/.ckpt.lock", other.as_bytes())
+        .put_if_absent(
+            &Name::from("s3://bucket/other/.ckpt.lock"),
+            other.as_bytes()
+        )
         .expect("plant"));
-    let err = s.lock("s3://bucket/other").expect_err("another's");
+    let err = s
+        .lock(&Name::from("s3://bucket/other"))
+        .expect_err("another's");
     let text = err.to_string();
     assert!(text.contains("host elsewhere, process 4242"), "{text}");
     assert!(text.contains("ckpt unlock s3://bucket/other"), "{text}");
     drop(guard);
-    assert!(!s.exists("s3://bucket/run/.ckpt.lock").expect("exists"));
+    assert!(!s
+        .exists(&Name::from("s3://bucket/run/.ckpt.lock"))
+        .expect("exists"));
     let again = s
-        .lock("s3://bucket/run")
+        .lock(&Name::from("s3://bucket/run"))
         .expect("lock again")
         .expect("held");
     // Its holder, this process, is alive: breaking it needs force.
@@ -141,10 +166,10 @@ fn a_lock_above_or_below_another_holders_is_refused() {
     // Another process's lock on the folder above, as a planted object.
     let other = r#"{"host":"elsewhere","pid":1,"since_unix":1}"#;
     assert!(s
-        .put_if_absent("s3://bucket/run/.ckpt.lock", other.as_bytes())
+        .put_if_absent(&Name::from("s3://bucket/run/.ckpt.lock"), other.as_bytes())
         .expect("plant"));
     let err = s
-        .lock("s3://bucket/run/sub")
+        .lock(&Name::from("s3://bucket/run/sub"))
         .expect_err("below a held folder");
     assert!(
         err.to_string()
@@ -152,13 +177,20 @@ fn a_lock_above_or_below_another_holders_is_refused() {
         "{err}"
     );
     // The refused lock went with the refusal.
-    assert!(!s.exists("s3://bucket/run/sub/.ckpt.lock").expect("exists"));
+    assert!(!s
+        .exists(&Name::from("s3://bucket/run/sub/.ckpt.lock"))
+        .expect("exists"));
     s.force_break_lock("s3://bucket/run").expect("break");
     // And a folder below another holder's.
     assert!(s
-        .put_if_absent("s3://bucket/run/sub/deeper/.ckpt.lock", other.as_bytes())
+        .put_if_absent(
+            &Name::from("s3://bucket/run/sub/deeper/.ckpt.lock"),
+            other.as_bytes()
+        )
         .expect("plant"));
-    let err = s.lock("s3://bucket/run").expect_err("above a held folder");
+    let err = s
+        .lock(&Name::from("s3://bucket/run"))
+        .expect_err("above a held folder");
     assert!(
         err.to_string()
             .contains("s3://bucket/run/sub/deeper is locked"),
@@ -167,22 +199,36 @@ fn a_lock_above_or_below_another_holders_is_refused() {
     // This process's own locks nest, as a local folder's do.
     s.force_break_lock("s3://bucket/run/sub/deeper")
         .expect("break");
-    let outer = s.lock("s3://bucket/run").expect("outer").expect("held");
-    let inner = s.lock("s3://bucket/run/sub").expect("inner").expect("held");
+    let outer = s
+        .lock(&Name::from("s3://bucket/run"))
+        .expect("outer")
+        .expect("held");
+    let inner = s
+        .lock(&Name::from("s3://bucket/run/sub"))
+        .expect("inner")
+        .expect("held");
     drop((outer, inner));
     for lock in [
         "s3://bucket/run/.ckpt.lock",
         "s3://bucket/run/sub/.ckpt.lock",
     ] {
-        assert!(!s.exists(lock).expect("exists"), "{lock} stays");
+        assert!(
+            !s.exists(&Name::from(lock)).expect("exists"),
+            "{lock} stays"
+        );
     }
 }
 
 #[test]
 fn names_outside_the_bucket_are_refused() {
     let s = storage();
-    assert!(s.create("s3://other/x", 8, Commit::Replace).is_err());
-    assert!(s.open("s3://bucket/../x").is_err());
-    assert!(!s.contains("s3://bucket/run", "s3://bucket/run2/x"));
-    assert!(s.contains("s3://bucket/run", "s3:/bucket/run/sub/x"));
+    assert!(s
+        .create(&Name::from("s3://other/x"), 8, Commit::Replace)
+        .is_err());
+    assert!(s.open(&Name::from("s3://bucket/../x")).is_err());
+    let run = Name::from("s3://bucket/run");
+    assert!(!s.contains(&run, &Name::from("s3://bucket/run2/x")));
+    assert!(s.contains(&run, &Name::from("s3://bucket/run/sub/x")));
+    // A path spelled like a URL is a local path, never a key.
+    assert!(!s.contains(&run, &Name::from("s3:/bucket/run/sub/x")));
 }

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use model_checkpoint::store::{gate, Commit, PendingObject};
+use model_checkpoint::store::{gate, Commit, Name, PendingObject};
 use model_checkpoint::Error;
 use object_store::multipart::PartId;
 use object_store::path::Path as Key;
@@ -285,7 +285,7 @@ impl Drop for Claim {
         };
         let released = gate::delete(
             &storage,
-            &name,
+            &Name::from(name.as_str()),
             gate::Claim::Lock {
                 holder: &self.content,
             },

@@ -6,6 +6,7 @@
 
 mod hostile;
 
+use model_checkpoint::store::Name;
 use std::time::{Duration, Instant};
 
 use hostile::{Hostile, Reply};
@@ -43,7 +44,7 @@ fn a_silent_endpoint_fails_within_the_deadline() {
     let started = Instant::now();
     let listed = within(Duration::from_secs(60), {
         let s = s.clone();
-        move || s.list("s3://bucket/x", 0)
+        move || s.list(&Name::from("s3://bucket/x"), 0)
     });
     let err = listed.expect_err("a silent endpoint lists nothing");
     let text = one_line(&err);
@@ -63,7 +64,7 @@ fn a_silent_endpoint_fails_within_the_deadline() {
     // Asked again at once, it is not asked: the same reason, without a request.
     let again = within(Duration::from_secs(60), {
         let s = s.clone();
-        move || s.exists("s3://bucket/x/w.safetensors")
+        move || s.exists(&Name::from("s3://bucket/x/w.safetensors"))
     });
     let text = one_line(&again.expect_err("still silent"));
     assert!(
@@ -80,7 +81,8 @@ fn a_silent_endpoint_fails_a_save_within_the_deadline() {
     // Taking the lock is a conditional PUT with a body: its first byte's deadline grows by
     // the body's size only.
     let locked = within(Duration::from_secs(60), move || {
-        s.lock("s3://bucket/run").map(|guard| guard.is_some())
+        s.lock(&Name::from("s3://bucket/run"))
+            .map(|guard| guard.is_some())
     });
     let text = one_line(&locked.expect_err("no lock from a silent endpoint"));
     assert!(text.contains("sent no answer within 15"), "{text}");
@@ -94,7 +96,9 @@ fn an_endless_body_is_an_error_not_an_abort() {
         _ => Reply::Endless(200),
     });
     let s = storage(&server);
-    let listed = within(Duration::from_secs(120), move || s.list("s3://bucket/x", 0));
+    let listed = within(Duration::from_secs(120), move || {
+        s.list(&Name::from("s3://bucket/x"), 0)
+    });
     let text = one_line(&listed.expect_err("an endless listing page"));
     assert!(
         text.contains(&format!(
@@ -114,7 +118,8 @@ fn an_endless_ranged_read_is_cut_at_its_range() {
     });
     let s = storage(&server);
     let opened = within(Duration::from_secs(120), move || {
-        s.open("s3://bucket/x/w.safetensors").map(|r| r.len())
+        s.open(&Name::from("s3://bucket/x/w.safetensors"))
+            .map(|r| r.len())
     });
     let text = one_line(&opened.expect_err("an endless ranged read"));
     // The opening read asks for 256 KiB.
@@ -137,7 +142,7 @@ fn the_head_of_a_large_object_is_not_a_large_reply() {
     });
     let s = storage(&server);
     let exists = within(Duration::from_secs(60), move || {
-        s.exists("s3://bucket/x/w.safetensors")
+        s.exists(&Name::from("s3://bucket/x/w.safetensors"))
     });
     assert!(exists.expect("a HEAD of a 1 TiB object"));
 }
@@ -150,7 +155,8 @@ fn a_reply_announcing_more_than_was_asked_is_refused_before_its_body() {
     });
     let s = storage(&server);
     let opened = within(Duration::from_secs(120), move || {
-        s.open("s3://bucket/x/w.safetensors").map(|r| r.len())
+        s.open(&Name::from("s3://bucket/x/w.safetensors"))
+            .map(|r| r.len())
     });
     let text = one_line(&opened.expect_err("a reply larger than its range"));
     assert!(
@@ -170,7 +176,9 @@ fn an_error_with_an_endless_body_is_cut_and_reported() {
             _ => |_: &hostile::Request| Reply::Endless(400),
         });
         let s = storage(&server);
-        let listed = within(Duration::from_secs(120), move || s.list("s3://bucket/x", 0));
+        let listed = within(Duration::from_secs(120), move || {
+            s.list(&Name::from("s3://bucket/x"), 0)
+        });
         let text = one_line(&listed.expect_err("an error"));
         assert!(text.len() < 600, "{status}: {text}");
         match status {
@@ -206,7 +214,7 @@ fn an_endless_listing_is_an_error() {
     let s = storage(&server);
     let listed = within(Duration::from_secs(300), {
         let s = s.clone();
-        move || s.list("s3://bucket/x", 0)
+        move || s.list(&Name::from("s3://bucket/x"), 0)
     });
     let text = one_line(&listed.expect_err("a listing without end"));
     assert!(
@@ -228,7 +236,9 @@ fn an_endless_listing_is_an_error() {
         }
     });
     let s = storage(&full);
-    let listed = within(Duration::from_secs(300), move || s.list("s3://bucket/x", 0));
+    let listed = within(Duration::from_secs(300), move || {
+        s.list(&Name::from("s3://bucket/x"), 0)
+    });
     let text = one_line(&listed.expect_err("a listing without end"));
     assert!(
         text.contains(&format!("more than {} objects", limits::MAX_LISTED_OBJECTS)),
@@ -247,7 +257,8 @@ fn a_reply_that_stops_midway_fails_within_the_deadline() {
     });
     let s = storage(&server);
     let opened = within(Duration::from_secs(60), move || {
-        s.open("s3://bucket/x/w.safetensors").map(|r| r.len())
+        s.open(&Name::from("s3://bucket/x/w.safetensors"))
+            .map(|r| r.len())
     });
     let text = one_line(&opened.expect_err("a reply that stops"));
     assert!(

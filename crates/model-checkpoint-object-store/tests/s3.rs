@@ -8,6 +8,7 @@ mod seaweed;
 #[path = "../../model-checkpoint-candle/tests/python/mod.rs"]
 mod python;
 
+use model_checkpoint::store::Name;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -81,16 +82,16 @@ fn epochs(cb: &mut ModelCheckpoint, toy: &Toy, range: std::ops::Range<usize>) {
 /// The checkpoints under `prefix`, without the run's markers.
 fn checkpoints(storage: &ObjectStorage, prefix: &str) -> Vec<String> {
     storage
-        .list(prefix, 0)
+        .list(&Name::from(prefix), 0)
         .expect("list")
         .into_iter()
-        .map(|m| m.name)
+        .map(|m| m.name.to_string())
         .filter(|n| !n.contains("/.ckpt-run."))
         .collect()
 }
 
 fn read_all(storage: &ObjectStorage, name: &str) -> Vec<u8> {
-    let reader = storage.open(name).expect("open");
+    let reader = storage.open(&Name::from(name)).expect("open");
     let mut bytes = vec![0; reader.len() as usize];
     reader.read_exact_at(&mut bytes, 0).expect("read");
     bytes
@@ -129,7 +130,10 @@ fn model_checkpoint_on_s3_keeps_retention_last_and_resumes_exactly() {
     // naming it (a second callback of this process shares the lock, as on a local folder).
     let rival_lock = r#"{"host":"elsewhere","pid":4242,"since_unix":1700000000}"#;
     assert!(storage
-        .put_if_absent(&server.url("rival/.ckpt.lock"), rival_lock.as_bytes())
+        .put_if_absent(
+            &Name::from(&server.url("rival/.ckpt.lock")),
+            rival_lock.as_bytes()
+        )
         .expect("plant"));
     let mut rival = callback("rival");
     let err = rival
@@ -176,7 +180,10 @@ fn model_checkpoint_on_s3_keeps_retention_last_and_resumes_exactly() {
             (name, bytes)
         })
         .collect();
-    for object in storage.list(&server.url("straight"), 0).expect("list") {
+    for object in storage
+        .list(&Name::from(&server.url("straight")), 0)
+        .expect("list")
+    {
         storage.delete(&object.name).expect("delete");
     }
     {
@@ -194,8 +201,13 @@ fn model_checkpoint_on_s3_keeps_retention_last_and_resumes_exactly() {
         size: 2 << 20,
     };
     let mut cb = callback("straight");
-    let restored = restore_latest_in(&*storage, &server.url("straight"), &mut toy, &mut [&mut cb])
-        .expect("restore");
+    let restored = restore_latest_in(
+        &*storage,
+        &Name::from(&server.url("straight")),
+        &mut toy,
+        &mut [&mut cb],
+    )
+    .expect("restore");
     assert_eq!(restored.meta.epoch, Some(3));
     assert_eq!(toy.epoch.get(), 3);
     epochs(&mut cb, &toy, 3..6);
@@ -232,7 +244,8 @@ fn model_checkpoint_on_s3_keeps_retention_last_and_resumes_exactly() {
         .map(|n| server.url(&format!("weights/{n}")))
     );
     for name in &weights {
-        let file = CheckpointFile::open_in(&*storage, name, Verify::Full).expect("verifies");
+        let file =
+            CheckpointFile::open_in(&*storage, &Name::from(name), Verify::Full).expect("verifies");
         assert_eq!(file.kind(), Kind::Weights);
     }
 }
@@ -262,7 +275,7 @@ fn save(
 ) -> Result<(), Error> {
     store::save_to(
         storage,
-        name,
+        &Name::from(name),
         Kind::Full,
         &tensors(floats, seed),
         &BTreeMap::new(),
@@ -282,7 +295,7 @@ fn latest_skips_a_damaged_newest_object() {
         let info = epoch_info(epoch);
         store::save_to(
             &storage,
-            &format!("{dir}/e{epoch}.safetensors"),
+            &Name::from(format!("{dir}/e{epoch}.safetensors")),
             Kind::Full,
             &tensors(1000, epoch),
             &info,
@@ -290,8 +303,9 @@ fn latest_skips_a_damaged_newest_object() {
         )
         .expect("save");
     }
-    assert!(latest_full_in(&storage, &dir)
+    assert!(latest_full_in(&storage, &Name::from(&dir))
         .expect("latest")
+        .as_str()
         .ends_with("e3.safetensors"));
     // A plain PUT over the newest object, with some bytes of its data flipped.
     let newest = format!("{dir}/e3.safetensors");
@@ -300,12 +314,14 @@ fn latest_skips_a_damaged_newest_object() {
     for b in &mut bytes[n - 100..n - 90] {
         *b ^= 0xff;
     }
-    let mut put = storage.create(&newest, 0, Commit::Replace).expect("put");
+    let mut put = storage
+        .create(&Name::from(&newest), 0, Commit::Replace)
+        .expect("put");
     put.write_all(&bytes).expect("bytes");
     put.commit(&[], true).expect("plain put");
-    assert!(CheckpointFile::open_in(&storage, &newest, Verify::Full).is_err());
-    let latest = latest_full_in(&storage, &dir).expect("falls back");
-    assert!(latest.ends_with("e2.safetensors"), "{latest:?}");
+    assert!(CheckpointFile::open_in(&storage, &Name::from(&newest), Verify::Full).is_err());
+    let latest = latest_full_in(&storage, &Name::from(&dir)).expect("falls back");
+    assert!(latest.as_str().ends_with("e2.safetensors"), "{latest:?}");
 }
 
 #[test]
@@ -338,10 +354,13 @@ fn of_sixteen_racing_writers_exactly_one_creates_a_name() {
         for r in results.iter().filter_map(|r| r.as_ref().err()) {
             assert!(matches!(r, Error::AlreadyExists { .. }), "{r}");
         }
-        CheckpointFile::open_in(&*storage, &name, Verify::Full).expect("the winner verifies");
+        CheckpointFile::open_in(&*storage, &Name::from(&name), Verify::Full)
+            .expect("the winner verifies");
     }
     // Nothing else is left: no staging objects, listed or not.
-    let everything = storage.list(&server.url("race"), 5).expect("list");
+    let everything = storage
+        .list(&Name::from(&server.url("race")), 5)
+        .expect("list");
     assert_eq!(everything.len(), 2, "{everything:?}");
 }
 
@@ -365,7 +384,10 @@ fn a_trainer_below_or_above_a_locked_folder_is_refused() {
         // Another process's lock, as a trainer elsewhere leaves it.
         let other = r#"{"host":"other-host","pid":77,"since_unix":1700000000}"#;
         assert!(storage
-            .put_if_absent(&server.url(&format!("{dir}/.ckpt.lock")), other.as_bytes())
+            .put_if_absent(
+                &Name::from(&server.url(&format!("{dir}/.ckpt.lock"))),
+                other.as_bytes()
+            )
             .expect("plant"));
     };
 
@@ -382,7 +404,7 @@ fn a_trainer_below_or_above_a_locked_folder_is_refused() {
     );
     // Its own lock did not stay behind.
     assert!(!storage
-        .exists(&server.url("run/01/.ckpt.lock"))
+        .exists(&Name::from(&server.url("run/01/.ckpt.lock")))
         .expect("exists"));
     storage.break_lock(&server.url("run")).expect("break");
 
@@ -396,7 +418,7 @@ fn a_trainer_below_or_above_a_locked_folder_is_refused() {
         "{err}"
     );
     assert!(!storage
-        .exists(&server.url("deep/.ckpt.lock"))
+        .exists(&Name::from(&server.url("deep/.ckpt.lock")))
         .expect("exists"));
     storage.break_lock(&server.url("deep/01/x")).expect("break");
 
@@ -415,7 +437,7 @@ fn a_trainer_below_or_above_a_locked_folder_is_refused() {
         .expect("end");
     assert!(
         storage
-            .exists(&server.url("run/.ckpt.lock"))
+            .exists(&Name::from(&server.url("run/.ckpt.lock")))
             .expect("exists"),
         "the first callback still holds run"
     );
@@ -426,7 +448,7 @@ fn a_trainer_below_or_above_a_locked_folder_is_refused() {
     for dir in ["run", "run/best", "run2"] {
         assert!(
             !storage
-                .exists(&server.url(&format!("{dir}/.ckpt.lock")))
+                .exists(&Name::from(&server.url(&format!("{dir}/.ckpt.lock"))))
                 .expect("exists"),
             "{dir}'s lock stayed"
         );
@@ -440,7 +462,9 @@ fn wrong_credentials_and_a_missing_bucket_fail_fast_in_one_line() {
     };
     let started = Instant::now();
     let wrong = server.storage_with(&[("AWS_SECRET_ACCESS_KEY", "not-the-secret")]);
-    let err = wrong.list(&server.url("x"), 0).expect_err("denied");
+    let err = wrong
+        .list(&Name::from(&server.url("x")), 0)
+        .expect_err("denied");
     let text = err.to_string();
     println!("wrong secret, after {:?}: {text}", started.elapsed());
     assert!(!text.contains('\n') && text.len() < 600, "{text}");
@@ -458,7 +482,7 @@ fn wrong_credentials_and_a_missing_bucket_fail_fast_in_one_line() {
     )
     .expect("client");
     let err = missing
-        .list("s3://no-such-bucket/x", 0)
+        .list(&Name::from("s3://no-such-bucket/x"), 0)
         .expect_err("no bucket");
     println!("missing bucket: {err}");
     assert!(!err.to_string().contains('\n'), "{err}");
@@ -474,7 +498,9 @@ fn wrong_credentials_and_a_missing_bucket_fail_fast_in_one_line() {
         ],
     )
     .expect("client");
-    let err = unreachable.exists("s3://ckpt/x").expect_err("unreachable");
+    let err = unreachable
+        .exists(&Name::from("s3://ckpt/x"))
+        .expect_err("unreachable");
     println!("unreachable endpoint, after {:?}: {err}", started.elapsed());
     assert!(
         err.to_string().contains("cannot reach the endpoint"),
@@ -542,7 +568,7 @@ fn child_uploads_forever() {
         // 3 × 16 MiB: ten parts each, part 0 last.
         store::save_to(
             &storage,
-            &format!("s3://ckpt/crash/s{}.safetensors", step % 3),
+            &Name::from(format!("s3://ckpt/crash/s{}.safetensors", step % 3)),
             Kind::Full,
             &tensors(4 << 20, seed + step),
             &info,
@@ -581,7 +607,7 @@ fn sigkill_during_multipart_saves_never_shows_a_partial_object() {
     // between a fifth of that and twice it after a start, mostly in the middle of a save.
     let started = Instant::now();
     let mut child = spawn();
-    while storage.list(&dir, 0).expect("list").is_empty() {
+    while storage.list(&Name::from(&dir), 0).expect("list").is_empty() {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "no save completed in 120 s"
@@ -603,15 +629,14 @@ fn sigkill_during_multipart_saves_never_shows_a_partial_object() {
         // Stopped by its process id, with SIGKILL: no destructor, no abort of its upload.
         child.kill().expect("kill");
         child.wait().expect("reaped");
-        let objects = storage.list(&dir, 0).expect("list");
+        let objects = storage.list(&Name::from(&dir), 0).expect("list");
         for object in &objects {
             CheckpointFile::open_in(&storage, &object.name, Verify::Full)
                 .unwrap_or_else(|e| panic!("kill {kill}: a partial object is visible: {e}"));
         }
         listed_ever = listed_ever.max(objects.len());
-        let latest = latest_full_in(&storage, &dir).expect("latest resolves");
-        CheckpointFile::open_in(&storage, &latest.to_string_lossy(), Verify::Full)
-            .expect("latest verifies");
+        let latest = latest_full_in(&storage, &Name::from(&dir)).expect("latest resolves");
+        CheckpointFile::open_in(&storage, &latest, Verify::Full).expect("latest verifies");
     }
     println!(
         "{kills} kills (one save took {one_save:?}); up to {listed_ever} objects listed after a kill, all verified"

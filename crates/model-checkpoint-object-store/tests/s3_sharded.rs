@@ -7,6 +7,7 @@ mod seaweed;
 #[path = "../../model-checkpoint/tests/sharded_cases/mod.rs"]
 mod sharded_cases;
 
+use model_checkpoint::store::Name;
 use model_checkpoint_object_store::ObjectStorage;
 use seaweed::Seaweed;
 use sharded_cases::{check_loads, spawn};
@@ -81,8 +82,9 @@ fn a_resumed_sharded_run_on_s3_matches_one_straight_through() {
     }
     // A world of 4 resumes the world-2 run from the bucket.
     run(&straight, 4, 5, true);
-    let latest = model_checkpoint::sharded::latest_sharded(&storage, &straight).expect("latest");
-    assert!(latest.ends_with("step-005"), "{latest}");
+    let latest = model_checkpoint::sharded::latest_sharded(&storage, &Name::from(&straight))
+        .expect("latest");
+    assert!(latest.as_str().ends_with("step-005"), "{latest}");
 }
 
 #[test]
@@ -117,7 +119,7 @@ fn versions_and_last_of_sharded_checkpoints_on_s3() {
     let open = |name: &str| {
         model_checkpoint::sharded::ShardedCheckpoint::open(
             &*storage,
-            &server.url(&format!("v/{name}")),
+            &Name::from(&server.url(&format!("v/{name}"))),
         )
     };
     assert!(open("model").is_err(), "retention removed the oldest");

@@ -13,6 +13,7 @@
 #[path = "../tests/sharded_model/mod.rs"]
 mod sharded_model;
 
+use model_checkpoint::store::Name;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -53,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             return Err("a rank failed".into());
         }
     }
-    let latest = model_checkpoint::sharded::latest_sharded(&*storage, &dir)?;
+    let latest = model_checkpoint::sharded::latest_sharded(&*storage, &Name::from(&dir))?;
     let checkpoint = ShardedCheckpoint::open(&*storage, &latest)?;
     println!(
         "newest checkpoint: {latest} ({} ranks, {} tensors)",

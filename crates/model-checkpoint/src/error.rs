@@ -1,7 +1,6 @@
 //! The crate's one error type.
 
 use std::io;
-use std::path::PathBuf;
 
 use crate::model::Dtype;
 use crate::template::{python_repr, FormatError};
@@ -57,10 +56,10 @@ pub enum Error {
         message: String,
     },
     /// The formatted checkpoint path is an existing directory.
-    #[error("Please specify a non-directory filepath for ModelCheckpoint. Filepath used is an existing directory: {}", .path.display())]
+    #[error("Please specify a non-directory filepath for ModelCheckpoint. Filepath used is an existing directory: {}", .path)]
     IsADirectory {
         /// The path.
-        path: PathBuf,
+        path: crate::name::Name,
     },
     /// A save was due but no model was attached to the callback.
     #[error("no model to save: the callback was called without a model")]
@@ -89,28 +88,28 @@ pub enum Error {
         reason: &'static str,
     },
     /// A file-system operation failed.
-    #[error("cannot {action} {}: {source}", .path.display())]
+    #[error("cannot {action} {}: {source}", .path)]
     Io {
         /// What was being done (`"write"`, `"create folder"` …).
         action: &'static str,
         /// The path involved.
-        path: PathBuf,
+        path: crate::name::Name,
         /// The system's error.
         source: io::Error,
     },
     /// A checkpoint file is damaged or is not what was expected.
-    #[error("{}: {reason}", .path.display())]
+    #[error("{}: {reason}", .path)]
     Corrupt {
         /// The file.
-        path: PathBuf,
+        path: crate::name::Name,
         /// What is wrong, naming the tensor or field.
         reason: String,
     },
     /// A path that must be a regular file is a FIFO, a socket or a device.
-    #[error("{} is {kind}, not a regular file: checkpoints and data are read from regular files only", .path.display())]
+    #[error("{} is {kind}, not a regular file: checkpoints and data are read from regular files only", .path)]
     NotARegularFile {
         /// The path.
-        path: PathBuf,
+        path: crate::name::Name,
         /// What it is instead.
         kind: &'static str,
     },
@@ -157,26 +156,26 @@ pub enum Error {
         reason: String,
     },
     /// A checkpoint lacks a tensor the model or optimizer needs.
-    #[error("{}: tensor {name:?} is missing", .path.display())]
+    #[error("{}: tensor {name:?} is missing", .path)]
     MissingTensor {
         /// The checkpoint.
-        path: PathBuf,
+        path: crate::name::Name,
         /// The tensor, as named in the file.
         name: String,
     },
     /// A checkpoint holds a tensor the model does not have (a strict load).
-    #[error("{}: tensor {name:?} is not a variable of this model", .path.display())]
+    #[error("{}: tensor {name:?} is not a variable of this model", .path)]
     UnexpectedTensor {
         /// The checkpoint.
-        path: PathBuf,
+        path: crate::name::Name,
         /// The tensor.
         name: String,
     },
     /// A tensor's shape differs between the checkpoint and the model.
-    #[error("{}: tensor {name:?} has shape {found:?} in the file but {expected:?} in the model", .path.display())]
+    #[error("{}: tensor {name:?} has shape {found:?} in the file but {expected:?} in the model", .path)]
     ShapeMismatch {
         /// The checkpoint.
-        path: PathBuf,
+        path: crate::name::Name,
         /// The tensor.
         name: String,
         /// The model's shape.
@@ -185,10 +184,10 @@ pub enum Error {
         found: Vec<usize>,
     },
     /// A tensor's dtype differs between the checkpoint and the model.
-    #[error("{}: tensor {name:?} is {found} in the file but {expected} in the model", .path.display())]
+    #[error("{}: tensor {name:?} is {found} in the file but {expected} in the model", .path)]
     DtypeMismatch {
         /// The checkpoint.
-        path: PathBuf,
+        path: crate::name::Name,
         /// The tensor.
         name: String,
         /// The model's dtype.
@@ -197,16 +196,16 @@ pub enum Error {
         found: String,
     },
     /// A weights-only file was given where training must resume from a full checkpoint.
-    #[error("{}: a weights-only checkpoint cannot resume training; give a full checkpoint (saved without save_weights_only)", .path.display())]
+    #[error("{}: a weights-only checkpoint cannot resume training; give a full checkpoint (saved without save_weights_only)", .path)]
     NotAFullCheckpoint {
         /// The file.
-        path: PathBuf,
+        path: crate::name::Name,
     },
     /// A full checkpoint's training state is missing a field or does not fit this run.
-    #[error("{}: {reason}", .path.display())]
+    #[error("{}: {reason}", .path)]
     BadTrainingState {
         /// The file.
-        path: PathBuf,
+        path: crate::name::Name,
         /// What is wrong.
         reason: String,
     },
@@ -219,10 +218,10 @@ pub enum Error {
         method: &'static str,
     },
     /// Another process holds the checkpoint folder's lock.
-    #[error("another process is writing checkpoints into {}: its lock {} is held; wait for it to finish or choose another folder", .dir.display(), .dir.join(crate::store::LOCK_FILE).display())]
+    #[error("another process is writing checkpoints into {}: its lock {} is held; wait for it to finish or choose another folder", .dir, .dir.join(crate::store::LOCK_FILE))]
     Locked {
         /// The folder.
-        dir: PathBuf,
+        dir: crate::name::Name,
     },
     /// A storage location (a URL or a name in it) that cannot be used.
     #[error("{location}: {reason}")]
@@ -247,18 +246,18 @@ pub enum Error {
         holder: String,
     },
     /// A strict load found tensors missing, unexpected or mismatched: all are named.
-    #[error("{} does not match the model: {report}", .path.display())]
+    #[error("{} does not match the model: {report}", .path)]
     LoadMismatch {
         /// The checkpoint.
-        path: PathBuf,
+        path: crate::name::Name,
         /// Every tensor missing, unexpected or of another dtype or shape.
         report: Box<crate::load::LoadReport>,
     },
     /// A strict restore was handed a callback whose state the checkpoint does not hold.
-    #[error("{} holds no state for callback {key}: it would start afresh; save full checkpoints from one list of callbacks (CallbackList), or restore without strict", .path.display())]
+    #[error("{} holds no state for callback {key}: it would start afresh; save full checkpoints from one list of callbacks (CallbackList), or restore without strict", .path)]
     MissingCallbackState {
         /// The checkpoint.
-        path: PathBuf,
+        path: crate::name::Name,
         /// The callback's state key.
         key: String,
     },
@@ -272,10 +271,10 @@ pub enum Error {
         reason: String,
     },
     /// No full checkpoint in a folder verifies.
-    #[error("no full checkpoint in {} verifies", .dir.display())]
+    #[error("no full checkpoint in {} verifies", .dir)]
     NoCheckpoint {
         /// The folder.
-        dir: PathBuf,
+        dir: crate::name::Name,
     },
     /// The tensor framework (or a model's own code) failed; the framework's error is kept as
     /// the source.
@@ -347,7 +346,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<crate::name::Name>,
+        source: io::Error,
+    ) -> Self {
         Error::Io {
             action,
             path: path.into(),
@@ -355,7 +358,7 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(path: impl Into<crate::name::Name>, reason: impl Into<String>) -> Self {
         Error::Corrupt {
             path: path.into(),
             reason: reason.into(),
@@ -396,6 +399,15 @@ impl KerasError {
             KerasError::InvalidSaveFreq
             | KerasError::FilepathExtension
             | KerasError::UnknownDirection => "ValueError",
+        }
+    }
+}
+
+impl From<crate::name::NameError> for Error {
+    fn from(e: crate::name::NameError) -> Self {
+        Error::BadLocation {
+            location: crate::text::shorten(&e.text, 200),
+            reason: e.reason,
         }
     }
 }

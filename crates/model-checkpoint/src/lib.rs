@@ -58,7 +58,7 @@
 //! //
 //! // Epoch 3: val_accuracy did not improve from 0.91000
 //! assert_eq!(checkpoint.best().as_f64(), Some(0.91));
-//! assert_eq!(checkpoint.last_saved(), Some(std::path::Path::new("ckpt/weights.02-0.31.safetensors")));
+//! assert_eq!(checkpoint.last_saved().map(|n| n.as_str()), Some("ckpt/weights.02-0.31.safetensors"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -78,6 +78,7 @@ mod error;
 pub mod load;
 mod logs;
 mod model;
+mod name;
 pub mod policy;
 pub mod restore;
 pub mod sharded;
@@ -95,4 +96,5 @@ pub use model::{
     byte_len, Checkpointable, Dtype, HostTensor, HostTensorRef, NamedTensor, Placement,
     SharedTensor, Slice, TensorData, TensorInfo, TensorSource, TrainingState,
 };
+pub use name::{Name, NameError};
 pub use policy::{judge, Direction, Mode, SaveFreq, SaveSchedule, Verdict};

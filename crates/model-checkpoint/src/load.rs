@@ -7,18 +7,18 @@
 //!
 //! ```
 //! use model_checkpoint::load::{plan, LoadOptions};
-//! use model_checkpoint::{Dtype, Error, TensorInfo, TensorSource};
+//! use model_checkpoint::{store::Name, Dtype, Error, TensorInfo, TensorSource};
 //!
-//! /// Two tensors in memory.
-//! struct Memory(Vec<(TensorInfo, Vec<u8>)>);
+//! /// Tensors in memory, under a name for messages.
+//! struct Memory(Name, Vec<(TensorInfo, Vec<u8>)>);
 //! impl TensorSource for Memory {
-//!     fn path(&self) -> &std::path::Path { std::path::Path::new("memory") }
-//!     fn tensors(&self) -> Vec<TensorInfo> { self.0.iter().map(|(i, _)| i.clone()).collect() }
+//!     fn path(&self) -> &Name { &self.0 }
+//!     fn tensors(&self) -> Vec<TensorInfo> { self.1.iter().map(|(i, _)| i.clone()).collect() }
 //!     fn read(&self, name: &str, _: Dtype, _: &[usize]) -> Result<Vec<u8>, Error> {
-//!         Ok(self.0.iter().find(|(i, _)| i.name == name).map(|(_, b)| b.clone()).unwrap_or_default())
+//!         Ok(self.1.iter().find(|(i, _)| i.name == name).map(|(_, b)| b.clone()).unwrap_or_default())
 //!     }
 //! }
-//! let source = Memory(vec![
+//! let source = Memory(Name::new("memory")?, vec![
 //!     (TensorInfo::new("w", Dtype::F64, &[1]), 2.5f64.to_le_bytes().to_vec()),
 //!     (TensorInfo::new("extra", Dtype::F32, &[1]), 1f32.to_le_bytes().to_vec()),
 //! ]);
@@ -187,7 +187,7 @@ pub fn plan(
         .collect();
     if options.strict && !report.is_clean() {
         return Err(Error::LoadMismatch {
-            path: source.path().to_path_buf(),
+            path: source.path().clone(),
             report: Box::new(report),
         });
     }
@@ -237,7 +237,7 @@ pub struct Within<'a> {
 }
 
 impl TensorSource for Within<'_> {
-    fn path(&self) -> &std::path::Path {
+    fn path(&self) -> &crate::store::Name {
         self.source.path()
     }
 
@@ -274,7 +274,7 @@ fn is_float(dtype: Dtype) -> bool {
 /// [`Error::DtypeMismatch`] for a dtype that is not one of those floats.
 pub fn cast(bytes: &[u8], from: Dtype, to: Dtype) -> Result<Vec<u8>, Error> {
     let unsupported = || Error::DtypeMismatch {
-        path: std::path::PathBuf::new(),
+        path: crate::store::Name::top(),
         name: String::new(),
         expected: format!("{to:?}"),
         found: format!("{from:?} (only floats cast)"),

@@ -227,7 +227,7 @@ impl TensorInfo {
 /// [`Checkpointable::weights`] is the tensors-out half: what an adapter reads through.
 pub trait TensorSource {
     /// The checkpoint the tensors come from (for messages).
-    fn path(&self) -> &std::path::Path;
+    fn path(&self) -> &crate::name::Name;
 
     /// The tensors here, by name (the training tensors without the format's prefix).
     fn tensors(&self) -> Vec<TensorInfo>;

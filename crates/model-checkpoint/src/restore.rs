@@ -55,14 +55,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::callback::Callback;
 use std::collections::BTreeMap;
 
 use crate::model::{byte_len, Checkpointable, Dtype, Placement, TensorInfo};
 use crate::sharded::{Ranks, ShardedCheckpoint};
-use crate::store::{self, CheckpointFile, Kind, Meta, Storage, Verify, TRAINING_PREFIX};
+use crate::store::{self, CheckpointFile, Kind, Meta, Name, Storage, Verify, TRAINING_PREFIX};
 use crate::Error;
 
 /// The tensors of a checkpoint as a model or an optimizer sees them: the weights, or the
@@ -152,7 +152,7 @@ impl<'a> Stored<'a> {
                 placement => return read_global(checkpoint, &key, placement, dtype, shape),
             }
         }
-        let path = self.file.path().to_path_buf();
+        let path = self.file.path().clone();
         let t = self.file.tensor(&key).ok_or_else(|| Error::MissingTensor {
             path: path.clone(),
             name: key.clone(),
@@ -179,7 +179,7 @@ impl<'a> Stored<'a> {
 }
 
 impl crate::model::TensorSource for Stored<'_> {
-    fn path(&self) -> &Path {
+    fn path(&self) -> &Name {
         self.file.path()
     }
 
@@ -236,7 +236,7 @@ fn read_global(
     dtype: Dtype,
     shape: &[usize],
 ) -> Result<Vec<u8>, Error> {
-    let path: PathBuf = format!("{}/{}", checkpoint.dir(), crate::sharded::INDEX_FILE).into();
+    let path = checkpoint.dir().join(crate::sharded::INDEX_FILE);
     let global = checkpoint
         .tensors()
         .get(key)
@@ -273,7 +273,7 @@ fn read_global(
 #[non_exhaustive]
 pub struct Restored {
     /// The checkpoint.
-    pub path: PathBuf,
+    pub path: Name,
     /// Its metadata (epoch, step, logs, run id).
     pub meta: Meta,
     /// The training state but the callbacks' (`fit`, `optimizer` …), as the model handed it
@@ -349,7 +349,7 @@ pub fn restore_with_options(
 /// As [`restore`], and [`ShardedCheckpoint::open`]'s.
 pub fn restore_sharded(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     ranks: Ranks,
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
@@ -357,7 +357,7 @@ pub fn restore_sharded(
     let checkpoint = ShardedCheckpoint::open(storage, dir)?;
     let own = ranks.rank % checkpoint.world_size();
     let file = checkpoint.shard(own).ok_or_else(|| Error::Corrupt {
-        path: dir.into(),
+        path: dir.clone(),
         reason: format!("no shard for rank {own}"),
     })?;
     // Every tensor is checked as it is read; the rest of this shard now.
@@ -379,7 +379,7 @@ fn restore_with(
     callbacks: &mut [&mut dyn Callback],
     options: RestoreOptions,
 ) -> Result<Restored, Error> {
-    let path = file.path().to_path_buf();
+    let path = file.path().clone();
     if file.kind() != Kind::Full {
         return Err(Error::NotAFullCheckpoint { path });
     }
@@ -459,7 +459,7 @@ pub fn restore_latest(
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
     let path = store::latest_full(dir)?;
-    let file = CheckpointFile::open(&path, Verify::Full)?;
+    let file = CheckpointFile::open(path.as_path(), Verify::Full)?;
     restore(&file, model, callbacks)
 }
 
@@ -470,11 +470,11 @@ pub fn restore_latest(
 /// As [`restore_latest`].
 pub fn restore_latest_in(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
     let path = store::latest_full_in(storage, dir)?;
-    let file = CheckpointFile::open_in(storage, &path.to_string_lossy(), Verify::Full)?;
+    let file = CheckpointFile::open_in(storage, &path, Verify::Full)?;
     restore(&file, model, callbacks)
 }

@@ -85,7 +85,7 @@ fn failed_background_saves_are_never_dropped_or_claimed() {
     assert_eq!(cb.saves(), 0);
     fence.wait();
     cb.flush().expect("durable");
-    assert!(cb.last_saved().is_some_and(|p| p.exists()));
+    assert!(cb.last_saved().is_some_and(|p| p.as_path().exists()));
     assert_eq!(cb.saves(), 1);
 
     // 2. A save that fails, and a callback dropped before anyone asked: logged as an error,

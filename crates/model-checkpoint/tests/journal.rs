@@ -116,7 +116,9 @@ fn saves_and_deletes_are_recorded_in_order() {
     // Listings skip it, as they skip the markers.
     let listed = list(dir.path()).expect("list");
     assert!(
-        listed.iter().all(|l| !l.path.ends_with(JOURNAL_FILE)),
+        listed
+            .iter()
+            .all(|l| !l.path.as_str().ends_with(JOURNAL_FILE)),
         "{listed:?}"
     );
 }

@@ -502,7 +502,7 @@ fn replay(trace: &Json, dir: &Path) -> Result<(), String> {
                 .last_saved()
                 .ok_or(format!("{at}: a save but no last_saved"))?;
             let weights_only = model.state_requests.get() == full_before;
-            let file = CheckpointFile::open(path, Verify::Full)
+            let file = CheckpointFile::open(path.as_path(), Verify::Full)
                 .map_err(|e| format!("{at}: saved file does not verify: {e}"))?;
             let kind = if weights_only {
                 Kind::Weights

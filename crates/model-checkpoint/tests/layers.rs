@@ -463,3 +463,28 @@ fn keras_texts_are_spelled_only_by_the_keras_rules() {
         found.join("\n")
     );
 }
+
+#[test]
+fn only_the_name_type_parses_urls() {
+    // `scheme://root` is parsed in one place, `name.rs`; what a scheme means belongs to a
+    // storage (the local folder refuses every URL) or to Keras (tf.keras makes no folders
+    // under `gs://`), never to the engine, the store's formats or the callbacks.
+    let found = offending(
+        &core(),
+        "",
+        &[
+            ".scheme()",
+            "\"s3",
+            "\"gs",
+            "\"az",
+            "\"http",
+            "split_once(\":",
+        ],
+        &["name.rs", "checkpoint/keras/", "store/local/"],
+    );
+    assert!(
+        found.is_empty(),
+        "schemes outside the name type:\n{}",
+        found.join("\n")
+    );
+}

@@ -73,7 +73,7 @@ fn no_overwrite_adds_version_suffixes() {
     }
     assert!(cb
         .last_saved()
-        .is_some_and(|p| p.ends_with("model-v2.safetensors")));
+        .is_some_and(|p| p.as_str().ends_with("model-v2.safetensors")));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod sharded_cases;
 
+use model_checkpoint::store::Name;
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -34,7 +35,9 @@ fn two_and_four_processes_save_and_any_number_load() {
         let dir = dir.to_string_lossy();
         save(&dir, world, world as u64);
         check_loads(&LocalFolder::default(), &dir, world as u64);
-        let checkpoint = ShardedCheckpoint::open(&LocalFolder::default(), &dir).expect("open");
+        let checkpoint =
+            ShardedCheckpoint::open(&LocalFolder::default(), &Name::from(dir.as_ref()))
+                .expect("open");
         assert_eq!(checkpoint.world_size(), world);
         // Hugging Face's weight_map names every tensor.
         assert_eq!(
@@ -46,7 +49,7 @@ fn two_and_four_processes_save_and_any_number_load() {
         // Consolidated into one plain file, holding every global tensor.
         let out = root.path().join(format!("w{world}.safetensors"));
         checkpoint
-            .consolidate(&LocalFolder::default(), &out.to_string_lossy())
+            .consolidate(&LocalFolder::default(), &Name::from(out.as_path()))
             .expect("consolidate");
         let file = CheckpointFile::open(&out, Verify::Full).expect("verifies");
         for (name, _, shape, bytes) in global(world as u64) {
@@ -69,7 +72,7 @@ fn of_two_racing_coordinators_one_publishes() {
                 scope.spawn(|| {
                     sharded::commit(
                         &storage,
-                        &dir,
+                        &Name::from(&dir),
                         2,
                         "save-7",
                         &BTreeMap::new(),
@@ -92,7 +95,7 @@ fn of_two_racing_coordinators_one_publishes() {
     // A shard of another save is never gathered.
     let err = sharded::gather(
         &storage,
-        &dir,
+        &Name::from(&dir),
         2,
         "another-save",
         &BTreeMap::new(),

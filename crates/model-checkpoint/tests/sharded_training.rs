@@ -4,6 +4,7 @@
 
 mod sharded_model;
 
+use model_checkpoint::store::Name;
 use std::sync::Arc;
 
 use model_checkpoint::restore::restore_sharded;
@@ -79,7 +80,7 @@ fn a_resumed_sharded_run_matches_one_straight_through() {
 
     // The world-2 checkpoint of epoch 4 restores into 4 processes: each gets its columns.
     let from = format!("{straight}/step-004");
-    let global = ShardedCheckpoint::open(&LocalFolder::default(), &from)
+    let global = ShardedCheckpoint::open(&LocalFolder::default(), &Name::from(&from))
         .expect("open")
         .read("W")
         .expect("W")
@@ -91,8 +92,14 @@ fn a_resumed_sharded_run_matches_one_straight_through() {
     for rank in 0..4 {
         let ranks = Ranks::new(rank, 4).expect("ranks");
         let mut model = LinearSlice::new(ranks);
-        restore_sharded(&LocalFolder::default(), &from, ranks, &mut model, &mut [])
-            .expect("restore");
+        restore_sharded(
+            &LocalFolder::default(),
+            &Name::from(&from),
+            ranks,
+            &mut model,
+            &mut [],
+        )
+        .expect("restore");
         let cols = OUTPUTS / 4;
         let expected: Vec<f32> = (0..INPUTS)
             .flat_map(|i| {
@@ -103,8 +110,11 @@ fn a_resumed_sharded_run_matches_one_straight_through() {
     }
     // And training goes on in a world of 4 from there.
     run(&straight, 4, 6, true);
-    let latest = ShardedCheckpoint::open(&LocalFolder::default(), &format!("{straight}/step-006"))
-        .expect("open");
+    let latest = ShardedCheckpoint::open(
+        &LocalFolder::default(),
+        &Name::from(format!("{straight}/step-006")),
+    )
+    .expect("open");
     assert_eq!(latest.world_size(), 4);
 }
 
@@ -156,7 +166,11 @@ fn a_committed_folder_is_never_saved_into_again() {
         "saving into a committed folder must fail"
     );
     assert_eq!(contents(&format!("{dir}/step-002")), before);
-    ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/step-001")).expect("intact");
+    ShardedCheckpoint::open(
+        &LocalFolder::default(),
+        &Name::from(format!("{dir}/step-001")),
+    )
+    .expect("intact");
 }
 
 /// A run of `epochs` with `template`, its two ranks as threads in this process (run id
@@ -194,8 +208,11 @@ fn versions_and_last_of_sharded_checkpoints() {
         cb.overwrite(false).save_last(true).keep_last(100)
     });
     for name in ["model", "model-v1", "model-v2", "last"] {
-        ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/{name}"))
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        ShardedCheckpoint::open(
+            &LocalFolder::default(),
+            &Name::from(format!("{dir}/{name}")),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
     assert_eq!(
         contents(&format!("{dir}/last")),
@@ -245,7 +262,11 @@ fn rank_0_journals_every_sharded_save_and_every_folder_retention_deletes() {
     let mut gone: Vec<String> = (1..=5)
         .map(|e| format!("epoch_{e}"))
         .filter(|name| {
-            ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/{name}")).is_err()
+            ShardedCheckpoint::open(
+                &LocalFolder::default(),
+                &Name::from(format!("{dir}/{name}")),
+            )
+            .is_err()
         })
         .collect();
     deleted.sort();
@@ -308,7 +329,10 @@ fn sharded_retention_deletes_only_the_runs_parts_and_removes_emptied_folders() {
         assert!(!root.path().join(gone).exists(), "{gone} left behind");
     }
     for kept in ["epoch_4", "epoch_5", "last"] {
-        ShardedCheckpoint::open(&LocalFolder::default(), &format!("{dir}/{kept}"))
-            .unwrap_or_else(|e| panic!("{kept}: {e}"));
+        ShardedCheckpoint::open(
+            &LocalFolder::default(),
+            &Name::from(format!("{dir}/{kept}")),
+        )
+        .unwrap_or_else(|e| panic!("{kept}: {e}"));
     }
 }

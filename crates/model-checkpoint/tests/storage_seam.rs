@@ -4,6 +4,7 @@
 
 mod memory;
 
+use model_checkpoint::store::Name;
 use std::cell::Cell;
 use std::sync::Arc;
 
@@ -108,7 +109,8 @@ fn retention_and_resume_work_through_a_second_storage() {
     // One call: the newest full checkpoint, the model, its training state, the callback.
     let mut toy = Toy(Cell::new(0));
     let mut cb = callback(&resumed);
-    let restored = restore_latest_in(&resumed, "ck", &mut toy, &mut [&mut cb]).expect("restore");
+    let restored =
+        restore_latest_in(&resumed, &Name::from("ck"), &mut toy, &mut [&mut cb]).expect("restore");
     // The newest by the epoch stored in it: epoch 3, or `last`, which holds the same.
     assert_eq!(restored.meta.epoch, Some(3));
     assert_eq!(toy.0.get(), 3);
@@ -123,6 +125,45 @@ fn retention_and_resume_work_through_a_second_storage() {
             resumed.0.get(&name),
             straight.0.get(&name),
             "{name} differs between resumed and straight"
+        );
+    }
+}
+
+/// A URL is a name with a root the local file system does not have: a template for an
+/// object store given no object storage fails before training with the typed error naming
+/// it, and never becomes a local folder called `s3:`; a name leaving its bucket is refused
+/// before any storage sees it.
+#[test]
+fn a_url_is_never_a_local_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = std::env::current_dir().expect("cwd");
+    let template = "s3://bucket/run/w.{epoch:02d}.safetensors";
+    let model = Toy(Cell::new(1));
+    let mut cb = ModelCheckpoint::new(template)
+        .save_weights_only(true)
+        .storage(Arc::new(model_checkpoint::store::LocalFolder::new(
+            dir.path(),
+        )));
+    let mut ctx = Context::new(&model);
+    // Refused where the folder is first touched: its lock, before training.
+    let refused = cb
+        .on_train_begin(&Logs::new(), &mut ctx)
+        .expect_err("a URL on the local file system");
+    assert!(
+        matches!(&refused, Error::BadLocation { location, reason }
+            if location.starts_with("s3://bucket/run") && reason.contains("local file system")),
+        "{refused}"
+    );
+    let made: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(made.is_empty(), "nothing made locally: {made:?}");
+    assert!(!cwd.join("s3:").exists());
+    for bad in ["s3://bucket/../other/w", "s3://", "ck/w\0"] {
+        assert!(
+            matches!(
+                Name::new(bad).map_err(Error::from),
+                Err(Error::BadLocation { .. })
+            ),
+            "{bad:?}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Object-storage measurements against a server given by `--s3 s3://bucket/prefix` and the
 //! `AWS_*` variables (`bench/s3.sh` starts SeaweedFS on 127.0.0.1 and runs them).
 
+use model_checkpoint::store::Name;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ pub(super) fn save_vs_multipart(
         let t = Instant::now();
         store::save_to(
             &storage,
-            &save_name,
+            &Name::from(&save_name),
             Kind::Weights,
             &tensors,
             &BTreeMap::new(),
@@ -60,8 +61,8 @@ pub(super) fn save_vs_multipart(
         ours.push(save()?);
         plain.push(raw()?);
     }
-    storage.delete(&save_name)?;
-    storage.delete(&raw_name)?;
+    storage.delete(&Name::from(&save_name))?;
+    storage.delete(&Name::from(&raw_name))?;
     let (s, r) = (median(ours), median(plain));
     Ok(json!({
         "bench": "s3_save_vs_multipart", "mib": bytes >> 20, "tensors": count, "runs": runs,
@@ -112,7 +113,7 @@ pub(super) fn stall_vs_sync(
     sync_cb.on_train_end(&logs, &mut ctx)?;
     async_cb.on_train_end(&logs, &mut ctx)?;
     for name in ["sync", "async"] {
-        for object in storage.list(&format!("{prefix}/{name}"), 0)? {
+        for object in storage.list(&Name::from(format!("{prefix}/{name}")), 0)? {
             storage.delete(&object.name)?;
         }
     }

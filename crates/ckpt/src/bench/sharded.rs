@@ -4,6 +4,7 @@
 //! consolidated file; and, toward many machines, the commit of 8, 64 and 256 ranks through
 //! an S3 server (latency from the last shard to the index, and storage operations).
 
+use model_checkpoint::store::Name;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -63,44 +64,44 @@ impl Counting {
 impl Storage for Counting {
     fn create(
         &self,
-        name: &str,
+        name: &Name,
         head_len: u64,
         commit: Commit,
     ) -> Result<Box<dyn PendingObject>, Error> {
         self.tick();
         self.inner.create(name, head_len, commit)
     }
-    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
+    fn put_if_absent(&self, name: &Name, bytes: &[u8]) -> Result<bool, Error> {
         self.tick();
         self.inner.put_if_absent(name, bytes)
     }
-    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error> {
+    fn open(&self, name: &Name) -> Result<Box<dyn ObjectReader>, Error> {
         self.tick();
         self.inner.open(name)
     }
-    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
+    fn list(&self, dir: &Name, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
         self.tick();
         self.inner.list(dir, depth)
     }
-    fn exists(&self, name: &str) -> Result<bool, Error> {
+    fn exists(&self, name: &Name) -> Result<bool, Error> {
         self.tick();
         self.inner.exists(name)
     }
-    fn delete(&self, name: &str) -> Result<(), Error> {
+    fn delete(&self, name: &Name) -> Result<(), Error> {
         self.tick();
         self.inner.delete(name)
     }
-    fn copy(&self, from: &str, to: &str, durable: bool) -> Result<(), Error> {
+    fn copy(&self, from: &Name, to: &Name, durable: bool) -> Result<(), Error> {
         self.tick();
         self.inner.copy(from, to, durable)
     }
-    fn prepare_dir(&self, dir: &str) -> Result<(), Error> {
+    fn prepare_dir(&self, dir: &Name) -> Result<(), Error> {
         self.inner.prepare_dir(dir)
     }
-    fn contains(&self, dir: &str, name: &str) -> bool {
+    fn contains(&self, dir: &Name, name: &Name) -> bool {
         self.inner.contains(dir, name)
     }
-    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+    fn lock(&self, dir: &Name) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
         self.inner.lock(dir)
     }
 }
@@ -137,9 +138,10 @@ pub(crate) fn rank(args: RankArgs) -> Result<(), Failure> {
         })
         .collect::<Result<_, _>>()?;
     let save_id = "bench";
+    let dir = Name::new(&args.dir)?;
     sharded::save_shard(
         &storage,
-        &args.dir,
+        &dir,
         ranks,
         save_id,
         Kind::Weights,
@@ -155,7 +157,7 @@ pub(crate) fn rank(args: RankArgs) -> Result<(), Failure> {
         };
         sharded::commit(
             &storage,
-            &args.dir,
+            &dir,
             ranks.world_size,
             save_id,
             &BTreeMap::new(),
@@ -219,12 +221,12 @@ fn run_ranks(dir: &str, world: usize, bytes: u64, tensors: u64) -> Result<Run, F
     })
 }
 
-fn remove_folder(storage: &dyn Storage, dir: &str) -> Result<(), Failure> {
+fn remove_folder(storage: &dyn Storage, dir: &Name) -> Result<(), Failure> {
     for object in storage.list(dir, 0)? {
         storage.delete(&object.name)?;
     }
-    if !model_checkpoint_object_store::is_remote(dir) {
-        let _ = std::fs::remove_dir(dir);
+    if dir.scheme().is_none() {
+        let _ = std::fs::remove_dir(dir.as_path());
     }
     Ok(())
 }
@@ -243,11 +245,8 @@ pub(super) fn throughput(
     let mut walls: Vec<Vec<Duration>> = vec![Vec::new(); worlds.len()];
     for _ in 0..runs {
         for (i, &world) in worlds.iter().enumerate() {
-            let folder = dir
-                .join(format!("sharded-{world}"))
-                .to_string_lossy()
-                .into_owned();
-            walls[i].push(run_ranks(&folder, world, bytes, count)?.wall);
+            let folder = Name::from(dir.join(format!("sharded-{world}")));
+            walls[i].push(run_ranks(folder.as_str(), world, bytes, count)?.wall);
             // The last 4-rank checkpoint stays for the load measurement below.
             if world != 4 || walls[i].len() < runs as usize {
                 remove_folder(&*storage, &folder)?;
@@ -256,10 +255,10 @@ pub(super) fn throughput(
     }
     let medians: Vec<Duration> = walls.into_iter().map(median).collect();
     // The 4-rank checkpoint, consolidated; then loaded both ways, interleaved.
-    let folder = dir.join("sharded-4").to_string_lossy().into_owned();
+    let folder = Name::from(dir.join("sharded-4"));
     let checkpoint = ShardedCheckpoint::open(&*storage, &folder)?;
     let plain = dir.join("consolidated.safetensors");
-    checkpoint.consolidate(&*storage, &plain.to_string_lossy())?;
+    checkpoint.consolidate(&*storage, &Name::from(plain.as_path()))?;
     let (mut resharded, mut whole) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let t = Instant::now();
@@ -297,9 +296,9 @@ pub(super) fn commit_at_scale(prefix: &str) -> Result<serde_json::Value, Failure
     let storage = storage_for(prefix)?;
     let mut rows = Vec::new();
     for world in [8usize, 64, 256] {
-        let dir = format!("{prefix}/commit-{world}");
+        let dir = Name::new(&format!("{prefix}/commit-{world}"))?;
         // 64 KiB per rank, in 4 tensors.
-        let run = run_ranks(&dir, world, (64 << 10) * world as u64, 4)?;
+        let run = run_ranks(dir.as_str(), world, (64 << 10) * world as u64, 4)?;
         remove_folder(&*storage, &dir)?;
         rows.push(json!({
             "ranks": world, "commit_latency_s": secs(run.commit_latency),

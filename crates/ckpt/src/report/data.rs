@@ -20,7 +20,7 @@ use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 
-use model_checkpoint::store::{self, ObjectReader, Storage, JOURNAL_FILE};
+use model_checkpoint::store::{self, Name, ObjectReader, Storage, JOURNAL_FILE};
 use model_checkpoint::{Direction, Mode};
 
 use crate::folder::Entry;
@@ -145,13 +145,7 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
     if !folder.is_folder()? {
         return Err(format!("{} is not a folder", dir.display()).into());
     }
-    let side = |name: &str| {
-        if folder.name.is_empty() || folder.name == "." {
-            name.to_owned()
-        } else {
-            format!("{}/{name}", folder.name.trim_end_matches('/'))
-        }
-    };
+    let side = |name: &str| folder.name.join(name);
     let mut notes = Vec::new();
     let history_name = side(store::HISTORY_FILE);
     let history = read_history(&*folder.storage, &history_name)?;
@@ -230,7 +224,7 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
     let file_row = |i: usize, save: Option<&Save>| {
         let e = &present[i];
         Checkpoint {
-            path: e.path.to_string_lossy().into_owned(),
+            path: e.path.to_string(),
             epoch: e.meta.epoch.or(save.map(|s| s.epoch)).unwrap_or(0),
             batch: e.meta.batch.or(save.and_then(|s| s.batch)),
             step: e.meta.global_step.or(save.and_then(|s| s.step)),
@@ -375,17 +369,17 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
     }
 
     let options = options(&folder, &present);
-    let mut inputs = vec![history_name, journal_name];
+    let mut inputs = vec![history_name.to_string(), journal_name.to_string()];
     let mut sharded = Vec::new();
     for e in &present {
-        let name = e.path.to_string_lossy().into_owned();
+        let name = e.path.to_string();
         if e.kind.as_deref().is_some_and(|k| k.starts_with("sharded")) {
             sharded.push(name.clone());
         }
         inputs.push(name);
     }
     Ok(Report {
-        folder: folder.name.clone(),
+        folder: folder.name.to_string(),
         metrics,
         history_rows,
         monitor,
@@ -483,7 +477,7 @@ struct CsvFile {
 }
 
 impl CsvFile {
-    fn open(storage: &dyn Storage, name: &str) -> Result<Option<CsvFile>, Failure> {
+    fn open(storage: &dyn Storage, name: &Name) -> Result<Option<CsvFile>, Failure> {
         let reader = match storage.open(name) {
             Ok(reader) => reader,
             Err(model_checkpoint::Error::Io { source, .. })
@@ -496,7 +490,7 @@ impl CsvFile {
         let row_end = Rc::new(Cell::new(0));
         let chunks = Chunks {
             reader,
-            name: name.to_owned(),
+            name: name.to_string(),
             at: 0,
             row_end: Rc::clone(&row_end),
         };
@@ -508,7 +502,7 @@ impl CsvFile {
         Ok(Some(CsvFile {
             reader,
             row_end,
-            name: name.to_owned(),
+            name: name.to_owned().to_string(),
             record: csv::ByteRecord::new(),
             rows: 0,
         }))
@@ -579,7 +573,7 @@ struct History {
 /// over 1-based epochs; values Keras writes as `nan` or text are skipped. Up to
 /// `2 * BUCKETS` rows are drawn point by point; a longer history by the lowest and highest
 /// value of each metric in each of [`BUCKETS`] spans of epochs.
-fn read_history(storage: &dyn Storage, name: &str) -> Result<Option<History>, Failure> {
+fn read_history(storage: &dyn Storage, name: &Name) -> Result<Option<History>, Failure> {
     // The first pass checks every row and finds the range of epochs.
     let Some(mut file) = CsvFile::open(storage, name)? else {
         return Ok(None);
@@ -774,7 +768,7 @@ impl Journal {
             present_by_key: present
                 .iter()
                 .enumerate()
-                .filter_map(|(i, e)| Some((key_of(&e.path.to_string_lossy())?, i)))
+                .filter_map(|(i, e)| Some((key_of(e.path.as_str())?, i)))
                 .collect(),
             matched: vec![None; present.len()],
             last_naming: vec![None; present.len()],
@@ -808,7 +802,7 @@ fn agrees(e: &Entry, s: &Save) -> bool {
 /// The journal `name` read against the files there now; `None` when there is none.
 fn read_journal(
     storage: &dyn Storage,
-    name: &str,
+    name: &Name,
     present: &[Entry],
 ) -> Result<Option<Journal>, Failure> {
     let Some(mut file) = CsvFile::open(storage, name)? else {

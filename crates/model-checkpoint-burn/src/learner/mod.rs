@@ -191,7 +191,7 @@ impl LearnerCheckpoint {
     pub fn resume<M: Module>(
         &self,
         storage: &dyn Storage,
-        dir: &str,
+        dir: &model_checkpoint::store::Name,
         model: M,
         optimizer: ModuleOptimizer,
     ) -> Result<(M, ModuleOptimizer, usize), Error> {
@@ -483,11 +483,11 @@ impl model_checkpoint::TensorData for Borrowed<'_> {
 /// The scheduler's record from its saved scalars.
 fn scheduler_record(
     value: &serde_json::Value,
-    path: &std::path::Path,
+    path: &model_checkpoint::store::Name,
 ) -> Result<LrSchedulerRecord, Error> {
     let bad = |reason: String| {
         Error::Checkpoint(model_checkpoint::Error::BadTrainingState {
-            path: path.to_path_buf(),
+            path: path.clone(),
             reason,
         })
     };

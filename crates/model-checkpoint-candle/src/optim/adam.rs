@@ -195,7 +195,7 @@ impl Optimizer for Adam {
         ];
         if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(Error::Checkpoint(CoreError::BadTrainingState {
-                path: tensors.path().to_path_buf(),
+                path: tensors.path().clone(),
                 reason: format!("adam optimizer state: {name} is out of range"),
             }));
         }

@@ -107,7 +107,7 @@ pub(crate) fn load_slots(
 
 /// Reads the saved values back into `T`, checking the optimizer kind.
 pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
-    path: &std::path::Path,
+    path: &model_checkpoint::store::Name,
     kind: &str,
     values: &serde_json::Value,
 ) -> Result<T, Error> {
@@ -117,7 +117,7 @@ pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
         .unwrap_or("none");
     if saved_kind != kind {
         return Err(Error::Checkpoint(CoreError::BadTrainingState {
-            path: path.to_path_buf(),
+            path: path.clone(),
             reason: format!(
                 "the checkpoint holds {saved_kind} optimizer state, this run uses {kind}"
             ),
@@ -125,7 +125,7 @@ pub(crate) fn read_values<T: serde::de::DeserializeOwned>(
     }
     serde_json::from_value(values.clone()).map_err(|e| {
         Error::Checkpoint(CoreError::BadTrainingState {
-            path: path.to_path_buf(),
+            path: path.clone(),
             reason: format!("{kind} optimizer state is malformed: {e}"),
         })
     })

@@ -119,7 +119,7 @@ impl Optimizer for Sgd {
         let p = &saved.params;
         if !(p.lr > 0.0 && p.lr.is_finite() && p.momentum >= 0.0 && p.momentum.is_finite()) {
             return Err(Error::Checkpoint(CoreError::BadTrainingState {
-                path: tensors.path().to_path_buf(),
+                path: tensors.path().clone(),
                 reason: "sgd optimizer state: lr or momentum is out of range".into(),
             }));
         }

@@ -7,6 +7,7 @@
 //! server fails the test.
 #![allow(dead_code)]
 
+use model_checkpoint::store::Name;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -137,7 +138,9 @@ impl Seaweed {
             }
             if TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok() {
                 let storage = self.storage();
-                if model_checkpoint::store::Storage::list(&storage, &self.url(""), 0).is_ok() {
+                if model_checkpoint::store::Storage::list(&storage, &Name::from(&self.url("")), 0)
+                    .is_ok()
+                {
                     return;
                 }
             }

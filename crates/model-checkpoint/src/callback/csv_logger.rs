@@ -39,7 +39,7 @@ const MAX_HISTORY_BYTES: u64 = crate::store::MAX_SIDE_FILE_BYTES;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct CsvLogger {
-    name: String,
+    name: crate::store::Name,
     separator: char,
     append: bool,
     storage: Arc<dyn Storage>,
@@ -67,7 +67,7 @@ impl CsvLogger {
     /// no append, the local file system.
     pub fn new(path: impl AsRef<std::path::Path>) -> Self {
         CsvLogger {
-            name: path.as_ref().to_string_lossy().into_owned(),
+            name: crate::store::Name::from(path.as_ref()),
             separator: ',',
             append: false,
             storage: Arc::new(LocalFolder::default()),

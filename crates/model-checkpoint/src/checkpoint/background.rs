@@ -2,8 +2,8 @@
 //! memory (reusing the buffers of the previous save, so that a copy touches no new pages);
 //! writing, syncing and renaming happen on the writer thread.
 
+use crate::store::Name;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
@@ -16,7 +16,7 @@ use crate::Error;
 enum Job {
     /// Write this snapshot.
     Save {
-        path: PathBuf,
+        path: Name,
         kind: Kind,
         tensors: Vec<(String, HostTensor)>,
         info: BTreeMap<String, String>,
@@ -25,7 +25,7 @@ enum Job {
     /// Copy these shared tensors into `buffers` (releasing the fence once copied), then
     /// write the copy.
     CopyAndSave {
-        path: PathBuf,
+        path: Name,
         kind: Kind,
         shared: Vec<(String, SharedTensor)>,
         buffers: Vec<Vec<u8>>,
@@ -76,7 +76,7 @@ fn snapshot<'t>(
 /// Writes a snapshot and returns its buffers for reuse.
 fn write_snapshot(
     storage: &dyn Storage,
-    path: PathBuf,
+    path: Name,
     kind: Kind,
     tensors: Vec<(String, HostTensor)>,
     info: &BTreeMap<String, String>,
@@ -86,7 +86,7 @@ fn write_snapshot(
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
         .collect();
-    let name = path.to_string_lossy().into_owned();
+    let name = path;
     let result = store::save_to(storage, &name, kind, &named, info, options).map(Some);
     drop(named);
     let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
@@ -269,7 +269,7 @@ impl BackgroundWriter {
     /// the copy to the writer thread.
     pub(crate) fn submit(
         &mut self,
-        path: PathBuf,
+        path: Name,
         kind: Kind,
         tensors: &[NamedTensor<'_>],
         info: BTreeMap<String, String>,
@@ -291,7 +291,7 @@ impl BackgroundWriter {
     /// holding `fence` until the copy is done, then writes the copy.
     pub(crate) fn submit_deferred(
         &mut self,
-        path: PathBuf,
+        path: Name,
         kind: Kind,
         shared: Vec<(String, SharedTensor)>,
         fence: FenceGuard,

@@ -27,7 +27,7 @@ impl Retention {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedFile {
     /// Its path, as formatted.
-    pub path: std::path::PathBuf,
+    pub path: crate::name::Name,
     /// The 1-based epoch it was saved in.
     pub epoch: i64,
     /// The monitored value at the save (`None` when not logged).

@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use super::index::{
     copy_box, overlap, volume, GlobalTensor, Index, Region, INDEX_FILE, MAX_INDEX_BYTES,
 };
-use super::save::{join, open_shard};
+use super::save::open_shard;
 use crate::model::{Dtype, HostTensor, NamedTensor, TensorData};
-use crate::store::{self, CheckpointFile, Kind, SaveOptions, SaveReport, Storage};
+use crate::store::{self, CheckpointFile, Kind, Name, SaveOptions, SaveReport, Storage};
 use crate::Error;
 
 /// A committed sharded checkpoint, open for reading.
 pub struct ShardedCheckpoint {
-    dir: String,
+    dir: Name,
     index: Index,
     /// The shards, by rank, opened with their headers verified.
     shards: Vec<CheckpointFile>,
@@ -26,10 +26,10 @@ pub struct ShardedCheckpoint {
 }
 
 /// Reads a small object whole, refusing one over `limit` bytes; a missing one is `NotFound`.
-fn read_small(storage: &dyn Storage, name: &str, limit: u64) -> Result<Vec<u8>, Error> {
+fn read_small(storage: &dyn Storage, name: &Name, limit: u64) -> Result<Vec<u8>, Error> {
     crate::store::read_small(storage, name, limit, "an index")?.ok_or_else(|| Error::Io {
         action: "read",
-        path: name.into(),
+        path: name.clone(),
         source: std::io::ErrorKind::NotFound.into(),
     })
 }
@@ -42,8 +42,8 @@ impl ShardedCheckpoint {
     /// [`Error::Io`] (`NotFound`) when `dir` has no index (an interrupted save is not a
     /// checkpoint); [`Error::Corrupt`] for a malformed index, a missing shard, or a shard
     /// that is not the one the index committed.
-    pub fn open(storage: &dyn Storage, dir: &str) -> Result<Self, Error> {
-        let index = read_index(storage, &join(dir, INDEX_FILE))?;
+    pub fn open(storage: &dyn Storage, dir: &Name) -> Result<Self, Error> {
+        let index = read_index(storage, &dir.join(INDEX_FILE))?;
         let s = &index.model_checkpoint;
         let mut shards = Vec::with_capacity(s.world_size);
         let mut ranks = BTreeMap::new();
@@ -56,7 +56,7 @@ impl ShardedCheckpoint {
                 .collect();
             if digest != entry.header_sha256 || file.len() != entry.bytes {
                 return Err(Error::Corrupt {
-                    path: file.path().to_path_buf(),
+                    path: file.path().clone(),
                     reason: "it is not the shard the index committed (another version)".to_owned(),
                 });
             }
@@ -64,7 +64,7 @@ impl ShardedCheckpoint {
             shards.push(file);
         }
         let checkpoint = ShardedCheckpoint {
-            dir: dir.to_owned(),
+            dir: dir.clone(),
             index,
             shards,
             ranks,
@@ -77,7 +77,7 @@ impl ShardedCheckpoint {
     }
 
     /// The folder.
-    pub fn dir(&self) -> &str {
+    pub fn dir(&self) -> &Name {
         &self.dir
     }
 
@@ -131,7 +131,7 @@ impl ShardedCheckpoint {
 
     fn corrupt(&self, name: &str, reason: &str) -> Error {
         Error::Corrupt {
-            path: join(&self.dir, INDEX_FILE).into(),
+            path: self.dir.join(INDEX_FILE),
             reason: format!("tensor {:?}: {reason}", crate::text::shorten(name, 100)),
         }
     }
@@ -152,7 +152,7 @@ impl ShardedCheckpoint {
         self.tensors()
             .get(name)
             .ok_or_else(|| Error::MissingTensor {
-                path: join(&self.dir, INDEX_FILE).into(),
+                path: self.dir.join(INDEX_FILE),
                 name: crate::text::shorten(name, 200),
             })
     }
@@ -179,7 +179,7 @@ impl ShardedCheckpoint {
             });
         if !inside {
             return Err(Error::ShapeMismatch {
-                path: join(&self.dir, INDEX_FILE).into(),
+                path: self.dir.join(INDEX_FILE),
                 name: crate::text::shorten(name, 200),
                 expected: t.global_shape.clone(),
                 found: shape.to_vec(),
@@ -239,7 +239,7 @@ impl ShardedCheckpoint {
     /// # Errors
     ///
     /// As [`ShardedCheckpoint::read`], and the store's errors.
-    pub fn consolidate(&self, storage: &dyn Storage, name: &str) -> Result<SaveReport, Error> {
+    pub fn consolidate(&self, storage: &dyn Storage, name: &Name) -> Result<SaveReport, Error> {
         // Only a file consolidate wrote may be replaced: never a shard or the index it reads
         // (an output never replaces an input), nor any other file.
         store::gate::check_replace(storage, name, store::gate::Claim::Derived)?;
@@ -308,8 +308,8 @@ impl TensorData for Lazy<'_> {
 /// # Errors
 ///
 /// [`Error::Io`] (`NotFound`) when there is none; [`Error::Corrupt`] for a malformed index.
-pub fn read_index(storage: &dyn Storage, name: &str) -> Result<Index, Error> {
-    Index::parse(name, &read_small(storage, name, MAX_INDEX_BYTES)?)
+pub fn read_index(storage: &dyn Storage, name: &Name) -> Result<Index, Error> {
+    Index::parse(name.as_str(), &read_small(storage, name, MAX_INDEX_BYTES)?)
 }
 
 /// The newest committed sharded checkpoint among the sub-folders of `root`: by the epoch
@@ -319,7 +319,7 @@ pub fn read_index(storage: &dyn Storage, name: &str) -> Result<Index, Error> {
 /// # Errors
 ///
 /// [`Error::NoCheckpoint`] when there is none.
-pub fn latest_sharded(storage: &dyn Storage, root: &str) -> Result<String, Error> {
+pub fn latest_sharded(storage: &dyn Storage, root: &Name) -> Result<Name, Error> {
     latest_sharded_matching(storage, root, 0, &|_, _| true)
 }
 
@@ -331,22 +331,23 @@ pub fn latest_sharded(storage: &dyn Storage, root: &str) -> Result<String, Error
 /// [`Error::NoCheckpoint`] when there is none.
 pub fn latest_sharded_matching(
     storage: &dyn Storage,
-    root: &str,
+    root: &Name,
     depth: usize,
-    matching: &dyn Fn(&str, &Index) -> bool,
-) -> Result<String, Error> {
+    matching: &dyn Fn(&Name, &Index) -> bool,
+) -> Result<Name, Error> {
     let listed = storage.list(root, depth + 1)?;
-    let mut found: Vec<(crate::store::Position, String)> = Vec::new();
+    let mut found: Vec<(crate::store::Position, Name)> = Vec::new();
     for object in listed {
-        let Some(dir) = object.name.strip_suffix(&format!("/{INDEX_FILE}")) else {
+        if object.name.file_name() != Some(INDEX_FILE) {
             continue;
-        };
-        match ShardedCheckpoint::open(storage, dir) {
-            Ok(c) if !matching(dir, c.index()) => {}
+        }
+        let dir = object.name.parent();
+        match ShardedCheckpoint::open(storage, &dir) {
+            Ok(c) if !matching(&dir, c.index()) => {}
             Ok(c) => {
                 let position = crate::store::Meta::from_info(&c.index().model_checkpoint.metadata)
                     .map_or((0, 0, 0), |m| m.position());
-                found.push((position, dir.to_owned()));
+                found.push((position, dir));
             }
             Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
         }
@@ -355,5 +356,5 @@ pub fn latest_sharded_matching(
     found
         .pop()
         .map(|(_, dir)| dir)
-        .ok_or_else(|| Error::NoCheckpoint { dir: root.into() })
+        .ok_or_else(|| Error::NoCheckpoint { dir: root.clone() })
 }

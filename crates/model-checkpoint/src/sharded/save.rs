@@ -14,7 +14,7 @@ use super::index::{
 };
 use super::ranks::Ranks;
 use crate::model::{NamedTensor, Placement};
-use crate::store::{self, CheckpointFile, Kind, SaveOptions, SaveReport, Storage, Verify};
+use crate::store::{self, CheckpointFile, Kind, Name, SaveOptions, SaveReport, Storage, Verify};
 use crate::Error;
 
 /// The metadata key of a shard's own description (rank, world size, save id, slices).
@@ -89,11 +89,6 @@ pub fn owners(sizes: &[(&str, usize)], world_size: usize) -> Vec<usize> {
     owner
 }
 
-/// The name of `file` in folder `dir`.
-pub(crate) fn join(dir: &str, file: &str) -> String {
-    format!("{}/{file}", dir.trim_end_matches('/'))
-}
-
 /// Writes this rank's shard of the save `save_id` into folder `dir` of `storage` (making
 /// the folder), with `info` as extra metadata; returns what was written. Per-rank state
 /// (a generator, a data cursor) goes in `tensors` or `info` like any other.
@@ -103,7 +98,7 @@ pub(crate) fn join(dir: &str, file: &str) -> String {
 /// A slice whose shape does not fit its global shape; the store's errors.
 pub fn save_shard(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     ranks: Ranks,
     save_id: &str,
     kind: Kind,
@@ -127,7 +122,7 @@ pub fn save_shard(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn save_shard_checked(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     ranks: Ranks,
     save_id: &str,
     kind: Kind,
@@ -171,7 +166,7 @@ pub(crate) fn save_shard_checked(
     info.insert(
         KEY_SHARD.to_owned(),
         serde_json::to_string(&shard).map_err(|e| Error::Corrupt {
-            path: dir.into(),
+            path: dir.clone(),
             reason: format!("the shard description cannot be written: {e}"),
         })?,
     );
@@ -179,7 +174,7 @@ pub(crate) fn save_shard_checked(
     let named: Vec<NamedTensor<'_>> = tensors.into_iter().map(|t| t.tensor).collect();
     store::save_to(
         storage,
-        &join(dir, &shard_file(ranks.rank, ranks.world_size)),
+        &dir.join(&shard_file(ranks.rank, ranks.world_size)),
         kind,
         &named,
         &info,
@@ -190,15 +185,15 @@ pub(crate) fn save_shard_checked(
 /// Opens the shard of `rank` in `dir` and checks that it belongs to the save `save_id`.
 pub(crate) fn open_shard(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     rank: usize,
     world_size: usize,
     save_id: Option<&str>,
 ) -> Result<(CheckpointFile, ShardInfo), Error> {
-    let name = join(dir, &shard_file(rank, world_size));
+    let name = dir.join(&shard_file(rank, world_size));
     let file = CheckpointFile::open_in(storage, &name, Verify::HeaderOnly)?;
     let bad = |reason: String| Error::Corrupt {
-        path: name.clone().into(),
+        path: name.clone(),
         reason,
     };
     let text = file
@@ -258,7 +253,7 @@ impl Default for CommitOptions {
 /// As [`gather`] and [`PendingIndex::publish`].
 pub fn commit(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     world_size: usize,
     save_id: &str,
     metadata: &BTreeMap<String, String>,
@@ -270,7 +265,7 @@ pub fn commit(
 /// An index ready to be published: every shard was found and verified.
 #[derive(Debug)]
 pub struct PendingIndex {
-    name: String,
+    name: Name,
     text: Vec<u8>,
     index: Index,
 }
@@ -284,7 +279,9 @@ impl PendingIndex {
     /// won); the storage's errors.
     pub fn publish(self, storage: &dyn Storage) -> Result<Index, Error> {
         if !storage.put_if_absent(&self.name, &self.text)? {
-            return Err(Error::AlreadyExists { name: self.name });
+            return Err(Error::AlreadyExists {
+                name: self.name.to_string(),
+            });
         }
         Ok(self.index)
     }
@@ -300,7 +297,7 @@ impl PendingIndex {
 /// world size ([`Error::Corrupt`]).
 pub fn gather(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     world_size: usize,
     save_id: &str,
     metadata: &BTreeMap<String, String>,
@@ -326,7 +323,7 @@ pub fn gather(
                 Err(e) => {
                     return Err(Error::Io {
                         action: "wait for the shards of",
-                        path: dir.into(),
+                        path: dir.clone(),
                         source: std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             format!(
@@ -340,7 +337,7 @@ pub fn gather(
         };
         let file_name = shard_file(rank, world_size);
         let bad = |reason: String| Error::Corrupt {
-            path: join(dir, &file_name).into(),
+            path: dir.join(&file_name),
             reason,
         };
         match &replicated {
@@ -407,14 +404,14 @@ pub fn gather(
             metadata: metadata.clone(),
         },
     };
-    let name = join(dir, INDEX_FILE);
+    let name = dir.join(INDEX_FILE);
     let text = serde_json::to_vec(&index).map_err(|e| Error::Corrupt {
-        path: name.clone().into(),
+        path: name.clone(),
         reason: format!("the index cannot be written: {e}"),
     })?;
     if text.len() as u64 > super::index::MAX_INDEX_BYTES {
         return Err(Error::TooLarge {
-            what: crate::text::shorten(&name, 200),
+            what: crate::text::shorten(name.as_str(), 200),
             reason: format!(
                 "{} bytes, more than the {} a reader takes: save fewer, larger tensors",
                 text.len(),
@@ -424,7 +421,7 @@ pub fn gather(
     }
     // Checked as a reader will check it: pieces that do not tile a tensor are an error now,
     // not at the first load.
-    Index::parse(&name, &text)?;
+    Index::parse(name.as_str(), &text)?;
     Ok(PendingIndex { name, text, index })
 }
 
@@ -434,10 +431,10 @@ pub fn gather(
 /// # Errors
 ///
 /// The storage's errors.
-pub fn wait_for_index(storage: &dyn Storage, dir: &str, timeout: Duration) -> Result<bool, Error> {
+pub fn wait_for_index(storage: &dyn Storage, dir: &Name, timeout: Duration) -> Result<bool, Error> {
     let started = Instant::now();
     let mut pause = Duration::from_millis(10);
-    let name = join(dir, INDEX_FILE);
+    let name = dir.join(INDEX_FILE);
     loop {
         if storage.exists(&name)? {
             return Ok(true);

@@ -16,6 +16,7 @@ use super::meta::KEY_TRAINING_STATE;
 use super::read::{CheckpointFile, TensorRef};
 use super::storage::Storage;
 use super::write::{save_to, SaveOptions, SaveReport};
+use super::Name;
 use crate::model::{Dtype, NamedTensor, TensorData};
 use crate::Error;
 
@@ -49,7 +50,7 @@ pub struct Exported {
 /// export or consolidation wrote it; anything else there is refused.
 ///
 /// ```
-/// use model_checkpoint::store::{self, CheckpointFile, Export, Kind, LocalFolder, Verify};
+/// use model_checkpoint::store::{self, CheckpointFile, Export, Kind, LocalFolder, Name, Verify};
 /// use model_checkpoint::{HostTensor, NamedTensor};
 /// # let dir = tempfile::tempdir()?;
 /// let full = dir.path().join("full.safetensors");
@@ -61,7 +62,7 @@ pub struct Exported {
 ///
 /// let source = CheckpointFile::open(&full, Verify::Full)?;
 /// let out = dir.path().join("weights.safetensors");
-/// let exported = store::export(&source, &LocalFolder::default(), &out.to_string_lossy(), Export::Weights)?;
+/// let exported = store::export(&source, &LocalFolder::default(), &Name::from(out.as_path()), Export::Weights)?;
 /// assert_eq!((exported.written, exported.left_out), (1, 1));
 /// assert_eq!(CheckpointFile::open(&out, Verify::Full)?.kind(), Kind::Weights);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -75,7 +76,7 @@ pub struct Exported {
 pub fn export(
     from: &CheckpointFile,
     storage: &dyn Storage,
-    name: &str,
+    name: &Name,
     keep: Export,
 ) -> Result<Exported, Error> {
     let weights_only = keep == Export::Weights;

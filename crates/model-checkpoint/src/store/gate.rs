@@ -10,17 +10,18 @@
 //! `tests/layers.rs` checks that no other module calls [`Storage::delete`].
 //!
 //! ```
-//! use model_checkpoint::store::{gate, LocalFolder, Storage};
+//! use model_checkpoint::store::{gate, LocalFolder, Name, Storage};
 //! let dir = tempfile::tempdir()?;
 //! let folder = LocalFolder::new(dir.path());
 //! std::fs::write(dir.path().join("notes.txt"), "mine")?;
 //! // A page `ckpt report` would replace must carry the signature it writes.
-//! let refused = gate::check_replace(&folder, "notes.txt", gate::Claim::Signed);
+//! let refused = gate::check_replace(&folder, &Name::new("notes.txt")?, gate::Claim::Signed);
 //! assert!(refused.is_err());
 //! let mut page = b"<!doctype html><p>report</p>".to_vec();
 //! gate::sign(&mut page);
-//! folder.put_if_absent("report.html", &page)?;
-//! gate::check_replace(&folder, "report.html", gate::Claim::Signed)?;
+//! let report = Name::new("report.html")?;
+//! folder.put_if_absent(&report, &page)?;
+//! gate::check_replace(&folder, &report, gate::Claim::Signed)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -28,6 +29,7 @@ use super::meta::Meta;
 use super::read::{CheckpointFile, Verify};
 use super::side_file::{read_small, MAX_SIDE_FILE_BYTES};
 use super::storage::{Storage, MARKER_PREFIX};
+use super::Name;
 use crate::Error;
 
 /// What a caller believes an object is; the gate deletes or replaces it only if the object
@@ -174,7 +176,7 @@ pub fn is_signed(bytes: &[u8]) -> bool {
 /// # Errors
 ///
 /// [`Error::NotOurs`] naming the object and what it lacks; the storage's errors.
-pub fn delete(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Error> {
+pub fn delete(storage: &dyn Storage, name: &Name, claim: Claim<'_>) -> Result<(), Error> {
     if !storage.exists(name)? {
         return Ok(());
     }
@@ -189,7 +191,7 @@ pub fn delete(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(),
 /// # Errors
 ///
 /// The storage's errors other than the folder being missing or not empty.
-pub fn remove_empty_folder(storage: &dyn Storage, dir: &str) -> Result<(), Error> {
+pub fn remove_empty_folder(storage: &dyn Storage, dir: &Name) -> Result<(), Error> {
     storage.remove_empty_dir(dir)
 }
 
@@ -198,7 +200,7 @@ pub fn remove_empty_folder(storage: &dyn Storage, dir: &str) -> Result<(), Error
 /// # Errors
 ///
 /// [`Error::NotOurs`] naming the object and what it lacks; the storage's errors.
-pub fn check_replace(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Error> {
+pub fn check_replace(storage: &dyn Storage, name: &Name, claim: Claim<'_>) -> Result<(), Error> {
     if matches!(claim, Claim::TemplateName) || !storage.exists(name)? {
         return Ok(());
     }
@@ -206,12 +208,12 @@ pub fn check_replace(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Res
 }
 
 /// Checks `claim` against the object `name`, which exists.
-fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Error> {
+fn prove(storage: &dyn Storage, name: &Name, claim: Claim<'_>) -> Result<(), Error> {
     let refuse = |reason: String| Error::NotOurs {
-        name: crate::text::shorten(name, 200),
+        name: crate::text::shorten(name.as_str(), 200),
         reason,
     };
-    let file_name = name.rsplit('/').next().unwrap_or(name);
+    let file_name = name.file_name().unwrap_or_default();
     match claim {
         Claim::TemplateName => Ok(()),
         Claim::RunCheckpoint { run_id, digest } => {
@@ -319,7 +321,7 @@ fn prove(storage: &dyn Storage, name: &str, claim: Claim<'_>) -> Result<(), Erro
     }
 }
 
-fn open_header(storage: &dyn Storage, name: &str) -> Result<CheckpointFile, Error> {
+fn open_header(storage: &dyn Storage, name: &Name) -> Result<CheckpointFile, Error> {
     CheckpointFile::open_in(storage, name, Verify::HeaderOnly)
 }
 

@@ -26,6 +26,7 @@ mod storage;
 mod write;
 
 pub use crate::document::{DocumentError, LoopState, TrainingDocument, OPTIMIZER_TENSORS};
+pub use crate::name::{Name, NameError};
 pub use export::{export, Export, Exported};
 pub use gate::KEY_EXPORTED_FROM;
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, TRAINING_PREFIX};

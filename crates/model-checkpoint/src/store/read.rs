@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::Name;
 
 use super::layout::{self, Kind};
 use super::local::LocalFolder;
@@ -50,7 +52,7 @@ struct Stored {
 /// tells. A file that declares this project's format, or carries any of its checksum keys,
 /// is held to all of them.
 pub struct CheckpointFile {
-    path: PathBuf,
+    path: Name,
     file: Box<dyn ObjectReader>,
     len: u64,
     data_start: u64,
@@ -96,7 +98,11 @@ impl CheckpointFile {
         // Resolved as a save resolves it: `ck/new/../w` is `ck/w` whether or not `ck/new`
         // exists.
         let resolved = super::local::lexical(path);
-        Self::from_reader(path, Box::new(LocalFolder::open_at(&resolved)?), verify)
+        Self::from_reader(
+            &Name::from(path),
+            Box::new(LocalFolder::open_at(&resolved)?),
+            verify,
+        )
     }
 
     /// Like [`CheckpointFile::open`], for the object `name` of `storage`.
@@ -104,12 +110,12 @@ impl CheckpointFile {
     /// # Errors
     ///
     /// As [`CheckpointFile::open`], with the backend's errors.
-    pub fn open_in(storage: &dyn Storage, name: &str, verify: Verify) -> Result<Self, Error> {
-        Self::from_reader(Path::new(name), storage.open(name)?, verify)
+    pub fn open_in(storage: &dyn Storage, name: &Name, verify: Verify) -> Result<Self, Error> {
+        Self::from_reader(name, storage.open(name)?, verify)
     }
 
     fn from_reader(
-        path: &Path,
+        path: &Name,
         file: Box<dyn ObjectReader>,
         verify: Verify,
     ) -> Result<Self, Error> {
@@ -177,7 +183,7 @@ impl CheckpointFile {
             .collect();
 
         let mut file = CheckpointFile {
-            path: path.to_path_buf(),
+            path: path.clone(),
             file,
             len,
             data_start,
@@ -384,8 +390,8 @@ impl CheckpointFile {
         self.header_digest
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
+    /// The file's name.
+    pub fn path(&self) -> &Name {
         &self.path
     }
 
@@ -515,7 +521,7 @@ fn read_exact_at(
     file: &dyn ObjectReader,
     buf: &mut [u8],
     offset: u64,
-    path: &Path,
+    path: &Name,
 ) -> Result<(), Error> {
     file.read_exact_at(buf, offset).map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -526,7 +532,7 @@ fn read_exact_at(
     })
 }
 
-fn read_vec(file: &dyn ObjectReader, offset: u64, len: u64, path: &Path) -> Result<Vec<u8>, Error> {
+fn read_vec(file: &dyn ObjectReader, offset: u64, len: u64, path: &Name) -> Result<Vec<u8>, Error> {
     let len = usize::try_from(len).map_err(|_| Error::TooLarge {
         what: format!("the header of {}", path.display()),
         reason: format!("{len} bytes"),

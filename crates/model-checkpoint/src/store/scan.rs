@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::Name;
+
 use super::layout::Kind;
 use super::local::LocalFolder;
 use super::meta::Meta;
@@ -15,7 +17,7 @@ use crate::Error;
 #[derive(Debug)]
 pub struct Listed {
     /// The file.
-    pub path: PathBuf,
+    pub path: Name,
     /// Its size in bytes.
     pub size: u64,
     /// Its header, if it opened: the kind, whether it has checksums, and its metadata.
@@ -58,8 +60,8 @@ pub fn candidate_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 
 /// Reads the header of each file, opening it with `open`.
 fn read_headers(
-    files: Vec<(PathBuf, u64)>,
-    open: impl Fn(&Path) -> Result<CheckpointFile, Error>,
+    files: Vec<(Name, u64)>,
+    open: impl Fn(&Name) -> Result<CheckpointFile, Error>,
 ) -> Vec<Listed> {
     files
         .into_iter()
@@ -83,9 +85,9 @@ fn read_headers(
 /// # Errors
 ///
 /// [`Error::Io`] if the folder cannot be listed.
-pub fn list_in(storage: &dyn Storage, dir: &str, depth: usize) -> Result<Vec<Listed>, Error> {
-    let internal = |name: &str| {
-        let file = name.rsplit('/').next().unwrap_or(name);
+pub fn list_in(storage: &dyn Storage, dir: &Name, depth: usize) -> Result<Vec<Listed>, Error> {
+    let internal = |name: &Name| {
+        let file = name.file_name().unwrap_or_default();
         file.starts_with(super::storage::MARKER_PREFIX)
             || file == super::LOCK_FILE
             || file == super::storage::HISTORY_FILE
@@ -95,10 +97,10 @@ pub fn list_in(storage: &dyn Storage, dir: &str, depth: usize) -> Result<Vec<Lis
         .list(dir, depth)?
         .into_iter()
         .filter(|o| !internal(&o.name))
-        .map(|o| (PathBuf::from(o.name), o.size))
+        .map(|o| (o.name, o.size))
         .collect();
     let mut listed = read_headers(objects, |p| {
-        CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::HeaderOnly)
+        CheckpointFile::open_in(storage, p, Verify::HeaderOnly)
     });
     sort_by_position(&mut listed);
     Ok(listed)
@@ -111,8 +113,13 @@ pub fn list_in(storage: &dyn Storage, dir: &str, depth: usize) -> Result<Vec<Lis
 ///
 /// [`Error::Io`] if the folder cannot be listed.
 pub fn list(dir: &Path) -> Result<Vec<Listed>, Error> {
-    let files = LocalFolder::files_in(dir, 0)?;
-    let mut listed = read_headers(files, |p| CheckpointFile::open(p, Verify::HeaderOnly));
+    let files = LocalFolder::files_in(dir, 0)?
+        .into_iter()
+        .map(|(path, size)| (Name::from(path), size))
+        .collect();
+    let mut listed = read_headers(files, |p| {
+        CheckpointFile::open(p.as_path(), Verify::HeaderOnly)
+    });
     sort_by_position(&mut listed);
     Ok(listed)
 }
@@ -131,8 +138,10 @@ pub(crate) fn sort_by_position(listed: &mut [Listed]) {
 ///
 /// [`Error::NoCheckpoint`] when no full checkpoint in `dir` verifies; [`Error::Io`] if the
 /// folder cannot be listed.
-pub fn latest_full(dir: &Path) -> Result<PathBuf, Error> {
-    newest_that_verifies(list(dir)?, dir, |p| CheckpointFile::open(p, Verify::Full))
+pub fn latest_full(dir: &Path) -> Result<Name, Error> {
+    newest_that_verifies(list(dir)?, &Name::from(dir), |p| {
+        CheckpointFile::open(p.as_path(), Verify::Full)
+    })
 }
 
 /// Like [`latest_full`], in the folder `dir` of `storage`.
@@ -140,7 +149,7 @@ pub fn latest_full(dir: &Path) -> Result<PathBuf, Error> {
 /// # Errors
 ///
 /// As [`latest_full`].
-pub fn latest_full_in(storage: &dyn Storage, dir: &str) -> Result<PathBuf, Error> {
+pub fn latest_full_in(storage: &dyn Storage, dir: &Name) -> Result<Name, Error> {
     latest_full_matching(storage, dir, 0, &|_| true)
 }
 
@@ -151,16 +160,16 @@ pub fn latest_full_in(storage: &dyn Storage, dir: &str) -> Result<PathBuf, Error
 /// As [`latest_full`].
 pub fn latest_full_matching(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     depth: usize,
-    keep: &dyn Fn(&Path) -> bool,
-) -> Result<PathBuf, Error> {
+    keep: &dyn Fn(&Name) -> bool,
+) -> Result<Name, Error> {
     let listed = list_in(storage, dir, depth)?
         .into_iter()
         .filter(|l| keep(&l.path))
         .collect();
-    newest_that_verifies(listed, Path::new(dir), |p| {
-        CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::Full)
+    newest_that_verifies(listed, dir, |p| {
+        CheckpointFile::open_in(storage, p, Verify::Full)
     })
 }
 
@@ -169,19 +178,19 @@ pub fn latest_full_matching(
 /// when none does.
 pub(crate) fn newest_verified_in(
     storage: &dyn Storage,
-    dir: &str,
+    dir: &Name,
     listed: Vec<Listed>,
-) -> Result<PathBuf, Error> {
-    newest_that_verifies(listed, Path::new(dir), |p| {
-        CheckpointFile::open_in(storage, &p.to_string_lossy(), Verify::Full)
+) -> Result<Name, Error> {
+    newest_that_verifies(listed, dir, |p| {
+        CheckpointFile::open_in(storage, p, Verify::Full)
     })
 }
 
 fn newest_that_verifies(
     listed: Vec<Listed>,
-    dir: &Path,
-    open: impl Fn(&Path) -> Result<CheckpointFile, Error>,
-) -> Result<PathBuf, Error> {
+    dir: &Name,
+    open: impl Fn(&Name) -> Result<CheckpointFile, Error>,
+) -> Result<Name, Error> {
     let mut skipped = 0usize;
     for entry in listed.iter().rev() {
         let reason = match &entry.header {
@@ -220,7 +229,5 @@ fn newest_that_verifies(
             ),
         }
     }
-    Err(Error::NoCheckpoint {
-        dir: dir.to_path_buf(),
-    })
+    Err(Error::NoCheckpoint { dir: dir.clone() })
 }

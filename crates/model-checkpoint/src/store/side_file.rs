@@ -1,7 +1,7 @@
 //! Small files kept beside the checkpoints (the training history, the run's journal): read
 //! whole with a size limit, rewritten whole and atomically (an object store cannot append).
 
-use super::{SaveOptions, Storage};
+use super::{Name, SaveOptions, Storage};
 use crate::Error;
 
 /// The largest side file read back (to be continued or reported): 256 MiB.
@@ -15,7 +15,7 @@ pub const MAX_SIDE_FILE_BYTES: u64 = 256 << 20;
 /// [`Error::TooLarge`] above `max` bytes; [`Error::Io`] when it cannot be read.
 pub fn read_small(
     storage: &dyn Storage,
-    name: &str,
+    name: &Name,
     max: u64,
     what: &str,
 ) -> Result<Option<Vec<u8>>, Error> {
@@ -28,7 +28,7 @@ pub fn read_small(
     };
     if reader.len() > max {
         return Err(Error::TooLarge {
-            what: crate::text::shorten(name, 200),
+            what: crate::text::shorten(name.as_str(), 200),
             reason: format!(
                 "{} bytes, more than the {max} {what} may have",
                 reader.len()
@@ -38,7 +38,7 @@ pub fn read_small(
     let mut bytes = vec![0; reader.len() as usize];
     reader.read_exact_at(&mut bytes, 0).map_err(|e| Error::Io {
         action: "read",
-        path: name.into(),
+        path: name.clone(),
         source: e,
     })?;
     Ok(Some(bytes))
@@ -49,11 +49,11 @@ pub fn read_small(
 /// # Errors
 ///
 /// [`Error::Io`] when it cannot be written.
-pub fn write_whole(storage: &dyn Storage, name: &str, bytes: &[u8]) -> Result<(), Error> {
+pub fn write_whole(storage: &dyn Storage, name: &Name, bytes: &[u8]) -> Result<(), Error> {
     let mut pending = storage.create(name, 0, Default::default())?;
     std::io::Write::write_all(&mut pending, bytes).map_err(|e| Error::Io {
         action: "write",
-        path: name.into(),
+        path: name.clone(),
         source: e,
     })?;
     pending.commit(&[], SaveOptions::default().durable)

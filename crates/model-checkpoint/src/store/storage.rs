@@ -15,6 +15,7 @@
 use std::fmt;
 use std::io::{self, Write};
 
+use super::Name;
 use crate::Error;
 
 /// Objects whose names start with this (in a checkpoint folder) are markers a run leaves to
@@ -47,7 +48,7 @@ pub enum Commit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Its name, as [`Storage::open`] takes it.
-    pub name: String,
+    pub name: Name,
     /// Its size in bytes.
     pub size: u64,
 }
@@ -67,7 +68,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// be started (missing folder, no permission, no space).
     fn create(
         &self,
-        name: &str,
+        name: &Name,
         head_len: u64,
         commit: Commit,
     ) -> Result<Box<dyn PendingObject>, Error>;
@@ -78,7 +79,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Io`] when the write fails.
-    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error>;
+    fn put_if_absent(&self, name: &Name, bytes: &[u8]) -> Result<bool, Error>;
 
     /// Opens `name` for positioned reads.
     ///
@@ -86,22 +87,22 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ///
     /// [`Error::Io`] when it cannot be opened, [`Error::IsADirectory`] for a folder,
     /// [`Error::NotARegularFile`] for anything that is not an object.
-    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error>;
+    fn open(&self, name: &Name) -> Result<Box<dyn ObjectReader>, Error>;
 
-    /// The objects whose names lie in the folder `dir` (`""` for the top), down to `depth`
+    /// The objects whose names lie in the folder `dir` (the top: [`Name::top`]), down to `depth`
     /// levels of sub-folders, sorted by name.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] when the folder cannot be listed.
-    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error>;
+    fn list(&self, dir: &Name, depth: usize) -> Result<Vec<ObjectMeta>, Error>;
 
     /// Whether an object exists under `name` (for picking a free version name).
     ///
     /// # Errors
     ///
     /// [`Error::Io`] when the backend cannot tell.
-    fn exists(&self, name: &str) -> Result<bool, Error>;
+    fn exists(&self, name: &Name) -> Result<bool, Error>;
 
     /// Whether an object exists under `name` and was written by this account, as far as
     /// the backend can tell (a local folder compares the file's owner with this process's
@@ -111,7 +112,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Io`] when the backend cannot tell.
-    fn exists_as_own(&self, name: &str) -> Result<bool, Error> {
+    fn exists_as_own(&self, name: &Name) -> Result<bool, Error> {
         self.exists(name)
     }
 
@@ -121,7 +122,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Io`] when the backend cannot tell.
-    fn taken(&self, name: &str) -> Result<bool, Error> {
+    fn taken(&self, name: &Name) -> Result<bool, Error> {
         self.exists(name)
     }
 
@@ -131,7 +132,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Io`] when the delete fails.
-    fn delete(&self, name: &str) -> Result<(), Error>;
+    fn delete(&self, name: &Name) -> Result<(), Error>;
 
     /// Removes the folder `dir` if it is empty; one that holds anything, or none at all, is
     /// left as it is. Default: nothing (object stores have no folders). Called through
@@ -140,7 +141,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Io`] when the folder is empty and cannot be removed.
-    fn remove_empty_dir(&self, dir: &str) -> Result<(), Error> {
+    fn remove_empty_dir(&self, dir: &Name) -> Result<(), Error> {
         let _ = dir;
         Ok(())
     }
@@ -151,7 +152,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Io`]; `to` is unchanged.
-    fn copy(&self, from: &str, to: &str, durable: bool) -> Result<(), Error>;
+    fn copy(&self, from: &Name, to: &Name, durable: bool) -> Result<(), Error>;
 
     /// Makes the folder `dir` ready to hold objects (a local folder is created; object
     /// stores have no folders).
@@ -159,11 +160,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Io`] when the folder cannot be made.
-    fn prepare_dir(&self, dir: &str) -> Result<(), Error>;
+    fn prepare_dir(&self, dir: &Name) -> Result<(), Error>;
 
     /// Whether `name` lies inside the folder `dir`, after whatever resolution the backend
     /// does (a local folder follows links): retention deletes only inside its own folder.
-    fn contains(&self, dir: &str, name: &str) -> bool;
+    fn contains(&self, dir: &Name, name: &Name) -> bool;
 
     /// Takes the folder `dir` for this process: a second writer fails with
     /// [`Error::Locked`]. The claim lasts as long as the returned guard; `None` when there is
@@ -173,7 +174,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::Locked`], or [`Error::Io`].
-    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error>;
+    fn lock(&self, dir: &Name) -> Result<Option<Box<dyn std::any::Any + Send>>, Error>;
 }
 
 /// An object being written; see the module documentation.

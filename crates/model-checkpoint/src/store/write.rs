@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::Name;
 use std::time::{Duration, Instant};
 
 use super::layout::{self, crc_hex, Entry, Kind, PLACEHOLDER, RESERVED_KEYS};
@@ -54,7 +56,7 @@ impl SaveOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SaveReport {
     /// The committed file.
-    pub path: PathBuf,
+    pub path: Name,
     /// Its size in bytes.
     pub bytes: u64,
     /// Time from the first byte written to the commit.
@@ -96,13 +98,20 @@ pub fn save(
     info: &BTreeMap<String, String>,
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
-    save_with(path, kind, tensors, info, options, |head_len| {
-        Ok(Box::new(LocalFolder::create_at(
-            path,
-            head_len,
-            options.commit,
-        )?))
-    })
+    save_with(
+        &Name::from(path),
+        kind,
+        tensors,
+        info,
+        options,
+        |head_len| {
+            Ok(Box::new(LocalFolder::create_at(
+                path,
+                head_len,
+                options.commit,
+            )?))
+        },
+    )
 }
 
 /// Like [`save`], to the object `name` of `storage`.
@@ -112,13 +121,13 @@ pub fn save(
 /// As [`save`], with the backend's errors.
 pub fn save_to(
     storage: &dyn Storage,
-    name: &str,
+    name: &Name,
     kind: Kind,
     tensors: &[NamedTensor<'_>],
     info: &BTreeMap<String, String>,
     options: &SaveOptions,
 ) -> Result<SaveReport, Error> {
-    save_with(Path::new(name), kind, tensors, info, options, |head_len| {
+    save_with(name, kind, tensors, info, options, |head_len| {
         storage.create(name, head_len, options.commit)
     })
 }
@@ -126,7 +135,7 @@ pub fn save_to(
 /// Plans the file, starts the pending object `create` makes for a head of the planned
 /// length, streams the tensors into it and commits.
 fn save_with(
-    path: &Path,
+    path: &Name,
     kind: Kind,
     tensors: &[NamedTensor<'_>],
     info: &BTreeMap<String, String>,
@@ -138,7 +147,7 @@ fn save_with(
     let pending = create(plan.head_len())?;
     let (bytes, header_digest) = plan.stream(tensors, pending, options.durable, path)?;
     Ok(SaveReport {
-        path: path.to_path_buf(),
+        path: path.clone(),
         bytes,
         elapsed: started.elapsed(),
         header_digest,
@@ -238,7 +247,7 @@ impl Plan {
         tensors: &[NamedTensor<'_>],
         pending: Box<dyn PendingObject>,
         durable: bool,
-        name: &Path,
+        name: &Name,
     ) -> Result<(u64, [u8; 32]), Error> {
         let io = |e| Error::io("write", name, e);
         let mut sums = Vec::with_capacity(self.entries.len());

@@ -18,6 +18,7 @@
 //! object-store crate runs a subset against a real S3 server.
 #![allow(dead_code)]
 
+use model_checkpoint::store::Name;
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -312,11 +313,11 @@ impl Case {
 /// Files a user and another run left in the folder, which no run may touch.
 fn plant(place: &Place) -> BTreeMap<String, Vec<u8>> {
     let (storage, dir) = (&*place.storage, place.dir.as_str());
-    storage.prepare_dir(dir).expect("folder");
+    storage.prepare_dir(&Name::from(dir)).expect("folder");
     let mut planted = BTreeMap::new();
     let notes = format!("{dir}/notes.txt");
     let mut pending = storage
-        .create(&notes, 0, Default::default())
+        .create(&Name::from(&notes), 0, Default::default())
         .expect("create");
     std::io::Write::write_all(&mut pending, b"my notes").expect("write");
     pending.commit(&[], true).expect("commit");
@@ -336,7 +337,7 @@ fn plant(place: &Place) -> BTreeMap<String, Vec<u8>> {
     let name = format!("{dir}/other.safetensors");
     store::save_to(
         storage,
-        &name,
+        &Name::from(&name),
         store::Kind::Full,
         &tensors,
         &info,
@@ -353,7 +354,7 @@ fn plant(place: &Place) -> BTreeMap<String, Vec<u8>> {
     let name = format!("{dir}/interrupted.safetensors");
     store::save_to(
         storage,
-        &name,
+        &Name::from(&name),
         store::Kind::Weights,
         &tensors,
         &info,
@@ -365,7 +366,7 @@ fn plant(place: &Place) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn read(storage: &dyn Storage, name: &str) -> Option<Vec<u8>> {
-    let reader = storage.open(name).ok()?;
+    let reader = storage.open(&Name::from(name)).ok()?;
     let mut bytes = vec![0; usize::try_from(reader.len()).ok()?];
     reader.read_exact_at(&mut bytes, 0).ok()?;
     Some(bytes)
@@ -375,10 +376,10 @@ fn read(storage: &dyn Storage, name: &str) -> Option<Vec<u8>> {
 fn made(place: &Place, planted: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
     place
         .storage
-        .list(&place.dir, 2)
+        .list(&Name::from(&place.dir), 2)
         .expect("list")
         .into_iter()
-        .map(|o| o.name)
+        .map(|o| o.name.to_string())
         .filter(|n| {
             let file = n.rsplit('/').next().unwrap_or(n);
             !planted.contains_key(n)
@@ -391,7 +392,7 @@ fn made(place: &Place, planted: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
 
 /// What a checkpoint holds, run ids aside: tensors, metadata, the training state.
 fn fingerprint(place: &Place, name: &str) -> String {
-    let file = CheckpointFile::open_in(&*place.storage, name, Verify::Full)
+    let file = CheckpointFile::open_in(&*place.storage, &Name::from(name), Verify::Full)
         .unwrap_or_else(|e| panic!("{name} does not verify: {e}"));
     let mut out = format!("{}\n", file.kind());
     for t in file.tensors() {
@@ -446,7 +447,7 @@ fn check_round(
     let mut newest: Option<((u64, u64, u64), String)> = None;
     let storage = &*place.storage;
     for name in made(place, planted) {
-        let file = CheckpointFile::open_in(storage, &name, Verify::Full)
+        let file = CheckpointFile::open_in(storage, &Name::from(&name), Verify::Full)
             .unwrap_or_else(|e| panic!("{at}: {name} does not verify: {e}"));
         let meta = Meta::from_info(file.info()).expect("meta");
         let file_name = name.rsplit('/').next().unwrap_or(&name);
@@ -468,8 +469,8 @@ fn check_round(
     match (&newest, &latest) {
         (None, None) => {}
         (Some((position, _)), Some(latest)) => {
-            let file = CheckpointFile::open_in(storage, &latest.to_string_lossy(), Verify::Full)
-                .expect("latest verifies");
+            let file =
+                CheckpointFile::open_in(storage, latest, Verify::Full).expect("latest verifies");
             let got = Meta::from_info(file.info()).expect("meta").position();
             assert_eq!(
                 got, *position,
@@ -555,8 +556,7 @@ fn attempt(
     };
     if let Some(latest) = latest {
         let file =
-            CheckpointFile::open_in(&*place.storage, &latest.to_string_lossy(), Verify::Full)
-                .expect("open latest");
+            CheckpointFile::open_in(&*place.storage, &latest, Verify::Full).expect("open latest");
         let mut callbacks: Vec<&mut dyn Callback> = vec![&mut cbs.main];
         if let Some(s) = cbs.second.as_mut() {
             callbacks.push(s);
@@ -635,7 +635,7 @@ pub fn run_case(case: &Case, make: &dyn Fn(&str) -> Place) {
         .main(&straight)
         .latest()
         .ok()
-        .map(|p| straight.relative(&p.to_string_lossy()));
+        .map(|p| straight.relative(p.as_str()));
 
     let disrupted = make("disrupted");
     let planted = plant(&disrupted);
@@ -667,7 +667,7 @@ pub fn run_case(case: &Case, make: &dyn Fn(&str) -> Place) {
         case.main(&disrupted)
             .latest()
             .ok()
-            .map(|p| disrupted.relative(&p.to_string_lossy())),
+            .map(|p| disrupted.relative(p.as_str())),
         expected_latest,
         "{case:?}: latest after the resumed run"
     );

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use model_checkpoint::store::{Commit, ObjectMeta, ObjectReader, PendingObject, Storage};
+use model_checkpoint::store::{Commit, Name, ObjectMeta, ObjectReader, PendingObject, Storage};
 use model_checkpoint::Error;
 
 /// Objects by name, behind one lock.
@@ -123,74 +123,75 @@ pub struct Shared(pub Arc<MemoryStorage>);
 impl Storage for Shared {
     fn create(
         &self,
-        name: &str,
+        name: &Name,
         head_len: u64,
         commit: Commit,
     ) -> Result<Box<dyn PendingObject>, Error> {
         Ok(Box::new(Pending {
             storage: self.0.clone(),
-            name: clean(name),
+            name: clean(name.as_str()),
             head_len: head_len as usize,
             body: Vec::new(),
             commit,
         }))
     }
-    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
+    fn put_if_absent(&self, name: &Name, bytes: &[u8]) -> Result<bool, Error> {
         let mut objects = self.0.objects();
-        if objects.contains_key(&clean(name)) {
+        if objects.contains_key(&clean(name.as_str())) {
             return Ok(false);
         }
-        objects.insert(clean(name), Arc::new(bytes.to_vec()));
+        objects.insert(clean(name.as_str()), Arc::new(bytes.to_vec()));
         Ok(true)
     }
-    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error> {
-        let bytes = self.0.objects().get(&clean(name)).cloned();
+    fn open(&self, name: &Name) -> Result<Box<dyn ObjectReader>, Error> {
+        let bytes = self.0.objects().get(&clean(name.as_str())).cloned();
         bytes
             .map(|b| Box::new(Reader(b)) as Box<dyn ObjectReader>)
-            .ok_or_else(|| missing(name))
+            .ok_or_else(|| missing(name.as_str()))
     }
-    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
+    fn list(&self, dir: &Name, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
         Ok(self
             .0
             .objects()
             .iter()
-            .filter(|(name, _)| in_dir(dir, name, depth))
+            .filter(|(name, _)| in_dir(dir.as_str(), name, depth))
             .map(|(name, bytes)| ObjectMeta {
-                name: name.clone(),
+                name: Name::from(name),
                 size: bytes.len() as u64,
             })
             .collect())
     }
-    fn exists(&self, name: &str) -> Result<bool, Error> {
-        Ok(self.0.objects().contains_key(&clean(name)))
+    fn exists(&self, name: &Name) -> Result<bool, Error> {
+        Ok(self.0.objects().contains_key(&clean(name.as_str())))
     }
-    fn delete(&self, name: &str) -> Result<(), Error> {
-        self.0.objects().remove(&clean(name));
+    fn delete(&self, name: &Name) -> Result<(), Error> {
+        self.0.objects().remove(&clean(name.as_str()));
         Ok(())
     }
-    fn copy(&self, from: &str, to: &str, _durable: bool) -> Result<(), Error> {
+    fn copy(&self, from: &Name, to: &Name, _durable: bool) -> Result<(), Error> {
         let mut objects = self.0.objects();
         let bytes = objects
-            .get(&clean(from))
+            .get(&clean(from.as_str()))
             .cloned()
-            .ok_or_else(|| missing(from))?;
-        objects.insert(clean(to), bytes);
+            .ok_or_else(|| missing(from.as_str()))?;
+        objects.insert(clean(to.as_str()), bytes);
         Ok(())
     }
-    fn prepare_dir(&self, _dir: &str) -> Result<(), Error> {
+    fn prepare_dir(&self, _dir: &Name) -> Result<(), Error> {
         Ok(())
     }
-    fn contains(&self, dir: &str, name: &str) -> bool {
-        !name.split('/').any(|c| c == "..") && in_dir(dir, &clean(name), usize::MAX)
+    fn contains(&self, dir: &Name, name: &Name) -> bool {
+        !name.as_str().split('/').any(|c| c == "..")
+            && in_dir(dir.as_str(), &clean(name.as_str()), usize::MAX)
     }
-    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+    fn lock(&self, dir: &Name) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
         let mut locks = self
             .0
             .locks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !locks.contains(&clean(dir)) {
-            locks.push(clean(dir));
+        if !locks.contains(&clean(dir.as_str())) {
+            locks.push(clean(dir.as_str()));
         }
         Ok(Some(Box::new(())))
     }

@@ -8,6 +8,7 @@
 //! object-store crate runs it against a real S3 server.
 #![allow(dead_code)]
 
+use model_checkpoint::store::Name;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -160,10 +161,10 @@ impl Backend {
                 .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
                 .collect(),
             Backend::Storage { storage, dir } => storage
-                .list(dir, 0)
+                .list(&Name::from(dir), 0)
                 .expect("list")
                 .into_iter()
-                .filter_map(|m| m.name.rsplit('/').next().map(str::to_owned))
+                .filter_map(|m| m.name.file_name().map(str::to_owned))
                 .collect(),
         };
         names
@@ -183,9 +184,12 @@ impl Backend {
             Backend::Local(dir) => {
                 CheckpointFile::open(&dir.path().join(name), Verify::Full).is_ok()
             }
-            Backend::Storage { storage, dir } => {
-                CheckpointFile::open_in(&**storage, &format!("{dir}/{name}"), Verify::Full).is_ok()
-            }
+            Backend::Storage { storage, dir } => CheckpointFile::open_in(
+                &**storage,
+                &Name::from(format!("{dir}/{name}")),
+                Verify::Full,
+            )
+            .is_ok(),
         }
     }
 
@@ -193,7 +197,7 @@ impl Backend {
         match self {
             Backend::Local(dir) => std::fs::read(dir.path().join(name)).ok(),
             Backend::Storage { storage, dir } => {
-                let reader = storage.open(&format!("{dir}/{name}")).ok()?;
+                let reader = storage.open(&Name::from(format!("{dir}/{name}"))).ok()?;
                 let mut bytes = vec![0; usize::try_from(reader.len()).ok()?];
                 reader.read_exact_at(&mut bytes, 0).ok()?;
                 Some(bytes)

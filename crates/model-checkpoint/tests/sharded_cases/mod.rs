@@ -3,6 +3,7 @@
 //! the checks a parent makes after each save or kill.
 #![allow(dead_code)]
 
+use model_checkpoint::store::Name;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -165,7 +166,7 @@ pub fn child_main(storage: &dyn Storage) {
     stop_at("before-shard");
     save_shard(
         storage,
-        &dir,
+        &Name::from(&dir),
         ranks,
         &save_id,
         Kind::Full,
@@ -186,13 +187,20 @@ pub fn child_main(storage: &dyn Storage) {
             timeout,
             ..CommitOptions::default()
         };
-        let pending = sharded::gather(storage, &dir, ranks.world_size, &save_id, &meta, options)
-            .expect("all shards");
+        let pending = sharded::gather(
+            storage,
+            &Name::from(&dir),
+            ranks.world_size,
+            &save_id,
+            &meta,
+            options,
+        )
+        .expect("all shards");
         stop_at("before-index");
         pending.publish(storage).expect("publish");
     } else {
         assert!(
-            wait_for_index(storage, &dir, timeout).expect("wait"),
+            wait_for_index(storage, &Name::from(&dir), timeout).expect("wait"),
             "no index"
         );
     }
@@ -248,7 +256,7 @@ pub fn kill_at(child: &mut Child, stage: &str) -> bool {
 /// Checks that the sharded checkpoint in `dir` holds the global model of `seed`, and that
 /// every rank of worlds of 1, 2 and 4 reads exactly its box.
 pub fn check_loads(storage: &dyn Storage, dir: &str, seed: u64) {
-    let checkpoint = ShardedCheckpoint::open(storage, dir).expect("open");
+    let checkpoint = ShardedCheckpoint::open(storage, &Name::from(dir)).expect("open");
     for (name, dtype, shape, bytes) in global(seed) {
         let whole = checkpoint.read(&name).expect("read");
         assert_eq!(whole.data(), bytes.as_slice(), "{name}");
@@ -277,21 +285,22 @@ pub fn check_loads(storage: &dyn Storage, dir: &str, seed: u64) {
 /// After a kill: every folder under `root` with an index opens and reads back (never an
 /// index naming a missing or unverifiable shard), and `latest` is a complete checkpoint.
 pub fn check_after_kill(storage: &dyn Storage, root: &str) -> String {
-    for object in storage.list(root, 1).expect("list") {
+    for object in storage.list(&Name::from(root), 1).expect("list") {
         if let Some(dir) = object
             .name
+            .as_str()
             .strip_suffix(&format!("/{}", sharded::INDEX_FILE))
         {
-            let checkpoint = ShardedCheckpoint::open(storage, dir)
+            let checkpoint = ShardedCheckpoint::open(storage, &Name::from(dir))
                 .unwrap_or_else(|e| panic!("an index names a bad shard: {e}"));
             for name in checkpoint.tensors().keys() {
                 checkpoint.read(name).expect("every piece verifies");
             }
         }
     }
-    let latest = latest_sharded(storage, root).expect("latest resolves");
+    let latest = latest_sharded(storage, &Name::from(root)).expect("latest resolves");
     ShardedCheckpoint::open(storage, &latest).expect("latest opens");
-    latest
+    latest.to_string()
 }
 
 /// Saves of `test`'s children into `root/step-NNN`, `kills` times, each with one rank

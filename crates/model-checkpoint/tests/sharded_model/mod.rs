@@ -9,6 +9,7 @@
 //! to its gradients, so that resuming exactly needs every rank's own state back.
 #![allow(dead_code)]
 
+use model_checkpoint::store::Name;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -264,7 +265,7 @@ pub fn train_with(
         let latest = checkpoint.latest()?;
         restore_sharded(
             &*storage,
-            &latest.to_string_lossy(),
+            &latest,
             ranks,
             &mut *model.borrow_mut(),
             &mut [&mut checkpoint],
@@ -348,8 +349,8 @@ pub fn child(storage: Arc<dyn Storage>) {
 
 /// Every global tensor of the sharded checkpoint in `dir`, and every rank's own generator.
 pub fn contents(storage: &dyn Storage, dir: &str) -> Vec<(String, Vec<u8>)> {
-    let checkpoint =
-        model_checkpoint::sharded::ShardedCheckpoint::open(storage, dir).expect("open");
+    let checkpoint = model_checkpoint::sharded::ShardedCheckpoint::open(storage, &Name::from(dir))
+        .expect("open");
     let mut out: Vec<(String, Vec<u8>)> = checkpoint
         .tensors()
         .keys()

@@ -3,7 +3,6 @@
 //! retention.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use super::super::background::{BackgroundWriter, Outcome};
 use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard};
@@ -164,7 +163,7 @@ impl Engine {
         }
         let mut options = self.config.options.clone();
         options.commit = job.commit;
-        let name = job.path.to_string_lossy();
+        let name = job.path.clone();
         if !self.config.background || job.interrupt {
             if job.interrupt {
                 // Every earlier save first, so that this one is the newest when it returns.
@@ -291,11 +290,9 @@ impl Engine {
         self.session_saved.insert(file.path.clone());
         if let Some(last) = self.last_path() {
             self.check_replaceable(&last)?;
-            self.config.storage.copy(
-                &file.path.to_string_lossy(),
-                &last.to_string_lossy(),
-                self.config.options.durable,
-            )?;
+            self.config
+                .storage
+                .copy(&file.path, &last, self.config.options.durable)?;
         }
         self.retain(file, direction, |engine, f| {
             let digest = match engine.owns(&f.path) {
@@ -310,7 +307,7 @@ impl Engine {
                 run_id: engine.run_id(),
                 digest: Some(digest),
             };
-            match gate::delete(&*engine.config.storage, &f.path.to_string_lossy(), claim) {
+            match gate::delete(&*engine.config.storage, &f.path, claim) {
                 Ok(()) => {
                     engine.journal_row("deleted", f, None);
                     engine.session_saved.retain(|p| *p != f.path);
@@ -343,11 +340,7 @@ impl Engine {
             return;
         };
         let folder = self.folder();
-        let name = if folder.as_os_str().is_empty() || folder == Path::new(".") {
-            store::JOURNAL_FILE.to_owned()
-        } else {
-            format!("{}/{}", folder.to_string_lossy(), store::JOURNAL_FILE)
-        };
+        let name = folder.join(store::JOURNAL_FILE);
         let row = super::journal::Row {
             seq: file.seq,
             event,
@@ -355,7 +348,7 @@ impl Engine {
             batch: pending.and_then(|p| p.batch),
             global_step: pending.map(|p| p.global_step),
             kind: pending.map(|p| p.kind),
-            path: &file.path.to_string_lossy(),
+            path: file.path.as_str(),
             monitor: pending.map_or("", |p| p.monitor.as_str()),
             value: &file.value,
             run_id: self.run_id(),

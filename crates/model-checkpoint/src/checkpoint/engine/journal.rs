@@ -4,7 +4,7 @@
 //! those deleted since or replaced by a later save under the same name. Advisory: a journal
 //! that cannot be written is logged, never a failed save.
 
-use crate::store::{self, Kind, Storage};
+use crate::store::{self, Kind, Name, Storage};
 use crate::Value;
 
 /// The journal's columns.
@@ -46,7 +46,7 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// Adds `row` to the journal `name` in `storage`.
-    pub fn record(&mut self, storage: &dyn Storage, name: &str, row: &Row<'_>) {
+    pub fn record(&mut self, storage: &dyn Storage, name: &Name, row: &Row<'_>) {
         if let Err(e) = self.try_record(storage, name, row) {
             log::warn!(target: "model_checkpoint", "cannot write the journal {name}: {e}");
         }
@@ -55,7 +55,7 @@ impl Journal {
     fn try_record(
         &mut self,
         storage: &dyn Storage,
-        name: &str,
+        name: &Name,
         row: &Row<'_>,
     ) -> Result<(), crate::Error> {
         let header = format!("{}\r\n", COLUMNS.join(","));

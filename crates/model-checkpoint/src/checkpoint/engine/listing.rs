@@ -1,10 +1,8 @@
 //! What the run saved that is still there: its checkpoints in training order, the best of
 //! them, the newest (`latest`), and other runs sharing the folder.
 
-use std::path::{Path, PathBuf};
-
 use super::Engine;
-use crate::store::{self, Listed};
+use crate::store::{self, Listed, Name};
 use crate::Error;
 
 impl Engine {
@@ -18,9 +16,8 @@ impl Engine {
     /// [`Error::Io`] if the folder cannot be listed.
     pub(crate) fn saved_checkpoints(&self) -> Result<Vec<Listed>, Error> {
         let dir = self.folder();
-        let depth = folder_depth(&self.config.template, &dir);
-        let dir_name = dir.to_string_lossy();
-        let listed = match store::list_in(&*self.config.storage, &dir_name, depth) {
+        let depth = self.folder_depth(&dir);
+        let listed = match store::list_in(&*self.config.storage, &dir, depth) {
             Ok(listed) => listed,
             // A folder no save has made yet holds nothing of this run.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -55,7 +52,7 @@ impl Engine {
         monitor: &str,
         direction: crate::policy::Direction,
         current_epoch: Option<i64>,
-    ) -> Result<Option<(PathBuf, Option<f64>)>, Error> {
+    ) -> Result<Option<(Name, Option<f64>)>, Error> {
         // Files of this run from epochs after the current one were left by an earlier
         // attempt that went further before this one resumed from an older checkpoint: not
         // this history.
@@ -95,20 +92,19 @@ impl Engine {
 
     /// The newest sharded checkpoint of this run that its template could have produced in
     /// its folder (sub-folders included).
-    pub(crate) fn latest_sharded(&self) -> Result<PathBuf, Error> {
+    pub(crate) fn latest_sharded(&self) -> Result<Name, Error> {
         let dir = self.folder();
-        let depth = folder_depth(&self.config.template, &dir);
+        let depth = self.folder_depth(&dir);
         let run = format!("{}/", self.run_id());
         crate::sharded::latest_sharded_matching(
             &*self.config.storage,
-            &dir.to_string_lossy(),
+            &dir,
             depth,
             &|folder, index| {
-                self.could_have_written(Path::new(folder)).is_ok()
+                self.could_have_written(folder).is_ok()
                     && index.model_checkpoint.save_id.starts_with(&run)
             },
         )
-        .map(PathBuf::from)
     }
 
     /// The newest durable full checkpoint of the run that verifies: among the files this
@@ -123,14 +119,11 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::NoCheckpoint`] when there is none.
-    pub(crate) fn latest(&self) -> Result<PathBuf, Error> {
+    pub(crate) fn latest(&self) -> Result<Name, Error> {
         let dir = self.folder();
-        let dir_name = dir.to_string_lossy();
-        let depth = folder_depth(&self.config.template, &dir);
-        let last = self
-            .last_path()
-            .map(|p| store::normalize(&p.to_string_lossy()));
-        let listed = match store::list_in(&*self.config.storage, &dir_name, depth) {
+        let depth = self.folder_depth(&dir);
+        let last = self.last_path();
+        let listed = match store::list_in(&*self.config.storage, &dir, depth) {
             Ok(listed) => listed,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::NoCheckpoint { dir })
@@ -151,19 +144,16 @@ impl Engine {
             .partition(|l| self.is_interrupt_file(&l.path));
         let saves: Vec<Listed> = saves
             .into_iter()
-            .filter(|l| {
-                self.could_have_written(&l.path).is_ok()
-                    || last.as_deref() == Some(store::normalize(&l.path.to_string_lossy()).as_str())
-            })
+            .filter(|l| self.could_have_written(&l.path).is_ok() || last.as_ref() == Some(&l.path))
             .collect();
-        let positions: Vec<(store::Position, PathBuf, Option<String>)> = saves
+        let positions: Vec<(store::Position, Name, Option<String>)> = saves
             .iter()
             .map(|l| {
                 let run = l.header.as_ref().ok().and_then(|h| h.meta.run_id.clone());
                 (l.position(), l.path.clone(), run)
             })
             .collect();
-        let base = match store::newest_verified_in(&*self.config.storage, &dir_name, saves) {
+        let base = match store::newest_verified_in(&*self.config.storage, &dir, saves) {
             Ok(path) => Some(path),
             Err(Error::NoCheckpoint { .. }) => None,
             Err(e) => return Err(e),
@@ -178,7 +168,7 @@ impl Engine {
             .filter(|l| run.is_none() || of_run(l, &run))
             .filter(|l| base_at.is_none_or(|(at, _, _)| l.position() > *at))
             .collect();
-        match store::newest_verified_in(&*self.config.storage, &dir_name, newer) {
+        match store::newest_verified_in(&*self.config.storage, &dir, newer) {
             Ok(path) => Ok(path),
             Err(Error::NoCheckpoint { .. }) => base.ok_or(Error::NoCheckpoint { dir }),
             Err(e) => Err(e),
@@ -195,9 +185,8 @@ impl Engine {
         }
         self.warned_other_runs = true;
         let dir = self.folder();
-        let depth = folder_depth(&self.config.template, &dir);
-        let Ok(listed) = store::list_in(&*self.config.storage, &dir.to_string_lossy(), depth)
-        else {
+        let depth = self.folder_depth(&dir);
+        let Ok(listed) = store::list_in(&*self.config.storage, &dir, depth) else {
             return;
         };
         let others: Vec<String> = listed
@@ -220,15 +209,10 @@ impl Engine {
     }
 }
 
-/// How many folder levels below `dir` the template's names may lie.
-fn folder_depth(template: &str, dir: &Path) -> usize {
-    let template_dirs = Path::new(template)
-        .parent()
-        .map_or(0, |p| p.components().count());
-    let fixed = if dir == Path::new(".") {
-        0
-    } else {
-        dir.components().count()
-    };
-    template_dirs.saturating_sub(fixed)
+impl Engine {
+    /// How many folder levels below `dir` the template's names may lie.
+    fn folder_depth(&self, dir: &Name) -> usize {
+        let template_dirs = self.template_name().parent().components().count();
+        template_dirs.saturating_sub(dir.components().count())
+    }
 }

@@ -22,12 +22,11 @@ mod ownership;
 mod sharded;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::background::BackgroundWriter;
 use crate::policy::{Direction, Retention, SavedFile};
-use crate::store::{Commit, Kind, LocalFolder, SaveOptions, Storage};
+use crate::store::{Commit, Kind, LocalFolder, Name, SaveOptions, Storage};
 use crate::Logs;
 
 pub(crate) use names::check_length;
@@ -40,7 +39,7 @@ pub(crate) enum Last {
     /// `last.safetensors` in the template's folder.
     Beside,
     /// A path of the caller's choosing.
-    At(PathBuf),
+    At(Name),
 }
 
 /// What the engine carries across resumes (inside the callback's state in full
@@ -48,7 +47,7 @@ pub(crate) enum Last {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Saved {
     /// The path of the last committed save.
-    pub last_saved: Option<PathBuf>,
+    pub last_saved: Option<Name>,
     /// Saves committed.
     pub saves: u64,
     /// The files retention tracks, with their monitored values (only with retention on).
@@ -67,7 +66,7 @@ pub(crate) struct Saved {
 /// ([`Engine::run_planned`]), so that a full checkpoint holds every callback's state as of
 /// the end of that round.
 pub(crate) struct Job {
-    pub path: PathBuf,
+    pub path: Name,
     pub kind: Kind,
     /// Whether the commit may replace an object at `path`.
     pub commit: Commit,
@@ -118,7 +117,7 @@ enum Fate {
 /// Where and what a sharded save writes.
 pub(crate) struct Shard<'a> {
     pub ranks: crate::sharded::Ranks,
-    pub path: &'a Path,
+    pub path: &'a Name,
     pub kind: Kind,
     pub layout: &'a BTreeMap<String, crate::model::Placement>,
     pub step: u64,
@@ -187,15 +186,15 @@ pub(crate) struct Engine {
     writer: Option<BackgroundWriter>,
     in_flight: VecDeque<Pending>,
     /// The files committed since the engine was made (always its own).
-    session_saved: BTreeSet<PathBuf>,
+    session_saved: BTreeSet<Name>,
     /// The header digest of each file committed since the engine was made, by path.
-    session_digests: BTreeMap<PathBuf, [u8; 32]>,
+    session_digests: BTreeMap<Name, [u8; 32]>,
     /// The journal of saves and deletes, when asked for.
     pub journal: Option<journal::Journal>,
     /// Saves decided in the current round of hooks, written at its end.
     planned: Vec<Planned>,
     /// Where the last save on a signal went, once durable.
-    pub interrupt_saved: Option<PathBuf>,
+    pub interrupt_saved: Option<Name>,
     /// Whether the engine took its state from a checkpoint (a resumed run).
     resumed: bool,
     /// Whether the warning about other runs in the folder was given.
@@ -245,27 +244,26 @@ impl Engine {
 
     /// The part of the template's folder without placeholders: the folder the engine
     /// locks and lists (`.` when the first folder level already has placeholders).
-    /// A URL's `scheme://` is kept as written (`s3://bucket/run`), not folded into `s3:/`.
-    pub fn folder(&self) -> PathBuf {
-        let (scheme, path) = match self.config.template.split_once("://") {
-            Some((scheme, rest)) if !scheme.contains(['/', '{', '}']) => (Some(scheme), rest),
-            _ => (None, self.config.template.as_str()),
-        };
-        let parent = Path::new(path).parent().unwrap_or(Path::new(""));
-        let fixed: PathBuf = parent
+    /// A URL keeps its root (`s3://bucket/run`): see [`Name`].
+    pub fn folder(&self) -> Name {
+        let template = self.template_name();
+        let parent = template.parent();
+        let fixed = parent
             .components()
-            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['{', '}']))
-            .collect();
-        let folder = match scheme {
-            Some(scheme) => format!("{scheme}://{}", fixed.to_string_lossy()),
-            None if fixed.as_os_str().is_empty() => ".".to_owned(),
-            None => fixed.to_string_lossy().into_owned(),
-        };
-        PathBuf::from(crate::store::normalize(&folder))
+            .take_while(|c| !c.contains(['{', '}']))
+            .collect::<Vec<_>>()
+            .join("/");
+        template.root_name().join(&fixed)
+    }
+
+    /// The template as a name (checked by `check_template`; a template that is not a valid
+    /// name is taken as written, and refused by the storage).
+    pub fn template_name(&self) -> Name {
+        Name::from(self.config.template.as_str())
     }
 
     /// The `last` link's path, if on.
-    pub fn last_path(&self) -> Option<PathBuf> {
+    pub fn last_path(&self) -> Option<Name> {
         match &self.config.last {
             Last::Off => None,
             Last::Beside => Some(self.folder().join("last.safetensors")),
@@ -276,20 +274,21 @@ impl Engine {
     /// Makes the folders above `path` (resolved lexically, as Keras's `gfile` does), and
     /// takes the lock once the folder exists. The folder's name is checked against the file
     /// system's limits here, where it is created (Keras fails here too).
-    pub fn prepare_folder(&mut self, path: &str) -> Result<(), crate::Error> {
-        let path = crate::store::normalize(path);
-        if let Some((dir, _)) = path.rsplit_once('/').filter(|(d, _)| !d.is_empty()) {
-            names::check_length(dir)?;
-            if !dir.starts_with("gs:/") {
-                self.config.storage.prepare_dir(dir)?;
+    /// `makes_folder` is Keras's rule for which folders it makes (tf.keras 2 makes none
+    /// under `gs://`).
+    pub fn prepare_folder(
+        &mut self,
+        path: &Name,
+        makes_folder: impl Fn(&Name) -> bool,
+    ) -> Result<(), crate::Error> {
+        let dir = path.parent();
+        if !dir.is_top() {
+            names::check_length(dir.as_str())?;
+            if makes_folder(&dir) {
+                self.config.storage.prepare_dir(&dir)?;
             }
         }
         self.ensure_lock()
-    }
-
-    /// `path` as every save, read and report names it (see [`crate::store::normalize`]).
-    pub fn normalize(&self, path: &str) -> PathBuf {
-        PathBuf::from(crate::store::normalize(path))
     }
 
     /// Takes the folder's lock (and clears stale temporary files) if not held yet and the
@@ -301,7 +300,7 @@ impl Engine {
         }
         if self.lock.is_none() {
             let dir = self.folder();
-            if let Some(guard) = self.config.storage.lock(&dir.to_string_lossy())? {
+            if let Some(guard) = self.config.storage.lock(&dir)? {
                 self.lock = Some(guard);
             }
         }
@@ -329,11 +328,11 @@ impl Engine {
     /// In a multi-process run a folder is taken once it has an index: every rank sees the
     /// same (a save's index needs every rank's shard, and each rank waits for the previous
     /// save's index), so every rank picks the same name.
-    pub fn free_path(&mut self, path: PathBuf) -> Result<PathBuf, crate::Error> {
+    pub fn free_path(&mut self, path: Name) -> Result<Name, crate::Error> {
         if self.config.overwrite {
             return Ok(path);
         }
-        let key = path.to_string_lossy().into_owned();
+        let key = path.to_string();
         let first = self.saved.versions.get(&key).copied().unwrap_or(0);
         let found = self.first_free(&path, first)?;
         if found.0 > 0 {
@@ -343,44 +342,40 @@ impl Engine {
     }
 
     /// The first version of `path` from `first` on (0: `path` itself) that nothing takes.
-    fn first_free(&self, path: &Path, first: u64) -> Result<(u64, PathBuf), crate::Error> {
+    fn first_free(&self, path: &Name, first: u64) -> Result<(u64, Name), crate::Error> {
         // Names of saves still in flight on the writer thread, or planned in this round,
         // are taken too: they are not there yet.
-        let pending = |p: &Path| {
+        let pending = |p: &Name| {
             self.in_flight
                 .iter()
                 .chain(self.planned.iter().map(|planned| &planned.pending))
-                .any(|pending| pending.file.path == p)
+                .any(|pending| pending.file.path == *p)
         };
-        let taken = |p: &Path| match self.config.ranks {
+        let taken = |p: &Name| match self.config.ranks {
             _ if pending(p) => Ok(true),
-            Some(_) => self.config.storage.exists(&format!(
-                "{}/{}",
-                p.to_string_lossy().trim_end_matches('/'),
-                crate::sharded::INDEX_FILE
-            )),
-            None => self.config.storage.taken(&p.to_string_lossy()),
+            Some(_) => self
+                .config
+                .storage
+                .exists(&p.join(crate::sharded::INDEX_FILE)),
+            None => self.config.storage.taken(p),
         };
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = path.file_stem().unwrap_or_default();
         let ext = path
             .extension()
-            .map(|e| format!(".{}", e.to_string_lossy()))
+            .map(|e| format!(".{e}"))
             .unwrap_or_default();
         for v in first..=first.saturating_add(100_000) {
             let candidate = if v == 0 {
-                path.to_path_buf()
+                path.clone()
             } else {
-                path.with_file_name(format!("{stem}-v{v}{ext}"))
+                path.with_file_name(&format!("{stem}-v{v}{ext}"))
             };
             if !taken(&candidate)? {
                 return Ok((v, candidate));
             }
         }
         Err(crate::Error::AlreadyExists {
-            name: format!("{} (and its next 100,000 versions)", path.display()),
+            name: format!("{path} (and its next 100,000 versions)"),
         })
     }
 }

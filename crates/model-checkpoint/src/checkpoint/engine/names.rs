@@ -2,10 +2,8 @@
 //! files, markers, `last`, the saves on a signal), the names a template could have produced,
 //! and the versions `overwrite(false)` makes.
 
-use std::path::{Component, Path, PathBuf};
-
 use super::Engine;
-use crate::store::{self, gate, LOCK_FILE, TEMP_SUFFIX};
+use crate::store::{self, gate, Name, LOCK_FILE, TEMP_SUFFIX};
 use crate::template::Pattern;
 use crate::Error;
 
@@ -102,7 +100,7 @@ impl Engine {
         }
         if self.config.interrupt_saves
             && pattern.is_fixed()
-            && self.has_interrupt_name(&store::normalize(&self.config.template))
+            && self.has_interrupt_name(&self.template_name())
         {
             return Err(reserved(
                 INTERRUPT_FILE,
@@ -112,9 +110,9 @@ impl Engine {
         // A template that always produces the `last` name; one that only may is checked at
         // each save.
         if let Some(last) = self.last_path() {
-            if pattern.is_fixed() && same_path(&last, Path::new(&self.config.template)) {
+            if pattern.is_fixed() && last == self.template_name() {
                 return Err(reserved(
-                    &last.to_string_lossy(),
+                    last.as_str(),
                     "the link to the newest checkpoint (save_last)",
                 ));
             }
@@ -125,12 +123,8 @@ impl Engine {
     /// Refuses to replace a file at a name the tool manages (`last`) unless it is free, or a
     /// checkpoint this tool wrote (the link a run keeps there): a user's own file, or
     /// another tool's, is never overwritten (the deletion gate decides).
-    pub(crate) fn check_replaceable(&self, path: &Path) -> Result<(), Error> {
-        gate::check_replace(
-            &*self.config.storage,
-            &path.to_string_lossy(),
-            gate::Claim::ToolCheckpoint,
-        )
+    pub(crate) fn check_replaceable(&self, path: &Name) -> Result<(), Error> {
+        gate::check_replace(&*self.config.storage, path, gate::Claim::ToolCheckpoint)
     }
 
     /// Refuses a formatted path that no file system would take, or that names something the
@@ -147,6 +141,7 @@ impl Engine {
     /// Refuses a formatted path that names something the tool manages (see
     /// [`Engine::check_template`]).
     pub(crate) fn check_reserved(&self, path: &str) -> Result<(), Error> {
+        let normal = Name::from(path);
         let name = path.rsplit('/').next().unwrap_or(path);
         let what = if name == LOCK_FILE {
             Some("the folder's lock file")
@@ -156,12 +151,9 @@ impl Engine {
             Some("the markers that prove which run wrote a file")
         } else if name.ends_with(TEMP_SUFFIX) {
             Some("the temporary files of unfinished saves")
-        } else if self
-            .last_path()
-            .is_some_and(|last| same_path(&last, Path::new(path)))
-        {
+        } else if self.last_path().is_some_and(|last| last == normal) {
             Some("the link to the newest checkpoint (save_last)")
-        } else if self.config.interrupt_saves && self.has_interrupt_name(path) {
+        } else if self.config.interrupt_saves && self.has_interrupt_name(&normal) {
             Some("the saves on a signal (save_on_interrupt)")
         } else {
             None
@@ -178,14 +170,13 @@ impl Engine {
 
     /// Whether `path` is a name this callback's template could have produced, inside its
     /// own folder; a lexical check, made on paths read back from a checkpoint.
-    pub(crate) fn could_have_written(&self, path: &Path) -> Result<(), String> {
+    pub(crate) fn could_have_written(&self, path: &Name) -> Result<(), String> {
         // Both sides with `.` and `..` resolved as names are (a field never holds a `/`, so
         // a path with components the template lacks cannot match).
-        let text = store::normalize(&path.to_string_lossy());
-        let pattern =
-            Pattern::new(&store::normalize(&self.config.template)).map_err(|e| e.to_string())?;
+        let text = path.as_str();
+        let pattern = Pattern::new(self.template_name().as_str()).map_err(|e| e.to_string())?;
         let matches =
-            pattern.matches(&text) || without_version(&text).is_some_and(|p| pattern.matches(&p));
+            pattern.matches(text) || without_version(text).is_some_and(|p| pattern.matches(&p));
         if !matches {
             return Err(format!(
                 "the filepath template {:?} could not have produced it",
@@ -204,27 +195,26 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::NotOurs`] when both names hold files this run did not write.
-    pub(crate) fn interrupt_path(&self) -> Result<PathBuf, Error> {
+    pub(crate) fn interrupt_path(&self) -> Result<Name, Error> {
         let claim = gate::Claim::RunCheckpoint {
             run_id: self.run_id(),
             digest: None,
         };
         let [shared, own] = self.interrupt_names();
         if gate::check_replace(&*self.config.storage, &shared, claim).is_ok() {
-            return Ok(PathBuf::from(shared));
+            return Ok(shared);
         }
         gate::check_replace(&*self.config.storage, &own, claim)?;
-        Ok(PathBuf::from(own))
+        Ok(own)
     }
 
     /// The two names this run's saves on a signal may take (see
     /// [`Engine::interrupt_path`]).
-    fn interrupt_names(&self) -> [String; 2] {
+    fn interrupt_names(&self) -> [Name; 2] {
         let dir = self.folder();
-        let join = |file: &str| store::normalize(&format!("{}/{file}", dir.to_string_lossy()));
         [
-            join(INTERRUPT_FILE),
-            join(&format!("interrupted-{}.safetensors", self.run_id())),
+            dir.join(INTERRUPT_FILE),
+            dir.join(&format!("interrupted-{}.safetensors", self.run_id())),
         ]
     }
 
@@ -233,18 +223,13 @@ impl Engine {
     ///
     /// A name the template itself produces is the template's, never an interrupt file (and
     /// with saves on a signal such a template is refused: see [`Engine::check_reserved`]).
-    pub(crate) fn is_interrupt_file(&self, path: &Path) -> bool {
-        self.has_interrupt_name(&path.to_string_lossy()) && self.could_have_written(path).is_err()
+    pub(crate) fn is_interrupt_file(&self, path: &Name) -> bool {
+        self.has_interrupt_name(path) && self.could_have_written(path).is_err()
     }
 
     /// Whether `path` is, by its name alone, where a save on a signal goes in this folder.
-    fn has_interrupt_name(&self, path: &str) -> bool {
-        let path = store::normalize(path);
-        let (dir, file) = path.rsplit_once('/').unwrap_or((".", path.as_str()));
-        if store::normalize(dir) != store::normalize(&self.folder().to_string_lossy()) {
-            return false;
-        }
-        store::is_interrupt_name(file)
+    fn has_interrupt_name(&self, path: &Name) -> bool {
+        path.parent() == self.folder() && path.file_name().is_some_and(store::is_interrupt_name)
     }
 
     /// Removes this run's interrupt files once the run has completed: the run's own final
@@ -255,7 +240,7 @@ impl Engine {
             digest: None,
         };
         for name in self.interrupt_names() {
-            if self.could_have_written(Path::new(&name)).is_ok() {
+            if self.could_have_written(&name).is_ok() {
                 // The template's own file, not a save on a signal.
                 continue;
             }
@@ -269,16 +254,6 @@ impl Engine {
 
 /// The name a save on a signal takes when it is free (see [`Engine::interrupt_path`]).
 pub(crate) const INTERRUPT_FILE: &str = store::INTERRUPT_FILE;
-
-/// Whether two paths name the same file, lexically (the file need not exist yet).
-fn same_path(a: &Path, b: &Path) -> bool {
-    let norm = |p: &Path| -> PathBuf {
-        p.components()
-            .filter(|c| !matches!(c, Component::CurDir))
-            .collect()
-    };
-    norm(a) == norm(b)
-}
 
 #[cfg(test)]
 mod tests {

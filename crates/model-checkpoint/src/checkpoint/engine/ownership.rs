@@ -7,10 +7,8 @@
 //! is a regular file, carries this run's id in its header, and was saved by this engine or
 //! has the marker its run left for it.
 
-use std::path::Path;
-
 use super::Engine;
-use crate::store::{self, gate, CheckpointFile, Meta, Verify};
+use crate::store::{self, gate, CheckpointFile, Meta, Name, Verify};
 use crate::Error;
 
 /// Whether `id` looks like a run id this crate makes (1 to 64 lowercase hex digits).
@@ -49,23 +47,16 @@ impl Engine {
     }
 
     /// The marker that proves this run wrote the file whose head has `digest`.
-    pub(crate) fn marker(&self, id: &str, digest: &[u8; 32]) -> String {
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        let name = format!("{}{id}.{hex}", store::MARKER_PREFIX);
-        let dir = self.folder();
-        if dir == Path::new(".") {
-            name
-        } else {
-            format!("{}/{name}", dir.to_string_lossy())
-        }
+    pub(crate) fn marker(&self, id: &str, digest: &[u8; 32]) -> Name {
+        self.folder().join(&marker_file(id, digest))
     }
 
     /// Leaves the marker of a file this run just committed at `path`, and removes the
     /// marker of the file it replaced there, if this callback wrote that one.
-    pub(crate) fn mark_written(&mut self, path: &Path, digest: [u8; 32]) -> Result<(), Error> {
+    pub(crate) fn mark_written(&mut self, path: &Name, digest: [u8; 32]) -> Result<(), Error> {
         let marker = self.marker(self.run_id(), &digest);
         self.config.storage.put_if_absent(&marker, b"")?;
-        if let Some(old) = self.session_digests.insert(path.to_path_buf(), digest) {
+        if let Some(old) = self.session_digests.insert(path.clone(), digest) {
             if old != digest {
                 self.delete_marker(&old);
             }
@@ -129,17 +120,18 @@ impl Engine {
             return false;
         };
         let digest = file.header_digest();
-        let own = self.marker(&writer, &digest);
-        let file_name = own.rsplit('/').next().unwrap_or(&own).to_owned();
-        let path = store::normalize(&file.path().to_string_lossy());
-        let mut folders = vec![own];
-        let mut dir = path.as_str();
-        while let Some((parent, _)) = dir.rsplit_once('/') {
-            folders.push(format!("{parent}/{file_name}"));
-            dir = parent;
-        }
-        if !path.starts_with('/') && !path.contains("://") {
-            folders.push(file_name);
+        let file_name = marker_file(&writer, &digest);
+        // The callback's folder, then the file's folder and each one above it, up to its
+        // root.
+        let path = file.path();
+        let parts: Vec<&str> = path.components().collect();
+        let mut folders = vec![self.marker(&writer, &digest)];
+        for depth in (0..parts.len()).rev() {
+            folders.push(
+                path.root_name()
+                    .join(&parts[..depth].join("/"))
+                    .join(&file_name),
+            );
         }
         folders
             .iter()
@@ -172,13 +164,13 @@ impl Engine {
             log::warn!(
                 target: "model_checkpoint",
                 "ignoring {} from the checkpoint's list of kept files: this callback could not have written it",
-                crate::text::shorten(&f.path.to_string_lossy(), 200)
+                crate::text::shorten(f.path.as_str(), 200)
             );
         }
         saved.kept = kept;
         if saved
             .last_saved
-            .as_deref()
+            .as_ref()
             .is_some_and(|p| self.could_have_written(p).is_err())
         {
             saved.last_saved = None;
@@ -196,22 +188,18 @@ impl Engine {
 
     /// Proves that retention may delete `path`: this run wrote it (see the module's
     /// documentation).
-    pub(crate) fn owns(&self, path: &Path) -> Result<[u8; 32], String> {
+    pub(crate) fn owns(&self, path: &Name) -> Result<[u8; 32], String> {
         self.could_have_written(path)?;
-        let name = path.to_string_lossy();
+        let name = path;
         let folder = self.folder();
-        if !self
-            .config
-            .storage
-            .contains(&folder.to_string_lossy(), &name)
-        {
+        if !self.config.storage.contains(&folder, name) {
             return Err(format!(
                 "it lies outside the checkpoint folder {}",
                 folder.display()
             ));
         }
         // Opening refuses anything but a regular file (or an object).
-        let file = CheckpointFile::open_in(&*self.config.storage, &name, Verify::HeaderOnly)
+        let file = CheckpointFile::open_in(&*self.config.storage, name, Verify::HeaderOnly)
             .map_err(|e| e.to_string())?;
         let id = Meta::from_info(file.info())?.run_id;
         if id.as_deref() != Some(self.run_id()) || self.run_id().is_empty() {
@@ -232,6 +220,12 @@ impl Engine {
         }
         Ok(digest)
     }
+}
+
+/// The file name of run `id`'s marker for the file whose head has `digest`.
+fn marker_file(id: &str, digest: &[u8; 32]) -> String {
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}{id}.{hex}", store::MARKER_PREFIX)
 }
 
 #[cfg(test)]

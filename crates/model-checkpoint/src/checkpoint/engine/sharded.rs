@@ -4,12 +4,11 @@
 //! never a checkpoint with a shard missing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use super::{Engine, Fate, Last, Pending, Shard};
 use crate::model::{NamedTensor, Placement};
 use crate::sharded::{self, ShardTensor, INDEX_FILE};
-use crate::store::{gate, TRAINING_PREFIX};
+use crate::store::{gate, Name, TRAINING_PREFIX};
 use crate::Error;
 
 impl Engine {
@@ -72,10 +71,10 @@ impl Engine {
                 .unwrap_or_default(),
             pending.file.seq
         );
-        let dir = path.to_string_lossy().into_owned();
+        let dir = path.clone();
         // A committed checkpoint is never rewritten: its shards would stop matching its
         // index. Every rank sees the same index, so every rank refuses alike.
-        let index = format!("{}/{INDEX_FILE}", dir.trim_end_matches('/'));
+        let index = dir.join(INDEX_FILE);
         if self.config.storage.exists(&index)? {
             return Err(Error::AlreadyExists {
                 name: format!(
@@ -123,7 +122,7 @@ impl Engine {
             if !self.config.storage.exists(&index)? {
                 return Err(Error::Io {
                     action: "find the index of",
-                    path: path.to_path_buf(),
+                    path: path.clone(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
                         "rank 0 did not commit (a rank's shard is missing)",
@@ -145,7 +144,7 @@ impl Engine {
             } else if !sharded::wait_for_index(&*self.config.storage, &dir, timeout)? {
                 return Err(Error::Io {
                     action: "wait for the index of",
-                    path: path.to_path_buf(),
+                    path: path.clone(),
                     source: std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!("rank 0 did not commit within {timeout:?}"),
@@ -200,7 +199,7 @@ impl Engine {
 
     /// Where `save_last` keeps a copy of the newest sharded checkpoint: `last` in the
     /// template's folder, or the path given to `save_last_as`.
-    pub(crate) fn sharded_last(&self) -> Option<std::path::PathBuf> {
+    pub(crate) fn sharded_last(&self) -> Option<Name> {
         match &self.config.last {
             Last::Off => None,
             Last::Beside => Some(self.folder().join("last")),
@@ -213,21 +212,18 @@ impl Engine {
     /// S3, links or copies locally), drops shards of another world size, and gets the index
     /// last. A crash in between leaves `last` without an index: not a checkpoint, while the
     /// checkpoint it copies stays whole.
-    fn copy_to_last(&self, from: &Path) -> Result<(), Error> {
+    fn copy_to_last(&self, from: &Name) -> Result<(), Error> {
         let Some(last) = self.sharded_last() else {
             return Ok(());
         };
-        let (from, last) = (from.to_string_lossy(), last.to_string_lossy());
-        let (from, last) = (from.trim_end_matches('/'), last.trim_end_matches('/'));
         // `last/` holds a copy of some run's checkpoint; anything else there stays.
         let any_run = gate::Claim::ShardedPart { run_id: None };
-        let last_index = format!("{last}/{INDEX_FILE}");
+        let last_index = last.join(INDEX_FILE);
         delete_index(&*self.config.storage, &last_index, None)?;
-        self.config.storage.prepare_dir(last)?;
-        let name_of = |full: &str| full.rsplit('/').next().unwrap_or(full).to_owned();
+        self.config.storage.prepare_dir(&last)?;
         // The checkpoint's parts are its index's shards: whatever else its folder holds (a
         // user's notes) is not copied.
-        let world = sharded::read_index(&*self.config.storage, &format!("{from}/{INDEX_FILE}"))?
+        let world = sharded::read_index(&*self.config.storage, &from.join(INDEX_FILE))?
             .model_checkpoint
             .world_size;
         let parts: Vec<String> = (0..world)
@@ -238,8 +234,8 @@ impl Engine {
             .cloned()
             .chain(std::iter::once(INDEX_FILE.to_owned()))
             .collect();
-        for stale in self.config.storage.list(last, 0)? {
-            let stale_name = name_of(&stale.name);
+        for stale in self.config.storage.list(&last, 0)? {
+            let stale_name = stale.name.file_name().unwrap_or_default().to_owned();
             // Only the parts of an earlier copy (its shards, of another world size) go;
             // anything else a user put in `last/` stays, checkpoints included.
             if !new.contains(&stale_name) && sharded::is_shard_file(&stale_name) {
@@ -254,17 +250,13 @@ impl Engine {
         }
         let durable = self.config.options.durable;
         for part in &parts {
-            let to = format!("{last}/{part}");
+            let to = last.join(part);
             gate::check_replace(&*self.config.storage, &to, any_run)?;
-            self.config
-                .storage
-                .copy(&format!("{from}/{part}"), &to, durable)?;
+            self.config.storage.copy(&from.join(part), &to, durable)?;
         }
-        self.config.storage.copy(
-            &format!("{from}/{INDEX_FILE}"),
-            &format!("{last}/{INDEX_FILE}"),
-            durable,
-        )
+        self.config
+            .storage
+            .copy(&from.join(INDEX_FILE), &last_index, durable)
     }
 
     /// Deletes a sharded checkpoint of this run through the deletion gate: the index first
@@ -272,13 +264,11 @@ impl Engine {
     /// its world size names, then the folder if nothing else is left in it. Files this run
     /// did not write there (a user's notes, another tool's files) stay, and so does the
     /// folder then.
-    fn delete_sharded(&self, dir: &Path) -> Result<(), Error> {
-        let dir = dir.to_string_lossy();
-        let dir = dir.trim_end_matches('/');
+    fn delete_sharded(&self, dir: &Name) -> Result<(), Error> {
         let claim = gate::Claim::ShardedPart {
             run_id: Some(self.run_id()),
         };
-        let index_name = format!("{dir}/{INDEX_FILE}");
+        let index_name = dir.join(INDEX_FILE);
         // The world size comes from the index (proved this run's by the gate just after);
         // shard names are made here, never taken from a file.
         let world = sharded::read_index(&*self.config.storage, &index_name)
@@ -289,7 +279,7 @@ impl Engine {
             .or(self.config.ranks.map(|r| r.world_size))
             .unwrap_or(0);
         for rank in 0..world {
-            let shard = format!("{dir}/{}", sharded::shard_file(rank, world));
+            let shard = dir.join(&sharded::shard_file(rank, world));
             if let Err(e) = gate::delete(&*self.config.storage, &shard, claim) {
                 match e {
                     Error::NotOurs { .. } => {
@@ -307,10 +297,10 @@ impl Engine {
 /// `run_id`, or of any run with `None`).
 fn delete_index(
     storage: &dyn crate::store::Storage,
-    name: &str,
+    name: &Name,
     run_id: Option<&str>,
 ) -> Result<(), Error> {
-    let check = index_of_run(name, run_id);
+    let check = index_of_run(name.as_str(), run_id);
     let what = if run_id.is_some() {
         "an index of this run's"
     } else {

@@ -138,6 +138,11 @@ impl Rules for Keras3 {
         false
     }
 
+    /// `file_utils.makedirs(dirname)` for any folder that does not exist.
+    fn makes_folder(&self, _dir: &crate::store::Name) -> bool {
+        true
+    }
+
     /// `_get_file_path` runs before `logs or {}`.
     fn no_logs(&self, batch: Option<i64>) -> Option<Error> {
         let message = match batch {

@@ -120,6 +120,9 @@ pub(crate) trait Rules: Sync + std::fmt::Debug {
     /// Whether the deprecated `period` counts epochs between attempts.
     fn has_period(&self) -> bool;
 
+    /// Whether a due save makes its folder `dir` (the storage decides how).
+    fn makes_folder(&self, dir: &crate::store::Name) -> bool;
+
     /// What a hook called with no logs at all (Python's `logs=None`) does: `None` reads it
     /// as empty logs, an error is what formatting the path raises first. `batch` is the
     /// batch of a batch-level save.

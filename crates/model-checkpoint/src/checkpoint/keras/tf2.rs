@@ -69,6 +69,12 @@ impl Rules for Tf2 {
         true
     }
 
+    /// `if dirname and not dirname.startswith("gs://")`: tf.keras makes no folders in
+    /// Google Cloud Storage, which has none.
+    fn makes_folder(&self, dir: &crate::store::Name) -> bool {
+        dir.scheme() != Some("gs")
+    }
+
     /// `logs = logs or {}` comes first: no logs are empty logs.
     fn no_logs(&self, _batch: Option<i64>) -> Option<Error> {
         None

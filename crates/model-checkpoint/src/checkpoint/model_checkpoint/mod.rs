@@ -6,7 +6,7 @@ mod triggers;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub struct CheckpointState {
     /// The epoch `on_epoch_begin` last announced.
     pub current_epoch: Option<i64>,
     /// The formatted path of the last completed save.
-    pub last_saved: Option<PathBuf>,
+    pub last_saved: Option<crate::store::Name>,
     /// Saves completed.
     #[serde(default)]
     pub saves: u64,
@@ -102,7 +102,7 @@ pub struct CheckpointState {
 ///     checkpoint.on_epoch_end(epoch, &Logs::from([("val_loss", val_loss)]), &mut ctx)?;
 /// }
 /// assert_eq!(checkpoint.best().as_f64(), Some(0.4));
-/// assert!(checkpoint.last_saved().is_some_and(|p| p.ends_with("weights.03-0.40.safetensors")));
+/// assert!(checkpoint.last_saved().is_some_and(|p| p.file_name() == Some("weights.03-0.40.safetensors")));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ModelCheckpoint {
@@ -262,8 +262,8 @@ impl ModelCheckpoint {
     }
 
     /// The formatted path of the last completed save.
-    pub fn last_saved(&self) -> Option<&Path> {
-        self.engine.saved.last_saved.as_deref()
+    pub fn last_saved(&self) -> Option<&crate::store::Name> {
+        self.engine.saved.last_saved.as_ref()
     }
 
     /// The number of saves completed (a path without placeholders is overwritten, so this

@@ -3,13 +3,13 @@
 //! saved. All are off by default, so that the callback behaves exactly as Keras's unless
 //! asked otherwise. Each only sets or asks the engine or the triggers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::ModelCheckpoint;
 use crate::checkpoint::engine::{valid_run_id, Last};
-use crate::store::{Listed, Storage};
+use crate::store::{Listed, Name, Storage};
 use crate::Error;
 
 impl ModelCheckpoint {
@@ -55,8 +55,8 @@ impl ModelCheckpoint {
     }
 
     /// Like [`ModelCheckpoint::save_last`], at `path`.
-    pub fn save_last_as(mut self, path: impl Into<PathBuf>) -> Self {
-        self.engine.config.last = Last::At(path.into());
+    pub fn save_last_as(mut self, path: impl AsRef<Path>) -> Self {
+        self.engine.config.last = Last::At(Name::from(path.as_ref()));
         self
     }
 
@@ -112,12 +112,12 @@ impl ModelCheckpoint {
     /// Where the save on the last signal went, once durable (`interrupted.safetensors` in
     /// the folder, or `interrupted-RUNID.safetensors`). It is not one of the run's counted
     /// saves: [`ModelCheckpoint::last_saved`] names the last of those.
-    pub fn interrupt_saved(&self) -> Option<&Path> {
-        self.engine.interrupt_saved.as_deref()
+    pub fn interrupt_saved(&self) -> Option<&Name> {
+        self.engine.interrupt_saved.as_ref()
     }
 
     /// The `last` link's path, if on.
-    pub fn last_path(&self) -> Option<PathBuf> {
+    pub fn last_path(&self) -> Option<Name> {
         self.engine.last_path()
     }
 
@@ -288,7 +288,7 @@ impl ModelCheckpoint {
     /// # Errors
     ///
     /// [`Error::Io`] if the folder cannot be listed.
-    pub fn best_saved(&self) -> Result<Option<(PathBuf, Option<f64>)>, Error> {
+    pub fn best_saved(&self) -> Result<Option<(Name, Option<f64>)>, Error> {
         self.engine.best_saved(
             &self.decisions.monitor,
             self.decisions.direction,
@@ -304,7 +304,7 @@ impl ModelCheckpoint {
     /// # Errors
     ///
     /// [`Error::NoCheckpoint`] when there is none.
-    pub fn latest(&self) -> Result<PathBuf, Error> {
+    pub fn latest(&self) -> Result<Name, Error> {
         if self.engine.config.ranks.is_some() {
             return self.engine.latest_sharded();
         }
@@ -313,7 +313,7 @@ impl ModelCheckpoint {
 
     /// The folder this callback saves into and locks: the template's folders up to the
     /// first one with a field (`.` when there is none).
-    pub fn folder(&self) -> PathBuf {
+    pub fn folder(&self) -> Name {
         self.engine.folder()
     }
 }

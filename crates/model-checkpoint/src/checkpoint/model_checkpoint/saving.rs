@@ -2,14 +2,13 @@
 //! (`Decisions`) to the saving engine (`Engine`), and the save on a signal.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use super::super::decisions::Decisions;
 use super::super::engine::{check_length, Job};
 use super::{compose, ModelCheckpoint, Output};
 use crate::callback::Context;
 use crate::policy::Verdict;
-use crate::store::{Commit, Kind};
+use crate::store::{Commit, Kind, Name};
 use crate::{Error, Logs};
 
 /// Why a save is attempted.
@@ -72,6 +71,8 @@ impl ModelCheckpoint {
             },
         };
         let filepath = Decisions::file_path(&self.engine.config.template, epoch, batch, logs)?;
+        let name = Name::new(&filepath)?;
+        let makes_folder = |dir: &Name| rules.makes_folder(dir);
         // tf.keras fails on a missing model here: after formatting, before making folders.
         let model_first = rules.model_before_message();
         if model_first {
@@ -81,7 +82,7 @@ impl ModelCheckpoint {
         // tf.keras creates the folder before looking at the monitor, so skipped epochs can
         // leave empty folders (trace missing_monitor_dir_created).
         if rules.folder_before_monitor() {
-            self.engine.prepare_folder(&filepath)?;
+            self.engine.prepare_folder(&name, makes_folder)?;
         }
         let monitor = self.decisions.monitor.clone();
         let verdict = self.decisions.judge(logs)?;
@@ -106,10 +107,10 @@ impl ModelCheckpoint {
         }
         // With versions, the name is looked up before the message that shows it.
         let path = if self.engine.config.overwrite {
-            self.engine.normalize(&filepath)
+            name.clone()
         } else {
             check_length(&filepath)?;
-            self.engine.free_path(self.engine.normalize(&filepath))?
+            self.engine.free_path(name.clone())?
         };
         let shown = if self.engine.config.overwrite {
             filepath.clone()
@@ -129,7 +130,7 @@ impl ModelCheckpoint {
         }
         // Keras 3 makes the folder only for a save that happens, after its message.
         if !rules.folder_before_monitor() {
-            self.engine.prepare_folder(&filepath)?;
+            self.engine.prepare_folder(&name, makes_folder)?;
         }
         check_length(&filepath)?;
         // With versions, a commit never replaces: a writer that lost a race for the name
@@ -155,7 +156,7 @@ impl ModelCheckpoint {
     #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
-        path: PathBuf,
+        path: Name,
         kind: Kind,
         commit: Commit,
         (epoch, batch): (i64, Option<i64>),
@@ -211,10 +212,7 @@ impl ModelCheckpoint {
     ) -> Result<(), Error> {
         self.engine.check_model(ctx, Kind::Full)?;
         let dir = self.engine.folder();
-        self.engine
-            .config
-            .storage
-            .prepare_dir(&dir.to_string_lossy())?;
+        self.engine.config.storage.prepare_dir(&dir)?;
         self.engine.ensure_lock()?;
         let path = self.engine.interrupt_path()?;
         self.say(&format!(

@@ -233,15 +233,13 @@ fn check_replaceable(dest: &Path) -> Result<(), Error> {
     };
     let kind = meta.file_type();
     if kind.is_dir() {
-        return Err(Error::IsADirectory {
-            path: dest.to_path_buf(),
-        });
+        return Err(Error::IsADirectory { path: dest.into() });
     }
     if kind.is_file() || kind.is_symlink() {
         return Ok(());
     }
     Err(Error::NotARegularFile {
-        path: dest.to_path_buf(),
+        path: dest.into(),
         kind: sys::file_type_name(&kind),
     })
 }

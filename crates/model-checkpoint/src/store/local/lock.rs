@@ -59,7 +59,7 @@ impl FolderLock {
             .map_err(|e| Error::io("create lock file", &path, e))?;
         if !file.metadata().is_ok_and(|m| m.is_file()) {
             return Err(Error::NotARegularFile {
-                path,
+                path: path.into(),
                 kind: "not a regular file",
             });
         }
@@ -75,9 +75,7 @@ impl FolderLock {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(Error::Locked {
-                        dir: dir.to_path_buf(),
-                    });
+                    return Err(Error::Locked { dir: dir.into() });
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
             }
@@ -89,7 +87,7 @@ impl FolderLock {
                 continue;
             }
             if let Some(other) = held_elsewhere(ancestor) {
-                return Err(Error::Locked { dir: other });
+                return Err(Error::Locked { dir: other.into() });
             }
         }
         for stale in remove_stale_temp_files(&key)? {

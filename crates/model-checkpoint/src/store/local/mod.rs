@@ -17,6 +17,7 @@ pub use lock::{FolderLock, LOCK_FILE};
 pub use sys::open_regular;
 
 use super::storage::{Commit, ObjectMeta, ObjectReader, PendingObject, Storage};
+use super::Name;
 use crate::Error;
 
 /// Checkpoints in the local file system. Names are paths, relative to the folder given to
@@ -34,18 +35,31 @@ impl LocalFolder {
     }
 
     /// The path of `name`, with `.` and `..` resolved lexically (see [`lexical`]).
-    fn path(&self, name: &str) -> PathBuf {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadLocation`] for a URL: a local folder never writes `s3://b/k` as a local
+    /// path `s3:/b/k` (the storage for that scheme is another crate's).
+    fn path(&self, name: &Name) -> Result<PathBuf, Error> {
+        if let Some(scheme) = name.scheme() {
+            return Err(Error::BadLocation {
+                location: name.to_string(),
+                reason: format!(
+                    "it is a URL ({scheme}://), and this storage is the local file system: give ModelCheckpoint the storage for {scheme}:// (model_checkpoint_object_store)"
+                ),
+            });
+        }
         let joined = if self.root.as_os_str().is_empty() {
-            PathBuf::from(name)
+            name.as_path().to_path_buf()
         } else {
-            self.root.join(name)
+            self.root.join(name.as_path())
         };
         let resolved = lexical(&joined);
-        if resolved.as_os_str().is_empty() {
+        Ok(if resolved.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
             resolved
-        }
+        })
     }
 
     /// Starts a save to `path` (see [`Storage::create`]).
@@ -138,19 +152,19 @@ pub(crate) fn lexical(path: &Path) -> PathBuf {
 impl Storage for LocalFolder {
     fn create(
         &self,
-        name: &str,
+        name: &Name,
         head_len: u64,
         commit: Commit,
     ) -> Result<Box<dyn PendingObject>, Error> {
         Ok(Box::new(Self::create_at(
-            &self.path(name),
+            &self.path(name)?,
             head_len,
             commit,
         )?))
     }
 
-    fn put_if_absent(&self, name: &str, bytes: &[u8]) -> Result<bool, Error> {
-        let path = self.path(name);
+    fn put_if_absent(&self, name: &Name, bytes: &[u8]) -> Result<bool, Error> {
+        let path = self.path(name)?;
         let mut file = match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -168,13 +182,12 @@ impl Storage for LocalFolder {
         Ok(true)
     }
 
-    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>, Error> {
-        Ok(Box::new(Self::open_at(&self.path(name))?))
+    fn open(&self, name: &Name) -> Result<Box<dyn ObjectReader>, Error> {
+        Ok(Box::new(Self::open_at(&self.path(name)?)?))
     }
 
-    fn list(&self, dir: &str, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
-        let base = if dir.is_empty() { "." } else { dir };
-        let files = Self::files_in(&self.path(base), depth)?;
+    fn list(&self, dir: &Name, depth: usize) -> Result<Vec<ObjectMeta>, Error> {
+        let files = Self::files_in(&self.path(dir)?, depth)?;
         Ok(files
             .into_iter()
             .map(|(path, size)| {
@@ -186,19 +199,19 @@ impl Storage for LocalFolder {
                         .unwrap_or(path)
                 };
                 ObjectMeta {
-                    name: name.to_string_lossy().into_owned(),
+                    name: Name::from(name.as_path()),
                     size,
                 }
             })
             .collect())
     }
 
-    fn exists(&self, name: &str) -> Result<bool, Error> {
-        Ok(std::fs::symlink_metadata(self.path(name)).is_ok())
+    fn exists(&self, name: &Name) -> Result<bool, Error> {
+        Ok(std::fs::symlink_metadata(self.path(name)?).is_ok())
     }
 
-    fn exists_as_own(&self, name: &str) -> Result<bool, Error> {
-        let Ok(meta) = std::fs::symlink_metadata(self.path(name)) else {
+    fn exists_as_own(&self, name: &Name) -> Result<bool, Error> {
+        let Ok(meta) = std::fs::symlink_metadata(self.path(name)?) else {
             return Ok(false);
         };
         #[cfg(unix)]
@@ -212,8 +225,8 @@ impl Storage for LocalFolder {
         Ok(meta.is_file())
     }
 
-    fn delete(&self, name: &str) -> Result<(), Error> {
-        let path = self.path(name);
+    fn delete(&self, name: &Name) -> Result<(), Error> {
+        let path = self.path(name)?;
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -221,11 +234,11 @@ impl Storage for LocalFolder {
         }
     }
 
-    fn remove_empty_dir(&self, dir: &str) -> Result<(), Error> {
-        if dir.is_empty() {
+    fn remove_empty_dir(&self, dir: &Name) -> Result<(), Error> {
+        if dir.is_top() && dir.is_relative() {
             return Ok(());
         }
-        let path = self.path(dir);
+        let path = self.path(dir)?;
         // `remove_dir` removes only an empty folder, and never follows a link.
         match std::fs::remove_dir(&path) {
             Ok(()) => Ok(()),
@@ -243,24 +256,25 @@ impl Storage for LocalFolder {
         }
     }
 
-    fn copy(&self, from: &str, to: &str, durable: bool) -> Result<(), Error> {
-        replace_with_link(&self.path(from), &self.path(to), durable)
+    fn copy(&self, from: &Name, to: &Name, durable: bool) -> Result<(), Error> {
+        replace_with_link(&self.path(from)?, &self.path(to)?, durable)
     }
 
-    fn prepare_dir(&self, dir: &str) -> Result<(), Error> {
-        if dir.is_empty() {
+    fn prepare_dir(&self, dir: &Name) -> Result<(), Error> {
+        if dir.is_top() && dir.is_relative() {
             return Ok(());
         }
-        let path = self.path(dir);
+        let path = self.path(dir)?;
         if path.is_dir() {
             return Ok(());
         }
         std::fs::create_dir_all(&path).map_err(|e| Error::io("create folder", &path, e))
     }
 
-    fn contains(&self, dir: &str, name: &str) -> bool {
-        let dir = self.path(if dir.is_empty() { "." } else { dir });
-        let path = self.path(name);
+    fn contains(&self, dir: &Name, name: &Name) -> bool {
+        let (Ok(dir), Ok(path)) = (self.path(dir), self.path(name)) else {
+            return false;
+        };
         let parent = commit::parent_dir(&path);
         match (dir.canonicalize(), parent.canonicalize()) {
             (Ok(dir), Ok(parent)) => parent.starts_with(dir),
@@ -268,8 +282,8 @@ impl Storage for LocalFolder {
         }
     }
 
-    fn lock(&self, dir: &str) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
-        let dir = self.path(if dir.is_empty() { "." } else { dir });
+    fn lock(&self, dir: &Name) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        let dir = self.path(dir)?;
         if !dir.is_dir() {
             return Ok(None);
         }

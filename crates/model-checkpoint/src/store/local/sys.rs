@@ -77,13 +77,11 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File, crate::Error> {
         .metadata()
         .map_err(|e| crate::Error::io("inspect", path, e))?;
     if meta.is_dir() {
-        return Err(crate::Error::IsADirectory {
-            path: path.to_path_buf(),
-        });
+        return Err(crate::Error::IsADirectory { path: path.into() });
     }
     if !meta.is_file() {
         return Err(crate::Error::NotARegularFile {
-            path: path.to_path_buf(),
+            path: path.into(),
             kind: file_type_name(&meta.file_type()),
         });
     }
