@@ -344,14 +344,12 @@ fn check_folder(
         return Ok(());
     }
     // As ModelCheckpoint makes folders: `.` and `..` resolved first, as Keras's gfile does.
-    storage
-        .prepare_dir(&dir)
-        .map_err(|e| match e {
-            model_checkpoint::Error::Io { source, .. } => {
-                format!("cannot create folder {}: {source}", dir.display())
-            }
-            other => other.to_string(),
-        })?;
+    storage.prepare_dir(&dir).map_err(|e| match e {
+        model_checkpoint::Error::Io { source, .. } => {
+            format!("cannot create folder {}: {source}", dir.display())
+        }
+        other => other.to_string(),
+    })?;
     model_checkpoint::store::PendingFile::create(dir.join("write-test").as_path())
         .map_err(|e| format!("cannot write checkpoints in {}: {e}", dir.display()))?;
     Ok(())
@@ -502,7 +500,14 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     if history.interrupted {
         report_interrupt(&args, &history, &mut checkpoint)?;
     }
-    report_best(&args, &history, &checkpoint, &*storage, &sizes, &data.validation)
+    report_best(
+        &args,
+        &history,
+        &checkpoint,
+        &*storage,
+        &sizes,
+        &data.validation,
+    )
 }
 
 /// The callbacks of a `ckpt train` run.

@@ -177,7 +177,14 @@ impl Rules for Keras3 {
 
     /// `.weights.h5` for weights only, `.keras` or `.h5` for a full model, whatever this
     /// crate then writes (safetensors) under that name.
+    /// Keras's extension rule, with this engine's own format beside Keras's: a name
+    /// ending in `.safetensors` is taken for weights and for full checkpoints alike (the
+    /// file is safetensors whatever the name; on purpose, so that a port need not name a
+    /// safetensors file `.weights.h5`).
     fn check_filepath(&self, filepath: &str, weights_only: bool) -> Result<(), Error> {
+        if filepath.ends_with(".safetensors") {
+            return Ok(());
+        }
         let full_model_ext = filepath.ends_with(".keras") || filepath.ends_with(".h5");
         match weights_only {
             true if !filepath.ends_with(".weights.h5") => Err(refused(

@@ -1,0 +1,298 @@
+"""The Keras callback, for either Keras: a thin layer that converts the logs and the
+model's variables and hands every hook to the engine (``_native.KerasCheckpoint``), whose
+decisions, messages, names and files are the core's."""
+
+import logging
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from . import _native
+from .files import latest
+from .numpy import _array, _outgoing
+
+# Keras 3's ModelCheckpoint(filepath, monitor, verbose, save_best_only, save_weights_only,
+# mode, save_freq, initial_value_threshold); tf.keras 2's has `options` before the
+# threshold.
+_POSITIONAL = {
+    "3": ("initial_value_threshold",),
+    "2": ("options", "initial_value_threshold"),
+}
+
+
+def _variable_name(variable, version, owner=None):
+    """A variable's name in a checkpoint, relative to its ``owner`` (the model, or the
+    optimizer) so that it does not depend on how Keras numbered that object in this
+    process (``sequential_3``, ``adam_2``): Keras 3's path (``dense/kernel``), tf.keras's
+    name without its ``:0``."""
+    name = variable.path if version == "3" else variable.name
+    if name.endswith(":0"):
+        name = name[: -len(":0")]
+    prefix = f"{getattr(owner, 'name', '')}/"
+    return name[len(prefix):] if prefix != "/" and name.startswith(prefix) else name
+
+
+def _optimizer_variables(model):
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return []
+    variables = optimizer.variables
+    return list(variables() if callable(variables) else variables)
+
+
+def _build_optimizer(model):
+    """Makes the optimizer's variables exist (Keras builds them at the first step)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not getattr(optimizer, "built", True):
+        optimizer.build(model.trainable_variables)
+
+
+class _Variables:
+    """A Keras model's variables as the engine takes them: ``(name, dtype, shape, bytes)``
+    out, and assigned back by name from a checkpoint (every mismatch listed at once)."""
+
+    def _weights(self):
+        return [
+            _outgoing(_variable_name(v, self._version, self.model), np.asarray(v))
+            for v in self.model.weights
+        ]
+
+    def _optimizer(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        return [
+            _outgoing(_variable_name(v, self._version, optimizer), np.asarray(v))
+            for v in _optimizer_variables(self.model)
+        ]
+
+    def _assign(self, which, items):
+        if which == "optimizer":
+            _build_optimizer(self.model)
+            variables = _optimizer_variables(self.model)
+            owner = self.model.optimizer
+        else:
+            variables = list(self.model.weights)
+            owner = self.model
+        target = {_variable_name(v, self._version, owner): v for v in variables}
+        stored = {name: (dtype, shape, data) for name, dtype, shape, data in items}
+        problems = [f"missing {n}" for n in target if n not in stored]
+        problems += [f"unexpected {n}" for n in stored if n not in target]
+        for name, (dtype, shape, _) in stored.items():
+            v = target.get(name)
+            if v is not None and tuple(v.shape) != tuple(shape):
+                problems.append(f"{name}: shape {tuple(shape)}, the model has {tuple(v.shape)}")
+        if problems:
+            raise ValueError(
+                f"the checkpoint's {which} do not fit this model ({'; '.join(problems)}); "
+                "Keras numbers layers per process: build the model with the same names"
+            )
+        for name, (dtype, shape, data) in stored.items():
+            target[name].assign(_array(dtype, shape, data))
+
+
+
+def make_callback(keras, version):
+    """The ``ModelCheckpoint`` class for ``keras`` (the ``keras`` or ``tf_keras`` module),
+    imitating Keras ``version`` (``"3"`` or ``"2"``)."""
+
+    class ModelCheckpoint(_Variables, keras.callbacks.Callback):
+        """Keras's ``ModelCheckpoint`` with Keras's arguments and defaults, whose
+        decisions, messages and file names are Keras's, and whose files are this engine's:
+        safetensors (name the file ``.safetensors``; Keras 3's ``.weights.h5`` and
+        ``.keras`` rules apply to other names), written atomically and durably, checksummed,
+        locally or to ``s3://``. Full checkpoints (``save_weights_only=False``) hold the
+        optimizer's variables and this callback's state, so that ``restore_latest``
+        resumes ``fit`` exactly.
+
+        Beyond Keras (keywords only): ``keep_best=k`` and ``keep_last=n`` (retention, which
+        deletes only files this run wrote), ``save_last`` (a ``last.safetensors`` copy of
+        the newest), ``background`` (the write happens on a thread of its own; the arrays
+        are copied first), ``save_on_interrupt`` (a full checkpoint on SIGTERM or SIGINT),
+        ``storage="s3://bucket/prefix"`` (a relative ``filepath`` goes below it).
+        """
+
+        def __init__(
+            self,
+            filepath,
+            monitor="val_loss",
+            verbose=0,
+            save_best_only=False,
+            save_weights_only=False,
+            mode="auto",
+            save_freq="epoch",
+            *args,
+            keep_best=None,
+            keep_last=None,
+            save_last=False,
+            background=False,
+            save_on_interrupt=False,
+            storage=None,
+            **kwargs,
+        ):
+            super().__init__()
+            names = _POSITIONAL[version]
+            if len(args) > len(names):
+                raise TypeError(
+                    f"ModelCheckpoint() takes at most {7 + len(names)} positional arguments"
+                )
+            given = dict(zip(names, args))
+            for name in names:
+                if name in kwargs:
+                    given[name] = kwargs.pop(name)
+            filepath = os.fspath(filepath)
+            if storage is not None:
+                filepath = f"{os.fspath(storage).rstrip('/')}/{filepath.lstrip('/')}"
+            period = kwargs.pop("period", None)
+            options = kwargs.pop("options", None)
+            self.filepath = filepath
+            self.monitor = monitor
+            self.save_best_only = save_best_only
+            self.save_weights_only = save_weights_only
+            self.save_freq = save_freq
+            self._version = version
+            self._known_metrics = set()
+            threshold = given.get("initial_value_threshold")
+            self._native = _native.KerasCheckpoint(
+                filepath,
+                version,
+                monitor=monitor,
+                verbose=int(verbose),
+                save_best_only=bool(save_best_only),
+                save_weights_only=bool(save_weights_only),
+                mode=mode,
+                save_freq=save_freq,
+                initial_value_threshold=None if threshold is None else float(threshold),
+                period=None if period is None else int(period),
+                options=(given.get("options") or options) is not None,
+                other_keywords=list(kwargs),
+                keep_best=keep_best,
+                keep_last=keep_last,
+                save_last=bool(save_last),
+                background=bool(background),
+                save_on_interrupt=bool(save_on_interrupt),
+            )
+            self._emit()
+
+        # What the engine printed and warned, where Keras's own would go.
+        def _emit(self):
+            printed = self._native.take_printed()
+            if printed:
+                sys.stdout.write(printed)
+                sys.stdout.flush()
+            for message in _native.take_warnings():
+                if self._version == "3":
+                    warnings.warn(message, stacklevel=3)
+                else:
+                    logging.getLogger("tensorflow").warning(message)
+
+        def _call(self, hook, *args):
+            try:
+                hook(*args)
+            finally:
+                self._emit()
+
+        def set_model(self, model):
+            super().set_model(model)
+            self._native.set_model(self._weights, self._optimizer, self._assign)
+
+        # Keras 3 chooses `auto`'s direction from the compiled metrics' `_direction`.
+        def _sync_metrics(self):
+            if self._version != "3" or self.model is None:
+                return
+            for container in getattr(self.model, "metrics", []):
+                if type(container).__name__ not in ("CompileMetrics", "MetricsList"):
+                    continue
+                for m in getattr(container, "metrics", []):
+                    direction = getattr(m, "_direction", None)
+                    if direction is not None and m.name not in self._known_metrics:
+                        self._known_metrics.add(m.name)
+                        self._native.compiled_metric(m.name, direction == "up")
+
+        def on_train_begin(self, logs=None):
+            self._call(self._native.on_train_begin, logs)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._call(self._native.on_epoch_begin, epoch, logs)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self._native.needs_batch_hooks():
+                self._sync_metrics()
+                self._call(self._native.on_train_batch_end, batch, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._sync_metrics()
+            self._call(self._native.on_epoch_end, epoch, logs)
+
+        def on_train_end(self, logs=None):
+            self._call(self._native.on_train_end, logs)
+
+        @property
+        def best(self):
+            """Keras's ``best`` (``None`` before Keras 3 has seen a value)."""
+            return self._native.best
+
+        @property
+        def last_saved(self):
+            """The file of the last completed save."""
+            return self._native.last_saved
+
+        def flush(self):
+            """Waits for background saves; raises what failed."""
+            self._call(self._native.flush)
+
+        def latest(self):
+            """The newest full checkpoint of this callback's run that verifies."""
+            return self._native.latest()
+
+        def restore(self, model, path):
+            """Restores ``model`` (its variables and its optimizer's) and this callback from
+            the full checkpoint at ``path``; returns the epoch it was saved at (1-based:
+            ``fit(initial_epoch=...)`` continues after it)."""
+            self.set_model(model)
+            try:
+                epoch, _ = self._native.restore(os.fspath(path))
+            finally:
+                self._emit()
+            return epoch or 0
+
+    ModelCheckpoint.__module__ = f"model_checkpoint.{'keras' if version == '3' else 'tf_keras'}"
+    return ModelCheckpoint
+
+
+class _Model(_Variables):
+    """A model's variables through the callables the engine takes, for a restore without
+    a callback."""
+
+    def __init__(self, model, version):
+        self.model = model
+        self._version = version
+
+
+def restore(model, path, callbacks=()):
+    """Restores ``model`` (its variables and its optimizer's) from the full checkpoint at
+    ``path`` (a path or an ``s3://`` URL; every tensor verified), and the state of each of
+    our ``ModelCheckpoint``s in ``callbacks`` (the one that will go on saving keeps its
+    best value, counters and retention); returns the epoch to pass as
+    ``fit(initial_epoch=...)``."""
+    path = os.fspath(path)
+    ours = [c for c in callbacks if hasattr(c, "_native")]
+    if ours:
+        epoch = ours[0].restore(model, path)
+        for other in ours[1:]:
+            other.restore(model, path)
+        return epoch
+    view = _Model(model, _version_of(model))
+    epoch, _ = _native.restore_model(path, view._weights, view._optimizer, view._assign)
+    return epoch or 0
+
+
+def restore_latest(model, directory, callbacks=()):
+    """``restore`` from the newest full checkpoint in ``directory`` (a path or an
+    ``s3://`` URL) that verifies; damaged files are skipped with a warning."""
+    return restore(model, latest(directory), callbacks)
+
+
+def _version_of(model):
+    """Which Keras made ``model``: ``"2"`` for tf_keras, ``"3"`` otherwise."""
+    return "2" if type(model).__module__.startswith("tf_keras") else "3"

@@ -1,0 +1,25 @@
+"""What is in a folder of checkpoints, locally or on ``s3://``: paths may be ``str`` or
+``os.PathLike``."""
+
+import os
+
+from . import _native
+
+
+def verify(path):
+    """Checks the file at ``path`` completely (its header, then every tensor against its
+    CRC-32); raises ``CheckpointError`` naming what is wrong."""
+    _native.verify(os.fspath(path))
+
+
+def latest(directory):
+    """The newest full checkpoint in ``directory`` that verifies, by the epoch and step
+    stored in the files (never by modification time); damaged ones are skipped."""
+    return _native.latest(os.fspath(directory))
+
+
+def ls(directory):
+    """The checkpoints in ``directory`` in training order, one dict each: ``path``,
+    ``bytes``, ``kind`` (``"weights"``, ``"full"``, or ``None`` when the header does not
+    read), ``epoch``, ``global_step``, ``run_id`` and ``error``."""
+    return _native.ls(os.fspath(directory))

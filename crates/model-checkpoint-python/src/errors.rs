@@ -1,0 +1,36 @@
+//! The core's errors as Python exceptions: where Keras's own callback raises (a bad
+//! argument, a bad filepath), the same built-in type and text; everything else (a corrupt
+//! file, a failed write, a lock held by another process) is a `CheckpointError`, whose
+//! message is the core's one line.
+
+use pyo3::create_exception;
+use pyo3::exceptions::{
+    PyAttributeError, PyException, PyKeyError, PyMemoryError, PyOSError, PyTypeError, PyValueError,
+};
+use pyo3::PyErr;
+
+create_exception!(
+    model_checkpoint,
+    CheckpointError,
+    PyException,
+    "A checkpoint could not be written, read or verified (the message says which and why)."
+);
+
+/// `e` as the Python exception Keras would raise, else a `CheckpointError`.
+pub(crate) fn to_py(e: model_checkpoint::Error) -> PyErr {
+    let text = e.to_string();
+    match e.keras_exception() {
+        Some("ValueError") => PyValueError::new_err(text),
+        Some("TypeError") => PyTypeError::new_err(text),
+        Some("KeyError") => PyKeyError::new_err(text),
+        Some("OSError") => PyOSError::new_err(text),
+        Some("MemoryError") => PyMemoryError::new_err(text),
+        Some("AttributeError") => PyAttributeError::new_err(text),
+        _ => CheckpointError::new_err(text),
+    }
+}
+
+/// A `ValueError` for an argument the Python layer passed that the core cannot take.
+pub(crate) fn bad_argument(what: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(what.to_string())
+}

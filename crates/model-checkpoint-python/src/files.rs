@@ -1,0 +1,159 @@
+//! Plain tensors in, plain tensors out: `save_file`, `load_file`, `verify`, `latest`, `ls`.
+//! The GIL is released while bytes move (the write, its sync, the reads and their
+//! checksums), so other Python threads run meanwhile.
+
+use std::collections::BTreeMap;
+
+use model_checkpoint::store::{self, CheckpointFile, Kind, SaveOptions, Verify};
+use model_checkpoint::NamedTensor;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyDict};
+
+use crate::errors::to_py;
+use crate::storage::locate;
+use crate::tensors::{name_of, Borrowed, Incoming};
+
+/// Writes `tensors` to `path` (a local path or an `s3://` URL) as one safetensors file:
+/// atomically (nothing appears at `path` before the file is whole), durably (synced, with
+/// its folder) and with a CRC-32 per tensor; `metadata` joins the file's `__metadata__`.
+/// Returns the file's size in bytes.
+#[pyfunction]
+#[pyo3(signature = (tensors, path, metadata=None))]
+pub(crate) fn save_file(
+    py: Python<'_>,
+    tensors: Vec<Incoming<'_>>,
+    path: &str,
+    metadata: Option<BTreeMap<String, String>>,
+) -> PyResult<u64> {
+    let (storage, name) = locate(path).map_err(to_py)?;
+    let mut checked = Vec::with_capacity(tensors.len());
+    for (tensor, dtype, shape, data) in &tensors {
+        checked.push((
+            tensor.clone(),
+            Borrowed::new(tensor, dtype, shape.clone(), data.as_bytes())?,
+        ));
+    }
+    let info = metadata.unwrap_or_default();
+    py.detach(move || {
+        let named: Vec<NamedTensor<'_>> = checked
+            .into_iter()
+            .map(|(tensor, data)| NamedTensor::new(tensor, data))
+            .collect();
+        store::save_to(
+            &*storage,
+            &name,
+            Kind::Weights,
+            &named,
+            &info,
+            &SaveOptions::default(),
+        )
+    })
+    .map(|report| report.bytes)
+    .map_err(to_py)
+}
+
+/// A tensor as it goes back to Python.
+type Outgoing = (String, &'static str, Vec<usize>, Py<PyByteArray>);
+
+/// Reads every tensor of the safetensors file at `path` (each checked against its CRC-32
+/// as it is read) and its metadata. With `verify`, a file without this format's checksums
+/// (one another tool wrote) is refused; without, it is read as it is.
+#[pyfunction]
+#[pyo3(signature = (path, verify=true))]
+pub(crate) fn load_file(
+    py: Python<'_>,
+    path: &str,
+    verify: bool,
+) -> PyResult<(Vec<Outgoing>, BTreeMap<String, String>)> {
+    let (storage, name) = locate(path).map_err(to_py)?;
+    let (read, info) = py
+        .detach(|| {
+            let file = CheckpointFile::open_in(&*storage, &name, Verify::HeaderOnly)?;
+            if verify && !file.has_checksums() {
+                return Err(model_checkpoint::Error::Corrupt {
+                    path: name.clone(),
+                    reason: "it has no checksums (not written by model_checkpoint): pass verify=False to read it unchecked".to_owned(),
+                });
+            }
+            let mut read = Vec::new();
+            for t in file.tensors() {
+                read.push((t.name.to_owned(), t.dtype, t.shape.to_vec(), file.read(t.name)?));
+            }
+            Ok((read, file.info().clone()))
+        })
+        .map_err(to_py)?;
+    let mut out = Vec::with_capacity(read.len());
+    for (tensor, dtype, shape, bytes) in read {
+        out.push((
+            tensor,
+            name_of(dtype)?,
+            shape,
+            PyByteArray::new(py, &bytes).unbind(),
+        ));
+    }
+    Ok((out, info))
+}
+
+/// Checks the file at `path` completely (the header, then every tensor against its
+/// checksum); raises `CheckpointError` naming what is wrong.
+#[pyfunction]
+pub(crate) fn verify(py: Python<'_>, path: &str) -> PyResult<()> {
+    let (storage, name) = locate(path).map_err(to_py)?;
+    py.detach(|| {
+        let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
+        if file.has_checksums() {
+            Ok(())
+        } else {
+            Err(model_checkpoint::Error::Corrupt {
+                path: name.clone(),
+                reason: "it has no checksums: not written by model_checkpoint".to_owned(),
+            })
+        }
+    })
+    .map_err(to_py)
+}
+
+/// The newest full checkpoint in the folder `directory` that verifies (by the epoch and
+/// step stored in the files, never by modification time; damaged ones are skipped).
+#[pyfunction]
+pub(crate) fn latest(py: Python<'_>, directory: &str) -> PyResult<String> {
+    let (storage, name) = locate(directory).map_err(to_py)?;
+    py.detach(|| store::latest_full_in(&*storage, &name))
+        .map(|n| n.to_string())
+        .map_err(to_py)
+}
+
+/// The checkpoints in the folder `directory`, in training order: one dict per file with
+/// `path`, `bytes`, `kind` (`"weights"`, `"full"`, or `None` when its header does not
+/// read), `epoch`, `global_step`, `run_id` and `error`.
+#[pyfunction]
+pub(crate) fn ls<'py>(py: Python<'py>, directory: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let (storage, name) = locate(directory).map_err(to_py)?;
+    let listed = py
+        .detach(|| store::list_in(&*storage, &name, 0))
+        .map_err(to_py)?;
+    let mut rows = Vec::with_capacity(listed.len());
+    for entry in listed {
+        let row = PyDict::new(py);
+        row.set_item("path", entry.path.as_str())?;
+        row.set_item("bytes", entry.size)?;
+        match &entry.header {
+            Ok(header) => {
+                row.set_item("kind", header.kind.to_string())?;
+                row.set_item("epoch", header.meta.epoch)?;
+                row.set_item("global_step", header.meta.global_step)?;
+                row.set_item("run_id", header.meta.run_id.clone())?;
+                row.set_item("error", py.None())?;
+            }
+            Err(e) => {
+                row.set_item("kind", py.None())?;
+                row.set_item("epoch", py.None())?;
+                row.set_item("global_step", py.None())?;
+                row.set_item("run_id", py.None())?;
+                row.set_item("error", e.to_string())?;
+            }
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}

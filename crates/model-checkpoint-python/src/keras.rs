@@ -1,0 +1,385 @@
+//! `KerasCheckpoint`: this engine's `ModelCheckpoint`, built from Keras's arguments in the
+//! chosen Keras's constructor order (`ModelCheckpoint::from_keras`), and driven by the
+//! Python callback's hooks. Keras's decisions, messages, names and files are all the core's;
+//! the Python side only converts the logs and the model's variables.
+//!
+//! Every hook runs with the GIL released: the engine takes it back only to read the model's
+//! variables (through [`PyModel`]), so a background save, or a foreground one, leaves other
+//! Python threads running.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use model_checkpoint::restore::restore;
+use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::{
+    Callback, Context, Direction, HookResult, KerasArgs, KerasValue, KerasVersion, Logs,
+    ModelCheckpoint, Value,
+};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+
+use crate::errors::to_py;
+use crate::model::PyModel;
+use crate::storage::locate;
+
+/// What the callback prints (verbose), kept until Python takes it and writes it to its own
+/// `sys.stdout`, as Keras's `print` would.
+#[derive(Clone, Default)]
+struct Printed(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Printed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// This engine's `ModelCheckpoint` with Keras's arguments; see the module documentation.
+#[pyclass(module = "model_checkpoint._native")]
+pub(crate) struct KerasCheckpoint {
+    /// Behind a lock because Python may share the object between threads; Keras calls
+    /// the hooks from one.
+    inner: Mutex<Inner>,
+    printed: Printed,
+}
+
+/// The callback and the model it saves.
+struct Inner {
+    cb: ModelCheckpoint,
+    model: Option<PyModel>,
+}
+
+/// A loose Python value (Keras's `mode`, `save_freq`) as the core reads it.
+fn loose(value: &Bound<'_, PyAny>) -> PyResult<KerasValue> {
+    Ok(if value.is_none() {
+        KerasValue::None
+    } else if value.is_instance_of::<PyBool>() {
+        KerasValue::Bool(value.extract()?)
+    } else if value.is_instance_of::<PyInt>() {
+        match value.extract::<i64>() {
+            Ok(n) => KerasValue::Int(n),
+            Err(_) => KerasValue::Str(value.str()?.to_string()),
+        }
+    } else if value.is_instance_of::<PyFloat>() {
+        KerasValue::Float(value.extract()?)
+    } else if value.is_instance_of::<PyString>() {
+        KerasValue::Str(value.extract()?)
+    } else {
+        // Keras formats anything else with str() in its messages.
+        KerasValue::Str(value.str()?.to_string())
+    })
+}
+
+/// Keras's logs (numbers, numpy scalars, `None`) as the core's; other values are left out.
+fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
+    let Some(logs) = logs else {
+        return Ok(None);
+    };
+    let mut out = Logs::new();
+    for (key, value) in logs.iter() {
+        let key: String = key.str()?.to_string();
+        let value = if value.is_none() {
+            Value::None
+        } else if value.is_instance_of::<PyBool>() {
+            continue;
+        } else if value.is_instance_of::<PyInt>() {
+            match value.extract::<i64>() {
+                Ok(n) => Value::Int(n),
+                Err(_) => continue,
+            }
+        } else {
+            // Floats, numpy and JAX scalars: float() as Keras's comparisons see them.
+            match value
+                .call_method0("__float__")
+                .and_then(|f| f.extract::<f64>())
+            {
+                Ok(x) => Value::Float(x),
+                Err(_) => continue,
+            }
+        };
+        out.insert(key, value);
+    }
+    Ok(Some(out))
+}
+
+impl KerasCheckpoint {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `hook` on the callback with the model (or none yet), the GIL released; raises
+    /// again what a Python callable raised during it.
+    fn run(
+        &self,
+        py: Python<'_>,
+        hook: impl FnOnce(&mut ModelCheckpoint, &mut Context<'_>) -> HookResult + Send,
+    ) -> PyResult<()> {
+        let mut inner = self.inner();
+        let Inner { cb, model } = &mut *inner;
+        let result = py.detach(|| {
+            let mut ctx = match model {
+                Some(model) => Context::new(&*model),
+                None => Context::without_model(),
+            };
+            hook(cb, &mut ctx).map(|_| ())
+        });
+        if let Some(raised) = model.as_ref().and_then(PyModel::take_failure) {
+            return Err(raised);
+        }
+        result.map_err(to_py)
+    }
+}
+
+#[pymethods]
+impl KerasCheckpoint {
+    /// The callback for Keras `keras` (`"2"`: tf.keras 2; `"3"`: Keras 3) with its
+    /// constructor's arguments, then this project's extras.
+    #[new]
+    #[pyo3(signature = (
+        filepath, keras, monitor="val_loss".to_owned(), verbose=0, save_best_only=false,
+        save_weights_only=false, mode=None, save_freq=None, initial_value_threshold=None,
+        period=None, options=false, other_keywords=Vec::new(), keep_best=None,
+        keep_last=None, save_last=false, background=false, save_on_interrupt=false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        filepath: String,
+        keras: &str,
+        monitor: String,
+        verbose: i64,
+        save_best_only: bool,
+        save_weights_only: bool,
+        mode: Option<&Bound<'_, PyAny>>,
+        save_freq: Option<&Bound<'_, PyAny>>,
+        initial_value_threshold: Option<f64>,
+        period: Option<i64>,
+        options: bool,
+        other_keywords: Vec<String>,
+        keep_best: Option<usize>,
+        keep_last: Option<usize>,
+        save_last: bool,
+        background: bool,
+        save_on_interrupt: bool,
+    ) -> PyResult<Self> {
+        let mut args = KerasArgs::new(filepath.clone());
+        args.keras = match keras {
+            "2" => KerasVersion::Tf2,
+            "3" => KerasVersion::Keras3,
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "keras must be \"2\" or \"3\", not {other:?}"
+                )))
+            }
+        };
+        args.monitor = monitor;
+        args.verbose = verbose;
+        args.save_best_only = save_best_only;
+        args.save_weights_only = save_weights_only;
+        if let Some(mode) = mode {
+            args.mode = loose(mode)?;
+        }
+        if let Some(save_freq) = save_freq {
+            args.save_freq = loose(save_freq)?;
+        }
+        args.initial_value_threshold = initial_value_threshold.map(Value::Float);
+        args.period = period;
+        args.options = options.then(Default::default);
+        args.other_keywords = other_keywords;
+        let (storage, _) = locate(&filepath).map_err(to_py)?;
+        let printed = Printed::default();
+        let mut cb = ModelCheckpoint::from_keras(args)
+            .map_err(to_py)?
+            .storage(storage)
+            .output(printed.clone())
+            .save_last(save_last)
+            .background(background)
+            .save_on_interrupt(save_on_interrupt);
+        if let Some(k) = keep_best {
+            cb = cb.keep_best(k);
+        }
+        if let Some(n) = keep_last {
+            cb = cb.keep_last(n);
+        }
+        Ok(KerasCheckpoint {
+            inner: Mutex::new(Inner { cb, model: None }),
+            printed,
+        })
+    }
+
+    /// The model, through its three callables (see `PyModel`).
+    fn set_model(&self, weights: Py<PyAny>, optimizer: Py<PyAny>, assign: Py<PyAny>) {
+        self.inner().model = Some(PyModel {
+            weights,
+            optimizer,
+            assign,
+            failure: Mutex::new(None),
+        });
+    }
+
+    /// A compiled metric whose direction Keras 3 knows (`_direction == "up"`: maximised),
+    /// for `mode="auto"`.
+    fn compiled_metric(&self, name: String, up: bool) {
+        let direction = if up {
+            Direction::Maximize
+        } else {
+            Direction::Minimize
+        };
+        let mut inner = self.inner();
+        let cb = std::mem::replace(&mut inner.cb, ModelCheckpoint::new(""));
+        inner.cb = cb.compiled_metric(name, direction);
+    }
+
+    /// Whether the batch hooks matter (a `save_freq` in batches, a trigger by steps).
+    fn needs_batch_hooks(&self) -> bool {
+        self.inner().cb.needs_batch_hooks()
+    }
+
+    #[pyo3(signature = (logs=None))]
+    fn on_train_begin(&self, py: Python<'_>, logs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let logs = logs_of(logs)?.unwrap_or_default();
+        self.run(py, |cb, ctx| cb.on_train_begin(&logs, ctx))
+    }
+
+    #[pyo3(signature = (epoch, logs=None))]
+    fn on_epoch_begin(
+        &self,
+        py: Python<'_>,
+        epoch: usize,
+        logs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let logs = logs_of(logs)?.unwrap_or_default();
+        self.run(py, |cb, ctx| cb.on_epoch_begin(epoch, &logs, ctx))
+    }
+
+    #[pyo3(signature = (batch, logs=None))]
+    fn on_train_batch_end(
+        &self,
+        py: Python<'_>,
+        batch: usize,
+        logs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        match logs_of(logs)? {
+            Some(logs) => self.run(py, |cb, ctx| cb.on_train_batch_end(batch, &logs, ctx)),
+            None => self.run(py, |cb, ctx| cb.on_train_batch_end_without_logs(batch, ctx)),
+        }
+    }
+
+    #[pyo3(signature = (epoch, logs=None))]
+    fn on_epoch_end(
+        &self,
+        py: Python<'_>,
+        epoch: usize,
+        logs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        match logs_of(logs)? {
+            Some(logs) => self.run(py, |cb, ctx| cb.on_epoch_end(epoch, &logs, ctx)),
+            None => self.run(py, |cb, ctx| cb.on_epoch_end_without_logs(epoch, ctx)),
+        }
+    }
+
+    #[pyo3(signature = (logs=None))]
+    fn on_train_end(&self, py: Python<'_>, logs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let logs = logs_of(logs)?.unwrap_or_default();
+        self.run(py, |cb, ctx| cb.on_train_end(&logs, ctx))
+    }
+
+    /// Waits for background saves; raises what failed.
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let mut inner = self.inner();
+        let cb = &mut inner.cb;
+        py.detach(|| cb.flush()).map_err(to_py)
+    }
+
+    /// What was printed since the last call.
+    fn take_printed(&self) -> String {
+        let bytes = std::mem::take(
+            &mut *self
+                .printed
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Restores the model, the optimizer and this callback's state from the full checkpoint
+    /// at `path` (every tensor verified); returns the file's `(epoch, global_step)` (the
+    /// epoch 1-based: `fit(initial_epoch=epoch)` continues after it).
+    fn restore(&self, py: Python<'_>, path: &str) -> PyResult<(Option<u64>, Option<u64>)> {
+        let (storage, name) = locate(path).map_err(to_py)?;
+        let mut inner = self.inner();
+        let Inner { cb, model } = &mut *inner;
+        let Some(model) = model.as_mut() else {
+            return Err(PyTypeError::new_err("set_model first"));
+        };
+        let restored = py.detach(|| {
+            let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
+            restore(&file, model, &mut [cb as &mut dyn Callback])
+        });
+        if let Some(raised) = model.take_failure() {
+            return Err(raised);
+        }
+        let restored = restored.map_err(to_py)?;
+        Ok((restored.meta.epoch, restored.meta.global_step))
+    }
+
+    /// Keras's `best` (`None` before a Keras 3 callback has seen a value).
+    #[getter]
+    fn best(&self) -> Option<f64> {
+        self.inner().cb.best().as_f64()
+    }
+
+    /// The file of the last completed save.
+    #[getter]
+    fn last_saved(&self) -> Option<String> {
+        self.inner().cb.last_saved().map(|n| n.to_string())
+    }
+
+    /// The newest full checkpoint of this callback's run that verifies.
+    fn latest(&self, py: Python<'_>) -> PyResult<String> {
+        let mut inner = self.inner();
+        let cb = &mut inner.cb;
+        py.detach(move || cb.latest())
+            .map(|n| n.to_string())
+            .map_err(to_py)
+    }
+}
+
+/// Restores a Keras model (its variables and its optimizer's, through the same three
+/// callables `set_model` takes) from the full checkpoint at `path`, every tensor verified,
+/// without any callback; returns the file's `(epoch, global_step)`.
+#[pyfunction]
+pub(crate) fn restore_model(
+    py: Python<'_>,
+    path: &str,
+    weights: Py<PyAny>,
+    optimizer: Py<PyAny>,
+    assign: Py<PyAny>,
+) -> PyResult<(Option<u64>, Option<u64>)> {
+    let (storage, name) = locate(path).map_err(to_py)?;
+    let mut model = PyModel {
+        weights,
+        optimizer,
+        assign,
+        failure: Mutex::new(None),
+    };
+    let restored = py.detach(|| {
+        let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
+        restore(&file, &mut model, &mut [])
+    });
+    if let Some(raised) = model.take_failure() {
+        return Err(raised);
+    }
+    let restored = restored.map_err(to_py)?;
+    Ok((restored.meta.epoch, restored.meta.global_step))
+}

@@ -1,0 +1,160 @@
+"""numpy arrays through the engine: real files, a real S3 server, the real `ckpt`."""
+
+import os
+import subprocess
+import threading
+
+import ml_dtypes
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import model_checkpoint as mc
+
+
+def arrays():
+    rng = np.random.default_rng(7)
+    return {
+        "f32": rng.standard_normal((3, 5)).astype(np.float32),
+        "f64": rng.standard_normal(4),
+        "f16": rng.standard_normal((2, 2)).astype(np.float16),
+        "bf16": rng.standard_normal(6).astype(ml_dtypes.bfloat16),
+        "i64": np.arange(-3, 3, dtype=np.int64),
+        "u8": np.arange(10, dtype=np.uint8),
+        "flag": np.array([True, False, True]),
+        "scalar": np.float32(2.5),
+        "empty": np.zeros((0, 3), dtype=np.float32),
+        "strided": np.arange(20, dtype=np.int32).reshape(4, 5)[:, ::2],
+        "big_endian": np.arange(4, dtype=">f4"),
+    }
+
+
+def same(a, b):
+    a = np.asarray(a)
+    return a.shape == b.shape and a.astype(b.dtype).tobytes() == b.tobytes()
+
+
+def test_round_trip_every_dtype_and_safetensors_reads_it(tmp_path):
+    path = tmp_path / "w.safetensors"
+    written = mc.save_file(arrays(), path, metadata={"note": "hello"})
+    assert written == path.stat().st_size
+    back = mc.load_file(path)
+    assert set(back) == set(arrays())
+    for name, array in arrays().items():
+        assert same(array, back[name]), name
+    # Writable arrays that own their memory from now on.
+    back["f32"][0, 0] = 1.0
+    # Python's safetensors opens the file as any other safetensors file.
+    theirs = safetensors.numpy.load_file(path)
+    assert same(arrays()["f32"], theirs["f32"])
+    assert mc.load_metadata(path)["note"] == "hello"
+    mc.verify(path)
+    assert [row["path"] for row in mc.ls(tmp_path)] == [str(path)]
+
+
+def test_damage_is_found_and_foreign_files_need_verify_false(tmp_path):
+    path = tmp_path / "w.safetensors"
+    mc.save_file({"w": np.ones(1000, np.float32)}, path)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(mc.CheckpointError, match="checksum"):
+        mc.verify(path)
+    with pytest.raises(mc.CheckpointError, match="checksum"):
+        mc.load_file(path)
+    foreign = tmp_path / "theirs.safetensors"
+    safetensors.numpy.save_file({"w": np.ones(3, np.float32)}, foreign)
+    with pytest.raises(mc.CheckpointError, match="verify=False"):
+        mc.load_file(foreign)
+    assert same(np.ones(3, np.float32), mc.load_file(foreign, verify=False)["w"])
+
+
+def test_bad_input_is_a_typed_error(tmp_path):
+    with pytest.raises(TypeError):
+        mc.save_file([np.ones(2)], tmp_path / "x.safetensors")
+    with pytest.raises(TypeError):
+        mc.save_file({1: np.ones(2)}, tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="cannot be stored"):
+        mc.save_file({"c": np.ones(2, np.complex64)}, tmp_path / "x.safetensors")
+    with pytest.raises(mc.CheckpointError, match="NUL"):
+        mc.save_file({"w": np.ones(2)}, "x\0.safetensors")
+    with pytest.raises(mc.CheckpointError, match="leaves the bucket"):
+        mc.load_file("s3://bucket/../other/x")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_failed_save_leaves_what_was_there(tmp_path):
+    path = tmp_path / "w.safetensors"
+    mc.save_file({"w": np.ones(4, np.float32)}, path)
+    # A tensor whose bytes do not fit its shape fails before anything is written.
+    with pytest.raises(ValueError):
+        mc._native.save_file([("w", "float32", [8], b"\0" * 4)], str(path), None)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep").write_text("mine")
+    with pytest.raises(OSError):
+        mc.save_file({"w": np.zeros(4, np.float32)}, tmp_path / "folder")
+    assert (tmp_path / "folder" / "keep").read_text() == "mine"
+    assert same(np.ones(4, np.float32), mc.load_file(path)["w"])
+    assert sorted(os.listdir(tmp_path)) == ["folder", "w.safetensors"]
+
+
+def test_the_gil_is_released_while_a_large_file_is_written(tmp_path):
+    big = {"w": np.ones(64 << 20, np.float32)}  # 256 MiB
+    ticks = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks.append(1)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        before = len(ticks)
+        mc.save_file(big, tmp_path / "big.safetensors")
+        during_save = len(ticks) - before
+        before = len(ticks)
+        back = mc.load_file(tmp_path / "big.safetensors")
+        during_load = len(ticks) - before
+    finally:
+        stop.set()
+        counter.join()
+    assert back["w"].shape == big["w"].shape
+    # With the GIL held the whole time, the counter could not have run at all between the
+    # calls' first and last Python bytecodes; it ran many times.
+    assert during_save > 1000, during_save
+    assert during_load > 1000, during_load
+
+
+def test_files_from_python_verify_with_ckpt_and_ckpt_files_load_in_python(tmp_path, ckpt_bin):
+    mc.save_file(arrays(), tmp_path / "py.safetensors")
+    verified = subprocess.run(
+        [ckpt_bin, "verify", tmp_path / "py.safetensors"], capture_output=True, text=True
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith("ok"), verified.stdout
+    trained = subprocess.run(
+        [ckpt_bin, "train", "--epochs", "2", "--filepath",
+         str(tmp_path / "ck/digits.{epoch:02d}.safetensors")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    latest = mc.latest(tmp_path / "ck")
+    assert latest.endswith("digits.02.safetensors")
+    tensors = mc.load_file(latest)
+    assert any(name.startswith("__training__/") for name in tensors)
+    rows = mc.ls(tmp_path / "ck")
+    assert [r["epoch"] for r in rows if r["kind"] == "full"] == [1, 2]
+
+
+def test_s3_save_load_latest_and_ls(seaweed):
+    url = "s3://ckpt/py/w.safetensors"
+    written = mc.save_file(arrays(), url, metadata={"where": "s3"})
+    assert written > 0
+    back = mc.load_file(url)
+    for name, array in arrays().items():
+        assert same(array, back[name]), name
+    mc.verify(url)
+    assert [row["path"] for row in mc.ls("s3://ckpt/py")] == [url]
+    with pytest.raises(mc.CheckpointError, match="no full checkpoint"):
+        mc.latest("s3://ckpt/py")

@@ -1,0 +1,160 @@
+"""Our ModelCheckpoint beside Keras 3's own, in one real `model.fit` (JAX on the CPU), and
+an exact resume."""
+
+import os
+import re
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import model_checkpoint as mc  # noqa: E402
+from model_checkpoint.keras import ModelCheckpoint, restore_latest  # noqa: E402
+
+
+def data(n=96, seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 6)).astype("float32")
+    y = (x[:, :3].sum(1) > 0).astype("float32")
+    return x, y
+
+
+def model(tag):
+    """A small classifier whose variables are named the same in every build."""
+    m = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu", name="hidden"),
+            keras.layers.Dense(1, activation="sigmoid", name="out"),
+        ],
+        name=f"net_{tag}",
+    )
+    m.compile(optimizer=keras.optimizers.Adam(0.01), loss="binary_crossentropy",
+              metrics=["accuracy"])
+    return m
+
+
+def run_side_by_side(tmp_path, capsys, epochs=4, **args):
+    """Keras's callback and ours with the same arguments in one fit; what each printed
+    and saved, with the paths made comparable."""
+    keras.utils.set_random_seed(11)
+    x, y = data()
+    weights_only = args.get("save_weights_only", False)
+    theirs = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "k" / ("w.{epoch:02d}.weights.h5" if weights_only else "m.{epoch:02d}.keras")),
+        **args)
+    ours = ModelCheckpoint(str(tmp_path / "o" / "w.{epoch:02d}.safetensors"), **args)
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model("side").fit(x, y, validation_split=0.25, epochs=epochs, batch_size=16,
+                          verbose=0, shuffle=False, callbacks=[theirs, ours])
+    printed = capsys.readouterr().out
+    k_lines, o_lines = [], []
+    for line in printed.splitlines():
+        if str(tmp_path / "k") in line:
+            k_lines.append(re.sub(r"\S*/k/(\S*?)\.(weights\.h5|keras)", r"\1", line))
+        elif str(tmp_path / "o") in line:
+            o_lines.append(re.sub(r"\S*/o/(\S*?)\.safetensors", r"\1", line))
+        elif line.strip():
+            # Lines without a path (no improvement) come in pairs, Keras's then ours.
+            (o_lines if len(k_lines) > len(o_lines) else k_lines).append(line)
+    saved = lambda d, ext: sorted(  # noqa: E731
+        f[: -len(ext)] for f in os.listdir(tmp_path / d) if f.endswith(ext)
+    ) if (tmp_path / d).exists() else []
+    k_ext = ".weights.h5" if weights_only else ".keras"
+    messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return (k_lines, o_lines, saved("k", k_ext), saved("o", ".safetensors"), messages, theirs, ours)
+
+
+def test_best_only_on_val_loss_prints_and_saves_as_keras(tmp_path, capsys):
+    k, o, k_saved, o_saved, _, theirs, ours = run_side_by_side(
+        tmp_path, capsys, monitor="val_loss", verbose=1, save_best_only=True,
+        save_weights_only=True)
+    assert k and k == o
+    assert k_saved == o_saved and k_saved
+    assert theirs.best == ours.best
+    assert ours.last_saved.endswith(f"{o_saved[-1]}.safetensors")
+
+
+def test_save_freq_in_batches_prints_and_saves_as_keras(tmp_path, capsys):
+    k, o, k_saved, o_saved, _, _, _ = run_side_by_side(
+        tmp_path, capsys, epochs=2, verbose=1, save_freq=3, save_weights_only=True)
+    assert k and k == o
+    assert k_saved == o_saved and len(k_saved) == 2
+
+
+def test_a_missing_monitor_warns_and_saves_as_keras(tmp_path, capsys):
+    k, o, k_saved, o_saved, messages, _, _ = run_side_by_side(
+        tmp_path, capsys, epochs=2, monitor="val_nope", mode="min", verbose=1,
+        save_best_only=True, save_weights_only=True)
+    assert k == o
+    assert k_saved == o_saved and k_saved
+    about = [m for m in messages if "val_nope" in m]
+    # Keras's warning and ours, word for word, once per epoch each.
+    assert len(about) == 4 and about[0] == about[1], about
+
+
+def test_keras_argument_errors_are_keras_errors(tmp_path):
+    with pytest.raises(ValueError, match="Unrecognized save_freq"):
+        ModelCheckpoint(str(tmp_path / "w.safetensors"), save_freq="3")
+    with pytest.raises(TypeError, match="period"):
+        ModelCheckpoint(str(tmp_path / "w.safetensors"), period=2)
+    with pytest.raises(ValueError, match=r"\.weights\.h5"):
+        ModelCheckpoint(str(tmp_path / "w.txt"), save_weights_only=True)
+
+
+def variables(m):
+    return [np.asarray(v).copy() for v in m.weights] + [
+        np.asarray(v).copy() for v in m.optimizer.variables
+    ]
+
+
+def test_a_resumed_fit_ends_bit_for_bit_where_a_straight_one_does(tmp_path):
+    x, y = data(128)
+    keras.utils.set_random_seed(5)
+    straight = model("a")
+    straight.fit(x, y, epochs=4, batch_size=16, shuffle=False, verbose=0,
+                 validation_split=0.25,
+                 callbacks=[ModelCheckpoint(str(tmp_path / "s/w.{epoch}.safetensors"))])
+    keras.utils.set_random_seed(5)
+    first = model("a")
+    ck = str(tmp_path / "r/w.{epoch}.safetensors")
+    first.fit(x, y, epochs=2, batch_size=16, shuffle=False, verbose=0,
+              validation_split=0.25, callbacks=[ModelCheckpoint(ck, monitor="val_loss")])
+    # A new model (initialised differently) and a new callback, as a new process has.
+    keras.utils.set_random_seed(99)
+    resumed = model("a")
+    callback = ModelCheckpoint(ck, monitor="val_loss")
+    epoch = restore_latest(resumed, tmp_path / "r", [callback])
+    assert epoch == 2
+    resumed.fit(x, y, epochs=4, initial_epoch=epoch, batch_size=16, shuffle=False,
+                verbose=0, validation_split=0.25, callbacks=[callback])
+    for a, b in zip(variables(straight), variables(resumed), strict=True):
+        assert a.tobytes() == b.tobytes()
+    files = lambda d: sorted(f for f in os.listdir(tmp_path / d) if f.endswith(".safetensors"))  # noqa: E731
+    assert files("r") == files("s") == [f"w.{e}.safetensors" for e in (1, 2, 3, 4)]
+    # The files are the same too, byte for byte, but for the run's identity.
+    s = mc.load_file(tmp_path / "s/w.4.safetensors")
+    r = mc.load_file(tmp_path / "r/w.4.safetensors")
+    assert s.keys() == r.keys()
+    assert all(s[n].tobytes() == r[n].tobytes() for n in s)
+
+
+def test_background_saves_copy_first_and_retention_keeps_the_newest(tmp_path):
+    keras.utils.set_random_seed(2)
+    x, y = data()
+    m = model("bg")
+    cb = ModelCheckpoint(str(tmp_path / "w.{epoch:02d}.safetensors"), background=True,
+                         keep_last=2, save_last=True)
+    m.fit(x, y, epochs=5, batch_size=16, verbose=0, validation_split=0.25,
+          callbacks=[cb])
+    names = sorted(f for f in os.listdir(tmp_path) if f.endswith(".safetensors"))
+    assert names == ["last.safetensors", "w.04.safetensors", "w.05.safetensors"]
+    newest = mc.load_file(tmp_path / "w.05.safetensors")
+    for v in m.weights:
+        assert newest[v.path.removeprefix(m.name + "/")].tobytes() == np.asarray(v).tobytes()
+    assert cb.latest().endswith("w.05.safetensors")
