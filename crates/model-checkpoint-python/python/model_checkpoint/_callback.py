@@ -45,7 +45,10 @@ def _optimizer_variables(model):
 def _build_optimizer(model):
     """Makes the optimizer's variables exist (Keras builds them at the first step)."""
     optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None and not getattr(optimizer, "built", True):
+    if optimizer is None:
+        return
+    # Keras 3's say whether they are `built`; tf.keras 2's build only what is missing.
+    if not getattr(optimizer, "built", False):
         optimizer.build(model.trainable_variables)
 
 
