@@ -2,7 +2,6 @@
 an exact resume."""
 
 import os
-import re
 import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -12,6 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import model_checkpoint as mc  # noqa: E402
+from side_by_side import saved, split_printed  # noqa: E402
 from model_checkpoint.keras import ModelCheckpoint, restore_latest  # noqa: E402
 
 
@@ -53,21 +53,11 @@ def run_side_by_side(tmp_path, capsys, epochs=4, **args):
         model("side").fit(x, y, validation_split=0.25, epochs=epochs, batch_size=16,
                           verbose=0, shuffle=False, callbacks=[theirs, ours])
     printed = capsys.readouterr().out
-    k_lines, o_lines = [], []
-    for line in printed.splitlines():
-        if str(tmp_path / "k") in line:
-            k_lines.append(re.sub(r"\S*/k/(\S*?)\.(weights\.h5|keras)", r"\1", line))
-        elif str(tmp_path / "o") in line:
-            o_lines.append(re.sub(r"\S*/o/(\S*?)\.safetensors", r"\1", line))
-        elif line.strip():
-            # Lines without a path (no improvement) come in pairs, Keras's then ours.
-            (o_lines if len(k_lines) > len(o_lines) else k_lines).append(line)
-    saved = lambda d, ext: sorted(  # noqa: E731
-        f[: -len(ext)] for f in os.listdir(tmp_path / d) if f.endswith(ext)
-    ) if (tmp_path / d).exists() else []
     k_ext = ".weights.h5" if weights_only else ".keras"
+    k_lines, o_lines = split_printed(printed, tmp_path / "k", tmp_path / "o", r"weights\.h5|keras")
     messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    return (k_lines, o_lines, saved("k", k_ext), saved("o", ".safetensors"), messages, theirs, ours)
+    return (k_lines, o_lines, saved(tmp_path / "k", k_ext), saved(tmp_path / "o", ".safetensors"),
+            messages, theirs, ours)
 
 
 def test_best_only_on_val_loss_prints_and_saves_as_keras(tmp_path, capsys):

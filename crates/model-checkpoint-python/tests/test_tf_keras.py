@@ -2,7 +2,6 @@
 
 import logging
 import os
-import re
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import pytest
 tf_keras = pytest.importorskip("tf_keras") if not os.environ.get("CI") else __import__("tf_keras")
 
 from model_checkpoint.tf_keras import ModelCheckpoint, restore_latest  # noqa: E402
+from side_by_side import saved, split_printed  # noqa: E402
 
 
 def data(n=96, seed=3):
@@ -53,18 +53,9 @@ def side_by_side(tmp_path, capsys, epochs=3, **args):
     finally:
         logger.removeHandler(caught)
     printed = capsys.readouterr().out
-    k, o = [], []
-    for line in printed.splitlines():
-        if str(tmp_path / "k") in line:
-            k.append(re.sub(r"\S*/k/(\S*?)\.h5", r"\1", line))
-        elif str(tmp_path / "o") in line:
-            o.append(re.sub(r"\S*/o/(\S*?)\.safetensors", r"\1", line))
-        elif line.strip():
-            (o if len(k) > len(o) else k).append(line)
-    files = lambda d, ext: sorted(  # noqa: E731
-        f[: -len(ext)] for f in os.listdir(tmp_path / d) if f.endswith(ext)
-    ) if (tmp_path / d).exists() else []
-    return k, o, files("k", ".h5"), files("o", ".safetensors"), caught.messages, theirs, ours
+    k, o = split_printed(printed, tmp_path / "k", tmp_path / "o", r"h5")
+    return (k, o, saved(tmp_path / "k", ".h5"), saved(tmp_path / "o", ".safetensors"),
+            caught.messages, theirs, ours)
 
 
 def test_best_only_prints_and_saves_as_tf_keras(tmp_path, capsys):
