@@ -148,3 +148,15 @@ def test_background_saves_copy_first_and_retention_keeps_the_newest(tmp_path):
     for v in m.weights:
         assert newest[v.path.removeprefix(m.name + "/")].tobytes() == np.asarray(v).tobytes()
     assert cb.latest().endswith("w.05.safetensors")
+
+
+def test_an_exception_reading_the_model_is_raised_unchanged(tmp_path):
+    class Broken(ModelCheckpoint):
+        def _weights(self):
+            raise RuntimeError("the model is gone")
+
+    x, y = data()
+    with pytest.raises(RuntimeError, match="the model is gone"):
+        model("broken").fit(x, y, epochs=1, verbose=0, callbacks=[
+            Broken(str(tmp_path / "w.safetensors"), save_weights_only=True)])
+    assert not any(f.endswith(".safetensors") for f in os.listdir(tmp_path))
