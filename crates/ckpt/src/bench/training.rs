@@ -207,6 +207,10 @@ fn timed_fit(
 ) -> Result<Duration, Failure> {
     let mut trainer = framework::trainer(framework, &[64, 64, 10], 0, 1e-3)?;
     let options = FitOptions::new(10).validation_split(0.2).verbose(0);
+    // Each fit is a new run in an empty folder, as a user's new run is (in a folder of
+    // another run's checkpoints it would warn, and replace them).
+    let dir = &dir.join("fit");
+    let _ = std::fs::remove_dir_all(dir);
     let template = dir.join(format!(
         "bench-{}.{{epoch:02d}}.safetensors",
         framework.name()
