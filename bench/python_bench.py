@@ -43,8 +43,10 @@ def save_vs_safetensors(root, gib, runs):
     tensors = {f"layer{i:03d}": rng.standard_normal(per // 4, dtype=np.float32) for i in range(count)}
     total = sum(a.nbytes for a in tensors.values())
     ours, theirs = [], []
-    for _ in range(runs):
-        for which in ("ours", "theirs"):
+    for run in range(runs):
+        # Each side goes first every other run (a side that follows pays for the other's
+        # writeback).
+        for which in ("ours", "theirs") if run % 2 == 0 else ("theirs", "ours"):
             path = os.path.join(root, f"{which}.safetensors")
             if os.path.exists(path):
                 os.remove(path)

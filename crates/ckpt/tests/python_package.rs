@@ -15,11 +15,20 @@ use std::process::Command;
 fn the_python_package_passes_its_tests() {
     let python = std::env::var("CKPT_PYTHON").unwrap_or_else(|_| "python3".into());
     let ready = Command::new(&python)
-        .args(["-c", "import model_checkpoint._native, pytest, keras, jax, tf_keras"])
+        .args([
+            "-c",
+            "import model_checkpoint._native, pytest, keras, jax, tf_keras",
+        ])
         .output();
     if !ready.as_ref().is_ok_and(|o| o.status.success()) {
         let why = ready
-            .map(|o| String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("").to_owned())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_owned()
+            })
             .unwrap_or_else(|e| e.to_string());
         assert!(
             std::env::var_os("CI").is_none(),

@@ -30,6 +30,21 @@ pub(crate) fn to_py(e: model_checkpoint::Error) -> PyErr {
     }
 }
 
+/// `e` from a plain file operation (`save_file`, `load_file`, `verify`): a folder where a
+/// file was expected and a bad tensor name are the caller's argument, said without Keras's
+/// callback wording; the rest as [`to_py`].
+pub(crate) fn file_error(e: model_checkpoint::Error) -> PyErr {
+    match e {
+        model_checkpoint::Error::IsADirectory { path } => {
+            pyo3::exceptions::PyIsADirectoryError::new_err(format!(
+                "{path} is a folder: give the path of a file"
+            ))
+        }
+        e @ model_checkpoint::Error::TensorName { .. } => PyValueError::new_err(e.to_string()),
+        e => to_py(e),
+    }
+}
+
 /// A `ValueError` for an argument the Python layer passed that the core cannot take.
 pub(crate) fn bad_argument(what: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(what.to_string())

@@ -9,7 +9,7 @@ use model_checkpoint::NamedTensor;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict};
 
-use crate::errors::to_py;
+use crate::errors::{bad_argument, file_error, to_py};
 use crate::storage::locate;
 use crate::tensors::{name_of, Borrowed, Incoming};
 
@@ -34,6 +34,15 @@ pub(crate) fn save_file(
         ));
     }
     let info = metadata.unwrap_or_default();
+    if let Some(key) = info
+        .keys()
+        .find(|k| store::RESERVED_KEYS.contains(&k.as_str()))
+    {
+        return Err(bad_argument(format!(
+            "metadata key {key:?} is reserved: the format writes {}",
+            store::RESERVED_KEYS.join(", ")
+        )));
+    }
     py.detach(move || {
         let named: Vec<NamedTensor<'_>> = checked
             .into_iter()
@@ -49,7 +58,7 @@ pub(crate) fn save_file(
         )
     })
     .map(|report| report.bytes)
-    .map_err(to_py)
+    .map_err(file_error)
 }
 
 /// A tensor as it goes back to Python.
@@ -81,7 +90,7 @@ pub(crate) fn load_file(
             }
             Ok((read, file.info().clone()))
         })
-        .map_err(to_py)?;
+        .map_err(file_error)?;
     let mut out = Vec::with_capacity(read.len());
     for (tensor, dtype, shape, bytes) in read {
         out.push((
@@ -110,17 +119,26 @@ pub(crate) fn verify(py: Python<'_>, path: &str) -> PyResult<()> {
             })
         }
     })
-    .map_err(to_py)
+    .map_err(file_error)
 }
 
 /// The newest full checkpoint in the folder `directory` that verifies (by the epoch and
-/// step stored in the files, never by modification time; damaged ones are skipped).
+/// step stored in the files, never by modification time; damaged ones are skipped, with a
+/// warning), or `None` when there is none (no folder yet, or nothing in it verifies): a job
+/// resumes if it can and starts afresh otherwise.
 #[pyfunction]
-pub(crate) fn latest(py: Python<'_>, directory: &str) -> PyResult<String> {
+pub(crate) fn latest(py: Python<'_>, directory: &str) -> PyResult<Option<String>> {
     let (storage, name) = locate(directory).map_err(to_py)?;
-    py.detach(|| store::latest_full_in(&*storage, &name))
-        .map(|n| n.to_string())
-        .map_err(to_py)
+    match py.detach(|| store::latest_full_in(&*storage, &name)) {
+        Ok(found) => Ok(Some(found.to_string())),
+        Err(model_checkpoint::Error::NoCheckpoint { .. }) => Ok(None),
+        Err(model_checkpoint::Error::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(to_py(e)),
+    }
 }
 
 /// The checkpoints in the folder `directory`, in training order: one dict per file with

@@ -117,26 +117,38 @@ impl KerasCheckpoint {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs `hook` on the callback with the model (or none yet), the GIL released; raises
-    /// again what a Python callable raised during it.
+    /// Runs `hook` on the callback with the model (or none yet) and the global step, the
+    /// GIL released (the lock is taken without the GIL too: a thread reading `best` meanwhile
+    /// waits for the hook, never the other way round); raises again what a Python callable
+    /// raised during it.
     fn run(
         &self,
         py: Python<'_>,
+        step: Option<u64>,
         hook: impl FnOnce(&mut ModelCheckpoint, &mut Context<'_>) -> HookResult + Send,
     ) -> PyResult<()> {
-        let mut inner = self.inner();
-        let Inner { cb, model } = &mut *inner;
-        let result = py.detach(|| {
+        let (result, raised) = py.detach(|| {
+            let mut inner = self.inner();
+            let Inner { cb, model } = &mut *inner;
             let mut ctx = match model {
                 Some(model) => Context::new(&*model),
                 None => Context::without_model(),
             };
-            hook(cb, &mut ctx).map(|_| ())
+            if let Some(step) = step {
+                ctx = ctx.with_global_step(step);
+            }
+            let result = hook(cb, &mut ctx).map(|_| ());
+            (result, model.as_ref().and_then(PyModel::take_failure))
         });
-        if let Some(raised) = model.as_ref().and_then(PyModel::take_failure) {
+        if let Some(raised) = raised {
             return Err(raised);
         }
         result.map_err(to_py)
+    }
+
+    /// `read` of the callback, the lock taken with the GIL released.
+    fn read<T: Send>(&self, py: Python<'_>, read: impl FnOnce(&mut Inner) -> T + Send) -> T {
+        py.detach(|| read(&mut self.inner()))
     }
 }
 
@@ -217,87 +229,105 @@ impl KerasCheckpoint {
     }
 
     /// The model, through its three callables (see `PyModel`).
-    fn set_model(&self, weights: Py<PyAny>, optimizer: Py<PyAny>, assign: Py<PyAny>) {
-        self.inner().model = Some(PyModel {
+    fn set_model(
+        &self,
+        py: Python<'_>,
+        weights: Py<PyAny>,
+        optimizer: Py<PyAny>,
+        assign: Py<PyAny>,
+    ) {
+        let model = PyModel {
             weights,
             optimizer,
             assign,
             failure: Mutex::new(None),
-        });
+        };
+        self.read(py, |inner| inner.model = Some(model));
     }
 
     /// A compiled metric whose direction Keras 3 knows (`_direction == "up"`: maximised),
-    /// for `mode="auto"`.
-    fn compiled_metric(&self, name: String, up: bool) {
+    /// for `mode="auto"`; `best` is kept.
+    fn compiled_metric(&self, py: Python<'_>, name: String, up: bool) {
         let direction = if up {
             Direction::Maximize
         } else {
             Direction::Minimize
         };
-        let mut inner = self.inner();
-        let cb = std::mem::replace(&mut inner.cb, ModelCheckpoint::new(""));
-        inner.cb = cb.compiled_metric(name, direction);
+        self.read(py, |inner| inner.cb.learn_compiled_metric(name, direction));
     }
 
     /// Whether the batch hooks matter (a `save_freq` in batches, a trigger by steps).
-    fn needs_batch_hooks(&self) -> bool {
-        self.inner().cb.needs_batch_hooks()
+    fn needs_batch_hooks(&self, py: Python<'_>) -> bool {
+        self.read(py, |inner| inner.cb.needs_batch_hooks())
     }
 
-    #[pyo3(signature = (logs=None))]
-    fn on_train_begin(&self, py: Python<'_>, logs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    #[pyo3(signature = (logs=None, step=None))]
+    fn on_train_begin(
+        &self,
+        py: Python<'_>,
+        logs: Option<&Bound<'_, PyDict>>,
+        step: Option<u64>,
+    ) -> PyResult<()> {
         let logs = logs_of(logs)?.unwrap_or_default();
-        self.run(py, |cb, ctx| cb.on_train_begin(&logs, ctx))
+        self.run(py, step, |cb, ctx| cb.on_train_begin(&logs, ctx))
     }
 
-    #[pyo3(signature = (epoch, logs=None))]
+    #[pyo3(signature = (epoch, logs=None, step=None))]
     fn on_epoch_begin(
         &self,
         py: Python<'_>,
         epoch: usize,
         logs: Option<&Bound<'_, PyDict>>,
+        step: Option<u64>,
     ) -> PyResult<()> {
         let logs = logs_of(logs)?.unwrap_or_default();
-        self.run(py, |cb, ctx| cb.on_epoch_begin(epoch, &logs, ctx))
+        self.run(py, step, |cb, ctx| cb.on_epoch_begin(epoch, &logs, ctx))
     }
 
-    #[pyo3(signature = (batch, logs=None))]
+    #[pyo3(signature = (batch, logs=None, step=None))]
     fn on_train_batch_end(
         &self,
         py: Python<'_>,
         batch: usize,
         logs: Option<&Bound<'_, PyDict>>,
+        step: Option<u64>,
     ) -> PyResult<()> {
         match logs_of(logs)? {
-            Some(logs) => self.run(py, |cb, ctx| cb.on_train_batch_end(batch, &logs, ctx)),
-            None => self.run(py, |cb, ctx| cb.on_train_batch_end_without_logs(batch, ctx)),
+            Some(logs) => self.run(py, step, |cb, ctx| cb.on_train_batch_end(batch, &logs, ctx)),
+            None => self.run(py, step, |cb, ctx| {
+                cb.on_train_batch_end_without_logs(batch, ctx)
+            }),
         }
     }
 
-    #[pyo3(signature = (epoch, logs=None))]
+    #[pyo3(signature = (epoch, logs=None, step=None))]
     fn on_epoch_end(
         &self,
         py: Python<'_>,
         epoch: usize,
         logs: Option<&Bound<'_, PyDict>>,
+        step: Option<u64>,
     ) -> PyResult<()> {
         match logs_of(logs)? {
-            Some(logs) => self.run(py, |cb, ctx| cb.on_epoch_end(epoch, &logs, ctx)),
-            None => self.run(py, |cb, ctx| cb.on_epoch_end_without_logs(epoch, ctx)),
+            Some(logs) => self.run(py, step, |cb, ctx| cb.on_epoch_end(epoch, &logs, ctx)),
+            None => self.run(py, step, |cb, ctx| cb.on_epoch_end_without_logs(epoch, ctx)),
         }
     }
 
-    #[pyo3(signature = (logs=None))]
-    fn on_train_end(&self, py: Python<'_>, logs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    #[pyo3(signature = (logs=None, step=None))]
+    fn on_train_end(
+        &self,
+        py: Python<'_>,
+        logs: Option<&Bound<'_, PyDict>>,
+        step: Option<u64>,
+    ) -> PyResult<()> {
         let logs = logs_of(logs)?.unwrap_or_default();
-        self.run(py, |cb, ctx| cb.on_train_end(&logs, ctx))
+        self.run(py, step, |cb, ctx| cb.on_train_end(&logs, ctx))
     }
 
     /// Waits for background saves; raises what failed.
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        let mut inner = self.inner();
-        let cb = &mut inner.cb;
-        py.detach(|| cb.flush()).map_err(to_py)
+        self.read(py, |inner| inner.cb.flush()).map_err(to_py)
     }
 
     /// What was printed since the last call.
@@ -317,39 +347,40 @@ impl KerasCheckpoint {
     /// epoch 1-based: `fit(initial_epoch=epoch)` continues after it).
     fn restore(&self, py: Python<'_>, path: &str) -> PyResult<(Option<u64>, Option<u64>)> {
         let (storage, name) = locate(path).map_err(to_py)?;
-        let mut inner = self.inner();
-        let Inner { cb, model } = &mut *inner;
-        let Some(model) = model.as_mut() else {
-            return Err(PyTypeError::new_err("set_model first"));
-        };
-        let restored = py.detach(|| {
-            let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
-            restore(&file, model, &mut [cb as &mut dyn Callback])
+        let (restored, raised) = self.read(py, |inner| {
+            let Inner { cb, model } = inner;
+            let Some(model) = model.as_mut() else {
+                return (Err(None), None);
+            };
+            let restored = CheckpointFile::open_in(&*storage, &name, Verify::Full)
+                .and_then(|file| restore(&file, model, &mut [cb as &mut dyn Callback]));
+            (restored.map_err(Some), model.take_failure())
         });
-        if let Some(raised) = model.take_failure() {
+        if let Some(raised) = raised {
             return Err(raised);
         }
-        let restored = restored.map_err(to_py)?;
-        Ok((restored.meta.epoch, restored.meta.global_step))
+        match restored {
+            Ok(restored) => Ok((restored.meta.epoch, restored.meta.global_step)),
+            Err(Some(e)) => Err(to_py(e)),
+            Err(None) => Err(PyTypeError::new_err("set_model first")),
+        }
     }
 
     /// Keras's `best` (`None` before a Keras 3 callback has seen a value).
     #[getter]
-    fn best(&self) -> Option<f64> {
-        self.inner().cb.best().as_f64()
+    fn best(&self, py: Python<'_>) -> Option<f64> {
+        self.read(py, |inner| inner.cb.best().as_f64())
     }
 
     /// The file of the last completed save.
     #[getter]
-    fn last_saved(&self) -> Option<String> {
-        self.inner().cb.last_saved().map(|n| n.to_string())
+    fn last_saved(&self, py: Python<'_>) -> Option<String> {
+        self.read(py, |inner| inner.cb.last_saved().map(|n| n.to_string()))
     }
 
     /// The newest full checkpoint of this callback's run that verifies.
     fn latest(&self, py: Python<'_>) -> PyResult<String> {
-        let mut inner = self.inner();
-        let cb = &mut inner.cb;
-        py.detach(move || cb.latest())
+        self.read(py, |inner| inner.cb.latest())
             .map(|n| n.to_string())
             .map_err(to_py)
     }

@@ -95,7 +95,19 @@ def test_a_failed_save_leaves_what_was_there(tmp_path):
         mc.save_file({"w": np.zeros(4, np.float32)}, tmp_path / "folder")
     assert (tmp_path / "folder" / "keep").read_text() == "mine"
     assert same(np.ones(4, np.float32), mc.load_file(path)["w"])
+    with pytest.raises(IsADirectoryError, match="folder"):
+        mc.load_file(tmp_path / "folder")
+    with pytest.raises(IsADirectoryError):
+        mc.save_file({"w": np.zeros(4, np.float32)}, f"{tmp_path}/new/")
+    with pytest.raises(ValueError, match="metadata key \"format\" is reserved"):
+        mc.save_file({"w": np.zeros(4, np.float32)}, tmp_path / "m.safetensors",
+                     metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="__metadata__"):
+        mc.save_file({"__metadata__": np.zeros(4, np.float32)}, tmp_path / "m.safetensors")
     assert sorted(os.listdir(tmp_path)) == ["folder", "w.safetensors"]
+    # A listing shows checkpoints, not a user's other files.
+    (tmp_path / "notes.txt").write_text("mine")
+    assert [r["path"] for r in mc.ls(tmp_path)] == [str(path)]
 
 
 def test_the_gil_is_released_while_a_large_file_is_written(tmp_path):
@@ -156,5 +168,4 @@ def test_s3_save_load_latest_and_ls(seaweed):
         assert same(array, back[name]), name
     mc.verify(url)
     assert [row["path"] for row in mc.ls("s3://ckpt/py")] == [url]
-    with pytest.raises(mc.CheckpointError, match="no full checkpoint"):
-        mc.latest("s3://ckpt/py")
+    assert mc.latest("s3://ckpt/py") is None

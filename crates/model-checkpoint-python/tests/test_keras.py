@@ -160,3 +160,72 @@ def test_an_exception_reading_the_model_is_raised_unchanged(tmp_path):
         model("broken").fit(x, y, epochs=1, verbose=0, callbacks=[
             Broken(str(tmp_path / "w.safetensors"), save_weights_only=True)])
     assert not any(f.endswith(".safetensors") for f in os.listdir(tmp_path))
+
+
+def test_a_resumed_run_prints_and_saves_what_a_straight_run_does(tmp_path, capsys):
+    """With compiled metrics (Keras 3 reads their direction lazily) and save_best_only:
+    the restored `best` survives the first epoch end of the resumed run."""
+    x, y = data(128)
+    args = dict(monitor="val_accuracy", save_best_only=True, verbose=1)
+
+    def fit(m, folder, first, last, callback=None):
+        callback = callback or ModelCheckpoint(str(tmp_path / folder / "w.{epoch}.safetensors"), **args)
+        m.fit(x, y, epochs=last, initial_epoch=first, batch_size=16, shuffle=False, verbose=0,
+              validation_split=0.25, callbacks=[callback])
+        return callback
+
+    keras.utils.set_random_seed(8)
+    capsys.readouterr()
+    fit(model("p"), "s", 0, 5)
+    straight = [l.replace("/s/", "/") for l in capsys.readouterr().out.splitlines() if l.strip()]
+    keras.utils.set_random_seed(8)
+    fit(model("p"), "r", 0, 2)
+    first = [l.replace("/r/", "/") for l in capsys.readouterr().out.splitlines() if l.strip()]
+    resumed_model = model("p")
+    callback = ModelCheckpoint(str(tmp_path / "r" / "w.{epoch}.safetensors"), **args)
+    epoch = restore_latest(resumed_model, tmp_path / "r", [callback])
+    capsys.readouterr()
+    fit(resumed_model, "r", epoch, 5, callback)
+    rest = [l.replace("/r/", "/") for l in capsys.readouterr().out.splitlines() if l.strip()]
+    assert first + rest == straight
+    assert any("did not improve" in l for l in straight) or len(straight) == 10
+
+
+def test_reading_the_callback_from_another_thread_during_fit_never_hangs(tmp_path):
+    import threading
+
+    x, y = data()
+    cb = ModelCheckpoint(str(tmp_path / "w.{epoch:02d}.safetensors"), save_freq=1)
+    stop = threading.Event()
+    reads = []
+
+    def watch():
+        while not stop.is_set():
+            reads.append((cb.best, cb.last_saved))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        model("watched").fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
+    finally:
+        stop.set()
+        watcher.join(timeout=60)
+    assert not watcher.is_alive()
+    assert reads and cb.last_saved.endswith("w.02.safetensors")
+
+
+def test_a_copy_is_a_new_callback_and_bad_extras_are_refused(tmp_path):
+    import copy
+
+    cb = ModelCheckpoint(str(tmp_path / "w.safetensors"), monitor="loss", keep_last=2)
+    twin = copy.deepcopy(cb)
+    assert twin is not cb and twin._native is not cb._native
+    assert twin.monitor == "loss" and twin.filepath == cb.filepath
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="keep_last"):
+            ModelCheckpoint(str(tmp_path / "w.safetensors"), keep_last=bad)
+
+
+def test_a_first_run_starts_from_nothing(tmp_path):
+    assert mc.latest(tmp_path / "none") is None
+    assert restore_latest(model("fresh"), tmp_path / "none") == 0

@@ -134,6 +134,17 @@ def make_callback(keras, version):
             **kwargs,
         ):
             super().__init__()
+            self._arguments = (
+                (filepath, monitor, verbose, save_best_only, save_weights_only, mode,
+                 save_freq, *args),
+                dict(keep_best=keep_best, keep_last=keep_last, save_last=save_last,
+                     background=background, save_on_interrupt=save_on_interrupt,
+                     storage=storage, **kwargs),
+            )
+            for name, value in (("keep_best", keep_best), ("keep_last", keep_last)):
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                          or value < 1):
+                    raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
             names = _POSITIONAL[version]
             if len(args) > len(names):
                 raise TypeError(
@@ -191,9 +202,27 @@ def make_callback(keras, version):
 
         def _call(self, hook, *args):
             try:
-                hook(*args)
+                hook(*args, step=self._step())
             finally:
                 self._emit()
+
+        def _step(self):
+            """The optimizer's step count, which checkpoints record (and `latest` orders by
+            after the epoch)."""
+            optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
+            iterations = getattr(optimizer, "iterations", None)
+            if iterations is None:
+                return None
+            try:
+                return max(0, int(np.asarray(iterations)))
+            except (TypeError, ValueError):
+                return None
+
+        def __deepcopy__(self, memo):
+            # A new callback with the same arguments (what KerasTuner and friends expect of
+            # a copy), not a second handle on this one's engine and folder lock.
+            args, kwargs = self._arguments
+            return type(self)(*args, **kwargs)
 
         def set_model(self, model):
             super().set_model(model)
@@ -242,7 +271,10 @@ def make_callback(keras, version):
 
         def flush(self):
             """Waits for background saves; raises what failed."""
-            self._call(self._native.flush)
+            try:
+                self._native.flush()
+            finally:
+                self._emit()
 
         def latest(self):
             """The newest full checkpoint of this callback's run that verifies."""
@@ -292,8 +324,13 @@ def restore(model, path, callbacks=()):
 
 def restore_latest(model, directory, callbacks=()):
     """``restore`` from the newest full checkpoint in ``directory`` (a path or an
-    ``s3://`` URL) that verifies; damaged files are skipped with a warning."""
-    return restore(model, latest(directory), callbacks)
+    ``s3://`` URL) that verifies (damaged files are skipped with a warning); with none
+    there (a first run), nothing is restored and 0 is returned, so that one script both
+    starts and resumes a job."""
+    path = latest(directory)
+    if path is None:
+        return 0
+    return restore(model, path, callbacks)
 
 
 def _version_of(model):

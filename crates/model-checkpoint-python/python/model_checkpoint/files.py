@@ -14,12 +14,19 @@ def verify(path):
 
 def latest(directory):
     """The newest full checkpoint in ``directory`` that verifies, by the epoch and step
-    stored in the files (never by modification time); damaged ones are skipped."""
+    stored in the files (never by modification time; damaged ones are skipped with a
+    warning), or ``None`` when there is none (no folder yet, or nothing in it verifies)."""
     return _native.latest(os.fspath(directory))
 
 
 def ls(directory):
     """The checkpoints in ``directory`` in training order, one dict each: ``path``,
     ``bytes``, ``kind`` (``"weights"``, ``"full"``, or ``None`` when the header does not
-    read), ``epoch``, ``global_step``, ``run_id`` and ``error``."""
-    return _native.ls(os.fspath(directory))
+    read: a damaged file, whose ``error`` says why), ``epoch``, ``global_step``, ``run_id``
+    and ``error``. Files that are neither a readable checkpoint nor named ``.safetensors``
+    (a user's notes) are left out."""
+    return [
+        row
+        for row in _native.ls(os.fspath(directory))
+        if row["kind"] is not None or row["path"].endswith(".safetensors")
+    ]

@@ -45,8 +45,11 @@ def save_file(tensor_dict, filename, metadata=None):
     file's size in bytes."""
     if not isinstance(tensor_dict, dict):
         raise TypeError(f"expected a dict of arrays, not {type(tensor_dict).__name__}")
+    filename = os.fspath(filename)
+    if filename.endswith(("/", os.sep)):
+        raise IsADirectoryError(f"{filename} names a folder: give the path of a file")
     items = [_outgoing(name, array) for name, array in tensor_dict.items()]
-    return _native.save_file(items, os.fspath(filename), metadata)
+    return _native.save_file(items, filename, metadata)
 
 
 def load_file(filename, verify=True):

@@ -26,7 +26,8 @@ pub(crate) const ALGORITHM: &str = "crc32";
 /// header can be patched in place.
 pub(crate) const PLACEHOLDER: &str = "00000000";
 
-pub(crate) const RESERVED_KEYS: [&str; 6] = [
+/// The metadata keys the format itself writes: a caller's metadata may not use them.
+pub const RESERVED_KEYS: [&str; 6] = [
     KEY_FORMAT,
     KEY_VERSION,
     KEY_KIND,

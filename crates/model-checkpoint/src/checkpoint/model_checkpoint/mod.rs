@@ -187,6 +187,15 @@ impl ModelCheckpoint {
         self
     }
 
+    /// Records, while training runs, the direction of a metric the model was compiled
+    /// with, as Keras 3 finds it in `model.metrics` when it first picks `monitor_op` (a
+    /// binding learns them at each epoch end, once the model has built them). Unlike
+    /// [`ModelCheckpoint::compiled_metric`], `best` is kept: a callback restored from a
+    /// checkpoint goes on from the best value it had.
+    pub fn learn_compiled_metric(&mut self, name: impl Into<String>, direction: Direction) {
+        self.decisions.metrics.insert(name.into(), direction);
+    }
+
     /// Print a line for every save decision when above 0 (Keras's `verbose`; any positive
     /// value prints). Default: 0.
     pub fn verbose(mut self, verbose: i64) -> Self {
