@@ -103,6 +103,16 @@ pub(crate) fn load_file(
     Ok((out, info))
 }
 
+/// The `__metadata__` of the file at `path`, its header checked (the tensors are not read).
+#[pyfunction]
+pub(crate) fn load_metadata(py: Python<'_>, path: &str) -> PyResult<BTreeMap<String, String>> {
+    let (storage, name) = locate(path).map_err(to_py)?;
+    py.detach(|| {
+        CheckpointFile::open_in(&*storage, &name, Verify::HeaderOnly).map(|f| f.info().clone())
+    })
+    .map_err(file_error)
+}
+
 /// Checks the file at `path` completely (the header, then every tensor against its
 /// checksum); raises `CheckpointError` naming what is wrong.
 #[pyfunction]

@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_function(wrap_pyfunction!(files::save_file, m)?)?;
     m.add_function(wrap_pyfunction!(files::load_file, m)?)?;
+    m.add_function(wrap_pyfunction!(files::load_metadata, m)?)?;
     m.add_function(wrap_pyfunction!(files::verify, m)?)?;
     m.add_function(wrap_pyfunction!(files::latest, m)?)?;
     m.add_function(wrap_pyfunction!(files::ls, m)?)?;
