@@ -154,6 +154,7 @@ pub(crate) fn json(value: &serde_json::Value) {
 /// message, written at once, is printed with its leading and trailing line breaks as they
 /// are and everything between made printable, so that a template's control characters
 /// reach the terminal escaped like every other text ckpt prints.
+#[cfg_attr(not(feature = "train"), allow(dead_code))]
 pub(crate) struct Messages;
 
 impl Write for Messages {

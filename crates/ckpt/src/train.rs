@@ -10,7 +10,7 @@ use model_checkpoint_candle::{Dataset, FitOptions, Model};
 
 use crate::framework::{self, Framework};
 
-use crate::Failure;
+use crate::{Failure, RECORD_KEY};
 
 /// Train an MLP on the bundled digits (or your CSV), saving checkpoints as Keras would.
 ///
@@ -212,8 +212,6 @@ fn candle() -> Framework {
 struct Recorder {
     now: RunRecord,
 }
-
-pub(crate) const RECORD_KEY: &str = "ckpt train";
 
 impl Callback for Recorder {
     fn state_key(&self) -> Option<String> {

@@ -73,6 +73,9 @@ pub(crate) enum Reason {
     },
     /// The endpoint left an earlier request unanswered `ago` before: not asked again.
     Quiet { earlier: Box<Reason>, ago: Duration },
+    /// The connection was made, and what came back is not an HTTP reply to the request
+    /// (hyper's parse error, as text).
+    NotHttp(String),
 }
 
 /// What a reply was expected to hold.
@@ -127,6 +130,10 @@ impl fmt::Display for Reason {
                 f,
                 "announced a reply of {length} bytes for {what} (at most {bound} expected)"
             ),
+            Reason::NotHttp(cause) => write!(
+                f,
+                "sent what this client cannot read as an HTTP reply ({cause})"
+            ),
             // Within the second, the request that went unanswered is the one just made
             // (by this command): said as such, not as some earlier request.
             Reason::Quiet { earlier, ago } if ago.as_secs() == 0 => write!(
@@ -152,7 +159,7 @@ impl Reason {
                 "check AWS_ENDPOINT_URL (a running S3 server) and the network"
             }
             Reason::Stalled | Reason::TooSlow(_) => "check the server and the network",
-            Reason::TooLong { .. } | Reason::Announced { .. } => {
+            Reason::TooLong { .. } | Reason::Announced { .. } | Reason::NotHttp(_) => {
                 "check that AWS_ENDPOINT_URL names an S3 server"
             }
             Reason::Quiet { earlier, .. } => earlier.check(),
@@ -245,6 +252,18 @@ fn range_length(value: &str) -> Option<u64> {
     end.checked_sub(start)?.checked_add(1)
 }
 
+/// hyper's words, when `e` comes from a reply hyper could not parse.
+fn not_http(e: &HttpError) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(hyper) = err.downcast_ref::<hyper::Error>() {
+            return hyper.is_parse().then(|| hyper.to_string());
+        }
+        source = err.source();
+    }
+    None
+}
+
 fn stop(endpoint: &str, kind: HttpErrorKind, reason: Reason) -> HttpError {
     HttpError::new(
         kind,
@@ -289,6 +308,13 @@ impl HttpService for Bounded {
                         HttpErrorKind::Unknown,
                         Reason::NoConnection,
                     ));
+                }
+                // Reached, and answered with what is not HTTP (bytes before the request was
+                // sent, a body after a HEAD's reply, a malformed head): said as such, not as
+                // an endpoint that cannot be reached. Retried as object_store retries the
+                // error's kind.
+                if let Some(cause) = not_http(&e) {
+                    return Err(stop(&endpoint, e.kind(), Reason::NotHttp(cause)));
                 }
                 return Err(e);
             }

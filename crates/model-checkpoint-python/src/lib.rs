@@ -9,10 +9,13 @@
 //!   reached back through Python callables;
 //! - `tensors.rs`: tensors as they cross (name, dtype name, shape, bytes);
 //! - `storage.rs`: a path or an `s3://` URL to its storage (one client per bucket, kept);
+//! - `cli.rs`: the `ckpt` command line (the `ckpt` crate without training), run by the
+//!   package's console script;
 //! - `errors.rs`: the core's errors as Python exceptions (Keras's own type where Keras would
 //!   raise, `CheckpointError` otherwise); `warnings.rs`, the engine's warnings handed to
 //!   Python's `warnings` or `logging` by the callback.
 
+mod cli;
 mod errors;
 mod files;
 mod keras;
@@ -39,6 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::latest, m)?)?;
     m.add_function(wrap_pyfunction!(files::ls, m)?)?;
     m.add_function(wrap_pyfunction!(warnings::take_warnings, m)?)?;
+    m.add_function(wrap_pyfunction!(cli::ckpt_main, m)?)?;
     m.add_class::<keras::KerasCheckpoint>()?;
     m.add_function(wrap_pyfunction!(keras::restore_model, m)?)?;
     Ok(())

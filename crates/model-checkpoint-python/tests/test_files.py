@@ -1,7 +1,10 @@
 """numpy arrays through the engine: real files, a real S3 server, the real `ckpt`."""
 
+import json
 import os
+import shutil
 import subprocess
+import sysconfig
 import threading
 
 import ml_dtypes
@@ -157,6 +160,41 @@ def test_files_from_python_verify_with_ckpt_and_ckpt_files_load_in_python(tmp_pa
     assert any(name.startswith("__training__/") for name in tensors)
     rows = mc.ls(tmp_path / "ck")
     assert [r["epoch"] for r in rows if r["kind"] == "full"] == [1, 2]
+
+
+def test_the_ckpt_console_script_is_the_engine_command_line(tmp_path):
+    """The package installs `ckpt` (without training) next to the interpreter."""
+    script = shutil.which("ckpt", path=sysconfig.get_path("scripts"))
+    assert script, f"no ckpt script in {sysconfig.get_path('scripts')}"
+
+    def ckpt(*args):
+        return subprocess.run([script, *map(str, args)], capture_output=True, text=True)
+
+    version = ckpt("--version")
+    assert version.returncode == 0 and version.stdout.split() == ["ckpt", mc.__version__]
+    path = tmp_path / "run" / "w.01.safetensors"
+    path.parent.mkdir()
+    mc.save_file(arrays(), path)
+    ok = ckpt("verify", path)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok"), ok.stdout + ok.stderr
+    listed = ckpt("ls", tmp_path / "run", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)[0]["path"].endswith("w.01.safetensors")
+    shown = ckpt("show", path)
+    assert shown.returncode == 0 and "f32" in shown.stdout.lower(), shown.stdout
+    # Damage one byte of the first tensor: verify's finding is exit 1, one line on stderr.
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    bad = ckpt("verify", path)
+    assert bad.returncode == 1, (bad.stdout, bad.stderr)
+    assert "w.01.safetensors" in bad.stdout + bad.stderr
+    # Training needs the frameworks, which the package's ckpt lacks: said, exit 2.
+    train = ckpt("train", "--epochs", "1")
+    assert train.returncode == 2, train.stderr
+    assert "model_checkpoint.keras" in train.stderr and train.stdout == ""
+    usage = ckpt("verfiy")
+    assert usage.returncode == 2 and usage.stderr.startswith("ckpt: "), usage.stderr
 
 
 def test_s3_save_load_latest_and_ls(seaweed):

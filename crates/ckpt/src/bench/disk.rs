@@ -8,7 +8,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use model_checkpoint::store::{self, CheckpointFile, Kind, SaveOptions, Verify};
-use model_checkpoint::{Checkpointable, Dtype, HostTensor, NamedTensor};
+use model_checkpoint::{
+    Callback, Checkpointable, Context, Dtype, HostTensor, Logs, ModelCheckpoint, NamedTensor,
+    SaveFreq,
+};
 use serde_json::json;
 
 use super::{median, ratio, secs};
@@ -279,5 +282,29 @@ pub(super) fn size_sweep(runs: u32, dir: &Path) -> Result<serde_json::Value, Fai
         "small_tensors": {"count": 10_000, "bytes_each": 1024, "save_s": secs(med[4]),
                           "same_bytes_in_64_tensors_s": secs(med[5]),
                           "overhead_us_per_tensor": (per_tensor_us * 100.0).round() / 100.0},
+    }))
+}
+
+/// Nanoseconds per `on_train_batch_end` that does not save (no training: a synthetic model).
+pub(super) fn hook_overhead() -> Result<serde_json::Value, Failure> {
+    let model = Synthetic(synthetic(1 << 12, 1));
+    let mut ctx = Context::new(&model);
+    let logs = Logs::from([("loss", 0.5), ("accuracy", 0.9)]);
+    let calls = 2_000_000usize;
+    let mut per_call = |mut cb: ModelCheckpoint| -> Result<f64, Failure> {
+        cb.on_epoch_begin(0, &logs, &mut ctx)?;
+        let t = Instant::now();
+        for batch in 0..calls {
+            cb.on_train_batch_end(batch % 1000, &logs, &mut ctx)?;
+        }
+        Ok((t.elapsed().as_nanos() as f64 / calls as f64 * 10.0).round() / 10.0)
+    };
+    let epoch_mode = per_call(ModelCheckpoint::new("unused.safetensors"))?;
+    let counting = per_call(
+        ModelCheckpoint::new("unused.safetensors").save_freq(SaveFreq::Batches(i64::MAX)),
+    )?;
+    Ok(json!({
+        "bench": "hook_overhead", "calls": calls,
+        "ns_per_batch_end_epoch_mode": epoch_mode, "ns_per_batch_end_counting_batches": counting,
     }))
 }

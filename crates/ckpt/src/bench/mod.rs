@@ -4,7 +4,30 @@
 mod disk;
 mod s3;
 mod sharded;
+#[cfg(feature = "train")]
 mod training;
+#[cfg(not(feature = "train"))]
+mod training {
+    //! The measurements that train, in a build without the frameworks: refused by name.
+    use std::path::Path;
+
+    use crate::Failure;
+
+    fn refused(what: &str) -> Result<serde_json::Value, Failure> {
+        Err(crate::without_training(&format!("ckpt bench --only {what}")).into())
+    }
+    pub(super) fn train_throughput(_: u32, _: &Path) -> Result<serde_json::Value, Failure> {
+        refused("train-throughput")
+    }
+    pub(super) fn async_stall_vs_sync(
+        _: u32,
+        _: &Path,
+        _: u64,
+        _: u64,
+    ) -> Result<serde_json::Value, Failure> {
+        refused("async-stall-vs-sync")
+    }
+}
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,9 +35,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::Failure;
-use disk::{load_vs_read, peers_python, save_once, save_vs_raw, size_sweep};
+use disk::{hook_overhead, load_vs_read, peers_python, save_once, save_vs_raw, size_sweep};
 pub(crate) use sharded::{rank, RankArgs};
-use training::{async_stall_vs_sync, hook_overhead, train_throughput};
+use training::{async_stall_vs_sync, train_throughput};
 
 /// Measure training and checkpoint speed; one JSON line per measurement.
 ///
@@ -111,7 +134,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         Measurement::SizeSweep,
     ];
     let chosen: Vec<Measurement> = if args.only.is_empty() {
-        all.to_vec()
+        // A build without the frameworks measures what it can.
+        let trains = [Measurement::TrainThroughput, Measurement::AsyncStallVsSync];
+        all.into_iter()
+            .filter(|m| cfg!(feature = "train") || !trains.contains(m))
+            .collect()
     } else {
         args.only.clone()
     };

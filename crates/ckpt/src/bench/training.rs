@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint, SaveFreq};
+use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint};
 use model_checkpoint_candle::{Dataset, FitOptions, Model};
 
 use crate::framework::{self, Framework};
 use serde_json::json;
 
-use super::disk::{synthetic, Synthetic};
 use super::{median, ratio, secs};
 use crate::Failure;
 
@@ -170,29 +169,6 @@ pub(super) fn async_stall_vs_sync(
         "async_stall_without_fence_s": secs(median(unfenced_stall)),
         "forward_backward_s": secs(median(compute)),
         "async_peak_extra_memory_x_checkpoint": extra,
-    }))
-}
-
-pub(super) fn hook_overhead() -> Result<serde_json::Value, Failure> {
-    let model = Synthetic(synthetic(1 << 12, 1));
-    let mut ctx = Context::new(&model);
-    let logs = Logs::from([("loss", 0.5), ("accuracy", 0.9)]);
-    let calls = 2_000_000usize;
-    let mut per_call = |mut cb: ModelCheckpoint| -> Result<f64, Failure> {
-        cb.on_epoch_begin(0, &logs, &mut ctx)?;
-        let t = Instant::now();
-        for batch in 0..calls {
-            cb.on_train_batch_end(batch % 1000, &logs, &mut ctx)?;
-        }
-        Ok((t.elapsed().as_nanos() as f64 / calls as f64 * 10.0).round() / 10.0)
-    };
-    let epoch_mode = per_call(ModelCheckpoint::new("unused.safetensors"))?;
-    let counting = per_call(
-        ModelCheckpoint::new("unused.safetensors").save_freq(SaveFreq::Batches(i64::MAX)),
-    )?;
-    Ok(json!({
-        "bench": "hook_overhead", "calls": calls,
-        "ns_per_batch_end_epoch_mode": epoch_mode, "ns_per_batch_end_counting_batches": counting,
     }))
 }
 

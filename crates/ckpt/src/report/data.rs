@@ -945,7 +945,7 @@ fn options(folder: &Location, present: &[Entry]) -> Vec<(String, String)> {
                 .training_state()
                 .ok()
                 .flatten()
-                .and_then(|state| state.callbacks.get(crate::train::RECORD_KEY).cloned());
+                .and_then(|state| state.callbacks.get(crate::RECORD_KEY).cloned());
             if let Some(serde_json::Value::Object(map)) = recorded {
                 for (k, v) in map.into_iter().take(MAX_OPTIONS) {
                     let text = match v {
