@@ -2,7 +2,6 @@
 //! the same MLP (same names, layouts and initial weights for a seed) through the same `fit`
 //! loop, and write the same files.
 
-use model_checkpoint::store::CheckpointFile;
 use model_checkpoint::Logs;
 use model_checkpoint_burn::{cpu, cpu_autodiff, BurnStep, Mlp};
 use model_checkpoint_candle::{Adam, CandleStep, Model, ParamsAdam};
@@ -104,22 +103,20 @@ pub(crate) fn evaluate_weights(
     framework: Framework,
     sizes: &[usize],
     seed: u64,
-    file: &CheckpointFile,
+    weights: &model_checkpoint::restore::Stored<'_>,
     data: &Dataset,
     batch_size: usize,
 ) -> Result<Logs, Failure> {
     Ok(match framework {
         Framework::Candle => {
             let fresh = Model::mlp(sizes, seed)?;
-            fresh.load_weights_from(
-                &model_checkpoint::restore::Stored::weights(file),
-                model_checkpoint::load::LoadOptions::default(),
-            )?;
+            fresh.load_weights_from(weights, model_checkpoint::load::LoadOptions::default())?;
             let step = CandleStep::new(fresh, Adam::new(vec![], ParamsAdam::default())?);
             model_checkpoint_fit::Trainer::new(step).evaluate(data, batch_size)?
         }
         Framework::Burn => {
-            let fresh = model_checkpoint_burn::load_weights(Mlp::new(sizes, seed, &cpu())?, file)?;
+            let fresh =
+                model_checkpoint_burn::load_weights_from(Mlp::new(sizes, seed, &cpu())?, weights)?;
             let step = BurnStep::new(fresh, burn::optim::AdamConfig::new().init(), 0.0, cpu());
             model_checkpoint_fit::Trainer::new(step).evaluate(data, batch_size)?
         }

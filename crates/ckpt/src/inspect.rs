@@ -183,6 +183,22 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
             );
             continue;
         }
+        // A folder's sharded and deduplicated checkpoints, one level down, each one line.
+        if location.is_folder()? {
+            for (sub, committed) in crate::sharded::folders_in(&*location.storage, &location.name)?
+            {
+                if !committed {
+                    continue;
+                }
+                let (ok, line) = crate::sharded::verify_line(&*location.storage, &sub);
+                if ok {
+                    good += 1;
+                } else {
+                    bad += 1;
+                }
+                out!("{line}");
+            }
+        }
         for file in files_of(&location)? {
             // The metadata ModelCheckpoint writes is checked too (counters, logs).
             let opened = location.open_other(&file, Verify::Full).and_then(|f| {

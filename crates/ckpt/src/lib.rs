@@ -20,6 +20,7 @@ macro_rules! out {
 
 mod bench;
 mod diff;
+mod du;
 mod export;
 mod folder;
 #[cfg(feature = "train")]
@@ -104,6 +105,7 @@ enum Command {
     Consolidate(sharded::ConsolidateArgs),
     Export(export::ExportArgs),
     Diff(diff::DiffArgs),
+    Du(du::DuArgs),
     Report(report::ReportArgs),
     Bench(bench::BenchArgs),
     /// One rank of `ckpt bench --only sharded` (run by the benchmark).
@@ -258,6 +260,7 @@ where
         Command::Consolidate(args) => sharded::consolidate(args),
         Command::Export(args) => export::export(args),
         Command::Diff(args) => diff::diff(args),
+        Command::Du(args) => du::du(args),
         Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchRank(args) => bench::rank(args),

@@ -84,6 +84,16 @@ impl Location {
         })
     }
 
+    /// `name` in `storage` (a run's own storage), as this location would name it.
+    pub fn with_storage(&self, storage: Arc<dyn Storage>, name: Name) -> Location {
+        Location {
+            storage,
+            slash: false,
+            remote: self.remote,
+            name,
+        }
+    }
+
     /// Another name in the same storage.
     pub fn at(&self, name: Name) -> Location {
         Location {

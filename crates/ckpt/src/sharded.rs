@@ -1,6 +1,8 @@
 //! Sharded checkpoints on the command line: `ckpt consolidate`, and what `ls`, `verify` and
-//! `show` see of a folder of shards with its index (or without it: an interrupted save).
+//! `show` see of a folder of shards with its index (or without it: an interrupted save), or
+//! of a deduplicated checkpoint (an index naming blobs shared between checkpoints).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -118,7 +120,25 @@ pub(crate) struct Summary {
     pub verified: Result<(), String>,
 }
 
-/// Opens and fully verifies the sharded checkpoint in `dir`.
+/// The verdict on each file (shard or blob) verified so far by this command, by name and
+/// header digest: a blob shared by many deduplicated checkpoints is read once.
+static VERIFIED: std::sync::Mutex<BTreeMap<FileVersion, Result<(), String>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// A file, and the SHA-256 of its header: one version of it.
+type FileVersion = (Name, [u8; 32]);
+
+/// What kind of folder checkpoint `checkpoint` is, in words.
+fn kind_of(checkpoint: &ShardedCheckpoint) -> String {
+    let s = &checkpoint.index().model_checkpoint;
+    match &s.blobs {
+        Some(blobs) => format!("deduplicated ({} blobs)", blobs.len() + 1),
+        None => format!("sharded ({} ranks)", s.world_size),
+    }
+}
+
+/// Opens and fully verifies the sharded (or deduplicated) checkpoint in `dir`; its bytes are
+/// those of every file it is made of, shared ones included.
 pub(crate) fn summarize(storage: &dyn Storage, dir: &Name) -> Summary {
     let checkpoint = match ShardedCheckpoint::open(storage, dir) {
         Ok(c) => c,
@@ -132,16 +152,23 @@ pub(crate) fn summarize(storage: &dyn Storage, dir: &Name) -> Summary {
         }
     };
     let s = &checkpoint.index().model_checkpoint;
-    let bytes = s.shards.iter().map(|sh| sh.bytes).sum();
-    let verified = (0..checkpoint.world_size()).try_for_each(|rank| {
-        checkpoint
-            .shard(rank)
-            .map_or(Err("a shard is missing".to_owned()), |f| {
-                f.verify_tensors().map_err(|e| e.to_string())
-            })
+    let bytes = s
+        .shards
+        .iter()
+        .chain(s.blobs.iter().flatten())
+        .map(|e| e.bytes)
+        .fold(0u64, u64::saturating_add);
+    let verified = checkpoint.files().try_for_each(|(_, file)| {
+        let key = (file.path().clone(), file.header_digest());
+        let mut done = VERIFIED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        done.entry(key)
+            .or_insert_with(|| file.verify_tensors().map_err(|e| e.to_string()))
+            .clone()
     });
     Summary {
-        kind: format!("sharded ({} ranks)", s.world_size),
+        kind: kind_of(&checkpoint),
         meta: Meta::from_info(&s.metadata).unwrap_or_default(),
         bytes,
         verified,
@@ -184,8 +211,16 @@ pub(crate) fn verify_line(storage: &dyn Storage, dir: &Name) -> (bool, String) {
 pub(crate) fn show(storage: &dyn Storage, dir: &Name) -> Result<(), Failure> {
     let checkpoint = ShardedCheckpoint::open(storage, dir)?;
     let s = &checkpoint.index().model_checkpoint;
-    out!("sharded checkpoint: {dir}");
-    out!("  world size: {}", s.world_size);
+    match &s.blobs {
+        Some(blobs) => {
+            out!("deduplicated checkpoint: {dir}");
+            out!("  blobs: {} and its head", blobs.len());
+        }
+        None => {
+            out!("sharded checkpoint: {dir}");
+            out!("  world size: {}", s.world_size);
+        }
+    }
     out!("  save id: {}", crate::shorten(&s.save_id, 100));
     for (k, v) in &s.metadata {
         out!("  {}: {}", crate::shorten(k, 100), crate::shorten(v, 200));

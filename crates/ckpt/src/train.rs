@@ -90,6 +90,11 @@ pub(crate) struct TrainArgs {
     /// (beyond Keras).
     #[arg(long = "async")]
     background: bool,
+    /// Deduplicated checkpoints (beyond Keras): each save is a folder with an index whose
+    /// tensors are content-addressed blobs in blobs/ beside them, shared with every other
+    /// checkpoint of the run that holds the same bytes (see `ckpt du`).
+    #[arg(long)]
+    dedup: bool,
     /// Keep only the K best checkpoints by the monitor (plus the newest); delete the rest
     /// once a newer save is durable.
     #[arg(long, value_name = "K")]
@@ -597,6 +602,7 @@ fn build_checkpoint(
         .save_last(args.save_last)
         .overwrite(!args.no_overwrite)
         .save_on_interrupt(args.save_on_interrupt)
+        .dedup(args.dedup)
         // Every save and delete recorded beside the checkpoints, for `ckpt report`.
         .journal(true);
     if let Some(k) = args.keep_best {
@@ -646,26 +652,41 @@ fn resume(
     trainer: &mut framework::Trainer,
     run: Callbacks<'_>,
 ) -> Result<(model_checkpoint_fit::Resumed, Option<RunRecord>), Failure> {
-    let file = if from.as_os_str() == "latest" {
+    use model_checkpoint::sharded::ShardedCheckpoint;
+    use model_checkpoint::store::{CheckpointFile, Verify};
+    // A file, or a folder with an index (a deduplicated checkpoint).
+    let location = if from.as_os_str() == "latest" {
         // The callback's own latest, in the run's storage.
         let latest = run.checkpoint.latest()?;
-        model_checkpoint::store::CheckpointFile::open_in(
-            &**storage,
-            &latest,
-            model_checkpoint::store::Verify::Full,
-        )?
+        crate::location::Location::of(from)?.with_storage(storage.clone(), latest)
     } else {
-        crate::location::Location::of(from)?
-            .resolve_latest()?
-            .open(model_checkpoint::store::Verify::Full)?
+        crate::location::Location::of(from)?.resolve_latest()?
+    };
+    let folder = crate::sharded::is_sharded(&*location.storage, &location.name)
+        .then(|| ShardedCheckpoint::open(&*location.storage, &location.name))
+        .transpose()?;
+    let opened;
+    let file: &CheckpointFile = match &folder {
+        Some(checkpoint) => checkpoint
+            .shard(0)
+            .ok_or_else(|| format!("{}: no head", location.name))?,
+        None => {
+            opened = CheckpointFile::open_in(&*location.storage, &location.name, Verify::Full)?;
+            &opened
+        }
     };
     // The options this checkpoint was trained with, checked before anything is loaded, so
     // that a changed model shape is named as the option that changed it.
-    let saved = recorded_options(&file)?;
+    let saved = recorded_options(file)?;
     if let Some(saved) = &saved {
         check_resume_options(saved, &run.recorder.now)?;
     }
-    let resumed = trainer.resume_from(&file, &mut [run.checkpoint, run.recorder, run.logger])?;
+    let callbacks: &mut [&mut dyn model_checkpoint::Callback] =
+        &mut [run.checkpoint, run.recorder, run.logger];
+    let resumed = match &folder {
+        Some(checkpoint) => trainer.resume_from_sharded(checkpoint, callbacks)?,
+        None => trainer.resume_from(file, callbacks)?,
+    };
     match (args.learning_rate, &saved) {
         (Some(lr), Some(saved)) if lr != saved.learning_rate => {
             trainer.step_mut().set_learning_rate(lr);
@@ -779,16 +800,25 @@ fn report_best(
             args.monitor
         ),
     }
-    let best_file = model_checkpoint::store::CheckpointFile::open_in(
-        storage,
-        &best_path,
-        model_checkpoint::store::Verify::HeaderOnly,
-    )?;
+    use model_checkpoint::restore::Stored;
+    // A file, or a folder with an index (a deduplicated checkpoint).
+    let (opened, folder);
+    let weights = if crate::sharded::is_sharded(storage, &best_path) {
+        folder = model_checkpoint::sharded::ShardedCheckpoint::open(storage, &best_path)?;
+        Stored::sharded_weights(&folder).ok_or_else(|| format!("{best_path}: no head"))?
+    } else {
+        opened = model_checkpoint::store::CheckpointFile::open_in(
+            storage,
+            &best_path,
+            model_checkpoint::store::Verify::HeaderOnly,
+        )?;
+        Stored::weights(&opened)
+    };
     let logs = framework::evaluate_weights(
         args.framework,
         sizes,
         args.seed.wrapping_add(1),
-        &best_file,
+        &weights,
         validation,
         args.batch_size,
     )?;

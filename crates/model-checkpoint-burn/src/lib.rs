@@ -29,7 +29,7 @@ mod step;
 pub use error::Error;
 pub use learner::{data_loader, LabelledBatch, LearnerCheckpoint, Quiet, Sample, SampleBatcher};
 pub use mlp::{Mlp, MAX_LAYERS};
-pub use names::{from_dtype, load_weights, load_weights_with, to_dtype};
+pub use names::{from_dtype, load_weights, load_weights_from, load_weights_with, to_dtype};
 pub use parts::{Burn, TrainingParts};
 pub use step::{BurnStep, Classifier};
 

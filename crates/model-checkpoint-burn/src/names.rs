@@ -186,6 +186,16 @@ pub fn load_weights<M: Module>(
     restore(module, &model_checkpoint::restore::Stored::weights(file))
 }
 
+/// Like [`load_weights`], from any checkpoint's tensors (a deduplicated or sharded
+/// checkpoint's through [`model_checkpoint::restore::Stored::sharded_weights`]).
+///
+/// # Errors
+///
+/// As [`load_weights`].
+pub fn load_weights_from<M: Module>(module: M, source: &dyn TensorSource) -> Result<M, Error> {
+    restore(module, source)
+}
+
 /// Like [`load_weights`], as `options` say: not strict, the parameters the file matches are
 /// loaded and the report says what was missing, unexpected or mismatched (PyTorch's
 /// `strict=False`); with `cast`, float tensors of another float dtype are converted.

@@ -3,6 +3,7 @@
 use model_checkpoint::Error as CoreError;
 use std::path::Path;
 
+use model_checkpoint::sharded::{Ranks, ShardedCheckpoint};
 use model_checkpoint::store::{CheckpointFile, Name, TrainingDocument, Verify};
 use model_checkpoint::TensorSource;
 use model_checkpoint::{Callback, Checkpointable};
@@ -103,14 +104,48 @@ impl<S: Step> Trainer<S> {
         file: &CheckpointFile,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<Resumed, Error> {
-        let path = file.path();
+        self.resume_with(file.path(), callbacks, &|target, callbacks| {
+            model_checkpoint::restore::restore(file, target, callbacks)
+        })
+    }
+
+    /// Like [`Trainer::resume_from`], from a deduplicated checkpoint (or a sharded one saved
+    /// by one process), open with [`ShardedCheckpoint::open`]: each tensor's checksum is
+    /// checked as it is read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::resume`].
+    pub fn resume_from_sharded(
+        &mut self,
+        checkpoint: &ShardedCheckpoint,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Resumed, Error> {
+        self.resume_with(checkpoint.dir(), callbacks, &|target, callbacks| {
+            model_checkpoint::restore::restore_from_sharded(
+                checkpoint,
+                Ranks::single(),
+                target,
+                callbacks,
+            )
+        })
+    }
+
+    /// Resumes from the checkpoint `path`, which `restore` restores into the trainer's
+    /// parts and `callbacks`.
+    fn resume_with(
+        &mut self,
+        path: &Name,
+        callbacks: &mut [&mut dyn Callback],
+        restore: &RestoreInto<'_>,
+    ) -> Result<Resumed, Error> {
         // The core restores; the step supplies what is the framework's (the variables, the
         // optimizer slots), this crate what is fit's (its counters and generator).
         let mut target = Restoring {
             step: &mut self.step,
             fit: None,
         };
-        let restored = model_checkpoint::restore::restore(file, &mut target, callbacks)?;
+        let restored = restore(&mut target, callbacks)?;
         let state = target
             .fit
             .ok_or_else(|| bad(path, "the checkpoint was not written by fit: no fit state"))?;
@@ -134,6 +169,13 @@ impl<S: Step> Trainer<S> {
         Ok(resumed)
     }
 }
+
+/// A restore of a checkpoint into a trainer's parts and its callbacks.
+type RestoreInto<'a> = dyn Fn(
+        &mut dyn Checkpointable,
+        &mut [&mut dyn Callback],
+    ) -> Result<model_checkpoint::restore::Restored, CoreError>
+    + 'a;
 
 /// A trainer's parts as the core's `restore` sees them: where the weights, the optimizer
 /// state and the fit state go.

@@ -84,6 +84,18 @@ impl<'a> Stored<'a> {
         }
     }
 
+    /// The weights of a sharded or deduplicated checkpoint, whole, as one process loads
+    /// them (every tensor assembled from its pieces); `None` when it has no shard 0.
+    pub fn sharded_weights(checkpoint: &'a ShardedCheckpoint) -> Option<Self> {
+        /// No placements: every tensor whole.
+        static WHOLE: BTreeMap<String, Placement> = BTreeMap::new();
+        Some(Stored {
+            file: checkpoint.shard(0)?,
+            prefix: "",
+            sharded: Some((checkpoint, &WHOLE)),
+        })
+    }
+
     /// The training tensors in `file` (stored under `__training__/`).
     pub fn training(file: &'a CheckpointFile) -> Self {
         Stored {
@@ -355,6 +367,22 @@ pub fn restore_sharded(
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
     let checkpoint = ShardedCheckpoint::open(storage, dir)?;
+    restore_from_sharded(&checkpoint, ranks, model, callbacks)
+}
+
+/// [`restore_sharded`] from a sharded (or deduplicated) checkpoint already open: a
+/// deduplicated checkpoint is restored by one process with [`Ranks::single`].
+///
+/// # Errors
+///
+/// As [`restore_sharded`].
+pub fn restore_from_sharded(
+    checkpoint: &ShardedCheckpoint,
+    ranks: Ranks,
+    model: &mut dyn Checkpointable,
+    callbacks: &mut [&mut dyn Callback],
+) -> Result<Restored, Error> {
+    let dir = checkpoint.dir();
     let own = ranks.rank % checkpoint.world_size();
     let file = checkpoint.shard(own).ok_or_else(|| Error::Corrupt {
         path: dir.clone(),
@@ -365,7 +393,7 @@ pub fn restore_sharded(
     let layout = model.shard_layout();
     restore_with(
         file,
-        Some((&checkpoint, &layout)),
+        Some((checkpoint, &layout)),
         model,
         callbacks,
         RestoreOptions::default(),

@@ -18,6 +18,9 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// The version of this project's section.
 pub const SHARDED_FORMAT_VERSION: u32 = 1;
+/// The version of a deduplicated checkpoint's index (`blobs` instead of `shards`): a
+/// reader of version 1 refuses it by its version rather than misreading it.
+pub const DEDUP_FORMAT_VERSION: u32 = 2;
 
 /// Whether `file` is named as [`shard_file`] names shards.
 pub fn is_shard_file(file: &str) -> bool {
@@ -81,8 +84,13 @@ pub struct Sharded {
     pub world_size: usize,
     /// The save's identity, which every shard carries (a shard of another save is refused).
     pub save_id: String,
-    /// The shards, by rank.
+    /// The shards, by rank (in a deduplicated checkpoint one, its head: a blob holding the
+    /// save's metadata and no tensor).
     pub shards: Vec<ShardEntry>,
+    /// A deduplicated checkpoint's blobs (`crate::sharded::blobs`): content-addressed
+    /// files, each named relative to the index's folder, shared between checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<Vec<ShardEntry>>,
     /// Every tensor, by name.
     pub tensors: BTreeMap<String, GlobalTensor>,
     /// What the coordinator adds: epoch, step, logs, the global training state.
@@ -115,13 +123,45 @@ impl Index {
         let index: Index = serde_json::from_slice(bytes)
             .map_err(|e| bad(format!("the index is malformed: {e}")))?;
         let s = &index.model_checkpoint;
-        if s.format_version != SHARDED_FORMAT_VERSION {
+        let expected = match s.blobs {
+            None => SHARDED_FORMAT_VERSION,
+            Some(_) => DEDUP_FORMAT_VERSION,
+        };
+        if s.format_version != expected {
             return Err(bad(format!(
-                "sharded format version {} (this build reads {SHARDED_FORMAT_VERSION})",
+                "sharded format version {} (this build reads {SHARDED_FORMAT_VERSION}, and {DEDUP_FORMAT_VERSION} with blobs)",
                 s.format_version
             )));
         }
-        if s.world_size == 0 || s.world_size > MAX_WORLD_SIZE || s.shards.len() != s.world_size {
+        if let Some(blobs) = &s.blobs {
+            let head = s.shards.first().map(|sh| sh.file.as_str());
+            if s.world_size != 1
+                || s.shards.len() != 1
+                || !head.is_some_and(super::blobs::is_blob_reference)
+            {
+                return Err(bad(
+                    "a deduplicated checkpoint has one shard, its head, which is a blob".to_owned(),
+                ));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for blob in blobs {
+                if !super::blobs::is_blob_reference(&blob.file) {
+                    return Err(bad(format!(
+                        "blob {:?} is not named as a blob",
+                        crate::text::shorten(&blob.file, 100)
+                    )));
+                }
+                if !seen.insert(blob.file.as_str()) {
+                    return Err(bad(format!(
+                        "blob {:?} is listed twice",
+                        crate::text::shorten(&blob.file, 100)
+                    )));
+                }
+            }
+        } else if s.world_size == 0
+            || s.world_size > MAX_WORLD_SIZE
+            || s.shards.len() != s.world_size
+        {
             return Err(bad(format!(
                 "{} shards for a world size of {}",
                 s.shards.len(),
@@ -129,15 +169,19 @@ impl Index {
             )));
         }
         for (rank, shard) in s.shards.iter().enumerate() {
-            if shard.file != shard_file(rank, s.world_size) {
+            if s.blobs.is_none() && shard.file != shard_file(rank, s.world_size) {
                 return Err(bad(format!(
                     "shard {rank} is named {:?}",
                     crate::text::shorten(&shard.file, 100)
                 )));
             }
         }
-        let files: std::collections::BTreeSet<&str> =
-            s.shards.iter().map(|sh| sh.file.as_str()).collect();
+        let files: std::collections::BTreeSet<&str> = s
+            .shards
+            .iter()
+            .chain(s.blobs.iter().flatten())
+            .map(|sh| sh.file.as_str())
+            .collect();
         for (name, t) in &s.tensors {
             let named = |reason: &str| {
                 bad(format!(

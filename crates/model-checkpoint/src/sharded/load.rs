@@ -10,19 +10,18 @@ use std::collections::BTreeMap;
 use super::index::{
     copy_box, overlap, volume, GlobalTensor, Index, Region, INDEX_FILE, MAX_INDEX_BYTES,
 };
-use super::save::open_shard;
+use super::save::open_shard_named;
 use crate::model::{Dtype, HostTensor, NamedTensor, TensorData};
-use crate::store::{self, CheckpointFile, Kind, Name, SaveOptions, SaveReport, Storage};
+use crate::store::{self, CheckpointFile, Kind, Name, SaveOptions, SaveReport, Storage, Verify};
 use crate::Error;
 
 /// A committed sharded checkpoint, open for reading.
 pub struct ShardedCheckpoint {
     dir: Name,
     index: Index,
-    /// The shards, by rank, opened with their headers verified.
-    shards: Vec<CheckpointFile>,
-    /// Shard file name to rank.
-    ranks: BTreeMap<String, usize>,
+    /// The shards (by their file names) or the blobs (by the index's references to them),
+    /// opened with their headers verified.
+    files: BTreeMap<String, CheckpointFile>,
 }
 
 /// Reads a small object whole, refusing one over `limit` bytes; a missing one is `NotFound`.
@@ -45,10 +44,8 @@ impl ShardedCheckpoint {
     pub fn open(storage: &dyn Storage, dir: &Name) -> Result<Self, Error> {
         let index = read_index(storage, &dir.join(INDEX_FILE))?;
         let s = &index.model_checkpoint;
-        let mut shards = Vec::with_capacity(s.world_size);
-        let mut ranks = BTreeMap::new();
-        for (rank, entry) in s.shards.iter().enumerate() {
-            let (file, _) = open_shard(storage, dir, rank, s.world_size, Some(&s.save_id))?;
+        let mut files = BTreeMap::new();
+        let same = |file: &CheckpointFile, entry: &super::ShardEntry, what: &str| {
             let digest: String = file
                 .header_digest()
                 .iter()
@@ -57,17 +54,38 @@ impl ShardedCheckpoint {
             if digest != entry.header_sha256 || file.len() != entry.bytes {
                 return Err(Error::Corrupt {
                     path: file.path().clone(),
-                    reason: "it is not the shard the index committed (another version)".to_owned(),
+                    reason: format!("it is not the {what} the index committed (another version)"),
                 });
             }
-            ranks.insert(entry.file.clone(), rank);
-            shards.push(file);
+            Ok(())
+        };
+        for (rank, entry) in s.shards.iter().enumerate() {
+            // Named as the parser checked: `shard-…` here, or a blob for a deduplicated
+            // checkpoint's head.
+            let (file, _) = open_shard_named(
+                storage,
+                &dir.join(&entry.file),
+                rank,
+                s.world_size,
+                Some(&s.save_id),
+            )?;
+            same(&file, entry, "shard")?;
+            files.insert(entry.file.clone(), file);
+        }
+        for entry in s.blobs.iter().flatten() {
+            if files.contains_key(&entry.file) {
+                continue;
+            }
+            // The reference was checked by the index's parser: `../`, then the blob folder.
+            let file =
+                CheckpointFile::open_in(storage, &dir.join(&entry.file), Verify::HeaderOnly)?;
+            same(&file, entry, "blob")?;
+            files.insert(entry.file.clone(), file);
         }
         let checkpoint = ShardedCheckpoint {
             dir: dir.clone(),
             index,
-            shards,
-            ranks,
+            files,
         };
         // Every piece the index names is in its shard, with the index's shape and dtype.
         for (name, t) in &checkpoint.index.model_checkpoint.tensors {
@@ -93,7 +111,18 @@ impl ShardedCheckpoint {
 
     /// The shard rank `rank` wrote (for per-rank state: its generator, its data cursor).
     pub fn shard(&self, rank: usize) -> Option<&CheckpointFile> {
-        self.shards.get(rank)
+        let entry = self.index.model_checkpoint.shards.get(rank)?;
+        self.files.get(&entry.file)
+    }
+
+    /// Whether it is a deduplicated checkpoint (blobs, not shards).
+    pub fn is_dedup(&self) -> bool {
+        self.index.model_checkpoint.blobs.is_some()
+    }
+
+    /// The files it is made of (shards or blobs) as the index names them, opened.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &CheckpointFile)> {
+        self.files.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Every tensor, by name.
@@ -105,10 +134,9 @@ impl ShardedCheckpoint {
     pub(crate) fn dtype_of(&self, name: &str, t: &GlobalTensor) -> Result<Dtype, Error> {
         let mut dtype = None;
         for piece in &t.pieces {
-            let rank = self.ranks.get(&piece.file).copied().unwrap_or(usize::MAX);
             let shard = self
-                .shards
-                .get(rank)
+                .files
+                .get(&piece.file)
                 .ok_or_else(|| self.corrupt(name, "a piece names no shard"))?;
             let stored = shard
                 .tensor(name)
@@ -205,10 +233,9 @@ impl ShardedCheckpoint {
             else {
                 continue;
             };
-            let rank = self.ranks.get(&piece.file).copied().unwrap_or(usize::MAX);
             let shard = self
-                .shards
-                .get(rank)
+                .files
+                .get(&piece.file)
                 .ok_or_else(|| self.corrupt(name, "a piece names no shard"))?;
             // The whole piece, so that its checksum is checked.
             let src = shard.read(name)?;
@@ -310,6 +337,54 @@ impl TensorData for Lazy<'_> {
 /// [`Error::Io`] (`NotFound`) when there is none; [`Error::Corrupt`] for a malformed index.
 pub fn read_index(storage: &dyn Storage, name: &Name) -> Result<Index, Error> {
     Index::parse(name.as_str(), &read_small(storage, name, MAX_INDEX_BYTES)?)
+}
+
+/// The committed sharded (and deduplicated) checkpoints in the folders down to `depth`
+/// levels below the first under `root`, from their indexes alone (the shards are not
+/// opened): each folder, the bytes its files hold, and the metadata its index records
+/// (full when it holds a training state). Indexes that do not parse are left out.
+///
+/// # Errors
+///
+/// The storage's errors while listing.
+pub fn list_folders(
+    storage: &dyn Storage,
+    root: &Name,
+    depth: usize,
+) -> Result<Vec<crate::store::Listed>, Error> {
+    let mut found = Vec::new();
+    for object in storage.list(root, depth + 1)? {
+        if object.name.file_name() != Some(INDEX_FILE) {
+            continue;
+        }
+        let Ok(index) = read_index(storage, &object.name) else {
+            continue;
+        };
+        let s = &index.model_checkpoint;
+        let Ok(meta) = crate::store::Meta::from_info(&s.metadata) else {
+            continue;
+        };
+        let kind = if s.metadata.contains_key(store::KEY_TRAINING_STATE) {
+            Kind::Full
+        } else {
+            Kind::Weights
+        };
+        found.push(crate::store::Listed {
+            path: object.name.parent(),
+            size: s
+                .shards
+                .iter()
+                .chain(s.blobs.iter().flatten())
+                .map(|e| e.bytes)
+                .fold(0u64, u64::saturating_add),
+            header: Ok(crate::store::Header {
+                kind,
+                has_checksums: true,
+                meta,
+            }),
+        });
+    }
+    Ok(found)
 }
 
 /// The newest committed sharded checkpoint among the sub-folders of `root`: by the epoch

@@ -13,16 +13,22 @@
 //! - `index.rs`: the index, its checks, and the geometry of pieces.
 //! - `save.rs`: a rank's shard, the owners of replicated tensors, the commit.
 //! - `load.rs`: opening, assembling a tensor or a rank's box of it, consolidating, latest.
+//! - `blobs.rs`: deduplicated checkpoints, whose index names content-addressed blobs
+//!   shared between checkpoints instead of shards, and the collection of unnamed blobs.
 
+pub mod blobs;
 mod index;
 mod load;
 mod ranks;
 mod save;
 
 pub use index::{
-    is_shard_file, shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice, INDEX_FILE,
+    is_shard_file, shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice,
+    DEDUP_FORMAT_VERSION, INDEX_FILE,
 };
-pub use load::{latest_sharded, latest_sharded_matching, read_index, ShardedCheckpoint};
+pub use load::{
+    latest_sharded, latest_sharded_matching, list_folders, read_index, ShardedCheckpoint,
+};
 pub use ranks::{Ranks, MAX_WORLD_SIZE};
 
 pub use save::{

@@ -30,7 +30,7 @@ pub struct ShardTensor<'a> {
 }
 
 /// What a shard says about itself (in its metadata under [`KEY_SHARD`]).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ShardInfo {
     pub rank: usize,
     pub world_size: usize,
@@ -190,7 +190,24 @@ pub(crate) fn open_shard(
     world_size: usize,
     save_id: Option<&str>,
 ) -> Result<(CheckpointFile, ShardInfo), Error> {
-    let name = dir.join(&shard_file(rank, world_size));
+    open_shard_named(
+        storage,
+        &dir.join(&shard_file(rank, world_size)),
+        rank,
+        world_size,
+        save_id,
+    )
+}
+
+/// [`open_shard`], of the shard `name` (a deduplicated checkpoint's head is a blob).
+pub(crate) fn open_shard_named(
+    storage: &dyn Storage,
+    name: &Name,
+    rank: usize,
+    world_size: usize,
+    save_id: Option<&str>,
+) -> Result<(CheckpointFile, ShardInfo), Error> {
+    let name = name.clone();
     let file = CheckpointFile::open_in(storage, &name, Verify::HeaderOnly)?;
     let bad = |reason: String| Error::Corrupt {
         path: name.clone(),
@@ -400,29 +417,47 @@ pub fn gather(
             world_size,
             save_id: save_id.to_owned(),
             shards,
+            blobs: None,
             tensors,
             metadata: metadata.clone(),
         },
     };
-    let name = dir.join(INDEX_FILE);
-    let text = serde_json::to_vec(&index).map_err(|e| Error::Corrupt {
-        path: name.clone(),
-        reason: format!("the index cannot be written: {e}"),
-    })?;
-    if text.len() as u64 > super::index::MAX_INDEX_BYTES {
-        return Err(Error::TooLarge {
-            what: crate::text::shorten(name.as_str(), 200),
-            reason: format!(
-                "{} bytes, more than the {} a reader takes: save fewer, larger tensors",
-                text.len(),
-                super::index::MAX_INDEX_BYTES
-            ),
-        });
+    PendingIndex::checked(dir.join(INDEX_FILE), index)
+}
+
+impl PendingIndex {
+    /// `index`, to be published as `name`: written out, and checked as a reader will check
+    /// it (pieces that do not tile a tensor are an error now, not at the first load).
+    pub(crate) fn checked(name: Name, index: Index) -> Result<PendingIndex, Error> {
+        let text = serde_json::to_vec(&index).map_err(|e| Error::Corrupt {
+            path: name.clone(),
+            reason: format!("the index cannot be written: {e}"),
+        })?;
+        if text.len() as u64 > super::index::MAX_INDEX_BYTES {
+            return Err(Error::TooLarge {
+                what: crate::text::shorten(name.as_str(), 200),
+                reason: format!(
+                    "{} bytes, more than the {} a reader takes: save fewer, larger tensors",
+                    text.len(),
+                    super::index::MAX_INDEX_BYTES
+                ),
+            });
+        }
+        Index::parse(name.as_str(), &text)?;
+        Ok(PendingIndex { name, text, index })
     }
-    // Checked as a reader will check it: pieces that do not tile a tensor are an error now,
-    // not at the first load.
-    Index::parse(name.as_str(), &text)?;
-    Ok(PendingIndex { name, text, index })
+
+    /// Replaces whatever index is there with this one, atomically (a deduplicated
+    /// checkpoint saved again under its name, as Keras overwrites a file): readers see the
+    /// old checkpoint or the new one, both whole, since blobs are never rewritten.
+    ///
+    /// # Errors
+    ///
+    /// The storage's errors.
+    pub(crate) fn publish_replacing(self, storage: &dyn Storage) -> Result<Index, Error> {
+        store::write_whole(storage, &self.name, &self.text)?;
+        Ok(self.index)
+    }
 }
 
 /// Waits until folder `dir` has its index (what ranks other than 0 do before they go on),

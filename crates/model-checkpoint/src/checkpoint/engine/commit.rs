@@ -146,7 +146,10 @@ impl Engine {
         info: BTreeMap<String, String>,
     ) -> Result<(), Error> {
         let Planned { job, pending } = planned;
-        if let Some(ranks) = self.config.ranks {
+        if self.config.dedup {
+            return self.save_dedup(&job.path, job.kind, tensors, &info, pending);
+        }
+        if let Some(ranks) = self.config.folder_ranks() {
             let layout = ctx.model()?.shard_layout();
             return self.save_sharded(
                 Shard {

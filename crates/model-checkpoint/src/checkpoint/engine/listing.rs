@@ -25,8 +25,14 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
+        // A run whose saves are folders with an index: those, from their indexes.
+        let folders = match self.config.folder_ranks() {
+            Some(_) => crate::sharded::list_folders(&*self.config.storage, &dir, depth)?,
+            None => Vec::new(),
+        };
         let mut own: Vec<Listed> = listed
             .into_iter()
+            .chain(folders)
             .filter(|l| self.could_have_written(&l.path).is_ok())
             .filter(|l| {
                 l.header
@@ -91,11 +97,15 @@ impl Engine {
     }
 
     /// The newest sharded checkpoint of this run that its template could have produced in
-    /// its folder (sub-folders included).
+    /// its folder (sub-folders included). Deduplicated checkpoints are one process's, whose
+    /// run id is known only once resumed: the newest of any run, as for single files.
     pub(crate) fn latest_sharded(&self) -> Result<Name, Error> {
         let dir = self.folder();
         let depth = self.folder_depth(&dir);
-        let run = format!("{}/", self.run_id());
+        let run = match self.config.dedup {
+            true => String::new(),
+            false => format!("{}/", self.run_id()),
+        };
         crate::sharded::latest_sharded_matching(
             &*self.config.storage,
             &dir,
@@ -180,7 +190,7 @@ impl Engine {
     /// apart by the run id in the files, and a requeued job resuming `latest` there would
     /// take the other run's newest (one folder per run; or give the run id).
     pub(crate) fn warn_of_other_runs(&mut self) {
-        if self.resumed || self.warned_other_runs || self.config.ranks.is_some() {
+        if self.resumed || self.warned_other_runs || self.config.folder_ranks().is_some() {
             return;
         }
         self.warned_other_runs = true;

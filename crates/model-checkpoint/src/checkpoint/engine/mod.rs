@@ -7,6 +7,8 @@
 //! - `commit.rs`: a save from the model's tensors to a committed file (the payload, then
 //!   the dispatch: foreground or the writer thread), and what follows it.
 //! - `sharded.rs`: the same for a multi-process run's sharded saves.
+//! - `dedup.rs`: deduplicated saves (blobs, a head, an index) and the collection of blobs
+//!   no index names.
 //! - `names.rs`: which names the engine may write.
 //! - `ownership.rs`: the run's identity, and the proof of ownership retention needs.
 //! - `listing.rs`: what the run saved that is still there (best, latest).
@@ -15,6 +17,7 @@
 //! [`Config`] is what the builder decided; [`Engine`] adds the running state.
 
 mod commit;
+mod dedup;
 mod journal;
 mod listing;
 mod names;
@@ -138,6 +141,9 @@ pub(crate) struct Config {
     pub overwrite: bool,
     /// This process among those of a multi-process run: saves are sharded checkpoints.
     pub ranks: Option<crate::sharded::Ranks>,
+    /// Saves are deduplicated checkpoints: an index naming content-addressed blobs shared
+    /// between checkpoints (`crate::sharded::blobs`).
+    pub dedup: bool,
     /// How long a sharded save's coordinator waits for the shards (and the others for the
     /// index).
     pub commit_options: crate::sharded::CommitOptions,
@@ -150,6 +156,13 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// Where saves are folders with an index (a sharded run, or deduplicated saves, which
+    /// are one process's "sharded" checkpoints): this process among the run's.
+    pub fn folder_ranks(&self) -> Option<crate::sharded::Ranks> {
+        self.ranks
+            .or(self.dedup.then(crate::sharded::Ranks::single))
+    }
+
     /// Keras's behaviour for `template`: the local file system, overwrite, no retention,
     /// no `last`, foreground saves.
     fn new(template: String) -> Self {
@@ -163,6 +176,7 @@ impl Config {
             last: Last::Off,
             overwrite: true,
             ranks: None,
+            dedup: false,
             commit_options: crate::sharded::CommitOptions::default(),
             barrier: None,
             explicit_run_id: false,
@@ -197,6 +211,14 @@ pub(crate) struct Engine {
     pub interrupt_saved: Option<Name>,
     /// Whether the engine took its state from a checkpoint (a resumed run).
     resumed: bool,
+    /// The blobs of deduplicated saves this process knows are there.
+    known_blobs: crate::sharded::blobs::KnownBlobs,
+    /// The blob folder's lock, taken at the first deduplicated save (which clears the
+    /// temporary files a killed save left there), released with the folder's.
+    blobs_lock: Option<Box<dyn std::any::Any + Send>>,
+    /// Whether this process has collected unnamed blobs yet (it does once, at its first
+    /// deduplicated save, for what a crash of the run left).
+    blobs_collected: bool,
     /// Whether the warning about other runs in the folder was given.
     warned_other_runs: bool,
     /// Whether the model was seen to hand over the training state a full checkpoint needs
@@ -237,6 +259,9 @@ impl Engine {
             planned: Vec::new(),
             interrupt_saved: None,
             resumed: false,
+            known_blobs: Default::default(),
+            blobs_lock: None,
+            blobs_collected: false,
             warned_other_runs: false,
             full_checked: false,
         }
@@ -313,6 +338,7 @@ impl Engine {
         if let Some(writer) = &mut self.writer {
             writer.release_buffers();
         }
+        self.blobs_lock = None;
         self.lock = None;
         flushed
     }
@@ -351,7 +377,7 @@ impl Engine {
                 .chain(self.planned.iter().map(|planned| &planned.pending))
                 .any(|pending| pending.file.path == *p)
         };
-        let taken = |p: &Name| match self.config.ranks {
+        let taken = |p: &Name| match self.config.folder_ranks() {
             _ if pending(p) => Ok(true),
             Some(_) => self
                 .config

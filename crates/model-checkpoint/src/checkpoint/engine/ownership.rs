@@ -222,6 +222,44 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Whether this run may delete the deduplicated checkpoint in folder `dir`: a name its
+    /// template could produce, whose index's head (in the run's blob folder) carries this
+    /// run's id, and that this callback saved, or a confirmed run left its marker for.
+    /// Returns the head's digest (its marker's).
+    pub(crate) fn owns_dedup(&self, dir: &Name) -> Result<[u8; 32], String> {
+        self.could_have_written(dir)?;
+        let storage = &*self.config.storage;
+        let index = crate::sharded::read_index(storage, &dir.join(crate::sharded::INDEX_FILE))
+            .map_err(|e| e.to_string())?;
+        let head = index
+            .model_checkpoint
+            .shards
+            .first()
+            .map(|entry| dir.join(&entry.file))
+            .filter(|head| head.parent() == crate::sharded::blobs::blobs_dir(&self.folder()))
+            .ok_or("its head is not in this run's blob folder")?;
+        let file = CheckpointFile::open_in(storage, &head, Verify::HeaderOnly)
+            .map_err(|e| e.to_string())?;
+        let id = Meta::from_info(file.info())?.run_id;
+        if id.as_deref() != Some(self.run_id()) || self.run_id().is_empty() {
+            return Err("it does not carry this run's id".to_owned());
+        }
+        let digest = file.header_digest();
+        if self.session_saved.contains(dir) {
+            return Ok(digest);
+        }
+        if !self.run_confirmed {
+            return Err("the run this callback resumed is not confirmed".to_owned());
+        }
+        let marker = self.marker(self.run_id(), &digest);
+        if !storage.exists_as_own(&marker).unwrap_or(false) {
+            return Err("this run left no marker for it".to_owned());
+        }
+        Ok(digest)
+    }
+}
+
 /// The file name of run `id`'s marker for the file whose head has `digest`.
 fn marker_file(id: &str, digest: &[u8; 32]) -> String {
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();

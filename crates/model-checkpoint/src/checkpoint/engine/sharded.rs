@@ -158,7 +158,11 @@ impl Engine {
     /// A sharded save is committed: track it, and on rank 0 apply retention to whole
     /// folders. Only folders this engine saved are deleted (a resumed run keeps the ones
     /// from before the resume: extra folders, never lost ones).
-    fn committed_sharded(&mut self, pending: Pending, ranks: sharded::Ranks) -> Result<(), Error> {
+    pub(super) fn committed_sharded(
+        &mut self,
+        pending: Pending,
+        ranks: sharded::Ranks,
+    ) -> Result<(), Error> {
         // Rank 0 alone keeps the journal: it is rewritten whole at each row, and rank 0 is
         // the one that deletes.
         if ranks.rank == 0 {
@@ -178,12 +182,26 @@ impl Engine {
             if ranks.rank != 0 {
                 return Fate::Forget;
             }
-            if !engine.session_saved.contains(&f.path) || engine.could_have_written(&f.path).is_err() {
+            let mut head = None;
+            if engine.config.dedup {
+                match engine.owns_dedup(&f.path) {
+                    Ok(digest) => head = Some(digest),
+                    Err(why) => {
+                        log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
+                        return Fate::Forget;
+                    }
+                }
+            } else if !engine.session_saved.contains(&f.path) || engine.could_have_written(&f.path).is_err() {
                 log::warn!(target: "model_checkpoint", "retention leaves {} alone: this run did not save it in this process", f.path.display());
                 return Fate::Forget;
             }
             match engine.delete_sharded(&f.path) {
                 Ok(()) => {
+                    // The head's blob goes at the collection that follows; its marker now.
+                    if let Some(digest) = head {
+                        engine.delete_marker(&digest);
+                        engine.session_digests.remove(&f.path);
+                    }
                     engine.journal_row("deleted", f, None);
                     engine.session_saved.remove(&f.path);
                     Fate::Forget
@@ -216,6 +234,9 @@ impl Engine {
         let Some(last) = self.sharded_last() else {
             return Ok(());
         };
+        if self.config.dedup {
+            return self.copy_dedup_to_last(from, &last);
+        }
         // `last/` holds a copy of some run's checkpoint; anything else there stays.
         let any_run = gate::Claim::ShardedPart { run_id: None };
         let last_index = last.join(INDEX_FILE);
@@ -271,13 +292,18 @@ impl Engine {
         let index_name = dir.join(INDEX_FILE);
         // The world size comes from the index (proved this run's by the gate just after);
         // shard names are made here, never taken from a file.
+        // A deduplicated checkpoint's head and blobs are not in its folder: collected after.
         let world = sharded::read_index(&*self.config.storage, &index_name)
             .ok()
-            .map(|index| index.model_checkpoint.world_size);
+            .map(|index| match index.model_checkpoint.blobs {
+                Some(_) => 0,
+                None => index.model_checkpoint.world_size,
+            });
         delete_index(&*self.config.storage, &index_name, Some(self.run_id()))?;
         let world = world
             .or(self.config.ranks.map(|r| r.world_size))
             .unwrap_or(0);
+        let world = if self.config.dedup { 0 } else { world };
         for rank in 0..world {
             let shard = dir.join(&sharded::shard_file(rank, world));
             if let Err(e) = gate::delete(&*self.config.storage, &shard, claim) {

@@ -360,7 +360,7 @@ impl Callback for ModelCheckpoint {
         self.check_filepath()?;
         // A file at the `last` name that this tool did not write is refused now, before
         // any training, rather than at the first save.
-        if let (Some(last), None) = (self.engine.last_path(), self.engine.config.ranks) {
+        if let (Some(last), None) = (self.engine.last_path(), self.engine.config.folder_ranks()) {
             self.engine.check_replaceable(&last)?;
         }
         self.engine.ensure_run_id();
@@ -384,7 +384,7 @@ impl Callback for ModelCheckpoint {
     /// checkpoints are now newer than any point it was interrupted at.
     fn on_train_end(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
         self.run_planned(ctx)?;
-        if self.triggers.interrupted.is_none() && self.engine.config.ranks.is_none() {
+        if self.triggers.interrupted.is_none() && self.engine.config.folder_ranks().is_none() {
             self.engine.retire_interrupt_files();
         }
         self.engine.finish()?;

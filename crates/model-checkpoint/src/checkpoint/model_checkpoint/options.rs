@@ -181,6 +181,30 @@ impl ModelCheckpoint {
         self
     }
 
+    /// Deduplicated saves (beyond Keras): each checkpoint is a folder under its name holding
+    /// `model.safetensors.index.json`, whose tensors are content-addressed blobs in
+    /// `blobs/` of the callback's folder, shared by every checkpoint of the run that holds
+    /// the same bytes under the same name (a frozen backbone is written once). Python's
+    /// `safetensors` reads each blob, and index-aware loaders the checkpoint, unchanged.
+    /// Retention deletes a checkpoint's index, then the blobs no index names that this run
+    /// wrote. Saving the same name again replaces its index atomically. Restore with
+    /// [`crate::restore::restore`] on the folder, or [`ModelCheckpoint::latest`].
+    ///
+    /// Not yet combined with background saves, a multi-process run, or saves on a signal
+    /// (each refused at `on_train_begin`).
+    ///
+    /// ```
+    /// use model_checkpoint::ModelCheckpoint;
+    /// let checkpoint = ModelCheckpoint::new("ckpt/weights.{epoch:02d}.safetensors")
+    ///     .dedup(true)
+    ///     .keep_last(3);
+    /// # let _ = checkpoint;
+    /// ```
+    pub fn dedup(mut self, yes: bool) -> Self {
+        self.engine.config.dedup = yes;
+        self
+    }
+
     /// The ranks' own collective (MPI, NCCL …) for sharded saves, instead of polling the
     /// storage for the shards and the index. Default: none (polling, with backoff).
     pub fn shard_barrier(mut self, barrier: Arc<dyn crate::sharded::Barrier>) -> Self {
@@ -234,6 +258,24 @@ impl ModelCheckpoint {
             });
         }
         self.engine.check_template()?;
+        if self.engine.config.dedup {
+            let refuse = |reason: &str| {
+                Err(Error::BadState {
+                    key: crate::text::shorten(&self.key(), 200),
+                    reason: format!("a deduplicated save {reason}"),
+                })
+            };
+            if self.engine.config.ranks.is_some_and(|r| r.world_size > 1) {
+                return refuse("in a multi-process run is not supported yet");
+            }
+            if self.engine.config.background {
+                return refuse("does not support background saves yet");
+            }
+            if self.triggers.save_on_interrupt {
+                return refuse("does not support saves on a signal yet");
+            }
+            return Ok(());
+        }
         if self.engine.config.ranks.is_some() {
             let refuse = |reason: &str| {
                 Err(Error::BadState {
@@ -305,7 +347,7 @@ impl ModelCheckpoint {
     ///
     /// [`Error::NoCheckpoint`] when there is none.
     pub fn latest(&self) -> Result<Name, Error> {
-        if self.engine.config.ranks.is_some() {
+        if self.engine.config.folder_ranks().is_some() {
             return self.engine.latest_sharded();
         }
         self.engine.latest()

@@ -1,0 +1,505 @@
+//! Deduplicated checkpoints: each tensor is a content-addressed blob, shared by every
+//! checkpoint of the run that holds the same bytes under the same name; a checkpoint is an
+//! index (`model.safetensors.index.json`, the layout sharded saves write) naming its blobs.
+//!
+//! A blob is a plain file of this project's format holding one tensor under its own name,
+//! in the folder `blobs/` of the run's folder, named by the SHA-256 of the tensor's name,
+//! dtype, shape and bytes (never by the CRC, which is not made to tell contents apart):
+//! `blobs/<64 hex digits>.safetensors`. The index names it relative to the checkpoint's
+//! folder (`../blobs/….safetensors`), so that Hugging Face's index readers, and Python's
+//! `safetensors` file by file, read a deduplicated checkpoint unchanged.
+//!
+//! A save writes the blobs it lacks (each committed and durable before the index), then the
+//! index: no index, no checkpoint. Blobs are never rewritten, so replacing an index is
+//! atomic for readers. A blob goes only when no index in the run's folder names it, and only
+//! one this run wrote (its header carries the run id), through the deletion gate
+//! ([`collect`]): a crash at any point leaves every committed checkpoint whole and at most
+//! blobs nothing names, which the run's next collection removes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+use super::index::{GlobalTensor, Index, Piece, ShardEntry, Sharded, DEDUP_FORMAT_VERSION};
+use super::save::{PendingIndex, ShardInfo, KEY_SHARD};
+use super::INDEX_FILE;
+use crate::model::NamedTensor;
+use crate::store::{
+    self, gate, CheckpointFile, Commit, Kind, Meta, Name, SaveOptions, Storage, Verify,
+};
+use crate::Error;
+
+/// The folder of a run's blobs, in the run's folder.
+pub const BLOBS_DIR: &str = "blobs";
+/// The length of a blob's id: SHA-256 in hex.
+const ID_LEN: usize = 64;
+/// The most `../` a blob reference may climb (a template's folders are fewer).
+const MAX_UP: usize = 64;
+/// The most indexes [`collect`] reads in one collection (beyond that it deletes nothing).
+const MAX_INDEXES: usize = 100_000;
+/// How deep [`collect`] looks for indexes below the run's folder.
+const INDEX_DEPTH: usize = 16;
+
+/// Whether `file`, as an index names it, is a blob: `../` at least once, then
+/// `blobs/<64 lowercase hex digits>.safetensors`.
+pub fn is_blob_reference(file: &str) -> bool {
+    let mut rest = file;
+    let mut up = 0;
+    while let Some(r) = rest.strip_prefix("../") {
+        rest = r;
+        up += 1;
+    }
+    (1..=MAX_UP).contains(&up)
+        && rest
+            .strip_prefix(BLOBS_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .is_some_and(is_blob_id)
+}
+
+/// Whether `id` is a blob id: 64 lowercase hex digits.
+fn is_blob_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The blob id of `tensor`: SHA-256 of a tag, its name, dtype, shape and bytes.
+///
+/// # Errors
+///
+/// The tensor's own error while its bytes are read.
+pub fn blob_id(tensor: &NamedTensor<'_>) -> Result<String, Error> {
+    let mut hash = Sha256::new();
+    hash.update(b"model-checkpoint blob 1\0");
+    hash.update((tensor.name.len() as u64).to_le_bytes());
+    hash.update(tensor.name.as_bytes());
+    hash.update(format!("{:?}", tensor.data.dtype()).as_bytes());
+    let shape = tensor.data.shape();
+    hash.update((shape.len() as u64).to_le_bytes());
+    for d in shape.iter() {
+        hash.update((*d as u64).to_le_bytes());
+    }
+    tensor
+        .data
+        .write_to(&mut |bytes| {
+            hash.update(bytes);
+            Ok(())
+        })
+        .map_err(|_| Error::TensorName {
+            name: crate::text::shorten(&tensor.name, 200),
+            reason: "its bytes could not be read to name its blob",
+        })?;
+    Ok(hex(&hash.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The blob folder of a run whose folder is `folder`.
+pub fn blobs_dir(folder: &Name) -> Name {
+    folder.join(BLOBS_DIR)
+}
+
+/// What this process knows of blobs that exist: id to its entry (size, header digest),
+/// so that a blob confirmed once is not read again at every save.
+#[derive(Debug, Default)]
+pub struct KnownBlobs(BTreeMap<String, (u64, String)>);
+
+impl KnownBlobs {
+    /// Forgets `id` (a blob [`collect`] deleted).
+    fn forget(&mut self, id: &str) {
+        self.0.remove(id);
+    }
+}
+
+/// A deduplicated save, ready to publish.
+#[derive(Debug)]
+pub struct DedupSave {
+    /// The index to publish (the commit).
+    pub index: PendingIndex,
+    /// The checkpoint's head (the blob holding its metadata), and its header's SHA-256.
+    pub head: (Name, [u8; 32]),
+    /// Bytes of the blobs this save wrote.
+    pub written_bytes: u64,
+    /// Bytes of the tensors found in blobs already there.
+    pub reused_bytes: u64,
+}
+
+/// Writes the blobs of `tensors` that `blobs` lacks, and the checkpoint's head (a blob with
+/// no tensor whose metadata is `metadata` and the shard description, as a one-process
+/// sharded save's only shard: what a restore reads the training state and the run from),
+/// and makes the index of the checkpoint folder `dir`, for the caller to publish. Blobs
+/// carry `run_id` (the head in `metadata`), which is what lets [`collect`] delete them.
+///
+/// # Errors
+///
+/// A blob that is there but is not the tensor its name says ([`Error::Corrupt`]); the
+/// store's errors.
+#[allow(clippy::too_many_arguments)]
+pub fn save_dedup(
+    storage: &dyn Storage,
+    dir: &Name,
+    blobs: &Name,
+    save_id: &str,
+    kind: Kind,
+    tensors: Vec<NamedTensor<'_>>,
+    metadata: &BTreeMap<String, String>,
+    run_id: &str,
+    known: &mut KnownBlobs,
+) -> Result<DedupSave, Error> {
+    let up = up_from(dir, &blobs.parent())?;
+    let info = Meta {
+        run_id: Some(run_id.to_owned()),
+        ..Meta::default()
+    }
+    .to_info();
+    storage.prepare_dir(blobs)?;
+    let mut entries: BTreeMap<String, ShardEntry> = BTreeMap::new();
+    let mut index_tensors = BTreeMap::new();
+    let mut weight_map = BTreeMap::new();
+    let (mut written_bytes, mut reused_bytes, mut total) = (0u64, 0u64, 0u64);
+    for tensor in &tensors {
+        let id = blob_id(tensor)?;
+        let name = blobs.join(&format!("{id}.safetensors"));
+        let rel = format!("{up}{BLOBS_DIR}/{id}.safetensors");
+        let len = tensor.data.byte_len() as u64;
+        total = total.saturating_add(len);
+        let (bytes, digest) = match known.0.get(&id) {
+            Some(entry) => {
+                reused_bytes = reused_bytes.saturating_add(len);
+                entry.clone()
+            }
+            None => {
+                let found = if storage.exists(&name)? {
+                    Some(check_blob(storage, &name, tensor)?)
+                } else {
+                    let options = SaveOptions {
+                        commit: Commit::CreateNew,
+                        ..SaveOptions::default()
+                    };
+                    match store::save_to(
+                        storage,
+                        &name,
+                        Kind::Weights,
+                        std::slice::from_ref(tensor),
+                        &info,
+                        &options,
+                    ) {
+                        Ok(report) => {
+                            written_bytes = written_bytes.saturating_add(report.bytes);
+                            known
+                                .0
+                                .insert(id.clone(), (report.bytes, hex(&report.header_digest)));
+                            None
+                        }
+                        // Another save wrote it meanwhile: the same bytes.
+                        Err(Error::AlreadyExists { .. }) => {
+                            Some(check_blob(storage, &name, tensor)?)
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                if let Some(entry) = found {
+                    reused_bytes = reused_bytes.saturating_add(len);
+                    known.0.insert(id.clone(), entry);
+                }
+                known.0.get(&id).cloned().unwrap_or_default()
+            }
+        };
+        let shape = tensor.data.shape().to_vec();
+        index_tensors.insert(
+            tensor.name.clone(),
+            GlobalTensor {
+                dtype: format!("{:?}", tensor.data.dtype()),
+                global_shape: shape.clone(),
+                pieces: vec![Piece {
+                    file: rel.clone(),
+                    offsets: vec![0; shape.len()],
+                    shape,
+                }],
+            },
+        );
+        weight_map.insert(tensor.name.clone(), rel.clone());
+        entries.entry(rel.clone()).or_insert(ShardEntry {
+            file: rel,
+            bytes,
+            header_sha256: digest,
+        });
+    }
+    let (head, head_entry, head_bytes, head_digest) =
+        write_head(storage, blobs, &up, save_id, kind, metadata)?;
+    written_bytes = written_bytes.saturating_add(head_bytes);
+    let index = Index {
+        metadata: BTreeMap::from([("total_size".to_owned(), serde_json::json!(total))]),
+        weight_map,
+        model_checkpoint: Sharded {
+            format_version: DEDUP_FORMAT_VERSION,
+            world_size: 1,
+            save_id: save_id.to_owned(),
+            shards: vec![head_entry],
+            blobs: Some(entries.into_values().collect()),
+            tensors: index_tensors,
+            metadata: metadata.clone(),
+        },
+    };
+    Ok(DedupSave {
+        index: PendingIndex::checked(dir.join(INDEX_FILE), index)?,
+        head: (head, head_digest),
+        written_bytes,
+        reused_bytes,
+    })
+}
+
+/// Writes the head of save `save_id`: a blob with no tensor, whose metadata is `metadata`
+/// and the shard description, named by the SHA-256 of both. Returns its name, its entry in
+/// the index (named with `up` before the blob folder), the bytes written (0 when it was
+/// there) and its header's SHA-256.
+fn write_head(
+    storage: &dyn Storage,
+    blobs: &Name,
+    up: &str,
+    save_id: &str,
+    kind: Kind,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(Name, ShardEntry, u64, [u8; 32]), Error> {
+    let shard = ShardInfo {
+        rank: 0,
+        world_size: 1,
+        save_id: save_id.to_owned(),
+        ..ShardInfo::default()
+    };
+    let mut info = metadata.clone();
+    info.insert(
+        KEY_SHARD.to_owned(),
+        serde_json::to_string(&shard).map_err(|e| Error::Corrupt {
+            path: blobs.clone(),
+            reason: format!("the shard description cannot be written: {e}"),
+        })?,
+    );
+    let mut hash = Sha256::new();
+    hash.update(b"model-checkpoint head 1\0");
+    hash.update(kind.as_str().as_bytes());
+    for (k, v) in &info {
+        for part in [k, v] {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part.as_bytes());
+        }
+    }
+    let id = hex(&hash.finalize());
+    let name = blobs.join(&format!("{id}.safetensors"));
+    let options = SaveOptions {
+        commit: Commit::CreateNew,
+        ..SaveOptions::default()
+    };
+    let (bytes, digest, written) = match store::save_to(storage, &name, kind, &[], &info, &options)
+    {
+        Ok(report) => (report.bytes, report.header_digest, report.bytes),
+        Err(Error::AlreadyExists { .. }) => {
+            let file = CheckpointFile::open_in(storage, &name, Verify::HeaderOnly)?;
+            (file.len(), file.header_digest(), 0)
+        }
+        Err(e) => return Err(e),
+    };
+    let entry = ShardEntry {
+        file: format!("{up}{BLOBS_DIR}/{id}.safetensors"),
+        bytes,
+        header_sha256: hex(&digest),
+    };
+    Ok((name, entry, written, digest))
+}
+
+/// The references from a checkpoint folder `dir` up to the blob folder of the run folder
+/// `folder`: `../` once per level.
+fn up_from(dir: &Name, folder: &Name) -> Result<String, Error> {
+    let levels = dir
+        .strip_prefix(folder)
+        .map_or(0, |rest| rest.split('/').filter(|c| !c.is_empty()).count());
+    if levels == 0 || levels > MAX_UP {
+        return Err(Error::BadLocation {
+            location: crate::text::shorten(dir.as_str(), 200),
+            reason: format!(
+                "a deduplicated checkpoint must lie below {folder}, at most {MAX_UP} levels down"
+            ),
+        });
+    }
+    Ok("../".repeat(levels))
+}
+
+/// `index` (of the deduplicated checkpoint in `from`) as the folder `to` names the same
+/// blobs, both below the run folder `folder`: what `save_last`'s `last/` holds.
+///
+/// # Errors
+///
+/// `to` not below `folder` ([`Error::BadLocation`]); a reference that leaves the blob
+/// folder ([`Error::Corrupt`]).
+pub fn relocate(mut index: Index, from: &Name, to: &Name, folder: &Name) -> Result<Index, Error> {
+    let up = up_from(to, folder)?;
+    let blobs = blobs_dir(folder);
+    let moved = |file: &mut String| -> Result<(), Error> {
+        let rest = from
+            .join(file)
+            .strip_prefix(&blobs)
+            .filter(|rest| !rest.contains('/'))
+            .ok_or_else(|| Error::Corrupt {
+                path: from.join(INDEX_FILE),
+                reason: format!("{:?} is not in {blobs}", crate::text::shorten(file, 100)),
+            })?;
+        *file = format!("{up}{BLOBS_DIR}/{rest}");
+        Ok(())
+    };
+    let s = &mut index.model_checkpoint;
+    for entry in s.shards.iter_mut().chain(s.blobs.iter_mut().flatten()) {
+        moved(&mut entry.file)?;
+    }
+    for t in s.tensors.values_mut() {
+        for piece in &mut t.pieces {
+            moved(&mut piece.file)?;
+        }
+    }
+    for file in index.weight_map.values_mut() {
+        moved(file)?;
+    }
+    Ok(index)
+}
+
+/// A blob already there, checked to hold `tensor`'s name, dtype and shape (its bytes are
+/// what its name says unless it was damaged, which verification finds); its entry.
+fn check_blob(
+    storage: &dyn Storage,
+    name: &Name,
+    tensor: &NamedTensor<'_>,
+) -> Result<(u64, String), Error> {
+    let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
+    let holds = file.tensors().count() == 1
+        && file.tensor(&tensor.name).is_some_and(|t| {
+            t.dtype == tensor.data.dtype() && t.shape == tensor.data.shape().as_ref()
+        });
+    if !holds {
+        return Err(Error::Corrupt {
+            path: name.clone(),
+            reason: format!(
+                "it is not the blob of tensor {:?} its name says",
+                crate::text::shorten(&tensor.name, 100)
+            ),
+        });
+    }
+    Ok((file.len(), hex(&file.header_digest())))
+}
+
+/// What [`collect`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// Blobs deleted.
+    pub deleted: Vec<Name>,
+    /// Bytes they held.
+    pub bytes: u64,
+}
+
+/// Deletes the blobs in `folder`'s blob folder that no index below `folder` names and that
+/// run `run_id` wrote, through the deletion gate. Indexes are read first; one that cannot be
+/// read stops the collection (nothing is deleted: a blob it may name stays).
+///
+/// # Errors
+///
+/// The storage's errors while listing; deletes that fail are logged and left for the next
+/// collection.
+pub fn collect(
+    storage: &dyn Storage,
+    folder: &Name,
+    run_id: &str,
+    known: &mut KnownBlobs,
+) -> Result<Collected, Error> {
+    let blobs = blobs_dir(folder);
+    let listed = storage.list(folder, INDEX_DEPTH)?;
+    let mut named: BTreeSet<Name> = BTreeSet::new();
+    let mut candidates = Vec::new();
+    let mut indexes = 0usize;
+    for object in &listed {
+        if object.name.parent() == blobs {
+            let is_blob = object
+                .name
+                .file_name()
+                .and_then(|f| f.strip_suffix(".safetensors"))
+                .is_some_and(is_blob_id);
+            if is_blob {
+                candidates.push(object.clone());
+            }
+            continue;
+        }
+        if object.name.file_name() != Some(INDEX_FILE) {
+            continue;
+        }
+        indexes += 1;
+        if indexes > MAX_INDEXES {
+            log::warn!(target: "model_checkpoint", "blobs in {blobs} not collected: more than {MAX_INDEXES} indexes");
+            return Ok(Collected::default());
+        }
+        let index = match super::read_index(storage, &object.name) {
+            Ok(index) => index,
+            // Gone since the listing (another index replaced): names nothing now.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue
+            }
+            Err(e) => {
+                log::warn!(target: "model_checkpoint", "blobs in {blobs} not collected: {e}");
+                return Ok(Collected::default());
+            }
+        };
+        let dir = object.name.parent();
+        let s = &index.model_checkpoint;
+        for blob in s.shards.iter().chain(s.blobs.iter().flatten()) {
+            named.insert(dir.join(&blob.file));
+        }
+    }
+    let mut collected = Collected::default();
+    for object in candidates {
+        if named.contains(&object.name) {
+            continue;
+        }
+        let claim = gate::Claim::ShardedPart {
+            run_id: Some(run_id),
+        };
+        match gate::delete(storage, &object.name, claim) {
+            Ok(()) => {
+                if let Some(id) = object
+                    .name
+                    .file_name()
+                    .and_then(|f| f.strip_suffix(".safetensors"))
+                {
+                    known.forget(id);
+                }
+                collected.bytes = collected.bytes.saturating_add(object.size);
+                collected.deleted.push(object.name);
+            }
+            // Another run's blob: never this run's to delete.
+            Err(Error::NotOurs { .. }) => {}
+            Err(e) => {
+                log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", object.name);
+            }
+        }
+    }
+    Ok(collected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_references_are_strict() {
+        let id = "a".repeat(64);
+        assert!(is_blob_reference(&format!("../blobs/{id}.safetensors")));
+        assert!(is_blob_reference(&format!("../../blobs/{id}.safetensors")));
+        for bad in [
+            format!("blobs/{id}.safetensors"),
+            format!("../blobs/{}.safetensors", "A".repeat(64)),
+            format!("../blobs/{}.safetensors", "a".repeat(63)),
+            format!("../x/../blobs/{id}.safetensors"),
+            format!("../blobs/{id}.safetensors/"),
+            format!("/../blobs/{id}.safetensors"),
+            format!("{}blobs/{id}.safetensors", "../".repeat(65)),
+        ] {
+            assert!(!is_blob_reference(&bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Deduplicated checkpoints (`ModelCheckpoint::dedup`): unchanged tensors are written
+//! once and shared; every checkpoint reads back whole through its index (as Python's
+//! `safetensors` reads each blob); retention deletes indexes, then the blobs no index names
+//! that the run wrote, never another run's; a fixed name's index is replaced; damage is
+//! found; exact restore; and SIGKILL at any point of saves and retention leaves every
+//! committed checkpoint with all its blobs.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use model_checkpoint::restore::restore_from_sharded;
+use model_checkpoint::sharded::{blobs, Ranks, ShardedCheckpoint, INDEX_FILE};
+use model_checkpoint::store::{LocalFolder, Name, Storage};
+use model_checkpoint::{
+    Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
+    NamedTensor, TensorSource,
+};
+
+/// A model with a frozen backbone (`FROZEN` bytes that never change), a trainable head
+/// and an optimizer moment that change every epoch.
+struct Model {
+    epoch: Cell<u32>,
+    restored: std::cell::RefCell<Vec<(String, Vec<u8>)>>,
+}
+
+const FROZEN: usize = 1 << 20;
+
+fn frozen() -> HostTensor {
+    let bytes: Vec<u8> = (0..FROZEN).map(|i| (i * 31 % 251) as u8).collect();
+    HostTensor::new(Dtype::F32, vec![FROZEN / 4], bytes).expect("frozen")
+}
+
+fn head(epoch: u32) -> HostTensor {
+    HostTensor::from_f32(vec![64], &[epoch as f32 * 0.5; 64])
+}
+
+fn moment(epoch: u32) -> HostTensor {
+    HostTensor::from_f32(vec![64], &[epoch as f32 * 0.25 + 1.0; 64])
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            epoch: Cell::new(0),
+            restored: Default::default(),
+        }
+    }
+}
+
+impl Checkpointable for Model {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![
+            NamedTensor::new("backbone.weight", frozen()),
+            NamedTensor::new("head.weight", head(self.epoch.get())),
+        ])
+    }
+
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
+        let mut state = model_checkpoint::TrainingState::default();
+        state
+            .document
+            .other
+            .insert("epoch".into(), serde_json::json!(self.epoch.get()));
+        state.tensors.push(NamedTensor::new(
+            "optimizer/head.weight/m",
+            moment(self.epoch.get()),
+        ));
+        Ok(state)
+    }
+
+    fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
+        for t in stored.tensors() {
+            let bytes = stored.read(&t.name, t.dtype, &t.shape)?;
+            self.restored.borrow_mut().push((t.name.clone(), bytes));
+        }
+        Ok(())
+    }
+
+    fn restore_training_state(
+        &mut self,
+        stored: &dyn TensorSource,
+        document: &model_checkpoint::store::TrainingDocument,
+    ) -> Result<(), Error> {
+        let epoch = document.other.get("epoch").and_then(|e| e.as_u64());
+        self.epoch.set(epoch.unwrap_or(0) as u32);
+        self.restore_weights(stored)
+    }
+}
+
+/// Drives `cb` through `epochs` epochs of `model`, the score going down each time.
+fn train(cb: &mut ModelCheckpoint, model: &Model, epochs: std::ops::Range<u32>) {
+    cb.on_train_begin(&Logs::new(), &mut Context::new(model))
+        .expect("begin");
+    for e in epochs {
+        model.epoch.set(e + 1);
+        let mut ctx = Context::new(model);
+        cb.on_epoch_begin(e as usize, &Logs::new(), &mut ctx)
+            .expect("epoch begin");
+        cb.on_epoch_end(
+            e as usize,
+            &Logs::from([("loss", 1.0 / (e + 1) as f64)]),
+            &mut ctx,
+        )
+        .expect("epoch end");
+    }
+    cb.on_train_end(&Logs::new(), &mut Context::new(model))
+        .expect("end");
+}
+
+/// The files in the blob folder but its lock (temporary files of a killed save included).
+fn blob_names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir.join(blobs::BLOBS_DIR))
+        .map(|entries| {
+            entries
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .filter(|name| name != ".ckpt.lock")
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn checkpoints(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| {
+            let e = e.expect("entry");
+            e.path()
+                .join(INDEX_FILE)
+                .exists()
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Every checkpoint in `dir` opens, every blob it names is there, and every tensor reads
+/// back with its checksum; returns how many.
+fn all_whole(dir: &Path) -> usize {
+    let storage = LocalFolder::default();
+    let names = checkpoints(dir);
+    for name in &names {
+        let folder = Name::from(dir.join(name));
+        let checkpoint = ShardedCheckpoint::open(&storage, &folder)
+            .unwrap_or_else(|e| panic!("{name} does not open: {e}"));
+        for tensor in checkpoint.tensors().keys() {
+            checkpoint
+                .read(tensor)
+                .unwrap_or_else(|e| panic!("{name}: {tensor}: {e}"));
+        }
+    }
+    names.len()
+}
+
+fn callback(dir: &Path, template: &str) -> ModelCheckpoint {
+    ModelCheckpoint::new(dir.join(template).to_string_lossy().into_owned())
+        .monitor("loss")
+        .dedup(true)
+}
+
+#[test]
+fn a_frozen_backbone_is_written_once_and_retention_collects_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors").keep_last(2);
+    let model = Model::new();
+    train(&mut cb, &model, 0..5);
+    assert_eq!(
+        checkpoints(dir.path()),
+        BTreeSet::from(["e04.safetensors".to_owned(), "e05.safetensors".to_owned()])
+    );
+    // One backbone blob, and per kept checkpoint its head, its head tensor and its moment.
+    let blobs = blob_names(dir.path());
+    assert_eq!(blobs.len(), 1 + 2 * 3, "{blobs:?}");
+    let sizes: Vec<u64> = blobs
+        .iter()
+        .map(|b| {
+            std::fs::metadata(dir.path().join("blobs").join(b))
+                .expect("blob")
+                .len()
+        })
+        .collect();
+    assert_eq!(
+        sizes.iter().filter(|&&s| s > FROZEN as u64).count(),
+        1,
+        "the 1 MiB backbone is stored once: {sizes:?}"
+    );
+    assert_eq!(all_whole(dir.path()), 2);
+    // The index is Hugging Face's: every tensor name to a file beside the index's folder,
+    // which holds it under that name.
+    let folder = dir.path().join("e05.safetensors");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index"))
+            .expect("json");
+    let map = index["weight_map"].as_object().expect("weight_map");
+    assert_eq!(map.len(), 3);
+    for (tensor, file) in map {
+        let path = folder.join(file.as_str().expect("file"));
+        let blob = model_checkpoint::store::CheckpointFile::open(
+            &path,
+            model_checkpoint::store::Verify::Full,
+        )
+        .expect("blob verifies");
+        assert!(
+            blob.tensor(tensor).is_some(),
+            "{tensor} in {}",
+            path.display()
+        );
+    }
+    // The best and latest a run reports are its folders.
+    assert_eq!(
+        cb.latest().expect("latest").file_name(),
+        Some("e05.safetensors")
+    );
+}
+
+#[test]
+fn restore_from_a_deduplicated_checkpoint_is_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");
+    let model = Model::new();
+    train(&mut cb, &model, 0..3);
+    let storage = LocalFolder::default();
+    let checkpoint =
+        ShardedCheckpoint::open(&storage, &Name::from(dir.path().join("e02.safetensors")))
+            .expect("open");
+    let mut fresh = Model::new();
+    let mut resumed = callback(dir.path(), "e{epoch:02d}.safetensors");
+    let restored = restore_from_sharded(
+        &checkpoint,
+        Ranks::single(),
+        &mut fresh,
+        &mut [&mut resumed],
+    )
+    .expect("restore");
+    assert_eq!(fresh.epoch.get(), 2);
+    assert_eq!(restored.meta.epoch, Some(2));
+    let got: std::collections::BTreeMap<String, Vec<u8>> =
+        fresh.restored.borrow().iter().cloned().collect();
+    assert_eq!(got["backbone.weight"], frozen().data());
+    assert_eq!(got["head.weight"], head(2).data());
+    assert_eq!(got["optimizer/head.weight/m"], moment(2).data());
+    // The resumed callback carries on the run: its next saves share the backbone.
+    train(&mut resumed, &fresh, 2..4);
+    assert_eq!(all_whole(dir.path()), 4);
+    let big = blob_names(dir.path())
+        .iter()
+        .filter(|b| {
+            std::fs::metadata(dir.path().join("blobs").join(b))
+                .expect("blob")
+                .len()
+                > FROZEN as u64
+        })
+        .count();
+    assert_eq!(big, 1);
+}
+
+#[test]
+fn a_fixed_name_is_replaced_and_its_old_blobs_collected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "best.safetensors");
+    let model = Model::new();
+    train(&mut cb, &model, 0..4);
+    assert_eq!(
+        checkpoints(dir.path()),
+        BTreeSet::from(["best.safetensors".to_owned()])
+    );
+    assert_eq!(
+        blob_names(dir.path()).len(),
+        4,
+        "backbone, head, moment, head blob"
+    );
+    // One marker: the replaced heads' went with them.
+    let markers = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".ckpt-run.")
+                && !e
+                    .as_ref()
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".csv")
+        })
+        .count();
+    assert_eq!(markers, 1);
+    assert_eq!(all_whole(dir.path()), 1);
+}
+
+#[test]
+fn blobs_of_another_run_or_that_an_index_names_are_never_collected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Another run left a checkpoint, and a blob no index names (its crash).
+    let mut other = callback(dir.path(), "other-{epoch:02d}.safetensors").with_run_id("0ff1ce");
+    let model = Model::new();
+    train(&mut other, &model, 0..1);
+    let storage = LocalFolder::default();
+    let orphan = Name::from(
+        dir.path()
+            .join("blobs")
+            .join(format!("{}.safetensors", "e".repeat(64))),
+    );
+    // The metadata every file of a run carries: its id.
+    let info = std::collections::BTreeMap::from([("run_id".to_owned(), "0ff1ce".to_owned())]);
+    model_checkpoint::store::save_to(
+        &storage,
+        &orphan,
+        model_checkpoint::store::Kind::Weights,
+        &[NamedTensor::new("x", HostTensor::from_f32(vec![1], &[1.0]))],
+        &info,
+        &Default::default(),
+    )
+    .expect("orphan");
+    let before = blob_names(dir.path());
+    // This run keeps one checkpoint: its retention and collections run at every save.
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors").keep_last(1);
+    train(&mut cb, &Model::new(), 0..3);
+    let after = blob_names(dir.path());
+    assert!(after.is_superset(&before), "another run's blobs stay");
+    assert_eq!(checkpoints(dir.path()).len(), 2);
+    assert_eq!(all_whole(dir.path()), 2);
+    // The same run, resumed under its id, collects its own orphan at its first save.
+    let mut again = callback(dir.path(), "other-{epoch:02d}.safetensors").with_run_id("0ff1ce");
+    train(&mut again, &Model::new(), 1..2);
+    assert!(!blob_names(dir.path()).contains(&format!("{}.safetensors", "e".repeat(64))));
+    assert_eq!(all_whole(dir.path()), 3);
+}
+
+#[test]
+fn a_damaged_blob_fails_verification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");
+    train(&mut cb, &Model::new(), 0..1);
+    let big = blob_names(dir.path())
+        .into_iter()
+        .map(|b| dir.path().join("blobs").join(b))
+        .max_by_key(|p| std::fs::metadata(p).expect("blob").len())
+        .expect("a blob");
+    let mut bytes = std::fs::read(&big).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&big, bytes).expect("write");
+    let storage = LocalFolder::default();
+    let checkpoint =
+        ShardedCheckpoint::open(&storage, &Name::from(dir.path().join("e01.safetensors")))
+            .expect("the headers are intact");
+    let err = checkpoint
+        .read("backbone.weight")
+        .expect_err("damage found");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn combinations_not_supported_yet_are_refused_before_training() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = Model::new();
+    for cb in [
+        callback(dir.path(), "e{epoch}.safetensors").background(true),
+        callback(dir.path(), "e{epoch}.safetensors").save_on_interrupt(true),
+        callback(dir.path(), "e{epoch}.safetensors")
+            .with_run_id("abc")
+            .sharded(Ranks::new(0, 2).expect("ranks")),
+    ] {
+        let mut cb = cb;
+        let err = cb
+            .on_train_begin(&Logs::new(), &mut Context::new(&model))
+            .expect_err("refused");
+        assert!(err.to_string().contains("a deduplicated save"), "{err}");
+    }
+}
+
+const CHILD_DIR: &str = "CKPT_DEDUP_CRASH_DIR";
+
+#[test]
+#[ignore = "helper: the crash test runs it as a child process"]
+fn child_saves_deduplicated_forever() {
+    let dir = PathBuf::from(std::env::var_os(CHILD_DIR).expect("run by the crash test"));
+    // One run across restarts (its id given), keeping two: every save deletes and collects.
+    let mut cb = callback(&dir, "e{epoch:06d}.safetensors")
+        .with_run_id("c0ffee")
+        .keep_last(2)
+        .overwrite(false);
+    let model = Model::new();
+    let start = checkpoints(&dir).len() as u32 * 1000 + std::process::id() % 1000;
+    train(&mut cb, &model, start..start + 1_000_000);
+}
+
+#[test]
+fn sigkill_during_deduplicated_saves_and_retention_never_loses_a_blob() {
+    let kills: u64 = std::env::var("CKPT_CRASH_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(60);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut seen = 0usize;
+    for kill in 0..kills {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "child_saves_deduplicated_forever",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start child");
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(5_000 + rng % 120_000));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        // Every committed checkpoint has every blob it names, and each verifies.
+        seen += std::panic::catch_unwind(|| all_whole(dir.path()))
+            .unwrap_or_else(|_| panic!("after kill {kill} a committed checkpoint is not whole"));
+    }
+    println!("dedup crash test: {kills} kills, {seen} committed checkpoints checked whole");
+    assert!(seen as u64 >= kills, "saves must commit between kills");
+    // What the kills left unnamed is collected by the run's next start and save.
+    let mut cb = callback(dir.path(), "e{epoch:06d}.safetensors")
+        .with_run_id("c0ffee")
+        .keep_last(2)
+        .overwrite(false);
+    train(&mut cb, &Model::new(), 0..1);
+    let storage = LocalFolder::default();
+    let mut named = BTreeSet::new();
+    for name in checkpoints(dir.path()) {
+        let folder = Name::from(dir.path().join(&name));
+        let index = model_checkpoint::sharded::read_index(&storage, &folder.join(INDEX_FILE))
+            .expect("index");
+        let s = &index.model_checkpoint;
+        for entry in s.shards.iter().chain(s.blobs.iter().flatten()) {
+            named.insert(
+                folder
+                    .join(&entry.file)
+                    .file_name()
+                    .expect("name")
+                    .to_owned(),
+            );
+        }
+    }
+    let unnamed: Vec<String> = blob_names(dir.path())
+        .into_iter()
+        .filter(|b| !named.contains(b))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "left unnamed after a clean save: {unnamed:?}"
+    );
+    let _ = storage.list(&Name::from(dir.path()), 0);
+}
