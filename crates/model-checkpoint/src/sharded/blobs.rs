@@ -20,7 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-use super::index::{GlobalTensor, Index, Piece, ShardEntry, Sharded, DEDUP_FORMAT_VERSION};
+use super::index::{
+    is_blob_id, GlobalTensor, Index, Piece, ShardEntry, Sharded, DEDUP_FORMAT_VERSION, MAX_UP,
+};
+pub use super::index::{is_blob_reference, BLOBS_DIR};
 use super::save::{PendingIndex, ShardInfo, KEY_SHARD};
 use super::INDEX_FILE;
 use crate::model::NamedTensor;
@@ -29,38 +32,10 @@ use crate::store::{
 };
 use crate::Error;
 
-/// The folder of a run's blobs, in the run's folder.
-pub const BLOBS_DIR: &str = "blobs";
-/// The length of a blob's id: SHA-256 in hex.
-const ID_LEN: usize = 64;
-/// The most `../` a blob reference may climb (a template's folders are fewer).
-const MAX_UP: usize = 64;
 /// The most indexes [`collect`] reads in one collection (beyond that it deletes nothing).
 const MAX_INDEXES: usize = 100_000;
 /// How deep [`collect`] looks for indexes below the run's folder.
 const INDEX_DEPTH: usize = 16;
-
-/// Whether `file`, as an index names it, is a blob: `../` at least once, then
-/// `blobs/<64 lowercase hex digits>.safetensors`.
-pub fn is_blob_reference(file: &str) -> bool {
-    let mut rest = file;
-    let mut up = 0;
-    while let Some(r) = rest.strip_prefix("../") {
-        rest = r;
-        up += 1;
-    }
-    (1..=MAX_UP).contains(&up)
-        && rest
-            .strip_prefix(BLOBS_DIR)
-            .and_then(|r| r.strip_prefix('/'))
-            .and_then(|r| r.strip_suffix(".safetensors"))
-            .is_some_and(is_blob_id)
-}
-
-/// Whether `id` is a blob id: 64 lowercase hex digits.
-fn is_blob_id(id: &str) -> bool {
-    id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
 
 /// The blob id of `tensor`: SHA-256 of a tag, its name, dtype, shape and bytes.
 ///

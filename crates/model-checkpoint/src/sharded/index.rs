@@ -22,6 +22,35 @@ pub const SHARDED_FORMAT_VERSION: u32 = 1;
 /// reader of version 1 refuses it by its version rather than misreading it.
 pub const DEDUP_FORMAT_VERSION: u32 = 2;
 
+/// The folder of a run's blobs (deduplicated checkpoints), in the run's folder.
+pub const BLOBS_DIR: &str = "blobs";
+/// The length of a blob's id: SHA-256 in hex.
+const ID_LEN: usize = 64;
+/// The most `../` a blob reference may climb (a template's folders are fewer).
+pub(crate) const MAX_UP: usize = 64;
+
+/// Whether `file`, as an index names it, is a blob: `../` at least once, then
+/// `blobs/<64 lowercase hex digits>.safetensors`.
+pub fn is_blob_reference(file: &str) -> bool {
+    let mut rest = file;
+    let mut up = 0;
+    while let Some(r) = rest.strip_prefix("../") {
+        rest = r;
+        up += 1;
+    }
+    (1..=MAX_UP).contains(&up)
+        && rest
+            .strip_prefix(BLOBS_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_suffix(".safetensors"))
+            .is_some_and(is_blob_id)
+}
+
+/// Whether `id` is a blob id: 64 lowercase hex digits.
+pub(crate) fn is_blob_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Whether `file` is named as [`shard_file`] names shards.
 pub fn is_shard_file(file: &str) -> bool {
     let Some(rest) = file
@@ -135,17 +164,14 @@ impl Index {
         }
         if let Some(blobs) = &s.blobs {
             let head = s.shards.first().map(|sh| sh.file.as_str());
-            if s.world_size != 1
-                || s.shards.len() != 1
-                || !head.is_some_and(super::blobs::is_blob_reference)
-            {
+            if s.world_size != 1 || s.shards.len() != 1 || !head.is_some_and(is_blob_reference) {
                 return Err(bad(
                     "a deduplicated checkpoint has one shard, its head, which is a blob".to_owned(),
                 ));
             }
             let mut seen = std::collections::BTreeSet::new();
             for blob in blobs {
-                if !super::blobs::is_blob_reference(&blob.file) {
+                if !is_blob_reference(&blob.file) {
                     return Err(bad(format!(
                         "blob {:?} is not named as a blob",
                         crate::text::shorten(&blob.file, 100)
