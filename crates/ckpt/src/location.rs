@@ -85,6 +85,7 @@ impl Location {
     }
 
     /// `name` in `storage` (a run's own storage), as this location would name it.
+    #[cfg_attr(not(feature = "train"), allow(dead_code))]
     pub fn with_storage(&self, storage: Arc<dyn Storage>, name: Name) -> Location {
         Location {
             storage,

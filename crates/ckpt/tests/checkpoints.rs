@@ -423,3 +423,73 @@ fn export_weights_only_writes_the_model_alone_and_never_replaces_an_input() {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// The tensors of a deduplicated checkpoint by their blobs (named by the SHA-256 of each
+/// tensor's name, dtype, shape and bytes), and its training state without the run id.
+fn dedup_state(folder: &Path) -> (serde_json::Value, serde_json::Value) {
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(folder.join("model.safetensors.index.json")).expect("index"),
+    )
+    .expect("json");
+    let mut meta = index["model_checkpoint"]["metadata"].clone();
+    let meta = meta.as_object_mut().expect("metadata");
+    meta.remove("run_id");
+    let mut state: serde_json::Value =
+        serde_json::from_str(meta["training_state"].as_str().expect("state")).expect("json");
+    for callback in state["callbacks"]
+        .as_object_mut()
+        .expect("callbacks")
+        .values_mut()
+    {
+        if let Some(c) = callback.as_object_mut() {
+            c.remove("run_id");
+        }
+    }
+    (index["weight_map"].clone(), state)
+}
+
+#[test]
+fn resuming_a_deduplicated_run_is_exact_with_candle_and_burn() {
+    for framework in ["candle", "burn"] {
+        let flags = ["--dedup", "--keep-last", "2", "--seed", "5", "--framework", framework];
+        let straight = tempfile::tempdir().expect("tempdir");
+        train(straight.path(), &[&["--epochs", "4"][..], &flags].concat());
+        let resumed = tempfile::tempdir().expect("tempdir");
+        train(resumed.path(), &[&["--epochs", "2"][..], &flags].concat());
+        let out = train(
+            resumed.path(),
+            &[&["--epochs", "4", "--resume", "latest"][..], &flags].concat(),
+        );
+        assert!(
+            text(&out.stdout).contains("resuming from ck/e02.safetensors at epoch 3"),
+            "{framework}: {}",
+            text(&out.stdout)
+        );
+        // Equal blobs are equal bytes: the weights and the optimizer's state, bit for bit.
+        let (a, b) = (
+            dedup_state(&straight.path().join("ck/e04.safetensors")),
+            dedup_state(&resumed.path().join("ck/e04.safetensors")),
+        );
+        assert_eq!(a.0, b.0, "{framework}: the tensors differ");
+        assert_eq!(a.1, b.1, "{framework}: the training state differs");
+        // Retention kept two checkpoints in each, and every blob they name verifies.
+        for dir in [straight.path(), resumed.path()] {
+            let out = ckpt(dir, &["verify", "ck"]);
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+            assert_eq!(
+                text(&out.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("ok ") && l.contains("deduplicated"))
+                    .count(),
+                2,
+                "{}",
+                text(&out.stdout)
+            );
+        }
+        // `ckpt du` accounts for every byte.
+        let du = ckpt(resumed.path(), &["du", "ck", "--json"]);
+        let du: serde_json::Value = serde_json::from_slice(&du.stdout).expect("json");
+        assert_eq!(du["checkpoints"], 2);
+        assert_eq!(du["unnamed_blobs"], 0);
+    }
+}

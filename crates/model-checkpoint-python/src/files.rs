@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use model_checkpoint::sharded::{ShardedCheckpoint, INDEX_FILE};
 use model_checkpoint::store::{self, CheckpointFile, Kind, SaveOptions, Verify};
-use model_checkpoint::NamedTensor;
+use model_checkpoint::{NamedTensor, TensorData as _};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict};
 
@@ -77,6 +78,18 @@ pub(crate) fn load_file(
     let (storage, name) = locate(path).map_err(to_py)?;
     let (read, info) = py
         .detach(|| {
+            // A folder with an index: a deduplicated (or sharded) checkpoint, every tensor
+            // read whole through its blobs (or pieces), each checked as it is read.
+            if storage.exists(&name.join(INDEX_FILE))? {
+                let checkpoint = ShardedCheckpoint::open(&*storage, &name)?;
+                let mut read = Vec::new();
+                for tensor in checkpoint.tensors().keys() {
+                    let t = checkpoint.read(tensor)?;
+                    let (dtype, shape) = (t.dtype(), t.shape().to_vec());
+                    read.push((tensor.clone(), dtype, shape, t.into_data()));
+                }
+                return Ok((read, checkpoint.index().model_checkpoint.metadata.clone()));
+            }
             let file = CheckpointFile::open_in(&*storage, &name, Verify::HeaderOnly)?;
             if verify && !file.has_checksums() {
                 return Err(model_checkpoint::Error::Corrupt {
@@ -119,6 +132,12 @@ pub(crate) fn load_metadata(py: Python<'_>, path: &str) -> PyResult<BTreeMap<Str
 pub(crate) fn verify(py: Python<'_>, path: &str) -> PyResult<()> {
     let (storage, name) = locate(path).map_err(to_py)?;
     py.detach(|| {
+        if storage.exists(&name.join(INDEX_FILE))? {
+            let checkpoint = ShardedCheckpoint::open(&*storage, &name)?;
+            return checkpoint
+                .files()
+                .try_for_each(|(_, file)| file.verify_tensors());
+        }
         let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
         if file.has_checksums() {
             Ok(())

@@ -162,6 +162,38 @@ def test_files_from_python_verify_with_ckpt_and_ckpt_files_load_in_python(tmp_pa
     assert [r["epoch"] for r in rows if r["kind"] == "full"] == [1, 2]
 
 
+def test_a_deduplicated_checkpoint_reads_through_its_index(tmp_path, ckpt_bin):
+    """`ckpt train --dedup` checkpoints: a folder whose index names shared blobs. Python's
+    safetensors reads every tensor file by file through the index, and load_file reads
+    the folder whole, each tensor checked."""
+    trained = subprocess.run(
+        [ckpt_bin, "train", "--epochs", "3", "--dedup", "--keep-last", "2", "--filepath",
+         str(tmp_path / "ck/e{epoch:02d}.safetensors")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    folder = tmp_path / "ck" / "e03.safetensors"
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    by_index = {}
+    for name, file in index["weight_map"].items():
+        by_index[name] = safetensors.numpy.load_file(os.path.join(folder, file))[name]
+    assert any(n.startswith("__training__/") for n in by_index)
+    ours = mc.load_file(folder)
+    assert sorted(ours) == sorted(by_index)
+    for name, array in by_index.items():
+        assert same(array, ours[name]), name
+    mc.verify(folder)
+    # A damaged blob is found by both.
+    blob = folder / index["weight_map"]["dense_0.weight"]
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(mc.CheckpointError, match="checksum"):
+        mc.load_file(folder)
+    with pytest.raises(mc.CheckpointError, match="checksum"):
+        mc.verify(folder)
+
+
 def test_the_ckpt_console_script_is_the_engine_command_line(tmp_path):
     """The package installs `ckpt` (without training) next to the interpreter."""
     script = shutil.which("ckpt", path=sysconfig.get_path("scripts"))
