@@ -56,7 +56,8 @@ def load_file(filename, verify=True):
     """Reads every tensor of ``filename`` (a path or an ``s3://`` URL) as numpy arrays,
     each checked against its CRC-32 as it is read. With ``verify`` (the default) a file
     without this format's checksums is refused; ``verify=False`` reads any safetensors
-    file."""
+    file. A folder holding ``model.safetensors.index.json`` (a deduplicated checkpoint, as
+    ``ckpt train --dedup`` writes, or a sharded one) is read whole through its index."""
     tensors, _ = _native.load_file(os.fspath(filename), verify)
     return {name: _array(dtype, shape, data) for name, dtype, shape, data in tensors}
 
