@@ -317,3 +317,60 @@ fn a_stale_lock_names_its_holder_until_ckpt_unlock_breaks_it() {
         text(&again.stdout)
     );
 }
+
+#[test]
+fn deduplicated_checkpoints_in_a_bucket_resume_and_collect() {
+    let Some(server) = Seaweed::start("ckpt train --dedup on s3") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let flags = ["--dedup", "--keep-last", "2", "--seed", "9"];
+    let first = train(&server, d, "2", &flags);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let resumed = train(&server, d, "4", &[&flags[..], &["--resume", "latest"]].concat());
+    assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
+    assert!(
+        text(&resumed.stdout).contains("resuming from s3://ckpt/run/e02.safetensors at epoch 3"),
+        "{}",
+        text(&resumed.stdout)
+    );
+    // Two checkpoints kept; their blobs, and nothing else, in the bucket's blob folder.
+    let verify = ckpt(&server, d, &["verify", &server.url("run")]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+    assert_eq!(
+        text(&verify.stdout).matches("deduplicated").count(),
+        2,
+        "{}",
+        text(&verify.stdout)
+    );
+    let du = ckpt(&server, d, &["du", &server.url("run"), "--json"]);
+    assert_eq!(du.status.code(), Some(0), "{}", text(&du.stderr));
+    let du: serde_json::Value = serde_json::from_slice(&du.stdout).expect("json");
+    assert_eq!(du["checkpoints"], 2, "{du}");
+    assert_eq!(du["unnamed_blobs"], 0, "{du}");
+    // The same run straight, locally: the same tensors (equal blobs) at epoch 4.
+    let local = d.join("straight");
+    let straight = ckpt(
+        &server,
+        d,
+        &[
+            "train", "--progress", "0", "--verbose", "0", "--hidden", "16", "--epochs", "4",
+            "--dedup", "--seed", "9", "--filepath",
+            local.join("e{epoch:02d}.safetensors").to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(straight.status.code(), Some(0), "{}", text(&straight.stderr));
+    let index = |bytes: &[u8]| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(bytes).expect("json")["weight_map"].clone()
+    };
+    let storage = server.storage();
+    let reader = storage
+        .open(&Name::from(server.url("run/e04.safetensors/model.safetensors.index.json")))
+        .expect("index in the bucket");
+    let mut remote = vec![0; reader.len() as usize];
+    reader.read_exact_at(&mut remote, 0).expect("read");
+    let here = std::fs::read(local.join("e04.safetensors/model.safetensors.index.json"))
+        .expect("local index");
+    assert_eq!(index(&remote), index(&here));
+}

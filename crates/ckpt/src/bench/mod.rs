@@ -1,6 +1,7 @@
 //! `ckpt bench`: measurements as JSON lines, each the median of interleaved runs (A B A B …)
 //! so that a noisy disk or a busy neighbour hits both sides alike.
 
+mod dedup;
 mod disk;
 mod s3;
 mod sharded;
@@ -109,6 +110,10 @@ enum Measurement {
     Sharded,
     /// The commit of 8, 64 and 256 rank processes with small shards through --s3.
     ShardedCommitS3,
+    /// Deduplicated saves against plain ones of --size-mib in --tensors tensors (at least
+    /// 10): a fine-tune with 90% of the tensors frozen (time, and bytes written per
+    /// checkpoint), and saves where every tensor changed (nothing to share).
+    Dedup,
 }
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -189,6 +194,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             Measurement::S3 => continue,
             Measurement::Sharded => sharded::throughput(args.runs, dir, bytes, args.tensors)?,
             Measurement::ShardedCommitS3 => sharded::commit_at_scale(&s3()?)?,
+            Measurement::Dedup => dedup::dedup(args.runs, dir, bytes, args.tensors)?,
         };
         out!("{line}");
     }

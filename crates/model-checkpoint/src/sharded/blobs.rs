@@ -3,8 +3,8 @@
 //! index (`model.safetensors.index.json`, the layout sharded saves write) naming its blobs.
 //!
 //! A blob is a plain file of this project's format holding one tensor under its own name,
-//! in the folder `blobs/` of the run's folder, named by the SHA-256 of the tensor's name,
-//! dtype, shape and bytes (never by the CRC, which is not made to tell contents apart):
+//! in the folder `blobs/` of the run's folder, named by the BLAKE3 hash of the tensor's
+//! name, dtype, shape and bytes (never by the CRC, which is not made to tell contents apart):
 //! `blobs/<64 hex digits>.safetensors`. The index names it relative to the checkpoint's
 //! folder (`../blobs/….safetensors`), so that Hugging Face's index readers, and Python's
 //! `safetensors` file by file, read a deduplicated checkpoint unchanged.
@@ -17,8 +17,6 @@
 //! blobs nothing names, which the run's next collection removes.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use sha2::{Digest, Sha256};
 
 use super::index::{
     is_blob_id, GlobalTensor, Index, Piece, ShardEntry, Sharded, DEDUP_FORMAT_VERSION, MAX_UP,
@@ -37,21 +35,21 @@ const MAX_INDEXES: usize = 100_000;
 /// How deep [`collect`] looks for indexes below the run's folder.
 const INDEX_DEPTH: usize = 16;
 
-/// The blob id of `tensor`: SHA-256 of a tag, its name, dtype, shape and bytes.
+/// The blob id of `tensor`: BLAKE3 of a tag, its name, dtype, shape and bytes.
 ///
 /// # Errors
 ///
 /// The tensor's own error while its bytes are read.
 pub fn blob_id(tensor: &NamedTensor<'_>) -> Result<String, Error> {
-    let mut hash = Sha256::new();
+    let mut hash = blake3::Hasher::new();
     hash.update(b"model-checkpoint blob 1\0");
-    hash.update((tensor.name.len() as u64).to_le_bytes());
+    hash.update(&(tensor.name.len() as u64).to_le_bytes());
     hash.update(tensor.name.as_bytes());
     hash.update(format!("{:?}", tensor.data.dtype()).as_bytes());
     let shape = tensor.data.shape();
-    hash.update((shape.len() as u64).to_le_bytes());
+    hash.update(&(shape.len() as u64).to_le_bytes());
     for d in shape.iter() {
-        hash.update((*d as u64).to_le_bytes());
+        hash.update(&(*d as u64).to_le_bytes());
     }
     tensor
         .data
@@ -63,7 +61,7 @@ pub fn blob_id(tensor: &NamedTensor<'_>) -> Result<String, Error> {
             name: crate::text::shorten(&tensor.name, 200),
             reason: "its bytes could not be read to name its blob",
         })?;
-    Ok(hex(&hash.finalize()))
+    Ok(hex(hash.finalize().as_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -226,7 +224,7 @@ pub fn save_dedup(
 }
 
 /// Writes the head of save `save_id`: a blob with no tensor, whose metadata is `metadata`
-/// and the shard description, named by the SHA-256 of both. Returns its name, its entry in
+/// and the shard description, named by the BLAKE3 hash of both. Returns its name, its entry in
 /// the index (named with `up` before the blob folder), the bytes written (0 when it was
 /// there) and its header's SHA-256.
 fn write_head(
@@ -251,16 +249,16 @@ fn write_head(
             reason: format!("the shard description cannot be written: {e}"),
         })?,
     );
-    let mut hash = Sha256::new();
+    let mut hash = blake3::Hasher::new();
     hash.update(b"model-checkpoint head 1\0");
     hash.update(kind.as_str().as_bytes());
     for (k, v) in &info {
         for part in [k, v] {
-            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(&(part.len() as u64).to_le_bytes());
             hash.update(part.as_bytes());
         }
     }
-    let id = hex(&hash.finalize());
+    let id = hex(hash.finalize().as_bytes());
     let name = blobs.join(&format!("{id}.safetensors"));
     let options = SaveOptions {
         commit: Commit::CreateNew,
