@@ -69,6 +69,17 @@ pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
         ));
     }
     if crate::sharded::is_sharded(&*from.storage, &from.name) {
+        let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
+        if !args.weights_only && checkpoint.is_dedup() {
+            // One process's checkpoint: everything fits in one file.
+            let report = checkpoint.export_whole(&*to.storage, &to.name)?;
+            out!(
+                "wrote {} (a deduplicated checkpoint as one file, {} bytes)",
+                args.out.display(),
+                report.bytes
+            );
+            return Ok(());
+        }
         if !args.weights_only {
             return Err(format!(
                 "{} is a sharded checkpoint: its training state stays in its shards; export its weights with --weights-only",
@@ -76,7 +87,6 @@ pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
             )
             .into());
         }
-        let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
         let report = checkpoint.consolidate(&*to.storage, &to.name)?;
         out!(
             "wrote {} (the weights of a sharded checkpoint of {} ranks, {} bytes)",

@@ -451,7 +451,15 @@ fn dedup_state(folder: &Path) -> (serde_json::Value, serde_json::Value) {
 #[test]
 fn resuming_a_deduplicated_run_is_exact_with_candle_and_burn() {
     for framework in ["candle", "burn"] {
-        let flags = ["--dedup", "--keep-last", "2", "--seed", "5", "--framework", framework];
+        let flags = [
+            "--dedup",
+            "--keep-last",
+            "2",
+            "--seed",
+            "5",
+            "--framework",
+            framework,
+        ];
         let straight = tempfile::tempdir().expect("tempdir");
         train(straight.path(), &[&["--epochs", "4"][..], &flags].concat());
         let resumed = tempfile::tempdir().expect("tempdir");
@@ -491,5 +499,32 @@ fn resuming_a_deduplicated_run_is_exact_with_candle_and_burn() {
         let du: serde_json::Value = serde_json::from_slice(&du.stdout).expect("json");
         assert_eq!(du["checkpoints"], 2);
         assert_eq!(du["unnamed_blobs"], 0);
+        // Exported as one plain full file, it resumes to the same end.
+        let exported = tempfile::tempdir().expect("tempdir");
+        let first = tempfile::tempdir().expect("tempdir");
+        train(first.path(), &[&["--epochs", "2"][..], &flags].concat());
+        let plain = exported.path().join("e02-plain.safetensors");
+        let out = ckpt(
+            first.path(),
+            &[
+                "export",
+                "ck/e02.safetensors",
+                plain.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        train(
+            exported.path(),
+            &[
+                &["--epochs", "4", "--resume", plain.to_str().expect("utf-8")][..],
+                &flags,
+            ]
+            .concat(),
+        );
+        let c = dedup_state(&exported.path().join("ck/e04.safetensors"));
+        assert_eq!(
+            a.0, c.0,
+            "{framework}: resumed from the export, the tensors differ"
+        );
     }
 }

@@ -328,7 +328,12 @@ fn deduplicated_checkpoints_in_a_bucket_resume_and_collect() {
     let flags = ["--dedup", "--keep-last", "2", "--seed", "9"];
     let first = train(&server, d, "2", &flags);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
-    let resumed = train(&server, d, "4", &[&flags[..], &["--resume", "latest"]].concat());
+    let resumed = train(
+        &server,
+        d,
+        "4",
+        &[&flags[..], &["--resume", "latest"]].concat(),
+    );
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
     assert!(
         text(&resumed.stdout).contains("resuming from s3://ckpt/run/e02.safetensors at epoch 3"),
@@ -355,18 +360,39 @@ fn deduplicated_checkpoints_in_a_bucket_resume_and_collect() {
         &server,
         d,
         &[
-            "train", "--progress", "0", "--verbose", "0", "--hidden", "16", "--epochs", "4",
-            "--dedup", "--seed", "9", "--filepath",
-            local.join("e{epoch:02d}.safetensors").to_str().expect("utf-8"),
+            "train",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--hidden",
+            "16",
+            "--epochs",
+            "4",
+            "--dedup",
+            "--seed",
+            "9",
+            "--filepath",
+            local
+                .join("e{epoch:02d}.safetensors")
+                .to_str()
+                .expect("utf-8"),
         ],
     );
-    assert_eq!(straight.status.code(), Some(0), "{}", text(&straight.stderr));
+    assert_eq!(
+        straight.status.code(),
+        Some(0),
+        "{}",
+        text(&straight.stderr)
+    );
     let index = |bytes: &[u8]| -> serde_json::Value {
         serde_json::from_slice::<serde_json::Value>(bytes).expect("json")["weight_map"].clone()
     };
     let storage = server.storage();
     let reader = storage
-        .open(&Name::from(server.url("run/e04.safetensors/model.safetensors.index.json")))
+        .open(&Name::from(
+            server.url("run/e04.safetensors/model.safetensors.index.json"),
+        ))
         .expect("index in the bucket");
     let mut remote = vec![0; reader.len() as usize];
     reader.read_exact_at(&mut remote, 0).expect("read");

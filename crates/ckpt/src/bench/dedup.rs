@@ -30,7 +30,10 @@ fn train_step(model: &mut [(String, HostTensor)], from: usize, step: u64) -> Res
 
 /// Bytes of the files the checkpoint `dir` names that `before` did not (what its save
 /// wrote: blobs are written only when absent), and its files.
-fn written(dir: &Path, before: &BTreeSet<(Name, u64)>) -> Result<(u64, BTreeSet<(Name, u64)>), Failure> {
+fn written(
+    dir: &Path,
+    before: &BTreeSet<(Name, u64)>,
+) -> Result<(u64, BTreeSet<(Name, u64)>), Failure> {
     let storage = LocalFolder::default();
     let folder = Name::from(dir);
     let index = read_index(&storage, &folder.join(INDEX_FILE))?;
@@ -50,11 +53,20 @@ fn timed(cb: &mut ModelCheckpoint, model: &Synthetic, epoch: usize) -> Result<Du
     let mut ctx = Context::new(model);
     cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)?;
     let started = Instant::now();
-    cb.on_epoch_end(epoch, &Logs::from([("loss", 1.0 / (epoch + 1) as f64)]), &mut ctx)?;
+    cb.on_epoch_end(
+        epoch,
+        &Logs::from([("loss", 1.0 / (epoch + 1) as f64)]),
+        &mut ctx,
+    )?;
     Ok(started.elapsed())
 }
 
-pub(super) fn dedup(runs: u32, dir: &Path, bytes: u64, count: u64) -> Result<serde_json::Value, Failure> {
+pub(super) fn dedup(
+    runs: u32,
+    dir: &Path,
+    bytes: u64,
+    count: u64,
+) -> Result<serde_json::Value, Failure> {
     let count = count.max(10) as usize;
     let frozen = count - count / 10;
     let mut model = Synthetic(synthetic(bytes, count as u64));
@@ -79,7 +91,11 @@ pub(super) fn dedup(runs: u32, dir: &Path, bytes: u64, count: u64) -> Result<ser
         epoch += 1;
         train_step(&mut model.0, frozen, epoch as u64)?;
         // Alternating which side goes first, against the disk's drift.
-        let order: [bool; 2] = if run % 2 == 0 { [true, false] } else { [false, true] };
+        let order: [bool; 2] = if run % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for is_plain in order {
             if is_plain {
                 t_plain.push(timed(&mut plain, &model, epoch)?);
@@ -89,8 +105,10 @@ pub(super) fn dedup(runs: u32, dir: &Path, bytes: u64, count: u64) -> Result<ser
                     .len();
             } else {
                 t_dedup.push(timed(&mut dedup, &model, epoch)?);
-                let (new, now) =
-                    written(&dir.join(format!("dedup/e{:05}.safetensors", epoch + 1)), &files)?;
+                let (new, now) = written(
+                    &dir.join(format!("dedup/e{:05}.safetensors", epoch + 1)),
+                    &files,
+                )?;
                 w_dedup.push(new);
                 files = now;
             }
@@ -101,7 +119,11 @@ pub(super) fn dedup(runs: u32, dir: &Path, bytes: u64, count: u64) -> Result<ser
     for run in 0..runs {
         epoch += 1;
         train_step(&mut model.0, 0, epoch as u64)?;
-        let order: [bool; 2] = if run % 2 == 0 { [true, false] } else { [false, true] };
+        let order: [bool; 2] = if run % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for is_plain in order {
             if is_plain {
                 n_plain.push(timed(&mut plain, &model, epoch)?);

@@ -267,16 +267,48 @@ impl ShardedCheckpoint {
     ///
     /// As [`ShardedCheckpoint::read`], and the store's errors.
     pub fn consolidate(&self, storage: &dyn Storage, name: &Name) -> Result<SaveReport, Error> {
+        self.write_plain(storage, name, false)
+    }
+
+    /// Writes a checkpoint saved by one process (a deduplicated one) whole as one plain
+    /// file: its weights, its training tensors and its training state, a full checkpoint
+    /// again when it was one; as [`ShardedCheckpoint::consolidate`] otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadLocation`] for a checkpoint of more than one process (whose per-rank
+    /// state has no place in one file); as [`ShardedCheckpoint::consolidate`].
+    pub fn export_whole(&self, storage: &dyn Storage, name: &Name) -> Result<SaveReport, Error> {
+        if self.world_size() != 1 {
+            return Err(Error::BadLocation {
+                location: self.dir.to_string(),
+                reason: format!(
+                    "a checkpoint of {} processes keeps per-rank state in its shards: export its weights only",
+                    self.world_size()
+                ),
+            });
+        }
+        self.write_plain(storage, name, true)
+    }
+
+    /// The plain file of [`ShardedCheckpoint::consolidate`] (`whole`: with the training
+    /// tensors and state, of a one-process checkpoint).
+    fn write_plain(
+        &self,
+        storage: &dyn Storage,
+        name: &Name,
+        whole: bool,
+    ) -> Result<SaveReport, Error> {
         // Only a file consolidate wrote may be replaced: never a shard or the index it reads
         // (an output never replaces an input), nor any other file.
         store::gate::check_replace(storage, name, store::gate::Claim::Derived)?;
         let mut tensors = Vec::with_capacity(self.tensors().len());
         // The model's weights: training tensors (optimizer slots) and per-rank state stay
-        // in the shards.
+        // in the shards, unless the whole of a one-process checkpoint is asked for.
         for (tensor, t) in self
             .tensors()
             .iter()
-            .filter(|(n, _)| !n.starts_with(store::TRAINING_PREFIX))
+            .filter(|(n, _)| whole || !n.starts_with(store::TRAINING_PREFIX))
         {
             tensors.push(NamedTensor::new(
                 tensor.clone(),
@@ -289,7 +321,10 @@ impl ShardedCheckpoint {
             ));
         }
         let mut info = self.index.model_checkpoint.metadata.clone();
-        info.remove(store::KEY_TRAINING_STATE);
+        let full = whole && info.contains_key(store::KEY_TRAINING_STATE);
+        if !full {
+            info.remove(store::KEY_TRAINING_STATE);
+        }
         info.insert(
             store::gate::KEY_CONSOLIDATED_FROM.to_owned(),
             self.index.model_checkpoint.save_id.clone(),
@@ -297,7 +332,7 @@ impl ShardedCheckpoint {
         store::save_to(
             storage,
             name,
-            Kind::Weights,
+            if full { Kind::Full } else { Kind::Weights },
             &tensors,
             &info,
             &SaveOptions::default(),
