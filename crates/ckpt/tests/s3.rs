@@ -25,7 +25,17 @@ fn ckpt(server: &Seaweed, dir: &Path, args: &[&str]) -> Output {
 }
 
 fn train(server: &Seaweed, dir: &Path, epochs: &str, extra: &[&str]) -> Output {
-    let template = server.url("run/e{epoch:02d}.safetensors");
+    train_to(
+        server,
+        dir,
+        &server.url("run/e{epoch:02d}.safetensors"),
+        epochs,
+        extra,
+    )
+}
+
+/// `ckpt train` of the test's small MLP with checkpoints at `template`.
+fn train_to(server: &Seaweed, dir: &Path, template: &str, epochs: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "train",
         "--progress",
@@ -37,7 +47,7 @@ fn train(server: &Seaweed, dir: &Path, epochs: &str, extra: &[&str]) -> Output {
         "--epochs",
         epochs,
         "--filepath",
-        &template,
+        template,
     ];
     args.extend_from_slice(extra);
     ckpt(server, dir, &args)

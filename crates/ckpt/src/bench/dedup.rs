@@ -86,52 +86,35 @@ pub(super) fn dedup(
     timed(&mut dedup, &model, epoch)?;
     let (_, mut files) = written(&dir.join("dedup/e00001.safetensors"), &BTreeSet::new())?;
     let (mut t_plain, mut t_dedup, mut w_dedup) = (Vec::new(), Vec::new(), Vec::new());
-    let mut plain_bytes = 0;
-    for run in 0..runs {
-        epoch += 1;
-        train_step(&mut model.0, frozen, epoch as u64)?;
-        // Alternating which side goes first, against the disk's drift.
-        let order: [bool; 2] = if run % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_plain in order {
-            if is_plain {
-                t_plain.push(timed(&mut plain, &model, epoch)?);
-                let path = dir.join(format!("plain/e{:05}.safetensors", epoch + 1));
-                plain_bytes = std::fs::metadata(&path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?
-                    .len();
-            } else {
-                t_dedup.push(timed(&mut dedup, &model, epoch)?);
-                let (new, now) = written(
-                    &dir.join(format!("dedup/e{:05}.safetensors", epoch + 1)),
-                    &files,
-                )?;
-                w_dedup.push(new);
-                files = now;
-            }
-        }
-    }
-    // Nothing shared: every tensor changes before each save.
     let (mut n_plain, mut n_dedup) = (Vec::new(), Vec::new());
-    for run in 0..runs {
-        epoch += 1;
-        train_step(&mut model.0, 0, epoch as u64)?;
-        let order: [bool; 2] = if run % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_plain in order {
-            if is_plain {
-                n_plain.push(timed(&mut plain, &model, epoch)?);
-            } else {
-                n_dedup.push(timed(&mut dedup, &model, epoch)?);
+    // The fine-tune (the frozen tensors stay), then nothing shared (every tensor changes).
+    for (changed_from, fine_tune) in [(frozen, true), (0, false)] {
+        for run in 0..runs {
+            epoch += 1;
+            train_step(&mut model.0, changed_from, epoch as u64)?;
+            // Alternating which side goes first, against the disk's drift.
+            for is_plain in [run % 2 == 0, run % 2 != 0] {
+                let side = if is_plain { &mut plain } else { &mut dedup };
+                let took = timed(side, &model, epoch)?;
+                match (is_plain, fine_tune) {
+                    (true, true) => t_plain.push(took),
+                    (false, true) => {
+                        t_dedup.push(took);
+                        let folder = dir.join(format!("dedup/e{:05}.safetensors", epoch + 1));
+                        let (new, now) = written(&folder, &files)?;
+                        w_dedup.push(new);
+                        files = now;
+                    }
+                    (true, false) => n_plain.push(took),
+                    (false, false) => n_dedup.push(took),
+                }
             }
         }
     }
+    let plain_file = dir.join(format!("plain/e{:05}.safetensors", epoch + 1));
+    let plain_bytes = std::fs::metadata(&plain_file)
+        .map_err(|e| format!("{}: {e}", plain_file.display()))?
+        .len();
     for cb in [&mut plain, &mut dedup] {
         cb.on_train_end(&Logs::new(), &mut Context::new(&model))?;
     }

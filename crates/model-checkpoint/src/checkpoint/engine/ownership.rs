@@ -198,6 +198,13 @@ impl Engine {
                 folder.display()
             ));
         }
+        self.wrote(path, name)
+    }
+
+    /// Whether the file `name` (the checkpoint `path`, or its head) carries this run's id,
+    /// and this callback saved `path`, or a confirmed run left its marker for that exact
+    /// file. Returns the file's header digest (its marker's).
+    fn wrote(&self, path: &Name, name: &Name) -> Result<[u8; 32], String> {
         // Opening refuses anything but a regular file (or an object).
         let file = CheckpointFile::open_in(&*self.config.storage, name, Verify::HeaderOnly)
             .map_err(|e| e.to_string())?;
@@ -239,24 +246,7 @@ impl Engine {
             .map(|entry| dir.join(&entry.file))
             .filter(|head| head.parent() == crate::sharded::blobs::blobs_dir(&self.folder()))
             .ok_or("its head is not in this run's blob folder")?;
-        let file = CheckpointFile::open_in(storage, &head, Verify::HeaderOnly)
-            .map_err(|e| e.to_string())?;
-        let id = Meta::from_info(file.info())?.run_id;
-        if id.as_deref() != Some(self.run_id()) || self.run_id().is_empty() {
-            return Err("it does not carry this run's id".to_owned());
-        }
-        let digest = file.header_digest();
-        if self.session_saved.contains(dir) {
-            return Ok(digest);
-        }
-        if !self.run_confirmed {
-            return Err("the run this callback resumed is not confirmed".to_owned());
-        }
-        let marker = self.marker(self.run_id(), &digest);
-        if !storage.exists_as_own(&marker).unwrap_or(false) {
-            return Err("this run left no marker for it".to_owned());
-        }
-        Ok(digest)
+        self.wrote(dir, &head)
     }
 }
 
