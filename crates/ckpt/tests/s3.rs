@@ -366,28 +366,13 @@ fn deduplicated_checkpoints_in_a_bucket_resume_and_collect() {
     assert_eq!(du["unnamed_blobs"], 0, "{du}");
     // The same run straight, locally: the same tensors (equal blobs) at epoch 4.
     let local = d.join("straight");
-    let straight = ckpt(
+    let template = local.join("e{epoch:02d}.safetensors");
+    let straight = train_to(
         &server,
         d,
-        &[
-            "train",
-            "--progress",
-            "0",
-            "--verbose",
-            "0",
-            "--hidden",
-            "16",
-            "--epochs",
-            "4",
-            "--dedup",
-            "--seed",
-            "9",
-            "--filepath",
-            local
-                .join("e{epoch:02d}.safetensors")
-                .to_str()
-                .expect("utf-8"),
-        ],
+        template.to_str().expect("utf-8"),
+        "4",
+        &["--dedup", "--seed", "9"],
     );
     assert_eq!(
         straight.status.code(),
