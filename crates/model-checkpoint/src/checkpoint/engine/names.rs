@@ -155,6 +155,10 @@ impl Engine {
             Some("the link to the newest checkpoint (save_last)")
         } else if self.config.interrupt_saves && self.has_interrupt_name(&normal) {
             Some("the saves on a signal (save_on_interrupt)")
+        } else if self.config.dedup
+            && normal.starts_with(&crate::sharded::blobs::blobs_dir(&self.folder()))
+        {
+            Some("the blobs of deduplicated checkpoints (dedup)")
         } else {
             None
         };
