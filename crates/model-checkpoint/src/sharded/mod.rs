@@ -6,7 +6,7 @@
 //! replicated tensor is written once, by the rank [`owners`] picks the same way on every
 //! rank; a sliced tensor records its global shape and its slice's offsets. The commit needs
 //! no coordinator service: ranks write their shards, and rank 0 creates the index with
-//! put-if-absent once every shard of this save is there and verifies ([`commit`]), through
+//! a create-if-absent (whole and durable) once every shard of this save is there and verifies ([`commit`]), through
 //! [`crate::store::Storage`], so a shared folder and a bucket work alike.
 //!
 //! - `ranks.rs`: which process this is (torchrun, SLURM, OpenMPI, or explicit).

@@ -1,7 +1,7 @@
 //! Saving a sharded checkpoint: each rank writes its shard (a plain, verified file of this
 //! project's format) into the checkpoint's folder; then the coordinator (rank 0) waits until
 //! every shard of this save is there and its header verifies, and creates the index with
-//! put-if-absent. No index, no checkpoint: a rank that dies before its shard, or the
+//! a create-if-absent, whole and durable. No index, no checkpoint: a rank that dies before its shard, or the
 //! coordinator before the index, leaves a folder that readers treat as an interrupted save.
 //! All of it goes through [`Storage`], so a shared folder and a bucket work alike.
 
@@ -295,11 +295,16 @@ impl PendingIndex {
     /// [`Error::AlreadyExists`] when the folder already has an index (another coordinator
     /// won); the storage's errors.
     pub fn publish(self, storage: &dyn Storage) -> Result<Index, Error> {
-        if !storage.put_if_absent(&self.name, &self.text)? {
-            return Err(Error::AlreadyExists {
-                name: self.name.to_string(),
-            });
-        }
+        // Whole or not at all, and durable: the index is the commit. (`put_if_absent`, made
+        // for markers, creates the name before its bytes are written: a kill between the two
+        // left an empty index, a committed checkpoint that does not open.)
+        let mut pending = storage.create(&self.name, 0, store::Commit::CreateNew)?;
+        std::io::Write::write_all(&mut pending, &self.text).map_err(|e| Error::Io {
+            action: "write",
+            path: self.name.clone(),
+            source: e,
+        })?;
+        pending.commit(&[], true)?;
         Ok(self.index)
     }
 }
