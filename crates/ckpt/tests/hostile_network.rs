@@ -87,6 +87,8 @@ fn commands() -> Vec<Vec<&'static str>> {
             "s3://bucket/x/b.safetensors",
         ],
         vec!["unlock", "s3://bucket/x"],
+        vec!["du", "s3://bucket/x"],
+        vec!["du", "--json", "s3://bucket/x"],
         vec!["consolidate", "s3://bucket/x/sharded", "out.safetensors"],
         vec!["report", "s3://bucket/x", "-o", "report.html"],
         vec![
@@ -114,6 +116,20 @@ fn commands() -> Vec<Vec<&'static str>> {
             "4",
             "--resume",
             "s3://bucket/x/latest",
+            "--filepath",
+            "s3://bucket/x/w.{epoch:02d}.safetensors",
+        ],
+        vec![
+            "train",
+            "--epochs",
+            "1",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--hidden",
+            "4",
+            "--dedup",
             "--filepath",
             "s3://bucket/x/w.{epoch:02d}.safetensors",
         ],
@@ -215,7 +231,7 @@ fn an_endless_listing_is_an_error() {
     let listing = commands()
         .into_iter()
         .filter(|args| {
-            matches!(args[0], "ls" | "best" | "report")
+            matches!(args[0], "ls" | "best" | "report" | "du")
                 || args == &["verify", "s3://bucket/x"]
                 || args.contains(&"--resume")
         })

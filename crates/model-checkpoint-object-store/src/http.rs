@@ -74,8 +74,9 @@ pub(crate) enum Reason {
     /// The endpoint left an earlier request unanswered `ago` before: not asked again.
     Quiet { earlier: Box<Reason>, ago: Duration },
     /// The connection was made, and what came back is not an HTTP reply to the request
-    /// (hyper's parse error, as text).
-    NotHttp(String),
+    /// (hyper's parse error, as text), and the error status the endpoint answered an
+    /// earlier request with, lately (a retry of it meets the rest of that reply).
+    NotHttp(String, Option<u16>),
 }
 
 /// What a reply was expected to hold.
@@ -130,9 +131,13 @@ impl fmt::Display for Reason {
                 f,
                 "announced a reply of {length} bytes for {what} (at most {bound} expected)"
             ),
-            Reason::NotHttp(cause) => write!(
+            Reason::NotHttp(cause, None) => write!(
                 f,
                 "sent what this client cannot read as an HTTP reply ({cause})"
+            ),
+            Reason::NotHttp(cause, Some(status)) => write!(
+                f,
+                "answered {status} to an earlier request, then sent what this client cannot read as an HTTP reply ({cause})"
             ),
             // Within the second, the request that went unanswered is the one just made
             // (by this command): said as such, not as some earlier request.
@@ -159,7 +164,7 @@ impl Reason {
                 "check AWS_ENDPOINT_URL (a running S3 server) and the network"
             }
             Reason::Stalled | Reason::TooSlow(_) => "check the server and the network",
-            Reason::TooLong { .. } | Reason::Announced { .. } | Reason::NotHttp(_) => {
+            Reason::TooLong { .. } | Reason::Announced { .. } | Reason::NotHttp(..) => {
                 "check that AWS_ENDPOINT_URL names an S3 server"
             }
             Reason::Quiet { earlier, .. } => earlier.check(),
@@ -183,6 +188,32 @@ impl std::error::Error for Stopped {}
 
 /// Endpoints that left a request unanswered: when, and how.
 static QUIET: Mutex<Vec<(String, std::time::Instant, Reason)>> = Mutex::new(Vec::new());
+
+/// The error statuses endpoints answered with lately: what a reply that then cannot be read
+/// followed (object_store retries a 500 on the same connection, where the rest of the 500's
+/// body waits).
+static ANSWERED: Mutex<Vec<(String, std::time::Instant, u16)>> = Mutex::new(Vec::new());
+
+/// Remembers that `endpoint` answered a request with the error `status`.
+fn mark_answered(endpoint: &str, status: u16) {
+    let mut answered = ANSWERED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    answered.retain(|(e, at, _)| e != endpoint && at.elapsed() < QUIET_PERIOD);
+    answered.push((endpoint.to_owned(), std::time::Instant::now(), status));
+}
+
+/// The error status `endpoint` answered with lately, if any.
+fn answered(endpoint: &str) -> Option<u16> {
+    let answered = ANSWERED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    answered
+        .iter()
+        .rev()
+        .find(|(e, at, _)| e == endpoint && at.elapsed() < QUIET_PERIOD)
+        .map(|(_, _, status)| *status)
+}
 
 /// Remembers that `endpoint` left a request unanswered.
 fn mark_quiet(endpoint: &str, reason: &Reason) {
@@ -314,7 +345,8 @@ impl HttpService for Bounded {
                 // an endpoint that cannot be reached. Retried as object_store retries the
                 // error's kind.
                 if let Some(cause) = not_http(&e) {
-                    return Err(stop(&endpoint, e.kind(), Reason::NotHttp(cause)));
+                    let earlier = answered(&endpoint);
+                    return Err(stop(&endpoint, e.kind(), Reason::NotHttp(cause, earlier)));
                 }
                 return Err(e);
             }
@@ -325,6 +357,9 @@ impl HttpService for Bounded {
             }
         };
         let (parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            mark_answered(&endpoint, parts.status.as_u16());
+        }
         let limit = if parts.status.is_success() {
             let announced = parts
                 .headers
