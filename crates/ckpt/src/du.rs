@@ -1,12 +1,10 @@
 //! `ckpt du`: what a folder's checkpoints take, as written (logical) and on the storage
 //! (physical), and what deduplication saved.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::Args;
-use model_checkpoint::sharded::{blobs, list_folders, read_index, INDEX_FILE};
-use model_checkpoint::store::Name;
+use model_checkpoint::sharded::{blobs, list_folders};
 use serde_json::json;
 
 use crate::location::Location;
@@ -30,9 +28,6 @@ pub(crate) struct DuArgs {
     json: bool,
 }
 
-/// How deep `du` looks for objects below the folder.
-const DEPTH: usize = 16;
-
 pub(crate) fn du(args: DuArgs) -> Result<(), Failure> {
     let folder = Location::of(&args.dir)?;
     if !folder.is_folder()? {
@@ -51,44 +46,15 @@ pub(crate) fn du(args: DuArgs) -> Result<(), Failure> {
         .iter()
         .map(|l| l.size)
         .fold(0u64, u64::saturating_add);
-    let objects = storage.list(&folder.name, DEPTH)?;
-    let physical = objects
+    // The blobs, and those no index names (the core's one answer, retention's too).
+    let survey = blobs::survey(storage, &folder.name)?;
+    let physical = survey.bytes;
+    let blob_bytes = survey
+        .blobs
         .iter()
         .map(|o| o.size)
         .fold(0u64, u64::saturating_add);
-    // The blobs, and those an index names.
-    let blob_dir = blobs::blobs_dir(&folder.name);
-    let mut named: BTreeSet<Name> = BTreeSet::new();
-    for object in &objects {
-        if object.name.file_name() == Some(INDEX_FILE) {
-            if let Ok(index) = read_index(storage, &object.name) {
-                let dir = object.name.parent();
-                let s = &index.model_checkpoint;
-                for entry in s.shards.iter().chain(s.blobs.iter().flatten()) {
-                    named.insert(dir.join(&entry.file));
-                }
-            }
-        }
-    }
-    let in_blobs: Vec<_> = objects
-        .iter()
-        .filter(|o| {
-            o.name.parent() == blob_dir
-                && blobs::is_blob_reference(&format!(
-                    "../{}/{}",
-                    blobs::BLOBS_DIR,
-                    o.name.file_name().unwrap_or_default()
-                ))
-        })
-        .collect();
-    let blob_bytes = in_blobs
-        .iter()
-        .map(|o| o.size)
-        .fold(0u64, u64::saturating_add);
-    let unnamed: Vec<_> = in_blobs
-        .iter()
-        .filter(|o| !named.contains(&o.name))
-        .collect();
+    let unnamed: Vec<_> = survey.unnamed().collect();
     let unnamed_bytes = unnamed
         .iter()
         .map(|o| o.size)
@@ -107,7 +73,7 @@ pub(crate) fn du(args: DuArgs) -> Result<(), Failure> {
                 "logical_bytes": logical,
                 "physical_bytes": physical,
                 "physical_over_logical": (ratio * 1e4).round() / 1e4,
-                "blobs": in_blobs.len(),
+                "blobs": survey.blobs.len(),
                 "blob_bytes": blob_bytes,
                 "unnamed_blobs": unnamed.len(),
                 "unnamed_blob_bytes": unnamed_bytes,
@@ -121,7 +87,7 @@ pub(crate) fn du(args: DuArgs) -> Result<(), Failure> {
         "  physical  {physical} bytes ({:.1}% of logical; everything in the folder)",
         ratio * 100.0
     );
-    out!("  blobs     {} ({blob_bytes} bytes)", in_blobs.len());
+    out!("  blobs     {} ({blob_bytes} bytes)", survey.blobs.len());
     if !unnamed.is_empty() {
         out!(
             "  unnamed   {} blob(s), {unnamed_bytes} bytes: no index names them (the next save of their run collects them)",

@@ -26,7 +26,7 @@ use super::save::{PendingIndex, ShardInfo, KEY_SHARD};
 use super::INDEX_FILE;
 use crate::model::NamedTensor;
 use crate::store::{
-    self, gate, CheckpointFile, Commit, Kind, Meta, Name, SaveOptions, Storage, Verify,
+    self, gate, CheckpointFile, Commit, Kind, Meta, Name, ObjectMeta, SaveOptions, Storage, Verify,
 };
 use crate::Error;
 
@@ -368,9 +368,82 @@ pub struct Collected {
     pub bytes: u64,
 }
 
+/// The blobs in a run folder's blob folder, and which of them the indexes below the run
+/// folder name.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Every blob in the blob folder (its lock and temporary files left out).
+    pub blobs: Vec<ObjectMeta>,
+    /// Every file an index names (heads and blobs), resolved.
+    pub named: BTreeSet<Name>,
+    /// The bytes of every object listed below the run folder (what it holds).
+    pub bytes: u64,
+    /// Why some index was not read (it does not parse, or there are more than the bound):
+    /// then a blob may be named and not known to be. `None` when every index was read.
+    pub unread: Option<String>,
+}
+
+impl Survey {
+    /// The blobs no index read names.
+    pub fn unnamed(&self) -> impl Iterator<Item = &ObjectMeta> {
+        self.blobs.iter().filter(|b| !self.named.contains(&b.name))
+    }
+}
+
+/// Lists `folder` (down to 16 levels) once: its blob folder's blobs, and every index below
+/// it, read (at most 100,000).
+///
+/// # Errors
+///
+/// The storage's errors while listing.
+pub fn survey(storage: &dyn Storage, folder: &Name) -> Result<Survey, Error> {
+    let blobs = blobs_dir(folder);
+    let mut survey = Survey::default();
+    let mut indexes = 0usize;
+    for object in storage.list(folder, INDEX_DEPTH)? {
+        survey.bytes = survey.bytes.saturating_add(object.size);
+        if object.name.parent() == blobs {
+            let is_blob = object
+                .name
+                .file_name()
+                .and_then(|f| f.strip_suffix(".safetensors"))
+                .is_some_and(is_blob_id);
+            if is_blob {
+                survey.blobs.push(object);
+            }
+            continue;
+        }
+        if object.name.file_name() != Some(INDEX_FILE) {
+            continue;
+        }
+        indexes += 1;
+        if indexes > MAX_INDEXES {
+            survey.unread = Some(format!("more than {MAX_INDEXES} indexes"));
+            break;
+        }
+        let index = match super::read_index(storage, &object.name) {
+            Ok(index) => index,
+            // Gone since the listing (another index replaced): names nothing now.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue
+            }
+            Err(e) => {
+                survey.unread.get_or_insert(e.to_string());
+                continue;
+            }
+        };
+        let dir = object.name.parent();
+        let s = &index.model_checkpoint;
+        for blob in s.shards.iter().chain(s.blobs.iter().flatten()) {
+            survey.named.insert(dir.join(&blob.file));
+        }
+    }
+    Ok(survey)
+}
+
 /// Deletes the blobs in `folder`'s blob folder that no index below `folder` names and that
-/// run `run_id` wrote, through the deletion gate. Indexes are read first; one that cannot be
-/// read stops the collection (nothing is deleted: a blob it may name stays).
+/// run `run_id` wrote, through the deletion gate. An index that cannot be read stops the
+/// collection (nothing is deleted: a blob it may name stays).
 ///
 /// # Errors
 ///
@@ -382,53 +455,13 @@ pub fn collect(
     run_id: &str,
     known: &mut KnownBlobs,
 ) -> Result<Collected, Error> {
-    let blobs = blobs_dir(folder);
-    let listed = storage.list(folder, INDEX_DEPTH)?;
-    let mut named: BTreeSet<Name> = BTreeSet::new();
-    let mut candidates = Vec::new();
-    let mut indexes = 0usize;
-    for object in &listed {
-        if object.name.parent() == blobs {
-            let is_blob = object
-                .name
-                .file_name()
-                .and_then(|f| f.strip_suffix(".safetensors"))
-                .is_some_and(is_blob_id);
-            if is_blob {
-                candidates.push(object.clone());
-            }
-            continue;
-        }
-        if object.name.file_name() != Some(INDEX_FILE) {
-            continue;
-        }
-        indexes += 1;
-        if indexes > MAX_INDEXES {
-            log::warn!(target: "model_checkpoint", "blobs in {blobs} not collected: more than {MAX_INDEXES} indexes");
-            return Ok(Collected::default());
-        }
-        let index = match super::read_index(storage, &object.name) {
-            Ok(index) => index,
-            // Gone since the listing (another index replaced): names nothing now.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                continue
-            }
-            Err(e) => {
-                log::warn!(target: "model_checkpoint", "blobs in {blobs} not collected: {e}");
-                return Ok(Collected::default());
-            }
-        };
-        let dir = object.name.parent();
-        let s = &index.model_checkpoint;
-        for blob in s.shards.iter().chain(s.blobs.iter().flatten()) {
-            named.insert(dir.join(&blob.file));
-        }
+    let survey = survey(storage, folder)?;
+    if let Some(why) = &survey.unread {
+        log::warn!(target: "model_checkpoint", "blobs in {} not collected: {why}", blobs_dir(folder));
+        return Ok(Collected::default());
     }
     let mut collected = Collected::default();
-    for object in candidates {
-        if named.contains(&object.name) {
-            continue;
-        }
+    for object in survey.unnamed() {
         let claim = gate::Claim::ShardedPart {
             run_id: Some(run_id),
         };
@@ -442,7 +475,7 @@ pub fn collect(
                     known.forget(id);
                 }
                 collected.bytes = collected.bytes.saturating_add(object.size);
-                collected.deleted.push(object.name);
+                collected.deleted.push(object.name.clone());
             }
             // Another run's blob: never this run's to delete.
             Err(Error::NotOurs { .. }) => {}
