@@ -158,13 +158,13 @@ pub(crate) fn summarize(storage: &dyn Storage, dir: &Name) -> Summary {
         .chain(s.blobs.iter().flatten())
         .map(|e| e.bytes)
         .fold(0u64, u64::saturating_add);
-    let verified = checkpoint.files().try_for_each(|(_, file)| {
+    let verified = checkpoint.files().try_for_each(|(name, file)| {
         let key = (file.path().clone(), file.header_digest());
         let mut done = VERIFIED
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         done.entry(key)
-            .or_insert_with(|| file.verify_tensors().map_err(|e| e.to_string()))
+            .or_insert_with(|| checkpoint.verify_file(name).map_err(|e| e.to_string()))
             .clone()
     });
     Summary {

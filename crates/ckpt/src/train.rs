@@ -95,6 +95,10 @@ pub(crate) struct TrainArgs {
     /// checkpoint of the run that holds the same bytes (see `ckpt du`).
     #[arg(long)]
     dedup: bool,
+    /// Compress the blobs of deduplicated checkpoints, losslessly (byte planes, then zstd;
+    /// needs --dedup). `ckpt export` writes a plain file of one.
+    #[arg(long, requires = "dedup")]
+    compress: bool,
     /// Keep only the K best checkpoints by the monitor (plus the newest); delete the rest
     /// once a newer save is durable.
     #[arg(long, value_name = "K")]
@@ -603,6 +607,7 @@ fn build_checkpoint(
         .overwrite(!args.no_overwrite)
         .save_on_interrupt(args.save_on_interrupt)
         .dedup(args.dedup)
+        .compress(args.compress)
         // Every save and delete recorded beside the checkpoints, for `ckpt report`.
         .journal(true);
     if let Some(k) = args.keep_best {

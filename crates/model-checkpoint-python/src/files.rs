@@ -136,7 +136,7 @@ pub(crate) fn verify(py: Python<'_>, path: &str) -> PyResult<()> {
             let checkpoint = ShardedCheckpoint::open(&*storage, &name)?;
             return checkpoint
                 .files()
-                .try_for_each(|(_, file)| file.verify_tensors());
+                .try_for_each(|(name, _)| checkpoint.verify_file(name));
         }
         let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
         if file.has_checksums() {

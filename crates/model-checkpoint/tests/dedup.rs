@@ -354,6 +354,146 @@ fn a_damaged_blob_fails_verification() {
     assert!(err.to_string().contains("checksum"), "{err}");
 }
 
+/// The blob holding tensor `name` in checkpoint `folder`, opened.
+fn blob_of(folder: &Path, name: &str) -> model_checkpoint::store::CheckpointFile {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index"))
+            .expect("json");
+    let file = index["weight_map"][name].as_str().expect("named");
+    model_checkpoint::store::CheckpointFile::open(
+        &folder.join(file),
+        model_checkpoint::store::Verify::Full,
+    )
+    .expect("blob verifies as a plain file")
+}
+
+#[test]
+fn compressed_checkpoints_restore_exactly_and_check_the_decoded_bytes() {
+    use model_checkpoint::sharded::codec::Encoding;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = "e{epoch:02d}.safetensors";
+    // Two plain checkpoints, then the same run compressed: a blob already there is reused
+    // as it is (the backbone stays one plain blob), new ones are compressed.
+    let model = Model::new();
+    let mut plain = callback(dir.path(), template).with_run_id("0a");
+    train(&mut plain, &model, 0..2);
+    let mut cb = callback(dir.path(), template)
+        .with_run_id("0a")
+        .compress(true);
+    train(&mut cb, &model, 2..4);
+    let e04 = dir.path().join("e04.safetensors");
+    let backbone = blob_of(&e04, "backbone.weight");
+    assert!(
+        Encoding::of(&backbone).expect("parses").is_none(),
+        "reused plain"
+    );
+    const MOMENT: &str = "__training__/optimizer/head.weight/m";
+    let moment_blob = blob_of(&e04, MOMENT);
+    let encoding = Encoding::of(&moment_blob)
+        .expect("parses")
+        .expect("a new blob is compressed");
+    assert_eq!(encoding.dtype, Dtype::F32);
+    assert_eq!(encoding.shape, vec![64]);
+    let stored = moment_blob.tensors().next().expect("one tensor");
+    assert_eq!(stored.dtype, Dtype::U8);
+    assert!(stored.len < 64 * 4, "compressed: {} bytes", stored.len);
+
+    // A fresh run compressed from the start compresses the backbone too.
+    let fresh_dir = tempfile::tempdir().expect("tempdir");
+    let mut fresh_cb = callback(fresh_dir.path(), template).compress(true);
+    train(&mut fresh_cb, &Model::new(), 0..2);
+    let backbone = blob_of(&fresh_dir.path().join("e02.safetensors"), "backbone.weight");
+    assert!(Encoding::of(&backbone).expect("parses").is_some());
+    assert!(backbone.len() < FROZEN as u64 / 2, "{}", backbone.len());
+    assert_eq!(all_whole(fresh_dir.path()), 2);
+
+    // Exact restore from a compressed checkpoint.
+    let storage = LocalFolder::default();
+    let checkpoint = ShardedCheckpoint::open(&storage, &Name::from(e04.clone())).expect("open");
+    for (file, _) in checkpoint.files() {
+        checkpoint.verify_file(file).expect("every file verifies");
+    }
+    let mut restored_model = Model::new();
+    let mut resumed = callback(dir.path(), template).compress(true);
+    restore_from_sharded(
+        &checkpoint,
+        Ranks::single(),
+        &mut restored_model,
+        &mut [&mut resumed],
+    )
+    .expect("restore");
+    let got: std::collections::BTreeMap<String, Vec<u8>> =
+        restored_model.restored.borrow().iter().cloned().collect();
+    assert_eq!(restored_model.epoch.get(), 4);
+    assert_eq!(got["backbone.weight"], frozen().data());
+    assert_eq!(got["head.weight"], head(4).data());
+    assert_eq!(got["optimizer/head.weight/m"], moment(4).data());
+
+    // Exported whole, it is a plain file with the same tensors.
+    let exported = Name::from(dir.path().join("whole.safetensors"));
+    checkpoint
+        .export_whole(&storage, &exported)
+        .expect("export");
+    let whole = model_checkpoint::store::CheckpointFile::open(
+        &dir.path().join("whole.safetensors"),
+        model_checkpoint::store::Verify::Full,
+    )
+    .expect("plain file");
+    assert_eq!(whole.read(MOMENT).expect("read"), moment(4).data());
+    assert!(whole.info().get("encoding").is_none());
+
+    // The decoded bytes are checked on their own: a wrong decoded checksum, or a shape the
+    // bytes do not decode to, is an error naming the blob (never other bytes).
+    let bytes = moment_blob.read(MOMENT).expect("stored");
+    let mut wrong = encoding.clone();
+    wrong.crc32 = "00000000".to_owned();
+    let err = wrong.decode(&moment_blob, &bytes).expect_err("checked");
+    assert!(err.to_string().contains("fail their checksum"), "{err}");
+    let mut wrong = encoding.clone();
+    wrong.shape = vec![65];
+    let err = wrong.decode(&moment_blob, &bytes).expect_err("checked");
+    assert!(
+        err.to_string().contains("not the 260 of its shape"),
+        "{err}"
+    );
+    wrong.shape = vec![usize::MAX / 2];
+    assert!(wrong.decode(&moment_blob, &bytes).is_err());
+    assert_eq!(
+        encoding.decode(&moment_blob, &bytes).expect("decodes"),
+        moment(4).data()
+    );
+
+    // A flipped byte of a compressed tensor is found by the file's own checksum.
+    let path = dir.path().join("e04.safetensors");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path.join(INDEX_FILE)).expect("index"))
+            .expect("json");
+    let blob = path.join(index["weight_map"][MOMENT].as_str().expect("f"));
+    let mut raw = std::fs::read(&blob).expect("read");
+    let last = raw.len() - 1;
+    raw[last] ^= 0x40;
+    std::fs::write(&blob, raw).expect("write");
+    let checkpoint = ShardedCheckpoint::open(&storage, &Name::from(e04)).expect("headers intact");
+    let err = checkpoint.read(MOMENT).expect_err("damage found");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn compression_without_dedup_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = ModelCheckpoint::new(
+        dir.path()
+            .join("e{epoch}.safetensors")
+            .to_string_lossy()
+            .into_owned(),
+    )
+    .compress(true);
+    let err = cb
+        .on_train_begin(&Logs::new(), &mut Context::new(&Model::new()))
+        .expect_err("refused");
+    assert!(err.to_string().contains("add dedup(true)"), "{err}");
+}
+
 #[test]
 fn combinations_not_supported_yet_are_refused_before_training() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -383,7 +523,9 @@ fn child_saves_deduplicated_forever() {
     let mut cb = callback(&dir, "e{epoch:06d}.safetensors")
         .with_run_id("c0ffee")
         .keep_last(2)
-        .overwrite(false);
+        .overwrite(false)
+        // Half the restarts compress the blobs they write: both kinds share the folder.
+        .compress(std::process::id().is_multiple_of(2));
     let model = Model::new();
     let start = checkpoints(&dir).len() as u32 * 1000 + std::process::id() % 1000;
     train(&mut cb, &model, start..start + 1_000_000);

@@ -18,15 +18,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::codec::{self, Encoding, KEY_ENCODING};
 use super::index::{
     is_blob_id, GlobalTensor, Index, Piece, ShardEntry, Sharded, DEDUP_FORMAT_VERSION, MAX_UP,
 };
 pub use super::index::{is_blob_reference, BLOBS_DIR};
 use super::save::{PendingIndex, ShardInfo, KEY_SHARD};
 use super::INDEX_FILE;
-use crate::model::NamedTensor;
+use crate::model::{Dtype, HostTensor, NamedTensor};
 use crate::store::{
-    self, gate, CheckpointFile, Commit, Kind, Meta, Name, ObjectMeta, SaveOptions, Storage, Verify,
+    self, gate, CheckpointFile, Commit, Kind, Meta, Name, ObjectMeta, SaveOptions, SaveReport,
+    Storage, Verify,
 };
 use crate::Error;
 
@@ -76,7 +78,15 @@ pub fn blobs_dir(folder: &Name) -> Name {
 /// What this process knows of blobs that exist: id to its entry (size, header digest),
 /// so that a blob confirmed once is not read again at every save.
 #[derive(Debug, Default)]
-pub struct KnownBlobs(BTreeMap<String, (u64, String)>);
+pub struct KnownBlobs(BTreeMap<String, Known>);
+
+/// A blob known to exist: its index entry's facts.
+#[derive(Clone, Debug, Default)]
+struct Known {
+    bytes: u64,
+    digest: String,
+    plain_bytes: Option<u64>,
+}
 
 impl KnownBlobs {
     /// Forgets `id` (a blob [`collect`] deleted).
@@ -103,6 +113,8 @@ pub struct DedupSave {
 /// sharded save's only shard: what a restore reads the training state and the run from),
 /// and makes the index of the checkpoint folder `dir`, for the caller to publish. Blobs
 /// carry `run_id` (the head in `metadata`), which is what lets [`collect`] delete them.
+/// With `compress`, the blobs this save writes are compressed where that pays
+/// ([`codec`]); a blob already there is reused as it is, compressed or not.
 ///
 /// # Errors
 ///
@@ -118,6 +130,7 @@ pub fn save_dedup(
     tensors: Vec<NamedTensor<'_>>,
     metadata: &BTreeMap<String, String>,
     run_id: &str,
+    compress: bool,
     known: &mut KnownBlobs,
 ) -> Result<DedupSave, Error> {
     let up = up_from(dir, &blobs.parent())?;
@@ -137,7 +150,7 @@ pub fn save_dedup(
         let rel = format!("{up}{BLOBS_DIR}/{id}.safetensors");
         let len = tensor.data.byte_len() as u64;
         total = total.saturating_add(len);
-        let (bytes, digest) = match known.0.get(&id) {
+        let entry = match known.0.get(&id) {
             Some(entry) => {
                 reused_bytes = reused_bytes.saturating_add(len);
                 entry.clone()
@@ -150,19 +163,17 @@ pub fn save_dedup(
                         commit: Commit::CreateNew,
                         ..SaveOptions::default()
                     };
-                    match store::save_to(
-                        storage,
-                        &name,
-                        Kind::Weights,
-                        std::slice::from_ref(tensor),
-                        &info,
-                        &options,
-                    ) {
-                        Ok(report) => {
+                    match write_blob(storage, &name, tensor, &info, &options, compress) {
+                        Ok((report, plain)) => {
                             written_bytes = written_bytes.saturating_add(report.bytes);
-                            known
-                                .0
-                                .insert(id.clone(), (report.bytes, hex(&report.header_digest)));
+                            known.0.insert(
+                                id.clone(),
+                                Known {
+                                    bytes: report.bytes,
+                                    digest: hex(&report.header_digest),
+                                    plain_bytes: plain,
+                                },
+                            );
                             None
                         }
                         // Another save wrote it meanwhile: the same bytes.
@@ -195,8 +206,9 @@ pub fn save_dedup(
         weight_map.insert(tensor.name.clone(), rel.clone());
         entries.entry(rel.clone()).or_insert(ShardEntry {
             file: rel,
-            bytes,
-            header_sha256: digest,
+            bytes: entry.bytes,
+            header_sha256: entry.digest,
+            plain_bytes: entry.plain_bytes,
         });
     }
     let (head, head_entry, head_bytes, head_digest) =
@@ -277,6 +289,7 @@ fn write_head(
         file: format!("{up}{BLOBS_DIR}/{id}.safetensors"),
         bytes,
         header_sha256: hex(&digest),
+        plain_bytes: None,
     };
     Ok((name, entry, written, digest))
 }
@@ -335,18 +348,36 @@ pub fn relocate(mut index: Index, from: &Name, to: &Name, folder: &Name) -> Resu
     Ok(index)
 }
 
-/// A blob already there, checked to hold `tensor`'s name, dtype and shape (its bytes are
-/// what its name says unless it was damaged, which verification finds); its entry.
+/// A blob already there, checked to hold `tensor`'s name, dtype and shape, plain or
+/// compressed (its bytes are what its name says unless it was damaged, which verification
+/// finds); its entry.
 fn check_blob(
     storage: &dyn Storage,
     name: &Name,
     tensor: &NamedTensor<'_>,
-) -> Result<(u64, String), Error> {
+) -> Result<Known, Error> {
     let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
-    let holds = file.tensors().count() == 1
-        && file.tensor(&tensor.name).is_some_and(|t| {
-            t.dtype == tensor.data.dtype() && t.shape == tensor.data.shape().as_ref()
-        });
+    let (dtype, shape) = (tensor.data.dtype(), tensor.data.shape());
+    let (holds, plain_bytes) = match Encoding::of(&file)? {
+        Some(encoding) => {
+            let stored = file.tensor(&tensor.name).map_or(0, |t| t.len as u64);
+            let plain = file
+                .len()
+                .saturating_sub(stored)
+                .saturating_add(tensor.data.byte_len() as u64);
+            let holds = file.tensor(&tensor.name).is_some()
+                && encoding.dtype == dtype
+                && encoding.shape == shape.as_ref();
+            (holds, Some(plain))
+        }
+        None => {
+            let holds = file.tensors().count() == 1
+                && file
+                    .tensor(&tensor.name)
+                    .is_some_and(|t| t.dtype == dtype && t.shape == shape.as_ref());
+            (holds, None)
+        }
+    };
     if !holds {
         return Err(Error::Corrupt {
             path: name.clone(),
@@ -356,7 +387,56 @@ fn check_blob(
             ),
         });
     }
-    Ok((file.len(), hex(&file.header_digest())))
+    Ok(Known {
+        bytes: file.len(),
+        digest: hex(&file.header_digest()),
+        plain_bytes,
+    })
+}
+
+/// Writes the blob `name` of `tensor`, compressed when `compress` and that pays
+/// ([`codec::encode`]); its report, and its size were it plain when compressed.
+fn write_blob(
+    storage: &dyn Storage,
+    name: &Name,
+    tensor: &NamedTensor<'_>,
+    info: &BTreeMap<String, String>,
+    options: &SaveOptions,
+    compress: bool,
+) -> Result<(SaveReport, Option<u64>), Error> {
+    let encoded = if compress {
+        codec::encode(tensor)?
+    } else {
+        None
+    };
+    let Some((stored, encoding)) = encoded else {
+        let report = store::save_to(
+            storage,
+            name,
+            Kind::Weights,
+            std::slice::from_ref(tensor),
+            info,
+            options,
+        )?;
+        return Ok((report, None));
+    };
+    let stored_len = stored.len() as u64;
+    let data = HostTensor::new(Dtype::U8, vec![stored.len()], stored)?;
+    let mut info = info.clone();
+    info.insert(KEY_ENCODING.to_owned(), encoding.to_text());
+    let report = store::save_to(
+        storage,
+        name,
+        Kind::Weights,
+        &[NamedTensor::new(tensor.name.clone(), data)],
+        &info,
+        options,
+    )?;
+    let plain = report
+        .bytes
+        .saturating_sub(stored_len)
+        .saturating_add(tensor.data.byte_len() as u64);
+    Ok((report, Some(plain)))
 }
 
 /// What [`collect`] did.

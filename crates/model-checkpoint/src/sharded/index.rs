@@ -102,6 +102,10 @@ pub struct ShardEntry {
     pub bytes: u64,
     /// SHA-256 of its head (length prefix and header), in hex: the exact version committed.
     pub header_sha256: String,
+    /// For a compressed blob, its size were its tensor stored plain (what `ckpt du` counts
+    /// as logical bytes); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_bytes: Option<u64>,
 }
 
 /// This project's section of the index.

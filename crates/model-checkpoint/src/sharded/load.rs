@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use super::codec::Encoding;
 use super::index::{
     copy_box, overlap, volume, GlobalTensor, Index, Region, INDEX_FILE, MAX_INDEX_BYTES,
 };
@@ -22,6 +23,8 @@ pub struct ShardedCheckpoint {
     /// The shards (by their file names) or the blobs (by the index's references to them),
     /// opened with their headers verified.
     files: BTreeMap<String, CheckpointFile>,
+    /// The compressed blobs' encodings, by the same keys.
+    encodings: BTreeMap<String, Encoding>,
 }
 
 /// Reads a small object whole, refusing one over `limit` bytes; a missing one is `NotFound`.
@@ -45,6 +48,7 @@ impl ShardedCheckpoint {
         let index = read_index(storage, &dir.join(INDEX_FILE))?;
         let s = &index.model_checkpoint;
         let mut files = BTreeMap::new();
+        let mut encodings = BTreeMap::new();
         let same = |file: &CheckpointFile, entry: &super::ShardEntry, what: &str| {
             let digest: String = file
                 .header_digest()
@@ -80,12 +84,16 @@ impl ShardedCheckpoint {
             let file =
                 CheckpointFile::open_in(storage, &dir.join(&entry.file), Verify::HeaderOnly)?;
             same(&file, entry, "blob")?;
+            if let Some(encoding) = Encoding::of(&file)? {
+                encodings.insert(entry.file.clone(), encoding);
+            }
             files.insert(entry.file.clone(), file);
         }
         let checkpoint = ShardedCheckpoint {
             dir: dir.clone(),
             index,
             files,
+            encodings,
         };
         // Every piece the index names is in its shard, with the index's shape and dtype.
         for (name, t) in &checkpoint.index.model_checkpoint.tensors {
@@ -125,6 +133,27 @@ impl ShardedCheckpoint {
         self.files.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Verifies every byte of the file the index names `key` (as [`ShardedCheckpoint::files`]
+    /// lists them): every tensor against its checksum, and a compressed blob's decoded bytes
+    /// against theirs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] naming the file; [`Error::MissingTensor`] for a key it lacks.
+    pub fn verify_file(&self, key: &str) -> Result<(), Error> {
+        let file = self.files.get(key).ok_or_else(|| Error::MissingTensor {
+            path: self.dir.join(INDEX_FILE),
+            name: crate::text::shorten(key, 200),
+        })?;
+        match self.encodings.get(key) {
+            // Its one tensor, read (checked) and decoded (checked again).
+            Some(encoding) => file
+                .tensors()
+                .try_for_each(|t| encoding.decode(file, &file.read(t.name)?).map(drop)),
+            None => file.verify_tensors(),
+        }
+    }
+
     /// Every tensor, by name.
     pub fn tensors(&self) -> &BTreeMap<String, GlobalTensor> {
         &self.index.model_checkpoint.tensors
@@ -141,14 +170,18 @@ impl ShardedCheckpoint {
             let stored = shard
                 .tensor(name)
                 .ok_or_else(|| self.corrupt(name, "a piece is missing from its shard"))?;
-            if stored.shape != piece.shape.as_slice() {
+            // A compressed blob's tensor is its bytes; its encoding says what they decode to.
+            let (stored_dtype, stored_shape) = match self.encodings.get(&piece.file) {
+                Some(e) => (e.dtype, e.shape.as_slice()),
+                None => (stored.dtype, stored.shape),
+            };
+            if stored_shape != piece.shape.as_slice() {
                 return Err(self.corrupt(name, "a piece's shape differs from its shard's"));
             }
-            if dtype.is_some_and(|d| d != stored.dtype) || format!("{:?}", stored.dtype) != t.dtype
-            {
+            if dtype.is_some_and(|d| d != stored_dtype) || format!("{stored_dtype:?}") != t.dtype {
                 return Err(self.corrupt(name, "its pieces' dtypes differ"));
             }
-            dtype = Some(stored.dtype);
+            dtype = Some(stored_dtype);
         }
         let dtype = dtype.ok_or_else(|| self.corrupt(name, "it has no pieces"))?;
         if dtype.bitsize() % 8 != 0 {
@@ -237,8 +270,12 @@ impl ShardedCheckpoint {
                 .files
                 .get(&piece.file)
                 .ok_or_else(|| self.corrupt(name, "a piece names no shard"))?;
-            // The whole piece, so that its checksum is checked.
-            let src = shard.read(name)?;
+            // The whole piece, so that its checksum is checked (and a compressed one's
+            // decoded bytes against theirs).
+            let src = match self.encodings.get(&piece.file) {
+                Some(encoding) => encoding.decode(shard, &shard.read(name)?)?,
+                None => shard.read(name)?,
+            };
             copy_box(
                 elem,
                 (
@@ -406,11 +443,12 @@ pub fn list_folders(
         };
         found.push(crate::store::Listed {
             path: object.name.parent(),
+            // As if alone and plain: every file it names, compressed blobs at their plain size.
             size: s
                 .shards
                 .iter()
                 .chain(s.blobs.iter().flatten())
-                .map(|e| e.bytes)
+                .map(|e| e.plain_bytes.unwrap_or(e.bytes))
                 .fold(0u64, u64::saturating_add),
             header: Ok(crate::store::Header {
                 kind,

@@ -15,8 +15,10 @@
 //! - `load.rs`: opening, assembling a tensor or a rank's box of it, consolidating, latest.
 //! - `blobs.rs`: deduplicated checkpoints, whose index names content-addressed blobs
 //!   shared between checkpoints instead of shards, and the collection of unnamed blobs.
+//! - `codec.rs`: a blob's tensor compressed (byte planes, then zstd), and decoded.
 
 pub mod blobs;
+pub mod codec;
 mod index;
 mod load;
 mod ranks;

@@ -412,6 +412,7 @@ pub fn gather(
             file: file_name,
             bytes: file.len(),
             header_sha256: digest,
+            plain_bytes: None,
         });
     }
     let index = Index {

@@ -29,6 +29,7 @@ pub use crate::document::{DocumentError, LoopState, TrainingDocument, OPTIMIZER_
 pub use crate::name::{Name, NameError};
 pub use export::{export, Export, Exported};
 pub use gate::KEY_EXPORTED_FROM;
+pub(crate) use layout::crc_hex;
 pub use layout::{Kind, FORMAT_NAME, FORMAT_VERSION, RESERVED_KEYS, TRAINING_PREFIX};
 pub use local::{
     is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,

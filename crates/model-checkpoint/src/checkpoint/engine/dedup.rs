@@ -45,6 +45,7 @@ impl Engine {
             tensors,
             info,
             &run_id,
+            self.config.compress,
             &mut self.known_blobs,
         )?;
         let (_, digest) = saved.head.clone();

@@ -144,6 +144,8 @@ pub(crate) struct Config {
     /// Saves are deduplicated checkpoints: an index naming content-addressed blobs shared
     /// between checkpoints (`crate::sharded::blobs`).
     pub dedup: bool,
+    /// Deduplicated saves compress the blobs they write (`crate::sharded::codec`).
+    pub compress: bool,
     /// How long a sharded save's coordinator waits for the shards (and the others for the
     /// index).
     pub commit_options: crate::sharded::CommitOptions,
@@ -177,6 +179,7 @@ impl Config {
             overwrite: true,
             ranks: None,
             dedup: false,
+            compress: false,
             commit_options: crate::sharded::CommitOptions::default(),
             barrier: None,
             explicit_run_id: false,
