@@ -528,3 +528,41 @@ fn resuming_a_deduplicated_run_is_exact_with_candle_and_burn() {
         );
     }
 }
+
+#[test]
+fn resuming_a_compressed_run_is_exact_with_candle_and_burn() {
+    for framework in ["candle", "burn"] {
+        let flags = ["--dedup", "--seed", "5", "--framework", framework];
+        // Straight and plain, against stopped and resumed with every blob compressed.
+        let straight = tempfile::tempdir().expect("tempdir");
+        train(straight.path(), &[&["--epochs", "3"][..], &flags].concat());
+        let resumed = tempfile::tempdir().expect("tempdir");
+        let packed = [&flags[..], &["--compress"]].concat();
+        train(resumed.path(), &[&["--epochs", "2"][..], &packed].concat());
+        let out = train(
+            resumed.path(),
+            &[&["--epochs", "3", "--resume", "latest"][..], &packed].concat(),
+        );
+        assert!(
+            text(&out.stdout).contains("resuming from ck/e02.safetensors at epoch 3"),
+            "{framework}: {}",
+            text(&out.stdout)
+        );
+        // Blobs are named by the decoded tensor: equal names, equal bytes.
+        let (a, b) = (
+            dedup_state(&straight.path().join("ck/e03.safetensors")),
+            dedup_state(&resumed.path().join("ck/e03.safetensors")),
+        );
+        assert_eq!(a.0, b.0, "{framework}: the tensors differ");
+        assert_eq!(a.1, b.1, "{framework}: the training state differs");
+        // And they were stored compressed.
+        let folder = resumed.path().join("ck/e03.safetensors");
+        let compressed = a.0["dense_0.weight"].as_str().map(|blob| {
+            let bytes = std::fs::read(folder.join(blob)).expect("blob");
+            find(&bytes, b"zstd-byte-planes").is_some()
+        });
+        assert_eq!(compressed, Some(true), "{framework}: {a:?}");
+        let out = ckpt(resumed.path(), &["verify", "ck"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    }
+}

@@ -1,6 +1,7 @@
 //! `ckpt bench`: measurements as JSON lines, each the median of interleaved runs (A B A B …)
 //! so that a noisy disk or a busy neighbour hits both sides alike.
 
+mod compress;
 mod dedup;
 mod disk;
 mod s3;
@@ -74,6 +75,13 @@ pub(crate) struct BenchArgs {
     /// variables: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
     #[arg(long)]
     s3: Option<String>,
+    /// The checkpoint (file or folder) whose trained weights the compress measurement
+    /// compresses.
+    #[arg(long, value_name = "CHECKPOINT")]
+    from: Option<PathBuf>,
+    /// An earlier checkpoint of the same run: compress also measures an XOR delta against it.
+    #[arg(long, value_name = "CHECKPOINT")]
+    previous: Option<PathBuf>,
 }
 
 /// A measurement.
@@ -114,6 +122,10 @@ enum Measurement {
     /// 10): a fine-tune with 90% of the tensors frozen (time, and bytes written per
     /// checkpoint), and saves where every tensor changed (nothing to share).
     Dedup,
+    /// Compression of the trained weights in --from: byte planes + zstd against zstd alone,
+    /// float32 and rounded to bfloat16 (ratio, MB/s); a deduplicated checkpoint of them
+    /// saved and loaded plain and compressed; with --previous, an XOR delta against it.
+    Compress,
 }
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -195,6 +207,12 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             Measurement::Sharded => sharded::throughput(args.runs, dir, bytes, args.tensors)?,
             Measurement::ShardedCommitS3 => sharded::commit_at_scale(&s3()?)?,
             Measurement::Dedup => dedup::dedup(args.runs, dir, bytes, args.tensors)?,
+            Measurement::Compress => compress::compress(
+                args.runs,
+                dir,
+                args.from.as_deref(),
+                args.previous.as_deref(),
+            )?,
         };
         out!("{line}");
     }

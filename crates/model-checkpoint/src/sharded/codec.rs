@@ -109,22 +109,13 @@ impl Encoding {
         let len = self
             .decoded_len()
             .ok_or_else(|| corrupt("its encoding's shape is too large".to_owned()))?;
-        let mut planes = Vec::new();
-        planes.try_reserve_exact(len).map_err(|_| Error::TooLarge {
-            what: file.path().to_string(),
-            reason: format!("{len} decoded bytes cannot be allocated"),
+        let bytes = decompress(stored, self.dtype.bitsize() / 8, len).map_err(|e| match e {
+            Decompress::Memory => Error::TooLarge {
+                what: file.path().to_string(),
+                reason: format!("{len} decoded bytes cannot be allocated"),
+            },
+            Decompress::Bytes(reason) => corrupt(reason),
         })?;
-        // Never more than `len` bytes: the allocation above is the bound, whatever the
-        // frame claims.
-        let n = zstd::bulk::Decompressor::new()
-            .and_then(|mut d| d.decompress_to_buffer(stored, &mut planes))
-            .map_err(|e| corrupt(format!("its compressed bytes do not decode: {e}")))?;
-        if n != len {
-            return Err(corrupt(format!(
-                "its compressed bytes decode to {n} bytes, not the {len} of its shape"
-            )));
-        }
-        let bytes = from_planes(&planes, self.dtype.bitsize() / 8);
         let crc = crate::store::crc_hex(crc32fast::hash(&bytes));
         if crc != self.crc32 {
             return Err(corrupt(format!(
@@ -164,11 +155,10 @@ pub fn encode(tensor: &NamedTensor<'_>) -> Result<Option<(Vec<u8>, Encoding)>, E
             reason: "its bytes could not be read to compress it",
         })?;
     let crc32 = crate::store::crc_hex(crc32fast::hash(&bytes));
-    let planes = to_planes(&bytes, dtype.bitsize() / 8);
-    drop(bytes);
-    let Ok(stored) = zstd::bulk::compress(&planes, LEVEL) else {
+    let Ok(stored) = compress(&bytes, dtype.bitsize() / 8) else {
         return Ok(None);
     };
+    drop(bytes);
     if stored.len() > len - (len >> MIN_SAVING_SHIFT) || len == 0 {
         return Ok(None);
     }
@@ -183,18 +173,69 @@ pub fn encode(tensor: &NamedTensor<'_>) -> Result<Option<(Vec<u8>, Encoding)>, E
     )))
 }
 
-/// `bytes` (elements of `elem` bytes) as byte planes: every element's byte 0, then byte 1 ….
+/// `bytes` (elements of `elem` bytes) in byte planes, compressed: the stored bytes of a
+/// compressed blob (`elem` 1 is zstd alone).
+///
+/// # Errors
+///
+/// zstd's error (its context cannot be had).
+pub fn compress(bytes: &[u8], elem: usize) -> std::io::Result<Vec<u8>> {
+    if elem <= 1 {
+        return zstd::bulk::compress(bytes, LEVEL);
+    }
+    zstd::bulk::compress(&to_planes(bytes, elem), LEVEL)
+}
+
+/// Why [`decompress`] failed.
+#[derive(Debug)]
+pub enum Decompress {
+    /// The decoded bytes' memory cannot be had.
+    Memory,
+    /// The bytes do not decode to exactly the size expected: why, in words.
+    Bytes(String),
+}
+
+/// The inverse of [`compress`]: exactly `len` bytes, never more allocated whatever the
+/// frame claims.
+///
+/// # Errors
+///
+/// [`Decompress`].
+pub fn decompress(stored: &[u8], elem: usize, len: usize) -> Result<Vec<u8>, Decompress> {
+    let mut planes = Vec::new();
+    planes
+        .try_reserve_exact(len)
+        .map_err(|_| Decompress::Memory)?;
+    // zstd writes into the capacity reserved, and fails rather than grow it.
+    let n = zstd::bulk::Decompressor::new()
+        .and_then(|mut d| d.decompress_to_buffer(stored, &mut planes))
+        .map_err(|e| Decompress::Bytes(format!("its compressed bytes do not decode: {e}")))?;
+    if n != len {
+        return Err(Decompress::Bytes(format!(
+            "its compressed bytes decode to {n} bytes, not the {len} of its shape"
+        )));
+    }
+    if elem <= 1 {
+        return Ok(planes);
+    }
+    Ok(from_planes(&planes, elem))
+}
+
+/// `bytes` (elements of `elem` bytes) as byte planes: every element's byte 0, then byte 1
+/// …; bytes past the last whole element stay last.
 pub fn to_planes(bytes: &[u8], elem: usize) -> Vec<u8> {
     if elem <= 1 {
         return bytes.to_vec();
     }
     let n = bytes.len() / elem;
     let mut out = vec![0u8; bytes.len()];
-    for (i, element) in bytes.chunks_exact(elem).enumerate() {
-        for (k, b) in element.iter().enumerate() {
-            out[k * n + i] = *b;
+    // One plane at a time: sequential writes, strided reads.
+    for (k, plane) in out.chunks_exact_mut(n.max(1)).take(elem).enumerate() {
+        for (dst, element) in plane.iter_mut().zip(bytes.chunks_exact(elem)) {
+            *dst = element[k];
         }
     }
+    out[n * elem..].copy_from_slice(&bytes[n * elem..]);
     out
 }
 
@@ -206,10 +247,11 @@ pub fn from_planes(planes: &[u8], elem: usize) -> Vec<u8> {
     let n = planes.len() / elem;
     let mut out = vec![0u8; planes.len()];
     for (k, plane) in planes.chunks_exact(n.max(1)).take(elem).enumerate() {
-        for (i, b) in plane.iter().enumerate() {
-            out[i * elem + k] = *b;
+        for (element, b) in out.chunks_exact_mut(elem).zip(plane) {
+            element[k] = *b;
         }
     }
+    out[n * elem..].copy_from_slice(&planes[n * elem..]);
     out
 }
 
@@ -222,6 +264,12 @@ mod tests {
         for elem in [1, 2, 4, 8] {
             for n in [0, 1, 3, 1000] {
                 let bytes: Vec<u8> = (0..n * elem).map(|i| (i * 7 + i / 3) as u8).collect();
+                let packed = compress(&bytes, elem).expect("compress");
+                match decompress(&packed, elem, bytes.len()) {
+                    Ok(back) => assert_eq!(back, bytes),
+                    Err(e) => panic!("{e:?}"),
+                }
+                assert!(decompress(&packed, elem, bytes.len() + 1).is_err());
                 let planes = to_planes(&bytes, elem);
                 assert_eq!(from_planes(&planes, elem), bytes, "elem {elem} n {n}");
                 if elem == 4 && n == 3 {
