@@ -149,7 +149,13 @@ pub(super) fn compress(
 
     // Saved and loaded: a deduplicated checkpoint plain against compressed, interleaved.
     let storage = LocalFolder::default();
-    let model = Synthetic(tensors.clone());
+    // Every tensor as a weight (optimizer moments renamed out of the reserved prefix).
+    let model = Synthetic(
+        tensors
+            .iter()
+            .map(|(n, t)| (n.replace("__training__/", "training."), t.clone()))
+            .collect(),
+    );
     let (mut s_plain, mut s_packed, mut l_plain, mut l_packed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut bytes_plain, mut bytes_packed) = (0, 0);
@@ -167,19 +173,14 @@ pub(super) fn compress(
             let folder = Name::from(side.join("e1.safetensors"));
             let loaded = load(&storage, &folder)?;
             let bytes = stored_bytes(&storage, &folder)?;
-            if compressed {
-                (
-                    s_packed.push(took),
-                    l_packed.push(loaded),
-                    bytes_packed = bytes,
-                );
+            let (saves, loads, size) = if compressed {
+                (&mut s_packed, &mut l_packed, &mut bytes_packed)
             } else {
-                (
-                    s_plain.push(took),
-                    l_plain.push(loaded),
-                    bytes_plain = bytes,
-                );
-            }
+                (&mut s_plain, &mut l_plain, &mut bytes_plain)
+            };
+            saves.push(took);
+            loads.push(loaded);
+            *size = bytes;
             std::fs::remove_dir_all(&side).map_err(|e| format!("{}: {e}", side.display()))?;
         }
     }

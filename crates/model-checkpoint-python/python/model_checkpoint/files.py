@@ -9,7 +9,8 @@ from . import _native
 def verify(path):
     """Checks the file at ``path`` completely (its header, then every tensor against its
     CRC-32), or every file of the deduplicated or sharded checkpoint in the folder
-    ``path``; raises ``CheckpointError`` naming what is wrong."""
+    ``path`` (a compressed blob's decoded bytes too); raises ``CheckpointError`` naming
+    what is wrong."""
     _native.verify(os.fspath(path))
 
 

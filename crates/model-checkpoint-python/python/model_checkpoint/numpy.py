@@ -57,7 +57,8 @@ def load_file(filename, verify=True):
     each checked against its CRC-32 as it is read. With ``verify`` (the default) a file
     without this format's checksums is refused; ``verify=False`` reads any safetensors
     file. A folder holding ``model.safetensors.index.json`` (a deduplicated checkpoint, as
-    ``ckpt train --dedup`` writes, or a sharded one) is read whole through its index."""
+    ``ckpt train --dedup`` writes, or a sharded one) is read whole through its index,
+    compressed blobs (``--compress``) decoded and checked again."""
     tensors, _ = _native.load_file(os.fspath(filename), verify)
     return {name: _array(dtype, shape, data) for name, dtype, shape, data in tensors}
 

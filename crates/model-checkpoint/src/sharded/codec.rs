@@ -18,9 +18,9 @@ use crate::Error;
 pub const KEY_ENCODING: &str = "encoding";
 /// The one codec: byte planes, then a zstd frame.
 const CODEC: &str = "zstd-byte-planes";
-/// zstd's level: the fastest, which `ckpt bench --only compress` measured to lose under
-/// 1% of the ratio of level 3 on trained weights (the mantissa planes do not compress at
-/// any level) while compressing faster.
+/// zstd's level: on the byte planes of a trained checkpoint (the digits MLP at 4096-4096
+/// with Adam, 205 MB of float32) level 1 gave 0.837 of the bytes at 707 MB/s, level 3
+/// 0.842 at 288 MB/s (the mantissa planes do not compress at any level).
 const LEVEL: i32 = 1;
 /// A tensor is stored compressed only if that saves at least this part of its bytes
 /// (1/64): otherwise decoding would cost each load for nothing.
@@ -224,35 +224,77 @@ pub fn decompress(stored: &[u8], elem: usize, len: usize) -> Result<Vec<u8>, Dec
 /// `bytes` (elements of `elem` bytes) as byte planes: every element's byte 0, then byte 1
 /// …; bytes past the last whole element stay last.
 pub fn to_planes(bytes: &[u8], elem: usize) -> Vec<u8> {
-    if elem <= 1 {
-        return bytes.to_vec();
-    }
-    let n = bytes.len() / elem;
     let mut out = vec![0u8; bytes.len()];
-    // One plane at a time: sequential writes, strided reads.
-    for (k, plane) in out.chunks_exact_mut(n.max(1)).take(elem).enumerate() {
-        for (dst, element) in plane.iter_mut().zip(bytes.chunks_exact(elem)) {
-            *dst = element[k];
-        }
+    match elem {
+        2 => split::<2>(bytes, &mut out),
+        4 => split::<4>(bytes, &mut out),
+        8 => split::<8>(bytes, &mut out),
+        _ => out.copy_from_slice(bytes),
     }
-    out[n * elem..].copy_from_slice(&bytes[n * elem..]);
     out
 }
 
 /// The inverse of [`to_planes`].
 pub fn from_planes(planes: &[u8], elem: usize) -> Vec<u8> {
-    if elem <= 1 {
-        return planes.to_vec();
-    }
-    let n = planes.len() / elem;
     let mut out = vec![0u8; planes.len()];
-    for (k, plane) in planes.chunks_exact(n.max(1)).take(elem).enumerate() {
-        for (element, b) in out.chunks_exact_mut(elem).zip(plane) {
-            element[k] = *b;
+    match elem {
+        2 => join::<2>(planes, &mut out),
+        4 => join::<4>(planes, &mut out),
+        8 => join::<8>(planes, &mut out),
+        _ => out.copy_from_slice(planes),
+    }
+    out
+}
+
+/// The N planes of `out` (N equal parts, then the tail).
+fn planes_of<const N: usize>(out: &mut [u8]) -> ([&mut [u8]; N], &mut [u8]) {
+    let n = out.len() / N;
+    let (body, tail) = out.split_at_mut(n * N);
+    let mut parts = body.chunks_exact_mut(n.max(1));
+    let planes = std::array::from_fn(|_| parts.next().unwrap_or_default());
+    (planes, tail)
+}
+
+/// One pass over the elements, each byte to its plane (the compiler keeps N planes' cursors
+/// in registers, several times faster than a pass per plane).
+fn split<const N: usize>(bytes: &[u8], out: &mut [u8]) {
+    let whole = bytes.len() / N * N;
+    let n = whole / N;
+    let (mut planes, tail) = planes_of::<N>(out);
+    // Blocks of 64 elements, every plane's slice of the block taken first: the inner loops
+    // then run without bounds checks.
+    for (b, block) in bytes[..whole].chunks(64 * N).enumerate() {
+        let start = b * 64;
+        let count = block.len() / N;
+        for (k, plane) in planes.iter_mut().enumerate() {
+            let dst = &mut plane[start..start + count];
+            for (d, element) in dst.iter_mut().zip(block.chunks_exact(N)) {
+                *d = element[k];
+            }
         }
     }
-    out[n * elem..].copy_from_slice(&planes[n * elem..]);
-    out
+    debug_assert!(planes.iter().all(|p| p.len() == n));
+    tail.copy_from_slice(&bytes[whole..]);
+}
+
+fn join<const N: usize>(planes: &[u8], out: &mut [u8]) {
+    let n = planes.len() / N;
+    let whole = n * N;
+    let (body, tail) = planes.split_at(whole);
+    let parts: Vec<&[u8]> = body.chunks_exact(n.max(1)).collect();
+    if n > 0 {
+        for (b, block) in out[..whole].chunks_mut(64 * N).enumerate() {
+            let start = b * 64;
+            let count = block.len() / N;
+            for (k, part) in parts.iter().enumerate() {
+                let src = &part[start..start + count];
+                for (element, s) in block.chunks_exact_mut(N).zip(src) {
+                    element[k] = *s;
+                }
+            }
+        }
+    }
+    out[whole..].copy_from_slice(tail);
 }
 
 #[cfg(test)]
