@@ -338,11 +338,12 @@ fn deduplicated_checkpoints_in_a_bucket_resume_and_collect() {
     let flags = ["--dedup", "--keep-last", "2", "--seed", "9"];
     let first = train(&server, d, "2", &flags);
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    // Resumed with its blobs compressed: compression needs nothing of the store but writes.
     let resumed = train(
         &server,
         d,
         "4",
-        &[&flags[..], &["--resume", "latest"]].concat(),
+        &[&flags[..], &["--resume", "latest", "--compress"]].concat(),
     );
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
     assert!(
@@ -364,7 +365,8 @@ fn deduplicated_checkpoints_in_a_bucket_resume_and_collect() {
     let du: serde_json::Value = serde_json::from_slice(&du.stdout).expect("json");
     assert_eq!(du["checkpoints"], 2, "{du}");
     assert_eq!(du["unnamed_blobs"], 0, "{du}");
-    // The same run straight, locally: the same tensors (equal blobs) at epoch 4.
+    // The same run straight, locally and plain: the same tensors (blobs are named by the
+    // decoded tensor, so equal names are equal tensors) at epoch 4.
     let local = d.join("straight");
     let template = local.join("e{epoch:02d}.safetensors");
     let straight = train_to(
@@ -394,4 +396,10 @@ fn deduplicated_checkpoints_in_a_bucket_resume_and_collect() {
     let here = std::fs::read(local.join("e04.safetensors/model.safetensors.index.json"))
         .expect("local index");
     assert_eq!(index(&remote), index(&here));
+    // And the bucket's epoch-4 blobs were written compressed (their entries say so).
+    assert!(
+        remote.windows(13).any(|w| w == b"\"plain_bytes\""),
+        "{}",
+        text(&remote)
+    );
 }

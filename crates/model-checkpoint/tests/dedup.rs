@@ -479,6 +479,87 @@ fn compressed_checkpoints_restore_exactly_and_check_the_decoded_bytes() {
 }
 
 #[test]
+fn a_hostile_encoding_is_an_error_naming_the_blob() {
+    use model_checkpoint::sharded::codec::{Encoding, KEY_ENCODING};
+    use model_checkpoint::store::{save_to, CheckpointFile, Kind, SaveOptions, Verify};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = LocalFolder::default();
+    let bytes = HostTensor::new(Dtype::U8, vec![8], vec![7; 8]).expect("tensor");
+    let f32s = HostTensor::from_f32(vec![2], &[1.0, 2.0]);
+    let cases: [(&str, &str, Vec<NamedTensor<'_>>); 5] = [
+        (
+            "json",
+            "{not json",
+            vec![NamedTensor::new("t", bytes.clone())],
+        ),
+        (
+            "codec",
+            r#"{"codec":"lz4","dtype":"F32","shape":[2],"crc32":"00000000"}"#,
+            vec![NamedTensor::new("t", bytes.clone())],
+        ),
+        (
+            "huge",
+            r#"{"codec":"zstd-byte-planes","dtype":"F64","shape":[4611686018427387904,4],"crc32":"00000000"}"#,
+            vec![NamedTensor::new("t", bytes.clone())],
+        ),
+        (
+            "not-u8",
+            r#"{"codec":"zstd-byte-planes","dtype":"F32","shape":[2],"crc32":"00000000"}"#,
+            vec![NamedTensor::new("t", f32s.clone())],
+        ),
+        (
+            "two",
+            r#"{"codec":"zstd-byte-planes","dtype":"F32","shape":[2],"crc32":"00000000"}"#,
+            vec![
+                NamedTensor::new("t", bytes.clone()),
+                NamedTensor::new("u", bytes.clone()),
+            ],
+        ),
+    ];
+    for (case, encoding, tensors) in cases {
+        let path = dir.path().join(format!("{case}.safetensors"));
+        let info =
+            std::collections::BTreeMap::from([(KEY_ENCODING.to_owned(), encoding.to_owned())]);
+        save_to(
+            &storage,
+            &Name::from(path.clone()),
+            Kind::Weights,
+            &tensors,
+            &info,
+            &SaveOptions::default(),
+        )
+        .expect("a well-formed file");
+        let file = CheckpointFile::open(&path, Verify::Full).expect("verifies as a file");
+        let err = Encoding::of(&file).expect_err(case);
+        assert!(
+            err.to_string().contains(&format!("{case}.safetensors")),
+            "{case}: {err}"
+        );
+    }
+    // Bytes that are not a zstd frame, under a valid encoding: an error, not a panic.
+    let path = dir.path().join("garbage.safetensors");
+    let info = std::collections::BTreeMap::from([(
+        KEY_ENCODING.to_owned(),
+        r#"{"codec":"zstd-byte-planes","dtype":"F32","shape":[2],"crc32":"00000000"}"#.to_owned(),
+    )]);
+    save_to(
+        &storage,
+        &Name::from(path.clone()),
+        Kind::Weights,
+        &[NamedTensor::new("t", bytes.clone())],
+        &info,
+        &SaveOptions::default(),
+    )
+    .expect("file");
+    let file = CheckpointFile::open(&path, Verify::Full).expect("file");
+    let encoding = Encoding::of(&file).expect("parses").expect("encoded");
+    let err = encoding
+        .decode(&file, &file.read("t").expect("read"))
+        .expect_err("not zstd");
+    assert!(err.to_string().contains("do not decode"), "{err}");
+}
+
+#[test]
 fn compression_without_dedup_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cb = ModelCheckpoint::new(
