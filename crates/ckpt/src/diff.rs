@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::Args;
+use model_checkpoint::sharded::ShardedCheckpoint;
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::Dtype;
 
@@ -13,9 +14,13 @@ use crate::Failure;
 /// Compare two checkpoints tensor by tensor: tensors only in one, dtype and shape changes,
 /// and the largest absolute difference of each shared tensor.
 ///
+/// Either may be a folder checkpoint (deduplicated or sharded): two tensors of
+/// deduplicated checkpoints in the same blob are the same without a read.
+///
 /// Exits with status 0 when every tensor is identical, 1 when anything differs.
 ///
 /// Examples:
+///   ckpt diff ck/e04.safetensors ck/e05.safetensors   (deduplicated: folders)
 ///   ckpt diff checkpoints/digits.01-0.6472.safetensors checkpoints/digits.10-0.9528.safetensors
 ///   ckpt diff --changed-only a.safetensors b.safetensors
 #[derive(Args, Debug)]
@@ -64,9 +69,50 @@ fn value(dtype: Dtype, c: &[u8]) -> f64 {
     }
 }
 
-/// How two tensors of the same dtype and shape compare: `None` when their bytes are equal,
-/// else the largest absolute difference of their values (`None` inside for dtypes that are
-/// not numbers here). Both are streamed chunk by chunk, each checked against its checksum.
+/// The running comparison of two tensors' bytes, chunk by chunk.
+struct Comparison {
+    width: Option<usize>,
+    dtype: Dtype,
+    differ: bool,
+    max: f64,
+}
+
+impl Comparison {
+    fn new(dtype: Dtype) -> Self {
+        Comparison {
+            width: numeric_width(dtype),
+            dtype,
+            differ: false,
+            max: 0.0,
+        }
+    }
+
+    /// Two chunks at the same place of both tensors (whole elements).
+    fn chunk(&mut self, xa: &[u8], xb: &[u8]) {
+        if xa == xb {
+            return;
+        }
+        self.differ = true;
+        if let Some(w) = self.width {
+            for (p, q) in xa.chunks_exact(w).zip(xb.chunks_exact(w)) {
+                let d = (value(self.dtype, p) - value(self.dtype, q)).abs();
+                // A NaN difference, once seen, is the answer.
+                if !self.max.is_nan() && (d.is_nan() || d > self.max) {
+                    self.max = d;
+                }
+            }
+        }
+    }
+
+    /// `None` when the bytes are equal, else the largest absolute difference of the values
+    /// (`None` inside for dtypes that are not numbers here).
+    fn result(&self) -> Option<Option<f64>> {
+        self.differ.then_some(self.width.map(|_| self.max))
+    }
+}
+
+/// How two tensors of the same dtype and shape in two files compare ([`Comparison::result`]):
+/// both are streamed chunk by chunk, each checked against its checksum.
 fn compare(
     a: &CheckpointFile,
     b: &CheckpointFile,
@@ -76,32 +122,102 @@ fn compare(
     let (Some(mut ra), Some(mut rb)) = (a.reader(name), b.reader(name)) else {
         return Ok(None);
     };
-    let width = numeric_width(dtype);
     let (mut ba, mut bb) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
-    let mut differ = false;
-    let mut max = 0.0f64;
+    let mut comparison = Comparison::new(dtype);
     loop {
         let na = fill(&mut ra, &mut ba).map_err(|e| read_failure(a, name, e))?;
         let nb = fill(&mut rb, &mut bb).map_err(|e| read_failure(b, name, e))?;
         if na == 0 && nb == 0 {
             break;
         }
-        let (xa, xb) = (&ba[..na], &bb[..nb]);
-        if xa == xb {
-            continue;
+        comparison.chunk(&ba[..na], &bb[..nb]);
+    }
+    Ok(comparison.result())
+}
+
+/// One side of a diff: a file, or a folder checkpoint read through its index.
+enum Side {
+    File(CheckpointFile),
+    Folder(ShardedCheckpoint),
+}
+
+impl Side {
+    fn open(path: &std::path::Path) -> Result<Side, Failure> {
+        let location = crate::location::Location::of(path)?;
+        if crate::sharded::is_sharded(&*location.storage, &location.name) {
+            let checkpoint = ShardedCheckpoint::open(&*location.storage, &location.name)?;
+            return Ok(Side::Folder(checkpoint));
         }
-        differ = true;
-        if let Some(w) = width {
-            for (p, q) in xa.chunks_exact(w).zip(xb.chunks_exact(w)) {
-                let d = (value(dtype, p) - value(dtype, q)).abs();
-                // A NaN difference, once seen, is the answer.
-                if !max.is_nan() && (d.is_nan() || d > max) {
-                    max = d;
-                }
-            }
+        // Each tensor's checksum is checked as it is streamed; the header now.
+        Ok(Side::File(location.open(Verify::HeaderOnly)?))
+    }
+
+    fn names(&self) -> Vec<&str> {
+        match self {
+            Side::File(f) => f.tensors().map(|t| t.name).collect(),
+            Side::Folder(c) => c.tensors().keys().map(String::as_str).collect(),
         }
     }
-    Ok(differ.then_some(width.map(|_| max)))
+
+    /// The dtype and shape of tensor `name`, if it has it (`None` for the dtype of a folder's
+    /// tensor that this build does not know: compared as bytes).
+    fn tensor(&self, name: &str) -> Option<(Option<Dtype>, Vec<usize>)> {
+        match self {
+            Side::File(f) => f.tensor(name).map(|t| (Some(t.dtype), t.shape.to_vec())),
+            Side::Folder(c) => c.tensors().get(name).map(|t| {
+                let dtype = serde_json::from_value(serde_json::json!(t.dtype)).ok();
+                (dtype, t.global_shape.clone())
+            }),
+        }
+    }
+
+    /// The content-addressed blob holding tensor `name` whole (a deduplicated checkpoint).
+    fn blob(&self, name: &str) -> Option<&str> {
+        let Side::Folder(c) = self else { return None };
+        let t = c.tensors().get(name)?;
+        let [piece] = t.pieces.as_slice() else {
+            return None;
+        };
+        let file = piece.file.rsplit('/').next()?;
+        (c.is_dedup() && model_checkpoint::sharded::blobs::is_blob_reference(&piece.file))
+            .then_some(file)
+    }
+}
+
+/// How tensor `name` compares between two sides of the same dtype and shape.
+fn compare_sides(
+    a: &Side,
+    b: &Side,
+    name: &str,
+    dtype: Option<Dtype>,
+) -> Result<Option<Option<f64>>, Failure> {
+    // A blob is named by the hash of the tensor's name, dtype, shape and bytes.
+    if let (Some(x), Some(y)) = (a.blob(name), b.blob(name)) {
+        if x == y {
+            return Ok(None);
+        }
+    }
+    let dtype = dtype.unwrap_or(Dtype::U8);
+    if let (Side::File(x), Side::File(y)) = (a, b) {
+        return compare(x, y, name, dtype);
+    }
+    // A folder's tensor is read whole (assembled from its pieces, or decoded), each piece
+    // checked: memory holds one tensor of each side.
+    let read = |side: &Side| -> Result<Vec<u8>, Failure> {
+        Ok(match side {
+            Side::File(f) => f.read(name)?,
+            Side::Folder(c) => c.read(name)?.data().to_vec(),
+        })
+    };
+    let (xa, xb) = (read(a)?, read(b)?);
+    let mut comparison = Comparison::new(dtype);
+    for (p, q) in xa.chunks(CHUNK).zip(xb.chunks(CHUNK)) {
+        comparison.chunk(p, q);
+    }
+    if xa.len() != xb.len() {
+        comparison.differ = true;
+    }
+    Ok(comparison.result())
 }
 
 /// Reads until `buf` is full or the tensor ends (CHUNK is a multiple of every width, so
@@ -134,14 +250,9 @@ fn f16_to_f64(h: u16) -> f64 {
 }
 
 pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
-    // Each tensor's checksum is checked as it is streamed below; the header now.
-    let a = crate::location::Location::of(&args.a)?.open(Verify::HeaderOnly)?;
-    let b = crate::location::Location::of(&args.b)?.open(Verify::HeaderOnly)?;
-    let names: BTreeSet<&str> = a
-        .tensors()
-        .map(|t| t.name)
-        .chain(b.tensors().map(|t| t.name))
-        .collect();
+    let a = Side::open(&args.a)?;
+    let b = Side::open(&args.b)?;
+    let names: BTreeSet<&str> = a.names().into_iter().chain(b.names()).collect();
     let mut differences = 0usize;
     for full_name in names {
         // Names come from the files: printed shortened.
@@ -150,13 +261,14 @@ pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
         let line = match (a.tensor(full_name), b.tensor(full_name)) {
             (Some(_), None) => format!("only in A   {name}"),
             (None, Some(_)) => format!("only in B   {name}"),
-            (Some(x), Some(y)) if x.dtype != y.dtype => {
-                format!("dtype       {name}: {:?} -> {:?}", x.dtype, y.dtype)
+            (Some(x), Some(y)) if x.0 != y.0 => {
+                let shown = |d: Option<Dtype>| d.map_or("?".to_owned(), |d| format!("{d:?}"));
+                format!("dtype       {name}: {} -> {}", shown(x.0), shown(y.0))
             }
-            (Some(x), Some(y)) if x.shape != y.shape => {
-                format!("shape       {name}: {:?} -> {:?}", x.shape, y.shape)
+            (Some(x), Some(y)) if x.1 != y.1 => {
+                format!("shape       {name}: {:?} -> {:?}", x.1, y.1)
             }
-            (Some(x), Some(_)) => match compare(&a, &b, full_name, x.dtype)? {
+            (Some(x), Some(_)) => match compare_sides(&a, &b, full_name, x.0)? {
                 None => {
                     if !args.changed_only {
                         out!("same        {name}");

@@ -564,5 +564,52 @@ fn resuming_a_compressed_run_is_exact_with_candle_and_burn() {
         assert_eq!(compressed, Some(true), "{framework}: {a:?}");
         let out = ckpt(resumed.path(), &["verify", "ck"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+        // `ckpt diff` of folders: the straight plain run and the resumed compressed one are
+        // the same tensor by tensor; two epochs differ; a folder against a plain file of it.
+        let path = |dir: &Path, name: &str| dir.join(name).to_string_lossy().into_owned();
+        let same = ckpt(
+            resumed.path(),
+            &[
+                "diff",
+                &path(straight.path(), "ck/e03.safetensors"),
+                "ck/e03.safetensors",
+            ],
+        );
+        assert_eq!(same.status.code(), Some(0), "{}", text(&same.stdout));
+        assert!(
+            text(&same.stdout).lines().all(|l| l.starts_with("same ")),
+            "{}",
+            text(&same.stdout)
+        );
+        let changed = ckpt(
+            resumed.path(),
+            &[
+                "diff",
+                "--changed-only",
+                "ck/e02.safetensors",
+                "ck/e03.safetensors",
+            ],
+        );
+        assert_eq!(changed.status.code(), Some(1), "{}", text(&changed.stderr));
+        assert!(
+            text(&changed.stdout).contains("changed     dense_0.weight: max abs diff"),
+            "{}",
+            text(&changed.stdout)
+        );
+        let out = ckpt(
+            resumed.path(),
+            &["export", "ck/e03.safetensors", "whole.safetensors"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let against_file = ckpt(
+            resumed.path(),
+            &["diff", "ck/e03.safetensors", "whole.safetensors"],
+        );
+        assert_eq!(
+            against_file.status.code(),
+            Some(0),
+            "{}",
+            text(&against_file.stdout)
+        );
     }
 }
