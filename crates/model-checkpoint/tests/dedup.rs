@@ -169,9 +169,10 @@ fn a_frozen_backbone_is_written_once_and_retention_collects_the_rest() {
         checkpoints(dir.path()),
         BTreeSet::from(["e04.safetensors".to_owned(), "e05.safetensors".to_owned()])
     );
-    // One backbone blob, and per kept checkpoint its head, its head tensor and its moment.
+    // One backbone blob, and per kept checkpoint its head and one group blob of the two
+    // tensors that change at every save (written together once seen changing).
     let blobs = blob_names(dir.path());
-    assert_eq!(blobs.len(), 1 + 2 * 3, "{blobs:?}");
+    assert_eq!(blobs.len(), 1 + 2 * 2, "{blobs:?}");
     let sizes: Vec<u64> = blobs
         .iter()
         .map(|b| {
@@ -207,6 +208,11 @@ fn a_frozen_backbone_is_written_once_and_retention_collects_the_rest() {
             path.display()
         );
     }
+    assert_eq!(
+        map["head.weight"], map["__training__/optimizer/head.weight/m"],
+        "the changing tensors are one group"
+    );
+    assert_ne!(map["backbone.weight"], map["head.weight"]);
     // The best and latest a run reports are its folders.
     assert_eq!(
         cb.latest().expect("latest").file_name(),
@@ -256,6 +262,52 @@ fn restore_from_a_deduplicated_checkpoint_is_exact() {
 }
 
 #[test]
+fn an_unchanged_group_is_reused_and_a_tensor_that_stops_changing_goes_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");
+    let model = Model::new();
+    cb.on_train_begin(&Logs::new(), &mut Context::new(&model))
+        .expect("begin");
+    let save = |cb: &mut ModelCheckpoint, epoch: usize| {
+        let mut ctx = Context::new(&model);
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("epoch begin");
+        cb.on_epoch_end(epoch, &Logs::from([("loss", 1.0)]), &mut ctx)
+            .expect("epoch end");
+    };
+    let map = |name: &str| -> serde_json::Value {
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(name).join(INDEX_FILE)).expect("index"),
+        )
+        .expect("json");
+        index["weight_map"].clone()
+    };
+    for e in 0..4 {
+        model.epoch.set(e + 1);
+        save(&mut cb, e as usize);
+    }
+    // Saved again unchanged: the same group, found there, not written again.
+    let blobs_before = blob_names(dir.path()).len();
+    save(&mut cb, 4);
+    let (e04, e05) = (map("e04.safetensors"), map("e05.safetensors"));
+    assert_eq!(e04["head.weight"], e05["head.weight"]);
+    assert_ne!(e05["head.weight"], e05["backbone.weight"]);
+    // Only the new checkpoint's head is new.
+    assert_eq!(blob_names(dir.path()).len(), blobs_before + 1);
+    // Having not changed, the head weight and moment are hashed first next time, and go
+    // alone: the next save names each tensor's own blob.
+    save(&mut cb, 5);
+    let e06 = map("e06.safetensors");
+    assert_ne!(
+        e06["head.weight"],
+        e06["__training__/optimizer/head.weight/m"]
+    );
+    cb.on_train_end(&Logs::new(), &mut Context::new(&model))
+        .expect("end");
+    assert_eq!(all_whole(dir.path()), 6);
+}
+
+#[test]
 fn a_fixed_name_is_replaced_and_its_old_blobs_collected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cb = callback(dir.path(), "best.safetensors");
@@ -265,10 +317,12 @@ fn a_fixed_name_is_replaced_and_its_old_blobs_collected() {
         checkpoints(dir.path()),
         BTreeSet::from(["best.safetensors".to_owned()])
     );
+    // The head weight and the moment changed at every save: from the third on they are
+    // written together, as one group blob.
     assert_eq!(
         blob_names(dir.path()).len(),
-        4,
-        "backbone, head, moment, head blob"
+        3,
+        "backbone, the group of head and moment, head blob"
     );
     // One marker: the replaced heads' went with them.
     let markers = std::fs::read_dir(dir.path())

@@ -43,16 +43,7 @@ const INDEX_DEPTH: usize = 16;
 ///
 /// The tensor's own error while its bytes are read.
 pub fn blob_id(tensor: &NamedTensor<'_>) -> Result<String, Error> {
-    let mut hash = blake3::Hasher::new();
-    hash.update(b"model-checkpoint blob 1\0");
-    hash.update(&(tensor.name.len() as u64).to_le_bytes());
-    hash.update(tensor.name.as_bytes());
-    hash.update(format!("{:?}", tensor.data.dtype()).as_bytes());
-    let shape = tensor.data.shape();
-    hash.update(&(shape.len() as u64).to_le_bytes());
-    for d in shape.iter() {
-        hash.update(&(*d as u64).to_le_bytes());
-    }
+    let mut hash = seeded(tensor);
     tensor
         .data
         .write_to(&mut |bytes| {
@@ -66,6 +57,31 @@ pub fn blob_id(tensor: &NamedTensor<'_>) -> Result<String, Error> {
     Ok(hex(hash.finalize().as_bytes()))
 }
 
+/// The hasher of [`blob_id`] before the tensor's bytes: the tag, name, dtype and shape.
+fn seeded(tensor: &NamedTensor<'_>) -> blake3::Hasher {
+    let mut hash = blake3::Hasher::new();
+    hash.update(b"model-checkpoint blob 1\0");
+    hash.update(&(tensor.name.len() as u64).to_le_bytes());
+    hash.update(tensor.name.as_bytes());
+    hash.update(format!("{:?}", tensor.data.dtype()).as_bytes());
+    let shape = tensor.data.shape();
+    hash.update(&(shape.len() as u64).to_le_bytes());
+    for d in shape.iter() {
+        hash.update(&(*d as u64).to_le_bytes());
+    }
+    hash
+}
+
+/// The id of a group blob: BLAKE3 of a tag and its tensors' blob ids, in order.
+fn group_id(ids: &[String]) -> String {
+    let mut hash = blake3::Hasher::new();
+    hash.update(b"model-checkpoint group 1\0");
+    for id in ids {
+        hash.update(id.as_bytes());
+    }
+    hex(hash.finalize().as_bytes())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -76,9 +92,36 @@ pub fn blobs_dir(folder: &Name) -> Name {
 }
 
 /// What this process knows of blobs that exist: id to its entry (size, header digest),
-/// so that a blob confirmed once is not read again at every save.
+/// so that a blob confirmed once is not read again at every save; and, by tensor name, the
+/// blob id at the last save and whether it had changed since the one before: a tensor that
+/// changed is expected to change again.
 #[derive(Debug, Default)]
-pub struct KnownBlobs(BTreeMap<String, Known>);
+pub struct KnownBlobs(BTreeMap<String, Known>, BTreeMap<String, (String, bool)>);
+
+impl KnownBlobs {
+    /// Forgets the blobs a collection deleted.
+    pub fn forget_collected(&mut self, collected: &Collected) {
+        for name in &collected.deleted {
+            if let Some(id) = name
+                .file_name()
+                .and_then(|f| f.strip_suffix(".safetensors"))
+            {
+                self.forget(id);
+            }
+        }
+    }
+
+    /// Whether tensor `name` changed between this process's last two saves.
+    fn changing(&self, name: &str) -> bool {
+        self.1.get(name).is_some_and(|(_, changed)| *changed)
+    }
+
+    /// Records that tensor `name` was saved as blob id `id`.
+    fn saw(&mut self, name: &str, id: &str) {
+        let changed = self.1.get(name).is_some_and(|(last, _)| last != id);
+        self.1.insert(name.to_owned(), (id.to_owned(), changed));
+    }
+}
 
 /// A blob known to exist: its index entry's facts.
 #[derive(Clone, Debug, Default)]
@@ -144,8 +187,44 @@ pub fn save_dedup(
     let mut index_tensors = BTreeMap::new();
     let mut weight_map = BTreeMap::new();
     let (mut written_bytes, mut reused_bytes, mut total) = (0u64, 0u64, 0u64);
+    // Tensors that changed at the last save are written together, as one group blob named
+    // after its content, hashed while it is written (one pass, one file); the others are
+    // hashed first and written, alone, only if their blob is not there. Compressed blobs
+    // hold one tensor each, and a storage that names an object before writing it cannot
+    // name it after its content: there every tensor goes alone.
+    let grouping = !compress && storage.names_after_writing();
+    let (group, tensors): (Vec<_>, Vec<_>) = tensors
+        .into_iter()
+        .partition(|t| grouping && known.changing(&t.name));
+    if !group.is_empty() {
+        let (rel, entry, written, ids) = write_group(storage, blobs, &up, &group, &info, known)?;
+        written_bytes = written_bytes.saturating_add(written);
+        for (tensor, id) in group.iter().zip(&ids) {
+            known.saw(&tensor.name, id);
+            let shape = tensor.data.shape().to_vec();
+            total = total.saturating_add(tensor.data.byte_len() as u64);
+            index_tensors.insert(
+                tensor.name.clone(),
+                GlobalTensor {
+                    dtype: format!("{:?}", tensor.data.dtype()),
+                    global_shape: shape.clone(),
+                    pieces: vec![Piece {
+                        file: rel.clone(),
+                        offsets: vec![0; shape.len()],
+                        shape,
+                    }],
+                },
+            );
+            weight_map.insert(tensor.name.clone(), rel.clone());
+        }
+        if written == 0 {
+            reused_bytes = reused_bytes.saturating_add(entry.bytes);
+        }
+        entries.insert(rel, entry);
+    }
     for tensor in &tensors {
         let id = blob_id(tensor)?;
+        known.saw(&tensor.name, &id);
         let name = blobs.join(&format!("{id}.safetensors"));
         let rel = format!("{up}{BLOBS_DIR}/{id}.safetensors");
         let len = tensor.data.byte_len() as u64;
@@ -232,6 +311,93 @@ pub fn save_dedup(
         head: (head, head_digest),
         written_bytes,
         reused_bytes,
+    })
+}
+
+/// Writes `tensors` as one group blob named after its content (the BLAKE3 of their blob
+/// ids, which are computed as the bytes are written), or finds it there: its reference
+/// (with `up`), its index entry, the bytes written (0 when it was there) and the tensors'
+/// blob ids.
+fn write_group(
+    storage: &dyn Storage,
+    blobs: &Name,
+    up: &str,
+    tensors: &[NamedTensor<'_>],
+    info: &BTreeMap<String, String>,
+    known: &mut KnownBlobs,
+) -> Result<(String, ShardEntry, u64, Vec<String>), Error> {
+    let mut hashers: Vec<blake3::Hasher> = tensors.iter().map(seeded).collect();
+    let ids_of = |hs: &[blake3::Hasher]| -> Vec<String> {
+        hs.iter().map(|h| hex(h.finalize().as_bytes())).collect()
+    };
+    let name_of = |hs: &[blake3::Hasher]| format!("{}.safetensors", group_id(&ids_of(hs)));
+    let options = SaveOptions {
+        commit: Commit::CreateNew,
+        ..SaveOptions::default()
+    };
+    let saved = store::save_by_content(
+        storage,
+        blobs,
+        Kind::Weights,
+        tensors,
+        info,
+        &options,
+        store::ContentName {
+            hashers: &mut hashers,
+            name_of: &name_of,
+        },
+    );
+    let ids = ids_of(&hashers);
+    let id = group_id(&ids);
+    let name = blobs.join(&format!("{id}.safetensors"));
+    let (entry, written) = match saved {
+        Ok(report) => (
+            Known {
+                bytes: report.bytes,
+                digest: hex(&report.header_digest),
+                plain_bytes: None,
+            },
+            report.bytes,
+        ),
+        // The same tensors were saved together before: that group is this one.
+        Err(Error::AlreadyExists { .. }) => (check_group(storage, &name, tensors)?, 0),
+        Err(e) => return Err(e),
+    };
+    known.0.insert(id.clone(), entry.clone());
+    let rel = format!("{up}{BLOBS_DIR}/{id}.safetensors");
+    let index_entry = ShardEntry {
+        file: rel.clone(),
+        bytes: entry.bytes,
+        header_sha256: entry.digest,
+        plain_bytes: None,
+    };
+    Ok((rel, index_entry, written, ids))
+}
+
+/// A group blob already there, checked to hold exactly `tensors` by name, dtype and shape;
+/// its entry.
+fn check_group(
+    storage: &dyn Storage,
+    name: &Name,
+    tensors: &[NamedTensor<'_>],
+) -> Result<Known, Error> {
+    let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
+    let holds = file.tensors().count() == tensors.len()
+        && tensors.iter().all(|t| {
+            file.tensor(&t.name).is_some_and(|stored| {
+                stored.dtype == t.data.dtype() && stored.shape == t.data.shape().as_ref()
+            })
+        });
+    if !holds {
+        return Err(Error::Corrupt {
+            path: name.clone(),
+            reason: "it is not the group of tensors its name says".to_owned(),
+        });
+    }
+    Ok(Known {
+        bytes: file.len(),
+        digest: hex(&file.header_digest()),
+        plain_bytes: None,
     })
 }
 
@@ -522,19 +688,15 @@ pub fn survey(storage: &dyn Storage, folder: &Name) -> Result<Survey, Error> {
 }
 
 /// Deletes the blobs in `folder`'s blob folder that no index below `folder` names and that
-/// run `run_id` wrote, through the deletion gate. An index that cannot be read stops the
+/// run `run_id` wrote, through the deletion gate (a process that caches which blobs exist
+/// forgets the deleted ones: [`KnownBlobs::forget_collected`]). An index that cannot be read stops the
 /// collection (nothing is deleted: a blob it may name stays).
 ///
 /// # Errors
 ///
 /// The storage's errors while listing; deletes that fail are logged and left for the next
 /// collection.
-pub fn collect(
-    storage: &dyn Storage,
-    folder: &Name,
-    run_id: &str,
-    known: &mut KnownBlobs,
-) -> Result<Collected, Error> {
+pub fn collect(storage: &dyn Storage, folder: &Name, run_id: &str) -> Result<Collected, Error> {
     let survey = survey(storage, folder)?;
     if let Some(why) = &survey.unread {
         log::warn!(target: "model_checkpoint", "blobs in {} not collected: {why}", blobs_dir(folder));
@@ -547,13 +709,6 @@ pub fn collect(
         };
         match gate::delete(storage, &object.name, claim) {
             Ok(()) => {
-                if let Some(id) = object
-                    .name
-                    .file_name()
-                    .and_then(|f| f.strip_suffix(".safetensors"))
-                {
-                    known.forget(id);
-                }
                 collected.bytes = collected.bytes.saturating_add(object.size);
                 collected.deleted.push(object.name.clone());
             }

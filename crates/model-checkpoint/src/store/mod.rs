@@ -48,4 +48,4 @@ pub use storage::{
     Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, JOURNAL_FILE,
     MARKER_PREFIX,
 };
-pub use write::{save, save_to, SaveOptions, SaveReport};
+pub use write::{save, save_by_content, save_to, ContentName, SaveOptions, SaveReport};

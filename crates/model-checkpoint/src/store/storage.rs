@@ -175,6 +175,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ///
     /// [`Error::Locked`], or [`Error::Io`].
     fn lock(&self, dir: &Name) -> Result<Option<Box<dyn std::any::Any + Send>>, Error>;
+
+    /// Whether a pending object may be renamed before its commit
+    /// ([`PendingObject::rename_to`]). Default: no.
+    fn names_after_writing(&self) -> bool {
+        false
+    }
 }
 
 /// An object being written; see the module documentation.
@@ -187,6 +193,21 @@ pub trait PendingObject: Write + Send {
     /// [`Error::Io`] naming what failed; the object does not appear (except where the
     /// backend says otherwise: a local folder whose sync fails after the rename).
     fn commit(self: Box<Self>, head: &[u8], durable: bool) -> Result<(), Error>;
+
+    /// Changes the name the object is committed under to `file_name` in the same folder,
+    /// before the commit: what lets an object be named after its content, known only once
+    /// written. Only where [`Storage::names_after_writing`] says so.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadLocation`] where the backend names an object when it starts it (an
+    /// upload to a key), or for a `file_name` that is not one plain file name.
+    fn rename_to(&mut self, file_name: &str) -> Result<(), Error> {
+        Err(Error::BadLocation {
+            location: crate::text::shorten(file_name, 200),
+            reason: "this storage names an object when it starts writing it".to_owned(),
+        })
+    }
 }
 
 /// An object open for reading at any offset.

@@ -132,6 +132,59 @@ pub fn save_to(
     })
 }
 
+/// The naming of a save after its content ([`save_by_content`]).
+pub struct ContentName<'a> {
+    /// One hasher per tensor, in the order of the tensors, seeded by the caller: each is fed
+    /// the tensor's bytes as they are written.
+    pub hashers: &'a mut [blake3::Hasher],
+    /// The file name (in the folder) to commit as, from the hashers.
+    pub name_of: &'a dyn Fn(&[blake3::Hasher]) -> String,
+}
+
+/// Saves `tensors` in the folder `dir` under a name made from their content, known only once
+/// they are written: each tensor's bytes are hashed as they are streamed (large pieces on a
+/// second core, beside the checksum), so the hash costs no pass of its own. Only where
+/// [`Storage::names_after_writing`]; with [`Commit::CreateNew`], a file of that name already
+/// there (the same content) is [`Error::AlreadyExists`] and this one is discarded.
+///
+/// # Errors
+///
+/// As [`save_to`]; [`Error::BadLocation`] where the storage cannot rename a pending object.
+pub fn save_by_content(
+    storage: &dyn Storage,
+    dir: &Name,
+    kind: Kind,
+    tensors: &[NamedTensor<'_>],
+    info: &BTreeMap<String, String>,
+    options: &SaveOptions,
+    mut content: ContentName<'_>,
+) -> Result<SaveReport, Error> {
+    let started = Instant::now();
+    let plan = Plan::new(kind, tensors, info)?;
+    if content.hashers.len() != tensors.len() {
+        return Err(Error::BadLocation {
+            location: dir.to_string(),
+            reason: "one hasher per tensor is needed".to_owned(),
+        });
+    }
+    let provisional = dir.join("content.safetensors");
+    let pending = storage.create(&provisional, plan.head_len(), options.commit)?;
+    let (path, bytes, header_digest) = plan.stream_named(
+        tensors,
+        pending,
+        options.durable,
+        dir,
+        &provisional,
+        Some(&mut content),
+    )?;
+    Ok(SaveReport {
+        path,
+        bytes,
+        elapsed: started.elapsed(),
+        header_digest,
+    })
+}
+
 /// Plans the file, starts the pending object `create` makes for a head of the planned
 /// length, streams the tensors into it and commits.
 fn save_with(
@@ -249,26 +302,49 @@ impl Plan {
         durable: bool,
         name: &Name,
     ) -> Result<(u64, [u8; 32]), Error> {
+        let (_, bytes, digest) = self.stream_named(tensors, pending, durable, name, name, None)?;
+        Ok((bytes, digest))
+    }
+
+    /// [`Plan::stream`], feeding `content`'s hashers too, and renaming the object after
+    /// them (in `dir`) before the commit; returns the name committed.
+    fn stream_named(
+        &self,
+        tensors: &[NamedTensor<'_>],
+        pending: Box<dyn PendingObject>,
+        durable: bool,
+        dir: &Name,
+        name: &Name,
+        mut content: Option<&mut ContentName<'_>>,
+    ) -> Result<(Name, u64, [u8; 32]), Error> {
         let io = |e| Error::io("write", name, e);
         let mut sums = Vec::with_capacity(self.entries.len());
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, pending);
         for (&i, entry) in self.order.iter().zip(&self.entries) {
             let mut hasher = crc32fast::Hasher::new();
             let mut written = 0usize;
+            let mut blake = content.as_mut().and_then(|c| c.hashers.get_mut(i));
             tensors[i]
                 .data
                 .write_to(&mut |piece| {
                     written += piece.len();
                     if piece.len() < PARALLEL_CHECKSUM {
                         hasher.update(piece);
+                        if let Some(b) = blake.as_deref_mut() {
+                            b.update(piece);
+                        }
                         return out.write_all(piece);
                     }
-                    // A large piece is checksummed on a second core while this one hands it
-                    // to the kernel, so that the checksum costs no time.
+                    // A large piece is checksummed (and hashed) on a second core while this
+                    // one hands it to the kernel, so that neither costs time.
+                    let blake = blake.as_deref_mut();
                     std::thread::scope(|scope| {
                         let sum = scope.spawn(|| {
                             let mut h = crc32fast::Hasher::new();
                             h.update(piece);
+                            if let Some(b) = blake {
+                                b.update(piece);
+                            }
                             h
                         });
                         let written = out.write_all(piece);
@@ -310,7 +386,16 @@ impl Plan {
         head.extend_from_slice(&header);
         let bytes = head.len() as u64 + self.data_len as u64;
         let digest = super::read::digest(&head);
+        let mut pending = pending;
+        let committed = match content {
+            Some(c) => {
+                let file = (c.name_of)(c.hashers);
+                pending.rename_to(&file)?;
+                dir.join(&file)
+            }
+            None => name.clone(),
+        };
         pending.commit(&head, durable)?;
-        Ok((bytes, digest))
+        Ok((committed, bytes, digest))
     }
 }

@@ -390,6 +390,7 @@ impl Engine {
     ///
     /// The first failed save's error.
     pub fn flush(&mut self) -> Result<(), Error> {
+        self.settle_collection();
         let mut first = None;
         while let Some(outcome) = self.writer.as_mut().and_then(BackgroundWriter::wait_one) {
             if let Err(e) = self.settle(outcome) {

@@ -22,6 +22,9 @@ impl Engine {
         info: &BTreeMap<String, String>,
         pending: Pending,
     ) -> Result<(), Error> {
+        // The previous save's collection is done before this save looks for blobs (it
+        // could otherwise delete one this save finds there and names).
+        self.settle_collection();
         let storage = self.config.storage.clone();
         let index = path.join(INDEX_FILE);
         let replacing = storage.exists(&index)?;
@@ -82,19 +85,37 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes the blobs this run wrote that no index in its folder names; failures are
-    /// logged and left for the next collection.
+    /// Deletes the blobs this run wrote that no index in its folder names, on a helper
+    /// thread: training goes on meanwhile, and the next deduplicated save, `flush` and the
+    /// end of training wait for it ([`Engine::settle_collection`]) before anything else
+    /// touches the blobs. Failures are logged and left for the next collection.
     fn collect_blobs(&mut self) {
+        self.settle_collection();
         self.blobs_collected = true;
         let folder = self.folder();
         let run_id = self.run_id().to_owned();
-        if let Err(e) = blobs::collect(
-            &*self.config.storage,
-            &folder,
-            &run_id,
-            &mut self.known_blobs,
-        ) {
-            log::warn!(target: "model_checkpoint", "blobs in {folder} not collected: {e}");
+        let storage = self.config.storage.clone();
+        let spawned = std::thread::Builder::new()
+            .name("model-checkpoint-collect".to_owned())
+            .spawn(move || {
+                blobs::collect(&*storage, &folder, &run_id)
+                    .map_err(|e| format!("blobs in {folder} not collected: {e}"))
+            });
+        match spawned {
+            Ok(handle) => self.collecting = Some(handle),
+            Err(e) => log::warn!(target: "model_checkpoint", "blobs not collected: no thread: {e}"),
+        }
+    }
+
+    /// Waits for the collection of blobs in progress, if any, and forgets what it deleted.
+    pub(super) fn settle_collection(&mut self) {
+        let Some(handle) = self.collecting.take() else {
+            return;
+        };
+        match handle.join() {
+            Ok(Ok(collected)) => self.known_blobs.forget_collected(&collected),
+            Ok(Err(e)) => log::warn!(target: "model_checkpoint", "{e}"),
+            Err(_) => log::error!(target: "model_checkpoint", "the collection of blobs panicked"),
         }
     }
 }

@@ -222,6 +222,8 @@ pub(crate) struct Engine {
     /// Whether this process has collected unnamed blobs yet (it does once, at its first
     /// deduplicated save, for what a crash of the run left).
     blobs_collected: bool,
+    /// The collection of blobs running on a helper thread (`dedup.rs`).
+    collecting: Option<std::thread::JoinHandle<Result<crate::sharded::blobs::Collected, String>>>,
     /// Whether the warning about other runs in the folder was given.
     warned_other_runs: bool,
     /// Whether the model was seen to hand over the training state a full checkpoint needs
@@ -265,6 +267,7 @@ impl Engine {
             known_blobs: Default::default(),
             blobs_lock: None,
             blobs_collected: false,
+            collecting: None,
             warned_other_runs: false,
             full_checked: false,
         }
@@ -414,6 +417,7 @@ impl Drop for Engine {
     /// failure that nobody collected (no `flush` or `on_train_end` after it) is logged at
     /// error level.
     fn drop(&mut self) {
+        self.settle_collection();
         if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
             if let Err(e) = self.flush() {
                 log::error!(target: "model_checkpoint", "a background save failed and was never reported: {e}");

@@ -80,6 +80,27 @@ impl PendingFile {
         &self.dest
     }
 
+    /// Commits to `file_name` in the destination's folder instead (where the temporary
+    /// file is, so the rename stays atomic).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadLocation`] for a `file_name` that is not one plain file name.
+    pub fn set_file_name(&mut self, file_name: &str) -> Result<(), Error> {
+        let plain = !file_name.is_empty()
+            && file_name != "."
+            && file_name != ".."
+            && !file_name.contains(['/', '\\', '\0']);
+        if !plain {
+            return Err(Error::BadLocation {
+                location: crate::text::shorten(file_name, 200),
+                reason: "not one plain file name".to_owned(),
+            });
+        }
+        self.dest.set_file_name(file_name);
+        Ok(())
+    }
+
     /// Moves the file to its destination, replacing what was there.
     ///
     /// # Durability

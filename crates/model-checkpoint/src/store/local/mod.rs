@@ -150,6 +150,10 @@ pub(crate) fn lexical(path: &Path) -> PathBuf {
 }
 
 impl Storage for LocalFolder {
+    fn names_after_writing(&self) -> bool {
+        true
+    }
+
     fn create(
         &self,
         name: &Name,
@@ -352,6 +356,17 @@ impl PendingObject for LocalPending {
         }
         .map_err(|e| *e.error)?;
         Ok(())
+    }
+
+    fn rename_to(&mut self, file_name: &str) -> Result<(), Error> {
+        match self.pending.as_mut() {
+            Some(pending) => pending.set_file_name(file_name),
+            None => Err(Error::io(
+                "rename",
+                Path::new(file_name),
+                io::Error::other("the save was already committed"),
+            )),
+        }
     }
 }
 
