@@ -9,6 +9,14 @@
 //! folder (`../blobs/….safetensors`), so that Hugging Face's index readers, and Python's
 //! `safetensors` file by file, read a deduplicated checkpoint unchanged.
 //!
+//! Tensors that changed at the process's last save are expected to change again (trained
+//! weights, optimizer moments): on a local folder they are written together as one **group
+//! blob**, named by the BLAKE3 hash of their blob ids, which are computed while the group is
+//! written (on the second core, beside the checksum): one pass over the bytes and one file,
+//! where hashing first and one file per tensor cost twice a plain save. The others are
+//! hashed first and written alone only if their blob is missing, so a frozen tensor is
+//! stored once. A tensor in a group that turns out unchanged goes alone from the next save.
+//!
 //! A save writes the blobs it lacks (each committed and durable before the index), then the
 //! index: no index, no checkpoint. Blobs are never rewritten, so replacing an index is
 //! atomic for readers. A blob goes only when no index in the run's folder names it, and only
