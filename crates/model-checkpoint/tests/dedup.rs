@@ -540,7 +540,13 @@ fn a_hostile_encoding_is_an_error_naming_the_blob() {
     let storage = LocalFolder::default();
     let bytes = HostTensor::new(Dtype::U8, vec![8], vec![7; 8]).expect("tensor");
     let f32s = HostTensor::from_f32(vec![2], &[1.0, 2.0]);
-    let cases: [(&str, &str, Vec<NamedTensor<'_>>); 5] = [
+    let cases: [(&str, &str, Vec<NamedTensor<'_>>); 6] = [
+        // 8 compressed bytes cannot decode to 4 MiB: refused before any allocation.
+        (
+            "bomb",
+            r#"{"codec":"zstd-byte-planes","dtype":"F32","shape":[1048576],"crc32":"00000000"}"#,
+            vec![NamedTensor::new("t", bytes.clone())],
+        ),
         (
             "json",
             "{not json",

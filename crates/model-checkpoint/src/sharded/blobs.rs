@@ -109,7 +109,7 @@ pub struct KnownBlobs(BTreeMap<String, Known>, BTreeMap<String, (String, bool)>)
 impl KnownBlobs {
     /// Forgets the blobs a collection deleted.
     pub fn forget_collected(&mut self, collected: &Collected) {
-        for name in &collected.deleted {
+        for name in collected.deleted.iter().chain(&collected.failed) {
             if let Some(id) = name
                 .file_name()
                 .and_then(|f| f.strip_suffix(".safetensors"))
@@ -117,6 +117,12 @@ impl KnownBlobs {
                 self.forget(id);
             }
         }
+    }
+
+    /// Forgets every blob (a collection that did not finish may have deleted any): the
+    /// next saves look each up again.
+    pub fn forget_all(&mut self) {
+        self.0.clear();
     }
 
     /// Whether tensor `name` changed between this process's last two saves.
@@ -205,7 +211,7 @@ pub fn save_dedup(
         .into_iter()
         .partition(|t| grouping && known.changing(&t.name));
     if !group.is_empty() {
-        let (rel, entry, written, ids) = write_group(storage, blobs, &up, &group, &info, known)?;
+        let (rel, entry, written, ids) = write_group(storage, blobs, &up, &group, &info)?;
         written_bytes = written_bytes.saturating_add(written);
         for (tensor, id) in group.iter().zip(&ids) {
             known.saw(&tensor.name, id);
@@ -226,7 +232,8 @@ pub fn save_dedup(
             weight_map.insert(tensor.name.clone(), rel.clone());
         }
         if written == 0 {
-            reused_bytes = reused_bytes.saturating_add(entry.bytes);
+            let bytes = group.iter().map(|t| t.data.byte_len() as u64).sum::<u64>();
+            reused_bytes = reused_bytes.saturating_add(bytes);
         }
         entries.insert(rel, entry);
     }
@@ -332,7 +339,6 @@ fn write_group(
     up: &str,
     tensors: &[NamedTensor<'_>],
     info: &BTreeMap<String, String>,
-    known: &mut KnownBlobs,
 ) -> Result<(String, ShardEntry, u64, Vec<String>), Error> {
     let mut hashers: Vec<blake3::Hasher> = tensors.iter().map(seeded).collect();
     let ids_of = |hs: &[blake3::Hasher]| -> Vec<String> {
@@ -371,7 +377,6 @@ fn write_group(
         Err(Error::AlreadyExists { .. }) => (check_group(storage, &name, tensors)?, 0),
         Err(e) => return Err(e),
     };
-    known.0.insert(id.clone(), entry.clone());
     let rel = format!("{up}{BLOBS_DIR}/{id}.safetensors");
     let index_entry = ShardEntry {
         file: rel.clone(),
@@ -618,6 +623,8 @@ fn write_blob(
 pub struct Collected {
     /// Blobs deleted.
     pub deleted: Vec<Name>,
+    /// Blobs whose delete failed (they may be gone all the same: a reply lost on the way).
+    pub failed: Vec<Name>,
     /// Bytes they held.
     pub bytes: u64,
 }
@@ -724,6 +731,7 @@ pub fn collect(storage: &dyn Storage, folder: &Name, run_id: &str) -> Result<Col
             Err(Error::NotOurs { .. }) => {}
             Err(e) => {
                 log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", object.name);
+                collected.failed.push(object.name.clone());
             }
         }
     }

@@ -14,6 +14,9 @@ use crate::model::{Dtype, NamedTensor};
 use crate::store::CheckpointFile;
 use crate::Error;
 
+/// The most a zstd frame expands: an RLE block is 4 bytes for up to 128 KiB.
+const MAX_EXPANSION: usize = 32_768;
+
 /// The `__metadata__` key of a compressed blob's encoding.
 pub const KEY_ENCODING: &str = "encoding";
 /// The one codec: byte planes, then a zstd frame.
@@ -74,11 +77,20 @@ impl Encoding {
                 crate::text::shorten(&encoding.codec, 100)
             )));
         }
-        if encoding.decoded_len().is_none() {
-            return Err(corrupt("its encoding's shape is too large".to_owned()));
-        }
         let mut tensors = file.tensors();
         let one = tensors.next();
+        // No zstd frame decodes to more than 32,768 times its size (an RLE block: 4 bytes
+        // for 128 KiB): a larger claim is refused before anything is allocated, so memory
+        // stays proportional to the file, as for a plain tensor.
+        let bound = one.map_or(0, |t| t.len).saturating_mul(MAX_EXPANSION);
+        if encoding
+            .decoded_len()
+            .is_none_or(|n| n > bound.saturating_add(1 << 17))
+        {
+            return Err(corrupt(
+                "its encoding's shape is too large for its compressed bytes".to_owned(),
+            ));
+        }
         if tensors.next().is_some()
             || one.is_none_or(|t| t.dtype != Dtype::U8 || t.shape.len() != 1)
         {
@@ -154,6 +166,14 @@ pub fn encode(tensor: &NamedTensor<'_>) -> Result<Option<(Vec<u8>, Encoding)>, E
             name: crate::text::shorten(&tensor.name, 200),
             reason: "its bytes could not be read to compress it",
         })?;
+    if bytes.len() != len {
+        return Err(Error::TensorSize {
+            dtype,
+            shape: tensor.data.shape().to_vec(),
+            expected: len,
+            actual: bytes.len(),
+        });
+    }
     let crc32 = crate::store::crc_hex(crc32fast::hash(&bytes));
     let Ok(stored) = compress(&bytes, dtype.bitsize() / 8) else {
         return Ok(None);
@@ -183,7 +203,8 @@ pub fn compress(bytes: &[u8], elem: usize) -> std::io::Result<Vec<u8>> {
     if elem <= 1 {
         return zstd::bulk::compress(bytes, LEVEL);
     }
-    zstd::bulk::compress(&to_planes(bytes, elem), LEVEL)
+    let planes = to_planes(bytes, elem).ok_or(std::io::ErrorKind::OutOfMemory)?;
+    zstd::bulk::compress(&planes, LEVEL)
 }
 
 /// Why [`decompress`] failed.
@@ -218,32 +239,40 @@ pub fn decompress(stored: &[u8], elem: usize, len: usize) -> Result<Vec<u8>, Dec
     if elem <= 1 {
         return Ok(planes);
     }
-    Ok(from_planes(&planes, elem))
+    from_planes(&planes, elem).ok_or(Decompress::Memory)
 }
 
 /// `bytes` (elements of `elem` bytes) as byte planes: every element's byte 0, then byte 1
-/// …; bytes past the last whole element stay last.
-pub fn to_planes(bytes: &[u8], elem: usize) -> Vec<u8> {
-    let mut out = vec![0u8; bytes.len()];
+/// …; bytes past the last whole element stay last. `None` when the memory cannot be had.
+pub fn to_planes(bytes: &[u8], elem: usize) -> Option<Vec<u8>> {
+    let mut out = zeroed(bytes.len())?;
     match elem {
         2 => split::<2>(bytes, &mut out),
         4 => split::<4>(bytes, &mut out),
         8 => split::<8>(bytes, &mut out),
         _ => out.copy_from_slice(bytes),
     }
-    out
+    Some(out)
 }
 
-/// The inverse of [`to_planes`].
-pub fn from_planes(planes: &[u8], elem: usize) -> Vec<u8> {
-    let mut out = vec![0u8; planes.len()];
+/// The inverse of [`to_planes`] (`None` when the memory cannot be had).
+pub fn from_planes(planes: &[u8], elem: usize) -> Option<Vec<u8>> {
+    let mut out = zeroed(planes.len())?;
     match elem {
         2 => join::<2>(planes, &mut out),
         4 => join::<4>(planes, &mut out),
         8 => join::<8>(planes, &mut out),
         _ => out.copy_from_slice(planes),
     }
-    out
+    Some(out)
+}
+
+/// `len` zero bytes, or `None` when the memory cannot be had.
+fn zeroed(len: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).ok()?;
+    out.resize(len, 0);
+    Some(out)
 }
 
 /// The N planes of `out` (N equal parts, then the tail).
@@ -312,8 +341,12 @@ mod tests {
                     Err(e) => panic!("{e:?}"),
                 }
                 assert!(decompress(&packed, elem, bytes.len() + 1).is_err());
-                let planes = to_planes(&bytes, elem);
-                assert_eq!(from_planes(&planes, elem), bytes, "elem {elem} n {n}");
+                let planes = to_planes(&bytes, elem).expect("memory");
+                assert_eq!(
+                    from_planes(&planes, elem),
+                    Some(bytes.clone()),
+                    "elem {elem} n {n}"
+                );
                 if elem == 4 && n == 3 {
                     assert_eq!(planes[..3], [bytes[0], bytes[4], bytes[8]]);
                 }

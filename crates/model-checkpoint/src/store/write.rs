@@ -145,7 +145,9 @@ pub struct ContentName<'a> {
 /// they are written: each tensor's bytes are hashed as they are streamed (large pieces on a
 /// second core, beside the checksum), so the hash costs no pass of its own. Only where
 /// [`Storage::names_after_writing`]; with [`Commit::CreateNew`], a file of that name already
-/// there (the same content) is [`Error::AlreadyExists`] and this one is discarded.
+/// there (the same content) is [`Error::AlreadyExists`] and this one is discarded: a backend
+/// returns that error from the commit only (the hashers are complete then), never when the
+/// pending object is created under its provisional name.
 ///
 /// # Errors
 ///
@@ -338,6 +340,7 @@ impl Plan {
                     // A large piece is checksummed (and hashed) on a second core while this
                     // one hands it to the kernel, so that neither costs time.
                     let blake = blake.as_deref_mut();
+                    let hashing = blake.is_some();
                     std::thread::scope(|scope| {
                         let sum = scope.spawn(|| {
                             let mut h = crc32fast::Hasher::new();
@@ -350,6 +353,10 @@ impl Plan {
                         let written = out.write_all(piece);
                         match sum.join() {
                             Ok(h) => hasher.combine(&h),
+                            // The content hash is lost with the thread: no name to give.
+                            Err(_) if hashing => {
+                                return Err(std::io::Error::other("the hashing thread failed"))
+                            }
                             Err(_) => hasher.update(piece),
                         }
                         written

@@ -115,7 +115,10 @@ impl Engine {
         match handle.join() {
             Ok(Ok(collected)) => self.known_blobs.forget_collected(&collected),
             Ok(Err(e)) => log::warn!(target: "model_checkpoint", "{e}"),
-            Err(_) => log::error!(target: "model_checkpoint", "the collection of blobs panicked"),
+            Err(_) => {
+                log::error!(target: "model_checkpoint", "the collection of blobs panicked");
+                self.known_blobs.forget_all();
+            }
         }
     }
 }
