@@ -120,6 +120,43 @@ fn a_flipped_byte_in_a_tensor_names_the_tensor() {
 }
 
 #[test]
+fn a_large_tensor_is_checked_as_it_is_read_in_chunks() {
+    // 6 MiB of weights: read in chunks, each chunk's checksum on a second core.
+    let len = 6 << 18;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.safetensors");
+    save(&path, 1.0, len).expect("save");
+    let file = CheckpointFile::open(&path, Verify::HeaderOnly).expect("open");
+    let expected = tensors(1.0, len);
+    assert_eq!(file.read("layer.weight").expect("read"), expected[0].1.data());
+    // A flipped byte in the middle, in the first and in the last chunk.
+    let clean = std::fs::read(&path).expect("read");
+    let start = clean.len() - len * 4;
+    for at in [start, start + len * 2 + 1, clean.len() - 1] {
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x08;
+        std::fs::write(&path, &bytes).expect("write");
+        let file = CheckpointFile::open(&path, Verify::HeaderOnly).expect("header intact");
+        let err = file.read("layer.weight").expect_err("damage found");
+        assert!(
+            err.to_string()
+                .contains("checksum mismatch in tensor \"layer.weight\""),
+            "byte {at}: {err}"
+        );
+    }
+    // Truncated after it was opened: an error naming the truncation, never a short tensor.
+    std::fs::write(&path, &clean).expect("write");
+    let file = CheckpointFile::open(&path, Verify::HeaderOnly).expect("open");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len((start + len) as u64))
+        .expect("truncate");
+    let err = file.read("layer.weight").expect_err("truncated");
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
+
+#[test]
 fn a_flipped_byte_anywhere_in_the_header_is_caught() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.safetensors");

@@ -36,6 +36,10 @@ pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// How much verification reads at a time.
 const CHUNK: usize = 8 << 20;
+/// Tensors from this size on are read with their checksum on a second core ([`CheckpointFile::read`]).
+const PARALLEL_READ: usize = 4 << 20;
+/// The chunk a large tensor is read in, each checked while the next is read.
+const READ_CHUNK: usize = 1 << 20;
 
 /// One tensor's entry: name, dtype, shape and byte range within the data section.
 struct Stored {
@@ -340,9 +344,48 @@ impl CheckpointFile {
         let mut out = Vec::new();
         out.try_reserve_exact(t.len)
             .map_err(|e| self.too_large(&format!("tensor {:?}", shorten(name)), e))?;
-        self.reader_of(t)
-            .read_to_end(&mut out)
-            .map_err(|e| self.read_error(t.name, e))?;
+        if t.len < PARALLEL_READ || t.checksum.is_none() {
+            self.reader_of(t)
+                .read_to_end(&mut out)
+                .map_err(|e| self.read_error(t.name, e))?;
+            return Ok(out);
+        }
+        // A large tensor: read in chunks, each chunk's checksum computed on a second core
+        // while the next chunk is read, so that checking costs no time of its own. The
+        // memory was reserved above; zeroed pages of a fresh allocation cost nothing more
+        // than the reads that fill them.
+        drop(out);
+        let mut out = vec![0u8; t.len];
+        let start = self.data_start + self.tensors[t.index].range.start;
+        let computed = std::thread::scope(|scope| {
+            let (chunks, sums) = std::sync::mpsc::sync_channel::<&[u8]>(2);
+            let crc = scope.spawn(move || {
+                let mut hasher = crc32fast::Hasher::new();
+                for chunk in sums {
+                    hasher.update(chunk);
+                }
+                hasher.finalize()
+            });
+            let mut offset = start;
+            for chunk in out.chunks_mut(READ_CHUNK) {
+                if let Err(e) = self.file.read_exact_at(chunk, offset) {
+                    drop(chunks);
+                    let _ = crc.join();
+                    return Err(self.read_error(t.name, e));
+                }
+                offset += chunk.len() as u64;
+                let chunk: &[u8] = chunk;
+                if chunks.send(chunk).is_err() {
+                    break;
+                }
+            }
+            drop(chunks);
+            crc.join()
+                .map_err(|_| Error::corrupt(&self.path, "the checksum thread failed"))
+        })?;
+        if let Some(expected) = t.checksum.filter(|&e| e != computed) {
+            return Err(self.read_error(t.name, mismatch(t.name, expected, computed)));
+        }
         Ok(out)
     }
 
@@ -501,20 +544,25 @@ impl Read for TensorReader<'_> {
             if let Some(expected) = self.expected {
                 let actual = std::mem::take(&mut self.hasher).finalize();
                 if actual != expected {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "checksum mismatch in tensor {:?} (stored {}, computed {}): its bytes were altered",
-                            shorten(self.name),
-                            layout::crc_hex(expected),
-                            layout::crc_hex(actual)
-                        ),
-                    ));
+                    return Err(mismatch(self.name, expected, actual));
                 }
             }
         }
         Ok(n)
     }
+}
+
+/// The error of tensor `name`'s bytes whose CRC-32 is `actual` where `expected` was stored.
+fn mismatch(name: &str, expected: u32, actual: u32) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "checksum mismatch in tensor {:?} (stored {}, computed {}): its bytes were altered",
+            shorten(name),
+            layout::crc_hex(expected),
+            layout::crc_hex(actual)
+        ),
+    )
 }
 
 fn read_exact_at(
