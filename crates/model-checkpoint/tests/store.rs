@@ -128,7 +128,10 @@ fn a_large_tensor_is_checked_as_it_is_read_in_chunks() {
     save(&path, 1.0, len).expect("save");
     let file = CheckpointFile::open(&path, Verify::HeaderOnly).expect("open");
     let expected = tensors(1.0, len);
-    assert_eq!(file.read("layer.weight").expect("read"), expected[0].1.data());
+    assert_eq!(
+        file.read("layer.weight").expect("read"),
+        expected[0].1.data()
+    );
     // A flipped byte in the middle, in the first and in the last chunk.
     let clean = std::fs::read(&path).expect("read");
     let start = clean.len() - len * 4;

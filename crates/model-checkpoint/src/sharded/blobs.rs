@@ -215,21 +215,10 @@ pub fn save_dedup(
         written_bytes = written_bytes.saturating_add(written);
         for (tensor, id) in group.iter().zip(&ids) {
             known.saw(&tensor.name, id);
-            let shape = tensor.data.shape().to_vec();
             total = total.saturating_add(tensor.data.byte_len() as u64);
-            index_tensors.insert(
-                tensor.name.clone(),
-                GlobalTensor {
-                    dtype: format!("{:?}", tensor.data.dtype()),
-                    global_shape: shape.clone(),
-                    pieces: vec![Piece {
-                        file: rel.clone(),
-                        offsets: vec![0; shape.len()],
-                        shape,
-                    }],
-                },
-            );
-            weight_map.insert(tensor.name.clone(), rel.clone());
+            let (name, global) = whole_in(tensor, &rel);
+            index_tensors.insert(name.clone(), global);
+            weight_map.insert(name, rel.clone());
         }
         if written == 0 {
             let bytes = group.iter().map(|t| t.data.byte_len() as u64).sum::<u64>();
@@ -284,20 +273,9 @@ pub fn save_dedup(
                 known.0.get(&id).cloned().unwrap_or_default()
             }
         };
-        let shape = tensor.data.shape().to_vec();
-        index_tensors.insert(
-            tensor.name.clone(),
-            GlobalTensor {
-                dtype: format!("{:?}", tensor.data.dtype()),
-                global_shape: shape.clone(),
-                pieces: vec![Piece {
-                    file: rel.clone(),
-                    offsets: vec![0; shape.len()],
-                    shape,
-                }],
-            },
-        );
-        weight_map.insert(tensor.name.clone(), rel.clone());
+        let (name, global) = whole_in(tensor, &rel);
+        index_tensors.insert(name.clone(), global);
+        weight_map.insert(name, rel.clone());
         entries.entry(rel.clone()).or_insert(ShardEntry {
             file: rel,
             bytes: entry.bytes,
@@ -327,6 +305,21 @@ pub fn save_dedup(
         written_bytes,
         reused_bytes,
     })
+}
+
+/// `tensor` as the index describes it, whole in the one file `rel`: its name and entry.
+fn whole_in(tensor: &NamedTensor<'_>, rel: &str) -> (String, GlobalTensor) {
+    let shape = tensor.data.shape().to_vec();
+    let global = GlobalTensor {
+        dtype: format!("{:?}", tensor.data.dtype()),
+        global_shape: shape.clone(),
+        pieces: vec![Piece {
+            file: rel.to_owned(),
+            offsets: vec![0; shape.len()],
+            shape,
+        }],
+    };
+    (tensor.name.clone(), global)
 }
 
 /// Writes `tensors` as one group blob named after its content (the BLAKE3 of their blob
