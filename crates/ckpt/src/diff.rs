@@ -143,7 +143,7 @@ enum Side {
 
 impl Side {
     fn open(path: &std::path::Path) -> Result<Side, Failure> {
-        let location = crate::location::Location::of(path)?;
+        let location = crate::location::Location::of(path)?.resolve_latest()?;
         if crate::sharded::is_sharded(&*location.storage, &location.name) {
             let checkpoint = ShardedCheckpoint::open(&*location.storage, &location.name)?;
             return Ok(Side::Folder(checkpoint));

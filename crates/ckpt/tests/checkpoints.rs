@@ -619,9 +619,22 @@ fn resuming_a_compressed_run_is_exact_with_candle_and_burn() {
             &["export", "ck/e03.safetensors", "whole.safetensors"],
         );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        // `DIR/latest` names the newest full checkpoint, a folder one too.
+        let out = ckpt(
+            resumed.path(),
+            &["export", "ck/latest", "latest.safetensors"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let against_file = ckpt(resumed.path(), &["diff", "ck/latest", "whole.safetensors"]);
+        assert_eq!(
+            against_file.status.code(),
+            Some(0),
+            "{}",
+            text(&against_file.stdout)
+        );
         let against_file = ckpt(
             resumed.path(),
-            &["diff", "ck/e03.safetensors", "whole.safetensors"],
+            &["diff", "ck/e03.safetensors", "latest.safetensors"],
         );
         assert_eq!(
             against_file.status.code(),
