@@ -309,35 +309,69 @@ impl PendingIndex {
     }
 }
 
-/// Waits until every rank's shard of `save_id` is in `dir` and its header verifies, and
-/// makes the index (with `metadata` in this project's section: epoch, step, the global
-/// training state), checked as a reader will check it.
-///
-/// # Errors
-///
-/// A timeout ([`Error::Io`], `TimedOut`) naming the shard still missing; a shard of another
-/// world size ([`Error::Corrupt`]).
-pub fn gather(
+/// How many shards' headers a commit waits for and reads at once: on object storage each is
+/// a round trip or two, which one after another made the commit linear in the ranks.
+const HEADERS_IN_FLIGHT: usize = 16;
+
+/// What the commit needs of a shard's header (the file itself is closed: a commit of
+/// thousands of ranks holds no file open).
+struct ShardHead {
+    tensors: Vec<StoredTensor>,
+    len: u64,
+    digest: [u8; 32],
+    info: ShardInfo,
+}
+
+/// A tensor as a shard's header describes it.
+struct StoredTensor {
+    name: String,
+    dtype: crate::model::Dtype,
+    shape: Vec<usize>,
+    len: usize,
+}
+
+/// Waits for every rank's shard of `save_id` in `dir` and reads its header,
+/// [`HEADERS_IN_FLIGHT`] at a time, each polled with backoff until the timeout; the heads in
+/// rank order, or the first failure in rank order.
+fn wait_for_shards(
     storage: &dyn Storage,
     dir: &Name,
     world_size: usize,
     save_id: &str,
-    metadata: &BTreeMap<String, String>,
     options: CommitOptions,
-) -> Result<PendingIndex, Error> {
+) -> Result<Vec<ShardHead>, Error> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Mutex, PoisonError};
     let started = Instant::now();
-    let mut pause = options.poll;
-    let mut shards = Vec::with_capacity(world_size);
-    let mut tensors: BTreeMap<String, GlobalTensor> = BTreeMap::new();
-    let mut weight_map = BTreeMap::new();
-    let mut total = 0u64;
-    let mut replicated: Option<String> = None;
-    for rank in 0..world_size {
-        let (file, info) = loop {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let slots: Vec<Mutex<Option<Result<ShardHead, Error>>>> =
+        (0..world_size).map(|_| Mutex::new(None)).collect();
+    let wait_for = |rank: usize| -> Result<ShardHead, Error> {
+        let mut pause = options.poll;
+        loop {
             match open_shard(storage, dir, rank, world_size, Some(save_id)) {
-                Ok(found) => break found,
-                // Not there yet, or still another save's (being replaced): look again.
-                Err(e) if started.elapsed() < options.timeout => {
+                Ok((file, info)) => {
+                    return Ok(ShardHead {
+                        tensors: file
+                            .tensors()
+                            .map(|t| StoredTensor {
+                                name: t.name.to_owned(),
+                                dtype: t.dtype,
+                                shape: t.shape.to_vec(),
+                                len: t.len,
+                            })
+                            .collect(),
+                        len: file.len(),
+                        digest: file.header_digest(),
+                        info,
+                    })
+                }
+                // Not there yet, or still another save's (being replaced): look again,
+                // unless another rank's wait has failed already.
+                Err(e)
+                    if started.elapsed() < options.timeout && !failed.load(Ordering::Relaxed) =>
+                {
                     log::debug!(target: "model_checkpoint", "waiting for shard {rank}: {e}");
                     std::thread::sleep(pause);
                     pause = (pause * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
@@ -356,7 +390,79 @@ pub fn gather(
                     })
                 }
             }
-        };
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..HEADERS_IN_FLIGHT.min(world_size) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let rank = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(slot) = slots.get(rank) else {
+                        return;
+                    };
+                    let result = wait_for(rank);
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+                }
+            });
+        }
+    });
+    let results: Vec<Option<Result<ShardHead, Error>>> = slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect();
+    // The first failure in rank order; ranks left unread (after a failure) come after it.
+    let mut heads = Vec::with_capacity(world_size);
+    let mut unread = None;
+    for (rank, result) in results.into_iter().enumerate() {
+        match result {
+            Some(Ok(head)) => heads.push(head),
+            Some(Err(e)) => return Err(e),
+            None => {
+                unread.get_or_insert(rank);
+            }
+        }
+    }
+    match unread {
+        None => Ok(heads),
+        Some(rank) => Err(Error::Corrupt {
+            path: dir.join(&shard_file(rank, world_size)),
+            reason: "its header was never read".to_owned(),
+        }),
+    }
+}
+
+/// Waits until every rank's shard of `save_id` is in `dir` and its header verifies, and
+/// makes the index (with `metadata` in this project's section: epoch, step, the global
+/// training state), checked as a reader will check it.
+///
+/// # Errors
+///
+/// A timeout ([`Error::Io`], `TimedOut`) naming the shard still missing; a shard of another
+/// world size ([`Error::Corrupt`]).
+pub fn gather(
+    storage: &dyn Storage,
+    dir: &Name,
+    world_size: usize,
+    save_id: &str,
+    metadata: &BTreeMap<String, String>,
+    options: CommitOptions,
+) -> Result<PendingIndex, Error> {
+    let heads = wait_for_shards(storage, dir, world_size, save_id, options)?;
+    let mut shards = Vec::with_capacity(world_size);
+    let mut tensors: BTreeMap<String, GlobalTensor> = BTreeMap::new();
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0u64;
+    let mut replicated: Option<String> = None;
+    for (rank, head) in heads.into_iter().enumerate() {
+        let ShardHead {
+            tensors: stored,
+            len,
+            digest,
+            info,
+        } = head;
         let file_name = shard_file(rank, world_size);
         let bad = |reason: String| Error::Corrupt {
             path: dir.join(&file_name),
@@ -371,18 +477,18 @@ pub fn gather(
             }
             Some(_) => {}
         }
-        for t in file.tensors() {
-            if info.per_rank.iter().any(|n| n == t.name) {
+        for t in &stored {
+            if info.per_rank.contains(&t.name) {
                 // Read from its rank's shard on resume; not a part of the global model.
                 continue;
             }
             total = total.saturating_add(t.len as u64);
-            let (offsets, global_shape) = match info.slices.get(t.name) {
+            let (offsets, global_shape) = match info.slices.get(&t.name) {
                 Some(s) => (s.offsets.clone(), s.global_shape.clone()),
-                None => (vec![0; t.shape.len()], t.shape.to_vec()),
+                None => (vec![0; t.shape.len()], t.shape.clone()),
             };
             let entry = tensors
-                .entry(t.name.to_owned())
+                .entry(t.name.clone())
                 .or_insert_with(|| GlobalTensor {
                     dtype: format!("{:?}", t.dtype),
                     global_shape: global_shape.clone(),
@@ -391,26 +497,22 @@ pub fn gather(
             if entry.dtype != format!("{:?}", t.dtype) || entry.global_shape != global_shape {
                 return Err(bad(format!(
                     "tensor {:?} has another dtype or global shape than in the shards before",
-                    crate::text::shorten(t.name, 100)
+                    crate::text::shorten(&t.name, 100)
                 )));
             }
             entry.pieces.push(Piece {
                 file: file_name.clone(),
                 offsets: offsets.clone(),
-                shape: t.shape.to_vec(),
+                shape: t.shape.clone(),
             });
             if offsets.iter().all(|&o| o == 0) {
-                weight_map.insert(t.name.to_owned(), file_name.clone());
+                weight_map.insert(t.name.clone(), file_name.clone());
             }
         }
-        let digest: String = file
-            .header_digest()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         shards.push(ShardEntry {
             file: file_name,
-            bytes: file.len(),
+            bytes: len,
             header_sha256: digest,
             plain_bytes: None,
         });
