@@ -104,7 +104,13 @@ pub fn blobs_dir(folder: &Name) -> Name {
 /// blob id at the last save and whether it had changed since the one before: a tensor that
 /// changed is expected to change again.
 #[derive(Debug, Default)]
-pub struct KnownBlobs(BTreeMap<String, Known>, BTreeMap<String, (String, bool)>);
+pub struct KnownBlobs {
+    /// Blob id to its entry.
+    blobs: BTreeMap<String, Known>,
+    /// Tensor name to its blob id at the last save, and whether that differed from the one
+    /// before.
+    history: BTreeMap<String, (String, bool)>,
+}
 
 impl KnownBlobs {
     /// Forgets the blobs a collection deleted.
@@ -122,18 +128,19 @@ impl KnownBlobs {
     /// Forgets every blob (a collection that did not finish may have deleted any): the
     /// next saves look each up again.
     pub fn forget_all(&mut self) {
-        self.0.clear();
+        self.blobs.clear();
     }
 
     /// Whether tensor `name` changed between this process's last two saves.
     fn changing(&self, name: &str) -> bool {
-        self.1.get(name).is_some_and(|(_, changed)| *changed)
+        self.history.get(name).is_some_and(|(_, changed)| *changed)
     }
 
     /// Records that tensor `name` was saved as blob id `id`.
     fn saw(&mut self, name: &str, id: &str) {
-        let changed = self.1.get(name).is_some_and(|(last, _)| last != id);
-        self.1.insert(name.to_owned(), (id.to_owned(), changed));
+        let changed = self.history.get(name).is_some_and(|(last, _)| last != id);
+        self.history
+            .insert(name.to_owned(), (id.to_owned(), changed));
     }
 }
 
@@ -148,7 +155,7 @@ struct Known {
 impl KnownBlobs {
     /// Forgets `id` (a blob [`collect`] deleted).
     fn forget(&mut self, id: &str) {
-        self.0.remove(id);
+        self.blobs.remove(id);
     }
 }
 
@@ -233,7 +240,7 @@ pub fn save_dedup(
         let rel = format!("{up}{BLOBS_DIR}/{id}.safetensors");
         let len = tensor.data.byte_len() as u64;
         total = total.saturating_add(len);
-        let entry = match known.0.get(&id) {
+        let entry = match known.blobs.get(&id) {
             Some(entry) => {
                 reused_bytes = reused_bytes.saturating_add(len);
                 entry.clone()
@@ -249,7 +256,7 @@ pub fn save_dedup(
                     match write_blob(storage, &name, tensor, &info, &options, compress) {
                         Ok((report, plain)) => {
                             written_bytes = written_bytes.saturating_add(report.bytes);
-                            known.0.insert(
+                            known.blobs.insert(
                                 id.clone(),
                                 Known {
                                     bytes: report.bytes,
@@ -268,9 +275,9 @@ pub fn save_dedup(
                 };
                 if let Some(entry) = found {
                     reused_bytes = reused_bytes.saturating_add(len);
-                    known.0.insert(id.clone(), entry);
+                    known.blobs.insert(id.clone(), entry);
                 }
-                known.0.get(&id).cloned().unwrap_or_default()
+                known.blobs.get(&id).cloned().unwrap_or_default()
             }
         };
         let (name, global) = whole_in(tensor, &rel);
@@ -380,6 +387,16 @@ fn write_group(
     Ok((rel, index_entry, written, ids))
 }
 
+/// Whether `file` holds exactly `tensors`, by name, dtype and shape, and nothing else.
+fn holds_exactly(file: &CheckpointFile, tensors: &[NamedTensor<'_>]) -> bool {
+    file.tensors().count() == tensors.len()
+        && tensors.iter().all(|t| {
+            file.tensor(&t.name).is_some_and(|stored| {
+                stored.dtype == t.data.dtype() && stored.shape == t.data.shape().as_ref()
+            })
+        })
+}
+
 /// A group blob already there, checked to hold exactly `tensors` by name, dtype and shape;
 /// its entry.
 fn check_group(
@@ -388,13 +405,7 @@ fn check_group(
     tensors: &[NamedTensor<'_>],
 ) -> Result<Known, Error> {
     let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
-    let holds = file.tensors().count() == tensors.len()
-        && tensors.iter().all(|t| {
-            file.tensor(&t.name).is_some_and(|stored| {
-                stored.dtype == t.data.dtype() && stored.shape == t.data.shape().as_ref()
-            })
-        });
-    if !holds {
+    if !holds_exactly(&file, tensors) {
         return Err(Error::Corrupt {
             path: name.clone(),
             reason: "it is not the group of tensors its name says".to_owned(),
@@ -542,13 +553,7 @@ fn check_blob(
                 && encoding.shape == shape.as_ref();
             (holds, Some(plain))
         }
-        None => {
-            let holds = file.tensors().count() == 1
-                && file
-                    .tensor(&tensor.name)
-                    .is_some_and(|t| t.dtype == dtype && t.shape == shape.as_ref());
-            (holds, None)
-        }
+        None => (holds_exactly(&file, std::slice::from_ref(tensor)), None),
     };
     if !holds {
         return Err(Error::Corrupt {
