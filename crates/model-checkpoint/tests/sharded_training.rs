@@ -127,29 +127,38 @@ fn ranks_with_their_own_barrier_save_the_same_checkpoints() {
     // Two ranks as threads, committing through their barrier instead of polling.
     let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
         Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
-    std::thread::scope(|scope| {
-        for rank in 0..2 {
-            let (barrier, dir) = (barrier.clone(), by_threads.clone());
-            scope.spawn(move || {
-                let ranks = Ranks::new(rank, 2).expect("ranks");
-                sharded_model::train(
-                    Arc::new(LocalFolder::default()),
-                    &dir,
-                    ranks,
-                    "5eed",
-                    3,
-                    false,
-                    Some(barrier),
-                )
-                .expect("train");
-            });
-        }
-    });
+    // And again with background saves: the barriers are passed on the writer threads.
+    let in_background = root
+        .path()
+        .join("background")
+        .to_string_lossy()
+        .into_owned();
+    for (dir, background) in [(&by_threads, false), (&in_background, true)] {
+        std::thread::scope(|scope| {
+            for rank in 0..2 {
+                let (barrier, dir) = (barrier.clone(), dir.clone());
+                scope.spawn(move || {
+                    let template = format!("{dir}/step-{{epoch:03d}}");
+                    let settings = sharded_model::Settings {
+                        storage: Arc::new(LocalFolder::default()),
+                        template: &template,
+                        ranks: Ranks::new(rank, 2).expect("ranks"),
+                        run_id: "5eed",
+                        barrier: Some(barrier),
+                    };
+                    sharded_model::train_with(settings, 3, false, &|cb| cb.background(background))
+                        .expect("train");
+                });
+            }
+        });
+    }
     let a = contents(&format!("{by_processes}/step-003"));
-    let b = contents(&format!("{by_threads}/step-003"));
-    assert_eq!(a.len(), b.len());
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{name} differs");
+    for dir in [&by_threads, &in_background] {
+        let b = contents(&format!("{dir}/step-003"));
+        assert_eq!(a.len(), b.len());
+        for ((name, x), (_, y)) in a.iter().zip(&b) {
+            assert!(x == y, "{name} differs in {dir}");
+        }
     }
 }
 
@@ -335,4 +344,174 @@ fn sharded_retention_deletes_only_the_runs_parts_and_removes_emptied_folders() {
         )
         .unwrap_or_else(|e| panic!("{kept}: {e}"));
     }
+}
+
+/// The settings that make a child rank save in the background.
+fn background() -> Vec<(&'static str, String)> {
+    vec![("CKPT_TRAIN_BACKGROUND", "1".to_owned())]
+}
+
+#[test]
+fn background_sharded_saves_are_the_synchronous_ones() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let at = |name: &str| root.path().join(name).to_string_lossy().into_owned();
+    for world in [2usize, 4] {
+        let (sync, straight, resumed) = (
+            at(&format!("sync-{world}")),
+            at(&format!("bg-{world}")),
+            at(&format!("bg-resumed-{world}")),
+        );
+        run(&sync, world, 4, false);
+        let bg = |dir: &str, epochs, resume| {
+            assert!(
+                sharded_model::run_ranks(
+                    "sharded_training_child",
+                    &background(),
+                    dir,
+                    world,
+                    epochs,
+                    resume
+                ),
+                "a background rank failed ({world} ranks)"
+            );
+        };
+        bg(&straight, 4, false);
+        bg(&resumed, 2, false);
+        bg(&resumed, 4, true);
+        let expected = contents(&format!("{sync}/step-004"));
+        assert_eq!(expected.len(), 5 + world);
+        for dir in [&straight, &resumed] {
+            let got = contents(&format!("{dir}/step-004"));
+            assert_eq!(got.len(), expected.len());
+            for ((name, x), (_, y)) in expected.iter().zip(&got) {
+                assert!(x == y, "{name} differs in {dir} ({world} ranks)");
+            }
+        }
+        // Retention ran on rank 0 once each save was committed: the last two are left (a
+        // resumed run leaves the folders from before its resume).
+        {
+            let dir = &straight;
+            let left: Vec<String> = (1..=4)
+                .map(|e| format!("{dir}/step-{e:03}"))
+                .filter(|d| {
+                    std::path::Path::new(d)
+                        .join("model.safetensors.index.json")
+                        .exists()
+                })
+                .collect();
+            assert_eq!(left, [format!("{dir}/step-003"), format!("{dir}/step-004")]);
+        }
+    }
+}
+
+#[test]
+fn a_background_shard_that_fails_fails_every_rank() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("failing").to_string_lossy().into_owned();
+    // Rank 1's shard of the second save cannot be written: a folder holds its name.
+    let blocked = std::path::Path::new(&dir)
+        .join("step-002")
+        .join(model_checkpoint::sharded::shard_file(1, 2));
+    std::fs::create_dir_all(&blocked).expect("obstacle");
+    let mut env = background();
+    env.push(("CKPT_TRAIN_COMMIT_TIMEOUT_MS", "1500".to_owned()));
+    let each = sharded_model::run_ranks_each("sharded_training_child", &env, &dir, 2, 4, false);
+    assert_eq!(each, [false, false], "both ranks must fail");
+    let index = |e: u32| {
+        std::path::Path::new(&dir)
+            .join(format!("step-{e:03}"))
+            .join("model.safetensors.index.json")
+            .exists()
+    };
+    assert!(index(1), "the first save committed");
+    assert!(!index(2), "no index over a missing shard");
+    assert!(blocked.is_dir(), "the obstacle is left alone");
+    // The run resumes from the last committed save once the obstacle is gone.
+    std::fs::remove_dir(&blocked).expect("remove obstacle");
+    let resumed =
+        sharded_model::run_ranks("sharded_training_child", &background(), &dir, 2, 4, true);
+    assert!(resumed, "resume after the failure");
+    let straight = root.path().join("straight").to_string_lossy().into_owned();
+    run(&straight, 2, 4, false);
+    assert!(contents(&format!("{straight}/step-004")) == contents(&format!("{dir}/step-004")));
+}
+
+#[test]
+fn sigkill_during_background_sharded_saves_leaves_only_whole_checkpoints() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("killed").to_string_lossy().into_owned();
+    let kills: u64 = std::env::var("CKPT_SHARD_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(12);
+    let epochs = 40;
+    // How long an uninterrupted run takes here, to spread the kills over it.
+    let t = std::time::Instant::now();
+    let straight = root.path().join("straight").to_string_lossy().into_owned();
+    assert!(sharded_model::run_ranks(
+        "sharded_training_child",
+        &background(),
+        &straight,
+        2,
+        epochs,
+        false
+    ));
+    let span = t.elapsed().as_millis().max(20) as u64;
+    let mut seed = 0x5eed_u64;
+    let mut committed_after_kills = 0;
+    for kill in 0..kills {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = (seed >> 33) % span;
+        let resume = model_checkpoint::sharded::latest_sharded(
+            &model_checkpoint::store::LocalFolder::default(),
+            &Name::from(&dir),
+        )
+        .is_ok();
+        let mut children = sharded_model::spawn_ranks(
+            "sharded_training_child",
+            &background(),
+            &dir,
+            2,
+            epochs,
+            resume,
+        );
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        for child in &mut children {
+            let _ = child.kill();
+        }
+        for mut child in children {
+            let _ = child.wait();
+        }
+        // Every folder with an index is a whole checkpoint: every tensor reads and verifies.
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let folder = entry.path();
+            if folder.join("model.safetensors.index.json").exists() {
+                let got = contents(&folder.to_string_lossy());
+                assert_eq!(got.len(), 7, "kill {kill}: {} incomplete", folder.display());
+                committed_after_kills += 1;
+            }
+        }
+    }
+    // Then the run goes to its end, and ends where the uninterrupted one did.
+    let resume = model_checkpoint::sharded::latest_sharded(
+        &model_checkpoint::store::LocalFolder::default(),
+        &Name::from(&dir),
+    )
+    .is_ok();
+    assert!(sharded_model::run_ranks(
+        "sharded_training_child",
+        &background(),
+        &dir,
+        2,
+        epochs,
+        resume
+    ));
+    let last = format!("step-{epochs:03}");
+    assert!(
+        contents(&format!("{straight}/{last}")) == contents(&format!("{dir}/{last}")),
+        "the killed and resumed run differs from the straight one"
+    );
+    println!("{kills} kills over {span} ms: {committed_after_kills} committed checkpoints seen, all whole");
 }

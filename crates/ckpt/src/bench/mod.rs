@@ -29,6 +29,13 @@ mod training {
     ) -> Result<serde_json::Value, Failure> {
         refused("async-stall-vs-sync")
     }
+    pub(super) fn sharded_stall_vs_sync(
+        _: u32,
+        _: &Path,
+        _: u64,
+    ) -> Result<serde_json::Value, Failure> {
+        refused("sharded-stall-vs-sync")
+    }
 }
 
 use std::path::PathBuf;
@@ -39,7 +46,7 @@ use clap::{Args, ValueEnum};
 use crate::Failure;
 use disk::{hook_overhead, load_vs_read, peers_python, save_once, save_vs_raw, size_sweep};
 pub(crate) use sharded::{rank, RankArgs};
-use training::{async_stall_vs_sync, train_throughput};
+use training::{async_stall_vs_sync, sharded_stall_vs_sync, train_throughput};
 
 /// Measure training and checkpoint speed; one JSON line per measurement.
 ///
@@ -113,6 +120,9 @@ enum Measurement {
     S3SaveVsMultipart,
     /// The training thread's stall for a background save to S3 against a synchronous one.
     S3StallVsSync,
+    /// The training thread's stall for a background sharded save against a synchronous one:
+    /// 4 ranks (threads) each holding a --size-mib model and writing a quarter of it.
+    ShardedStallVsSync,
     /// Sharded saves by 1, 2 and 4 rank processes of the same total bytes to --dir, and a
     /// resharded load against a plain load of the consolidated file.
     Sharded,
@@ -204,6 +214,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
                 s3::stall_vs_sync(args.runs, &s3()?, bytes, args.tensors)?
             }
             Measurement::S3 => continue,
+            Measurement::ShardedStallVsSync => sharded_stall_vs_sync(args.runs, dir, bytes)?,
             Measurement::Sharded => sharded::throughput(args.runs, dir, bytes, args.tensors)?,
             Measurement::ShardedCommitS3 => sharded::commit_at_scale(&s3()?)?,
             Measurement::Dedup => dedup::dedup(args.runs, dir, bytes, args.tensors)?,

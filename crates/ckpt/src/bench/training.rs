@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint};
+use model_checkpoint::{Callback, Context, HookResult, Logs, ModelCheckpoint};
 use model_checkpoint_candle::{Dataset, FitOptions, Model};
 
 use crate::framework::{self, Framework};
@@ -174,13 +174,101 @@ pub(super) fn async_stall_vs_sync(
 
 // ---------------------------------------------------------------------------------------
 
-/// One timed 10-epoch fit on digits with the given framework and callback setup.
+/// Time spent in a callback's hooks on the training thread, by kind of hook.
+#[derive(Default, Clone, Copy)]
+struct HookTime {
+    /// `on_train_begin`.
+    begin: Duration,
+    /// Every epoch-end and round-end hook (where saves are decided and handed over).
+    epochs: Duration,
+    /// `on_train_end` (which waits for the last background save to be durable).
+    end: Duration,
+    /// Every other hook.
+    other: Duration,
+}
+
+/// A callback that forwards every hook to `inner` and adds up the time each takes.
+struct Timed<'c> {
+    inner: &'c mut ModelCheckpoint,
+    time: HookTime,
+}
+
+impl Timed<'_> {
+    fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        *slot += t.elapsed();
+        out
+    }
+}
+
+impl Callback for Timed<'_> {
+    fn on_train_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Self::timed(&mut self.time.begin, || {
+            self.inner.on_train_begin(logs, ctx)
+        })
+    }
+    fn on_train_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Self::timed(&mut self.time.end, || self.inner.on_train_end(logs, ctx))
+    }
+    fn on_epoch_begin(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Self::timed(&mut self.time.other, || {
+            self.inner.on_epoch_begin(epoch, logs, ctx)
+        })
+    }
+    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Self::timed(&mut self.time.epochs, || {
+            self.inner.on_epoch_end(epoch, logs, ctx)
+        })
+    }
+    fn on_train_batch_begin(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Self::timed(&mut self.time.other, || {
+            self.inner.on_train_batch_begin(batch, logs, ctx)
+        })
+    }
+    fn on_train_batch_end(
+        &mut self,
+        batch: usize,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        Self::timed(&mut self.time.other, || {
+            self.inner.on_train_batch_end(batch, logs, ctx)
+        })
+    }
+    fn on_test_begin(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Self::timed(&mut self.time.other, || self.inner.on_test_begin(logs, ctx))
+    }
+    fn on_test_end(&mut self, logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        Self::timed(&mut self.time.other, || self.inner.on_test_end(logs, ctx))
+    }
+    fn on_round_end(&mut self, ctx: &mut Context<'_>) -> HookResult {
+        Self::timed(&mut self.time.epochs, || self.inner.on_round_end(ctx))
+    }
+    fn state_key(&self) -> Option<String> {
+        self.inner.state_key()
+    }
+    fn state(&self) -> Option<serde_json::Value> {
+        self.inner.state()
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), model_checkpoint::Error> {
+        self.inner.restore_state(state)
+    }
+}
+
+/// One timed 10-epoch fit on digits with the given framework and callback setup, and the
+/// time its checkpoint callback took on the training thread.
 fn timed_fit(
     data: &Dataset,
     framework: Framework,
     setup: Setup,
     dir: &Path,
-) -> Result<Duration, Failure> {
+) -> Result<(Duration, HookTime), Failure> {
     let mut trainer = framework::trainer(framework, &[64, 64, 10], 0, 1e-3)?;
     let options = FitOptions::new(10).validation_split(0.2).verbose(0);
     // Each fit is a new run in an empty folder, as a user's new run is (in a folder of
@@ -192,18 +280,24 @@ fn timed_fit(
         framework.name()
     ));
     let started = Instant::now();
-    match setup {
+    let hooks = match setup {
         Setup::Plain => {
             trainer.fit(data, &options, &mut [])?;
+            HookTime::default()
         }
         Setup::Full | Setup::Weights | Setup::Background => {
             let mut cb = ModelCheckpoint::new(template)
                 .save_weights_only(setup == Setup::Weights)
                 .background(setup == Setup::Background);
-            trainer.fit(data, &options, &mut [&mut cb])?;
+            let mut timed = Timed {
+                inner: &mut cb,
+                time: HookTime::default(),
+            };
+            trainer.fit(data, &options, &mut [&mut timed])?;
+            timed.time
         }
-    }
-    Ok(started.elapsed())
+    };
+    Ok((started.elapsed(), hooks))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -226,6 +320,7 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
         .flat_map(|&f| setups.iter().map(move |&s| (f, s)))
         .collect();
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); pairs.len()];
+    let mut hooks: Vec<Vec<HookTime>> = vec![Vec::new(); pairs.len()];
     for &f in &frameworks {
         timed_fit(&data, f, Setup::Plain, dir)?;
     }
@@ -234,17 +329,36 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
         for k in 0..pairs.len() {
             let i = (round + k) % pairs.len();
             let (f, s) = pairs[i];
-            times[i].push(timed_fit(&data, f, s, dir)?);
+            let (time, hook) = timed_fit(&data, f, s, dir)?;
+            times[i].push(time);
+            hooks[i].push(hook);
         }
     }
     let med: Vec<Duration> = times.into_iter().map(median).collect();
+    // Per save (ten a fit): the medians of each kind of hook's time on the training thread.
+    let hook_med: Vec<serde_json::Value> = hooks
+        .into_iter()
+        .map(|h| {
+            let per =
+                |f: fn(&HookTime) -> Duration, n: u32| secs(median(h.iter().map(f).collect()) / n);
+            json!({
+                "per_save_s": per(|t| t.epochs, 10),
+                "train_begin_s": per(|t| t.begin, 1),
+                "train_end_s": per(|t| t.end, 1),
+                "other_hooks_s": per(|t| t.other, 1),
+            })
+        })
+        .collect();
     let rate = |d: Duration| (train_samples as f64 * 10.0 / d.as_secs_f64()).round();
     let ratio =
         |a: Duration, b: Duration| ((a.as_secs_f64() / b.as_secs_f64()) * 1e4).round() / 1e4;
     let overhead =
         |a: Duration, b: Duration| ((a.as_secs_f64() / b.as_secs_f64() - 1.0) * 1e4).round() / 1e4;
-    let per_framework = |m: &[Duration]| {
+    let per_framework = |m: &[Duration], h: &[serde_json::Value]| {
         json!({
+            "training_thread_full": h[1],
+            "training_thread_weights": h[2],
+            "training_thread_background_full": h[3],
             "plain_samples_per_s": rate(m[0]),
             "full_checkpoint_every_epoch_samples_per_s": rate(m[1]),
             "weights_checkpoint_every_epoch_samples_per_s": rate(m[2]),
@@ -256,12 +370,154 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
         })
     };
     let (candle, burn) = med.split_at(setups.len());
+    let (candle_hooks, burn_hooks) = hook_med.split_at(setups.len());
     Ok(json!({
         "bench": "train_throughput", "epochs": 10, "train_samples": train_samples, "runs": runs,
         "model": "MLP 64-64-10, Adam, batch 32",
-        "candle": per_framework(candle),
-        "burn": per_framework(burn),
+        "candle": per_framework(candle, candle_hooks),
+        "burn": per_framework(burn, burn_hooks),
         "burn_time_over_candle_plain": ratio(burn[0], candle[0]),
         "burn_time_over_candle_full_checkpoint": ratio(burn[1], candle[1]),
     }))
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// A barrier of the threads that stand for ranks in one process.
+struct ThreadBarrier(std::sync::Barrier);
+
+impl model_checkpoint::sharded::Barrier for ThreadBarrier {
+    fn wait(&self, _name: &str, _timeout: Duration) -> Result<(), model_checkpoint::Error> {
+        self.0.wait();
+        Ok(())
+    }
+}
+
+/// Ranks in a sharded run, as threads of one process.
+const STALL_RANKS: usize = 4;
+
+/// The training thread's stall for a background sharded save against a synchronous one,
+/// with 4 ranks (threads, each holding the whole model as data-parallel ranks do, each
+/// writing its quarter of the replicated tensors), committing through a barrier. As for
+/// `async_stall_vs_sync`: the hook, and then the wait on the fence before the next
+/// optimizer step, after that step's forward and backward.
+pub(super) fn sharded_stall_vs_sync(
+    runs: u32,
+    dir: &Path,
+    bytes: u64,
+) -> Result<serde_json::Value, Failure> {
+    // One barrier per callback: a background callback passes its barriers on its writer
+    // thread, so each callback's must pair only with its own.
+    let barriers: [Arc<dyn model_checkpoint::sharded::Barrier>; 3] =
+        std::array::from_fn(|_| -> Arc<dyn model_checkpoint::sharded::Barrier> {
+            Arc::new(ThreadBarrier(std::sync::Barrier::new(STALL_RANKS)))
+        });
+    let rank_stalls = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..STALL_RANKS)
+            .map(|rank| {
+                let barriers = barriers.clone();
+                scope.spawn(move || stall_rank(rank, runs, dir, bytes, barriers))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| Failure::from("a rank's thread panicked"))?
+            })
+            .collect::<Result<Vec<_>, Failure>>()
+    })?;
+    let mut sync = Vec::new();
+    let mut background = Vec::new();
+    let mut unfenced = Vec::new();
+    let mut compute = Vec::new();
+    for stalls in rank_stalls {
+        sync.extend(stalls.sync);
+        background.extend(stalls.background);
+        unfenced.extend(stalls.unfenced);
+        compute.extend(stalls.compute);
+    }
+    let (s, b) = (median(sync), median(background));
+    Ok(json!({
+        "bench": "sharded_stall_vs_sync", "ranks": STALL_RANKS, "runs": runs,
+        "model_mib_per_rank": bytes >> 20,
+        "model": "candle MLP, 4096-wide layers, SGD, batch 1; every tensor replicated, each rank writing its quarter",
+        "sync_stall_s": secs(s), "background_stall_s": secs(b), "ratio": ratio(b, s),
+        "background_stall_without_fence_s": secs(median(unfenced)),
+        "forward_backward_s": secs(median(compute)),
+    }))
+}
+
+/// One rank's times in [`sharded_stall_vs_sync`].
+struct RankStalls {
+    sync: Vec<Duration>,
+    background: Vec<Duration>,
+    /// Background saves where the loop has no fence: the copy is made in the hook.
+    unfenced: Vec<Duration>,
+    compute: Vec<Duration>,
+}
+
+/// One rank of [`sharded_stall_vs_sync`].
+fn stall_rank(
+    rank: usize,
+    runs: u32,
+    dir: &Path,
+    bytes: u64,
+    barriers: [Arc<dyn model_checkpoint::sharded::Barrier>; 3],
+) -> Result<RankStalls, Failure> {
+    let ranks = model_checkpoint::sharded::Ranks::new(rank, STALL_RANKS)?;
+    let mut big = BigModel::new(bytes)?;
+    let fence = model_checkpoint::SnapshotFence::new();
+    let logs = Logs::new();
+    let [sync_barrier, background_barrier, unfenced_barrier] = barriers;
+    let callback = |name: &str, barrier, background| {
+        ModelCheckpoint::new(dir.join(name).join("e{epoch:03d}"))
+            .save_weights_only(true)
+            .sharded(ranks)
+            .with_run_id("be9c")
+            .shard_barrier(barrier)
+            .background(background)
+    };
+    let mut sync = callback("sync", sync_barrier, false);
+    let mut background = callback("background", background_barrier, true);
+    let mut unfenced = callback("unfenced", unfenced_barrier, true);
+    for cb in [&mut sync, &mut background, &mut unfenced] {
+        let mut ctx = Context::new(&big.trainer_model).with_fence(&fence);
+        cb.on_train_begin(&logs, &mut ctx)?;
+    }
+    let mut out = RankStalls {
+        sync: Vec::new(),
+        background: Vec::new(),
+        unfenced: Vec::new(),
+        compute: Vec::new(),
+    };
+    for epoch in 0..runs as usize {
+        for (cb, stalls, fenced) in [
+            (&mut sync, &mut out.sync, true),
+            (&mut background, &mut out.background, true),
+            (&mut unfenced, &mut out.unfenced, false),
+        ] {
+            let t = Instant::now();
+            {
+                let ctx = Context::new(&big.trainer_model);
+                let mut ctx = if fenced { ctx.with_fence(&fence) } else { ctx };
+                cb.on_epoch_end(epoch, &logs, &mut ctx)?;
+            }
+            let hook = t.elapsed();
+            let c = Instant::now();
+            let grads = big.compute()?;
+            out.compute.push(c.elapsed());
+            let t = Instant::now();
+            fence.wait();
+            stalls.push(hook + t.elapsed());
+            big.apply(&grads)?;
+            // Not timed: the saves are compared one at a time.
+            cb.flush()?;
+        }
+    }
+    for cb in [&mut sync, &mut background, &mut unfenced] {
+        let mut ctx = Context::new(&big.trainer_model).with_fence(&fence);
+        cb.on_train_end(&logs, &mut ctx)?;
+    }
+    Ok(out)
 }

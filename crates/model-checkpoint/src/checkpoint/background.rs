@@ -1,37 +1,44 @@
 //! Saving on a background thread: the training thread only copies the tensors into host
-//! memory (reusing the buffers of the previous save, so that a copy touches no new pages);
-//! writing, syncing and renaming happen on the writer thread.
+//! memory (reusing the buffers of the previous save, so that a copy touches no new pages),
+//! or, behind the snapshot fence, not even that; writing, syncing, renaming and, for a
+//! sharded save, the commit happen on the writer thread.
 
-use crate::store::Name;
-use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
 use crate::callback::FenceGuard;
 use crate::model::{HostTensor, NamedTensor, SharedTensor, TensorData};
-use crate::store::{self, Kind, SaveOptions, SaveReport, Storage};
+use crate::store::{SaveReport, Storage};
 use crate::Error;
+
+/// What a background save did once its tensors were written.
+pub(crate) enum Written {
+    /// One file, committed.
+    File(SaveReport),
+    /// This rank's shard of a sharded checkpoint, and the commit (the index) as the rank's
+    /// part in it requires: written on rank 0, seen on the others.
+    Folder(crate::sharded::Ranks),
+}
+
+/// How the writer thread writes a snapshot: the tensors in the order they were handed
+/// over, through the engine's storage.
+pub(crate) type WriteFn =
+    Box<dyn for<'t> FnOnce(&dyn Storage, Vec<NamedTensor<'t>>) -> Result<Written, Error> + Send>;
 
 /// Work for the writer thread.
 enum Job {
     /// Write this snapshot.
     Save {
-        path: Name,
-        kind: Kind,
         tensors: Vec<(String, HostTensor)>,
-        info: BTreeMap<String, String>,
-        options: SaveOptions,
+        write: WriteFn,
     },
     /// Copy these shared tensors into `buffers` (releasing the fence once copied), then
     /// write the copy.
     CopyAndSave {
-        path: Name,
-        kind: Kind,
         shared: Vec<(String, SharedTensor)>,
         buffers: Vec<Vec<u8>>,
         fence: FenceGuard,
-        info: BTreeMap<String, String>,
-        options: SaveOptions,
+        write: WriteFn,
     },
     /// Allocate (and fault in) buffers of these sizes for the first snapshot, so that the
     /// training thread does not pay for fresh memory.
@@ -76,19 +83,14 @@ fn snapshot<'t>(
 /// Writes a snapshot and returns its buffers for reuse.
 fn write_snapshot(
     storage: &dyn Storage,
-    path: Name,
-    kind: Kind,
     tensors: Vec<(String, HostTensor)>,
-    info: &BTreeMap<String, String>,
-    options: &SaveOptions,
+    write: WriteFn,
 ) -> Outcome {
     let named: Vec<NamedTensor<'_>> = tensors
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
         .collect();
-    let name = path;
-    let result = store::save_to(storage, &name, kind, &named, info, options).map(Some);
-    drop(named);
+    let result = write(storage, named).map(Some);
     let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
     Outcome { result, buffers }
 }
@@ -96,7 +98,7 @@ fn write_snapshot(
 /// What the writer thread sends back: the result (`None` for a `Prepare`), and buffers for
 /// the next snapshot.
 pub(crate) struct Outcome {
-    pub result: Result<Option<SaveReport>, Error>,
+    pub result: Result<Option<Written>, Error>,
     buffers: Vec<Vec<u8>>,
 }
 
@@ -143,21 +145,12 @@ impl BackgroundWriter {
             .spawn(move || {
                 for job in job_rx {
                     let outcome = match job {
-                        Job::Save {
-                            path,
-                            kind,
-                            tensors,
-                            info,
-                            options,
-                        } => write_snapshot(&*storage, path, kind, tensors, &info, &options),
+                        Job::Save { tensors, write } => write_snapshot(&*storage, tensors, write),
                         Job::CopyAndSave {
-                            path,
-                            kind,
                             shared,
                             buffers,
                             fence,
-                            info,
-                            options,
+                            write,
                         } => {
                             let views = shared
                                 .iter()
@@ -167,9 +160,7 @@ impl BackgroundWriter {
                             drop(fence);
                             drop(shared);
                             match copied {
-                                Ok(tensors) => {
-                                    write_snapshot(&*storage, path, kind, tensors, &info, &options)
-                                }
+                                Ok(tensors) => write_snapshot(&*storage, tensors, write),
                                 Err(e) => Outcome {
                                     result: Err(e),
                                     buffers: Vec::new(),
@@ -266,49 +257,32 @@ impl BackgroundWriter {
     }
 
     /// Copies `tensors` into host memory, reusing the previous snapshot's buffers, and hands
-    /// the copy to the writer thread.
+    /// the copy to the writer thread, which writes it with `write`.
     pub(crate) fn submit(
         &mut self,
-        path: Name,
-        kind: Kind,
         tensors: &[NamedTensor<'_>],
-        info: BTreeMap<String, String>,
-        options: SaveOptions,
+        write: WriteFn,
     ) -> Result<(), Error> {
         let pool = std::mem::take(&mut self.pool);
-        let snapshot = snapshot(tensors.iter().map(|t| (t.name.as_str(), &*t.data)), pool)?;
-        let job = Job::Save {
-            path,
-            kind,
-            tensors: snapshot,
-            info,
-            options,
-        };
-        self.send(job)
+        let tensors = snapshot(tensors.iter().map(|t| (t.name.as_str(), &*t.data)), pool)?;
+        self.send(Job::Save { tensors, write })
     }
 
     /// Hands shared tensors to the writer thread, which copies them while training goes on,
-    /// holding `fence` until the copy is done, then writes the copy.
+    /// holding `fence` until the copy is done, then writes the copy with `write`.
     pub(crate) fn submit_deferred(
         &mut self,
-        path: Name,
-        kind: Kind,
         shared: Vec<(String, SharedTensor)>,
         fence: FenceGuard,
-        info: BTreeMap<String, String>,
-        options: SaveOptions,
+        write: WriteFn,
     ) -> Result<(), Error> {
         let buffers = std::mem::take(&mut self.pool);
-        let job = Job::CopyAndSave {
-            path,
-            kind,
+        self.send(Job::CopyAndSave {
             shared,
             buffers,
             fence,
-            info,
-            options,
-        };
-        self.send(job)
+            write,
+        })
     }
 
     /// Has the writer thread allocate the first snapshot's buffers (sizes in tensor order)

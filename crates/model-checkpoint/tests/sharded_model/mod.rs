@@ -312,7 +312,36 @@ pub fn run_ranks(
     epochs: u64,
     resume: bool,
 ) -> bool {
-    let children: Vec<_> = (0..world)
+    run_ranks_each(test, env, dir, world, epochs, resume)
+        .iter()
+        .all(|ok| *ok)
+}
+
+/// [`run_ranks`], with whether each rank succeeded, in rank order.
+pub fn run_ranks_each(
+    test: &str,
+    env: &[(&str, String)],
+    dir: &str,
+    world: usize,
+    epochs: u64,
+    resume: bool,
+) -> Vec<bool> {
+    spawn_ranks(test, env, dir, world, epochs, resume)
+        .into_iter()
+        .map(|mut child| child.wait().expect("wait").success())
+        .collect()
+}
+
+/// Starts the ranks of [`run_ranks`] and returns them running.
+pub fn spawn_ranks(
+    test: &str,
+    env: &[(&str, String)],
+    dir: &str,
+    world: usize,
+    epochs: u64,
+    resume: bool,
+) -> Vec<std::process::Child> {
+    (0..world)
         .map(|rank| {
             let mut cmd = std::process::Command::new(std::env::current_exe().expect("exe"));
             cmd.args(["--ignored", "--exact", test, "--quiet"])
@@ -327,12 +356,7 @@ pub fn run_ranks(
             }
             cmd.spawn().expect("child")
         })
-        .collect();
-    let mut ok = true;
-    for mut child in children {
-        ok &= child.wait().expect("wait").success();
-    }
-    ok
+        .collect()
 }
 
 /// The child's side of [`run_ranks`]: trains as its settings say, in `storage`.
@@ -344,7 +368,27 @@ pub fn child(storage: Arc<dyn Storage>) {
         .expect("epochs");
     let resume = std::env::var_os("CKPT_TRAIN_RESUME").is_some();
     let ranks = Ranks::from_env().expect("ranks").expect("RANK");
-    train(storage, &dir, ranks, "5eed", epochs, resume, None).expect("train");
+    // Background saves, and how long the commit waits, when the parent asks.
+    let background = std::env::var_os("CKPT_TRAIN_BACKGROUND").is_some();
+    let timeout = std::env::var("CKPT_TRAIN_COMMIT_TIMEOUT_MS")
+        .ok()
+        .map(|ms| std::time::Duration::from_millis(ms.parse().expect("timeout")));
+    let template = format!("{dir}/step-{{epoch:03d}}");
+    let settings = Settings {
+        storage,
+        template: &template,
+        ranks,
+        run_id: "5eed",
+        barrier: None,
+    };
+    train_with(settings, epochs, resume, &|cb| {
+        let cb = cb.background(background);
+        match timeout {
+            Some(t) => cb.shard_commit_timeout(t),
+            None => cb,
+        }
+    })
+    .expect("train");
 }
 
 /// Every global tensor of the sharded checkpoint in `dir`, and every rank's own generator.

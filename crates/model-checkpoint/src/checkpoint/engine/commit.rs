@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::super::background::{BackgroundWriter, Outcome};
+use super::super::background::{BackgroundWriter, Outcome, WriteFn, Written};
 use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard};
 use crate::callback::Context;
 use crate::model::NamedTensor;
@@ -158,10 +158,12 @@ impl Engine {
                     kind: job.kind,
                     layout: &layout,
                     step: job.global_step,
+                    interrupt: job.interrupt,
                 },
                 tensors,
                 &info,
                 pending,
+                ctx,
             );
         }
         let mut options = self.config.options.clone();
@@ -182,6 +184,24 @@ impl Engine {
             )?;
             return self.committed(pending, report.header_digest);
         }
+        let kind = job.kind;
+        let write: WriteFn = Box::new(move |storage, named| {
+            store::save_to(storage, &name, kind, &named, &info, &options).map(Written::File)
+        });
+        self.hand_to_writer(ctx, &tensors, write, pending)
+    }
+
+    /// Hands a save to the writer thread: the tensors are copied now, or, where the loop
+    /// has a fence and the framework can share its tensors, by the writer while the next
+    /// step computes; `write` writes the copy there. The save counts once the writer
+    /// reports it written (see [`Engine::poll`]); its failure surfaces at the next hook.
+    pub(super) fn hand_to_writer(
+        &mut self,
+        ctx: &Context<'_>,
+        tensors: &[NamedTensor<'_>],
+        write: WriteFn,
+        pending: Pending,
+    ) -> Result<(), Error> {
         if self.writer.is_none() {
             self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
         }
@@ -199,8 +219,6 @@ impl Engine {
         let Some(writer) = &mut self.writer else {
             return Ok(());
         };
-        // Where the loop has a fence and the framework can share its tensors, the copy
-        // happens on the writer thread while the next step computes.
         let shared: Option<Vec<_>> = ctx.fence().and_then(|_| {
             tensors
                 .iter()
@@ -208,18 +226,9 @@ impl Engine {
                 .collect()
         });
         match (ctx.fence(), shared) {
-            (Some(fence), Some(shared)) => writer.submit_deferred(
-                job.path.clone(),
-                job.kind,
-                shared,
-                fence.enter(),
-                info,
-                options,
-            )?,
-            _ => writer.submit(job.path.clone(), job.kind, &tensors, info, options)?,
+            (Some(fence), Some(shared)) => writer.submit_deferred(shared, fence.enter(), write)?,
+            _ => writer.submit(tensors, write)?,
         }
-        // A background save counts only once it is committed (see `committed`); its failure
-        // surfaces at the next hook.
         self.in_flight.push_back(pending);
         Ok(())
     }
@@ -254,9 +263,12 @@ impl Engine {
     fn settle(&mut self, outcome: Outcome) -> Result<(), Error> {
         match outcome.result {
             Ok(None) => Ok(()),
-            Ok(Some(report)) => match self.in_flight.pop_front() {
-                Some(pending) => self.committed(pending, report.header_digest),
-                None => Ok(()),
+            Ok(Some(written)) => match (self.in_flight.pop_front(), written) {
+                (Some(pending), Written::File(report)) => {
+                    self.committed(pending, report.header_digest)
+                }
+                (Some(pending), Written::Folder(ranks)) => self.committed_sharded(pending, ranks),
+                (None, _) => Ok(()),
             },
             // Returned, not logged as well: the caller reports it (and Drop logs one nobody
             // collected).

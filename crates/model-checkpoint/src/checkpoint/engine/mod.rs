@@ -124,6 +124,8 @@ pub(crate) struct Shard<'a> {
     pub kind: Kind,
     pub layout: &'a BTreeMap<String, crate::model::Placement>,
     pub step: u64,
+    /// A save on a signal: written in the foreground, after every save in flight.
+    pub interrupt: bool,
 }
 
 /// What a [`ModelCheckpoint`](super::ModelCheckpoint)'s builder decides about saving.

@@ -4,22 +4,28 @@
 //! never a checkpoint with a shard missing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use super::super::background::{WriteFn, Written};
 use super::{Engine, Fate, Last, Pending, Shard};
+use crate::callback::Context;
 use crate::model::{NamedTensor, Placement};
 use crate::sharded::{self, ShardTensor, INDEX_FILE};
-use crate::store::{gate, Name, TRAINING_PREFIX};
+use crate::store::{gate, Kind, Name, Storage, TRAINING_PREFIX};
 use crate::Error;
 
 impl Engine {
     /// Writes this rank's shard of `tensors` (those it owns of the replicated ones, its
-    /// slices, its own state) and, on rank 0, commits the folder; then tracks the save.
+    /// slices, its own state) and, on rank 0, commits the folder; then tracks the save. With
+    /// background saves the shard is copied (or shared behind the fence) and the write and
+    /// the commit run on the writer thread.
     pub(super) fn save_sharded(
         &mut self,
         shard: Shard<'_>,
         tensors: Vec<NamedTensor<'_>>,
         info: &BTreeMap<String, String>,
         pending: Pending,
+        ctx: &Context<'_>,
     ) -> Result<(), Error> {
         let Shard {
             ranks,
@@ -27,6 +33,7 @@ impl Engine {
             kind,
             layout,
             step,
+            interrupt,
         } = shard;
         let placement = |name: &str| {
             layout
@@ -49,16 +56,13 @@ impl Engine {
             .filter(|(_, &o)| o == ranks.rank)
             .map(|((n, _), _)| *n)
             .collect();
-        let shard_tensors: Vec<ShardTensor<'_>> = tensors
+        let (mine, placements): (Vec<NamedTensor<'_>>, Vec<Placement>) = tensors
             .into_iter()
             .filter_map(|t| match placement(&t.name) {
                 Placement::Replicated if !mine.contains(t.name.as_str()) => None,
-                placement => Some(ShardTensor {
-                    tensor: t,
-                    placement,
-                }),
+                placement => Some((t, placement)),
             })
-            .collect();
+            .unzip();
         // Every rank names this save alike: the run (the same id on every rank), the
         // checkpoint it resumed from (so that a save after a resume never takes a shard the
         // crashed attempt left under the same number), the save's number and the step.
@@ -71,87 +75,29 @@ impl Engine {
                 .unwrap_or_default(),
             pending.file.seq
         );
-        let dir = path.clone();
-        // A committed checkpoint is never rewritten: its shards would stop matching its
-        // index. Every rank sees the same index, so every rank refuses alike.
-        let index = dir.join(INDEX_FILE);
-        if self.config.storage.exists(&index)? {
-            return Err(Error::AlreadyExists {
-                name: format!(
-                    "{dir} (a committed sharded checkpoint: each save needs a new folder; put the step or {{batch}} in the template)"
-                ),
-            });
-        }
-        let saved = sharded::save_shard_checked(
-            &*self.config.storage,
-            &dir,
+        let commit = ShardCommit {
+            dir: path.clone(),
             ranks,
-            &save_id,
+            save_id,
             kind,
-            shard_tensors,
-            info,
+            info: info.clone(),
             replicated,
-        );
-        let timeout = self.config.commit_options.timeout;
-        if let Some(barrier) = &self.config.barrier {
-            // Every rank passes both barriers, even after a failure, so that the ranks'
-            // barriers stay paired: once all pass the first, every shard that will be there
-            // is; rank 0 commits at once (one look); all pass the second once it is done.
-            barrier.wait(&format!("shards {save_id}"), timeout)?;
-            let committed = if ranks.rank == 0 && saved.is_ok() {
-                let once = sharded::CommitOptions {
-                    timeout: std::time::Duration::ZERO,
-                    ..self.config.commit_options
-                };
-                sharded::gather(
-                    &*self.config.storage,
-                    &dir,
-                    ranks.world_size,
-                    &save_id,
-                    info,
-                    once,
-                )
-                .and_then(|pending| pending.publish(&*self.config.storage))
-                .map(|_| ())
-            } else {
-                Ok(())
-            };
-            barrier.wait(&format!("index {save_id}"), timeout)?;
-            saved?;
-            committed?;
-            if !self.config.storage.exists(&index)? {
-                return Err(Error::Io {
-                    action: "find the index of",
-                    path: path.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "rank 0 did not commit (a rank's shard is missing)",
-                    ),
-                });
-            }
-        } else {
-            saved?;
-            if ranks.rank == 0 {
-                sharded::gather(
-                    &*self.config.storage,
-                    &dir,
-                    ranks.world_size,
-                    &save_id,
-                    info,
-                    self.config.commit_options,
-                )?
-                .publish(&*self.config.storage)?;
-            } else if !sharded::wait_for_index(&*self.config.storage, &dir, timeout)? {
-                return Err(Error::Io {
-                    action: "wait for the index of",
-                    path: path.clone(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("rank 0 did not commit within {timeout:?}"),
-                    ),
-                });
-            }
+            placements,
+            barrier: self.config.barrier.clone(),
+            options: self.config.commit_options,
+        };
+        if self.config.background && !interrupt {
+            let write: WriteFn = Box::new(move |storage, named| {
+                commit.write(storage, named)?;
+                Ok(Written::Folder(ranks))
+            });
+            return self.hand_to_writer(ctx, &mine, write, pending);
         }
+        if interrupt {
+            // Every earlier save first, so that this one is the newest when it returns.
+            self.flush()?;
+        }
+        commit.write(&*self.config.storage, mine)?;
         self.committed_sharded(pending, ranks)
     }
 
@@ -316,6 +262,111 @@ impl Engine {
             }
         }
         gate::remove_empty_folder(&*self.config.storage, dir)
+    }
+}
+
+/// One rank's part in a sharded save, decided on the training thread and done on
+/// whichever thread writes: its shard, then the commit (rank 0 writes the index once every
+/// shard is there; the others wait for it), so that the save counts on every rank only once
+/// its index exists.
+struct ShardCommit {
+    dir: Name,
+    ranks: sharded::Ranks,
+    save_id: String,
+    kind: Kind,
+    info: BTreeMap<String, String>,
+    replicated: String,
+    /// The placement of each tensor handed to [`ShardCommit::write`], in order.
+    placements: Vec<Placement>,
+    barrier: Option<Arc<dyn sharded::Barrier>>,
+    options: sharded::CommitOptions,
+}
+
+impl ShardCommit {
+    fn write(self, storage: &dyn Storage, tensors: Vec<NamedTensor<'_>>) -> Result<(), Error> {
+        let ShardCommit {
+            dir,
+            ranks,
+            save_id,
+            kind,
+            info,
+            replicated,
+            placements,
+            barrier,
+            options,
+        } = self;
+        // A committed checkpoint is never rewritten: its shards would stop matching its
+        // index. Every rank sees the same index, so every rank refuses alike.
+        let index = dir.join(INDEX_FILE);
+        if storage.exists(&index)? {
+            return Err(Error::AlreadyExists {
+                name: format!(
+                    "{dir} (a committed sharded checkpoint: each save needs a new folder; put the step or {{batch}} in the template)"
+                ),
+            });
+        }
+        let shard_tensors: Vec<ShardTensor<'_>> = tensors
+            .into_iter()
+            .zip(placements)
+            .map(|(tensor, placement)| ShardTensor { tensor, placement })
+            .collect();
+        let saved = sharded::save_shard_checked(
+            storage,
+            &dir,
+            ranks,
+            &save_id,
+            kind,
+            shard_tensors,
+            &info,
+            replicated,
+        );
+        let timeout = options.timeout;
+        let Some(barrier) = barrier else {
+            saved?;
+            if ranks.rank == 0 {
+                sharded::gather(storage, &dir, ranks.world_size, &save_id, &info, options)?
+                    .publish(storage)?;
+            } else if !sharded::wait_for_index(storage, &dir, timeout)? {
+                return Err(Error::Io {
+                    action: "wait for the index of",
+                    path: dir,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("rank 0 did not commit within {timeout:?}"),
+                    ),
+                });
+            }
+            return Ok(());
+        };
+        // Every rank passes both barriers, even after a failure, so that the ranks'
+        // barriers stay paired: once all pass the first, every shard that will be there
+        // is; rank 0 commits at once (one look); all pass the second once it is done.
+        barrier.wait(&format!("shards {save_id}"), timeout)?;
+        let committed = if ranks.rank == 0 && saved.is_ok() {
+            let once = sharded::CommitOptions {
+                timeout: std::time::Duration::ZERO,
+                ..options
+            };
+            sharded::gather(storage, &dir, ranks.world_size, &save_id, &info, once)
+                .and_then(|pending| pending.publish(storage))
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        barrier.wait(&format!("index {save_id}"), timeout)?;
+        saved?;
+        committed?;
+        if !storage.exists(&index)? {
+            return Err(Error::Io {
+                action: "find the index of",
+                path: dir,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "rank 0 did not commit (a rank's shard is missing)",
+                ),
+            });
+        }
+        Ok(())
     }
 }
 

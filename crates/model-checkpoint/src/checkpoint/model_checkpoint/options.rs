@@ -125,7 +125,10 @@ impl ModelCheckpoint {
     /// tensors into host memory; writing, syncing and renaming happen on a writer thread, and
     /// nothing appears at the final path before it is durable. A save that fails is reported
     /// by the next hook (so `fit` stops with it), and `on_train_end` waits for the last save.
-    /// The copy's buffers are kept for the next save (one model's worth of memory) until
+    /// In a multi-process run ([`ModelCheckpoint::sharded`]) each rank copies its shard and
+    /// returns; its writer writes the shard and takes the rank's part in the commit (rank 0
+    /// writes the index once every shard is there, the others wait for it), and a save
+    /// counts, on every rank, once its index exists. The copy's buffers are kept for the next save (one model's worth of memory) until
     /// `on_train_end`. Default: `false`.
     pub fn background(mut self, yes: bool) -> Self {
         self.engine.config.background = yes;
@@ -313,9 +316,6 @@ impl ModelCheckpoint {
             };
             if !self.engine.config.explicit_run_id {
                 return refuse("needs the same run id on every rank: give with_run_id");
-            }
-            if self.engine.config.background {
-                return refuse("does not support background saves yet");
             }
             let fixed = crate::template::Pattern::new(&self.engine.config.template)
                 .is_ok_and(|p| p.is_fixed());
