@@ -17,7 +17,7 @@ use crate::Failure;
 pub(crate) enum Framework {
     /// candle (Hugging Face).
     Candle,
-    /// burn (Tracel), NdArray backend.
+    /// burn (Tracel), Flex CPU backend.
     Burn,
 }
 
@@ -31,15 +31,15 @@ impl Framework {
     }
 }
 
-/// `ckpt train` trains burn on NdArray, on the CPU. burn itself reads `BURN_DEVICE` where
+/// `ckpt train` trains burn on Flex, on the CPU. burn itself reads `BURN_DEVICE` where
 /// it makes tensors on its default device (restored optimizer state), and panics on a
-/// backend this build lacks: any value but `ndarray` is refused up front, by name.
+/// backend this build lacks: any value but `flex` is refused up front, by name.
 fn check_burn_device() -> Result<(), Failure> {
     match std::env::var_os("BURN_DEVICE") {
         None => Ok(()),
-        Some(v) if v.eq_ignore_ascii_case("ndarray") => Ok(()),
+        Some(v) if v.eq_ignore_ascii_case("flex") => Ok(()),
         Some(v) => Err(format!(
-            "BURN_DEVICE={v:?}: ckpt trains burn on its NdArray CPU backend; unset it or set it to ndarray"
+            "BURN_DEVICE={v:?}: ckpt trains burn on its Flex CPU backend; unset it or set it to flex"
         )
         .into()),
     }

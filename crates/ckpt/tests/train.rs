@@ -282,7 +282,7 @@ fn burn_trains_the_same_mlp_to_the_same_bar_and_keeps_its_framework_on_resume() 
 
     // burn restores optimizer state on the device `BURN_DEVICE` names, and panics on one
     // it was built without: refused by name, with exit status 2, and nothing written
-    // (ckpt trains on NdArray; the library's own check is in model-checkpoint-burn's tests).
+    // (ckpt trains on Flex; the library's own check is in model-checkpoint-burn's tests).
     let resume = [
         "train",
         "--framework",

@@ -35,14 +35,14 @@ pub use step::{BurnStep, Classifier};
 
 use burn::tensor::Device;
 
-/// burn's NdArray CPU device, for inference. (burn 0.22 deprecates NdArray in favour of
-/// Flex; NdArray is the backend this adapter is tested on, and any `Device` works.)
-#[allow(deprecated)]
+/// burn's Flex CPU device, for inference: burn 0.22's CPU backend, the one this adapter is
+/// tested on (any `Device` works). It is the backend `burn-train` builds in anyway, so the
+/// adapter enables no other (NdArray, which burn 0.22 deprecates, doubled the build).
 pub fn cpu() -> Device {
-    Device::ndarray()
+    Device::flex()
 }
 
-/// burn's NdArray CPU device with automatic differentiation, for training.
+/// burn's Flex CPU device with automatic differentiation, for training.
 pub fn cpu_autodiff() -> Device {
     cpu().autodiff()
 }

@@ -198,12 +198,13 @@ fn accuracy(model: &Mlp, data: &Dataset) -> f64 {
         burn::tensor::TensorData::new(batch.features, [batch.rows, batch.width]),
         &cpu(),
     );
+    // The backend picks argmax's integer type (Flex: I32): read it as i64 whichever.
     let predicted: Vec<i64> = model
         .forward(x)
         .argmax(1)
         .into_data()
-        .try_to_vec()
-        .expect("ints");
+        .iter::<i64>()
+        .collect();
     let model_checkpoint_fit::Targets::Labels(labels) = batch.targets else {
         panic!("labels")
     };

@@ -1,4 +1,4 @@
-//! Named tensors out of and into any burn module: every float dtype NdArray has round-trips
+//! Named tensors out of and into any burn module: every float dtype Flex has round-trips
 //! bit for bit; a file whose tensors differ in shape or dtype, or name one the model does
 //! not have, is refused naming the tensor, and the model is left as it was; the optimizer's
 //! state survives a freshly built model, where burn's own record, keyed by random ids, does
@@ -18,13 +18,14 @@ use model_checkpoint_burn::{
 
 mod common;
 
-/// A module with one parameter of each float dtype NdArray computes in: F32, F64, and
-/// Flex32 (which NdArray holds as F32; F16 and BF16 it does not support).
+/// A module with one parameter of each float dtype Flex computes in: F32, F64, F16 and
+/// BF16.
 #[derive(Module, Debug)]
 struct Mixed {
     single: Param<Tensor<2>>,
     double: Param<Tensor<1>>,
-    flex: Param<Tensor<3>>,
+    half: Param<Tensor<3>>,
+    brain: Param<Tensor<2>>,
 }
 
 fn mixed(seed: u64) -> Mixed {
@@ -34,9 +35,8 @@ fn mixed(seed: u64) -> Mixed {
     Mixed {
         single: Param::from_tensor(Tensor::<2>::random([3, 4], normal, &device)),
         double: Param::from_tensor(Tensor::<1>::random([5], normal, &device).cast(DType::F64)),
-        flex: Param::from_tensor(
-            Tensor::<3>::random([2, 1, 3], normal, &device).cast(DType::Flex32),
-        ),
+        half: Param::from_tensor(Tensor::<3>::random([2, 1, 3], normal, &device).cast(DType::F16)),
+        brain: Param::from_tensor(Tensor::<2>::random([2, 5], normal, &device).cast(DType::BF16)),
     }
 }
 
@@ -85,10 +85,9 @@ fn every_float_dtype_round_trips_bit_for_bit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("mixed.safetensors");
     let original = mixed(1);
-    let flex_dtype = original.flex.val().dtype();
     let saved = bytes(&original);
     let dtypes: Vec<&str> = saved.iter().map(|(_, d, _, _)| d.as_str()).collect();
-    assert_eq!(dtypes, ["F32", "F64", "F32"], "Flex32 is stored as F32");
+    assert_eq!(dtypes, ["F32", "F64", "F16", "BF16"]);
     save(original, &path, true);
 
     let other = mixed(2);
@@ -97,11 +96,15 @@ fn every_float_dtype_round_trips_bit_for_bit() {
     assert_eq!(bytes(&loaded), saved);
     assert_eq!(loaded.double.val().dtype(), DType::F64);
     assert_eq!(
-        loaded.flex.val().dtype(),
-        flex_dtype,
+        loaded.half.val().dtype(),
+        DType::F16,
         "the module keeps its dtype"
     );
-    println!("NdArray holds a tensor cast to Flex32 as {flex_dtype:?}");
+    assert_eq!(
+        loaded.brain.val().dtype(),
+        DType::BF16,
+        "the module keeps its dtype"
+    );
 }
 
 #[test]
