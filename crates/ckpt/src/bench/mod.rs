@@ -130,7 +130,8 @@ enum Measurement {
     /// Sharded saves by 1, 2 and 4 rank processes of the same total bytes to --dir, and a
     /// resharded load against a plain load of the consolidated file.
     Sharded,
-    /// The commit of 8, 64 and 256 rank processes with small shards through --s3.
+    /// The commit of 8, 64 and 256 rank processes with small shards through --s3, and of
+    /// 1,024 and 4,096 ranks as threads of one process.
     ShardedCommitS3,
     /// Deduplicated saves against plain ones of --size-mib in --tensors tensors (at least
     /// 10): a fine-tune with 90% of the tensors frozen (time, and bytes written per

@@ -1,8 +1,9 @@
 //! Sharded-checkpoint measurements, with ranks as real processes (`ckpt bench-rank`, a
 //! hidden subcommand this module runs): aggregate save throughput of 1, 2 and 4 ranks
 //! writing the same total bytes to one disk; a resharded load against a plain load of the
-//! consolidated file; and, toward many machines, the commit of 8, 64 and 256 ranks through
-//! an S3 server (latency from the last shard to the index, and storage operations).
+//! consolidated file; and, toward many machines, the commit of 8, 64 and 256 rank processes
+//! through an S3 server (latency from the last shard to the index, and storage operations),
+//! and of 1,024 and 4,096 ranks as threads of one process.
 
 use model_checkpoint::store::Name;
 use std::collections::BTreeMap;
@@ -306,5 +307,101 @@ pub(super) fn commit_at_scale(prefix: &str) -> Result<serde_json::Value, Failure
             "wall_s": secs(run.wall),
         }));
     }
-    Ok(json!({"bench": "sharded_commit_s3", "shard_kib": 64, "by_ranks": rows}))
+    let mut simulated = Vec::new();
+    for world in [1024usize, 4096] {
+        let dir = Name::new(&format!("{prefix}/simulated-{world}"))?;
+        let run = commit_by_threads(prefix, &dir, world)?;
+        remove_folder(&*storage, &dir)?;
+        simulated.push(json!({
+            "ranks": world, "commit_latency_s": secs(run.commit_latency),
+            "storage_ops": run.ops, "ops_per_rank": (run.ops as f64 / world as f64 * 100.0).round() / 100.0,
+            "wall_s": secs(run.wall),
+        }));
+    }
+    Ok(json!({
+        "bench": "sharded_commit_s3", "shard_kib": 64, "by_ranks": rows,
+        "threads_standing_for_ranks": {"writer_threads": SIMULATED_WRITERS, "shard_kib": 4, "by_ranks": simulated},
+    }))
+}
+
+/// Threads writing the shards of a simulated world, through one client.
+const SIMULATED_WRITERS: usize = 32;
+
+/// A commit of `world` ranks whose shards (4 KiB each) are written by threads standing for
+/// the ranks, [`SIMULATED_WRITERS`] at a time through one client, while rank 0's commit
+/// runs alongside from the start (as it does in a run, once its own shard is written):
+/// latency from the last shard written to the index visible, and operations per rank.
+fn commit_by_threads(prefix: &str, dir: &Name, world: usize) -> Result<Run, Failure> {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+    let storage = Counting {
+        inner: storage_for(prefix)?,
+        ops: AtomicU64::new(0),
+    };
+    let save_id = "bench";
+    let per = 1024usize;
+    let next = AtomicUsize::new(0);
+    let last_shard = Mutex::new(None::<Instant>);
+    let started = Instant::now();
+    let write = |rank: usize| -> Result<(), Failure> {
+        let ranks = Ranks::new(rank, world)?;
+        let values: Vec<f32> = (0..per).map(|i| (rank * per + i) as f32).collect();
+        let piece = model_checkpoint::HostTensor::from_f32(vec![per], &values);
+        let tensor = ShardTensor {
+            tensor: NamedTensor::new("w", piece),
+            placement: Placement::Sliced(Slice {
+                global_shape: vec![per * world],
+                offsets: vec![rank * per],
+            }),
+        };
+        sharded::save_shard(
+            &storage,
+            dir,
+            ranks,
+            save_id,
+            Kind::Weights,
+            vec![tensor],
+            &BTreeMap::new(),
+        )?;
+        let done = Instant::now();
+        let mut last = last_shard.lock().map_err(|_| "a writer panicked")?;
+        *last = Some(last.map_or(done, |t: Instant| t.max(done)));
+        Ok(())
+    };
+    let visible = std::thread::scope(|scope| -> Result<Instant, Failure> {
+        let coordinator = scope.spawn(|| -> Result<Instant, Failure> {
+            let options = CommitOptions {
+                timeout: Duration::from_secs(600),
+                poll: Duration::from_millis(5),
+            };
+            sharded::commit(&storage, dir, world, save_id, &BTreeMap::new(), options)?;
+            Ok(Instant::now())
+        });
+        let writers: Vec<_> = (0..SIMULATED_WRITERS)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), Failure> {
+                    loop {
+                        let rank = next.fetch_add(1, Ordering::Relaxed);
+                        if rank >= world {
+                            return Ok(());
+                        }
+                        write(rank)?;
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().map_err(|_| "a writer panicked")??;
+        }
+        coordinator.join().map_err(|_| "the coordinator panicked")?
+    })?;
+    let last = last_shard
+        .into_inner()
+        .map_err(|_| "a writer panicked")?
+        .ok_or("no shard written")?;
+    Ok(Run {
+        wall: started.elapsed(),
+        commit_latency: visible.saturating_duration_since(last),
+        ops: storage.ops.load(Ordering::Relaxed),
+    })
 }
