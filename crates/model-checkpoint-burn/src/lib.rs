@@ -19,7 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod error;
-#[cfg(feature = "learner")]
+#[cfg(feature = "burn-learner")]
 mod learner;
 mod mlp;
 mod names;
@@ -28,7 +28,7 @@ mod parts;
 mod step;
 
 pub use error::Error;
-#[cfg(feature = "learner")]
+#[cfg(feature = "burn-learner")]
 pub use learner::{data_loader, LabelledBatch, LearnerCheckpoint, Quiet, Sample, SampleBatcher};
 pub use mlp::{Mlp, MAX_LAYERS};
 pub use names::{from_dtype, load_weights, load_weights_from, load_weights_with, to_dtype};

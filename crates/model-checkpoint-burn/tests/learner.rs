@@ -1,7 +1,7 @@
 //! `ModelCheckpoint` inside burn's own `Learner`: Keras's decisions (best only on
 //! `val_loss`) driving burn's epoch-level checkpointing, one verified file per save, Keras's
 //! messages on standard output; and a resume through the `Learner` that continues exactly.
-#![cfg(feature = "learner")]
+#![cfg(feature = "burn-learner")]
 
 use model_checkpoint::store::Name;
 use std::path::Path;
