@@ -47,7 +47,7 @@ mod listing;
 mod lock;
 mod names;
 mod reader;
-pub use reader::{READ_PART, READ_PARTS_IN_FLIGHT};
+pub use reader::{READ_AHEAD_BUDGET, READ_PART, READ_PARTS_IN_FLIGHT};
 mod runtime;
 mod upload;
 
@@ -104,6 +104,9 @@ pub(crate) struct Inner {
     bucket: Bucket,
     part_size: usize,
     parts_in_flight: usize,
+    /// Bytes that readers of this storage may hold in parts fetched ahead of what they
+    /// read, all readers together (see `reader.rs`).
+    read_ahead: reader::Budget,
 }
 
 /// Checkpoints in one bucket of an object store (see the crate's documentation).
@@ -287,6 +290,7 @@ impl ObjectStorage {
                 bucket,
                 part_size: DEFAULT_PART_SIZE,
                 parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
+                read_ahead: reader::Budget::new(READ_AHEAD_BUDGET),
             }),
         })
     }
@@ -384,13 +388,22 @@ impl ObjectStorage {
             .runtime
             .block_on(async move {
                 let size = store.head(&key).await?.size;
-                let ranges = (0..size.div_ceil(part)).map(|i| i * part..((i + 1) * part).min(size));
+                let ranges = (0..size.div_ceil(part)).map(|i| {
+                    i.saturating_mul(part)..i.saturating_add(1).saturating_mul(part).min(size)
+                });
                 let mut parts = futures_util::stream::iter(ranges.map(|range| {
                     let (store, key) = (store.clone(), key.clone());
                     async move { store.get_range(&key, range).await }
                 }))
                 .buffered(in_flight.max(1));
-                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                // The size is the server's: memory for it is asked for, never assumed.
+                let mut bytes = Vec::new();
+                bytes
+                    .try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "S3",
+                        source: Box::new(e),
+                    })?;
                 while let Some(piece) = parts.try_next().await? {
                     bytes.extend_from_slice(&piece);
                 }

@@ -28,6 +28,48 @@ const PART: usize = READ_PART;
 /// The most parts one reader requests at once.
 pub const READ_PARTS_IN_FLIGHT: usize = 8;
 const PARTS_IN_FLIGHT: usize = READ_PARTS_IN_FLIGHT;
+/// The most bytes of parts fetched ahead of what is read, held by all the readers of one
+/// storage together (a sharded checkpoint keeps a reader per shard open): beyond it, a
+/// reader fetches only the part it needs.
+pub const READ_AHEAD_BUDGET: u64 = 256 << 20;
+
+/// Bytes still free for parts fetched ahead, shared by a storage's readers.
+#[derive(Clone)]
+pub(crate) struct Budget(Arc<std::sync::atomic::AtomicU64>);
+
+impl Budget {
+    pub(crate) fn new(bytes: u64) -> Self {
+        Budget(Arc::new(std::sync::atomic::AtomicU64::new(bytes)))
+    }
+
+    /// `bytes` of the budget, if that much is free; given back when dropped.
+    fn take(&self, bytes: u64) -> Option<Reserved> {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
+                free.checked_sub(bytes)
+            })
+            .ok()
+            .map(|_| Reserved {
+                budget: self.clone(),
+                bytes,
+            })
+    }
+}
+
+/// Part of a [`Budget`], held while a part fetched ahead waits to be read.
+struct Reserved {
+    budget: Budget,
+    bytes: u64,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.budget
+            .0
+            .fetch_add(self.bytes, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 
 pub(crate) struct RemoteReader {
     inner: Arc<Inner>,
@@ -55,6 +97,9 @@ struct Ahead {
 struct Part {
     at: u64,
     task: tokio::task::JoinHandle<Result<bytes::Bytes, object_store::Error>>,
+    /// The budget it takes while it waits ahead of the reader (none for the part a read
+    /// needs now).
+    _reserved: Option<Reserved>,
 }
 
 impl Drop for Ahead {
@@ -177,7 +222,13 @@ impl RemoteReader {
             }
         }
         let window_end = ahead.window.0 + ahead.window.1.len() as u64;
-        let queued = ahead.next.front().is_some_and(|p| p.at <= at);
+        // The front part is the one wanted only if it holds `at`: a reader that jumped past
+        // it (a large read went around the queue) starts afresh rather than walking the
+        // queue forward, downloading what it skips.
+        let queued = ahead
+            .next
+            .front()
+            .is_some_and(|p| p.at <= at && at < p.at + PART as u64);
         let in_order = queued || (ahead.next.is_empty() && at == window_end && window_end > 0);
         let part = match ahead.next.pop_front() {
             Some(part) if queued => part,
@@ -193,14 +244,19 @@ impl RemoteReader {
         } else {
             1
         };
-        // Top up: the parts after this one, while fewer than `depth` are in flight.
+        // Top up: the parts after this one, while fewer than `depth` are in flight and the
+        // storage's budget for parts fetched ahead allows.
         let mut last = ahead.next.back().map_or(part.at, |p| p.at);
         while in_order && ahead.next.len() < ahead.depth {
             let after = last + PART as u64;
             if after >= self.len {
                 break;
             }
-            let next = self.fetch(after);
+            let Some(reserved) = self.inner.read_ahead.take(PART as u64) else {
+                break;
+            };
+            let mut next = self.fetch(after);
+            next._reserved = Some(reserved);
             ahead.next.push_back(next);
             last = after;
         }
@@ -233,7 +289,11 @@ impl RemoteReader {
             let result = store.get_opts(&key, options).await?;
             ranged_bytes(result, end - at, &endpoint).await
         });
-        Part { at, task }
+        Part {
+            at,
+            task,
+            _reserved: None,
+        }
     }
 
     /// `read_with_crc_at` of a large range: its parts fetched at once (a bounded number in
@@ -244,6 +304,12 @@ impl RemoteReader {
             .checked_add(buf.len() as u64)
             .filter(|end| *end <= self.len)
             .ok_or(io::ErrorKind::UnexpectedEof)?;
+        // This read goes around the parts fetched ahead: they are not wanted next.
+        if let Ok(mut ahead) = self.ahead.lock() {
+            for part in ahead.next.drain(..) {
+                part.task.abort();
+            }
+        }
         use futures_util::{StreamExt, TryStreamExt};
         let parts = buf.chunks_mut(PART).scan(offset, |at, part| {
             let from = *at;

@@ -232,3 +232,147 @@ fn names_outside_the_bucket_are_refused() {
     // A path spelled like a URL is a local path, never a key.
     assert!(!s.contains(&run, &Name::from("s3:/bucket/run/sub/x")));
 }
+
+/// An in-memory store that counts the ranged reads made of it.
+#[derive(Debug)]
+struct CountingGets {
+    inner: Arc<InMemory>,
+    gets: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for CountingGets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CountingGets")
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for CountingGets {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_opts(location, options).await
+    }
+    fn delete_stream(
+        &self,
+        locations: futures_util::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+    {
+        self.inner.delete_stream(locations)
+    }
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+    {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[test]
+fn a_read_after_a_large_one_fetches_one_part_not_the_queue_it_skipped() {
+    use std::sync::atomic::Ordering;
+    // Multipart uploads go to the same memory, uncounted.
+    let memory = Arc::new(InMemory::new());
+    let counting = Arc::new(CountingGets {
+        inner: memory.clone(),
+        gets: Default::default(),
+    });
+    let s = ObjectStorage::with_store(counting.clone(), memory, "s3://bucket").expect("storage");
+    // In file order: three tensors of 6 MiB read in order (the parts fetched ahead ramp up
+    // as each 8 MiB boundary is crossed), one of 40 MiB (read as parts of its own, around
+    // the queue), a small one after it, and more the reader never reaches.
+    let mib = |n: usize| n << 18; // f32 values in n MiB
+    let sizes = [
+        ("a", mib(6)),
+        ("b", mib(6)),
+        ("c", mib(6)),
+        ("d", mib(40)),
+        ("e", mib(1)),
+        ("f", mib(40)),
+    ];
+    let tensors: Vec<NamedTensor<'static>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, (name, n))| {
+            let data: Vec<f32> = (0..*n).map(|v| (v * 5 + i) as f32).collect();
+            NamedTensor::new(*name, HostTensor::from_f32(vec![*n], &data))
+        })
+        .collect();
+    store::save_to(
+        &s,
+        &Name::from("s3://bucket/parts.safetensors"),
+        Kind::Weights,
+        &tensors,
+        &BTreeMap::new(),
+        &SaveOptions::default(),
+    )
+    .expect("save");
+    let file = CheckpointFile::open_in(
+        &s,
+        &Name::from("s3://bucket/parts.safetensors"),
+        Verify::HeaderOnly,
+    )
+    .expect("open");
+    let order: Vec<String> = file.tensors().map(|t| t.name.to_owned()).collect();
+    assert_eq!(order, ["a", "b", "c", "d", "e", "f"], "the file's order");
+    let bytes_of = |t: &NamedTensor<'_>| {
+        let mut out = Vec::new();
+        t.data
+            .write_to(&mut |piece| {
+                out.extend_from_slice(piece);
+                Ok(())
+            })
+            .expect("bytes");
+        out
+    };
+    for t in &tensors[..4] {
+        assert!(
+            file.read(&t.name).expect("read") == bytes_of(t),
+            "{}",
+            t.name
+        );
+    }
+    let before = counting.gets.load(Ordering::SeqCst);
+    assert!(file.read("e").expect("e") == bytes_of(&tensors[4]));
+    assert_eq!(
+        counting.gets.load(Ordering::SeqCst) - before,
+        1,
+        "the small read after the large one is one request"
+    );
+}

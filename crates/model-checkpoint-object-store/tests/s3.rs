@@ -266,6 +266,15 @@ fn tensors(floats: usize, seed: u64) -> Vec<NamedTensor<'static>> {
         .collect()
 }
 
+/// A plain PUT of `bytes` over object `name` (a new version, as another writer makes one).
+fn put_plain(storage: &dyn Storage, name: &str, bytes: &[u8]) {
+    let mut put = storage
+        .create(&Name::from(name), 0, Commit::Replace)
+        .expect("put");
+    put.write_all(bytes).expect("bytes");
+    put.commit(&[], true).expect("plain put");
+}
+
 fn save(
     storage: &dyn Storage,
     name: &str,
@@ -314,11 +323,7 @@ fn latest_skips_a_damaged_newest_object() {
     for b in &mut bytes[n - 100..n - 90] {
         *b ^= 0xff;
     }
-    let mut put = storage
-        .create(&Name::from(&newest), 0, Commit::Replace)
-        .expect("put");
-    put.write_all(&bytes).expect("bytes");
-    put.commit(&[], true).expect("plain put");
+    put_plain(&storage, &newest, &bytes);
     assert!(CheckpointFile::open_in(&storage, &Name::from(&newest), Verify::Full).is_err());
     let latest = latest_full_in(&storage, &Name::from(&dir)).expect("falls back");
     assert!(latest.as_str().ends_with("e2.safetensors"), "{latest:?}");
@@ -681,14 +686,7 @@ fn large_tensors_are_read_as_parallel_parts_each_checked() {
         .expect("t1 in the object");
     let mut damaged = whole.clone();
     damaged[t1_start + (10 << 20)] ^= 0x01;
-    let put_over = |bytes: &[u8]| {
-        let mut put = storage
-            .create(&Name::from(&name), 0, Commit::Replace)
-            .expect("put");
-        put.write_all(bytes).expect("bytes");
-        put.commit(&[], true).expect("plain put");
-    };
-    put_over(&damaged);
+    put_plain(&storage, &name, &damaged);
     let reopened =
         CheckpointFile::open_in(&storage, &Name::from(&name), Verify::HeaderOnly).expect("open");
     let err = reopened.read("t1").expect_err("a flipped byte");
@@ -699,7 +697,7 @@ fn large_tensors_are_read_as_parallel_parts_each_checked() {
     assert!(reopened.read("t0").expect("t0") == expected[0]);
 
     // Replaced after opening: the parts are refused rather than mixing versions.
-    put_over(&whole);
+    put_plain(&storage, &name, &whole);
     let err = reopened.read("t2").expect_err("a replaced object");
     assert!(err.to_string().contains("replaced"), "{err}");
 

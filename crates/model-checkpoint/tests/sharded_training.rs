@@ -513,5 +513,9 @@ fn sigkill_during_background_sharded_saves_leaves_only_whole_checkpoints() {
         contents(&format!("{straight}/{last}")) == contents(&format!("{dir}/{last}")),
         "the killed and resumed run differs from the straight one"
     );
+    assert!(
+        committed_after_kills > 0,
+        "no kill left a committed checkpoint to check"
+    );
     println!("{kills} kills over {span} ms: {committed_after_kills} committed checkpoints seen, all whole");
 }

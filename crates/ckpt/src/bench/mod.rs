@@ -148,6 +148,23 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
+/// One untimed run of each side, then `runs` interleaved runs (A B A B …): the medians of
+/// A's and B's times.
+fn interleaved(
+    runs: u32,
+    mut a: impl FnMut() -> Result<Duration, Failure>,
+    mut b: impl FnMut() -> Result<Duration, Failure>,
+) -> Result<(Duration, Duration), Failure> {
+    a()?;
+    b()?;
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        first.push(a()?);
+        second.push(b()?);
+    }
+    Ok((median(first), median(second)))
+}
+
 fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e6
 }

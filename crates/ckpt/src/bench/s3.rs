@@ -11,7 +11,7 @@ use model_checkpoint_object_store::ObjectStorage;
 use serde_json::json;
 
 use super::disk::{synthetic, Synthetic};
-use super::{median, ratio, secs};
+use super::{interleaved, median, ratio, secs};
 use crate::Failure;
 
 fn storage(prefix: &str) -> Result<ObjectStorage, Failure> {
@@ -54,16 +54,9 @@ pub(super) fn save_vs_multipart(
         storage.plain_multipart_upload(&raw_name, &pieces)?;
         Ok(t.elapsed())
     };
-    save()?;
-    raw()?;
-    let (mut ours, mut plain) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        ours.push(save()?);
-        plain.push(raw()?);
-    }
+    let (s, r) = interleaved(runs, save, raw)?;
     storage.delete(&Name::from(&save_name))?;
     storage.delete(&Name::from(&raw_name))?;
-    let (s, r) = (median(ours), median(plain));
     Ok(json!({
         "bench": "s3_save_vs_multipart", "mib": bytes >> 20, "tensors": count, "runs": runs,
         "part_mib": model_checkpoint_object_store::DEFAULT_PART_SIZE >> 20,
@@ -173,15 +166,8 @@ pub(super) fn load_vs_download(
         std::hint::black_box(bytes.len());
         Ok(t.elapsed())
     };
-    load()?;
-    download()?;
-    let (mut ours, mut plain) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        ours.push(load()?);
-        plain.push(download()?);
-    }
+    let (l, d) = interleaved(runs, load, download)?;
     storage.delete(&Name::from(&name))?;
-    let (l, d) = (median(ours), median(plain));
     Ok(json!({
         "bench": "s3_load_vs_download", "mib": bytes >> 20, "tensors": count, "runs": runs,
         "part_mib": model_checkpoint_object_store::READ_PART >> 20,

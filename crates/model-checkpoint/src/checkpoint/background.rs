@@ -21,9 +21,13 @@ pub(crate) enum Written {
 }
 
 /// How the writer thread writes a snapshot: the tensors in the order they were handed
-/// over, through the engine's storage.
-pub(crate) type WriteFn =
-    Box<dyn for<'t> FnOnce(&dyn Storage, Vec<NamedTensor<'t>>) -> Result<Written, Error> + Send>;
+/// over, through the engine's storage; or, when the writer's copy of them failed, that
+/// error, so that a sharded save still takes its part in the commit (its barriers) and
+/// fails there rather than leaving the other ranks waiting.
+pub(crate) type WriteFn = Box<
+    dyn for<'t> FnOnce(&dyn Storage, Result<Vec<NamedTensor<'t>>, Error>) -> Result<Written, Error>
+        + Send,
+>;
 
 /// Work for the writer thread.
 enum Job {
@@ -90,7 +94,7 @@ fn write_snapshot(
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
         .collect();
-    let result = write(storage, named).map(Some);
+    let result = write(storage, Ok(named)).map(Some);
     let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
     Outcome { result, buffers }
 }
@@ -162,7 +166,7 @@ impl BackgroundWriter {
                             match copied {
                                 Ok(tensors) => write_snapshot(&*storage, tensors, write),
                                 Err(e) => Outcome {
-                                    result: Err(e),
+                                    result: write(&*storage, Err(e)).map(Some),
                                     buffers: Vec::new(),
                                 },
                             }

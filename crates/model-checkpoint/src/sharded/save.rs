@@ -235,6 +235,11 @@ pub(crate) fn open_shard_named(
 /// use instead of polling the storage: every rank calls [`Barrier::wait`] with the same
 /// name, and it returns once all have, or fails after `timeout` (timeouts are explicit; a
 /// barrier that cannot tell should wait at most that long).
+///
+/// With background saves it is called on each rank's writer thread, while training goes on
+/// (and runs its own collectives) on the main one: give it a communicator of its own (MPI
+/// needs `MPI_THREAD_MULTIPLE`, or a duplicated communicator used only here), or a
+/// store-based barrier keyed by the name.
 pub trait Barrier: Send + Sync {
     /// Returns once every rank has called `wait` with `name`.
     ///

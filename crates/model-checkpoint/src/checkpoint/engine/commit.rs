@@ -186,7 +186,7 @@ impl Engine {
         }
         let kind = job.kind;
         let write: WriteFn = Box::new(move |storage, named| {
-            store::save_to(storage, &name, kind, &named, &info, &options).map(Written::File)
+            store::save_to(storage, &name, kind, &named?, &info, &options).map(Written::File)
         });
         self.hand_to_writer(ctx, &tensors, write, pending)
     }
@@ -433,6 +433,11 @@ impl Engine {
     /// runs, rather than at the first save.
     pub fn prepare_background(&mut self, ctx: &Context<'_>, kind: Kind) -> Result<(), Error> {
         if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
+            return Ok(());
+        }
+        // A rank of a sharded run copies only its share, chosen at each save: its buffers
+        // are made by its first save, not a whole model's worth here.
+        if self.config.ranks.is_some() {
             return Ok(());
         }
         let Ok(model) = ctx.model() else {

@@ -97,7 +97,7 @@ impl Engine {
             // Every earlier save first, so that this one is the newest when it returns.
             self.flush()?;
         }
-        commit.write(&*self.config.storage, mine)?;
+        commit.write(&*self.config.storage, Ok(mine))?;
         self.committed_sharded(pending, ranks)
     }
 
@@ -283,7 +283,13 @@ struct ShardCommit {
 }
 
 impl ShardCommit {
-    fn write(self, storage: &dyn Storage, tensors: Vec<NamedTensor<'_>>) -> Result<(), Error> {
+    /// `tensors` is the shard's tensors, or why the writer could not copy them: then this
+    /// rank writes nothing but still passes the barriers, and fails.
+    fn write(
+        self,
+        storage: &dyn Storage,
+        tensors: Result<Vec<NamedTensor<'_>>, Error>,
+    ) -> Result<(), Error> {
         let ShardCommit {
             dir,
             ranks,
@@ -305,21 +311,23 @@ impl ShardCommit {
                 ),
             });
         }
-        let shard_tensors: Vec<ShardTensor<'_>> = tensors
-            .into_iter()
-            .zip(placements)
-            .map(|(tensor, placement)| ShardTensor { tensor, placement })
-            .collect();
-        let saved = sharded::save_shard_checked(
-            storage,
-            &dir,
-            ranks,
-            &save_id,
-            kind,
-            shard_tensors,
-            &info,
-            replicated,
-        );
+        let saved = tensors.and_then(|tensors| {
+            let shard_tensors: Vec<ShardTensor<'_>> = tensors
+                .into_iter()
+                .zip(placements)
+                .map(|(tensor, placement)| ShardTensor { tensor, placement })
+                .collect();
+            sharded::save_shard_checked(
+                storage,
+                &dir,
+                ranks,
+                &save_id,
+                kind,
+                shard_tensors,
+                &info,
+                replicated,
+            )
+        });
         let timeout = options.timeout;
         let Some(barrier) = barrier else {
             saved?;

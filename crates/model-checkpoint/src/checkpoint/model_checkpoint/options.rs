@@ -230,7 +230,9 @@ impl ModelCheckpoint {
     }
 
     /// The ranks' own collective (MPI, NCCL …) for sharded saves, instead of polling the
-    /// storage for the shards and the index. Default: none (polling, with backoff).
+    /// storage for the shards and the index. With [`ModelCheckpoint::background`] it is
+    /// called on the writer thread, concurrently with training's own collectives: see
+    /// [`crate::sharded::Barrier`]. Default: none (polling, with backoff).
     pub fn shard_barrier(mut self, barrier: Arc<dyn crate::sharded::Barrier>) -> Self {
         self.engine.config.barrier = Some(barrier);
         self
