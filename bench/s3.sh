@@ -8,8 +8,9 @@
 #
 #   bench/s3.sh
 #   SIZE_MIB=1024 RUNS=9 bench/s3.sh
-#   ONLY=sharded-commit-s3 bench/s3.sh    # 8, 64 and 256 rank processes committing
-#                                         # sharded checkpoints through the server
+#   ONLY=sharded-commit-s3 bench/s3.sh    # 8, 64 and 256 rank processes, and 1,024 and
+#                                         # 4,096 ranks as threads, committing sharded
+#                                         # checkpoints through the server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-256}

@@ -2,7 +2,7 @@
 //! tensors (by module path) out and in, with dtype and shape checks; optimizer state under
 //! the parameters' paths, so that it survives a freshly built model (burn keys it by random
 //! ids); `fit` with burn's train step; and Keras's `ModelCheckpoint` inside burn's own
-//! `Learner`.
+//! `Learner` (the default feature `burn-learner`).
 //!
 //! Which type do I use?
 //!
@@ -38,8 +38,9 @@ pub use step::{BurnStep, Classifier};
 use burn::tensor::Device;
 
 /// burn's Flex CPU device, for inference: burn 0.22's CPU backend, the one this adapter is
-/// tested on (any `Device` works). It is the backend `burn-train` builds in anyway, so the
-/// adapter enables no other (NdArray, which burn 0.22 deprecates, doubled the build).
+/// tested on (any `Device` works), and the one `burn-train` (feature `burn-learner`) builds
+/// in. The adapter enables no other: NdArray, which burn 0.22 deprecates, was a second
+/// backend and about a quarter of the build.
 pub fn cpu() -> Device {
     Device::flex()
 }

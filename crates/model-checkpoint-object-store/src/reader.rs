@@ -25,7 +25,7 @@ const OPENING_BYTES: u64 = 256 << 10;
 /// The size of each part a reader fetches (ahead, or of a large verified read).
 pub const READ_PART: usize = 8 << 20;
 const PART: usize = READ_PART;
-/// The most parts one reader requests at once.
+/// The most parts one reader fetches ahead of the one it is reading.
 pub const READ_PARTS_IN_FLIGHT: usize = 8;
 const PARTS_IN_FLIGHT: usize = READ_PARTS_IN_FLIGHT;
 /// The most bytes of parts fetched ahead of what is read, held by all the readers of one

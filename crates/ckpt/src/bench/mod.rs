@@ -60,16 +60,19 @@ use training::{async_stall_vs_sync, sharded_stall_vs_sync, train_throughput};
 ///   ckpt bench --only s3 --size-mib 256 --s3 s3://bucket/bench   (bench/s3.sh: a local server)
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
-    /// Run only these measurements (repeatable); all but save-once by default.
+    /// Run only these measurements (repeatable). By default: train-throughput, save-vs-raw,
+    /// async-stall-vs-sync, load-vs-read, hook-overhead and size-sweep.
     #[arg(long, value_enum)]
     only: Vec<Measurement>,
     /// Interleaved runs per side.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
-    /// Checkpoint size in MiB for save-vs-raw, async-stall-vs-sync, load-vs-read, save-once.
+    /// Checkpoint size in MiB (per rank for sharded-stall-vs-sync) for every measurement but
+    /// train-throughput, hook-overhead, size-sweep, compress and sharded-commit-s3.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     size_mib: u64,
-    /// Number of tensors the checkpoint is split into.
+    /// Number of tensors the checkpoint is split into (sharded-stall-vs-sync's model has
+    /// 4096-wide layers instead).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     tensors: u64,
     /// Folder to write in (a temporary folder inside it is used and removed).
@@ -94,9 +97,10 @@ pub(crate) struct BenchArgs {
 /// A measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Measurement {
-    /// Training samples/s on digits (10 epochs, MLP 64-64-10, Adam, batch 32): no callback,
-    /// a full checkpoint every epoch, weights every epoch, and full checkpoints saved in the
-    /// background.
+    /// Training samples/s on digits (10 epochs, MLP 64-64-10, Adam, batch 32), candle and
+    /// burn: no callback, a full checkpoint every epoch, weights every epoch, and full
+    /// checkpoints saved in the background; and the callback's time on the training thread
+    /// (per save, at on_train_begin, at on_train_end).
     TrainThroughput,
     /// A synchronous save against write_all + sync_all of the same bytes.
     SaveVsRaw,

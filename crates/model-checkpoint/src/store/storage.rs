@@ -232,7 +232,7 @@ pub trait ObjectReader: Send + Sync {
     /// of the bytes read: how a verified load reads a large tensor, so that checking costs
     /// no time of its own. The default reads in 1 MiB chunks with each chunk's checksum on
     /// a second core while the next is read; an object store fetches parts of the range at
-    /// once instead, each checked as it arrives.
+    /// once instead (on S3, from 16 MiB), each checked as it arrives.
     ///
     /// # Errors
     ///

@@ -128,8 +128,9 @@ impl ModelCheckpoint {
     /// In a multi-process run ([`ModelCheckpoint::sharded`]) each rank copies its shard and
     /// returns; its writer writes the shard and takes the rank's part in the commit (rank 0
     /// writes the index once every shard is there, the others wait for it), and a save
-    /// counts, on every rank, once its index exists. The copy's buffers are kept for the next save (one model's worth of memory) until
-    /// `on_train_end`. Default: `false`.
+    /// counts, on every rank, once its index exists. The copy's buffers are kept for the
+    /// next save (one model's worth of memory; a sharded rank's, its shard's, made at its
+    /// first save) until `on_train_end`. Default: `false`.
     pub fn background(mut self, yes: bool) -> Self {
         self.engine.config.background = yes;
         self
@@ -178,7 +179,8 @@ impl ModelCheckpoint {
     /// launcher's job id, say), and the template must make a new folder per save (a field
     /// such as `{epoch}`), or `overwrite(false)` gives each save a new `NAME-vN` folder.
     /// `save_last` keeps a copy of the newest checkpoint in the folder `last` beside them.
-    /// Background saves are refused in a sharded run (not supported yet).
+    /// With [`ModelCheckpoint::background`], each rank's writer thread writes its shard and
+    /// takes its part in the commit.
     pub fn sharded(mut self, ranks: crate::sharded::Ranks) -> Self {
         self.engine.config.ranks = Some(ranks);
         self
