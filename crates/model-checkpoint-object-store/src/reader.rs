@@ -232,8 +232,8 @@ impl RemoteReader {
         let in_order = queued || (ahead.next.is_empty() && at == window_end && window_end > 0);
         let part = match ahead.next.pop_front() {
             Some(part) if queued => part,
-            _ => {
-                for part in ahead.next.drain(..) {
+            unwanted => {
+                for part in unwanted.into_iter().chain(ahead.next.drain(..)) {
                     part.task.abort();
                 }
                 self.fetch(at)
