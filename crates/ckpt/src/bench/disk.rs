@@ -52,7 +52,7 @@ impl Checkpointable for Synthetic {
     }
 }
 
-fn named(model: &[(String, HostTensor)]) -> Vec<NamedTensor<'_>> {
+pub(super) fn named(model: &[(String, HostTensor)]) -> Vec<NamedTensor<'_>> {
     model
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))

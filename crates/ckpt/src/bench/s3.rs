@@ -10,7 +10,7 @@ use model_checkpoint::{Callback, Context, Logs, ModelCheckpoint};
 use model_checkpoint_object_store::ObjectStorage;
 use serde_json::json;
 
-use super::disk::{synthetic, Synthetic};
+use super::disk::{named, synthetic, Synthetic};
 use super::{interleaved, median, ratio, secs};
 use crate::Failure;
 
@@ -28,10 +28,7 @@ pub(super) fn save_vs_multipart(
 ) -> Result<serde_json::Value, Failure> {
     let storage = storage(prefix)?;
     let model = synthetic(bytes, count);
-    let tensors: Vec<_> = model
-        .iter()
-        .map(|(n, t)| model_checkpoint::NamedTensor::new(n.clone(), t.clone_ref()))
-        .collect();
+    let tensors = named(&model);
     let pieces: Vec<&[u8]> = model.iter().map(|(_, t)| t.data()).collect();
     let (save_name, raw_name) = (
         format!("{prefix}/save.safetensors"),
@@ -128,10 +125,7 @@ pub(super) fn load_vs_download(
 ) -> Result<serde_json::Value, Failure> {
     let storage = storage(prefix)?;
     let model = synthetic(bytes, count);
-    let tensors: Vec<_> = model
-        .iter()
-        .map(|(n, t)| model_checkpoint::NamedTensor::new(n.clone(), t.clone_ref()))
-        .collect();
+    let tensors = named(&model);
     let name = format!("{prefix}/load.safetensors");
     store::save_to(
         &storage,

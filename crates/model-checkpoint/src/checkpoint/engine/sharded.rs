@@ -332,8 +332,7 @@ impl ShardCommit {
         let Some(barrier) = barrier else {
             saved?;
             if ranks.rank == 0 {
-                sharded::gather(storage, &dir, ranks.world_size, &save_id, &info, options)?
-                    .publish(storage)?;
+                sharded::commit(storage, &dir, ranks.world_size, &save_id, &info, options)?;
             } else if !sharded::wait_for_index(storage, &dir, timeout)? {
                 return Err(Error::Io {
                     action: "wait for the index of",
