@@ -109,13 +109,27 @@ pub(crate) struct Outcome {
 /// Pieces at least this large are copied by several threads at once.
 const PARALLEL_COPY: usize = 4 << 20;
 
+/// Threads for one large copy: the cores this process may use (asked once), at most 4.
+fn copy_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4)
+    })
+}
+
 /// Copies `src` into `dst` (same length), splitting large copies across cores: a snapshot
 /// is bounded by memory bandwidth, which one core does not saturate.
 fn copy_parallel(dst: &mut [u8], src: &[u8]) {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
-    if src.len() < PARALLEL_COPY || threads < 2 {
+    // The size first: asking the system for its cores reads cgroup files, which costs more
+    // than copying a small tensor.
+    let threads = if src.len() < PARALLEL_COPY {
+        1
+    } else {
+        copy_threads()
+    };
+    if threads < 2 {
         dst.copy_from_slice(src);
         return;
     }
