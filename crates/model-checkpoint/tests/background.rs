@@ -244,3 +244,177 @@ fn with_a_fence_the_copy_happens_after_the_hook_and_before_the_next_change() {
         );
     }
 }
+
+/// The local folder, recording which thread does each operation on storage (a pending
+/// object's commit is the `create`'s thread's, as the object is handed on whole).
+#[derive(Debug, Default)]
+struct ThreadLog {
+    inner: model_checkpoint::store::LocalFolder,
+    ops: std::sync::Mutex<Vec<(String, &'static str, String)>>,
+}
+
+impl ThreadLog {
+    fn note(&self, op: &'static str, name: &model_checkpoint::store::Name) {
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        self.ops
+            .lock()
+            .expect("log")
+            .push((thread, op, name.as_str().to_owned()));
+    }
+    fn take(&self) -> Vec<(String, &'static str, String)> {
+        std::mem::take(&mut *self.ops.lock().expect("log"))
+    }
+}
+
+impl model_checkpoint::store::Storage for ThreadLog {
+    fn create(
+        &self,
+        name: &model_checkpoint::store::Name,
+        head_len: u64,
+        commit: model_checkpoint::store::Commit,
+    ) -> Result<Box<dyn model_checkpoint::store::PendingObject>, Error> {
+        self.note("create", name);
+        self.inner.create(name, head_len, commit)
+    }
+    fn put_if_absent(
+        &self,
+        name: &model_checkpoint::store::Name,
+        bytes: &[u8],
+    ) -> Result<bool, Error> {
+        self.note("put", name);
+        self.inner.put_if_absent(name, bytes)
+    }
+    fn open(
+        &self,
+        name: &model_checkpoint::store::Name,
+    ) -> Result<Box<dyn model_checkpoint::store::ObjectReader>, Error> {
+        self.note("open", name);
+        self.inner.open(name)
+    }
+    fn list(
+        &self,
+        dir: &model_checkpoint::store::Name,
+        depth: usize,
+    ) -> Result<Vec<model_checkpoint::store::ObjectMeta>, Error> {
+        self.note("list", dir);
+        self.inner.list(dir, depth)
+    }
+    fn exists(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
+        self.note("exists", name);
+        self.inner.exists(name)
+    }
+    fn exists_as_own(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
+        self.note("exists", name);
+        self.inner.exists_as_own(name)
+    }
+    fn delete(&self, name: &model_checkpoint::store::Name) -> Result<(), Error> {
+        self.note("delete", name);
+        self.inner.delete(name)
+    }
+    fn copy(
+        &self,
+        from: &model_checkpoint::store::Name,
+        to: &model_checkpoint::store::Name,
+        durable: bool,
+    ) -> Result<(), Error> {
+        self.note("copy", to);
+        self.inner.copy(from, to, durable)
+    }
+    fn prepare_dir(&self, dir: &model_checkpoint::store::Name) -> Result<(), Error> {
+        self.note("prepare_dir", dir);
+        self.inner.prepare_dir(dir)
+    }
+    fn contains(
+        &self,
+        dir: &model_checkpoint::store::Name,
+        name: &model_checkpoint::store::Name,
+    ) -> bool {
+        self.inner.contains(dir, name)
+    }
+    fn lock(
+        &self,
+        dir: &model_checkpoint::store::Name,
+    ) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        self.note("lock", dir);
+        self.inner.lock(dir)
+    }
+}
+
+#[test]
+fn after_a_background_save_the_journal_marker_last_copy_and_deletes_happen_on_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = std::sync::Arc::new(ThreadLog::default());
+    let toy = Toy::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+        .storage(storage.clone())
+        .background(true)
+        .journal(true)
+        .keep_last(2)
+        .save_last(true);
+    let mut ctx = Context::new(&toy);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    let epochs = 6;
+    for epoch in 0..epochs {
+        toy.step();
+        let logs = Logs::from([("loss", 1.0 / (epoch + 1) as f64)]);
+        cb.on_epoch_end(epoch, &logs, &mut ctx).expect("epoch end");
+        // The writer finishes this save before the next hook, so that the next hook finds
+        // it committed (and has its aftercare to hand over).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let during = storage.take();
+    cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+    let mut ops = during;
+    ops.extend(storage.take());
+
+    // Everything that changes the folder during training happened on the writer thread.
+    let changes = ["create", "put", "delete", "copy"];
+    let on_training: Vec<_> = ops
+        .iter()
+        .filter(|(thread, op, _)| thread != "checkpoint-writer" && changes.contains(op))
+        .collect();
+    assert!(
+        on_training.is_empty(),
+        "storage changed on the training thread: {on_training:#?}"
+    );
+    // And it all happened: every kind of change, by the writer.
+    for change in changes {
+        assert!(
+            ops.iter().any(|(_, op, _)| *op == change),
+            "no {change} at all: {ops:#?}"
+        );
+    }
+    let journal =
+        std::fs::read_to_string(dir.path().join(".ckpt-run.journal.csv")).expect("journal");
+    assert_eq!(journal.matches(",saved,").count(), epochs);
+    assert_eq!(journal.matches(",deleted,").count(), epochs - 2);
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".safetensors"))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["last.safetensors", "w5.safetensors", "w6.safetensors"]
+    );
+    let last = std::fs::read(dir.path().join("last.safetensors")).expect("last");
+    assert_eq!(
+        last,
+        std::fs::read(dir.path().join("w6.safetensors")).expect("w6")
+    );
+    // One marker for each checkpoint kept, none for the deleted ones.
+    let markers = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter(|e| {
+            let n = e
+                .as_ref()
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            n.starts_with(".ckpt-run.") && !n.ends_with(".csv") && !n.ends_with(".lock")
+        })
+        .count();
+    assert_eq!(markers, 2);
+}

@@ -8,33 +8,28 @@ use std::thread::JoinHandle;
 
 use crate::callback::FenceGuard;
 use crate::model::{HostTensor, NamedTensor, SharedTensor, TensorData};
-use crate::store::{SaveReport, Storage};
+use crate::store::Storage;
 use crate::Error;
-
-/// What a background save did once its tensors were written.
-pub(crate) enum Written {
-    /// One file, committed.
-    File(SaveReport),
-    /// This rank's shard of a sharded checkpoint, and the commit (the index) as the rank's
-    /// part in it requires: written on rank 0, seen on the others.
-    Folder(crate::sharded::Ranks),
-}
 
 /// How the writer thread writes a snapshot: the tensors in the order they were handed
 /// over, through the engine's storage; or, when the writer's copy of them failed, that
 /// error, so that a sharded save still takes its part in the commit (its barriers) and
 /// fails there rather than leaving the other ranks waiting.
-pub(crate) type WriteFn = Box<
-    dyn for<'t> FnOnce(&dyn Storage, Result<Vec<NamedTensor<'t>>, Error>) -> Result<Written, Error>
+/// `W` is what the caller learns of a finished job.
+pub(crate) type WriteFn<W> = Box<
+    dyn for<'t> FnOnce(&dyn Storage, Result<Vec<NamedTensor<'t>>, Error>) -> Result<W, Error>
         + Send,
 >;
 
+/// Other work on storage, done in order with the saves (what follows a committed save).
+pub(crate) type RunFn<W> = Box<dyn FnOnce(&dyn Storage) -> W + Send>;
+
 /// Work for the writer thread.
-enum Job {
+enum Job<W> {
     /// Write this snapshot.
     Save {
         tensors: Vec<(String, HostTensor)>,
-        write: WriteFn,
+        write: WriteFn<W>,
     },
     /// Copy these shared tensors into `buffers` (releasing the fence once copied), then
     /// write the copy.
@@ -42,11 +37,13 @@ enum Job {
         shared: Vec<(String, SharedTensor)>,
         buffers: Vec<Vec<u8>>,
         fence: FenceGuard,
-        write: WriteFn,
+        write: WriteFn<W>,
     },
     /// Allocate (and fault in) buffers of these sizes for the first snapshot, so that the
     /// training thread does not pay for fresh memory.
     Prepare(Vec<usize>),
+    /// Do this, after the jobs before it.
+    Run(RunFn<W>),
 }
 
 /// Copies every tensor into the buffers (reused in order, resized as needed).
@@ -85,25 +82,28 @@ fn snapshot<'t>(
 }
 
 /// Writes a snapshot and returns its buffers for reuse.
-fn write_snapshot(
+fn write_snapshot<W>(
     storage: &dyn Storage,
     tensors: Vec<(String, HostTensor)>,
-    write: WriteFn,
-) -> Outcome {
+    write: WriteFn<W>,
+) -> Outcome<W> {
     let named: Vec<NamedTensor<'_>> = tensors
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
         .collect();
     let result = write(storage, Ok(named)).map(Some);
     let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
-    Outcome { result, buffers }
+    Outcome {
+        result,
+        buffers: Some(buffers),
+    }
 }
 
 /// What the writer thread sends back: the result (`None` for a `Prepare`), and buffers for
-/// the next snapshot.
-pub(crate) struct Outcome {
-    pub result: Result<Option<Written>, Error>,
-    buffers: Vec<Vec<u8>>,
+/// the next snapshot (`None` from a job that had none: the pool stays as it is).
+pub(crate) struct Outcome<W> {
+    pub result: Result<Option<W>, Error>,
+    buffers: Option<Vec<Vec<u8>>>,
 }
 
 /// Pieces at least this large are copied by several threads at once.
@@ -146,18 +146,20 @@ fn copy_parallel(dst: &mut [u8], src: &[u8]) {
     });
 }
 
-pub(crate) struct BackgroundWriter {
-    jobs: Option<Sender<Job>>,
-    outcomes: Receiver<Outcome>,
+/// The writer thread, doing its jobs in the order they come; `W` is what a finished job
+/// reports.
+pub(crate) struct BackgroundWriter<W> {
+    jobs: Option<Sender<Job<W>>>,
+    outcomes: Receiver<Outcome<W>>,
     thread: Option<JoinHandle<()>>,
     in_flight: usize,
     pool: Vec<Vec<u8>>,
 }
 
-impl BackgroundWriter {
+impl<W: Send + 'static> BackgroundWriter<W> {
     pub(crate) fn start(storage: std::sync::Arc<dyn Storage>) -> Result<Self, Error> {
-        let (job_tx, job_rx) = mpsc::channel::<Job>();
-        let (out_tx, out_rx) = mpsc::channel::<Outcome>();
+        let (job_tx, job_rx) = mpsc::channel::<Job<W>>();
+        let (out_tx, out_rx) = mpsc::channel::<Outcome<W>>();
         let thread = std::thread::Builder::new()
             .name("checkpoint-writer".into())
             .spawn(move || {
@@ -181,14 +183,18 @@ impl BackgroundWriter {
                                 Ok(tensors) => write_snapshot(&*storage, tensors, write),
                                 Err(e) => Outcome {
                                     result: write(&*storage, Err(e)).map(Some),
-                                    buffers: Vec::new(),
+                                    buffers: Some(Vec::new()),
                                 },
                             }
                         }
                         Job::Prepare(sizes) => Outcome {
                             result: Ok(None),
                             // Non-zero fill: the pages must really be allocated now.
-                            buffers: sizes.into_iter().map(|n| vec![1u8; n]).collect(),
+                            buffers: Some(sizes.into_iter().map(|n| vec![1u8; n]).collect()),
+                        },
+                        Job::Run(run) => Outcome {
+                            result: Ok(Some(run(&*storage))),
+                            buffers: None,
                         },
                     };
                     if out_tx.send(outcome).is_err() {
@@ -209,19 +215,21 @@ impl BackgroundWriter {
         })
     }
 
-    /// Saves in flight.
+    /// Jobs in flight (saves, and other work).
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
     }
 
-    fn take(&mut self, mut outcome: Outcome) -> Outcome {
+    fn take(&mut self, mut outcome: Outcome<W>) -> Outcome<W> {
         self.in_flight -= 1;
-        self.pool = std::mem::take(&mut outcome.buffers);
+        if let Some(buffers) = outcome.buffers.take() {
+            self.pool = buffers;
+        }
         outcome
     }
 
     /// Hands a job to the writer thread.
-    fn send(&mut self, job: Job) -> Result<(), Error> {
+    fn send(&mut self, job: Job<W>) -> Result<(), Error> {
         let jobs = self.jobs.as_ref().ok_or_else(|| Error::Writer {
             reason: "the writer is closed".into(),
             source: None,
@@ -235,7 +243,7 @@ impl BackgroundWriter {
     }
 
     /// Finished saves, without waiting.
-    pub(crate) fn finished(&mut self) -> Vec<Outcome> {
+    pub(crate) fn finished(&mut self) -> Vec<Outcome<W>> {
         let mut done = Vec::new();
         while self.in_flight > 0 {
             match self.outcomes.try_recv() {
@@ -251,7 +259,7 @@ impl BackgroundWriter {
     }
 
     /// Waits for the oldest save in flight.
-    pub(crate) fn wait_one(&mut self) -> Option<Outcome> {
+    pub(crate) fn wait_one(&mut self) -> Option<Outcome<W>> {
         if self.in_flight == 0 {
             return None;
         }
@@ -263,14 +271,14 @@ impl BackgroundWriter {
 
     /// The writer thread died (it only does if a save panicked): every save in flight is
     /// lost, which must be reported, never ignored.
-    fn lost(&mut self) -> Outcome {
+    fn lost(&mut self) -> Outcome<W> {
         self.in_flight = 0;
         Outcome {
             result: Err(Error::Writer {
                 reason: "the writer thread stopped unexpectedly; saves in flight are lost".into(),
                 source: None,
             }),
-            buffers: Vec::new(),
+            buffers: None,
         }
     }
 
@@ -279,7 +287,7 @@ impl BackgroundWriter {
     pub(crate) fn submit(
         &mut self,
         tensors: &[NamedTensor<'_>],
-        write: WriteFn,
+        write: WriteFn<W>,
     ) -> Result<(), Error> {
         let pool = std::mem::take(&mut self.pool);
         let tensors = snapshot(tensors.iter().map(|t| (t.name.as_str(), &*t.data)), pool)?;
@@ -292,7 +300,7 @@ impl BackgroundWriter {
         &mut self,
         shared: Vec<(String, SharedTensor)>,
         fence: FenceGuard,
-        write: WriteFn,
+        write: WriteFn<W>,
     ) -> Result<(), Error> {
         let buffers = std::mem::take(&mut self.pool);
         self.send(Job::CopyAndSave {
@@ -301,6 +309,12 @@ impl BackgroundWriter {
             fence,
             write,
         })
+    }
+
+    /// Has the writer thread do `run` after the jobs it holds; what it returns comes back
+    /// as a finished job's outcome.
+    pub(crate) fn run(&mut self, run: RunFn<W>) -> Result<(), Error> {
+        self.send(Job::Run(run))
     }
 
     /// Has the writer thread allocate the first snapshot's buffers (sizes in tensor order)
@@ -315,7 +329,7 @@ impl BackgroundWriter {
     }
 }
 
-impl Drop for BackgroundWriter {
+impl<W> Drop for BackgroundWriter<W> {
     fn drop(&mut self) {
         // Closing the channel ends the thread once it has written what it holds; joining
         // makes sure no save outlives the callback. Its results were collected by

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use super::super::background::{BackgroundWriter, Outcome, WriteFn, Written};
-use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard};
+use super::super::background::{BackgroundWriter, Outcome, WriteFn};
+use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard, Written};
 use crate::callback::Context;
 use crate::model::NamedTensor;
 use crate::policy::{files_to_keep, SavedFile};
-use crate::store::{self, gate, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
+use crate::store::{self, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::{Error, Value};
 
 impl Engine {
@@ -185,7 +185,7 @@ impl Engine {
             return self.committed(pending, report.header_digest);
         }
         let kind = job.kind;
-        let write: WriteFn = Box::new(move |storage, named| {
+        let write: WriteFn<Written> = Box::new(move |storage, named| {
             store::save_to(storage, &name, kind, &named?, &info, &options).map(Written::File)
         });
         self.hand_to_writer(ctx, &tensors, write, pending)
@@ -199,21 +199,19 @@ impl Engine {
         &mut self,
         ctx: &Context<'_>,
         tensors: &[NamedTensor<'_>],
-        write: WriteFn,
+        write: WriteFn<Written>,
         pending: Pending,
     ) -> Result<(), Error> {
         if self.writer.is_none() {
             self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
         }
-        // At most `max_in_flight` snapshots exist: wait for the oldest save first.
-        while self
-            .writer
-            .as_ref()
-            .is_some_and(|w| w.in_flight() >= self.config.max_in_flight)
-        {
+        // At most `max_in_flight` snapshots exist: wait for the oldest save first (the
+        // writer's other jobs, the aftercare of saves, hold no snapshot).
+        while self.in_flight.len() >= self.config.max_in_flight {
             let outcome = self.writer.as_mut().and_then(BackgroundWriter::wait_one);
-            if let Some(outcome) = outcome {
-                self.settle(outcome)?;
+            match outcome {
+                Some(outcome) => self.settle(outcome)?,
+                None => break,
             }
         }
         let Some(writer) = &mut self.writer else {
@@ -258,16 +256,28 @@ impl Engine {
         saved
     }
 
-    /// Handles a finished background job: a committed save is tracked (and may let
-    /// retention delete older files); a failed one is returned.
-    fn settle(&mut self, outcome: Outcome) -> Result<(), Error> {
+    /// Handles a finished background job: a committed save is tracked, and what follows it
+    /// on storage is handed to the writer thread (see [`Engine::aftercare`]); a finished
+    /// aftercare is taken in; a failed save is returned.
+    fn settle(&mut self, outcome: Outcome<Written>) -> Result<(), Error> {
         match outcome.result {
             Ok(None) => Ok(()),
+            Ok(Some(Written::Aftercare(done))) => self.after(done),
             Ok(Some(written)) => match (self.in_flight.pop_front(), written) {
                 (Some(pending), Written::File(report)) => {
-                    self.committed(pending, report.header_digest)
+                    let care = self.aftercare(pending, report.header_digest);
+                    match self.writer.as_mut() {
+                        Some(writer) => {
+                            writer.run(Box::new(|storage| Written::Aftercare(care.run(storage))))
+                        }
+                        None => {
+                            let done = care.run(&*self.config.storage);
+                            self.after(done)
+                        }
+                    }
                 }
                 (Some(pending), Written::Folder(ranks)) => self.committed_sharded(pending, ranks),
+                (_, Written::Aftercare(done)) => self.after(done),
                 (None, _) => Ok(()),
             },
             // Returned, not logged as well: the caller reports it (and Drop logs one nobody
@@ -279,69 +289,12 @@ impl Engine {
         }
     }
 
-    /// A save is durable at its final path: track it, point `last` at it, and apply the
-    /// retention rules. Only now may older files go, so a crash leaves extra files, never
-    /// fewer.
+    /// A save committed in the foreground: track it, and do what follows on storage (see
+    /// [`Engine::aftercare`]) now.
     fn committed(&mut self, pending: Pending, digest: [u8; 32]) -> Result<(), Error> {
-        self.journal_row("saved", &pending.file, Some(&pending));
-        let Pending {
-            file,
-            direction,
-            counted,
-            ..
-        } = pending;
-        if !counted {
-            // A save on a signal: the run's own (marked), outside its state and retention.
-            self.mark_written(&file.path, digest)?;
-            self.session_saved.insert(file.path.clone());
-            self.interrupt_saved = Some(file.path);
-            return Ok(());
-        }
-        self.saved.last_saved = Some(file.path.clone());
-        self.saved.saves = self.saved.saves.saturating_add(1);
-        // The proof, kept in the folder and never in a checkpoint, that this run wrote this
-        // exact file: what retention and a later resume of this run check.
-        self.mark_written(&file.path, digest)?;
-        self.session_saved.insert(file.path.clone());
-        if let Some(last) = self.last_path() {
-            self.check_replaceable(&last)?;
-            self.config
-                .storage
-                .copy(&file.path, &last, self.config.options.durable)?;
-        }
-        self.retain(file, direction, |engine, f| {
-            let digest = match engine.owns(&f.path) {
-                Ok(digest) => digest,
-                Err(why) => {
-                    // Never deleted: only files this run provably wrote may go.
-                    log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
-                    return Fate::Forget;
-                }
-            };
-            let claim = gate::Claim::RunCheckpoint {
-                run_id: engine.run_id(),
-                digest: Some(digest),
-            };
-            match gate::delete(&*engine.config.storage, &f.path, claim) {
-                Ok(()) => {
-                    engine.journal_row("deleted", f, None);
-                    engine.session_saved.retain(|p| *p != f.path);
-                    engine.session_digests.remove(&f.path);
-                    engine.delete_marker(&digest);
-                    Fate::Forget
-                }
-                Err(e @ Error::NotOurs { .. }) => {
-                    log::warn!(target: "model_checkpoint", "retention leaves {} alone: {e}", f.path.display());
-                    Fate::Forget
-                }
-                Err(e) => {
-                    // Left for the next round: an extra file is harmless.
-                    log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());
-                    Fate::Keep
-                }
-            }
-        });
-        Ok(())
+        let care = self.aftercare(pending, digest);
+        let done = care.run(&*self.config.storage);
+        self.after(done)
     }
 
     /// Records `event` of `file` in the journal, when there is one.
@@ -351,25 +304,36 @@ impl Engine {
         file: &SavedFile,
         pending: Option<&Pending>,
     ) {
-        let Some(mut journal) = self.journal.take() else {
+        let Some(journal) = &self.journal else {
             return;
         };
-        let folder = self.folder();
-        let name = folder.join(store::JOURNAL_FILE);
-        let row = super::journal::Row {
+        let name = self.folder().join(store::JOURNAL_FILE);
+        journal.record(
+            &*self.config.storage,
+            &name,
+            &self.row(event, file, pending),
+        );
+    }
+
+    /// The journal's row for `event` of `file`.
+    pub(super) fn row(
+        &self,
+        event: &'static str,
+        file: &SavedFile,
+        pending: Option<&Pending>,
+    ) -> super::journal::Row {
+        super::journal::Row {
             seq: file.seq,
             event,
             epoch: file.epoch,
             batch: pending.and_then(|p| p.batch),
             global_step: pending.map(|p| p.global_step),
             kind: pending.map(|p| p.kind),
-            path: file.path.as_str(),
-            monitor: pending.map_or("", |p| p.monitor.as_str()),
-            value: &file.value,
-            run_id: self.run_id(),
-        };
-        journal.record(&*self.config.storage, &name, &row);
-        self.journal = Some(journal);
+            path: file.path.as_str().to_owned(),
+            monitor: pending.map_or(String::new(), |p| p.monitor.clone()),
+            value: file.value,
+            run_id: self.run_id().to_owned(),
+        }
     }
 
     /// Tracks `file` for retention (when on) and hands every file the rules no longer keep

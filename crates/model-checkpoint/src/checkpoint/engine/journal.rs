@@ -4,6 +4,8 @@
 //! those deleted since or replaced by a later save under the same name. Advisory: a journal
 //! that cannot be written is logged, never a failed save.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use crate::store::{self, Kind, Name, Storage};
 use crate::Value;
 
@@ -22,7 +24,8 @@ pub const COLUMNS: [&str; 10] = [
 ];
 
 /// One row.
-pub(crate) struct Row<'a> {
+#[derive(Debug)]
+pub(crate) struct Row {
     pub seq: u64,
     pub event: &'static str,
     /// 1-based, as in file names.
@@ -31,35 +34,38 @@ pub(crate) struct Row<'a> {
     pub batch: Option<i64>,
     pub global_step: Option<u64>,
     pub kind: Option<Kind>,
-    pub path: &'a str,
-    pub monitor: &'a str,
-    pub value: &'a Value,
-    pub run_id: &'a str,
+    pub path: String,
+    pub monitor: String,
+    pub value: Value,
+    pub run_id: String,
 }
 
 /// The journal of one folder: its rows so far (the file's, read at the first row this
-/// process writes), rewritten whole at each row (an object store cannot append).
-#[derive(Debug, Default)]
+/// process writes), rewritten whole at each row (an object store cannot append). Clones
+/// share the rows: the engine records on the training thread, and the aftercare of a
+/// background save on the writer thread (one at a time, in the order of the saves).
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Journal {
-    content: Option<Vec<u8>>,
+    content: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl Journal {
     /// Adds `row` to the journal `name` in `storage`.
-    pub fn record(&mut self, storage: &dyn Storage, name: &Name, row: &Row<'_>) {
-        if let Err(e) = self.try_record(storage, name, row) {
+    pub fn record(&self, storage: &dyn Storage, name: &Name, row: &Row) {
+        let mut content = self.content.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = Self::try_record(&mut content, storage, name, row) {
             log::warn!(target: "model_checkpoint", "cannot write the journal {name}: {e}");
         }
     }
 
     fn try_record(
-        &mut self,
+        content: &mut Option<Vec<u8>>,
         storage: &dyn Storage,
         name: &Name,
-        row: &Row<'_>,
+        row: &Row,
     ) -> Result<(), crate::Error> {
         let header = format!("{}\r\n", COLUMNS.join(","));
-        if self.content.is_none() {
+        if content.is_none() {
             // Only a journal this tool wrote is continued and replaced (the gate checks its
             // first line); anything else at its name stays.
             store::gate::check_replace(
@@ -71,12 +77,12 @@ impl Journal {
             )?;
             let existing =
                 store::read_small(storage, name, store::MAX_SIDE_FILE_BYTES, "a journal")?;
-            self.content = Some(match existing {
+            *content = Some(match existing {
                 Some(bytes) if !bytes.is_empty() => bytes,
                 _ => header.into_bytes(),
             });
         }
-        let content = self.content.get_or_insert_with(Vec::new);
+        let content = content.get_or_insert_with(Vec::new);
         let fields = [
             row.seq.to_string(),
             row.event.to_owned(),
@@ -84,13 +90,13 @@ impl Journal {
             row.batch.map(|b| b.to_string()).unwrap_or_default(),
             row.global_step.map(|s| s.to_string()).unwrap_or_default(),
             row.kind.map(|k| k.as_str().to_owned()).unwrap_or_default(),
-            row.path.to_owned(),
-            row.monitor.to_owned(),
+            row.path.clone(),
+            row.monitor.clone(),
             match row.value.as_f64() {
                 Some(v) => crate::template::float_repr(v),
                 None => String::new(),
             },
-            row.run_id.to_owned(),
+            row.run_id.clone(),
         ];
         let line: Vec<String> = fields.iter().map(|f| store::csv_field(f, ',')).collect();
         content.extend_from_slice(line.join(",").as_bytes());

@@ -6,6 +6,9 @@
 //!
 //! - `commit.rs`: a save from the model's tensors to a committed file (the payload, then
 //!   the dispatch: foreground or the writer thread), and what follows it.
+//! - `aftercare.rs`: what follows a committed save on storage (journal row, marker,
+//!   `last`, retention's deletes), decided on the training thread and done there or, for a
+//!   background save, on the writer thread.
 //! - `sharded.rs`: the same for a multi-process run's sharded saves.
 //! - `dedup.rs`: deduplicated saves (blobs, a head, an index) and the collection of blobs
 //!   no index names.
@@ -16,6 +19,7 @@
 //!
 //! [`Config`] is what the builder decided; [`Engine`] adds the running state.
 
+mod aftercare;
 mod commit;
 mod dedup;
 mod journal;
@@ -85,6 +89,17 @@ pub(crate) struct Job {
     /// run in the background, and not counted in the run's state (a resumed run then goes on
     /// exactly as one that was never interrupted).
     pub interrupt: bool,
+}
+
+/// What a job of the writer thread did.
+enum Written {
+    /// One file, committed.
+    File(crate::store::SaveReport),
+    /// This rank's shard of a sharded checkpoint, and the commit (the index) as the rank's
+    /// part in it requires: written on rank 0, seen on the others.
+    Folder(crate::sharded::Ranks),
+    /// Not a save: what followed one on storage (see `aftercare.rs`).
+    Aftercare(aftercare::Done),
 }
 
 /// A planned save: the job, and what it will be tracked as once committed.
@@ -202,7 +217,7 @@ pub(crate) struct Engine {
     /// or confirmed that the checkpoint it resumed was written by that run.
     run_confirmed: bool,
     lock: Option<Box<dyn std::any::Any + Send>>,
-    writer: Option<BackgroundWriter>,
+    writer: Option<BackgroundWriter<Written>>,
     in_flight: VecDeque<Pending>,
     /// The files committed since the engine was made (always its own).
     session_saved: BTreeSet<Name>,

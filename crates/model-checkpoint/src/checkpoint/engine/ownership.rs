@@ -8,7 +8,7 @@
 //! has the marker its run left for it.
 
 use super::Engine;
-use crate::store::{self, gate, CheckpointFile, Meta, Name, Verify};
+use crate::store::{self, gate, CheckpointFile, Meta, Name, Storage, Verify};
 use crate::Error;
 
 /// Whether `id` looks like a run id this crate makes (1 to 64 lowercase hex digits).
@@ -69,12 +69,7 @@ impl Engine {
     /// a file this run wrote.
     pub(crate) fn delete_marker(&self, digest: &[u8; 32]) {
         let marker = self.marker(self.run_id(), digest);
-        let claim = gate::Claim::Marker {
-            run_id: self.run_id(),
-        };
-        if let Err(e) = gate::delete(&*self.config.storage, &marker, claim) {
-            log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");
-        }
+        delete_marker(&*self.config.storage, &marker, self.run_id());
     }
 
     /// After a resume: the checkpoint names a run; act as that run only if the file is one
@@ -186,43 +181,73 @@ impl Engine {
         Ok(())
     }
 
-    /// Proves that retention may delete `path`: this run wrote it (see the module's
-    /// documentation).
-    pub(crate) fn owns(&self, path: &Name) -> Result<[u8; 32], String> {
+    /// What the engine knows, without reading anything, of whether this run wrote `path`:
+    /// refused outright when the template could not have produced it or it lies outside
+    /// the folder; otherwise the facts [`Ownership::check`] weighs against the file.
+    pub(crate) fn ownership(&self, path: &Name) -> Result<Ownership, String> {
         self.could_have_written(path)?;
-        let name = path;
         let folder = self.folder();
-        if !self.config.storage.contains(&folder, name) {
+        if !self.config.storage.contains(&folder, path) {
             return Err(format!(
                 "it lies outside the checkpoint folder {}",
                 folder.display()
             ));
         }
-        self.wrote(path, name)
+        Ok(self.writer_of(path, path))
     }
 
-    /// Whether the file `name` (the checkpoint `path`, or its head) carries this run's id,
-    /// and this callback saved `path`, or a confirmed run left its marker for that exact
-    /// file. Returns the file's header digest (its marker's).
-    fn wrote(&self, path: &Name, name: &Name) -> Result<[u8; 32], String> {
+    /// The facts on whether this run wrote `path`, to be checked against the file `name`
+    /// (the checkpoint `path`, or its head).
+    fn writer_of(&self, path: &Name, name: &Name) -> Ownership {
+        Ownership {
+            name: name.clone(),
+            run_id: self.run_id().to_owned(),
+            saved_here: self.session_saved.contains(path),
+            run_confirmed: self.run_confirmed,
+            folder: self.folder(),
+        }
+    }
+}
+
+/// The facts on whether this run wrote a file, gathered by the engine
+/// ([`Engine::ownership`]) and checked against the file by [`Ownership::check`], on
+/// whichever thread deletes it.
+#[derive(Clone, Debug)]
+pub(crate) struct Ownership {
+    /// The file to read: the checkpoint, or its head.
+    name: Name,
+    run_id: String,
+    /// Whether this callback saved the checkpoint itself.
+    saved_here: bool,
+    /// Whether the run is confirmed (see [`Engine::confirm_run`]).
+    run_confirmed: bool,
+    /// Where the run's markers are.
+    folder: Name,
+}
+
+impl Ownership {
+    /// Whether the file carries this run's id, and this callback saved it, or a confirmed
+    /// run left its marker for that exact file. Returns the file's header digest (its
+    /// marker's).
+    pub(crate) fn check(&self, storage: &dyn Storage) -> Result<[u8; 32], String> {
         // Opening refuses anything but a regular file (or an object).
-        let file = CheckpointFile::open_in(&*self.config.storage, name, Verify::HeaderOnly)
+        let file = CheckpointFile::open_in(storage, &self.name, Verify::HeaderOnly)
             .map_err(|e| e.to_string())?;
         let id = Meta::from_info(file.info())?.run_id;
-        if id.as_deref() != Some(self.run_id()) || self.run_id().is_empty() {
+        if id.as_deref() != Some(self.run_id.as_str()) || self.run_id.is_empty() {
             return Err("it does not carry this run's id".to_owned());
         }
         let digest = file.header_digest();
-        if self.session_saved.contains(path) {
+        if self.saved_here {
             return Ok(digest);
         }
         // Saved before this callback was made: only a confirmed run, and only with the
-        // marker it left for this exact file.
+        // marker it left for that exact file.
         if !self.run_confirmed {
             return Err("the run this callback resumed is not confirmed".to_owned());
         }
-        let marker = self.marker(self.run_id(), &digest);
-        if !self.config.storage.exists_as_own(&marker).unwrap_or(false) {
+        let marker = self.folder.join(&marker_file(&self.run_id, &digest));
+        if !storage.exists_as_own(&marker).unwrap_or(false) {
             return Err("this run left no marker for it".to_owned());
         }
         Ok(digest)
@@ -246,12 +271,21 @@ impl Engine {
             .map(|entry| dir.join(&entry.file))
             .filter(|head| head.parent() == crate::sharded::blobs::blobs_dir(&self.folder()))
             .ok_or("its head is not in this run's blob folder")?;
-        self.wrote(dir, &head)
+        self.writer_of(dir, &head).check(storage)
+    }
+}
+
+/// Removes run `run_id`'s marker `marker` (through the deletion gate); a failure is logged:
+/// a stale marker only ever lets retention delete a file this run wrote.
+pub(super) fn delete_marker(storage: &dyn Storage, marker: &Name, run_id: &str) {
+    let claim = gate::Claim::Marker { run_id };
+    if let Err(e) = gate::delete(storage, marker, claim) {
+        log::warn!(target: "model_checkpoint", "cannot remove {marker}: {e}");
     }
 }
 
 /// The file name of run `id`'s marker for the file whose head has `digest`.
-fn marker_file(id: &str, digest: &[u8; 32]) -> String {
+pub(super) fn marker_file(id: &str, digest: &[u8; 32]) -> String {
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     format!("{}{id}.{hex}", store::MARKER_PREFIX)
 }

@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::super::background::{WriteFn, Written};
+use super::super::background::WriteFn;
+use super::Written;
 use super::{Engine, Fate, Last, Pending, Shard};
 use crate::callback::Context;
 use crate::model::{NamedTensor, Placement};
@@ -87,7 +88,7 @@ impl Engine {
             options: self.config.commit_options,
         };
         if self.config.background && !interrupt {
-            let write: WriteFn = Box::new(move |storage, named| {
+            let write: WriteFn<Written> = Box::new(move |storage, named| {
                 commit.write(storage, named)?;
                 Ok(Written::Folder(ranks))
             });
