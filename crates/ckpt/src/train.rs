@@ -87,7 +87,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value = "64", value_delimiter = ',', value_parser = parse_positive)]
     hidden: Vec<usize>,
     /// Save on a background thread: training only waits for a copy of the weights in memory
-    /// (beyond Keras).
+    /// (beyond Keras). The history, the journal and what follows each save are written in
+    /// the background too.
     #[arg(long = "async")]
     background: bool,
     /// Deduplicated checkpoints (beyond Keras): each save is a folder with an index whose
@@ -480,7 +481,8 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     refuse_data_among_outputs(&args, &checkpoint, history_file.as_path())?;
     let mut logger = model_checkpoint::CsvLogger::new(&history_file)
         .storage(storage.clone())
-        .append(args.resume.is_some());
+        .append(args.resume.is_some())
+        .background(args.background);
     if let Some(from) = &args.resume {
         let run = Callbacks {
             checkpoint: &mut checkpoint,

@@ -96,3 +96,195 @@ fn a_resumed_run_continues_from_its_checkpoint_rows() {
         6
     );
 }
+
+#[test]
+fn in_the_background_the_file_is_the_same_and_a_failure_surfaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toy = Toy;
+    let mut ctx = Context::new(&toy);
+    let mut written = Vec::new();
+    for background in [false, true] {
+        let path = dir.path().join(format!("h-{background}.csv"));
+        let mut logger = CsvLogger::new(&path).background(background);
+        logger
+            .on_train_begin(&Logs::new(), &mut ctx)
+            .expect("begin");
+        epochs(&mut logger, 0..20);
+        logger
+            .on_train_end(&Logs::new(), &mut ctx)
+            .expect("end waits");
+        written.push(std::fs::read_to_string(&path).expect("read"));
+    }
+    assert_eq!(written[0], written[1]);
+    assert_eq!(written[1].lines().count(), 21);
+
+    // A file that cannot be written: the failure comes back at a later hook or at the end,
+    // never lost.
+    let gone = dir.path().join("gone");
+    std::fs::create_dir(&gone).expect("mkdir");
+    let mut logger = CsvLogger::new(gone.join("h.csv")).background(true);
+    logger
+        .on_train_begin(&Logs::new(), &mut ctx)
+        .expect("begin");
+    std::fs::remove_dir(&gone).expect("rmdir");
+    let logs = Logs::from([("loss", 1.0)]);
+    let mut failed = (0..3)
+        .map(|e| logger.on_epoch_end(e, &logs, &mut ctx))
+        .any(|r| r.is_err());
+    failed |= logger.on_train_end(&Logs::new(), &mut ctx).is_err();
+    assert!(failed, "a failed background write was never reported");
+}
+
+/// The local folder, with writes that wait while the test holds them and fail once it
+/// says the process is dead (nothing more reaches the disk, as after a kill).
+#[derive(Debug, Default)]
+struct Held {
+    inner: model_checkpoint::store::LocalFolder,
+    /// (held, dead)
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Held {
+    fn set(&self, held: bool, dead: bool) {
+        *self.state.lock().expect("state") = (held, dead);
+        self.changed.notify_all();
+    }
+}
+
+impl model_checkpoint::store::Storage for Held {
+    fn create(
+        &self,
+        name: &model_checkpoint::store::Name,
+        head_len: u64,
+        commit: model_checkpoint::store::Commit,
+    ) -> Result<Box<dyn model_checkpoint::store::PendingObject>, Error> {
+        let mut state = self.state.lock().expect("state");
+        while state.0 {
+            state = self.changed.wait(state).expect("state");
+        }
+        if state.1 {
+            return Err(Error::Io {
+                action: "write",
+                path: name.clone(),
+                source: std::io::Error::other("the process is dead"),
+            });
+        }
+        drop(state);
+        self.inner.create(name, head_len, commit)
+    }
+    fn put_if_absent(
+        &self,
+        name: &model_checkpoint::store::Name,
+        bytes: &[u8],
+    ) -> Result<bool, Error> {
+        self.inner.put_if_absent(name, bytes)
+    }
+    fn open(
+        &self,
+        name: &model_checkpoint::store::Name,
+    ) -> Result<Box<dyn model_checkpoint::store::ObjectReader>, Error> {
+        self.inner.open(name)
+    }
+    fn list(
+        &self,
+        dir: &model_checkpoint::store::Name,
+        depth: usize,
+    ) -> Result<Vec<model_checkpoint::store::ObjectMeta>, Error> {
+        self.inner.list(dir, depth)
+    }
+    fn exists(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
+        self.inner.exists(name)
+    }
+    fn delete(&self, name: &model_checkpoint::store::Name) -> Result<(), Error> {
+        self.inner.delete(name)
+    }
+    fn copy(
+        &self,
+        from: &model_checkpoint::store::Name,
+        to: &model_checkpoint::store::Name,
+        durable: bool,
+    ) -> Result<(), Error> {
+        self.inner.copy(from, to, durable)
+    }
+    fn prepare_dir(&self, dir: &model_checkpoint::store::Name) -> Result<(), Error> {
+        self.inner.prepare_dir(dir)
+    }
+    fn contains(
+        &self,
+        dir: &model_checkpoint::store::Name,
+        name: &model_checkpoint::store::Name,
+    ) -> bool {
+        self.inner.contains(dir, name)
+    }
+    fn lock(
+        &self,
+        dir: &model_checkpoint::store::Name,
+    ) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        self.inner.lock(dir)
+    }
+}
+
+#[test]
+fn rows_still_on_their_way_at_a_checkpoint_are_in_its_state_and_a_resume_restores_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toy = Toy;
+    let mut ctx = Context::new(&toy);
+    // A straight run's file, for comparison.
+    let straight_path = dir.path().join("straight.csv");
+    let mut straight = CsvLogger::new(&straight_path);
+    straight
+        .on_train_begin(&Logs::new(), &mut ctx)
+        .expect("begin");
+    epochs(&mut straight, 0..4);
+    let want = std::fs::read_to_string(&straight_path).expect("read");
+
+    let path = dir.path().join("history.csv");
+    let storage = std::sync::Arc::new(Held::default());
+    let mut logger = CsvLogger::new(&path)
+        .storage(storage.clone())
+        .background(true);
+    logger
+        .on_train_begin(&Logs::new(), &mut ctx)
+        .expect("begin");
+    epochs(&mut logger, 0..2);
+    // The writes stall: epoch 2's row is handed over and waits, and the checkpoint taken
+    // after epoch 2 carries what is not known written.
+    storage.set(true, false);
+    epochs(&mut logger, 2..3);
+    let state = logger.state().expect("state");
+    assert!(
+        state.get("unwritten").is_some(),
+        "epoch 2's row is still on its way: {state}"
+    );
+    // The process dies: nothing more is written.
+    storage.set(false, true);
+    drop(logger);
+    let left = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        !left.contains("\n2,"),
+        "epoch 2's row never reached the file: {left:?}"
+    );
+
+    // Resumed from that checkpoint (in the foreground or the background alike): every row.
+    for background in [false, true] {
+        std::fs::write(&path, &left).expect("the file as the dead run left it");
+        let mut resumed = CsvLogger::new(&path).append(true).background(background);
+        resumed.restore_state(&state).expect("restore");
+        resumed
+            .on_train_begin(&Logs::new(), &mut ctx)
+            .expect("begin");
+        epochs(&mut resumed, 3..4);
+        resumed.on_train_end(&Logs::new(), &mut ctx).expect("end");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), want);
+    }
+
+    // Carried lines are untrusted: a line break inside one, or no line break, is refused.
+    for bad in [
+        serde_json::json!({"rows": 1, "unwritten": {"from_line": 1, "lines": ["0,1\r\n1,2\r\n"]}}),
+        serde_json::json!({"rows": 1, "unwritten": {"from_line": 1, "lines": ["0,1"]}}),
+        serde_json::json!({"rows": 1, "unwritten": {"from_line": -1, "lines": []}}),
+    ] {
+        assert!(CsvLogger::new(&path).restore_state(&bad).is_err(), "{bad}");
+    }
+}

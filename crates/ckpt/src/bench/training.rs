@@ -285,10 +285,18 @@ fn timed_fit(
             trainer.fit(data, &options, &mut [])?;
             HookTime::default()
         }
-        Setup::Full | Setup::Weights | Setup::Background => {
+        Setup::Full | Setup::Weights | Setup::Background | Setup::BackgroundKeeping => {
             let mut cb = ModelCheckpoint::new(template)
                 .save_weights_only(setup == Setup::Weights)
-                .background(setup == Setup::Background);
+                .background(matches!(
+                    setup,
+                    Setup::Background | Setup::BackgroundKeeping
+                ));
+            if setup == Setup::BackgroundKeeping {
+                // What follows each save on storage: a journal row (the journal rewritten
+                // and synced), the `last` copy, and from the third save a deletion.
+                cb = cb.journal(true).save_last(true).keep_last(2);
+            }
             let mut timed = Timed {
                 inner: &mut cb,
                 time: HookTime::default(),
@@ -306,14 +314,22 @@ enum Setup {
     Full,
     Weights,
     Background,
+    /// Background, with a journal, `last` and retention.
+    BackgroundKeeping,
 }
 
 /// Training speed with and without checkpoints, for candle and burn side by side: every
-/// round runs all eight (framework, setup) pairs, in an order that rotates each round.
+/// round runs all ten (framework, setup) pairs, in an order that rotates each round.
 pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Value, Failure> {
     let data = Dataset::digits().scaled().shuffled(0);
     let train_samples = (data.len() as f64 * 0.8) as usize;
-    let setups = [Setup::Plain, Setup::Full, Setup::Weights, Setup::Background];
+    let setups = [
+        Setup::Plain,
+        Setup::Full,
+        Setup::Weights,
+        Setup::Background,
+        Setup::BackgroundKeeping,
+    ];
     let frameworks = [Framework::Candle, Framework::Burn];
     let pairs: Vec<(Framework, Setup)> = frameworks
         .iter()
@@ -359,6 +375,7 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
             "training_thread_full": h[1],
             "training_thread_weights": h[2],
             "training_thread_background_full": h[3],
+            "training_thread_background_full_journal_last_keep_last_2": h[4],
             "plain_samples_per_s": rate(m[0]),
             "full_checkpoint_every_epoch_samples_per_s": rate(m[1]),
             "weights_checkpoint_every_epoch_samples_per_s": rate(m[2]),
@@ -366,6 +383,7 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
             "overhead_full": overhead(m[1], m[0]),
             "overhead_weights": overhead(m[2], m[0]),
             "overhead_background_full": overhead(m[3], m[0]),
+            "overhead_background_full_journal_last_keep_last_2": overhead(m[4], m[0]),
             "plain_s": secs(m[0]),
         })
     };

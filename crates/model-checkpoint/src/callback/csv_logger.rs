@@ -49,6 +49,16 @@ pub struct CsvLogger {
     rows: u64,
     /// Whether this run resumed from a checkpoint, and has not logged an epoch yet.
     resumed: bool,
+    /// Whether the file is rewritten on a thread of its own.
+    background: bool,
+    writer: Option<crate::store::SideWriter>,
+    /// Lines of `content` known to be on storage (all of them, except in the background).
+    written_lines: usize,
+    /// In the background: the lines of each rewrite handed over and not yet known written.
+    handed: std::collections::VecDeque<usize>,
+    /// From a resumed checkpoint: lines the file may lack (from this line on), which a
+    /// background write had not finished when the checkpoint was taken.
+    carried: Option<(usize, Vec<String>)>,
 }
 
 impl std::fmt::Debug for CsvLogger {
@@ -75,6 +85,11 @@ impl CsvLogger {
             content: Vec::new(),
             rows: 0,
             resumed: false,
+            background: false,
+            writer: None,
+            written_lines: 0,
+            handed: std::collections::VecDeque::new(),
+            carried: None,
         }
     }
 
@@ -97,6 +112,17 @@ impl CsvLogger {
         self
     }
 
+    /// Rewrite the file on a thread of its own (beyond Keras), so that the training thread
+    /// pays no storage round trip at each epoch: the rewrite is handed over, a failure
+    /// surfaces at the next epoch's hook or at `on_train_end`, which waits for the file to
+    /// be written. A full checkpoint taken while rows are still on their way carries them
+    /// (the logger's state), so that a run killed then and resumed from it still has every
+    /// row. Default: `false` (written in the hook, as Keras does).
+    pub fn background(mut self, yes: bool) -> Self {
+        self.background = yes;
+        self
+    }
+
     fn field(&self, text: &str) -> String {
         crate::store::csv_field(text, self.separator)
     }
@@ -108,9 +134,59 @@ impl CsvLogger {
         self.content.extend_from_slice(b"\r\n");
     }
 
-    /// Writes the whole file again (an object store cannot append), replacing it atomically.
-    fn flush(&self) -> Result<(), Error> {
-        crate::store::write_whole(&*self.storage, &self.name, &self.content)
+    /// Writes the whole file again (an object store cannot append), replacing it
+    /// atomically; in the background, hands the rewrite over.
+    fn flush(&mut self) -> Result<(), Error> {
+        let lines = lines(&self.content);
+        if !self.background {
+            crate::store::write_whole(&*self.storage, &self.name, &self.content)?;
+            self.written_lines = lines;
+            return Ok(());
+        }
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => self
+                .writer
+                .insert(crate::store::SideWriter::start(self.storage.clone())?),
+        };
+        let handed = writer.write(&self.name, self.content.clone());
+        self.handed.push_back(lines);
+        // The rewrites whose results came back are on storage (or were replaced by a later
+        // one that is).
+        while self.handed.len() > writer.in_flight() {
+            if let Some(done) = self.handed.pop_front() {
+                self.written_lines = done;
+            }
+        }
+        handed
+    }
+
+    /// Waits for the rewrites handed over.
+    fn wait(&mut self) -> Result<(), Error> {
+        if let Some(writer) = &mut self.writer {
+            writer.flush()?;
+        }
+        if let Some(&last) = self.handed.back() {
+            self.written_lines = last;
+        }
+        self.handed.clear();
+        Ok(())
+    }
+
+    /// Adds the carried lines the file lacks (see [`CsvLogger::background`]).
+    fn restore_carried(&mut self) {
+        let Some((from, carried)) = self.carried.take() else {
+            return;
+        };
+        let have = lines(&self.content);
+        let Some(skip) = have.checked_sub(from) else {
+            // The file lost lines it had before the checkpoint: not this logger's doing,
+            // and not for it to guess.
+            return;
+        };
+        for line in carried.iter().skip(skip) {
+            self.content.extend_from_slice(line.as_bytes());
+        }
     }
 
     /// The existing file.
@@ -146,18 +222,46 @@ impl CsvLogger {
     }
 }
 
+/// The lines in `content` (a last line without its line break counted too).
+fn lines(content: &[u8]) -> usize {
+    content.split_inclusive(|b| *b == b'\n').count()
+}
+
+/// The carried lines of a checkpoint's state (untrusted): where they start, and each line,
+/// which must end its line and hold no other line break; `None` when malformed or beyond
+/// the history's size limit.
+fn carried_lines(unwritten: &serde_json::Value) -> Option<(usize, Vec<String>)> {
+    let from = usize::try_from(unwritten.get("from_line")?.as_u64()?).ok()?;
+    let mut total = 0u64;
+    let mut lines = Vec::new();
+    for line in unwritten.get("lines")?.as_array()? {
+        let line = line.as_str()?;
+        total = total.saturating_add(line.len() as u64);
+        let one_line = line.ends_with('\n') && line.matches('\n').count() == 1;
+        if !one_line || total > MAX_HISTORY_BYTES {
+            return None;
+        }
+        lines.push(line.to_owned());
+    }
+    Some((from, lines))
+}
+
 impl Callback for CsvLogger {
     /// Replaces the file with an empty one, or with `append` continues it (cut back to the
     /// rows a resumed checkpoint had logged).
     fn on_train_begin(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        // An earlier fit's rewrites first: the file read below must be the last one.
+        self.wait()?;
         self.keys = None;
         self.content = if self.append || self.resumed {
             self.existing()?
         } else {
             Vec::new()
         };
-        let lines = self.content.iter().filter(|b| **b == b'\n').count() as u64;
-        self.rows = lines.saturating_sub(1);
+        if self.resumed {
+            self.restore_carried();
+        }
+        self.rows = (lines(&self.content) as u64).saturating_sub(1);
         self.flush()?;
         Ok(Control::Continue)
     }
@@ -192,22 +296,47 @@ impl Callback for CsvLogger {
         Ok(Control::Continue)
     }
 
+    /// Waits for the file to be written, when it is written in the background.
+    fn on_train_end(&mut self, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
+        self.wait()?;
+        Ok(Control::Continue)
+    }
+
     fn state_key(&self) -> Option<String> {
         Some(format!("CsvLogger({})", self.name))
     }
 
     fn state(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "rows": self.rows }))
+        let mut state = serde_json::json!({ "rows": self.rows });
+        let text = String::from_utf8_lossy(&self.content);
+        let unwritten: Vec<&str> = text
+            .split_inclusive('\n')
+            .skip(self.written_lines)
+            .collect();
+        if !unwritten.is_empty() {
+            state["unwritten"] = serde_json::json!({
+                "from_line": self.written_lines,
+                "lines": unwritten,
+            });
+        }
+        Some(state)
     }
 
     /// A resume continues the file, replacing the rows of the epochs it trains again.
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+        let bad = |reason: &str| Error::BadState {
+            key: crate::text::shorten(&format!("CsvLogger({})", self.name), 200),
+            reason: reason.to_owned(),
+        };
         if !state.get("rows").is_some_and(serde_json::Value::is_u64) {
-            return Err(Error::BadState {
-                key: crate::text::shorten(&format!("CsvLogger({})", self.name), 200),
-                reason: "rows is missing or not a count".to_owned(),
-            });
+            return Err(bad("rows is missing or not a count"));
         }
+        self.carried = match state.get("unwritten") {
+            None => None,
+            Some(unwritten) => Some(carried_lines(unwritten).ok_or_else(|| {
+                bad("unwritten is not a line number and lines of text within the history's size limit")
+            })?),
+        };
         self.resumed = true;
         Ok(())
     }

@@ -1,6 +1,8 @@
 //! Small files kept beside the checkpoints (the training history, the run's journal): read
 //! whole with a size limit, rewritten whole and atomically (an object store cannot append).
 
+use std::sync::{mpsc, Arc};
+
 use super::{Name, SaveOptions, Storage};
 use crate::Error;
 
@@ -57,6 +59,167 @@ pub fn write_whole(storage: &dyn Storage, name: &Name, bytes: &[u8]) -> Result<(
         source: e,
     })?;
     pending.commit(&[], SaveOptions::default().durable)
+}
+
+/// Rewrites side files on a thread of its own, in the order they are handed over, so that
+/// the caller pays no storage round trip (a rewrite is a whole file written and synced
+/// twice). A file's newer content still waiting replaces the older, which is then never
+/// written. A failure is returned by the next [`SideWriter::write`] or by
+/// [`SideWriter::flush`], which waits for every write; dropping the writer waits too.
+///
+/// ```
+/// use std::sync::Arc;
+/// use model_checkpoint::store::{LocalFolder, Name, SideWriter};
+///
+/// let dir = tempfile::tempdir()?;
+/// let name = Name::from(dir.path().join("history.csv").as_path());
+/// let mut writer = SideWriter::start(Arc::new(LocalFolder::default()))?;
+/// writer.write(&name, b"epoch\r\n".to_vec())?;
+/// writer.write(&name, b"epoch\r\n0\r\n".to_vec())?;
+/// writer.flush()?;
+/// assert_eq!(std::fs::read(dir.path().join("history.csv"))?, b"epoch\r\n0\r\n");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct SideWriter {
+    files: Option<mpsc::Sender<(Name, Vec<u8>)>>,
+    results: mpsc::Receiver<Result<(), Error>>,
+    /// Files handed over whose result has not come back.
+    pending: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SideWriter {
+    /// Starts the thread, writing through `storage`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Writer`] when the thread cannot start.
+    pub fn start(storage: Arc<dyn Storage>) -> Result<Self, Error> {
+        let (files, queue) = mpsc::channel::<(Name, Vec<u8>)>();
+        let (done, results) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("side-file-writer".into())
+            .spawn(move || {
+                while let Ok(first) = queue.recv() {
+                    // What else is waiting: of each name, only the newest is written.
+                    let mut batch = vec![first];
+                    batch.extend(queue.try_iter());
+                    let count = batch.len();
+                    let mut first_error = None;
+                    for (i, (name, bytes)) in batch.iter().enumerate() {
+                        if batch[i + 1..].iter().any(|(later, _)| later == name) {
+                            continue;
+                        }
+                        if let Err(e) = write_whole(&*storage, name, bytes) {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                    // One result per file handed over; a failure on the last of them.
+                    let mut failure = first_error;
+                    for i in 0..count {
+                        let result = match failure.take() {
+                            Some(e) if i + 1 == count => Err(e),
+                            other => {
+                                failure = other;
+                                Ok(())
+                            }
+                        };
+                        if done.send(result).is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Writer {
+                reason: "cannot start the side-file writer".into(),
+                source: Some(e),
+            })?;
+        Ok(SideWriter {
+            files: Some(files),
+            results,
+            pending: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands over `bytes` as the new content of `name`.
+    ///
+    /// # Errors
+    ///
+    /// The failure of an earlier write, if one has failed since the last call; or
+    /// [`Error::Writer`] when the thread has stopped.
+    pub fn write(&mut self, name: &Name, bytes: Vec<u8>) -> Result<(), Error> {
+        let earlier = self.collect(false);
+        let files = self.files.as_ref().ok_or_else(stopped)?;
+        files.send((name.clone(), bytes)).map_err(|_| stopped())?;
+        self.pending += 1;
+        earlier
+    }
+
+    /// Files handed over whose result has not come back yet (as of the last
+    /// [`SideWriter::write`] or [`SideWriter::flush`]): the newest ones, in order.
+    pub fn in_flight(&self) -> usize {
+        self.pending
+    }
+
+    /// Waits until every file handed over is written.
+    ///
+    /// # Errors
+    ///
+    /// The first failure since the last call.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.collect(true)
+    }
+
+    /// Takes the results that came back (waiting for all of them with `wait`); the first
+    /// failure among them.
+    fn collect(&mut self, wait: bool) -> Result<(), Error> {
+        let mut first = Ok(());
+        while self.pending > 0 {
+            let result = if wait {
+                self.results.recv().map_err(|_| stopped())
+            } else {
+                match self.results.try_recv() {
+                    Ok(r) => Ok(r),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => Err(stopped()),
+                }
+            };
+            match result {
+                Ok(r) => {
+                    self.pending -= 1;
+                    if let Err(e) = r {
+                        first = first.and(Err(e));
+                    }
+                }
+                Err(e) => {
+                    self.pending = 0;
+                    first = first.and(Err(e));
+                }
+            }
+        }
+        first
+    }
+}
+
+fn stopped() -> Error {
+    Error::Writer {
+        reason: "the side-file writer stopped unexpectedly".into(),
+        source: None,
+    }
+}
+
+impl Drop for SideWriter {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            log::error!(target: "model_checkpoint", "a side file was not written, and nobody collected the failure: {e}");
+        }
+        self.files = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A CSV field, quoted when it holds the separator, a quote or a line break.
