@@ -129,3 +129,30 @@ fn sigkill_during_saves_never_leaves_a_torn_checkpoint() {
         "some kills must land mid-save for the test to mean anything"
     );
 }
+
+#[test]
+fn the_cleanup_spares_the_temporary_files_this_process_is_writing() {
+    // A folder's lock clears what killed saves left; a file another thread of this process
+    // is writing there at that moment (a history rewritten in the background) is not one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stale = dir.path().join(".w1.safetensors.ab12CD.ckpt-tmp");
+    std::fs::write(&stale, b"left by a killed save").expect("stale");
+    let mut pending = store::PendingFile::create(&dir.path().join("history.csv")).expect("create");
+    std::io::Write::write_all(pending.file(), b"epoch\r\n").expect("write");
+    assert!(is_temp_file(pending.temp_path()));
+    let removed = store::remove_stale_temp_files(dir.path()).expect("clean");
+    assert_eq!(removed, [stale]);
+    assert!(pending.temp_path().exists());
+    pending.commit(true).expect("commit after the cleanup");
+    assert_eq!(
+        std::fs::read(dir.path().join("history.csv")).expect("read"),
+        b"epoch\r\n"
+    );
+    // Once committed (or dropped), a name is no longer spared.
+    let again = dir.path().join(".history.csv.zz99yy.ckpt-tmp");
+    std::fs::write(&again, b"x").expect("stale");
+    assert_eq!(
+        store::remove_stale_temp_files(dir.path()).expect("clean"),
+        [again]
+    );
+}

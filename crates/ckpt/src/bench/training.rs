@@ -189,7 +189,7 @@ struct HookTime {
 
 /// A callback that forwards every hook to `inner` and adds up the time each takes.
 struct Timed<'c> {
-    inner: &'c mut ModelCheckpoint,
+    inner: &'c mut dyn Callback,
     time: HookTime,
 }
 
@@ -275,6 +275,8 @@ fn timed_fit(
     // another run's checkpoints it would warn, and replace them).
     let dir = &dir.join("fit");
     let _ = std::fs::remove_dir_all(dir);
+    // The history's folder exists before training, as Keras's CSVLogger needs.
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let template = dir.join(format!(
         "bench-{}.{{epoch:02d}}.safetensors",
         framework.name()
@@ -286,23 +288,41 @@ fn timed_fit(
             HookTime::default()
         }
         Setup::Full | Setup::Weights | Setup::Background | Setup::BackgroundKeeping => {
+            let keeping = setup == Setup::BackgroundKeeping;
             let mut cb = ModelCheckpoint::new(template)
                 .save_weights_only(setup == Setup::Weights)
                 .background(matches!(
                     setup,
                     Setup::Background | Setup::BackgroundKeeping
                 ));
-            if setup == Setup::BackgroundKeeping {
+            if keeping {
                 // What follows each save on storage: a journal row (the journal rewritten
-                // and synced), the `last` copy, and from the third save a deletion.
+                // and synced), the `last` copy, and from the third save a deletion; and the
+                // history, rewritten at each epoch, as `ckpt train --async` keeps them.
                 cb = cb.journal(true).save_last(true).keep_last(2);
             }
+            let mut logger =
+                model_checkpoint::CsvLogger::new(dir.join("history.csv")).background(true);
             let mut timed = Timed {
                 inner: &mut cb,
                 time: HookTime::default(),
             };
-            trainer.fit(data, &options, &mut [&mut timed])?;
-            timed.time
+            let mut timed_logger = Timed {
+                inner: &mut logger,
+                time: HookTime::default(),
+            };
+            if keeping {
+                trainer.fit(data, &options, &mut [&mut timed_logger, &mut timed])?;
+            } else {
+                trainer.fit(data, &options, &mut [&mut timed])?;
+            }
+            let (a, b) = (timed.time, timed_logger.time);
+            HookTime {
+                begin: a.begin + b.begin,
+                epochs: a.epochs + b.epochs,
+                end: a.end + b.end,
+                other: a.other + b.other,
+            }
         }
     };
     Ok((started.elapsed(), hooks))
@@ -314,7 +334,7 @@ enum Setup {
     Full,
     Weights,
     Background,
-    /// Background, with a journal, `last` and retention.
+    /// Background, with a journal, `last` and retention, and a history in the background.
     BackgroundKeeping,
 }
 
@@ -375,7 +395,7 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
             "training_thread_full": h[1],
             "training_thread_weights": h[2],
             "training_thread_background_full": h[3],
-            "training_thread_background_full_journal_last_keep_last_2": h[4],
+            "training_thread_background_full_journal_last_keep_last_2_history": h[4],
             "plain_samples_per_s": rate(m[0]),
             "full_checkpoint_every_epoch_samples_per_s": rate(m[1]),
             "weights_checkpoint_every_epoch_samples_per_s": rate(m[2]),
@@ -383,7 +403,7 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
             "overhead_full": overhead(m[1], m[0]),
             "overhead_weights": overhead(m[2], m[0]),
             "overhead_background_full": overhead(m[3], m[0]),
-            "overhead_background_full_journal_last_keep_last_2": overhead(m[4], m[0]),
+            "overhead_background_full_journal_last_keep_last_2_history": overhead(m[4], m[0]),
             "plain_s": secs(m[0]),
         })
     };

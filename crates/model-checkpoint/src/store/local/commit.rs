@@ -1,13 +1,46 @@
 //! The temporary file a save writes to, and its commit.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::sys;
 use crate::Error;
 
 /// The suffix of every temporary checkpoint file: such a file is never a checkpoint.
 pub const TEMP_SUFFIX: &str = ".ckpt-tmp";
+
+/// The names of the temporary files this process is writing now, which a folder's cleanup
+/// must not take for a crashed save's: another thread may be writing beside checkpoints
+/// whose folder is being locked (a history rewritten in the background). Names only: a
+/// stale file that shares one with a live file elsewhere is left, never a live one taken.
+static LIVE: Mutex<BTreeSet<OsString>> = Mutex::new(BTreeSet::new());
+
+fn live() -> MutexGuard<'static, BTreeSet<OsString>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A temporary file's place among the live ones, given up when dropped.
+#[derive(Debug)]
+struct Live(OsString);
+
+impl Live {
+    /// Registers `path`'s name (the caller holds the registry, so that no cleanup runs
+    /// between the file's creation and this).
+    fn register(live: &mut BTreeSet<OsString>, path: &Path) -> Live {
+        let name = path.file_name().unwrap_or_default().to_owned();
+        live.insert(name.clone());
+        Live(name)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        live().remove(&self.0);
+    }
+}
 
 /// A file being written beside its destination under a temporary name.
 ///
@@ -16,6 +49,8 @@ pub const TEMP_SUFFIX: &str = ".ckpt-tmp";
 pub struct PendingFile {
     temp: tempfile::NamedTempFile,
     dest: PathBuf,
+    /// Dropped after `temp` (fields drop in order): the file is gone or renamed by then.
+    _live: Live,
 }
 
 /// A failed commit, handing the pending file back (when it was not yet renamed) so that the
@@ -56,12 +91,16 @@ impl PendingFile {
         if let Some(permissions) = sys::checkpoint_permissions() {
             builder.permissions(permissions);
         }
+        let mut live = live();
         let temp = builder
             .tempfile_in(dir)
             .map_err(|e| Error::io("create a temporary file in", dir, e))?;
+        let registered = Live::register(&mut live, temp.path());
+        drop(live);
         Ok(PendingFile {
             temp,
             dest: dest.to_path_buf(),
+            _live: registered,
         })
     }
 
@@ -167,6 +206,7 @@ impl PendingFile {
                 let pending = PendingFile {
                     temp: e.file,
                     dest: dest.clone(),
+                    _live: self._live,
                 };
                 return Err(CommitError {
                     error: Box::new(error),
@@ -208,6 +248,7 @@ pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), E
     // The tag: `PID-N`, at most 10 + 1 + 10 characters.
     let name = temp_stem(dest, 21);
     let mut attempt = 0u32;
+    let mut live = live();
     let temp = loop {
         let candidate = dir.join(format!(
             ".{name}.{}-{attempt}{TEMP_SUFFIX}",
@@ -231,6 +272,8 @@ pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), E
             }
         }
     };
+    let _registered = Live::register(&mut live, &temp);
+    drop(live);
     let renamed = check_replaceable(dest).and_then(|()| {
         std::fs::rename(&temp, dest).map_err(|e| Error::io("rename a temporary file to", dest, e))
     });
@@ -330,17 +373,20 @@ fn temp_stem(dest: &Path, tag_len: usize) -> String {
 /// Removes the temporary files a crashed save left in `dir`, returning their paths.
 ///
 /// Call it only when no other process is saving into `dir` (hold the folder's lock): a
-/// temporary file of a save in progress looks the same.
+/// temporary file of a save in progress looks the same. This process's own files in
+/// progress are spared.
 ///
 /// # Errors
 ///
 /// [`Error::Io`] if the folder cannot be listed or a file cannot be removed.
 pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut removed = Vec::new();
+    let live = live();
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| Error::io("list", dir, e))?.path();
-        if is_temp_file(&path) && path.is_file() {
+        let in_progress = path.file_name().is_some_and(|n| live.contains(n));
+        if is_temp_file(&path) && path.is_file() && !in_progress {
             std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
             removed.push(path);
         }
