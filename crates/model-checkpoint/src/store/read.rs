@@ -340,25 +340,27 @@ impl CheckpointFile {
                 format!("tensor {:?} is not in the file", shorten(name)),
             )
         })?;
-        let mut out = Vec::new();
-        out.try_reserve_exact(t.len)
-            .map_err(|e| self.too_large(&format!("tensor {:?}", shorten(name)), e))?;
         if t.len < PARALLEL_READ || t.checksum.is_none() {
+            let mut out = Vec::new();
+            out.try_reserve_exact(t.len)
+                .map_err(|e| self.too_large(&format!("tensor {:?}", shorten(name)), e))?;
             self.reader_of(t)
                 .read_to_end(&mut out)
                 .map_err(|e| self.read_error(t.name, e))?;
             return Ok(out);
         }
-        // A large tensor: read by the backend with its checksum computed as the bytes
-        // arrive (see `ObjectReader::read_with_crc_at`). The memory was reserved above;
-        // zeroed pages of a fresh allocation cost nothing more than the reads that fill them.
-        drop(out);
-        let mut out = vec![0u8; t.len];
+        // A large tensor: read by the backend into new memory, with its checksum computed as
+        // the bytes arrive (see `ObjectReader::read_new_with_crc`).
         let start = self.data_start + self.tensors[t.index].range.start;
-        let computed = self
-            .file
-            .read_with_crc_at(&mut out, start)
-            .map_err(|e| self.read_error(t.name, e))?;
+        let (out, computed) =
+            self.file
+                .read_new_with_crc(t.len, start)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::OutOfMemory => {
+                        self.too_large(&format!("tensor {:?}", shorten(name)), e)
+                    }
+                    _ => self.read_error(t.name, e),
+                })?;
         if let Some(expected) = t.checksum.filter(|&e| e != computed) {
             return Err(self.read_error(t.name, mismatch(t.name, expected, computed)));
         }
@@ -396,7 +398,7 @@ impl CheckpointFile {
         Error::corrupt(&self.path, reason)
     }
 
-    fn too_large(&self, what: &str, e: std::collections::TryReserveError) -> Error {
+    fn too_large(&self, what: &str, e: impl std::fmt::Display) -> Error {
         Error::TooLarge {
             what: format!("{what} of {}", self.path.display()),
             reason: e.to_string(),

@@ -271,7 +271,25 @@ pub trait ObjectReader: Send + Sync {
             read.and(crc)
         })
     }
+
+    /// Reads `len` bytes from `offset` into a new buffer, and returns it with their CRC-32,
+    /// as [`ObjectReader::read_with_crc_at`] does. The default fills a zeroed buffer; a
+    /// local file is read straight into the buffer's fresh memory instead, which is then
+    /// never zeroed first (that zeroing cost a verified load about a fifth of its time).
+    ///
+    /// # Errors
+    ///
+    /// The backend's I/O error; [`io::ErrorKind::OutOfMemory`] when `len` bytes cannot be
+    /// had.
+    fn read_new_with_crc(&self, len: usize, offset: u64) -> io::Result<(Vec<u8>, u32)> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(len)
+            .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
+        out.resize(len, 0);
+        let crc = self.read_with_crc_at(&mut out, offset)?;
+        Ok((out, crc))
+    }
 }
 
 /// The chunk [`ObjectReader::read_with_crc_at`] reads at a time by default.
-const READ_CHUNK: usize = 1 << 20;
+pub(crate) const READ_CHUNK: usize = 1 << 20;
