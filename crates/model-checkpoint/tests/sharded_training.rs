@@ -3,6 +3,7 @@
 //! byte, as one that went straight through; and a checkpoint of 2 ranks restores into 4.
 
 mod sharded_model;
+mod thread_log;
 
 use model_checkpoint::store::Name;
 use std::sync::Arc;
@@ -518,4 +519,77 @@ fn sigkill_during_background_sharded_saves_leaves_only_whole_checkpoints() {
         "no kill left a committed checkpoint to check"
     );
     println!("{kills} kills over {span} ms: {committed_after_kills} committed checkpoints seen, all whole");
+}
+
+#[test]
+fn after_a_background_sharded_save_rank_0s_journal_last_and_deletes_happen_on_the_writer() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().to_string_lossy().into_owned();
+    let template = format!("{dir}/epoch_{{epoch}}");
+    let storage = Arc::new(thread_log::ThreadLog::default());
+    let barrier: Arc<dyn model_checkpoint::sharded::Barrier> =
+        Arc::new(sharded_model::Threads(std::sync::Barrier::new(2)));
+    std::thread::scope(|scope| {
+        for rank in 0..2 {
+            let (barrier, storage, template) = (barrier.clone(), storage.clone(), &template);
+            std::thread::Builder::new()
+                .name(format!("training rank {rank}"))
+                .spawn_scoped(scope, move || {
+                    let settings = sharded_model::Settings {
+                        storage,
+                        template,
+                        ranks: Ranks::new(rank, 2).expect("ranks"),
+                        run_id: "5eed",
+                        barrier: Some(barrier),
+                    };
+                    // keep_last(2), as `train_with` sets it.
+                    sharded_model::train_with(settings, 5, false, &|cb| {
+                        cb.background(true).journal(true).save_last(true)
+                    })
+                    .expect("train");
+                })
+                .expect("spawn");
+        }
+    });
+    let ops = storage.take();
+    let changes = ["create", "put", "delete", "copy", "rmdir"];
+    let on_training: Vec<_> = ops
+        .iter()
+        .filter(|(thread, op, _)| thread.starts_with("training") && changes.contains(op))
+        .collect();
+    assert!(
+        on_training.is_empty(),
+        "storage changed on a training thread: {on_training:#?}"
+    );
+    // (A sharded save leaves no marker: no `put`.)
+    for change in ["create", "delete", "copy", "rmdir"] {
+        assert!(
+            ops.iter()
+                .any(|(thread, op, _)| *op == change && thread == "checkpoint-writer"),
+            "no {change} on a writer thread"
+        );
+    }
+    // What it did is what a synchronous run does: three folders retired, the journal's
+    // rows, `last` as the newest.
+    let journal = std::fs::read_to_string(root.path().join(model_checkpoint::store::JOURNAL_FILE))
+        .expect("journal");
+    assert_eq!(journal.matches(",saved,").count(), 5, "{journal}");
+    assert_eq!(journal.matches(",deleted,").count(), 3, "{journal}");
+    for name in ["epoch_4", "epoch_5", "last"] {
+        ShardedCheckpoint::open(
+            &LocalFolder::default(),
+            &Name::from(format!("{dir}/{name}")),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(
+        contents(&format!("{dir}/last")),
+        contents(&format!("{dir}/epoch_5"))
+    );
+    for gone in ["epoch_1", "epoch_2", "epoch_3"] {
+        let left: Vec<_> = std::fs::read_dir(root.path().join(gone))
+            .map(|d| d.map(|e| e.expect("entry").file_name()).collect())
+            .unwrap_or_default();
+        assert!(!root.path().join(gone).exists(), "{gone} retired: {left:?}");
+    }
 }

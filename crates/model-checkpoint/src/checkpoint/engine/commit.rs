@@ -263,23 +263,34 @@ impl Engine {
         match outcome.result {
             Ok(None) => Ok(()),
             Ok(Some(Written::Aftercare(done))) => self.after(done),
-            Ok(Some(written)) => match (self.in_flight.pop_front(), written) {
-                (Some(pending), Written::File(report)) => {
-                    let care = self.aftercare(pending, report.header_digest);
-                    match self.writer.as_mut() {
-                        Some(writer) => {
-                            writer.run(Box::new(|storage| Written::Aftercare(care.run(storage))))
-                        }
-                        None => {
-                            let done = care.run(&*self.config.storage);
-                            self.after(done)
+            Ok(Some(written)) => {
+                match (self.in_flight.pop_front(), written) {
+                    (Some(pending), Written::File(report)) => {
+                        let care = self.aftercare(pending, report.header_digest);
+                        match self.writer.as_mut() {
+                            Some(writer) => writer
+                                .run(Box::new(|storage| Written::Aftercare(care.run(storage)))),
+                            None => {
+                                let done = care.run(&*self.config.storage);
+                                self.after(done)
+                            }
                         }
                     }
+                    (Some(pending), Written::Folder(ranks)) => {
+                        let care = self.folder_aftercare(pending, ranks);
+                        match self.writer.as_mut() {
+                            Some(writer) => writer
+                                .run(Box::new(|storage| Written::Aftercare(care.run(storage)))),
+                            None => {
+                                let done = care.run(&*self.config.storage);
+                                self.after(done)
+                            }
+                        }
+                    }
+                    (_, Written::Aftercare(done)) => self.after(done),
+                    (None, _) => Ok(()),
                 }
-                (Some(pending), Written::Folder(ranks)) => self.committed_sharded(pending, ranks),
-                (_, Written::Aftercare(done)) => self.after(done),
-                (None, _) => Ok(()),
-            },
+            }
             // Returned, not logged as well: the caller reports it (and Drop logs one nobody
             // collected).
             Err(e) => {
@@ -295,24 +306,6 @@ impl Engine {
         let care = self.aftercare(pending, digest);
         let done = care.run(&*self.config.storage);
         self.after(done)
-    }
-
-    /// Records `event` of `file` in the journal, when there is one.
-    pub(super) fn journal_row(
-        &mut self,
-        event: &'static str,
-        file: &SavedFile,
-        pending: Option<&Pending>,
-    ) {
-        let Some(journal) = &self.journal else {
-            return;
-        };
-        let name = self.folder().join(store::JOURNAL_FILE);
-        journal.record(
-            &*self.config.storage,
-            &name,
-            &self.row(event, file, pending),
-        );
     }
 
     /// The journal's row for `event` of `file`.

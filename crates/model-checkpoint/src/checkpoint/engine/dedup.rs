@@ -70,21 +70,6 @@ impl Engine {
         Ok(())
     }
 
-    /// `save_last` for deduplicated checkpoints: `last/` gets an index naming the same
-    /// blobs (replacing the index of an earlier copy; a sharded checkpoint's is refused).
-    pub(super) fn copy_dedup_to_last(&self, from: &Name, last: &Name) -> Result<(), Error> {
-        let storage = &*self.config.storage;
-        let index = sharded::read_index(storage, &from.join(INDEX_FILE))?;
-        let moved = blobs::relocate(index, from, last, &self.folder())?;
-        let last_index = last.join(INDEX_FILE);
-        if storage.exists(&last_index)? {
-            check_replace_index(storage, &last_index)?;
-        }
-        storage.prepare_dir(last)?;
-        sharded::PendingIndex::checked(last_index, moved)?.publish_replacing(storage)?;
-        Ok(())
-    }
-
     /// Deletes the blobs this run wrote that no index in its folder names, on a helper
     /// thread: training goes on meanwhile, and the next deduplicated save, `flush` and the
     /// end of training wait for it ([`Engine::settle_collection`]) before anything else
@@ -141,4 +126,23 @@ fn check_replace_index(storage: &dyn crate::store::Storage, index: &Name) -> Res
             check: &check,
         },
     )
+}
+
+/// `save_last` for deduplicated checkpoints: `last/` gets an index naming the same
+/// blobs (replacing the index of an earlier copy; a sharded checkpoint's is refused).
+pub(super) fn copy_dedup_to_last(
+    storage: &dyn crate::store::Storage,
+    folder: &Name,
+    from: &Name,
+    last: &Name,
+) -> Result<(), Error> {
+    let index = sharded::read_index(storage, &from.join(INDEX_FILE))?;
+    let moved = blobs::relocate(index, from, last, folder)?;
+    let last_index = last.join(INDEX_FILE);
+    if storage.exists(&last_index)? {
+        check_replace_index(storage, &last_index)?;
+    }
+    storage.prepare_dir(last)?;
+    sharded::PendingIndex::checked(last_index, moved)?.publish_replacing(storage)?;
+    Ok(())
 }

@@ -198,7 +198,7 @@ impl Engine {
 
     /// The facts on whether this run wrote `path`, to be checked against the file `name`
     /// (the checkpoint `path`, or its head).
-    fn writer_of(&self, path: &Name, name: &Name) -> Ownership {
+    pub(super) fn writer_of(&self, path: &Name, name: &Name) -> Ownership {
         Ownership {
             name: name.clone(),
             run_id: self.run_id().to_owned(),
@@ -226,6 +226,26 @@ pub(crate) struct Ownership {
 }
 
 impl Ownership {
+    /// For the deduplicated checkpoint whose folder this is: [`Ownership::check`] of its
+    /// head, which its index names in the run's blob folder.
+    pub(crate) fn check_dedup(&self, storage: &dyn Storage) -> Result<[u8; 32], String> {
+        let index =
+            crate::sharded::read_index(storage, &self.name.join(crate::sharded::INDEX_FILE))
+                .map_err(|e| e.to_string())?;
+        let head = index
+            .model_checkpoint
+            .shards
+            .first()
+            .map(|entry| self.name.join(&entry.file))
+            .filter(|head| head.parent() == crate::sharded::blobs::blobs_dir(&self.folder))
+            .ok_or("its head is not in this run's blob folder")?;
+        Ownership {
+            name: head,
+            ..self.clone()
+        }
+        .check(storage)
+    }
+
     /// Whether the file carries this run's id, and this callback saved it, or a confirmed
     /// run left its marker for that exact file. Returns the file's header digest (its
     /// marker's).
@@ -251,27 +271,6 @@ impl Ownership {
             return Err("this run left no marker for it".to_owned());
         }
         Ok(digest)
-    }
-}
-
-impl Engine {
-    /// Whether this run may delete the deduplicated checkpoint in folder `dir`: a name its
-    /// template could produce, whose index's head (in the run's blob folder) carries this
-    /// run's id, and that this callback saved, or a confirmed run left its marker for.
-    /// Returns the head's digest (its marker's).
-    pub(crate) fn owns_dedup(&self, dir: &Name) -> Result<[u8; 32], String> {
-        self.could_have_written(dir)?;
-        let storage = &*self.config.storage;
-        let index = crate::sharded::read_index(storage, &dir.join(crate::sharded::INDEX_FILE))
-            .map_err(|e| e.to_string())?;
-        let head = index
-            .model_checkpoint
-            .shards
-            .first()
-            .map(|entry| dir.join(&entry.file))
-            .filter(|head| head.parent() == crate::sharded::blobs::blobs_dir(&self.folder()))
-            .ok_or("its head is not in this run's blob folder")?;
-        self.writer_of(dir, &head).check(storage)
     }
 }
 

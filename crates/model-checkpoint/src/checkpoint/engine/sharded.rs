@@ -7,10 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::super::background::WriteFn;
+use super::aftercare::Done;
+use super::ownership::{delete_marker, marker_file, Ownership};
 use super::Written;
 use super::{Engine, Fate, Last, Pending, Shard};
 use crate::callback::Context;
 use crate::model::{NamedTensor, Placement};
+use crate::policy::SavedFile;
 use crate::sharded::{self, ShardTensor, INDEX_FILE};
 use crate::store::{gate, Kind, Name, Storage, TRAINING_PREFIX};
 use crate::Error;
@@ -102,64 +105,89 @@ impl Engine {
         self.committed_sharded(pending, ranks)
     }
 
-    /// A sharded save is committed: track it, and on rank 0 apply retention to whole
-    /// folders. Only folders this engine saved are deleted (a resumed run keeps the ones
-    /// from before the resume: extra folders, never lost ones).
+    /// A sharded save committed in the foreground: track it, and do what follows on
+    /// storage (see [`Engine::folder_aftercare`]) now.
     pub(super) fn committed_sharded(
         &mut self,
         pending: Pending,
         ranks: sharded::Ranks,
     ) -> Result<(), Error> {
-        // Rank 0 alone keeps the journal: it is rewritten whole at each row, and rank 0 is
-        // the one that deletes.
-        if ranks.rank == 0 {
-            self.journal_row("saved", &pending.file, Some(&pending));
-        }
+        let care = self.folder_aftercare(pending, ranks);
+        let done = care.run(&*self.config.storage);
+        self.after(done)
+    }
+
+    /// A sharded save is committed: track it, and decide what follows on storage, on rank
+    /// 0 only: its journal row (rank 0 alone keeps the journal: it is rewritten whole at
+    /// each row, and rank 0 is the one that deletes), the `last/` copy, and retention of
+    /// whole folders. Only folders this engine saved are deleted (a resumed run keeps the
+    /// ones from before the resume: extra folders, never lost ones).
+    pub(super) fn folder_aftercare(
+        &mut self,
+        pending: Pending,
+        ranks: sharded::Ranks,
+    ) -> FolderAftercare {
+        let lead = ranks.rank == 0;
+        let journal = match &self.journal {
+            Some(journal) if lead => Some((
+                journal.clone(),
+                self.folder().join(crate::store::JOURNAL_FILE),
+                self.row("saved", &pending.file, Some(&pending)),
+            )),
+            _ => None,
+        };
         let Pending {
             file, direction, ..
         } = pending;
         self.saved.last_saved = Some(file.path.clone());
         self.saved.saves = self.saved.saves.saturating_add(1);
         self.session_saved.insert(file.path.clone());
-        if ranks.rank == 0 {
-            self.copy_to_last(&file.path)?;
-        }
+        let last = self
+            .sharded_last()
+            .filter(|_| lead)
+            .map(|last| (file.path.clone(), last));
+        let mut dropped = Vec::new();
         self.retain(file, direction, |engine, f| {
             // The other ranks stop tracking it as rank 0 deletes it.
-            if ranks.rank != 0 {
+            if !lead {
                 return Fate::Forget;
             }
-            let mut head = None;
-            if engine.config.dedup {
-                match engine.owns_dedup(&f.path) {
-                    Ok(digest) => head = Some(digest),
-                    Err(why) => {
-                        log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", f.path.display());
-                        return Fate::Forget;
-                    }
-                }
-            } else if !engine.session_saved.contains(&f.path) || engine.could_have_written(&f.path).is_err() {
+            if !engine.config.dedup
+                && (!engine.session_saved.contains(&f.path)
+                    || engine.could_have_written(&f.path).is_err())
+            {
                 log::warn!(target: "model_checkpoint", "retention leaves {} alone: this run did not save it in this process", f.path.display());
                 return Fate::Forget;
             }
-            match engine.delete_sharded(&f.path) {
-                Ok(()) => {
-                    // The head's blob goes at the collection that follows; its marker now.
-                    if let Some(digest) = head {
-                        engine.delete_marker(&digest);
-                        engine.session_digests.remove(&f.path);
-                    }
-                    engine.journal_row("deleted", f, None);
-                    engine.session_saved.remove(&f.path);
-                    Fate::Forget
-                }
-                Err(e) => {
-                    log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", f.path.display());
-                    Fate::Keep
-                }
-            }
+            dropped.push(f.clone());
+            Fate::Forget
         });
-        Ok(())
+        let deletions = dropped
+            .into_iter()
+            .map(|file| FolderDeletion {
+                // A deduplicated checkpoint's head is in the blob folder: proved this
+                // run's through it.
+                head: self.config.dedup.then(|| {
+                    self.could_have_written(&file.path)
+                        .map(|()| self.writer_of(&file.path, &file.path))
+                }),
+                row: self
+                    .journal
+                    .is_some()
+                    .then(|| self.row("deleted", &file, None)),
+                file,
+            })
+            .collect();
+        FolderAftercare {
+            journal,
+            last,
+            dedup: self.config.dedup,
+            durable: self.config.options.durable,
+            run_id: self.run_id().to_owned(),
+            folder: self.folder(),
+            world_size: self.config.ranks.map(|r| r.world_size),
+            deletions,
+        }
     }
 
     /// Where `save_last` keeps a copy of the newest sharded checkpoint: `last` in the
@@ -171,27 +199,101 @@ impl Engine {
             Last::At(p) => Some(p.clone()),
         }
     }
+}
+
+/// What follows a committed sharded save on storage (see [`Engine::folder_aftercare`]):
+/// done there for a foreground save, on the writer thread for a background one.
+pub(crate) struct FolderAftercare {
+    /// The journal, its file, and the save's row there.
+    journal: Option<(super::journal::Journal, Name, super::journal::Row)>,
+    /// The committed folder, and the `last/` folder that gets a copy of it.
+    last: Option<(Name, Name)>,
+    dedup: bool,
+    durable: bool,
+    run_id: String,
+    /// The callback's folder (its blob folder is in it).
+    folder: Name,
+    /// The run's world size, for an index that cannot be read.
+    world_size: Option<usize>,
+    deletions: Vec<FolderDeletion>,
+}
+
+/// A folder retention no longer keeps.
+struct FolderDeletion {
+    file: SavedFile,
+    /// For a deduplicated checkpoint: what proves this run wrote its head, or why nothing
+    /// can.
+    head: Option<Result<Ownership, String>>,
+    /// The journal's row for it once deleted (when there is a journal).
+    row: Option<super::journal::Row>,
+}
+
+impl FolderAftercare {
+    /// Does the work through `storage`. Never fails as a whole: see [`Done`].
+    pub(crate) fn run(mut self, storage: &dyn Storage) -> Done {
+        let mut done = Done::default();
+        let deletions = std::mem::take(&mut self.deletions);
+        if let Some((journal, name, row)) = &self.journal {
+            journal.record(storage, name, row);
+        }
+        if let Some((from, last)) = &self.last {
+            if let Err(e) = self.copy_to_last(storage, from, last) {
+                done.retry = deletions.into_iter().map(|d| d.file).collect();
+                done.error = Some(e);
+                return done;
+            }
+        }
+        for deletion in deletions {
+            let path = deletion.file.path.clone();
+            let head = match deletion
+                .head
+                .map(|h| h.and_then(|o| o.check_dedup(storage)))
+            {
+                Some(Err(why)) => {
+                    log::warn!(target: "model_checkpoint", "retention leaves {} alone: {why}", path.display());
+                    continue;
+                }
+                Some(Ok(digest)) => Some(digest),
+                None => None,
+            };
+            match self.delete_sharded(storage, &path) {
+                Ok(()) => {
+                    // The head's blob goes at the collection that follows; its marker now.
+                    if let Some(digest) = head {
+                        let marker = self.folder.join(&marker_file(&self.run_id, &digest));
+                        delete_marker(storage, &marker, &self.run_id);
+                    }
+                    if let (Some((journal, name, _)), Some(row)) = (&self.journal, &deletion.row) {
+                        journal.record(storage, name, row);
+                    }
+                    done.deleted.push(path);
+                }
+                Err(e) => {
+                    log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", path.display());
+                    done.retry.push(deletion.file);
+                }
+            }
+        }
+        done
+    }
 
     /// `save_last` for sharded checkpoints: the folder `last` stops being a checkpoint (its
     /// index goes first), takes copies of the new checkpoint's shards (server-side copies on
     /// S3, links or copies locally), drops shards of another world size, and gets the index
     /// last. A crash in between leaves `last` without an index: not a checkpoint, while the
     /// checkpoint it copies stays whole.
-    fn copy_to_last(&self, from: &Name) -> Result<(), Error> {
-        let Some(last) = self.sharded_last() else {
-            return Ok(());
-        };
-        if self.config.dedup {
-            return self.copy_dedup_to_last(from, &last);
+    fn copy_to_last(&self, storage: &dyn Storage, from: &Name, last: &Name) -> Result<(), Error> {
+        if self.dedup {
+            return super::dedup::copy_dedup_to_last(storage, &self.folder, from, last);
         }
         // `last/` holds a copy of some run's checkpoint; anything else there stays.
         let any_run = gate::Claim::ShardedPart { run_id: None };
         let last_index = last.join(INDEX_FILE);
-        delete_index(&*self.config.storage, &last_index, None)?;
-        self.config.storage.prepare_dir(&last)?;
+        delete_index(storage, &last_index, None)?;
+        storage.prepare_dir(last)?;
         // The checkpoint's parts are its index's shards: whatever else its folder holds (a
         // user's notes) is not copied.
-        let world = sharded::read_index(&*self.config.storage, &from.join(INDEX_FILE))?
+        let world = sharded::read_index(storage, &from.join(INDEX_FILE))?
             .model_checkpoint
             .world_size;
         let parts: Vec<String> = (0..world)
@@ -202,12 +304,12 @@ impl Engine {
             .cloned()
             .chain(std::iter::once(INDEX_FILE.to_owned()))
             .collect();
-        for stale in self.config.storage.list(&last, 0)? {
+        for stale in storage.list(last, 0)? {
             let stale_name = stale.name.file_name().unwrap_or_default().to_owned();
             // Only the parts of an earlier copy (its shards, of another world size) go;
             // anything else a user put in `last/` stays, checkpoints included.
             if !new.contains(&stale_name) && sharded::is_shard_file(&stale_name) {
-                match gate::delete(&*self.config.storage, &stale.name, any_run) {
+                match gate::delete(storage, &stale.name, any_run) {
                     Ok(()) => {}
                     Err(e @ Error::NotOurs { .. }) => {
                         log::warn!(target: "model_checkpoint", "save_last leaves {} alone: {e}", stale.name);
@@ -216,15 +318,13 @@ impl Engine {
                 }
             }
         }
-        let durable = self.config.options.durable;
+        let durable = self.durable;
         for part in &parts {
             let to = last.join(part);
-            gate::check_replace(&*self.config.storage, &to, any_run)?;
-            self.config.storage.copy(&from.join(part), &to, durable)?;
+            gate::check_replace(storage, &to, any_run)?;
+            storage.copy(&from.join(part), &to, durable)?;
         }
-        self.config
-            .storage
-            .copy(&from.join(INDEX_FILE), &last_index, durable)
+        storage.copy(&from.join(INDEX_FILE), &last_index, durable)
     }
 
     /// Deletes a sharded checkpoint of this run through the deletion gate: the index first
@@ -232,28 +332,26 @@ impl Engine {
     /// its world size names, then the folder if nothing else is left in it. Files this run
     /// did not write there (a user's notes, another tool's files) stay, and so does the
     /// folder then.
-    fn delete_sharded(&self, dir: &Name) -> Result<(), Error> {
+    fn delete_sharded(&self, storage: &dyn Storage, dir: &Name) -> Result<(), Error> {
         let claim = gate::Claim::ShardedPart {
-            run_id: Some(self.run_id()),
+            run_id: Some(&self.run_id),
         };
         let index_name = dir.join(INDEX_FILE);
         // The world size comes from the index (proved this run's by the gate just after);
         // shard names are made here, never taken from a file.
         // A deduplicated checkpoint's head and blobs are not in its folder: collected after.
-        let world = sharded::read_index(&*self.config.storage, &index_name)
-            .ok()
-            .map(|index| match index.model_checkpoint.blobs {
+        let world = sharded::read_index(storage, &index_name).ok().map(|index| {
+            match index.model_checkpoint.blobs {
                 Some(_) => 0,
                 None => index.model_checkpoint.world_size,
-            });
-        delete_index(&*self.config.storage, &index_name, Some(self.run_id()))?;
-        let world = world
-            .or(self.config.ranks.map(|r| r.world_size))
-            .unwrap_or(0);
-        let world = if self.config.dedup { 0 } else { world };
+            }
+        });
+        delete_index(storage, &index_name, Some(&self.run_id))?;
+        let world = world.or(self.world_size).unwrap_or(0);
+        let world = if self.dedup { 0 } else { world };
         for rank in 0..world {
             let shard = dir.join(&sharded::shard_file(rank, world));
-            if let Err(e) = gate::delete(&*self.config.storage, &shard, claim) {
+            if let Err(e) = gate::delete(storage, &shard, claim) {
                 match e {
                     Error::NotOurs { .. } => {
                         log::warn!(target: "model_checkpoint", "retention leaves {shard} alone: {e}");
@@ -262,7 +360,7 @@ impl Engine {
                 }
             }
         }
-        gate::remove_empty_folder(&*self.config.storage, dir)
+        gate::remove_empty_folder(storage, dir)
     }
 }
 

@@ -1,0 +1,110 @@
+//! A storage for tests: the local folder, recording which thread does each operation.
+
+use model_checkpoint::Error;
+
+/// The local folder, recording which thread does each operation on storage (a pending
+/// object's commit is the `create`'s thread's, as the object is handed on whole).
+#[derive(Debug, Default)]
+pub struct ThreadLog {
+    inner: model_checkpoint::store::LocalFolder,
+    ops: std::sync::Mutex<Vec<(String, &'static str, String)>>,
+}
+
+impl ThreadLog {
+    fn note(&self, op: &'static str, name: &model_checkpoint::store::Name) {
+        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+        self.ops
+            .lock()
+            .expect("log")
+            .push((thread, op, name.as_str().to_owned()));
+    }
+    /// The operations so far (thread, operation, name), emptying the record.
+    pub fn take(&self) -> Vec<(String, &'static str, String)> {
+        std::mem::take(&mut *self.ops.lock().expect("log"))
+    }
+}
+
+impl model_checkpoint::store::Storage for ThreadLog {
+    fn create(
+        &self,
+        name: &model_checkpoint::store::Name,
+        head_len: u64,
+        commit: model_checkpoint::store::Commit,
+    ) -> Result<Box<dyn model_checkpoint::store::PendingObject>, Error> {
+        self.note("create", name);
+        self.inner.create(name, head_len, commit)
+    }
+    fn put_if_absent(
+        &self,
+        name: &model_checkpoint::store::Name,
+        bytes: &[u8],
+    ) -> Result<bool, Error> {
+        self.note("put", name);
+        self.inner.put_if_absent(name, bytes)
+    }
+    fn open(
+        &self,
+        name: &model_checkpoint::store::Name,
+    ) -> Result<Box<dyn model_checkpoint::store::ObjectReader>, Error> {
+        self.note("open", name);
+        self.inner.open(name)
+    }
+    fn list(
+        &self,
+        dir: &model_checkpoint::store::Name,
+        depth: usize,
+    ) -> Result<Vec<model_checkpoint::store::ObjectMeta>, Error> {
+        self.note("list", dir);
+        self.inner.list(dir, depth)
+    }
+    fn exists(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
+        self.note("exists", name);
+        self.inner.exists(name)
+    }
+    fn exists_as_own(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
+        self.note("exists", name);
+        self.inner.exists_as_own(name)
+    }
+    fn delete(&self, name: &model_checkpoint::store::Name) -> Result<(), Error> {
+        self.note("delete", name);
+        self.inner.delete(name)
+    }
+    fn remove_empty_dir(&self, dir: &model_checkpoint::store::Name) -> Result<(), Error> {
+        self.note("rmdir", dir);
+        self.inner.remove_empty_dir(dir)
+    }
+    fn taken(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
+        self.note("exists", name);
+        self.inner.taken(name)
+    }
+    fn names_after_writing(&self) -> bool {
+        self.inner.names_after_writing()
+    }
+    fn copy(
+        &self,
+        from: &model_checkpoint::store::Name,
+        to: &model_checkpoint::store::Name,
+        durable: bool,
+    ) -> Result<(), Error> {
+        self.note("copy", to);
+        self.inner.copy(from, to, durable)
+    }
+    fn prepare_dir(&self, dir: &model_checkpoint::store::Name) -> Result<(), Error> {
+        self.note("prepare_dir", dir);
+        self.inner.prepare_dir(dir)
+    }
+    fn contains(
+        &self,
+        dir: &model_checkpoint::store::Name,
+        name: &model_checkpoint::store::Name,
+    ) -> bool {
+        self.inner.contains(dir, name)
+    }
+    fn lock(
+        &self,
+        dir: &model_checkpoint::store::Name,
+    ) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
+        self.note("lock", dir);
+        self.inner.lock(dir)
+    }
+}
