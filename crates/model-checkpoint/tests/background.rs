@@ -326,3 +326,38 @@ fn after_a_background_save_the_journal_marker_last_copy_and_deletes_happen_on_th
         .count();
     assert_eq!(markers, 2);
 }
+
+#[test]
+fn retention_never_deletes_a_file_saved_again_under_the_same_name_before_the_delete() {
+    // keep_last(1) with names that come round again: the second save makes retention drop
+    // the first, whose name the third save takes. The delete (slowed down) then finds the
+    // third save's file there: not the one it decided on, so it stays.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = std::sync::Arc::new(ThreadLog::slow_deletes(std::time::Duration::from_millis(
+        300,
+    )));
+    let toy = Toy::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("m-{loss:.0f}.safetensors"))
+        .storage(storage.clone())
+        .monitor("loss")
+        .background(true)
+        .max_saves_in_flight(2)
+        .keep_last(1)
+        .save_weights_only(true);
+    let mut ctx = Context::new(&toy);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    for (epoch, loss) in [2.0, 1.0, 2.0].into_iter().enumerate() {
+        toy.step();
+        cb.on_epoch_end(epoch, &Logs::from([("loss", loss)]), &mut ctx)
+            .expect("epoch end");
+        // The save is committed before the next hook, which hands its aftercare over.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let last_weights = HostTensor::copy_of(&*toy.weights().expect("weights")[0].data)
+        .expect("copy")
+        .into_data();
+    cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+    let file = CheckpointFile::open(&dir.path().join("m-2.safetensors"), Verify::Full)
+        .expect("the third save's file is there");
+    assert_eq!(file.read("w").expect("read"), last_weights);
+}

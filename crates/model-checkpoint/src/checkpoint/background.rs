@@ -312,9 +312,22 @@ impl<W: Send + 'static> BackgroundWriter<W> {
     }
 
     /// Has the writer thread do `run` after the jobs it holds; what it returns comes back
-    /// as a finished job's outcome.
-    pub(crate) fn run(&mut self, run: RunFn<W>) -> Result<(), Error> {
-        self.send(Job::Run(run))
+    /// as a finished job's outcome. A writer that cannot take it hands it back.
+    pub(crate) fn run(&mut self, run: RunFn<W>) -> Result<(), RunFn<W>> {
+        let Some(jobs) = self.jobs.as_ref() else {
+            return Err(run);
+        };
+        match jobs.send(Job::Run(run)) {
+            Ok(()) => {
+                self.in_flight += 1;
+                Ok(())
+            }
+            Err(mpsc::SendError(job)) => match job {
+                Job::Run(run) => Err(run),
+                // Only the `Run` above was sent.
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Has the writer thread allocate the first snapshot's buffers (sizes in tensor order)

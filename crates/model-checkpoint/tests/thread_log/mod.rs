@@ -8,9 +8,19 @@ use model_checkpoint::Error;
 pub struct ThreadLog {
     inner: model_checkpoint::store::LocalFolder,
     ops: std::sync::Mutex<Vec<(String, &'static str, String)>>,
+    /// How long each delete waits before it happens.
+    delete_delay: std::time::Duration,
 }
 
 impl ThreadLog {
+    /// Deletes that wait `delay` first (what lets a later write overtake them).
+    #[allow(dead_code)]
+    pub fn slow_deletes(delay: std::time::Duration) -> Self {
+        ThreadLog {
+            delete_delay: delay,
+            ..ThreadLog::default()
+        }
+    }
     fn note(&self, op: &'static str, name: &model_checkpoint::store::Name) {
         let thread = std::thread::current().name().unwrap_or("?").to_owned();
         self.ops
@@ -67,6 +77,7 @@ impl model_checkpoint::store::Storage for ThreadLog {
     }
     fn delete(&self, name: &model_checkpoint::store::Name) -> Result<(), Error> {
         self.note("delete", name);
+        std::thread::sleep(self.delete_delay);
         self.inner.delete(name)
     }
     fn remove_empty_dir(&self, dir: &model_checkpoint::store::Name) -> Result<(), Error> {

@@ -45,8 +45,9 @@ struct Deletion {
 /// What came of an [`Aftercare`].
 #[derive(Debug, Default)]
 pub(crate) struct Done {
-    /// Files retention deleted (with their markers).
-    pub deleted: Vec<Name>,
+    /// Files retention deleted (with their markers), and the header digest of each (of
+    /// its head for a deduplicated checkpoint; none for a sharded one).
+    pub deleted: Vec<(Name, Option<[u8; 32]>)>,
     /// Files retention meant to delete and could not this time: tracked again.
     pub retry: Vec<SavedFile>,
     /// The first failure (the marker or the `last` copy); what came after it was not done.
@@ -89,7 +90,7 @@ impl Aftercare {
                     }
                     let marker = marker_file(&self.run_id, &digest);
                     delete_marker(storage, &self.folder.join(&marker), &self.run_id);
-                    done.deleted.push(path);
+                    done.deleted.push((path, Some(digest)));
                 }
                 Err(e @ Error::NotOurs { .. }) => {
                     log::warn!(target: "model_checkpoint", "retention leaves {} alone: {e}", path.display());
@@ -184,9 +185,13 @@ impl Engine {
     /// Takes in what an [`Aftercare`] did: deleted files are no longer this session's,
     /// files it could not delete are tracked again.
     pub(super) fn after(&mut self, done: Done) -> Result<(), Error> {
-        for path in &done.deleted {
-            self.session_saved.remove(path);
-            self.session_digests.remove(path);
+        for (path, digest) in &done.deleted {
+            // Unless the name was saved again since (a later save's tracking stays).
+            let current = self.session_digests.get(path);
+            if digest.is_none() || current.is_none() || current == digest.as_ref() {
+                self.session_saved.remove(path);
+                self.session_digests.remove(path);
+            }
         }
         for file in done.retry {
             if !self.saved.kept.iter().any(|f| f.path == file.path) {

@@ -205,17 +205,18 @@ impl Engine {
         if self.writer.is_none() {
             self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
         }
-        // At most `max_in_flight` snapshots exist: wait for the oldest save first (the
-        // writer's other jobs, the aftercare of saves, hold no snapshot).
+        // At most `max_in_flight` snapshots exist: wait for the oldest save first. Its
+        // failure is reported once this save is handed over.
+        let mut earlier = Ok(());
         while self.in_flight.len() >= self.config.max_in_flight {
             let outcome = self.writer.as_mut().and_then(BackgroundWriter::wait_one);
             match outcome {
-                Some(outcome) => self.settle(outcome)?,
+                Some(outcome) => earlier = earlier.and(self.settle(outcome)),
                 None => break,
             }
         }
         let Some(writer) = &mut self.writer else {
-            return Ok(());
+            return earlier;
         };
         let shared: Option<Vec<_>> = ctx.fence().and_then(|_| {
             tensors
@@ -228,7 +229,7 @@ impl Engine {
             _ => writer.submit(tensors, write)?,
         }
         self.in_flight.push_back(pending);
-        Ok(())
+        earlier.and(self.send_aftercare())
     }
 
     /// The engine's state as it will be once every save in flight and every planned one is
@@ -257,39 +258,28 @@ impl Engine {
     }
 
     /// Handles a finished background job: a committed save is tracked, and what follows it
-    /// on storage is handed to the writer thread (see [`Engine::aftercare`]); a finished
-    /// aftercare is taken in; a failed save is returned.
+    /// on storage is readied for the writer thread (see [`Engine::aftercare`] and
+    /// [`Engine::send_aftercare`]); a finished aftercare is taken in; a failed save is
+    /// returned.
     fn settle(&mut self, outcome: Outcome<Written>) -> Result<(), Error> {
         match outcome.result {
             Ok(None) => Ok(()),
             Ok(Some(Written::Aftercare(done))) => self.after(done),
-            Ok(Some(written)) => {
-                match (self.in_flight.pop_front(), written) {
-                    (Some(pending), Written::File(report)) => {
-                        let care = self.aftercare(pending, report.header_digest);
-                        match self.writer.as_mut() {
-                            Some(writer) => writer
-                                .run(Box::new(|storage| Written::Aftercare(care.run(storage)))),
-                            None => {
-                                let done = care.run(&*self.config.storage);
-                                self.after(done)
-                            }
-                        }
-                    }
-                    (Some(pending), Written::Folder(ranks)) => {
-                        let care = self.folder_aftercare(pending, ranks);
-                        match self.writer.as_mut() {
-                            Some(writer) => writer
-                                .run(Box::new(|storage| Written::Aftercare(care.run(storage)))),
-                            None => {
-                                let done = care.run(&*self.config.storage);
-                                self.after(done)
-                            }
-                        }
-                    }
-                    (_, Written::Aftercare(done)) => self.after(done),
-                    (None, _) => Ok(()),
+            Ok(Some(Written::File(report))) => {
+                if let Some(pending) = self.in_flight.pop_front() {
+                    let care = self.aftercare(pending, report.header_digest);
+                    self.pending_aftercare
+                        .push(Box::new(|storage| Written::Aftercare(care.run(storage))));
                 }
+                Ok(())
+            }
+            Ok(Some(Written::Folder(ranks))) => {
+                if let Some(pending) = self.in_flight.pop_front() {
+                    let care = self.folder_aftercare(pending, ranks);
+                    self.pending_aftercare
+                        .push(Box::new(|storage| Written::Aftercare(care.run(storage))));
+                }
+                Ok(())
             }
             // Returned, not logged as well: the caller reports it (and Drop logs one nobody
             // collected).
@@ -298,6 +288,29 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Hands the aftercare of the saves settled so far to the writer thread, after what it
+    /// holds. It is held back until the hook's own save (if any) is handed over, or the
+    /// next hook: the writer then copies that save first, so that the loop's fence never
+    /// waits behind a journal rewrite or a `last` copy; and a save to a name retention is
+    /// about to delete is written before the delete, which then finds a file it did not
+    /// decide on and leaves it. Where the writer cannot take it, it runs here.
+    fn send_aftercare(&mut self) -> Result<(), Error> {
+        let mut first = Ok(());
+        for run in std::mem::take(&mut self.pending_aftercare) {
+            let run = match self.writer.as_mut() {
+                Some(writer) => match writer.run(run) {
+                    Ok(()) => continue,
+                    Err(run) => run,
+                },
+                None => run,
+            };
+            if let Written::Aftercare(done) = run(&*self.config.storage) {
+                first = first.and(self.after(done));
+            }
+        }
+        first
     }
 
     /// A save committed in the foreground: track it, and do what follows on storage (see
@@ -361,7 +374,14 @@ impl Engine {
     pub fn flush(&mut self) -> Result<(), Error> {
         self.settle_collection();
         let mut first = None;
-        while let Some(outcome) = self.writer.as_mut().and_then(BackgroundWriter::wait_one) {
+        loop {
+            if let Err(e) = self.send_aftercare() {
+                first.get_or_insert(e);
+            }
+            // Settling a save readies its aftercare, sent at the next turn.
+            let Some(outcome) = self.writer.as_mut().and_then(BackgroundWriter::wait_one) else {
+                break;
+            };
             if let Err(e) = self.settle(outcome) {
                 first.get_or_insert(e);
             }
@@ -371,16 +391,16 @@ impl Engine {
 
     /// Reports background saves that failed since the last call, and tracks the ones done.
     pub fn poll(&mut self) -> Result<(), Error> {
+        // What an earlier hook settled and no save of its own carried along.
+        let mut first = self.send_aftercare().err();
         let Some(writer) = &mut self.writer else {
-            return Ok(());
+            return first.map_or(Ok(()), Err);
         };
-        if writer.in_flight() == 0 {
-            return Ok(());
-        }
-        let mut first = None;
-        for outcome in writer.finished() {
-            if let Err(e) = self.settle(outcome) {
-                first.get_or_insert(e);
+        if writer.in_flight() > 0 {
+            for outcome in writer.finished() {
+                if let Err(e) = self.settle(outcome) {
+                    first.get_or_insert(e);
+                }
             }
         }
         first.map_or(Ok(()), Err)

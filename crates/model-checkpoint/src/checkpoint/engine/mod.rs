@@ -218,6 +218,9 @@ pub(crate) struct Engine {
     run_confirmed: bool,
     lock: Option<Box<dyn std::any::Any + Send>>,
     writer: Option<BackgroundWriter<Written>>,
+    /// What follows background saves the writer committed, not yet handed to it (see
+    /// `Engine::send_aftercare`).
+    pending_aftercare: Vec<super::background::RunFn<Written>>,
     in_flight: VecDeque<Pending>,
     /// The files committed since the engine was made (always its own).
     session_saved: BTreeSet<Name>,
@@ -274,6 +277,7 @@ impl Engine {
             run_confirmed: false,
             lock: None,
             writer: None,
+            pending_aftercare: Vec::new(),
             in_flight: VecDeque::new(),
             session_saved: BTreeSet::new(),
             session_digests: BTreeMap::new(),
@@ -435,7 +439,8 @@ impl Drop for Engine {
     /// error level.
     fn drop(&mut self) {
         self.settle_collection();
-        if self.writer.as_ref().is_some_and(|w| w.in_flight() > 0) {
+        let busy = self.writer.as_ref().is_some_and(|w| w.in_flight() > 0);
+        if busy || !self.pending_aftercare.is_empty() {
             if let Err(e) = self.flush() {
                 log::error!(target: "model_checkpoint", "a background save failed and was never reported: {e}");
             }

@@ -203,6 +203,7 @@ impl Engine {
             name: name.clone(),
             run_id: self.run_id().to_owned(),
             saved_here: self.session_saved.contains(path),
+            expected: self.session_digests.get(path).copied(),
             run_confirmed: self.run_confirmed,
             folder: self.folder(),
         }
@@ -219,6 +220,10 @@ pub(crate) struct Ownership {
     run_id: String,
     /// Whether this callback saved the checkpoint itself.
     saved_here: bool,
+    /// The header digest of the file (or head) this callback committed there, when it did:
+    /// a file found there with another (a later save to the same name, which the delete
+    /// may run after) is not the one retention decided on.
+    expected: Option<[u8; 32]>,
     /// Whether the run is confirmed (see [`Engine::confirm_run`]).
     run_confirmed: bool,
     /// Where the run's markers are.
@@ -258,6 +263,11 @@ impl Ownership {
             return Err("it does not carry this run's id".to_owned());
         }
         let digest = file.header_digest();
+        if self.expected.is_some_and(|e| e != digest) {
+            return Err(
+                "it is no longer the file this run saved there (saved again since)".to_owned(),
+            );
+        }
         if self.saved_here {
             return Ok(digest);
         }

@@ -266,7 +266,7 @@ impl FolderAftercare {
                     if let (Some((journal, name, _)), Some(row)) = (&self.journal, &deletion.row) {
                         journal.record(storage, name, row);
                     }
-                    done.deleted.push(path);
+                    done.deleted.push((path, head));
                 }
                 Err(e) => {
                     log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", path.display());
