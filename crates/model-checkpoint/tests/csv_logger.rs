@@ -281,10 +281,70 @@ fn rows_still_on_their_way_at_a_checkpoint_are_in_its_state_and_a_resume_restore
 
     // Carried lines are untrusted: a line break inside one, or no line break, is refused.
     for bad in [
-        serde_json::json!({"rows": 1, "unwritten": {"from_line": 1, "lines": ["0,1\r\n1,2\r\n"]}}),
-        serde_json::json!({"rows": 1, "unwritten": {"from_line": 1, "lines": ["0,1"]}}),
-        serde_json::json!({"rows": 1, "unwritten": {"from_line": -1, "lines": []}}),
+        serde_json::json!({"rows": 1, "unwritten": ["0,1\r\n1,2\r\n"]}),
+        serde_json::json!({"rows": 1, "unwritten": ["0,1"]}),
+        serde_json::json!({"rows": 1, "unwritten": {"lines": []}}),
+        serde_json::json!({"rows": 1, "unwritten": [1]}),
     ] {
         assert!(CsvLogger::new(&path).restore_state(&bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_carried_row_replaces_an_earlier_attempts_row_of_its_epoch() {
+    // Attempt 1 logs epochs 0 to 5 (losses 100 to 105) and crashes; the checkpoint after
+    // its epoch 2 is resumed (attempt 2), whose epoch-3 row is on its way when it is killed,
+    // leaving attempt 1's rows in the file; attempt 3 resumes from attempt 2's checkpoint
+    // after epoch 3. The file ends with attempt 1's rows 0-2 and the later attempts' 3-5.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("history.csv");
+    let toy = Toy;
+    let mut ctx = Context::new(&toy);
+    let mut first = CsvLogger::new(&path);
+    first.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    let mut after_2 = None;
+    for e in 0..6 {
+        let logs = Logs::from([("loss", 100.0 + e as f64), ("acc", 0.0)]);
+        first.on_epoch_end(e, &logs, &mut ctx).expect("row");
+        if e == 2 {
+            after_2 = first.state();
+        }
+    }
+    let after_2 = after_2.expect("state");
+
+    let storage = std::sync::Arc::new(Held::default());
+    let mut second = CsvLogger::new(&path)
+        .append(true)
+        .storage(storage.clone())
+        .background(true);
+    second.restore_state(&after_2).expect("restore");
+    second
+        .on_train_begin(&Logs::new(), &mut ctx)
+        .expect("begin");
+    second
+        .on_train_end(&Logs::new(), &mut ctx)
+        .expect("the begin rewrite is written");
+    storage.set(true, false);
+    epochs(&mut second, 3..4);
+    let after_3 = second.state().expect("state");
+    storage.set(false, true);
+    drop(second);
+    assert!(
+        std::fs::read_to_string(&path)
+            .expect("read")
+            .contains("\n3,0.0,103.0"),
+        "the killed attempt left attempt 1's row 3"
+    );
+
+    let mut third = CsvLogger::new(&path).append(true);
+    third.restore_state(&after_3).expect("restore");
+    third.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    epochs(&mut third, 4..6);
+    let text = std::fs::read_to_string(&path).expect("read");
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 7, "{text}");
+    for (e, row) in rows[1..].iter().enumerate() {
+        assert!(row.starts_with(&format!("{e},")), "{text}");
+        assert_eq!(row.contains(&format!("{}.0", 100 + e)), e < 3, "{text}");
     }
 }

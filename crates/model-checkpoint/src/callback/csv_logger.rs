@@ -56,9 +56,9 @@ pub struct CsvLogger {
     written_lines: usize,
     /// In the background: the lines of each rewrite handed over and not yet known written.
     handed: std::collections::VecDeque<usize>,
-    /// From a resumed checkpoint: lines the file may lack (from this line on), which a
-    /// background write had not finished when the checkpoint was taken.
-    carried: Option<(usize, Vec<String>)>,
+    /// From a resumed checkpoint: lines the file may lack, which a background write had
+    /// not finished when the checkpoint was taken.
+    carried: Vec<String>,
 }
 
 impl std::fmt::Debug for CsvLogger {
@@ -89,7 +89,7 @@ impl CsvLogger {
             writer: None,
             written_lines: 0,
             handed: std::collections::VecDeque::new(),
-            carried: None,
+            carried: Vec::new(),
         }
     }
 
@@ -149,22 +149,45 @@ impl CsvLogger {
                 .writer
                 .insert(crate::store::SideWriter::start(self.storage.clone())?),
         };
-        let handed = writer.write(&self.name, self.content.clone());
+        if let Err(e) = writer.write(&self.name, self.content.clone()) {
+            // Which content reached the file is unknown now: none is taken as written.
+            self.forget_written();
+            return Err(e);
+        }
         self.handed.push_back(lines);
-        // The rewrites whose results came back are on storage (or were replaced by a later
-        // one that is).
+        // The oldest rewrites handed over are done once fewer are in flight: on storage (or
+        // replaced by a later one that is).
         while self.handed.len() > writer.in_flight() {
             if let Some(done) = self.handed.pop_front() {
                 self.written_lines = done;
             }
         }
-        handed
+        Ok(())
+    }
+
+    /// Takes no line of the content as written (after a failure: a checkpoint then carries
+    /// every line).
+    fn forget_written(&mut self) {
+        self.written_lines = 0;
+        self.handed.clear();
+    }
+
+    /// The content was rewritten and only its first `unchanged` lines are as before: no
+    /// later line is known written, whatever was handed over.
+    fn rewritten(&mut self, unchanged: usize) {
+        self.written_lines = self.written_lines.min(unchanged);
+        for lines in &mut self.handed {
+            *lines = (*lines).min(unchanged);
+        }
     }
 
     /// Waits for the rewrites handed over.
     fn wait(&mut self) -> Result<(), Error> {
         if let Some(writer) = &mut self.writer {
-            writer.flush()?;
+            if let Err(e) = writer.flush() {
+                self.forget_written();
+                return Err(e);
+            }
         }
         if let Some(&last) = self.handed.back() {
             self.written_lines = last;
@@ -173,20 +196,47 @@ impl CsvLogger {
         Ok(())
     }
 
-    /// Adds the carried lines the file lacks (see [`CsvLogger::background`]).
+    /// Adds the carried rows whose epoch the file lacks, each in its place among the rows
+    /// (and the carried header to a file without one). See [`CsvLogger::background`].
     fn restore_carried(&mut self) {
-        let Some((from, carried)) = self.carried.take() else {
+        let carried = std::mem::take(&mut self.carried);
+        if carried.is_empty() {
             return;
-        };
-        let have = lines(&self.content);
-        let Some(skip) = have.checked_sub(from) else {
-            // The file lost lines it had before the checkpoint: not this logger's doing,
-            // and not for it to guess.
-            return;
-        };
-        for line in carried.iter().skip(skip) {
-            self.content.extend_from_slice(line.as_bytes());
         }
+        let text = String::from_utf8_lossy(&self.content).into_owned();
+        let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+        for line in carried {
+            match self.epoch_of(&line) {
+                Some(epoch) => {
+                    if lines.is_empty() {
+                        continue;
+                    }
+                    let header = lines.remove(0);
+                    lines.retain(|l| self.epoch_of(l) != Some(epoch));
+                    lines.insert(0, header);
+                    // After the header and every row of an earlier epoch.
+                    let at = lines
+                        .iter()
+                        .enumerate()
+                        .skip(1)
+                        .filter(|(_, l)| self.epoch_of(l).is_some_and(|e| e < epoch))
+                        .map(|(i, _)| i + 1)
+                        .max()
+                        .unwrap_or(1);
+                    lines.insert(at, line);
+                }
+                None if lines.is_empty() => lines.push(line),
+                None => {}
+            }
+        }
+        self.content = lines.concat().into_bytes();
+    }
+
+    /// The epoch a data row is of (its first field, as this logger writes it).
+    fn epoch_of(&self, line: &str) -> Option<usize> {
+        line.split(self.separator)
+            .next()
+            .and_then(|f| f.trim().parse::<usize>().ok())
     }
 
     /// The existing file.
@@ -206,19 +256,22 @@ impl CsvLogger {
         let text = String::from_utf8_lossy(&self.content).into_owned();
         let mut kept = String::with_capacity(text.len());
         let mut rows = 0u64;
+        // The lines before the first one dropped are unchanged.
+        let mut unchanged = None;
         for (i, line) in text.split_inclusive('\n').enumerate() {
-            let epoch = line
-                .split(self.separator)
-                .next()
-                .and_then(|f| f.trim().parse::<usize>().ok());
-            let keep = i == 0 || epoch.is_none_or(|e| e < from);
+            let keep = i == 0 || self.epoch_of(line).is_none_or(|e| e < from);
             if keep {
                 kept.push_str(line);
                 rows += u64::from(i > 0);
+            } else {
+                unchanged.get_or_insert(i);
             }
         }
         self.content = kept.into_bytes();
         self.rows = rows;
+        if let Some(unchanged) = unchanged {
+            self.rewritten(unchanged);
+        }
     }
 }
 
@@ -227,14 +280,12 @@ fn lines(content: &[u8]) -> usize {
     content.split_inclusive(|b| *b == b'\n').count()
 }
 
-/// The carried lines of a checkpoint's state (untrusted): where they start, and each line,
-/// which must end its line and hold no other line break; `None` when malformed or beyond
-/// the history's size limit.
-fn carried_lines(unwritten: &serde_json::Value) -> Option<(usize, Vec<String>)> {
-    let from = usize::try_from(unwritten.get("from_line")?.as_u64()?).ok()?;
+/// The carried lines of a checkpoint's state (untrusted): each must end its line and hold
+/// no other line break; `None` when malformed or beyond the history's size limit.
+fn carried_lines(unwritten: &serde_json::Value) -> Option<Vec<String>> {
     let mut total = 0u64;
     let mut lines = Vec::new();
-    for line in unwritten.get("lines")?.as_array()? {
+    for line in unwritten.as_array()? {
         let line = line.as_str()?;
         total = total.saturating_add(line.len() as u64);
         let one_line = line.ends_with('\n') && line.matches('\n').count() == 1;
@@ -243,7 +294,7 @@ fn carried_lines(unwritten: &serde_json::Value) -> Option<(usize, Vec<String>)> 
         }
         lines.push(line.to_owned());
     }
-    Some((from, lines))
+    Some(lines)
 }
 
 impl Callback for CsvLogger {
@@ -258,6 +309,8 @@ impl Callback for CsvLogger {
         } else {
             Vec::new()
         };
+        // What was just read is on storage; a file replaced by an empty one is not.
+        self.written_lines = lines(&self.content);
         if self.resumed {
             self.restore_carried();
         }
@@ -314,10 +367,7 @@ impl Callback for CsvLogger {
             .skip(self.written_lines)
             .collect();
         if !unwritten.is_empty() {
-            state["unwritten"] = serde_json::json!({
-                "from_line": self.written_lines,
-                "lines": unwritten,
-            });
+            state["unwritten"] = serde_json::json!(unwritten);
         }
         Some(state)
     }
@@ -332,10 +382,10 @@ impl Callback for CsvLogger {
             return Err(bad("rows is missing or not a count"));
         }
         self.carried = match state.get("unwritten") {
-            None => None,
-            Some(unwritten) => Some(carried_lines(unwritten).ok_or_else(|| {
-                bad("unwritten is not a line number and lines of text within the history's size limit")
-            })?),
+            None => Vec::new(),
+            Some(unwritten) => carried_lines(unwritten).ok_or_else(|| {
+                bad("unwritten is not a list of lines within the history's size limit")
+            })?,
         };
         self.resumed = true;
         Ok(())

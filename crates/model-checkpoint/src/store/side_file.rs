@@ -102,28 +102,33 @@ impl SideWriter {
             .name("side-file-writer".into())
             .spawn(move || {
                 while let Ok(first) = queue.recv() {
-                    // What else is waiting: of each name, only the newest is written.
+                    // What else is waiting: of each name, only the newest is written, and
+                    // an older content's result is the newest's (its bytes never reach the
+                    // file on their own).
                     let mut batch = vec![first];
                     batch.extend(queue.try_iter());
-                    let count = batch.len();
-                    let mut first_error = None;
+                    let mut failed: Vec<Option<Error>> = Vec::with_capacity(batch.len());
                     for (i, (name, bytes)) in batch.iter().enumerate() {
-                        if batch[i + 1..].iter().any(|(later, _)| later == name) {
-                            continue;
-                        }
-                        if let Err(e) = write_whole(&*storage, name, bytes) {
-                            first_error.get_or_insert(e);
-                        }
+                        let newest = !batch[i + 1..].iter().any(|(later, _)| later == name);
+                        let result = if newest {
+                            write_whole(&*storage, name, bytes).err()
+                        } else {
+                            None
+                        };
+                        failed.push(result);
                     }
-                    // One result per file handed over; a failure on the last of them.
-                    let mut failure = first_error;
-                    for i in 0..count {
-                        let result = match failure.take() {
-                            Some(e) if i + 1 == count => Err(e),
-                            other => {
-                                failure = other;
-                                Ok(())
-                            }
+                    for (i, (name, _)) in batch.iter().enumerate() {
+                        let newest = (i..batch.len())
+                            .rev()
+                            .find(|&j| batch[j].0 == *name)
+                            .unwrap_or(i);
+                        let result = match (i == newest, failed[newest].is_some()) {
+                            (_, false) => Ok(()),
+                            (true, true) => Err(failed[i].take().unwrap_or_else(stopped)),
+                            (false, true) => Err(Error::Writer {
+                                reason: format!("{name} was not written: its newer content failed"),
+                                source: None,
+                            }),
                         };
                         if done.send(result).is_err() {
                             return;

@@ -1,6 +1,6 @@
 //! The temporary file a save writes to, and its commit.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,13 +12,14 @@ use crate::Error;
 /// The suffix of every temporary checkpoint file: such a file is never a checkpoint.
 pub const TEMP_SUFFIX: &str = ".ckpt-tmp";
 
-/// The names of the temporary files this process is writing now, which a folder's cleanup
-/// must not take for a crashed save's: another thread may be writing beside checkpoints
-/// whose folder is being locked (a history rewritten in the background). Names only: a
-/// stale file that shares one with a live file elsewhere is left, never a live one taken.
-static LIVE: Mutex<BTreeSet<OsString>> = Mutex::new(BTreeSet::new());
+/// The names of the temporary files this process is writing now (each with how many
+/// such files have it, in different folders), which a folder's cleanup must not take for a
+/// crashed save's: another thread may be writing beside checkpoints whose folder is being
+/// locked (a history rewritten in the background). Names only: a stale file that shares
+/// one with a live file elsewhere is left, never a live one taken.
+static LIVE: Mutex<BTreeMap<OsString, usize>> = Mutex::new(BTreeMap::new());
 
-fn live() -> MutexGuard<'static, BTreeSet<OsString>> {
+fn live() -> MutexGuard<'static, BTreeMap<OsString, usize>> {
     LIVE.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -29,16 +30,22 @@ struct Live(OsString);
 impl Live {
     /// Registers `path`'s name (the caller holds the registry, so that no cleanup runs
     /// between the file's creation and this).
-    fn register(live: &mut BTreeSet<OsString>, path: &Path) -> Live {
+    fn register(live: &mut BTreeMap<OsString, usize>, path: &Path) -> Live {
         let name = path.file_name().unwrap_or_default().to_owned();
-        live.insert(name.clone());
+        *live.entry(name.clone()).or_insert(0) += 1;
         Live(name)
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        live().remove(&self.0);
+        let mut live = live();
+        if let Some(count) = live.get_mut(&self.0) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(&self.0);
+            }
+        }
     }
 }
 
@@ -248,14 +255,16 @@ pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), E
     // The tag: `PID-N`, at most 10 + 1 + 10 characters.
     let name = temp_stem(dest, 21);
     let mut attempt = 0u32;
-    let mut live = live();
-    let temp = loop {
+    let (temp, _registered) = loop {
         let candidate = dir.join(format!(
             ".{name}.{}-{attempt}{TEMP_SUFFIX}",
             std::process::id()
         ));
+        // Registered before it exists, so that no cleanup takes it meanwhile; the link or
+        // the copy is made outside the registry's lock.
+        let registered = Live::register(&mut live(), &candidate);
         match std::fs::hard_link(src, &candidate) {
-            Ok(()) => break candidate,
+            Ok(()) => break (candidate, registered),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
                 attempt += 1
             }
@@ -268,12 +277,10 @@ pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), E
                         .and_then(|f| f.sync_all())
                         .map_err(|e| Error::io("sync", &candidate, e))?;
                 }
-                break candidate;
+                break (candidate, registered);
             }
         }
     };
-    let _registered = Live::register(&mut live, &temp);
-    drop(live);
     let renamed = check_replaceable(dest).and_then(|()| {
         std::fs::rename(&temp, dest).map_err(|e| Error::io("rename a temporary file to", dest, e))
     });
@@ -385,7 +392,7 @@ pub fn remove_stale_temp_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| Error::io("list", dir, e))?.path();
-        let in_progress = path.file_name().is_some_and(|n| live.contains(n));
+        let in_progress = path.file_name().is_some_and(|n| live.contains_key(n));
         if is_temp_file(&path) && path.is_file() && !in_progress {
             std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
             removed.push(path);

@@ -144,7 +144,7 @@ pub(crate) fn read_exact_at(
 /// # Safety
 ///
 /// `dst` must be valid for writes of `len` bytes, and nothing may read or write that
-/// memory while this runs.
+/// memory while this runs (making its pages present, as [`prefault`] does, is neither).
 #[cfg(unix)]
 pub(crate) unsafe fn read_raw_at(
     file: &std::fs::File,
@@ -168,7 +168,13 @@ pub(crate) unsafe fn read_raw_at(
 /// are left as they are: their contents never change.
 #[cfg(target_os = "linux")]
 pub(crate) fn prefault(start: usize, len: usize) {
-    let page = start & !4095;
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // SAFETY: sysconf only reads its integer argument.
+    let size = *PAGE.get_or_init(|| match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 && (n as usize).is_power_of_two() => n as usize,
+        _ => 4096,
+    });
+    let page = start & !(size - 1);
     let len = len.saturating_add(start - page);
     // SAFETY: MADV_POPULATE_WRITE only makes pages present (a missing one as a zeroed page,
     // as a first write would); it never changes what a present page holds. An address
