@@ -253,12 +253,13 @@ fn rows_still_on_their_way_at_a_checkpoint_are_in_its_state_and_a_resume_restore
     storage.set(true, false);
     epochs(&mut logger, 2..3);
     let state = logger.state().expect("state");
+    // The process dies: nothing more is written (released before any assertion: a held
+    // write would keep the logger's drop waiting).
+    storage.set(false, true);
     assert!(
         state.get("unwritten").is_some(),
         "epoch 2's row is still on its way: {state}"
     );
-    // The process dies: nothing more is written.
-    storage.set(false, true);
     drop(logger);
     let left = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
@@ -335,6 +336,30 @@ fn a_carried_row_replaces_an_earlier_attempts_row_of_its_epoch() {
             .contains("\n3,0.0,103.0"),
         "the killed attempt left attempt 1's row 3"
     );
+
+    // Resumed in the background, the row put back is not on storage until the begin's
+    // rewrite lands: a checkpoint taken before then carries it again.
+    let file_before = std::fs::read_to_string(&path).expect("read");
+    let held = std::sync::Arc::new(Held::default());
+    let mut slow = CsvLogger::new(&path)
+        .append(true)
+        .storage(held.clone())
+        .background(true);
+    slow.restore_state(&after_3).expect("restore");
+    held.set(true, false);
+    let begun = slow.on_train_begin(&Logs::new(), &mut ctx);
+    let carried = slow.state().expect("state");
+    held.set(false, true);
+    drop(slow);
+    begun.expect("begin");
+    let unwritten = carried["unwritten"].as_array().cloned().unwrap_or_default();
+    assert!(
+        unwritten
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.starts_with("3,"))),
+        "{carried}"
+    );
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), file_before);
 
     let mut third = CsvLogger::new(&path).append(true);
     third.restore_state(&after_3).expect("restore");

@@ -113,11 +113,14 @@ impl CsvLogger {
     }
 
     /// Rewrite the file on a thread of its own (beyond Keras), so that the training thread
-    /// pays no storage round trip at each epoch: the rewrite is handed over, a failure
-    /// surfaces at the next epoch's hook or at `on_train_end`, which waits for the file to
-    /// be written. A full checkpoint taken while rows are still on their way carries them
-    /// (the logger's state), so that a run killed then and resumed from it still has every
-    /// row. Default: `false` (written in the hook, as Keras does).
+    /// pays no storage round trip at each epoch: the rewrite is handed over, and a failure
+    /// surfaces at a later epoch's hook (stopping `fit`, as a failed write in the hook would)
+    /// or at `on_train_end`, which waits for the file to be written. A full checkpoint
+    /// taken while rows are still on their way carries them (the logger's state), so that a
+    /// run killed then and resumed from it still has every row; a killed run that is not
+    /// resumed (or resumed from a weights-only checkpoint) may lack its last rows, as a
+    /// Keras `CSVLogger` killed before its buffer is flushed does. Default: `false` (written
+    /// in the hook, as Keras does).
     pub fn background(mut self, yes: bool) -> Self {
         self.background = yes;
         self
@@ -229,7 +232,16 @@ impl CsvLogger {
                 None => {}
             }
         }
-        self.content = lines.concat().into_bytes();
+        let restored = lines.concat().into_bytes();
+        // The lines from the first one that changed are not on storage.
+        let unchanged = self
+            .content
+            .split_inclusive(|b| *b == b'\n')
+            .zip(restored.split_inclusive(|b| *b == b'\n'))
+            .take_while(|(old, new)| old == new)
+            .count();
+        self.content = restored;
+        self.rewritten(unchanged);
     }
 
     /// The epoch a data row is of (its first field, as this logger writes it).

@@ -62,9 +62,10 @@ pub fn write_whole(storage: &dyn Storage, name: &Name, bytes: &[u8]) -> Result<(
 }
 
 /// Rewrites side files on a thread of its own, in the order they are handed over, so that
-/// the caller pays no storage round trip (a rewrite is a whole file written and synced
-/// twice). A file's newer content still waiting replaces the older, which is then never
-/// written. A failure is returned by the next [`SideWriter::write`] or by
+/// the caller pays no storage round trip (locally a rewrite is a temporary file synced,
+/// renamed, and its folder synced). A file's newer content still waiting replaces the
+/// older, which is then never written. A failed write is reported by a later
+/// [`SideWriter::write`] (which still hands its own content over) or by
 /// [`SideWriter::flush`], which waits for every write; dropping the writer waits too.
 ///
 /// ```

@@ -64,25 +64,25 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// The first failed save's error; the saves planned after it are dropped.
+    /// The first failed save's error (the saves planned after it are still tried).
     pub fn run_planned(
         &mut self,
         ctx: &Context<'_>,
         key: &str,
         state_of: &dyn Fn(Saved) -> Option<serde_json::Value>,
     ) -> Result<(), Error> {
+        // Every planned save is tried (a save on a signal, planned after a failed one, is
+        // the last chance to keep the run's progress); the first failure is returned.
+        let mut first = Ok(());
         while !self.planned.is_empty() {
             let own = state_of(self.promised());
             let planned = self.planned.remove(0);
             let written = self
                 .payload(&planned, ctx, key, own)
                 .and_then(|(tensors, info)| self.dispatch(planned, ctx, tensors, info));
-            if let Err(e) = written {
-                self.planned.clear();
-                return Err(e);
-            }
+            first = first.and(written);
         }
-        Ok(())
+        first
     }
 
     /// The tensors and the metadata of a planned save.
@@ -170,19 +170,19 @@ impl Engine {
         options.commit = job.commit;
         let name = job.path.clone();
         if !self.config.background || job.interrupt {
-            if job.interrupt {
-                // Every earlier save first, so that this one is the newest when it returns.
-                self.flush()?;
-            }
-            let report = store::save_to(
+            // Every earlier save first, so that this one is the newest when it returns; their
+            // failure is reported, after this save is made.
+            let earlier = if job.interrupt { self.flush() } else { Ok(()) };
+            let saved = store::save_to(
                 &*self.config.storage,
                 &name,
                 job.kind,
                 &tensors,
                 &info,
                 &options,
-            )?;
-            return self.committed(pending, report.header_digest);
+            )
+            .and_then(|report| self.committed(pending, report.header_digest));
+            return earlier.and(saved);
         }
         let kind = job.kind;
         let write: WriteFn<Written> = Box::new(move |storage, named| {
@@ -224,9 +224,12 @@ impl Engine {
                 .map(|t| t.data.share().map(|s| (t.name.clone(), s)))
                 .collect()
         });
-        match (ctx.fence(), shared) {
-            (Some(fence), Some(shared)) => writer.submit_deferred(shared, fence.enter(), write)?,
-            _ => writer.submit(tensors, write)?,
+        let submitted = match (ctx.fence(), shared) {
+            (Some(fence), Some(shared)) => writer.submit_deferred(shared, fence.enter(), write),
+            _ => writer.submit(tensors, write),
+        };
+        if let Err(e) = submitted {
+            return earlier.and(Err(e));
         }
         self.in_flight.push_back(pending);
         earlier.and(self.send_aftercare())
@@ -278,6 +281,10 @@ impl Engine {
                     let care = self.folder_aftercare(pending, ranks);
                     self.pending_aftercare
                         .push(Box::new(|storage| Written::Aftercare(care.run(storage))));
+                    // At once, not after the hook's own save: a committed folder is never
+                    // saved into again, so a save to a name retention is about to free must
+                    // find it freed.
+                    return self.send_aftercare();
                 }
                 Ok(())
             }

@@ -97,12 +97,13 @@ impl Engine {
             });
             return self.hand_to_writer(ctx, &mine, write, pending);
         }
-        if interrupt {
-            // Every earlier save first, so that this one is the newest when it returns.
-            self.flush()?;
-        }
-        commit.write(&*self.config.storage, Ok(mine))?;
-        self.committed_sharded(pending, ranks)
+        // Every earlier save first, so that this one is the newest when it returns; their
+        // failure is reported, after this save is made (every rank takes its part in it).
+        let earlier = if interrupt { self.flush() } else { Ok(()) };
+        let saved = commit
+            .write(&*self.config.storage, Ok(mine))
+            .and_then(|()| self.committed_sharded(pending, ranks));
+        earlier.and(saved)
     }
 
     /// A sharded save committed in the foreground: track it, and do what follows on

@@ -36,7 +36,9 @@ impl ModelCheckpoint {
 
     /// Keep `last.safetensors` in the template's folder pointing at the newest complete
     /// checkpoint: a hard link replaced atomically after every save (a copy where links are
-    /// impossible). Retention never removes it. Default: off.
+    /// impossible, a server-side copy on S3; for sharded checkpoints the folder `last/`).
+    /// With background saves it follows a save once that save's aftercare has run (by the
+    /// next hooks, and always by `on_train_end`). Retention never removes it. Default: off.
     pub fn save_last(mut self, yes: bool) -> Self {
         self.engine.config.last = if yes { Last::Beside } else { Last::Off };
         self
@@ -87,10 +89,11 @@ impl ModelCheckpoint {
         self
     }
 
-    /// On SIGTERM or SIGINT (Unix), finish the current step, save a full checkpoint (to the
-    /// `last` path, else `interrupted.safetensors` in the template's folder), wait until it
-    /// is durable, and stop training with [`crate::Control::Interrupt`]. A second SIGINT
-    /// ends the process at once. Default: off.
+    /// On SIGTERM or SIGINT (Unix), finish the current step, save a full checkpoint to
+    /// `interrupted.safetensors` in the template's folder (or `interrupted-RUNID.safetensors`
+    /// when that name holds a file this run did not write), in the foreground after every
+    /// background save in flight, wait until it is durable, and stop training with
+    /// [`crate::Control::Interrupt`]. A second SIGINT ends the process at once. Default: off.
     pub fn save_on_interrupt(mut self, yes: bool) -> Self {
         self.triggers.save_on_interrupt = yes;
         self.engine.config.interrupt_saves = yes;
@@ -122,9 +125,14 @@ impl ModelCheckpoint {
     }
 
     /// Save on a background thread (beyond Keras). The training thread only copies the
-    /// tensors into host memory; writing, syncing and renaming happen on a writer thread, and
-    /// nothing appears at the final path before it is durable. A save that fails is reported
-    /// by the next hook (so `fit` stops with it), and `on_train_end` waits for the last save.
+    /// tensors into host memory, or, in a loop with a snapshot fence (`fit`'s) and tensors
+    /// the framework can share (candle's), hands them over and the writer thread copies them
+    /// while the next step computes (the optimizer step waits for that copy). Writing,
+    /// syncing and renaming happen on the writer thread, and nothing appears at the final
+    /// path before it is durable; so does what follows a save on storage (its journal row,
+    /// its marker, the `last` copy, retention's deletes). A save that fails is reported by
+    /// the next hook (so `fit` stops with it), and `on_train_end` waits for every save and
+    /// all that follows them.
     /// In a multi-process run ([`ModelCheckpoint::sharded`]) each rank copies its shard and
     /// returns; its writer writes the shard and takes the rank's part in the commit (rank 0
     /// writes the index once every shard is there, the others wait for it), and a save
@@ -136,7 +144,9 @@ impl ModelCheckpoint {
         self
     }
 
-    /// How many background saves may be in flight; a save beyond that waits for the oldest.
+    /// How many background saves may be in flight (each holds a copy of the tensors until
+    /// written); the hook of a save beyond that waits, on the training thread, for the
+    /// oldest to be written. What follows a written save (its aftercare) does not count.
     /// Default: 1 (at least 1).
     pub fn max_saves_in_flight(mut self, n: usize) -> Self {
         self.engine.config.max_in_flight = n.max(1);
@@ -148,7 +158,8 @@ impl ModelCheckpoint {
         self.engine.config.background
     }
 
-    /// Waits until every background save is durable.
+    /// Waits until every background save is durable, and what follows each (its journal
+    /// row, marker, `last` copy and retention's deletes) is done.
     ///
     /// # Errors
     ///

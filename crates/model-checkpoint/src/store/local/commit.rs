@@ -269,13 +269,20 @@ pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), E
                 attempt += 1
             }
             Err(_) => {
-                // No hard links here: copy, and sync the copy.
-                std::fs::copy(src, &candidate)
-                    .map_err(|e| Error::io("copy a checkpoint to", &candidate, e))?;
-                if durable {
-                    File::open(&candidate)
-                        .and_then(|f| f.sync_all())
-                        .map_err(|e| Error::io("sync", &candidate, e))?;
+                // No hard links here: copy, and sync the copy (a failed one is removed).
+                let copied = std::fs::copy(src, &candidate)
+                    .map_err(|e| Error::io("copy a checkpoint to", &candidate, e))
+                    .and_then(|_| {
+                        if !durable {
+                            return Ok(());
+                        }
+                        File::open(&candidate)
+                            .and_then(|f| f.sync_all())
+                            .map_err(|e| Error::io("sync", &candidate, e))
+                    });
+                if let Err(e) = copied {
+                    let _ = std::fs::remove_file(&candidate);
+                    return Err(e);
                 }
                 break (candidate, registered);
             }
