@@ -1,6 +1,8 @@
 //! `CsvLogger` writes what Keras's `CSVLogger` writes, and a resumed run continues the file
 //! from the rows its checkpoint had logged.
 
+mod thread_log;
+
 use model_checkpoint::{
     Callback, Checkpointable, Context, CsvLogger, Error, Logs, NamedTensor, Value,
 };
@@ -135,96 +137,6 @@ fn in_the_background_the_file_is_the_same_and_a_failure_surfaces() {
     assert!(failed, "a failed background write was never reported");
 }
 
-/// The local folder, with writes that wait while the test holds them and fail once it
-/// says the process is dead (nothing more reaches the disk, as after a kill).
-#[derive(Debug, Default)]
-struct Held {
-    inner: model_checkpoint::store::LocalFolder,
-    /// (held, dead)
-    state: std::sync::Mutex<(bool, bool)>,
-    changed: std::sync::Condvar,
-}
-
-impl Held {
-    fn set(&self, held: bool, dead: bool) {
-        *self.state.lock().expect("state") = (held, dead);
-        self.changed.notify_all();
-    }
-}
-
-impl model_checkpoint::store::Storage for Held {
-    fn create(
-        &self,
-        name: &model_checkpoint::store::Name,
-        head_len: u64,
-        commit: model_checkpoint::store::Commit,
-    ) -> Result<Box<dyn model_checkpoint::store::PendingObject>, Error> {
-        let mut state = self.state.lock().expect("state");
-        while state.0 {
-            state = self.changed.wait(state).expect("state");
-        }
-        if state.1 {
-            return Err(Error::Io {
-                action: "write",
-                path: name.clone(),
-                source: std::io::Error::other("the process is dead"),
-            });
-        }
-        drop(state);
-        self.inner.create(name, head_len, commit)
-    }
-    fn put_if_absent(
-        &self,
-        name: &model_checkpoint::store::Name,
-        bytes: &[u8],
-    ) -> Result<bool, Error> {
-        self.inner.put_if_absent(name, bytes)
-    }
-    fn open(
-        &self,
-        name: &model_checkpoint::store::Name,
-    ) -> Result<Box<dyn model_checkpoint::store::ObjectReader>, Error> {
-        self.inner.open(name)
-    }
-    fn list(
-        &self,
-        dir: &model_checkpoint::store::Name,
-        depth: usize,
-    ) -> Result<Vec<model_checkpoint::store::ObjectMeta>, Error> {
-        self.inner.list(dir, depth)
-    }
-    fn exists(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
-        self.inner.exists(name)
-    }
-    fn delete(&self, name: &model_checkpoint::store::Name) -> Result<(), Error> {
-        self.inner.delete(name)
-    }
-    fn copy(
-        &self,
-        from: &model_checkpoint::store::Name,
-        to: &model_checkpoint::store::Name,
-        durable: bool,
-    ) -> Result<(), Error> {
-        self.inner.copy(from, to, durable)
-    }
-    fn prepare_dir(&self, dir: &model_checkpoint::store::Name) -> Result<(), Error> {
-        self.inner.prepare_dir(dir)
-    }
-    fn contains(
-        &self,
-        dir: &model_checkpoint::store::Name,
-        name: &model_checkpoint::store::Name,
-    ) -> bool {
-        self.inner.contains(dir, name)
-    }
-    fn lock(
-        &self,
-        dir: &model_checkpoint::store::Name,
-    ) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
-        self.inner.lock(dir)
-    }
-}
-
 #[test]
 fn rows_still_on_their_way_at_a_checkpoint_are_in_its_state_and_a_resume_restores_them() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -240,7 +152,7 @@ fn rows_still_on_their_way_at_a_checkpoint_are_in_its_state_and_a_resume_restore
     let want = std::fs::read_to_string(&straight_path).expect("read");
 
     let path = dir.path().join("history.csv");
-    let storage = std::sync::Arc::new(Held::default());
+    let storage = std::sync::Arc::new(thread_log::ThreadLog::default());
     let mut logger = CsvLogger::new(&path)
         .storage(storage.clone())
         .background(true);
@@ -313,7 +225,7 @@ fn a_carried_row_replaces_an_earlier_attempts_row_of_its_epoch() {
     }
     let after_2 = after_2.expect("state");
 
-    let storage = std::sync::Arc::new(Held::default());
+    let storage = std::sync::Arc::new(thread_log::ThreadLog::default());
     let mut second = CsvLogger::new(&path)
         .append(true)
         .storage(storage.clone())
@@ -340,7 +252,7 @@ fn a_carried_row_replaces_an_earlier_attempts_row_of_its_epoch() {
     // Resumed in the background, the row put back is not on storage until the begin's
     // rewrite lands: a checkpoint taken before then carries it again.
     let file_before = std::fs::read_to_string(&path).expect("read");
-    let held = std::sync::Arc::new(Held::default());
+    let held = std::sync::Arc::new(thread_log::ThreadLog::default());
     let mut slow = CsvLogger::new(&path)
         .append(true)
         .storage(held.clone())

@@ -1,4 +1,6 @@
-//! A storage for tests: the local folder, recording which thread does each operation.
+//! A storage for tests: the local folder, recording which thread does each operation, with
+//! deletes that can be slowed down and writes that can be held or made to fail (as after a
+//! kill).
 
 use model_checkpoint::Error;
 
@@ -10,6 +12,9 @@ pub struct ThreadLog {
     ops: std::sync::Mutex<Vec<(String, &'static str, String)>>,
     /// How long each delete waits before it happens.
     delete_delay: std::time::Duration,
+    /// (held, dead): new objects wait while held, and fail once dead.
+    writes: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
 }
 
 impl ThreadLog {
@@ -28,7 +33,16 @@ impl ThreadLog {
             .expect("log")
             .push((thread, op, name.as_str().to_owned()));
     }
+    /// Holds new objects' creation while `held`; makes it fail once `dead` (nothing more
+    /// reaches the disk, as after a kill).
+    #[allow(dead_code)]
+    pub fn set(&self, held: bool, dead: bool) {
+        *self.writes.lock().expect("writes") = (held, dead);
+        self.changed.notify_all();
+    }
+
     /// The operations so far (thread, operation, name), emptying the record.
+    #[allow(dead_code)]
     pub fn take(&self) -> Vec<(String, &'static str, String)> {
         std::mem::take(&mut *self.ops.lock().expect("log"))
     }
@@ -42,6 +56,18 @@ impl model_checkpoint::store::Storage for ThreadLog {
         commit: model_checkpoint::store::Commit,
     ) -> Result<Box<dyn model_checkpoint::store::PendingObject>, Error> {
         self.note("create", name);
+        let mut writes = self.writes.lock().expect("writes");
+        while writes.0 {
+            writes = self.changed.wait(writes).expect("writes");
+        }
+        if writes.1 {
+            return Err(Error::Io {
+                action: "write",
+                path: name.clone(),
+                source: std::io::Error::other("the process is dead"),
+            });
+        }
+        drop(writes);
         self.inner.create(name, head_len, commit)
     }
     fn put_if_absent(
