@@ -3,9 +3,10 @@
 //!
 //! The engine decides all of it from its state, on the training thread, the moment it
 //! learns of the commit ([`Engine::aftercare`]); an [`Aftercare`] then carries it out:
-//! there for a foreground save, and on the writer thread, after the save it follows, for a
-//! background one, so that a background save costs the training thread no storage round
-//! trip (a journal row is a whole file rewritten and synced twice). Its outcome, [`Done`],
+//! there for a foreground save, and on the writer thread for a background one (handed over
+//! after the hook's own save: see `Engine::send_aftercare`), so that a background save
+//! costs the training thread no storage round trip (a journal row is a whole file
+//! rewritten and synced twice). Its outcome, [`Done`],
 //! comes back as a background save's does: the files retention could not delete go back
 //! on the list, to be tried at the next save, and a failure surfaces at the next hook.
 
