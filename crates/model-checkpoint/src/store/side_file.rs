@@ -108,21 +108,26 @@ impl SideWriter {
                     // file on their own).
                     let mut batch = vec![first];
                     batch.extend(queue.try_iter());
-                    let mut failed: Vec<Option<Error>> = Vec::with_capacity(batch.len());
-                    for (i, (name, bytes)) in batch.iter().enumerate() {
-                        let newest = !batch[i + 1..].iter().any(|(later, _)| later == name);
-                        let result = if newest {
-                            write_whole(&*storage, name, bytes).err()
-                        } else {
-                            None
-                        };
-                        failed.push(result);
-                    }
+                    // For each item, the newest item of its name (itself when it is).
+                    let newest: Vec<usize> = (0..batch.len())
+                        .map(|i| {
+                            (i..batch.len())
+                                .rev()
+                                .find(|&j| batch[j].0 == batch[i].0)
+                                .unwrap_or(i)
+                        })
+                        .collect();
+                    let mut failed: Vec<Option<Error>> = batch
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (name, bytes))| {
+                            let last = newest[i] == i;
+                            last.then(|| write_whole(&*storage, name, bytes).err())
+                                .flatten()
+                        })
+                        .collect();
                     for (i, (name, _)) in batch.iter().enumerate() {
-                        let newest = (i..batch.len())
-                            .rev()
-                            .find(|&j| batch[j].0 == *name)
-                            .unwrap_or(i);
+                        let newest = newest[i];
                         let result = match (i == newest, failed[newest].is_some()) {
                             (_, false) => Ok(()),
                             (true, true) => Err(failed[i].take().unwrap_or_else(stopped)),

@@ -127,10 +127,7 @@ impl Engine {
     /// marker, the `last` copy, and which files retention deletes. Only after the commit
     /// may older files go, so a crash leaves extra files, never fewer.
     pub(super) fn aftercare(&mut self, pending: Pending, digest: [u8; 32]) -> Aftercare {
-        let journal = self.journal.clone().map(|j| {
-            let row = self.row("saved", &pending.file, Some(&pending));
-            (j, self.folder().join(crate::store::JOURNAL_FILE), row)
-        });
+        let journal = self.journal_entry("saved", &pending.file, Some(&pending));
         let Pending {
             file,
             direction,
@@ -181,6 +178,19 @@ impl Engine {
             })
             .collect();
         care
+    }
+
+    /// The journal (when there is one), its file, and its row for `event` of `file`: what an
+    /// aftercare records.
+    pub(super) fn journal_entry(
+        &self,
+        event: &'static str,
+        file: &SavedFile,
+        pending: Option<&Pending>,
+    ) -> Option<(Journal, Name, Row)> {
+        let journal = self.journal.clone()?;
+        let name = self.folder().join(crate::store::JOURNAL_FILE);
+        Some((journal, name, self.row(event, file, pending)))
     }
 
     /// Takes in what an [`Aftercare`] did: deleted files are no longer this session's,

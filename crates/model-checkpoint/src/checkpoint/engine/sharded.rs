@@ -129,14 +129,9 @@ impl Engine {
         ranks: sharded::Ranks,
     ) -> FolderAftercare {
         let lead = ranks.rank == 0;
-        let journal = match &self.journal {
-            Some(journal) if lead => Some((
-                journal.clone(),
-                self.folder().join(crate::store::JOURNAL_FILE),
-                self.row("saved", &pending.file, Some(&pending)),
-            )),
-            _ => None,
-        };
+        let journal = self
+            .journal_entry("saved", &pending.file, Some(&pending))
+            .filter(|_| lead);
         let Pending {
             file, direction, ..
         } = pending;
