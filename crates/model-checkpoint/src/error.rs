@@ -289,7 +289,8 @@ pub enum Error {
         source: io::Error,
     },
     /// The background writer thread could not start, or stopped unexpectedly (only a panic
-    /// in a save stops it); saves in flight are lost and said to be.
+    /// in a save stops it); saves in flight are lost and said to be, once, and the next save
+    /// starts a new thread.
     #[error("background saves: {reason}")]
     Writer {
         /// What happened.

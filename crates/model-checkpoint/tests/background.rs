@@ -361,3 +361,112 @@ fn retention_never_deletes_a_file_saved_again_under_the_same_name_before_the_del
         .expect("the third save's file is there");
     assert_eq!(file.read("w").expect("read"), last_weights);
 }
+
+/// A shared tensor whose copy on the writer thread panics (a framework's bug), once the
+/// test opens its gate: the writer thread dies in it.
+#[derive(Clone)]
+struct Panicking {
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Panicking {
+    fn open_gate(&self) {
+        let (open, cond) = &*self.gate;
+        *open.lock().expect("lock") = true;
+        cond.notify_all();
+    }
+}
+
+impl model_checkpoint::TensorData for Panicking {
+    fn dtype(&self) -> model_checkpoint::Dtype {
+        model_checkpoint::Dtype::U8
+    }
+    fn shape(&self) -> std::borrow::Cow<'_, [usize]> {
+        std::borrow::Cow::Owned(vec![16])
+    }
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            let (open, cond) = &*self.gate;
+            let mut open = open.lock().expect("lock");
+            while !*open {
+                open = cond.wait(open).expect("lock");
+            }
+            panic!("the framework failed while the writer copied its tensor");
+        }
+        sink(&[3u8; 16])
+    }
+    fn share(&self) -> Option<model_checkpoint::SharedTensor> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+}
+
+struct PanickingModel(Panicking);
+
+impl Checkpointable for PanickingModel {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![NamedTensor::new("w", self.0.clone())])
+    }
+}
+
+#[test]
+fn a_dead_writer_thread_loses_its_saves_says_so_once_and_the_next_save_starts_a_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tensor = Panicking {
+        armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        gate: std::sync::Arc::default(),
+    };
+    let model = PanickingModel(tensor.clone());
+    let fence = model_checkpoint::SnapshotFence::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+        .save_weights_only(true)
+        .background(true)
+        .max_saves_in_flight(2);
+    // Two saves handed over: the writer holds the first in its copy, the second behind it.
+    for epoch in 0..2 {
+        let mut ctx = Context::new(&model).with_fence(&fence);
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("begin");
+        cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+            .expect("handed over");
+    }
+    // The copy panics: the thread dies with both saves. Its fence is let go all the same.
+    tensor.open_gate();
+    fence.wait();
+    let mut ctx = Context::new(&model).with_fence(&fence);
+    let mut reported = None;
+    for _ in 0..1000 {
+        if let Err(e) = cb.on_epoch_begin(2, &Logs::new(), &mut ctx) {
+            reported = Some(e);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let err = reported.expect("the next hook reports the lost saves");
+    assert!(
+        matches!(err, Error::Writer { .. }) && err.to_string().contains("lost"),
+        "{err}"
+    );
+    // Neither lost save is counted: no state names them as saved or coming.
+    let state = cb.state().expect("state").to_string();
+    assert!(
+        !state.contains("w1.safetensors") && !state.contains("w2.safetensors"),
+        "{state}"
+    );
+
+    // The framework works again: the next save starts a new writer and is made.
+    tensor
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    cb.on_epoch_end(2, &Logs::new(), &mut ctx)
+        .expect("a new writer takes the save");
+    cb.on_train_end(&Logs::new(), &mut ctx)
+        .expect("the new save is made");
+    let file = CheckpointFile::open(&dir.path().join("w3.safetensors"), Verify::Full)
+        .expect("the save after the loss");
+    assert_eq!(file.read("w").expect("w"), vec![3u8; 16]);
+    assert!(!dir.path().join("w1.safetensors").exists());
+    assert!(!dir.path().join("w2.safetensors").exists());
+    let state = cb.state().expect("state").to_string();
+    assert!(state.contains("w3.safetensors"), "{state}");
+}

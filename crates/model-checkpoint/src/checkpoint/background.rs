@@ -154,6 +154,8 @@ pub(crate) struct BackgroundWriter<W> {
     thread: Option<JoinHandle<()>>,
     in_flight: usize,
     pool: Vec<Vec<u8>>,
+    /// The thread died and said so once (see [`BackgroundWriter::lost`]).
+    lost: bool,
 }
 
 impl<W: Send + 'static> BackgroundWriter<W> {
@@ -212,12 +214,18 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             thread: Some(thread),
             in_flight: 0,
             pool: Vec::new(),
+            lost: false,
         })
     }
 
     /// Jobs in flight (saves, and other work).
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    /// Whether the thread died: every job it held is gone, and it takes no more.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost
     }
 
     fn take(&mut self, mut outcome: Outcome<W>) -> Outcome<W> {
@@ -273,6 +281,7 @@ impl<W: Send + 'static> BackgroundWriter<W> {
     /// lost, which must be reported, never ignored.
     fn lost(&mut self) -> Outcome<W> {
         self.in_flight = 0;
+        self.lost = true;
         Outcome {
             result: Err(Error::Writer {
                 reason: "the writer thread stopped unexpectedly; saves in flight are lost".into(),

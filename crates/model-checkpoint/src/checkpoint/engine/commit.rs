@@ -202,9 +202,6 @@ impl Engine {
         write: WriteFn<Written>,
         pending: Pending,
     ) -> Result<(), Error> {
-        if self.writer.is_none() {
-            self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
-        }
         // At most `max_in_flight` snapshots exist: wait for the oldest save first. Its
         // failure is reported once this save is handed over.
         let mut earlier = Ok(());
@@ -215,8 +212,13 @@ impl Engine {
                 None => break,
             }
         }
-        let Some(writer) = &mut self.writer else {
-            return earlier;
+        // After waiting: a writer found dead while waiting is replaced here.
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            None => match BackgroundWriter::start(self.config.storage.clone()) {
+                Ok(started) => self.writer.insert(started),
+                Err(e) => return earlier.and(Err(e)),
+            },
         };
         let shared: Option<Vec<_>> = ctx.fence().and_then(|_| {
             tensors
@@ -291,7 +293,16 @@ impl Engine {
             // Returned, not logged as well: the caller reports it (and Drop logs one nobody
             // collected).
             Err(e) => {
-                self.in_flight.pop_front();
+                if self.writer.as_ref().is_some_and(BackgroundWriter::is_lost) {
+                    // The thread died (a save panicked) and took every save it held: none
+                    // of them will report, so none is counted as coming (in the state a
+                    // full checkpoint carries, or as a name taken). The next save starts a
+                    // new thread.
+                    self.in_flight.clear();
+                    self.writer = None;
+                } else {
+                    self.in_flight.pop_front();
+                }
                 Err(e)
             }
         }
