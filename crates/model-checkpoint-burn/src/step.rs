@@ -119,7 +119,7 @@ impl<M: Classifier> BurnStep<M> {
     }
 }
 
-impl<M: Classifier> Step for BurnStep<M> {
+impl<M: Classifier + 'static> Step for BurnStep<M> {
     fn metrics(&self) -> Vec<&'static str> {
         vec!["accuracy"]
     }
@@ -173,15 +173,13 @@ impl<M: Classifier> Step for BurnStep<M> {
     }
 }
 
-impl<M: Module> Checkpointable for BurnStep<M> {
+impl<M: Module + 'static> Checkpointable for BurnStep<M> {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
         self.parts.weights()
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        let mut state = self.parts.training_state()?;
-        crate::optimizer::set_learning_rate(&mut state.document, self.learning_rate)?;
-        Ok(state)
+        training_state(&self.parts, self.learning_rate)
     }
 
     fn restore_weights(
@@ -203,4 +201,43 @@ impl<M: Module> Checkpointable for BurnStep<M> {
         }
         Ok(())
     }
+
+    /// A clone of the model and optimizer: burn's tensors are values (a step that finds
+    /// one shared writes a new one), so the clone keeps this moment's weights and state
+    /// while training goes on, and a background save takes them on its writer thread,
+    /// optimizer record and all.
+    fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
+        Some(Box::new(Frozen {
+            parts: self.parts.clone(),
+            learning_rate: self.learning_rate,
+        }))
+    }
+}
+
+/// A [`BurnStep`]'s model and optimizer as they were at a save (see
+/// [`Checkpointable::frozen`]).
+struct Frozen<M: Module> {
+    parts: TrainingParts<M>,
+    learning_rate: f64,
+}
+
+impl<M: Module> Checkpointable for Frozen<M> {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        self.parts.weights()
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+        training_state(&self.parts, self.learning_rate)
+    }
+}
+
+/// The training state of `parts` stepped at `learning_rate`: the optimizer's, with the rate
+/// recorded in its section.
+fn training_state<M: Module>(
+    parts: &TrainingParts<M>,
+    learning_rate: f64,
+) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+    let mut state = parts.training_state()?;
+    crate::optimizer::set_learning_rate(&mut state.document, learning_rate)?;
+    Ok(state)
 }

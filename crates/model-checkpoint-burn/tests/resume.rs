@@ -198,3 +198,66 @@ fn data_of_another_width_is_refused_before_burn_sees_it() {
         "{err}"
     );
 }
+
+/// A background full checkpoint is taken from a frozen clone of the model and optimizer on
+/// the writer thread, while training goes on (burn writes a new tensor where a step finds
+/// one shared): every file equals the foreground run's byte for byte, and resuming from one
+/// is exact.
+#[test]
+fn background_full_checkpoints_equal_foreground_ones_and_resume_exactly() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (fg, bg) = (root.path().join("fg"), root.path().join("bg"));
+    std::fs::create_dir(&fg).expect("fg");
+    std::fs::create_dir(&bg).expect("bg");
+    let (history, straight_state) = straight(Optim::Adam, &fg);
+    let mut cb = full(&bg).background(true);
+    let mut t = trainer(Optim::Adam, 3);
+    let background = t
+        .fit(&data(), &options(EPOCHS), &mut [&mut cb])
+        .expect("fit in the background");
+    assert_eq!(background.logs, history.logs, "the same training");
+    assert_eq!(state_bytes(&t), straight_state);
+    // Each file's tensors and training values are the foreground file's (the callbacks'
+    // states differ: they name the files, in another folder).
+    for epoch in 1..=EPOCHS {
+        let name = format!("full.{epoch:02}.safetensors");
+        let open = |dir: &Path| CheckpointFile::open(&dir.join(&name), Verify::Full).expect("open");
+        let (x, y) = (open(&fg), open(&bg));
+        let names: Vec<String> = x.tensors().map(|t| t.name.to_owned()).collect();
+        assert_eq!(
+            names,
+            y.tensors().map(|t| t.name.to_owned()).collect::<Vec<_>>()
+        );
+        for tensor in &names {
+            assert!(
+                x.read(tensor).expect("x") == y.read(tensor).expect("y"),
+                "{name}: {tensor} differs"
+            );
+        }
+        let (dx, dy) = (
+            x.training_state().expect("x"),
+            y.training_state().expect("y"),
+        );
+        let (dx, dy) = (dx.expect("full"), dy.expect("full"));
+        assert_eq!(
+            (&dx.optimizer, &dx.fit),
+            (&dy.optimizer, &dy.fit),
+            "{name}: training values"
+        );
+        assert!(dx.optimizer.is_some() && dx.fit.is_some());
+    }
+
+    // As if the run had stopped after its second epoch, resumed into fresh objects.
+    for name in ["full.03.safetensors", "full.04.safetensors"] {
+        std::fs::remove_file(bg.join(name)).expect("remove");
+    }
+    let mut cb = full(&bg).background(true);
+    let mut t = trainer(Optim::Adam, 999);
+    let resumed = t
+        .resume(bg.join("full.02.safetensors"), &mut [&mut cb])
+        .expect("resume");
+    assert_eq!((resumed.epoch, resumed.batches_done), (2, 0));
+    t.fit(&data(), &options(EPOCHS), &mut [&mut cb])
+        .expect("resumed");
+    assert_eq!(state_bytes(&t), straight_state, "resumed exactly");
+}

@@ -86,15 +86,50 @@ impl Checkpointable for TrainingView<'_> {
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
-        let mut state = self.step.training_state()?;
-        state.document.fit = Some(
-            serde_json::to_value(self.state)
-                .map_err(|e| model_checkpoint::Error::Framework(Box::new(e)))?,
-        );
-        Ok(state)
+        with_fit(self.step.training_state()?, self.state)
     }
 
     fn shard_layout(&self) -> std::collections::BTreeMap<String, model_checkpoint::Placement> {
         self.step.shard_layout()
     }
+
+    /// The step's frozen copy, where it makes one, with the fit state as it is now.
+    fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
+        let step = self.step.frozen()?;
+        Some(Box::new(FrozenView {
+            step,
+            state: self.state.clone(),
+        }))
+    }
+}
+
+/// A [`TrainingView`] frozen for a background save (see [`Checkpointable::frozen`]).
+struct FrozenView {
+    step: Box<dyn Checkpointable + Send>,
+    state: FitState,
+}
+
+impl Checkpointable for FrozenView {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, model_checkpoint::Error> {
+        self.step.weights()
+    }
+
+    fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+        with_fit(self.step.training_state()?, &self.state)
+    }
+
+    fn shard_layout(&self) -> std::collections::BTreeMap<String, model_checkpoint::Placement> {
+        self.step.shard_layout()
+    }
+}
+
+/// The step's training state with the fit state's section.
+fn with_fit<'a>(
+    mut state: TrainingState<'a>,
+    fit: &FitState,
+) -> Result<TrainingState<'a>, model_checkpoint::Error> {
+    state.document.fit = Some(
+        serde_json::to_value(fit).map_err(|e| model_checkpoint::Error::Framework(Box::new(e)))?,
+    );
+    Ok(state)
 }

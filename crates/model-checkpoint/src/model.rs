@@ -367,6 +367,45 @@ pub trait Checkpointable {
     fn shard_layout(&self) -> std::collections::BTreeMap<String, Placement> {
         std::collections::BTreeMap::new()
     }
+
+    /// A copy of the model as it is now, that the writer thread may read while training
+    /// goes on, where the framework can make one for the cost of a few reference counts:
+    /// burn's tensors are immutable values (a step that finds one shared writes a new one),
+    /// so a clone of the module and its optimizer is such a copy. A background save then
+    /// takes [`Checkpointable::weights`] and [`Checkpointable::training_state`] from the
+    /// copy on the writer thread, and the training thread pays the clone and nothing more
+    /// (no copy, no conversion, no fence). Not for frameworks that change tensors in place
+    /// (candle's `Var`s): they [`TensorData::share`] behind the fence instead. The default
+    /// is `None`: the hook takes the tensors.
+    ///
+    /// ```
+    /// use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};
+    ///
+    /// /// A model whose values are replaced, never changed in place: a clone is a snapshot.
+    /// #[derive(Clone)]
+    /// struct Values {
+    ///     w: std::sync::Arc<HostTensor>,
+    /// }
+    ///
+    /// impl Checkpointable for Values {
+    ///     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+    ///         Ok(vec![NamedTensor::new("w", self.w.clone_ref())])
+    ///     }
+    ///     fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
+    ///         Some(Box::new(self.clone()))
+    ///     }
+    /// }
+    ///
+    /// let mut model = Values { w: std::sync::Arc::new(HostTensor::from_f32(vec![1], &[1.0])) };
+    /// let frozen = model.frozen().expect("a copy");
+    /// model.w = std::sync::Arc::new(HostTensor::from_f32(vec![1], &[2.0]));
+    /// let before = HostTensor::copy_of(&*frozen.weights()?[0].data)?;
+    /// assert_eq!(before.to_f32(), Some(vec![1.0]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
+        None
+    }
 }
 
 /// A boxed model is a model (a trainer may hold a step of either framework in a box).
@@ -393,5 +432,9 @@ impl<T: Checkpointable + ?Sized> Checkpointable for Box<T> {
 
     fn shard_layout(&self) -> std::collections::BTreeMap<String, Placement> {
         (**self).shard_layout()
+    }
+
+    fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
+        (**self).frozen()
     }
 }

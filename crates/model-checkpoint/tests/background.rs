@@ -470,3 +470,133 @@ fn a_dead_writer_thread_loses_its_saves_says_so_once_and_the_next_save_starts_a_
     let state = cb.state().expect("state").to_string();
     assert!(state.contains("w3.safetensors"), "{state}");
 }
+
+/// A model whose values are replaced, never changed in place (as burn's tensors are), and
+/// that counts the times the hook takes its tensors itself.
+struct Values {
+    w: RefCell<std::sync::Arc<Vec<f32>>>,
+    steps: std::cell::Cell<u64>,
+    taken: std::cell::Cell<usize>,
+    /// Frozen copies fail to hand over their weights (a framework's error on the writer).
+    failing: std::cell::Cell<bool>,
+}
+
+/// [`Values`] as they were at a save.
+struct FrozenValues {
+    w: std::sync::Arc<Vec<f32>>,
+    steps: u64,
+    failing: bool,
+}
+
+fn values_state(steps: u64) -> model_checkpoint::TrainingState<'static> {
+    let mut state = model_checkpoint::TrainingState::default();
+    state
+        .document
+        .other
+        .insert("steps".into(), serde_json::json!(steps));
+    state
+}
+
+impl Checkpointable for Values {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        self.taken.set(self.taken.get() + 1);
+        Ok(vec![NamedTensor::new(
+            "w",
+            HostTensor::from_f32(vec![64, 64], &self.w.borrow()),
+        )])
+    }
+
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
+        self.taken.set(self.taken.get() + 1);
+        Ok(values_state(self.steps.get()))
+    }
+
+    fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
+        Some(Box::new(FrozenValues {
+            w: self.w.borrow().clone(),
+            steps: self.steps.get(),
+            failing: self.failing.get(),
+        }))
+    }
+}
+
+impl Checkpointable for FrozenValues {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        if self.failing {
+            return Err(Error::Framework(
+                "the framework could not hand over w".into(),
+            ));
+        }
+        Ok(vec![NamedTensor::new(
+            "w",
+            HostTensor::from_f32(vec![64, 64], &self.w),
+        )])
+    }
+
+    fn training_state(&self) -> Result<model_checkpoint::TrainingState<'_>, Error> {
+        Ok(values_state(self.steps))
+    }
+}
+
+#[test]
+fn a_model_that_offers_frozen_copies_is_read_on_the_writer_as_it_was_at_the_hook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = Values {
+        w: RefCell::new(std::sync::Arc::new(vec![0.0; 4096])),
+        steps: std::cell::Cell::new(0),
+        taken: std::cell::Cell::new(0),
+        failing: std::cell::Cell::new(false),
+    };
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+        .background(true)
+        .max_saves_in_flight(3);
+    let mut ctx = Context::new(&model);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    for epoch in 0..3 {
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("begin");
+        cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+            .expect("handed over");
+        // Training replaces the values (the saves may still be waiting on the writer).
+        let next: Vec<f32> = model.w.borrow().iter().map(|v| v + 1.0).collect();
+        *model.w.borrow_mut() = std::sync::Arc::new(next);
+        model.steps.set(model.steps.get() + 10);
+    }
+    cb.on_train_end(&Logs::new(), &mut ctx).expect("durable");
+    // The hook took nothing itself beyond the one look at the training state that checks,
+    // before the first full save, that the model has one.
+    assert_eq!(model.taken.get(), 1, "tensors taken on the training thread");
+    for epoch in 0..3u8 {
+        let file = CheckpointFile::open(
+            &dir.path().join(format!("w{}.safetensors", epoch + 1)),
+            Verify::Full,
+        )
+        .expect("open");
+        let w = file.read("w").expect("w");
+        let expected: Vec<u8> = std::iter::repeat_n(f32::from(epoch).to_le_bytes(), 4096)
+            .flatten()
+            .collect();
+        assert!(w == expected, "epoch {epoch}: the weights at the hook");
+        let document = file
+            .training_state()
+            .expect("readable")
+            .expect("a full checkpoint");
+        assert_eq!(
+            document.other.get("steps"),
+            Some(&serde_json::json!(u64::from(epoch) * 10)),
+            "epoch {epoch}: the training state at the hook"
+        );
+    }
+
+    // A frozen copy that fails on the writer: the failure surfaces, like a failed write.
+    model.failing.set(true);
+    let mut cb = ModelCheckpoint::new(dir.path().join("again{epoch}.safetensors")).background(true);
+    cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::new(), &mut ctx)
+        .expect("handed over");
+    let err = cb
+        .flush()
+        .expect_err("the writer could not take the weights");
+    assert!(err.to_string().contains("could not hand over w"), "{err}");
+    assert!(!dir.path().join("again1.safetensors").exists());
+}

@@ -1,7 +1,8 @@
 //! Saving on a background thread: the training thread only copies the tensors into host
 //! memory (reusing the buffers of the previous save, so that a copy touches no new pages),
-//! or, behind the snapshot fence, not even that; writing, syncing, renaming and, for a
-//! sharded save, the commit happen on the writer thread.
+//! or, behind the snapshot fence, not even that, or hands over a frozen copy of the model
+//! that the writer takes the tensors from; writing, syncing, renaming and, for a sharded
+//! save, the commit happen on the writer thread.
 
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
@@ -24,6 +25,10 @@ pub(crate) type WriteFn<W> = Box<
 /// Other work on storage, done in order with the saves (what follows a committed save).
 pub(crate) type RunFn<W> = Box<dyn FnOnce(&dyn Storage) -> W + Send>;
 
+/// A save whose tensors are taken on the writer thread (from a frozen copy of the model:
+/// see `Checkpointable::frozen`) and then written.
+pub(crate) type ProduceFn<W> = Box<dyn FnOnce(&dyn Storage) -> Result<W, Error> + Send>;
+
 /// Work for the writer thread.
 enum Job<W> {
     /// Write this snapshot.
@@ -39,6 +44,8 @@ enum Job<W> {
         fence: FenceGuard,
         write: WriteFn<W>,
     },
+    /// Take the tensors and write them, both here.
+    Produce(ProduceFn<W>),
     /// Allocate (and fault in) buffers of these sizes for the first snapshot, so that the
     /// training thread does not pay for fresh memory.
     Prepare(Vec<usize>),
@@ -189,6 +196,10 @@ impl<W: Send + 'static> BackgroundWriter<W> {
                                 },
                             }
                         }
+                        Job::Produce(produce) => Outcome {
+                            result: produce(&*storage).map(Some),
+                            buffers: None,
+                        },
                         Job::Prepare(sizes) => Outcome {
                             result: Ok(None),
                             // Non-zero fill: the pages must really be allocated now.
@@ -318,6 +329,11 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             fence,
             write,
         })
+    }
+
+    /// Hands the writer thread a save it takes the tensors of itself.
+    pub(crate) fn submit_produce(&mut self, produce: ProduceFn<W>) -> Result<(), Error> {
+        self.send(Job::Produce(produce))
     }
 
     /// Has the writer thread do `run` after the jobs it holds; what it returns comes back

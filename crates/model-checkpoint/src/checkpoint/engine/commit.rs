@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::super::background::{BackgroundWriter, Outcome, WriteFn};
+use super::super::background::{BackgroundWriter, Outcome, ProduceFn, WriteFn};
 use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard, Written};
 use crate::callback::Context;
 use crate::model::NamedTensor;
@@ -77,15 +77,18 @@ impl Engine {
         while !self.planned.is_empty() {
             let own = state_of(self.promised());
             let planned = self.planned.remove(0);
-            let written = self
-                .payload(&planned, ctx, key, own)
-                .and_then(|(tensors, info)| self.dispatch(planned, ctx, tensors, info));
+            let written = match self.frozen_model(&planned, ctx) {
+                Some(frozen) => self.hand_frozen(planned, ctx, key, own, frozen),
+                None => self
+                    .payload(&planned, ctx, key, own)
+                    .and_then(|(tensors, info)| self.dispatch(planned, ctx, tensors, info)),
+            };
             first = first.and(written);
         }
         first
     }
 
-    /// The tensors and the metadata of a planned save.
+    /// The tensors and the metadata of a planned save, taken from the model now.
     fn payload<'m>(
         &self,
         planned: &Planned,
@@ -93,15 +96,21 @@ impl Engine {
         key: &str,
         own: Option<serde_json::Value>,
     ) -> Result<(Vec<NamedTensor<'m>>, BTreeMap<String, String>), Error> {
+        let described = self.describe(planned, ctx, key, own);
+        assemble(ctx.model()?, &planned.job.path, described)
+    }
+
+    /// What a planned save records beyond the model's own tensors and values: its metadata,
+    /// and for a full checkpoint every other callback's state as of the end of this round
+    /// of hooks (they have all seen it: saves run once the round is over) and this one's.
+    fn describe(
+        &self,
+        planned: &Planned,
+        ctx: &Context<'_>,
+        key: &str,
+        own: Option<serde_json::Value>,
+    ) -> Described {
         let Planned { job, pending } = planned;
-        let model = ctx.model()?;
-        let mut tensors: Vec<NamedTensor<'m>> = model.weights()?;
-        if let Some(t) = tensors.iter().find(|t| t.name.starts_with(TRAINING_PREFIX)) {
-            return Err(Error::TensorName {
-                name: t.name.clone(),
-                reason: "weights may not use the prefix reserved for training state",
-            });
-        }
         let meta = Meta {
             epoch: u64::try_from(job.epoch + 1).ok(),
             batch: pending.batch.and_then(|b| u64::try_from(b).ok()),
@@ -110,30 +119,59 @@ impl Engine {
             monitor: Some(job.monitor.clone()),
             run_id: Some(self.run_id().to_owned()),
         };
-        let mut info = meta.to_info();
-        if job.kind == Kind::Full {
-            let training = model.training_state()?;
-            if training.document.is_empty() && training.tensors.is_empty() {
-                return Err(Error::NoTrainingState);
-            }
-            tensors.extend(training.tensors.into_iter().map(|mut t| {
-                t.name = format!("{TRAINING_PREFIX}{}", t.name);
-                t
-            }));
-            let mut document = training.document;
-            // Every other callback's state as of the end of this round of hooks (they have
-            // all seen it: saves run once the round is over), and this one's.
-            document.callbacks = ctx.peer_states().into_iter().collect();
+        let callbacks = (job.kind == Kind::Full).then(|| {
+            let mut callbacks: BTreeMap<String, serde_json::Value> =
+                ctx.peer_states().into_iter().collect();
             if let Some(state) = own {
-                document.callbacks.insert(key.to_owned(), state);
+                callbacks.insert(key.to_owned(), state);
             }
-            let text = document.to_json().map_err(|e| Error::BadTrainingState {
-                path: job.path.clone(),
-                reason: e.to_string(),
-            })?;
-            info.insert(KEY_TRAINING_STATE.to_owned(), text);
+            callbacks
+        });
+        Described {
+            info: meta.to_info(),
+            callbacks,
         }
-        Ok((tensors, info))
+    }
+
+    /// The frozen copy of the model a background save of one file takes its tensors from on
+    /// the writer thread, where the model offers one (see `Checkpointable::frozen`).
+    /// Sharded and deduplicated saves, and saves on a signal, take them in the hook.
+    fn frozen_model(
+        &self,
+        planned: &Planned,
+        ctx: &Context<'_>,
+    ) -> Option<Box<dyn crate::Checkpointable + Send>> {
+        let plain_background = self.config.background
+            && !planned.job.interrupt
+            && !self.config.dedup
+            && self.config.folder_ranks().is_none();
+        if !plain_background {
+            return None;
+        }
+        ctx.model().ok()?.frozen()
+    }
+
+    /// Hands a save to the writer thread with a frozen copy of the model: the writer takes
+    /// the tensors from it, then writes them. The training thread has only described the
+    /// save.
+    fn hand_frozen(
+        &mut self,
+        planned: Planned,
+        ctx: &Context<'_>,
+        key: &str,
+        own: Option<serde_json::Value>,
+        frozen: Box<dyn crate::Checkpointable + Send>,
+    ) -> Result<(), Error> {
+        let described = self.describe(&planned, ctx, key, own);
+        let Planned { job, pending } = planned;
+        let mut options = self.config.options.clone();
+        options.commit = job.commit;
+        let (name, kind) = (job.path, job.kind);
+        let produce: ProduceFn<Written> = Box::new(move |storage| {
+            let (tensors, info) = assemble(&*frozen, &name, described)?;
+            store::save_to(storage, &name, kind, &tensors, &info, &options).map(Written::File)
+        });
+        self.hand_over(pending, |writer| writer.submit_produce(produce))
     }
 
     /// Writes a planned save's payload: as a sharded checkpoint, in the foreground, or on
@@ -202,8 +240,26 @@ impl Engine {
         write: WriteFn<Written>,
         pending: Pending,
     ) -> Result<(), Error> {
-        // At most `max_in_flight` snapshots exist: wait for the oldest save first. Its
-        // failure is reported once this save is handed over.
+        let shared: Option<Vec<_>> = ctx.fence().and_then(|_| {
+            tensors
+                .iter()
+                .map(|t| t.data.share().map(|s| (t.name.clone(), s)))
+                .collect()
+        });
+        self.hand_over(pending, |writer| match (ctx.fence(), shared) {
+            (Some(fence), Some(shared)) => writer.submit_deferred(shared, fence.enter(), write),
+            _ => writer.submit(tensors, write),
+        })
+    }
+
+    /// Hands a save over with `submit` once fewer than `max_in_flight` are in flight
+    /// (waiting for the oldest first: its failure is reported once this save is handed
+    /// over), starting a writer thread where there is none.
+    fn hand_over(
+        &mut self,
+        pending: Pending,
+        submit: impl FnOnce(&mut BackgroundWriter<Written>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
         let mut earlier = Ok(());
         while self.in_flight.len() >= self.config.max_in_flight {
             let outcome = self.writer.as_mut().and_then(BackgroundWriter::wait_one);
@@ -220,17 +276,7 @@ impl Engine {
                 Err(e) => return earlier.and(Err(e)),
             },
         };
-        let shared: Option<Vec<_>> = ctx.fence().and_then(|_| {
-            tensors
-                .iter()
-                .map(|t| t.data.share().map(|s| (t.name.clone(), s)))
-                .collect()
-        });
-        let submitted = match (ctx.fence(), shared) {
-            (Some(fence), Some(shared)) => writer.submit_deferred(shared, fence.enter(), write),
-            _ => writer.submit(tensors, write),
-        };
-        if let Err(e) = submitted {
+        if let Err(e) = submit(writer) {
             return earlier.and(Err(e));
         }
         self.in_flight.push_back(pending);
@@ -438,6 +484,15 @@ impl Engine {
         let Ok(model) = ctx.model() else {
             return Ok(());
         };
+        if self.writer.is_none() {
+            self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
+        }
+        // A model the writer takes frozen copies of needs no buffers here (see
+        // `Engine::frozen_model`; this one is only looked at).
+        let plain = !self.config.dedup && self.config.folder_ranks().is_none();
+        if plain && model.frozen().is_some() {
+            return Ok(());
+        }
         let mut sizes: Vec<usize> = model.weights()?.iter().map(|t| t.data.byte_len()).collect();
         if kind == Kind::Full {
             sizes.extend(
@@ -448,12 +503,57 @@ impl Engine {
                     .map(|t| t.data.byte_len()),
             );
         }
-        if self.writer.is_none() {
-            self.writer = Some(BackgroundWriter::start(self.config.storage.clone())?);
-        }
         if let Some(writer) = &mut self.writer {
             writer.prepare(sizes)?;
         }
         Ok(())
     }
+}
+
+/// What a save records besides the model's tensors and values (see `Engine::describe`).
+struct Described {
+    /// The metadata (epoch, step, logs, run id).
+    info: BTreeMap<String, String>,
+    /// For a full checkpoint, the callbacks' states by key.
+    callbacks: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// A save's tensors and metadata, from `model` (live in the hook, or a frozen copy on the
+/// writer thread): its weights, and for a full checkpoint (`callbacks` present) its
+/// training tensors under the training prefix and its training document with the
+/// callbacks' states.
+fn assemble<'m>(
+    model: &'m dyn crate::Checkpointable,
+    path: &crate::name::Name,
+    described: Described,
+) -> Result<(Vec<NamedTensor<'m>>, BTreeMap<String, String>), Error> {
+    let Described {
+        mut info,
+        callbacks,
+    } = described;
+    let mut tensors: Vec<NamedTensor<'m>> = model.weights()?;
+    if let Some(t) = tensors.iter().find(|t| t.name.starts_with(TRAINING_PREFIX)) {
+        return Err(Error::TensorName {
+            name: t.name.clone(),
+            reason: "weights may not use the prefix reserved for training state",
+        });
+    }
+    if let Some(callbacks) = callbacks {
+        let training = model.training_state()?;
+        if training.document.is_empty() && training.tensors.is_empty() {
+            return Err(Error::NoTrainingState);
+        }
+        tensors.extend(training.tensors.into_iter().map(|mut t| {
+            t.name = format!("{TRAINING_PREFIX}{}", t.name);
+            t
+        }));
+        let mut document = training.document;
+        document.callbacks = callbacks;
+        let text = document.to_json().map_err(|e| Error::BadTrainingState {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        info.insert(KEY_TRAINING_STATE.to_owned(), text);
+    }
+    Ok((tensors, info))
 }
