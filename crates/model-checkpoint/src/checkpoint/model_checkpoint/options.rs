@@ -127,7 +127,9 @@ impl ModelCheckpoint {
     /// Save on a background thread (beyond Keras). The training thread only copies the
     /// tensors into host memory, or, in a loop with a snapshot fence (`fit`'s) and tensors
     /// the framework can share (candle's), hands them over and the writer thread copies them
-    /// while the next step computes (the optimizer step waits for that copy). Writing,
+    /// while the next step computes (the optimizer step waits for that copy); a model that
+    /// offers a frozen copy of itself ([`crate::Checkpointable::frozen`], burn's) hands that
+    /// over, and the writer takes the tensors from it. Writing,
     /// syncing and renaming happen on the writer thread, and nothing appears at the final
     /// path before it is durable; so does what follows a save on storage (its journal row,
     /// its marker, the `last` copy, retention's deletes). A save that fails is reported by
