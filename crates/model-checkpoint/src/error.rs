@@ -288,9 +288,9 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
-    /// The background writer thread could not start, or stopped unexpectedly (only a panic
-    /// in a save stops it); saves in flight are lost and said to be, once, and the next save
-    /// starts a new thread.
+    /// The background writer thread could not start; a job on it panicked (that save, or
+    /// the work after a save, fails alone); or the thread stopped unexpectedly (saves in
+    /// flight are lost and said to be, once, and the next save starts a new thread).
     #[error("background saves: {reason}")]
     Writer {
         /// What happened.

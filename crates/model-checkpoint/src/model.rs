@@ -375,8 +375,10 @@ pub trait Checkpointable {
     /// takes [`Checkpointable::weights`] and [`Checkpointable::training_state`] from the
     /// copy on the writer thread, and the training thread pays the clone and nothing more
     /// (no copy, no conversion, no fence). Not for frameworks that change tensors in place
-    /// (candle's `Var`s): they [`TensorData::share`] behind the fence instead. The default
-    /// is `None`: the hook takes the tensors.
+    /// (candle's `Var`s): they [`TensorData::share`] behind the fence instead. What the
+    /// copy's methods return as an error, or panic with, is that save's failure, reported
+    /// at the next hook as a failed write is. The default is `None`: the hook takes the
+    /// tensors.
     ///
     /// ```
     /// use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};

@@ -363,7 +363,7 @@ fn retention_never_deletes_a_file_saved_again_under_the_same_name_before_the_del
 }
 
 /// A shared tensor whose copy on the writer thread panics (a framework's bug), once the
-/// test opens its gate: the writer thread dies in it.
+/// test opens its gate.
 #[derive(Clone)]
 struct Panicking {
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -392,6 +392,7 @@ impl model_checkpoint::TensorData for Panicking {
             while !*open {
                 open = cond.wait(open).expect("lock");
             }
+            drop(open);
             panic!("the framework failed while the writer copied its tensor");
         }
         sink(&[3u8; 16])
@@ -410,7 +411,7 @@ impl Checkpointable for PanickingModel {
 }
 
 #[test]
-fn a_dead_writer_thread_loses_its_saves_says_so_once_and_the_next_save_starts_a_new_one() {
+fn a_save_that_panics_on_the_writer_fails_alone_and_the_writer_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tensor = Panicking {
         armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -430,7 +431,7 @@ fn a_dead_writer_thread_loses_its_saves_says_so_once_and_the_next_save_starts_a_
         cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
             .expect("handed over");
     }
-    // The copy panics: the thread dies with both saves. Its fence is let go all the same.
+    // Both copies panic. Their fences are let go all the same.
     tensor.open_gate();
     fence.wait();
     let mut ctx = Context::new(&model).with_fence(&fence);
@@ -442,28 +443,33 @@ fn a_dead_writer_thread_loses_its_saves_says_so_once_and_the_next_save_starts_a_
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    let err = reported.expect("the next hook reports the lost saves");
+    let err = reported.expect("the next hook reports the failed save");
     assert!(
-        matches!(err, Error::Writer { .. }) && err.to_string().contains("lost"),
+        matches!(err, Error::Writer { .. })
+            && err.to_string().contains("a save panicked")
+            && err.to_string().contains("the framework failed"),
         "{err}"
     );
-    // Neither lost save is counted: no state names them as saved or coming.
+    // The second save failed too: reported by the same hook (which returns the first
+    // error) or by this flush, depending on when the writer got to it.
+    let _ = cb.flush();
+    // Neither failed save is counted: no state names them as saved or coming.
     let state = cb.state().expect("state").to_string();
     assert!(
         !state.contains("w1.safetensors") && !state.contains("w2.safetensors"),
         "{state}"
     );
 
-    // The framework works again: the next save starts a new writer and is made.
+    // The framework works again: the writer that caught the panics makes the next save.
     tensor
         .armed
         .store(false, std::sync::atomic::Ordering::SeqCst);
     cb.on_epoch_end(2, &Logs::new(), &mut ctx)
-        .expect("a new writer takes the save");
+        .expect("the writer takes the save");
     cb.on_train_end(&Logs::new(), &mut ctx)
         .expect("the new save is made");
     let file = CheckpointFile::open(&dir.path().join("w3.safetensors"), Verify::Full)
-        .expect("the save after the loss");
+        .expect("the save after the panics");
     assert_eq!(file.read("w").expect("w"), vec![3u8; 16]);
     assert!(!dir.path().join("w1.safetensors").exists());
     assert!(!dir.path().join("w2.safetensors").exists());

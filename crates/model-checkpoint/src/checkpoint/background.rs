@@ -53,6 +53,77 @@ enum Job<W> {
     Run(RunFn<W>),
 }
 
+impl<W> Job<W> {
+    fn of(&self) -> Of {
+        match self {
+            Job::Save { .. } | Job::CopyAndSave { .. } | Job::Produce(_) => Of::Save,
+            Job::Prepare(_) | Job::Run(_) => Of::Other,
+        }
+    }
+}
+
+/// Does one job on the writer thread.
+fn run_job<W>(storage: &dyn Storage, job: Job<W>) -> Outcome<W> {
+    let of = job.of();
+    let (result, buffers) = match job {
+        Job::Save { tensors, write } => write_snapshot(storage, tensors, write),
+        Job::CopyAndSave {
+            shared,
+            buffers,
+            fence,
+            write,
+        } => {
+            let views = shared
+                .iter()
+                .map(|(n, t)| (n.as_str(), &**t as &dyn TensorData));
+            let copied = snapshot(views, buffers);
+            // The copy is done (or failed): training may change the tensors.
+            drop(fence);
+            drop(shared);
+            match copied {
+                Ok(tensors) => write_snapshot(storage, tensors, write),
+                Err(e) => (write(storage, Err(e)).map(Some), Some(Vec::new())),
+            }
+        }
+        Job::Produce(produce) => (produce(storage).map(Some), None),
+        // Non-zero fill: the pages must really be allocated now.
+        Job::Prepare(sizes) => (
+            Ok(None),
+            Some(sizes.into_iter().map(|n| vec![1u8; n]).collect()),
+        ),
+        Job::Run(run) => (Ok(Some(run(storage))), None),
+    };
+    Outcome {
+        result,
+        buffers,
+        of,
+    }
+}
+
+/// The outcome of a job that panicked (a framework's copy, a storage's bug): that job
+/// failed, and the thread goes on with the next. Whatever the job held was dropped while
+/// unwinding (a fence it held is let go).
+fn panicked<W>(of: Of, panic: &(dyn std::any::Any + Send)) -> Outcome<W> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    let what = if of == Of::Save {
+        "a save"
+    } else {
+        "the work after a save"
+    };
+    Outcome {
+        result: Err(Error::Writer {
+            reason: format!("{what} panicked on the writer thread: {message}"),
+            source: None,
+        }),
+        buffers: None,
+        of,
+    }
+}
+
 /// Copies every tensor into the buffers (reused in order, resized as needed).
 fn snapshot<'t>(
     tensors: impl Iterator<Item = (&'t str, &'t dyn TensorData)>,
@@ -88,22 +159,22 @@ fn snapshot<'t>(
     Ok(out)
 }
 
-/// Writes a snapshot and returns its buffers for reuse.
+/// A snapshot's buffers, one per tensor, kept for the next snapshot.
+type Buffers = Vec<Vec<u8>>;
+
+/// Writes a snapshot; returns the result and its buffers for reuse.
 fn write_snapshot<W>(
     storage: &dyn Storage,
     tensors: Vec<(String, HostTensor)>,
     write: WriteFn<W>,
-) -> Outcome<W> {
+) -> (Result<Option<W>, Error>, Option<Buffers>) {
     let named: Vec<NamedTensor<'_>> = tensors
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
         .collect();
     let result = write(storage, Ok(named)).map(Some);
     let buffers = tensors.into_iter().map(|(_, t)| t.into_data()).collect();
-    Outcome {
-        result,
-        buffers: Some(buffers),
-    }
+    (result, Some(buffers))
 }
 
 /// What the writer thread sends back: the result (`None` for a `Prepare`), and buffers for
@@ -111,6 +182,20 @@ fn write_snapshot<W>(
 pub(crate) struct Outcome<W> {
     pub result: Result<Option<W>, Error>,
     buffers: Option<Vec<Vec<u8>>>,
+    /// What the job was: the caller tracks saves in flight, and forgets them all when the
+    /// thread is lost.
+    pub of: Of,
+}
+
+/// What a finished job was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Of {
+    /// A save (`Save`, `CopyAndSave`, `Produce`).
+    Save,
+    /// Other work (`Prepare`, `Run`).
+    Other,
+    /// Not a job: the thread is gone, and every job it held with it.
+    Lost,
 }
 
 /// Pieces at least this large are copied by several threads at once.
@@ -161,8 +246,6 @@ pub(crate) struct BackgroundWriter<W> {
     thread: Option<JoinHandle<()>>,
     in_flight: usize,
     pool: Vec<Vec<u8>>,
-    /// The thread died and said so once (see [`BackgroundWriter::lost`]).
-    lost: bool,
 }
 
 impl<W: Send + 'static> BackgroundWriter<W> {
@@ -173,43 +256,12 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             .name("checkpoint-writer".into())
             .spawn(move || {
                 for job in job_rx {
-                    let outcome = match job {
-                        Job::Save { tensors, write } => write_snapshot(&*storage, tensors, write),
-                        Job::CopyAndSave {
-                            shared,
-                            buffers,
-                            fence,
-                            write,
-                        } => {
-                            let views = shared
-                                .iter()
-                                .map(|(n, t)| (n.as_str(), &**t as &dyn TensorData));
-                            let copied = snapshot(views, buffers);
-                            // The copy is done (or failed): training may change the tensors.
-                            drop(fence);
-                            drop(shared);
-                            match copied {
-                                Ok(tensors) => write_snapshot(&*storage, tensors, write),
-                                Err(e) => Outcome {
-                                    result: write(&*storage, Err(e)).map(Some),
-                                    buffers: Some(Vec::new()),
-                                },
-                            }
-                        }
-                        Job::Produce(produce) => Outcome {
-                            result: produce(&*storage).map(Some),
-                            buffers: None,
-                        },
-                        Job::Prepare(sizes) => Outcome {
-                            result: Ok(None),
-                            // Non-zero fill: the pages must really be allocated now.
-                            buffers: Some(sizes.into_iter().map(|n| vec![1u8; n]).collect()),
-                        },
-                        Job::Run(run) => Outcome {
-                            result: Ok(Some(run(&*storage))),
-                            buffers: None,
-                        },
-                    };
+                    let of = job.of();
+                    // A panic fails its job alone: the saves behind it are still made.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_job(&*storage, job)
+                    }))
+                    .unwrap_or_else(|panic| panicked(of, &*panic));
                     if out_tx.send(outcome).is_err() {
                         break;
                     }
@@ -225,18 +277,12 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             thread: Some(thread),
             in_flight: 0,
             pool: Vec::new(),
-            lost: false,
         })
     }
 
     /// Jobs in flight (saves, and other work).
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
-    }
-
-    /// Whether the thread died: every job it held is gone, and it takes no more.
-    pub(crate) fn is_lost(&self) -> bool {
-        self.lost
     }
 
     fn take(&mut self, mut outcome: Outcome<W>) -> Outcome<W> {
@@ -288,17 +334,17 @@ impl<W: Send + 'static> BackgroundWriter<W> {
         })
     }
 
-    /// The writer thread died (it only does if a save panicked): every save in flight is
-    /// lost, which must be reported, never ignored.
+    /// The writer thread died (a job's panic is caught, so this should not happen): every
+    /// save in flight is lost, which must be reported, never ignored.
     fn lost(&mut self) -> Outcome<W> {
         self.in_flight = 0;
-        self.lost = true;
         Outcome {
             result: Err(Error::Writer {
                 reason: "the writer thread stopped unexpectedly; saves in flight are lost".into(),
                 source: None,
             }),
             buffers: None,
+            of: Of::Lost,
         }
     }
 

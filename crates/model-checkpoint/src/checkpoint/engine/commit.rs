@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::super::background::{BackgroundWriter, Outcome, ProduceFn, WriteFn};
+use super::super::background::{BackgroundWriter, Of, Outcome, ProduceFn, WriteFn};
 use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard, Written};
 use crate::callback::Context;
 use crate::model::NamedTensor;
@@ -313,6 +313,7 @@ impl Engine {
     /// [`Engine::send_aftercare`]); a finished aftercare is taken in; a failed save is
     /// returned.
     fn settle(&mut self, outcome: Outcome<Written>) -> Result<(), Error> {
+        let of = outcome.of;
         match outcome.result {
             Ok(None) => Ok(()),
             Ok(Some(Written::Aftercare(done))) => self.after(done),
@@ -339,15 +340,18 @@ impl Engine {
             // Returned, not logged as well: the caller reports it (and Drop logs one nobody
             // collected).
             Err(e) => {
-                if self.writer.as_ref().is_some_and(BackgroundWriter::is_lost) {
-                    // The thread died (a save panicked) and took every save it held: none
-                    // of them will report, so none is counted as coming (in the state a
-                    // full checkpoint carries, or as a name taken). The next save starts a
-                    // new thread.
-                    self.in_flight.clear();
-                    self.writer = None;
-                } else {
-                    self.in_flight.pop_front();
+                match of {
+                    Of::Save => {
+                        self.in_flight.pop_front();
+                    }
+                    Of::Other => {}
+                    // The thread died and took every save it held: none of them will
+                    // report, so none is counted as coming (in the state a full checkpoint
+                    // carries, or as a name taken). The next save starts a new thread.
+                    Of::Lost => {
+                        self.in_flight.clear();
+                        self.writer = None;
+                    }
                 }
                 Err(e)
             }
