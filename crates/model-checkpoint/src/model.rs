@@ -36,8 +36,10 @@ pub trait TensorData {
     /// A handle to the same data that another thread may read, without copying, if the
     /// framework allows it (candle tensors are reference-counted). A background save then
     /// copies on the writer thread while training goes on; the training loop must call
-    /// [`crate::SnapshotFence::wait`] before it changes the tensor. The default is `None`:
-    /// the copy is made before the hook returns.
+    /// [`crate::SnapshotFence::wait`] before it changes the tensor. Used only where the
+    /// loop puts its fence in the [`crate::Context`] (`Context::with_fence`, as `fit`
+    /// does), and not for a model that offers [`Checkpointable::frozen`], whose copy is
+    /// used instead. The default is `None`: the copy is made before the hook returns.
     fn share(&self) -> Option<SharedTensor> {
         None
     }
@@ -371,14 +373,19 @@ pub trait Checkpointable {
     /// A copy of the model as it is now, that the writer thread may read while training
     /// goes on, where the framework can make one for the cost of a few reference counts:
     /// burn's tensors are immutable values (a step that finds one shared writes a new one),
-    /// so a clone of the module and its optimizer is such a copy. A background save then
-    /// takes [`Checkpointable::weights`] and [`Checkpointable::training_state`] from the
-    /// copy on the writer thread, and the training thread pays the clone and nothing more
-    /// (no copy, no conversion, no fence). Not for frameworks that change tensors in place
-    /// (candle's `Var`s): they [`TensorData::share`] behind the fence instead. What the
-    /// copy's methods return as an error, or panic with, is that save's failure, reported
-    /// at the next hook as a failed write is. The default is `None`: the hook takes the
-    /// tensors.
+    /// so a clone of the module and its optimizer is such a copy. A background save of one
+    /// file then takes [`Checkpointable::weights`] and [`Checkpointable::training_state`]
+    /// from the copy on the writer thread, and the training thread pays the clone and the
+    /// save's bookkeeping (no copy of tensors, no conversion, no fence; a loop needs no
+    /// fence for it). Sharded, deduplicated and on-signal saves still take the tensors in
+    /// the hook. Not for frameworks that change tensors in place (candle's `Var`s): they
+    /// [`TensorData::share`] behind the fence instead; a model that offers a copy is never
+    /// shared. The copy must hand over exactly what the model would: a wrapper that adds
+    /// state of its own wraps the inner copy with that state (as `fit`'s view of a step
+    /// does), rather than passing the inner copy on. It is also asked for once when
+    /// training begins, to learn whether snapshot buffers are needed. What the copy's
+    /// methods return as an error, or panic with, is that save's failure, reported at the
+    /// next hook as a failed write is. The default is `None`: the hook takes the tensors.
     ///
     /// ```
     /// use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};

@@ -140,7 +140,8 @@ impl ModelCheckpoint {
     /// writes the index once every shard is there, the others wait for it), and a save
     /// counts, on every rank, once its index exists. The copy's buffers are kept for the
     /// next save (one model's worth of memory; a sharded rank's, its shard's, made at its
-    /// first save) until `on_train_end`. Default: `false`.
+    /// first save; none for a model that offers a frozen copy, which holds its own
+    /// tensors until written) until `on_train_end`. Default: `false`.
     pub fn background(mut self, yes: bool) -> Self {
         self.engine.config.background = yes;
         self
