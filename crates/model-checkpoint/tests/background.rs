@@ -362,8 +362,8 @@ fn retention_never_deletes_a_file_saved_again_under_the_same_name_before_the_del
     assert_eq!(file.read("w").expect("read"), last_weights);
 }
 
-/// A shared tensor whose copy on the writer thread panics (a framework's bug), once the
-/// test opens its gate.
+/// A shared tensor whose copy on the writer thread waits for the test to open its gate,
+/// and then, if armed, panics (a framework's bug).
 #[derive(Clone)]
 struct Panicking {
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -386,13 +386,13 @@ impl model_checkpoint::TensorData for Panicking {
         std::borrow::Cow::Owned(vec![16])
     }
     fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        let (open, cond) = &*self.gate;
+        let mut open = open.lock().expect("lock");
+        while !*open {
+            open = cond.wait(open).expect("lock");
+        }
+        drop(open);
         if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
-            let (open, cond) = &*self.gate;
-            let mut open = open.lock().expect("lock");
-            while !*open {
-                open = cond.wait(open).expect("lock");
-            }
-            drop(open);
             panic!("the framework failed while the writer copied its tensor");
         }
         sink(&[3u8; 16])
@@ -605,4 +605,67 @@ fn a_model_that_offers_frozen_copies_is_read_on_the_writer_as_it_was_at_the_hook
         .expect_err("the writer could not take the weights");
     assert!(err.to_string().contains("could not hand over w"), "{err}");
     assert!(!dir.path().join("again1.safetensors").exists());
+}
+
+/// Records error-level log lines, so that a test can see what reached the log.
+struct Capture;
+
+static ERRORS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.level() == log::Level::Error {
+            ERRORS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn when_several_saves_fail_at_once_the_first_is_returned_and_the_others_logged() {
+    let _ = log::set_boxed_logger(Box::new(Capture))
+        .map(|()| log::set_max_level(log::LevelFilter::Error));
+    let dir = tempfile::tempdir().expect("tempdir");
+    for name in ["g1.safetensors", "g2.safetensors"] {
+        std::fs::create_dir(dir.path().join(name)).expect("a folder in the way");
+    }
+    let tensor = Panicking {
+        armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        gate: std::sync::Arc::default(),
+    };
+    let model = PanickingModel(tensor.clone());
+    let fence = model_checkpoint::SnapshotFence::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("g{epoch}.safetensors"))
+        .save_weights_only(true)
+        .background(true)
+        .max_saves_in_flight(2);
+    let mut ctx = Context::new(&model).with_fence(&fence);
+    // Both saves are in flight (the writer waits in the first copy) when training ends.
+    for epoch in 0..2 {
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("begin");
+        cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+            .expect("handed over");
+    }
+    tensor.open_gate();
+    let err = cb
+        .on_train_end(&Logs::new(), &mut ctx)
+        .expect_err("both failed");
+    assert!(err.to_string().contains("g1.safetensors"), "{err}");
+    let errors = ERRORS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("after the failure returned") && e.contains("g2.safetensors")),
+        "{errors:?}"
+    );
 }

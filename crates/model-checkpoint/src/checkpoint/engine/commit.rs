@@ -444,14 +444,14 @@ impl Engine {
         let mut first = None;
         loop {
             if let Err(e) = self.send_aftercare() {
-                first.get_or_insert(e);
+                keep_first(&mut first, e);
             }
             // Settling a save readies its aftercare, sent at the next turn.
             let Some(outcome) = self.writer.as_mut().and_then(BackgroundWriter::wait_one) else {
                 break;
             };
             if let Err(e) = self.settle(outcome) {
-                first.get_or_insert(e);
+                keep_first(&mut first, e);
             }
         }
         first.map_or(Ok(()), Err)
@@ -467,7 +467,7 @@ impl Engine {
         if writer.in_flight() > 0 {
             for outcome in writer.finished() {
                 if let Err(e) = self.settle(outcome) {
-                    first.get_or_insert(e);
+                    keep_first(&mut first, e);
                 }
             }
         }
@@ -560,4 +560,16 @@ fn assemble<'m>(
         info.insert(KEY_TRAINING_STATE.to_owned(), text);
     }
     Ok((tensors, info))
+}
+
+/// Keeps the first of several failures, to be returned; a later one is logged at error
+/// level, so that none is dropped unseen (a hook returns one error).
+fn keep_first(first: &mut Option<Error>, e: Error) {
+    match first {
+        None => *first = Some(e),
+        Some(_) => log::error!(
+            target: "model_checkpoint",
+            "a background save failed (after the failure returned): {e}"
+        ),
+    }
 }
