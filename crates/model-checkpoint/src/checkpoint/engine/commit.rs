@@ -141,14 +141,16 @@ impl Engine {
         planned: &Planned,
         ctx: &Context<'_>,
     ) -> Option<Box<dyn crate::Checkpointable + Send>> {
-        let plain_background = self.config.background
-            && !planned.job.interrupt
-            && !self.config.dedup
-            && self.config.folder_ranks().is_none();
-        if !plain_background {
+        if !self.takes_frozen_copies() || planned.job.interrupt {
             return None;
         }
         ctx.model().ok()?.frozen()
+    }
+
+    /// Whether this callback's saves (other than on a signal) are taken from a model's
+    /// frozen copy where it offers one: background saves of one file.
+    fn takes_frozen_copies(&self) -> bool {
+        self.config.background && !self.config.dedup && self.config.folder_ranks().is_none()
     }
 
     /// Hands a save to the writer thread with a frozen copy of the model: the writer takes
@@ -493,8 +495,7 @@ impl Engine {
         }
         // A model the writer takes frozen copies of needs no buffers here (see
         // `Engine::frozen_model`; this one is only looked at).
-        let plain = !self.config.dedup && self.config.folder_ranks().is_none();
-        if plain && model.frozen().is_some() {
+        if self.takes_frozen_copies() && model.frozen().is_some() {
             return Ok(());
         }
         let mut sizes: Vec<usize> = model.weights()?.iter().map(|t| t.data.byte_len()).collect();
