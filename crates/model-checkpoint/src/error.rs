@@ -412,3 +412,56 @@ impl From<crate::name::NameError> for Error {
         }
     }
 }
+
+/// Keeps the first of several failures, to be returned; a later one is logged at error
+/// level, so that none is dropped unseen (a hook returns one error).
+pub(crate) fn keep_first(first: &mut Option<Error>, e: Error) {
+    match first {
+        None => *first = Some(e),
+        Some(_) => log::error!(
+            target: "model_checkpoint",
+            "{e} (a later failure, logged: the first is the one returned)"
+        ),
+    }
+}
+
+/// `first`, or `next` where `first` succeeded: [`Result::and`] for steps that have all run,
+/// except that `next`'s failure after `first`'s is logged (see [`keep_first`]).
+pub(crate) fn first_failure(
+    first: Result<(), Error>,
+    next: Result<(), Error>,
+) -> Result<(), Error> {
+    let mut kept = first.err();
+    if let Err(e) = next {
+        keep_first(&mut kept, e);
+    }
+    kept.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(what: &str) -> Error {
+        Error::InvalidSaveFreq {
+            value: what.to_owned(),
+        }
+    }
+
+    fn failed(what: &str) -> Result<(), Error> {
+        Err(error(what))
+    }
+
+    #[test]
+    fn the_first_failure_is_returned_whichever_step_it_came_from() {
+        assert!(first_failure(Ok(()), Ok(())).is_ok());
+        let only_next = first_failure(Ok(()), failed("next")).expect_err("next failed");
+        assert!(only_next.to_string().contains("next"), "{only_next}");
+        let both = first_failure(failed("first"), failed("second")).expect_err("both failed");
+        assert!(both.to_string().contains("first"), "{both}");
+        let mut kept = None;
+        keep_first(&mut kept, error("one"));
+        keep_first(&mut kept, error("two"));
+        assert!(kept.is_some_and(|e| e.to_string().contains("one")));
+    }
+}

@@ -665,7 +665,7 @@ fn when_several_saves_fail_at_once_the_first_is_returned_and_the_others_logged()
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("after the failure returned") && e.contains("g2.safetensors")),
+            .any(|e| e.contains("a later failure") && e.contains("g2.safetensors")),
         "{errors:?}"
     );
 }

@@ -200,13 +200,11 @@ impl SideWriter {
             match result {
                 Ok(r) => {
                     self.pending -= 1;
-                    if let Err(e) = r {
-                        first = first.and(Err(e));
-                    }
+                    first = crate::error::first_failure(first, r);
                 }
                 Err(e) => {
                     self.pending = 0;
-                    first = first.and(Err(e));
+                    first = crate::error::first_failure(first, Err(e));
                 }
             }
         }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use super::super::background::{BackgroundWriter, Of, Outcome, ProduceFn, WriteFn};
 use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard, Written};
 use crate::callback::Context;
+use crate::error::{first_failure, keep_first};
 use crate::model::NamedTensor;
 use crate::policy::{files_to_keep, SavedFile};
 use crate::store::{self, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
@@ -83,7 +84,7 @@ impl Engine {
                     .payload(&planned, ctx, key, own)
                     .and_then(|(tensors, info)| self.dispatch(planned, ctx, tensors, info)),
             };
-            first = first.and(written);
+            first = first_failure(first, written);
         }
         first
     }
@@ -222,7 +223,7 @@ impl Engine {
                 &options,
             )
             .and_then(|report| self.committed(pending, report.header_digest));
-            return earlier.and(saved);
+            return first_failure(earlier, saved);
         }
         let kind = job.kind;
         let write: WriteFn<Written> = Box::new(move |storage, named| {
@@ -266,7 +267,7 @@ impl Engine {
         while self.in_flight.len() >= self.config.max_in_flight {
             let outcome = self.writer.as_mut().and_then(BackgroundWriter::wait_one);
             match outcome {
-                Some(outcome) => earlier = earlier.and(self.settle(outcome)),
+                Some(outcome) => earlier = first_failure(earlier, self.settle(outcome)),
                 None => break,
             }
         }
@@ -275,14 +276,14 @@ impl Engine {
             Some(writer) => writer,
             None => match BackgroundWriter::start(self.config.storage.clone()) {
                 Ok(started) => self.writer.insert(started),
-                Err(e) => return earlier.and(Err(e)),
+                Err(e) => return first_failure(earlier, Err(e)),
             },
         };
         if let Err(e) = submit(writer) {
-            return earlier.and(Err(e));
+            return first_failure(earlier, Err(e));
         }
         self.in_flight.push_back(pending);
-        earlier.and(self.send_aftercare())
+        first_failure(earlier, self.send_aftercare())
     }
 
     /// The engine's state as it will be once every save in flight and every planned one is
@@ -377,7 +378,7 @@ impl Engine {
                 None => run,
             };
             if let Written::Aftercare(done) = run(&*self.config.storage) {
-                first = first.and(self.after(done));
+                first = first_failure(first, self.after(done));
             }
         }
         first
@@ -561,16 +562,4 @@ fn assemble<'m>(
         info.insert(KEY_TRAINING_STATE.to_owned(), text);
     }
     Ok((tensors, info))
-}
-
-/// Keeps the first of several failures, to be returned; a later one is logged at error
-/// level, so that none is dropped unseen (a hook returns one error).
-fn keep_first(first: &mut Option<Error>, e: Error) {
-    match first {
-        None => *first = Some(e),
-        Some(_) => log::error!(
-            target: "model_checkpoint",
-            "a background save failed (after the failure returned): {e}"
-        ),
-    }
 }

@@ -103,7 +103,7 @@ impl Engine {
         let saved = commit
             .write(&*self.config.storage, Ok(mine))
             .and_then(|()| self.committed_sharded(pending, ranks));
-        earlier.and(saved)
+        crate::error::first_failure(earlier, saved)
     }
 
     /// A sharded save committed in the foreground: track it, and do what follows on
