@@ -167,3 +167,57 @@ fn a_url_is_never_a_local_path() {
         );
     }
 }
+
+/// A storage without a checked read of its own uses the default one: a tensor of 2 MiB or
+/// more is read in 1 MiB chunks, each checksummed on a second core while the next is read.
+/// Intact, it reads back exactly; a byte flipped in its first, a middle or its last chunk is
+/// caught; an object cut short fails, never yielding a short tensor.
+#[test]
+fn a_large_tensor_through_another_storage_is_checked_as_it_is_read() {
+    use model_checkpoint::store::{save_to, CheckpointFile, Kind, SaveOptions, Storage, Verify};
+    let storage = memory::Shared::default();
+    let name = Name::new("ck/big.safetensors").expect("name");
+    // 6 MiB and 12 bytes of float32: the last chunk is short.
+    let count = (6 << 18) + 3;
+    let values: Vec<f32> = (0..count).map(|i| i as f32).collect();
+    let tensor = HostTensor::from_f32(vec![count], &values);
+    let tensors = vec![NamedTensor::new("w", tensor.clone_ref())];
+    let info = std::collections::BTreeMap::new();
+    save_to(
+        &storage,
+        &name,
+        Kind::Weights,
+        &tensors,
+        &info,
+        &SaveOptions::default(),
+    )
+    .expect("save");
+    let read = |storage: &memory::Shared| {
+        CheckpointFile::open_in(storage, &name, Verify::HeaderOnly).and_then(|f| f.read("w"))
+    };
+    assert_eq!(read(&storage).expect("intact"), tensor.data());
+
+    let clean = storage.0.get(name.as_str()).expect("saved");
+    let start = clean.len() - count * 4;
+    let replace = |bytes: &[u8]| {
+        storage.delete(&name).expect("delete");
+        assert!(storage.put_if_absent(&name, bytes).expect("put"));
+    };
+    for at in [start, start + count * 2 + 1, clean.len() - 1] {
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x08;
+        replace(&bytes);
+        let err = read(&storage).expect_err("damage found");
+        assert!(
+            err.to_string()
+                .contains("checksum mismatch in tensor \"w\""),
+            "byte {at}: {err}"
+        );
+    }
+    replace(&clean[..start + count * 2]);
+    let err = read(&storage).expect_err("cut short");
+    assert!(
+        matches!(&err, Error::Io { .. } | Error::Corrupt { .. }),
+        "{err:?}"
+    );
+}

@@ -242,33 +242,16 @@ pub trait ObjectReader: Send + Sync {
             self.read_exact_at(buf, offset)?;
             return Ok(crc32fast::hash(buf));
         }
-        std::thread::scope(|scope| {
-            let (chunks, sums) = std::sync::mpsc::sync_channel::<&[u8]>(2);
-            let crc = scope.spawn(move || {
-                let mut hasher = crc32fast::Hasher::new();
-                for chunk in sums {
-                    hasher.update(chunk);
-                }
-                hasher.finalize()
-            });
+        crc_beside(&|_| {}, |send| {
             let mut at = offset;
-            let mut read = Ok(());
             for chunk in buf.chunks_mut(READ_CHUNK) {
-                read = self.read_exact_at(chunk, at);
-                if read.is_err() {
-                    break;
-                }
+                self.read_exact_at(chunk, at)?;
                 at += chunk.len() as u64;
-                let chunk: &[u8] = chunk;
-                if chunks.send(chunk).is_err() {
+                if !send(chunk) {
                     break;
                 }
             }
-            drop(chunks);
-            let crc = crc
-                .join()
-                .map_err(|_| io::Error::other("the checksum thread failed"));
-            read.and(crc)
+            Ok(())
         })
     }
 
@@ -293,3 +276,34 @@ pub trait ObjectReader: Send + Sync {
 
 /// The chunk [`ObjectReader::read_with_crc_at`] reads at a time by default.
 pub(crate) const READ_CHUNK: usize = 1 << 20;
+
+/// Reads with the checksum on a second core: `read` runs on this thread and hands each
+/// piece it has read, in order, to `send`, which passes it to a second thread that
+/// checksums the pieces as they come (two may wait). That thread calls `ahead(0)` before
+/// any piece, and `ahead(n)` once it has the n-th piece, before checksumming it (a local
+/// file makes the memory of the pieces to come present there). `send` returns false once
+/// the second thread is gone, and `read` should then stop. Returns the CRC-32 of every
+/// piece sent; `read`'s error first.
+pub(crate) fn crc_beside<'p>(
+    ahead: &(dyn Fn(usize) + Sync),
+    read: impl FnOnce(&mut dyn FnMut(&'p [u8]) -> bool) -> io::Result<()>,
+) -> io::Result<u32> {
+    std::thread::scope(|scope| {
+        let (pieces, sums) = std::sync::mpsc::sync_channel::<&'p [u8]>(2);
+        let crc = scope.spawn(move || {
+            let mut hasher = crc32fast::Hasher::new();
+            ahead(0);
+            for (had, piece) in sums.into_iter().enumerate() {
+                ahead(had + 1);
+                hasher.update(piece);
+            }
+            hasher.finalize()
+        });
+        let read = read(&mut |piece| pieces.send(piece).is_ok());
+        drop(pieces);
+        let crc = crc
+            .join()
+            .map_err(|_| io::Error::other("the checksum thread failed"));
+        read.and(crc)
+    })
+}

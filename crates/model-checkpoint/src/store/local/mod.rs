@@ -16,7 +16,9 @@ pub use commit::{
 pub use lock::{FolderLock, LOCK_FILE};
 pub use sys::open_regular;
 
-use super::storage::{Commit, ObjectMeta, ObjectReader, PendingObject, Storage, READ_CHUNK};
+use super::storage::{
+    crc_beside, Commit, ObjectMeta, ObjectReader, PendingObject, Storage, READ_CHUNK,
+};
 use super::Name;
 use crate::Error;
 
@@ -397,65 +399,44 @@ impl ObjectReader for LocalReader {
         // write each byte once, and the checksum thread reads only bytes already written.
         let base = out.as_mut_ptr();
         let region = base as usize;
-        let crc = std::thread::scope(|scope| {
-            let (chunks, sums) = std::sync::mpsc::sync_channel::<&[u8]>(2);
-            let crc = scope.spawn(move || {
-                // Two chunks ahead of the reads, this core makes their memory present, so
-                // that the reading core only copies.
-                let ahead = |chunk: usize| {
-                    let at = chunk.saturating_mul(READ_CHUNK);
-                    if at < len {
-                        sys::prefault(region + at, READ_CHUNK.min(len - at));
-                    }
-                };
-                ahead(0);
-                ahead(1);
-                let mut hasher = crc32fast::Hasher::new();
-                for (read, chunk) in sums.into_iter().enumerate() {
-                    ahead(read + 2);
-                    hasher.update(chunk);
+        // Two chunks ahead of the reads, the checksum's core makes their memory present,
+        // so that the reading core only copies.
+        let ahead = |had: usize| {
+            let chunks = if had == 0 { 0..2 } else { had + 1..had + 2 };
+            for chunk in chunks {
+                let at = chunk.saturating_mul(READ_CHUNK);
+                if at < len {
+                    sys::prefault(region + at, READ_CHUNK.min(len - at));
                 }
-                hasher.finalize()
-            });
-            let mut done = 0usize;
-            let mut read = Ok(());
+            }
+        };
+        let mut done = 0usize;
+        let crc = crc_beside(&ahead, |send| {
             while done < len {
                 let want = (len - done).min(READ_CHUNK);
                 let at = offset + done as u64;
                 // SAFETY: `base + done .. base + done + want` lies inside the `len` bytes
                 // reserved above, which nothing else reads or writes yet.
                 match unsafe { sys::read_raw_at(&self.file, base.add(done), want, at) } {
-                    Ok(0) => {
-                        read = Err(io::ErrorKind::UnexpectedEof.into());
-                        break;
-                    }
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                     Ok(n) => {
                         // SAFETY: the read just wrote these `n` bytes; they are never
                         // written again.
                         let piece = unsafe { std::slice::from_raw_parts(base.add(done), n) };
                         done += n;
-                        if chunks.send(piece).is_err() {
+                        if !send(piece) {
                             break;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        read = Err(e);
-                        break;
-                    }
+                    Err(e) => return Err(e),
                 }
             }
-            drop(chunks);
-            let crc = crc
-                .join()
-                .map_err(|_| io::Error::other("the checksum thread failed"));
-            let crc = read.and(crc)?;
-            if done == len {
-                Ok(crc)
-            } else {
-                Err(io::Error::other("the checksum thread stopped early"))
-            }
+            Ok(())
         })?;
+        if done != len {
+            return Err(io::Error::other("the checksum thread stopped early"));
+        }
         // SAFETY: every one of the first `len` bytes was written by a read above (checked
         // just before: `done == len`).
         unsafe { out.set_len(len) };
