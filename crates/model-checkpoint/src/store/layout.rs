@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Map, Value as Json};
-
 use crate::model::Dtype;
 
 /// `__metadata__["format"]` of every file this crate writes.
@@ -84,39 +82,63 @@ pub(crate) fn crc_hex(crc: u32) -> String {
 
 /// The header text, padded with spaces to a multiple of 8 bytes as safetensors pads it.
 /// `sums` gives each tensor's checksum in entry order; `header_sum` the header's.
+///
+/// The JSON is what a `serde_json` object of the same values writes (keys sorted), built
+/// from borrowed maps rather than owned values: it is written twice per save (the draft,
+/// then with the checksums), on the writer thread of a background save.
 pub(crate) fn header_text(
     entries: &[Entry],
     info: &BTreeMap<String, String>,
     sums: &[String],
     header_sum: &str,
 ) -> String {
-    let mut metadata: Map<String, Json> = info
-        .iter()
-        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
-        .collect();
-    let tensor_sums: Map<String, Json> = entries
+    let tensor_sums: BTreeMap<&str, &str> = entries
         .iter()
         .zip(sums)
-        .map(|(e, s)| (e.name.clone(), Json::String(s.clone())))
+        .map(|(e, s)| (e.name.as_str(), s.as_str()))
         .collect();
-    metadata.insert(
-        KEY_TENSOR_SUMS.into(),
-        Json::String(Json::Object(tensor_sums).to_string()),
-    );
-    metadata.insert(KEY_HEADER_SUM.into(), Json::String(header_sum.into()));
-
-    let mut header = Map::new();
-    header.insert("__metadata__".into(), Json::Object(metadata));
+    let tensor_sums = to_json(&tensor_sums);
+    let mut metadata: BTreeMap<&str, &str> =
+        info.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    metadata.insert(KEY_TENSOR_SUMS, &tensor_sums);
+    metadata.insert(KEY_HEADER_SUM, header_sum);
+    let mut header: BTreeMap<&str, HeaderValue<'_>> = BTreeMap::new();
+    header.insert("__metadata__", HeaderValue::Metadata(&metadata));
     for e in entries {
         header.insert(
-            e.name.clone(),
-            json!({ "dtype": e.dtype, "shape": e.shape, "data_offsets": [e.start, e.end] }),
+            &e.name,
+            HeaderValue::Tensor(TensorEntry {
+                data_offsets: [e.start, e.end],
+                dtype: e.dtype,
+                shape: &e.shape,
+            }),
         );
     }
-    let mut text = Json::Object(header).to_string();
+    let mut text = to_json(&header);
     let padded = text.len().next_multiple_of(8);
     text.extend(std::iter::repeat_n(' ', padded - text.len()));
     text
+}
+
+/// A value of the header's top-level object.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum HeaderValue<'a> {
+    Metadata(&'a BTreeMap<&'a str, &'a str>),
+    Tensor(TensorEntry<'a>),
+}
+
+/// A tensor's entry, its fields in sorted order (as an object of them is written).
+#[derive(serde::Serialize)]
+struct TensorEntry<'a> {
+    data_offsets: [usize; 2],
+    dtype: Dtype,
+    shape: &'a [usize],
+}
+
+/// JSON of maps of strings and numbers, which cannot fail to serialize.
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Whether `info` belongs to a file of this format: it names the format, or carries any of
@@ -164,4 +186,97 @@ pub(crate) fn header_checksum(header: &[u8], range: std::ops::Range<usize>) -> u
     hasher.update(PLACEHOLDER.as_bytes());
     hasher.update(&header[range.end..]);
     hasher.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map, Value as Json};
+
+    /// The header as a `serde_json` object of owned values writes it: what `header_text`
+    /// must write byte for byte.
+    fn header_text_of_values(
+        entries: &[Entry],
+        info: &BTreeMap<String, String>,
+        sums: &[String],
+        header_sum: &str,
+    ) -> String {
+        let mut metadata: Map<String, Json> = info
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect();
+        let tensor_sums: Map<String, Json> = entries
+            .iter()
+            .zip(sums)
+            .map(|(e, s)| (e.name.clone(), Json::String(s.clone())))
+            .collect();
+        metadata.insert(
+            KEY_TENSOR_SUMS.into(),
+            Json::String(Json::Object(tensor_sums).to_string()),
+        );
+        metadata.insert(KEY_HEADER_SUM.into(), Json::String(header_sum.into()));
+        let mut header = Map::new();
+        header.insert("__metadata__".into(), Json::Object(metadata));
+        for e in entries {
+            header.insert(
+                e.name.clone(),
+                json!({ "dtype": e.dtype, "shape": e.shape, "data_offsets": [e.start, e.end] }),
+            );
+        }
+        let mut text = Json::Object(header).to_string();
+        let padded = text.len().next_multiple_of(8);
+        text.extend(std::iter::repeat_n(' ', padded - text.len()));
+        text
+    }
+
+    #[test]
+    fn the_header_is_written_as_a_json_object_of_its_values_writes_it() {
+        let names = [
+            "w",
+            "__training__/optimizer/dense_0.weight/m",
+            "Ä \"quoted\" \\ back\nline\u{1}",
+            "0 digit first",
+            "ZZ upper",
+            "~ after",
+            "",
+            // Refused by a save; here only to show the same object is written.
+            "__metadata__",
+        ];
+        let dtypes = [Dtype::F32, Dtype::BF16, Dtype::I64, Dtype::U8, Dtype::F64];
+        for count in [0, 1, 3, names.len()] {
+            let entries: Vec<Entry> = names[..count]
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Entry {
+                    name: (*name).to_owned(),
+                    dtype: dtypes[i % dtypes.len()],
+                    shape: (0..i).map(|d| d + 1).collect(),
+                    start: i * 24,
+                    end: i * 24 + 24,
+                })
+                .collect();
+            let sums: Vec<String> = (0..count)
+                .map(|i| crc_hex(i as u32 * 0x1234_5677))
+                .collect();
+            let mut info = BTreeMap::new();
+            info.insert(KEY_FORMAT.to_owned(), FORMAT_NAME.to_owned());
+            info.insert(
+                "training_state".to_owned(),
+                r#"{"fit":{"history":[0.1,2e-9]},"note":"tab\there, ünïcode, \"q\""}"#.to_owned(),
+            );
+            info.insert(
+                "__metadata__".to_owned(),
+                "a key like the header's".to_owned(),
+            );
+            if count == 3 {
+                // A reserved key in the caller's map is replaced, as an insert replaces it.
+                info.insert(KEY_TENSOR_SUMS.to_owned(), "theirs".to_owned());
+            }
+            assert_eq!(
+                header_text(&entries, &info, &sums, "0123abcd"),
+                header_text_of_values(&entries, &info, &sums, "0123abcd"),
+                "{count} entries"
+            );
+        }
+    }
 }
