@@ -34,7 +34,9 @@ fn pin_candle_threads() {
     let pool = match count("RAYON_NUM_THREADS") {
         Some(1..) => return,
         Some(0) => cpus(),
-        None => count("RAYON_RS_NUM_CPUS").filter(|&n| n > 0).unwrap_or_else(cpus),
+        None => count("RAYON_RS_NUM_CPUS")
+            .filter(|&n| n > 0)
+            .unwrap_or_else(cpus),
     };
     let threads = candle_core::utils::get_num_threads().clamp(1, pool);
     // Single-threaded still: nothing else reads or writes the environment yet.

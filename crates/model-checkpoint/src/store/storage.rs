@@ -290,7 +290,7 @@ pub(crate) fn crc_beside<'p>(
 ) -> io::Result<u32> {
     std::thread::scope(|scope| {
         let (pieces, sums) = std::sync::mpsc::sync_channel::<&'p [u8]>(2);
-        let crc = scope.spawn(move || {
+        let spawned = std::thread::Builder::new().spawn_scoped(scope, move || {
             let mut hasher = crc32fast::Hasher::new();
             ahead(0);
             for (had, piece) in sums.into_iter().enumerate() {
@@ -299,6 +299,20 @@ pub(crate) fn crc_beside<'p>(
             }
             hasher.finalize()
         });
+        let Ok(crc) = spawned else {
+            // No second thread to be had (the process's limit): each piece is checksummed
+            // here once read.
+            let mut hasher = crc32fast::Hasher::new();
+            let mut had = 0;
+            ahead(0);
+            read(&mut |piece| {
+                had += 1;
+                ahead(had);
+                hasher.update(piece);
+                true
+            })?;
+            return Ok(hasher.finalize());
+        };
         let read = read(&mut |piece| pieces.send(piece).is_ok());
         drop(pieces);
         let crc = crc

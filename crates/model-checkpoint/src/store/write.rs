@@ -209,6 +209,20 @@ fn save_with(
     })
 }
 
+/// Checksums (and hashes) `piece` on this thread, and writes it.
+fn write_here(
+    piece: &[u8],
+    hasher: &mut crc32fast::Hasher,
+    blake: Option<&mut blake3::Hasher>,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    hasher.update(piece);
+    if let Some(b) = blake {
+        b.update(piece);
+    }
+    out.write_all(piece)
+}
+
 /// What a save will write: the metadata, the tensors' order and offsets, and the header's
 /// length, which is known before any checksum is (every checksum has a fixed width).
 struct Plan {
@@ -331,36 +345,47 @@ impl Plan {
                 .write_to(&mut |piece| {
                     written += piece.len();
                     if piece.len() < PARALLEL_CHECKSUM {
-                        hasher.update(piece);
-                        if let Some(b) = blake.as_deref_mut() {
-                            b.update(piece);
-                        }
-                        return out.write_all(piece);
+                        return write_here(piece, &mut hasher, blake.as_deref_mut(), &mut out);
                     }
                     // A large piece is checksummed (and hashed) on a second core while this
                     // one hands it to the kernel, so that neither costs time.
-                    let blake = blake.as_deref_mut();
                     let hashing = blake.is_some();
-                    std::thread::scope(|scope| {
-                        let sum = scope.spawn(|| {
+                    let theirs = blake.as_deref_mut();
+                    let mut ours = crc32fast::Hasher::new();
+                    let threaded = std::thread::scope(|scope| {
+                        let spawned = std::thread::Builder::new().spawn_scoped(scope, || {
                             let mut h = crc32fast::Hasher::new();
                             h.update(piece);
-                            if let Some(b) = blake {
+                            if let Some(b) = theirs {
                                 b.update(piece);
                             }
                             h
                         });
+                        // No second thread to be had (the process's limit): done here below.
+                        let sum = spawned.ok()?;
                         let written = out.write_all(piece);
-                        match sum.join() {
-                            Ok(h) => hasher.combine(&h),
+                        Some(match sum.join() {
+                            Ok(h) => {
+                                ours = h;
+                                written
+                            }
                             // The content hash is lost with the thread: no name to give.
                             Err(_) if hashing => {
-                                return Err(std::io::Error::other("the hashing thread failed"))
+                                Err(std::io::Error::other("the hashing thread failed"))
                             }
-                            Err(_) => hasher.update(piece),
+                            Err(_) => {
+                                ours.update(piece);
+                                written
+                            }
+                        })
+                    });
+                    match threaded {
+                        Some(written) => {
+                            hasher.combine(&ours);
+                            written
                         }
-                        written
-                    })
+                        None => write_here(piece, &mut hasher, blake.as_deref_mut(), &mut out),
+                    }
                 })
                 .map_err(io)?;
             if written != entry.end - entry.start {

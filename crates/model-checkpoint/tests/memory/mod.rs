@@ -9,10 +9,22 @@ use model_checkpoint::store::{Commit, Name, ObjectMeta, ObjectReader, PendingObj
 use model_checkpoint::Error;
 
 /// Objects by name, behind one lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStorage {
     objects: Mutex<BTreeMap<String, Arc<Vec<u8>>>>,
     locks: Mutex<Vec<String>>,
+    /// Objects opened from now on fail a read that reaches this offset (a test's fault).
+    fail_reads_from: std::sync::atomic::AtomicU64,
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        MemoryStorage {
+            objects: Mutex::default(),
+            locks: Mutex::default(),
+            fail_reads_from: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl MemoryStorage {
@@ -26,6 +38,14 @@ impl MemoryStorage {
     #[allow(dead_code)]
     pub fn names(&self) -> Vec<String> {
         self.objects().keys().cloned().collect()
+    }
+
+    /// Makes readers opened from now on fail every read that reaches `offset` (with an
+    /// error that is not an end of file), as a storage failing mid-read does.
+    #[allow(dead_code)]
+    pub fn fail_reads_from(&self, offset: u64) {
+        self.fail_reads_from
+            .store(offset, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// An object's bytes.
@@ -89,13 +109,16 @@ impl PendingObject for Pending {
     }
 }
 
-struct Reader(Arc<Vec<u8>>);
+struct Reader(Arc<Vec<u8>>, u64);
 
 impl ObjectReader for Reader {
     fn len(&self) -> u64 {
         self.0.len() as u64
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset.saturating_add(buf.len() as u64) > self.1 {
+            return Err(io::Error::other("injected read failure"));
+        }
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let src = self
             .0
@@ -146,7 +169,13 @@ impl Storage for Shared {
     fn open(&self, name: &Name) -> Result<Box<dyn ObjectReader>, Error> {
         let bytes = self.0.objects().get(&clean(name.as_str())).cloned();
         bytes
-            .map(|b| Box::new(Reader(b)) as Box<dyn ObjectReader>)
+            .map(|b| {
+                let limit = self
+                    .0
+                    .fail_reads_from
+                    .load(std::sync::atomic::Ordering::SeqCst);
+                Box::new(Reader(b, limit)) as Box<dyn ObjectReader>
+            })
             .ok_or_else(|| missing(name.as_str()))
     }
     fn list(&self, dir: &Name, depth: usize) -> Result<Vec<ObjectMeta>, Error> {

@@ -16,9 +16,7 @@ pub use commit::{
 pub use lock::{FolderLock, LOCK_FILE};
 pub use sys::open_regular;
 
-use super::storage::{
-    crc_beside, Commit, ObjectMeta, ObjectReader, PendingObject, Storage, READ_CHUNK,
-};
+use super::storage::{Commit, ObjectMeta, ObjectReader, PendingObject, Storage, READ_CHUNK};
 use super::Name;
 use crate::Error;
 
@@ -411,7 +409,7 @@ impl ObjectReader for LocalReader {
             }
         };
         let mut done = 0usize;
-        let crc = crc_beside(&ahead, |send| {
+        let crc = super::storage::crc_beside(&ahead, |send| {
             while done < len {
                 let want = (len - done).min(READ_CHUNK);
                 let at = offset + done as u64;
