@@ -218,7 +218,14 @@ fn a_large_tensor_through_another_storage_is_checked_as_it_is_read() {
     // error, never a short or unchecked tensor.
     replace(&clean);
     storage.0.fail_reads_from((start + 3 * (1 << 20)) as u64);
+    let before = storage.0.bytes_read();
     let err = read(&storage).expect_err("failed mid-read");
+    // The tensor was being read in chunks: its first three MiB came in before the failure.
+    assert!(
+        storage.0.bytes_read() - before >= 3 << 20,
+        "{} bytes read",
+        storage.0.bytes_read() - before
+    );
     assert!(
         matches!(&err, Error::Io { source, .. } if source.to_string().contains("injected")),
         "{err:?}"

@@ -83,21 +83,23 @@ pub(crate) fn crc_hex(crc: u32) -> String {
 /// The header text, padded with spaces to a multiple of 8 bytes as safetensors pads it.
 /// `sums` gives each tensor's checksum in entry order; `header_sum` the header's.
 ///
-/// The JSON is what a `serde_json` object of the same values writes (keys sorted), built
-/// from borrowed maps rather than owned values: it is written twice per save (the draft,
-/// then with the checksums), on the writer thread of a background save.
+/// The JSON is what a `serde_json` object of the same values writes (keys sorted, as
+/// `serde_json` sorts them without its `preserve_order` feature; here they are sorted
+/// whatever the features), built from borrowed maps rather than owned values: it is written
+/// twice per save (the draft, then with the checksums), on the writer thread of a
+/// background save.
 pub(crate) fn header_text(
     entries: &[Entry],
     info: &BTreeMap<String, String>,
     sums: &[String],
     header_sum: &str,
-) -> String {
+) -> serde_json::Result<String> {
     let tensor_sums: BTreeMap<&str, &str> = entries
         .iter()
         .zip(sums)
         .map(|(e, s)| (e.name.as_str(), s.as_str()))
         .collect();
-    let tensor_sums = to_json(&tensor_sums);
+    let tensor_sums = serde_json::to_string(&tensor_sums)?;
     let mut metadata: BTreeMap<&str, &str> =
         info.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     metadata.insert(KEY_TENSOR_SUMS, &tensor_sums);
@@ -114,10 +116,10 @@ pub(crate) fn header_text(
             }),
         );
     }
-    let mut text = to_json(&header);
+    let mut text = serde_json::to_string(&header)?;
     let padded = text.len().next_multiple_of(8);
     text.extend(std::iter::repeat_n(' ', padded - text.len()));
-    text
+    Ok(text)
 }
 
 /// A value of the header's top-level object.
@@ -134,11 +136,6 @@ struct TensorEntry<'a> {
     data_offsets: [usize; 2],
     dtype: Dtype,
     shape: &'a [usize],
-}
-
-/// JSON of maps of strings and numbers, which cannot fail to serialize.
-fn to_json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// Whether `info` belongs to a file of this format: it names the format, or carries any of
@@ -273,7 +270,7 @@ mod tests {
                 info.insert(KEY_TENSOR_SUMS.to_owned(), "theirs".to_owned());
             }
             assert_eq!(
-                header_text(&entries, &info, &sums, "0123abcd"),
+                header_text(&entries, &info, &sums, "0123abcd").expect("serializes"),
                 header_text_of_values(&entries, &info, &sums, "0123abcd"),
                 "{count} entries"
             );

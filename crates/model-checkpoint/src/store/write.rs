@@ -162,7 +162,7 @@ pub fn save_by_content(
     mut content: ContentName<'_>,
 ) -> Result<SaveReport, Error> {
     let started = Instant::now();
-    let plan = Plan::new(kind, tensors, info)?;
+    let plan = Plan::new(kind, tensors, info, dir)?;
     if content.hashers.len() != tensors.len() {
         return Err(Error::BadLocation {
             location: dir.to_string(),
@@ -198,7 +198,7 @@ fn save_with(
     create: impl FnOnce(u64) -> Result<Box<dyn PendingObject>, Error>,
 ) -> Result<SaveReport, Error> {
     let started = Instant::now();
-    let plan = Plan::new(kind, tensors, info)?;
+    let plan = Plan::new(kind, tensors, info, path)?;
     let pending = create(plan.head_len())?;
     let (bytes, header_digest) = plan.stream(tensors, pending, options.durable, path)?;
     Ok(SaveReport {
@@ -234,10 +234,12 @@ struct Plan {
 }
 
 impl Plan {
+    /// `name` is where the file goes, for errors.
     fn new(
         kind: Kind,
         tensors: &[NamedTensor<'_>],
         info: &BTreeMap<String, String>,
+        name: &Name,
     ) -> Result<Plan, Error> {
         let mut info = info.clone();
         for key in RESERVED_KEYS {
@@ -293,7 +295,9 @@ impl Plan {
             offset += len;
         }
         let placeholders = vec![PLACEHOLDER.to_owned(); entries.len()];
-        let draft_len = layout::header_text(&entries, &info, &placeholders, PLACEHOLDER).len();
+        let draft_len = layout::header_text(&entries, &info, &placeholders, PLACEHOLDER)
+            .map_err(|e| Error::io("write", name, std::io::Error::other(e)))?
+            .len();
         Ok(Plan {
             info,
             order,
@@ -371,7 +375,7 @@ impl Plan {
                             }
                             // The content hash is lost with the thread: no name to give.
                             Err(_) if hashing => {
-                                Err(std::io::Error::other("the hashing thread failed"))
+                                written.and(Err(std::io::Error::other("the hashing thread failed")))
                             }
                             Err(_) => {
                                 ours.update(piece);
@@ -403,8 +407,17 @@ impl Plan {
 
         // The header with the checksums: same structure and widths as the draft, so the
         // same length as the bytes reserved for it.
-        let text = layout::header_text(&self.entries, &self.info, &sums, PLACEHOLDER);
-        debug_assert_eq!(text.len(), self.draft_len);
+        let text = layout::header_text(&self.entries, &self.info, &sums, PLACEHOLDER)
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        // Never differs (every checksum has the placeholder's width); checked all the same,
+        // because a storage that took a head of another length would shift every tensor.
+        if text.len() != self.draft_len {
+            return Err(io(std::io::Error::other(format!(
+                "the header came out {} bytes long where {} were reserved",
+                text.len(),
+                self.draft_len
+            ))));
+        }
         let Some(range) = layout::header_sum_range(text.as_bytes()) else {
             return Err(io(std::io::Error::other(
                 "the header holds no single header checksum",

@@ -15,6 +15,8 @@ pub struct MemoryStorage {
     locks: Mutex<Vec<String>>,
     /// Objects opened from now on fail a read that reaches this offset (a test's fault).
     fail_reads_from: std::sync::atomic::AtomicU64,
+    /// Bytes every reader has read so far.
+    bytes_read: std::sync::atomic::AtomicU64,
 }
 
 impl Default for MemoryStorage {
@@ -23,6 +25,7 @@ impl Default for MemoryStorage {
             objects: Mutex::default(),
             locks: Mutex::default(),
             fail_reads_from: std::sync::atomic::AtomicU64::new(u64::MAX),
+            bytes_read: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -46,6 +49,12 @@ impl MemoryStorage {
     pub fn fail_reads_from(&self, offset: u64) {
         self.fail_reads_from
             .store(offset, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes every reader has read so far (reads that failed count nothing).
+    #[allow(dead_code)]
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// An object's bytes.
@@ -109,22 +118,30 @@ impl PendingObject for Pending {
     }
 }
 
-struct Reader(Arc<Vec<u8>>, u64);
+struct Reader {
+    bytes: Arc<Vec<u8>>,
+    /// Reads reaching this offset fail.
+    limit: u64,
+    storage: Arc<MemoryStorage>,
+}
 
 impl ObjectReader for Reader {
     fn len(&self) -> u64 {
-        self.0.len() as u64
+        self.bytes.len() as u64
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        if offset.saturating_add(buf.len() as u64) > self.1 {
+        if offset.saturating_add(buf.len() as u64) > self.limit {
             return Err(io::Error::other("injected read failure"));
         }
         let start = usize::try_from(offset).map_err(io::Error::other)?;
         let src = self
-            .0
+            .bytes
             .get(start..start + buf.len())
             .ok_or(io::ErrorKind::UnexpectedEof)?;
         buf.copy_from_slice(src);
+        self.storage
+            .bytes_read
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }
@@ -174,7 +191,11 @@ impl Storage for Shared {
                     .0
                     .fail_reads_from
                     .load(std::sync::atomic::Ordering::SeqCst);
-                Box::new(Reader(b, limit)) as Box<dyn ObjectReader>
+                Box::new(Reader {
+                    bytes: b,
+                    limit,
+                    storage: self.0.clone(),
+                }) as Box<dyn ObjectReader>
             })
             .ok_or_else(|| missing(name.as_str()))
     }
