@@ -258,7 +258,7 @@ mod tests {
             let mut info = BTreeMap::new();
             info.insert(KEY_FORMAT.to_owned(), FORMAT_NAME.to_owned());
             info.insert(
-                "training_state".to_owned(),
+                crate::store::KEY_TRAINING_STATE.to_owned(),
                 r#"{"fit":{"history":[0.1,2e-9]},"note":"tab\there, ünïcode, \"q\""}"#.to_owned(),
             );
             info.insert(
