@@ -39,7 +39,9 @@ pub trait TensorData {
     /// [`crate::SnapshotFence::wait`] before it changes the tensor. Used only where the
     /// loop puts its fence in the [`crate::Context`] (`Context::with_fence`, as `fit`
     /// does), and not for a model that offers [`Checkpointable::frozen`], whose copy is
-    /// used instead. The default is `None`: the copy is made before the hook returns.
+    /// used instead. The handle comes back from the writer and is dropped on the training
+    /// thread, at the hook that learns the save's outcome. The default is `None`: the copy
+    /// is made before the hook returns.
     fn share(&self) -> Option<SharedTensor> {
         None
     }
@@ -134,6 +136,11 @@ impl HostTensor {
     /// Takes the raw bytes.
     pub fn into_data(self) -> Vec<u8> {
         self.data
+    }
+
+    /// Takes the shape and the raw bytes.
+    pub(crate) fn into_parts(self) -> (Vec<usize>, Vec<u8>) {
+        (self.shape, self.data)
     }
 
     /// A view of this tensor as [`TensorData`] without copying it.
@@ -385,7 +392,10 @@ pub trait Checkpointable {
     /// does), rather than passing the inner copy on. It is also asked for once when
     /// training begins, to learn whether snapshot buffers are needed. What the copy's
     /// methods return as an error, or panic with, is that save's failure, reported at the
-    /// next hook as a failed write is. The default is `None`: the hook takes the tensors.
+    /// next hook as a failed write is. The copy is dropped on the training thread (at the
+    /// hook that learns the save's outcome), never on the writer: a framework's buffers are
+    /// freed by the thread that allocated them. The default is `None`: the hook takes the
+    /// tensors.
     ///
     /// ```
     /// use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};

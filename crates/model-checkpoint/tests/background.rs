@@ -669,3 +669,135 @@ fn when_several_saves_fail_at_once_the_first_is_returned_and_the_others_logged()
         "{errors:?}"
     );
 }
+
+/// Where each of a test's handles was dropped: (what it was, the thread that dropped it).
+type Drops = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, std::thread::ThreadId)>>>;
+
+/// A handle the writer is given (a frozen copy, a shared tensor), which says where it dies.
+struct Tracked {
+    what: &'static str,
+    drops: Drops,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((self.what, std::thread::current().id()));
+    }
+}
+
+/// A model of one 64 KiB tensor that offers frozen copies or shares its tensor behind the
+/// fence, each tracked.
+struct Handing {
+    drops: Drops,
+    frozen: bool,
+}
+
+/// The tensor; a shared handle of it is tracked.
+struct HandedTensor {
+    drops: Drops,
+    #[allow(dead_code)]
+    tracked: Option<Tracked>,
+}
+
+impl model_checkpoint::TensorData for HandedTensor {
+    fn dtype(&self) -> model_checkpoint::Dtype {
+        model_checkpoint::Dtype::U8
+    }
+    fn shape(&self) -> std::borrow::Cow<'_, [usize]> {
+        std::borrow::Cow::Owned(vec![64 << 10])
+    }
+    fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        sink(&[5u8; 64 << 10])
+    }
+    fn share(&self) -> Option<model_checkpoint::SharedTensor> {
+        Some(std::sync::Arc::new(HandedTensor {
+            drops: self.drops.clone(),
+            tracked: Some(Tracked {
+                what: "shared tensor",
+                drops: self.drops.clone(),
+            }),
+        }))
+    }
+}
+
+impl Checkpointable for Handing {
+    fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        Ok(vec![NamedTensor::new(
+            "w",
+            HandedTensor {
+                drops: self.drops.clone(),
+                tracked: None,
+            },
+        )])
+    }
+
+    fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
+        self.frozen.then(|| {
+            Box::new(Handing {
+                drops: self.drops.clone(),
+                frozen: false,
+            }) as Box<dyn Checkpointable + Send>
+        })
+    }
+}
+
+impl Drop for Handing {
+    fn drop(&mut self) {
+        let _ = Tracked {
+            what: "frozen copy",
+            drops: self.drops.clone(),
+        };
+    }
+}
+
+#[test]
+fn what_the_training_thread_hands_the_writer_is_dropped_back_on_the_training_thread() {
+    // glibc frees a block under its allocating thread's arena lock: a writer dropping the
+    // training thread's blocks makes the next steps wait on that lock (see `background`).
+    let here = std::thread::current().id();
+    for (frozen, handed) in [(true, "frozen copy"), (false, "shared tensor")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let drops = Drops::default();
+        let model = Handing {
+            drops: drops.clone(),
+            frozen,
+        };
+        let fence = model_checkpoint::SnapshotFence::new();
+        let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+            .save_weights_only(true)
+            .background(true);
+        let mut ctx = Context::new(&model).with_fence(&fence);
+        cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+        for epoch in 0..3 {
+            cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+                .expect("begin");
+            cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+                .expect("handed over");
+            fence.wait();
+        }
+        cb.on_train_end(&Logs::new(), &mut ctx).expect("durable");
+        for epoch in 1..=3 {
+            let file = CheckpointFile::open(
+                &dir.path().join(format!("w{epoch}.safetensors")),
+                Verify::Full,
+            )
+            .expect("written");
+            assert_eq!(file.read("w").expect("w"), vec![5u8; 64 << 10]);
+        }
+        let drops = drops
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let given = drops.iter().filter(|(what, _)| *what == handed).count();
+        // One per save at least (on_train_begin may also look at a frozen copy).
+        assert!(given >= 3, "{handed}: {drops:?}");
+        let elsewhere: Vec<_> = drops.iter().filter(|(_, t)| *t != here).collect();
+        assert!(
+            elsewhere.is_empty(),
+            "{handed}: dropped on another thread: {elsewhere:?}"
+        );
+    }
+}

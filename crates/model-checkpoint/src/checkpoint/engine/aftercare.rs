@@ -57,20 +57,26 @@ pub(crate) struct Done {
 
 impl Aftercare {
     /// Does the work through `storage`. Never fails as a whole: see [`Done`].
-    pub(crate) fn run(self, storage: &dyn Storage) -> Done {
+    /// Borrows itself so that a background save's aftercare goes back to the training
+    /// thread to be dropped (see `background`).
+    pub(crate) fn run(&self, storage: &dyn Storage) -> Done {
         let mut done = Done::default();
         if let Some((journal, name, row)) = &self.journal {
             journal.record(storage, name, row);
         }
         if let Err(e) = self.mark_and_copy(storage) {
             // Retention waits for the next save; its files stay tracked.
-            done.retry = self.deletions.into_iter().map(|d| d.file).collect();
+            done.retry = self.deletions.iter().map(|d| d.file.clone()).collect();
             done.error = Some(e);
             return done;
         }
-        for deletion in self.deletions {
+        for deletion in &self.deletions {
             let path = deletion.file.path.clone();
-            let digest = match deletion.ownership.and_then(|o| o.check(storage)) {
+            let checked = match &deletion.ownership {
+                Ok(ownership) => ownership.check(storage),
+                Err(why) => Err(why.clone()),
+            };
+            let digest = match checked {
                 Ok(digest) => digest,
                 Err(why) => {
                     // Never deleted: only files this run provably wrote may go.
@@ -99,7 +105,7 @@ impl Aftercare {
                 Err(e) => {
                     // Left for the next round: an extra file is harmless.
                     log::warn!(target: "model_checkpoint", "cannot remove {}: {e}", path.display());
-                    done.retry.push(deletion.file);
+                    done.retry.push(deletion.file.clone());
                 }
             }
         }

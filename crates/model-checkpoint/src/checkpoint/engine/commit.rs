@@ -170,8 +170,10 @@ impl Engine {
         let mut options = self.config.options.clone();
         options.commit = job.commit;
         let (name, kind) = (job.path, job.kind);
+        // The frozen copy and the description stay in the closure, which goes back to the
+        // training thread to be dropped (see `background`): the writer works on a clone.
         let produce: ProduceFn<Written> = Box::new(move |storage| {
-            let (tensors, info) = assemble(&*frozen, &name, described)?;
+            let (tensors, info) = assemble(&*frozen, &name, described.clone())?;
             store::save_to(storage, &name, kind, &tensors, &info, &options).map(Written::File)
         });
         self.hand_over(pending, |writer| writer.submit_produce(produce))
@@ -323,16 +325,18 @@ impl Engine {
             Ok(Some(Written::File(report))) => {
                 if let Some(pending) = self.in_flight.pop_front() {
                     let care = self.aftercare(pending, report.header_digest);
-                    self.pending_aftercare
-                        .push(Box::new(|storage| Written::Aftercare(care.run(storage))));
+                    self.pending_aftercare.push(Box::new(move |storage| {
+                        Written::Aftercare(care.run(storage))
+                    }));
                 }
                 Ok(())
             }
             Ok(Some(Written::Folder(ranks))) => {
                 if let Some(pending) = self.in_flight.pop_front() {
-                    let care = self.folder_aftercare(pending, ranks);
-                    self.pending_aftercare
-                        .push(Box::new(|storage| Written::Aftercare(care.run(storage))));
+                    let mut care = self.folder_aftercare(pending, ranks);
+                    self.pending_aftercare.push(Box::new(move |storage| {
+                        Written::Aftercare(care.run(storage))
+                    }));
                     // At once, not after the hook's own save: a committed folder is never
                     // saved into again, so a save to a name retention is about to free must
                     // find it freed.
@@ -370,7 +374,7 @@ impl Engine {
     fn send_aftercare(&mut self) -> Result<(), Error> {
         let mut first = Ok(());
         for run in std::mem::take(&mut self.pending_aftercare) {
-            let run = match self.writer.as_mut() {
+            let mut run = match self.writer.as_mut() {
                 Some(writer) => match writer.run(run) {
                     Ok(()) => continue,
                     Err(run) => run,
@@ -517,6 +521,7 @@ impl Engine {
 }
 
 /// What a save records besides the model's tensors and values (see `Engine::describe`).
+#[derive(Clone)]
 struct Described {
     /// The metadata (epoch, step, logs, run id).
     info: BTreeMap<String, String>,

@@ -91,7 +91,13 @@ impl Engine {
             options: self.config.commit_options,
         };
         if self.config.background && !interrupt {
+            let mut commit = Some(commit);
             let write: WriteFn<Written> = Box::new(move |storage, named| {
+                // A `WriteFn` is called once.
+                let commit = commit.take().ok_or_else(|| Error::Writer {
+                    reason: "a sharded save was handed to its writer twice".into(),
+                    source: None,
+                })?;
                 commit.write(storage, named)?;
                 Ok(Written::Folder(ranks))
             });
@@ -113,7 +119,7 @@ impl Engine {
         pending: Pending,
         ranks: sharded::Ranks,
     ) -> Result<(), Error> {
-        let care = self.folder_aftercare(pending, ranks);
+        let mut care = self.folder_aftercare(pending, ranks);
         let done = care.run(&*self.config.storage);
         self.after(done)
     }
@@ -225,8 +231,10 @@ struct FolderDeletion {
 }
 
 impl FolderAftercare {
-    /// Does the work through `storage`. Never fails as a whole: see [`Done`].
-    pub(crate) fn run(mut self, storage: &dyn Storage) -> Done {
+    /// Does the work through `storage`, once (the deletions are taken). Never fails as a
+    /// whole: see [`Done`]. Borrows itself so that a background save's aftercare goes back
+    /// to the training thread to be dropped (see `background`).
+    pub(crate) fn run(&mut self, storage: &dyn Storage) -> Done {
         let mut done = Done::default();
         let deletions = std::mem::take(&mut self.deletions);
         if let Some((journal, name, row)) = &self.journal {
