@@ -40,8 +40,10 @@ pub trait TensorData {
     /// loop puts its fence in the [`crate::Context`] (`Context::with_fence`, as `fit`
     /// does), and not for a model that offers [`Checkpointable::frozen`], whose copy is
     /// used instead. The handle comes back from the writer and is dropped on the training
-    /// thread, at the hook that learns the save's outcome. The default is `None`: the copy
-    /// is made before the hook returns.
+    /// thread at the first hook after the save is written, so it outlives the fence: a
+    /// framework must not need to hold a tensor alone to change it in place (candle's
+    /// `Var::set` does not). The default is `None`: the copy is made before the hook
+    /// returns.
     fn share(&self) -> Option<SharedTensor> {
         None
     }
@@ -392,10 +394,11 @@ pub trait Checkpointable {
     /// does), rather than passing the inner copy on. It is also asked for once when
     /// training begins, to learn whether snapshot buffers are needed. What the copy's
     /// methods return as an error, or panic with, is that save's failure, reported at the
-    /// next hook as a failed write is. The copy is dropped on the training thread (at the
-    /// hook that learns the save's outcome), never on the writer: a framework's buffers are
-    /// freed by the thread that allocated them. The default is `None`: the hook takes the
-    /// tensors.
+    /// next hook as a failed write is. The copy is dropped on the training thread at the
+    /// first hook after the save is written (a batch's end), not on the writer, so that a
+    /// framework's buffers are freed by the thread that allocated them (unless the save
+    /// panicked: then the writer drops it while unwinding). The default is `None`: the hook
+    /// takes the tensors.
     ///
     /// ```
     /// use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};

@@ -670,36 +670,29 @@ fn when_several_saves_fail_at_once_the_first_is_returned_and_the_others_logged()
     );
 }
 
-/// Where each of a test's handles was dropped: (what it was, the thread that dropped it).
+/// Where a test's handles were used and dropped: (what happened, on which thread).
 type Drops = std::sync::Arc<std::sync::Mutex<Vec<(&'static str, std::thread::ThreadId)>>>;
 
-/// A handle the writer is given (a frozen copy, a shared tensor), which says where it dies.
-struct Tracked {
-    what: &'static str,
-    drops: Drops,
+fn record(drops: &Drops, what: &'static str) {
+    drops
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((what, std::thread::current().id()));
 }
 
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.drops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((self.what, std::thread::current().id()));
-    }
-}
-
-/// A model of one 64 KiB tensor that offers frozen copies or shares its tensor behind the
-/// fence, each tracked.
+/// A model of one 64 KiB tensor that offers frozen copies, or shares its tensor behind the
+/// fence; the copies and shared handles record where they are read and dropped.
 struct Handing {
     drops: Drops,
-    frozen: bool,
+    offers_copies: bool,
+    /// A frozen copy (the model itself is not tracked).
+    is_copy: bool,
 }
 
-/// The tensor; a shared handle of it is tracked.
+/// The tensor; `shared` for a handle given to the writer.
 struct HandedTensor {
     drops: Drops,
-    #[allow(dead_code)]
-    tracked: Option<Tracked>,
+    shared: bool,
 }
 
 impl model_checkpoint::TensorData for HandedTensor {
@@ -710,35 +703,47 @@ impl model_checkpoint::TensorData for HandedTensor {
         std::borrow::Cow::Owned(vec![64 << 10])
     }
     fn write_to(&self, sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+        if self.shared {
+            record(&self.drops, "shared tensor read");
+        }
         sink(&[5u8; 64 << 10])
     }
     fn share(&self) -> Option<model_checkpoint::SharedTensor> {
         Some(std::sync::Arc::new(HandedTensor {
             drops: self.drops.clone(),
-            tracked: Some(Tracked {
-                what: "shared tensor",
-                drops: self.drops.clone(),
-            }),
+            shared: true,
         }))
+    }
+}
+
+impl Drop for HandedTensor {
+    fn drop(&mut self) {
+        if self.shared {
+            record(&self.drops, "shared tensor dropped");
+        }
     }
 }
 
 impl Checkpointable for Handing {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+        if self.is_copy {
+            record(&self.drops, "frozen copy read");
+        }
         Ok(vec![NamedTensor::new(
             "w",
             HandedTensor {
                 drops: self.drops.clone(),
-                tracked: None,
+                shared: false,
             },
         )])
     }
 
     fn frozen(&self) -> Option<Box<dyn Checkpointable + Send>> {
-        self.frozen.then(|| {
+        self.offers_copies.then(|| {
             Box::new(Handing {
                 drops: self.drops.clone(),
-                frozen: false,
+                offers_copies: false,
+                is_copy: true,
             }) as Box<dyn Checkpointable + Send>
         })
     }
@@ -746,10 +751,9 @@ impl Checkpointable for Handing {
 
 impl Drop for Handing {
     fn drop(&mut self) {
-        let _ = Tracked {
-            what: "frozen copy",
-            drops: self.drops.clone(),
-        };
+        if self.is_copy {
+            record(&self.drops, "frozen copy dropped");
+        }
     }
 }
 
@@ -758,12 +762,22 @@ fn what_the_training_thread_hands_the_writer_is_dropped_back_on_the_training_thr
     // glibc frees a block under its allocating thread's arena lock: a writer dropping the
     // training thread's blocks makes the next steps wait on that lock (see `background`).
     let here = std::thread::current().id();
-    for (frozen, handed) in [(true, "frozen copy"), (false, "shared tensor")] {
+    for (offers_copies, handed) in [(true, "frozen copy"), (false, "shared tensor")] {
         let dir = tempfile::tempdir().expect("tempdir");
         let drops = Drops::default();
         let model = Handing {
             drops: drops.clone(),
-            frozen,
+            offers_copies,
+            is_copy: false,
+        };
+        let seen = |what: String| {
+            drops
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .filter(|(w, _)| *w == what)
+                .map(|(_, t)| *t)
+                .collect::<Vec<_>>()
         };
         let fence = model_checkpoint::SnapshotFence::new();
         let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
@@ -771,12 +785,24 @@ fn what_the_training_thread_hands_the_writer_is_dropped_back_on_the_training_thr
             .background(true);
         let mut ctx = Context::new(&model).with_fence(&fence);
         cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+        let dropped_at_begin = seen(format!("{handed} dropped")).len();
         for epoch in 0..3 {
             cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
                 .expect("begin");
             cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
                 .expect("handed over");
             fence.wait();
+            // Once the save is written, a batch's end frees what it took (a frozen copy
+            // would otherwise live until the next epoch's end).
+            let dropped = dropped_at_begin + epoch + 1;
+            let mut batch = 0;
+            while seen(format!("{handed} dropped")).len() < dropped {
+                assert!(batch < 5000, "{handed}: never freed at a batch's end");
+                cb.on_train_batch_end(batch, &Logs::new(), &mut ctx)
+                    .expect("batch end");
+                batch += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
         }
         cb.on_train_end(&Logs::new(), &mut ctx).expect("durable");
         for epoch in 1..=3 {
@@ -787,17 +813,16 @@ fn what_the_training_thread_hands_the_writer_is_dropped_back_on_the_training_thr
             .expect("written");
             assert_eq!(file.read("w").expect("w"), vec![5u8; 64 << 10]);
         }
-        let drops = drops
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let given = drops.iter().filter(|(what, _)| *what == handed).count();
-        // One per save at least (on_train_begin may also look at a frozen copy).
-        assert!(given >= 3, "{handed}: {drops:?}");
-        let elsewhere: Vec<_> = drops.iter().filter(|(_, t)| *t != here).collect();
+        // The writer read them (on its thread), and this thread dropped them.
+        let read = seen(format!("{handed} read"));
         assert!(
-            elsewhere.is_empty(),
-            "{handed}: dropped on another thread: {elsewhere:?}"
+            read.len() >= 3 && read.iter().all(|t| *t != here),
+            "{handed} read on this thread: {read:?}"
+        );
+        let dropped = seen(format!("{handed} dropped"));
+        assert!(
+            dropped.len() >= 3 && dropped.iter().all(|t| *t == here),
+            "{handed} dropped on another thread: {dropped:?}"
         );
     }
 }

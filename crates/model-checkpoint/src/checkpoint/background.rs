@@ -5,13 +5,17 @@
 //! save, the commit happen on the writer thread.
 //!
 //! What the training thread allocated for a job (the job's closure and what it holds, the
-//! tensors' names, a frozen copy of the model) comes back to it with the job's outcome and
-//! is dropped there. glibc's malloc frees a block under the lock of the arena of the thread
+//! tensors' names, a frozen copy of the model, shared tensor handles, a save's aftercare)
+//! comes back to it with the job's outcome and is dropped there, as soon as a hook takes
+//! the outcome in ([`BackgroundWriter::reap`] at every batch). Not all of it: what a
+//! sharded save's commit consumes, and whatever a job held when it panicked, are freed on
+//! the writer; so are the few small blocks the engine clones there. glibc's malloc frees a block under the lock of the arena of the thread
 //! that allocated it: a writer freeing the training thread's blocks takes that lock while
 //! the training step allocates under it, and each time they meet, one thread sleeps until
 //! the other wakes it. Measured on the digits MLP, that slowed the steps that ran beside the
 //! writer by more than the save's own work on the training thread.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
@@ -80,7 +84,11 @@ impl<W> Job<W> {
 fn run_job<W: 'static>(storage: &dyn Storage, job: Job<W>) -> Outcome<W> {
     let of = job.of();
     let (result, buffers, leftovers) = match job {
-        Job::Save { tensors, write } => write_snapshot(storage, tensors, write),
+        Job::Save { tensors, write } => {
+            // The names and shapes were made in the hook: they go back too.
+            let (result, buffers, names, write) = write_snapshot(storage, tensors, write);
+            (result, buffers, Some(Box::new((names, write)) as Leftovers))
+        }
         Job::CopyAndSave {
             shared,
             buffers,
@@ -95,11 +103,12 @@ fn run_job<W: 'static>(storage: &dyn Storage, job: Job<W>) -> Outcome<W> {
             drop(fence);
             match copied {
                 Ok(tensors) => {
-                    let (result, buffers, written) = write_snapshot(storage, tensors, write);
+                    // The names and shapes were made here, and are dropped here.
+                    let (result, buffers, _, write) = write_snapshot(storage, tensors, write);
                     (
                         result,
                         buffers,
-                        Some(Box::new((shared, written)) as Leftovers),
+                        Some(Box::new((shared, write)) as Leftovers),
                     )
                 }
                 Err(e) => {
@@ -199,13 +208,17 @@ fn snapshot<'t>(
 /// A snapshot's buffers, one per tensor, kept for the next snapshot.
 type Buffers = Vec<Vec<u8>>;
 
-/// Writes a snapshot; returns the result, its buffers for reuse, and what else it holds
-/// (`write`, the tensors' names and shapes) for the training thread to drop.
-fn write_snapshot<W: 'static>(
+/// The tensors' names and shapes of a written snapshot.
+type Names = Vec<(String, Vec<usize>)>;
+
+/// Writes a snapshot; returns the result, its buffers for reuse, and the rest of what it
+/// held (the tensors' names and shapes, and `write`), for the caller to drop where they
+/// were made.
+fn write_snapshot<W>(
     storage: &dyn Storage,
     tensors: Vec<(String, HostTensor)>,
     mut write: WriteFn<W>,
-) -> (Result<Option<W>, Error>, Option<Buffers>, Option<Leftovers>) {
+) -> (Result<Option<W>, Error>, Option<Buffers>, Names, WriteFn<W>) {
     let named: Vec<NamedTensor<'_>> = tensors
         .iter()
         .map(|(n, t)| NamedTensor::new(n.clone(), t.clone_ref()))
@@ -218,7 +231,7 @@ fn write_snapshot<W: 'static>(
             ((n, shape), data)
         })
         .unzip();
-    (result, Some(buffers), Some(Box::new((names, write))))
+    (result, Some(buffers), names, write)
 }
 
 /// What the writer thread sends back: the result (`None` for a `Prepare`), and buffers for
@@ -290,7 +303,11 @@ pub(crate) struct BackgroundWriter<W> {
     jobs: Option<Sender<Job<W>>>,
     outcomes: Receiver<Outcome<W>>,
     thread: Option<JoinHandle<()>>,
+    /// Jobs sent and not yet handed to the caller (those in `received` included).
     in_flight: usize,
+    /// Outcomes taken in early by [`BackgroundWriter::reap`], in order, not yet handed to
+    /// the caller.
+    received: VecDeque<Outcome<W>>,
     pool: Vec<Vec<u8>>,
 }
 
@@ -322,6 +339,7 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             outcomes: out_rx,
             thread: Some(thread),
             in_flight: 0,
+            received: VecDeque::new(),
             pool: Vec::new(),
         })
     }
@@ -331,13 +349,30 @@ impl<W: Send + 'static> BackgroundWriter<W> {
         self.in_flight
     }
 
-    fn take(&mut self, mut outcome: Outcome<W>) -> Outcome<W> {
-        self.in_flight -= 1;
+    /// Takes in an outcome from the writer: its buffers go back to the pool, and what the
+    /// job took from this thread is dropped here.
+    fn receive(&mut self, mut outcome: Outcome<W>) -> Outcome<W> {
         if let Some(buffers) = outcome.buffers.take() {
             self.pool = buffers;
         }
         drop(outcome.leftovers.take());
         outcome
+    }
+
+    /// Takes in the outcomes the writer has sent, without handing them to the caller yet
+    /// (a hook that reports nothing calls this): a frozen copy of the model is freed as
+    /// soon as its save is written, not at the next hook that settles saves.
+    pub(crate) fn reap(&mut self) {
+        while self.received.len() < self.in_flight {
+            match self.outcomes.try_recv() {
+                Ok(o) => {
+                    let o = self.receive(o);
+                    self.received.push_back(o);
+                }
+                // A lost thread is reported by the next `finished` or `wait_one`.
+                Err(_) => break,
+            }
+        }
     }
 
     /// Hands a job to the writer thread.
@@ -356,10 +391,14 @@ impl<W: Send + 'static> BackgroundWriter<W> {
 
     /// Finished saves, without waiting.
     pub(crate) fn finished(&mut self) -> Vec<Outcome<W>> {
-        let mut done = Vec::new();
+        let mut done: Vec<Outcome<W>> = self.received.drain(..).collect();
+        self.in_flight -= done.len();
         while self.in_flight > 0 {
             match self.outcomes.try_recv() {
-                Ok(o) => done.push(self.take(o)),
+                Ok(o) => {
+                    self.in_flight -= 1;
+                    done.push(self.receive(o));
+                }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     done.push(self.lost());
@@ -375,8 +414,15 @@ impl<W: Send + 'static> BackgroundWriter<W> {
         if self.in_flight == 0 {
             return None;
         }
+        if let Some(o) = self.received.pop_front() {
+            self.in_flight -= 1;
+            return Some(o);
+        }
         Some(match self.outcomes.recv() {
-            Ok(o) => self.take(o),
+            Ok(o) => {
+                self.in_flight -= 1;
+                self.receive(o)
+            }
             Err(_) => self.lost(),
         })
     }

@@ -464,6 +464,15 @@ impl Engine {
         first.map_or(Ok(()), Err)
     }
 
+    /// Takes in what the writer has finished without settling it (the next [`Engine::poll`]
+    /// does, and reports failures): what the saves took from the training thread is freed
+    /// now. For hooks that report nothing (a batch's end when saves are per epoch).
+    pub fn reap(&mut self) {
+        if let Some(writer) = &mut self.writer {
+            writer.reap();
+        }
+    }
+
     /// Reports background saves that failed since the last call, and tracks the ones done.
     pub fn poll(&mut self) -> Result<(), Error> {
         // What an earlier hook settled and no save of its own carried along.

@@ -590,7 +590,10 @@ impl ModelCheckpoint {
         ctx: &mut Context<'_>,
     ) -> HookResult {
         if self.decisions.save_freq == SaveFreq::Epoch && !self.triggers.acts_on_batches() {
-            // Keras returns at once here, leaving its batch counters alone.
+            // Keras returns at once here, leaving its batch counters alone. Finished saves
+            // are only taken in (their frozen copies freed); they are settled, and their
+            // failures reported, at the epoch's hooks as before.
+            self.engine.reap();
             return Ok(Control::Continue);
         }
         self.engine.poll()?;
