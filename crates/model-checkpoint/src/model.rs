@@ -395,7 +395,8 @@ pub trait Checkpointable {
     /// training begins, to learn whether snapshot buffers are needed. What the copy's
     /// methods return as an error, or panic with, is that save's failure, reported at the
     /// next hook as a failed write is. The copy is dropped on the training thread at the
-    /// first hook after the save is written (a batch's end), not on the writer, so that a
+    /// first hook after the save is written (a batch's end, where the loop calls batch
+    /// hooks), not on the writer, so that a
     /// framework's buffers are freed by the thread that allocated them (unless the save
     /// panicked: then the writer drops it while unwinding). The default is `None`: the hook
     /// takes the tensors.

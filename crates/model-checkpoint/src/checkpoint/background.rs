@@ -7,13 +7,15 @@
 //! What the training thread allocated for a job (the job's closure and what it holds, the
 //! tensors' names, a frozen copy of the model, shared tensor handles, a save's aftercare)
 //! comes back to it with the job's outcome and is dropped there, as soon as a hook takes
-//! the outcome in ([`BackgroundWriter::reap`] at every batch). Not all of it: what a
-//! sharded save's commit consumes, and whatever a job held when it panicked, are freed on
-//! the writer; so are the few small blocks the engine clones there. glibc's malloc frees a block under the lock of the arena of the thread
-//! that allocated it: a writer freeing the training thread's blocks takes that lock while
-//! the training step allocates under it, and each time they meet, one thread sleeps until
-//! the other wakes it. Measured on the digits MLP, that slowed the steps that ran beside the
-//! writer by more than the save's own work on the training thread.
+//! the outcome in ([`BackgroundWriter::reap`] at every batch's end, where the loop calls
+//! batch hooks; else at the next epoch's hooks). Not all of it: what a sharded save's
+//! commit consumes, and whatever a job held when it panicked, are freed on the writer; so
+//! are the few small blocks the engine clones there. glibc's malloc frees a block under
+//! the lock of the arena of the thread that allocated it: a writer freeing the training
+//! thread's blocks takes that lock while the training step allocates under it, and each
+//! time they meet, one thread sleeps until the other wakes it. Measured on the digits MLP,
+//! that slowed the steps that ran beside the writer by more than the save's own work on
+//! the training thread.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -239,7 +241,7 @@ fn write_snapshot<W>(
 pub(crate) struct Outcome<W> {
     pub result: Result<Option<W>, Error>,
     buffers: Option<Vec<Vec<u8>>>,
-    /// Dropped by [`BackgroundWriter::take`], on the training thread.
+    /// Dropped by `BackgroundWriter::receive`, on the training thread.
     leftovers: Option<Leftovers>,
     /// What the job was: the caller tracks saves in flight, and forgets them all when the
     /// thread is lost.
