@@ -396,10 +396,9 @@ pub trait Checkpointable {
     /// methods return as an error, or panic with, is that save's failure, reported at the
     /// next hook as a failed write is. The copy is dropped on the training thread at the
     /// first hook after the save is written (a batch's end, where the loop calls batch
-    /// hooks), not on the writer, so that a
-    /// framework's buffers are freed by the thread that allocated them (unless the save
-    /// panicked: then the writer drops it while unwinding). The default is `None`: the hook
-    /// takes the tensors.
+    /// hooks), not on the writer, so that a framework's buffers are freed by the thread
+    /// that allocated them (unless the save panicked: then the writer drops it while
+    /// unwinding). The default is `None`: the hook takes the tensors.
     ///
     /// ```
     /// use model_checkpoint::{Checkpointable, Error, HostTensor, NamedTensor};

@@ -95,7 +95,7 @@ fn run_job<W: 'static>(storage: &dyn Storage, job: Job<W>) -> Outcome<W> {
             shared,
             buffers,
             fence,
-            write,
+            mut write,
         } => {
             let views = shared
                 .iter()
@@ -114,7 +114,6 @@ fn run_job<W: 'static>(storage: &dyn Storage, job: Job<W>) -> Outcome<W> {
                     )
                 }
                 Err(e) => {
-                    let mut write = write;
                     let result = write(storage, Err(e)).map(Some);
                     (
                         result,
