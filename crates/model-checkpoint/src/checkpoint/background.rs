@@ -18,7 +18,8 @@
 //! the training thread.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvError, Sender, TryRecvError};
+use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
 
 use crate::callback::FenceGuard;
@@ -419,7 +420,7 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             self.in_flight -= 1;
             return Some(o);
         }
-        Some(match self.outcomes.recv() {
+        Some(match recv_soon(&self.outcomes) {
             Ok(o) => {
                 self.in_flight -= 1;
                 self.receive(o)
@@ -520,3 +521,26 @@ impl<W> Drop for BackgroundWriter<W> {
         }
     }
 }
+
+/// How long a wait for the writer checks for its outcome before sleeping (see
+/// [`recv_soon`]).
+const CHECK_BEFORE_SLEEPING: Duration = Duration::from_millis(2);
+
+/// The next outcome from `outcomes`, waiting for it. The first [`CHECK_BEFORE_SLEEPING`]
+/// are spent checking, giving the processor to any other thread between checks, and only
+/// then does the thread sleep: a sleeping thread is woken by an interrupt from the writer's
+/// processor, which on a virtual machine costs about 0.1 ms (measured at `on_train_end`,
+/// which waits for a small model's last save: 0.36 ms sleeping, 0.27 ms checking). The
+/// thread waits either way; checking only spends processor time nothing else asked for.
+fn recv_soon<T>(outcomes: &Receiver<T>) -> Result<T, RecvError> {
+    let until = Instant::now() + CHECK_BEFORE_SLEEPING;
+    loop {
+        match outcomes.try_recv() {
+            Ok(outcome) => return Ok(outcome),
+            Err(TryRecvError::Disconnected) => return Err(RecvError),
+            Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
+            Err(TryRecvError::Empty) => return outcomes.recv(),
+        }
+    }
+}
+

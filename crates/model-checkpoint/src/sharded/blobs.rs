@@ -38,6 +38,7 @@ use crate::store::{
     self, gate, CheckpointFile, Commit, Kind, Meta, Name, ObjectMeta, SaveOptions, SaveReport,
     Storage, Verify,
 };
+use crate::text::hex;
 use crate::Error;
 
 /// The most indexes [`collect`] reads in one collection (beyond that it deletes nothing).
@@ -88,10 +89,6 @@ fn group_id(ids: &[String]) -> String {
         hash.update(id.as_bytes());
     }
     hex(hash.finalize().as_bytes())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The blob folder of a run whose folder is `folder`.

@@ -50,11 +50,7 @@ impl ShardedCheckpoint {
         let mut files = BTreeMap::new();
         let mut encodings = BTreeMap::new();
         let same = |file: &CheckpointFile, entry: &super::ShardEntry, what: &str| {
-            let digest: String = file
-                .header_digest()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = crate::text::hex(&file.header_digest());
             if digest != entry.header_sha256 || file.len() != entry.bytes {
                 return Err(Error::Corrupt {
                     path: file.path().clone(),

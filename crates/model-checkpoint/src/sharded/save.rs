@@ -57,10 +57,7 @@ pub(crate) fn resumed_from(file: &CheckpointFile) -> Option<String> {
 /// A short SHA-256 (hex) of `text`.
 pub(crate) fn digest(text: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(text.as_bytes())[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::text::hex(&sha2::Sha256::digest(text.as_bytes())[..16])
 }
 
 /// The digest every rank computes of the replicated tensors (names and sizes) it saves
@@ -514,7 +511,7 @@ pub fn gather(
                 weight_map.insert(t.name.clone(), file_name.clone());
             }
         }
-        let digest: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let digest = crate::text::hex(&digest);
         shards.push(ShardEntry {
             file: file_name,
             bytes: len,

@@ -98,10 +98,7 @@ pub fn export(
         .map(|(k, v)| (k.clone(), v.clone()))
         .chain(std::iter::once((
             KEY_EXPORTED_FROM.to_owned(),
-            from.header_digest()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            crate::text::hex(&from.header_digest()),
         )))
         .collect();
     let written = tensors.len();

@@ -149,6 +149,9 @@ pub(crate) struct Shard<'a> {
 pub(crate) struct Config {
     /// The filepath template (what the engine's folder, names and ownership derive from).
     pub template: String,
+    /// The template's folder (see [`Engine::folder`]), worked out once: a save asks for it
+    /// several times, and the template never changes.
+    folder: Name,
     pub storage: Arc<dyn Storage>,
     pub options: SaveOptions,
     pub background: bool,
@@ -186,6 +189,7 @@ impl Config {
     /// no `last`, foreground saves.
     fn new(template: String) -> Self {
         Config {
+            folder: fixed_folder(&Name::from(template.as_str())),
             template,
             storage: Arc::new(LocalFolder::default()),
             options: SaveOptions::default(),
@@ -203,6 +207,17 @@ impl Config {
             interrupt_saves: false,
         }
     }
+}
+
+/// The part of `template`'s folder without placeholders (see [`Engine::folder`]).
+fn fixed_folder(template: &Name) -> Name {
+    let parent = template.parent();
+    let fixed = parent
+        .components()
+        .take_while(|c| !c.contains(['{', '}']))
+        .collect::<Vec<_>>()
+        .join("/");
+    template.root_name().join(&fixed)
 }
 
 /// The saving engine: its configuration and the state of the run (see the module's
@@ -298,14 +313,7 @@ impl Engine {
     /// locks and lists (`.` when the first folder level already has placeholders).
     /// A URL keeps its root (`s3://bucket/run`): see [`Name`].
     pub fn folder(&self) -> Name {
-        let template = self.template_name();
-        let parent = template.parent();
-        let fixed = parent
-            .components()
-            .take_while(|c| !c.contains(['{', '}']))
-            .collect::<Vec<_>>()
-            .join("/");
-        template.root_name().join(&fixed)
+        self.config.folder.clone()
     }
 
     /// The template as a name (checked by `check_template`; a template that is not a valid

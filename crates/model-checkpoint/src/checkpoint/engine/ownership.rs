@@ -295,8 +295,11 @@ pub(super) fn delete_marker(storage: &dyn Storage, marker: &Name, run_id: &str) 
 
 /// The file name of run `id`'s marker for the file whose head has `digest`.
 pub(super) fn marker_file(id: &str, digest: &[u8; 32]) -> String {
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}{id}.{hex}", store::MARKER_PREFIX)
+    format!(
+        "{}{id}.{}",
+        store::MARKER_PREFIX,
+        crate::text::hex(&digest[..16])
+    )
 }
 
 #[cfg(test)]
