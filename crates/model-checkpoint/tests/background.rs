@@ -368,6 +368,19 @@ fn retention_never_deletes_a_file_saved_again_under_the_same_name_before_the_del
 struct Panicking {
     armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     gate: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    /// Panic with a [`PanicInDrop`] payload, which kills the writer thread.
+    kills: bool,
+}
+
+/// A panic payload whose drop panics: the writer catches the first panic, then dropping
+/// the payload panics outside the catch and the thread dies, the one way a writer thread
+/// stops without being told to.
+struct PanicInDrop;
+
+impl Drop for PanicInDrop {
+    fn drop(&mut self) {
+        panic!("a caught panic's payload panicked when dropped");
+    }
 }
 
 impl Panicking {
@@ -393,6 +406,9 @@ impl model_checkpoint::TensorData for Panicking {
         }
         drop(open);
         if self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.kills {
+                std::panic::panic_any(PanicInDrop);
+            }
             panic!("the framework failed while the writer copied its tensor");
         }
         sink(&[3u8; 16])
@@ -416,6 +432,7 @@ fn a_save_that_panics_on_the_writer_fails_alone_and_the_writer_goes_on() {
     let tensor = Panicking {
         armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         gate: std::sync::Arc::default(),
+        kills: false,
     };
     let model = PanickingModel(tensor.clone());
     let fence = model_checkpoint::SnapshotFence::new();
@@ -470,6 +487,83 @@ fn a_save_that_panics_on_the_writer_fails_alone_and_the_writer_goes_on() {
         .expect("the new save is made");
     let file = CheckpointFile::open(&dir.path().join("w3.safetensors"), Verify::Full)
         .expect("the save after the panics");
+    assert_eq!(file.read("w").expect("w"), vec![3u8; 16]);
+    assert!(!dir.path().join("w1.safetensors").exists());
+    assert!(!dir.path().join("w2.safetensors").exists());
+    let state = cb.state().expect("state").to_string();
+    assert!(state.contains("w3.safetensors"), "{state}");
+}
+
+#[test]
+fn a_writer_thread_that_dies_loses_its_saves_loudly_and_the_next_save_starts_a_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tensor = Panicking {
+        armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        gate: std::sync::Arc::default(),
+        kills: true,
+    };
+    let model = PanickingModel(tensor.clone());
+    let fence = model_checkpoint::SnapshotFence::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+        .save_weights_only(true)
+        .background(true)
+        .max_saves_in_flight(2);
+    // Two saves handed over: the writer holds the first in its copy, the second behind it.
+    for epoch in 0..2 {
+        let mut ctx = Context::new(&model).with_fence(&fence);
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("begin");
+        cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+            .expect("handed over");
+    }
+    // The first copy panics and the thread dies with both saves. The fence is let go all
+    // the same (both saves' guards die with the thread), else training would hang: waited
+    // for on another thread, with a deadline.
+    tensor.open_gate();
+    let (done, fenced) = std::sync::mpsc::channel();
+    let waiting = fence.clone();
+    std::thread::spawn(move || {
+        waiting.wait();
+        let _ = done.send(());
+    });
+    fenced
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the dead writer's saves let the fence go");
+    let mut ctx = Context::new(&model).with_fence(&fence);
+    let mut reported = None;
+    for _ in 0..1000 {
+        if let Err(e) = cb.on_epoch_begin(2, &Logs::new(), &mut ctx) {
+            reported = Some(e);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let err = reported.expect("the next hook reports the lost saves");
+    assert!(
+        matches!(err, Error::Writer { .. })
+            && err.to_string().contains("stopped unexpectedly")
+            && err.to_string().contains("lost"),
+        "{err}"
+    );
+    // Reported once: nothing more is waiting.
+    cb.flush().expect("nothing else to report");
+    // Neither lost save is counted: no state names them as saved or coming.
+    let state = cb.state().expect("state").to_string();
+    assert!(
+        !state.contains("w1.safetensors") && !state.contains("w2.safetensors"),
+        "{state}"
+    );
+
+    // The next save starts a new writer thread, which makes it.
+    tensor
+        .armed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    cb.on_epoch_end(2, &Logs::new(), &mut ctx)
+        .expect("a new writer takes the save");
+    cb.on_train_end(&Logs::new(), &mut ctx)
+        .expect("the new save is made");
+    let file = CheckpointFile::open(&dir.path().join("w3.safetensors"), Verify::Full)
+        .expect("the save after the thread died");
     assert_eq!(file.read("w").expect("w"), vec![3u8; 16]);
     assert!(!dir.path().join("w1.safetensors").exists());
     assert!(!dir.path().join("w2.safetensors").exists());
@@ -638,6 +732,7 @@ fn when_several_saves_fail_at_once_the_first_is_returned_and_the_others_logged()
     let tensor = Panicking {
         armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
         gate: std::sync::Arc::default(),
+        kills: false,
     };
     let model = PanickingModel(tensor.clone());
     let fence = model_checkpoint::SnapshotFence::new();

@@ -19,8 +19,8 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvError, Sender, TryRecvError};
-use std::time::{Duration, Instant};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::callback::FenceGuard;
 use crate::model::{HostTensor, NamedTensor, SharedTensor, TensorData};
@@ -543,4 +543,3 @@ fn recv_soon<T>(outcomes: &Receiver<T>) -> Result<T, RecvError> {
         }
     }
 }
-
