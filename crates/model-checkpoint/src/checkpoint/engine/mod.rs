@@ -147,10 +147,11 @@ pub(crate) struct Shard<'a> {
 /// Only the builder (`model_checkpoint/options.rs`) writes it; the engine only reads it
 /// (`tests/layers.rs` checks both).
 pub(crate) struct Config {
-    /// The filepath template (what the engine's folder, names and ownership derive from).
-    pub template: String,
+    /// The filepath template (what the engine's folder, names and ownership derive from),
+    /// set once by [`Config::new`]: private, so that it cannot change under `folder`.
+    template: String,
     /// The template's folder (see [`Engine::folder`]), worked out once: a save asks for it
-    /// several times, and the template never changes.
+    /// several times.
     folder: Name,
     pub storage: Arc<dyn Storage>,
     pub options: SaveOptions,
@@ -178,6 +179,11 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The filepath template.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
     /// Where saves are folders with an index (a sharded run, or deduplicated saves, which
     /// are one process's "sharded" checkpoints): this process among the run's.
     pub fn folder_ranks(&self) -> Option<crate::sharded::Ranks> {

@@ -283,7 +283,7 @@ impl ModelCheckpoint {
 
     /// The filepath template.
     pub fn filepath(&self) -> &str {
-        &self.engine.config.template
+        self.engine.config.template()
     }
 
     /// Whether this callback acts in the per-batch hooks: `save_freq` in batches, every N
@@ -329,7 +329,7 @@ impl ModelCheckpoint {
     }
 
     pub(super) fn key(&self) -> String {
-        format!("ModelCheckpoint({})", self.engine.config.template)
+        format!("ModelCheckpoint({})", self.engine.config.template())
     }
 }
 

@@ -335,7 +335,7 @@ impl ModelCheckpoint {
             if !self.engine.config.explicit_run_id {
                 return refuse("needs the same run id on every rank: give with_run_id");
             }
-            let fixed = crate::template::Pattern::new(&self.engine.config.template)
+            let fixed = crate::template::Pattern::new(self.engine.config.template())
                 .is_ok_and(|p| p.is_fixed());
             if fixed && self.engine.config.overwrite {
                 return refuse(

@@ -70,7 +70,7 @@ impl ModelCheckpoint {
                 None => &empty,
             },
         };
-        let filepath = Decisions::file_path(&self.engine.config.template, epoch, batch, logs)?;
+        let filepath = Decisions::file_path(self.engine.config.template(), epoch, batch, logs)?;
         let name = Name::new(&filepath)?;
         let makes_folder = |dir: &Name| rules.makes_folder(dir);
         // tf.keras fails on a missing model here: after formatting, before making folders.
