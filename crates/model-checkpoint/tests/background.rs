@@ -427,21 +427,29 @@ impl Checkpointable for PanickingModel {
     }
 }
 
-#[test]
-fn a_save_that_panics_on_the_writer_fails_alone_and_the_writer_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// A background callback saving `w{epoch}` in `dir` that has handed two saves of a
+/// [`Panicking`] tensor (armed; `kills` as given) to its writer, which holds the first in
+/// its copy, behind the closed gate, and the second behind it.
+fn two_saves_held(
+    dir: &std::path::Path,
+    kills: bool,
+) -> (
+    ModelCheckpoint,
+    PanickingModel,
+    Panicking,
+    model_checkpoint::SnapshotFence,
+) {
     let tensor = Panicking {
         armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         gate: std::sync::Arc::default(),
-        kills: false,
+        kills,
     };
     let model = PanickingModel(tensor.clone());
     let fence = model_checkpoint::SnapshotFence::new();
-    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+    let mut cb = ModelCheckpoint::new(dir.join("w{epoch}.safetensors"))
         .save_weights_only(true)
         .background(true)
         .max_saves_in_flight(2);
-    // Two saves handed over: the writer holds the first in its copy, the second behind it.
     for epoch in 0..2 {
         let mut ctx = Context::new(&model).with_fence(&fence);
         cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
@@ -449,6 +457,13 @@ fn a_save_that_panics_on_the_writer_fails_alone_and_the_writer_goes_on() {
         cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
             .expect("handed over");
     }
+    (cb, model, tensor, fence)
+}
+
+#[test]
+fn a_save_that_panics_on_the_writer_fails_alone_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut cb, model, tensor, fence) = two_saves_held(dir.path(), false);
     // Both copies panic. Their fences are let go all the same.
     tensor.open_gate();
     fence.wait();
@@ -498,25 +513,7 @@ fn a_save_that_panics_on_the_writer_fails_alone_and_the_writer_goes_on() {
 /// Two saves handed to a writer whose thread then dies (the first copy panics with a
 /// [`PanicInDrop`]), with the loop's fence checked let go: the callback and its model.
 fn writer_killed_with_two_saves(dir: &std::path::Path) -> (ModelCheckpoint, PanickingModel) {
-    let tensor = Panicking {
-        armed: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        gate: std::sync::Arc::default(),
-        kills: true,
-    };
-    let model = PanickingModel(tensor.clone());
-    let fence = model_checkpoint::SnapshotFence::new();
-    let mut cb = ModelCheckpoint::new(dir.join("w{epoch}.safetensors"))
-        .save_weights_only(true)
-        .background(true)
-        .max_saves_in_flight(2);
-    // The writer holds the first save in its copy, the second behind it.
-    for epoch in 0..2 {
-        let mut ctx = Context::new(&model).with_fence(&fence);
-        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
-            .expect("begin");
-        cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
-            .expect("handed over");
-    }
+    let (cb, model, tensor, fence) = two_saves_held(dir, true);
     // The first copy panics and the thread dies with both saves. The fence is let go all
     // the same (both saves' guards die with the thread: a channel drops what it holds when
     // its receiver goes), else training would hang: waited for on another thread, with a
