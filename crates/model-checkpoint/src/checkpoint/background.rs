@@ -301,7 +301,7 @@ pub(crate) struct BackgroundWriter<W> {
     jobs: Option<Sender<Job<W>>>,
     outcomes: Receiver<Outcome<W>>,
     thread: Option<JoinHandle<()>>,
-    /// Jobs sent and not yet handed to the caller (those in `received` included).
+    /// Jobs sent whose outcome has not come back yet.
     in_flight: usize,
     /// Outcomes taken in early by [`BackgroundWriter::reap`], in order, not yet handed to
     /// the caller.
@@ -342,14 +342,15 @@ impl<W: Send + 'static> BackgroundWriter<W> {
         })
     }
 
-    /// Jobs in flight (saves, and other work).
+    /// Jobs in flight (saves, and other work): sent, and not yet handed to the caller.
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight + self.received.len()
     }
 
-    /// Takes in an outcome from the writer: its buffers go back to the pool, and what the
-    /// job took from this thread is dropped here.
+    /// Takes in an outcome from the writer: its job is no longer in flight, its buffers go
+    /// back to the pool, and what the job took from this thread is dropped here.
     fn receive(&mut self, mut outcome: Outcome<W>) -> Outcome<W> {
+        self.in_flight -= 1;
         if let Some(buffers) = outcome.buffers.take() {
             self.pool = buffers;
         }
@@ -361,7 +362,7 @@ impl<W: Send + 'static> BackgroundWriter<W> {
     /// (a hook that reports nothing calls this): a frozen copy of the model is freed as
     /// soon as its save is written, not at the next hook that settles saves.
     pub(crate) fn reap(&mut self) {
-        while self.received.len() < self.in_flight {
+        while self.in_flight > 0 {
             match self.outcomes.try_recv() {
                 Ok(o) => {
                     let o = self.receive(o);
@@ -390,13 +391,9 @@ impl<W: Send + 'static> BackgroundWriter<W> {
     /// Finished saves, without waiting.
     pub(crate) fn finished(&mut self) -> Vec<Outcome<W>> {
         let mut done: Vec<Outcome<W>> = self.received.drain(..).collect();
-        self.in_flight -= done.len();
         while self.in_flight > 0 {
             match self.outcomes.try_recv() {
-                Ok(o) => {
-                    self.in_flight -= 1;
-                    done.push(self.receive(o));
-                }
+                Ok(o) => done.push(self.receive(o)),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     done.push(self.lost());
@@ -409,18 +406,14 @@ impl<W: Send + 'static> BackgroundWriter<W> {
 
     /// Waits for the oldest save in flight.
     pub(crate) fn wait_one(&mut self) -> Option<Outcome<W>> {
+        if let Some(o) = self.received.pop_front() {
+            return Some(o);
+        }
         if self.in_flight == 0 {
             return None;
         }
-        if let Some(o) = self.received.pop_front() {
-            self.in_flight -= 1;
-            return Some(o);
-        }
         Some(match recv_soon(&self.outcomes) {
-            Ok(o) => {
-                self.in_flight -= 1;
-                self.receive(o)
-            }
+            Ok(o) => self.receive(o),
             Err(_) => self.lost(),
         })
     }
@@ -527,9 +520,10 @@ const CHECK_BEFORE_SLEEPING: Duration = Duration::from_millis(1);
 /// then does the thread sleep: a sleeping thread is woken by an interrupt from the writer's
 /// processor, which on a virtual machine costs about 0.1 ms (measured at `on_train_end`,
 /// which waits for a small model's last save, side by side: 0.28–0.40 ms sleeping,
-/// 0.25–0.27 ms checking, with candle on tmpfs). The price is up to that long of processor time a sleeping
-/// thread would have left to others (other ranks, a CPU quota); on a single core, where
-/// checking could only delay the writer it waits for, the thread sleeps at once.
+/// 0.25–0.27 ms checking, with candle on tmpfs). The price is up to that long of processor
+/// time a sleeping thread would have left to others (other ranks, a CPU quota); on a
+/// single core, where checking could only delay the writer it waits for, the thread sleeps
+/// at once.
 fn recv_soon<T>(outcomes: &Receiver<T>) -> Result<T, RecvError> {
     if cores() < 2 {
         return outcomes.recv();
