@@ -119,6 +119,11 @@ impl<F: Framework> Checkpointable for TrainingParts<F> {
         Ok(state)
     }
 
+    /// Always: the loop's state is a section of its own.
+    fn has_training_state(&self) -> Result<bool, Error> {
+        Ok(true)
+    }
+
     fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {
         F::restore_weights(&mut self.model, stored)
     }

@@ -89,6 +89,11 @@ impl Checkpointable for TrainingView<'_> {
         with_fit(self.step.training_state()?, self.state)
     }
 
+    /// Always: the fit state is a section of its own.
+    fn has_training_state(&self) -> Result<bool, model_checkpoint::Error> {
+        Ok(true)
+    }
+
     fn shard_layout(&self) -> std::collections::BTreeMap<String, model_checkpoint::Placement> {
         self.step.shard_layout()
     }
@@ -116,6 +121,11 @@ impl Checkpointable for FrozenView {
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
         with_fit(self.step.training_state()?, &self.state)
+    }
+
+    /// Always, as [`TrainingView`]'s.
+    fn has_training_state(&self) -> Result<bool, model_checkpoint::Error> {
+        Ok(true)
     }
 
     fn shard_layout(&self) -> std::collections::BTreeMap<String, model_checkpoint::Placement> {

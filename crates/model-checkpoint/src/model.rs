@@ -331,6 +331,20 @@ pub trait Checkpointable {
         Ok(TrainingState::default())
     }
 
+    /// Whether [`Checkpointable::training_state`] hands over anything: a full checkpoint of
+    /// a model without training state is refused before its first save. The default builds
+    /// the state to see; a model that always has one (a loop that records where it stands)
+    /// answers without building it, which for some frameworks means serializing the whole
+    /// optimizer.
+    ///
+    /// # Errors
+    ///
+    /// As [`Checkpointable::training_state`].
+    fn has_training_state(&self) -> Result<bool, Error> {
+        let state = self.training_state()?;
+        Ok(!(state.document.is_empty() && state.tensors.is_empty()))
+    }
+
     /// Takes the weights back from a checkpoint (see [`crate::restore`]): read each with
     /// [`TensorSource::read`], which checks its dtype and shape (or plan the whole load with
     /// [`crate::load::plan`], which lists every problem at once), and change nothing until
@@ -438,6 +452,10 @@ impl<T: Checkpointable + ?Sized> Checkpointable for Box<T> {
 
     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
         (**self).training_state()
+    }
+
+    fn has_training_state(&self) -> Result<bool, Error> {
+        (**self).has_training_state()
     }
 
     fn restore_weights(&mut self, stored: &dyn TensorSource) -> Result<(), Error> {

@@ -163,15 +163,13 @@ pub(crate) fn parse_crc_hex(text: &str) -> Option<u32> {
 pub(crate) fn header_sum_range(header: &[u8]) -> Option<std::ops::Range<usize>> {
     let pattern = format!("\"{KEY_HEADER_SUM}\":\"");
     let pattern = pattern.as_bytes();
-    let mut found = header
-        .windows(pattern.len())
-        .enumerate()
-        .filter(|(_, w)| *w == pattern)
-        .map(|(i, _)| i + pattern.len());
-    let start = found.next()?;
-    if found.next().is_some() {
+    let finder = memchr::memmem::Finder::new(pattern);
+    let first = finder.find(header)?;
+    // Any other occurrence, overlapping the first included.
+    if finder.find(&header[first + 1..]).is_some() {
         return None;
     }
+    let start = first + pattern.len();
     let end = start + PLACEHOLDER.len();
     (end <= header.len()).then_some(start..end)
 }
@@ -275,5 +273,26 @@ mod tests {
                 "{count} entries"
             );
         }
+    }
+
+    #[test]
+    fn the_header_checksum_is_found_only_where_the_header_holds_it_once() {
+        let key = format!("\"{KEY_HEADER_SUM}\":\"");
+        let once = format!(r#"{{"__metadata__":{{"a":"b",{key}0123abcd"}}}}"#);
+        let at = once.find("0123abcd").expect("written above");
+        assert_eq!(header_sum_range(once.as_bytes()), Some(at..at + 8));
+        assert_eq!(header_sum_range(b"{\"__metadata__\":{}}"), None);
+        let twice = format!(r#"{{"__metadata__":{{{key}0123abcd","x":{key}0123abcd"}}}}"#);
+        assert_eq!(header_sum_range(twice.as_bytes()), None, "two");
+        // The key's text overlapping itself (its closing quote opens the second) is two.
+        let overlapping = format!("{{{key}{}0123abcd\"}}", &key[1..]);
+        assert_eq!(
+            header_sum_range(overlapping.as_bytes()),
+            None,
+            "overlapping"
+        );
+        // Too few bytes left for the digits.
+        let cut = format!("{{{key}0123");
+        assert_eq!(header_sum_range(cut.as_bytes()), None, "cut");
     }
 }

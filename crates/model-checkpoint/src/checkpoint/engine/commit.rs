@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use super::super::background::{BackgroundWriter, Of, Outcome, ProduceFn, WriteFn};
 use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard, Written};
 use crate::callback::Context;
+use crate::document::TrainingDocument;
 use crate::error::{first_failure, keep_first};
 use crate::model::NamedTensor;
+use crate::name::Name;
 use crate::policy::{files_to_keep, SavedFile};
 use crate::store::{self, Kind, Meta, KEY_TRAINING_STATE, TRAINING_PREFIX};
 use crate::{Error, Value};
@@ -20,8 +22,7 @@ impl Engine {
         if kind != Kind::Full || self.full_checked {
             return Ok(());
         }
-        let training = ctx.model()?.training_state()?;
-        if training.document.is_empty() && training.tensors.is_empty() {
+        if !ctx.model()?.has_training_state()? {
             return Err(Error::NoTrainingState);
         }
         self.full_checked = true;
@@ -96,9 +97,9 @@ impl Engine {
         ctx: &Context<'m>,
         key: &str,
         own: Option<serde_json::Value>,
-    ) -> Result<(Vec<NamedTensor<'m>>, BTreeMap<String, String>), Error> {
+    ) -> Result<(Vec<NamedTensor<'m>>, Info), Error> {
         let described = self.describe(planned, ctx, key, own);
-        assemble(ctx.model()?, &planned.job.path, described)
+        assemble(ctx.model()?, described)
     }
 
     /// What a planned save records beyond the model's own tensors and values: its metadata,
@@ -128,10 +129,7 @@ impl Engine {
             }
             callbacks
         });
-        Described {
-            info: meta.to_info(),
-            callbacks,
-        }
+        Described { meta, callbacks }
     }
 
     /// The frozen copy of the model a background save of one file takes its tensors from on
@@ -173,7 +171,8 @@ impl Engine {
         // The frozen copy and the description stay in the closure, which goes back to the
         // training thread to be dropped (see `background`): the writer works on a clone.
         let produce: ProduceFn<Written> = Box::new(move |storage| {
-            let (tensors, info) = assemble(&*frozen, &name, described.clone())?;
+            let (tensors, info) = assemble(&*frozen, described.clone())?;
+            let info = info.render(&name)?;
             store::save_to(storage, &name, kind, &tensors, &info, &options).map(Written::File)
         });
         self.hand_over(pending, |writer| writer.submit_produce(produce))
@@ -186,13 +185,15 @@ impl Engine {
         planned: Planned,
         ctx: &Context<'_>,
         tensors: Vec<NamedTensor<'_>>,
-        info: BTreeMap<String, String>,
+        info: Info,
     ) -> Result<(), Error> {
         let Planned { job, pending } = planned;
         if self.config.dedup {
+            let info = info.render(&job.path)?;
             return self.save_dedup(&job.path, job.kind, tensors, &info, pending);
         }
         if let Some(ranks) = self.config.folder_ranks() {
+            let info = info.render(&job.path)?;
             let layout = ctx.model()?.shard_layout();
             return self.save_sharded(
                 Shard {
@@ -216,20 +217,29 @@ impl Engine {
             // Every earlier save first, so that this one is the newest when it returns; their
             // failure is reported, after this save is made.
             let earlier = if job.interrupt { self.flush() } else { Ok(()) };
-            let saved = store::save_to(
-                &*self.config.storage,
-                &name,
-                job.kind,
-                &tensors,
-                &info,
-                &options,
-            )
-            .and_then(|report| self.committed(pending, report.header_digest));
+            let saved = info
+                .render(&name)
+                .and_then(|info| {
+                    store::save_to(
+                        &*self.config.storage,
+                        &name,
+                        job.kind,
+                        &tensors,
+                        &info,
+                        &options,
+                    )
+                })
+                .and_then(|report| self.committed(pending, report.header_digest));
             return first_failure(earlier, saved);
         }
         let kind = job.kind;
+        // The metadata and the training document are written as text on the writer thread,
+        // not in the hook; their values stay in the closure, which goes back to the training
+        // thread to be freed (see `background`).
         let write: WriteFn<Written> = Box::new(move |storage, named| {
-            store::save_to(storage, &name, kind, &named?, &info, &options).map(Written::File)
+            let named = named?;
+            let info = info.render(&name)?;
+            store::save_to(storage, &name, kind, &named, &info, &options).map(Written::File)
         });
         self.hand_to_writer(ctx, &tensors, write, pending)
     }
@@ -533,9 +543,32 @@ impl Engine {
 #[derive(Clone)]
 struct Described {
     /// The metadata (epoch, step, logs, run id).
-    info: BTreeMap<String, String>,
+    meta: Meta,
     /// For a full checkpoint, the callbacks' states by key.
     callbacks: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// A save's metadata, not yet written as text: a background save writes it on the writer
+/// thread ([`Info::render`]), so that the hook does not.
+struct Info {
+    meta: Meta,
+    /// For a full checkpoint, its training document.
+    document: Option<TrainingDocument>,
+}
+
+impl Info {
+    /// The metadata as the file holds it; `path` is the save's, for errors.
+    fn render(&self, path: &Name) -> Result<BTreeMap<String, String>, Error> {
+        let mut info = self.meta.to_info();
+        if let Some(document) = &self.document {
+            let text = document.to_json().map_err(|e| Error::BadTrainingState {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            info.insert(KEY_TRAINING_STATE.to_owned(), text);
+        }
+        Ok(info)
+    }
 }
 
 /// A save's tensors and metadata, from `model` (live in the hook, or a frozen copy on the
@@ -544,13 +577,9 @@ struct Described {
 /// callbacks' states.
 fn assemble<'m>(
     model: &'m dyn crate::Checkpointable,
-    path: &crate::name::Name,
     described: Described,
-) -> Result<(Vec<NamedTensor<'m>>, BTreeMap<String, String>), Error> {
-    let Described {
-        mut info,
-        callbacks,
-    } = described;
+) -> Result<(Vec<NamedTensor<'m>>, Info), Error> {
+    let Described { meta, callbacks } = described;
     let mut tensors: Vec<NamedTensor<'m>> = model.weights()?;
     if let Some(t) = tensors.iter().find(|t| t.name.starts_with(TRAINING_PREFIX)) {
         return Err(Error::TensorName {
@@ -558,6 +587,7 @@ fn assemble<'m>(
             reason: "weights may not use the prefix reserved for training state",
         });
     }
+    let mut document = None;
     if let Some(callbacks) = callbacks {
         let training = model.training_state()?;
         if training.document.is_empty() && training.tensors.is_empty() {
@@ -567,13 +597,9 @@ fn assemble<'m>(
             t.name = format!("{TRAINING_PREFIX}{}", t.name);
             t
         }));
-        let mut document = training.document;
-        document.callbacks = callbacks;
-        let text = document.to_json().map_err(|e| Error::BadTrainingState {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        info.insert(KEY_TRAINING_STATE.to_owned(), text);
+        let mut training_document = training.document;
+        training_document.callbacks = callbacks;
+        document = Some(training_document);
     }
-    Ok((tensors, info))
+    Ok((tensors, Info { meta, document }))
 }
