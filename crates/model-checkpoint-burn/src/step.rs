@@ -182,6 +182,10 @@ impl<M: Module + 'static> Checkpointable for BurnStep<M> {
         training_state(&self.parts, self.learning_rate)
     }
 
+    fn has_training_state(&self) -> Result<bool, model_checkpoint::Error> {
+        self.parts.has_training_state()
+    }
+
     fn restore_weights(
         &mut self,
         stored: &dyn TensorSource,
@@ -228,6 +232,10 @@ impl<M: Module> Checkpointable for Frozen<M> {
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
         training_state(&self.parts, self.learning_rate)
+    }
+
+    fn has_training_state(&self) -> Result<bool, model_checkpoint::Error> {
+        self.parts.has_training_state()
     }
 }
 

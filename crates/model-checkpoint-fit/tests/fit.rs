@@ -45,6 +45,11 @@ impl Linear {
     }
 }
 
+thread_local! {
+    /// How many times this thread built a `Linear`'s training state.
+    static STATES_BUILT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
@@ -61,6 +66,7 @@ impl Checkpointable for Linear {
     }
 
     fn training_state(&self) -> Result<TrainingState<'_>, model_checkpoint::Error> {
+        STATES_BUILT.with(|n| n.set(n.get() + 1));
         let mut state = TrainingState {
             tensors: vec![NamedTensor::new(
                 format!("{OPTIMIZER_TENSORS}velocity"),
@@ -198,6 +204,21 @@ fn fit_trains_a_framework_free_step_and_saves_what_it_learned() {
     assert!(document
         .callbacks
         .contains_key(&checkpoint.state_key().expect("key")));
+}
+
+#[test]
+fn a_full_save_builds_the_training_state_once_and_the_check_before_it_does_not() {
+    // Checking that a model has training state must not build it: for burn that is a round
+    // trip of the whole optimizer through its record format.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut trainer = Trainer::new(Linear::new(2));
+    let mut checkpoint = ModelCheckpoint::new(dir.path().join("e{epoch:02d}.safetensors"));
+    STATES_BUILT.with(|n| n.set(0));
+    trainer
+        .fit(&data(), &options(3), &mut [&mut checkpoint])
+        .expect("fit");
+    assert_eq!(STATES_BUILT.with(std::cell::Cell::get), 3, "one per save");
+    assert!(dir.path().join("e03.safetensors").exists());
 }
 
 #[test]

@@ -332,10 +332,14 @@ pub trait Checkpointable {
     }
 
     /// Whether [`Checkpointable::training_state`] hands over anything: a full checkpoint of
-    /// a model without training state is refused before its first save. The default builds
-    /// the state to see; a model that always has one (a loop that records where it stands)
-    /// answers without building it, which for some frameworks means serializing the whole
-    /// optimizer.
+    /// a model without training state is refused before its first save (before its message
+    /// is printed). The default builds the state to see; a model that always has one (a
+    /// loop that records where it stands) answers without building it, which for some
+    /// frameworks means serializing the whole optimizer. An answer must be true exactly
+    /// when `training_state` would hand over something (each save checks again, and
+    /// refuses an empty state then). Only emptiness is asked here: a failure to build the
+    /// state surfaces at the save that builds it (for a background save of a frozen copy,
+    /// at the next hook, as a failed write does).
     ///
     /// # Errors
     ///

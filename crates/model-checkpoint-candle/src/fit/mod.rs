@@ -202,6 +202,10 @@ impl Checkpointable for CandleStep {
         self.parts.training_state()
     }
 
+    fn has_training_state(&self) -> Result<bool, model_checkpoint::Error> {
+        self.parts.has_training_state()
+    }
+
     fn restore_weights(
         &mut self,
         stored: &dyn TensorSource,

@@ -17,7 +17,9 @@ use crate::{Error, Value};
 
 impl Engine {
     /// Refuses, before anything is printed or written, a full checkpoint of a model that
-    /// hands over no training state. Checked once (a model that had it keeps it).
+    /// hands over no training state. Checked once (a model that had it keeps it), through
+    /// `Checkpointable::has_training_state`: whether the state can be built is learnt at
+    /// the save that builds it.
     pub fn check_model(&mut self, ctx: &Context<'_>, kind: Kind) -> Result<(), Error> {
         if kind != Kind::Full || self.full_checked {
             return Ok(());
