@@ -107,6 +107,55 @@ fn every_float_dtype_round_trips_bit_for_bit() {
     );
 }
 
+/// A module whose parameter is tracked on the autodiff device and saved through a mapper
+/// (as burn's `Linear` saves its weight transposed).
+#[derive(Module, Debug)]
+struct Mapped {
+    weight: Param<Tensor<2>>,
+}
+
+/// What the save mapper of [`Mapped`] was handed: whether each tensor was on the autodiff
+/// graph.
+static MAPPED_ON_THE_GRAPH: std::sync::Mutex<Vec<bool>> = std::sync::Mutex::new(Vec::new());
+
+#[test]
+fn a_save_runs_the_save_mapper_off_the_autodiff_graph_with_the_same_values() {
+    // On the graph, the mapper's transpose would register a step under burn's graph lock,
+    // which training takes at every operation: a background save does this on the writer.
+    let device = cpu_autodiff();
+    let value = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]),
+        &device,
+    )
+    .require_grad();
+    assert!(value.is_autodiff());
+    let module = Mapped {
+        weight: Param::from_tensor(value).save_mapper(|t: Tensor<2>| {
+            MAPPED_ON_THE_GRAPH
+                .lock()
+                .expect("not poisoned")
+                .push(t.is_autodiff());
+            t.transpose()
+        }),
+    };
+    let saved = bytes(&module);
+    assert_eq!(
+        *MAPPED_ON_THE_GRAPH.lock().expect("not poisoned"),
+        [false],
+        "the mapper ran once, on a tensor off the graph"
+    );
+    let (name, dtype, shape, data) = &saved[0];
+    assert_eq!((name.as_str(), dtype.as_str()), ("weight", "F32"));
+    assert_eq!(shape, &[3, 2]);
+    let values: Vec<f32> = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(values, [1.0, 4.0, 2.0, 5.0, 3.0, 6.0], "saved transposed");
+    // The live parameter is still tracked: training goes on with it.
+    assert!(module.weight.val().is_autodiff());
+}
+
 #[test]
 fn mismatched_files_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
