@@ -14,7 +14,9 @@
 //! - [`Mlp`]: the MLP `ckpt train --framework burn` trains, named and laid out as candle's.
 //!
 //! Checkpoints are the same files as candle's: weights by name, `[out, in]` dense kernels,
-//! optimizer state under `__training__/optimizer/<path>/<field>`.
+//! optimizer state under `__training__/optimizer/<path>/<field>`. Weights are saved through
+//! each parameter's save mapper, which is handed the value off the autodiff graph (as
+//! `Module::valid` gives it): a save registers no step in burn's graph.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
