@@ -289,6 +289,20 @@ pub struct TrainingState<'a> {
     pub document: crate::document::TrainingDocument,
 }
 
+impl TrainingState<'_> {
+    /// Whether it holds nothing: no tensors and no values (a full checkpoint of it is
+    /// refused).
+    ///
+    /// ```
+    /// use model_checkpoint::TrainingState;
+    ///
+    /// assert!(TrainingState::default().is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.document.is_empty() && self.tensors.is_empty()
+    }
+}
+
 /// A model that can be checkpointed: it names its tensors and hands them over.
 ///
 /// This is the whole seam between the library and a tensor framework. A weights-only
@@ -345,8 +359,7 @@ pub trait Checkpointable {
     ///
     /// As [`Checkpointable::training_state`].
     fn has_training_state(&self) -> Result<bool, Error> {
-        let state = self.training_state()?;
-        Ok(!(state.document.is_empty() && state.tensors.is_empty()))
+        Ok(!self.training_state()?.is_empty())
     }
 
     /// Takes the weights back from a checkpoint (see [`crate::restore`]): read each with

@@ -592,7 +592,7 @@ fn assemble<'m>(
     let mut document = None;
     if let Some(callbacks) = callbacks {
         let training = model.training_state()?;
-        if training.document.is_empty() && training.tensors.is_empty() {
+        if training.is_empty() {
             return Err(Error::NoTrainingState);
         }
         tensors.extend(training.tensors.into_iter().map(|mut t| {
