@@ -328,6 +328,58 @@ fn after_a_background_save_the_journal_marker_last_copy_and_deletes_happen_on_th
 }
 
 #[test]
+fn dropping_the_callback_waits_for_saves_in_flight_and_leaves_the_writer_holding_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = std::sync::Arc::new(ThreadLog::default());
+    let toy = Toy::new();
+    let new_cb = |name: &str| {
+        ModelCheckpoint::new(dir.path().join(name))
+            .storage(storage.clone())
+            .background(true)
+            .save_weights_only(true)
+    };
+
+    // Every save collected (on_train_end): the callback's drop lets the writer thread go
+    // without waiting for it to end, and the thread keeps nothing of the caller's, not
+    // even a reference to its storage.
+    let mut cb = new_cb("done{epoch}.safetensors");
+    let mut ctx = Context::new(&toy);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    for epoch in 0..3 {
+        toy.step();
+        cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+            .expect("epoch end");
+    }
+    cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+    drop(cb);
+    assert_eq!(
+        std::sync::Arc::strong_count(&storage),
+        1,
+        "something still holds the storage after the callback is dropped"
+    );
+
+    // A save still in flight (its write held back): the drop waits for it, so that no save
+    // outlives the callback.
+    let mut cb = new_cb("held{epoch}.safetensors");
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    storage.set(true, false);
+    cb.on_epoch_end(0, &Logs::new(), &mut ctx)
+        .expect("epoch end");
+    let release = {
+        let storage = storage.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            storage.set(false, false);
+        })
+    };
+    drop(cb);
+    CheckpointFile::open(&dir.path().join("held1.safetensors"), Verify::Full)
+        .expect("the save in flight was finished before the drop returned");
+    release.join().expect("release");
+    assert_eq!(std::sync::Arc::strong_count(&storage), 1);
+}
+
+#[test]
 fn retention_never_deletes_a_file_saved_again_under_the_same_name_before_the_delete() {
     // keep_last(1) with names that come round again: the second save makes retention drop
     // the first, whose name the third save takes. The delete (slowed down) then finds the

