@@ -285,3 +285,29 @@ fn a_carried_row_replaces_an_earlier_attempts_row_of_its_epoch() {
         assert_eq!(row.contains(&format!("{}.0", 100 + e)), e < 3, "{text}");
     }
 }
+
+#[test]
+fn a_background_logger_s_drop_writes_every_row_and_leaves_its_thread_holding_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let toy = Toy;
+    let mut ctx = Context::new(&toy);
+    let path = dir.path().join("history.csv");
+    let storage = std::sync::Arc::new(thread_log::ThreadLog::default());
+    let mut logger = CsvLogger::new(&path)
+        .storage(storage.clone())
+        .background(true);
+    logger
+        .on_train_begin(&Logs::new(), &mut ctx)
+        .expect("begin");
+    epochs(&mut logger, 0..3);
+    // Dropped without on_train_end, rows possibly still on their way: the drop waits for
+    // them, and afterwards no thread holds the storage.
+    drop(logger);
+    assert_eq!(
+        std::sync::Arc::strong_count(&storage),
+        1,
+        "something still holds the storage after the logger is dropped"
+    );
+    let file = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(file.lines().count(), 4, "a header and three rows: {file:?}");
+}
