@@ -438,6 +438,15 @@ pub(crate) fn first_failure(
     kept.map_or(Ok(()), Err)
 }
 
+/// What a caught panic said (its `&str` or `String` payload), for an error that reports it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

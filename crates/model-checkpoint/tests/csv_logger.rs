@@ -311,3 +311,22 @@ fn a_background_logger_s_drop_writes_every_row_and_leaves_its_thread_holding_not
     let file = std::fs::read_to_string(&path).expect("read");
     assert_eq!(file.lines().count(), 4, "a header and three rows: {file:?}");
 }
+
+#[test]
+fn a_side_writer_whose_storage_panics_fails_that_file_alone_and_still_lets_go_of_it() {
+    use model_checkpoint::store::{Name, SideWriter};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = std::sync::Arc::new(thread_log::ThreadLog::default());
+    storage.panic_on("bad.csv");
+    let mut writer = SideWriter::start(storage.clone()).expect("start");
+    let name = |file: &str| Name::from(dir.path().join(file).as_path());
+    writer.write(&name("bad.csv"), b"x\r\n".to_vec()).expect("handed over");
+    let err = writer.flush().expect_err("the panic is that file's failure");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    // The thread goes on with the next file.
+    writer.write(&name("good.csv"), b"y\r\n".to_vec()).expect("handed over");
+    writer.flush().expect("written");
+    assert_eq!(std::fs::read(dir.path().join("good.csv")).expect("read"), b"y\r\n");
+    drop(writer);
+    assert_eq!(std::sync::Arc::strong_count(&storage), 1);
+}

@@ -152,11 +152,7 @@ fn run_job<W: 'static>(storage: &dyn Storage, job: Job<W>) -> Outcome<W> {
 /// failed, and the thread goes on with the next. Whatever the job held was dropped while
 /// unwinding (a fence it held is let go).
 fn panicked<W>(of: Of, panic: &(dyn std::any::Any + Send)) -> Outcome<W> {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".to_owned());
+    let message = crate::error::panic_message(panic);
     let what = if of == Of::Save {
         "a save"
     } else {
@@ -555,5 +551,35 @@ fn recv_soon<T>(outcomes: &Receiver<T>) -> Result<T, RecvError> {
             Err(TryRecvError::Empty) if Instant::now() < until => std::thread::yield_now(),
             Err(TryRecvError::Empty) => return outcomes.recv(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// The engine waits for every save before its writer is dropped; a writer dropped with
+    /// work still in flight (a panic out of that wait) must still finish it before the drop
+    /// returns, and one with nothing in flight must hold nothing of the caller's.
+    #[test]
+    fn a_writer_dropped_with_work_in_flight_finishes_it_first() {
+        let storage: Arc<dyn Storage> = Arc::new(crate::store::LocalFolder::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let mut writer = BackgroundWriter::<()>::start(Arc::clone(&storage)).expect("start");
+        let flag = Arc::clone(&done);
+        let run: RunFn<()> = Box::new(move |_| {
+            std::thread::sleep(Duration::from_millis(200));
+            flag.store(true, Ordering::SeqCst);
+        });
+        assert!(writer.run(run).is_ok(), "the writer takes the job");
+        assert_eq!(writer.in_flight(), 1);
+        drop(writer);
+        assert!(
+            done.load(Ordering::SeqCst),
+            "the drop returned before the job in flight was done"
+        );
+        // Nothing holds the storage now but its owner.
+        assert_eq!(Arc::strong_count(&storage), 1);
     }
 }

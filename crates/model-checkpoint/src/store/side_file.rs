@@ -128,7 +128,7 @@ impl SideWriter {
                         .enumerate()
                         .map(|(i, (storage, name, bytes))| {
                             let last = newest[i] == i;
-                            last.then(|| write_whole(&**storage, name, bytes).err())
+                            last.then(|| write_caught(&**storage, name, bytes).err())
                                 .flatten()
                         })
                         .collect();
@@ -220,6 +220,24 @@ impl SideWriter {
         }
         first
     }
+}
+
+/// [`write_whole`], with a panic (a storage's bug) caught as that file's failure: the
+/// thread goes on with the next files, and ends only when the writer is dropped, having let
+/// go of everything it was handed.
+fn write_caught(storage: &dyn Storage, name: &Name, bytes: &[u8]) -> Result<(), Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        write_whole(storage, name, bytes)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(Error::Writer {
+            reason: format!(
+                "writing {name} panicked: {}",
+                crate::error::panic_message(&*panic)
+            ),
+            source: None,
+        })
+    })
 }
 
 fn stopped() -> Error {

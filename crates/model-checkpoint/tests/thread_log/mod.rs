@@ -15,6 +15,8 @@ pub struct ThreadLog {
     /// (held, dead): new objects wait while held, and fail once dead.
     writes: std::sync::Mutex<(bool, bool)>,
     changed: std::sync::Condvar,
+    /// Creating an object whose name ends with this panics (a storage's bug).
+    panics_on: std::sync::Mutex<Option<String>>,
 }
 
 impl ThreadLog {
@@ -41,6 +43,12 @@ impl ThreadLog {
         self.changed.notify_all();
     }
 
+    /// Makes the creation of any object whose name ends with `suffix` panic.
+    #[allow(dead_code)]
+    pub fn panic_on(&self, suffix: &str) {
+        *self.panics_on.lock().expect("panics") = Some(suffix.to_owned());
+    }
+
     /// The operations so far (thread, operation, name), emptying the record.
     #[allow(dead_code)]
     pub fn take(&self) -> Vec<(String, &'static str, String)> {
@@ -56,6 +64,10 @@ impl model_checkpoint::store::Storage for ThreadLog {
         commit: model_checkpoint::store::Commit,
     ) -> Result<Box<dyn model_checkpoint::store::PendingObject>, Error> {
         self.note("create", name);
+        let panics = self.panics_on.lock().expect("panics").clone();
+        if panics.is_some_and(|suffix| name.as_str().ends_with(&suffix)) {
+            panic!("the storage panics on {name}");
+        }
         let mut writes = self.writes.lock().expect("writes");
         while writes.0 {
             writes = self.changed.wait(writes).expect("writes");
