@@ -24,6 +24,19 @@ fn epochs(logger: &mut CsvLogger, range: std::ops::Range<usize>) {
     }
 }
 
+/// A logger writing `path` in the background through a [`thread_log::ThreadLog`], begun.
+fn begun_in_background(
+    path: &std::path::Path,
+    ctx: &mut Context<'_>,
+) -> (CsvLogger, std::sync::Arc<thread_log::ThreadLog>) {
+    let storage = std::sync::Arc::new(thread_log::ThreadLog::default());
+    let mut logger = CsvLogger::new(path)
+        .storage(storage.clone())
+        .background(true);
+    logger.on_train_begin(&Logs::new(), ctx).expect("begin");
+    (logger, storage)
+}
+
 #[test]
 fn rows_are_as_keras_writes_them() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -152,13 +165,7 @@ fn rows_still_on_their_way_at_a_checkpoint_are_in_its_state_and_a_resume_restore
     let want = std::fs::read_to_string(&straight_path).expect("read");
 
     let path = dir.path().join("history.csv");
-    let storage = std::sync::Arc::new(thread_log::ThreadLog::default());
-    let mut logger = CsvLogger::new(&path)
-        .storage(storage.clone())
-        .background(true);
-    logger
-        .on_train_begin(&Logs::new(), &mut ctx)
-        .expect("begin");
+    let (mut logger, storage) = begun_in_background(&path, &mut ctx);
     epochs(&mut logger, 0..2);
     // The writes stall: epoch 2's row is handed over and waits, and the checkpoint taken
     // after epoch 2 carries what is not known written.
@@ -292,13 +299,7 @@ fn a_background_logger_s_drop_writes_every_row_and_leaves_its_thread_holding_not
     let toy = Toy;
     let mut ctx = Context::new(&toy);
     let path = dir.path().join("history.csv");
-    let storage = std::sync::Arc::new(thread_log::ThreadLog::default());
-    let mut logger = CsvLogger::new(&path)
-        .storage(storage.clone())
-        .background(true);
-    logger
-        .on_train_begin(&Logs::new(), &mut ctx)
-        .expect("begin");
+    let (mut logger, storage) = begun_in_background(&path, &mut ctx);
     epochs(&mut logger, 0..3);
     // Dropped without on_train_end, rows possibly still on their way: the drop waits for
     // them, and afterwards no thread holds the storage.
@@ -320,13 +321,22 @@ fn a_side_writer_whose_storage_panics_fails_that_file_alone_and_still_lets_go_of
     storage.panic_on("bad.csv");
     let mut writer = SideWriter::start(storage.clone()).expect("start");
     let name = |file: &str| Name::from(dir.path().join(file).as_path());
-    writer.write(&name("bad.csv"), b"x\r\n".to_vec()).expect("handed over");
-    let err = writer.flush().expect_err("the panic is that file's failure");
+    writer
+        .write(&name("bad.csv"), b"x\r\n".to_vec())
+        .expect("handed over");
+    let err = writer
+        .flush()
+        .expect_err("the panic is that file's failure");
     assert!(err.to_string().contains("panicked"), "{err}");
     // The thread goes on with the next file.
-    writer.write(&name("good.csv"), b"y\r\n".to_vec()).expect("handed over");
+    writer
+        .write(&name("good.csv"), b"y\r\n".to_vec())
+        .expect("handed over");
     writer.flush().expect("written");
-    assert_eq!(std::fs::read(dir.path().join("good.csv")).expect("read"), b"y\r\n");
+    assert_eq!(
+        std::fs::read(dir.path().join("good.csv")).expect("read"),
+        b"y\r\n"
+    );
     drop(writer);
     assert_eq!(std::sync::Arc::strong_count(&storage), 1);
 }
