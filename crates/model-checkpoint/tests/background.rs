@@ -360,7 +360,8 @@ fn dropping_the_callback_waits_for_saves_in_flight_and_leaves_the_writer_holding
 
     // A save still in flight (its write held back): the drop waits for it, so that no save
     // outlives the callback (the engine's drop waits for its saves; the writer's own join,
-    // for work still in flight when it is dropped, is tested beside it).
+    // for work still in flight when it is dropped, is tested in
+    // src/checkpoint/background.rs).
     let mut cb = new_cb("held{epoch}.safetensors");
     cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
     storage.set(true, false);

@@ -561,7 +561,8 @@ mod tests {
 
     /// The engine waits for every save before its writer is dropped; a writer dropped with
     /// work still in flight (a panic out of that wait) must still finish it before the drop
-    /// returns, and one with nothing in flight must hold nothing of the caller's.
+    /// returns. (An idle writer's drop, which does not wait, is tested through the callback
+    /// in `tests/background.rs`.)
     #[test]
     fn a_writer_dropped_with_work_in_flight_finishes_it_first() {
         let storage: Arc<dyn Storage> = Arc::new(crate::store::LocalFolder::default());

@@ -132,19 +132,28 @@ impl SideWriter {
                                 .flatten()
                         })
                         .collect();
-                    // The storage and the bytes go before the results: once the caller has
-                    // every result, the thread holds nothing of the caller's.
-                    let names: Vec<Name> = batch.into_iter().map(|(_, name, _)| name).collect();
-                    for (i, name) in names.iter().enumerate() {
-                        let newest = newest[i];
-                        let result = match (i == newest, failed[newest].is_some()) {
-                            (_, false) => Ok(()),
-                            (true, true) => Err(failed[i].take().unwrap_or_else(stopped)),
-                            (false, true) => Err(Error::Writer {
-                                reason: format!("{name} was not written: its newer content failed"),
-                                source: None,
-                            }),
-                        };
+                    let results: Vec<Result<(), Error>> = batch
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, name, _))| {
+                            let newest = newest[i];
+                            match (i == newest, failed[newest].is_some()) {
+                                (_, false) => Ok(()),
+                                (true, true) => Err(failed[i].take().unwrap_or_else(stopped)),
+                                (false, true) => Err(Error::Writer {
+                                    reason: format!(
+                                        "{name} was not written: its newer content failed"
+                                    ),
+                                    source: None,
+                                }),
+                            }
+                        })
+                        .collect();
+                    // What the caller handed over (the storage, the names, the bytes) goes
+                    // before the first result: once the caller has every result, the thread
+                    // holds nothing of the caller's.
+                    drop(batch);
+                    for result in results {
                         if done.send(result).is_err() {
                             return;
                         }
