@@ -201,38 +201,77 @@ impl CsvLogger {
 
     /// Adds the carried rows whose epoch the file lacks, each in its place among the rows
     /// (and the carried header to a file without one). See [`CsvLogger::background`].
+    ///
+    /// The carried rows come from a checkpoint, which may hold millions: they are placed in
+    /// one pass over the file, not one pass per row.
     fn restore_carried(&mut self) {
         let carried = std::mem::take(&mut self.carried);
         if carried.is_empty() {
             return;
         }
         let text = String::from_utf8_lossy(&self.content).into_owned();
-        let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+        // The carried rows by epoch (a later one of an epoch replaces an earlier one), and
+        // the first carried line of no epoch: the header, used by a file without lines.
+        let mut rows = std::collections::BTreeMap::new();
+        let mut carried_header = None;
         for line in carried {
             match self.epoch_of(&line) {
                 Some(epoch) => {
-                    if lines.is_empty() {
-                        continue;
-                    }
-                    let header = lines.remove(0);
-                    lines.retain(|l| self.epoch_of(l) != Some(epoch));
-                    lines.insert(0, header);
-                    // After the header and every row of an earlier epoch.
-                    let at = lines
-                        .iter()
-                        .enumerate()
-                        .skip(1)
-                        .filter(|(_, l)| self.epoch_of(l).is_some_and(|e| e < epoch))
-                        .map(|(i, _)| i + 1)
-                        .max()
-                        .unwrap_or(1);
-                    lines.insert(at, line);
+                    rows.insert(epoch, line);
                 }
-                None if lines.is_empty() => lines.push(line),
-                None => {}
+                None => {
+                    carried_header.get_or_insert(line);
+                }
             }
         }
-        let restored = lines.concat().into_bytes();
+        let mut lines = text.split_inclusive('\n');
+        let header = match (lines.next(), &carried_header) {
+            (Some(header), _) => header,
+            (None, Some(header)) => header.as_str(),
+            // No header to put rows under.
+            (None, None) => return,
+        };
+        // The file's rows but those of a carried epoch, with their epochs.
+        let kept: Vec<(&str, Option<usize>)> = lines
+            .map(|line| (line, self.epoch_of(line)))
+            .filter(|(_, epoch)| epoch.is_none_or(|e| !rows.contains_key(&e)))
+            .collect();
+        // A carried row goes after every kept row of an earlier epoch: before the kept row
+        // at `after[k]`, where `after[k]` is one past the last kept row among those of the
+        // k smallest epochs.
+        let mut by_epoch: Vec<(usize, usize)> = kept
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, epoch))| epoch.map(|e| (e, i)))
+            .collect();
+        by_epoch.sort_unstable();
+        let after: Vec<usize> = by_epoch
+            .iter()
+            .scan(0, |last, &(_, i)| {
+                *last = (*last).max(i + 1);
+                Some(*last)
+            })
+            .collect();
+        let place = |epoch: usize| match by_epoch.partition_point(|&(e, _)| e < epoch) {
+            0 => 0,
+            k => after[k - 1],
+        };
+        let mut restored = String::with_capacity(text.len());
+        restored.push_str(header);
+        let mut placed = rows
+            .into_iter()
+            .map(|(e, line)| (place(e), line))
+            .peekable();
+        for (i, (line, _)) in kept.iter().enumerate() {
+            while let Some((_, row)) = placed.next_if(|(at, _)| *at <= i) {
+                restored.push_str(&row);
+            }
+            restored.push_str(line);
+        }
+        for (_, row) in placed {
+            restored.push_str(&row);
+        }
+        let restored = restored.into_bytes();
         // The lines from the first one that changed are not on storage.
         let unchanged = self
             .content
