@@ -93,6 +93,71 @@ fn ls_lists_every_checkpoint_with_its_facts() {
 }
 
 #[test]
+fn a_users_own_files_beside_the_checkpoints_are_left_out_and_damaged_checkpoints_are_not() {
+    let dir = folder();
+    let ck = dir.path().join("ck");
+    // What a Keras user keeps beside the checkpoints: notes, a CSVLogger's file, a script,
+    // an empty file, a report page.
+    std::fs::write(ck.join("notes.txt"), "lr 1e-3 looked better\n").expect("write");
+    std::fs::write(ck.join("log.csv"), "epoch,loss\r\n0,0.5\r\n").expect("write");
+    std::fs::write(ck.join("train.py"), "import keras\n").expect("write");
+    std::fs::write(ck.join("empty"), "").expect("write");
+    std::fs::write(ck.join("page.html"), "<html></html>").expect("write");
+    // Damaged checkpoints: one named as Keras 3 names weights, cut short after its header;
+    // one named .safetensors holding text.
+    let whole = std::fs::read(ck.join("e3.safetensors")).expect("read");
+    std::fs::write(ck.join("e9.weights.h5"), &whole[..whole.len() - 100]).expect("write");
+    std::fs::write(ck.join("junk.safetensors"), "not a checkpoint at all").expect("write");
+
+    let out = ckpt(dir.path(), &["ls", "--json", "ck"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut paths: Vec<&str> = rows
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| r["path"].as_str())
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "ck/e1.safetensors",
+            "ck/e2.safetensors",
+            "ck/e3.safetensors",
+            "ck/e4.safetensors",
+            "ck/e5.safetensors",
+            "ck/e9.weights.h5",
+            "ck/junk.safetensors"
+        ]
+    );
+
+    let out = ckpt(dir.path(), &["verify", "ck"]);
+    let report = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let bad: Vec<&str> = report.lines().filter(|l| l.starts_with("BAD")).collect();
+    assert_eq!(bad.len(), 2, "{report}");
+    assert!(bad.iter().any(|l| l.contains("e9.weights.h5")), "{report}");
+    assert!(
+        bad.iter()
+            .any(|l| l.contains("junk.safetensors") && l.contains("not a safetensors file")),
+        "{report}"
+    );
+    for theirs in ["notes.txt", "log.csv", "train.py", "empty", "page.html"] {
+        assert!(!report.contains(theirs), "{theirs}: {report}");
+    }
+
+    // Without the damaged ones, the folder verifies, the user's files still there.
+    std::fs::remove_file(ck.join("e9.weights.h5")).expect("remove");
+    std::fs::remove_file(ck.join("junk.safetensors")).expect("remove");
+    let out = ckpt(dir.path(), &["verify", "ck"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(ck.join("notes.txt").exists() && ck.join("log.csv").exists());
+    let best = ckpt(dir.path(), &["best", "ck"]);
+    assert!(best.status.success(), "{}", text(&best.stderr));
+}
+
+#[test]
 fn best_ranks_by_the_metric_and_mode() {
     let dir = folder();
     let ls = ckpt(dir.path(), &["ls", "--json", "ck"]);

@@ -112,6 +112,12 @@ def test_a_failed_save_leaves_what_was_there(tmp_path):
     # A listing shows checkpoints, not a user's other files.
     (tmp_path / "notes.txt").write_text("mine")
     assert [r["path"] for r in mc.ls(tmp_path)] == [str(path)]
+    # A damaged checkpoint is listed whatever its name: one cut short after its header.
+    whole = path.read_bytes()
+    (tmp_path / "cut.weights.h5").write_bytes(whole[: len(whole) - 4])
+    rows = {r["path"]: r for r in mc.ls(tmp_path)}
+    assert sorted(rows) == sorted([str(path), str(tmp_path / "cut.weights.h5")])
+    assert rows[str(tmp_path / "cut.weights.h5")]["error"]
 
 
 def test_the_gil_is_released_while_a_large_file_is_written(tmp_path):

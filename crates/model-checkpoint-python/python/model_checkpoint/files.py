@@ -25,10 +25,6 @@ def ls(directory):
     """The checkpoints in ``directory`` in training order, one dict each: ``path``,
     ``bytes``, ``kind`` (``"weights"``, ``"full"``, or ``None`` when the header does not
     read: a damaged file, whose ``error`` says why), ``epoch``, ``global_step``, ``run_id``
-    and ``error``. Files that are neither a readable checkpoint nor named ``.safetensors``
-    (a user's notes) are left out."""
-    return [
-        row
-        for row in _native.ls(os.fspath(directory))
-        if row["kind"] is not None or row["path"].endswith(".safetensors")
-    ]
+    and ``error``. A file whose header does not read is left out when it is neither named
+    ``.safetensors`` nor begins as a safetensors file does (a user's notes, a CSV)."""
+    return _native.ls(os.fspath(directory))

@@ -134,7 +134,8 @@ impl CheckpointFile {
         let header_len = u64::from_le_bytes(prefix);
         if header_len > MAX_HEADER_BYTES {
             return Err(corrupt(format!(
-                "header length {header_len} exceeds the limit of {MAX_HEADER_BYTES} bytes"
+                "not a safetensors file: its first 8 bytes give a header length of \
+                 {header_len} bytes, beyond the limit of {MAX_HEADER_BYTES}"
             )));
         }
         if 8 + header_len > len {
