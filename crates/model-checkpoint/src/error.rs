@@ -299,6 +299,15 @@ pub enum Error {
         #[source]
         source: Option<io::Error>,
     },
+    /// A hook was handed an epoch or batch index beyond what a checkpoint may hold
+    /// ([`crate::store::MAX_COUNTER`]).
+    #[error("{what} {value} is beyond what a checkpoint may hold (at most {max})", max = crate::document::MAX_COUNTER)]
+    CounterTooLarge {
+        /// Which counter (`epoch`, `batch`).
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
     /// The signal handlers for `save_on_interrupt` could not be installed.
     #[error("cannot install handlers for SIGTERM and SIGINT: {0}")]
     Signals(#[source] io::Error),

@@ -140,3 +140,57 @@ fn a_full_save_of_a_model_without_training_state_is_refused() {
     cb.on_epoch_end(0, &Logs::new(), &mut ctx).expect("weights");
     assert!(dir.path().join("w1.safetensors").exists());
 }
+
+#[test]
+fn an_epoch_or_batch_index_beyond_what_a_checkpoint_holds_is_refused_by_name() {
+    // Hooks take the loop's counters as they come (from Python, any int): past 2^53 the
+    // name's `epoch + 1` and the saved counters would be wrong, and `i64` would overflow.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = Toy;
+    let mut ctx = Context::new(&model);
+    let huge = [1usize << 54, i64::MAX as usize, usize::MAX];
+    for n in huge {
+        let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+            .save_weights_only(true)
+            .save_freq(model_checkpoint::SaveFreq::Batches(1));
+        let err = cb
+            .on_epoch_begin(n, &Logs::new(), &mut ctx)
+            .expect_err("epoch");
+        assert!(
+            matches!(err, Error::CounterTooLarge { what: "epoch", value } if value == n as u64),
+            "{err}"
+        );
+        let err = cb
+            .on_epoch_end(n, &Logs::new(), &mut ctx)
+            .expect_err("epoch");
+        assert!(err.to_string().contains(&n.to_string()), "{err}");
+        cb.on_epoch_begin(0, &Logs::new(), &mut ctx).expect("begin");
+        let err = cb
+            .on_train_batch_end(n, &Logs::new(), &mut ctx)
+            .expect_err("batch");
+        assert!(
+            matches!(err, Error::CounterTooLarge { what: "batch", .. }),
+            "{err}"
+        );
+    }
+    // The largest that a checkpoint holds still saves.
+    let max = (1usize << 53) - 1;
+    let mut cb =
+        ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).save_weights_only(true);
+    cb.on_epoch_begin(max, &Logs::new(), &mut ctx)
+        .expect("begin");
+    cb.on_epoch_end(max, &Logs::new(), &mut ctx).expect("save");
+    assert!(dir
+        .path()
+        .join(format!("w{}.safetensors", max + 1))
+        .exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter(|e| e
+                .as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".safetensors")))
+            .count(),
+        1
+    );
+}

@@ -400,7 +400,7 @@ impl Callback for ModelCheckpoint {
 
     fn on_epoch_begin(&mut self, epoch: usize, _logs: &Logs, _ctx: &mut Context<'_>) -> HookResult {
         self.engine.poll()?;
-        self.decisions.current_epoch = Some(to_i64(epoch));
+        self.decisions.current_epoch = Some(counter("epoch", epoch)?);
         Ok(Control::Continue)
     }
 
@@ -597,7 +597,7 @@ impl ModelCheckpoint {
             return Ok(Control::Continue);
         }
         self.engine.poll()?;
-        let batch = to_i64(batch);
+        let batch = counter("batch", batch)?;
         let mut attempted = false;
         if self.decisions.batch_due(batch) {
             // The counter has already been reset, so a missing epoch loses this save, as in
@@ -626,7 +626,7 @@ impl ModelCheckpoint {
         self.decisions.schedule.epoch_ended();
         // Keras 3 chooses `monitor_op` here, before saving, failing while it cannot.
         self.decisions.choose_monitor_op()?;
-        let epoch = to_i64(epoch);
+        let epoch = counter("epoch", epoch)?;
         let mut attempted = false;
         if self.decisions.save_freq == SaveFreq::Epoch {
             attempted = self.save_model(epoch, None, logs, ctx, Reason::Keras)?;
@@ -663,6 +663,12 @@ impl ModelCheckpoint {
 /// The most names a restored state may track versions for (a fixed template has one).
 const MAX_VERSIONED_NAMES: usize = 100_000;
 
-fn to_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A hook's epoch or batch index, refused beyond what a checkpoint may hold (where
+/// Keras's `epoch + 1` would no longer be exact either, and ours would overflow).
+fn counter(what: &'static str, n: usize) -> Result<i64, Error> {
+    let value = n as u64;
+    match i64::try_from(n) {
+        Ok(i) if value <= store::MAX_COUNTER => Ok(i),
+        _ => Err(Error::CounterTooLarge { what, value }),
+    }
 }
