@@ -223,15 +223,19 @@ impl ObjectStorage {
                     })?;
             builder = builder.with_config(key, *value);
         }
-        let endpoint = builder
-            .get_config_value(&AmazonS3ConfigKey::Endpoint)
-            .map(|e| names::shorten(e.trim_end_matches('/')))
-            .unwrap_or_else(|| {
+        let endpoint = match builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
+            Some(given) => checked_endpoint(given.trim_end_matches('/'), "AWS_ENDPOINT_URL"),
+            None => {
                 let region = builder
                     .get_config_value(&AmazonS3ConfigKey::Region)
                     .unwrap_or_else(|| "us-east-1".to_owned());
-                names::shorten(&format!("https://s3.{region}.amazonaws.com"))
-            });
+                checked_endpoint(&format!("https://s3.{region}.amazonaws.com"), "AWS_REGION")
+            }
+        }
+        .map_err(|reason| Error::BadLocation {
+            location: names::shorten(url),
+            reason,
+        })?;
         let s3 = builder
             .with_bucket_name(&bucket.name)
             .with_config(
@@ -683,6 +687,28 @@ impl Storage for ObjectStorage {
 
     fn lock(&self, dir: &Name) -> Result<Option<Box<dyn std::any::Any + Send>>, Error> {
         Ok(Some(Box::new(lock::acquire(&self.inner, dir.as_str())?)))
+    }
+}
+
+/// `endpoint` (from the setting `from`), shortened for messages, if it is an `http://` or
+/// `https://` URL with a host: object_store builds each request's URI from it and panics
+/// on one that does not parse.
+fn checked_endpoint(endpoint: &str, from: &str) -> Result<String, String> {
+    let bad = |why: String| {
+        Err(format!(
+            "{from} gives the endpoint {:?}, which is not an http:// or https:// URL: {why}",
+            names::shorten(endpoint)
+        ))
+    };
+    match endpoint.parse::<::http::Uri>() {
+        Err(e) => bad(e.to_string()),
+        Ok(uri) => match (uri.scheme_str(), uri.host()) {
+            (Some("http" | "https"), Some(host)) if !host.is_empty() => {
+                Ok(names::shorten(endpoint))
+            }
+            (Some("http" | "https"), _) => bad("it names no host".to_owned()),
+            _ => bad("it names no http or https scheme".to_owned()),
+        },
     }
 }
 

@@ -376,3 +376,34 @@ fn a_read_after_a_large_one_fetches_one_part_not_the_queue_it_skipped() {
         "the small read after the large one is one request"
     );
 }
+
+#[test]
+fn an_endpoint_that_is_not_an_http_url_is_refused_by_name_before_any_request() {
+    // object_store builds each request's URI from the endpoint and panics on one that does
+    // not parse: refused here, with the setting named.
+    for bad in [
+        "not a url",
+        "http://[::1",
+        "ftp://host:21",
+        "http://",
+        "host:9000",
+    ] {
+        let err = ObjectStorage::from_env_with("s3://bucket/run", &[("AWS_ENDPOINT_URL", bad)])
+            .expect_err(bad);
+        let text = err.to_string();
+        assert!(
+            matches!(err, model_checkpoint::Error::BadLocation { .. })
+                && text.contains("AWS_ENDPOINT_URL")
+                && text.contains("not an http:// or https:// URL"),
+            "{bad}: {text}"
+        );
+    }
+    for good in [
+        "http://127.0.0.1:1",
+        "https://s3.example.com/",
+        "http://[::1]:8333",
+    ] {
+        ObjectStorage::from_env_with("s3://bucket/run", &[("AWS_ENDPOINT_URL", good)])
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+}
