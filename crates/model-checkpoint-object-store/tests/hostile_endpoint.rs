@@ -10,7 +10,7 @@ use model_checkpoint::store::Name;
 use std::time::{Duration, Instant};
 
 use hostile::{Hostile, Reply};
-use model_checkpoint::store::Storage;
+use model_checkpoint::store::{CheckpointFile, Storage, Verify};
 use model_checkpoint::Error;
 use model_checkpoint_object_store::{limits, ObjectStorage};
 
@@ -292,4 +292,33 @@ fn a_reply_that_trickles_fails_at_the_request_deadline() {
         )),
         "{text}"
     );
+}
+
+#[test]
+fn a_reply_of_fewer_bytes_than_its_range_is_refused_not_asked_again_byte_by_byte() {
+    // Each GET is answered with one byte of the range asked for, of an object whose header
+    // claims 10 MB: taken byte by byte, the header alone would be ten million requests.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Head { size: 64 << 20 },
+        _ => Reply::OneByte {
+            size: 64 << 20,
+            header: 10_000_000,
+        },
+    });
+    let s = storage(&server);
+    let opened = within(Duration::from_secs(60), move || {
+        CheckpointFile::open_in(
+            &s,
+            &Name::from("s3://bucket/x/w.safetensors"),
+            Verify::HeaderOnly,
+        )
+        .map(|f| f.tensors().count())
+    });
+    // object_store refuses a range other than the one asked for.
+    let text = one_line(&opened.expect_err("a short reply"));
+    assert!(
+        text.contains(&server.endpoint()) && text.contains("got 0..1"),
+        "{text}"
+    );
+    assert!(server.requests() < 100, "{} requests", server.requests());
 }

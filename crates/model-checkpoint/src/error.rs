@@ -299,6 +299,13 @@ pub enum Error {
         #[source]
         source: Option<io::Error>,
     },
+    /// Metadata given for a file that the format reads back, with a value it cannot hold
+    /// there (an `epoch` that is not a count, `logs` that are not an object of numbers).
+    #[error("metadata {reason}")]
+    BadMetadata {
+        /// What is wrong, naming the key.
+        reason: String,
+    },
     /// A hook was handed an epoch or batch index beyond what a checkpoint may hold
     /// ([`crate::store::MAX_COUNTER`]).
     #[error("{what} {value} is beyond what a checkpoint may hold (at most {max})", max = crate::document::MAX_COUNTER)]

@@ -170,9 +170,19 @@ impl<'de> Deserialize<'de> for Logs {
                 f.write_str("an object of metric values")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Logs, A::Error> {
+                // Logs from a file may hold millions of names: a repeated one is found
+                // through an index, not by `insert`'s search of every entry.
                 let mut logs = Logs::new();
+                let mut at: std::collections::HashMap<String, usize> =
+                    std::collections::HashMap::new();
                 while let Some((k, v)) = map.next_entry::<String, Value>()? {
-                    logs.insert(k, v);
+                    match at.get(&k) {
+                        Some(&i) => logs.entries[i].1 = v,
+                        None => {
+                            at.insert(k.clone(), logs.entries.len());
+                            logs.entries.push((k, v));
+                        }
+                    }
                 }
                 Ok(logs)
             }

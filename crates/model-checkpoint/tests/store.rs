@@ -307,3 +307,97 @@ fn read_only_file_system_fails_clearly_and_keeps_the_old_file() {
     );
     assert_eq!(std::fs::read(&path).expect("read"), before);
 }
+
+#[test]
+fn metadata_the_format_reads_back_is_checked_when_saving() {
+    // A value the format cannot read back there would make the file list as damaged.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.safetensors");
+    let w = HostTensor::from_f32(vec![2], &[1.0, 2.0]);
+    let named = [NamedTensor::new("w", w)];
+    for (key, value) in [
+        ("epoch", "abc"),
+        ("global_step", "-1"),
+        ("batch", "1e3"),
+        ("logs", "[1, 2]"),
+    ] {
+        let info = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+        let err = store::save(&path, Kind::Weights, &named, &info, &SaveOptions::default())
+            .expect_err(key);
+        assert!(
+            matches!(err, Error::BadMetadata { .. }) && err.to_string().contains(key),
+            "{key}: {err}"
+        );
+        assert!(!path.exists());
+    }
+    let info = BTreeMap::from([("epoch".to_owned(), "3".to_owned())]);
+    store::save(&path, Kind::Weights, &named, &info, &SaveOptions::default()).expect("save");
+}
+
+#[test]
+fn a_tensor_of_more_dimensions_than_a_checkpoint_holds_is_refused_both_ways() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("deep.safetensors");
+    let deep = HostTensor::from_f32(vec![1; 65], &[1.0]);
+    let err = store::save(
+        &path,
+        Kind::Weights,
+        &[NamedTensor::new("deep", deep)],
+        &BTreeMap::new(),
+        &SaveOptions::default(),
+    )
+    .expect_err("65 dimensions");
+    assert!(matches!(err, Error::TensorName { .. }), "{err}");
+    // Written by another tool: refused when read (a box copy steps through every dimension
+    // for each row).
+    let shape = vec![1; 65];
+    let header =
+        serde_json::json!({"deep": {"dtype": "F32", "shape": shape, "data_offsets": [0, 4]}})
+            .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    std::fs::write(&path, bytes).expect("write");
+    let reason = match CheckpointFile::open(&path, Verify::HeaderOnly) {
+        Err(Error::Corrupt { reason, .. }) => reason,
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("65 dimensions opened"),
+    };
+    assert!(reason.contains("65 dimensions, beyond 64"), "{reason}");
+}
+
+#[test]
+fn logs_with_many_names_are_read_in_one_pass() {
+    // A header's logs are untrusted and bounded by bytes only: 300,000 names (and one
+    // repeated, whose last value counts), read through a search of every name per name,
+    // took minutes. A deadline stands for "it finishes".
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("logs.safetensors");
+    let mut logs = String::from("{");
+    for i in 0..300_000 {
+        logs.push_str(&format!("\"m{i}\":{i},"));
+    }
+    logs.push_str("\"m7\":0.5}");
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker_path = path.clone();
+    std::thread::spawn(move || {
+        let w = HostTensor::from_f32(vec![1], &[1.0]);
+        let info = BTreeMap::from([("logs".to_owned(), logs)]);
+        let read = store::save(
+            &worker_path,
+            Kind::Weights,
+            &[NamedTensor::new("w", w)],
+            &info,
+            &SaveOptions::default(),
+        )
+        .and_then(|_| CheckpointFile::open(&worker_path, Verify::HeaderOnly))
+        .and_then(|f| f.meta());
+        let _ = done.send(read.map(|meta| (meta.logs.len(), meta.logs.get("m7"))));
+    });
+    let (names, m7) = finished
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .expect("reading the logs did not finish, or failed")
+        .expect("read");
+    assert_eq!(names, 300_000);
+    assert_eq!(m7.and_then(|v| v.as_f64()), Some(0.5));
+}

@@ -53,6 +53,10 @@ pub enum Reply {
     /// 206 for the request's range, then one byte every `every` (and silence once the
     /// range is sent).
     Drip { every: Duration },
+    /// 206 with one byte of the range asked for, announced as such (`Content-Range` of that
+    /// byte), of an object of `size` bytes that begins as a safetensors file whose header is
+    /// `header` bytes long.
+    OneByte { size: u64, header: u64 },
 }
 
 pub struct Hostile {
@@ -199,6 +203,18 @@ fn serve(
                     format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nETag: \"hostile\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n").as_bytes(),
                 )
                 .is_ok(),
+            Reply::OneByte { size, header } => {
+                let (start, _) = range(&request).unwrap_or((0, 0));
+                let byte = match start {
+                    0..=7 => header.to_le_bytes()[start as usize],
+                    8 => b'{',
+                    _ => b' ',
+                };
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: 1\r\nContent-Range: bytes {start}-{start}/{size}\r\nETag: \"hostile\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n"
+                );
+                writer.write_all(head.as_bytes()).is_ok() && writer.write_all(&[byte]).is_ok()
+            }
             Reply::Drip { every } => {
                 let (start, end) = range(&request).unwrap_or((0, 0));
                 let head = format!(

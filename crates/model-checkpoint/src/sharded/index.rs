@@ -212,6 +212,8 @@ impl Index {
             .chain(s.blobs.iter().flatten())
             .map(|sh| sh.file.as_str())
             .collect();
+        // Pairs of pieces checked one against the other, over the whole index.
+        let mut pairs = 0usize;
         for (name, t) in &s.tensors {
             let named = |reason: &str| {
                 bad(format!(
@@ -219,6 +221,13 @@ impl Index {
                     crate::text::shorten(name, 100)
                 ))
             };
+            if t.global_shape.len() > crate::store::MAX_DIMS {
+                return Err(named(&format!(
+                    "{} dimensions, beyond {}",
+                    t.global_shape.len(),
+                    crate::store::MAX_DIMS
+                )));
+            }
             // A shard holds one tensor of a name: at most one piece per shard.
             let mut seen = std::collections::BTreeSet::new();
             for p in &t.pieces {
@@ -229,7 +238,7 @@ impl Index {
                     return Err(named("two pieces in one shard"));
                 }
             }
-            check_tiling(t).map_err(|reason| named(&reason))?;
+            check_tiling(t, &mut pairs).map_err(|reason| named(&reason))?;
         }
         Ok(index)
     }
@@ -244,8 +253,14 @@ pub(crate) fn volume(shape: &[usize]) -> Option<usize> {
 /// the usual case, is checked in `n log n` whatever its number of pieces).
 const MAX_PAIRWISE_PIECES: usize = 1024;
 
-/// Checks that the pieces lie inside the global shape, do not overlap, and cover it.
-fn check_tiling(t: &GlobalTensor) -> Result<(), String> {
+/// The most pairs of pieces checked one against the other in one index, over all its
+/// tensors (a thousand tensors each cut in a grid of 64 pieces is 2 million): an index is
+/// untrusted, and a thousand tensors of 1,024 pieces would be half a billion.
+const MAX_PAIRS_PER_INDEX: usize = 1 << 24;
+
+/// Checks that the pieces lie inside the global shape, do not overlap, and cover it;
+/// `pairs` counts the pairs of pieces checked one against the other in the index so far.
+fn check_tiling(t: &GlobalTensor, pairs: &mut usize) -> Result<(), String> {
     if let Some(result) = check_cut_along_one_dimension(t) {
         return result;
     }
@@ -253,6 +268,14 @@ fn check_tiling(t: &GlobalTensor) -> Result<(), String> {
         return Err(format!(
             "{} pieces not cut along one dimension (at most {MAX_PAIRWISE_PIECES} are checked)",
             t.pieces.len()
+        ));
+    }
+    let n = t.pieces.len();
+    *pairs = pairs.saturating_add(n * n.saturating_sub(1) / 2);
+    if *pairs > MAX_PAIRS_PER_INDEX {
+        return Err(format!(
+            "its pieces, not cut along one dimension, bring the index past \
+             {MAX_PAIRS_PER_INDEX} pairs of pieces to check"
         ));
     }
     let global = volume(&t.global_shape).ok_or("its global shape overflows")?;
@@ -413,6 +436,10 @@ pub(crate) fn copy_box(
 mod tests {
     use super::*;
 
+    fn check_tiling_alone(t: &GlobalTensor) -> Result<(), String> {
+        check_tiling(t, &mut 0)
+    }
+
     #[test]
     fn boxes_copy_between_pieces() {
         // A 4×3 tensor of bytes 0..12; the piece rows 1..3, columns 1..3.
@@ -450,9 +477,31 @@ mod tests {
             global_shape: vec![4, 3],
             pieces,
         };
-        assert!(check_tiling(&t(vec![piece(0, 2), piece(2, 2)])).is_ok());
-        assert!(check_tiling(&t(vec![piece(0, 2), piece(1, 2)])).is_err());
-        assert!(check_tiling(&t(vec![piece(0, 2)])).is_err());
-        assert!(check_tiling(&t(vec![piece(0, 2), piece(3, 2)])).is_err());
+        assert!(check_tiling_alone(&t(vec![piece(0, 2), piece(2, 2)])).is_ok());
+        assert!(check_tiling_alone(&t(vec![piece(0, 2), piece(1, 2)])).is_err());
+        assert!(check_tiling_alone(&t(vec![piece(0, 2)])).is_err());
+        assert!(check_tiling_alone(&t(vec![piece(0, 2), piece(3, 2)])).is_err());
+    }
+
+    #[test]
+    fn pieces_checked_pair_by_pair_are_bounded_over_the_whole_index() {
+        // A 2×2 grid: not cut along one dimension, so its pieces are checked in pairs (6).
+        let piece = |r: usize, c: usize| Piece {
+            file: shard_file(r * 2 + c, 4),
+            offsets: vec![r * 2, c * 2],
+            shape: vec![2, 2],
+        };
+        let grid = GlobalTensor {
+            dtype: "F32".into(),
+            global_shape: vec![4, 4],
+            pieces: vec![piece(0, 0), piece(0, 1), piece(1, 0), piece(1, 1)],
+        };
+        let mut pairs = 0;
+        assert!(check_tiling(&grid, &mut pairs).is_ok());
+        assert_eq!(pairs, 6);
+        // The index's earlier tensors used the budget up: this one is refused.
+        let mut pairs = MAX_PAIRS_PER_INDEX - 5;
+        let err = check_tiling(&grid, &mut pairs).expect_err("past the budget");
+        assert!(err.contains("pairs of pieces"), "{err}");
     }
 }

@@ -479,8 +479,12 @@ pub fn gather(
             }
             Some(_) => {}
         }
+        // From another rank's header (untrusted, and long in a large model): looked up, not
+        // searched, for each of its tensors.
+        let per_rank: std::collections::HashSet<&str> =
+            info.per_rank.iter().map(String::as_str).collect();
         for t in &stored {
-            if info.per_rank.contains(&t.name) {
+            if per_rank.contains(t.name.as_str()) {
                 // Read from its rank's shard on resume; not a part of the global model.
                 continue;
             }

@@ -34,6 +34,10 @@ pub enum Verify {
 /// The largest header this reader accepts, as the `safetensors` crate limits it.
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
+/// The most dimensions a tensor may have (numpy's limit): a copy of a box of a tensor
+/// steps through every dimension for each row it copies.
+pub const MAX_DIMS: usize = 64;
+
 /// How much verification reads at a time.
 const CHUNK: usize = 8 << 20;
 /// Tensors from this size on are read whole by the backend, which computes their checksum
@@ -164,6 +168,13 @@ impl CheckpointFile {
                 range: t.data_offsets.0 as u64..t.data_offsets.1 as u64,
             })
             .collect();
+        if let Some(t) = tensors.iter().find(|t| t.shape.len() > MAX_DIMS) {
+            return Err(corrupt(format!(
+                "tensor {:?} has {} dimensions, beyond {MAX_DIMS}",
+                shorten(&t.name),
+                t.shape.len()
+            )));
+        }
         tensors.sort_by_key(|t| t.range.start);
         // safetensors checked that the ranges are contiguous from 0 and match the shapes; the
         // data must end exactly where the file does.
@@ -285,7 +296,7 @@ impl CheckpointFile {
         if parsed.len() != self.tensors.len() {
             let extra = parsed
                 .keys()
-                .find(|n| !self.tensors.iter().any(|t| &t.name == *n))
+                .find(|n| !self.by_name.contains_key(*n))
                 .map_or("?", String::as_str);
             return Err(corrupt(format!(
                 "tensor {:?} is listed but missing",

@@ -257,6 +257,9 @@ impl Plan {
         );
         info.insert(layout::KEY_KIND.into(), kind.as_str().into());
         info.insert(layout::KEY_ALGORITHM.into(), layout::ALGORITHM.into());
+        // The keys this format reads back (epoch, step, logs, …) must hold what it reads,
+        // or the file would list as damaged.
+        super::meta::Meta::from_info(&info).map_err(|reason| Error::BadMetadata { reason })?;
 
         let mut order: Vec<usize> = (0..tensors.len()).collect();
         order.sort_by(|&a, &b| {
@@ -282,6 +285,13 @@ impl Plan {
                 return Err(Error::TensorName {
                     name: t.name.clone(),
                     reason: "two tensors have this name",
+                });
+            }
+            let dims = t.data.shape().len();
+            if dims > super::MAX_DIMS {
+                return Err(Error::TensorName {
+                    name: t.name.clone(),
+                    reason: "this tensor has more dimensions than a checkpoint holds (64)",
                 });
             }
             let len = t.data.byte_len();
