@@ -296,12 +296,7 @@ pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     let list = entries(&args.dir)?;
     let best = best_of(&list, args.monitor.as_deref(), args.mode);
     let Some((i, name, value)) = best else {
-        let what = args.monitor.as_deref().unwrap_or("their monitored metric");
-        return Err(format!(
-            "no checkpoint in {} that verifies logs {what}",
-            args.dir.display()
-        )
-        .into());
+        return Err(no_best(&args, &list).into());
     };
     let e = &list[i];
     if args.json {
@@ -312,4 +307,44 @@ pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
         out!("{}", e.path.display());
     }
     Ok(())
+}
+
+/// Why no checkpoint ranks, and what to try: the metrics the verified files do log.
+fn no_best(args: &BestArgs, list: &[Entry]) -> String {
+    let verified: Vec<&Entry> = list.iter().filter(|e| e.verified.is_ok()).collect();
+    let dir = args.dir.display();
+    if verified.is_empty() {
+        return format!("no checkpoint in {dir} verifies ({} found)", list.len());
+    }
+    let what = match args.monitor.as_deref() {
+        Some(metric) => format!("a value of {metric:?}"),
+        None => "a value of the metric it monitored".to_owned(),
+    };
+    let mut logged: Vec<&str> = verified
+        .iter()
+        .flat_map(|e| e.meta.logs.iter().map(|(name, _)| name))
+        .collect();
+    logged.sort_unstable();
+    logged.dedup();
+    let shown: Vec<&str> = logged.iter().take(20).copied().collect();
+    let hint = if shown.is_empty() {
+        "they log no metrics".to_owned()
+    } else {
+        format!(
+            "they log {}{}: pass one with --monitor",
+            shown.join(", "),
+            if logged.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        )
+    };
+    crate::shorten(
+        &format!(
+            "none of the {} checkpoint(s) in {dir} that verify logs {what}; {hint}",
+            verified.len()
+        ),
+        1000,
+    )
 }

@@ -243,10 +243,21 @@ where
                 );
                 return ERROR;
             }
-            // clap's text is several lines (usage, tips); the first says what is wrong.
+            // clap's text is several paragraphs (what is wrong, usage, tips); the first says
+            // what is wrong, sometimes over several lines (the missing arguments, one per
+            // line): joined into one.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            output::diagnostic("ckpt: ", first.trim(), MAX_MESSAGE);
+            let first: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let first = if first.is_empty() {
+                "invalid arguments".to_owned()
+            } else {
+                first.join(" ")
+            };
+            output::diagnostic("ckpt: ", &first, MAX_MESSAGE);
             return ERROR;
         }
     };

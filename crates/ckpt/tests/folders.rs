@@ -209,7 +209,23 @@ fn best_ranks_by_the_metric_and_mode() {
     assert_eq!(text(&out.stdout).trim(), highest);
     let out = ckpt(dir.path(), &["best", "ck", "--monitor", "nope"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no checkpoint in ck that verifies logs nope"));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("none of the 5 checkpoint(s) in ck that verify logs a value of \"nope\"")
+            && said.contains("they log ")
+            && said.contains("val_loss")
+            && said.contains("pass one with --monitor")
+            && said.lines().count() == 1,
+        "{said}"
+    );
+    // A missing argument is named, on the one line.
+    let out = ckpt(dir.path(), &["best"]);
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        said.lines().count() == 1 && said.contains("not provided") && said.contains("<DIR>"),
+        "{said}"
+    );
 }
 
 #[test]

@@ -40,7 +40,8 @@ pub(crate) fn file_error(e: model_checkpoint::Error) -> PyErr {
                 "{path} is a folder: give the path of a file"
             ))
         }
-        e @ model_checkpoint::Error::TensorName { .. } => PyValueError::new_err(e.to_string()),
+        e @ (model_checkpoint::Error::TensorName { .. }
+        | model_checkpoint::Error::BadMetadata { .. }) => PyValueError::new_err(e.to_string()),
         e => to_py(e),
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use model_checkpoint::restore::restore;
 use model_checkpoint::store::{CheckpointFile, Verify};
 use model_checkpoint::{
-    Callback, Context, Direction, HookResult, KerasArgs, KerasValue, KerasVersion, Logs,
+    Callback, Context, Control, Direction, HookResult, KerasArgs, KerasValue, KerasVersion, Logs,
     ModelCheckpoint, Value,
 };
 use pyo3::exceptions::PyTypeError;
@@ -110,6 +110,9 @@ fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
     Ok(Some(out))
 }
 
+/// What a hook returns when Keras's `stop_training` is asked for (a signal's name otherwise).
+const STOP_TRAINING: &str = "stop_training";
+
 impl KerasCheckpoint {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
@@ -126,7 +129,7 @@ impl KerasCheckpoint {
         py: Python<'_>,
         step: Option<u64>,
         hook: impl FnOnce(&mut ModelCheckpoint, &mut Context<'_>) -> HookResult + Send,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<&'static str>> {
         let (result, raised) = py.detach(|| {
             let mut inner = self.inner();
             let Inner { cb, model } = &mut *inner;
@@ -137,7 +140,13 @@ impl KerasCheckpoint {
             if let Some(step) = step {
                 ctx = ctx.with_global_step(step);
             }
-            let result = hook(cb, &mut ctx).map(|_| ());
+            // A stop the hook asks for: a signal's, once its checkpoint is durable (the
+            // Python layer ends `fit` as the signal would); Keras's `stop_training`.
+            let result = hook(cb, &mut ctx).map(|control| match control {
+                Control::Continue => None,
+                Control::StopTraining => Some(STOP_TRAINING),
+                Control::Interrupt => Some(cb.interrupted().unwrap_or("SIGTERM")),
+            });
             (result, model.as_ref().and_then(PyModel::take_failure))
         });
         if let Some(raised) = raised {
@@ -158,21 +167,22 @@ impl KerasCheckpoint {
     /// constructor's arguments, then this project's extras.
     #[new]
     #[pyo3(signature = (
-        filepath, keras, monitor="val_loss".to_owned(), verbose=0, save_best_only=false,
-        save_weights_only=false, mode=None, save_freq=None, initial_value_threshold=None,
+        filepath, keras, mode, save_freq, monitor="val_loss".to_owned(), verbose=0,
+        save_best_only=false, save_weights_only=false, initial_value_threshold=None,
         period=None, options=false, other_keywords=Vec::new(), keep_best=None,
-        keep_last=None, save_last=false, background=false, save_on_interrupt=false
+        keep_last=None, save_last=false, background=false, save_on_interrupt=false,
+        journal=false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         filepath: String,
         keras: &str,
+        mode: &Bound<'_, PyAny>,
+        save_freq: &Bound<'_, PyAny>,
         monitor: String,
         verbose: i64,
         save_best_only: bool,
         save_weights_only: bool,
-        mode: Option<&Bound<'_, PyAny>>,
-        save_freq: Option<&Bound<'_, PyAny>>,
         initial_value_threshold: Option<f64>,
         period: Option<i64>,
         options: bool,
@@ -182,6 +192,7 @@ impl KerasCheckpoint {
         save_last: bool,
         background: bool,
         save_on_interrupt: bool,
+        journal: bool,
     ) -> PyResult<Self> {
         let mut args = KerasArgs::new(filepath.clone());
         args.keras = match keras {
@@ -197,12 +208,10 @@ impl KerasCheckpoint {
         args.verbose = verbose;
         args.save_best_only = save_best_only;
         args.save_weights_only = save_weights_only;
-        if let Some(mode) = mode {
-            args.mode = loose(mode)?;
-        }
-        if let Some(save_freq) = save_freq {
-            args.save_freq = loose(save_freq)?;
-        }
+        // Passed always, so that a `None` the user gave is Keras's `None` (an unknown mode,
+        // an unrecognized `save_freq`), not the default.
+        args.mode = loose(mode)?;
+        args.save_freq = loose(save_freq)?;
         args.initial_value_threshold = initial_value_threshold.map(Value::Float);
         args.period = period;
         args.options = options.then(Default::default);
@@ -215,7 +224,8 @@ impl KerasCheckpoint {
             .output(printed.clone())
             .save_last(save_last)
             .background(background)
-            .save_on_interrupt(save_on_interrupt);
+            .save_on_interrupt(save_on_interrupt)
+            .journal(journal);
         if let Some(k) = keep_best {
             cb = cb.keep_best(k);
         }
@@ -267,7 +277,7 @@ impl KerasCheckpoint {
         py: Python<'_>,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<&'static str>> {
         let logs = logs_of(logs)?.unwrap_or_default();
         self.run(py, step, |cb, ctx| cb.on_train_begin(&logs, ctx))
     }
@@ -279,7 +289,7 @@ impl KerasCheckpoint {
         epoch: usize,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<&'static str>> {
         let logs = logs_of(logs)?.unwrap_or_default();
         self.run(py, step, |cb, ctx| cb.on_epoch_begin(epoch, &logs, ctx))
     }
@@ -291,7 +301,7 @@ impl KerasCheckpoint {
         batch: usize,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<&'static str>> {
         match logs_of(logs)? {
             Some(logs) => self.run(py, step, |cb, ctx| cb.on_train_batch_end(batch, &logs, ctx)),
             None => self.run(py, step, |cb, ctx| {
@@ -307,7 +317,7 @@ impl KerasCheckpoint {
         epoch: usize,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<&'static str>> {
         match logs_of(logs)? {
             Some(logs) => self.run(py, step, |cb, ctx| cb.on_epoch_end(epoch, &logs, ctx)),
             None => self.run(py, step, |cb, ctx| cb.on_epoch_end_without_logs(epoch, ctx)),
@@ -320,7 +330,7 @@ impl KerasCheckpoint {
         py: Python<'_>,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
-    ) -> PyResult<()> {
+    ) -> PyResult<Option<&'static str>> {
         let logs = logs_of(logs)?.unwrap_or_default();
         self.run(py, step, |cb, ctx| cb.on_train_end(&logs, ctx))
     }
@@ -372,6 +382,14 @@ impl KerasCheckpoint {
         self.read(py, |inner| inner.cb.best().as_f64())
     }
 
+    /// Where the save on the last signal went, once durable.
+    #[getter]
+    fn interrupt_saved(&self, py: Python<'_>) -> Option<String> {
+        self.read(py, |inner| {
+            inner.cb.interrupt_saved().map(|n| n.to_string())
+        })
+    }
+
     /// The file of the last completed save.
     #[getter]
     fn last_saved(&self, py: Python<'_>) -> Option<String> {
@@ -413,4 +431,21 @@ pub(crate) fn restore_model(
     }
     let restored = restored.map_err(to_py)?;
     Ok((restored.meta.epoch, restored.meta.global_step))
+}
+
+/// What the signal `name` (`"SIGINT"` or `"SIGTERM"`) asks of a callback with
+/// `save_on_interrupt`, from the Python handler the callback sets while `fit` runs (Python's
+/// own would raise `KeyboardInterrupt` before the next hook could save).
+#[pyfunction]
+pub(crate) fn request_interrupt(name: &str) -> PyResult<()> {
+    match name {
+        "SIGTERM" => model_checkpoint::request_interrupt(true),
+        "SIGINT" => model_checkpoint::request_interrupt(false),
+        other => {
+            return Err(PyTypeError::new_err(format!(
+                "a signal is \"SIGINT\" or \"SIGTERM\", not {other:?}"
+            )))
+        }
+    }
+    Ok(())
 }

@@ -45,5 +45,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli::ckpt_main, m)?)?;
     m.add_class::<keras::KerasCheckpoint>()?;
     m.add_function(wrap_pyfunction!(keras::restore_model, m)?)?;
+    m.add_function(wrap_pyfunction!(keras::request_interrupt, m)?)?;
     Ok(())
 }

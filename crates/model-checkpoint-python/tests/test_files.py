@@ -106,6 +106,9 @@ def test_a_failed_save_leaves_what_was_there(tmp_path):
     with pytest.raises(ValueError, match="metadata key \"format\" is reserved"):
         mc.save_file({"w": np.zeros(4, np.float32)}, tmp_path / "m.safetensors",
                      metadata={"format": "pt"})
+    with pytest.raises(ValueError, match='epoch "abc" is not a whole number'):
+        mc.save_file({"w": np.zeros(4, np.float32)}, tmp_path / "m.safetensors",
+                     metadata={"epoch": "abc"})
     with pytest.raises(ValueError, match="__metadata__"):
         mc.save_file({"__metadata__": np.zeros(4, np.float32)}, tmp_path / "m.safetensors")
     assert sorted(os.listdir(tmp_path)) == ["folder", "w.safetensors"]

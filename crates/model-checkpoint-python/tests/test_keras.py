@@ -229,3 +229,143 @@ def test_a_copy_is_a_new_callback_and_bad_extras_are_refused(tmp_path):
 def test_a_first_run_starts_from_nothing(tmp_path):
     assert mc.latest(tmp_path / "none") is None
     assert restore_latest(model("fresh"), tmp_path / "none") == 0
+
+
+_SIGNALLED_FIT = r"""
+import os, signal, sys
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import keras, numpy as np
+sys.path.insert(0, {tests!r})
+from test_keras import data, model
+from model_checkpoint.keras import ModelCheckpoint
+
+class Signal(keras.callbacks.Callback):
+    # The signal arrives in the middle of the second epoch.
+    def on_train_batch_end(self, batch, logs=None):
+        if self.params and getattr(self, "epoch", 0) == 1 and batch == 2:
+            os.kill(os.getpid(), signal.{signal})
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+x, y = data()
+checkpoint = ModelCheckpoint({template!r}, save_on_interrupt=True, background=True)
+try:
+    model("sig").fit(x, y, epochs=6, batch_size=8, verbose=0, shuffle=False,
+                     callbacks=[Signal(), checkpoint])
+except BaseException as e:
+    print("ended by", type(e).__name__, getattr(e, "code", ""), checkpoint.interrupt_saved,
+          flush=True)
+    raise
+print("fit returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("name,ended_by,status", [
+    ("SIGTERM", "SystemExit 143", 143),
+    # Python ends a program that does not catch KeyboardInterrupt by SIGINT itself.
+    ("SIGINT", "KeyboardInterrupt", -2),
+])
+def test_a_signal_saves_a_full_checkpoint_and_then_ends_fit_as_the_signal_would(
+        tmp_path, name, ended_by, status):
+    import subprocess
+    import sys
+    template = str(tmp_path / "ck" / "w.{epoch:02d}.safetensors")
+    script = _SIGNALLED_FIT.format(tests=os.path.dirname(__file__), signal=name,
+                                   template=template)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == status, done.stdout + done.stderr
+    assert f"ended by {ended_by}" in done.stdout, done.stdout + done.stderr
+    assert "fit returned" not in done.stdout
+    saved = tmp_path / "ck" / "interrupted.safetensors"
+    assert str(saved) in done.stdout
+    mc.verify(saved)
+    # Epoch 1 (the first) was saved; training stopped in the second: nothing later.
+    assert sorted(os.listdir(tmp_path / "ck")) == sorted(
+        [".ckpt.lock", "interrupted.safetensors", "w.01.safetensors"]
+        + [f for f in os.listdir(tmp_path / "ck") if f.startswith(".ckpt-run.")])
+    # Saved in the middle of the second epoch: its batch is recorded, for the resume.
+    meta = mc.load_metadata(saved)
+    assert meta["epoch"] == "2" and "batch" in meta, meta
+
+
+def test_load_weights_puts_a_weights_file_or_a_full_checkpoint_back_into_a_model(tmp_path):
+    from model_checkpoint.keras import load_weights
+    x, y = data()
+    keras.utils.set_random_seed(4)
+    trained = model("lw")
+    trained.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[
+        ModelCheckpoint(str(tmp_path / "w.safetensors"), save_weights_only=True),
+        ModelCheckpoint(str(tmp_path / "full" / "f.safetensors"))])
+    for path in [tmp_path / "w.safetensors", tmp_path / "full" / "f.safetensors"]:
+        keras.utils.set_random_seed(77)
+        fresh = model("lw")
+        load_weights(fresh, path)
+        for a, b in zip(trained.weights, fresh.weights, strict=True):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    # Another architecture: every mismatch listed at once.
+    other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, name="hidden")],
+                             name="net_other")
+    with pytest.raises(ValueError, match=r"hidden/kernel: shape \(6, 8\).*unexpected out/kernel|unexpected out/kernel.*hidden/kernel: shape"):
+        load_weights(other, tmp_path / "w.safetensors")
+
+
+def test_restore_latest_says_so_when_a_folder_holds_only_weights(tmp_path):
+    x, y = data()
+    model("wo").fit(x, y, epochs=2, verbose=0, callbacks=[
+        ModelCheckpoint(str(tmp_path / "w.{epoch}.safetensors"), save_weights_only=True)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert restore_latest(model("wo"), tmp_path) == 0
+    said = [str(w.message) for w in caught]
+    assert any("2 weights-only checkpoint(s) and no full one" in m and "w.2.safetensors" in m
+               for m in said), said
+    # A first run (no folder yet) says nothing.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert restore_latest(model("wo"), tmp_path / "new") == 0
+    assert not caught
+
+
+def test_keras_file_names_are_written_as_safetensors_with_a_warning(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ModelCheckpoint(str(tmp_path / "w.{epoch}.weights.h5"), save_weights_only=True)
+        ModelCheckpoint(str(tmp_path / "m.{epoch}.keras"))
+        ModelCheckpoint(str(tmp_path / "m.{epoch}.safetensors"))
+    said = [str(w.message) for w in caught]
+    assert len(said) == 2 and all("load_weights" in m and ".safetensors" in m for m in said), said
+
+
+def test_arguments_keras_refuses_or_reads_loosely_are_taken_as_keras_does(tmp_path, capsys):
+    path = str(tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="Unrecognized save_freq"):
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "w.keras"), save_freq=None)
+    with pytest.raises(ValueError, match="Unrecognized save_freq"):
+        ModelCheckpoint(path, save_freq=None)
+    with pytest.raises(TypeError):
+        keras.callbacks.ModelCheckpoint(str(tmp_path / "w.keras"), options=None)
+    with pytest.raises(TypeError, match="options"):
+        ModelCheckpoint(path, options=None)
+    for mode in [None, 5]:
+        with warnings.catch_warnings(record=True) as theirs:
+            warnings.simplefilter("always")
+            keras.callbacks.ModelCheckpoint(str(tmp_path / "w.keras"), mode=mode)
+        with warnings.catch_warnings(record=True) as ours:
+            warnings.simplefilter("always")
+            ModelCheckpoint(path, mode=mode)
+        assert [str(w.message) for w in ours] == [str(w.message) for w in theirs], mode
+    # Keras prints when `verbose > 0`.
+    x, y = data()
+    capsys.readouterr()
+    model("v").fit(x, y, epochs=1, verbose=0, callbacks=[ModelCheckpoint(path, verbose=0.5)])
+    assert "saving model to" in capsys.readouterr().out
+
+
+def test_journal_keeps_a_row_per_save_for_ckpt_report(tmp_path):
+    x, y = data()
+    model("j").fit(x, y, epochs=3, verbose=0, callbacks=[
+        ModelCheckpoint(str(tmp_path / "w.{epoch}.safetensors"), journal=True, keep_last=1)])
+    journal = (tmp_path / ".ckpt-run.journal.csv").read_text().splitlines()
+    # A header, three saves and two deletes.
+    assert len(journal) == 6, journal

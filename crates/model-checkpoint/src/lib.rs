@@ -89,7 +89,9 @@ pub mod text;
 pub use callback::{
     Callback, CallbackList, Context, Control, CsvLogger, HookResult, SnapshotFence,
 };
-pub use checkpoint::{CheckpointState, KerasArgs, KerasValue, KerasVersion, ModelCheckpoint};
+pub use checkpoint::{
+    request_interrupt, CheckpointState, KerasArgs, KerasValue, KerasVersion, ModelCheckpoint,
+};
 pub use error::{Error, KerasError};
 pub use logs::{Logs, Value};
 pub use model::{

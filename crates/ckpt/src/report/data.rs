@@ -162,7 +162,9 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
         }
         None => {
             notes.push(format!(
-                "no {} in this folder: no curves",
+                "no {} in this folder: no curves (a CSV logger writes it there: ckpt train \
+                 does, and from Keras, keras.callbacks.CSVLogger(\"<folder>/{}\"))",
+                store::HISTORY_FILE,
                 store::HISTORY_FILE
             ));
             (Vec::new(), 0)
@@ -173,7 +175,9 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
     let journal = read_journal(&*folder.storage, &journal_name, &present)?;
     if journal.is_none() {
         notes.push(
-            "no journal in this folder (ModelCheckpoint::journal): only the files there now are shown"
+            "no journal in this folder (ckpt train writes one; from Python, \
+             ModelCheckpoint(..., journal=True); in Rust, ModelCheckpoint::journal): only the \
+             files there now are shown"
                 .to_owned(),
         );
     }

@@ -4,12 +4,15 @@ decisions, messages, names and files are the core's."""
 
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 
 import numpy as np
 
 from . import _native
+from ._native import CheckpointError
 from .files import latest
 from .numpy import _array, _outgoing
 
@@ -20,6 +23,14 @@ _POSITIONAL = {
     "3": ("initial_value_threshold",),
     "2": ("options", "initial_value_threshold"),
 }
+
+
+# Where a full checkpoint keeps its training tensors (the optimizer's), beside the weights.
+_TRAINING_PREFIX = "__training__/"
+
+# The endings of Keras's own formats (HDF5 and the `.keras` archive), which these files are
+# not.
+_KERAS_FORMATS = (".h5", ".hdf5", ".keras")
 
 
 def _variable_name(variable, version, owner=None):
@@ -111,8 +122,12 @@ def make_callback(keras, version):
         Beyond Keras (keywords only): ``keep_best=k`` and ``keep_last=n`` (retention, which
         deletes only files this run wrote), ``save_last`` (a ``last.safetensors`` copy of
         the newest), ``background`` (the write happens on a thread of its own; the arrays
-        are copied first), ``save_on_interrupt`` (a full checkpoint on SIGTERM or SIGINT),
-        ``storage="s3://bucket/prefix"`` (a relative ``filepath`` goes below it).
+        are copied first), ``save_on_interrupt`` (on SIGTERM or SIGINT: a full checkpoint at the next batch end,
+        then ``fit`` ends as the signal would have ended it, ``KeyboardInterrupt`` for SIGINT
+        and ``SystemExit(143)`` for SIGTERM),
+        ``storage="s3://bucket/prefix"`` (a relative ``filepath`` goes below it),
+        ``journal`` (a CSV row per save and per retention delete beside the checkpoints,
+        which ``ckpt report`` draws).
         """
 
         def __init__(
@@ -131,6 +146,7 @@ def make_callback(keras, version):
             background=False,
             save_on_interrupt=False,
             storage=None,
+            journal=False,
             **kwargs,
         ):
             super().__init__()
@@ -139,7 +155,7 @@ def make_callback(keras, version):
                  save_freq, *args),
                 dict(keep_best=keep_best, keep_last=keep_last, save_last=save_last,
                      background=background, save_on_interrupt=save_on_interrupt,
-                     storage=storage, **kwargs),
+                     storage=storage, journal=journal, **kwargs),
             )
             for name, value in (("keep_best", keep_best), ("keep_last", keep_last)):
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -158,7 +174,6 @@ def make_callback(keras, version):
             if storage is not None:
                 filepath = f"{os.fspath(storage).rstrip('/')}/{filepath.lstrip('/')}"
             period = kwargs.pop("period", None)
-            options = kwargs.pop("options", None)
             self.filepath = filepath
             self.monitor = monitor
             self.save_best_only = save_best_only
@@ -166,27 +181,43 @@ def make_callback(keras, version):
             self.save_freq = save_freq
             self._version = version
             self._known_metrics = set()
+            self._save_on_interrupt = bool(save_on_interrupt)
+            self._held_signals = None
             threshold = given.get("initial_value_threshold")
             self._native = _native.KerasCheckpoint(
                 filepath,
                 version,
                 monitor=monitor,
-                verbose=int(verbose),
+                # Keras prints when `verbose > 0` (0.5 too).
+                verbose=1 if verbose > 0 else 0,
                 save_best_only=bool(save_best_only),
                 save_weights_only=bool(save_weights_only),
                 mode=mode,
                 save_freq=save_freq,
                 initial_value_threshold=None if threshold is None else float(threshold),
                 period=None if period is None else int(period),
-                options=(given.get("options") or options) is not None,
+                options=given.get("options") is not None,
                 other_keywords=list(kwargs),
                 keep_best=keep_best,
                 keep_last=keep_last,
                 save_last=bool(save_last),
                 background=bool(background),
                 save_on_interrupt=bool(save_on_interrupt),
+                journal=bool(journal),
             )
             self._emit()
+            if filepath.lower().endswith(_KERAS_FORMATS):
+                self._warn(
+                    f"{filepath!r} will hold safetensors files, which Keras's load_weights "
+                    "and load_model cannot open: name them .safetensors, and load one with "
+                    f"{self.__module__}.load_weights(model, path)"
+                )
+
+        def _warn(self, message):
+            if self._version == "3":
+                warnings.warn(message, stacklevel=3)
+            else:
+                logging.getLogger("tensorflow").warning(message)
 
         # What the engine printed and warned, where Keras's own would go.
         def _emit(self):
@@ -195,16 +226,32 @@ def make_callback(keras, version):
                 sys.stdout.write(printed)
                 sys.stdout.flush()
             for message in _native.take_warnings():
-                if self._version == "3":
-                    warnings.warn(message, stacklevel=3)
-                else:
-                    logging.getLogger("tensorflow").warning(message)
+                self._warn(message)
 
         def _call(self, hook, *args):
             try:
-                hook(*args, step=self._step())
+                stop = hook(*args, step=self._step())
             finally:
                 self._emit()
+            if stop == "stop_training":
+                self.model.stop_training = True
+            elif stop is not None:
+                self._interrupted(stop)
+
+        def _interrupted(self, signal):
+            """After the save on a signal (``save_on_interrupt``), durable by now: the run
+            ends as the engine's own loop ends it (``on_train_end``: background saves,
+            retention), then ``fit`` ends as the signal would have ended it:
+            ``KeyboardInterrupt`` for SIGINT, ``SystemExit(143)`` for SIGTERM."""
+            try:
+                self._native.on_train_end(None, step=self._step())
+            finally:
+                self._release_signals()
+                self._emit()
+            saved = self._native.interrupt_saved
+            if signal == "SIGINT":
+                raise KeyboardInterrupt(f"SIGINT: a full checkpoint was saved to {saved}")
+            raise SystemExit(128 + 15)
 
         def _step(self):
             """The optimizer's step count, which checkpoints record (and `latest` orders by
@@ -242,7 +289,38 @@ def make_callback(keras, version):
                         self._native.compiled_metric(m.name, direction == "up")
 
         def on_train_begin(self, logs=None):
+            self._hold_signals()
             self._call(self._native.on_train_begin, logs)
+
+        def _hold_signals(self):
+            """With ``save_on_interrupt``, while ``fit`` runs: Python's handlers of SIGINT and
+            SIGTERM would end it at once (``KeyboardInterrupt``, or the process), before the
+            next hook could save; a handler of this callback asks the engine for the save
+            instead (a second SIGINT before it is made raises ``KeyboardInterrupt`` at once,
+            as a second Ctrl-C should). Python sets handlers from its main thread only."""
+            if (not self._save_on_interrupt or self._held_signals is not None
+                    or threading.current_thread() is not threading.main_thread()):
+                return
+            pending = []
+
+            def handler(signum, frame):
+                name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+                if name == "SIGINT" and "SIGINT" in pending:
+                    raise KeyboardInterrupt
+                pending.append(name)
+                _native.request_interrupt(name)
+
+            held = {}
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                held[sig] = signal.getsignal(sig)
+                signal.signal(sig, handler)
+            self._held_signals = held
+
+        def _release_signals(self):
+            """Puts back the handlers ``_hold_signals`` set aside."""
+            held, self._held_signals = self._held_signals, None
+            for sig, previous in (held or {}).items():
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
 
         def on_epoch_begin(self, epoch, logs=None):
             self._call(self._native.on_epoch_begin, epoch, logs)
@@ -257,12 +335,22 @@ def make_callback(keras, version):
             self._call(self._native.on_epoch_end, epoch, logs)
 
         def on_train_end(self, logs=None):
-            self._call(self._native.on_train_end, logs)
+            try:
+                self._native.on_train_end(logs, step=self._step())
+            finally:
+                self._release_signals()
+                self._emit()
 
         @property
         def best(self):
             """Keras's ``best`` (``None`` before Keras 3 has seen a value)."""
             return self._native.best
+
+        @property
+        def interrupt_saved(self):
+            """Where the save on the last signal went (``save_on_interrupt``), once
+            durable."""
+            return self._native.interrupt_saved
 
         @property
         def last_saved(self):
@@ -329,8 +417,43 @@ def restore_latest(model, directory, callbacks=()):
     starts and resumes a job."""
     path = latest(directory)
     if path is None:
+        _warn_if_weights_only(model, directory)
         return 0
     return restore(model, path, callbacks)
+
+
+def _warn_if_weights_only(model, directory):
+    """Says so when ``directory`` holds weights-only checkpoints but no full one: a job
+    meant to resume would otherwise start afresh without a word."""
+    try:
+        rows = _native.ls(os.fspath(directory))
+    except (CheckpointError, OSError):
+        return
+    weights = [r["path"] for r in rows if r["kind"] == "weights"]
+    if not weights:
+        return
+    message = (
+        f"{os.fspath(directory)} holds {len(weights)} weights-only checkpoint(s) and no full "
+        "one: there is nothing to resume training from, so it starts afresh "
+        "(save_weights_only=False saves what a resume needs; load_weights(model, path) "
+        f"loads the weights of one, such as {weights[-1]})"
+    )
+    if _version_of(model) == "3":
+        warnings.warn(message, stacklevel=3)
+    else:
+        logging.getLogger("tensorflow").warning(message)
+
+
+def load_weights(model, path, verify=True):
+    """Loads ``model``'s weights (not its optimizer's) from the checkpoint at ``path`` (a
+    path or an ``s3://`` URL; weights-only or full), as Keras's ``model.load_weights``
+    does for its own files: matched by name (as this callback names them), every tensor
+    checked against its CRC-32 as it is read, every missing, unexpected or misshapen
+    variable listed at once in a ``ValueError``. ``verify=False`` also reads a safetensors
+    file without this format's checksums."""
+    tensors, _ = _native.load_file(os.fspath(path), verify)
+    weights = [t for t in tensors if not t[0].startswith(_TRAINING_PREFIX)]
+    _Model(model, _version_of(model))._assign("weights", weights)
 
 
 def _version_of(model):

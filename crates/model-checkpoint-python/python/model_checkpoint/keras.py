@@ -11,7 +11,7 @@
 
 import os
 
-from ._callback import make_callback, restore, restore_latest
+from ._callback import load_weights, make_callback, restore, restore_latest
 
 if os.environ.get("TF_USE_LEGACY_KERAS") in ("1", "true", "True"):
     import tf_keras as _keras
@@ -22,4 +22,4 @@ else:
 
     ModelCheckpoint = make_callback(_keras, "3")
 
-__all__ = ["ModelCheckpoint", "restore", "restore_latest"]
+__all__ = ["ModelCheckpoint", "load_weights", "restore", "restore_latest"]

@@ -3,8 +3,8 @@ behaviour: its arguments (``options``, the deprecated ``period``), messages and 
 
 import tf_keras as _keras
 
-from ._callback import make_callback, restore, restore_latest
+from ._callback import load_weights, make_callback, restore, restore_latest
 
 ModelCheckpoint = make_callback(_keras, "2")
 
-__all__ = ["ModelCheckpoint", "restore", "restore_latest"]
+__all__ = ["ModelCheckpoint", "load_weights", "restore", "restore_latest"]

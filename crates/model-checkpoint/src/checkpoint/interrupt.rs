@@ -14,24 +14,32 @@ struct Flags {
 
 static FLAGS: OnceLock<Flags> = OnceLock::new();
 
+fn flags() -> &'static Flags {
+    FLAGS.get_or_init(|| Flags {
+        term: Arc::new(AtomicBool::new(false)),
+        int: Arc::new(AtomicBool::new(false)),
+    })
+}
+
 /// Installs the handlers (once per process).
 #[cfg(unix)]
 pub(crate) fn install() -> Result<(), Error> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    if FLAGS.get().is_some() {
+    static INSTALLED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut installed = INSTALLED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *installed {
         return Ok(());
     }
-    let flags = Flags {
-        term: Arc::new(AtomicBool::new(false)),
-        int: Arc::new(AtomicBool::new(false)),
-    };
+    let flags = flags();
     let fail = Error::Signals;
     // Registered first, so that it sees the flag before the second registration sets it.
     signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&flags.int))
         .map_err(fail)?;
     signal_hook::flag::register(SIGINT, Arc::clone(&flags.int)).map_err(fail)?;
     signal_hook::flag::register(SIGTERM, Arc::clone(&flags.term)).map_err(fail)?;
-    let _ = FLAGS.set(flags);
+    *installed = true;
     Ok(())
 }
 
@@ -41,9 +49,20 @@ pub(crate) fn install() -> Result<(), Error> {
     Ok(())
 }
 
+/// Asks for what a SIGTERM (`sigterm`) or a SIGINT asks for: the next hook of a
+/// [`crate::ModelCheckpoint`] with `save_on_interrupt` saves a full checkpoint and stops
+/// training. For a host that handles the signals itself, before this crate's handlers can:
+/// Python's handler of SIGINT raises `KeyboardInterrupt` at once, and a Python program that
+/// sets a handler of its own replaces this crate's; the Python package's handler calls this.
+pub fn request_interrupt(sigterm: bool) {
+    let flags = flags();
+    let flag = if sigterm { &flags.term } else { &flags.int };
+    flag.store(true, Ordering::SeqCst);
+}
+
 /// The signal received since the last call, if any (and clears it).
 pub(crate) fn take() -> Option<&'static str> {
-    let flags = FLAGS.get()?;
+    let flags = flags();
     if flags.term.swap(false, Ordering::SeqCst) {
         return Some("SIGTERM");
     }
