@@ -176,3 +176,37 @@ print(json.dumps(out))
         assert_eq!(seen.get(&name), Some(&hex), "{name}");
     }
 }
+
+#[test]
+fn latest_takes_the_newest_checkpoint_that_opens_skipping_damaged_ones() {
+    let root = tempfile::tempdir().expect("tempdir");
+    for name in ["a", "b", "c"] {
+        save(&root.path().join(name).to_string_lossy(), 2, 3);
+    }
+    let latest = || {
+        sharded::latest_sharded(
+            &LocalFolder::default(),
+            &Name::from(root.path().to_string_lossy().as_ref()),
+        )
+        .map(|dir| dir.file_name().unwrap_or_default().to_owned())
+    };
+    // The same position in training in each: the last by name is the newest.
+    assert_eq!(latest().expect("latest"), "c");
+    // The newest has lost a shard, and a newer folder's index is not one: both skipped
+    // (the indexes are read first, each checkpoint opened only when its turn comes).
+    let c = root.path().join("c");
+    let shard = std::fs::read_dir(&c)
+        .expect("list")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .expect("a shard");
+    std::fs::remove_file(shard).expect("remove");
+    std::fs::create_dir(root.path().join("d")).expect("mkdir");
+    std::fs::write(
+        root.path().join("d").join("model.safetensors.index.json"),
+        "not an index",
+    )
+    .expect("write");
+    assert_eq!(latest().expect("latest"), "b");
+}

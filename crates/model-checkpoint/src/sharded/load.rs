@@ -480,16 +480,19 @@ pub fn latest_sharded_matching(
     matching: &dyn Fn(&Name, &Index) -> bool,
 ) -> Result<Name, Error> {
     let listed = storage.list(root, depth + 1)?;
+    // The indexes first (one read each), newest last; then opened (every shard's or blob's
+    // header read) newest first, until one opens: opening all of them would read the
+    // headers of every checkpoint in the folder, each blob as often as indexes name it.
     let mut found: Vec<(crate::store::Position, Name)> = Vec::new();
     for object in listed {
         if object.name.file_name() != Some(INDEX_FILE) {
             continue;
         }
         let dir = object.name.parent();
-        match ShardedCheckpoint::open(storage, &dir) {
-            Ok(c) if !matching(&dir, c.index()) => {}
-            Ok(c) => {
-                let position = crate::store::Meta::from_info(&c.index().model_checkpoint.metadata)
+        match read_index(storage, &object.name) {
+            Ok(index) if !matching(&dir, &index) => {}
+            Ok(index) => {
+                let position = crate::store::Meta::from_info(&index.model_checkpoint.metadata)
                     .map_or((0, 0, 0), |m| m.position());
                 found.push((position, dir));
             }
@@ -497,8 +500,11 @@ pub fn latest_sharded_matching(
         }
     }
     found.sort();
-    found
-        .pop()
-        .map(|(_, dir)| dir)
-        .ok_or_else(|| Error::NoCheckpoint { dir: root.clone() })
+    while let Some((_, dir)) = found.pop() {
+        match ShardedCheckpoint::open(storage, &dir) {
+            Ok(_) => return Ok(dir),
+            Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
+        }
+    }
+    Err(Error::NoCheckpoint { dir: root.clone() })
 }

@@ -210,9 +210,14 @@ impl Engine {
                 self.session_digests.remove(path);
             }
         }
-        for file in done.retry {
-            if !self.saved.kept.iter().any(|f| f.path == file.path) {
-                self.saved.kept.push(file);
+        if !done.retry.is_empty() {
+            // The tracked files may be many (a restored state says which): looked up once.
+            let mut tracked: std::collections::HashSet<Name> =
+                self.saved.kept.iter().map(|f| f.path.clone()).collect();
+            for file in done.retry {
+                if tracked.insert(file.path.clone()) {
+                    self.saved.kept.push(file);
+                }
             }
         }
         done.error.map_or(Ok(()), Err)

@@ -178,6 +178,9 @@ impl Engine {
         // Both sides with `.` and `..` resolved as names are (a field never holds a `/`, so
         // a path with components the template lacks cannot match).
         let text = path.as_str();
+        // A name no save could have had is refused before the match, whose work grows with
+        // the name's length (names come from restored states, which are untrusted).
+        check_length(text).map_err(|e| e.to_string())?;
         let pattern = Pattern::new(self.template_name().as_str()).map_err(|e| e.to_string())?;
         let matches =
             pattern.matches(text) || without_version(text).is_some_and(|p| pattern.matches(&p));

@@ -155,11 +155,19 @@ impl Engine {
         let (kept, foreign): (Vec<_>, Vec<_>) = std::mem::take(&mut saved.kept)
             .into_iter()
             .partition(|f| self.could_have_written(&f.path).is_ok());
-        for f in foreign {
+        // Named a few at a time: the list is untrusted, and may be long.
+        for f in foreign.iter().take(3) {
             log::warn!(
                 target: "model_checkpoint",
                 "ignoring {} from the checkpoint's list of kept files: this callback could not have written it",
                 crate::text::shorten(f.path.as_str(), 200)
+            );
+        }
+        if foreign.len() > 3 {
+            log::warn!(
+                target: "model_checkpoint",
+                "ignoring {} more files from the checkpoint's list of kept files: this callback could not have written them",
+                foreign.len() - 3
             );
         }
         saved.kept = kept;
