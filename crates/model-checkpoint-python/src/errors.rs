@@ -5,7 +5,8 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyAttributeError, PyException, PyKeyError, PyMemoryError, PyOSError, PyTypeError, PyValueError,
+    PyAttributeError, PyException, PyIndexError, PyKeyError, PyMemoryError, PyOSError,
+    PyOverflowError, PyTypeError, PyValueError,
 };
 use pyo3::PyErr;
 
@@ -26,6 +27,8 @@ pub(crate) fn to_py(e: model_checkpoint::Error) -> PyErr {
         Some("OSError") => PyOSError::new_err(text),
         Some("MemoryError") => PyMemoryError::new_err(text),
         Some("AttributeError") => PyAttributeError::new_err(text),
+        Some("IndexError") => PyIndexError::new_err(text),
+        Some("OverflowError") => PyOverflowError::new_err(text),
         _ => CheckpointError::new_err(text),
     }
 }

@@ -369,3 +369,15 @@ def test_journal_keeps_a_row_per_save_for_ckpt_report(tmp_path):
     journal = (tmp_path / ".ckpt-run.journal.csv").read_text().splitlines()
     # A header, three saves and two deletes.
     assert len(journal) == 6, journal
+
+
+def test_a_template_s_positional_field_fails_with_keras_s_exception(tmp_path):
+    x, y = data()
+    with pytest.raises(IndexError) as theirs:
+        model("ix").fit(x, y, epochs=1, verbose=0, callbacks=[
+            keras.callbacks.ModelCheckpoint(str(tmp_path / "w.{}.keras"))])
+    with pytest.raises(IndexError) as ours:
+        model("ix").fit(x, y, epochs=1, verbose=0, callbacks=[
+            ModelCheckpoint(str(tmp_path / "w.{}.safetensors"))])
+    assert "Replacement index 0 out of range" in str(theirs.value)
+    assert "Replacement index 0 out of range" in str(ours.value)
