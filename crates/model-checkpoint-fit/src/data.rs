@@ -19,6 +19,9 @@ pub const MAX_VALUES: usize = 1 << 28;
 pub const MAX_CLASSES: usize = 1 << 16;
 /// The longest line a CSV file may have.
 const MAX_LINE_BYTES: usize = 1 << 24;
+/// The most text a CSV file may hold once decompressed: a gzip bomb of empty lines, which
+/// no value limit stops, is read no further.
+pub const MAX_CSV_TEXT_BYTES: u64 = 8 << 30;
 
 /// Samples in host memory: `len × features` values, and one class label per sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +166,11 @@ impl Dataset {
     }
 
     fn parse(bytes: &[u8], path: &Path) -> Result<Self, Error> {
+        Self::parse_within(bytes, path, MAX_CSV_TEXT_BYTES)
+    }
+
+    /// [`Dataset::parse`], reading at most `max_text` bytes of text.
+    fn parse_within(bytes: &[u8], path: &Path, max_text: u64) -> Result<Self, Error> {
         // A gzip bomb inflates only as far as the value limit lets rows through.
         let reader: Box<dyn Read + '_> = if bytes.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::read::GzDecoder::new(bytes))
@@ -174,6 +182,7 @@ impl Dataset {
         let mut labels = Vec::new();
         let mut width = None;
         let mut raw = Vec::new();
+        let mut text_bytes = 0u64;
         for line_no in 1usize.. {
             let bad = |reason: String| Error::MalformedRow {
                 path: path.to_path_buf(),
@@ -189,6 +198,14 @@ impl Dataset {
                 .map_err(|e| bad(format!("unreadable: {e}")))?;
             if read == 0 {
                 break;
+            }
+            text_bytes += read as u64;
+            if text_bytes > max_text {
+                return Err(Error::options(format!(
+                    "{} holds more than {max_text} bytes of text once decompressed, the most \
+                     a CSV data set may",
+                    path.display()
+                )));
             }
             if raw.len() > MAX_LINE_BYTES {
                 return Err(bad(format!("longer than {MAX_LINE_BYTES} bytes")));
@@ -464,5 +481,30 @@ mod tests {
         let (train, val) = d.split_last(0.2).expect("split");
         assert_eq!(train.labels(), &[0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(val.labels(), &[8, 9]);
+    }
+
+    #[test]
+    fn a_gzip_bomb_of_empty_lines_is_read_no_further_than_the_text_limit() {
+        use std::io::Write;
+        // 24 MiB of line breaks (what the limit stands for, 8 GiB, in miniature), and a
+        // row: no value limit stops empty lines, the text limit does.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let lines = vec![b'\n'; 1 << 20];
+        for _ in 0..24 {
+            gz.write_all(&lines).expect("compress");
+        }
+        gz.write_all(b"1,2,0\n").expect("compress");
+        let bomb = gz.finish().expect("compress");
+        assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+        let err = Dataset::parse_within(&bomb, Path::new("bomb.csv.gz"), 8 << 20)
+            .expect_err("past the limit");
+        assert!(
+            err.to_string()
+                .contains("holds more than 8388608 bytes of text once decompressed"),
+            "{err}"
+        );
+        let data = Dataset::parse_within(&bomb, Path::new("bomb.csv.gz"), 32 << 20)
+            .expect("within the limit");
+        assert_eq!(data.len(), 1);
     }
 }

@@ -104,9 +104,7 @@ fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
                 Ok(x) => Value::Float(x),
                 // Not a number (no `__float__`, or one that fails): left out. What is not an
                 // error of the value (KeyboardInterrupt, SystemExit) goes on.
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyException>(value.py()) => {
-                    continue
-                }
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyException>(value.py()) => continue,
                 Err(e) => return Err(e),
             }
         };
