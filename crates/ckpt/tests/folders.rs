@@ -104,9 +104,10 @@ fn a_users_own_files_beside_the_checkpoints_are_left_out_and_damaged_checkpoints
     std::fs::write(ck.join("empty"), "").expect("write");
     std::fs::write(ck.join("page.html"), "<html></html>").expect("write");
     // Damaged checkpoints: one named as Keras 3 names weights, cut short after its header;
-    // one named .safetensors holding text.
+    // one cut short within it; one named .safetensors holding text.
     let whole = std::fs::read(ck.join("e3.safetensors")).expect("read");
     std::fs::write(ck.join("e9.weights.h5"), &whole[..whole.len() - 100]).expect("write");
+    std::fs::write(ck.join("e8.weights.h5"), &whole[..200]).expect("write");
     std::fs::write(ck.join("junk.safetensors"), "not a checkpoint at all").expect("write");
 
     let out = ckpt(dir.path(), &["ls", "--json", "ck"]);
@@ -127,6 +128,7 @@ fn a_users_own_files_beside_the_checkpoints_are_left_out_and_damaged_checkpoints
             "ck/e3.safetensors",
             "ck/e4.safetensors",
             "ck/e5.safetensors",
+            "ck/e8.weights.h5",
             "ck/e9.weights.h5",
             "ck/junk.safetensors"
         ]
@@ -136,8 +138,9 @@ fn a_users_own_files_beside_the_checkpoints_are_left_out_and_damaged_checkpoints
     let report = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{report}");
     let bad: Vec<&str> = report.lines().filter(|l| l.starts_with("BAD")).collect();
-    assert_eq!(bad.len(), 2, "{report}");
+    assert_eq!(bad.len(), 3, "{report}");
     assert!(bad.iter().any(|l| l.contains("e9.weights.h5")), "{report}");
+    assert!(bad.iter().any(|l| l.contains("e8.weights.h5")), "{report}");
     assert!(
         bad.iter()
             .any(|l| l.contains("junk.safetensors") && l.contains("not a safetensors file")),
@@ -149,6 +152,7 @@ fn a_users_own_files_beside_the_checkpoints_are_left_out_and_damaged_checkpoints
 
     // Without the damaged ones, the folder verifies, the user's files still there.
     std::fs::remove_file(ck.join("e9.weights.h5")).expect("remove");
+    std::fs::remove_file(ck.join("e8.weights.h5")).expect("remove");
     std::fs::remove_file(ck.join("junk.safetensors")).expect("remove");
     let out = ckpt(dir.path(), &["verify", "ck"]);
     assert!(out.status.success(), "{}", text(&out.stdout));

@@ -109,8 +109,9 @@ pub fn list_in(storage: &dyn Storage, dir: &Name, depth: usize) -> Result<Vec<Li
 
 /// Whether a file whose header did not read may be a damaged checkpoint, rather than one of
 /// the user's files that a listing leaves out (notes, a `CSVLogger`'s CSV, a script): it is
-/// named `.safetensors`, or it begins as a safetensors file does (a header length that fits
-/// in the file, then the header's `{`), or it could not be read at all.
+/// named `.safetensors`, or it begins as a safetensors file does (a header length within the
+/// limit, then the header's `{`: a checkpoint cut short still does), or it could not be read
+/// at all.
 fn may_be_checkpoint(storage: &dyn Storage, name: &Name, size: u64) -> bool {
     if name.as_str().ends_with(".safetensors") {
         return true;
@@ -129,9 +130,7 @@ fn may_be_checkpoint(storage: &dyn Storage, name: &Name, size: u64) -> bool {
     let header_len = u64::from_le_bytes([
         prefix[0], prefix[1], prefix[2], prefix[3], prefix[4], prefix[5], prefix[6], prefix[7],
     ]);
-    header_len <= super::MAX_HEADER_BYTES
-        && header_len.saturating_add(8) <= size
-        && prefix[8] == b'{'
+    header_len <= super::MAX_HEADER_BYTES && prefix[8] == b'{'
 }
 
 /// The checkpoints in `dir` in training order, oldest first: by the epoch and step stored in
