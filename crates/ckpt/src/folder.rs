@@ -180,6 +180,20 @@ fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {
     Some((name, value.as_f64()?))
 }
 
+/// Whether `e` is `last.safetensors` (`save_last`'s link to the newest save) and that save
+/// is in `list` too: the same run, the same place in training, the same logs.
+pub(crate) fn is_last_of_another(e: &Entry, list: &[Entry]) -> bool {
+    e.path.file_name() == Some("last.safetensors")
+        && list.iter().any(|o| {
+            o.path != e.path
+                && o.verified.is_ok()
+                && o.meta.run_id.is_some()
+                && o.meta.run_id == e.meta.run_id
+                && o.meta.position() == e.meta.position()
+                && o.meta.logs == e.meta.logs
+        })
+}
+
 /// The best file that verifies, by one rule, the one retention keeps by
 /// (`policy::best_index`): the metric's direction, NaN never ranks, ties go to the older
 /// file (earlier in training order). Returns its index, the metric and the value.
@@ -189,7 +203,8 @@ pub(crate) fn best_of(
     mode: Mode,
 ) -> Option<(usize, String, f64)> {
     // A save on a signal is a point to resume from, not a model a run chose: never best
-    // (it would tie with the save of the same epoch).
+    // (it would tie with the save of the same epoch). Nor is `last.safetensors` where the
+    // save it stands for is listed too: its name moves on as training does.
     let values: Vec<Option<(String, f64)>> = list
         .iter()
         .map(|e| {
@@ -197,7 +212,7 @@ pub(crate) fn best_of(
                 .path
                 .file_name()
                 .is_some_and(model_checkpoint::store::is_interrupt_name);
-            (e.verified.is_ok() && !interrupt)
+            (e.verified.is_ok() && !interrupt && !is_last_of_another(e, list))
                 .then(|| monitored(e, monitor))
                 .flatten()
         })

@@ -331,12 +331,39 @@ fn retention_flags_keep_the_best_and_the_last() {
     let mut want = vec!["e6.safetensors".to_owned(), "last.safetensors".to_owned()];
     let best_name = best.trim_start_matches("ck/").to_owned();
     if !want.contains(&best_name) {
-        want.push(best_name);
+        want.push(best_name.clone());
     }
     want.sort();
     assert_eq!(names, want);
     let last = std::fs::read(dir.path().join("ck/last.safetensors")).expect("last");
     assert!(last == std::fs::read(dir.path().join("ck/e6.safetensors")).expect("e6"));
+    // `last` is never the best while the save it stands for is there: with e6 and last
+    // alone, e6 is.
+    assert_ne!(best, "ck/last.safetensors");
+    if best_name != "e6.safetensors" {
+        std::fs::remove_file(dir.path().join("ck").join(&best_name)).expect("remove");
+    }
+    for monitor in ["val_loss", "val_accuracy"] {
+        let out = ckpt(dir.path(), &["best", "ck", "--monitor", monitor]);
+        assert_eq!(text(&out.stdout).trim(), "ck/e6.safetensors", "{monitor}");
+    }
+    let out = ckpt(dir.path(), &["ls", "ck"]);
+    let table = text(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ck/e6.safetensors") && l.contains("(best)")),
+        "{table}"
+    );
+    // The report counts the six saves the journal records, and one file there: `last` is
+    // not a save of its own.
+    let out = ckpt(dir.path(), &["report", "ck", "-o", "report.html"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("6 checkpoint(s) saved (1 there and verified)"),
+        "{said}{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -228,6 +228,9 @@ impl KerasCheckpoint {
             .save_last(save_last)
             .background(background)
             .save_on_interrupt(save_on_interrupt)
+            // The Python layer's handlers deliver the signals (or, for a `fit` outside the
+            // main thread, `install_signal_handlers`'s).
+            .signals_from_host(true)
             .journal(journal);
         if let Some(k) = keep_best {
             cb = cb.keep_best(k);
@@ -434,6 +437,20 @@ pub(crate) fn restore_model(
     }
     let restored = restored.map_err(to_py)?;
     Ok((restored.meta.epoch, restored.meta.global_step))
+}
+
+/// Installs the engine's handlers of SIGINT and SIGTERM (once per process), for a `fit`
+/// outside the main thread, where Python cannot set handlers.
+#[pyfunction]
+pub(crate) fn install_signal_handlers() -> PyResult<()> {
+    model_checkpoint::install_signal_handlers().map_err(to_py)
+}
+
+/// Forgets the signals asked for and not acted on, returning the first (`"SIGINT"`,
+/// `"SIGTERM"`) if any.
+#[pyfunction]
+pub(crate) fn take_interrupt_request() -> Option<&'static str> {
+    model_checkpoint::take_interrupt_request()
 }
 
 /// What the signal `name` (`"SIGINT"` or `"SIGTERM"`) asks of a callback with

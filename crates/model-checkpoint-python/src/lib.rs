@@ -46,5 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<keras::KerasCheckpoint>()?;
     m.add_function(wrap_pyfunction!(keras::restore_model, m)?)?;
     m.add_function(wrap_pyfunction!(keras::request_interrupt, m)?)?;
+    m.add_function(wrap_pyfunction!(keras::take_interrupt_request, m)?)?;
+    m.add_function(wrap_pyfunction!(keras::install_signal_handlers, m)?)?;
     Ok(())
 }

@@ -284,9 +284,14 @@ def test_a_signal_saves_a_full_checkpoint_and_then_ends_fit_as_the_signal_would(
     assert sorted(os.listdir(tmp_path / "ck")) == sorted(
         [".ckpt.lock", "interrupted.safetensors", "w.01.safetensors"]
         + [f for f in os.listdir(tmp_path / "ck") if f.startswith(".ckpt-run.")])
-    # Saved in the middle of the second epoch: its batch is recorded, for the resume.
+    # Saved in the middle of the second epoch: its batch is recorded, and a resume trains
+    # that epoch again from its start (Keras starts epochs only at their beginning).
     meta = mc.load_metadata(saved)
     assert meta["epoch"] == "2" and "batch" in meta, meta
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert restore_latest(model("sig"), tmp_path / "ck") == 1
+    assert any("in the middle of epoch 2" in str(w.message) for w in caught)
 
 
 def test_load_weights_puts_a_weights_file_or_a_full_checkpoint_back_into_a_model(tmp_path):
@@ -381,3 +386,56 @@ def test_a_template_s_positional_field_fails_with_keras_s_exception(tmp_path):
             ModelCheckpoint(str(tmp_path / "w.{}.safetensors"))])
     assert "Replacement index 0 out of range" in str(theirs.value)
     assert "Replacement index 0 out of range" in str(ours.value)
+
+
+_FIT_THAT_RAISES = r"""
+import os, signal, sys
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import keras
+sys.path.insert(0, {tests!r})
+from test_keras import data, model
+from model_checkpoint.keras import ModelCheckpoint
+
+class Boom(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("boom")
+
+x, y = data()
+try:
+    model("a").fit(x, y, epochs=3, verbose=0, callbacks=[
+        ModelCheckpoint({first!r}, save_on_interrupt=True), Boom()])
+except RuntimeError:
+    print("fit raised", flush=True)
+# Keras told no callback that fit ended: a signal now does what it did before.
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    print("SIGINT swallowed", flush=True)
+except KeyboardInterrupt:
+    print("SIGINT raised KeyboardInterrupt", flush=True)
+# Two callbacks that save on a signal, in a fit that ends normally.
+model("b").fit(x, y, epochs=2, verbose=0, callbacks=[
+    ModelCheckpoint({second!r}, save_on_interrupt=True),
+    ModelCheckpoint({third!r}, save_on_interrupt=True)])
+print("second fit completed", flush=True)
+print("handlers back:", signal.getsignal(signal.SIGINT) is signal.default_int_handler
+      and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+print("SIGTERM swallowed", flush=True)
+"""
+
+
+def test_signal_handlers_go_back_after_fit_however_it_ends(tmp_path):
+    import subprocess
+    import sys
+    script = _FIT_THAT_RAISES.format(
+        tests=os.path.dirname(__file__), first=str(tmp_path / "a" / "w.{epoch}.safetensors"),
+        second=str(tmp_path / "b" / "w.{epoch}.safetensors"),
+        third=str(tmp_path / "c" / "w.{epoch}.safetensors"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    said = done.stdout
+    assert "fit raised" in said and "SIGINT raised KeyboardInterrupt" in said, said + done.stderr
+    assert "second fit completed" in said and "handlers back: True" in said, said + done.stderr
+    assert "swallowed" not in said
+    assert done.returncode == -15, said + done.stderr
+    assert not (tmp_path / "b" / "interrupted.safetensors").exists()

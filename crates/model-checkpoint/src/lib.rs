@@ -90,7 +90,8 @@ pub use callback::{
     Callback, CallbackList, Context, Control, CsvLogger, HookResult, SnapshotFence,
 };
 pub use checkpoint::{
-    request_interrupt, CheckpointState, KerasArgs, KerasValue, KerasVersion, ModelCheckpoint,
+    install_signal_handlers, request_interrupt, take_interrupt_request, CheckpointState, KerasArgs,
+    KerasValue, KerasVersion, ModelCheckpoint,
 };
 pub use error::{Error, KerasError};
 pub use logs::{Logs, Value};

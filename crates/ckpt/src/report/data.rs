@@ -320,6 +320,10 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
     // shown, or there is none (another tool's file, a run without a journal).
     let mut files_without_journal = 0u64;
     for (i, _) in represented.iter().enumerate().filter(|(_, done)| !**done) {
+        if crate::folder::is_last_of_another(&present[i], &present) {
+            // `last.safetensors`, standing for a save listed already: not a save of its own.
+            continue;
+        }
         let save = journal.matched[i].as_ref();
         if save.is_none() {
             files_without_journal += 1;
@@ -390,7 +394,10 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
         direction,
         checkpoints,
         total_checkpoints,
-        verified_files: present.iter().filter(|e| e.verified.is_ok()).count(),
+        verified_files: present
+            .iter()
+            .filter(|e| e.verified.is_ok() && !crate::folder::is_last_of_another(e, &present))
+            .count(),
         runs,
         newest_run,
         options,

@@ -106,6 +106,113 @@ class _Variables:
 
 
 
+def _end_as(name, saved):
+    """Ends ``fit`` as the signal ``name`` would have ended the program: ``KeyboardInterrupt``
+    for SIGINT, ``SystemExit(143)`` for SIGTERM."""
+    if name == "SIGINT":
+        where = f": a full checkpoint was saved to {saved}" if saved else ""
+        raise KeyboardInterrupt(f"SIGINT{where}")
+    raise SystemExit(128 + signal.SIGTERM)
+
+
+class _Signals:
+    """SIGINT and SIGTERM while a ``fit`` with a ``save_on_interrupt`` callback runs in the
+    main thread. Python's own handlers would end it at once (``KeyboardInterrupt``, or the
+    process), before the next hook could save; these ask the engine for the save instead,
+    which the next hook makes before ``fit`` ends as the signal would have. One set for the
+    process, held while any such callback is in ``fit`` and put back when the last one
+    leaves it. Keras tells no callback when ``fit`` ends by an exception: a signal that
+    comes when none of the training loops that held the handlers is running any more does
+    what it did before, and the handlers go back then."""
+
+    def __init__(self):
+        self.holders = {}  # id(callback) -> (id, code) of the frame running its training loop
+        self.previous = None
+        self.pending = []
+
+    def hold(self, callback, caller):
+        if threading.current_thread() is not threading.main_thread():
+            # Python sets handlers from its main thread only: the engine's take the signals.
+            _native.install_signal_handlers()
+            return
+        # The training loop: the first frame above Keras's list of callbacks (or the
+        # user's own loop, calling the hook itself).
+        loop = caller
+        while loop is not None and loop.f_code.co_name in ("on_train_begin", "_on_train_begin"):
+            loop = loop.f_back
+        if loop is None:
+            loop = caller
+        # Holders whose loop is no longer running ended by an exception: forgotten.
+        running = self._frames(caller)
+        self.holders = {k: v for k, v in self.holders.items() if v in running}
+        if not self.holders:
+            # A fresh start, with no signal of an earlier `fit` left over.
+            self.pending.clear()
+            _native.take_interrupt_request()
+            if self.previous is None:
+                self.previous = {sig: signal.getsignal(sig)
+                                 for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in self.previous:
+                    signal.signal(sig, self._handler)
+        self.holders[id(callback)] = (id(loop), loop.f_code)
+
+    def served(self):
+        """A hook saved on the signals asked for."""
+        self.pending.clear()
+
+    def release(self, callback):
+        """The callback left ``fit``; with the last one, the handlers go back. Returns a
+        signal that came and that no hook served, which the caller delivers."""
+        if self.holders.pop(id(callback), None) is None or self.holders:
+            return None
+        self._put_back()
+        late = self.pending[0] if self.pending else None
+        self.pending.clear()
+        _native.take_interrupt_request()
+        return late
+
+    def _put_back(self):
+        previous, self.previous = self.previous, None
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        return previous or {}
+
+    @staticmethod
+    def _frames(frame):
+        """The frames running now, from ``frame`` out, as ``holders`` keeps them."""
+        frames = set()
+        while frame is not None:
+            frames.add((id(frame), frame.f_code))
+            frame = frame.f_back
+        return frames
+
+    def _running(self, frame):
+        return not self._frames(frame).isdisjoint(self.holders.values())
+
+    def _handler(self, signum, frame):
+        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+        if not self._running(frame):
+            # The fits that held the handlers are over: the handlers go back, and the
+            # signal does what it did before.
+            self.holders.clear()
+            self.pending.clear()
+            _native.take_interrupt_request()
+            previous = self._put_back().get(signum, signal.SIG_DFL)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                os.kill(os.getpid(), signum)
+            return
+        if name == "SIGINT" and "SIGINT" in self.pending:
+            # A second Ctrl-C before the save: stop at once.
+            raise KeyboardInterrupt
+        self.pending.append(name)
+        _native.request_interrupt(name)
+
+
+_SIGNALS = _Signals()
+
+
 def make_callback(keras, version):
     """The ``ModelCheckpoint`` class for ``keras`` (the ``keras`` or ``tf_keras`` module),
     imitating Keras ``version`` (``"3"`` or ``"2"``)."""
@@ -182,7 +289,6 @@ def make_callback(keras, version):
             self._version = version
             self._known_metrics = set()
             self._save_on_interrupt = bool(save_on_interrupt)
-            self._held_signals = None
             threshold = given.get("initial_value_threshold")
             self._native = _native.KerasCheckpoint(
                 filepath,
@@ -243,15 +349,13 @@ def make_callback(keras, version):
             ends as the engine's own loop ends it (``on_train_end``: background saves,
             retention), then ``fit`` ends as the signal would have ended it:
             ``KeyboardInterrupt`` for SIGINT, ``SystemExit(143)`` for SIGTERM."""
+            _SIGNALS.served()
             try:
                 self._native.on_train_end(None, step=self._step())
             finally:
-                self._release_signals()
+                _SIGNALS.release(self)
                 self._emit()
-            saved = self._native.interrupt_saved
-            if signal == "SIGINT":
-                raise KeyboardInterrupt(f"SIGINT: a full checkpoint was saved to {saved}")
-            raise SystemExit(128 + 15)
+            _end_as(signal, self._native.interrupt_saved)
 
         def _step(self):
             """The optimizer's step count, which checkpoints record (and `latest` orders by
@@ -289,38 +393,9 @@ def make_callback(keras, version):
                         self._native.compiled_metric(m.name, direction == "up")
 
         def on_train_begin(self, logs=None):
-            self._hold_signals()
+            if self._save_on_interrupt:
+                _SIGNALS.hold(self, sys._getframe(1))
             self._call(self._native.on_train_begin, logs)
-
-        def _hold_signals(self):
-            """With ``save_on_interrupt``, while ``fit`` runs: Python's handlers of SIGINT and
-            SIGTERM would end it at once (``KeyboardInterrupt``, or the process), before the
-            next hook could save; a handler of this callback asks the engine for the save
-            instead (a second SIGINT before it is made raises ``KeyboardInterrupt`` at once,
-            as a second Ctrl-C should). Python sets handlers from its main thread only."""
-            if (not self._save_on_interrupt or self._held_signals is not None
-                    or threading.current_thread() is not threading.main_thread()):
-                return
-            pending = []
-
-            def handler(signum, frame):
-                name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
-                if name == "SIGINT" and "SIGINT" in pending:
-                    raise KeyboardInterrupt
-                pending.append(name)
-                _native.request_interrupt(name)
-
-            held = {}
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                held[sig] = signal.getsignal(sig)
-                signal.signal(sig, handler)
-            self._held_signals = held
-
-        def _release_signals(self):
-            """Puts back the handlers ``_hold_signals`` set aside."""
-            held, self._held_signals = self._held_signals, None
-            for sig, previous in (held or {}).items():
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
 
         def on_epoch_begin(self, epoch, logs=None):
             self._call(self._native.on_epoch_begin, epoch, logs)
@@ -338,8 +413,12 @@ def make_callback(keras, version):
             try:
                 self._native.on_train_end(logs, step=self._step())
             finally:
-                self._release_signals()
+                late = _SIGNALS.release(self)
                 self._emit()
+            if late is not None:
+                # A signal came after the last hook that could save on it: training is
+                # complete and saved; the signal still ends the program.
+                _end_as(late, None)
 
         @property
         def best(self):
@@ -370,14 +449,16 @@ def make_callback(keras, version):
 
         def restore(self, model, path):
             """Restores ``model`` (its variables and its optimizer's) and this callback from
-            the full checkpoint at ``path``; returns the epoch it was saved at (1-based:
-            ``fit(initial_epoch=...)`` continues after it)."""
+            the full checkpoint at ``path``; returns the epoch to pass as
+            ``fit(initial_epoch=...)``: the epoch it was saved at (1-based), or, for a save
+            in the middle of an epoch, the one before (see ``restore``)."""
             self.set_model(model)
+            path = os.fspath(path)
             try:
-                epoch, _ = self._native.restore(os.fspath(path))
+                epoch, _ = self._native.restore(path)
             finally:
                 self._emit()
-            return epoch or 0
+            return _initial_epoch(path, epoch or 0, model)
 
     ModelCheckpoint.__module__ = f"model_checkpoint.{'keras' if version == '3' else 'tf_keras'}"
     return ModelCheckpoint
@@ -397,7 +478,11 @@ def restore(model, path, callbacks=()):
     ``path`` (a path or an ``s3://`` URL; every tensor verified), and the state of each of
     our ``ModelCheckpoint``s in ``callbacks`` (the one that will go on saving keeps its
     best value, counters and retention); returns the epoch to pass as
-    ``fit(initial_epoch=...)``."""
+    ``fit(initial_epoch=...)``: the epoch it was saved at (1-based), so that ``fit`` goes
+    on with the next. A checkpoint saved in the middle of an epoch (on a signal, or by an
+    integer ``save_freq``) returns the epoch before, with a warning: Keras starts an epoch
+    only at its beginning, so that one is trained again from its start (as Keras's
+    ``BackupAndRestore`` does), rather than the rest of it skipped."""
     path = os.fspath(path)
     ours = [c for c in callbacks if hasattr(c, "_native")]
     if ours:
@@ -407,7 +492,29 @@ def restore(model, path, callbacks=()):
         return epoch
     view = _Model(model, _version_of(model))
     epoch, _ = _native.restore_model(path, view._weights, view._optimizer, view._assign)
-    return epoch or 0
+    return _initial_epoch(path, epoch or 0, model)
+
+
+def _initial_epoch(path, epoch, model):
+    """``fit``'s ``initial_epoch`` after the checkpoint at ``path``, saved at ``epoch``."""
+    batch = _native.load_metadata(path).get("batch")
+    if batch is None or epoch < 1:
+        return epoch
+    _warn(model, (
+        f"{path} was saved in the middle of epoch {epoch} (after its batch {batch}): Keras "
+        f"starts an epoch only at its beginning, so fit(initial_epoch={epoch - 1}) trains "
+        f"epoch {epoch} again from its start"
+    ))
+    return epoch - 1
+
+
+def _warn(model, message):
+    """A warning where the Keras of ``model`` puts its own: ``warnings`` for Keras 3, the
+    ``tensorflow`` logger for tf.keras 2."""
+    if _version_of(model) == "3":
+        warnings.warn(message, stacklevel=4)
+    else:
+        logging.getLogger("tensorflow").warning(message)
 
 
 def restore_latest(model, directory, callbacks=()):
@@ -438,10 +545,7 @@ def _warn_if_weights_only(model, directory):
         "(save_weights_only=False saves what a resume needs; load_weights(model, path) "
         f"loads the weights of one, such as {weights[-1]})"
     )
-    if _version_of(model) == "3":
-        warnings.warn(message, stacklevel=3)
-    else:
-        logging.getLogger("tensorflow").warning(message)
+    _warn(model, message)
 
 
 def load_weights(model, path, verify=True):

@@ -60,6 +60,25 @@ pub fn request_interrupt(sigterm: bool) {
     flag.store(true, Ordering::SeqCst);
 }
 
+/// Installs this crate's handlers of SIGTERM and SIGINT (once per process), which
+/// [`crate::ModelCheckpoint::save_on_interrupt`] does at `on_train_begin` unless
+/// [`crate::ModelCheckpoint::signals_from_host`]: for a host that delivers the signals
+/// itself on some threads and not on others.
+///
+/// # Errors
+///
+/// [`Error::Signals`] when a handler cannot be installed.
+pub fn install_signal_handlers() -> Result<(), Error> {
+    install()
+}
+
+/// Forgets the signals received and not yet acted on (by a hook of a callback with
+/// `save_on_interrupt`), returning the first: for a host that learns a signal came too late
+/// for any hook, and delivers it itself.
+pub fn take_interrupt_request() -> Option<&'static str> {
+    take()
+}
+
 /// The signal received since the last call, if any (and clears it).
 pub(crate) fn take() -> Option<&'static str> {
     let flags = flags();

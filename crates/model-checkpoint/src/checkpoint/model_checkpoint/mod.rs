@@ -369,7 +369,7 @@ impl Callback for ModelCheckpoint {
         if self.engine.config.background {
             self.engine.prepare_background(ctx, self.decisions.kind())?;
         }
-        if self.triggers.save_on_interrupt {
+        if self.triggers.save_on_interrupt && !self.triggers.signals_from_host {
             interrupt::install()?;
         }
         self.triggers.last_trigger_time = Some(Instant::now());

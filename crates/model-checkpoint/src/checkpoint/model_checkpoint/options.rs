@@ -100,6 +100,15 @@ impl ModelCheckpoint {
         self
     }
 
+    /// With [`ModelCheckpoint::save_on_interrupt`], leave SIGTERM and SIGINT to the host
+    /// program, whose own handlers deliver them through [`crate::request_interrupt`]: no
+    /// handler of this crate is installed (a Python program's handlers come first, and one it
+    /// sets later replaces this crate's). Default: off.
+    pub fn signals_from_host(mut self, yes: bool) -> Self {
+        self.triggers.signals_from_host = yes;
+        self
+    }
+
     /// The signal that stopped training, if one did.
     pub fn interrupted(&self) -> Option<&'static str> {
         self.triggers.interrupted

@@ -12,6 +12,8 @@ pub(super) struct Triggers {
     pub every_n_epochs: Option<u64>,
     pub every: Option<Duration>,
     pub save_on_interrupt: bool,
+    /// The host delivers the signals (`request_interrupt`): no handlers are installed.
+    pub signals_from_host: bool,
     pub last_trigger_time: Option<Instant>,
     /// The global step of the last save by the every-n-steps trigger (carried in the state).
     pub last_trigger_step: Option<u64>,
