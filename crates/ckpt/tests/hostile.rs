@@ -73,6 +73,24 @@ fn forge(path: &Path, edit: impl FnOnce(&mut BTreeMap<String, String>)) {
     store::save(path, kind, &named, &info, &SaveOptions::default()).expect("forge");
 }
 
+/// Rewrites a checkpoint's header text as an attacker would, with a fresh, valid header
+/// checksum: for what this tool's writer refuses to write (metadata it cannot read back).
+fn forge_header_text(path: &Path, edit: impl FnOnce(&mut String)) {
+    let bytes = std::fs::read(path).expect("read");
+    let len = u64::from_le_bytes(bytes[..8].try_into().expect("length")) as usize;
+    let mut header = String::from_utf8(bytes[8..8 + len].to_vec()).expect("utf-8");
+    edit(&mut header);
+    let key = "\"header_checksum\":\"";
+    let at = header.find(key).expect("a header checksum") + key.len();
+    header.replace_range(at..at + 8, "00000000");
+    let sum = crc32fast::hash(header.as_bytes());
+    header.replace_range(at..at + 8, &format!("{sum:08x}"));
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&bytes[8 + len..]);
+    std::fs::write(path, out).expect("write");
+}
+
 /// Edits the state of the ModelCheckpoint callback inside a full checkpoint's training state.
 fn forge_callback_state(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     forge(path, |info| {
@@ -247,8 +265,15 @@ fn untrusted_paths_never_direct_a_delete() {
     forge_callback_state(&huge, |state| state["seq"] = serde_json::json!(u64::MAX));
     assert_refused(&resume(), &["resume"], "counter seq is out of range");
     std::fs::write(&huge, &pristine).expect("restore");
-    forge(&huge, |info| {
-        info.insert("epoch".into(), u64::MAX.to_string());
+    // This tool's writer refuses such metadata: written by hand.
+    let epoch = CheckpointFile::open(&huge, Verify::HeaderOnly)
+        .expect("open")
+        .info()["epoch"]
+        .clone();
+    forge_header_text(&huge, |header| {
+        let was = format!("\"epoch\":\"{epoch}\"");
+        assert!(header.contains(&was), "{header}");
+        *header = header.replace(&was, &format!("\"epoch\":\"{}\"", u64::MAX));
     });
     let ls = ckpt(dir.path(), &["ls", "ck"]);
     assert!(

@@ -21,7 +21,7 @@ pub const MAX_CLASSES: usize = 1 << 16;
 const MAX_LINE_BYTES: usize = 1 << 24;
 /// The most text a CSV file may hold once decompressed: a gzip bomb of empty lines, which
 /// no value limit stops, is read no further.
-pub const MAX_CSV_TEXT_BYTES: u64 = 8 << 30;
+pub const MAX_CSV_TEXT_BYTES: u64 = 16 << 30;
 
 /// Samples in host memory: `len × features` values, and one class label per sample.
 #[derive(Clone, Debug, PartialEq)]
@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn a_gzip_bomb_of_empty_lines_is_read_no_further_than_the_text_limit() {
         use std::io::Write;
-        // 24 MiB of line breaks (what the limit stands for, 8 GiB, in miniature), and a
+        // 24 MiB of line breaks (what the limit stands for, 16 GiB, in miniature), and a
         // row: no value limit stops empty lines, the text limit does.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         let lines = vec![b'\n'; 1 << 20];

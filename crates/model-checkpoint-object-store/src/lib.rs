@@ -224,7 +224,10 @@ impl ObjectStorage {
             builder = builder.with_config(key, *value);
         }
         let endpoint = match builder.get_config_value(&AmazonS3ConfigKey::Endpoint) {
-            Some(given) => checked_endpoint(given.trim_end_matches('/'), "AWS_ENDPOINT_URL"),
+            Some(given) => checked_endpoint(
+                given.trim_end_matches('/'),
+                "AWS_ENDPOINT_URL (or AWS_ENDPOINT)",
+            ),
             None => {
                 let region = builder
                     .get_config_value(&AmazonS3ConfigKey::Region)

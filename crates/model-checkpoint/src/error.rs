@@ -308,7 +308,7 @@ pub enum Error {
     },
     /// A hook was handed an epoch or batch index beyond what a checkpoint may hold
     /// ([`crate::store::MAX_COUNTER`]).
-    #[error("{what} {value} is beyond what a checkpoint may hold (at most {max})", max = crate::document::MAX_COUNTER)]
+    #[error("{what} {value} is beyond what a checkpoint may hold (at most {max})", max = crate::document::MAX_COUNTER - 1)]
     CounterTooLarge {
         /// Which counter (`epoch`, `batch`).
         what: &'static str,

@@ -148,7 +148,7 @@ fn an_epoch_or_batch_index_beyond_what_a_checkpoint_holds_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = Toy;
     let mut ctx = Context::new(&model);
-    let huge = [1usize << 54, i64::MAX as usize, usize::MAX];
+    let huge = [1usize << 53, 1usize << 54, i64::MAX as usize, usize::MAX];
     for n in huge {
         let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
             .save_weights_only(true)

@@ -663,12 +663,13 @@ impl ModelCheckpoint {
 /// The most names a restored state may track versions for (a fixed template has one).
 const MAX_VERSIONED_NAMES: usize = 100_000;
 
-/// A hook's epoch or batch index, refused beyond what a checkpoint may hold (where
-/// Keras's `epoch + 1` would no longer be exact either, and ours would overflow).
+/// A hook's epoch or batch index, refused where the 1-based number a checkpoint records
+/// (`n + 1`) is beyond what it may hold (where Keras's `epoch + 1` would no longer be exact
+/// either, and ours would overflow).
 fn counter(what: &'static str, n: usize) -> Result<i64, Error> {
     let value = n as u64;
     match i64::try_from(n) {
-        Ok(i) if value <= store::MAX_COUNTER => Ok(i),
+        Ok(i) if value < store::MAX_COUNTER => Ok(i),
         _ => Err(Error::CounterTooLarge { what, value }),
     }
 }
