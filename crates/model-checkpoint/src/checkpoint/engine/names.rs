@@ -251,8 +251,20 @@ impl Engine {
                 // The template's own file, not a save on a signal.
                 continue;
             }
+            // Its marker goes with it (the marker names the head's digest).
+            let digest = store::CheckpointFile::open_in(
+                &*self.config.storage,
+                &name,
+                store::Verify::HeaderOnly,
+            )
+            .map(|f| f.header_digest());
             match gate::delete(&*self.config.storage, &name, claim) {
-                Ok(()) | Err(Error::NotOurs { .. }) => {}
+                Ok(()) => {
+                    if let Ok(digest) = digest {
+                        self.delete_marker(&digest);
+                    }
+                }
+                Err(Error::NotOurs { .. }) => {}
                 Err(e) => log::warn!(target: "model_checkpoint", "cannot remove {name}: {e}"),
             }
         }
