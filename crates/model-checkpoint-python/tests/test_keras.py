@@ -439,3 +439,30 @@ def test_signal_handlers_go_back_after_fit_however_it_ends(tmp_path):
     assert "swallowed" not in said
     assert done.returncode == -15, said + done.stderr
     assert not (tmp_path / "b" / "interrupted.safetensors").exists()
+
+
+def test_load_weights_into_a_model_built_again_in_the_same_process(tmp_path):
+    # Keras numbers unnamed layers per process (dense_2, then dense_4 for the same model
+    # built again): what a notebook does, and what Keras's own .weights.h5 files survive.
+    from model_checkpoint.keras import load_weights
+
+    def unnamed():
+        m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(1, activation="sigmoid")])
+        m.compile(optimizer="adam", loss="binary_crossentropy")
+        return m
+
+    x, y = data()
+    trained = unnamed()
+    trained.fit(x, y, epochs=1, verbose=0, callbacks=[
+        ModelCheckpoint(str(tmp_path / "w.safetensors"), save_weights_only=True)])
+    fresh = unnamed()
+    assert [v.path for v in fresh.weights] != [v.path for v in trained.weights]
+    load_weights(fresh, tmp_path / "w.safetensors")
+    for a, b in zip(trained.weights, fresh.weights, strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    # A model of another shape is still refused, naming what differs.
+    other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3),
+                              keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match="missing|shape"):
+        load_weights(other, tmp_path / "w.safetensors")

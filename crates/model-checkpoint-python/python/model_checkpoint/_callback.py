@@ -4,6 +4,7 @@ decisions, messages, names and files are the core's."""
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -551,13 +552,49 @@ def _warn_if_weights_only(model, directory):
 def load_weights(model, path, verify=True):
     """Loads ``model``'s weights (not its optimizer's) from the checkpoint at ``path`` (a
     path or an ``s3://`` URL; weights-only or full), as Keras's ``model.load_weights``
-    does for its own files: matched by name (as this callback names them), every tensor
+    does for its own files: matched by name (as this callback names them; layers that
+    Keras numbered otherwise in this process, ``dense_4`` for the saved ``dense_2``, by
+    that numbering's order), every tensor
     checked against its CRC-32 as it is read, every missing, unexpected or misshapen
     variable listed at once in a ``ValueError``. ``verify=False`` also reads a safetensors
     file without this format's checksums."""
     tensors, _ = _native.load_file(os.fspath(path), verify)
     weights = [t for t in tensors if not t[0].startswith(_TRAINING_PREFIX)]
-    _Model(model, _version_of(model))._assign("weights", weights)
+    view = _Model(model, _version_of(model))
+    wanted = {n for n, *_ in view._weights()}
+    renamed = _renumbered({t[0] for t in weights}, wanted)
+    if renamed is not None:
+        weights = [(renamed[name], *rest) for name, *rest in weights]
+    view._assign("weights", weights)
+
+
+def _renumbered(saved, wanted):
+    """The saved names as the model's, where the two differ only in Keras's numbering of
+    layers within a process (``dense_2`` saved, ``dense_4`` in a model built again in the
+    same process), as Keras's own ``.weights.h5`` files do not depend on it: within each
+    layer name stripped of its ``_<n>``, the numbered names pair up in order. ``None`` when
+    nothing needs renaming, or when no such pairing makes every name match."""
+    if saved == wanted:
+        return None
+
+    def layers(names):
+        groups = {}
+        for name in names:
+            for part in name.split("/")[:-1]:
+                match = re.fullmatch(r"(.*?)(?:_(\d+))?", part)
+                base, number = match.group(1), int(match.group(2) or -1)
+                groups.setdefault(base, set()).add((number, part))
+        return {base: [part for _, part in sorted(parts)] for base, parts in groups.items()}
+
+    ours, theirs = layers(saved), layers(wanted)
+    if ours.keys() != theirs.keys() or any(len(ours[b]) != len(theirs[b]) for b in ours):
+        return None
+    to = {old: new for b in ours for old, new in zip(ours[b], theirs[b])}
+    renamed = {
+        name: "/".join([to[p] for p in name.split("/")[:-1]] + name.split("/")[-1:])
+        for name in saved
+    }
+    return renamed if set(renamed.values()) == wanted else None
 
 
 def _version_of(model):
