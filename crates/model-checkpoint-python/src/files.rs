@@ -204,3 +204,11 @@ pub(crate) fn ls<'py>(py: Python<'py>, directory: &str) -> PyResult<Vec<Bound<'p
     }
     Ok(rows)
 }
+
+/// Whether `path` names a save on a signal (`interrupted.safetensors`, or
+/// `interrupted-RUNID.safetensors`).
+#[pyfunction]
+pub(crate) fn is_interrupt_name(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    store::is_interrupt_name(name)
+}

@@ -229,7 +229,7 @@ impl KerasCheckpoint {
             .background(background)
             .save_on_interrupt(save_on_interrupt)
             // The Python layer's handlers deliver the signals (or, for a `fit` outside the
-            // main thread, `install_signal_handlers`'s).
+            // main thread, the engine's, through `hold_signals`).
             .signals_from_host(true)
             .journal(journal);
         if let Some(k) = keep_best {
@@ -439,11 +439,17 @@ pub(crate) fn restore_model(
     Ok((restored.meta.epoch, restored.meta.global_step))
 }
 
-/// Installs the engine's handlers of SIGINT and SIGTERM (once per process), for a `fit`
-/// outside the main thread, where Python cannot set handlers.
+/// Holds SIGINT and SIGTERM with the engine's handlers, for a `fit` outside the main
+/// thread, where Python cannot set handlers (until `release_signals`).
 #[pyfunction]
-pub(crate) fn install_signal_handlers() -> PyResult<()> {
-    model_checkpoint::install_signal_handlers().map_err(to_py)
+pub(crate) fn hold_signals() -> PyResult<()> {
+    model_checkpoint::hold_signals().map_err(to_py)
+}
+
+/// Ends a `hold_signals`.
+#[pyfunction]
+pub(crate) fn release_signals() {
+    model_checkpoint::release_signals();
 }
 
 /// Forgets the signals asked for and not acted on, returning the first (`"SIGINT"`,

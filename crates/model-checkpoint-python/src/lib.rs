@@ -41,12 +41,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(files::verify, m)?)?;
     m.add_function(wrap_pyfunction!(files::latest, m)?)?;
     m.add_function(wrap_pyfunction!(files::ls, m)?)?;
+    m.add_function(wrap_pyfunction!(files::is_interrupt_name, m)?)?;
     m.add_function(wrap_pyfunction!(warnings::take_warnings, m)?)?;
     m.add_function(wrap_pyfunction!(cli::ckpt_main, m)?)?;
     m.add_class::<keras::KerasCheckpoint>()?;
     m.add_function(wrap_pyfunction!(keras::restore_model, m)?)?;
     m.add_function(wrap_pyfunction!(keras::request_interrupt, m)?)?;
     m.add_function(wrap_pyfunction!(keras::take_interrupt_request, m)?)?;
-    m.add_function(wrap_pyfunction!(keras::install_signal_handlers, m)?)?;
+    m.add_function(wrap_pyfunction!(keras::hold_signals, m)?)?;
+    m.add_function(wrap_pyfunction!(keras::release_signals, m)?)?;
     Ok(())
 }

@@ -406,9 +406,15 @@ try:
         ModelCheckpoint({first!r}, save_on_interrupt=True), Boom()])
 except RuntimeError:
     print("fit raised", flush=True)
-# Keras told no callback that fit ended: a signal now does what it did before.
+# Keras told no callback that fit ended: a signal now does what it did before, also in
+# a fit without our callback (whose frame may sit where the first fit's did).
+class Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
 try:
-    os.kill(os.getpid(), signal.SIGINT)
+    model("p").fit(x, y, epochs=2, verbose=0, callbacks=[Interrupt()])
     print("SIGINT swallowed", flush=True)
 except KeyboardInterrupt:
     print("SIGINT raised KeyboardInterrupt", flush=True)
@@ -466,3 +472,46 @@ def test_load_weights_into_a_model_built_again_in_the_same_process(tmp_path):
                               keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="missing|shape"):
         load_weights(other, tmp_path / "w.safetensors")
+
+
+_FIT_IN_A_THREAD = r"""
+import os, signal, sys, threading
+os.environ.setdefault("KERAS_BACKEND", "jax")
+sys.path.insert(0, {tests!r})
+from test_keras import data, model
+from model_checkpoint.keras import ModelCheckpoint
+
+import keras
+
+class Signal(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if {during!r} and batch == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+x, y = data()
+def train():
+    model("t").fit(x, y, epochs=2, verbose=0, callbacks=[
+        Signal(), ModelCheckpoint({template!r}, save_on_interrupt=True)])
+worker = threading.Thread(target=train)
+worker.start()
+worker.join()
+print("fit done", flush=True)
+os.kill(os.getpid(), signal.SIGTERM)
+print("SIGTERM swallowed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("during", [False, True])
+def test_a_fit_in_another_thread_saves_on_sigterm_and_the_process_still_ends(tmp_path, during):
+    # Outside the main thread the engine's handlers hold the signals: a SIGTERM during fit
+    # is saved on, then ends the process; once fit is over, the signals act as before it.
+    import subprocess
+    import sys
+    script = _FIT_IN_A_THREAD.format(tests=os.path.dirname(__file__), during=during,
+                                     template=str(tmp_path / "w.{epoch}.safetensors"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert "swallowed" not in done.stdout, done.stdout + done.stderr
+    assert ("fit done" in done.stdout) != during, done.stdout + done.stderr
+    assert done.returncode == -15, done.stdout + done.stderr
+    assert (tmp_path / "interrupted.safetensors").exists() == during

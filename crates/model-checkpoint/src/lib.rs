@@ -90,8 +90,8 @@ pub use callback::{
     Callback, CallbackList, Context, Control, CsvLogger, HookResult, SnapshotFence,
 };
 pub use checkpoint::{
-    install_signal_handlers, request_interrupt, take_interrupt_request, CheckpointState, KerasArgs,
-    KerasValue, KerasVersion, ModelCheckpoint,
+    hold_signals, release_signals, request_interrupt, take_interrupt_request, CheckpointState,
+    KerasArgs, KerasValue, KerasVersion, ModelCheckpoint,
 };
 pub use error::{Error, KerasError};
 pub use logs::{Logs, Value};

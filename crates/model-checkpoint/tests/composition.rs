@@ -416,6 +416,55 @@ fn a_save_on_a_signal_is_what_latest_resumes_and_a_completed_run_retires_it() {
     }
 }
 
+#[cfg(unix)]
+#[test]
+#[ignore = "helper: run as a child process by the test below"]
+fn signals_child() {
+    let Ok(stage) = std::env::var("CKPT_SIGNALS_CHILD") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb =
+        ModelCheckpoint::new(dir.path().join("w.{epoch:02d}.safetensors")).save_on_interrupt(true);
+    let mut model = Model::default();
+    match stage.as_str() {
+        "after on_train_end" => {
+            assert!(!signalled_run(&mut cb, &mut model, (0, 0), None));
+        }
+        _ => {
+            // Training ended by an error: the callback is dropped without on_train_end.
+            cb.on_train_begin(&Logs::new(), &mut Context::new(&model))
+                .expect("on_train_begin");
+            drop(cb);
+        }
+    }
+    // SAFETY: raising a signal on this thread.
+    unsafe {
+        libc::raise(libc::SIGTERM);
+    }
+    println!("survived SIGTERM");
+}
+
+#[cfg(unix)]
+#[test]
+fn once_no_callback_holds_the_signals_sigterm_ends_the_process_again() {
+    use std::os::unix::process::ExitStatusExt;
+    for stage in ["after on_train_end", "after a drop"] {
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["--ignored", "--exact", "signals_child", "--nocapture"])
+            .env("CKPT_SIGNALS_CHILD", stage)
+            .output()
+            .expect("child");
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGTERM),
+            "{stage}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn a_template_that_names_the_interrupt_file_keeps_its_own_checkpoints() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -2,6 +2,7 @@
 model's variables and hands every hook to the engine (``_native.KerasCheckpoint``), whose
 decisions, messages, names and files are the core's."""
 
+import _thread
 import logging
 import os
 import re
@@ -109,10 +110,17 @@ class _Variables:
 
 def _end_as(name, saved):
     """Ends ``fit`` as the signal ``name`` would have ended the program: ``KeyboardInterrupt``
-    for SIGINT, ``SystemExit(143)`` for SIGTERM."""
+    for SIGINT, ``SystemExit(143)`` for SIGTERM. In a thread other than the main one,
+    which an exception would end alone, the main thread gets the ``KeyboardInterrupt``
+    too, and a SIGTERM ends the process (the signals are the program's again by now)."""
+    elsewhere = threading.current_thread() is not threading.main_thread()
     if name == "SIGINT":
+        if elsewhere:
+            _thread.interrupt_main()
         where = f": a full checkpoint was saved to {saved}" if saved else ""
         raise KeyboardInterrupt(f"SIGINT{where}")
+    if elsewhere:
+        os.kill(os.getpid(), signal.SIGTERM)
     raise SystemExit(128 + signal.SIGTERM)
 
 
@@ -124,17 +132,21 @@ class _Signals:
     process, held while any such callback is in ``fit`` and put back when the last one
     leaves it. Keras tells no callback when ``fit`` ends by an exception: a signal that
     comes when none of the training loops that held the handlers is running any more does
-    what it did before, and the handlers go back then."""
+    what it did before, and the handlers go back then. Outside the main thread, where
+    Python sets no handlers, the engine's hold the signals instead."""
 
     def __init__(self):
-        self.holders = {}  # id(callback) -> (id, code) of the frame running its training loop
-        self.previous = None
+        # id(callback) -> the frame running its training loop, kept (so that no other
+        # frame can take its place in memory) until the callback leaves `fit`.
+        self.holders = {}
+        self.threaded = set()  # callbacks whose signals the engine's handlers hold
+        self.previous = {}
         self.pending = []
 
     def hold(self, callback, caller):
         if threading.current_thread() is not threading.main_thread():
-            # Python sets handlers from its main thread only: the engine's take the signals.
-            _native.install_signal_handlers()
+            _native.hold_signals()
+            self.threaded.add(id(callback))
             return
         # The training loop: the first frame above Keras's list of callbacks (or the
         # user's own loop, calling the hook itself).
@@ -145,17 +157,18 @@ class _Signals:
             loop = caller
         # Holders whose loop is no longer running ended by an exception: forgotten.
         running = self._frames(caller)
-        self.holders = {k: v for k, v in self.holders.items() if v in running}
+        self.holders = {k: f for k, f in self.holders.items() if id(f) in running}
         if not self.holders:
-            # A fresh start, with no signal of an earlier `fit` left over.
+            # A fresh start, with no signal of an earlier `fit` left over; the handlers in
+            # place now are what goes back (a program may have set its own since).
             self.pending.clear()
             _native.take_interrupt_request()
-            if self.previous is None:
-                self.previous = {sig: signal.getsignal(sig)
-                                 for sig in (signal.SIGINT, signal.SIGTERM)}
-                for sig in self.previous:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                current = signal.getsignal(sig)
+                if current != self._handler:
+                    self.previous[sig] = current
                     signal.signal(sig, self._handler)
-        self.holders[id(callback)] = (id(loop), loop.f_code)
+        self.holders[id(callback)] = loop
 
     def served(self):
         """A hook saved on the signals asked for."""
@@ -164,6 +177,10 @@ class _Signals:
     def release(self, callback):
         """The callback left ``fit``; with the last one, the handlers go back. Returns a
         signal that came and that no hook served, which the caller delivers."""
+        if id(callback) in self.threaded:
+            self.threaded.discard(id(callback))
+            _native.release_signals()
+            return None
         if self.holders.pop(id(callback), None) is None or self.holders:
             return None
         self._put_back()
@@ -173,26 +190,25 @@ class _Signals:
         return late
 
     def _put_back(self):
-        previous, self.previous = self.previous, None
-        for sig, handler in (previous or {}).items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        return previous or {}
+        previous, self.previous = self.previous, {}
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) == self._handler:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        return previous
 
     @staticmethod
     def _frames(frame):
-        """The frames running now, from ``frame`` out, as ``holders`` keeps them."""
+        """The ids of the frames running now, from ``frame`` out."""
         frames = set()
         while frame is not None:
-            frames.add((id(frame), frame.f_code))
+            frames.add(id(frame))
             frame = frame.f_back
         return frames
 
-    def _running(self, frame):
-        return not self._frames(frame).isdisjoint(self.holders.values())
-
     def _handler(self, signum, frame):
         name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
-        if not self._running(frame):
+        running = self._frames(frame)
+        if not any(id(f) in running for f in self.holders.values()):
             # The fits that held the handlers are over: the handlers go back, and the
             # signal does what it did before.
             self.holders.clear()
@@ -202,6 +218,7 @@ class _Signals:
             if callable(previous):
                 previous(signum, frame)
             elif previous != signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
                 os.kill(os.getpid(), signum)
             return
         if name == "SIGINT" and "SIGINT" in self.pending:
@@ -345,18 +362,20 @@ def make_callback(keras, version):
             elif stop is not None:
                 self._interrupted(stop)
 
-        def _interrupted(self, signal):
+        def _interrupted(self, name):
             """After the save on a signal (``save_on_interrupt``), durable by now: the run
             ends as the engine's own loop ends it (``on_train_end``: background saves,
             retention), then ``fit`` ends as the signal would have ended it:
             ``KeyboardInterrupt`` for SIGINT, ``SystemExit(143)`` for SIGTERM."""
             _SIGNALS.served()
+            late = None
             try:
                 self._native.on_train_end(None, step=self._step())
             finally:
-                _SIGNALS.release(self)
+                late = _SIGNALS.release(self)
                 self._emit()
-            _end_as(signal, self._native.interrupt_saved)
+            # A SIGTERM that came meanwhile ends the program, whatever the first was.
+            _end_as("SIGTERM" if late == "SIGTERM" else name, self._native.interrupt_saved)
 
         def _step(self):
             """The optimizer's step count, which checkpoints record (and `latest` orders by
@@ -497,9 +516,12 @@ def restore(model, path, callbacks=()):
 
 
 def _initial_epoch(path, epoch, model):
-    """``fit``'s ``initial_epoch`` after the checkpoint at ``path``, saved at ``epoch``."""
+    """``fit``'s ``initial_epoch`` after the checkpoint at ``path``, saved at ``epoch``: the
+    epoch before for a save on a signal in the middle of an epoch. (A save by an integer
+    ``save_freq`` may close its epoch, which the file does not say: its epoch counts as
+    done, as a resume from Keras's own file of it would count it.)"""
     batch = _native.load_metadata(path).get("batch")
-    if batch is None or epoch < 1:
+    if batch is None or epoch < 1 or not _native.is_interrupt_name(path):
         return epoch
     _warn(model, (
         f"{path} was saved in the middle of epoch {epoch} (after its batch {batch}): Keras "
@@ -577,19 +599,25 @@ def _renumbered(saved, wanted):
     if saved == wanted:
         return None
 
+    def parts(names):
+        return {part for name in names for part in name.split("/")[:-1]}
+
+    # A layer name on both sides is the same layer; the others pair up.
+    same = parts(saved) & parts(wanted)
+
     def layers(names):
         groups = {}
-        for name in names:
-            for part in name.split("/")[:-1]:
-                match = re.fullmatch(r"(.*?)(?:_(\d+))?", part)
-                base, number = match.group(1), int(match.group(2) or -1)
-                groups.setdefault(base, set()).add((number, part))
-        return {base: [part for _, part in sorted(parts)] for base, parts in groups.items()}
+        for part in parts(names) - same:
+            match = re.fullmatch(r"(.*?)(?:_(\d+))?", part)
+            base, number = match.group(1), int(match.group(2) or -1)
+            groups.setdefault(base, set()).add((number, part))
+        return {base: [part for _, part in sorted(found)] for base, found in groups.items()}
 
     ours, theirs = layers(saved), layers(wanted)
     if ours.keys() != theirs.keys() or any(len(ours[b]) != len(theirs[b]) for b in ours):
         return None
-    to = {old: new for b in ours for old, new in zip(ours[b], theirs[b])}
+    to = {part: part for part in same}
+    to.update({old: new for b in ours for old, new in zip(ours[b], theirs[b])})
     renamed = {
         name: "/".join([to[p] for p in name.split("/")[:-1]] + name.split("/")[-1:])
         for name in saved

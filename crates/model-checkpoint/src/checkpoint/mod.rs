@@ -14,7 +14,7 @@ mod interrupt;
 mod keras;
 mod model_checkpoint;
 
-pub use interrupt::{install_signal_handlers, request_interrupt, take_interrupt_request};
+pub use interrupt::{hold_signals, release_signals, request_interrupt, take_interrupt_request};
 pub use keras::KerasVersion;
 pub use keras::{KerasArgs, KerasValue};
 pub use model_checkpoint::{CheckpointState, ModelCheckpoint};

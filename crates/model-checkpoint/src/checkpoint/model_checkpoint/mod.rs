@@ -369,8 +369,12 @@ impl Callback for ModelCheckpoint {
         if self.engine.config.background {
             self.engine.prepare_background(ctx, self.decisions.kind())?;
         }
-        if self.triggers.save_on_interrupt && !self.triggers.signals_from_host {
-            interrupt::install()?;
+        if self.triggers.save_on_interrupt
+            && !self.triggers.signals_from_host
+            && !self.triggers.holds_signals
+        {
+            interrupt::hold_signals()?;
+            self.triggers.holds_signals = true;
         }
         self.triggers.last_trigger_time = Some(Instant::now());
         self.triggers.interrupted = None;
@@ -383,6 +387,7 @@ impl Callback for ModelCheckpoint {
     /// A run that completed (not stopped by a signal) removes its interrupt files: its own
     /// checkpoints are now newer than any point it was interrupted at.
     fn on_train_end(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        self.release_signals();
         self.run_planned(ctx)?;
         if self.triggers.interrupted.is_none() && self.engine.config.folder_ranks().is_none() {
             self.engine.retire_interrupt_files();
@@ -662,6 +667,23 @@ impl ModelCheckpoint {
 
 /// The most names a restored state may track versions for (a fixed template has one).
 const MAX_VERSIONED_NAMES: usize = 100_000;
+
+impl ModelCheckpoint {
+    /// Ends this callback's hold of SIGTERM and SIGINT, if it has one.
+    fn release_signals(&mut self) {
+        if std::mem::take(&mut self.triggers.holds_signals) {
+            interrupt::release_signals();
+        }
+    }
+}
+
+/// A `fit` that ends by an error, without `on_train_end`, leaves the signals to the program
+/// once its callback is dropped.
+impl Drop for ModelCheckpoint {
+    fn drop(&mut self) {
+        self.release_signals();
+    }
+}
 
 /// A hook's epoch or batch index, refused where the 1-based number a checkpoint records
 /// (`n + 1`) is beyond what it may hold (where Keras's `epoch + 1` would no longer be exact

@@ -14,6 +14,8 @@ pub(super) struct Triggers {
     pub save_on_interrupt: bool,
     /// The host delivers the signals (`request_interrupt`): no handlers are installed.
     pub signals_from_host: bool,
+    /// This callback holds the signals (`interrupt::hold_signals`), from `on_train_begin`.
+    pub holds_signals: bool,
     pub last_trigger_time: Option<Instant>,
     /// The global step of the last save by the every-n-steps trigger (carried in the state).
     pub last_trigger_step: Option<u64>,
