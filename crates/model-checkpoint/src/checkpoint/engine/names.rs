@@ -251,20 +251,11 @@ impl Engine {
                 // The template's own file, not a save on a signal.
                 continue;
             }
-            // Its marker goes with it (the marker names the head's digest).
-            let digest = store::CheckpointFile::open_in(
-                &*self.config.storage,
-                &name,
-                store::Verify::HeaderOnly,
-            )
-            .map(|f| f.header_digest());
+            // Its marker stays: markers are named by the head's digest, and a save on a
+            // signal taken where a regular save was (the same tensors and metadata) shares
+            // that save's marker, which retention still needs.
             match gate::delete(&*self.config.storage, &name, claim) {
-                Ok(()) => {
-                    if let Ok(digest) = digest {
-                        self.delete_marker(&digest);
-                    }
-                }
-                Err(Error::NotOurs { .. }) => {}
+                Ok(()) | Err(Error::NotOurs { .. }) => {}
                 Err(e) => log::warn!(target: "model_checkpoint", "cannot remove {name}: {e}"),
             }
         }
