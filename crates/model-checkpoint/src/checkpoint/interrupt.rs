@@ -101,7 +101,7 @@ pub fn release_signals() {
     *holders = holders.saturating_sub(1);
     if *holders == 0 {
         flags().idle.store(true, Ordering::SeqCst);
-        let _ = take();
+        let _ = take_interrupt_request();
     }
 }
 
@@ -120,7 +120,9 @@ pub fn request_interrupt(sigterm: bool) {
 /// `save_on_interrupt`), returning the first: for a host that learns a signal came too late
 /// for any hook, and delivers it itself.
 pub fn take_interrupt_request() -> Option<&'static str> {
-    take()
+    let first = take();
+    while take().is_some() {}
+    first
 }
 
 /// The signal received since the last call, if any (and clears it).
