@@ -183,7 +183,7 @@ fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {
 /// Whether `e` is `last.safetensors` (`save_last`'s link to the newest save) and that save
 /// is in `list` too: the same run, the same place in training, the same logs.
 pub(crate) fn is_last_of_another(e: &Entry, list: &[Entry]) -> bool {
-    e.path.file_name() == Some("last.safetensors")
+    e.path.file_name() == Some(model_checkpoint::store::LAST_FILE)
         && list.iter().any(|o| {
             o.path != e.path
                 && o.verified.is_ok()

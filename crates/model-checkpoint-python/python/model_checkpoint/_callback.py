@@ -338,10 +338,7 @@ def make_callback(keras, version):
                 )
 
         def _warn(self, message):
-            if self._version == "3":
-                warnings.warn(message, stacklevel=3)
-            else:
-                logging.getLogger("tensorflow").warning(message)
+            _warn_as(self._version, message, 3)
 
         # What the engine printed and warned, where Keras's own would go.
         def _emit(self):
@@ -532,10 +529,16 @@ def _initial_epoch(path, epoch, model):
 
 
 def _warn(model, message):
-    """A warning where the Keras of ``model`` puts its own: ``warnings`` for Keras 3, the
-    ``tensorflow`` logger for tf.keras 2."""
-    if _version_of(model) == "3":
-        warnings.warn(message, stacklevel=4)
+    """A warning where the Keras of ``model`` puts its own."""
+    _warn_as(_version_of(model), message, 4)
+
+
+def _warn_as(version, message, stacklevel):
+    """A warning where Keras ``version`` puts its own: ``warnings`` for Keras 3 (naming
+    the code ``stacklevel`` frames above the caller), the ``tensorflow`` logger for
+    tf.keras 2."""
+    if version == "3":
+        warnings.warn(message, stacklevel=stacklevel + 1)
     else:
         logging.getLogger("tensorflow").warning(message)
 

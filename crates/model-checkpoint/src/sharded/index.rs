@@ -287,13 +287,7 @@ fn check_tiling(t: &GlobalTensor, pairs: &mut usize) -> Result<(), String> {
         if p.offsets.len() != t.global_shape.len() || p.shape.len() != t.global_shape.len() {
             return Err("a piece has another number of dimensions".to_owned());
         }
-        let inside = p
-            .offsets
-            .iter()
-            .zip(&p.shape)
-            .zip(&t.global_shape)
-            .all(|((&o, &n), &g)| o.checked_add(n).is_some_and(|end| end <= g));
-        if !inside {
+        if !lies_inside(p, &t.global_shape) {
             return Err("a piece lies outside the global shape".to_owned());
         }
         for q in &t.pieces[..i] {
@@ -311,6 +305,16 @@ fn check_tiling(t: &GlobalTensor, pairs: &mut usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether piece `p` lies inside a tensor of shape `global`, dimension by dimension (a
+/// piece of another number of dimensions is checked by the caller).
+fn lies_inside(p: &Piece, global: &[usize]) -> bool {
+    p.offsets
+        .iter()
+        .zip(&p.shape)
+        .zip(global)
+        .all(|((&o, &n), &g)| o.checked_add(n).is_some_and(|end| end <= g))
+}
+
 /// Where the pieces are the cells of a grid (the cuts of each dimension, as tensor
 /// parallelism along one and data parallelism along another make): each piece is one cell
 /// of the grid that all pieces' boundaries draw, no cell twice and none missing. Checked
@@ -322,11 +326,7 @@ fn check_grid(t: &GlobalTensor) -> Option<Result<(), String>> {
         p.offsets.len() == dims
             && p.shape.len() == dims
             && p.shape.iter().all(|&n| n > 0)
-            && (0..dims).all(|d| {
-                p.offsets[d]
-                    .checked_add(p.shape[d])
-                    .is_some_and(|end| end <= t.global_shape[d])
-            })
+            && lies_inside(p, &t.global_shape)
     };
     if dims == 0 || t.global_shape.contains(&0) || !t.pieces.iter().all(well_formed) {
         return None;

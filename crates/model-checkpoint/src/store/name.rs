@@ -23,6 +23,10 @@ pub fn normalize(name: &str) -> String {
 /// when the name is free.
 pub const INTERRUPT_FILE: &str = "interrupted.safetensors";
 
+/// Where `ModelCheckpoint::save_last` keeps its copy of the newest save, in the template's
+/// folder.
+pub const LAST_FILE: &str = "last.safetensors";
+
 /// Whether `file` (a file name) is one a save on a signal takes: [`INTERRUPT_FILE`], or
 /// `interrupted-RUNID.safetensors` when another run's file holds that name.
 pub fn is_interrupt_name(file: &str) -> bool {

@@ -34,6 +34,14 @@ pub enum Verify {
 /// The largest header this reader accepts, as the `safetensors` crate limits it.
 pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
+/// Whether `prefix`, a file's first 9 bytes, begins as a safetensors file does: a header
+/// length within [`MAX_HEADER_BYTES`], then the header's `{`.
+pub(crate) fn begins_as_safetensors(prefix: &[u8; 9]) -> bool {
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&prefix[..8]);
+    u64::from_le_bytes(len) <= MAX_HEADER_BYTES && prefix[8] == b'{'
+}
+
 /// The most dimensions a tensor may have (numpy's limit): a copy of a box of a tensor
 /// steps through every dimension for each row it copies.
 pub const MAX_DIMS: usize = 64;

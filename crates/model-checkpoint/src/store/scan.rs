@@ -127,10 +127,7 @@ fn may_be_checkpoint(storage: &dyn Storage, name: &Name, size: u64) -> bool {
     if !matches!(read, Ok(Ok(()))) {
         return true;
     }
-    let header_len = u64::from_le_bytes([
-        prefix[0], prefix[1], prefix[2], prefix[3], prefix[4], prefix[5], prefix[6], prefix[7],
-    ]);
-    header_len <= super::MAX_HEADER_BYTES && prefix[8] == b'{'
+    super::read::begins_as_safetensors(&prefix)
 }
 
 /// The checkpoints in `dir` in training order, oldest first: by the epoch and step stored in

@@ -332,7 +332,7 @@ impl Engine {
     pub fn last_path(&self) -> Option<Name> {
         match &self.config.last {
             Last::Off => None,
-            Last::Beside => Some(self.folder().join("last.safetensors")),
+            Last::Beside => Some(self.folder().join(crate::store::LAST_FILE)),
             Last::At(p) => Some(p.clone()),
         }
     }
