@@ -120,6 +120,9 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
         );
         out!("monitor:  {}", crate::shorten(&or_dash(raw.monitor), 200));
         out!("logs:     {}", crate::shorten(&or_dash(raw.logs), 2000));
+        if let Some(signal) = raw.signal {
+            out!("signal:   {} (saved on it)", crate::shorten(signal, 40));
+        }
         let status = match (&verified, file.has_checksums()) {
             (_, false) => "none (not written by model-checkpoint)".to_owned(),
             (Ok(()), true) => "ok (crc32 of every tensor and of the header)".to_owned(),

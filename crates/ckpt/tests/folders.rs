@@ -419,6 +419,12 @@ fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
         "{}",
         text(&verify.stdout)
     );
+    let show = ckpt(dir.path(), &["show", "ck/interrupted.safetensors"]);
+    assert!(
+        text(&show.stdout).contains("signal:   SIGTERM"),
+        "the file says what it was saved on: {}",
+        text(&show.stdout)
+    );
     assert!(
         !dir.path().join("ck/e40.safetensors").exists(),
         "training stopped early"
@@ -433,8 +439,23 @@ fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
         dir.path().join("ck/e40.safetensors").exists(),
         "the run completed"
     );
-    // The completed run retired its save on the signal.
-    assert!(!dir.path().join("ck/interrupted.safetensors").exists());
+    // The completed run retired its save on the signal, and that save's marker with it:
+    // one marker per checkpoint there.
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("ck"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "interrupted.safetensors"),
+        "{names:?}"
+    );
+    let markers = names
+        .iter()
+        .filter(|n| n.starts_with(".ckpt-run.") && !n.ends_with(".csv"));
+    let checkpoints = names
+        .iter()
+        .filter(|n| n.ends_with(".safetensors") && *n != "last.safetensors");
+    assert_eq!(markers.count(), checkpoints.count(), "{names:?}");
 
     // And it ends where training straight through ends.
     let straight = tempfile::tempdir().expect("tempdir");

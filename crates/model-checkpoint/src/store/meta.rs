@@ -13,6 +13,7 @@ pub(crate) const KEY_STEP: &str = "global_step";
 pub(crate) const KEY_LOGS: &str = "logs";
 pub(crate) const KEY_MONITOR: &str = "monitor";
 pub(crate) const KEY_RUN_ID: &str = "run_id";
+pub(crate) const KEY_SIGNAL: &str = "signal";
 /// The training state (JSON) of a full checkpoint.
 pub const KEY_TRAINING_STATE: &str = "training_state";
 
@@ -37,6 +38,10 @@ pub struct Meta {
     pub monitor: Option<String>,
     /// The identity of the run that saved the file (kept across resumes).
     pub run_id: Option<String>,
+    /// The signal a save on a signal was taken for (`SIGTERM`, `SIGINT`); none for every
+    /// other save. It also keeps such a save's header, and so its marker, apart from a
+    /// regular save's taken at the same point.
+    pub signal: Option<String>,
 }
 
 /// The metadata fields as the file spells them, unparsed (what `ckpt show` prints, even when
@@ -56,6 +61,8 @@ pub struct RawMeta<'a> {
     pub monitor: Option<&'a str>,
     /// The run id field.
     pub run_id: Option<&'a str>,
+    /// The signal field.
+    pub signal: Option<&'a str>,
 }
 
 impl<'a> RawMeta<'a> {
@@ -69,6 +76,7 @@ impl<'a> RawMeta<'a> {
             logs: get(KEY_LOGS),
             monitor: get(KEY_MONITOR),
             run_id: get(KEY_RUN_ID),
+            signal: get(KEY_SIGNAL),
         }
     }
 }
@@ -111,6 +119,7 @@ impl Meta {
             logs,
             monitor: info.get(KEY_MONITOR).cloned(),
             run_id: info.get(KEY_RUN_ID).cloned(),
+            signal: info.get(KEY_SIGNAL).cloned(),
         })
     }
 
@@ -138,6 +147,9 @@ impl Meta {
         }
         if let Some(r) = &self.run_id {
             put(KEY_RUN_ID, r.clone());
+        }
+        if let Some(s) = &self.signal {
+            put(KEY_SIGNAL, s.clone());
         }
         info
     }

@@ -35,7 +35,7 @@ impl Engine {
     /// see from now on ([`Engine::promised`]), and is written by [`Engine::run_planned`].
     pub fn plan(&mut self, job: Job) {
         let seq = self.saved.seq;
-        if !job.interrupt {
+        if !job.interrupt() {
             self.saved.seq = seq.saturating_add(1);
         }
         let pending = Pending {
@@ -50,7 +50,7 @@ impl Engine {
             batch: job.batch.map(|b| b + 1),
             global_step: job.global_step,
             monitor: job.monitor.clone(),
-            counted: !job.interrupt,
+            counted: !job.interrupt(),
         };
         self.planned.push(Planned { job, pending });
     }
@@ -122,6 +122,7 @@ impl Engine {
             logs: job.logs.clone(),
             monitor: Some(job.monitor.clone()),
             run_id: Some(self.run_id().to_owned()),
+            signal: job.signal.map(str::to_owned),
         };
         let callbacks = (job.kind == Kind::Full).then(|| {
             let mut callbacks: BTreeMap<String, serde_json::Value> =
@@ -142,7 +143,7 @@ impl Engine {
         planned: &Planned,
         ctx: &Context<'_>,
     ) -> Option<Box<dyn crate::Checkpointable + Send>> {
-        if !self.takes_frozen_copies() || planned.job.interrupt {
+        if !self.takes_frozen_copies() || planned.job.interrupt() {
             return None;
         }
         ctx.model().ok()?.frozen()
@@ -204,7 +205,7 @@ impl Engine {
                     kind: job.kind,
                     layout: &layout,
                     step: job.global_step,
-                    interrupt: job.interrupt,
+                    interrupt: job.interrupt(),
                 },
                 tensors,
                 &info,
@@ -215,10 +216,14 @@ impl Engine {
         let mut options = self.config.options.clone();
         options.commit = job.commit;
         let name = job.path.clone();
-        if !self.config.background || job.interrupt {
+        if !self.config.background || job.interrupt() {
             // Every earlier save first, so that this one is the newest when it returns; their
             // failure is reported, after this save is made.
-            let earlier = if job.interrupt { self.flush() } else { Ok(()) };
+            let earlier = if job.interrupt() {
+                self.flush()
+            } else {
+                Ok(())
+            };
             let saved = info
                 .render(&name)
                 .and_then(|info| {

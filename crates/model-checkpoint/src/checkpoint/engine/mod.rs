@@ -85,10 +85,17 @@ pub(crate) struct Job {
     pub monitor: String,
     pub direction: Direction,
     pub global_step: u64,
-    /// A save on a signal: written and made durable before the round ends, even when saves
-    /// run in the background, and not counted in the run's state (a resumed run then goes on
-    /// exactly as one that was never interrupted).
-    pub interrupt: bool,
+    /// For a save on a signal, the signal: such a save is written and made durable before
+    /// the round ends, even when saves run in the background, and not counted in the run's
+    /// state (a resumed run then goes on exactly as one that was never interrupted).
+    pub signal: Option<&'static str>,
+}
+
+impl Job {
+    /// Whether this is a save on a signal.
+    pub fn interrupt(&self) -> bool {
+        self.signal.is_some()
+    }
 }
 
 /// What a job of the writer thread did.

@@ -251,11 +251,26 @@ impl Engine {
                 // The template's own file, not a save on a signal.
                 continue;
             }
-            // Its marker stays: markers are named by the head's digest, and a save on a
-            // signal taken where a regular save was (the same tensors and metadata) shares
-            // that save's marker, which retention still needs.
+            // Its marker goes with it when the header names the signal: that keeps the
+            // save's header, and so its marker (named by the header's digest), apart from
+            // a regular save's taken at the same point. An earlier version's save on a
+            // signal names none and may share such a save's marker, which retention still
+            // needs: that one stays.
+            let own_marker = store::CheckpointFile::open_in(
+                &*self.config.storage,
+                &name,
+                store::Verify::HeaderOnly,
+            )
+            .ok()
+            .filter(|file| file.meta().is_ok_and(|meta| meta.signal.is_some()))
+            .map(|file| file.header_digest());
             match gate::delete(&*self.config.storage, &name, claim) {
-                Ok(()) | Err(Error::NotOurs { .. }) => {}
+                Ok(()) => {
+                    if let Some(digest) = own_marker {
+                        self.delete_marker(&digest);
+                    }
+                }
+                Err(Error::NotOurs { .. }) => {}
                 Err(e) => log::warn!(target: "model_checkpoint", "cannot remove {name}: {e}"),
             }
         }

@@ -140,7 +140,7 @@ impl ModelCheckpoint {
         } else {
             Commit::CreateNew
         };
-        self.write(path, kind, commit, (epoch, batch), logs, ctx, false)?;
+        self.write(path, kind, commit, (epoch, batch), logs, ctx, None)?;
         // Keras 3's second line. The save is handed over here: written already, or, in a
         // round of hooks or with background saving, planned and written by the engine.
         if let Some(line) = rules.finished_saving(epoch, &shown) {
@@ -162,7 +162,7 @@ impl ModelCheckpoint {
         (epoch, batch): (i64, Option<i64>),
         logs: &Logs,
         ctx: &Context<'_>,
-        interrupt: bool,
+        signal: Option<&'static str>,
     ) -> Result<(), Error> {
         self.engine.plan(Job {
             path,
@@ -174,7 +174,7 @@ impl ModelCheckpoint {
             monitor: self.decisions.monitor.clone(),
             direction: self.decisions.direction,
             global_step: ctx.global_step,
-            interrupt,
+            signal,
         });
         if ctx.in_round() {
             return Ok(());
@@ -229,7 +229,7 @@ impl ModelCheckpoint {
             (epoch, batch),
             logs,
             ctx,
-            true,
+            Some(signal),
         )
     }
 }
