@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 import model_checkpoint as mc  # noqa: E402
 from side_by_side import saved, split_printed  # noqa: E402
-from model_checkpoint.keras import ModelCheckpoint, restore_latest  # noqa: E402
+from model_checkpoint.keras import ModelCheckpoint, restore, restore_latest  # noqa: E402
 
 
 def data(n=96, seed=3):
@@ -287,10 +287,18 @@ def test_a_signal_saves_a_full_checkpoint_and_then_ends_fit_as_the_signal_would(
     # Saved in the middle of the second epoch: its batch is recorded, and a resume trains
     # that epoch again from its start (Keras starts epochs only at their beginning).
     meta = mc.load_metadata(saved)
-    assert meta["epoch"] == "2" and "batch" in meta, meta
+    assert meta["epoch"] == "2" and "batch" in meta and meta["signal"] == name, meta
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert restore_latest(model("sig"), tmp_path / "ck") == 1
+    assert any("in the middle of epoch 2" in str(w.message) for w in caught)
+    # The file says it was saved on a signal, whatever it is called now.
+    import shutil
+    renamed = tmp_path / "moved.safetensors"
+    shutil.copy(saved, renamed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert restore(model("sig"), renamed) == 1
     assert any("in the middle of epoch 2" in str(w.message) for w in caught)
 
 

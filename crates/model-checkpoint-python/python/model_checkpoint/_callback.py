@@ -496,10 +496,11 @@ def restore(model, path, callbacks=()):
     our ``ModelCheckpoint``s in ``callbacks`` (the one that will go on saving keeps its
     best value, counters and retention); returns the epoch to pass as
     ``fit(initial_epoch=...)``: the epoch it was saved at (1-based), so that ``fit`` goes
-    on with the next. A checkpoint saved in the middle of an epoch (on a signal, or by an
-    integer ``save_freq``) returns the epoch before, with a warning: Keras starts an epoch
-    only at its beginning, so that one is trained again from its start (as Keras's
-    ``BackupAndRestore`` does), rather than the rest of it skipped."""
+    on with the next. A checkpoint saved on a signal in the middle of an epoch returns the
+    epoch before, with a warning: Keras starts an epoch only at its beginning, so that one
+    is trained again from its start (as Keras's ``BackupAndRestore`` does), rather than the
+    rest of it skipped. (A save by an integer ``save_freq`` counts its epoch as done: it
+    may close it, which the file does not say.)"""
     path = os.fspath(path)
     ours = [c for c in callbacks if hasattr(c, "_native")]
     if ours:
@@ -517,8 +518,11 @@ def _initial_epoch(path, epoch, model):
     epoch before for a save on a signal in the middle of an epoch. (A save by an integer
     ``save_freq`` may close its epoch, which the file does not say: its epoch counts as
     done, as a resume from Keras's own file of it would count it.)"""
-    batch = _native.load_metadata(path).get("batch")
-    if batch is None or epoch < 1 or not _native.is_interrupt_name(path):
+    metadata = _native.load_metadata(path)
+    batch = metadata.get("batch")
+    # A save on a signal names it (earlier versions' only by the file's name).
+    on_signal = "signal" in metadata or _native.is_interrupt_name(path)
+    if batch is None or epoch < 1 or not on_signal:
         return epoch
     _warn(model, (
         f"{path} was saved in the middle of epoch {epoch} (after its batch {batch}): Keras "
