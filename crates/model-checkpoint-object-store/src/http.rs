@@ -73,6 +73,8 @@ pub(crate) enum Reason {
     },
     /// The endpoint left an earlier request unanswered `ago` before: not asked again.
     Quiet { earlier: Box<Reason>, ago: Duration },
+    /// A success reply with a header this client cannot use: its name and value.
+    BadHeader(&'static str, String),
     /// The connection was made, and what came back is not an HTTP reply to the request
     /// (hyper's parse error, as text), and the error status the endpoint answered an
     /// earlier request with, lately (a retry of it meets the rest of that reply).
@@ -131,6 +133,10 @@ impl fmt::Display for Reason {
                 f,
                 "announced a reply of {length} bytes for {what} (at most {bound} expected)"
             ),
+            Reason::BadHeader(name, value) => write!(
+                f,
+                "answered with a {name} header this client cannot use ({value:?})"
+            ),
             Reason::NotHttp(cause, None) => write!(
                 f,
                 "sent what this client cannot read as an HTTP reply ({cause})"
@@ -164,9 +170,10 @@ impl Reason {
                 "check AWS_ENDPOINT_URL (a running S3 server) and the network"
             }
             Reason::Stalled | Reason::TooSlow(_) => "check the server and the network",
-            Reason::TooLong { .. } | Reason::Announced { .. } | Reason::NotHttp(..) => {
-                "check that AWS_ENDPOINT_URL names an S3 server"
-            }
+            Reason::TooLong { .. }
+            | Reason::Announced { .. }
+            | Reason::BadHeader(..)
+            | Reason::NotHttp(..) => "check that AWS_ENDPOINT_URL names an S3 server",
             Reason::Quiet { earlier, .. } => earlier.check(),
         }
     }
@@ -189,8 +196,8 @@ impl std::error::Error for Stopped {}
 /// Endpoints that left a request unanswered: when, and how.
 static QUIET: Mutex<Vec<(String, std::time::Instant, Reason)>> = Mutex::new(Vec::new());
 
-/// The error statuses endpoints answered with lately: what a reply that then cannot be read
-/// followed (object_store retries a 500 on the same connection, where the rest of the 500's
+/// The error statuses endpoints answered with lately, of those object_store retries: what a
+/// reply that then cannot be read followed (object_store retries a 500 on the same connection, where the rest of the 500's
 /// body waits).
 static ANSWERED: Mutex<Vec<(String, std::time::Instant, u16)>> = Mutex::new(Vec::new());
 
@@ -283,6 +290,24 @@ fn range_length(value: &str) -> Option<u64> {
     end.checked_sub(start)?.checked_add(1)
 }
 
+/// A success reply's `Content-Range`, which must be `bytes FIRST-LAST/SIZE` (or `/*`) with
+/// FIRST <= LAST < SIZE, LAST below `u64::MAX`; else its value, shortened, to name it.
+fn check_content_range(value: &http::HeaderValue) -> Result<(), String> {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let shown = || text.chars().take(80).collect::<String>();
+    let parsed = (|| {
+        let (range, size) = text.trim().strip_prefix("bytes ")?.split_once('/')?;
+        let (first, last) = range.split_once('-')?;
+        let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+        let size: Option<u64> = match size {
+            "*" => None,
+            size => Some(size.parse().ok()?),
+        };
+        (first <= last && last < u64::MAX && size.is_none_or(|size| last < size)).then_some(())
+    })();
+    parsed.ok_or_else(shown)
+}
+
 /// hyper's words, when `e` comes from a reply hyper could not parse.
 fn not_http(e: &HttpError) -> Option<String> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
@@ -357,8 +382,27 @@ impl HttpService for Bounded {
             }
         };
         let (parts, body) = response.into_parts();
-        if !parts.status.is_success() {
-            mark_answered(&endpoint, parts.status.as_u16());
+        // Only the statuses object_store retries: a 404 to a HEAD is an answer, and not
+        // what a later unreadable reply followed.
+        let status = parts.status;
+        if status.is_server_error()
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+            || status == http::StatusCode::REQUEST_TIMEOUT
+        {
+            mark_answered(&endpoint, status.as_u16());
+        }
+        if parts.status.is_success() {
+            if let Some(value) = parts.headers.get(http::header::CONTENT_RANGE) {
+                // object_store computes the range's end + 1 unchecked: a last byte of
+                // u64::MAX overflows there (a panic where overflow is checked).
+                if let Err(value) = check_content_range(value) {
+                    return Err(stop(
+                        &endpoint,
+                        HttpErrorKind::Decode,
+                        Reason::BadHeader("Content-Range", value),
+                    ));
+                }
+            }
         }
         let limit = if parts.status.is_success() {
             let announced = parts
@@ -494,8 +538,12 @@ impl Body for Guarded {
             }
             Poll::Pending => {
                 if this.deadline.as_mut().poll(cx).is_ready() {
-                    let total = this.total;
-                    return this.fail(HttpErrorKind::Timeout, Reason::TooSlow(total));
+                    // Not asked again for a while, as for a stall: a reply that trickles
+                    // in just faster than the stall timeout would otherwise cost each
+                    // later request its whole deadline.
+                    let reason = Reason::TooSlow(this.total);
+                    mark_quiet(&this.endpoint, &reason);
+                    return this.fail(HttpErrorKind::Timeout, reason);
                 }
                 if this.stall.as_mut().poll(cx).is_ready() {
                     mark_quiet(&this.endpoint, &Reason::Stalled);
@@ -531,6 +579,25 @@ mod tests {
         assert_eq!(range_length("bytes=5-"), None);
         assert_eq!(range_length("bytes=9-3"), None);
         assert_eq!(range_length("items=0-1"), None);
+    }
+
+    #[test]
+    fn content_ranges_are_checked_before_object_store_reads_them() {
+        let check = |v: &str| check_content_range(&http::HeaderValue::from_str(v).expect("value"));
+        assert!(check("bytes 0-99/100").is_ok());
+        assert!(check("bytes 5-5/*").is_ok());
+        for bad in [
+            "bytes 0-18446744073709551615/18446744073709551615",
+            "bytes 0-18446744073709551615/*",
+            "bytes 9-3/100",
+            "bytes 0-100/100",
+            "bytes 0-99",
+            "items 0-99/100",
+            "bytes -1-99/100",
+            "bytes */100",
+        ] {
+            assert_eq!(check(bad), Err(bad.to_owned()), "{bad}");
+        }
     }
 
     #[test]

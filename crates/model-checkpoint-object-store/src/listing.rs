@@ -50,9 +50,21 @@ pub(crate) fn objects(
     let mut out = Vec::new();
     let mut add = |objects: Vec<ObjectMeta>| -> Result<(), Error> {
         for object in objects {
+            // The server's word is checked: an object it lists outside the folder asked
+            // for is never taken for one of the folder's.
+            if !object.location.prefix_matches(prefix) {
+                return Err(refused(
+                    inner,
+                    dir,
+                    format!(
+                        "the server listed {:?}, which is not in it",
+                        crate::names::shorten(object.location.as_ref())
+                    ),
+                ));
+            }
             if keep(&object.location) {
                 if out.len() >= MAX_LISTED_OBJECTS {
-                    return Err(too_long(
+                    return Err(refused(
                         inner,
                         dir,
                         format!(
@@ -95,7 +107,7 @@ pub(crate) fn objects(
                 if bounds.partial_ok {
                     return Ok((out, false));
                 }
-                return Err(too_long(
+                return Err(refused(
                     inner,
                     dir,
                     format!("it lists more than {limit} names"),
@@ -123,7 +135,7 @@ pub(crate) fn objects(
         match page.page_token {
             None => return Ok((out, true)),
             Some(next) if token.as_ref() == Some(&next) => {
-                return Err(too_long(
+                return Err(refused(
                     inner,
                     dir,
                     "the server handed the same continuation token twice: its listing never ends"
@@ -136,7 +148,7 @@ pub(crate) fn objects(
     if bounds.partial_ok {
         return Ok((out, false));
     }
-    Err(too_long(
+    Err(refused(
         inner,
         dir,
         format!(
@@ -146,7 +158,8 @@ pub(crate) fn objects(
     ))
 }
 
-fn too_long(inner: &Inner, dir: &str, reason: String) -> Error {
+/// A listing of `dir` refused for `reason`.
+fn refused(inner: &Inner, dir: &str, reason: String) -> Error {
     Error::Io {
         action: "list",
         path: crate::names::shorten(dir).into(),

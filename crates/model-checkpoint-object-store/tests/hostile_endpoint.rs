@@ -1,7 +1,8 @@
 //! The S3 backend against endpoints that misbehave (a TCP server on 127.0.0.1 in the test,
 //! see `hostile/`): one that accepts and never answers, bodies that never end (a success, a
 //! ranged read, an error), a reply announcing more than was asked, a listing whose pages
-//! never end. Each gives an error naming the endpoint, in a known time (the deadlines here
+//! never end or that names objects outside the folder, a range no reply can end at, what is
+//! not HTTP. Each gives an error naming the endpoint, in a known time (the deadlines here
 //! only prove that nothing hangs) and within the reply's bound.
 
 mod hostile;
@@ -292,6 +293,71 @@ fn a_reply_that_trickles_fails_at_the_request_deadline() {
         )),
         "{text}"
     );
+    // And it is not asked again for a while: each later request would take as long.
+    let s = storage(&server);
+    let asked = server.requests();
+    let again = within(Duration::from_secs(5), move || {
+        s.break_lock("s3://bucket/y")
+    });
+    let text = one_line(&again.expect_err("not asked again"));
+    assert!(text.contains("is not asked again"), "{text}");
+    assert_eq!(server.requests(), asked);
+}
+
+#[test]
+fn a_content_range_ending_past_what_a_range_can_is_refused_by_name() {
+    // object_store adds one to the range's last byte unchecked: u64::MAX overflowed there
+    // (a panic where overflow is checked, as in this test's build).
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Head { size: 64 << 20 },
+        _ => Reply::RangeToTheEnd,
+    });
+    let s = storage(&server);
+    let opened = within(Duration::from_secs(60), move || {
+        CheckpointFile::open_in(
+            &s,
+            &Name::from("s3://bucket/x/w.safetensors"),
+            Verify::HeaderOnly,
+        )
+        .map(|f| f.tensors().count())
+    });
+    let text = one_line(&opened.expect_err("a range to 2^64-1"));
+    assert!(
+        text.contains(&server.endpoint())
+            && text.contains("Content-Range header this client cannot use"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_listing_that_names_objects_outside_the_folder_is_refused() {
+    // A server that ignores the prefix asked for: its objects are never the folder's.
+    let server = Hostile::start(|_| Reply::Listing {
+        key: "other/w.03.safetensors",
+    });
+    let s = storage(&server);
+    let listed = within(Duration::from_secs(60), move || {
+        s.list(&Name::from("s3://bucket/run"), 0)
+    });
+    let text = one_line(&listed.expect_err("a foreign object"));
+    assert!(
+        text.contains("the server listed \"other/w.03.safetensors\", which is not in it"),
+        "{text}"
+    );
+    // The folder's own objects are listed.
+    let server = Hostile::start(|_| Reply::Listing {
+        key: "run/w.03.safetensors",
+    });
+    let s = storage(&server);
+    let listed = within(Duration::from_secs(60), move || {
+        s.list(&Name::from("s3://bucket/run"), 0)
+    });
+    let names: Vec<String> = listed
+        .expect("listed")
+        .into_iter()
+        .map(|m| m.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["s3://bucket/run/w.03.safetensors"]);
 }
 
 #[test]
@@ -321,4 +387,26 @@ fn a_reply_of_fewer_bytes_than_its_range_is_refused_not_asked_again_byte_by_byte
         "{text}"
     );
     assert!(server.requests() < 100, "{} requests", server.requests());
+}
+
+#[test]
+fn a_reply_that_is_not_http_is_not_blamed_on_an_earlier_answer_that_was_an_answer() {
+    // A HEAD's 404 says the object is absent: it is not the error status a retried request
+    // met the rest of, which the message names for a 500.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "HEAD" => Reply::Empty(404),
+        _ => Reply::Garbage,
+    });
+    let s = storage(&server);
+    let name = Name::from("s3://bucket/x/w.safetensors");
+    let opened = within(Duration::from_secs(60), move || {
+        assert!(!s.exists(&name).expect("a 404 is an answer"));
+        CheckpointFile::open_in(&s, &name, Verify::HeaderOnly).map(|f| f.tensors().count())
+    });
+    let text = one_line(&opened.expect_err("not HTTP"));
+    assert!(
+        text.contains("sent what this client cannot read as an HTTP reply")
+            && !text.contains("404"),
+        "{text}"
+    );
 }

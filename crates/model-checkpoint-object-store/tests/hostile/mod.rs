@@ -57,6 +57,12 @@ pub enum Reply {
     /// byte), of an object of `size` bytes that begins as a safetensors file whose header is
     /// `header` bytes long.
     OneByte { size: u64, header: u64 },
+    /// 206 whose `Content-Range` ends at byte 2^64-1, of an object of that many bytes.
+    RangeToTheEnd,
+    /// A last listing page naming one object: `key`.
+    Listing { key: &'static str },
+    /// What is not an HTTP reply.
+    Garbage,
 }
 
 pub struct Hostile {
@@ -234,6 +240,27 @@ fn serve(
                 if let Ok(clone) = writer.try_clone() {
                     held.lock().unwrap_or_else(|e| e.into_inner()).push(clone);
                 }
+                return;
+            }
+            Reply::RangeToTheEnd => {
+                let max = u64::MAX;
+                let head = format!(
+                    "HTTP/1.1 206 Partial Content\r\nContent-Length: 8\r\nContent-Range: bytes 0-{max}/{max}\r\nETag: \"hostile\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n\r\n"
+                );
+                writer.write_all(head.as_bytes()).is_ok() && writer.write_all(&[0u8; 8]).is_ok()
+            }
+            Reply::Listing { key } => {
+                let page = format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>bucket</Name><Contents><Key>{key}</Key><LastModified>2024-01-01T00:00:00.000Z</LastModified><ETag>\"e\"</ETag><Size>100</Size></Contents><IsTruncated>false</IsTruncated></ListBucketResult>"
+                );
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{page}",
+                    page.len()
+                );
+                writer.write_all(reply.as_bytes()).is_ok()
+            }
+            Reply::Garbage => {
+                let _ = writer.write_all(b"NOT HTTP AT ALL\r\n\r\n");
                 return;
             }
             Reply::Empty(status) => writer
