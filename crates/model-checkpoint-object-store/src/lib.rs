@@ -463,7 +463,16 @@ pub(crate) fn put_if_absent(
             Err(e) => return Err(remote(inner, "look for", name, e)),
         }
     }
-    Ok(false)
+    // Refused each time, with nothing there: not "taken" (a lock would be reported held
+    // by someone, and `ckpt unlock` would find nothing to break).
+    Err(Error::Io {
+        action: "create",
+        path: names::shorten(name).into(),
+        source: std::io::Error::other(format!(
+            "the endpoint {} refused to create it four times (as if it existed), yet has nothing there: check that AWS_ENDPOINT_URL names an S3 server",
+            inner.endpoint
+        )),
+    })
 }
 
 /// Where a claim for `key` lives: `.NAME.claim.ckpt-tmp` beside it (never listed).

@@ -410,3 +410,21 @@ fn a_reply_that_is_not_http_is_not_blamed_on_an_earlier_answer_that_was_an_answe
         "{text}"
     );
 }
+
+#[test]
+fn a_server_that_refuses_every_create_of_what_is_not_there_is_not_taken_for_a_lock() {
+    // 412 to each conditional create, 404 to each look: no lock is held by anyone.
+    let server = Hostile::start(|r| match r.method.as_str() {
+        "PUT" => Reply::Empty(412),
+        _ => Reply::Empty(404),
+    });
+    let s = storage(&server);
+    let locked = within(Duration::from_secs(60), move || {
+        s.lock(&Name::from("s3://bucket/run")).map(|_| ())
+    });
+    let text = one_line(&locked.expect_err("refused"));
+    assert!(
+        text.contains("refused to create it four times") && !text.contains("locked"),
+        "{text}"
+    );
+}
