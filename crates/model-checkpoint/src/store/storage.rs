@@ -146,13 +146,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Makes `to` hold what `from` holds, replacing `to` atomically (a hard link, a copy, a
-    /// server-side copy).
+    /// Makes `to` hold what `from` holds, atomically (a hard link, a copy, a server-side
+    /// copy): replacing `to` with [`Commit::Replace`]; with [`Commit::CreateNew`], only if
+    /// nothing is at `to` (what [`crate::store::gate::check_replace`] asks for a name it
+    /// found free).
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]; `to` is unchanged.
-    fn copy(&self, from: &Name, to: &Name, durable: bool) -> Result<(), Error>;
+    /// [`Error::AlreadyExists`] for `CreateNew` and an object at `to`; [`Error::Io`]; `to`
+    /// is unchanged.
+    fn copy(&self, from: &Name, to: &Name, durable: bool, commit: Commit) -> Result<(), Error>;
 
     /// Makes the folder `dir` ready to hold objects (a local folder is created; object
     /// stores have no folders).
