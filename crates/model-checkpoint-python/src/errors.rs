@@ -1,7 +1,7 @@
 //! The core's errors as Python exceptions: where Keras's own callback raises (a bad
 //! argument, a bad filepath), the same built-in type and text; everything else (a corrupt
-//! file, a failed write, a lock held by another process) is a `CheckpointError`, whose
-//! message is the core's one line.
+//! file, a failed write, a lock held by another process) is a `CheckpointError`, an
+//! `OSError` whose message is the core's one line.
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -10,11 +10,13 @@ use pyo3::exceptions::{
 };
 use pyo3::PyErr;
 
+// An `OSError`, as what Keras's own saving and loading raise for a file that cannot be
+// written or read (h5py's unreadable file included): `except OSError` catches both.
 create_exception!(
     model_checkpoint,
     CheckpointError,
-    PyException,
-    "A checkpoint could not be written, read or verified (the message says which and why)."
+    PyOSError,
+    "A checkpoint could not be written, read or verified (the message says which and why); an OSError."
 );
 
 /// `e` as the Python exception Keras would raise, else a `CheckpointError`.

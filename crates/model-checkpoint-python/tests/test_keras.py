@@ -37,9 +37,9 @@ def model(tag):
     return m
 
 
-def run_side_by_side(tmp_path, capsys, epochs=4, **args):
-    """Keras's callback and ours with the same arguments in one fit; what each printed
-    and saved, with the paths made comparable."""
+def run_side_by_side(tmp_path, capsys, epochs=4, before=(), **args):
+    """Keras's callback and ours with the same arguments in one fit (after the callbacks
+    `before`); what each printed and saved, with the paths made comparable."""
     keras.utils.set_random_seed(11)
     x, y = data()
     weights_only = args.get("save_weights_only", False)
@@ -51,7 +51,7 @@ def run_side_by_side(tmp_path, capsys, epochs=4, **args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model("side").fit(x, y, validation_split=0.25, epochs=epochs, batch_size=16,
-                          verbose=0, shuffle=False, callbacks=[theirs, ours])
+                          verbose=0, shuffle=False, callbacks=[*before, theirs, ours])
     printed = capsys.readouterr().out
     k_ext = ".weights.h5" if weights_only else ".keras"
     k_lines, o_lines = split_printed(printed, tmp_path / "k", tmp_path / "o", r"weights\.h5|keras")
@@ -68,6 +68,23 @@ def test_best_only_on_val_loss_prints_and_saves_as_keras(tmp_path, capsys):
     assert k_saved == o_saved and k_saved
     assert theirs.best == ours.best
     assert ours.last_saved.endswith(f"{o_saved[-1]}.safetensors")
+
+
+class PinAccuracy(keras.callbacks.Callback):
+    """Every epoch's accuracy is float32(0.6), widened: what 36 right of 60 is."""
+    def on_epoch_end(self, epoch, logs=None):
+        logs["accuracy"] = float(np.float32(0.6))
+
+
+def test_a_value_equal_in_float32_to_the_best_does_not_improve_as_in_keras(tmp_path, capsys):
+    # Keras 3 compares through ops.greater, in float32: 0.6000000238... ties with 0.6.
+    k, o, k_saved, o_saved, _, theirs, ours = run_side_by_side(
+        tmp_path, capsys, epochs=2, before=[PinAccuracy()], monitor="accuracy", mode="max",
+        verbose=1, save_best_only=True, save_weights_only=True, initial_value_threshold=0.6)
+    assert k and k == o, (k, o)
+    assert all("did not improve" in line for line in k), k
+    assert k_saved == o_saved == []
+    assert theirs.best == ours.best == 0.6
 
 
 def test_save_freq_in_batches_prints_and_saves_as_keras(tmp_path, capsys):
@@ -373,6 +390,44 @@ def test_arguments_keras_refuses_or_reads_loosely_are_taken_as_keras_does(tmp_pa
     capsys.readouterr()
     model("v").fit(x, y, epochs=1, verbose=0, callbacks=[ModelCheckpoint(path, verbose=0.5)])
     assert "saving model to" in capsys.readouterr().out
+    # A warning given before the error is given then, as Keras gives it, and not left to
+    # the next callback made.
+    for make, name in ((keras.callbacks.ModelCheckpoint, str(tmp_path / "w.keras")),
+                       (ModelCheckpoint, path)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(ValueError, match="Unrecognized save_freq"):
+                make(name, mode="MIN", save_freq="often")
+            said = [str(w.message) for w in caught]
+            make(name)
+        assert said == [str(w.message) for w in caught] and len(said) == 1, (make, said)
+        assert "mode 'MIN' is unknown" in said[0], said
+    # Arguments bound as Python binds Keras's signature.
+    for make, name in ((keras.callbacks.ModelCheckpoint, str(tmp_path / "w.keras")),
+                       (ModelCheckpoint, path)):
+        with pytest.raises(TypeError) as twice:
+            make(name, "val_loss", 0, False, False, "auto", "epoch", 0.5,
+                 initial_value_threshold=0.4)
+        with pytest.raises(TypeError) as too_many:
+            make(name, "val_loss", 0, False, False, "auto", "epoch", 0.5, 1)
+        if make is keras.callbacks.ModelCheckpoint:
+            expected = (str(twice.value), str(too_many.value))
+        else:
+            assert (str(twice.value), str(too_many.value)) == expected
+
+
+def test_a_file_that_cannot_be_written_is_an_oserror_as_in_keras(tmp_path):
+    # Keras's own save raises an OSError (here NotADirectoryError); ours a CheckpointError,
+    # which is one: `except OSError` catches both.
+    (tmp_path / "f").write_text("a file, not a folder")
+    x, y = data()
+    for callback in (
+            keras.callbacks.ModelCheckpoint(str(tmp_path / "f" / "w.weights.h5"),
+                                            save_weights_only=True),
+            ModelCheckpoint(str(tmp_path / "f" / "w.safetensors"), save_weights_only=True)):
+        with pytest.raises(OSError):
+            model("io").fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    assert issubclass(mc.CheckpointError, OSError)
 
 
 def test_journal_keeps_a_row_per_save_for_ckpt_report(tmp_path):

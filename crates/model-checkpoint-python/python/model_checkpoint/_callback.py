@@ -288,12 +288,19 @@ def make_callback(keras, version):
                     raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
             names = _POSITIONAL[version]
             if len(args) > len(names):
+                # Python's words for Keras's signature (`self` counted).
                 raise TypeError(
-                    f"ModelCheckpoint() takes at most {7 + len(names)} positional arguments"
+                    f"ModelCheckpoint.__init__() takes from 2 to {8 + len(names)} positional "
+                    f"arguments but {8 + len(args)} were given"
                 )
             given = dict(zip(names, args))
             for name in names:
                 if name in kwargs:
+                    if name in given:
+                        raise TypeError(
+                            f"ModelCheckpoint.__init__() got multiple values for argument "
+                            f"'{name}'"
+                        )
                     given[name] = kwargs.pop(name)
             filepath = os.fspath(filepath)
             if storage is not None:
@@ -308,27 +315,34 @@ def make_callback(keras, version):
             self._known_metrics = set()
             self._save_on_interrupt = bool(save_on_interrupt)
             threshold = given.get("initial_value_threshold")
-            self._native = _native.KerasCheckpoint(
-                filepath,
-                version,
-                monitor=monitor,
-                # Keras prints when `verbose > 0` (0.5 too).
-                verbose=1 if verbose > 0 else 0,
-                save_best_only=bool(save_best_only),
-                save_weights_only=bool(save_weights_only),
-                mode=mode,
-                save_freq=save_freq,
-                initial_value_threshold=None if threshold is None else float(threshold),
-                period=None if period is None else int(period),
-                options=given.get("options") is not None,
-                other_keywords=list(kwargs),
-                keep_best=keep_best,
-                keep_last=keep_last,
-                save_last=bool(save_last),
-                background=bool(background),
-                save_on_interrupt=bool(save_on_interrupt),
-                journal=bool(journal),
-            )
+            try:
+                self._native = _native.KerasCheckpoint(
+                    filepath,
+                    version,
+                    monitor=monitor,
+                    # Keras prints when `verbose > 0` (0.5 too).
+                    verbose=1 if verbose > 0 else 0,
+                    save_best_only=bool(save_best_only),
+                    save_weights_only=bool(save_weights_only),
+                    mode=mode,
+                    save_freq=save_freq,
+                    initial_value_threshold=None if threshold is None else float(threshold),
+                    period=None if period is None else int(period),
+                    options=given.get("options") is not None,
+                    other_keywords=list(kwargs),
+                    keep_best=keep_best,
+                    keep_last=keep_last,
+                    save_last=bool(save_last),
+                    background=bool(background),
+                    save_on_interrupt=bool(save_on_interrupt),
+                    journal=bool(journal),
+                )
+            except BaseException:
+                # Keras warns (an unknown mode, `period`) before it raises: so do we, rather
+                # than leave the warnings to the next callback made.
+                for message in _native.take_warnings():
+                    self._warn(message)
+                raise
             self._emit()
             if filepath.lower().endswith(_KERAS_FORMATS):
                 self._warn(

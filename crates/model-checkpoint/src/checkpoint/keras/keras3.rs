@@ -105,8 +105,10 @@ impl Rules for Keras3 {
                 messages::monitor_op_not_set(),
             ));
         };
+        // `ops.less` / `ops.greater` turn the Python floats into tensors of floatx
+        // (float32) first: values equal in float32 tie, and a tie never improves.
         let improves = match (current.as_f64(), best.as_f64()) {
-            (Some(c), Some(b)) => direction.improves(c, b),
+            (Some(c), Some(b)) => direction.improves(as_float32(c), as_float32(b)),
             _ => false,
         };
         Ok(if improves {
@@ -228,6 +230,12 @@ impl Rules for Keras3 {
     fn period_deprecated(&self) -> String {
         "`period` is not an argument of Keras 3's ModelCheckpoint: it is ignored".to_owned()
     }
+}
+
+/// `v` as Keras 3's `ops` see a Python float: rounded to float32 (to the nearest, ties to
+/// even, as numpy casts; past float32's range, infinite).
+fn as_float32(v: f64) -> f64 {
+    f64::from(v as f32)
 }
 
 #[cfg(test)]
@@ -438,5 +446,40 @@ mod tests {
             Some("str.format() argument after ** must be a mapping, not NoneType")
         );
         assert!(Keras3.no_logs(Some(3)).is_some());
+    }
+
+    #[test]
+    fn values_equal_in_float32_tie_as_keras_3_compares_them() {
+        // A float32 accuracy of 36/60, widened, against a threshold of 0.6: tf.keras 2's
+        // numpy compares the doubles (it improves); Keras 3's ops the float32 values.
+        let widened = f64::from(0.6f32);
+        assert!(widened > 0.6);
+        let verdict = |rules: &dyn Rules, current: f64, best: f64, direction| {
+            rules
+                .judge(
+                    true,
+                    Some(direction),
+                    Some(Value::Float(current)),
+                    Value::Float(best),
+                )
+                .expect("judged")
+        };
+        assert!(matches!(
+            verdict(&Keras3, widened, 0.6, Direction::Maximize),
+            Verdict::NotImproved { .. }
+        ));
+        assert!(matches!(
+            verdict(&Keras3, 0.6, widened, Direction::Minimize),
+            Verdict::NotImproved { .. }
+        ));
+        assert!(matches!(
+            verdict(&super::super::tf2::Tf2, widened, 0.6, Direction::Maximize),
+            Verdict::Improved { .. }
+        ));
+        // Apart in float32, apart still.
+        assert!(matches!(
+            verdict(&Keras3, 0.61, 0.6, Direction::Maximize),
+            Verdict::Improved { .. }
+        ));
     }
 }
