@@ -106,21 +106,29 @@ pub(crate) struct Entry {
     pub meta: Meta,
     pub size: u64,
     pub verified: Result<(), String>,
+    /// It could not be read (the storage failed: an endpoint's error, a disk's), which says
+    /// nothing of the file itself.
+    pub unreadable: bool,
 }
 
 fn entry(folder: &Location, listed: Listed) -> Entry {
     let Listed { path, size, header } = listed;
+    let mut unreadable = false;
+    let mut failed = |e: model_checkpoint::Error| {
+        unreadable |= crate::is_read_failure(&e);
+        Err(e.to_string())
+    };
     let (kind, meta, verified) = match header {
         Ok(h) => {
             // The header verified; now every tensor.
             let verified = match folder.open_other(&path, Verify::Full) {
                 Ok(_) if h.has_checksums => Ok(()),
                 Ok(_) => Err("no checksums".to_owned()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => failed(e),
             };
             (Some(h.kind.to_string()), h.meta, verified)
         }
-        Err(e) => (None, Meta::default(), Err(e.to_string())),
+        Err(e) => (None, Meta::default(), failed(e)),
     };
     Entry {
         path,
@@ -128,6 +136,7 @@ fn entry(folder: &Location, listed: Listed) -> Entry {
         meta,
         size,
         verified,
+        unreadable,
     }
 }
 
@@ -154,6 +163,7 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
                 meta: s.meta,
                 size: s.bytes,
                 verified: s.verified,
+                unreadable: false,
             }
         } else {
             Entry {
@@ -162,6 +172,7 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
                 meta: Meta::default(),
                 size: 0,
                 verified: Err("interrupted save: no index, not a checkpoint".to_owned()),
+                unreadable: false,
             }
         };
         list.push(row);
@@ -309,6 +320,15 @@ pub(crate) fn ls(args: LsArgs) -> Result<(), Failure> {
 
 pub(crate) fn best(args: BestArgs) -> Result<(), Failure> {
     let list = entries(&args.dir)?;
+    // A file that could not be read may be the best: no answer rather than a wrong one.
+    if let Some(e) = list.iter().find(|e| e.unreadable) {
+        let why = e.verified.as_ref().err().map_or("", String::as_str);
+        return Err(format!(
+            "cannot rank the checkpoints in {}: {why}",
+            args.dir.display()
+        )
+        .into());
+    }
     let best = best_of(&list, args.monitor.as_deref(), args.mode);
     let Some((i, name, value)) = best else {
         return Err(no_best(&args, &list).into());

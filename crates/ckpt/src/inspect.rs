@@ -166,6 +166,8 @@ fn files_of(location: &Location) -> Result<Vec<Name>, Failure> {
 
 pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let (mut good, mut bad) = (0usize, 0usize);
+    // Files the storage failed to read: an error, not a verdict on them.
+    let mut unread: Vec<String> = Vec::new();
     for path in &args.paths {
         let location = Location::of(path)?;
         if crate::sharded::is_sharded(&*location.storage, &location.name) {
@@ -230,12 +232,23 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
                         file.display()
                     );
                 }
+                Err(e) if crate::is_read_failure(&e) => {
+                    out!("ERROR   {e}");
+                    unread.push(e.to_string());
+                }
                 Err(e) => {
                     bad += 1;
                     out!("BAD     {e}");
                 }
             }
         }
+    }
+    if let Some(first) = unread.first() {
+        let more = match unread.len() {
+            1 => String::new(),
+            n => format!(" (and {} more could not be read)", n - 1),
+        };
+        return Err(format!("{first}{more}").into());
     }
     if good + bad == 0 {
         return Err(Failure::verify("no files to verify"));

@@ -248,3 +248,26 @@ fn an_endless_listing_is_an_error() {
         &["more than 262144 objects", "past 1000 pages"],
     );
 }
+
+#[test]
+fn a_file_the_endpoint_will_not_send_is_an_error_not_a_verdict_on_it() {
+    // The file is listed and its size known, but every read of it is refused (403): that
+    // says nothing of the file, so `verify` and `best` exit 2 naming the endpoint, not 1
+    // ("does not verify") or "no checkpoint verifies".
+    commands_fail_cleanly(
+        vec![
+            vec!["verify", "s3://bucket/x/w.safetensors"],
+            vec!["verify", "s3://bucket/x"],
+            vec!["best", "s3://bucket/x"],
+        ],
+        |r| match r.method.as_str() {
+            "HEAD" if r.target.ends_with("/w.safetensors") => Reply::Head { size: 4096 },
+            "HEAD" => Reply::Empty(404),
+            _ if r.is_list() => Reply::Listing {
+                key: "x/w.safetensors",
+            },
+            _ => Reply::Empty(403),
+        },
+        &["access denied"],
+    );
+}
