@@ -163,7 +163,7 @@ pub(crate) fn entries(dir: &Path) -> Result<Vec<Entry>, Failure> {
                 meta: s.meta,
                 size: s.bytes,
                 verified: s.verified,
-                unreadable: false,
+                unreadable: s.unreadable,
             }
         } else {
             Entry {

@@ -171,11 +171,11 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
     for path in &args.paths {
         let location = Location::of(path)?;
         if crate::sharded::is_sharded(&*location.storage, &location.name) {
-            let (ok, line) = crate::sharded::verify_line(&*location.storage, &location.name);
-            if ok {
-                good += 1;
-            } else {
-                bad += 1;
+            let (verdict, line) = crate::sharded::verify_line(&*location.storage, &location.name);
+            match verdict {
+                Ok(true) => good += 1,
+                Ok(false) => bad += 1,
+                Err(e) => unread.push(e),
             }
             out!("{line}");
             continue;
@@ -195,11 +195,11 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
                 if !committed {
                     continue;
                 }
-                let (ok, line) = crate::sharded::verify_line(&*location.storage, &sub);
-                if ok {
-                    good += 1;
-                } else {
-                    bad += 1;
+                let (verdict, line) = crate::sharded::verify_line(&*location.storage, &sub);
+                match verdict {
+                    Ok(true) => good += 1,
+                    Ok(false) => bad += 1,
+                    Err(e) => unread.push(e),
                 }
                 out!("{line}");
             }

@@ -118,11 +118,20 @@ pub(crate) struct Summary {
     pub meta: Meta,
     pub bytes: u64,
     pub verified: Result<(), String>,
+    /// A file of it could not be read (see `crate::is_read_failure`).
+    pub unreadable: bool,
+}
+
+/// Why a file failed, and whether it could not be read at all.
+type Failed = (String, bool);
+
+fn failed(e: model_checkpoint::Error) -> Failed {
+    (e.to_string(), crate::is_read_failure(&e))
 }
 
 /// The verdict on each file (shard or blob) verified so far by this command, by name and
 /// header digest: a blob shared by many deduplicated checkpoints is read once.
-static VERIFIED: std::sync::Mutex<BTreeMap<FileVersion, Result<(), String>>> =
+static VERIFIED: std::sync::Mutex<BTreeMap<FileVersion, Result<(), Failed>>> =
     std::sync::Mutex::new(BTreeMap::new());
 
 /// A file, and the SHA-256 of its header: one version of it.
@@ -143,12 +152,14 @@ pub(crate) fn summarize(storage: &dyn Storage, dir: &Name) -> Summary {
     let checkpoint = match ShardedCheckpoint::open(storage, dir) {
         Ok(c) => c,
         Err(e) => {
+            let (text, unreadable) = failed(e);
             return Summary {
                 kind: "sharded".to_owned(),
                 meta: Meta::default(),
                 bytes: 0,
-                verified: Err(e.to_string()),
-            }
+                verified: Err(text),
+                unreadable,
+            };
         }
     };
     let s = &checkpoint.index().model_checkpoint;
@@ -164,14 +175,16 @@ pub(crate) fn summarize(storage: &dyn Storage, dir: &Name) -> Summary {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         done.entry(key)
-            .or_insert_with(|| checkpoint.verify_file(name).map_err(|e| e.to_string()))
+            .or_insert_with(|| checkpoint.verify_file(name).map_err(failed))
             .clone()
     });
+    let unreadable = matches!(verified, Err((_, true)));
     Summary {
         kind: kind_of(&checkpoint),
         meta: Meta::from_info(&s.metadata).unwrap_or_default(),
         bytes,
-        verified,
+        verified: verified.map_err(|(text, _)| text),
+        unreadable,
     }
 }
 
@@ -195,15 +208,17 @@ pub(crate) fn folders_in(storage: &dyn Storage, dir: &Name) -> Result<Vec<(Name,
     Ok(found.into_iter().collect())
 }
 
-/// `ckpt verify` of a sharded checkpoint: one line; whether it verified.
-pub(crate) fn verify_line(storage: &dyn Storage, dir: &Name) -> (bool, String) {
+/// `ckpt verify` of a sharded checkpoint: one line, and whether it verified (`Ok(true)`),
+/// did not (`Ok(false)`), or could not be read (`Err`, the reason).
+pub(crate) fn verify_line(storage: &dyn Storage, dir: &Name) -> (Result<bool, String>, String) {
     let summary = summarize(storage, dir);
     match summary.verified {
         Ok(()) => (
-            true,
+            Ok(true),
             format!("ok      {dir} ({}, {} bytes)", summary.kind, summary.bytes),
         ),
-        Err(e) => (false, format!("BAD     {dir}: {e}")),
+        Err(e) if summary.unreadable => (Err(format!("{dir}: {e}")), format!("ERROR   {dir}: {e}")),
+        Err(e) => (Ok(false), format!("BAD     {dir}: {e}")),
     }
 }
 

@@ -251,17 +251,23 @@ fn an_endless_listing_is_an_error() {
 
 #[test]
 fn a_file_the_endpoint_will_not_send_is_an_error_not_a_verdict_on_it() {
-    // The file is listed and its size known, but every read of it is refused (403): that
-    // says nothing of the file, so `verify` and `best` exit 2 naming the endpoint, not 1
-    // ("does not verify") or "no checkpoint verifies".
+    // The file (or a sharded checkpoint's index) is listed and its size known, but every
+    // read of it is refused (403): that says nothing of the file, so `verify` and `best`
+    // exit 2 naming the endpoint, not 1 ("does not verify") or "no checkpoint verifies".
     commands_fail_cleanly(
         vec![
             vec!["verify", "s3://bucket/x/w.safetensors"],
             vec!["verify", "s3://bucket/x"],
+            vec!["verify", "s3://bucket/x/sh"],
             vec!["best", "s3://bucket/x"],
         ],
         |r| match r.method.as_str() {
-            "HEAD" if r.target.ends_with("/w.safetensors") => Reply::Head { size: 4096 },
+            "HEAD"
+                if r.target.ends_with("/w.safetensors")
+                    || r.target.ends_with("/sh/model.safetensors.index.json") =>
+            {
+                Reply::Head { size: 4096 }
+            }
             "HEAD" => Reply::Empty(404),
             _ if r.is_list() => Reply::Listing {
                 key: "x/w.safetensors",
