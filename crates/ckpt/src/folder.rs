@@ -115,7 +115,7 @@ fn entry(folder: &Location, listed: Listed) -> Entry {
     let Listed { path, size, header } = listed;
     let mut unreadable = false;
     let mut failed = |e: model_checkpoint::Error| {
-        unreadable |= crate::is_read_failure(&e);
+        unreadable |= e.is_read_failure();
         Err(e.to_string())
     };
     let (kind, meta, verified) = match header {

@@ -232,7 +232,7 @@ pub(crate) fn verify(args: VerifyArgs) -> Result<(), Failure> {
                         file.display()
                     );
                 }
-                Err(e) if crate::is_read_failure(&e) => {
+                Err(e) if e.is_read_failure() => {
                     out!("ERROR   {e}");
                     unread.push(e.to_string());
                 }

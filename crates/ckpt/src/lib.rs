@@ -165,12 +165,6 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 
 pub(crate) use model_checkpoint::text::shorten;
 
-/// Whether `e` is the storage failing to read (an endpoint's error, a disk's), which says
-/// nothing of the file: an error (exit 2), not a file that does not verify (exit 1).
-pub(crate) fn is_read_failure(e: &model_checkpoint::Error) -> bool {
-    matches!(e, model_checkpoint::Error::Io { .. })
-}
-
 /// An error for the user: one line, and the exit status.
 pub(crate) struct Failure {
     message: String,

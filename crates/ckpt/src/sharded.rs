@@ -118,7 +118,7 @@ pub(crate) struct Summary {
     pub meta: Meta,
     pub bytes: u64,
     pub verified: Result<(), String>,
-    /// A file of it could not be read (see `crate::is_read_failure`).
+    /// A file of it could not be read (see `Error::is_read_failure`).
     pub unreadable: bool,
 }
 
@@ -126,7 +126,7 @@ pub(crate) struct Summary {
 type Failed = (String, bool);
 
 fn failed(e: model_checkpoint::Error) -> Failed {
-    (e.to_string(), crate::is_read_failure(&e))
+    (e.to_string(), e.is_read_failure())
 }
 
 /// The verdict on each file (shard or blob) verified so far by this command, by name and

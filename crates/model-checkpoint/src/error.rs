@@ -346,6 +346,14 @@ impl Error {
         }
     }
 
+    /// Whether the storage failed to read an object that is there (a disk's error, an
+    /// endpoint's refusal or failure): what says nothing of the object itself, unlike a
+    /// damaged or missing one. `latest` stops at such a file rather than skip back past it,
+    /// and `ckpt verify` calls it an error rather than a file that does not verify.
+    pub fn is_read_failure(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() != io::ErrorKind::NotFound)
+    }
+
     /// The Python exception tf.keras raises in the same situation (`"KeyError"`,
     /// `"ValueError"`, `"OSError"` …), or `None` where Keras has no counterpart.
     pub fn keras_exception(&self) -> Option<&'static str> {

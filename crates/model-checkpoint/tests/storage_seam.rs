@@ -178,6 +178,33 @@ fn a_name_the_gate_found_free_is_only_created_never_replaced() {
     );
 }
 
+/// A checkpoint the storage fails to read (a disk's error, an endpoint's) is not skipped by
+/// `latest` for an older one: resuming from that would train again what the unread one
+/// holds, and then save over it. Damaged files are still skipped.
+#[test]
+fn latest_stops_at_a_checkpoint_the_storage_fails_to_read() {
+    use model_checkpoint::store::latest_full_in;
+    let storage = memory::Shared::default();
+    let toy = Toy(Cell::new(0));
+    let mut cb = ModelCheckpoint::new("ck/e{epoch:02d}.safetensors")
+        .storage(Arc::new(storage.clone()))
+        .with_run_id("5eed");
+    epochs(&mut cb, &toy, 0..3);
+    cb.on_train_end(&Logs::new(), &mut Context::new(&toy))
+        .expect("end");
+    let dir = Name::from("ck");
+    assert_eq!(
+        latest_full_in(&storage, &dir).expect("latest").as_str(),
+        "ck/e03.safetensors"
+    );
+    // Every read of a file's last byte fails from now on (headers still read).
+    let len = storage.0.get("ck/e03.safetensors").expect("saved").len();
+    storage.0.fail_reads_from(len as u64 - 1);
+    let failed = latest_full_in(&storage, &dir).expect_err("not skipped");
+    assert!(failed.is_read_failure(), "{failed}");
+    assert!(failed.to_string().contains("e03"), "{failed}");
+}
+
 /// A URL is a name with a root the local file system does not have: a template for an
 /// object store given no object storage fails before training with the typed error naming
 /// it, and never becomes a local folder called `s3:`; a name leaving its bucket is refused

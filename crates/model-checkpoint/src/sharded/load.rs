@@ -496,6 +496,9 @@ pub fn latest_sharded_matching(
                     .map_or((0, 0, 0), |m| m.position());
                 found.push((position, dir));
             }
+            // One the storage fails to read may be the newest: nothing is taken (as for
+            // single files, `store::latest_full`).
+            Err(e) if e.is_read_failure() => return Err(e),
             Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
         }
     }
@@ -503,6 +506,7 @@ pub fn latest_sharded_matching(
     while let Some((_, dir)) = found.pop() {
         match ShardedCheckpoint::open(storage, &dir) {
             Ok(_) => return Ok(dir),
+            Err(e) if e.is_read_failure() => return Err(e),
             Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
         }
     }

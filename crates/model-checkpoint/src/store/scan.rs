@@ -156,12 +156,14 @@ pub(crate) fn sort_by_position(listed: &mut [Listed]) {
 
 /// The newest full checkpoint in `dir` that verifies, by the epoch and step stored in the
 /// files (then by name). Damaged files are skipped with a warning naming the file and the
-/// damage; weights-only files and files that are not checkpoints are passed over.
+/// damage; weights-only files and files that are not checkpoints are passed over. A file
+/// the storage fails to read (a disk's or an endpoint's error) is not skipped: it may be
+/// the newest, and resuming from an older one would train again what it holds.
 ///
 /// # Errors
 ///
 /// [`Error::NoCheckpoint`] when no full checkpoint in `dir` verifies; [`Error::Io`] if the
-/// folder cannot be listed.
+/// folder cannot be listed, or a file newer than the one found cannot be read.
 pub fn latest_full(dir: &Path) -> Result<Name, Error> {
     newest_that_verifies(list(dir)?, &Name::from(dir), |p| {
         CheckpointFile::open(p.as_path(), Verify::Full)
@@ -215,9 +217,19 @@ fn newest_that_verifies(
     dir: &Name,
     open: impl Fn(&Name) -> Result<CheckpointFile, Error>,
 ) -> Result<Name, Error> {
+    // A file whose header could not be read has no known place in training order (the
+    // listing puts it first): it may be the newest, so nothing is taken (see
+    // `latest_full`).
+    let (unread, listed): (Vec<Listed>, Vec<Listed>) = listed
+        .into_iter()
+        .partition(|l| l.header.as_ref().is_err_and(Error::is_read_failure));
+    if let Some(Listed { header: Err(e), .. }) = unread.into_iter().next() {
+        return Err(e);
+    }
     let mut skipped = 0usize;
-    for entry in listed.iter().rev() {
-        let reason = match &entry.header {
+    for entry in listed.into_iter().rev() {
+        let reason = match entry.header {
+            Err(e) => e,
             Ok(h) if h.kind != Kind::Full => continue,
             Ok(_) => match open(&entry.path) {
                 Ok(_) => {
@@ -228,20 +240,11 @@ fn newest_that_verifies(
                             entry.path.display()
                         );
                     }
-                    return Ok(entry.path.clone());
+                    return Ok(entry.path);
                 }
+                Err(e) if e.is_read_failure() => return Err(e),
                 Err(e) => e,
             },
-            Err(e) => {
-                skipped += 1;
-                match e {
-                    Error::Corrupt { .. } => log::warn!(target: "model_checkpoint", "skipping {e}"),
-                    other => {
-                        log::warn!(target: "model_checkpoint", "skipping {}: {other}", entry.path.display())
-                    }
-                }
-                continue;
-            }
         };
         skipped += 1;
         match reason {
