@@ -32,6 +32,19 @@ fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'st
         .unwrap_or_else(|_| panic!("still running after {limit:?}: it hangs"))
 }
 
+/// Opens `s3://bucket/x/w.safetensors`'s header at `server`, within a deadline.
+fn open_header(server: &Hostile) -> Result<usize, Error> {
+    let s = storage(server);
+    within(Duration::from_secs(60), move || {
+        CheckpointFile::open_in(
+            &s,
+            &Name::from("s3://bucket/x/w.safetensors"),
+            Verify::HeaderOnly,
+        )
+        .map(|f| f.tensors().count())
+    })
+}
+
 fn one_line(e: &Error) -> String {
     let text = e.to_string();
     assert!(!text.contains('\n'), "more than one line: {text}");
@@ -312,15 +325,7 @@ fn a_content_range_ending_past_what_a_range_can_is_refused_by_name() {
         "HEAD" => Reply::Head { size: 64 << 20 },
         _ => Reply::RangeToTheEnd,
     });
-    let s = storage(&server);
-    let opened = within(Duration::from_secs(60), move || {
-        CheckpointFile::open_in(
-            &s,
-            &Name::from("s3://bucket/x/w.safetensors"),
-            Verify::HeaderOnly,
-        )
-        .map(|f| f.tensors().count())
-    });
+    let opened = open_header(&server);
     let text = one_line(&opened.expect_err("a range to 2^64-1"));
     assert!(
         text.contains(&server.endpoint())
@@ -371,15 +376,7 @@ fn a_reply_of_fewer_bytes_than_its_range_is_refused_not_asked_again_byte_by_byte
             header: 10_000_000,
         },
     });
-    let s = storage(&server);
-    let opened = within(Duration::from_secs(60), move || {
-        CheckpointFile::open_in(
-            &s,
-            &Name::from("s3://bucket/x/w.safetensors"),
-            Verify::HeaderOnly,
-        )
-        .map(|f| f.tensors().count())
-    });
+    let opened = open_header(&server);
     // object_store refuses a range other than the one asked for.
     let text = one_line(&opened.expect_err("a short reply"));
     assert!(
