@@ -640,11 +640,8 @@ impl Storage for ObjectStorage {
 
     /// A server-side copy: readers of `to` see the old object or the new one. S3 copies at
     /// most 5 GiB in one request; a larger object is streamed through this client instead
-    /// (read in 64 MiB ranges, written as a multipart upload that appears whole). A copy
-    /// that must not replace (`Commit::CreateNew`) is streamed too, as a save that must not
-    /// replace is written (its name claimed, then created only if absent): S3 copies only
-    /// where the bucket is configured for conditional copies.
-    fn copy(&self, from: &Name, to: &Name, _durable: bool, commit: Commit) -> Result<(), Error> {
+    /// (read in 64 MiB ranges, written as a multipart upload that appears whole).
+    fn copy(&self, from: &Name, to: &Name, _durable: bool) -> Result<(), Error> {
         let (src, dst) = (self.key(from)?, self.key(to)?);
         let store = self.inner.objects.clone();
         let head = src.clone();
@@ -654,7 +651,7 @@ impl Storage for ObjectStorage {
             .block_on(async move { store.head(&head).await })
             .map_err(|e| remote(&self.inner, "copy", from.as_str(), e))?
             .size;
-        if size <= MAX_SINGLE_COPY && commit == Commit::Replace {
+        if size <= MAX_SINGLE_COPY {
             let store = self.inner.objects.clone();
             return self
                 .inner
@@ -663,7 +660,8 @@ impl Storage for ObjectStorage {
                 .map_err(|e| remote(&self.inner, "copy", from.as_str(), e));
         }
         let reader = reader::RemoteReader::open(self.inner.clone(), from.as_str(), src)?;
-        let mut upload = upload::Upload::new(self.inner.clone(), to.as_str(), dst, 0, commit)?;
+        let mut upload =
+            upload::Upload::new(self.inner.clone(), to.as_str(), dst, 0, Commit::Replace)?;
         let mut buffer = vec![0u8; 64 << 20];
         let mut offset = 0u64;
         while offset < reader.len() {

@@ -129,55 +129,6 @@ fn retention_and_resume_work_through_a_second_storage() {
     }
 }
 
-/// A lookup that misses an object (an object store's HEAD answering 404 for an object that is
-/// there, or an object put there just after the look): the gate finds the name free, and
-/// the write that follows only creates, so a user's object there is never replaced.
-#[test]
-fn a_name_the_gate_found_free_is_only_created_never_replaced() {
-    use model_checkpoint::store::{export, CheckpointFile, Export, Storage, Verify};
-    let storage = memory::Shared::default();
-    let mine = b"my own notes, not a checkpoint".to_vec();
-    for name in ["ck/last.safetensors", "ck/exported.safetensors"] {
-        assert!(storage
-            .put_if_absent(&Name::from(name), &mine)
-            .expect("put"));
-        storage.0.blind_to(name);
-    }
-    // `save_last`'s first copy to `last`.
-    let toy = Toy(Cell::new(1));
-    let mut cb = ModelCheckpoint::new("ck/e{epoch:02d}.safetensors")
-        .storage(Arc::new(storage.clone()))
-        .save_last(true)
-        .with_run_id("5eed");
-    let mut ctx = Context::new(&toy);
-    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
-    let saved = cb
-        .on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut ctx)
-        .and_then(|_| cb.on_train_end(&Logs::new(), &mut ctx));
-    let refused = saved.expect_err("last is not replaced").to_string();
-    assert!(refused.contains("already exists"), "{refused}");
-    assert!(
-        storage.0.get("ck/e01.safetensors").is_some(),
-        "the save itself"
-    );
-    assert_eq!(*storage.0.get("ck/last.safetensors").expect("mine"), mine);
-    // An export.
-    let from = CheckpointFile::open_in(&storage, &Name::from("ck/e01.safetensors"), Verify::Full)
-        .expect("open");
-    let refused = export(
-        &from,
-        &storage,
-        &Name::from("ck/exported.safetensors"),
-        Export::Weights,
-    )
-    .expect_err("not replaced");
-    assert!(matches!(refused, Error::AlreadyExists { .. }), "{refused}");
-    assert_eq!(
-        *storage.0.get("ck/exported.safetensors").expect("mine"),
-        mine
-    );
-}
-
 /// A checkpoint the storage fails to read (a disk's error, an endpoint's) is not skipped by
 /// `latest` for an older one: resuming from that would train again what the unread one
 /// holds, and then save over it. Damaged files are still skipped.

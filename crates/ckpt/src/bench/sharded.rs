@@ -92,15 +92,9 @@ impl Storage for Counting {
         self.tick();
         self.inner.delete(name)
     }
-    fn copy(
-        &self,
-        from: &Name,
-        to: &Name,
-        durable: bool,
-        commit: model_checkpoint::store::Commit,
-    ) -> Result<(), Error> {
+    fn copy(&self, from: &Name, to: &Name, durable: bool) -> Result<(), Error> {
         self.tick();
-        self.inner.copy(from, to, durable, commit)
+        self.inner.copy(from, to, durable)
     }
     fn prepare_dir(&self, dir: &Name) -> Result<(), Error> {
         self.inner.prepare_dir(dir)

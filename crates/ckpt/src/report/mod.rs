@@ -73,13 +73,13 @@ pub(crate) fn run(args: ReportArgs) -> Result<(), Failure> {
     // replaced only if it is a page or picture ckpt wrote and nobody edited since (the
     // core's gate checks the signature every page and picture ends with).
     refuse_inputs(&report, &target, path)?;
-    let commit = gate::check_replace(&*target.storage, &target.name, gate::Claim::Signed)?;
+    gate::check_replace(&*target.storage, &target.name, gate::Claim::Signed)?;
     let mut bytes = match &args.svg {
         Some(_) => svg::render(&report)?.into_bytes(),
         None => html::render(&report).into_bytes(),
     };
     gate::sign(&mut bytes);
-    model_checkpoint::store::write_whole_as(&*target.storage, &target.name, &bytes, commit)
+    model_checkpoint::store::write_whole(&*target.storage, &target.name, &bytes)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     out!(
         "wrote {}: {} metric(s) over {} epoch(s), {} checkpoint(s) saved ({} there and verified){}",

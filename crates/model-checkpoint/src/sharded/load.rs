@@ -334,7 +334,7 @@ impl ShardedCheckpoint {
     ) -> Result<SaveReport, Error> {
         // Only a file consolidate wrote may be replaced: never a shard or the index it reads
         // (an output never replaces an input), nor any other file.
-        let commit = store::gate::check_replace(storage, name, store::gate::Claim::Derived)?;
+        store::gate::check_replace(storage, name, store::gate::Claim::Derived)?;
         let mut tensors = Vec::with_capacity(self.tensors().len());
         // The model's weights: training tensors (optimizer slots) and per-rank state stay
         // in the shards, unless the whole of a one-process checkpoint is asked for.
@@ -368,7 +368,7 @@ impl ShardedCheckpoint {
             if full { Kind::Full } else { Kind::Weights },
             &tensors,
             &info,
-            &SaveOptions::default().commit(commit),
+            &SaveOptions::default(),
         )
     }
 }

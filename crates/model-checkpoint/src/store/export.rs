@@ -80,7 +80,7 @@ pub fn export(
     keep: Export,
 ) -> Result<Exported, Error> {
     let weights_only = keep == Export::Weights;
-    let commit = gate::check_replace(storage, name, gate::Claim::Derived)?;
+    gate::check_replace(storage, name, gate::Claim::Derived)?;
     let mut tensors = Vec::new();
     let mut left_out = 0;
     for t in from.tensors() {
@@ -113,7 +113,7 @@ pub fn export(
         kind,
         &tensors,
         &info,
-        &SaveOptions::default().commit(commit),
+        &SaveOptions::default(),
     )
     .map_err(|e| match e {
         // A source tensor that failed its checksum surfaces as the writer's I/O error.

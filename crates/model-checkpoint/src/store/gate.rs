@@ -28,7 +28,7 @@
 use super::meta::Meta;
 use super::read::{CheckpointFile, Verify};
 use super::side_file::{read_small, MAX_SIDE_FILE_BYTES};
-use super::storage::{Commit, Storage, MARKER_PREFIX};
+use super::storage::{Storage, MARKER_PREFIX};
 use super::Name;
 use crate::Error;
 
@@ -196,26 +196,15 @@ pub fn remove_empty_folder(storage: &dyn Storage, dir: &Name) -> Result<(), Erro
 }
 
 /// Whether `name` may be replaced by a new object: it is free, or what `claim` says.
-/// Returns how the write must commit to keep to that ruling: [`Commit::CreateNew`] for a
-/// name found free, so that an object that appears there meanwhile (or that a server's
-/// lookup missed) is never replaced; [`Commit::Replace`] for an object that proved the
-/// claim (or any object at a template's own name).
 ///
 /// # Errors
 ///
 /// [`Error::NotOurs`] naming the object and what it lacks; the storage's errors.
-pub fn check_replace(
-    storage: &dyn Storage,
-    name: &Name,
-    claim: Claim<'_>,
-) -> Result<Commit, Error> {
-    if matches!(claim, Claim::TemplateName) {
-        return Ok(Commit::Replace);
+pub fn check_replace(storage: &dyn Storage, name: &Name, claim: Claim<'_>) -> Result<(), Error> {
+    if matches!(claim, Claim::TemplateName) || !storage.exists(name)? {
+        return Ok(());
     }
-    if !storage.exists(name)? {
-        return Ok(Commit::CreateNew);
-    }
-    prove(storage, name, claim).map(|()| Commit::Replace)
+    prove(storage, name, claim)
 }
 
 /// Checks `claim` against the object `name`, which exists.

@@ -43,9 +43,7 @@ pub use scan::{
     Listed,
 };
 pub(crate) use scan::{newest_verified_in, sort_by_position};
-pub use side_file::{
-    csv_field, read_small, write_whole, write_whole_as, SideWriter, MAX_SIDE_FILE_BYTES,
-};
+pub use side_file::{csv_field, read_small, write_whole, SideWriter, MAX_SIDE_FILE_BYTES};
 pub use storage::{
     Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, JOURNAL_FILE,
     MARKER_PREFIX,

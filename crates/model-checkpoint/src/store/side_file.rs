@@ -3,7 +3,7 @@
 
 use std::sync::{mpsc, Arc};
 
-use super::{Commit, Name, SaveOptions, Storage};
+use super::{Name, SaveOptions, Storage};
 use crate::Error;
 
 /// The largest side file read back (to be continued or reported): 256 MiB.
@@ -52,24 +52,7 @@ pub fn read_small(
 ///
 /// [`Error::Io`] when it cannot be written.
 pub fn write_whole(storage: &dyn Storage, name: &Name, bytes: &[u8]) -> Result<(), Error> {
-    write_whole_as(storage, name, bytes, Commit::Replace)
-}
-
-/// Writes the object `name` whole, atomically, committed as `commit` says: replacing
-/// whatever is there, or only if nothing is (what the gate's
-/// [`check_replace`](super::gate::check_replace) returns for a name it found free).
-///
-/// # Errors
-///
-/// [`Error::AlreadyExists`] for [`Commit::CreateNew`] and an object at `name`;
-/// [`Error::Io`] when it cannot be written.
-pub fn write_whole_as(
-    storage: &dyn Storage,
-    name: &Name,
-    bytes: &[u8],
-    commit: Commit,
-) -> Result<(), Error> {
-    let mut pending = storage.create(name, 0, commit)?;
+    let mut pending = storage.create(name, 0, Default::default())?;
     std::io::Write::write_all(&mut pending, bytes).map_err(|e| Error::Io {
         action: "write",
         path: name.clone(),

@@ -146,16 +146,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// Makes `to` hold what `from` holds, atomically (a hard link, a copy, a server-side
-    /// copy): replacing `to` with [`Commit::Replace`]; with [`Commit::CreateNew`], only if
-    /// nothing is at `to` (what [`crate::store::gate::check_replace`] asks for a name it
-    /// found free).
+    /// Makes `to` hold what `from` holds, replacing `to` atomically (a hard link, a copy, a
+    /// server-side copy).
     ///
     /// # Errors
     ///
-    /// [`Error::AlreadyExists`] for `CreateNew` and an object at `to`; [`Error::Io`]; `to`
-    /// is unchanged.
-    fn copy(&self, from: &Name, to: &Name, durable: bool, commit: Commit) -> Result<(), Error>;
+    /// [`Error::Io`]; `to` is unchanged.
+    fn copy(&self, from: &Name, to: &Name, durable: bool) -> Result<(), Error>;
 
     /// Makes the folder `dir` ready to hold objects (a local folder is created; object
     /// stores have no folders).

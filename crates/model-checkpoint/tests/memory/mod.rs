@@ -17,9 +17,6 @@ pub struct MemoryStorage {
     fail_reads_from: std::sync::atomic::AtomicU64,
     /// Bytes every reader has read so far.
     bytes_read: std::sync::atomic::AtomicU64,
-    /// Names whose lookup (`exists`) misses the object there, as an object store's HEAD
-    /// that answers 404 for it does (a test's fault).
-    blind_to: Mutex<Vec<String>>,
 }
 
 impl Default for MemoryStorage {
@@ -29,7 +26,6 @@ impl Default for MemoryStorage {
             locks: Mutex::default(),
             fail_reads_from: std::sync::atomic::AtomicU64::new(u64::MAX),
             bytes_read: std::sync::atomic::AtomicU64::new(0),
-            blind_to: Mutex::default(),
         }
     }
 }
@@ -53,15 +49,6 @@ impl MemoryStorage {
     pub fn fail_reads_from(&self, offset: u64) {
         self.fail_reads_from
             .store(offset, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Makes every lookup of `name` from now on report nothing there.
-    #[allow(dead_code)]
-    pub fn blind_to(&self, name: &str) {
-        self.blind_to
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(clean(name));
     }
 
     /// Bytes every reader has read so far (reads that failed count nothing).
@@ -225,30 +212,18 @@ impl Storage for Shared {
             .collect())
     }
     fn exists(&self, name: &Name) -> Result<bool, Error> {
-        let name = clean(name.as_str());
-        let blind = self
-            .0
-            .blind_to
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&name);
-        Ok(!blind && self.0.objects().contains_key(&name))
+        Ok(self.0.objects().contains_key(&clean(name.as_str())))
     }
     fn delete(&self, name: &Name) -> Result<(), Error> {
         self.0.objects().remove(&clean(name.as_str()));
         Ok(())
     }
-    fn copy(&self, from: &Name, to: &Name, _durable: bool, commit: Commit) -> Result<(), Error> {
+    fn copy(&self, from: &Name, to: &Name, _durable: bool) -> Result<(), Error> {
         let mut objects = self.0.objects();
         let bytes = objects
             .get(&clean(from.as_str()))
             .cloned()
             .ok_or_else(|| missing(from.as_str()))?;
-        if commit == Commit::CreateNew && objects.contains_key(&clean(to.as_str())) {
-            return Err(Error::AlreadyExists {
-                name: to.as_str().to_owned(),
-            });
-        }
         objects.insert(clean(to.as_str()), bytes);
         Ok(())
     }

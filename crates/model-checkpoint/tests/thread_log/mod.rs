@@ -134,10 +134,9 @@ impl model_checkpoint::store::Storage for ThreadLog {
         from: &model_checkpoint::store::Name,
         to: &model_checkpoint::store::Name,
         durable: bool,
-        commit: model_checkpoint::store::Commit,
     ) -> Result<(), Error> {
         self.note("copy", to);
-        self.inner.copy(from, to, durable, commit)
+        self.inner.copy(from, to, durable)
     }
     fn prepare_dir(&self, dir: &model_checkpoint::store::Name) -> Result<(), Error> {
         self.note("prepare_dir", dir);

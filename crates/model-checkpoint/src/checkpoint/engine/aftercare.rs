@@ -120,8 +120,8 @@ impl Aftercare {
             delete_marker(storage, stale, &self.run_id);
         }
         if let Some((file, last)) = &self.last {
-            let commit = gate::check_replace(storage, last, gate::Claim::ToolCheckpoint)?;
-            storage.copy(file, last, self.durable, commit)?;
+            gate::check_replace(storage, last, gate::Claim::ToolCheckpoint)?;
+            storage.copy(file, last, self.durable)?;
         }
         Ok(())
     }

@@ -126,7 +126,6 @@ fn check_replace_index(storage: &dyn crate::store::Storage, index: &Name) -> Res
             check: &check,
         },
     )
-    .map(drop)
 }
 
 /// `save_last` for deduplicated checkpoints: `last/` gets an index naming the same

@@ -54,10 +54,6 @@ impl Journal {
     pub fn record(&self, storage: &dyn Storage, name: &Name, row: &Row) {
         let mut content = self.content.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = Self::try_record(&mut content, storage, name, row) {
-            if matches!(e, crate::Error::AlreadyExists { .. }) {
-                // A file appeared where none was: the gate looks at it again next time.
-                *content = None;
-            }
             log::warn!(target: "model_checkpoint", "cannot write the journal {name}: {e}");
         }
     }
@@ -69,12 +65,10 @@ impl Journal {
         row: &Row,
     ) -> Result<(), crate::Error> {
         let header = format!("{}\r\n", COLUMNS.join(","));
-        let mut commit = store::Commit::Replace;
         if content.is_none() {
             // Only a journal this tool wrote is continued and replaced (the gate checks its
-            // first line); anything else at its name stays, and a journal begun is created
-            // only where nothing is.
-            commit = store::gate::check_replace(
+            // first line); anything else at its name stays.
+            store::gate::check_replace(
                 storage,
                 name,
                 store::gate::Claim::SideFile {
@@ -107,6 +101,6 @@ impl Journal {
         let line: Vec<String> = fields.iter().map(|f| store::csv_field(f, ',')).collect();
         content.extend_from_slice(line.join(",").as_bytes());
         content.extend_from_slice(b"\r\n");
-        store::write_whole_as(storage, name, content, commit)
+        store::write_whole(storage, name, content)
     }
 }

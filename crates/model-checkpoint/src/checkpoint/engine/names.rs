@@ -124,7 +124,7 @@ impl Engine {
     /// checkpoint this tool wrote (the link a run keeps there): a user's own file, or
     /// another tool's, is never overwritten (the deletion gate decides).
     pub(crate) fn check_replaceable(&self, path: &Name) -> Result<(), Error> {
-        gate::check_replace(&*self.config.storage, path, gate::Claim::ToolCheckpoint).map(drop)
+        gate::check_replace(&*self.config.storage, path, gate::Claim::ToolCheckpoint)
     }
 
     /// Refuses a formatted path that no file system would take, or that names something the
@@ -202,17 +202,17 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::NotOurs`] when both names hold files this run did not write.
-    pub(crate) fn interrupt_path(&self) -> Result<(Name, store::Commit), Error> {
+    pub(crate) fn interrupt_path(&self) -> Result<Name, Error> {
         let claim = gate::Claim::RunCheckpoint {
             run_id: self.run_id(),
             digest: None,
         };
         let [shared, own] = self.interrupt_names();
-        if let Ok(commit) = gate::check_replace(&*self.config.storage, &shared, claim) {
-            return Ok((shared, commit));
+        if gate::check_replace(&*self.config.storage, &shared, claim).is_ok() {
+            return Ok(shared);
         }
-        let commit = gate::check_replace(&*self.config.storage, &own, claim)?;
-        Ok((own, commit))
+        gate::check_replace(&*self.config.storage, &own, claim)?;
+        Ok(own)
     }
 
     /// The two names this run's saves on a signal may take (see

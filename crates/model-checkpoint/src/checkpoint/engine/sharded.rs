@@ -325,16 +325,10 @@ impl FolderAftercare {
         let durable = self.durable;
         for part in &parts {
             let to = last.join(part);
-            let commit = gate::check_replace(storage, &to, any_run)?;
-            storage.copy(&from.join(part), &to, durable, commit)?;
+            gate::check_replace(storage, &to, any_run)?;
+            storage.copy(&from.join(part), &to, durable)?;
         }
-        // Its earlier index was deleted above: the name is free, and only created.
-        storage.copy(
-            &from.join(INDEX_FILE),
-            &last_index,
-            durable,
-            crate::store::Commit::CreateNew,
-        )
+        storage.copy(&from.join(INDEX_FILE), &last_index, durable)
     }
 
     /// Deletes a sharded checkpoint of this run through the deletion gate: the index first

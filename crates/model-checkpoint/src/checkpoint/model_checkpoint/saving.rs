@@ -214,8 +214,7 @@ impl ModelCheckpoint {
         let dir = self.engine.folder();
         self.engine.config.storage.prepare_dir(&dir)?;
         self.engine.ensure_lock()?;
-        // Created new where the name was free: never in place of a file that appeared since.
-        let (path, commit) = self.engine.interrupt_path()?;
+        let path = self.engine.interrupt_path()?;
         self.say(&format!(
             "\nEpoch {}: {signal} received, saving a full checkpoint to {}",
             epoch + 1,
@@ -226,7 +225,7 @@ impl ModelCheckpoint {
         self.write(
             path,
             Kind::Full,
-            commit,
+            Commit::Replace,
             (epoch, batch),
             logs,
             ctx,

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::sys;
-use crate::store::Commit;
 use crate::Error;
 
 /// The suffix of every temporary checkpoint file: such a file is never a checkpoint.
@@ -239,10 +238,9 @@ impl PendingFile {
     }
 }
 
-/// Makes `dest` another name for the committed file `src`, atomically: a hard link under a
-/// temporary name, renamed over `dest` (with [`Commit::Replace`]), or linked at `dest` only
-/// if nothing is there (with [`Commit::CreateNew`]). Where hard links are impossible
-/// (another file system), the file is copied and synced instead.
+/// Makes `dest` another name for the committed file `src`, replacing whatever `dest` was,
+/// atomically: a hard link under a temporary name, renamed over `dest`. Where hard links are
+/// impossible (another file system), the file is copied and synced instead.
 ///
 /// # Durability
 ///
@@ -252,12 +250,7 @@ impl PendingFile {
 /// # Errors
 ///
 /// [`Error::Io`] naming the paths; `dest` is unchanged.
-pub fn replace_with_link(
-    src: &Path,
-    dest: &Path,
-    durable: bool,
-    commit: Commit,
-) -> Result<(), Error> {
+pub fn replace_with_link(src: &Path, dest: &Path, durable: bool) -> Result<(), Error> {
     let dir = parent_dir(dest);
     // The tag: `PID-N`, at most 10 + 1 + 10 characters.
     let name = temp_stem(dest, 21);
@@ -295,10 +288,8 @@ pub fn replace_with_link(
             }
         }
     };
-    let renamed = check_replaceable(dest).and_then(|()| match commit {
-        Commit::Replace => std::fs::rename(&temp, dest)
-            .map_err(|e| Error::io("rename a temporary file to", dest, e)),
-        Commit::CreateNew => create_as_link(&temp, dest),
+    let renamed = check_replaceable(dest).and_then(|()| {
+        std::fs::rename(&temp, dest).map_err(|e| Error::io("rename a temporary file to", dest, e))
     });
     // Gone once renamed, except where `dest` was already a link to the same file (rename
     // then does nothing): never left behind.
@@ -308,22 +299,6 @@ pub fn replace_with_link(
         sys::sync_dir(dir).map_err(|e| Error::io("sync folder", dir, e))?;
     }
     Ok(())
-}
-
-/// Gives the file `temp` the name `dest` only if nothing has it (the temporary name is then
-/// removed by the caller): a hard link, which fails on an existing name; where links are
-/// impossible, a rename after checking that `dest` is free.
-fn create_as_link(temp: &Path, dest: &Path) -> Result<(), Error> {
-    let taken = || Error::AlreadyExists {
-        name: dest.to_string_lossy().into_owned(),
-    };
-    match std::fs::hard_link(temp, dest) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(taken()),
-        Err(_) if std::fs::symlink_metadata(dest).is_ok() => Err(taken()),
-        Err(_) => std::fs::rename(temp, dest)
-            .map_err(|e| Error::io("rename a temporary file to", dest, e)),
-    }
 }
 
 /// Refuses to replace what is not a checkpoint's to replace: a folder, a FIFO, a socket or a
@@ -439,21 +414,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_link_that_must_create_never_replaces_and_leaves_no_temporary_file() {
+    fn a_link_over_a_link_to_the_same_file_leaves_no_temporary_file() {
+        // `rename` of one name of a file onto another name of it does nothing: the
+        // temporary name stayed behind when `last` was linked to the same save twice.
         let dir = tempfile::tempdir().expect("tempdir");
         let (src, dest) = (dir.path().join("a.st"), dir.path().join("last.st"));
         std::fs::write(&src, b"checkpoint").expect("write");
-        std::fs::write(&dest, b"mine").expect("write");
-        let refused = replace_with_link(&src, &dest, true, Commit::CreateNew);
-        assert!(
-            matches!(refused, Err(Error::AlreadyExists { .. })),
-            "{refused:?}"
-        );
-        assert_eq!(std::fs::read(&dest).expect("read"), b"mine");
-        std::fs::remove_file(&dest).expect("remove");
-        replace_with_link(&src, &dest, true, Commit::CreateNew).expect("created");
+        replace_with_link(&src, &dest, true).expect("linked");
+        replace_with_link(&src, &dest, true).expect("linked again");
         assert_eq!(std::fs::read(&dest).expect("read"), b"checkpoint");
-        replace_with_link(&src, &dest, true, Commit::Replace).expect("replaced");
         let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .expect("list")
             .map(|e| e.expect("entry").file_name())

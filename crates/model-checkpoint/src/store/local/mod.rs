@@ -260,8 +260,8 @@ impl Storage for LocalFolder {
         }
     }
 
-    fn copy(&self, from: &Name, to: &Name, durable: bool, commit: Commit) -> Result<(), Error> {
-        replace_with_link(&self.path(from)?, &self.path(to)?, durable, commit)
+    fn copy(&self, from: &Name, to: &Name, durable: bool) -> Result<(), Error> {
+        replace_with_link(&self.path(from)?, &self.path(to)?, durable)
     }
 
     fn prepare_dir(&self, dir: &Name) -> Result<(), Error> {
