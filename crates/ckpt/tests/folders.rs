@@ -366,6 +366,25 @@ fn retention_flags_keep_the_best_and_the_last() {
     );
 }
 
+/// Runs `ckpt` with `args` in `dir`, sends it SIGTERM once `file` (in `dir`) exists, and
+/// returns what it did.
+fn terminated_once(dir: &std::path::Path, args: &[&str], file: &str) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start training");
+    wait_for_file(&dir.join(file), "training never saved");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    child.wait_with_output().expect("wait")
+}
+
 #[test]
 fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -383,23 +402,7 @@ fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
         "--seed",
         "2",
     ];
-    let child = Command::new(env!("CARGO_BIN_EXE_ckpt"))
-        .current_dir(dir.path())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start training");
-    wait_for_file(
-        &dir.path().join("ck/e02.safetensors"),
-        "training never saved",
-    );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let out = child.wait_with_output().expect("wait");
+    let out = terminated_once(dir.path(), &args, "ck/e02.safetensors");
     let stdout = text(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -432,6 +435,15 @@ fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
 
     let mut resume_args = args.to_vec();
     resume_args.extend(["--resume", "ck/interrupted.safetensors"]);
+    // Interrupted again once resumed: the second save on a signal replaces the first, whose
+    // marker goes with it.
+    let newest = (1..=40)
+        .rev()
+        .find(|e| dir.path().join(format!("ck/e{e:02}.safetensors")).exists())
+        .expect("a save");
+    let again = format!("ck/e{:02}.safetensors", newest + 2);
+    let out = terminated_once(dir.path(), &resume_args, &again);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let out = ckpt(dir.path(), &resume_args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("resuming from ck/interrupted.safetensors"));

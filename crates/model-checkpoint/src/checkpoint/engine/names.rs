@@ -202,17 +202,38 @@ impl Engine {
     /// # Errors
     ///
     /// [`Error::NotOurs`] when both names hold files this run did not write.
-    pub(crate) fn interrupt_path(&self) -> Result<Name, Error> {
+    pub(crate) fn interrupt_path(&mut self) -> Result<Name, Error> {
         let claim = gate::Claim::RunCheckpoint {
             run_id: self.run_id(),
             digest: None,
         };
         let [shared, own] = self.interrupt_names();
-        if gate::check_replace(&*self.config.storage, &shared, claim).is_ok() {
-            return Ok(shared);
+        let path = if gate::check_replace(&*self.config.storage, &shared, claim).is_ok() {
+            shared
+        } else {
+            gate::check_replace(&*self.config.storage, &own, claim)?;
+            own
+        };
+        // A save on a signal of an earlier process of this run, about to be replaced: its
+        // marker is then stale, as for a file this process saved there (see `aftercare`).
+        if !self.session_digests.contains_key(&path) {
+            if let Some(digest) = self.own_marker_of_interrupt_file(&path) {
+                self.session_digests.insert(path.clone(), digest);
+            }
         }
-        gate::check_replace(&*self.config.storage, &own, claim)?;
-        Ok(own)
+        Ok(path)
+    }
+
+    /// The digest naming the marker of the save on a signal at `path`, if it has one of its
+    /// own: its header names the signal, which keeps the header, and so its marker (named
+    /// by the header's digest), apart from a regular save's taken at the same point. An
+    /// earlier version's save on a signal names none and may share such a save's marker,
+    /// which retention still needs.
+    fn own_marker_of_interrupt_file(&self, path: &Name) -> Option<[u8; 32]> {
+        store::CheckpointFile::open_in(&*self.config.storage, path, store::Verify::HeaderOnly)
+            .ok()
+            .filter(|file| file.meta().is_ok_and(|meta| meta.signal.is_some()))
+            .map(|file| file.header_digest())
     }
 
     /// The two names this run's saves on a signal may take (see
@@ -251,19 +272,8 @@ impl Engine {
                 // The template's own file, not a save on a signal.
                 continue;
             }
-            // Its marker goes with it when the header names the signal: that keeps the
-            // save's header, and so its marker (named by the header's digest), apart from
-            // a regular save's taken at the same point. An earlier version's save on a
-            // signal names none and may share such a save's marker, which retention still
-            // needs: that one stays.
-            let own_marker = store::CheckpointFile::open_in(
-                &*self.config.storage,
-                &name,
-                store::Verify::HeaderOnly,
-            )
-            .ok()
-            .filter(|file| file.meta().is_ok_and(|meta| meta.signal.is_some()))
-            .map(|file| file.header_digest());
+            // Its marker goes with it, where it has one of its own.
+            let own_marker = self.own_marker_of_interrupt_file(&name);
             match gate::delete(&*self.config.storage, &name, claim) {
                 Ok(()) => {
                     if let Some(digest) = own_marker {
