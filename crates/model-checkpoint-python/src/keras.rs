@@ -174,7 +174,7 @@ impl KerasCheckpoint {
         save_best_only=false, save_weights_only=false, initial_value_threshold=None,
         period=None, options=false, other_keywords=Vec::new(), keep_best=None,
         keep_last=None, save_last=false, background=false, save_on_interrupt=false,
-        journal=false
+        journal=false, float64_scalars=false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -196,6 +196,7 @@ impl KerasCheckpoint {
         background: bool,
         save_on_interrupt: bool,
         journal: bool,
+        float64_scalars: bool,
     ) -> PyResult<Self> {
         let mut args = KerasArgs::new(filepath.clone());
         args.keras = match keras {
@@ -219,6 +220,7 @@ impl KerasCheckpoint {
         args.period = period;
         args.options = options.then(Default::default);
         args.other_keywords = other_keywords;
+        args.float64_scalars = float64_scalars;
         let (storage, _) = locate(&filepath).map_err(to_py)?;
         let printed = Printed::default();
         let mut cb = ModelCheckpoint::from_keras(args)

@@ -87,6 +87,34 @@ def test_a_value_equal_in_float32_to_the_best_does_not_improve_as_in_keras(tmp_p
     assert theirs.best == ours.best == 0.6
 
 
+def test_with_jax_x64_values_equal_in_float32_are_compared_as_doubles_as_in_keras(tmp_path):
+    # JAX's x64 mode gives Python floats as float64: Keras 3 then tells 0.6000000238... from
+    # 0.6, and saves. Its own process, since JAX reads the setting when it starts.
+    import subprocess
+    import sys
+    script = f"""
+import os, sys, warnings
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+os.environ["KERAS_BACKEND"] = "jax"
+os.environ["JAX_ENABLE_X64"] = "1"
+import keras, numpy as np
+from model_checkpoint.keras import ModelCheckpoint
+from test_keras import PinAccuracy, data, model
+x, y = data()
+for cls, name in ((keras.callbacks.ModelCheckpoint, "w{{epoch}}.weights.h5"),
+                  (ModelCheckpoint, "w{{epoch}}.safetensors")):
+    cb = cls(os.path.join({str(tmp_path)!r}, name), monitor="accuracy", mode="max",
+             save_best_only=True, save_weights_only=True, initial_value_threshold=0.6)
+    model("x64").fit(x, y, epochs=1, verbose=0, callbacks=[PinAccuracy(), cb])
+    print(cls.__module__, cb.best)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert saved(tmp_path, ".safetensors") == saved(tmp_path, ".weights.h5") == ["w1"], (
+        os.listdir(tmp_path), done.stdout)
+
+
 def test_save_freq_in_batches_prints_and_saves_as_keras(tmp_path, capsys):
     k, o, k_saved, o_saved, _, _, _ = run_side_by_side(
         tmp_path, capsys, epochs=2, verbose=1, save_freq=3, save_weights_only=True)

@@ -336,6 +336,7 @@ def make_callback(keras, version):
                     background=bool(background),
                     save_on_interrupt=bool(save_on_interrupt),
                     journal=bool(journal),
+                    float64_scalars=version == "3" and _float64_scalars(),
                 )
             except BaseException:
                 # Keras warns (an unknown mode, `period`) before it raises: so do we, rather
@@ -525,6 +526,13 @@ def restore(model, path, callbacks=()):
     view = _Model(model, _version_of(model))
     epoch, _ = _native.restore_model(path, view._weights, view._optimizer, view._assign)
     return _initial_epoch(path, epoch or 0, model)
+
+
+def _float64_scalars():
+    """Whether Keras 3's backend compares Python floats as float64 (JAX with x64 on): its
+    ``ops.greater`` then tells apart two values equal in float32."""
+    import keras
+    return bool(keras.ops.greater(float(np.float32(0.6)), 0.6))
 
 
 def _initial_epoch(path, epoch, model):

@@ -26,6 +26,8 @@ pub(crate) struct Decisions {
     pub monitor_op: Option<Direction>,
     /// The compiled metrics whose direction is known, by name (Keras 3's `mode="auto"`).
     pub metrics: BTreeMap<String, Direction>,
+    /// The backend gives a Python float as a float64 tensor (Keras 3 compares in it).
+    pub float64_scalars: bool,
     pub save_best_only: bool,
     pub save_weights_only: bool,
     pub save_freq: SaveFreq,
@@ -48,6 +50,7 @@ impl Default for Decisions {
             direction: Direction::Minimize,
             monitor_op: Some(Direction::Minimize),
             metrics: BTreeMap::new(),
+            float64_scalars: false,
             save_best_only: false,
             save_weights_only: false,
             save_freq: SaveFreq::Epoch,
@@ -153,6 +156,7 @@ impl Decisions {
             self.monitor_op,
             logs.get(&self.monitor),
             self.best,
+            self.float64_scalars,
         )?;
         if let Verdict::Improved { to, .. } = verdict {
             self.best = to;

@@ -103,6 +103,9 @@ pub struct KerasArgs {
     /// binding or a trainer reads them from the model. Keras 3's `mode="auto"` uses them;
     /// tf.keras 2 ignores them. See [`crate::ModelCheckpoint::compiled_metric`].
     pub compiled_metrics: BTreeMap<String, Direction>,
+    /// Keras 3: the backend gives a Python float as a float64 tensor (see
+    /// [`crate::ModelCheckpoint::float64_scalars`]). Default false.
+    pub float64_scalars: bool,
 }
 
 impl KerasArgs {
@@ -122,6 +125,7 @@ impl KerasArgs {
             keras: KerasVersion::Tf2,
             other_keywords: Vec::new(),
             compiled_metrics: BTreeMap::new(),
+            float64_scalars: false,
         }
     }
 }

@@ -86,6 +86,7 @@ impl Rules for Keras3 {
         monitor_op: Option<Direction>,
         current: Option<Value>,
         best: Value,
+        float64_scalars: bool,
     ) -> Result<Verdict, Error> {
         if !save_best_only {
             return Ok(Verdict::Save);
@@ -105,10 +106,12 @@ impl Rules for Keras3 {
                 messages::monitor_op_not_set(),
             ));
         };
-        // `ops.less` / `ops.greater` turn the Python floats into tensors of floatx
-        // (float32) first: values equal in float32 tie, and a tie never improves.
+        // `ops.less` / `ops.greater` turn the Python floats into tensors first: float32
+        // ones (unless the backend makes them float64, as JAX with x64 does), where values
+        // equal in float32 tie, and a tie never improves.
+        let scalar = |v: f64| if float64_scalars { v } else { as_float32(v) };
         let improves = match (current.as_f64(), best.as_f64()) {
-            (Some(c), Some(b)) => direction.improves(as_float32(c), as_float32(b)),
+            (Some(c), Some(b)) => direction.improves(scalar(c), scalar(b)),
             _ => false,
         };
         Ok(if improves {
@@ -310,7 +313,7 @@ mod tests {
         );
         let nan = Value::Float(f64::NAN);
         let first = Keras3
-            .judge(true, Some(Direction::Minimize), Some(nan), best)
+            .judge(true, Some(Direction::Minimize), Some(nan), best, false)
             .ok();
         assert!(
             matches!(first, Some(Verdict::Improved { from: Value::None, to }) if to.as_f64().is_some_and(f64::is_nan))
@@ -318,7 +321,7 @@ mod tests {
         // Once best is NaN, nothing improves (NaN compares false).
         for d in [Direction::Minimize, Direction::Maximize] {
             let v = Keras3
-                .judge(true, Some(d), Some(Value::Float(0.1)), nan)
+                .judge(true, Some(d), Some(Value::Float(0.1)), nan, false)
                 .ok();
             assert!(matches!(v, Some(Verdict::NotImproved { .. })), "{d:?}");
         }
@@ -329,6 +332,7 @@ mod tests {
                 Some(Direction::Minimize),
                 Some(Value::Float(0.5)),
                 Value::Float(0.5),
+                false,
             )
             .ok();
         assert_eq!(
@@ -343,16 +347,24 @@ mod tests {
     fn an_unset_monitor_op_fails_once_best_is_set() {
         // Why: Keras 3's bug with save_best_only and an integer save_freq: before the first
         // epoch end `monitor_op` is None, which the first comparison calls.
-        let first = Keras3.judge(true, None, Some(Value::Float(0.4)), Value::None);
+        let first = Keras3.judge(true, None, Some(Value::Float(0.4)), Value::None, false);
         assert!(matches!(first, Ok(Verdict::Improved { .. })));
         let err = Keras3
-            .judge(true, None, Some(Value::Float(0.3)), Value::Float(0.4))
+            .judge(
+                true,
+                None,
+                Some(Value::Float(0.3)),
+                Value::Float(0.4),
+                false,
+            )
             .unwrap_err();
         assert_eq!(err.keras_exception(), Some("TypeError"));
         assert_eq!(err.to_string(), "'NoneType' object is not callable");
         // Without save_best_only nothing is compared.
         assert_eq!(
-            Keras3.judge(false, None, None, Value::Float(0.4)).ok(),
+            Keras3
+                .judge(false, None, None, Value::Float(0.4), false)
+                .ok(),
             Some(Verdict::Save)
         );
     }
@@ -360,12 +372,12 @@ mod tests {
     #[test]
     fn a_missing_monitor_saves_anyway() {
         assert_eq!(
-            Keras3.judge(true, None, None, Value::None).ok(),
+            Keras3.judge(true, None, None, Value::None, false).ok(),
             Some(Verdict::MonitorMissing)
         );
         assert_eq!(
             Keras3
-                .judge(true, None, Some(Value::None), Value::Float(1.0))
+                .judge(true, None, Some(Value::None), Value::Float(1.0), false)
                 .ok(),
             Some(Verdict::MonitorMissing)
         );
@@ -449,7 +461,7 @@ mod tests {
     }
 
     #[test]
-    fn values_equal_in_float32_tie_as_keras_3_compares_them() {
+    fn values_equal_in_float32_tie_as_keras_3_compares_them_unless_its_backend_uses_float64() {
         // A float32 accuracy of 36/60, widened, against a threshold of 0.6: tf.keras 2's
         // numpy compares the doubles (it improves); Keras 3's ops the float32 values.
         let widened = f64::from(0.6f32);
@@ -461,6 +473,7 @@ mod tests {
                     Some(direction),
                     Some(Value::Float(current)),
                     Value::Float(best),
+                    false,
                 )
                 .expect("judged")
         };
@@ -479,6 +492,19 @@ mod tests {
         // Apart in float32, apart still.
         assert!(matches!(
             verdict(&Keras3, 0.61, 0.6, Direction::Maximize),
+            Verdict::Improved { .. }
+        ));
+        // A backend that gives Python floats as float64 compares the doubles.
+        assert!(matches!(
+            Keras3
+                .judge(
+                    true,
+                    Some(Direction::Maximize),
+                    Some(Value::Float(widened)),
+                    Value::Float(0.6),
+                    true
+                )
+                .expect("judged"),
             Verdict::Improved { .. }
         ));
     }

@@ -96,13 +96,15 @@ pub(crate) trait Rules: Sync + std::fmt::Debug {
     fn initial_best(&self, direction: Direction, threshold: Option<Value>) -> Value;
 
     /// The verdict on a due save attempt's monitored value; `monitor_op` is `None` while a
-    /// lazy Keras has not chosen it yet.
+    /// lazy Keras has not chosen it yet. `float64_scalars`: the backend gives a Python
+    /// float as a float64 tensor (see [`crate::ModelCheckpoint::float64_scalars`]).
     fn judge(
         &self,
         save_best_only: bool,
         monitor_op: Option<Direction>,
         current: Option<Value>,
         best: Value,
+        float64_scalars: bool,
     ) -> Result<Verdict, Error>;
 
     /// Whether the folder of a due save is made before the monitor is looked at (so that a

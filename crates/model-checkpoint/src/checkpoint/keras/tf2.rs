@@ -46,8 +46,10 @@ impl Rules for Tf2 {
         monitor_op: Option<Direction>,
         current: Option<Value>,
         best: Value,
+        _float64_scalars: bool,
     ) -> Result<Verdict, Error> {
-        // The constructor chose `monitor_op`, so it is always there.
+        // numpy compares the doubles whatever a backend does. The constructor chose
+        // `monitor_op`, so it is always there.
         let direction = monitor_op.unwrap_or(Direction::Minimize);
         Ok(judge(save_best_only, direction, current, best))
     }

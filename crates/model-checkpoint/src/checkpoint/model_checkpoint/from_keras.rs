@@ -50,6 +50,7 @@ impl ModelCheckpoint {
             .save_best_only(args.save_best_only)
             .save_weights_only(args.save_weights_only)
             .options(args.options.unwrap_or_default());
+        cb = cb.float64_scalars(args.float64_scalars);
         for (name, direction) in args.compiled_metrics {
             cb = cb.compiled_metric(name, direction);
         }

@@ -187,6 +187,24 @@ impl ModelCheckpoint {
         self
     }
 
+    /// Keras 3 only: whether its backend gives a Python float as a float64 tensor (JAX with
+    /// `JAX_ENABLE_X64`), so that it compares a monitored value with `best` as doubles.
+    /// Default: false, float32, where values equal in float32 tie (and a tie never
+    /// improves). tf.keras 2 compares doubles either way.
+    ///
+    /// ```
+    /// use model_checkpoint::{KerasVersion, ModelCheckpoint};
+    ///
+    /// let checkpoint = ModelCheckpoint::new("best.weights.h5")
+    ///     .keras(KerasVersion::Keras3)
+    ///     .float64_scalars(true);
+    /// # let _ = checkpoint;
+    /// ```
+    pub fn float64_scalars(mut self, yes: bool) -> Self {
+        self.decisions.float64_scalars = yes;
+        self
+    }
+
     /// Records, while training runs, the direction of a metric the model was compiled
     /// with, as Keras 3 finds it in `model.metrics` when it first picks `monitor_op` (a
     /// binding learns them at each epoch end, once the model has built them). Unlike
