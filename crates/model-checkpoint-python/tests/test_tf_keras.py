@@ -100,3 +100,25 @@ def test_a_full_checkpoint_resumes_a_tf_keras_fit(tmp_path):
     assert callback.best == pytest.approx(min(first.history.history["loss"]), rel=1e-6)
     for a, b in zip(first.optimizer.variables, resumed.optimizer.variables, strict=True):
         assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+def test_options_are_checked_as_tf_keras_checks_them(tmp_path):
+    import tensorflow as tf
+    cases = [
+        (dict(save_weights_only=True, options="bad"), "w.h5", TypeError),
+        (dict(save_weights_only=False, options=0.5), "m.h5", TypeError),
+        (dict(save_weights_only=False, options=tf.saved_model.SaveOptions()), "m.keras",
+         ValueError),
+        (dict(save_weights_only=True, options=tf.train.CheckpointOptions()), "w.h5", None),
+        (dict(save_weights_only=False, options=tf.saved_model.SaveOptions()), "m.h5", None),
+    ]
+    for args, name, raised in cases:
+        outcomes = []
+        for make in (tf_keras.callbacks.ModelCheckpoint, ModelCheckpoint):
+            try:
+                make(str(tmp_path / name), **args)
+                outcomes.append(None)
+            except Exception as e:  # noqa: BLE001 - compared with Keras's below
+                outcomes.append((type(e), str(e)))
+        assert outcomes[0] == outcomes[1], (args, outcomes)
+        assert (outcomes[0] and outcomes[0][0]) == raised, (args, outcomes)

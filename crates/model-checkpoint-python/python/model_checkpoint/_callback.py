@@ -315,6 +315,8 @@ def make_callback(keras, version):
             self._known_metrics = set()
             self._save_on_interrupt = bool(save_on_interrupt)
             threshold = given.get("initial_value_threshold")
+            if version == "2" and given.get("options") is not None:
+                _check_tf_options(given["options"], save_weights_only, filepath)
             try:
                 self._native = _native.KerasCheckpoint(
                     filepath,
@@ -526,6 +528,31 @@ def restore(model, path, callbacks=()):
     view = _Model(model, _version_of(model))
     epoch, _ = _native.restore_model(path, view._weights, view._optimizer, view._assign)
     return _initial_epoch(path, epoch or 0, model)
+
+
+def _check_tf_options(options, weights_only, filepath):
+    """tf.keras 2's check of ``options``: TensorFlow's options for the format saved (its
+    ``TypeError``), and none for a ``.keras`` file (its ``ValueError``). Only their type
+    matters here: the engine has no TensorFlow saving to pass them to."""
+    import tensorflow as tf
+    if weights_only:
+        if not isinstance(options, tf.train.CheckpointOptions):
+            raise TypeError(
+                "If save_weights_only is True, then `options` must be either None or a "
+                f"tf.train.CheckpointOptions. Got {options}."
+            )
+        return
+    if filepath.endswith(".keras"):
+        raise ValueError(
+            "The native TF-Keras format does not support the `options` argument. Please "
+            "remove the `options` argument, or use the SavedModel format by removing the "
+            "`.keras` extension from the model filepath."
+        )
+    if not isinstance(options, tf.saved_model.SaveOptions):
+        raise TypeError(
+            "If save_weights_only is False, then `options` must be either None or a "
+            f"tf.saved_model.SaveOptions. Got {options}."
+        )
 
 
 def _float64_scalars():
