@@ -5,8 +5,8 @@
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyAttributeError, PyException, PyIndexError, PyKeyError, PyMemoryError, PyOSError,
-    PyOverflowError, PyTypeError, PyValueError,
+    PyAttributeError, PyIndexError, PyKeyError, PyMemoryError, PyOSError, PyOverflowError,
+    PyTypeError, PyValueError,
 };
 use pyo3::PyErr;
 
