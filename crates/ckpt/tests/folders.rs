@@ -468,6 +468,22 @@ fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
         .iter()
         .filter(|n| n.ends_with(".safetensors") && *n != "last.safetensors");
     assert_eq!(markers.count(), checkpoints.count(), "{names:?}");
+    // The journal says so: the last save on the signal's row is followed by a `deleted`
+    // row of the same number, as a retention delete is.
+    let journal =
+        std::fs::read_to_string(dir.path().join("ck/.ckpt-run.journal.csv")).expect("journal");
+    let rows: Vec<Vec<&str>> = journal
+        .lines()
+        .map(|l| l.split(',').collect())
+        .filter(|r: &Vec<&str>| r.get(6) == Some(&"ck/interrupted.safetensors"))
+        .collect();
+    let saved = rows.iter().rfind(|r| r[1] == "saved").expect("a saved row");
+    let deleted = rows.last().expect("a row");
+    assert_eq!(
+        (deleted[1], deleted[0], deleted[2]),
+        ("deleted", saved[0], saved[2]),
+        "{journal}"
+    );
 
     // And it ends where training straight through ends.
     let straight = tempfile::tempdir().expect("tempdir");

@@ -261,8 +261,10 @@ impl Engine {
     }
 
     /// Removes this run's interrupt files once the run has completed: the run's own final
-    /// checkpoints are then what `latest` must take, not a point it trained past.
-    pub(crate) fn retire_interrupt_files(&mut self) {
+    /// checkpoints are then what `latest` must take, not a point it trained past. The
+    /// journal, when kept, gets a `deleted` row for each, matching its `saved` row (the
+    /// sequence number is the one the callback `key`'s state in the file holds).
+    pub(crate) fn retire_interrupt_files(&mut self, key: &str) {
         let claim = gate::Claim::RunCheckpoint {
             run_id: self.run_id(),
             digest: None,
@@ -274,16 +276,54 @@ impl Engine {
             }
             // Its marker goes with it, where it has one of its own.
             let own_marker = self.own_marker_of_interrupt_file(&name);
+            let row = self
+                .journal
+                .is_some()
+                .then(|| self.as_saved(&name, key))
+                .flatten();
             match gate::delete(&*self.config.storage, &name, claim) {
                 Ok(()) => {
                     if let Some(digest) = own_marker {
                         self.delete_marker(&digest);
+                    }
+                    if let Some((journal, file, row)) =
+                        row.and_then(|saved| self.journal_entry("deleted", &saved, None))
+                    {
+                        journal.record(&*self.config.storage, &file, &row);
                     }
                 }
                 Err(Error::NotOurs { .. }) => {}
                 Err(e) => log::warn!(target: "model_checkpoint", "cannot remove {name}: {e}"),
             }
         }
+    }
+
+    /// The save on a signal at `path` as the journal recorded it: its epoch, monitored
+    /// value and sequence number, from its header (the callback `key`'s state holds the
+    /// number, which a save on a signal takes without counting it).
+    fn as_saved(&self, path: &Name, key: &str) -> Option<crate::policy::SavedFile> {
+        let file =
+            store::CheckpointFile::open_in(&*self.config.storage, path, store::Verify::HeaderOnly)
+                .ok()?;
+        let meta = file.meta().ok()?;
+        let seq = file
+            .training_state()
+            .ok()??
+            .callbacks
+            .get(key)?
+            .get("seq")?
+            .as_u64()?;
+        let value = meta
+            .monitor
+            .as_ref()
+            .and_then(|m| meta.logs.get(m))
+            .unwrap_or(crate::Value::None);
+        Some(crate::policy::SavedFile {
+            path: path.clone(),
+            epoch: i64::try_from(meta.epoch?).ok()?,
+            value,
+            seq,
+        })
     }
 }
 

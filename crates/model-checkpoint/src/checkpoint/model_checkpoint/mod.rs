@@ -408,7 +408,8 @@ impl Callback for ModelCheckpoint {
         self.release_signals();
         self.run_planned(ctx)?;
         if self.triggers.interrupted.is_none() && self.engine.config.folder_ranks().is_none() {
-            self.engine.retire_interrupt_files();
+            let key = self.key();
+            self.engine.retire_interrupt_files(&key);
         }
         self.engine.finish()?;
         Ok(Control::Continue)

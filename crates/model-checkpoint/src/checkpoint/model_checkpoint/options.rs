@@ -118,7 +118,8 @@ impl ModelCheckpoint {
     /// run's `on_train_end` does, for a loop that learns only afterwards that the signal came
     /// once training was already complete (at the last epoch's end).
     pub fn retire_interrupt_saves(&mut self) {
-        self.engine.retire_interrupt_files();
+        let key = self.key();
+        self.engine.retire_interrupt_files(&key);
     }
 
     /// Where the save on the last signal went, once durable (`interrupted.safetensors` in
