@@ -217,23 +217,16 @@ impl Engine {
         // A save on a signal of an earlier process of this run, about to be replaced: its
         // marker is then stale, as for a file this process saved there (see `aftercare`).
         if !self.session_digests.contains_key(&path) {
-            if let Some(digest) = self.own_marker_of_interrupt_file(&path) {
+            if let Some(digest) = self.header_of(&path).as_ref().and_then(own_marker) {
                 self.session_digests.insert(path.clone(), digest);
             }
         }
         Ok(path)
     }
 
-    /// The digest naming the marker of the save on a signal at `path`, if it has one of its
-    /// own: its header names the signal, which keeps the header, and so its marker (named
-    /// by the header's digest), apart from a regular save's taken at the same point. An
-    /// earlier version's save on a signal names none and may share such a save's marker,
-    /// which retention still needs.
-    fn own_marker_of_interrupt_file(&self, path: &Name) -> Option<[u8; 32]> {
-        store::CheckpointFile::open_in(&*self.config.storage, path, store::Verify::HeaderOnly)
-            .ok()
-            .filter(|file| file.meta().is_ok_and(|meta| meta.signal.is_some()))
-            .map(|file| file.header_digest())
+    /// The file at `path`, its header read, if it reads.
+    fn header_of(&self, path: &Name) -> Option<store::CheckpointFile> {
+        store::CheckpointFile::open_in(&*self.config.storage, path, store::Verify::HeaderOnly).ok()
     }
 
     /// The two names this run's saves on a signal may take (see
@@ -274,13 +267,12 @@ impl Engine {
                 // The template's own file, not a save on a signal.
                 continue;
             }
-            // Its marker goes with it, where it has one of its own.
-            let own_marker = self.own_marker_of_interrupt_file(&name);
-            let row = self
-                .journal
-                .is_some()
-                .then(|| self.as_saved(&name, key))
-                .flatten();
+            // Its marker goes with it, where it has one of its own, and its journal row.
+            let file = self.header_of(&name);
+            let own_marker = file.as_ref().and_then(own_marker);
+            let row = file
+                .filter(|_| self.journal.is_some())
+                .and_then(|file| as_saved(&file, key));
             match gate::delete(&*self.config.storage, &name, claim) {
                 Ok(()) => {
                     if let Some(digest) = own_marker {
@@ -297,34 +289,41 @@ impl Engine {
             }
         }
     }
+}
 
-    /// The save on a signal at `path` as the journal recorded it: its epoch, monitored
-    /// value and sequence number, from its header (the callback `key`'s state holds the
-    /// number, which a save on a signal takes without counting it).
-    fn as_saved(&self, path: &Name, key: &str) -> Option<crate::policy::SavedFile> {
-        let file =
-            store::CheckpointFile::open_in(&*self.config.storage, path, store::Verify::HeaderOnly)
-                .ok()?;
-        let meta = file.meta().ok()?;
-        let seq = file
-            .training_state()
-            .ok()??
-            .callbacks
-            .get(key)?
-            .get("seq")?
-            .as_u64()?;
-        let value = meta
-            .monitor
-            .as_ref()
-            .and_then(|m| meta.logs.get(m))
-            .unwrap_or(crate::Value::None);
-        Some(crate::policy::SavedFile {
-            path: path.clone(),
-            epoch: i64::try_from(meta.epoch?).ok()?,
-            value,
-            seq,
-        })
-    }
+/// The digest naming the marker of a save on a signal, if it has one of its own: its header
+/// names the signal, which keeps the header, and so its marker (named by the header's
+/// digest), apart from a regular save's taken at the same point. An earlier version's save
+/// on a signal names none and may share such a save's marker, which retention still needs.
+fn own_marker(file: &store::CheckpointFile) -> Option<[u8; 32]> {
+    file.meta()
+        .is_ok_and(|meta| meta.signal.is_some())
+        .then(|| file.header_digest())
+}
+
+/// A save on a signal as the journal recorded it: its epoch, monitored value and sequence
+/// number, from its header (the callback `key`'s state holds the number, which a save on a
+/// signal takes without counting it).
+fn as_saved(file: &store::CheckpointFile, key: &str) -> Option<crate::policy::SavedFile> {
+    let meta = file.meta().ok()?;
+    let seq = file
+        .training_state()
+        .ok()??
+        .callbacks
+        .get(key)?
+        .get("seq")?
+        .as_u64()?;
+    let value = meta
+        .monitor
+        .as_ref()
+        .and_then(|m| meta.logs.get(m))
+        .unwrap_or(crate::Value::None);
+    Some(crate::policy::SavedFile {
+        path: file.path().clone(),
+        epoch: i64::try_from(meta.epoch?).ok()?,
+        value,
+        seq,
+    })
 }
 
 /// The name a save on a signal takes when it is free (see [`Engine::interrupt_path`]).
