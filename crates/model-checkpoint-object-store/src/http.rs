@@ -391,7 +391,7 @@ impl HttpService for Bounded {
         {
             mark_answered(&endpoint, status.as_u16());
         }
-        if parts.status.is_success() {
+        if status.is_success() {
             if let Some(value) = parts.headers.get(http::header::CONTENT_RANGE) {
                 // object_store computes the range's end + 1 unchecked: a last byte of
                 // u64::MAX overflows there (a panic where overflow is checked).
