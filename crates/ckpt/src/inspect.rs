@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use model_checkpoint::store::Verify;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::location::Location;
 use crate::Failure;
@@ -77,28 +78,46 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        let metadata: serde_json::Map<String, serde_json::Value> = file
+        // Structured values are JSON text; shown as JSON, passed through as their text
+        // once it parses (never built into a tree: a header's value may be 90 MB), and
+        // anything else as a string.
+        let metadata: std::collections::BTreeMap<&str, Box<RawValue>> = file
             .info()
             .iter()
-            .map(|(k, v)| {
-                // Structured values are JSON text; show them as JSON.
-                let value = serde_json::from_str::<serde_json::Value>(v)
-                    .ok()
-                    .filter(|j| j.is_object() || j.is_array())
-                    .unwrap_or_else(|| json!(v));
-                (k.clone(), value)
+            .filter_map(|(k, v)| {
+                let structured = v
+                    .trim_start()
+                    .starts_with(['{', '['])
+                    .then(|| RawValue::from_string(v.clone()).ok())
+                    .flatten();
+                let value = match structured {
+                    Some(raw) => raw,
+                    None => serde_json::to_string(v)
+                        .and_then(RawValue::from_string)
+                        .ok()?,
+                };
+                Some((k.as_str(), value))
             })
             .collect();
-        let out = json!({
-            "path": args.file.to_string_lossy(),
-            "kind": file.kind().to_string(),
-            "bytes": file.len(),
-            "has_checksums": file.has_checksums(),
-            "verified": verified.is_ok(),
-            "metadata": metadata,
-            "tensors": listing,
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            path: std::borrow::Cow<'a, str>,
+            kind: String,
+            bytes: u64,
+            has_checksums: bool,
+            verified: bool,
+            metadata: std::collections::BTreeMap<&'a str, Box<RawValue>>,
+            tensors: Vec<serde_json::Value>,
+        }
+        crate::output::json(&Shown {
+            path: args.file.to_string_lossy(),
+            kind: file.kind().to_string(),
+            bytes: file.len(),
+            has_checksums: file.has_checksums(),
+            verified: verified.is_ok(),
+            metadata,
+            tensors: listing,
         });
-        crate::output::json(&out);
     } else {
         let info = file.info();
         let get = |k: &str| info.get(k).map(String::as_str).unwrap_or("-");

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use model_checkpoint::sharded::INDEX_FILE;
 use model_checkpoint::store::{self, CheckpointFile, Listed, LocalFolder, Name, Storage, Verify};
 use model_checkpoint_object_store::{is_remote, ObjectStorage};
 
@@ -159,39 +158,10 @@ impl Location {
     /// checkpoint one level down (deduplicated or sharded) whose index holds a training
     /// state; by the epoch and step saved in them, a file first on a tie.
     pub fn latest(&self) -> Result<Name, Failure> {
-        let storage = &*self.storage;
-        let file = store::latest_full_in(storage, &self.name);
-        let full = |_: &Name, index: &model_checkpoint::sharded::Index| {
-            index
-                .model_checkpoint
-                .metadata
-                .contains_key(store::KEY_TRAINING_STATE)
-        };
-        let folder =
-            model_checkpoint::sharded::latest_sharded_matching(storage, &self.name, 0, &full);
-        let position_of_folder = |dir: &Name| -> store::Position {
-            model_checkpoint::sharded::read_index(storage, &dir.join(INDEX_FILE))
-                .ok()
-                .and_then(|i| store::Meta::from_info(&i.model_checkpoint.metadata).ok())
-                .map_or((0, 0, 0), |m| m.position())
-        };
-        Ok(match (file, folder) {
-            (Ok(file), Ok(dir)) => {
-                let file_position = self
-                    .open_other(&file, Verify::HeaderOnly)
-                    .ok()
-                    .and_then(|f| f.meta().ok())
-                    .map_or((0, 0, 0), |m| m.position());
-                if position_of_folder(&dir) > file_position {
-                    dir
-                } else {
-                    file
-                }
-            }
-            (Ok(file), Err(_)) => file,
-            (Err(_), Ok(dir)) => dir,
-            (Err(e), Err(_)) => return Err(e.into()),
-        })
+        Ok(model_checkpoint::sharded::latest_resumable(
+            &*self.storage,
+            &self.name,
+        )?)
     }
 
     /// `FOLDER/latest` (when no such file exists) as the newest full checkpoint in FOLDER;

@@ -483,6 +483,9 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         .storage(storage.clone())
         .append(args.resume.is_some())
         .background(args.background);
+    // The history's name is this tool's choice, not the user's: a file there that is not a
+    // history (a user's notes, a link) is refused rather than replaced.
+    logger.check_replaceable()?;
     if let Some(from) = &args.resume {
         let run = Callbacks {
             checkpoint: &mut checkpoint,

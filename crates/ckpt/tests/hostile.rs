@@ -262,6 +262,26 @@ fn untrusted_paths_never_direct_a_delete() {
         "epoch 18446744073709551615 is out of range",
     );
     std::fs::write(&huge, &pristine).expect("restore");
+    // Batches done in an epoch, past the epoch's batches: the epoch would go unseen.
+    forge(&huge, |info| {
+        let mut state: serde_json::Value =
+            serde_json::from_str(&info["training_state"]).expect("state");
+        state["fit"]["epoch_complete"] = serde_json::json!(false);
+        state["fit"]["batches_done"] = serde_json::json!(1_000_000_000_000_000u64);
+        info.insert("training_state".into(), state.to_string());
+    });
+    // Refused when training would start, after the warning that the forged file's run
+    // cannot be confirmed.
+    let out = resume();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.lines().last().is_some_and(|l| l.contains(
+            "saved after batch 1000000000000000 of epoch 4, but an epoch of this data has 45 batches"
+        )),
+        "{stderr}"
+    );
+    std::fs::write(&huge, &pristine).expect("restore");
     forge_callback_state(&huge, |state| state["seq"] = serde_json::json!(u64::MAX));
     assert_refused(&resume(), &["resume"], "counter seq is out of range");
     std::fs::write(&huge, &pristine).expect("restore");
@@ -1126,6 +1146,96 @@ fn managed_names_never_replace_what_the_run_did_not_write() {
         .filter_map(|e| e.ok())
         .any(|e| e.file_name().to_string_lossy().starts_with("interrupted-"));
     assert!(own, "the interrupt save went under the run's own name");
+}
+
+/// Replaces `path` with a symbolic link to `target` (relative to `path`'s folder).
+#[cfg(unix)]
+fn link(target: &str, path: &Path) {
+    let _ = std::fs::remove_file(path);
+    std::os::unix::fs::symlink(target, path).expect("symlink");
+}
+
+#[cfg(unix)]
+fn is_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+#[cfg(unix)]
+#[test]
+fn links_and_foreign_files_under_the_tools_names_are_kept() {
+    // A user's own file at the history's name (the tool's choice of name beside the
+    // checkpoints, not the user's): refused before training, untouched.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck = dir.path().join("ck");
+    std::fs::create_dir(&ck).expect("folder");
+    std::fs::write(ck.join("history.csv"), "my,own,csv\n1,2,3\n").expect("write");
+    let args = ["--epochs", "1"];
+    assert_refused(
+        &train(dir.path(), &args),
+        &args,
+        "refusing to delete or replace ck/history.csv: it is not a history",
+    );
+    assert_eq!(
+        std::fs::read_to_string(ck.join("history.csv")).expect("kept"),
+        "my,own,csv\n1,2,3\n"
+    );
+    // A link there, even to a history, is not replaced by a file.
+    std::fs::write(dir.path().join("theirs.csv"), "epoch,loss\r\n").expect("write");
+    link("../theirs.csv", &ck.join("history.csv"));
+    assert_refused(
+        &train(dir.path(), &args),
+        &args,
+        "ck/history.csv: it is a symbolic link",
+    );
+    assert!(is_link(&ck.join("history.csv")));
+    std::fs::remove_file(ck.join("history.csv")).expect("rm");
+
+    // A run's own history is replaced by the next run, as before.
+    train_ok(dir.path(), &["--epochs", "3", "--keep-last", "2"]);
+    train_ok(dir.path(), &["--epochs", "3", "--keep-last", "2"]);
+
+    // A file retention tracks, moved elsewhere by the user and linked back: retention
+    // keeps the link (the tool writes files; a link is the user's).
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("folder");
+    std::fs::rename(
+        ck.join("e02.safetensors"),
+        elsewhere.join("mine.safetensors"),
+    )
+    .expect("move");
+    link("../elsewhere/mine.safetensors", &ck.join("e02.safetensors"));
+    // A link at the save on a signal's name, to a copy of a run's checkpoint, which a
+    // completed run would otherwise retire.
+    std::fs::copy(
+        ck.join("e03.safetensors"),
+        elsewhere.join("copy.safetensors"),
+    )
+    .expect("cp");
+    link(
+        "../elsewhere/copy.safetensors",
+        &ck.join("interrupted.safetensors"),
+    );
+    train_ok(
+        dir.path(),
+        &["--epochs", "5", "--keep-last", "2", "--resume", "latest"],
+    );
+    assert!(
+        is_link(&ck.join("e02.safetensors")),
+        "retention kept the link"
+    );
+    assert!(is_link(&ck.join("interrupted.safetensors")));
+    assert!(elsewhere.join("mine.safetensors").is_file());
+    assert!(!ck.join("e03.safetensors").exists(), "retention went on");
+
+    // `last` as a link to one of the run's checkpoints: refused before training.
+    link("e05.safetensors", &ck.join("last.safetensors"));
+    let args = ["--epochs", "6", "--save-last", "--resume", "latest"];
+    assert_refused(
+        &train(dir.path(), &args),
+        &args,
+        "ck/last.safetensors: it is a symbolic link",
+    );
+    assert!(is_link(&ck.join("last.safetensors")));
 }
 
 #[test]

@@ -240,8 +240,10 @@ impl Model {
         self.load_weights_from(&Stored::weights(&file), options)
     }
 
-    /// Like [`Model::load_weights_with`], from any [`TensorSource`] (a file already open
-    /// from any [`model_checkpoint::store::Storage`], a sharded checkpoint).
+    /// Like [`Model::load_weights_with`], from any [`TensorSource`]: a file already open
+    /// (from any [`model_checkpoint::store::Storage`]) as
+    /// `model_checkpoint::restore::Stored::weights(&file)`, or a sharded checkpoint's weights
+    /// as `Stored::sharded_weights(&checkpoint)` (`None` where it holds none).
     ///
     /// # Errors
     ///

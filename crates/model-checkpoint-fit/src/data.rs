@@ -132,7 +132,7 @@ impl Dataset {
         };
         let file = model_checkpoint::store::open_regular(path).map_err(|e| match e {
             model_checkpoint::Error::Io { source, .. } => io(source),
-            model_checkpoint::Error::IsADirectory { .. } => io(std::io::Error::new(
+            model_checkpoint::Error::FolderNotFile { .. } => io(std::io::Error::new(
                 std::io::ErrorKind::IsADirectory,
                 "it is a folder",
             )),

@@ -4,7 +4,7 @@ use model_checkpoint::Error as CoreError;
 use std::path::Path;
 
 use model_checkpoint::sharded::{Ranks, ShardedCheckpoint};
-use model_checkpoint::store::{CheckpointFile, Name, TrainingDocument, Verify};
+use model_checkpoint::store::{CheckpointFile, Name, Storage, TrainingDocument, Verify};
 use model_checkpoint::TensorSource;
 use model_checkpoint::{Callback, Checkpointable};
 
@@ -58,10 +58,13 @@ impl<S: Step> Trainer<S> {
         self.resume_from(&file, callbacks)
     }
 
-    /// Resumes from the newest full checkpoint in `dir` that verifies (damaged files are
-    /// passed over with a warning, as `ckpt train --resume latest` does; a save on a signal
-    /// counts like any other), or does nothing when `dir` holds none or does not exist yet:
-    /// what a job that may be requeued runs before [`Trainer::fit`].
+    /// Resumes from the newest full checkpoint in `dir` that verifies, a file or a sharded
+    /// or deduplicated checkpoint's folder ([`model_checkpoint::sharded::latest_resumable`];
+    /// damaged ones are passed over with a warning, as `ckpt train --resume latest` does; a
+    /// save on a signal counts like any other), or does nothing when `dir` holds none or does
+    /// not exist yet: what a job that may be requeued runs before [`Trainer::fit`].
+    /// Weights-only checkpoints cannot resume training: a folder of those alone gives `None`
+    /// too (save full checkpoints, the default, to requeue).
     ///
     /// ```no_run
     /// # fn demo<S: model_checkpoint_fit::Step>(trainer: &mut model_checkpoint_fit::Trainer<S>, checkpoint: &mut model_checkpoint::ModelCheckpoint) -> Result<(), model_checkpoint_fit::Error> {
@@ -81,15 +84,25 @@ impl<S: Step> Trainer<S> {
         dir: impl AsRef<Path>,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<Option<Resumed>, Error> {
-        let path = match model_checkpoint::store::latest_full(dir.as_ref()) {
-            Ok(path) => path,
+        let storage = model_checkpoint::store::LocalFolder::default();
+        let newest = match model_checkpoint::sharded::latest_resumable(
+            &storage,
+            &Name::from(dir.as_ref()),
+        ) {
+            Ok(newest) => newest,
             Err(CoreError::NoCheckpoint { .. }) => return Ok(None),
             Err(CoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(None)
             }
             Err(e) => return Err(e.into()),
         };
-        self.resume(path, callbacks).map(Some)
+        // A sharded or deduplicated checkpoint is a folder with its index.
+        let index = newest.join(model_checkpoint::sharded::INDEX_FILE);
+        if storage.exists(&index)? {
+            let checkpoint = ShardedCheckpoint::open(&storage, &newest)?;
+            return self.resume_from_sharded(&checkpoint, callbacks).map(Some);
+        }
+        self.resume(newest.as_path(), callbacks).map(Some)
     }
 
     /// Like [`Trainer::resume`], from a file already open (from any

@@ -105,6 +105,16 @@ impl<S: Step> Trainer<S> {
         .ok_or_else(|| Error::options("the saved generator state is malformed"))?;
 
         let steps = train.len().div_ceil(options.batch_size);
+        // A checkpoint's count of batches done is untrusted: one past this data's epoch
+        // would skip the epoch unseen.
+        if skip > steps {
+            return Err(Error::options(format!(
+                "the checkpoint resumed from was saved after batch {skip} of epoch {}, but an \
+                 epoch of this data has {steps} batches: resume with the data and batch size \
+                 it was saved with",
+                first_epoch + 1
+            )));
+        }
         let mut run = Run {
             hooks: Hooks {
                 callbacks: CallbackList::borrowed(callbacks),

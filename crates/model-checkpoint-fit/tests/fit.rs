@@ -289,6 +289,53 @@ fn resume_latest_starts_fresh_on_an_empty_folder_and_takes_the_newest_that_verif
 }
 
 #[test]
+fn a_requeued_job_resumes_deduplicated_checkpoints_as_it_does_files() {
+    let straight_dir = tempfile::tempdir().expect("tempdir");
+    let mut straight = Trainer::new(Linear::new(2));
+    let mut cb = ModelCheckpoint::new(straight_dir.path().join("e{epoch}.safetensors"));
+    straight
+        .fit(&data(), &options(6), &mut [&mut cb])
+        .expect("fit");
+
+    // Three jobs, each a new process that resumes from whatever the last one left (a
+    // deduplicated checkpoint is a folder), trains two more epochs, and stops.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("ck");
+    let mut last = None;
+    for (job, epochs) in [2, 4, 6].into_iter().enumerate() {
+        let mut trainer = Trainer::new(Linear::new(2));
+        let mut cb = ModelCheckpoint::new(folder.join("e{epoch:02d}"))
+            .dedup(true)
+            .keep_last(2);
+        let at = trainer
+            .resume_latest(&folder, &mut [&mut cb])
+            .expect("resume");
+        assert_eq!(
+            at.as_ref().map(|r| (r.path.clone(), r.epoch)),
+            (job > 0).then(|| (folder.join(format!("e{:02}", 2 * job)).into(), 2 * job)),
+            "job {job}"
+        );
+        trainer
+            .fit(&data(), &options(epochs), &mut [&mut cb])
+            .expect("fit");
+        last = Some(trainer);
+    }
+    let last = last.expect("three jobs");
+    assert_eq!(last.step().bits(), straight.step().bits());
+    assert_eq!(last.global_step(), straight.global_step());
+    // A folder given where a file is read is said to be one (not in Keras's words for a
+    // save into a folder).
+    let err = Trainer::new(Linear::new(2))
+        .resume(folder.join("e06"), &mut [])
+        .expect_err("a folder");
+    assert!(
+        err.to_string()
+            .contains("e06 is a folder, not a checkpoint file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_resume_with_other_options_or_another_optimizer_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("e{epoch}.safetensors");

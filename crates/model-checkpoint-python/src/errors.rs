@@ -40,7 +40,8 @@ pub(crate) fn to_py(e: model_checkpoint::Error) -> PyErr {
 /// callback wording; the rest as [`to_py`].
 pub(crate) fn file_error(e: model_checkpoint::Error) -> PyErr {
     match e {
-        model_checkpoint::Error::IsADirectory { path } => {
+        model_checkpoint::Error::IsADirectory { path }
+        | model_checkpoint::Error::FolderNotFile { path } => {
             pyo3::exceptions::PyIsADirectoryError::new_err(format!(
                 "{path} is a folder: give the path of a file"
             ))

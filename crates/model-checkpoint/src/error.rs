@@ -61,6 +61,16 @@ pub enum Error {
         /// The path.
         path: crate::name::Name,
     },
+    /// A folder where a checkpoint file was to be read. A sharded or deduplicated
+    /// checkpoint is a folder: it opens with [`crate::sharded::ShardedCheckpoint::open`],
+    /// and `Trainer::resume_latest` or [`crate::restore::restore_latest`] on the folder
+    /// that holds it find it as they find files. (Saving to a folder is
+    /// [`Error::IsADirectory`], in Keras's words.)
+    #[error("{path} is a folder, not a checkpoint file (a sharded or deduplicated checkpoint is a folder: open it as one)")]
+    FolderNotFile {
+        /// The folder.
+        path: crate::name::Name,
+    },
     /// A save was due but no model was attached to the callback.
     #[error("no model to save: the callback was called without a model")]
     NoModel,

@@ -475,8 +475,9 @@ fn restore_with(
     })
 }
 
-/// [`restore`] from the newest full checkpoint that verifies in the local folder `dir`
-/// (see [`store::latest_full`]).
+/// [`restore`] from the newest full checkpoint that verifies in the local folder `dir`: a
+/// file, or a sharded or deduplicated checkpoint's folder (see
+/// [`crate::sharded::latest_resumable`]).
 ///
 /// # Errors
 ///
@@ -486,9 +487,12 @@ pub fn restore_latest(
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
-    let path = store::latest_full(dir)?;
-    let file = CheckpointFile::open(path.as_path(), Verify::Full)?;
-    restore(&file, model, callbacks)
+    restore_latest_in(
+        &store::LocalFolder::default(),
+        &Name::from(dir),
+        model,
+        callbacks,
+    )
 }
 
 /// [`restore_latest`] in the folder `dir` of `storage`.
@@ -502,7 +506,11 @@ pub fn restore_latest_in(
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
-    let path = store::latest_full_in(storage, dir)?;
-    let file = CheckpointFile::open_in(storage, &path, Verify::Full)?;
+    let newest = crate::sharded::latest_resumable(storage, dir)?;
+    if storage.exists(&newest.join(crate::sharded::INDEX_FILE))? {
+        let checkpoint = ShardedCheckpoint::open(storage, &newest)?;
+        return restore_from_sharded(&checkpoint, Ranks::single(), model, callbacks);
+    }
+    let file = CheckpointFile::open_in(storage, &newest, Verify::Full)?;
     restore(&file, model, callbacks)
 }

@@ -246,6 +246,12 @@ fn restore_from_a_deduplicated_checkpoint_is_exact() {
     assert_eq!(got["backbone.weight"], frozen().data());
     assert_eq!(got["head.weight"], head(2).data());
     assert_eq!(got["optimizer/head.weight/m"], moment(2).data());
+    // `restore_latest` finds the newest of them, a folder, as it finds files.
+    let mut latest = Model::new();
+    let restored = model_checkpoint::restore::restore_latest(dir.path(), &mut latest, &mut [])
+        .expect("restore the latest");
+    assert_eq!(restored.meta.epoch, Some(3));
+    assert_eq!(latest.epoch.get(), 3);
     // The resumed callback carries on the run: its next saves share the backbone.
     train(&mut resumed, &fresh, 2..4);
     assert_eq!(all_whole(dir.path()), 4);
@@ -406,6 +412,50 @@ fn a_damaged_blob_fails_verification() {
         .read("backbone.weight")
         .expect_err("damage found");
     assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn a_weight_map_that_disagrees_with_the_tensors_does_not_open() {
+    // Hugging Face's readers follow `weight_map`; ours follow `tensors`. An index whose map
+    // names another file (here one outside the run), or a tensor the index does not hold,
+    // would verify here and load other bytes there: it is refused by name.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");
+    train(&mut cb, &Model::new(), 0..1);
+    let folder = dir.path().join("e01.safetensors");
+    let original = std::fs::read(folder.join(INDEX_FILE)).expect("index");
+    let storage = LocalFolder::default();
+    let open = || ShardedCheckpoint::open(&storage, &Name::from(folder.as_path()));
+    open().expect("as saved, it opens");
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 3] = [
+        ("does not name the shard", |index| {
+            index["weight_map"]["head.weight"] = "../../../../etc/passwd".into();
+        }),
+        ("does not name the shard", |index| {
+            let map = index["weight_map"].as_object_mut().expect("map");
+            map.remove("head.weight");
+        }),
+        ("which the index does not hold", |index| {
+            index["weight_map"]["planted"] = "../elsewhere.safetensors".into();
+        }),
+    ];
+    for (expected, edit) in edits {
+        let mut index: serde_json::Value = serde_json::from_slice(&original).expect("json");
+        edit(&mut index);
+        std::fs::write(
+            folder.join(INDEX_FILE),
+            serde_json::to_vec(&index).expect("json"),
+        )
+        .expect("write");
+        let Err(err) = open() else {
+            panic!("an index whose weight_map was edited opened");
+        };
+        assert!(
+            err.to_string().contains("weight_map") && err.to_string().contains(expected),
+            "{err}"
+        );
+    }
 }
 
 /// The blob holding tensor `name` in checkpoint `folder`, opened.

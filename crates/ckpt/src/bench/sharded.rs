@@ -88,6 +88,10 @@ impl Storage for Counting {
         self.tick();
         self.inner.exists(name)
     }
+    // Not counted: an object store answers it without a request.
+    fn is_link(&self, name: &Name) -> Result<bool, Error> {
+        self.inner.is_link(name)
+    }
     fn delete(&self, name: &Name) -> Result<(), Error> {
         self.tick();
         self.inner.delete(name)

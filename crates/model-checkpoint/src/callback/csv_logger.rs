@@ -126,6 +126,53 @@ impl CsvLogger {
         self
     }
 
+    /// Refuses a file at the logger's name that is not a history (one whose first line is
+    /// `epoch`, alone or followed by the separator, as this logger and Keras's `CSVLogger`
+    /// write it), or a link, which training would replace. For a caller that picks the
+    /// name itself, as `ckpt train` does beside its checkpoints: a name the user gives is
+    /// the user's to overwrite, as Keras overwrites it.
+    ///
+    /// ```
+    /// use model_checkpoint::CsvLogger;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("history.csv");
+    /// std::fs::write(&path, "my,own,notes\n")?;
+    /// assert!(CsvLogger::new(&path).check_replaceable().is_err());
+    /// std::fs::write(&path, "epoch,loss\r\n0,0.5\r\n")?;
+    /// CsvLogger::new(&path).check_replaceable()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOurs`] naming the file; the storage's errors.
+    pub fn check_replaceable(&self) -> Result<(), Error> {
+        let separator = self.separator;
+        let check = move |bytes: &[u8]| -> Result<(), String> {
+            let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+            let first = first.strip_suffix(b"\r").unwrap_or(first);
+            let mut sep = [0; 4];
+            let sep = separator.encode_utf8(&mut sep).as_bytes();
+            match first.strip_prefix(b"epoch") {
+                _ if bytes.is_empty() => Ok(()),
+                Some(rest) if rest.is_empty() || rest.starts_with(sep) => Ok(()),
+                _ => Err(format!(
+                    "its first line is not `epoch` and the metrics' names ({:?})",
+                    crate::text::shorten(&String::from_utf8_lossy(first), 60)
+                )),
+            }
+        };
+        crate::store::gate::check_replace(
+            &*self.storage,
+            &self.name,
+            crate::store::gate::Claim::Document {
+                what: "a history",
+                limit: MAX_HISTORY_BYTES,
+                check: &check,
+            },
+        )
+    }
+
     fn field(&self, text: &str) -> String {
         crate::store::csv_field(text, self.separator)
     }

@@ -239,6 +239,31 @@ impl Index {
                 }
             }
             check_tiling(t, &mut pairs).map_err(|reason| named(&reason))?;
+            // Hugging Face's readers follow `weight_map`, this one `tensors`: they must
+            // agree, or a file that verifies here would load other bytes there. The map
+            // names the piece at the tensor's origin, as a save writes it.
+            let at_origin = |p: &&Piece| p.offsets.iter().all(|&o| o == 0);
+            let mapped = index.weight_map.get(name);
+            let agrees = match (mapped, t.pieces.iter().any(|p| at_origin(&p))) {
+                (Some(file), true) => t.pieces.iter().filter(at_origin).any(|p| &p.file == file),
+                (Some(file), false) => t.pieces.iter().any(|p| &p.file == file),
+                (None, has_origin) => !has_origin,
+            };
+            if !agrees {
+                return Err(named(
+                    "weight_map does not name the shard holding its first piece",
+                ));
+            }
+        }
+        if let Some(name) = index
+            .weight_map
+            .keys()
+            .find(|n| !s.tensors.contains_key(*n))
+        {
+            return Err(bad(format!(
+                "weight_map names tensor {:?}, which the index does not hold",
+                crate::text::shorten(name, 100)
+            )));
         }
         Ok(index)
     }

@@ -456,6 +456,74 @@ pub fn list_folders(
     Ok(found)
 }
 
+/// The newest checkpoint in `dir` that can resume training, whatever saved it: a full
+/// checkpoint file ([`crate::store::latest_full_in`]) or the folder of a sharded or
+/// deduplicated one whose index holds a training state ([`latest_sharded_matching`]), by
+/// the epoch and step each records (a file wins a tie). What `Trainer::resume_latest`,
+/// [`crate::restore::restore_latest`] and `ckpt train --resume latest` take. As for each
+/// alone, damaged checkpoints are skipped and one the storage fails to read stops it.
+///
+/// ```
+/// use model_checkpoint::sharded::{latest_resumable, ShardedCheckpoint};
+/// use model_checkpoint::store::{LocalFolder, Name};
+/// # use model_checkpoint::{Callback, Checkpointable, Context, Error, HostTensor, Logs, ModelCheckpoint, NamedTensor, TrainingState};
+/// # struct Toy;
+/// # impl Checkpointable for Toy {
+/// #     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+/// #         Ok(vec![NamedTensor::new("w", HostTensor::from_f32(vec![2], &[1.0, 2.0]))])
+/// #     }
+/// #     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
+/// #         let mut state = TrainingState::default();
+/// #         state.tensors.push(NamedTensor::new("optimizer/w/m", HostTensor::from_f32(vec![2], &[0.0, 0.0])));
+/// #         Ok(state)
+/// #     }
+/// # }
+/// let dir = tempfile::tempdir()?;
+/// let mut cb = ModelCheckpoint::new(dir.path().join("e{epoch:02d}")).dedup(true);
+/// let toy = Toy;
+/// let mut ctx = Context::new(&toy);
+/// cb.on_train_begin(&Logs::new(), &mut ctx)?;
+/// for epoch in 0..3 {
+///     cb.on_epoch_end(epoch, &Logs::from([("loss", 0.5)]), &mut ctx)?;
+/// }
+/// cb.on_train_end(&Logs::new(), &mut ctx)?;
+/// let folder = Name::from(dir.path());
+/// let newest = latest_resumable(&LocalFolder::default(), &folder)?;
+/// assert_eq!(newest, folder.join("e03"));
+/// ShardedCheckpoint::open(&LocalFolder::default(), &newest)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::NoCheckpoint`] when there is none; [`Error::Io`] when `dir` cannot be listed or
+/// a checkpoint newer than the one found cannot be read.
+pub fn latest_resumable(storage: &dyn Storage, dir: &Name) -> Result<Name, Error> {
+    let file = crate::store::latest_full_in(storage, dir);
+    let full = |_: &Name, index: &Index| {
+        index
+            .model_checkpoint
+            .metadata
+            .contains_key(crate::store::KEY_TRAINING_STATE)
+    };
+    let folder = latest_sharded_matching(storage, dir, 0, &full);
+    let none = |e: &Error| matches!(e, Error::NoCheckpoint { .. });
+    match (file, folder) {
+        (Ok(file), Ok(folder)) => {
+            let of_file = CheckpointFile::open_in(storage, &file, Verify::HeaderOnly)?
+                .meta()
+                .map_or((0, 0, 0), |m| m.position());
+            let of_folder = read_index(storage, &folder.join(INDEX_FILE))
+                .ok()
+                .and_then(|i| crate::store::Meta::from_info(&i.model_checkpoint.metadata).ok())
+                .map_or((0, 0, 0), |m| m.position());
+            Ok(if of_folder > of_file { folder } else { file })
+        }
+        (Ok(file), Err(e)) | (Err(e), Ok(file)) if none(&e) => Ok(file),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
 /// The newest committed sharded checkpoint among the sub-folders of `root`: by the epoch
 /// and step in their indexes, then by name; folders without an index (interrupted saves)
 /// and ones that do not open are skipped, the latter with a warning.

@@ -26,10 +26,11 @@ mod save;
 
 pub use index::{
     is_shard_file, shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice,
-    DEDUP_FORMAT_VERSION, INDEX_FILE,
+    DEDUP_FORMAT_VERSION, INDEX_FILE, MAX_INDEX_BYTES,
 };
 pub use load::{
-    latest_sharded, latest_sharded_matching, list_folders, read_index, ShardedCheckpoint,
+    latest_resumable, latest_sharded, latest_sharded_matching, list_folders, read_index,
+    ShardedCheckpoint,
 };
 pub use ranks::{Ranks, MAX_WORLD_SIZE};
 

@@ -58,12 +58,15 @@ pub enum Claim<'a> {
         /// The run's id, or `None` for any.
         run_id: Option<&'a str>,
     },
-    /// A document (a sharded checkpoint's index) that `check` accepts, read from the object
-    /// (at most [`MAX_SIDE_FILE_BYTES`]): the caller knows the format, the gate reads the
-    /// bytes. `what` names it in a refusal.
+    /// A document (a sharded checkpoint's index, a history) that `check` accepts, read from
+    /// the object (at most `limit` bytes: the most the format's readers read, so that the
+    /// gate never reads more of a file than a reader would): the caller knows the format,
+    /// the gate reads the bytes. `what` names it in a refusal.
     Document {
         /// What the caller believes it is.
         what: &'a str,
+        /// The largest such document; a larger object is not one.
+        limit: u64,
         /// Whether the bytes are that.
         check: &'a dyn Fn(&[u8]) -> Result<(), String>,
     },
@@ -214,6 +217,14 @@ fn prove(storage: &dyn Storage, name: &Name, claim: Claim<'_>) -> Result<(), Err
         reason,
     };
     let file_name = name.file_name().unwrap_or_default();
+    // Every object the tool writes is a file: a link under a managed name was put there by
+    // someone else (its target may well be one of ours, which is why it is not enough to
+    // read through it).
+    if !matches!(claim, Claim::TemplateName) && storage.is_link(name)? {
+        return Err(refuse(
+            "it is a symbolic link, and this tool writes only files".to_owned(),
+        ));
+    }
     match claim {
         Claim::TemplateName => Ok(()),
         Claim::RunCheckpoint { run_id, digest } => {
@@ -255,8 +266,8 @@ fn prove(storage: &dyn Storage, name: &Name, claim: Claim<'_>) -> Result<(), Err
                 None => Ok(()),
             }
         }
-        Claim::Document { what, check } => {
-            let bytes = read_small(storage, name, MAX_SIDE_FILE_BYTES, what)
+        Claim::Document { what, limit, check } => {
+            let bytes = read_small(storage, name, limit, what)
                 .map_err(|e| refuse(e.to_string()))?
                 .unwrap_or_default();
             check(&bytes).map_err(|why| refuse(format!("it is not {what}: {why}")))

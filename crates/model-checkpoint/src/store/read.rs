@@ -106,7 +106,7 @@ impl CheckpointFile {
     /// # Errors
     ///
     /// [`Error::Io`] if the file cannot be read, [`Error::NotARegularFile`] for a FIFO,
-    /// socket or device (refused without blocking), [`Error::IsADirectory`] for a folder;
+    /// socket or device (refused without blocking), [`Error::FolderNotFile`] for a folder;
     /// [`Error::Corrupt`] naming what is wrong for a truncated file, a damaged header, an
     /// unsupported format version, or a tensor whose bytes do not match their checksum.
     pub fn open(path: &Path, verify: Verify) -> Result<Self, Error> {

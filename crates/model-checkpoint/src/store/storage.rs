@@ -85,7 +85,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when it cannot be opened, [`Error::IsADirectory`] for a folder,
+    /// [`Error::Io`] when it cannot be opened, [`Error::FolderNotFile`] for a folder,
     /// [`Error::NotARegularFile`] for anything that is not an object.
     fn open(&self, name: &Name) -> Result<Box<dyn ObjectReader>, Error>;
 
@@ -114,6 +114,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// [`Error::Io`] when the backend cannot tell.
     fn exists_as_own(&self, name: &Name) -> Result<bool, Error> {
         self.exists(name)
+    }
+
+    /// Whether `name` is a symbolic link (a local folder's; object stores have none). The
+    /// deletion gate refuses links: the tool writes files, so a link is someone else's.
+    /// Default: no.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the backend cannot tell.
+    fn is_link(&self, name: &Name) -> Result<bool, Error> {
+        let _ = name;
+        Ok(false)
     }
 
     /// Whether a new object may not take `name`: it exists, or a backend's writer holds it

@@ -113,6 +113,10 @@ impl model_checkpoint::store::Storage for ThreadLog {
         self.note("exists", name);
         self.inner.exists_as_own(name)
     }
+    fn is_link(&self, name: &model_checkpoint::store::Name) -> Result<bool, Error> {
+        self.note("exists", name);
+        self.inner.is_link(name)
+    }
     fn delete(&self, name: &model_checkpoint::store::Name) -> Result<(), Error> {
         self.note("delete", name);
         std::thread::sleep(self.delete_delay);

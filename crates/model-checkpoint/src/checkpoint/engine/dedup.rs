@@ -123,6 +123,7 @@ fn check_replace_index(storage: &dyn crate::store::Storage, index: &Name) -> Res
         index,
         gate::Claim::Document {
             what: "a deduplicated checkpoint's index",
+            limit: crate::sharded::MAX_INDEX_BYTES,
             check: &check,
         },
     )

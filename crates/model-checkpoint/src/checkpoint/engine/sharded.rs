@@ -498,6 +498,7 @@ fn delete_index(
         name,
         gate::Claim::Document {
             what,
+            limit: crate::sharded::MAX_INDEX_BYTES,
             check: &check,
         },
     )

@@ -229,6 +229,15 @@ impl Storage for LocalFolder {
         Ok(meta.is_file())
     }
 
+    fn is_link(&self, name: &Name) -> Result<bool, Error> {
+        let path = self.path(name)?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) => Ok(meta.file_type().is_symlink()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("inspect", &path, e)),
+        }
+    }
+
     fn delete(&self, name: &Name) -> Result<(), Error> {
         let path = self.path(name)?;
         match std::fs::remove_file(&path) {

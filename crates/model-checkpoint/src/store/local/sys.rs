@@ -60,7 +60,7 @@ pub(crate) fn checkpoint_permissions() -> Option<std::fs::Permissions> {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] if the file cannot be opened, [`Error::IsADirectory`] for a folder, and
+/// [`Error::Io`] if the file cannot be opened, [`Error::FolderNotFile`] for a folder, and
 /// [`Error::NotARegularFile`] for anything else that is not a regular file.
 pub fn open_regular(path: &Path) -> Result<std::fs::File, crate::Error> {
     let mut options = std::fs::OpenOptions::new();
@@ -77,7 +77,7 @@ pub fn open_regular(path: &Path) -> Result<std::fs::File, crate::Error> {
         .metadata()
         .map_err(|e| crate::Error::io("inspect", path, e))?;
     if meta.is_dir() {
-        return Err(crate::Error::IsADirectory { path: path.into() });
+        return Err(crate::Error::FolderNotFile { path: path.into() });
     }
     if !meta.is_file() {
         return Err(crate::Error::NotARegularFile {
