@@ -221,14 +221,21 @@ fn a_full_save_builds_the_training_state_once_and_the_check_before_it_does_not()
     assert!(dir.path().join("e03.safetensors").exists());
 }
 
+/// A trainer after `epochs` epochs in one `fit`, saving full checkpoints every epoch: what a
+/// resumed run must end with.
+fn straight_run(epochs: usize) -> Trainer<Linear> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut straight = Trainer::new(Linear::new(2));
+    let mut cb = ModelCheckpoint::new(dir.path().join("e{epoch}.safetensors"));
+    straight
+        .fit(&data(), &options(epochs), &mut [&mut cb])
+        .expect("fit");
+    straight
+}
+
 #[test]
 fn a_resumed_fit_ends_bit_for_bit_where_a_straight_one_does() {
-    let straight_dir = tempfile::tempdir().expect("tempdir");
-    let mut straight = Trainer::new(Linear::new(2));
-    let mut cb = ModelCheckpoint::new(straight_dir.path().join("e{epoch}.safetensors"));
-    straight
-        .fit(&data(), &options(6), &mut [&mut cb])
-        .expect("fit");
+    let straight = straight_run(6);
 
     // Stopped after 3 epochs; a new process (a fresh trainer and callback) resumes.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -290,12 +297,7 @@ fn resume_latest_starts_fresh_on_an_empty_folder_and_takes_the_newest_that_verif
 
 #[test]
 fn a_requeued_job_resumes_deduplicated_checkpoints_as_it_does_files() {
-    let straight_dir = tempfile::tempdir().expect("tempdir");
-    let mut straight = Trainer::new(Linear::new(2));
-    let mut cb = ModelCheckpoint::new(straight_dir.path().join("e{epoch}.safetensors"));
-    straight
-        .fit(&data(), &options(6), &mut [&mut cb])
-        .expect("fit");
+    let straight = straight_run(6);
 
     // Three jobs, each a new process that resumes from whatever the last one left (a
     // deduplicated checkpoint is a folder), trains two more epochs, and stops.
