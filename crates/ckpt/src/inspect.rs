@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use clap::Args;
 use model_checkpoint::store::Verify;
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use crate::location::Location;
 use crate::Failure;
+
+/// The largest metadata value `show --json` shows as the JSON it holds: a training state is
+/// kilobytes; a tree of this much text takes at most about 128 MiB.
+const MAX_VALUE_SHOWN_AS_JSON: usize = 4 << 20;
 
 /// Show a checkpoint's metadata and its tensors (dtype, shape, checksum).
 ///
@@ -78,46 +81,31 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        // Structured values are JSON text; shown as JSON, passed through as their text
-        // once it parses (never built into a tree: a header's value may be 90 MB), and
-        // anything else as a string.
-        let metadata: std::collections::BTreeMap<&str, Box<RawValue>> = file
+        let metadata: serde_json::Map<String, serde_json::Value> = file
             .info()
             .iter()
-            .filter_map(|(k, v)| {
-                let structured = v
-                    .trim_start()
-                    .starts_with(['{', '['])
-                    .then(|| RawValue::from_string(v.clone()).ok())
-                    .flatten();
-                let value = match structured {
-                    Some(raw) => raw,
-                    None => serde_json::to_string(v)
-                        .and_then(RawValue::from_string)
-                        .ok()?,
-                };
-                Some((k.as_str(), value))
+            .map(|(k, v)| {
+                // Structured values are JSON text; shown as JSON up to a size whose tree
+                // stays small (a value's tree takes up to thirty times its text: a header
+                // may hold a 90 MB array), larger ones as the text they are.
+                let value = (v.len() <= MAX_VALUE_SHOWN_AS_JSON)
+                    .then(|| serde_json::from_str::<serde_json::Value>(v).ok())
+                    .flatten()
+                    .filter(|j| j.is_object() || j.is_array())
+                    .unwrap_or_else(|| json!(v));
+                (k.clone(), value)
             })
             .collect();
-        #[derive(serde::Serialize)]
-        struct Shown<'a> {
-            path: std::borrow::Cow<'a, str>,
-            kind: String,
-            bytes: u64,
-            has_checksums: bool,
-            verified: bool,
-            metadata: std::collections::BTreeMap<&'a str, Box<RawValue>>,
-            tensors: Vec<serde_json::Value>,
-        }
-        crate::output::json(&Shown {
-            path: args.file.to_string_lossy(),
-            kind: file.kind().to_string(),
-            bytes: file.len(),
-            has_checksums: file.has_checksums(),
-            verified: verified.is_ok(),
-            metadata,
-            tensors: listing,
+        let out = json!({
+            "path": args.file.to_string_lossy(),
+            "kind": file.kind().to_string(),
+            "bytes": file.len(),
+            "has_checksums": file.has_checksums(),
+            "verified": verified.is_ok(),
+            "metadata": metadata,
+            "tensors": listing,
         });
+        crate::output::json(&out);
     } else {
         let info = file.info();
         let get = |k: &str| info.get(k).map(String::as_str).unwrap_or("-");

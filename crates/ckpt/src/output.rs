@@ -132,15 +132,8 @@ pub(crate) fn line(text: &str) {
 /// as they are (DEL and the C1 controls) and the others [`crate::printable`] escapes are
 /// written as JSON escapes (`\u009b`): they can only be inside strings, so the document
 /// means the same and stays valid JSON.
-pub(crate) fn json(value: &impl serde::Serialize) {
-    let text = match serde_json::to_string(value) {
-        Ok(text) => text,
-        // Only a value with non-text map keys fails, and none is written here.
-        Err(e) => {
-            write(Stream::Err, format!("ckpt: error: {e}\n").as_bytes());
-            return;
-        }
-    };
+pub(crate) fn json(value: &serde_json::Value) {
+    let text = value.to_string();
     let mut out = String::with_capacity(text.len() + 1);
     for c in text.chars() {
         if crate::needs_escape(c) {

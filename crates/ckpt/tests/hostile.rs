@@ -1239,6 +1239,101 @@ fn links_and_foreign_files_under_the_tools_names_are_kept() {
 }
 
 #[test]
+fn show_json_is_json_whatever_the_metadata_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "1"]);
+    let file = dir.path().join("ck/e01.safetensors");
+    // Pretty-printed JSON (line breaks between its tokens), nesting past what a parser
+    // follows, and an array of 5 MB (whose tree would take thirty times that).
+    let big = format!("[{}0]", "0,".repeat(2_500_000));
+    forge(&file, |info| {
+        info.insert("config".into(), "{\r\n  \"a\": [\n    1\n  ]\n}".into());
+        info.insert(
+            "deep".into(),
+            format!("{}{}", "[".repeat(200), "]".repeat(200)),
+        );
+        info.insert("big".into(), big.clone());
+    });
+    let out = ckpt_within(
+        dir.path(),
+        &["show", "--json", "ck/e01.safetensors"],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let metadata = &shown["metadata"];
+    assert_eq!(metadata["config"], serde_json::json!({"a": [1]}));
+    assert!(
+        metadata["deep"].is_string(),
+        "too deep for a tree: its text"
+    );
+    assert_eq!(
+        metadata["big"].as_str(),
+        Some(big.as_str()),
+        "too large for a tree"
+    );
+    assert!(metadata["training_state"].is_object());
+}
+
+/// `ckpt` as a user for whom `dir`'s sub-folder `locked` cannot be listed: as root (whom
+/// permissions do not stop), with the capabilities that override them dropped, `locked`
+/// being another user's; as anyone else, `locked` with no permissions at all. `None` where
+/// root has no `setpriv` to drop them with.
+#[cfg(unix)]
+fn ckpt_barred_from(dir: &Path, locked: &Path, args: &[&str]) -> Option<Output> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut command = if root {
+        std::os::unix::fs::chown(locked, Some(65534), Some(65534)).expect("chown");
+        std::fs::set_permissions(locked, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+            .arg(env!("CARGO_BIN_EXE_ckpt"));
+        command
+    } else {
+        std::fs::set_permissions(locked, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        Command::new(env!("CARGO_BIN_EXE_ckpt"))
+    };
+    let out = command.current_dir(dir).args(args).output();
+    let _ = std::fs::set_permissions(locked, std::fs::Permissions::from_mode(0o700));
+    match out {
+        Ok(out) => Some(out),
+        Err(e) if root && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => panic!("run ckpt: {e}"),
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_sub_folder_that_cannot_be_listed_is_passed_over() {
+    // A volume mounted at the checkpoint folder has a `lost+found` only root may list.
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "2"]);
+    let locked = dir.path().join("ck/lost+found");
+    std::fs::create_dir(&locked).expect("folder");
+    let args = train_args(&["--epochs", "3", "--resume", "ck/latest"]);
+    let Some(out) = ckpt_barred_from(dir.path(), &locked, &args) else {
+        eprintln!("SKIPPED: running as root without setpriv (util-linux) to drop permissions");
+        assert!(std::env::var_os("CI").is_none(), "setpriv is missing in CI");
+        return;
+    };
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("passing over ck/lost+found: it cannot be listed"),
+        "{stderr}"
+    );
+    assert!(
+        text(&out.stdout).contains("resuming from ck/e02.safetensors"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(dir.path().join("ck/e03.safetensors").is_file());
+}
+
+#[test]
 fn nested_folders_lock_resume_and_clean_like_flat_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A trainer whose template has a field in a folder name locks the folder above; a

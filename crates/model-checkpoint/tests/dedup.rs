@@ -458,6 +458,36 @@ fn a_weight_map_that_disagrees_with_the_tensors_does_not_open() {
     }
 }
 
+#[test]
+fn latest_passes_over_a_damaged_deduplicated_checkpoint_as_over_a_damaged_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");
+    train(&mut cb, &Model::new(), 0..3);
+    // The head changes every epoch: its blob in e03 is e03's alone.
+    let e03 = dir.path().join("e03.safetensors");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(e03.join(INDEX_FILE)).expect("index")).expect("json");
+    let blob = e03.join(index["weight_map"]["head.weight"].as_str().expect("mapped"));
+    let mut bytes = std::fs::read(&blob).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&blob, bytes).expect("write");
+    // Its headers are intact: only reading every byte finds the damage, as for a file.
+    let folder = Name::from(dir.path());
+    let latest = model_checkpoint::sharded::latest_resumable(&LocalFolder::default(), &folder)
+        .expect("an older one");
+    assert_eq!(latest, folder.join("e02.safetensors"));
+    let resumed = callback(dir.path(), "e{epoch:02d}.safetensors");
+    assert_eq!(
+        resumed.latest().expect("latest"),
+        folder.join("e02.safetensors")
+    );
+    let mut fresh = Model::new();
+    let restored = model_checkpoint::restore::restore_latest(dir.path(), &mut fresh, &mut [])
+        .expect("restore the one before");
+    assert_eq!(restored.meta.epoch, Some(2));
+}
+
 /// The blob holding tensor `name` in checkpoint `folder`, opened.
 fn blob_of(folder: &Path, name: &str) -> model_checkpoint::store::CheckpointFile {
     let index: serde_json::Value =

@@ -126,9 +126,10 @@ impl CsvLogger {
         self
     }
 
-    /// Refuses a file at the logger's name that is not a history (one whose first line is
-    /// `epoch`, alone or followed by the separator, as this logger and Keras's `CSVLogger`
-    /// write it), or a link, which training would replace. For a caller that picks the
+    /// Refuses a file at the logger's name that is not a history, or a link, which training
+    /// would replace. A history's first line begins with the field `epoch` (quoted or not,
+    /// after a byte-order mark or not), then its end or a separator, as this logger and
+    /// Keras's `CSVLogger` write it whatever their separator. For a caller that picks the
     /// name itself, as `ckpt train` does beside its checkpoints: a name the user gives is
     /// the user's to overwrite, as Keras overwrites it.
     ///
@@ -138,7 +139,7 @@ impl CsvLogger {
     /// let path = dir.path().join("history.csv");
     /// std::fs::write(&path, "my,own,notes\n")?;
     /// assert!(CsvLogger::new(&path).check_replaceable().is_err());
-    /// std::fs::write(&path, "epoch,loss\r\n0,0.5\r\n")?;
+    /// std::fs::write(&path, "epoch;loss\r\n0;0.5\r\n")?;
     /// CsvLogger::new(&path).check_replaceable()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -147,17 +148,26 @@ impl CsvLogger {
     ///
     /// [`Error::NotOurs`] naming the file; the storage's errors.
     pub fn check_replaceable(&self) -> Result<(), Error> {
-        let separator = self.separator;
-        let check = move |bytes: &[u8]| -> Result<(), String> {
+        let check = |bytes: &[u8]| -> Result<(), String> {
             let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-            let first = first.strip_suffix(b"\r").unwrap_or(first);
-            let mut sep = [0; 4];
-            let sep = separator.encode_utf8(&mut sep).as_bytes();
-            match first.strip_prefix(b"epoch") {
+            let field = first.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(first);
+            let field = field.strip_prefix(b"\"").unwrap_or(field);
+            let rest = field
+                .strip_prefix(b"epoch")
+                .map(|r| r.strip_prefix(b"\"").unwrap_or(r));
+            match rest {
                 _ if bytes.is_empty() => Ok(()),
-                Some(rest) if rest.is_empty() || rest.starts_with(sep) => Ok(()),
+                // The field ends: the line does, or a separator (never a letter, digit or
+                // `_`, which would make another name such as `epochs`).
+                Some(rest)
+                    if !rest
+                        .first()
+                        .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_') =>
+                {
+                    Ok(())
+                }
                 _ => Err(format!(
-                    "its first line is not `epoch` and the metrics' names ({:?})",
+                    "its first line does not begin with the field `epoch` ({:?})",
                     crate::text::shorten(&String::from_utf8_lossy(first), 60)
                 )),
             }

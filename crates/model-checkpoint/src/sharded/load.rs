@@ -150,6 +150,15 @@ impl ShardedCheckpoint {
         }
     }
 
+    /// Verifies every byte of every file it is made of ([`ShardedCheckpoint::verify_file`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`ShardedCheckpoint::verify_file`], for the first file that fails.
+    pub fn verify(&self) -> Result<(), Error> {
+        self.files.keys().try_for_each(|key| self.verify_file(key))
+    }
+
     /// Every tensor, by name.
     pub fn tensors(&self) -> &BTreeMap<String, GlobalTensor> {
         &self.index.model_checkpoint.tensors
@@ -506,7 +515,8 @@ pub fn latest_resumable(storage: &dyn Storage, dir: &Name) -> Result<Name, Error
             .metadata
             .contains_key(crate::store::KEY_TRAINING_STATE)
     };
-    let folder = latest_sharded_matching(storage, dir, 0, &full);
+    // Verified whole, as `latest_full_in` verifies files: one process resumes from it.
+    let folder = newest_sharded(storage, dir, 0, &full, Verify::Full);
     let none = |e: &Error| matches!(e, Error::NoCheckpoint { .. });
     match (file, folder) {
         (Ok(file), Ok(folder)) => {
@@ -547,6 +557,19 @@ pub fn latest_sharded_matching(
     depth: usize,
     matching: &dyn Fn(&Name, &Index) -> bool,
 ) -> Result<Name, Error> {
+    newest_sharded(storage, root, depth, matching, Verify::HeaderOnly)
+}
+
+/// [`latest_sharded_matching`], each candidate opened and checked as `verify` says (every
+/// byte, with [`Verify::Full`]: what one process resuming from it reads anyway; the ranks
+/// of a sharded run each read only their own shard, and check headers only).
+pub(crate) fn newest_sharded(
+    storage: &dyn Storage,
+    root: &Name,
+    depth: usize,
+    matching: &dyn Fn(&Name, &Index) -> bool,
+    verify: Verify,
+) -> Result<Name, Error> {
     let listed = storage.list(root, depth + 1)?;
     // The indexes first (one read each), newest last; then opened (every shard's or blob's
     // header read) newest first, until one opens: opening all of them would read the
@@ -572,8 +595,12 @@ pub fn latest_sharded_matching(
     }
     found.sort();
     while let Some((_, dir)) = found.pop() {
-        match ShardedCheckpoint::open(storage, &dir) {
-            Ok(_) => return Ok(dir),
+        let opened = ShardedCheckpoint::open(storage, &dir).and_then(|checkpoint| match verify {
+            Verify::Full => checkpoint.verify(),
+            _ => Ok(()),
+        });
+        match opened {
+            Ok(()) => return Ok(dir),
             Err(e) if e.is_read_failure() => return Err(e),
             Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
         }

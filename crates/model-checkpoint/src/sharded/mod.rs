@@ -28,6 +28,7 @@ pub use index::{
     is_shard_file, shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice,
     DEDUP_FORMAT_VERSION, INDEX_FILE, MAX_INDEX_BYTES,
 };
+pub(crate) use load::newest_sharded;
 pub use load::{
     latest_resumable, latest_sharded, latest_sharded_matching, list_folders, read_index,
     ShardedCheckpoint,

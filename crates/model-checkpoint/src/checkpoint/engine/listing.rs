@@ -106,7 +106,13 @@ impl Engine {
             true => String::new(),
             false => format!("{}/", self.run_id()),
         };
-        crate::sharded::latest_sharded_matching(
+        // A deduplicated checkpoint is one process's, which reads it whole to resume:
+        // verified whole, so that a damaged one is passed over as a damaged file is.
+        let verify = match self.config.dedup {
+            true => store::Verify::Full,
+            false => store::Verify::HeaderOnly,
+        };
+        crate::sharded::newest_sharded(
             &*self.config.storage,
             &dir,
             depth,
@@ -114,6 +120,7 @@ impl Engine {
                 self.could_have_written(folder).is_ok()
                     && index.model_checkpoint.save_id.starts_with(&run)
             },
+            verify,
         )
     }
 

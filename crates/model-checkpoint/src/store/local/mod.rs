@@ -95,7 +95,10 @@ impl LocalFolder {
     }
 
     /// The regular files under `dir` (down to `depth` sub-folder levels, never following a
-    /// link to a folder), other than temporary files and the lock file, sorted.
+    /// link to a folder), other than temporary files and the lock file, sorted. A
+    /// sub-folder this user may not list (a volume's `lost+found`, another user's folder)
+    /// holds nothing the tool wrote, and is passed over with a warning; one gone meanwhile
+    /// silently.
     pub(crate) fn files_in(dir: &Path, depth: usize) -> Result<Vec<(PathBuf, u64)>, Error> {
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
         let mut files = Vec::new();
@@ -107,7 +110,21 @@ impl LocalFolder {
             };
             if kind.is_dir() {
                 if depth > 0 {
-                    files.extend(Self::files_in(&path, depth - 1)?);
+                    match Self::files_in(&path, depth - 1) {
+                        Ok(below) => files.extend(below),
+                        Err(Error::Io { source, .. })
+                            if source.kind() == io::ErrorKind::NotFound => {}
+                        Err(Error::Io { source, .. })
+                            if source.kind() == io::ErrorKind::PermissionDenied =>
+                        {
+                            log::warn!(
+                                target: "model_checkpoint",
+                                "passing over {}: it cannot be listed ({source})",
+                                path.display()
+                            );
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 continue;
             }
