@@ -46,6 +46,24 @@ pub(crate) struct VerifyArgs {
     paths: Vec<PathBuf>,
 }
 
+/// A header's metadata for `--json`: structured values (JSON text) as the JSON they hold,
+/// up to a size whose tree stays small (a tree takes up to thirty times its text, and a
+/// header may hold a 90 MB array); larger ones, and the rest, as the text they are.
+pub(crate) fn metadata_json(
+    info: &std::collections::BTreeMap<String, String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    info.iter()
+        .map(|(k, v)| {
+            let value = (v.len() <= MAX_VALUE_SHOWN_AS_JSON)
+                .then(|| serde_json::from_str::<serde_json::Value>(v).ok())
+                .flatten()
+                .filter(|j| j.is_object() || j.is_array())
+                .unwrap_or_else(|| json!(v));
+            (k.clone(), value)
+        })
+        .collect()
+}
+
 fn shape_text(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     format!("[{}]", dims.join(", "))
@@ -54,7 +72,7 @@ fn shape_text(shape: &[usize]) -> String {
 pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
     let location = Location::of(&args.file)?;
     if crate::sharded::is_sharded(&*location.storage, &location.name) {
-        return crate::sharded::show(&*location.storage, &location.name);
+        return crate::sharded::show(&*location.storage, &location.name, args.json);
     }
     if location.is_folder()? && !location.is_remote() {
         return Err(format!(
@@ -81,21 +99,7 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
                 })
             })
             .collect();
-        let metadata: serde_json::Map<String, serde_json::Value> = file
-            .info()
-            .iter()
-            .map(|(k, v)| {
-                // Structured values are JSON text; shown as JSON up to a size whose tree
-                // stays small (a value's tree takes up to thirty times its text: a header
-                // may hold a 90 MB array), larger ones as the text they are.
-                let value = (v.len() <= MAX_VALUE_SHOWN_AS_JSON)
-                    .then(|| serde_json::from_str::<serde_json::Value>(v).ok())
-                    .flatten()
-                    .filter(|j| j.is_object() || j.is_array())
-                    .unwrap_or_else(|| json!(v));
-                (k.clone(), value)
-            })
-            .collect();
+        let metadata = metadata_json(file.info());
         let out = json!({
             "path": args.file.to_string_lossy(),
             "kind": file.kind().to_string(),

@@ -223,9 +223,42 @@ pub(crate) fn verify_line(storage: &dyn Storage, dir: &Name) -> (Result<bool, St
 }
 
 /// `ckpt show` of a sharded checkpoint.
-pub(crate) fn show(storage: &dyn Storage, dir: &Name) -> Result<(), Failure> {
+pub(crate) fn show(storage: &dyn Storage, dir: &Name, json: bool) -> Result<(), Failure> {
     let checkpoint = ShardedCheckpoint::open(storage, dir)?;
     let s = &checkpoint.index().model_checkpoint;
+    if json {
+        // As `show --json` of a file, with the index's global tensors.
+        let verified = summarize(storage, dir).verified;
+        let tensors: Vec<_> = s
+            .tensors
+            .iter()
+            .map(|(name, t)| {
+                serde_json::json!({
+                    "name": name,
+                    "dtype": t.dtype,
+                    "shape": t.global_shape,
+                    "pieces": t.pieces.len(),
+                })
+            })
+            .collect();
+        crate::output::json(&serde_json::json!({
+            "path": dir.as_str(),
+            "kind": if s.metadata.contains_key(model_checkpoint::store::KEY_TRAINING_STATE) {
+                model_checkpoint::store::Kind::Full
+            } else {
+                model_checkpoint::store::Kind::Weights
+            }
+            .to_string(),
+            "layout": if s.blobs.is_some() { "deduplicated" } else { "sharded" },
+            "world_size": s.world_size,
+            "blobs": s.blobs.as_ref().map(Vec::len),
+            "save_id": s.save_id,
+            "verified": verified.is_ok(),
+            "metadata": crate::inspect::metadata_json(&s.metadata),
+            "tensors": tensors,
+        }));
+        return verified.map_err(Failure::verify);
+    }
     match &s.blobs {
         Some(blobs) => {
             out!("deduplicated checkpoint: {dir}");

@@ -512,6 +512,18 @@ fn resuming_a_deduplicated_run_is_exact_with_candle_and_burn() {
                 text(&out.stdout)
             );
         }
+        // `ckpt show --json` of a deduplicated checkpoint is JSON, as of a file.
+        let show = ckpt(resumed.path(), &["show", "--json", "ck/e04.safetensors"]);
+        assert_eq!(show.status.code(), Some(0), "{}", text(&show.stderr));
+        let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json");
+        assert_eq!(
+            (&shown["kind"], &shown["layout"], &shown["verified"]),
+            (&"full".into(), &"deduplicated".into(), &true.into()),
+            "{shown}"
+        );
+        assert_eq!(shown["metadata"]["epoch"], "4");
+        assert!(shown["metadata"]["training_state"]["fit"].is_object());
+        assert_eq!(shown["tensors"].as_array().map(Vec::len), Some(a.0.len()));
         // `ckpt du` accounts for every byte.
         let du = ckpt(resumed.path(), &["du", "ck", "--json"]);
         let du: serde_json::Value = serde_json::from_slice(&du.stdout).expect("json");
