@@ -190,9 +190,7 @@ fn a_frozen_backbone_is_written_once_and_retention_collects_the_rest() {
     // The index is Hugging Face's: every tensor name to a file beside the index's folder,
     // which holds it under that name.
     let folder = dir.path().join("e05.safetensors");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index"))
-            .expect("json");
+    let index = index_of(&folder);
     let map = index["weight_map"].as_object().expect("weight_map");
     assert_eq!(map.len(), 3);
     for (tensor, file) in map {
@@ -282,10 +280,7 @@ fn an_unchanged_group_is_reused_and_a_tensor_that_stops_changing_goes_alone() {
             .expect("epoch end");
     };
     let map = |name: &str| -> serde_json::Value {
-        let index: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.path().join(name).join(INDEX_FILE)).expect("index"),
-        )
-        .expect("json");
+        let index = index_of(&dir.path().join(name));
         index["weight_map"].clone()
     };
     for e in 0..4 {
@@ -465,8 +460,7 @@ fn latest_passes_over_a_damaged_deduplicated_checkpoint_as_over_a_damaged_file()
     train(&mut cb, &Model::new(), 0..3);
     // The head changes every epoch: its blob in e03 is e03's alone.
     let e03 = dir.path().join("e03.safetensors");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(e03.join(INDEX_FILE)).expect("index")).expect("json");
+    let index = index_of(&e03);
     let blob = e03.join(index["weight_map"]["head.weight"].as_str().expect("mapped"));
     let mut bytes = std::fs::read(&blob).expect("read");
     let last = bytes.len() - 1;
@@ -488,11 +482,14 @@ fn latest_passes_over_a_damaged_deduplicated_checkpoint_as_over_a_damaged_file()
     assert_eq!(restored.meta.epoch, Some(2));
 }
 
+/// The index of the deduplicated checkpoint `folder`, as JSON.
+fn index_of(folder: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index")).expect("json")
+}
+
 /// The blob holding tensor `name` in checkpoint `folder`, opened.
 fn blob_of(folder: &Path, name: &str) -> model_checkpoint::store::CheckpointFile {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index"))
-            .expect("json");
+    let index = index_of(folder);
     let file = index["weight_map"][name].as_str().expect("named");
     model_checkpoint::store::CheckpointFile::open(
         &folder.join(file),
@@ -599,9 +596,7 @@ fn compressed_checkpoints_restore_exactly_and_check_the_decoded_bytes() {
 
     // A flipped byte of a compressed tensor is found by the file's own checksum.
     let path = dir.path().join("e04.safetensors");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path.join(INDEX_FILE)).expect("index"))
-            .expect("json");
+    let index = index_of(&path);
     let blob = path.join(index["weight_map"][MOMENT].as_str().expect("f"));
     let mut raw = std::fs::read(&blob).expect("read");
     let last = raw.len() - 1;
