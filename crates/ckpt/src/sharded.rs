@@ -97,7 +97,7 @@ fn refuse_input_as_output(
 
 /// Whether folder `dir` of `storage` is a sharded checkpoint (it has an index).
 pub(crate) fn is_sharded(storage: &dyn Storage, dir: &Name) -> bool {
-    storage.exists(&dir.join(INDEX_FILE)).unwrap_or(false)
+    model_checkpoint::sharded::is_folder_checkpoint(storage, dir).unwrap_or(false)
 }
 
 /// Whether folder `dir` holds shards but no index: a sharded save that never committed.

@@ -662,8 +662,8 @@ fn resume(
     trainer: &mut framework::Trainer,
     run: Callbacks<'_>,
 ) -> Result<(model_checkpoint_fit::Resumed, Option<RunRecord>), Failure> {
-    use model_checkpoint::sharded::ShardedCheckpoint;
-    use model_checkpoint::store::{CheckpointFile, Verify};
+    use model_checkpoint::restore::AnyCheckpoint;
+    use model_checkpoint::store::Verify;
     // A file, or a folder with an index (a deduplicated checkpoint).
     let location = if from.as_os_str() == "latest" {
         // The callback's own latest, in the run's storage.
@@ -672,19 +672,8 @@ fn resume(
     } else {
         crate::location::Location::of(from)?.resolve_latest()?
     };
-    let folder = crate::sharded::is_sharded(&*location.storage, &location.name)
-        .then(|| ShardedCheckpoint::open(&*location.storage, &location.name))
-        .transpose()?;
-    let opened;
-    let file: &CheckpointFile = match &folder {
-        Some(checkpoint) => checkpoint
-            .shard(0)
-            .ok_or_else(|| format!("{}: no head", location.name))?,
-        None => {
-            opened = CheckpointFile::open_in(&*location.storage, &location.name, Verify::Full)?;
-            &opened
-        }
-    };
+    let opened = AnyCheckpoint::open(&*location.storage, &location.name, Verify::Full)?;
+    let file = opened.head()?;
     // The options this checkpoint was trained with, checked before anything is loaded, so
     // that a changed model shape is named as the option that changed it.
     let saved = recorded_options(file)?;
@@ -693,9 +682,9 @@ fn resume(
     }
     let callbacks: &mut [&mut dyn model_checkpoint::Callback] =
         &mut [run.checkpoint, run.recorder, run.logger];
-    let resumed = match &folder {
-        Some(checkpoint) => trainer.resume_from_sharded(checkpoint, callbacks)?,
-        None => trainer.resume_from(file, callbacks)?,
+    let resumed = match &opened {
+        AnyCheckpoint::Folder(checkpoint) => trainer.resume_from_sharded(checkpoint, callbacks)?,
+        AnyCheckpoint::File(file) => trainer.resume_from(file, callbacks)?,
     };
     match (args.learning_rate, &saved) {
         (Some(lr), Some(saved)) if lr != saved.learning_rate => {
@@ -810,20 +799,13 @@ fn report_best(
             args.monitor
         ),
     }
-    use model_checkpoint::restore::Stored;
     // A file, or a folder with an index (a deduplicated checkpoint).
-    let (opened, folder);
-    let weights = if crate::sharded::is_sharded(storage, &best_path) {
-        folder = model_checkpoint::sharded::ShardedCheckpoint::open(storage, &best_path)?;
-        Stored::sharded_weights(&folder).ok_or_else(|| format!("{best_path}: no head"))?
-    } else {
-        opened = model_checkpoint::store::CheckpointFile::open_in(
-            storage,
-            &best_path,
-            model_checkpoint::store::Verify::HeaderOnly,
-        )?;
-        Stored::weights(&opened)
-    };
+    let opened = model_checkpoint::restore::AnyCheckpoint::open(
+        storage,
+        &best_path,
+        model_checkpoint::store::Verify::HeaderOnly,
+    )?;
+    let weights = opened.weights()?;
     let logs = framework::evaluate_weights(
         args.framework,
         sizes,

@@ -3,8 +3,9 @@
 use model_checkpoint::Error as CoreError;
 use std::path::Path;
 
+use model_checkpoint::restore::AnyCheckpoint;
 use model_checkpoint::sharded::{Ranks, ShardedCheckpoint};
-use model_checkpoint::store::{CheckpointFile, Name, Storage, TrainingDocument, Verify};
+use model_checkpoint::store::{CheckpointFile, Name, TrainingDocument, Verify};
 use model_checkpoint::TensorSource;
 use model_checkpoint::{Callback, Checkpointable};
 
@@ -40,11 +41,13 @@ impl<S: Step> Trainer<S> {
     /// Restores the model, the optimizer, the counters, the generator, and the state of every
     /// callback in `callbacks` that the checkpoint holds (`ModelCheckpoint`'s best value and
     /// counters among them), so that the next [`Trainer::fit`] continues exactly where the
-    /// checkpoint was taken. Verifies every checksum first.
+    /// checkpoint was taken. `path` is a checkpoint file, or the folder of a deduplicated
+    /// checkpoint (or of a sharded one, restored by one process); every checksum is verified
+    /// first.
     ///
     /// # Errors
     ///
-    /// [`Error::Checkpoint`] for an unreadable or corrupt file,
+    /// [`Error::Checkpoint`] for an unreadable or corrupt checkpoint,
     /// [`model_checkpoint::Error::NotAFullCheckpoint`] for a weights-only file, [`model_checkpoint::Error::BadTrainingState`] for
     /// a state that is malformed or was written by another optimizer, and the tensor errors
     /// of the step's [`Checkpointable::restore_weights`]. The trainer must not be used after
@@ -54,8 +57,11 @@ impl<S: Step> Trainer<S> {
         path: impl AsRef<Path>,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<Resumed, Error> {
-        let file = CheckpointFile::open(path.as_ref(), Verify::Full)?;
-        self.resume_from(&file, callbacks)
+        let storage = model_checkpoint::store::LocalFolder::default();
+        let checkpoint = AnyCheckpoint::open(&storage, &Name::from(path.as_ref()), Verify::Full)?;
+        self.resume_with(checkpoint.name(), callbacks, &|target, callbacks| {
+            checkpoint.restore(target, callbacks)
+        })
     }
 
     /// Resumes from the newest full checkpoint in `dir` that verifies, a file or a sharded
@@ -96,12 +102,6 @@ impl<S: Step> Trainer<S> {
             }
             Err(e) => return Err(e.into()),
         };
-        // A sharded or deduplicated checkpoint is a folder with its index.
-        let index = newest.join(model_checkpoint::sharded::INDEX_FILE);
-        if storage.exists(&index)? {
-            let checkpoint = ShardedCheckpoint::open(&storage, &newest)?;
-            return self.resume_from_sharded(&checkpoint, callbacks).map(Some);
-        }
         self.resume(newest.as_path(), callbacks).map(Some)
     }
 

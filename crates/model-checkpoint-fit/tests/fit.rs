@@ -325,14 +325,20 @@ fn a_requeued_job_resumes_deduplicated_checkpoints_as_it_does_files() {
     let last = last.expect("three jobs");
     assert_eq!(last.step().bits(), straight.step().bits());
     assert_eq!(last.global_step(), straight.global_step());
-    // A folder given where a file is read is said to be one (not in Keras's words for a
-    // save into a folder).
-    let err = Trainer::new(Linear::new(2))
+    // `resume` of the folder by name takes it as `resume_latest` did.
+    let mut named = Trainer::new(Linear::new(2));
+    let resumed = named
         .resume(folder.join("e06"), &mut [])
+        .expect("a deduplicated checkpoint's folder resumes");
+    assert_eq!((resumed.epoch, resumed.global_step), (6, straight.global_step()));
+    assert_eq!(named.step().bits(), straight.step().bits());
+    // A folder that is no checkpoint is said to be one (not in Keras's words for a save
+    // into a folder).
+    let err = Trainer::new(Linear::new(2))
+        .resume(&folder, &mut [])
         .expect_err("a folder");
     assert!(
-        err.to_string()
-            .contains("e06 is a folder, not a checkpoint file"),
+        err.to_string().contains("ck is a folder, not a checkpoint file"),
         "{err}"
     );
 }

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use model_checkpoint::sharded::{ShardedCheckpoint, INDEX_FILE};
-use model_checkpoint::store::{self, CheckpointFile, Kind, SaveOptions, Verify};
+use model_checkpoint::restore::AnyCheckpoint;
+use model_checkpoint::sharded;
+use model_checkpoint::store::{self, Kind, SaveOptions, Verify};
 use model_checkpoint::{NamedTensor, TensorData as _};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict};
@@ -78,19 +79,20 @@ pub(crate) fn load_file(
     let (storage, name) = locate(path).map_err(to_py)?;
     let (read, info) = py
         .detach(|| {
-            // A folder with an index: a deduplicated (or sharded) checkpoint, every tensor
-            // read whole through its blobs (or pieces), each checked as it is read.
-            if storage.exists(&name.join(INDEX_FILE))? {
-                let checkpoint = ShardedCheckpoint::open(&*storage, &name)?;
-                let mut read = Vec::new();
-                for tensor in checkpoint.tensors().keys() {
-                    let t = checkpoint.read(tensor)?;
-                    let (dtype, shape) = (t.dtype(), t.shape().to_vec());
-                    read.push((tensor.clone(), dtype, shape, t.into_data()));
+            let file = match AnyCheckpoint::open(&*storage, &name, Verify::HeaderOnly)? {
+                // A deduplicated (or sharded) checkpoint, every tensor read whole through
+                // its blobs (or pieces), each checked as it is read.
+                AnyCheckpoint::Folder(checkpoint) => {
+                    let mut read = Vec::new();
+                    for tensor in checkpoint.tensors().keys() {
+                        let t = checkpoint.read(tensor)?;
+                        let (dtype, shape) = (t.dtype(), t.shape().to_vec());
+                        read.push((tensor.clone(), dtype, shape, t.into_data()));
+                    }
+                    return Ok((read, checkpoint.index().model_checkpoint.metadata.clone()));
                 }
-                return Ok((read, checkpoint.index().model_checkpoint.metadata.clone()));
-            }
-            let file = CheckpointFile::open_in(&*storage, &name, Verify::HeaderOnly)?;
+                AnyCheckpoint::File(file) => file,
+            };
             if verify && !file.has_checksums() {
                 return Err(model_checkpoint::Error::Corrupt {
                     path: name.clone(),
@@ -116,12 +118,13 @@ pub(crate) fn load_file(
     Ok((out, info))
 }
 
-/// The `__metadata__` of the file at `path`, its header checked (the tensors are not read).
+/// The `__metadata__` of the checkpoint at `path` (a file's header, a folder's index), its
+/// header checked (the tensors are not read).
 #[pyfunction]
 pub(crate) fn load_metadata(py: Python<'_>, path: &str) -> PyResult<BTreeMap<String, String>> {
     let (storage, name) = locate(path).map_err(to_py)?;
     py.detach(|| {
-        CheckpointFile::open_in(&*storage, &name, Verify::HeaderOnly).map(|f| f.info().clone())
+        AnyCheckpoint::open(&*storage, &name, Verify::HeaderOnly).map(|c| c.metadata().clone())
     })
     .map_err(file_error)
 }
@@ -132,13 +135,10 @@ pub(crate) fn load_metadata(py: Python<'_>, path: &str) -> PyResult<BTreeMap<Str
 pub(crate) fn verify(py: Python<'_>, path: &str) -> PyResult<()> {
     let (storage, name) = locate(path).map_err(to_py)?;
     py.detach(|| {
-        if storage.exists(&name.join(INDEX_FILE))? {
-            let checkpoint = ShardedCheckpoint::open(&*storage, &name)?;
-            return checkpoint
-                .files()
-                .try_for_each(|(name, _)| checkpoint.verify_file(name));
-        }
-        let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
+        // A folder is checked whole as it opens; a file also for having checksums at all.
+        let AnyCheckpoint::File(file) = AnyCheckpoint::open(&*storage, &name, Verify::Full)? else {
+            return Ok(());
+        };
         if file.has_checksums() {
             Ok(())
         } else {
@@ -151,14 +151,14 @@ pub(crate) fn verify(py: Python<'_>, path: &str) -> PyResult<()> {
     .map_err(file_error)
 }
 
-/// The newest full checkpoint in the folder `directory` that verifies (by the epoch and
-/// step stored in the files, never by modification time; damaged ones are skipped, with a
-/// warning), or `None` when there is none (no folder yet, or nothing in it verifies): a job
+/// The newest full checkpoint in the folder `directory` that verifies, a file or a
+/// deduplicated or sharded checkpoint's folder (by the epoch and step each records, never
+/// by modification time; damaged ones are skipped, with a warning), or `None` when there is none (no folder yet, or nothing in it verifies): a job
 /// resumes if it can and starts afresh otherwise.
 #[pyfunction]
 pub(crate) fn latest(py: Python<'_>, directory: &str) -> PyResult<Option<String>> {
     let (storage, name) = locate(directory).map_err(to_py)?;
-    match py.detach(|| store::latest_full_in(&*storage, &name)) {
+    match py.detach(|| sharded::latest_resumable(&*storage, &name)) {
         Ok(found) => Ok(Some(found.to_string())),
         Err(model_checkpoint::Error::NoCheckpoint { .. }) => Ok(None),
         Err(model_checkpoint::Error::Io { source, .. })

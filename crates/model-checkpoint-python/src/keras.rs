@@ -10,8 +10,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use model_checkpoint::restore::restore;
-use model_checkpoint::store::{CheckpointFile, Verify};
+use model_checkpoint::restore::AnyCheckpoint;
+use model_checkpoint::store::Verify;
 use model_checkpoint::{
     Callback, Context, Control, Direction, HookResult, KerasArgs, KerasValue, KerasVersion, Logs,
     ModelCheckpoint, Value,
@@ -370,8 +370,8 @@ impl KerasCheckpoint {
             let Some(model) = model.as_mut() else {
                 return (Err(None), None);
             };
-            let restored = CheckpointFile::open_in(&*storage, &name, Verify::Full)
-                .and_then(|file| restore(&file, model, &mut [cb as &mut dyn Callback]));
+            let restored = AnyCheckpoint::open(&*storage, &name, Verify::Full)
+                .and_then(|opened| opened.restore(model, &mut [cb as &mut dyn Callback]));
             (restored.map_err(Some), model.take_failure())
         });
         if let Some(raised) = raised {
@@ -431,8 +431,7 @@ pub(crate) fn restore_model(
         failure: Mutex::new(None),
     };
     let restored = py.detach(|| {
-        let file = CheckpointFile::open_in(&*storage, &name, Verify::Full)?;
-        restore(&file, &mut model, &mut [])
+        AnyCheckpoint::open(&*storage, &name, Verify::Full)?.restore(&mut model, &mut [])
     });
     if let Some(raised) = model.take_failure() {
         return Err(raised);

@@ -193,6 +193,9 @@ def test_a_deduplicated_checkpoint_reads_through_its_index(tmp_path, ckpt_bin):
     for name, array in by_index.items():
         assert same(array, ours[name]), name
     mc.verify(folder)
+    # What a requeued job resumes from: the newest folder, as `ckpt train --resume latest`
+    # and Rust's `resume_latest` take it.
+    assert mc.latest(tmp_path / "ck") == str(folder)
     # A damaged blob is found by both.
     blob = folder / index["weight_map"]["dense_0.weight"]
     data = bytearray(blob.read_bytes())

@@ -65,6 +65,134 @@ use crate::sharded::{Ranks, ShardedCheckpoint};
 use crate::store::{self, CheckpointFile, Kind, Meta, Name, Storage, Verify, TRAINING_PREFIX};
 use crate::Error;
 
+/// A checkpoint open for reading, of either kind: a file, or a folder whose index names the
+/// files it is made of (a sharded or deduplicated checkpoint). [`AnyCheckpoint::open`] is
+/// the one place that tells the two apart by name, so that every reader (a restore, a
+/// resume, Python's `load_file`, `ckpt`) takes what `latest` may name.
+///
+/// ```
+/// use model_checkpoint::restore::AnyCheckpoint;
+/// use model_checkpoint::store::{LocalFolder, Name, Verify};
+/// # use model_checkpoint::{Callback, Checkpointable, Context, Error, HostTensor, Logs, ModelCheckpoint, NamedTensor};
+/// # struct Toy;
+/// # impl Checkpointable for Toy {
+/// #     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+/// #         Ok(vec![NamedTensor::new("w", HostTensor::from_f32(vec![2], &[1.0, 2.0]))])
+/// #     }
+/// # }
+/// let dir = tempfile::tempdir()?;
+/// for dedup in [false, true] {
+///     let path = dir.path().join(if dedup { "folder.safetensors" } else { "file.safetensors" });
+///     let mut cb = ModelCheckpoint::new(&path).save_weights_only(true).dedup(dedup);
+///     let mut ctx = Context::new(&Toy);
+///     cb.on_train_begin(&Logs::new(), &mut ctx)?;
+///     cb.on_epoch_end(0, &Logs::new(), &mut ctx)?;
+///     cb.on_train_end(&Logs::new(), &mut ctx)?;
+///     let opened = AnyCheckpoint::open(&LocalFolder::default(), &Name::from(path), Verify::Full)?;
+///     assert_eq!(matches!(opened, AnyCheckpoint::Folder(_)), dedup);
+///     assert_eq!(opened.weights()?.names().collect::<Vec<_>>(), ["w"]);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub enum AnyCheckpoint {
+    /// A checkpoint file.
+    File(CheckpointFile),
+    /// A folder with an index: a sharded or deduplicated checkpoint.
+    Folder(ShardedCheckpoint),
+}
+
+impl AnyCheckpoint {
+    /// Opens the checkpoint `name` of `storage`: the folder's index when `name` is a folder
+    /// holding one, the file otherwise; with [`Verify::Full`], every byte of either checked
+    /// before it is returned.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointFile::open_in`]'s (among them [`Error::FolderNotFile`] for a folder
+    /// without an index) and [`ShardedCheckpoint::open`]'s and
+    /// [`ShardedCheckpoint::verify`]'s.
+    pub fn open(storage: &dyn Storage, name: &Name, verify: Verify) -> Result<Self, Error> {
+        if !crate::sharded::is_folder_checkpoint(storage, name)? {
+            return CheckpointFile::open_in(storage, name, verify).map(AnyCheckpoint::File);
+        }
+        let checkpoint = ShardedCheckpoint::open(storage, name)?;
+        if verify == Verify::Full {
+            checkpoint.verify()?;
+        }
+        Ok(AnyCheckpoint::Folder(checkpoint))
+    }
+
+    /// Its name: the file's, or the folder's.
+    pub fn name(&self) -> &Name {
+        match self {
+            AnyCheckpoint::File(file) => file.path(),
+            AnyCheckpoint::Folder(checkpoint) => checkpoint.dir(),
+        }
+    }
+
+    /// What it records beside its tensors (its epoch, step, run and training state): the
+    /// file's header metadata, or the index's.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        match self {
+            AnyCheckpoint::File(file) => file.info(),
+            AnyCheckpoint::Folder(checkpoint) => &checkpoint.index().model_checkpoint.metadata,
+        }
+    }
+
+    /// The file that holds its training state: the file itself, or a folder's shard 0 (a
+    /// deduplicated checkpoint's head).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a folder without a shard 0.
+    pub fn head(&self) -> Result<&CheckpointFile, Error> {
+        match self {
+            AnyCheckpoint::File(file) => Ok(file),
+            AnyCheckpoint::Folder(checkpoint) => no_head(checkpoint, checkpoint.shard(0)),
+        }
+    }
+
+    /// Its weights, whole, as one process loads them.
+    ///
+    /// # Errors
+    ///
+    /// As [`AnyCheckpoint::head`].
+    pub fn weights(&self) -> Result<Stored<'_>, Error> {
+        match self {
+            AnyCheckpoint::File(file) => Ok(Stored::weights(file)),
+            AnyCheckpoint::Folder(checkpoint) => {
+                no_head(checkpoint, Stored::sharded_weights(checkpoint))
+            }
+        }
+    }
+
+    /// [`restore`] from it, by one process (a folder with [`Ranks::single`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`restore`] and [`restore_from_sharded`].
+    pub fn restore(
+        &self,
+        model: &mut dyn Checkpointable,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Restored, Error> {
+        match self {
+            AnyCheckpoint::File(file) => restore(file, model, callbacks),
+            AnyCheckpoint::Folder(checkpoint) => {
+                restore_from_sharded(checkpoint, Ranks::single(), model, callbacks)
+            }
+        }
+    }
+}
+
+/// `found`, or the error for a folder checkpoint without its shard 0.
+fn no_head<T>(checkpoint: &ShardedCheckpoint, found: Option<T>) -> Result<T, Error> {
+    found.ok_or_else(|| Error::Corrupt {
+        path: checkpoint.dir().join(crate::sharded::INDEX_FILE),
+        reason: "it names no shard 0".to_owned(),
+    })
+}
+
 /// The tensors of a checkpoint as a model or an optimizer sees them: the weights, or the
 /// training tensors with their reserved prefix already taken off.
 pub struct Stored<'a> {
@@ -507,10 +635,5 @@ pub fn restore_latest_in(
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
     let newest = crate::sharded::latest_resumable(storage, dir)?;
-    if storage.exists(&newest.join(crate::sharded::INDEX_FILE))? {
-        let checkpoint = ShardedCheckpoint::open(storage, &newest)?;
-        return restore_from_sharded(&checkpoint, Ranks::single(), model, callbacks);
-    }
-    let file = CheckpointFile::open_in(storage, &newest, Verify::Full)?;
-    restore(&file, model, callbacks)
+    AnyCheckpoint::open(storage, &newest, Verify::Full)?.restore(model, callbacks)
 }

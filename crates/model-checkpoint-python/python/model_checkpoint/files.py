@@ -15,8 +15,9 @@ def verify(path):
 
 
 def latest(directory):
-    """The newest full checkpoint in ``directory`` that verifies, by the epoch and step
-    stored in the files (never by modification time; damaged ones are skipped with a
+    """The newest full checkpoint in ``directory`` that verifies: a file, or the folder of
+    a deduplicated or sharded checkpoint (which ``load_file`` reads whole), by the epoch
+    and step each records (never by modification time; damaged ones are skipped with a
     warning), or ``None`` when there is none (no folder yet, or nothing in it verifies)."""
     return _native.latest(os.fspath(directory))
 

@@ -465,6 +465,16 @@ pub fn list_folders(
     Ok(found)
 }
 
+/// Whether `name` of `storage` is a folder checkpoint (sharded or deduplicated): a folder
+/// holding its index. How every reader tells one from a checkpoint file.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the storage cannot say.
+pub fn is_folder_checkpoint(storage: &dyn Storage, name: &Name) -> Result<bool, Error> {
+    storage.exists(&name.join(INDEX_FILE))
+}
+
 /// The newest checkpoint in `dir` that can resume training, whatever saved it: a full
 /// checkpoint file ([`crate::store::latest_full_in`]) or the folder of a sharded or
 /// deduplicated one whose index holds a training state ([`latest_sharded_matching`]), by

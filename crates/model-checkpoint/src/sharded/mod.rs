@@ -30,8 +30,8 @@ pub use index::{
 };
 pub(crate) use load::newest_sharded;
 pub use load::{
-    latest_resumable, latest_sharded, latest_sharded_matching, list_folders, read_index,
-    ShardedCheckpoint,
+    is_folder_checkpoint, latest_resumable, latest_sharded, latest_sharded_matching, list_folders,
+    read_index, ShardedCheckpoint,
 };
 pub use ranks::{Ranks, MAX_WORLD_SIZE};
 
