@@ -158,10 +158,11 @@ impl Location {
     /// checkpoint one level down (deduplicated or sharded) whose index holds a training
     /// state; by the epoch and step saved in them, a file first on a tie.
     pub fn latest(&self) -> Result<Name, Failure> {
-        Ok(model_checkpoint::sharded::latest_resumable(
-            &*self.storage,
-            &self.name,
-        )?)
+        Ok(
+            model_checkpoint::restore::latest_resumable(&*self.storage, &self.name)?
+                .name()
+                .clone(),
+        )
     }
 
     /// `FOLDER/latest` (when no such file exists) as the newest full checkpoint in FOLDER;

@@ -1333,6 +1333,30 @@ fn a_sub_folder_that_cannot_be_listed_is_passed_over() {
     assert!(dir.path().join("ck/e03.safetensors").is_file());
 }
 
+#[cfg(unix)]
+#[test]
+fn a_newest_folder_checkpoint_that_cannot_be_read_stops_latest() {
+    // Deduplicated checkpoints only (folders), the newest one's index unreadable: it may
+    // be the newest, so `latest` is an error naming it, not an older one or nothing (a
+    // requeued job would silently train again what it holds).
+    let dir = tempfile::tempdir().expect("tempdir");
+    train_ok(dir.path(), &["--epochs", "2", "--dedup"]);
+    let index = dir.path().join("ck/e02.safetensors/model.safetensors.index.json");
+    let args = train_args(&["--epochs", "3", "--dedup", "--resume", "ck/latest"]);
+    let Some(out) = ckpt_barred_from(dir.path(), &index, &args) else {
+        eprintln!("SKIPPED: running as root without setpriv (util-linux) to drop permissions");
+        assert!(std::env::var_os("CI").is_none(), "setpriv is missing in CI");
+        return;
+    };
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ck/e02.safetensors/model.safetensors.index.json")
+            && stderr.contains("ermission denied"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn nested_folders_lock_resume_and_clean_like_flat_ones() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -59,13 +59,11 @@ impl<S: Step> Trainer<S> {
     ) -> Result<Resumed, Error> {
         let storage = model_checkpoint::store::LocalFolder::default();
         let checkpoint = AnyCheckpoint::open(&storage, &Name::from(path.as_ref()), Verify::Full)?;
-        self.resume_with(checkpoint.name(), callbacks, &|target, callbacks| {
-            checkpoint.restore(target, callbacks)
-        })
+        self.resume_checkpoint(&checkpoint, callbacks)
     }
 
     /// Resumes from the newest full checkpoint in `dir` that verifies, a file or a sharded
-    /// or deduplicated checkpoint's folder ([`model_checkpoint::sharded::latest_resumable`];
+    /// or deduplicated checkpoint's folder ([`model_checkpoint::restore::latest_resumable`];
     /// damaged ones are passed over with a warning, as `ckpt train --resume latest` does; a
     /// save on a signal counts like any other), or does nothing when `dir` holds none or does
     /// not exist yet: what a job that may be requeued runs before [`Trainer::fit`].
@@ -91,7 +89,7 @@ impl<S: Step> Trainer<S> {
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<Option<Resumed>, Error> {
         let storage = model_checkpoint::store::LocalFolder::default();
-        let newest = match model_checkpoint::sharded::latest_resumable(
+        let newest = match model_checkpoint::restore::latest_resumable(
             &storage,
             &Name::from(dir.as_ref()),
         ) {
@@ -102,7 +100,19 @@ impl<S: Step> Trainer<S> {
             }
             Err(e) => return Err(e.into()),
         };
-        self.resume(newest.as_path(), callbacks).map(Some)
+        self.resume_checkpoint(&newest, callbacks).map(Some)
+    }
+
+    /// Like [`Trainer::resume`], from a checkpoint of either kind already open (and
+    /// verified, with [`Verify::Full`]).
+    fn resume_checkpoint(
+        &mut self,
+        checkpoint: &AnyCheckpoint,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Resumed, Error> {
+        self.resume_with(checkpoint.name(), callbacks, &|target, callbacks| {
+            checkpoint.restore(target, callbacks)
+        })
     }
 
     /// Like [`Trainer::resume`], from a file already open (from any

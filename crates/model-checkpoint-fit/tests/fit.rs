@@ -330,7 +330,10 @@ fn a_requeued_job_resumes_deduplicated_checkpoints_as_it_does_files() {
     let resumed = named
         .resume(folder.join("e06"), &mut [])
         .expect("a deduplicated checkpoint's folder resumes");
-    assert_eq!((resumed.epoch, resumed.global_step), (6, straight.global_step()));
+    assert_eq!(
+        (resumed.epoch, resumed.global_step),
+        (6, straight.global_step())
+    );
     assert_eq!(named.step().bits(), straight.step().bits());
     // A folder that is no checkpoint is said to be one (not in Keras's words for a save
     // into a folder).
@@ -338,7 +341,8 @@ fn a_requeued_job_resumes_deduplicated_checkpoints_as_it_does_files() {
         .resume(&folder, &mut [])
         .expect_err("a folder");
     assert!(
-        err.to_string().contains("ck is a folder, not a checkpoint file"),
+        err.to_string()
+            .contains("ck is a folder, not a checkpoint file"),
         "{err}"
     );
 }

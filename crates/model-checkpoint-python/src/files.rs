@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use model_checkpoint::restore::AnyCheckpoint;
-use model_checkpoint::sharded;
+use model_checkpoint::restore::{self, AnyCheckpoint};
 use model_checkpoint::store::{self, Kind, SaveOptions, Verify};
 use model_checkpoint::{NamedTensor, TensorData as _};
 use pyo3::prelude::*;
@@ -158,8 +157,8 @@ pub(crate) fn verify(py: Python<'_>, path: &str) -> PyResult<()> {
 #[pyfunction]
 pub(crate) fn latest(py: Python<'_>, directory: &str) -> PyResult<Option<String>> {
     let (storage, name) = locate(directory).map_err(to_py)?;
-    match py.detach(|| sharded::latest_resumable(&*storage, &name)) {
-        Ok(found) => Ok(Some(found.to_string())),
+    match py.detach(|| restore::latest_resumable(&*storage, &name)) {
+        Ok(found) => Ok(Some(found.name().to_string())),
         Err(model_checkpoint::Error::NoCheckpoint { .. }) => Ok(None),
         Err(model_checkpoint::Error::Io { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>

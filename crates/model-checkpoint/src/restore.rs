@@ -604,8 +604,7 @@ fn restore_with(
 }
 
 /// [`restore`] from the newest full checkpoint that verifies in the local folder `dir`: a
-/// file, or a sharded or deduplicated checkpoint's folder (see
-/// [`crate::sharded::latest_resumable`]).
+/// file, or a sharded or deduplicated checkpoint's folder (see [`latest_resumable`]).
 ///
 /// # Errors
 ///
@@ -634,6 +633,117 @@ pub fn restore_latest_in(
     model: &mut dyn Checkpointable,
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Restored, Error> {
-    let newest = crate::sharded::latest_resumable(storage, dir)?;
-    AnyCheckpoint::open(storage, &newest, Verify::Full)?.restore(model, callbacks)
+    latest_resumable(storage, dir)?.restore(model, callbacks)
+}
+
+/// The newest checkpoint in `dir` that can resume training, whatever saved it, open and
+/// verified: a full checkpoint file, or the folder one level down of a sharded or
+/// deduplicated one whose index holds a training state; by the epoch and step each
+/// records (a file first on a tie). What `Trainer::resume_latest`, [`restore_latest`],
+/// Python's `latest` and `ckpt train --resume latest` take. Candidates are opened newest
+/// first until one verifies (every byte read: what one process resuming from it reads
+/// anyway; damaged ones are passed over with a warning), so the one returned is not read
+/// again before it is restored; one the storage fails to read stops the search, since it
+/// may be the newest.
+///
+/// ```
+/// use model_checkpoint::restore::{latest_resumable, AnyCheckpoint};
+/// use model_checkpoint::store::{LocalFolder, Name};
+/// # use model_checkpoint::{Callback, Checkpointable, Context, Error, HostTensor, Logs, ModelCheckpoint, NamedTensor, TrainingState};
+/// # struct Toy;
+/// # impl Checkpointable for Toy {
+/// #     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
+/// #         Ok(vec![NamedTensor::new("w", HostTensor::from_f32(vec![2], &[1.0, 2.0]))])
+/// #     }
+/// #     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
+/// #         let mut state = TrainingState::default();
+/// #         state.tensors.push(NamedTensor::new("optimizer/w/m", HostTensor::from_f32(vec![2], &[0.0, 0.0])));
+/// #         Ok(state)
+/// #     }
+/// # }
+/// let dir = tempfile::tempdir()?;
+/// let mut cb = ModelCheckpoint::new(dir.path().join("e{epoch:02d}")).dedup(true);
+/// let mut ctx = Context::new(&Toy);
+/// cb.on_train_begin(&Logs::new(), &mut ctx)?;
+/// for epoch in 0..3 {
+///     cb.on_epoch_end(epoch, &Logs::from([("loss", 0.5)]), &mut ctx)?;
+/// }
+/// cb.on_train_end(&Logs::new(), &mut ctx)?;
+/// let folder = Name::from(dir.path());
+/// let newest = latest_resumable(&LocalFolder::default(), &folder)?;
+/// assert_eq!(newest.name(), &folder.join("e03"));
+/// assert!(matches!(newest, AnyCheckpoint::Folder(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::NoCheckpoint`] when there is none; [`Error::Io`] when `dir` cannot be listed or
+/// a checkpoint newer than the one found cannot be read.
+pub fn latest_resumable(storage: &dyn Storage, dir: &Name) -> Result<AnyCheckpoint, Error> {
+    /// A checkpoint that may be the newest, by where in training it was saved.
+    enum Candidate {
+        /// Its header did not read: no known place in training, so tried last.
+        Damaged(Name, Error),
+        /// A folder checkpoint.
+        Folder(Name),
+        /// A file: sorted after a folder at the same position, it is tried first on a tie.
+        File(Name),
+    }
+    let mut candidates: Vec<((bool, store::Position, bool), Candidate)> = Vec::new();
+    for listed in store::list_in(storage, dir, 0)? {
+        match listed.header {
+            // A file that could not be read at all may be the newest: nothing is taken.
+            Err(e) if e.is_read_failure() => return Err(e),
+            Err(e) => candidates.push((
+                (false, (0, 0, 0), false),
+                Candidate::Damaged(listed.path, e),
+            )),
+            Ok(h) if h.kind == Kind::Full => candidates.push((
+                (true, h.meta.position(), true),
+                Candidate::File(listed.path),
+            )),
+            Ok(_) => {}
+        }
+    }
+    let full = |_: &Name, index: &crate::sharded::Index| {
+        index
+            .model_checkpoint
+            .metadata
+            .contains_key(store::KEY_TRAINING_STATE)
+    };
+    for (position, folder) in crate::sharded::indexed_folders(storage, dir, 0, &full)? {
+        candidates.push(((true, position, false), Candidate::Folder(folder)));
+    }
+    // Stable: among damaged files, and at one position, the listing's order (by name).
+    candidates.sort_by_key(|c| c.0);
+    let mut skipped = 0usize;
+    while let Some((_, candidate)) = candidates.pop() {
+        let (name, opened) = match candidate {
+            Candidate::Damaged(name, e) => (name, Err(e)),
+            Candidate::File(name) | Candidate::Folder(name) => {
+                let opened = AnyCheckpoint::open(storage, &name, Verify::Full);
+                (name, opened)
+            }
+        };
+        match opened {
+            Ok(checkpoint) => {
+                if skipped > 0 {
+                    log::warn!(
+                        target: "model_checkpoint",
+                        "resuming from {}, the newest full checkpoint that verifies",
+                        name.display()
+                    );
+                }
+                return Ok(checkpoint);
+            }
+            Err(e) if e.is_read_failure() => return Err(e),
+            Err(e @ Error::Corrupt { .. }) => {
+                log::warn!(target: "model_checkpoint", "skipping {e}")
+            }
+            Err(e) => log::warn!(target: "model_checkpoint", "skipping {}: {e}", name.display()),
+        }
+        skipped += 1;
+    }
+    Err(Error::NoCheckpoint { dir: dir.clone() })
 }

@@ -475,75 +475,6 @@ pub fn is_folder_checkpoint(storage: &dyn Storage, name: &Name) -> Result<bool, 
     storage.exists(&name.join(INDEX_FILE))
 }
 
-/// The newest checkpoint in `dir` that can resume training, whatever saved it: a full
-/// checkpoint file ([`crate::store::latest_full_in`]) or the folder of a sharded or
-/// deduplicated one whose index holds a training state ([`latest_sharded_matching`]), by
-/// the epoch and step each records (a file wins a tie). What `Trainer::resume_latest`,
-/// [`crate::restore::restore_latest`] and `ckpt train --resume latest` take. As for each
-/// alone, damaged checkpoints are skipped and one the storage fails to read stops it.
-///
-/// ```
-/// use model_checkpoint::sharded::{latest_resumable, ShardedCheckpoint};
-/// use model_checkpoint::store::{LocalFolder, Name};
-/// # use model_checkpoint::{Callback, Checkpointable, Context, Error, HostTensor, Logs, ModelCheckpoint, NamedTensor, TrainingState};
-/// # struct Toy;
-/// # impl Checkpointable for Toy {
-/// #     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
-/// #         Ok(vec![NamedTensor::new("w", HostTensor::from_f32(vec![2], &[1.0, 2.0]))])
-/// #     }
-/// #     fn training_state(&self) -> Result<TrainingState<'_>, Error> {
-/// #         let mut state = TrainingState::default();
-/// #         state.tensors.push(NamedTensor::new("optimizer/w/m", HostTensor::from_f32(vec![2], &[0.0, 0.0])));
-/// #         Ok(state)
-/// #     }
-/// # }
-/// let dir = tempfile::tempdir()?;
-/// let mut cb = ModelCheckpoint::new(dir.path().join("e{epoch:02d}")).dedup(true);
-/// let toy = Toy;
-/// let mut ctx = Context::new(&toy);
-/// cb.on_train_begin(&Logs::new(), &mut ctx)?;
-/// for epoch in 0..3 {
-///     cb.on_epoch_end(epoch, &Logs::from([("loss", 0.5)]), &mut ctx)?;
-/// }
-/// cb.on_train_end(&Logs::new(), &mut ctx)?;
-/// let folder = Name::from(dir.path());
-/// let newest = latest_resumable(&LocalFolder::default(), &folder)?;
-/// assert_eq!(newest, folder.join("e03"));
-/// ShardedCheckpoint::open(&LocalFolder::default(), &newest)?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-///
-/// # Errors
-///
-/// [`Error::NoCheckpoint`] when there is none; [`Error::Io`] when `dir` cannot be listed or
-/// a checkpoint newer than the one found cannot be read.
-pub fn latest_resumable(storage: &dyn Storage, dir: &Name) -> Result<Name, Error> {
-    let file = crate::store::latest_full_in(storage, dir);
-    let full = |_: &Name, index: &Index| {
-        index
-            .model_checkpoint
-            .metadata
-            .contains_key(crate::store::KEY_TRAINING_STATE)
-    };
-    // Verified whole, as `latest_full_in` verifies files: one process resumes from it.
-    let folder = newest_sharded(storage, dir, 0, &full, Verify::Full);
-    let none = |e: &Error| matches!(e, Error::NoCheckpoint { .. });
-    match (file, folder) {
-        (Ok(file), Ok(folder)) => {
-            let of_file = CheckpointFile::open_in(storage, &file, Verify::HeaderOnly)?
-                .meta()
-                .map_or((0, 0, 0), |m| m.position());
-            let of_folder = read_index(storage, &folder.join(INDEX_FILE))
-                .ok()
-                .and_then(|i| crate::store::Meta::from_info(&i.model_checkpoint.metadata).ok())
-                .map_or((0, 0, 0), |m| m.position());
-            Ok(if of_folder > of_file { folder } else { file })
-        }
-        (Ok(file), Err(e)) | (Err(e), Ok(file)) if none(&e) => Ok(file),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    }
-}
-
 /// The newest committed sharded checkpoint among the sub-folders of `root`: by the epoch
 /// and step in their indexes, then by name; folders without an index (interrupted saves)
 /// and ones that do not open are skipped, the latter with a warning.
@@ -580,10 +511,40 @@ pub(crate) fn newest_sharded(
     matching: &dyn Fn(&Name, &Index) -> bool,
     verify: Verify,
 ) -> Result<Name, Error> {
-    let listed = storage.list(root, depth + 1)?;
     // The indexes first (one read each), newest last; then opened (every shard's or blob's
     // header read) newest first, until one opens: opening all of them would read the
     // headers of every checkpoint in the folder, each blob as often as indexes name it.
+    let mut found = indexed_folders(storage, root, depth, matching)?;
+    while let Some((_, dir)) = found.pop() {
+        let opened = ShardedCheckpoint::open(storage, &dir).and_then(|checkpoint| match verify {
+            Verify::Full => checkpoint.verify(),
+            _ => Ok(()),
+        });
+        match opened {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.is_read_failure() => return Err(e),
+            Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
+        }
+    }
+    Err(Error::NoCheckpoint { dir: root.clone() })
+}
+
+/// The folders among the sub-folders of `root` (down to `depth` levels below the first)
+/// whose index reads and `matching` accepts, with the position in training their index
+/// records, oldest first (by position, then name). An index that does not parse is passed
+/// over with a warning.
+///
+/// # Errors
+///
+/// [`Error::Io`] when `root` cannot be listed or an index cannot be read: it may be the
+/// newest.
+pub(crate) fn indexed_folders(
+    storage: &dyn Storage,
+    root: &Name,
+    depth: usize,
+    matching: &dyn Fn(&Name, &Index) -> bool,
+) -> Result<Vec<(crate::store::Position, Name)>, Error> {
+    let listed = storage.list(root, depth + 1)?;
     let mut found: Vec<(crate::store::Position, Name)> = Vec::new();
     for object in listed {
         if object.name.file_name() != Some(INDEX_FILE) {
@@ -604,16 +565,5 @@ pub(crate) fn newest_sharded(
         }
     }
     found.sort();
-    while let Some((_, dir)) = found.pop() {
-        let opened = ShardedCheckpoint::open(storage, &dir).and_then(|checkpoint| match verify {
-            Verify::Full => checkpoint.verify(),
-            _ => Ok(()),
-        });
-        match opened {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.is_read_failure() => return Err(e),
-            Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
-        }
-    }
-    Err(Error::NoCheckpoint { dir: root.clone() })
+    Ok(found)
 }

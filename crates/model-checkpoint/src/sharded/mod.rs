@@ -28,10 +28,10 @@ pub use index::{
     is_shard_file, shard_file, GlobalTensor, Index, Piece, ShardEntry, Sharded, Slice,
     DEDUP_FORMAT_VERSION, INDEX_FILE, MAX_INDEX_BYTES,
 };
-pub(crate) use load::newest_sharded;
+pub(crate) use load::{indexed_folders, newest_sharded};
 pub use load::{
-    is_folder_checkpoint, latest_resumable, latest_sharded, latest_sharded_matching, list_folders,
-    read_index, ShardedCheckpoint,
+    is_folder_checkpoint, latest_sharded, latest_sharded_matching, list_folders, read_index,
+    ShardedCheckpoint,
 };
 pub use ranks::{Ranks, MAX_WORLD_SIZE};
 
