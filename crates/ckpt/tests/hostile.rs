@@ -1341,7 +1341,9 @@ fn a_newest_folder_checkpoint_that_cannot_be_read_stops_latest() {
     // requeued job would silently train again what it holds).
     let dir = tempfile::tempdir().expect("tempdir");
     train_ok(dir.path(), &["--epochs", "2", "--dedup"]);
-    let index = dir.path().join("ck/e02.safetensors/model.safetensors.index.json");
+    let index = dir
+        .path()
+        .join("ck/e02.safetensors/model.safetensors.index.json");
     let args = train_args(&["--epochs", "3", "--dedup", "--resume", "ck/latest"]);
     let Some(out) = ckpt_barred_from(dir.path(), &index, &args) else {
         eprintln!("SKIPPED: running as root without setpriv (util-linux) to drop permissions");

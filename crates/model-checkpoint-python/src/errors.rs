@@ -1,12 +1,13 @@
 //! The core's errors as Python exceptions: where Keras's own callback raises (a bad
-//! argument, a bad filepath), the same built-in type and text; everything else (a corrupt
-//! file, a failed write, a lock held by another process) is a `CheckpointError`, an
-//! `OSError` whose message is the core's one line.
+//! argument, a bad filepath), the same built-in type and text; a missing or unreadable file
+//! Python's `FileNotFoundError` or `PermissionError`; everything else (a corrupt file, a
+//! failed write, a lock held by another process) is a `CheckpointError`, an `OSError`
+//! whose message is the core's one line.
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyAttributeError, PyIndexError, PyKeyError, PyMemoryError, PyOSError, PyOverflowError,
-    PyTypeError, PyValueError,
+    PyAttributeError, PyFileNotFoundError, PyIndexError, PyKeyError, PyMemoryError, PyOSError,
+    PyOverflowError, PyPermissionError, PyTypeError, PyValueError,
 };
 use pyo3::PyErr;
 
@@ -19,9 +20,25 @@ create_exception!(
     "A checkpoint could not be written, read or verified (the message says which and why); an OSError."
 );
 
-/// `e` as the Python exception Keras would raise, else a `CheckpointError`.
+/// `e` as the Python exception Keras would raise; a file or folder that is not there, or
+/// may not be read, as Python's own `FileNotFoundError` or `PermissionError` (with the
+/// errno), what `open`, `safetensors` and h5py raise; else a `CheckpointError`.
 pub(crate) fn to_py(e: model_checkpoint::Error) -> PyErr {
     let text = e.to_string();
+    if let (None, model_checkpoint::Error::Io { source, .. }) = (e.keras_exception(), &e) {
+        // An object store's 404 or 403 has no errno: the system's for the same.
+        match source.kind() {
+            std::io::ErrorKind::NotFound => {
+                let errno = source.raw_os_error().unwrap_or(2);
+                return PyFileNotFoundError::new_err((errno, text));
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                let errno = source.raw_os_error().unwrap_or(13);
+                return PyPermissionError::new_err((errno, text));
+            }
+            _ => {}
+        }
+    }
     match e.keras_exception() {
         Some("ValueError") => PyValueError::new_err(text),
         Some("TypeError") => PyTypeError::new_err(text),

@@ -8,7 +8,7 @@
 //! Python threads running.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use model_checkpoint::restore::AnyCheckpoint;
 use model_checkpoint::store::Verify;
@@ -46,9 +46,36 @@ impl Write for Printed {
 #[pyclass(module = "model_checkpoint._native")]
 pub(crate) struct KerasCheckpoint {
     /// Behind a lock because Python may share the object between threads; Keras calls
-    /// the hooks from one.
-    inner: Mutex<Inner>,
+    /// the hooks from one. Shared (weakly) with the peers of a `fit`.
+    inner: Arc<Mutex<Inner>>,
+    /// The other callbacks of this one's `fit` (see `set_peers`), held weakly: a callback
+    /// ends with its Python object, whoever lists it.
+    peers: Mutex<Vec<Weak<Mutex<Inner>>>>,
     printed: Printed,
+}
+
+/// Another of our callbacks in the same `fit`, as the core sees a peer in its
+/// `CallbackList`: its state, read when a full checkpoint records every callback's (so
+/// that a resume restores each, a best-only callback its best value among them).
+struct Peer(Weak<Mutex<Inner>>);
+
+impl Peer {
+    fn read<T>(&self, read: impl FnOnce(&ModelCheckpoint) -> Option<T>) -> Option<T> {
+        let inner = self.0.upgrade()?;
+        let inner = inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        read(&inner.cb)
+    }
+}
+
+impl Callback for Peer {
+    fn state_key(&self) -> Option<String> {
+        self.read(ModelCheckpoint::state_key)
+    }
+    fn state(&self) -> Option<serde_json::Value> {
+        self.read(ModelCheckpoint::state)
+    }
 }
 
 /// The callback and the model it saves.
@@ -133,15 +160,38 @@ impl KerasCheckpoint {
         step: Option<u64>,
         hook: impl FnOnce(&mut ModelCheckpoint, &mut Context<'_>) -> HookResult + Send,
     ) -> PyResult<Option<&'static str>> {
+        self.run_in(py, step, false, hook)
+    }
+
+    /// [`KerasCheckpoint::run`], in a round of the `fit`'s peers when `in_round` (the saves
+    /// it decides wait for `on_round_end`).
+    fn run_in(
+        &self,
+        py: Python<'_>,
+        step: Option<u64>,
+        in_round: bool,
+        hook: impl FnOnce(&mut ModelCheckpoint, &mut Context<'_>) -> HookResult + Send,
+    ) -> PyResult<Option<&'static str>> {
         let (result, raised) = py.detach(|| {
+            let peers: Vec<Box<dyn Callback>> = self
+                .peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .map(|peer| Box::new(Peer(peer.clone())) as Box<dyn Callback>)
+                .collect();
             let mut inner = self.inner();
             let Inner { cb, model } = &mut *inner;
             let mut ctx = match model {
                 Some(model) => Context::new(&*model),
                 None => Context::without_model(),
-            };
+            }
+            .with_peers(&peers);
             if let Some(step) = step {
                 ctx = ctx.with_global_step(step);
+            }
+            if in_round {
+                ctx = ctx.in_a_round();
             }
             // A stop the hook asks for: a signal's, once its checkpoint is durable (the
             // Python layer ends `fit` as the signal would); Keras's `stop_training`.
@@ -241,7 +291,8 @@ impl KerasCheckpoint {
             cb = cb.keep_last(n);
         }
         Ok(KerasCheckpoint {
-            inner: Mutex::new(Inner { cb, model: None }),
+            inner: Arc::new(Mutex::new(Inner { cb, model: None })),
+            peers: Mutex::new(Vec::new()),
             printed,
         })
     }
@@ -261,6 +312,23 @@ impl KerasCheckpoint {
             failure: Mutex::new(None),
         };
         self.read(py, |inner| inner.model = Some(model));
+    }
+
+    /// The other callbacks of this one's `fit` (itself left out), whose states this one's
+    /// full checkpoints record beside its own, as the core's `CallbackList` has each of
+    /// its callbacks do; the Python layer sets them as a `fit` begins and ends.
+    fn set_peers(&self, py: Python<'_>, peers: Vec<PyRef<'_, KerasCheckpoint>>) {
+        let peers: Vec<Weak<Mutex<Inner>>> = peers
+            .iter()
+            .filter(|peer| !Arc::ptr_eq(&peer.inner, &self.inner))
+            .map(|peer| Arc::downgrade(&peer.inner))
+            .collect();
+        py.detach(|| {
+            *self
+                .peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = peers;
+        });
     }
 
     /// A compiled metric whose direction Keras 3 knows (`_direction == "up"`: maximised),
@@ -302,34 +370,49 @@ impl KerasCheckpoint {
         self.run(py, step, |cb, ctx| cb.on_epoch_begin(epoch, &logs, ctx))
     }
 
-    #[pyo3(signature = (batch, logs=None, step=None))]
+    #[pyo3(signature = (batch, logs=None, step=None, in_round=false))]
     fn on_train_batch_end(
         &self,
         py: Python<'_>,
         batch: usize,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
+        in_round: bool,
     ) -> PyResult<Option<&'static str>> {
         match logs_of(logs)? {
-            Some(logs) => self.run(py, step, |cb, ctx| cb.on_train_batch_end(batch, &logs, ctx)),
-            None => self.run(py, step, |cb, ctx| {
+            Some(logs) => self.run_in(py, step, in_round, |cb, ctx| {
+                cb.on_train_batch_end(batch, &logs, ctx)
+            }),
+            None => self.run_in(py, step, in_round, |cb, ctx| {
                 cb.on_train_batch_end_without_logs(batch, ctx)
             }),
         }
     }
 
-    #[pyo3(signature = (epoch, logs=None, step=None))]
+    #[pyo3(signature = (epoch, logs=None, step=None, in_round=false))]
     fn on_epoch_end(
         &self,
         py: Python<'_>,
         epoch: usize,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
+        in_round: bool,
     ) -> PyResult<Option<&'static str>> {
         match logs_of(logs)? {
-            Some(logs) => self.run(py, step, |cb, ctx| cb.on_epoch_end(epoch, &logs, ctx)),
-            None => self.run(py, step, |cb, ctx| cb.on_epoch_end_without_logs(epoch, ctx)),
+            Some(logs) => self.run_in(py, step, in_round, |cb, ctx| {
+                cb.on_epoch_end(epoch, &logs, ctx)
+            }),
+            None => self.run_in(py, step, in_round, |cb, ctx| {
+                cb.on_epoch_end_without_logs(epoch, ctx)
+            }),
         }
+    }
+
+    /// Writes the saves decided in the round that just ended (every peer of the `fit` has
+    /// had the hook), each full checkpoint with every peer's state as of now.
+    #[pyo3(signature = (step=None))]
+    fn on_round_end(&self, py: Python<'_>, step: Option<u64>) -> PyResult<Option<&'static str>> {
+        self.run(py, step, |cb, ctx| cb.on_round_end(ctx))
     }
 
     #[pyo3(signature = (logs=None, step=None))]

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sysconfig
 import threading
+import warnings
 import zlib
 
 import ml_dtypes
@@ -170,6 +171,44 @@ def test_files_from_python_verify_with_ckpt_and_ckpt_files_load_in_python(tmp_pa
     assert any(name.startswith("__training__/") for name in tensors)
     rows = mc.ls(tmp_path / "ck")
     assert [r["epoch"] for r in rows if r["kind"] == "full"] == [1, 2]
+
+
+def test_latest_warns_during_the_call_of_what_it_passed_over(tmp_path, ckpt_bin):
+    """A damaged newest checkpoint is passed over with a warning given by `latest` itself
+    (not kept for a later call), naming the line that called it."""
+    trained = subprocess.run(
+        [ckpt_bin, "train", "--epochs", "2", "--filepath",
+         str(tmp_path / "ck/e{epoch:02d}.safetensors")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    newest = tmp_path / "ck" / "e02.safetensors"
+    data = bytearray(newest.read_bytes())
+    data[-1] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = mc.latest(tmp_path / "ck")
+    assert found == str(tmp_path / "ck" / "e01.safetensors")
+    messages = [str(w.message) for w in caught]
+    assert any("skipping" in m and "e02.safetensors" in m for m in messages), messages
+    assert {w.filename for w in caught} == {__file__}
+    # Nothing is left for a later call to give.
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
+        mc.ls(tmp_path / "ck")
+    assert [str(w.message) for w in later] == []
+
+
+def test_a_missing_file_is_python_s_file_not_found_error(tmp_path):
+    """As `open` and `safetensors` raise it: `except FileNotFoundError` works, errno set."""
+    missing = tmp_path / "none.safetensors"
+    for call in (mc.load_file, mc.load_metadata, mc.verify):
+        with pytest.raises(FileNotFoundError, match="none.safetensors") as raised:
+            call(missing)
+        assert raised.value.errno == 2, call
+    with pytest.raises(FileNotFoundError):
+        mc.save_file({"w": np.ones(2, np.float32)}, tmp_path / "no" / "such" / "w.safetensors")
 
 
 def test_a_deduplicated_checkpoint_reads_through_its_index(tmp_path, ckpt_bin):

@@ -1,6 +1,7 @@
 """Our ModelCheckpoint beside Keras 3's own, in one real `model.fit` (JAX on the CPU), and
 an exact resume."""
 
+import json
 import os
 import warnings
 
@@ -234,6 +235,62 @@ def test_a_resumed_run_prints_and_saves_what_a_straight_run_does(tmp_path, capsy
     rest = [l.replace("/r/", "/") for l in capsys.readouterr().out.splitlines() if l.strip()]
     assert first + rest == straight
     assert any("did not improve" in l for l in straight) or len(straight) == 10
+
+
+def test_callbacks_in_one_fit_each_resume_with_their_state(tmp_path, capsys):
+    """Two of our callbacks in one `fit` (full checkpoints every epoch, and the best
+    weights): each full checkpoint holds both states, so that the best-only one resumes
+    with its true best and prints and saves what it does in a straight run."""
+    x, y = data(128)
+
+    def callbacks(folder):
+        return [
+            ModelCheckpoint(str(tmp_path / folder / "e{epoch:02d}.safetensors"), keep_last=2),
+            ModelCheckpoint(str(tmp_path / folder / "best.safetensors"), monitor="val_accuracy",
+                            save_best_only=True, save_weights_only=True, verbose=1),
+        ]
+
+    def fit(m, cbs, first, last):
+        m.fit(x, y, epochs=last, initial_epoch=first, batch_size=16, shuffle=False, verbose=0,
+              validation_split=0.25, callbacks=cbs)
+
+    def lines(folder):
+        return [l.replace(f"/{folder}/", "/") for l in capsys.readouterr().out.splitlines()
+                if l.strip()]
+
+    keras.utils.set_random_seed(8)
+    capsys.readouterr()
+    straight = callbacks("s")
+    fit(model("two"), straight, 0, 6)
+    straight_lines = lines("s")
+    keras.utils.set_random_seed(8)
+    fit(model("two"), callbacks("r"), 0, 3)
+    first = lines("r")
+    resumed_model, cbs = model("two"), callbacks("r")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        epoch = restore_latest(resumed_model, tmp_path / "r", cbs)
+        fit(resumed_model, cbs, epoch, 6)
+    assert [str(w.message) for w in caught] == []
+    assert first + lines("r") == straight_lines
+    assert cbs[1].best == straight[1].best
+    state = mc.load_metadata(tmp_path / "r/e06.safetensors")["training_state"]
+    assert sorted(json.loads(state)["callbacks"]) == sorted(
+        f"ModelCheckpoint({tmp_path / 'r' / name})" for name in
+        ("best.safetensors", "e{epoch:02d}.safetensors"))
+    # A callback left over from a fit that ended by an exception is no peer of the next.
+    class Fails(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("stop")
+
+    m = model("two")
+    left = ModelCheckpoint(str(tmp_path / "x" / "left.safetensors"))
+    with pytest.raises(RuntimeError, match="stop"):
+        fit(m, [left, Fails()], 0, 1)
+    fit(m, [ModelCheckpoint(str(tmp_path / "x" / "next.safetensors"))], 0, 1)
+    state = mc.load_metadata(tmp_path / "x/next.safetensors")["training_state"]
+    assert list(json.loads(state)["callbacks"]) == [
+        f"ModelCheckpoint({tmp_path / 'x' / 'next.safetensors'})"]
 
 
 def test_reading_the_callback_from_another_thread_during_fit_never_hangs(tmp_path):

@@ -10,12 +10,12 @@ import signal
 import sys
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
 from . import _native
 from ._native import CheckpointError
-from .files import latest
 from .numpy import _array, _outgoing
 
 # Keras 3's ModelCheckpoint(filepath, monitor, verbose, save_best_only, save_weights_only,
@@ -231,6 +231,63 @@ class _Signals:
 _SIGNALS = _Signals()
 
 
+class _Fits:
+    """Which of our callbacks are in one ``fit`` together, so that each full checkpoint
+    holds every one's state as the engine's ``CallbackList`` has it for Rust loops (Keras
+    calls each callback alone). By model: a callback joins at ``on_train_begin`` and
+    leaves at ``on_train_end``. Keras calls every ``on_train_begin`` of a ``fit`` before
+    any other hook, so a member already past its first epoch's beginning when another
+    joins is left over from a ``fit`` that ended by an exception, without
+    ``on_train_end``, and is let go. In a hook that decides saves, a member of a group
+    only decides; the last of them (Keras calls them in the list's order) then has every
+    member write what it decided (``on_round_end``): a full checkpoint then holds each
+    peer's state after the hook, whatever the order of the list."""
+
+    def __init__(self):
+        self._members = {}  # id(model) -> (weakref to the model, [callback, ...])
+
+    def join(self, callback):
+        for key, (model, _) in list(self._members.items()):
+            if model() is None:
+                del self._members[key]
+        key = id(callback.model)
+        entry = self._members.get(key)
+        if entry is None or entry[0]() is not callback.model:
+            entry = (weakref.ref(callback.model), [])
+            self._members[key] = entry
+        for stale in [c for c in entry[1] if c._running]:
+            self._forget(entry[1], stale)
+        if callback in entry[1]:
+            entry[1].remove(callback)
+        entry[1].append(callback)
+        self._tell(entry[1])
+
+    def leave(self, callback):
+        for key, (model, members) in list(self._members.items()):
+            if callback in members:
+                self._forget(members, callback)
+            if not members or model() is None:
+                del self._members[key]
+        callback._group = ()
+        callback._native.set_peers([])
+
+    def _forget(self, members, callback):
+        members.remove(callback)
+        callback._group = ()
+        callback._native.set_peers([])
+        self._tell(members)
+
+    @staticmethod
+    def _tell(members):
+        group = tuple(members)
+        for member in group:
+            member._group = group
+            member._native.set_peers([m._native for m in group if m is not member])
+
+
+_FITS = _Fits()
+
+
 def make_callback(keras, version):
     """The ``ModelCheckpoint`` class for ``keras`` (the ``keras`` or ``tf_keras`` module),
     imitating Keras ``version`` (``"3"`` or ``"2"``)."""
@@ -314,6 +371,12 @@ def make_callback(keras, version):
             self._version = version
             self._known_metrics = set()
             self._save_on_interrupt = bool(save_on_interrupt)
+            # Past its first epoch's beginning in the current `fit`; the other callbacks
+            # of ours in it; the stops its hooks asked for in the round now running (see
+            # `_Fits`).
+            self._running = False
+            self._group = ()
+            self._stops = []
             threshold = given.get("initial_value_threshold")
             if version == "2" and given.get("options") is not None:
                 _check_tf_options(given["options"], save_weights_only, filepath)
@@ -371,10 +434,47 @@ def make_callback(keras, version):
                 stop = hook(*args, step=self._step())
             finally:
                 self._emit()
+            self._act(stop)
+
+        def _act(self, stop):
             if stop == "stop_training":
                 self.model.stop_training = True
             elif stop is not None:
                 self._interrupted(stop)
+
+        def _decide(self, hook, *args):
+            """A hook that may decide saves (``hook`` is ``None`` where this callback has
+            nothing to do in it): alone, it saves too; with peers in the ``fit``, it only
+            decides, and the last of them ends the round (see ``_Fits``)."""
+            group = self._group
+            if len(group) < 2:
+                if hook is not None:
+                    self._call(hook, *args)
+                return
+            if hook is not None:
+                try:
+                    self._stops.append(hook(*args, step=self._step(), in_round=True))
+                finally:
+                    self._emit()
+            if group[-1] is not self:
+                return
+            # Every member writes what it decided, even after another's failure, which is
+            # raised once all have had their turn; then the stops they asked for are acted
+            # on.
+            failure = None
+            for member in group:
+                try:
+                    member._stops.append(member._native.on_round_end(step=member._step()))
+                except BaseException as e:  # noqa: BLE001 (raised again below)
+                    failure = failure or e
+                finally:
+                    member._emit()
+            if failure is not None:
+                raise failure
+            for member in group:
+                stops, member._stops = member._stops, []
+                for stop in stops:
+                    member._act(stop)
 
         def _interrupted(self, name):
             """After the save on a signal (``save_on_interrupt``), durable by now: the run
@@ -386,6 +486,7 @@ def make_callback(keras, version):
             try:
                 self._native.on_train_end(None, step=self._step())
             finally:
+                _FITS.leave(self)
                 late = _SIGNALS.release(self)
                 self._emit()
             # A SIGTERM that came meanwhile ends the program, whatever the first was.
@@ -429,24 +530,30 @@ def make_callback(keras, version):
         def on_train_begin(self, logs=None):
             if self._save_on_interrupt:
                 _SIGNALS.hold(self, sys._getframe(1))
+            self._running, self._stops = False, []
+            _FITS.join(self)
             self._call(self._native.on_train_begin, logs)
 
         def on_epoch_begin(self, epoch, logs=None):
+            self._running = True
             self._call(self._native.on_epoch_begin, epoch, logs)
 
         def on_train_batch_end(self, batch, logs=None):
+            hook = None
             if self._native.needs_batch_hooks():
                 self._sync_metrics()
-                self._call(self._native.on_train_batch_end, batch, logs)
+                hook = self._native.on_train_batch_end
+            self._decide(hook, batch, logs)
 
         def on_epoch_end(self, epoch, logs=None):
             self._sync_metrics()
-            self._call(self._native.on_epoch_end, epoch, logs)
+            self._decide(self._native.on_epoch_end, epoch, logs)
 
         def on_train_end(self, logs=None):
             try:
                 self._native.on_train_end(logs, step=self._step())
             finally:
+                _FITS.leave(self)
                 late = _SIGNALS.release(self)
                 self._emit()
             if late is not None:
@@ -479,7 +586,10 @@ def make_callback(keras, version):
 
         def latest(self):
             """The newest full checkpoint of this callback's run that verifies."""
-            return self._native.latest()
+            try:
+                return self._native.latest()
+            finally:
+                self._emit()
 
         def restore(self, model, path):
             """Restores ``model`` (its variables and its optimizer's) and this callback from
@@ -526,8 +636,19 @@ def restore(model, path, callbacks=()):
             other.restore(model, path)
         return epoch
     view = _Model(model, _version_of(model))
-    epoch, _ = _native.restore_model(path, view._weights, view._optimizer, view._assign)
+    try:
+        epoch, _ = _native.restore_model(path, view._weights, view._optimizer, view._assign)
+    finally:
+        _emit_warnings(model)
     return _initial_epoch(path, epoch or 0, model)
+
+
+def _emit_warnings(model):
+    """The engine's warnings given since the last hook (a damaged file passed over, a
+    callback's state missing), where the Keras of ``model`` puts its own, naming the line
+    that called the public function calling this one."""
+    for message in _native.take_warnings():
+        _warn(model, message)
 
 
 def _check_tf_options(options, weights_only, filepath):
@@ -601,7 +722,10 @@ def restore_latest(model, directory, callbacks=()):
     ``s3://`` URL) that verifies (damaged files are skipped with a warning); with none
     there (a first run), nothing is restored and 0 is returned, so that one script both
     starts and resumes a job."""
-    path = latest(directory)
+    try:
+        path = _native.latest(os.fspath(directory))
+    finally:
+        _emit_warnings(model)
     if path is None:
         _warn_if_weights_only(model, directory)
         return 0
@@ -636,7 +760,10 @@ def load_weights(model, path, verify=True):
     checked against its CRC-32 as it is read, every missing, unexpected or misshapen
     variable listed at once in a ``ValueError``. ``verify=False`` also reads a safetensors
     file without this format's checksums."""
-    tensors, _ = _native.load_file(os.fspath(path), verify)
+    try:
+        tensors, _ = _native.load_file(os.fspath(path), verify)
+    finally:
+        _emit_warnings(model)
     weights = [t for t in tensors if not t[0].startswith(_TRAINING_PREFIX)]
     view = _Model(model, _version_of(model))
     wanted = {n for n, *_ in view._weights()}

@@ -4,6 +4,7 @@
 import os
 
 from . import _native
+from ._warned import warned
 
 
 def verify(path):
@@ -11,7 +12,7 @@ def verify(path):
     CRC-32), or every file of the deduplicated or sharded checkpoint in the folder
     ``path`` (a compressed blob's decoded bytes too); raises ``CheckpointError`` naming
     what is wrong."""
-    _native.verify(os.fspath(path))
+    warned(_native.verify, os.fspath(path))
 
 
 def latest(directory):
@@ -19,7 +20,7 @@ def latest(directory):
     a deduplicated or sharded checkpoint (which ``load_file`` reads whole), by the epoch
     and step each records (never by modification time; damaged ones are skipped with a
     warning), or ``None`` when there is none (no folder yet, or nothing in it verifies)."""
-    return _native.latest(os.fspath(directory))
+    return warned(_native.latest, os.fspath(directory))
 
 
 def ls(directory):
@@ -28,4 +29,4 @@ def ls(directory):
     read: a damaged file, whose ``error`` says why), ``epoch``, ``global_step``, ``run_id``
     and ``error``. A file whose header does not read is left out when it is neither named
     ``.safetensors`` nor begins as a safetensors file does (a user's notes, a CSV)."""
-    return _native.ls(os.fspath(directory))
+    return warned(_native.ls, os.fspath(directory))

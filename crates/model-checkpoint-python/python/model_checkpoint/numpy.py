@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 from . import _native
+from ._warned import warned
 
 
 def _numpy_dtype(name):
@@ -49,7 +50,7 @@ def save_file(tensor_dict, filename, metadata=None):
     if filename.endswith(("/", os.sep)):
         raise IsADirectoryError(f"{filename} names a folder: give the path of a file")
     items = [_outgoing(name, array) for name, array in tensor_dict.items()]
-    return _native.save_file(items, filename, metadata)
+    return warned(_native.save_file, items, filename, metadata)
 
 
 def load_file(filename, verify=True):
@@ -59,10 +60,10 @@ def load_file(filename, verify=True):
     file. A folder holding ``model.safetensors.index.json`` (a deduplicated checkpoint, as
     ``ckpt train --dedup`` writes, or a sharded one) is read whole through its index,
     compressed blobs (``--compress``) decoded and checked again."""
-    tensors, _ = _native.load_file(os.fspath(filename), verify)
+    tensors, _ = warned(_native.load_file, os.fspath(filename), verify)
     return {name: _array(dtype, shape, data) for name, dtype, shape, data in tensors}
 
 
 def load_metadata(filename):
     """The ``__metadata__`` of ``filename``; its header is checked, its tensors not read."""
-    return _native.load_metadata(os.fspath(filename))
+    return warned(_native.load_metadata, os.fspath(filename))

@@ -109,6 +109,24 @@ impl<'a> Context<'a> {
             .collect()
     }
 
+    /// Gives the hook `peers`: the other callbacks of the training loop, whose states a
+    /// full checkpoint records beside the hook's own (what [`CallbackList`] gives each of its
+    /// callbacks; a host that calls callbacks one by one, as Python's Keras does, passes
+    /// them here).
+    pub fn with_peers(mut self, peers: &'a [Box<dyn Callback + 'a>]) -> Self {
+        self.peers = [peers, &[]];
+        self
+    }
+
+    /// Marks the hook as one of a round (as [`CallbackList`] does): the saves it decides
+    /// wait for [`Callback::on_round_end`], which the host calls once every callback has
+    /// had the hook, so that each full checkpoint holds every peer's state as of the end of
+    /// the round.
+    pub fn in_a_round(mut self) -> Self {
+        self.in_round = true;
+        self
+    }
+
     /// Sets [`Context::global_step`].
     pub fn with_global_step(mut self, step: u64) -> Self {
         self.global_step = step;
