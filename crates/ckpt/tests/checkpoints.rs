@@ -121,6 +121,35 @@ fn resuming_latest_continues_to_the_same_result() {
 }
 
 #[test]
+fn a_run_that_turns_deduplication_on_or_off_resumes_from_its_newest_checkpoint() {
+    // Files for two epochs, a deduplicated folder for the third (`--dedup` given on a
+    // requeue), a file again for the fourth (dropped): each job resumes from the newest,
+    // whichever kind, and the run ends where a straight one does.
+    let straight = tempfile::tempdir().expect("tempdir");
+    train(straight.path(), &["--epochs", "4", "--seed", "3"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "2", "--seed", "3"]);
+    for (epochs, extra, from) in [("3", Some("--dedup"), "e02"), ("4", None, "e03")] {
+        let mut args = vec!["--epochs", epochs, "--seed", "3", "--resume", "latest"];
+        args.extend(extra);
+        let out = train(dir.path(), &args);
+        assert!(
+            text(&out.stdout).contains(&format!("resuming from ck/{from}.safetensors")),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    assert!(dir.path().join("ck/e03.safetensors").is_dir());
+    let a = straight.path().join("ck/e04.safetensors");
+    let b = dir.path().join("ck/e04.safetensors");
+    assert_same_state(
+        straight.path(),
+        a.to_str().expect("utf-8"),
+        b.to_str().expect("utf-8"),
+    );
+}
+
+#[test]
 fn resume_falls_back_past_a_corrupt_newest_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     train(dir.path(), &["--epochs", "3"]);

@@ -96,6 +96,69 @@ impl Engine {
         })
     }
 
+    /// [`Engine::latest`] of one process's callback, plain or deduplicated: the newer of the
+    /// newest file and the newest deduplicated folder holding a training state that the
+    /// template could have produced (by the epoch and step each records; a file first on a
+    /// tie), so that a run that changed between files and deduplicated folders (`--dedup`
+    /// given or dropped on a requeue) resumes from its newest checkpoint whichever it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoCheckpoint`] when there is neither; a failure to read either.
+    pub(crate) fn latest_of_one_process(&self) -> Result<Name, Error> {
+        // None found is no error here; a failure to read is (it may be the newest).
+        let found = |searched: Result<Name, Error>| match searched {
+            Ok(name) => Ok(Some(name)),
+            Err(Error::NoCheckpoint { .. }) => Ok(None),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        };
+        let file = found(self.latest())?;
+        let dir = self.folder();
+        let full = |folder: &Name, index: &crate::sharded::Index| {
+            self.could_have_written(folder).is_ok()
+                && index
+                    .model_checkpoint
+                    .metadata
+                    .contains_key(store::KEY_TRAINING_STATE)
+        };
+        let folder = found(crate::sharded::newest_sharded(
+            &*self.config.storage,
+            &dir,
+            self.folder_depth(&dir),
+            &full,
+            store::Verify::Full,
+        ))?;
+        match (file, folder) {
+            (Some(file), Some(folder)) => Ok(
+                if self.recorded_position(&folder) > self.recorded_position(&file) {
+                    folder
+                } else {
+                    file
+                },
+            ),
+            (Some(found), None) | (None, Some(found)) => Ok(found),
+            (None, None) => Err(Error::NoCheckpoint { dir }),
+        }
+    }
+
+    /// Where in training the checkpoint `name` (a file, or a folder's index) was saved, as
+    /// it records; the start of training when it does not read.
+    fn recorded_position(&self, name: &Name) -> store::Position {
+        let storage = &*self.config.storage;
+        let meta = match crate::sharded::is_folder_checkpoint(storage, name) {
+            Ok(true) => crate::sharded::read_index(storage, &name.join(crate::sharded::INDEX_FILE))
+                .ok()
+                .and_then(|index| store::Meta::from_info(&index.model_checkpoint.metadata).ok()),
+            _ => store::CheckpointFile::open_in(storage, name, store::Verify::HeaderOnly)
+                .and_then(|file| file.meta())
+                .ok(),
+        };
+        meta.map_or((0, 0, 0), |m| m.position())
+    }
+
     /// The newest sharded checkpoint of this run that its template could have produced in
     /// its folder (sub-folders included). Deduplicated checkpoints are one process's, whose
     /// run id is known only once resumed: the newest of any run, as for single files.

@@ -394,19 +394,21 @@ impl ModelCheckpoint {
         )
     }
 
-    /// The newest full checkpoint that verifies among the files this callback's template
-    /// could produce in its folder (sub-folders included, for templates with fields in
-    /// folder names), by the epoch and step stored in them; damaged ones are skipped with a
-    /// warning.
+    /// The newest full checkpoint that verifies among those this callback's template could
+    /// produce in its folder (sub-folders included, for templates with fields in folder
+    /// names), by the epoch and step stored in them; damaged ones are skipped with a
+    /// warning. For one process, files and deduplicated checkpoints' folders both count,
+    /// whichever this callback writes (a file first on a tie); for a sharded run, its
+    /// sharded checkpoints.
     ///
     /// # Errors
     ///
     /// [`Error::NoCheckpoint`] when there is none.
     pub fn latest(&self) -> Result<Name, Error> {
-        if self.engine.config.folder_ranks().is_some() {
-            return self.engine.latest_sharded();
+        match self.engine.config.folder_ranks() {
+            Some(_) if !self.engine.config.dedup => self.engine.latest_sharded(),
+            _ => self.engine.latest_of_one_process(),
         }
-        self.engine.latest()
     }
 
     /// The folder this callback saves into and locks: the template's folders up to the
