@@ -482,6 +482,32 @@ fn latest_passes_over_a_damaged_deduplicated_checkpoint_as_over_a_damaged_file()
     assert_eq!(restored.meta.epoch, Some(2));
 }
 
+#[test]
+fn an_index_whose_metadata_was_changed_is_damaged_not_another_epoch() {
+    // One bit of the index's epoch ('1' to '9') would make e01 the newest: a requeued job
+    // would rewind to it and save over e02 and e03.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");
+    train(&mut cb, &Model::new(), 0..3);
+    let e01 = dir.path().join("e01.safetensors");
+    let text = std::fs::read_to_string(e01.join(INDEX_FILE)).expect("index");
+    assert!(text.contains(r#""epoch":"1""#), "{text}");
+    std::fs::write(
+        e01.join(INDEX_FILE),
+        text.replace(r#""epoch":"1""#, r#""epoch":"9""#),
+    )
+    .expect("write");
+    let Err(err) = ShardedCheckpoint::open(&LocalFolder::default(), &Name::from(e01.as_path()))
+    else {
+        panic!("an index with another epoch than its head opened");
+    };
+    assert!(err.to_string().contains(r#"metadata's "epoch""#), "{err}");
+    let folder = Name::from(dir.path());
+    let latest = model_checkpoint::restore::latest_resumable(&LocalFolder::default(), &folder)
+        .expect("the newest");
+    assert_eq!(latest.name(), &folder.join("e03.safetensors"));
+}
+
 /// The index of the deduplicated checkpoint `folder`, as JSON.
 fn index_of(folder: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index")).expect("json")

@@ -42,8 +42,9 @@ impl ShardedCheckpoint {
     /// # Errors
     ///
     /// [`Error::Io`] (`NotFound`) when `dir` has no index (an interrupted save is not a
-    /// checkpoint); [`Error::Corrupt`] for a malformed index, a missing shard, or a shard
-    /// that is not the one the index committed.
+    /// checkpoint); [`Error::Corrupt`] for a malformed index, a missing shard, a shard
+    /// that is not the one the index committed, or an index whose metadata differs from
+    /// its first shard's in a key both carry.
     pub fn open(storage: &dyn Storage, dir: &Name) -> Result<Self, Error> {
         let index = read_index(storage, &dir.join(INDEX_FILE))?;
         let s = &index.model_checkpoint;
@@ -91,6 +92,27 @@ impl ShardedCheckpoint {
             files,
             encodings,
         };
+        // The index carries no checksum of its own; its metadata (epoch, step, training
+        // state: what `latest` orders by and a resume restores) is also in its first
+        // shard's header, which is checksummed and pinned by its digest. A value they both
+        // carry must agree, so that a damaged index is not taken for another epoch.
+        if let Some(head) = checkpoint.shard(0) {
+            let index = &checkpoint.index.model_checkpoint.metadata;
+            if let Some(key) = index
+                .iter()
+                .find(|&(key, value)| head.info().get(key).is_some_and(|v| v != value))
+                .map(|(key, _)| key)
+            {
+                return Err(Error::Corrupt {
+                    path: dir.join(INDEX_FILE),
+                    reason: format!(
+                        "its metadata's {:?} is not the one its first shard ({}) records: the index is damaged",
+                        crate::text::shorten(key, 64),
+                        head.path().display()
+                    ),
+                });
+            }
+        }
         // Every piece the index names is in its shard, with the index's shape and dtype.
         for (name, t) in &checkpoint.index.model_checkpoint.tensors {
             checkpoint.dtype_of(name, t)?;
