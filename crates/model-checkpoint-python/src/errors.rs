@@ -57,11 +57,13 @@ pub(crate) fn to_py(e: model_checkpoint::Error) -> PyErr {
 /// callback wording; the rest as [`to_py`].
 pub(crate) fn file_error(e: model_checkpoint::Error) -> PyErr {
     match e {
-        model_checkpoint::Error::IsADirectory { path }
-        | model_checkpoint::Error::FolderNotFile { path } => {
+        model_checkpoint::Error::IsADirectory { path } => {
             pyo3::exceptions::PyIsADirectoryError::new_err(format!(
                 "{path} is a folder: give the path of a file"
             ))
+        }
+        e @ model_checkpoint::Error::FolderNotFile { .. } => {
+            pyo3::exceptions::PyIsADirectoryError::new_err(e.to_string())
         }
         e @ (model_checkpoint::Error::TensorName { .. }
         | model_checkpoint::Error::BadMetadata { .. }) => PyValueError::new_err(e.to_string()),

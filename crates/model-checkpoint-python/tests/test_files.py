@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import threading
 import warnings
@@ -334,6 +335,13 @@ def test_the_ckpt_console_script_is_the_engine_command_line(tmp_path):
     assert train.returncode == 2, train.stderr
     assert "model_checkpoint.keras" in train.stderr and train.stdout == ""
     usage = ckpt("verfiy")
+    assert usage.returncode == 2 and usage.stderr.startswith("ckpt: "), usage.stderr
+    # The same command as `python -m model_checkpoint`.
+    module = subprocess.run([sys.executable, "-m", "model_checkpoint", "verify", path],
+                            capture_output=True, text=True)
+    assert module.returncode == 1 and "w.01.safetensors" in module.stdout + module.stderr
+    usage = subprocess.run([sys.executable, "-m", "model_checkpoint", "verfiy"],
+                           capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("ckpt: "), usage.stderr
 
 

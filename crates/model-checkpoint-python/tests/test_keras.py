@@ -293,6 +293,22 @@ def test_callbacks_in_one_fit_each_resume_with_their_state(tmp_path, capsys):
         f"ModelCheckpoint({tmp_path / 'x' / 'next.safetensors'})"]
 
 
+def test_a_resume_under_another_filepath_says_which_state_the_checkpoint_holds(tmp_path):
+    """A callback's state is kept under its filepath: resumed with another, it starts
+    afresh, and the warning names the state the checkpoint holds (not advice about lists
+    of callbacks, which a Keras user cannot follow)."""
+    x, y = data()
+    saved_as = str(tmp_path / "e{epoch:02d}.safetensors")
+    model("tpl").fit(x, y, epochs=1, verbose=0, callbacks=[ModelCheckpoint(saved_as)])
+    renamed = ModelCheckpoint(str(tmp_path / "epoch-{epoch:03d}.safetensors"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert restore_latest(model("tpl"), tmp_path, [renamed]) == 1
+    messages = [str(w.message) for w in caught]
+    assert any("holds no state for callback" in m and f"ModelCheckpoint({saved_as})" in m
+               and "give the filepath it was saved with" in m for m in messages), messages
+
+
 def test_reading_the_callback_from_another_thread_during_fit_never_hangs(tmp_path):
     import threading
 

@@ -66,7 +66,7 @@ pub enum Error {
     /// and `Trainer::resume_latest` or [`crate::restore::restore_latest`] on the folder
     /// that holds it find it as they find files. (Saving to a folder is
     /// [`Error::IsADirectory`], in Keras's words.)
-    #[error("{path} is a folder, not a checkpoint file (if it holds a sharded or deduplicated checkpoint, open it as one)")]
+    #[error("{path} is a folder, not a checkpoint file (the folder of a sharded or deduplicated checkpoint holds model.safetensors.index.json)")]
     FolderNotFile {
         /// The folder.
         path: crate::name::Name,

@@ -516,6 +516,10 @@ pub fn restore_from_sharded(
         path: dir.clone(),
         reason: format!("no shard for rank {own}"),
     })?;
+    // Named as the user named it, not by its first shard (a deduplicated one's is a blob).
+    if file.kind() != Kind::Full {
+        return Err(Error::NotAFullCheckpoint { path: dir.clone() });
+    }
     // Every tensor is checked as it is read; the rest of this shard now.
     file.verify_tensors()?;
     let layout = model.shard_layout();
@@ -586,10 +590,25 @@ fn restore_with(
             restored_callbacks.push(key);
         }
     }
+    // States no callback given took: most often the same callback under another key (a
+    // ModelCheckpoint's is its filepath, which the user changed).
+    let unclaimed: Vec<String> = saved_callbacks
+        .keys()
+        .filter(|key| !restored_callbacks.contains(key))
+        .map(|key| crate::text::shorten(key, 200))
+        .collect();
     for key in &missing_callbacks {
+        let why = if unclaimed.is_empty() {
+            "save full checkpoints from one list of callbacks, so that each holds every callback's state".to_owned()
+        } else {
+            format!(
+                "it holds the state of {}, which no callback given has: a callback's state is found by its key, a ModelCheckpoint's its filepath, so give the filepath it was saved with to resume it",
+                unclaimed.join(", ")
+            )
+        };
         log::warn!(
             target: "model_checkpoint",
-            "{} holds no state for callback {}: it starts afresh (save full checkpoints from one list of callbacks, so that each holds every callback's state)",
+            "{} holds no state for callback {}: it starts afresh ({why})",
             path.display(),
             crate::text::shorten(key, 200)
         );

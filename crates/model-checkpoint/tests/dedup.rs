@@ -508,6 +508,27 @@ fn an_index_whose_metadata_was_changed_is_damaged_not_another_epoch() {
     assert_eq!(latest.name(), &folder.join("e03.safetensors"));
 }
 
+#[test]
+fn a_weights_only_folder_given_to_resume_is_named_as_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "w{epoch:02d}.safetensors").save_weights_only(true);
+    train(&mut cb, &Model::new(), 0..1);
+    let folder = Name::from(dir.path().join("w01.safetensors"));
+    let opened = model_checkpoint::restore::AnyCheckpoint::open(
+        &LocalFolder::default(),
+        &folder,
+        model_checkpoint::store::Verify::Full,
+    )
+    .expect("a folder checkpoint");
+    let Err(err) = opened.restore(&mut Model::new(), &mut []) else {
+        panic!("a weights-only checkpoint restored");
+    };
+    assert!(
+        matches!(&err, model_checkpoint::Error::NotAFullCheckpoint { path } if *path == folder),
+        "{err}"
+    );
+}
+
 /// The index of the deduplicated checkpoint `folder`, as JSON.
 fn index_of(folder: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index")).expect("json")
