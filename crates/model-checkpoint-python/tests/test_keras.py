@@ -278,6 +278,14 @@ def test_callbacks_in_one_fit_each_resume_with_their_state(tmp_path, capsys):
     assert sorted(json.loads(state)["callbacks"]) == sorted(
         f"ModelCheckpoint({tmp_path / 'r' / name})" for name in
         ("best.safetensors", "e{epoch:02d}.safetensors"))
+    # A peer whose hook fails (its template lacks a key): what the ones before it decided
+    # is still written, as Keras's callbacks save in their own hooks, then the failure goes
+    # on.
+    first = ModelCheckpoint(str(tmp_path / "f" / "e{epoch:02d}.safetensors"))
+    failing = ModelCheckpoint(str(tmp_path / "f" / "{nokey}.safetensors"))
+    with pytest.raises(KeyError, match="nokey"):
+        fit(model("two"), [first, failing], 0, 1)
+    assert (tmp_path / "f" / "e01.safetensors").is_file()
     # A callback left over from a fit that ended by an exception is no peer of the next.
     class Fails(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -454,6 +454,12 @@ def make_callback(keras, version):
             if hook is not None:
                 try:
                     self._stops.append(hook(*args, step=self._step(), in_round=True))
+                except BaseException:
+                    # As in the core's `CallbackList`: the members before this one have had
+                    # the hook, and what they decided is written (as Keras's callbacks
+                    # would have saved in their own hooks) before the failure goes on.
+                    self._finish_round(group[:group.index(self)])
+                    raise
                 finally:
                     self._emit()
             if group[-1] is not self:
@@ -475,6 +481,20 @@ def make_callback(keras, version):
                 stops, member._stops = member._stops, []
                 for stop in stops:
                     member._act(stop)
+
+        @staticmethod
+        def _finish_round(members):
+            """``on_round_end`` of ``members`` after another callback's hook failed: their
+            own failures are logged, the first failure being the one raised."""
+            for member in members:
+                member._stops = []
+                try:
+                    member._native.on_round_end(step=member._step())
+                except Exception as e:  # noqa: BLE001 (the first failure is raised)
+                    logging.getLogger("model_checkpoint").error(
+                        "after another callback failed: %s", e)
+                finally:
+                    member._emit()
 
         def _interrupted(self, name):
             """After the save on a signal (``save_on_interrupt``), durable by now: the run
