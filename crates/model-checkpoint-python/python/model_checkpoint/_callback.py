@@ -464,6 +464,9 @@ def make_callback(keras, version):
                     self._emit()
             if group[-1] is not self:
                 return
+            # No member had the hook (batch ends where none saves by batches): no round.
+            if not any(member._stops for member in group):
+                return
             # Every member writes what it decided, even after another's failure, which is
             # raised once all have had their turn; then the stops they asked for are acted
             # on.
