@@ -160,18 +160,6 @@ impl KerasCheckpoint {
         step: Option<u64>,
         hook: impl FnOnce(&mut ModelCheckpoint, &mut Context<'_>) -> HookResult + Send,
     ) -> PyResult<Option<&'static str>> {
-        self.run_in(py, step, false, hook)
-    }
-
-    /// [`KerasCheckpoint::run`], in a round of the `fit`'s peers when `in_round` (the saves
-    /// it decides wait for `on_round_end`).
-    fn run_in(
-        &self,
-        py: Python<'_>,
-        step: Option<u64>,
-        in_round: bool,
-        hook: impl FnOnce(&mut ModelCheckpoint, &mut Context<'_>) -> HookResult + Send,
-    ) -> PyResult<Option<&'static str>> {
         let (result, raised) = py.detach(|| {
             let peers: Vec<Box<dyn Callback>> = self
                 .peers
@@ -189,9 +177,6 @@ impl KerasCheckpoint {
             .with_peers(&peers);
             if let Some(step) = step {
                 ctx = ctx.with_global_step(step);
-            }
-            if in_round {
-                ctx = ctx.in_a_round();
             }
             // A stop the hook asks for: a signal's, once its checkpoint is durable (the
             // Python layer ends `fit` as the signal would); Keras's `stop_training`.
@@ -370,49 +355,34 @@ impl KerasCheckpoint {
         self.run(py, step, |cb, ctx| cb.on_epoch_begin(epoch, &logs, ctx))
     }
 
-    #[pyo3(signature = (batch, logs=None, step=None, in_round=false))]
+    #[pyo3(signature = (batch, logs=None, step=None))]
     fn on_train_batch_end(
         &self,
         py: Python<'_>,
         batch: usize,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
-        in_round: bool,
     ) -> PyResult<Option<&'static str>> {
         match logs_of(logs)? {
-            Some(logs) => self.run_in(py, step, in_round, |cb, ctx| {
-                cb.on_train_batch_end(batch, &logs, ctx)
-            }),
-            None => self.run_in(py, step, in_round, |cb, ctx| {
+            Some(logs) => self.run(py, step, |cb, ctx| cb.on_train_batch_end(batch, &logs, ctx)),
+            None => self.run(py, step, |cb, ctx| {
                 cb.on_train_batch_end_without_logs(batch, ctx)
             }),
         }
     }
 
-    #[pyo3(signature = (epoch, logs=None, step=None, in_round=false))]
+    #[pyo3(signature = (epoch, logs=None, step=None))]
     fn on_epoch_end(
         &self,
         py: Python<'_>,
         epoch: usize,
         logs: Option<&Bound<'_, PyDict>>,
         step: Option<u64>,
-        in_round: bool,
     ) -> PyResult<Option<&'static str>> {
         match logs_of(logs)? {
-            Some(logs) => self.run_in(py, step, in_round, |cb, ctx| {
-                cb.on_epoch_end(epoch, &logs, ctx)
-            }),
-            None => self.run_in(py, step, in_round, |cb, ctx| {
-                cb.on_epoch_end_without_logs(epoch, ctx)
-            }),
+            Some(logs) => self.run(py, step, |cb, ctx| cb.on_epoch_end(epoch, &logs, ctx)),
+            None => self.run(py, step, |cb, ctx| cb.on_epoch_end_without_logs(epoch, ctx)),
         }
-    }
-
-    /// Writes the saves decided in the round that just ended (every peer of the `fit` has
-    /// had the hook), each full checkpoint with every peer's state as of now.
-    #[pyo3(signature = (step=None))]
-    fn on_round_end(&self, py: Python<'_>, step: Option<u64>) -> PyResult<Option<&'static str>> {
-        self.run(py, step, |cb, ctx| cb.on_round_end(ctx))
     }
 
     #[pyo3(signature = (logs=None, step=None))]

@@ -238,16 +238,18 @@ def test_a_resumed_run_prints_and_saves_what_a_straight_run_does(tmp_path, capsy
 
 
 def test_callbacks_in_one_fit_each_resume_with_their_state(tmp_path, capsys):
-    """Two of our callbacks in one `fit` (full checkpoints every epoch, and the best
-    weights): each full checkpoint holds both states, so that the best-only one resumes
-    with its true best and prints and saves what it does in a straight run."""
+    """Two of our callbacks in one `fit` (the best weights, and full checkpoints every
+    epoch): each full checkpoint holds both states, so that the best-only one resumes with
+    its true best and prints and saves what it does in a straight run. (Each saves in its
+    own hook, as Keras's do: the best-only one is listed first, so that it has had the
+    epoch's end when the full checkpoint records it.)"""
     x, y = data(128)
 
     def callbacks(folder):
         return [
-            ModelCheckpoint(str(tmp_path / folder / "e{epoch:02d}.safetensors"), keep_last=2),
             ModelCheckpoint(str(tmp_path / folder / "best.safetensors"), monitor="val_accuracy",
                             save_best_only=True, save_weights_only=True, verbose=1),
+            ModelCheckpoint(str(tmp_path / folder / "e{epoch:02d}.safetensors"), keep_last=2),
         ]
 
     def fit(m, cbs, first, last):
@@ -273,14 +275,13 @@ def test_callbacks_in_one_fit_each_resume_with_their_state(tmp_path, capsys):
         fit(resumed_model, cbs, epoch, 6)
     assert [str(w.message) for w in caught] == []
     assert first + lines("r") == straight_lines
-    assert cbs[1].best == straight[1].best
+    assert cbs[0].best == straight[0].best
     state = mc.load_metadata(tmp_path / "r/e06.safetensors")["training_state"]
     assert sorted(json.loads(state)["callbacks"]) == sorted(
         f"ModelCheckpoint({tmp_path / 'r' / name})" for name in
         ("best.safetensors", "e{epoch:02d}.safetensors"))
-    # A peer whose hook fails (its template lacks a key): what the ones before it decided
-    # is still written, as Keras's callbacks save in their own hooks, then the failure goes
-    # on.
+    # A peer whose hook fails (its template lacks a key): the one before it has saved in
+    # its own hook, as Keras's callbacks do.
     first = ModelCheckpoint(str(tmp_path / "f" / "e{epoch:02d}.safetensors"))
     failing = ModelCheckpoint(str(tmp_path / "f" / "{nokey}.safetensors"))
     with pytest.raises(KeyError, match="nokey"):

@@ -233,15 +233,14 @@ _SIGNALS = _Signals()
 
 class _Fits:
     """Which of our callbacks are in one ``fit`` together, so that each full checkpoint
-    holds every one's state as the engine's ``CallbackList`` has it for Rust loops (Keras
-    calls each callback alone). By model: a callback joins at ``on_train_begin`` and
+    holds the others' states too (the engine's ``CallbackList`` does this for Rust loops;
+    Keras calls each callback alone): by model, a callback joins at ``on_train_begin`` and
     leaves at ``on_train_end``. Keras calls every ``on_train_begin`` of a ``fit`` before
     any other hook, so a member already past its first epoch's beginning when another
-    joins is left over from a ``fit`` that ended by an exception, without
-    ``on_train_end``, and is let go. In a hook that decides saves, a member of a group
-    only decides; the last of them (Keras calls them in the list's order) then has every
-    member write what it decided (``on_round_end``): a full checkpoint then holds each
-    peer's state after the hook, whatever the order of the list."""
+    joins is left over from a ``fit`` that ended by an exception, and is let go. Each
+    saves in its own hook, as Keras's do: a checkpoint holds a peer's state as of its
+    save, so a peer listed after the one saving has not yet had that hook (list a
+    best-only callback before the one saving every epoch's full checkpoint)."""
 
     def __init__(self):
         self._members = {}  # id(model) -> (weakref to the model, [callback, ...])
@@ -268,21 +267,17 @@ class _Fits:
                 self._forget(members, callback)
             if not members or model() is None:
                 del self._members[key]
-        callback._group = ()
         callback._native.set_peers([])
 
     def _forget(self, members, callback):
         members.remove(callback)
-        callback._group = ()
         callback._native.set_peers([])
         self._tell(members)
 
     @staticmethod
     def _tell(members):
-        group = tuple(members)
-        for member in group:
-            member._group = group
-            member._native.set_peers([m._native for m in group if m is not member])
+        for member in members:
+            member._native.set_peers([m._native for m in members if m is not member])
 
 
 _FITS = _Fits()
@@ -371,12 +366,8 @@ def make_callback(keras, version):
             self._version = version
             self._known_metrics = set()
             self._save_on_interrupt = bool(save_on_interrupt)
-            # Past its first epoch's beginning in the current `fit`; the other callbacks
-            # of ours in it; the stops its hooks asked for in the round now running (see
-            # `_Fits`).
+            # Past its first epoch's beginning in the current `fit` (see `_Fits`).
             self._running = False
-            self._group = ()
-            self._stops = []
             threshold = given.get("initial_value_threshold")
             if version == "2" and given.get("options") is not None:
                 _check_tf_options(given["options"], save_weights_only, filepath)
@@ -434,70 +425,10 @@ def make_callback(keras, version):
                 stop = hook(*args, step=self._step())
             finally:
                 self._emit()
-            self._act(stop)
-
-        def _act(self, stop):
             if stop == "stop_training":
                 self.model.stop_training = True
             elif stop is not None:
                 self._interrupted(stop)
-
-        def _decide(self, hook, *args):
-            """A hook that may decide saves (``hook`` is ``None`` where this callback has
-            nothing to do in it): alone, it saves too; with peers in the ``fit``, it only
-            decides, and the last of them ends the round (see ``_Fits``)."""
-            group = self._group
-            if len(group) < 2:
-                if hook is not None:
-                    self._call(hook, *args)
-                return
-            if hook is not None:
-                try:
-                    self._stops.append(hook(*args, step=self._step(), in_round=True))
-                except BaseException:
-                    # As in the core's `CallbackList`: the members before this one have had
-                    # the hook, and what they decided is written (as Keras's callbacks
-                    # would have saved in their own hooks) before the failure goes on.
-                    self._finish_round(group[:group.index(self)])
-                    raise
-                finally:
-                    self._emit()
-            if group[-1] is not self:
-                return
-            # No member had the hook (batch ends where none saves by batches): no round.
-            if not any(member._stops for member in group):
-                return
-            # Every member writes what it decided, even after another's failure, which is
-            # raised once all have had their turn; then the stops they asked for are acted
-            # on.
-            failure = None
-            for member in group:
-                try:
-                    member._stops.append(member._native.on_round_end(step=member._step()))
-                except BaseException as e:  # noqa: BLE001 (raised again below)
-                    failure = failure or e
-                finally:
-                    member._emit()
-            if failure is not None:
-                raise failure
-            for member in group:
-                stops, member._stops = member._stops, []
-                for stop in stops:
-                    member._act(stop)
-
-        @staticmethod
-        def _finish_round(members):
-            """``on_round_end`` of ``members`` after another callback's hook failed: their
-            own failures are logged, the first failure being the one raised."""
-            for member in members:
-                member._stops = []
-                try:
-                    member._native.on_round_end(step=member._step())
-                except Exception as e:  # noqa: BLE001 (the first failure is raised)
-                    logging.getLogger("model_checkpoint").error(
-                        "after another callback failed: %s", e)
-                finally:
-                    member._emit()
 
         def _interrupted(self, name):
             """After the save on a signal (``save_on_interrupt``), durable by now: the run
@@ -553,7 +484,7 @@ def make_callback(keras, version):
         def on_train_begin(self, logs=None):
             if self._save_on_interrupt:
                 _SIGNALS.hold(self, sys._getframe(1))
-            self._running, self._stops = False, []
+            self._running = False
             _FITS.join(self)
             self._call(self._native.on_train_begin, logs)
 
@@ -562,15 +493,13 @@ def make_callback(keras, version):
             self._call(self._native.on_epoch_begin, epoch, logs)
 
         def on_train_batch_end(self, batch, logs=None):
-            hook = None
             if self._native.needs_batch_hooks():
                 self._sync_metrics()
-                hook = self._native.on_train_batch_end
-            self._decide(hook, batch, logs)
+                self._call(self._native.on_train_batch_end, batch, logs)
 
         def on_epoch_end(self, epoch, logs=None):
             self._sync_metrics()
-            self._decide(self._native.on_epoch_end, epoch, logs)
+            self._call(self._native.on_epoch_end, epoch, logs)
 
         def on_train_end(self, logs=None):
             try:

@@ -118,15 +118,6 @@ impl<'a> Context<'a> {
         self
     }
 
-    /// Marks the hook as one of a round (as [`CallbackList`] does): the saves it decides
-    /// wait for [`Callback::on_round_end`], which the host calls once every callback has
-    /// had the hook, so that each full checkpoint holds every peer's state as of the end of
-    /// the round.
-    pub fn in_a_round(mut self) -> Self {
-        self.in_round = true;
-        self
-    }
-
     /// Sets [`Context::global_step`].
     pub fn with_global_step(mut self, step: u64) -> Self {
         self.global_step = step;
