@@ -147,6 +147,25 @@ fn a_run_that_turns_deduplication_on_or_off_resumes_from_its_newest_checkpoint()
         a.to_str().expect("utf-8"),
         b.to_str().expect("utf-8"),
     );
+    // The newest file damaged: the folder before it is taken, and the warnings name no
+    // older file as the one resumed from.
+    let mut bytes = std::fs::read(&b).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&b, bytes).expect("write");
+    let out = train(
+        dir.path(),
+        &["--epochs", "5", "--seed", "3", "--resume", "latest"],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("resuming from ck/e03.safetensors"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("skipping ck/e04.safetensors") && !stderr.contains("e02"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -115,7 +115,6 @@ impl Engine {
             }
             Err(e) => Err(e),
         };
-        let file = found(self.latest())?;
         let dir = self.folder();
         let full = |folder: &Name, index: &crate::sharded::Index| {
             self.could_have_written(folder).is_ok()
@@ -131,32 +130,27 @@ impl Engine {
             &full,
             store::Verify::Full,
         ))?;
-        match (file, folder) {
-            (Some(file), Some(folder)) => Ok(
-                if self.recorded_position(&folder) > self.recorded_position(&file) {
-                    folder
-                } else {
-                    file
-                },
-            ),
-            (Some(found), None) | (None, Some(found)) => Ok(found),
+        // Then only the files at least as new (a file first on a tie): an older one is
+        // neither read whole nor named in a warning as the one resumed from.
+        let floor = folder.as_ref().map(|f| self.recorded_meta(f));
+        match (found(self.latest_from(floor.as_ref()))?, folder) {
+            (Some(file), _) => Ok(file),
+            (None, Some(folder)) => Ok(folder),
             (None, None) => Err(Error::NoCheckpoint { dir }),
         }
     }
 
-    /// Where in training the checkpoint `name` (a file, or a folder's index) was saved, as
-    /// it records; the start of training when it does not read.
-    fn recorded_position(&self, name: &Name) -> store::Position {
-        let storage = &*self.config.storage;
-        let meta = match crate::sharded::is_folder_checkpoint(storage, name) {
-            Ok(true) => crate::sharded::read_index(storage, &name.join(crate::sharded::INDEX_FILE))
-                .ok()
-                .and_then(|index| store::Meta::from_info(&index.model_checkpoint.metadata).ok()),
-            _ => store::CheckpointFile::open_in(storage, name, store::Verify::HeaderOnly)
-                .and_then(|file| file.meta())
-                .ok(),
-        };
-        meta.map_or((0, 0, 0), |m| m.position())
+    /// Where in training the deduplicated checkpoint `name` was saved and by which run, as
+    /// its index records; the start of training when it does not read.
+    fn recorded_meta(&self, name: &Name) -> (store::Position, Option<String>) {
+        let index = crate::sharded::read_index(
+            &*self.config.storage,
+            &name.join(crate::sharded::INDEX_FILE),
+        );
+        index
+            .ok()
+            .and_then(|index| store::Meta::from_info(&index.model_checkpoint.metadata).ok())
+            .map_or(((0, 0, 0), None), |m| (m.position(), m.run_id))
     }
 
     /// The newest sharded checkpoint of this run that its template could have produced in
@@ -194,12 +188,17 @@ impl Engine {
     ///
     /// The run is the one this callback was given ([`crate::ModelCheckpoint::with_run_id`]),
     /// else the one that wrote the newest of the template's checkpoints: an interrupt file
-    /// another run left in the folder is never taken for this one's.
+    /// another run left in the folder is never taken for this one's. Only files at least as
+    /// new as `floor` count, when given (a position, and the run that saved there, which
+    /// stands for the run when no file of it is that new).
     ///
     /// # Errors
     ///
     /// [`Error::NoCheckpoint`] when there is none.
-    pub(crate) fn latest(&self) -> Result<Name, Error> {
+    pub(crate) fn latest_from(
+        &self,
+        floor: Option<&(store::Position, Option<String>)>,
+    ) -> Result<Name, Error> {
         let dir = self.folder();
         let depth = self.folder_depth(&dir);
         let last = self.last_path();
@@ -218,9 +217,12 @@ impl Engine {
             run.is_none()
                 || l.header.as_ref().ok().and_then(|h| h.meta.run_id.as_ref()) == run.as_ref()
         };
+        // A file whose header does not read has no known place: it may be newer.
+        let new_enough =
+            |l: &Listed| l.header.is_err() || floor.is_none_or(|(at, _)| l.position() >= *at);
         let (interrupts, saves): (Vec<Listed>, Vec<Listed>) = listed
             .into_iter()
-            .filter(|l| of_run(l, &explicit))
+            .filter(|l| of_run(l, &explicit) && new_enough(l))
             .partition(|l| self.is_interrupt_file(&l.path));
         let saves: Vec<Listed> = saves
             .into_iter()
@@ -241,7 +243,9 @@ impl Engine {
         let base_at = base
             .as_ref()
             .and_then(|b| positions.iter().find(|(_, p, _)| p == b));
-        let run = explicit.or_else(|| base_at.and_then(|(_, _, run)| run.clone()));
+        let run = explicit
+            .or_else(|| base_at.and_then(|(_, _, run)| run.clone()))
+            .or_else(|| floor.and_then(|(_, run)| run.clone()));
         // The run's interrupt files newer than its newest save.
         let newer: Vec<Listed> = interrupts
             .into_iter()
