@@ -280,6 +280,11 @@ def test_callbacks_in_one_fit_each_resume_with_their_state(tmp_path, capsys):
     assert sorted(json.loads(state)["callbacks"]) == sorted(
         f"ModelCheckpoint({tmp_path / 'r' / name})" for name in
         ("best.safetensors", "e{epoch:02d}.safetensors"))
+    # Listed the other way round, the best-only callback is told to come first.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(model("two"), callbacks("o")[::-1], 0, 1)
+    assert any("list the best-only callback first" in str(w.message) for w in caught)
     # A peer whose hook fails (its template lacks a key): the one before it has saved in
     # its own hook, as Keras's callbacks do.
     first = ModelCheckpoint(str(tmp_path / "f" / "e{epoch:02d}.safetensors"))

@@ -258,6 +258,15 @@ class _Fits:
             self._forget(entry[1], stale)
         if callback in entry[1]:
             entry[1].remove(callback)
+        full = [c for c in entry[1] if not c.save_weights_only]
+        if callback.save_best_only and full:
+            callback._warn(
+                f"{callback.filepath!r} (save_best_only) is listed after "
+                f"{full[0].filepath!r}, whose full checkpoints then record its state as of "
+                "the epoch before (each callback saves in its own hook, in the list's "
+                "order): list the best-only callback first, so that a resume restores its "
+                "best value"
+            )
         entry[1].append(callback)
         self._tell(entry[1])
 
