@@ -323,6 +323,16 @@ def test_a_resume_under_another_filepath_says_which_state_the_checkpoint_holds(t
                and "give the filepath it was saved with" in m for m in messages), messages
 
 
+def test_hooks_called_by_hand_without_a_model_fail_at_the_save_as_in_keras(tmp_path):
+    ours = ModelCheckpoint(str(tmp_path / "w.safetensors"))
+    theirs = keras.callbacks.ModelCheckpoint(str(tmp_path / "w.keras"))
+    for cb in (ours, theirs):
+        cb.on_train_begin()
+        cb.on_epoch_begin(0)
+        with pytest.raises(AttributeError):
+            cb.on_epoch_end(0, {"val_loss": 1.0})
+
+
 def test_reading_the_callback_from_another_thread_during_fit_never_hangs(tmp_path):
     import threading
 

@@ -249,6 +249,10 @@ class _Fits:
         for key, (model, _) in list(self._members.items()):
             if model() is None:
                 del self._members[key]
+        if callback.model is None:
+            # Hooks called by hand without a model: no fit to share (a save then fails as
+            # Keras's does).
+            return
         key = id(callback.model)
         entry = self._members.get(key)
         if entry is None or entry[0]() is not callback.model:
