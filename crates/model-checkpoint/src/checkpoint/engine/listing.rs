@@ -154,22 +154,14 @@ impl Engine {
     }
 
     /// The newest sharded checkpoint of this run that its template could have produced in
-    /// its folder (sub-folders included). Deduplicated checkpoints are one process's, whose
-    /// run id is known only once resumed: the newest of any run, as for single files.
+    /// its folder (sub-folders included), its headers checked (each rank reads its own
+    /// shard whole as it resumes). Deduplicated runs are one process's: see
+    /// [`Engine::latest_of_one_process`].
     pub(crate) fn latest_sharded(&self) -> Result<Name, Error> {
         let dir = self.folder();
         let depth = self.folder_depth(&dir);
-        let run = match self.config.dedup {
-            true => String::new(),
-            false => format!("{}/", self.run_id()),
-        };
-        // A deduplicated checkpoint is one process's, which reads it whole to resume:
-        // verified whole, so that a damaged one is passed over as a damaged file is.
-        let verify = match self.config.dedup {
-            true => store::Verify::Full,
-            false => store::Verify::HeaderOnly,
-        };
-        crate::sharded::newest_sharded(
+        let run = format!("{}/", self.run_id());
+        crate::sharded::latest_sharded_matching(
             &*self.config.storage,
             &dir,
             depth,
@@ -177,7 +169,6 @@ impl Engine {
                 self.could_have_written(folder).is_ok()
                     && index.model_checkpoint.save_id.starts_with(&run)
             },
-            verify,
         )
     }
 
