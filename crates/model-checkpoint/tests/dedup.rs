@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use model_checkpoint::restore::restore_from_sharded;
 use model_checkpoint::sharded::{blobs, Ranks, ShardedCheckpoint, INDEX_FILE};
-use model_checkpoint::store::{LocalFolder, Name, Storage};
+use model_checkpoint::store::{LocalFolder, Name, Storage, Verify};
 use model_checkpoint::{
     Callback, Checkpointable, Context, Dtype, Error, HostTensor, Logs, ModelCheckpoint,
     NamedTensor, TensorSource,
@@ -407,6 +407,117 @@ fn a_damaged_blob_fails_verification() {
         .read("backbone.weight")
         .expect_err("damage found");
     assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[test]
+fn a_damaged_blob_is_written_again_by_the_next_process_that_needs_it() {
+    // A requeued job's first save finds the frozen backbone's blob on disk. Reusing it by
+    // its header alone made every later checkpoint name the damaged bytes (and fail to
+    // verify); it is read whole once, and written again with the bytes its name says.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = "e{epoch:02d}.safetensors";
+    train(&mut callback(dir.path(), template), &Model::new(), 0..1);
+    let backbone = dir.path().join("e01.safetensors").join(
+        index_of(&dir.path().join("e01.safetensors"))["weight_map"]["backbone.weight"]
+            .as_str()
+            .expect("mapped"),
+    );
+    let mut bytes = std::fs::read(&backbone).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&backbone, &bytes).expect("write");
+    // A new process (a new callback: it knows no blob) saves the next epoch.
+    let model = Model::new();
+    model.epoch.set(1);
+    let mut resumed = callback(dir.path(), template);
+    resumed
+        .on_train_begin(&Logs::new(), &mut Context::new(&model))
+        .expect("begin");
+    model.epoch.set(2);
+    let mut ctx = Context::new(&model);
+    resumed
+        .on_epoch_end(1, &Logs::from([("loss", 0.5)]), &mut ctx)
+        .expect("the save mends the blob");
+    resumed
+        .on_train_end(&Logs::new(), &mut Context::new(&model))
+        .expect("end");
+    let mended = model_checkpoint::store::CheckpointFile::open(&backbone, Verify::Full)
+        .expect("the blob verifies again");
+    assert!(
+        mended.read("backbone.weight").expect("read") == frozen().data(),
+        "mended with the bytes its name says"
+    );
+    // Both checkpoints verify: the new one, and the old one that names the same blob.
+    assert_eq!(all_whole(dir.path()), 2);
+    // A blob that is not this tool's (no checksums) is not reused, and not replaced.
+    let plain = {
+        let data = frozen();
+        let views = [(
+            "backbone.weight",
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                vec![FROZEN / 4],
+                data.data(),
+            )
+            .expect("view"),
+        )];
+        safetensors::serialize(views, None).expect("serialize")
+    };
+    std::fs::write(&backbone, &plain).expect("write");
+    let mut third = callback(dir.path(), template);
+    model.epoch.set(2);
+    third
+        .on_train_begin(&Logs::new(), &mut Context::new(&model))
+        .expect("begin");
+    model.epoch.set(3);
+    let err = third
+        .on_epoch_end(2, &Logs::from([("loss", 0.25)]), &mut Context::new(&model))
+        .expect_err("a foreign blob is refused");
+    assert!(
+        err.to_string().contains("no checksums") && err.to_string().contains("blobs/"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&backbone).expect("read") == plain,
+        "left alone"
+    );
+}
+
+#[test]
+fn a_damaged_compressed_blob_is_mended_as_it_was_written() {
+    // Written compressed, mended by a job that no longer compresses: it is written again
+    // compressed, with the header the first checkpoint's index committed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = "e{epoch:02d}.safetensors";
+    let first = callback(dir.path(), template).compress(true);
+    train(&mut { first }, &Model::new(), 0..1);
+    let e01 = dir.path().join("e01.safetensors");
+    let backbone = e01.join(
+        index_of(&e01)["weight_map"]["backbone.weight"]
+            .as_str()
+            .expect("mapped"),
+    );
+    let before = blob_of(&e01, "backbone.weight");
+    assert!(before.info().contains_key("encoding"), "compressed");
+    let mut bytes = std::fs::read(&backbone).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&backbone, &bytes).expect("write");
+    let model = Model::new();
+    model.epoch.set(2);
+    let mut resumed = callback(dir.path(), template);
+    resumed
+        .on_train_begin(&Logs::new(), &mut Context::new(&model))
+        .expect("begin");
+    resumed
+        .on_epoch_end(1, &Logs::from([("loss", 0.5)]), &mut Context::new(&model))
+        .expect("the save mends the blob");
+    resumed
+        .on_train_end(&Logs::new(), &mut Context::new(&model))
+        .expect("end");
+    let after = blob_of(&e01, "backbone.weight");
+    assert_eq!(after.header_digest(), before.header_digest());
+    assert_eq!(all_whole(dir.path()), 2);
 }
 
 #[test]

@@ -19,7 +19,9 @@
 //!
 //! A save writes the blobs it lacks (each committed and durable before the index), then the
 //! index: no index, no checkpoint. Blobs are never rewritten, so replacing an index is
-//! atomic for readers. A blob goes only when no index in the run's folder names it, and only
+//! atomic for readers; the one exception is a blob found damaged (a blob this process did
+//! not write is read whole before its first reuse), which is written again, atomically,
+//! with the bytes its name says, so readers see the damaged blob or the mended one. A blob goes only when no index in the run's folder names it, and only
 //! one this run wrote (its header carries the run id), through the deletion gate
 //! ([`collect`]): a crash at any point leaves every committed checkpoint whole and at most
 //! blobs nothing names, which the run's next collection removes.
@@ -36,7 +38,7 @@ use super::INDEX_FILE;
 use crate::model::{Dtype, HostTensor, NamedTensor};
 use crate::store::{
     self, gate, CheckpointFile, Commit, Kind, Meta, Name, ObjectMeta, SaveOptions, SaveReport,
-    Storage, Verify,
+    Storage, Verify, KEY_RUN_ID,
 };
 use crate::text::hex;
 use crate::Error;
@@ -149,6 +151,17 @@ struct Known {
     plain_bytes: Option<u64>,
 }
 
+impl Known {
+    /// The entry of a blob just written.
+    fn of(report: &SaveReport, plain_bytes: Option<u64>) -> Self {
+        Known {
+            bytes: report.bytes,
+            digest: hex(&report.header_digest),
+            plain_bytes,
+        }
+    }
+}
+
 impl KnownBlobs {
     /// Forgets `id` (a blob [`collect`] deleted).
     fn forget(&mut self, id: &str) {
@@ -243,38 +256,30 @@ pub fn save_dedup(
                 entry.clone()
             }
             None => {
-                let found = if storage.exists(&name)? {
-                    Some(check_blob(storage, &name, tensor)?)
+                let there = storage.exists(&name)?;
+                let (entry, written) = if there {
+                    reuse_blob(storage, &name, tensor, &info)?
                 } else {
                     let options = SaveOptions {
                         commit: Commit::CreateNew,
                         ..SaveOptions::default()
                     };
                     match write_blob(storage, &name, tensor, &info, &options, compress) {
-                        Ok((report, plain)) => {
-                            written_bytes = written_bytes.saturating_add(report.bytes);
-                            known.blobs.insert(
-                                id.clone(),
-                                Known {
-                                    bytes: report.bytes,
-                                    digest: hex(&report.header_digest),
-                                    plain_bytes: plain,
-                                },
-                            );
-                            None
-                        }
+                        Ok(written) => written,
                         // Another save wrote it meanwhile: the same bytes.
                         Err(Error::AlreadyExists { .. }) => {
-                            Some(check_blob(storage, &name, tensor)?)
+                            reuse_blob(storage, &name, tensor, &info)?
                         }
                         Err(e) => return Err(e),
                     }
                 };
-                if let Some(entry) = found {
+                if written == 0 {
                     reused_bytes = reused_bytes.saturating_add(len);
-                    known.blobs.insert(id.clone(), entry);
+                } else {
+                    written_bytes = written_bytes.saturating_add(written);
                 }
-                known.blobs.get(&id).cloned().unwrap_or_default()
+                known.blobs.insert(id.clone(), entry.clone());
+                entry
             }
         };
         let (name, global) = whole_in(tensor, &rel);
@@ -337,41 +342,47 @@ fn write_group(
     tensors: &[NamedTensor<'_>],
     info: &BTreeMap<String, String>,
 ) -> Result<(String, ShardEntry, u64, Vec<String>), Error> {
-    let mut hashers: Vec<blake3::Hasher> = tensors.iter().map(seeded).collect();
     let ids_of = |hs: &[blake3::Hasher]| -> Vec<String> {
         hs.iter().map(|h| hex(h.finalize().as_bytes())).collect()
     };
     let name_of = |hs: &[blake3::Hasher]| format!("{}.safetensors", group_id(&ids_of(hs)));
-    let options = SaveOptions {
-        commit: Commit::CreateNew,
-        ..SaveOptions::default()
+    let save = |commit: Commit, info: &BTreeMap<String, String>| {
+        let mut hashers: Vec<blake3::Hasher> = tensors.iter().map(seeded).collect();
+        let options = SaveOptions {
+            commit,
+            ..SaveOptions::default()
+        };
+        let saved = store::save_by_content(
+            storage,
+            blobs,
+            Kind::Weights,
+            tensors,
+            info,
+            &options,
+            store::ContentName {
+                hashers: &mut hashers,
+                name_of: &name_of,
+            },
+        );
+        (saved, ids_of(&hashers))
     };
-    let saved = store::save_by_content(
-        storage,
-        blobs,
-        Kind::Weights,
-        tensors,
-        info,
-        &options,
-        store::ContentName {
-            hashers: &mut hashers,
-            name_of: &name_of,
-        },
-    );
-    let ids = ids_of(&hashers);
+    let (saved, ids) = save(Commit::CreateNew, info);
     let id = group_id(&ids);
     let name = blobs.join(&format!("{id}.safetensors"));
     let (entry, written) = match saved {
-        Ok(report) => (
-            Known {
-                bytes: report.bytes,
-                digest: hex(&report.header_digest),
-                plain_bytes: None,
-            },
-            report.bytes,
-        ),
-        // The same tensors were saved together before: that group is this one.
-        Err(Error::AlreadyExists { .. }) => (check_group(storage, &name, tensors)?, 0),
+        Ok(report) => (Known::of(&report, None), report.bytes),
+        // The same tensors were saved together before: that group is this one, unless it
+        // was damaged since.
+        Err(Error::AlreadyExists { .. }) => match check_group(storage, &name, tensors)? {
+            Ok(entry) => (entry, 0),
+            Err((damage, file)) => {
+                rewriting(storage, &name, &damage)?;
+                let report = save(Commit::Replace, &as_written(info, &file)).0?;
+                let mended = Known::of(&report, None);
+                mended_as_it_was(&name, &file, &mended);
+                (mended, report.bytes)
+            }
+        },
         Err(e) => return Err(e),
     };
     let rel = format!("{up}{BLOBS_DIR}/{id}.safetensors");
@@ -394,13 +405,13 @@ fn holds_exactly(file: &CheckpointFile, tensors: &[NamedTensor<'_>]) -> bool {
         })
 }
 
-/// A group blob already there, checked to hold exactly `tensors` by name, dtype and shape;
-/// its entry.
+/// A group blob already there, checked to hold exactly `tensors` by name, dtype and shape,
+/// and read whole: its entry, or why its bytes cannot be reused ([`damage`]) and the file.
 fn check_group(
     storage: &dyn Storage,
     name: &Name,
     tensors: &[NamedTensor<'_>],
-) -> Result<Known, Error> {
+) -> Result<Result<Known, (String, CheckpointFile)>, Error> {
     let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
     if !holds_exactly(&file, tensors) {
         return Err(Error::Corrupt {
@@ -408,10 +419,13 @@ fn check_group(
             reason: "it is not the group of tensors its name says".to_owned(),
         });
     }
-    Ok(Known {
-        bytes: file.len(),
-        digest: hex(&file.header_digest()),
-        plain_bytes: None,
+    Ok(match damage(&file)? {
+        Some(damage) => Err((damage, file)),
+        None => Ok(Known {
+            bytes: file.len(),
+            digest: hex(&file.header_digest()),
+            plain_bytes: None,
+        }),
     })
 }
 
@@ -528,14 +542,18 @@ pub fn relocate(mut index: Index, from: &Name, to: &Name, folder: &Name) -> Resu
     Ok(index)
 }
 
-/// A blob already there, checked to hold `tensor`'s name, dtype and shape, plain or
-/// compressed (its bytes are what its name says unless it was damaged, which verification
-/// finds); its entry.
-fn check_blob(
+/// A blob already there, reused: checked to hold `tensor`'s name, dtype and shape, plain
+/// or compressed, and read whole (once a process: it is then known). A blob whose bytes
+/// were damaged since it was written is written again with the bytes its name says,
+/// through the gate (as a shard this tool wrote), so that the checkpoint this save makes
+/// verifies, and the older ones that name the blob do again. Its entry, and the bytes
+/// written (0 when reused).
+fn reuse_blob(
     storage: &dyn Storage,
     name: &Name,
     tensor: &NamedTensor<'_>,
-) -> Result<Known, Error> {
+    info: &BTreeMap<String, String>,
+) -> Result<(Known, u64), Error> {
     let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
     let (dtype, shape) = (tensor.data.dtype(), tensor.data.shape());
     let (holds, plain_bytes) = match Encoding::of(&file)? {
@@ -561,15 +579,75 @@ fn check_blob(
             ),
         });
     }
-    Ok(Known {
-        bytes: file.len(),
-        digest: hex(&file.header_digest()),
-        plain_bytes,
-    })
+    let Some(damage) = damage(&file)? else {
+        let known = Known {
+            bytes: file.len(),
+            digest: hex(&file.header_digest()),
+            plain_bytes,
+        };
+        return Ok((known, 0));
+    };
+    // Written as it was (its run, plain or compressed), its header is the one the indexes
+    // that name it committed, so that they verify again.
+    let (info, compress) = (as_written(info, &file), Encoding::of(&file)?.is_some());
+    rewriting(storage, name, &damage)?;
+    let options = SaveOptions {
+        commit: Commit::Replace,
+        ..SaveOptions::default()
+    };
+    let mended = write_blob(storage, name, tensor, &info, &options, compress)?;
+    mended_as_it_was(name, &file, &mended.0);
+    Ok(mended)
+}
+
+/// `info` with the run id of `file` (the run that wrote the blob first).
+fn as_written(info: &BTreeMap<String, String>, file: &CheckpointFile) -> BTreeMap<String, String> {
+    let mut info = info.clone();
+    if let Some(run_id) = file.info().get(KEY_RUN_ID) {
+        info.insert(KEY_RUN_ID.to_owned(), run_id.clone());
+    }
+    info
+}
+
+/// Says so when the blob `name`, written again, has another header than the damaged `file`
+/// had (one written by another version of this tool): the older indexes that name it no
+/// longer open (they did not verify before).
+fn mended_as_it_was(name: &Name, file: &CheckpointFile, mended: &Known) {
+    if mended.digest != hex(&file.header_digest()) {
+        log::warn!(
+            target: "model_checkpoint",
+            "blob {name} was written again with another header: the older checkpoints that \
+             name it no longer open"
+        );
+    }
+}
+
+/// Why `file`, a blob found there, cannot be reused as it is (its bytes fail their
+/// checksums, or it has none), or `None`.
+fn damage(file: &CheckpointFile) -> Result<Option<String>, Error> {
+    if !file.has_checksums() {
+        return Ok(Some("it has no checksums".to_owned()));
+    }
+    match file.verify_tensors() {
+        Ok(()) => Ok(None),
+        Err(Error::Corrupt { reason, .. }) => Ok(Some(reason)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Asks the gate whether the damaged blob `name` may be written again (a shard this tool
+/// wrote, of any run: a blob's name says its bytes, whoever wrote it), and says so.
+fn rewriting(storage: &dyn Storage, name: &Name, damage: &str) -> Result<(), Error> {
+    gate::check_replace(storage, name, gate::Claim::ShardedPart { run_id: None })?;
+    log::warn!(
+        target: "model_checkpoint",
+        "blob {name} is damaged ({damage}): writing it again with the bytes its name says"
+    );
+    Ok(())
 }
 
 /// Writes the blob `name` of `tensor`, compressed when `compress` and that pays
-/// ([`codec::encode`]); its report, and its size were it plain when compressed.
+/// ([`codec::encode`]); its entry and the bytes written.
 fn write_blob(
     storage: &dyn Storage,
     name: &Name,
@@ -577,7 +655,8 @@ fn write_blob(
     info: &BTreeMap<String, String>,
     options: &SaveOptions,
     compress: bool,
-) -> Result<(SaveReport, Option<u64>), Error> {
+) -> Result<(Known, u64), Error> {
+    let known = |report: &SaveReport, plain_bytes| (Known::of(report, plain_bytes), report.bytes);
     let encoded = if compress {
         codec::encode(tensor)?
     } else {
@@ -592,7 +671,7 @@ fn write_blob(
             info,
             options,
         )?;
-        return Ok((report, None));
+        return Ok(known(&report, None));
     };
     let stored_len = stored.len() as u64;
     let data = HostTensor::new(Dtype::U8, vec![stored.len()], stored)?;
@@ -610,7 +689,7 @@ fn write_blob(
         .bytes
         .saturating_sub(stored_len)
         .saturating_add(tensor.data.byte_len() as u64);
-    Ok((report, Some(plain)))
+    Ok(known(&report, Some(plain)))
 }
 
 /// What [`collect`] did.

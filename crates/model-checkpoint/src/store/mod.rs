@@ -35,6 +35,7 @@ pub use local::{
     is_temp_file, open_regular, remove_stale_temp_files, replace_with_link, CommitError,
     FolderLock, LocalFolder, PendingFile, LOCK_FILE, TEMP_SUFFIX,
 };
+pub(crate) use meta::KEY_RUN_ID;
 pub use meta::{Meta, Position, RawMeta, KEY_TRAINING_STATE, MAX_COUNTER};
 pub use name::{is_interrupt_name, normalize, INTERRUPT_FILE, LAST_FILE};
 pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_DIMS, MAX_HEADER_BYTES};
