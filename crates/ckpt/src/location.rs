@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use model_checkpoint::restore::AnyCheckpoint;
 use model_checkpoint::store::{self, CheckpointFile, Listed, LocalFolder, Name, Storage, Verify};
 use model_checkpoint_object_store::{is_remote, ObjectStorage};
 
@@ -84,17 +85,6 @@ impl Location {
         })
     }
 
-    /// `name` in `storage` (a run's own storage), as this location would name it.
-    #[cfg_attr(not(feature = "train"), allow(dead_code))]
-    pub fn with_storage(&self, storage: Arc<dyn Storage>, name: Name) -> Location {
-        Location {
-            storage,
-            slash: false,
-            remote: self.remote,
-            name,
-        }
-    }
-
     /// Another name in the same storage.
     pub fn at(&self, name: Name) -> Location {
         Location {
@@ -165,14 +155,37 @@ impl Location {
         )
     }
 
+    /// FOLDER, when this is `FOLDER/latest` and no such file exists: a name for the newest
+    /// full checkpoint in FOLDER.
+    fn latest_of(&self) -> Result<Option<Location>, Failure> {
+        if self.name.file_name() != Some("latest") || self.storage.exists(&self.name)? {
+            return Ok(None);
+        }
+        Ok(Some(self.at(self.name.parent())))
+    }
+
+    /// The checkpoint here, open: `FOLDER/latest` (when no such file exists) is the newest
+    /// full checkpoint in FOLDER, as the search verified it; anything else is opened and
+    /// verified whole.
+    #[cfg_attr(not(feature = "train"), allow(dead_code))]
+    pub fn open_checkpoint(&self) -> Result<AnyCheckpoint, Failure> {
+        Ok(match self.latest_of()? {
+            Some(folder) => {
+                model_checkpoint::restore::latest_resumable(&*folder.storage, &folder.name)?
+            }
+            None => AnyCheckpoint::open(&*self.storage, &self.name, Verify::Full)?,
+        })
+    }
+
     /// `FOLDER/latest` (when no such file exists) as the newest full checkpoint in FOLDER;
     /// anything else as itself.
     pub fn resolve_latest(self) -> Result<Location, Failure> {
-        if self.name.file_name() != Some("latest") || self.storage.exists(&self.name)? {
-            return Ok(self);
+        match self.latest_of()? {
+            Some(folder) => {
+                let newest = folder.latest()?;
+                Ok(folder.at(newest))
+            }
+            None => Ok(self),
         }
-        let folder = self.at(self.name.parent());
-        let newest = folder.latest()?;
-        Ok(folder.at(newest))
     }
 }

@@ -665,14 +665,14 @@ fn resume(
     use model_checkpoint::restore::AnyCheckpoint;
     use model_checkpoint::store::Verify;
     // A file, or a folder with an index (a deduplicated checkpoint).
-    let location = if from.as_os_str() == "latest" {
-        // The callback's own latest, in the run's storage.
+    let opened = if from.as_os_str() == "latest" {
+        // The callback's own latest, in the run's storage, which its search verified whole:
+        // each tensor is checked again as the restore reads it.
         let latest = run.checkpoint.latest()?;
-        crate::location::Location::of(from)?.with_storage(storage.clone(), latest)
+        AnyCheckpoint::open(&**storage, &latest, Verify::HeaderOnly)?
     } else {
-        crate::location::Location::of(from)?.resolve_latest()?
+        crate::location::Location::of(from)?.open_checkpoint()?
     };
-    let opened = AnyCheckpoint::open(&*location.storage, &location.name, Verify::Full)?;
     let file = opened.head()?;
     // The options this checkpoint was trained with, checked before anything is loaded, so
     // that a changed model shape is named as the option that changed it.
@@ -682,10 +682,7 @@ fn resume(
     }
     let callbacks: &mut [&mut dyn model_checkpoint::Callback] =
         &mut [run.checkpoint, run.recorder, run.logger];
-    let resumed = match &opened {
-        AnyCheckpoint::Folder(checkpoint) => trainer.resume_from_sharded(checkpoint, callbacks)?,
-        AnyCheckpoint::File(file) => trainer.resume_from(file, callbacks)?,
-    };
+    let resumed = trainer.resume_checkpoint(&opened, callbacks)?;
     match (args.learning_rate, &saved) {
         (Some(lr), Some(saved)) if lr != saved.learning_rate => {
             trainer.step_mut().set_learning_rate(lr);

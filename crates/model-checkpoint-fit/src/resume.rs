@@ -94,18 +94,20 @@ impl<S: Step> Trainer<S> {
             &Name::from(dir.as_ref()),
         ) {
             Ok(newest) => newest,
-            Err(CoreError::NoCheckpoint { .. }) => return Ok(None),
-            Err(CoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(None)
-            }
+            Err(e) if e.is_nothing_to_resume() => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         self.resume_checkpoint(&newest, callbacks).map(Some)
     }
 
-    /// Like [`Trainer::resume`], from a checkpoint of either kind already open (and
-    /// verified, with [`Verify::Full`]).
-    fn resume_checkpoint(
+    /// Like [`Trainer::resume`], from a checkpoint of either kind already open, from any
+    /// [`model_checkpoint::store::Storage`] (with [`AnyCheckpoint::open`], or found and
+    /// verified by [`model_checkpoint::restore::latest_resumable`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Trainer::resume`].
+    pub fn resume_checkpoint(
         &mut self,
         checkpoint: &AnyCheckpoint,
         callbacks: &mut [&mut dyn Callback],

@@ -159,12 +159,7 @@ pub(crate) fn latest(py: Python<'_>, directory: &str) -> PyResult<Option<String>
     let (storage, name) = locate(directory).map_err(to_py)?;
     match py.detach(|| restore::latest_resumable(&*storage, &name)) {
         Ok(found) => Ok(Some(found.name().to_string())),
-        Err(model_checkpoint::Error::NoCheckpoint { .. }) => Ok(None),
-        Err(model_checkpoint::Error::Io { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
-            Ok(None)
-        }
+        Err(e) if e.is_nothing_to_resume() => Ok(None),
         Err(e) => Err(to_py(e)),
     }
 }

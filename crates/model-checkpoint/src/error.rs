@@ -356,6 +356,27 @@ impl Error {
         }
     }
 
+    /// Whether this error says there is nothing to resume from: no full checkpoint in the
+    /// folder verifies ([`Error::NoCheckpoint`]), or the folder is not there yet (a missing
+    /// object's [`Error::Io`]). A job that may be requeued starts afresh on it, and fails on
+    /// any other error (a folder it cannot read may hold the newest checkpoint).
+    ///
+    /// ```
+    /// use model_checkpoint::{restore, store::{LocalFolder, Name}};
+    /// let dir = tempfile::tempdir()?;
+    /// let never_made = Name::from(dir.path().join("ck"));
+    /// let searched = restore::latest_resumable(&LocalFolder::default(), &never_made);
+    /// assert!(searched.is_err_and(|e| e.is_nothing_to_resume()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_nothing_to_resume(&self) -> bool {
+        match self {
+            Error::NoCheckpoint { .. } => true,
+            Error::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+
     /// Whether the storage failed to read an object that is there (a disk's error, an
     /// endpoint's refusal or failure): what says nothing of the object itself, unlike a
     /// damaged or missing one. `latest` stops at such a file rather than skip back past it,

@@ -109,10 +109,7 @@ impl Engine {
         // None found is no error here; a failure to read is (it may be the newest).
         let found = |searched: Result<Name, Error>| match searched {
             Ok(name) => Ok(Some(name)),
-            Err(Error::NoCheckpoint { .. }) => Ok(None),
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Ok(None)
-            }
+            Err(e) if e.is_nothing_to_resume() => Ok(None),
             Err(e) => Err(e),
         };
         let dir = self.folder();
