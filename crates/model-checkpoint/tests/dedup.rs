@@ -449,6 +449,45 @@ fn a_damaged_blob_is_written_again_by_the_next_process_that_needs_it() {
     );
     // Both checkpoints verify: the new one, and the old one that names the same blob.
     assert_eq!(all_whole(dir.path()), 2);
+    // A blob this tool wrote, checksums intact, with other bytes under the name (a faulty
+    // writer, or a hand's copy): compared with the tensor, and written again too. Its
+    // header came with the other bytes: e01, which pinned the first, does not open again,
+    // and the checkpoint this save makes holds the right bytes.
+    let other = HostTensor::new(Dtype::F32, vec![FROZEN / 4], vec![7u8; FROZEN]).expect("other");
+    let other = [NamedTensor::new("backbone.weight", other)];
+    let mut info = std::collections::BTreeMap::new();
+    info.insert("run_id".to_owned(), "someone-else".to_owned());
+    model_checkpoint::store::save(
+        &backbone,
+        model_checkpoint::store::Kind::Weights,
+        &other,
+        &info,
+        &model_checkpoint::store::SaveOptions::default(),
+    )
+    .expect("plant");
+    model.epoch.set(2);
+    let mut again = callback(dir.path(), template);
+    again
+        .on_train_begin(&Logs::new(), &mut Context::new(&model))
+        .expect("begin");
+    again
+        .on_epoch_end(1, &Logs::from([("loss", 0.5)]), &mut Context::new(&model))
+        .expect("the save mends the blob");
+    again
+        .on_train_end(&Logs::new(), &mut Context::new(&model))
+        .expect("end");
+    let mended = model_checkpoint::store::CheckpointFile::open(&backbone, Verify::Full)
+        .expect("the blob verifies");
+    assert!(
+        mended.read("backbone.weight").expect("read") == frozen().data(),
+        "mended with the bytes its name says"
+    );
+    let e02 = ShardedCheckpoint::open(
+        &LocalFolder::default(),
+        &Name::from(dir.path().join("e02.safetensors")),
+    )
+    .expect("the new checkpoint opens");
+    assert!(e02.read("backbone.weight").expect("verifies").data() == frozen().data());
     // A blob that is not this tool's (no checksums) is not reused, and not replaced.
     let plain = {
         let data = frozen();
@@ -481,6 +520,50 @@ fn a_damaged_blob_is_written_again_by_the_next_process_that_needs_it() {
         std::fs::read(&backbone).expect("read") == plain,
         "left alone"
     );
+    // A blob that does not open (truncated) is not replaced either; the error says what to do.
+    std::fs::write(&backbone, &plain[..plain.len() / 2]).expect("truncate");
+    let mut fourth = callback(dir.path(), template);
+    fourth
+        .on_train_begin(&Logs::new(), &mut Context::new(&model))
+        .expect("begin");
+    let err = fourth
+        .on_epoch_end(2, &Logs::from([("loss", 0.25)]), &mut Context::new(&model))
+        .expect_err("a truncated blob is refused");
+    assert!(err.to_string().contains("move it away"), "{err}");
+}
+
+#[test]
+fn a_head_with_other_metadata_under_its_name_is_written_again() {
+    // The same save made twice (a run re-saving an epoch under its id) finds its head there;
+    // a file with other metadata under that name is not taken for it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = "e{epoch:02d}.safetensors";
+    let run = |dir: &Path| callback(dir, template).with_run_id("a1");
+    train(&mut run(dir.path()), &Model::new(), 0..1);
+    let e01 = dir.path().join("e01.safetensors");
+    let head = e01.join(
+        index_of(&e01)["model_checkpoint"]["shards"][0]["file"]
+            .as_str()
+            .expect("head"),
+    );
+    let genuine = std::fs::read(&head).expect("read");
+    let mut info = std::collections::BTreeMap::new();
+    info.insert("run_id".to_owned(), "a1".to_owned());
+    info.insert("epoch".to_owned(), "9".to_owned());
+    model_checkpoint::store::save(
+        &head,
+        model_checkpoint::store::Kind::Full,
+        &[],
+        &info,
+        &model_checkpoint::store::SaveOptions::default(),
+    )
+    .expect("plant");
+    train(&mut run(dir.path()), &Model::new(), 0..1);
+    assert!(
+        std::fs::read(&head).expect("read") == genuine,
+        "written again"
+    );
+    assert_eq!(all_whole(dir.path()), 1);
 }
 
 #[test]

@@ -20,9 +20,10 @@
 //! A save writes the blobs it lacks (each committed and durable before the index), then the
 //! index: no index, no checkpoint. Blobs are never rewritten, so replacing an index is
 //! atomic for readers; the one exception is a blob found damaged (a blob this process did
-//! not write is read whole before its first reuse), which is written again, atomically,
-//! with the bytes its name says, so readers see the damaged blob or the mended one. A blob goes only when no index in the run's folder names it, and only
-//! one this run wrote (its header carries the run id), through the deletion gate
+//! not write is read whole and compared with its tensor before its first reuse), which is
+//! written again, atomically, with the bytes its name says, so readers see the damaged blob
+//! or the mended one. A blob goes only when no index in the run's folder names it, and
+//! only one this run wrote (its header carries the run id), through the deletion gate
 //! ([`collect`]): a crash at any point leaves every committed checkpoint whole and at most
 //! blobs nothing names, which the run's next collection removes.
 
@@ -376,8 +377,12 @@ fn write_group(
         Err(Error::AlreadyExists { .. }) => match check_group(storage, &name, tensors)? {
             Ok(entry) => (entry, 0),
             Err((damage, file)) => {
-                rewriting(storage, &name, &damage)?;
-                let report = save(Commit::Replace, &as_written(info, &file)).0?;
+                rewriting(storage, &name, damage.reason())?;
+                let info = match damage {
+                    Damage::Bytes(_) => as_written(info, &file),
+                    Damage::Content(_) => info.clone(),
+                };
+                let report = save(Commit::Replace, &info).0?;
                 let mended = Known::of(&report, None);
                 mended_as_it_was(&name, &file, &mended);
                 (mended, report.bytes)
@@ -411,15 +416,15 @@ fn check_group(
     storage: &dyn Storage,
     name: &Name,
     tensors: &[NamedTensor<'_>],
-) -> Result<Result<Known, (String, CheckpointFile)>, Error> {
-    let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
+) -> Result<Result<Known, (Damage, CheckpointFile)>, Error> {
+    let file = open_found(storage, name)?;
     if !holds_exactly(&file, tensors) {
         return Err(Error::Corrupt {
             path: name.clone(),
             reason: "it is not the group of tensors its name says".to_owned(),
         });
     }
-    Ok(match damage(&file)? {
+    Ok(match damage(&file, tensors)? {
         Some(damage) => Err((damage, file)),
         None => Ok(Known {
             bytes: file.len(),
@@ -466,18 +471,30 @@ fn write_head(
     }
     let id = hex(hash.finalize().as_bytes());
     let name = blobs.join(&format!("{id}.safetensors"));
-    let options = SaveOptions {
-        commit: Commit::CreateNew,
-        ..SaveOptions::default()
+    let save = |commit| {
+        let options = SaveOptions {
+            commit,
+            ..SaveOptions::default()
+        };
+        store::save_to(storage, &name, kind, &[], &info, &options)
+            .map(|report| (report.bytes, report.header_digest, report.bytes))
     };
-    let (bytes, digest, written) = match store::save_to(storage, &name, kind, &[], &info, &options)
-    {
-        Ok(report) => (report.bytes, report.header_digest, report.bytes),
+    let (bytes, digest, written) = match save(Commit::CreateNew) {
         Err(Error::AlreadyExists { .. }) => {
-            let file = CheckpointFile::open_in(storage, &name, Verify::HeaderOnly)?;
-            (file.len(), file.header_digest(), 0)
+            // The same head, saved before; unless what is there is not what its name says.
+            let file = open_found(storage, &name)?;
+            let holds = file.has_checksums()
+                && file.kind() == kind
+                && info.iter().all(|(k, v)| file.info().get(k) == Some(v));
+            if holds {
+                (file.len(), file.header_digest(), 0)
+            } else {
+                let why = "its metadata is not the checkpoint's its name says";
+                rewriting(storage, &name, why)?;
+                save(Commit::Replace)?
+            }
         }
-        Err(e) => return Err(e),
+        saved => saved?,
     };
     let entry = ShardEntry {
         file: format!("{up}{BLOBS_DIR}/{id}.safetensors"),
@@ -554,7 +571,7 @@ fn reuse_blob(
     tensor: &NamedTensor<'_>,
     info: &BTreeMap<String, String>,
 ) -> Result<(Known, u64), Error> {
-    let file = CheckpointFile::open_in(storage, name, Verify::HeaderOnly)?;
+    let file = open_found(storage, name)?;
     let (dtype, shape) = (tensor.data.dtype(), tensor.data.shape());
     let (holds, plain_bytes) = match Encoding::of(&file)? {
         Some(encoding) => {
@@ -579,7 +596,7 @@ fn reuse_blob(
             ),
         });
     }
-    let Some(damage) = damage(&file)? else {
+    let Some(damage) = damage(&file, std::slice::from_ref(tensor))? else {
         let known = Known {
             bytes: file.len(),
             digest: hex(&file.header_digest()),
@@ -588,9 +605,14 @@ fn reuse_blob(
         return Ok((known, 0));
     };
     // Written as it was (its run, plain or compressed), its header is the one the indexes
-    // that name it committed, so that they verify again.
-    let (info, compress) = (as_written(info, &file), Encoding::of(&file)?.is_some());
-    rewriting(storage, name, &damage)?;
+    // that name it committed, so that they verify again; unless its header came with other
+    // bytes, and says nothing of the first.
+    let info = match damage {
+        Damage::Bytes(_) => as_written(info, &file),
+        Damage::Content(_) => info.clone(),
+    };
+    let compress = Encoding::of(&file)?.is_some();
+    rewriting(storage, name, damage.reason())?;
     let options = SaveOptions {
         commit: Commit::Replace,
         ..SaveOptions::default()
@@ -616,23 +638,94 @@ fn mended_as_it_was(name: &Name, file: &CheckpointFile, mended: &Known) {
     if mended.digest != hex(&file.header_digest()) {
         log::warn!(
             target: "model_checkpoint",
-            "blob {name} was written again with another header: the older checkpoints that \
-             name it no longer open"
+            "blob {name} was written again with another header than the one the older \
+             checkpoints that name it committed: they do not open"
         );
     }
 }
 
-/// Why `file`, a blob found there, cannot be reused as it is (its bytes fail their
-/// checksums, or it has none), or `None`.
-fn damage(file: &CheckpointFile) -> Result<Option<String>, Error> {
+/// The blob `name`, found there, opened by its header. One whose header does not read
+/// cannot be proven to be this tool's, so it is not replaced: the error says so.
+fn open_found(storage: &dyn Storage, name: &Name) -> Result<CheckpointFile, Error> {
+    CheckpointFile::open_in(storage, name, Verify::HeaderOnly).map_err(|e| match e {
+        Error::Corrupt { path, reason } => Error::Corrupt {
+            path,
+            reason: format!(
+                "{reason}; a blob that does not open is not replaced: move it away, and \
+                 the next save writes it again"
+            ),
+        },
+        e => e,
+    })
+}
+
+/// Why a blob found there cannot be reused as it is.
+enum Damage {
+    /// Its bytes fail their checksums (or it has none): its header is the one written.
+    Bytes(String),
+    /// Its checksums hold but its bytes are not the tensors': it was written with other
+    /// bytes under this name (by hand, or by a faulty writer), and its header with them.
+    Content(String),
+}
+
+impl Damage {
+    fn reason(&self) -> &str {
+        match self {
+            Damage::Bytes(why) | Damage::Content(why) => why,
+        }
+    }
+}
+
+/// Why `file`, a blob found there, cannot be reused as it is for `tensors`, or `None` when
+/// it holds exactly their bytes (decoded, when it is compressed): one read of the file,
+/// compared as it is read.
+fn damage(file: &CheckpointFile, tensors: &[NamedTensor<'_>]) -> Result<Option<Damage>, Error> {
     if !file.has_checksums() {
-        return Ok(Some("it has no checksums".to_owned()));
+        return Ok(Some(Damage::Bytes("it has no checksums".to_owned())));
     }
-    match file.verify_tensors() {
-        Ok(()) => Ok(None),
-        Err(Error::Corrupt { reason, .. }) => Ok(Some(reason)),
-        Err(e) => Err(e),
+    let encoding = Encoding::of(file)?;
+    for tensor in tensors {
+        let same = match &encoding {
+            None => file.holds_bytes(&tensor.name, &*tensor.data),
+            Some(encoding) => file
+                .read(&tensor.name)
+                .and_then(|stored| encoding.decode(file, &stored))
+                .and_then(|plain| same_bytes(tensor, &plain)),
+        };
+        match same {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Some(Damage::Content(format!(
+                    "its bytes are not those of tensor {:?}, which its name says",
+                    crate::text::shorten(&tensor.name, 100)
+                ))))
+            }
+            Err(Error::Corrupt { reason, .. }) => return Ok(Some(Damage::Bytes(reason))),
+            Err(e) => return Err(e),
+        }
     }
+    Ok(None)
+}
+
+/// Whether `tensor`'s bytes are `bytes`.
+fn same_bytes(tensor: &NamedTensor<'_>, bytes: &[u8]) -> Result<bool, Error> {
+    if tensor.data.byte_len() != bytes.len() {
+        return Ok(false);
+    }
+    let (mut at, mut same) = (0usize, true);
+    tensor
+        .data
+        .write_to(&mut |piece| {
+            let end = at.saturating_add(piece.len());
+            same &= bytes.get(at..end) == Some(piece);
+            at = end;
+            Ok(())
+        })
+        .map_err(|_| Error::TensorName {
+            name: crate::text::shorten(&tensor.name, 200),
+            reason: "its bytes could not be read to compare them with a stored copy",
+        })?;
+    Ok(same && at == bytes.len())
 }
 
 /// Asks the gate whether the damaged blob `name` may be written again (a shard this tool
@@ -641,7 +734,8 @@ fn rewriting(storage: &dyn Storage, name: &Name, damage: &str) -> Result<(), Err
     gate::check_replace(storage, name, gate::Claim::ShardedPart { run_id: None })?;
     log::warn!(
         target: "model_checkpoint",
-        "blob {name} is damaged ({damage}): writing it again with the bytes its name says"
+        "blob {name} is damaged: {damage}. It is written again with the bytes its name \
+         says, and the checkpoints that name it verify again; check the storage it is on"
     );
     Ok(())
 }

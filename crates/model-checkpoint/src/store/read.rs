@@ -17,7 +17,7 @@ use super::Name;
 use super::layout::{self, Kind};
 use super::local::LocalFolder;
 use super::storage::{ObjectReader, Storage};
-use crate::model::Dtype;
+use crate::model::{Dtype, TensorData};
 use crate::Error;
 
 /// Whether [`CheckpointFile::open`] checks tensor checksums.
@@ -385,6 +385,60 @@ impl CheckpointFile {
             return Err(self.read_error(t.name, mismatch(t.name, expected, computed)));
         }
         Ok(out)
+    }
+
+    /// Whether the tensor called `name` holds exactly the bytes `data` hands over, read in
+    /// bounded chunks and checked against its checksum as they are (reading stops at the
+    /// first difference): what a content-addressed blob found on storage is confirmed by
+    /// before it is reused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a tensor that is not in the file, whose bytes fail their
+    /// checksum or that the file no longer holds; the storage's read errors;
+    /// [`Error::TensorName`] when `data` cannot hand its bytes over.
+    pub fn holds_bytes(&self, name: &str, data: &dyn TensorData) -> Result<bool, Error> {
+        let t = self.tensor(name).ok_or_else(|| {
+            Error::corrupt(
+                &self.path,
+                format!("tensor {:?} is not in the file", shorten(name)),
+            )
+        })?;
+        if t.len != data.byte_len() {
+            return Ok(false);
+        }
+        let mut reader = self.reader_of(t);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(CHUNK.min(t.len))
+            .map_err(|e| self.too_large("a read buffer", e))?;
+        let (mut read_failed, mut differs) = (None, false);
+        let stop = || std::io::Error::other("stopped");
+        let handed = data.write_to(&mut |piece| {
+            for part in piece.chunks(CHUNK) {
+                buf.resize(part.len(), 0);
+                if let Err(e) = reader.read_exact(&mut buf) {
+                    read_failed = Some(e);
+                    return Err(stop());
+                }
+                if buf.as_slice() != part {
+                    differs = true;
+                    return Err(stop());
+                }
+            }
+            Ok(())
+        });
+        if let Some(e) = read_failed {
+            return Err(self.read_error(t.name, e));
+        }
+        if differs {
+            return Ok(false);
+        }
+        handed.map_err(|_| Error::TensorName {
+            name: shorten(name),
+            reason: "its bytes could not be read to compare them with a stored copy",
+        })?;
+        // Every byte of the tensor read (and so its checksum checked), or fewer handed over.
+        Ok(reader.next == reader.end)
     }
 
     /// A reader of the tensor called `name`'s bytes, for streaming through a large tensor in
