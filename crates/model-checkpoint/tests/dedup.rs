@@ -533,6 +533,49 @@ fn a_damaged_blob_is_written_again_by_the_next_process_that_needs_it() {
 }
 
 #[test]
+fn a_damaged_group_blob_is_written_again_when_the_same_group_recurs() {
+    // The tensors that change at every save go together in one group blob; an epoch trained
+    // again gives the same group, found there: read whole, and mended when damaged.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}-l{loss:.2f}.safetensors");
+    let model = Model::new();
+    cb.on_train_begin(&Logs::new(), &mut Context::new(&model))
+        .expect("begin");
+    let save = |cb: &mut ModelCheckpoint, epoch: u32, loss: f64| {
+        model.epoch.set(epoch + 1);
+        cb.on_epoch_end(
+            epoch as usize,
+            &Logs::from([("loss", loss)]),
+            &mut Context::new(&model),
+        )
+    };
+    for epoch in 0..3 {
+        save(&mut cb, epoch, 1.0 / f64::from(epoch + 1)).expect("save");
+    }
+    let last = dir.path().join("e03-l0.33.safetensors");
+    let group = last.join(
+        index_of(&last)["weight_map"]["head.weight"]
+            .as_str()
+            .expect("mapped"),
+    );
+    let moment = index_of(&last)["weight_map"]["__training__/optimizer/head.weight/m"].clone();
+    assert_eq!(
+        moment.as_str(),
+        group.strip_prefix(&last).ok().and_then(|p| p.to_str()),
+        "one group"
+    );
+    let mut bytes = std::fs::read(&group).expect("read");
+    let end = bytes.len() - 1;
+    bytes[end] ^= 1;
+    std::fs::write(&group, &bytes).expect("write");
+    save(&mut cb, 2, 0.1).expect("the same group again, mended");
+    cb.on_train_end(&Logs::new(), &mut Context::new(&model))
+        .expect("end");
+    // Both checkpoints that name the group verify.
+    assert_eq!(all_whole(dir.path()), 4);
+}
+
+#[test]
 fn a_head_with_other_metadata_under_its_name_is_written_again() {
     // The same save made twice (a run re-saving an epoch under its id) finds its head there;
     // a file with other metadata under that name is not taken for it.
