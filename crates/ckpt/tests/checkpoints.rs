@@ -704,3 +704,40 @@ fn resuming_a_compressed_run_is_exact_with_candle_and_burn() {
         );
     }
 }
+
+#[test]
+fn a_damaged_deduplicated_checkpoint_is_named_when_it_is_passed_over() {
+    // `FOLDER/latest` skips a deduplicated checkpoint whose blob is damaged; the warning
+    // names the checkpoint passed over (the blob's name alone says nothing of which).
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "3", "--dedup"]);
+    let e03 = dir.path().join("ck/e03.safetensors");
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(e03.join("model.safetensors.index.json")).expect("index"),
+    )
+    .expect("json");
+    let map = index["weight_map"].as_object().expect("weight_map");
+    let blob = e03.join(
+        map.values()
+            .next()
+            .and_then(|f| f.as_str())
+            .expect("a blob"),
+    );
+    let mut bytes = std::fs::read(&blob).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&blob, bytes).expect("write");
+    let out = train(
+        dir.path(),
+        &["--epochs", "4", "--dedup", "--resume", "ck/latest"],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("resuming from ck/e02.safetensors"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("skipping ck/e03.safetensors: ") && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+}

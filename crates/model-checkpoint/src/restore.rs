@@ -757,7 +757,9 @@ pub fn latest_resumable(storage: &dyn Storage, dir: &Name) -> Result<AnyCheckpoi
                 return Ok(checkpoint);
             }
             Err(e) if e.is_read_failure() => return Err(e),
-            Err(e @ Error::Corrupt { .. }) => {
+            // A damaged file names itself; a folder's error names the blob or index at fault.
+            Err(e @ Error::Corrupt { .. }) if matches!(&e, Error::Corrupt { path, .. } if *path == name) =>
+            {
                 log::warn!(target: "model_checkpoint", "skipping {e}")
             }
             Err(e) => log::warn!(target: "model_checkpoint", "skipping {}: {e}", name.display()),
