@@ -409,6 +409,40 @@ fn a_damaged_blob_fails_verification() {
     assert!(err.to_string().contains("checksum"), "{err}");
 }
 
+/// A new process (a new callback: it knows no blob) that resumed `model` after epoch
+/// `epoch` and saves the next one with `cb`: the save's result (a failed save ends it).
+fn save_next_epoch(
+    mut cb: ModelCheckpoint,
+    model: &Model,
+    epoch: u32,
+    loss: f64,
+) -> Result<(), Error> {
+    model.epoch.set(epoch);
+    cb.on_train_begin(&Logs::new(), &mut Context::new(model))?;
+    model.epoch.set(epoch + 1);
+    let logs = Logs::from([("loss", loss)]);
+    cb.on_epoch_end(epoch as usize, &logs, &mut Context::new(model))?;
+    cb.on_train_end(&Logs::new(), &mut Context::new(model))?;
+    Ok(())
+}
+
+/// The file of tensor `name` in the deduplicated checkpoint `folder`.
+fn blob_path(folder: &Path, name: &str) -> PathBuf {
+    folder.join(
+        index_of(folder)["weight_map"][name]
+            .as_str()
+            .expect("mapped"),
+    )
+}
+
+/// Flips the last byte of `path`.
+fn flip_last_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(path, bytes).expect("write");
+}
+
 #[test]
 fn a_damaged_blob_is_written_again_by_the_next_process_that_needs_it() {
     // A requeued job's first save finds the frozen backbone's blob on disk. Reusing it by
@@ -417,100 +451,58 @@ fn a_damaged_blob_is_written_again_by_the_next_process_that_needs_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let template = "e{epoch:02d}.safetensors";
     train(&mut callback(dir.path(), template), &Model::new(), 0..1);
-    let backbone = dir.path().join("e01.safetensors").join(
-        index_of(&dir.path().join("e01.safetensors"))["weight_map"]["backbone.weight"]
-            .as_str()
-            .expect("mapped"),
-    );
-    let mut bytes = std::fs::read(&backbone).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&backbone, &bytes).expect("write");
-    // A new process (a new callback: it knows no blob) saves the next epoch.
+    let backbone = blob_path(&dir.path().join("e01.safetensors"), "backbone.weight");
+    let holds_frozen = || {
+        let blob = model_checkpoint::store::CheckpointFile::open(&backbone, Verify::Full)
+            .expect("the blob verifies");
+        blob.read("backbone.weight").expect("read") == frozen().data()
+    };
+    flip_last_byte(&backbone);
     let model = Model::new();
-    model.epoch.set(1);
-    let mut resumed = callback(dir.path(), template);
-    resumed
-        .on_train_begin(&Logs::new(), &mut Context::new(&model))
-        .expect("begin");
-    model.epoch.set(2);
-    let mut ctx = Context::new(&model);
-    resumed
-        .on_epoch_end(1, &Logs::from([("loss", 0.5)]), &mut ctx)
+    save_next_epoch(callback(dir.path(), template), &model, 1, 0.5)
         .expect("the save mends the blob");
-    resumed
-        .on_train_end(&Logs::new(), &mut Context::new(&model))
-        .expect("end");
-    let mended = model_checkpoint::store::CheckpointFile::open(&backbone, Verify::Full)
-        .expect("the blob verifies again");
-    assert!(
-        mended.read("backbone.weight").expect("read") == frozen().data(),
-        "mended with the bytes its name says"
-    );
+    assert!(holds_frozen(), "mended with the bytes its name says");
     // Both checkpoints verify: the new one, and the old one that names the same blob.
     assert_eq!(all_whole(dir.path()), 2);
+
     // A blob this tool wrote, checksums intact, with other bytes under the name (a faulty
     // writer, or a hand's copy): compared with the tensor, and written again too. Its
     // header came with the other bytes: e01, which pinned the first, does not open again,
     // and the checkpoint this save makes holds the right bytes.
     let other = HostTensor::new(Dtype::F32, vec![FROZEN / 4], vec![7u8; FROZEN]).expect("other");
-    let other = [NamedTensor::new("backbone.weight", other)];
     let mut info = std::collections::BTreeMap::new();
     info.insert("run_id".to_owned(), "someone-else".to_owned());
     model_checkpoint::store::save(
         &backbone,
         model_checkpoint::store::Kind::Weights,
-        &other,
+        &[NamedTensor::new("backbone.weight", other)],
         &info,
         &model_checkpoint::store::SaveOptions::default(),
     )
     .expect("plant");
-    model.epoch.set(2);
-    let mut again = callback(dir.path(), template);
-    again
-        .on_train_begin(&Logs::new(), &mut Context::new(&model))
-        .expect("begin");
-    again
-        .on_epoch_end(1, &Logs::from([("loss", 0.5)]), &mut Context::new(&model))
+    save_next_epoch(callback(dir.path(), template), &model, 1, 0.5)
         .expect("the save mends the blob");
-    again
-        .on_train_end(&Logs::new(), &mut Context::new(&model))
-        .expect("end");
-    let mended = model_checkpoint::store::CheckpointFile::open(&backbone, Verify::Full)
-        .expect("the blob verifies");
-    assert!(
-        mended.read("backbone.weight").expect("read") == frozen().data(),
-        "mended with the bytes its name says"
-    );
+    assert!(holds_frozen(), "mended with the bytes its name says");
     let e02 = ShardedCheckpoint::open(
         &LocalFolder::default(),
         &Name::from(dir.path().join("e02.safetensors")),
     )
     .expect("the new checkpoint opens");
     assert!(e02.read("backbone.weight").expect("verifies").data() == frozen().data());
+
     // A blob that is not this tool's (no checksums) is not reused, and not replaced.
     let plain = {
         let data = frozen();
-        let views = [(
-            "backbone.weight",
-            safetensors::tensor::TensorView::new(
-                safetensors::Dtype::F32,
-                vec![FROZEN / 4],
-                data.data(),
-            )
-            .expect("view"),
-        )];
-        safetensors::serialize(views, None).expect("serialize")
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![FROZEN / 4],
+            data.data(),
+        )
+        .expect("view");
+        safetensors::serialize([("backbone.weight", view)], None).expect("serialize")
     };
     std::fs::write(&backbone, &plain).expect("write");
-    let mut third = callback(dir.path(), template);
-    model.epoch.set(2);
-    third
-        .on_train_begin(&Logs::new(), &mut Context::new(&model))
-        .expect("begin");
-    model.epoch.set(3);
-    let err = third
-        .on_epoch_end(2, &Logs::from([("loss", 0.25)]), &mut Context::new(&model))
+    let err = save_next_epoch(callback(dir.path(), template), &model, 2, 0.25)
         .expect_err("a foreign blob is refused");
     assert!(
         err.to_string().contains("no checksums") && err.to_string().contains("blobs/"),
@@ -520,14 +512,10 @@ fn a_damaged_blob_is_written_again_by_the_next_process_that_needs_it() {
         std::fs::read(&backbone).expect("read") == plain,
         "left alone"
     );
+
     // A blob that does not open (truncated) is not replaced either; the error says what to do.
     std::fs::write(&backbone, &plain[..plain.len() / 2]).expect("truncate");
-    let mut fourth = callback(dir.path(), template);
-    fourth
-        .on_train_begin(&Logs::new(), &mut Context::new(&model))
-        .expect("begin");
-    let err = fourth
-        .on_epoch_end(2, &Logs::from([("loss", 0.25)]), &mut Context::new(&model))
+    let err = save_next_epoch(callback(dir.path(), template), &model, 2, 0.25)
         .expect_err("a truncated blob is refused");
     assert!(err.to_string().contains("move it away"), "{err}");
 }
@@ -553,21 +541,14 @@ fn a_damaged_group_blob_is_written_again_when_the_same_group_recurs() {
         save(&mut cb, epoch, 1.0 / f64::from(epoch + 1)).expect("save");
     }
     let last = dir.path().join("e03-l0.33.safetensors");
-    let group = last.join(
-        index_of(&last)["weight_map"]["head.weight"]
-            .as_str()
-            .expect("mapped"),
-    );
+    let group = blob_path(&last, "head.weight");
     let moment = index_of(&last)["weight_map"]["__training__/optimizer/head.weight/m"].clone();
     assert_eq!(
         moment.as_str(),
         group.strip_prefix(&last).ok().and_then(|p| p.to_str()),
         "one group"
     );
-    let mut bytes = std::fs::read(&group).expect("read");
-    let end = bytes.len() - 1;
-    bytes[end] ^= 1;
-    std::fs::write(&group, &bytes).expect("write");
+    flip_last_byte(&group);
     save(&mut cb, 2, 0.1).expect("the same group again, mended");
     cb.on_train_end(&Logs::new(), &mut Context::new(&model))
         .expect("end");
@@ -615,32 +596,17 @@ fn a_damaged_compressed_blob_is_mended_as_it_was_written() {
     // compressed, with the header the first checkpoint's index committed.
     let dir = tempfile::tempdir().expect("tempdir");
     let template = "e{epoch:02d}.safetensors";
-    let first = callback(dir.path(), template).compress(true);
-    train(&mut { first }, &Model::new(), 0..1);
-    let e01 = dir.path().join("e01.safetensors");
-    let backbone = e01.join(
-        index_of(&e01)["weight_map"]["backbone.weight"]
-            .as_str()
-            .expect("mapped"),
+    train(
+        &mut callback(dir.path(), template).compress(true),
+        &Model::new(),
+        0..1,
     );
+    let e01 = dir.path().join("e01.safetensors");
     let before = blob_of(&e01, "backbone.weight");
     assert!(before.info().contains_key("encoding"), "compressed");
-    let mut bytes = std::fs::read(&backbone).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&backbone, &bytes).expect("write");
-    let model = Model::new();
-    model.epoch.set(2);
-    let mut resumed = callback(dir.path(), template);
-    resumed
-        .on_train_begin(&Logs::new(), &mut Context::new(&model))
-        .expect("begin");
-    resumed
-        .on_epoch_end(1, &Logs::from([("loss", 0.5)]), &mut Context::new(&model))
+    flip_last_byte(&blob_path(&e01, "backbone.weight"));
+    save_next_epoch(callback(dir.path(), template), &Model::new(), 1, 0.5)
         .expect("the save mends the blob");
-    resumed
-        .on_train_end(&Logs::new(), &mut Context::new(&model))
-        .expect("end");
     let after = blob_of(&e01, "backbone.weight");
     assert_eq!(after.header_digest(), before.header_digest());
     assert_eq!(all_whole(dir.path()), 2);
@@ -697,12 +663,7 @@ fn latest_passes_over_a_damaged_deduplicated_checkpoint_as_over_a_damaged_file()
     train(&mut cb, &Model::new(), 0..3);
     // The head changes every epoch: its blob in e03 is e03's alone.
     let e03 = dir.path().join("e03.safetensors");
-    let index = index_of(&e03);
-    let blob = e03.join(index["weight_map"]["head.weight"].as_str().expect("mapped"));
-    let mut bytes = std::fs::read(&blob).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&blob, bytes).expect("write");
+    flip_last_byte(&blob_path(&e03, "head.weight"));
     // Its headers are intact: only reading every byte finds the damage, as for a file.
     let folder = Name::from(dir.path());
     let latest = model_checkpoint::restore::latest_resumable(&LocalFolder::default(), &folder)
