@@ -377,14 +377,10 @@ fn write_group(
         Err(Error::AlreadyExists { .. }) => match check_group(storage, &name, tensors)? {
             Ok(entry) => (entry, 0),
             Err((damage, file)) => {
-                rewriting(storage, &name, damage.reason())?;
-                let info = match damage {
-                    Damage::Bytes(_) => as_written(info, &file),
-                    Damage::Content(_) => info.clone(),
-                };
+                let info = damage.mend(storage, &name, &file, info)?;
                 let report = save(Commit::Replace, &info).0?;
                 let mended = Known::of(&report, None);
-                mended_as_it_was(&name, &file, &mended);
+                damage.mended(&name, &file, &mended);
                 (mended, report.bytes)
             }
         },
@@ -483,14 +479,16 @@ fn write_head(
         Err(Error::AlreadyExists { .. }) => {
             // The same head, saved before; unless what is there is not what its name says.
             let file = open_found(storage, &name)?;
-            let holds = file.has_checksums()
-                && file.kind() == kind
-                && info.iter().all(|(k, v)| file.info().get(k) == Some(v));
+            let recorded = file
+                .info()
+                .iter()
+                .filter(|(k, _)| !store::RESERVED_KEYS.contains(&k.as_str()));
+            let holds = file.has_checksums() && file.kind() == kind && recorded.eq(info.iter());
             if holds {
                 (file.len(), file.header_digest(), 0)
             } else {
-                let why = "its metadata is not the checkpoint's its name says";
-                rewriting(storage, &name, why)?;
+                let why = "its metadata is not the checkpoint's its name says".to_owned();
+                Damage::Content(why).mend(storage, &name, &file, &info)?;
                 save(Commit::Replace)?
             }
         }
@@ -604,44 +602,15 @@ fn reuse_blob(
         };
         return Ok((known, 0));
     };
-    // Written as it was (its run, plain or compressed), its header is the one the indexes
-    // that name it committed, so that they verify again; unless its header came with other
-    // bytes, and says nothing of the first.
-    let info = match damage {
-        Damage::Bytes(_) => as_written(info, &file),
-        Damage::Content(_) => info.clone(),
-    };
+    let info = damage.mend(storage, name, &file, info)?;
     let compress = Encoding::of(&file)?.is_some();
-    rewriting(storage, name, damage.reason())?;
     let options = SaveOptions {
         commit: Commit::Replace,
         ..SaveOptions::default()
     };
     let mended = write_blob(storage, name, tensor, &info, &options, compress)?;
-    mended_as_it_was(name, &file, &mended.0);
+    damage.mended(name, &file, &mended.0);
     Ok(mended)
-}
-
-/// `info` with the run id of `file` (the run that wrote the blob first).
-fn as_written(info: &BTreeMap<String, String>, file: &CheckpointFile) -> BTreeMap<String, String> {
-    let mut info = info.clone();
-    if let Some(run_id) = file.info().get(KEY_RUN_ID) {
-        info.insert(KEY_RUN_ID.to_owned(), run_id.clone());
-    }
-    info
-}
-
-/// Says so when the blob `name`, written again, has another header than the damaged `file`
-/// had (one written by another version of this tool): the older indexes that name it no
-/// longer open (they did not verify before).
-fn mended_as_it_was(name: &Name, file: &CheckpointFile, mended: &Known) {
-    if mended.digest != hex(&file.header_digest()) {
-        log::warn!(
-            target: "model_checkpoint",
-            "blob {name} was written again with another header than the one the older \
-             checkpoints that name it committed: they do not open"
-        );
-    }
 }
 
 /// The blob `name`, found there, opened by its header. One whose header does not read
@@ -669,9 +638,53 @@ enum Damage {
 }
 
 impl Damage {
-    fn reason(&self) -> &str {
+    /// Asks the gate whether the blob `name`, found as `file`, may be written again (a
+    /// shard this tool wrote, of any run: a blob's name says its bytes, whoever wrote it),
+    /// says so, and gives the metadata to write it with. Damaged bytes are written as they
+    /// were first (its run; the caller keeps its encoding), so that its header is the one
+    /// the indexes that name it committed and they verify again; a header that came with
+    /// other bytes says nothing of the first, and this save's `info` is used.
+    fn mend(
+        &self,
+        storage: &dyn Storage,
+        name: &Name,
+        file: &CheckpointFile,
+        info: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        gate::check_replace(storage, name, gate::Claim::ShardedPart { run_id: None })?;
+        let mut info = info.clone();
         match self {
-            Damage::Bytes(why) | Damage::Content(why) => why,
+            Damage::Bytes(why) => {
+                log::warn!(
+                    target: "model_checkpoint",
+                    "blob {name} is damaged: {why}. It is written again as it was first \
+                     written, so that the checkpoints that name it verify again; check the \
+                     storage it is on"
+                );
+                if let Some(run_id) = file.info().get(KEY_RUN_ID) {
+                    info.insert(KEY_RUN_ID.to_owned(), run_id.clone());
+                }
+            }
+            Damage::Content(why) => log::warn!(
+                target: "model_checkpoint",
+                "blob {name} does not hold what its name says: {why}. It is written again \
+                 with this save's header; checkpoints that named it before it was replaced \
+                 do not open"
+            ),
+        }
+        Ok(info)
+    }
+
+    /// Says so when damaged bytes, written again as `mended`, have another header than
+    /// `file` had (it was written by another version of this tool): the indexes that name
+    /// it do not open.
+    fn mended(&self, name: &Name, file: &CheckpointFile, mended: &Known) {
+        if matches!(self, Damage::Bytes(_)) && mended.digest != hex(&file.header_digest()) {
+            log::warn!(
+                target: "model_checkpoint",
+                "blob {name} was written again with another header than the one the \
+                 checkpoints that name it committed: they do not open"
+            );
         }
     }
 }
@@ -726,18 +739,6 @@ fn same_bytes(tensor: &NamedTensor<'_>, bytes: &[u8]) -> Result<bool, Error> {
             reason: "its bytes could not be read to compare them with a stored copy",
         })?;
     Ok(same && at == bytes.len())
-}
-
-/// Asks the gate whether the damaged blob `name` may be written again (a shard this tool
-/// wrote, of any run: a blob's name says its bytes, whoever wrote it), and says so.
-fn rewriting(storage: &dyn Storage, name: &Name, damage: &str) -> Result<(), Error> {
-    gate::check_replace(storage, name, gate::Claim::ShardedPart { run_id: None })?;
-    log::warn!(
-        target: "model_checkpoint",
-        "blob {name} is damaged: {damage}. It is written again with the bytes its name \
-         says, and the checkpoints that name it verify again; check the storage it is on"
-    );
-    Ok(())
 }
 
 /// Writes the blob `name` of `tensor`, compressed when `compress` and that pays

@@ -388,9 +388,9 @@ impl CheckpointFile {
     }
 
     /// Whether the tensor called `name` holds exactly the bytes `data` hands over, read in
-    /// bounded chunks and checked against its checksum as they are (reading stops at the
-    /// first difference): what a content-addressed blob found on storage is confirmed by
-    /// before it is reused.
+    /// bounded chunks and checked against its checksum as they are (after a difference the
+    /// rest is read too, so that bytes that fail their checksum are an error, not `false`):
+    /// what a content-addressed blob found on storage is confirmed by before it is reused.
     ///
     /// # Errors
     ///
@@ -431,7 +431,16 @@ impl CheckpointFile {
             return Err(self.read_error(t.name, e));
         }
         if differs {
-            return Ok(false);
+            // Read on to the end, where the checksum is checked: bytes that fail it are
+            // damage (a Corrupt error), not other bytes.
+            loop {
+                buf.resize(CHUNK.min(t.len), 0);
+                match reader.read(&mut buf) {
+                    Ok(0) => return Ok(false),
+                    Ok(_) => {}
+                    Err(e) => return Err(self.read_error(t.name, e)),
+                }
+            }
         }
         handed.map_err(|_| Error::TensorName {
             name: shorten(name),
