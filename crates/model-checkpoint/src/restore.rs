@@ -748,21 +748,12 @@ pub fn latest_resumable(storage: &dyn Storage, dir: &Name) -> Result<AnyCheckpoi
         match opened {
             Ok(checkpoint) => {
                 if skipped > 0 {
-                    log::warn!(
-                        target: "model_checkpoint",
-                        "resuming from {}, the newest full checkpoint that verifies",
-                        name.display()
-                    );
+                    store::warn_resuming(&name);
                 }
                 return Ok(checkpoint);
             }
             Err(e) if e.is_read_failure() => return Err(e),
-            // A damaged file names itself; a folder's error names the blob or index at fault.
-            Err(e @ Error::Corrupt { .. }) if matches!(&e, Error::Corrupt { path, .. } if *path == name) =>
-            {
-                log::warn!(target: "model_checkpoint", "skipping {e}")
-            }
-            Err(e) => log::warn!(target: "model_checkpoint", "skipping {}: {e}", name.display()),
+            Err(e) => store::warn_skipping(&name, &e),
         }
         skipped += 1;
     }

@@ -434,10 +434,16 @@ fn save_next_epoch(
 ) -> Result<(), Error> {
     model.epoch.set(epoch);
     cb.on_train_begin(&Logs::new(), &mut Context::new(model))?;
+    end_epoch(&mut cb, model, epoch, loss)?;
+    cb.on_train_end(&Logs::new(), &mut Context::new(model))?;
+    Ok(())
+}
+
+/// `cb`'s end of epoch `epoch` of `model`, trained through it, with `loss` logged.
+fn end_epoch(cb: &mut ModelCheckpoint, model: &Model, epoch: u32, loss: f64) -> Result<(), Error> {
     model.epoch.set(epoch + 1);
     let logs = Logs::from([("loss", loss)]);
     cb.on_epoch_end(epoch as usize, &logs, &mut Context::new(model))?;
-    cb.on_train_end(&Logs::new(), &mut Context::new(model))?;
     Ok(())
 }
 
@@ -544,16 +550,8 @@ fn a_damaged_group_blob_is_written_again_when_the_same_group_recurs() {
     let model = Model::new();
     cb.on_train_begin(&Logs::new(), &mut Context::new(&model))
         .expect("begin");
-    let save = |cb: &mut ModelCheckpoint, epoch: u32, loss: f64| {
-        model.epoch.set(epoch + 1);
-        cb.on_epoch_end(
-            epoch as usize,
-            &Logs::from([("loss", loss)]),
-            &mut Context::new(&model),
-        )
-    };
     for epoch in 0..3 {
-        save(&mut cb, epoch, 1.0 / f64::from(epoch + 1)).expect("save");
+        end_epoch(&mut cb, &model, epoch, 1.0 / f64::from(epoch + 1)).expect("save");
     }
     let last = dir.path().join("e03-l0.33.safetensors");
     let group = blob_path(&last, "head.weight");
@@ -564,7 +562,7 @@ fn a_damaged_group_blob_is_written_again_when_the_same_group_recurs() {
         "one group"
     );
     flip_last_byte(&group);
-    save(&mut cb, 2, 0.1).expect("the same group again, mended");
+    end_epoch(&mut cb, &model, 2, 0.1).expect("the same group again, mended");
     cb.on_train_end(&Logs::new(), &mut Context::new(&model))
         .expect("end");
     // Both checkpoints that name the group verify.

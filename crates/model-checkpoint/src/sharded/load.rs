@@ -545,7 +545,7 @@ pub(crate) fn newest_sharded(
         match opened {
             Ok(()) => return Ok(dir),
             Err(e) if e.is_read_failure() => return Err(e),
-            Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
+            Err(e) => crate::store::warn_skipping(&dir, &e),
         }
     }
     Err(Error::NoCheckpoint { dir: root.clone() })
@@ -583,7 +583,7 @@ pub(crate) fn indexed_folders(
             // One the storage fails to read may be the newest: nothing is taken (as for
             // single files, `store::latest_full`).
             Err(e) if e.is_read_failure() => return Err(e),
-            Err(e) => log::warn!(target: "model_checkpoint", "skipping {dir}: {e}"),
+            Err(e) => crate::store::warn_skipping(&dir, &e),
         }
     }
     found.sort();

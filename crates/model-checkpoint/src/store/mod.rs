@@ -43,7 +43,7 @@ pub use scan::{
     candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in, Header,
     Listed,
 };
-pub(crate) use scan::{newest_verified_in, sort_by_position};
+pub(crate) use scan::{newest_verified_in, sort_by_position, warn_resuming, warn_skipping};
 pub use side_file::{csv_field, read_small, write_whole, SideWriter, MAX_SIDE_FILE_BYTES};
 pub use storage::{
     Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, JOURNAL_FILE,

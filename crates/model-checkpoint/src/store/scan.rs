@@ -234,11 +234,7 @@ fn newest_that_verifies(
             Ok(_) => match open(&entry.path) {
                 Ok(_) => {
                     if skipped > 0 {
-                        log::warn!(
-                            target: "model_checkpoint",
-                            "resuming from {}, the newest full checkpoint that verifies",
-                            entry.path.display()
-                        );
+                        warn_resuming(&entry.path);
                     }
                     return Ok(entry.path);
                 }
@@ -247,14 +243,28 @@ fn newest_that_verifies(
             },
         };
         skipped += 1;
-        match reason {
-            Error::Corrupt { .. } => log::warn!(target: "model_checkpoint", "skipping {reason}"),
-            other => log::warn!(
-                target: "model_checkpoint",
-                "skipping {}: {other}",
-                entry.path.display()
-            ),
-        }
+        warn_skipping(&entry.path, &reason);
     }
     Err(Error::NoCheckpoint { dir: dir.clone() })
+}
+
+/// The warning of a search for the newest checkpoint that passes over `name`, which did not
+/// open or verify: a damaged file's error names it; any other names what was at fault (a
+/// blob or index of a folder checkpoint, a read), after the checkpoint passed over.
+pub(crate) fn warn_skipping(name: &Name, e: &Error) {
+    match e {
+        Error::Corrupt { path, .. } if path == name => {
+            log::warn!(target: "model_checkpoint", "skipping {e}")
+        }
+        e => log::warn!(target: "model_checkpoint", "skipping {}: {e}", name.display()),
+    }
+}
+
+/// The warning of a search that took `name` after passing over newer checkpoints.
+pub(crate) fn warn_resuming(name: &Name) {
+    log::warn!(
+        target: "model_checkpoint",
+        "resuming from {}, the newest full checkpoint that verifies",
+        name.display()
+    );
 }
