@@ -46,8 +46,16 @@ fn find_weed() -> Option<PathBuf> {
     found.then(|| PathBuf::from("weed"))
 }
 
-/// A port `p` with `p` and `p + 10000` (SeaweedFS's gRPC port beside each HTTP port) free.
-fn free_port(taken: &mut Vec<u16>) -> u16 {
+/// Ports handed out in this process: servers started side by side by parallel tests never
+/// get the same one.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A port `p` with `p` and `p + 10000` (SeaweedFS's gRPC port beside each HTTP port) free,
+/// and neither handed out before in this process.
+fn free_port() -> u16 {
+    let mut taken = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -67,8 +75,25 @@ fn free_port(taken: &mut Vec<u16>) -> u16 {
 
 impl Seaweed {
     /// Starts a server, or returns `None` (having printed why) where `weed` is missing and
-    /// this is not CI.
+    /// this is not CI. A port found free can be taken by another process before `weed`
+    /// binds it: a server that exits for that is started again on other ports (three tries).
     pub fn start(test: &str) -> Option<Seaweed> {
+        let weed = Self::find(test)?;
+        for attempt in 1.. {
+            let mut server = Self::spawn(&weed);
+            match server.wait_ready() {
+                Ok(()) => return Some(server),
+                Err(why) if attempt < 3 && why.contains("address already in use") => {
+                    println!("{test}: weed could not bind a port, starting it again: {why}");
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// `weed`, or `None` (having printed why) where it is missing and this is not CI.
+    fn find(test: &str) -> Option<PathBuf> {
         let Some(weed) = find_weed() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -79,6 +104,11 @@ impl Seaweed {
             );
             return None;
         };
+        Some(weed)
+    }
+
+    /// Starts `weed mini` on free ports, in a new folder.
+    fn spawn(weed: &Path) -> Seaweed {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("s3.json");
         std::fs::write(
@@ -88,11 +118,10 @@ impl Seaweed {
             ),
         )
         .expect("config");
-        let mut taken = Vec::new();
         let [s3, master, volume, filer, admin, debug, s3_debug, iceberg, lance] =
-            [(); 9].map(|()| free_port(&mut taken));
+            [(); 9].map(|()| free_port());
         let log = std::fs::File::create(dir.path().join("weed.log")).expect("log");
-        let child = Command::new(&weed)
+        let child = Command::new(weed)
             .arg("mini")
             .arg(format!("-dir={}", dir.path().join("data").display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
@@ -120,33 +149,31 @@ impl Seaweed {
             .stderr(log)
             .spawn()
             .expect("start weed");
-        let mut server = Seaweed {
+        Seaweed {
             child,
             s3_port: s3,
             dir,
-        };
-        server.wait_ready();
-        Some(server)
+        }
     }
 
-    /// Waits until the S3 port answers and the bucket lists.
-    fn wait_ready(&mut self) {
+    /// Waits until the S3 port answers and the bucket lists; why not, with the log's end.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("weed exited with {status}: {}", self.log());
+                return Err(format!("weed exited with {status}: {}", self.log()));
             }
             if TcpStream::connect(("127.0.0.1", self.s3_port)).is_ok() {
                 let storage = self.storage();
                 if model_checkpoint::store::Storage::list(&storage, &Name::from(&self.url("")), 0)
                     .is_ok()
                 {
-                    return;
+                    return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!("weed was not ready within 60 s: {}", self.log());
+        Err(format!("weed was not ready within 60 s: {}", self.log()))
     }
 
     pub fn log(&self) -> String {
