@@ -327,6 +327,17 @@ fn versions_do_not_depend_on_when_background_saves_finish() {
     }
 }
 
+/// The signals are the process's: the tests in this binary that raise one take turns.
+#[cfg(unix)]
+static SIGNALS: Mutex<()> = Mutex::new(());
+
+#[cfg(unix)]
+fn signals_to_myself() -> std::sync::MutexGuard<'static, ()> {
+    SIGNALS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Epochs `from..4` of 3 batches each with `cb`'s hooks called directly, SIGTERM raised
 /// before the hook of `signal_at` (epoch, batch); returns whether training was interrupted.
 #[cfg(unix)]
@@ -374,6 +385,7 @@ fn signalled_run(
 #[cfg(unix)]
 #[test]
 fn a_save_on_a_signal_is_what_latest_resumes_and_a_completed_run_retires_it() {
+    let _turn = signals_to_myself();
     // Signalled inside epoch 1 (before any save), and inside epoch 3 (after epoch 2's).
     for epoch in [0usize, 2] {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -418,6 +430,52 @@ fn a_save_on_a_signal_is_what_latest_resumes_and_a_completed_run_retires_it() {
 
 #[cfg(unix)]
 #[test]
+fn two_callbacks_saving_on_a_signal_each_save_it_whatever_their_order() {
+    use model_checkpoint::Control;
+    let _turn = signals_to_myself();
+    for first in [0, 1] {
+        let dirs = [0, 1].map(|_| tempfile::tempdir().expect("tempdir"));
+        let make = |i: usize| {
+            ModelCheckpoint::new(dirs[i].path().join("w.{epoch:02d}.safetensors"))
+                .save_on_interrupt(true)
+        };
+        let (mut a, mut b) = (make(first), make(1 - first));
+        let mut model = Model::default();
+        {
+            let mut callbacks: Vec<&mut dyn Callback> = vec![&mut a, &mut b];
+            let mut list = CallbackList::borrowed(&mut callbacks);
+            list.on_train_begin(&Logs::new(), &mut Context::new(&model))
+                .expect("on_train_begin");
+            list.on_epoch_begin(0, &Logs::new(), &mut Context::new(&model))
+                .expect("on_epoch_begin");
+            model.step = 1;
+            // SAFETY: raising a signal on this thread; the callbacks hold it as a flag.
+            unsafe {
+                libc::raise(libc::SIGTERM);
+            }
+            let mut ctx = Context::new(&model).with_global_step(1);
+            let control = list
+                .on_train_batch_end(0, &Logs::from([("loss", 1.0)]), &mut ctx)
+                .expect("on_train_batch_end");
+            assert_eq!(control, Control::Interrupt);
+            list.on_train_end(&Logs::new(), &mut Context::new(&model))
+                .expect("on_train_end");
+        }
+        for (i, dir) in dirs.iter().enumerate() {
+            let interrupt = dir.path().join("interrupted.safetensors");
+            let file = CheckpointFile::open(&interrupt, Verify::Full)
+                .unwrap_or_else(|e| panic!("first {first}: {}: {e}", interrupt.display()));
+            assert_eq!(Meta::from_info(file.info()).expect("meta").batch, Some(1));
+            assert_eq!(make(i).latest().expect("latest"), interrupt);
+        }
+        // The request was every callback's, once: the next fit is not interrupted.
+        let mut c = make(0);
+        assert!(!signalled_run(&mut c, &mut model, (0, 0), None));
+    }
+}
+
+#[cfg(unix)]
+#[test]
 #[ignore = "helper: run as a child process by the test below"]
 fn signals_child() {
     let Ok(stage) = std::env::var("CKPT_SIGNALS_CHILD") else {
@@ -430,6 +488,26 @@ fn signals_child() {
     match stage.as_str() {
         "after on_train_end" => {
             assert!(!signalled_run(&mut cb, &mut model, (0, 0), None));
+        }
+        "after the last hook" => {
+            // Where the saves go is the parent's, which looks at them after this ends.
+            let dir = std::path::PathBuf::from(std::env::var("CKPT_SIGNALS_DIR").expect("dir"));
+            let mut cb = ModelCheckpoint::new(dir.join("w.{epoch:02d}.safetensors"))
+                .save_on_interrupt(true)
+                .background(true);
+            let mut ctx = Context::new(&model);
+            cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+            model.step = 1;
+            let mut ctx = Context::new(&model).with_global_step(1);
+            cb.on_epoch_end(0, &Logs::from([("val_loss", 0.5)]), &mut ctx)
+                .expect("on_epoch_end");
+            // SAFETY: raising a signal on this thread, held by the callback as a flag.
+            unsafe {
+                libc::raise(libc::SIGTERM);
+            }
+            cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+            println!("survived a SIGTERM no hook acted on");
+            return;
         }
         _ => {
             // Training ended by an error: the callback is dropped without on_train_end.
@@ -449,10 +527,12 @@ fn signals_child() {
 #[test]
 fn once_no_callback_holds_the_signals_sigterm_ends_the_process_again() {
     use std::os::unix::process::ExitStatusExt;
-    for stage in ["after on_train_end", "after a drop"] {
+    for stage in ["after on_train_end", "after a drop", "after the last hook"] {
+        let dir = tempfile::tempdir().expect("tempdir");
         let out = std::process::Command::new(std::env::current_exe().expect("exe"))
             .args(["--ignored", "--exact", "signals_child", "--nocapture"])
             .env("CKPT_SIGNALS_CHILD", stage)
+            .env("CKPT_SIGNALS_DIR", dir.path())
             .output()
             .expect("child");
         assert_eq!(
@@ -462,6 +542,13 @@ fn once_no_callback_holds_the_signals_sigterm_ends_the_process_again() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if stage == "after the last hook" {
+            // The signal came after the last hook that could act on it: it ends the
+            // process once the epoch's background save is durable, not before, and not
+            // never.
+            CheckpointFile::open(&dir.path().join("w.01.safetensors"), Verify::Full)
+                .expect("the last save, made before the signal ended the process");
+        }
     }
 }
 

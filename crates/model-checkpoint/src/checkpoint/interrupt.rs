@@ -4,6 +4,12 @@
 //! signals (`hold_signals`, from its `on_train_begin` to its `on_train_end` or its drop):
 //! otherwise a signal whose disposition was the default when they were installed does what
 //! the default does (ends the process), and one the program handled reaches its handler.
+//!
+//! Each signal is one request, and every callback acts on it once ([`Seen`]): two
+//! callbacks with `save_on_interrupt` in one `fit` both save, whichever hook sees it first.
+//! A request that no hook acted on by the time the last callback lets the signals go (one
+//! that came after the last hook, or during the final saves) is not forgotten: where the
+//! signal's disposition was the default, it then does what the default does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -15,6 +21,9 @@ struct Flags {
     int: Arc<AtomicBool>,
     /// No callback holds the signals.
     idle: Arc<AtomicBool>,
+    /// The flags set since they were last looked at were set by the host
+    /// ([`request_interrupt`]), which has delivered the signal already.
+    hosted: AtomicBool,
 }
 
 static FLAGS: OnceLock<Flags> = OnceLock::new();
@@ -22,11 +31,66 @@ static FLAGS: OnceLock<Flags> = OnceLock::new();
 /// How many callbacks hold the signals.
 static HOLDERS: Mutex<usize> = Mutex::new(0);
 
+/// The signals received, counted.
+struct Requests {
+    /// Requests so far (signals received, and `request_interrupt` calls).
+    count: u64,
+    /// The signal of the latest.
+    last: &'static str,
+    /// The latest came from the host ([`request_interrupt`]), not from a handler here.
+    last_hosted: bool,
+    /// Requests up to this one have been acted on by a hook.
+    served: u64,
+    /// Requests up to this one are forgotten: no hook acts on them any more.
+    forgotten: u64,
+}
+
+impl Requests {
+    /// Requests up to this one are no callback's to act on, whatever it has seen.
+    fn done(&self) -> u64 {
+        self.served.max(self.forgotten)
+    }
+}
+
+static REQUESTS: Mutex<Requests> = Mutex::new(Requests {
+    count: 0,
+    last: "SIGTERM",
+    last_hosted: false,
+    served: 0,
+    forgotten: 0,
+});
+
+/// The requests up to which one callback has acted (or that came before it began to look).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Seen(u64);
+
+/// The signals whose disposition was the default when the handlers were installed.
+#[cfg(unix)]
+static DEFAULT_DISPOSITION: Mutex<Vec<libc::c_int>> = Mutex::new(Vec::new());
+
+/// The requests, with the flags the handlers set since the last look counted in. SIGTERM
+/// is counted last when both came, so that it is the one reported (it is what a scheduler
+/// sends, and a SIGINT would have ended the process at its second coming anyway).
+fn requests() -> std::sync::MutexGuard<'static, Requests> {
+    let mut requests = REQUESTS.lock().unwrap_or_else(PoisonError::into_inner);
+    let flags = flags();
+    let hosted = flags.hosted.swap(false, Ordering::SeqCst);
+    for (flag, name) in [(&flags.int, "SIGINT"), (&flags.term, "SIGTERM")] {
+        if flag.swap(false, Ordering::SeqCst) {
+            requests.count += 1;
+            requests.last = name;
+            requests.last_hosted = hosted;
+        }
+    }
+    requests
+}
+
 fn flags() -> &'static Flags {
     FLAGS.get_or_init(|| Flags {
         term: Arc::new(AtomicBool::new(false)),
         int: Arc::new(AtomicBool::new(false)),
         idle: Arc::new(AtomicBool::new(true)),
+        hosted: AtomicBool::new(false),
     })
 }
 
@@ -48,6 +112,10 @@ fn install() -> Result<(), Error> {
         if default_disposition(signal) {
             signal_hook::flag::register_conditional_default(signal, Arc::clone(&flags.idle))
                 .map_err(fail)?;
+            DEFAULT_DISPOSITION
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(signal);
         }
     }
     // Registered first, so that it sees the flag before the second registration sets it.
@@ -88,22 +156,62 @@ fn install() -> Result<(), Error> {
 pub fn hold_signals() -> Result<(), Error> {
     install()?;
     let mut holders = HOLDERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if *holders == 0 {
+        // What came while no callback held the signals did then what it does without
+        // them: it is no request of this hold's.
+        let _ = take_interrupt_request();
+    }
     *holders += 1;
     flags().idle.store(false, Ordering::SeqCst);
     Ok(())
 }
 
 /// Ends a [`hold_signals`]. When no callback holds them any more, the signals do again what
-/// they did before, and one received that no hook acted on is forgotten (it does not stop the
-/// next `fit` at its first hook).
+/// they did before, and one received that no hook acted on does now what it would have done
+/// then: where its disposition was the default, it ends the process; otherwise (the
+/// program's handler has had it already) it is forgotten, and does not stop the next `fit`
+/// at its first hook.
 pub fn release_signals() {
     let mut holders = HOLDERS.lock().unwrap_or_else(PoisonError::into_inner);
     *holders = holders.saturating_sub(1);
     if *holders == 0 {
         flags().idle.store(true, Ordering::SeqCst);
-        let _ = take_interrupt_request();
+        let mut requests = requests();
+        let unserved = requests.count > requests.done();
+        requests.forgotten = requests.count;
+        let signal = (unserved && !requests.last_hosted).then_some(requests.last);
+        drop(requests);
+        drop(holders);
+        if let Some(signal) = signal {
+            deliver(signal);
+        }
     }
 }
+
+/// Raises `signal` again, now that the handlers let it do what its default does, where the
+/// default was its disposition.
+#[cfg(unix)]
+fn deliver(signal: &'static str) {
+    let number = if signal == "SIGINT" {
+        libc::SIGINT
+    } else {
+        libc::SIGTERM
+    };
+    let default = DEFAULT_DISPOSITION
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&number);
+    if default {
+        // SAFETY: raising a signal on this thread; with no callback holding the signals,
+        // the handler installed for it does what the default does.
+        unsafe {
+            libc::raise(number);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn deliver(_signal: &'static str) {}
 
 /// Asks for what a SIGTERM (`sigterm`) or a SIGINT asks for: the next hook of a
 /// [`crate::ModelCheckpoint`] with `save_on_interrupt` saves a full checkpoint and stops
@@ -113,26 +221,35 @@ pub fn release_signals() {
 pub fn request_interrupt(sigterm: bool) {
     let flags = flags();
     let flag = if sigterm { &flags.term } else { &flags.int };
+    flags.hosted.store(true, Ordering::SeqCst);
     flag.store(true, Ordering::SeqCst);
 }
 
 /// Forgets the signals received and not yet acted on (by a hook of a callback with
-/// `save_on_interrupt`), returning the first: for a host that learns a signal came too late
-/// for any hook, and delivers it itself.
+/// `save_on_interrupt`), returning the latest (SIGTERM where both came at once): for a host
+/// that learns a signal came too late for any hook, and delivers it itself.
 pub fn take_interrupt_request() -> Option<&'static str> {
-    let first = take();
-    while take().is_some() {}
-    first
+    let mut requests = requests();
+    let unserved = requests.count > requests.done();
+    requests.forgotten = requests.count;
+    unserved.then_some(requests.last)
 }
 
-/// The signal received since the last call, if any (and clears it).
-pub(crate) fn take() -> Option<&'static str> {
-    let flags = flags();
-    if flags.term.swap(false, Ordering::SeqCst) {
-        return Some("SIGTERM");
-    }
-    if flags.int.swap(false, Ordering::SeqCst) {
-        return Some("SIGINT");
+/// Where a callback that begins to look for requests now starts: those that no hook has
+/// acted on yet are its too.
+pub(crate) fn seen_now() -> Seen {
+    Seen(requests().done())
+}
+
+/// The signal of the latest request this callback has not acted on, if any (a request is
+/// every callback's: each acts on it once). Requests forgotten meanwhile are not.
+pub(crate) fn take(seen: &mut Seen) -> Option<&'static str> {
+    let mut requests = requests();
+    let after = seen.0.max(requests.forgotten);
+    seen.0 = requests.count;
+    if requests.count > after {
+        requests.served = requests.count;
+        return Some(requests.last);
     }
     None
 }

@@ -394,25 +394,23 @@ impl Callback for ModelCheckpoint {
             interrupt::hold_signals()?;
             self.triggers.holds_signals = true;
         }
+        self.triggers.seen = interrupt::seen_now();
         self.triggers.last_trigger_time = Some(Instant::now());
         self.triggers.interrupted = None;
         Ok(Control::Continue)
     }
 
     /// Waits for background saves to be durable, reporting the first failure, then releases
-    /// the folder's lock.
+    /// the folder's lock, and then the signals: one that came after the last hook that
+    /// could act on it (or during these saves) then does what it would have done without
+    /// this callback, once the saves are durable.
     ///
     /// A run that completed (not stopped by a signal) removes its interrupt files: its own
     /// checkpoints are now newer than any point it was interrupted at.
     fn on_train_end(&mut self, _logs: &Logs, ctx: &mut Context<'_>) -> HookResult {
+        let ended = self.end_training(ctx);
         self.release_signals();
-        self.run_planned(ctx)?;
-        if self.triggers.interrupted.is_none() && self.engine.config.folder_ranks().is_none() {
-            let key = self.key();
-            self.engine.retire_interrupt_files(&key);
-        }
-        self.engine.finish()?;
-        Ok(Control::Continue)
+        ended.map(|()| Control::Continue)
     }
 
     /// Writes the saves this callback decided in the round of hooks that just ended (see
@@ -675,7 +673,7 @@ impl ModelCheckpoint {
         if !self.triggers.save_on_interrupt {
             return Ok(Control::Continue);
         }
-        let Some(signal) = interrupt::take() else {
+        let Some(signal) = interrupt::take(&mut self.triggers.seen) else {
             return Ok(Control::Continue);
         };
         let epoch = self.decisions.current_epoch.unwrap_or(0);
@@ -688,6 +686,16 @@ impl ModelCheckpoint {
 const MAX_VERSIONED_NAMES: usize = 100_000;
 
 impl ModelCheckpoint {
+    /// `on_train_end`'s saves and clearing up, before the signals go back.
+    fn end_training(&mut self, ctx: &Context<'_>) -> Result<(), Error> {
+        self.run_planned(ctx)?;
+        if self.triggers.interrupted.is_none() && self.engine.config.folder_ranks().is_none() {
+            let key = self.key();
+            self.engine.retire_interrupt_files(&key);
+        }
+        self.engine.finish()
+    }
+
     /// Ends this callback's hold of SIGTERM and SIGINT, if it has one.
     fn release_signals(&mut self) {
         if std::mem::take(&mut self.triggers.holds_signals) {
@@ -700,6 +708,12 @@ impl ModelCheckpoint {
 /// once its callback is dropped.
 impl Drop for ModelCheckpoint {
     fn drop(&mut self) {
+        if self.triggers.holds_signals {
+            // Saves in flight are made before a signal that no hook acted on ends the
+            // process (see `interrupt::release_signals`); their failure has no one to
+            // report to.
+            let _ = self.engine.flush();
+        }
         self.release_signals();
     }
 }

@@ -20,6 +20,8 @@ pub(super) struct Triggers {
     /// The global step of the last save by the every-n-steps trigger (carried in the state).
     pub last_trigger_step: Option<u64>,
     pub interrupted: Option<&'static str>,
+    /// The signals this callback has acted on, or that came before it began to look.
+    pub seen: super::super::interrupt::Seen,
 }
 
 impl Triggers {
