@@ -741,3 +741,57 @@ fn a_damaged_deduplicated_checkpoint_is_named_when_it_is_passed_over() {
         "{stderr}"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_blob_name_that_leads_nowhere_is_a_checkpoint_that_does_not_verify_not_a_read_error() {
+    // A blob that is a link looping on itself, or whose folder is a file, is as missing
+    // as a deleted one: `ckpt verify` says BAD and exits 1 (it said ERROR, exit 2, as for
+    // a disk that failed to read a file that is there).
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "3", "--dedup"]);
+    let blobs_of = |name: &str| -> Vec<PathBuf> {
+        let folder = dir.path().join("ck").join(name);
+        let index: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(folder.join("model.safetensors.index.json")).expect("index"),
+        )
+        .expect("json");
+        let mut blobs: Vec<PathBuf> = index["weight_map"]
+            .as_object()
+            .expect("weight_map")
+            .values()
+            .filter_map(|f| f.as_str())
+            .map(|f| folder.join(f))
+            .collect();
+        blobs.sort();
+        blobs.dedup();
+        blobs
+    };
+    let older = blobs_of("e02.safetensors");
+    let blob = blobs_of("e03.safetensors")
+        .into_iter()
+        .find(|b| !older.contains(b))
+        .expect("a blob of e03's own");
+    std::fs::remove_file(&blob).expect("remove");
+    std::os::unix::fs::symlink(&blob, &blob).expect("a link to itself");
+    let verify = |what: &str| {
+        let out = ckpt(dir.path(), &["verify", what]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: {stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(
+            stdout.contains("BAD     ") && !stdout.contains("ERROR"),
+            "{what}: {stdout}"
+        );
+    };
+    verify("ck/e03.safetensors");
+    // The blob folder replaced by a file: every blob's path goes through a file.
+    let blobs = blob.parent().expect("blob folder").to_path_buf();
+    std::fs::rename(&blobs, dir.path().join("moved")).expect("move the blobs");
+    std::fs::write(&blobs, b"not a folder").expect("a file in its place");
+    verify("ck/e02.safetensors");
+}

@@ -381,8 +381,11 @@ impl Error {
     /// endpoint's refusal or failure): what says nothing of the object itself, unlike a
     /// damaged or missing one. `latest` stops at such a file rather than skip back past it,
     /// and `ckpt verify` calls it an error rather than a file that does not verify.
+    ///
+    /// A name that leads nowhere is a missing object, not a failure to read one: not
+    /// there, a link that loops, a path through a file.
     pub fn is_read_failure(&self) -> bool {
-        matches!(self, Error::Io { source, .. } if source.kind() != io::ErrorKind::NotFound)
+        matches!(self, Error::Io { source, .. } if !leads_nowhere(source))
     }
 
     /// The Python exception tf.keras raises in the same situation (`"KeyError"`,
@@ -500,6 +503,19 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".to_owned())
+}
+
+/// Whether `error` says a name leads to no object: not found, a link that loops (`ELOOP`),
+/// or a path whose folder is a file (`ENOTDIR`).
+fn leads_nowhere(error: &io::Error) -> bool {
+    #[cfg(unix)]
+    if error.raw_os_error() == Some(libc::ELOOP) {
+        return true;
+    }
+    matches!(
+        error.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 #[cfg(test)]
