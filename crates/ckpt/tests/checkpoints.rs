@@ -711,18 +711,10 @@ fn a_damaged_deduplicated_checkpoint_is_named_when_it_is_passed_over() {
     // names the checkpoint passed over (the blob's name alone says nothing of which).
     let dir = tempfile::tempdir().expect("tempdir");
     train(dir.path(), &["--epochs", "3", "--dedup"]);
-    let e03 = dir.path().join("ck/e03.safetensors");
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(e03.join("model.safetensors.index.json")).expect("index"),
-    )
-    .expect("json");
-    let map = index["weight_map"].as_object().expect("weight_map");
-    let blob = e03.join(
-        map.values()
-            .next()
-            .and_then(|f| f.as_str())
-            .expect("a blob"),
-    );
+    let blob = blobs_of(&dir.path().join("ck/e03.safetensors"))
+        .into_iter()
+        .next()
+        .expect("a blob");
     let mut bytes = std::fs::read(&blob).expect("read");
     let last = bytes.len() - 1;
     bytes[last] ^= 0xFF;
@@ -742,6 +734,24 @@ fn a_damaged_deduplicated_checkpoint_is_named_when_it_is_passed_over() {
     );
 }
 
+/// The blobs a deduplicated checkpoint's index names, as paths, each once.
+fn blobs_of(folder: &Path) -> Vec<PathBuf> {
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(folder.join("model.safetensors.index.json")).expect("index"),
+    )
+    .expect("json");
+    let mut blobs: Vec<PathBuf> = index["weight_map"]
+        .as_object()
+        .expect("weight_map")
+        .values()
+        .filter_map(|f| f.as_str())
+        .map(|f| folder.join(f))
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+    blobs
+}
+
 #[cfg(unix)]
 #[test]
 fn a_blob_name_that_leads_nowhere_is_a_checkpoint_that_does_not_verify_not_a_read_error() {
@@ -750,25 +760,8 @@ fn a_blob_name_that_leads_nowhere_is_a_checkpoint_that_does_not_verify_not_a_rea
     // a disk that failed to read a file that is there).
     let dir = tempfile::tempdir().expect("tempdir");
     train(dir.path(), &["--epochs", "3", "--dedup"]);
-    let blobs_of = |name: &str| -> Vec<PathBuf> {
-        let folder = dir.path().join("ck").join(name);
-        let index: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(folder.join("model.safetensors.index.json")).expect("index"),
-        )
-        .expect("json");
-        let mut blobs: Vec<PathBuf> = index["weight_map"]
-            .as_object()
-            .expect("weight_map")
-            .values()
-            .filter_map(|f| f.as_str())
-            .map(|f| folder.join(f))
-            .collect();
-        blobs.sort();
-        blobs.dedup();
-        blobs
-    };
-    let older = blobs_of("e02.safetensors");
-    let blob = blobs_of("e03.safetensors")
+    let older = blobs_of(&dir.path().join("ck/e02.safetensors"));
+    let blob = blobs_of(&dir.path().join("ck/e03.safetensors"))
         .into_iter()
         .find(|b| !older.contains(b))
         .expect("a blob of e03's own");
