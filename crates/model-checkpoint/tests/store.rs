@@ -335,6 +335,37 @@ fn metadata_the_format_reads_back_is_checked_when_saving() {
 }
 
 #[test]
+fn a_header_no_reader_takes_is_refused_before_it_replaces_a_good_file() {
+    // Metadata that escapes to more than safetensors' 100 MB header limit (a control
+    // character takes six bytes in JSON): the save is refused, and the file there is kept.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.safetensors");
+    let named = [NamedTensor::new(
+        "w",
+        HostTensor::from_f32(vec![2], &[1.0, 2.0]),
+    )];
+    store::save(
+        &path,
+        Kind::Weights,
+        &named,
+        &BTreeMap::new(),
+        &SaveOptions::default(),
+    )
+    .expect("the good file");
+    let before = std::fs::read(&path).expect("read");
+    let info = BTreeMap::from([("note".to_owned(), "\u{1}".repeat(17_000_000))]);
+    let err = store::save(&path, Kind::Weights, &named, &info, &SaveOptions::default())
+        .expect_err("a header past the limit");
+    assert!(
+        matches!(err, Error::TooLarge { .. }) && err.to_string().contains("100000000"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+    assert!(temp_files(dir.path()).is_empty());
+    CheckpointFile::open(&path, Verify::Full).expect("still opens");
+}
+
+#[test]
 fn a_tensor_of_more_dimensions_than_a_checkpoint_holds_is_refused_both_ways() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("deep.safetensors");

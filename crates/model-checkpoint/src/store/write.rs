@@ -308,6 +308,17 @@ impl Plan {
         let draft_len = layout::header_text(&entries, &info, &placeholders, PLACEHOLDER)
             .map_err(|e| Error::io("write", name, std::io::Error::other(e)))?
             .len();
+        // A header no reader takes (this crate's, safetensors') would make a file nothing
+        // opens, and replace a good one: refused before anything is written.
+        if draft_len as u64 > super::MAX_HEADER_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("the header of {name} (its tensors' names, shapes and metadata)"),
+                reason: format!(
+                    "{draft_len} bytes, beyond the {} that safetensors readers accept",
+                    super::MAX_HEADER_BYTES
+                ),
+            });
+        }
         Ok(Plan {
             info,
             order,
