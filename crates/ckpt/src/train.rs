@@ -784,18 +784,26 @@ fn report_best(
         out!("no checkpoint was saved");
         return Ok(());
     };
-    match best_value {
-        Some(v) => out!(
-            "best checkpoint: {} ({} {v:.4})",
-            best_path.display(),
-            args.monitor
-        ),
-        None => out!(
-            "last checkpoint: {} ({} not logged at its save)",
-            best_path.display(),
-            args.monitor
-        ),
-    }
+    // Which one is reloaded: the best, or (the monitor not logged at any save on disk,
+    // as with saves in the middle of an epoch) the last.
+    let which = match best_value {
+        Some(v) => {
+            out!(
+                "best checkpoint: {} ({} {v:.4})",
+                best_path.display(),
+                args.monitor
+            );
+            "best"
+        }
+        None => {
+            out!(
+                "last checkpoint: {} ({} not logged at its save)",
+                best_path.display(),
+                args.monitor
+            );
+            "last checkpoint's"
+        }
+    };
     // A file, or a folder with an index (a deduplicated checkpoint).
     let opened = model_checkpoint::restore::AnyCheckpoint::open(
         storage,
@@ -819,7 +827,7 @@ fn report_best(
         .get("loss")
         .and_then(|v| v.as_f64())
         .unwrap_or(f64::NAN);
-    out!("reloaded best weights: val_accuracy {accuracy:.4}, val_loss {loss:.4}");
+    out!("reloaded {which} weights: val_accuracy {accuracy:.4}, val_loss {loss:.4}");
     Ok(())
 }
 

@@ -462,3 +462,34 @@ fn keras_3_behaviour_is_chosen_with_keras_3() {
         assert!(!dir.path().join("bad").exists());
     }
 }
+
+#[test]
+fn saves_in_the_middle_of_epochs_reload_the_last_checkpoint_and_say_so() {
+    // The monitor is not logged at a save every 20 batches: the report reloads the last
+    // checkpoint, and says that it did (it said "best").
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "2",
+            "--save-freq",
+            "20",
+            "--filepath",
+            "ck/w.{epoch:02d}-{batch:03d}.safetensors",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("\nlast checkpoint: ck/w.02-"), "{stdout}");
+    assert!(
+        stdout.contains("\nreloaded last checkpoint's weights: val_accuracy "),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("reloaded best"), "{stdout}");
+}
