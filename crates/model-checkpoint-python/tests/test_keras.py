@@ -368,6 +368,20 @@ def test_a_copy_is_a_new_callback_and_bad_extras_are_refused(tmp_path):
             ModelCheckpoint(str(tmp_path / "w.safetensors"), keep_last=bad)
 
 
+def test_a_storage_that_names_no_place_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch):
+    # Joined as text, "" made the filepath absolute (a file at the root replaced), and
+    # "s3://" a local folder named "s3:".
+    monkeypatch.chdir(tmp_path)
+    for storage, said in (("", "is empty"), ("s3://", "names no bucket"),
+                          ("s3:///", "names no bucket")):
+        with pytest.raises(ValueError, match=f"storage '{storage}' {said}"):
+            ModelCheckpoint("w.safetensors", storage=storage)
+    assert list(tmp_path.iterdir()) == []
+    cb = ModelCheckpoint("w.safetensors", storage=tmp_path / "run")
+    assert cb.filepath == f"{tmp_path}/run/w.safetensors"
+
+
 def test_a_first_run_starts_from_nothing(tmp_path):
     assert mc.latest(tmp_path / "none") is None
     assert restore_latest(model("fresh"), tmp_path / "none") == 0
@@ -660,6 +674,33 @@ def test_load_weights_into_a_model_built_again_in_the_same_process(tmp_path):
                               keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="missing|shape"):
         load_weights(other, tmp_path / "w.safetensors")
+
+
+def test_load_weights_pairs_layers_by_their_place_when_numbers_overlap(tmp_path):
+    # Saved as dense_1, dense_2 (one Dense made before in that process), loaded into a
+    # fresh process's dense, dense_1: dense_1 is the first layer there, the second here.
+    from model_checkpoint.keras import load_weights
+
+    def build():
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(4),
+                                 keras.layers.Dense(4)], name="net")
+
+    keras.backend.clear_session()
+    keras.layers.Dense(1)
+    saved = build()
+    assert [layer.name for layer in saved.layers] == ["dense_1", "dense_2"]
+    for i, layer in enumerate(saved.layers):
+        layer.kernel.assign(np.full((4, 4), i + 1.0, np.float32))
+    cb = ModelCheckpoint(str(tmp_path / "w.safetensors"), save_weights_only=True)
+    cb.set_model(saved)
+    cb.on_train_begin()
+    cb.on_epoch_end(0, {"val_loss": 1.0})
+    cb.on_train_end()
+    keras.backend.clear_session()
+    fresh = build()
+    assert [layer.name for layer in fresh.layers] == ["dense", "dense_1"]
+    load_weights(fresh, tmp_path / "w.safetensors")
+    assert [float(np.asarray(layer.kernel)[0, 0]) for layer in fresh.layers] == [1.0, 2.0]
 
 
 _FIT_IN_A_THREAD = r"""

@@ -108,6 +108,24 @@ class _Variables:
 
 
 
+def _below(storage, filepath):
+    """``filepath`` below ``storage`` (a folder, or a URL such as ``s3://bucket/prefix``).
+    An empty ``storage``, or a URL without a bucket, is refused: joined as text, the first
+    would make the path absolute (the file system's root) and the second a local folder
+    named ``s3:``."""
+    storage = os.fspath(storage)
+    if not isinstance(storage, str):
+        raise TypeError(f"storage must be a str or a path, not {type(storage).__name__}")
+    scheme, sep, rest = storage.partition("://")
+    if not storage or (sep and not rest.strip("/")):
+        what = "is empty" if not storage else "names no bucket"
+        raise ValueError(
+            f"storage {storage!r} {what}: give a folder, or a URL such as "
+            "'s3://bucket/prefix', or leave storage out"
+        )
+    return f"{storage.rstrip('/')}/{filepath.lstrip('/')}"
+
+
 def _end_as(name, saved):
     """Ends ``fit`` as the signal ``name`` would have ended the program: ``KeyboardInterrupt``
     for SIGINT, ``SystemExit(143)`` for SIGTERM. In a thread other than the main one,
@@ -369,7 +387,7 @@ def make_callback(keras, version):
                     given[name] = kwargs.pop(name)
             filepath = os.fspath(filepath)
             if storage is not None:
-                filepath = f"{os.fspath(storage).rstrip('/')}/{filepath.lstrip('/')}"
+                filepath = _below(storage, filepath)
             period = kwargs.pop("period", None)
             self.filepath = filepath
             self.monitor = monitor
@@ -743,19 +761,20 @@ def _renumbered(saved, wanted):
     layers within a process (``dense_2`` saved, ``dense_4`` in a model built again in the
     same process), as Keras's own ``.weights.h5`` files do not depend on it: within each
     layer name stripped of its ``_<n>``, the numbered names pair up in order. ``None`` when
-    nothing needs renaming, or when no such pairing makes every name match."""
+    nothing needs renaming, or when no such pairing makes every name match.
+
+    A name found on both sides is paired by its place too, not kept: ``dense_1, dense_2``
+    saved (a process that had made one ``Dense`` before) are the new model's ``dense,
+    dense_1``, and ``dense_1`` is the first of them there, the second here."""
     if saved == wanted:
         return None
 
     def parts(names):
         return {part for name in names for part in name.split("/")[:-1]}
 
-    # A layer name on both sides is the same layer; the others pair up.
-    same = parts(saved) & parts(wanted)
-
     def layers(names):
         groups = {}
-        for part in parts(names) - same:
+        for part in parts(names):
             match = re.fullmatch(r"(.*?)(?:_(\d+))?", part)
             base, number = match.group(1), int(match.group(2) or -1)
             groups.setdefault(base, set()).add((number, part))
@@ -764,8 +783,7 @@ def _renumbered(saved, wanted):
     ours, theirs = layers(saved), layers(wanted)
     if ours.keys() != theirs.keys() or any(len(ours[b]) != len(theirs[b]) for b in ours):
         return None
-    to = {part: part for part in same}
-    to.update({old: new for b in ours for old, new in zip(ours[b], theirs[b])})
+    to = {old: new for b in ours for old, new in zip(ours[b], theirs[b])}
     renamed = {
         name: "/".join([to[p] for p in name.split("/")[:-1]] + name.split("/")[-1:])
         for name in saved
