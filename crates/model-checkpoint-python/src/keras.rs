@@ -463,6 +463,15 @@ impl KerasCheckpoint {
             .map(|n| n.to_string())
             .map_err(to_py)
     }
+
+    /// [`KerasCheckpoint::latest`], or `None` when there is nothing to resume yet.
+    fn latest_resumable(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        match self.read(py, |inner| inner.cb.latest()) {
+            Ok(found) => Ok(Some(found.to_string())),
+            Err(e) if e.is_nothing_to_resume() => Ok(None),
+            Err(e) => Err(to_py(e)),
+        }
+    }
 }
 
 /// Restores a Keras model (its variables and its optimizer's, through the same three

@@ -382,6 +382,20 @@ def test_a_storage_that_names_no_place_is_refused_before_anything_is_written(
     assert cb.filepath == f"{tmp_path}/run/w.safetensors"
 
 
+def test_a_template_whose_fields_name_folders_resumes_through_its_callback(tmp_path):
+    # ck/e{epoch:02d}/w.safetensors saves nothing in ck itself: restore_latest asks the
+    # callback (it returned 0, and a requeued job started again from epoch 0).
+    x, y = data()
+    template = str(tmp_path / "ck" / "e{epoch:02d}" / "w.safetensors")
+    model("nested").fit(x, y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(template)])
+    assert mc.latest(tmp_path / "ck") is None
+    fresh = model("nested")
+    assert restore_latest(fresh, tmp_path / "ck", [ModelCheckpoint(template)]) == 2
+    # A callback saving elsewhere is not asked.
+    elsewhere = ModelCheckpoint(str(tmp_path / "other" / "e{epoch:02d}" / "w.safetensors"))
+    assert restore_latest(model("nested"), tmp_path / "other", [elsewhere]) == 0
+
+
 def test_a_first_run_starts_from_nothing(tmp_path):
     assert mc.latest(tmp_path / "none") is None
     assert restore_latest(model("fresh"), tmp_path / "none") == 0

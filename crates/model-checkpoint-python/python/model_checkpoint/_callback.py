@@ -704,15 +704,47 @@ def restore_latest(model, directory, callbacks=()):
     """``restore`` from the newest full checkpoint in ``directory`` (a path or an
     ``s3://`` URL) that verifies (damaged files are skipped with a warning); with none
     there (a first run), nothing is restored and 0 is returned, so that one script both
-    starts and resumes a job."""
+    starts and resumes a job. Where ``directory`` holds none itself, a callback of
+    ``callbacks`` that saves full checkpoints below it is asked for its newest: a template
+    whose fields name folders (``ck/e{epoch:02d}/w.safetensors``) saves none in ``ck``
+    itself."""
     try:
         path = _native.latest(os.fspath(directory))
+        if path is None:
+            path = _latest_by_template(directory, callbacks)
     finally:
         _emit_warnings(model)
     if path is None:
         _warn_if_weights_only(model, directory)
         return 0
     return restore(model, path, callbacks)
+
+
+def _latest_by_template(directory, callbacks):
+    """The newest full checkpoint that one of our callbacks among ``callbacks`` saved below
+    ``directory``, found by its template; ``None`` where none has any."""
+    base = os.fspath(directory)
+    for callback in callbacks:
+        native = getattr(callback, "_native", None)
+        filepath = getattr(callback, "filepath", None)
+        if native is None or callback.save_weights_only or not isinstance(filepath, str):
+            continue
+        if not _is_below(filepath, base):
+            continue
+        try:
+            found = native.latest_resumable()
+        finally:
+            callback._emit()
+        if found is not None:
+            return found
+    return None
+
+
+def _is_below(path, directory):
+    """Whether ``path`` lies below ``directory`` (both local paths, or both URLs)."""
+    if "://" in path or "://" in directory:
+        return path.startswith(directory.rstrip("/") + "/")
+    return os.path.abspath(path).startswith(os.path.join(os.path.abspath(directory), ""))
 
 
 def _warn_if_weights_only(model, directory):
