@@ -343,6 +343,15 @@ def test_the_ckpt_console_script_is_the_engine_command_line(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "model_checkpoint", "verfiy"],
                            capture_output=True, text=True)
     assert usage.returncode == 2 and usage.stderr.startswith("ckpt: "), usage.stderr
+    # Standard output closed before the command starts: one line, exit 2, as the binary
+    # (Python's missing sys.stdout was an AttributeError, exit 1).
+    good = tmp_path / "good.safetensors"
+    mc.save_file(arrays(), good)
+    closed = subprocess.run([sys.executable, "-m", "model_checkpoint", "verify", good],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2, closed.stderr
+    assert "standard output" in closed.stderr and "Traceback" not in closed.stderr, closed.stderr
 
 
 def test_s3_save_load_latest_and_ls(seaweed):

@@ -13,7 +13,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     from ._native import ckpt_main
 
-    sys.stdout.flush()
+    # Python has no `sys.stdout` when standard output was closed before it started: the
+    # command reports that itself, as the binary does.
+    if sys.stdout is not None:
+        sys.stdout.flush()
     return ckpt_main(sys.argv)
 
 
