@@ -151,26 +151,45 @@ class _Signals:
     leaves it. Keras tells no callback when ``fit`` ends by an exception: a signal that
     comes when none of the training loops that held the handlers is running any more does
     what it did before, and the handlers go back then. Outside the main thread, where
-    Python sets no handlers, the engine's hold the signals instead."""
+    Python sets no handlers, the engine's hold the signals instead; a thread of our own
+    looks every ``WATCH_SECONDS`` for the loops that hold them, and lets the signals go for
+    one that no longer runs (its ``fit`` ended by an exception): the engine then delivers
+    a signal that came meanwhile, which no hook will act on."""
+
+    WATCH_SECONDS = 0.2
 
     def __init__(self):
         # id(callback) -> the frame running its training loop, kept (so that no other
         # frame can take its place in memory) until the callback leaves `fit`.
         self.holders = {}
-        self.threaded = set()  # callbacks whose signals the engine's handlers hold
+        # id(callback) -> (its thread's ident, its loop's frame): callbacks whose signals
+        # the engine's handlers hold.
+        self.threaded = {}
+        self.threaded_lock = threading.Lock()
+        self.watcher = None
         self.previous = {}
         self.pending = []
+
+    @staticmethod
+    def _loop(caller):
+        """The training loop: the first frame above Keras's list of callbacks (or the
+        user's own loop, calling the hook itself)."""
+        loop = caller
+        while loop is not None and loop.f_code.co_name in ("on_train_begin", "_on_train_begin"):
+            loop = loop.f_back
+        return caller if loop is None else loop
 
     def hold(self, callback, caller):
         if threading.current_thread() is not threading.main_thread():
             _native.hold_signals()
-            self.threaded.add(id(callback))
+            with self.threaded_lock:
+                self.threaded[id(callback)] = (threading.get_ident(), self._loop(caller))
+                if self.watcher is None:
+                    self.watcher = threading.Thread(
+                        target=self._watch, name="model-checkpoint-signals", daemon=True)
+                    self.watcher.start()
             return
-        # The training loop: the first frame above Keras's list of callbacks (or the
-        # user's own loop, calling the hook itself).
-        loop = caller
-        while loop is not None and loop.f_code.co_name in ("on_train_begin", "_on_train_begin"):
-            loop = loop.f_back
+        loop = self._loop(caller)
         if loop is None:
             loop = caller
         # Holders whose loop is no longer running ended by an exception: forgotten.
@@ -195,8 +214,9 @@ class _Signals:
     def release(self, callback):
         """The callback left ``fit``; with the last one, the handlers go back. Returns a
         signal that came and that no hook served, which the caller delivers."""
-        if id(callback) in self.threaded:
-            self.threaded.discard(id(callback))
+        with self.threaded_lock:
+            held = self.threaded.pop(id(callback), None)
+        if held is not None:
             _native.release_signals()
             return None
         if self.holders.pop(id(callback), None) is None or self.holders:
@@ -213,6 +233,27 @@ class _Signals:
             if signal.getsignal(sig) == self._handler:
                 signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         return previous
+
+    def _watch(self):
+        """Lets the signals go for each threaded loop that no longer runs; ends with the
+        last of them."""
+        import time
+
+        while True:
+            time.sleep(self.WATCH_SECONDS)
+            running = sys._current_frames()
+            with self.threaded_lock:
+                ended = [key for key, (thread, loop) in self.threaded.items()
+                         if id(loop) not in self._frames(running.get(thread))]
+                for key in ended:
+                    del self.threaded[key]
+                if not self.threaded:
+                    self.watcher = None
+            del running
+            for _ in ended:
+                _native.release_signals()
+            if self.watcher is not threading.current_thread():
+                return
 
     @staticmethod
     def _frames(frame):
