@@ -401,6 +401,11 @@ impl KerasCheckpoint {
         self.read(py, |inner| inner.cb.flush()).map_err(to_py)
     }
 
+    /// Ends a `fit` that Keras ended without `on_train_end` (see `ModelCheckpoint::close`).
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.read(py, |inner| inner.cb.close()).map_err(to_py)
+    }
+
     /// What was printed since the last call.
     fn take_printed(&self) -> String {
         let bytes = std::mem::take(

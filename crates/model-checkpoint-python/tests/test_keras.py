@@ -717,6 +717,65 @@ def test_load_weights_pairs_layers_by_their_place_when_numbers_overlap(tmp_path)
     assert [float(np.asarray(layer.kernel)[0, 0]) for layer in fresh.layers] == [1.0, 2.0]
 
 
+_CTRL_C_SESSION = r"""
+import os, sys
+os.environ.setdefault("KERAS_BACKEND", "jax")
+sys.path.insert(0, {tests!r})
+import keras
+from test_keras import data, model
+from model_checkpoint.keras import ModelCheckpoint, restore_latest
+
+class CtrlC(keras.callbacks.Callback):
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.at:
+            raise KeyboardInterrupt("Ctrl-C")
+
+x, y = data()
+m = model("c")
+cb = ModelCheckpoint({template!r}, keep_last=2, background=True, journal=True)
+start = restore_latest(m, {folder!r}, [cb])
+try:
+    m.fit(x, y, epochs=start + 2, initial_epoch=start, verbose=0,
+          callbacks=[cb, CtrlC(start + 2)])
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_a_fit_ended_by_ctrl_c_has_its_background_saves_followed_up_at_exit(tmp_path):
+    # Keras tells no callback of a fit that ended by an exception: the last background
+    # save's marker and journal row were never written, so the next session could not
+    # confirm the run and retention kept every file from before it.
+    _two_ctrl_c_sessions(str(tmp_path))
+    kept = sorted(p.name for p in tmp_path.glob("w*.safetensors"))
+    assert kept == ["w03.safetensors", "w04.safetensors"], kept
+    rows = (tmp_path / ".ckpt-run.journal.csv").read_text().splitlines()
+    assert sum(",saved," in row for row in rows) == 4, rows
+
+
+def test_a_fit_ended_by_ctrl_c_on_s3_leaves_its_folder_unlocked(seaweed):
+    # The S3 lock is an object: it outlived the process, and the next session was refused
+    # ("is locked") until `ckpt unlock`.
+    _two_ctrl_c_sessions("s3://ckpt/ctrl-c")
+    kept = sorted(row["path"] for row in mc.ls("s3://ckpt/ctrl-c"))
+    assert kept == ["s3://ckpt/ctrl-c/w03.safetensors", "s3://ckpt/ctrl-c/w04.safetensors"]
+
+
+def _two_ctrl_c_sessions(folder):
+    import subprocess
+    import sys
+    script = _CTRL_C_SESSION.format(tests=os.path.dirname(__file__), folder=folder,
+                                    template=f"{folder}/w{{epoch:02d}}.safetensors")
+    for _ in (1, 2):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0 and "interrupted" in done.stdout, done.stderr
+        assert "cannot confirm" not in done.stderr, done.stderr
+
+
 _FIT_IN_A_THREAD = r"""
 import os, signal, sys, threading
 os.environ.setdefault("KERAS_BACKEND", "jax")

@@ -3,6 +3,7 @@ model's variables and hands every hook to the engine (``_native.KerasCheckpoint`
 decisions, messages, names and files are the core's."""
 
 import _thread
+import atexit
 import logging
 import os
 import re
@@ -289,6 +290,27 @@ class _Signals:
 
 _SIGNALS = _Signals()
 
+# Our callbacks in a `fit` that has not ended by `on_train_end`: one that Keras ended by an
+# exception (Ctrl-C's KeyboardInterrupt among them) tells no callback. At exit, each still
+# here is closed (`ModelCheckpoint::close`): its background saves are waited for and what
+# follows each on storage is done (the run's marker, the journal's row, retention), and its
+# folder's lock is released (an S3 lock would otherwise outlive the process).
+_UNFINISHED = weakref.WeakSet()
+
+
+@atexit.register
+def _close_unfinished():
+    for callback in list(_UNFINISHED):
+        _UNFINISHED.discard(callback)
+        try:
+            callback._native.close()
+        except Exception as e:  # noqa: BLE001 (at exit, what failed can only be said)
+            print(f"model_checkpoint: {callback.filepath}: {e}", file=sys.stderr)
+        finally:
+            _FITS.leave(callback)
+            _SIGNALS.release(callback)
+            callback._emit()
+
 
 class _Fits:
     """Which of our callbacks are in one ``fit`` together, so that each full checkpoint
@@ -508,6 +530,7 @@ def make_callback(keras, version):
             retention), then ``fit`` ends as the signal would have ended it:
             ``KeyboardInterrupt`` for SIGINT, ``SystemExit(143)`` for SIGTERM."""
             _SIGNALS.served()
+            _UNFINISHED.discard(self)
             late = None
             try:
                 self._native.on_train_end(None, step=self._step())
@@ -556,6 +579,7 @@ def make_callback(keras, version):
         def on_train_begin(self, logs=None):
             if self._save_on_interrupt:
                 _SIGNALS.hold(self, sys._getframe(1))
+            _UNFINISHED.add(self)
             self._running = False
             _FITS.join(self)
             self._call(self._native.on_train_begin, logs)
@@ -574,6 +598,7 @@ def make_callback(keras, version):
             self._call(self._native.on_epoch_end, epoch, logs)
 
         def on_train_end(self, logs=None):
+            _UNFINISHED.discard(self)
             try:
                 self._native.on_train_end(logs, step=self._step())
             finally:

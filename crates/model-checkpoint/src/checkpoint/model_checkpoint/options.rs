@@ -181,6 +181,21 @@ impl ModelCheckpoint {
         self.engine.flush()
     }
 
+    /// Ends a `fit` that ended without `on_train_end` (by an exception, which Keras tells no
+    /// callback of): waits for the background saves and what follows each, as
+    /// [`ModelCheckpoint::flush`], then releases the folder's lock and the signals, as
+    /// `on_train_end` does, without counting the run as complete (its interrupt files
+    /// stay). For a host that learns of the end only later (the Python package, at exit).
+    ///
+    /// # Errors
+    ///
+    /// The first failed save's error.
+    pub fn close(&mut self) -> Result<(), Error> {
+        let finished = self.engine.finish();
+        self.release_signals();
+        finished
+    }
+
     /// Where checkpoints are written (beyond Keras): every file effect (saves, the `last`
     /// copy, versions, retention's deletes, the lock, listing) goes through `storage`, with
     /// the formatted paths as names. Default: [`crate::store::LocalFolder::default`], the
