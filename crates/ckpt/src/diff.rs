@@ -18,12 +18,11 @@ use crate::Failure;
 /// deduplicated checkpoints in the same blob are the same without a read.
 ///
 /// Exits with status 0 when every tensor is identical, 1 when anything differs.
-///
-/// Examples:
-///   ckpt diff ck/e04.safetensors ck/e05.safetensors   (deduplicated: folders)
-///   ckpt diff checkpoints/digits.01-0.6472.safetensors checkpoints/digits.10-0.9528.safetensors
-///   ckpt diff --changed-only a.safetensors b.safetensors
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt diff ck/e04.safetensors ck/e05.safetensors   (deduplicated: folders)
+  ckpt diff checkpoints/digits.01-0.6472.safetensors checkpoints/digits.10-0.9528.safetensors
+  ckpt diff --changed-only a.safetensors b.safetensors"#)]
 pub(crate) struct DiffArgs {
     /// The first checkpoint.
     a: PathBuf,

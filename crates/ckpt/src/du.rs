@@ -15,11 +15,10 @@ use crate::Failure;
 ///
 /// Checkpoints are the files in the folder and the sharded or deduplicated checkpoints one
 /// level down, as `ckpt ls` lists them.
-///
-/// Examples:
-///   ckpt du checkpoints/
-///   ckpt du s3://bucket/run --json
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt du checkpoints/
+  ckpt du s3://bucket/run --json"#)]
 pub(crate) struct DuArgs {
     /// The folder (or s3:// prefix).
     dir: PathBuf,

@@ -19,11 +19,10 @@ use crate::Failure;
 /// verifies) or, with --weights-only, a sharded checkpoint's folder (as `ckpt consolidate`).
 /// OUT is never an input, and an existing OUT is replaced only if `ckpt export` or
 /// `ckpt consolidate` wrote it.
-///
-/// Examples:
-///   ckpt export ck/epoch-10.safetensors model.safetensors --weights-only
-///   ckpt export ck/latest s3://bucket/models/model.safetensors --weights-only
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt export ck/epoch-10.safetensors model.safetensors --weights-only
+  ckpt export ck/latest s3://bucket/models/model.safetensors --weights-only"#)]
 pub(crate) struct ExportArgs {
     /// The checkpoint to export (a file, DIR/latest, or an s3:// object).
     from: PathBuf,

@@ -12,11 +12,10 @@ use crate::Failure;
 
 /// List the checkpoints in a folder: path, kind, epoch, step, monitored value, size, and
 /// whether it verifies.
-///
-/// Examples:
-///   ckpt ls checkpoints
-///   ckpt ls --json checkpoints | python3 -m json.tool
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt ls checkpoints
+  ckpt ls --json checkpoints | python3 -m json.tool"#)]
 pub(crate) struct LsArgs {
     /// The folder.
     dir: PathBuf,
@@ -30,12 +29,11 @@ pub(crate) struct LsArgs {
 /// The metric defaults to the one each file was saved monitoring; the direction follows
 /// --mode (auto applies Keras's rule to the metric's name). Files that do not verify, and
 /// NaN values, never count; ties go to the older (lower epoch and step) file.
-///
-/// Examples:
-///   ckpt best checkpoints
-///   ckpt best checkpoints --monitor val_loss --mode min
-///   ckpt train --resume "$(ckpt best checkpoints)"
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt best checkpoints
+  ckpt best checkpoints --monitor val_loss --mode min
+  ckpt train --resume "$(ckpt best checkpoints)""#)]
 pub(crate) struct BestArgs {
     /// The folder.
     dir: PathBuf,
@@ -59,11 +57,10 @@ pub(crate) struct BestArgs {
 /// cannot be checked, so break it only once that process is surely gone. A local folder's
 /// lock is released by the operating system when its process ends: there is nothing to
 /// break.
-///
-/// Examples:
-///   ckpt unlock s3://bucket/run-7
-///   ckpt unlock --force s3://bucket/run-7
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt unlock s3://bucket/run-7
+  ckpt unlock --force s3://bucket/run-7"#)]
 pub(crate) struct UnlockArgs {
     /// The folder (or s3:// prefix).
     dir: PathBuf,

@@ -17,11 +17,10 @@ const MAX_VALUE_SHOWN_AS_JSON: usize = 4 << 20;
 /// Show a checkpoint's metadata and its tensors (dtype, shape, checksum).
 ///
 /// The tensor checksums are verified too; a mismatch is reported and exits with status 1.
-///
-/// Examples:
-///   ckpt show checkpoints/digits.10-0.9528.safetensors
-///   ckpt show --json best.safetensors | python3 -m json.tool
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt show checkpoints/digits.10-0.9528.safetensors
+  ckpt show --json best.safetensors | python3 -m json.tool"#)]
 pub(crate) struct ShowArgs {
     /// The checkpoint file.
     file: PathBuf,
@@ -35,11 +34,10 @@ pub(crate) struct ShowArgs {
 ///
 /// Files without this format's checksums (plain safetensors from other tools) cannot be
 /// verified and count as failures.
-///
-/// Examples:
-///   ckpt verify checkpoints/
-///   ckpt verify best.safetensors last.safetensors
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt verify checkpoints/
+  ckpt verify best.safetensors last.safetensors"#)]
 pub(crate) struct VerifyArgs {
     /// Files, or folders whose checkpoints to verify.
     #[arg(required = true)]

@@ -16,11 +16,10 @@ use crate::Failure;
 ///
 /// Tensors are assembled one at a time while the file is written, so memory holds at most
 /// one global tensor; every piece's checksum is checked on the way.
-///
-/// Examples:
-///   ckpt consolidate ck/step-000450 model.safetensors
-///   ckpt consolidate s3://bucket/run/step-000450 model.safetensors
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt consolidate ck/step-000450 model.safetensors
+  ckpt consolidate s3://bucket/run/step-000450 model.safetensors"#)]
 pub(crate) struct ConsolidateArgs {
     /// The sharded checkpoint's folder (or s3:// prefix).
     dir: PathBuf,

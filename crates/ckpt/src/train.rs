@@ -17,13 +17,12 @@ use crate::{Failure, RECORD_KEY};
 /// Every argument of Keras's ModelCheckpoint is a flag with Keras's name and default (except
 /// --verbose, which is 1 here so that saves are visible). At the end, the best checkpoint is
 /// loaded into a fresh model and evaluated on the validation data.
-///
-/// Examples:
-///   ckpt train
-///   ckpt train --save-best-only --save-weights-only --filepath 'ckpt/best.safetensors'
-///   ckpt train --save-freq 20 --filepath 'ckpt/w.{epoch:02d}-{batch:03d}.safetensors'
-///   ckpt train --data my.csv --epochs 30 --monitor val_loss
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt train
+  ckpt train --save-best-only --save-weights-only --filepath 'ckpt/best.safetensors'
+  ckpt train --save-freq 20 --filepath 'ckpt/w.{epoch:02d}-{batch:03d}.safetensors'
+  ckpt train --data my.csv --epochs 30 --monitor val_loss"#)]
 pub(crate) struct TrainArgs {
     /// Where to save: a Python str.format template with {epoch}, {batch} and any logged
     /// metric (loss, accuracy, val_loss, val_accuracy).

@@ -502,14 +502,34 @@ fn sigterm_saves_a_resumable_checkpoint_and_resuming_completes_the_run() {
 
 #[test]
 fn every_command_shows_an_example_in_its_help() {
+    // At the end, one example per line (as a doc comment's lines they were run together
+    // into one paragraph, before the usage).
     let dir = tempfile::tempdir().expect("tempdir");
-    for cmd in ["train", "show", "verify", "ls", "best", "diff", "bench"] {
+    for cmd in [
+        "train",
+        "show",
+        "verify",
+        "ls",
+        "best",
+        "diff",
+        "bench",
+        "du",
+        "export",
+        "unlock",
+        "consolidate",
+        "report",
+    ] {
         let out = ckpt(dir.path(), &[cmd, "--help"]);
         assert!(out.status.success(), "{cmd}");
         let help = text(&out.stdout);
+        let (before, examples) = help.rsplit_once("\nExamples:\n").expect("examples");
+        assert!(before.contains("Usage: "), "{cmd}: {help}");
+        let lines: Vec<&str> = examples.lines().filter(|l| !l.is_empty()).collect();
+        // Run together, a line would hold several commands.
+        let one_each = |l: &&str| l.starts_with("  ckpt ") && l.matches(" ckpt ").count() == 1;
         assert!(
-            help.contains("Examples:") && help.contains(&format!("ckpt {cmd} ")),
-            "{cmd}: {help}"
+            !lines.is_empty() && lines.iter().all(one_each),
+            "{cmd}: {examples}"
         );
     }
 }

@@ -52,13 +52,12 @@ use training::{async_stall_vs_sync, sharded_stall_vs_sync, train_throughput};
 ///
 /// Every figure is a median over interleaved runs of the things compared, written in --dir
 /// (the disk under test). The default model is 1024 MiB in 64 float32 tensors.
-///
-/// Examples:
-///   ckpt bench
-///   ckpt bench --only save-vs-raw --only load-vs-read --runs 9
-///   ckpt bench --size-mib 256 --dir /mnt/fast-disk
-///   ckpt bench --only s3 --size-mib 256 --s3 s3://bucket/bench   (bench/s3.sh: a local server)
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt bench
+  ckpt bench --only save-vs-raw --only load-vs-read --runs 9
+  ckpt bench --size-mib 256 --dir /mnt/fast-disk
+  ckpt bench --only s3 --size-mib 256 --s3 s3://bucket/bench   (bench/s3.sh: a local server)"#)]
 pub(crate) struct BenchArgs {
     /// Run only these measurements (repeatable). By default: train-throughput, save-vs-raw,
     /// async-stall-vs-sync, load-vs-read, hook-overhead and size-sweep.

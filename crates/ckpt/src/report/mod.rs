@@ -37,12 +37,11 @@ use crate::Failure;
 /// The output is never one of the report's inputs (its folder, history, journal or
 /// files), and an existing file there is replaced only if it is a page or picture ckpt
 /// wrote, unedited (it ends with ckpt's signature): otherwise exit 2, file untouched.
-///
-/// Examples:
-///   ckpt report checkpoints
-///   ckpt report checkpoints -o run.html
-///   ckpt report s3://bucket/run --svg run.svg
 #[derive(Args, Debug)]
+#[command(after_help = r#"Examples:
+  ckpt report checkpoints
+  ckpt report checkpoints -o run.html
+  ckpt report s3://bucket/run --svg run.svg"#)]
 pub(crate) struct ReportArgs {
     /// The checkpoint folder (a path, or s3://bucket/prefix).
     dir: PathBuf,
