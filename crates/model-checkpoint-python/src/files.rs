@@ -170,8 +170,23 @@ pub(crate) fn latest(py: Python<'_>, directory: &str) -> PyResult<Option<String>
 #[pyfunction]
 pub(crate) fn ls<'py>(py: Python<'py>, directory: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
     let (storage, name) = locate(directory).map_err(to_py)?;
+    // Files, and the folder checkpoints (deduplicated, sharded) in it, each one row, in
+    // training order, as `ckpt ls` lists them.
     let listed = py
-        .detach(|| store::list_in(&*storage, &name, 0))
+        .detach(|| {
+            let mut listed = store::list_in(&*storage, &name, 0)?;
+            listed.extend(model_checkpoint::sharded::list_folders(
+                &*storage, &name, 0,
+            )?);
+            listed.sort_by(|a, b| {
+                (a.header.is_ok(), a.position(), &a.path).cmp(&(
+                    b.header.is_ok(),
+                    b.position(),
+                    &b.path,
+                ))
+            });
+            Ok::<_, model_checkpoint::Error>(listed)
+        })
         .map_err(to_py)?;
     let mut rows = Vec::with_capacity(listed.len());
     for entry in listed {

@@ -236,6 +236,10 @@ def test_a_deduplicated_checkpoint_reads_through_its_index(tmp_path, ckpt_bin):
     # What a requeued job resumes from: the newest folder, as `ckpt train --resume latest`
     # and Rust's `resume_latest` take it.
     assert mc.latest(tmp_path / "ck") == str(folder)
+    # And ls lists the folders, one row each, as `ckpt ls` does (it listed none).
+    rows = mc.ls(tmp_path / "ck")
+    assert [(r["path"], r["kind"], r["epoch"]) for r in rows] == [
+        (str(tmp_path / "ck" / "e02.safetensors"), "full", 2), (str(folder), "full", 3)]
     # A damaged blob is found by both.
     blob = folder / index["weight_map"]["dense_0.weight"]
     data = bytearray(blob.read_bytes())
