@@ -276,12 +276,18 @@ fn check_resume_options(saved: &RunRecord, now: &RunRecord) -> Result<(), Failur
         now.framework.name().to_owned(),
     );
     differ("--monitor", saved.monitor.clone(), now.monitor.clone());
-    differ("--mode", saved.mode.clone(), now.mode.clone());
-    differ(
-        "--hidden",
-        format!("{:?}", saved.hidden),
-        format!("{:?}", now.hidden),
-    );
+    // The record holds the direction `--mode` resolved to (auto: by the monitor's name).
+    let mode = |direction: &str| match direction {
+        "Maximize" => "max".to_owned(),
+        "Minimize" => "min".to_owned(),
+        other => other.to_owned(),
+    };
+    differ("--mode", mode(&saved.mode), mode(&now.mode));
+    let hidden = |sizes: &[usize]| {
+        let sizes: Vec<String> = sizes.iter().map(usize::to_string).collect();
+        sizes.join(",")
+    };
+    differ("--hidden", hidden(&saved.hidden), hidden(&now.hidden));
     if saved.data_crc32 != now.data_crc32 {
         differ(
             "--data",
@@ -295,10 +301,11 @@ fn check_resume_options(saved: &RunRecord, now: &RunRecord) -> Result<(), Failur
         now.shuffle_rows.to_string(),
     );
     if now.initial_value_threshold.is_some() {
+        let threshold = |t: Option<f64>| t.map_or_else(|| "none".to_owned(), |t| t.to_string());
         differ(
             "--initial-value-threshold",
-            format!("{:?}", saved.initial_value_threshold),
-            format!("{:?}", now.initial_value_threshold),
+            threshold(saved.initial_value_threshold),
+            threshold(now.initial_value_threshold),
         );
     }
     if diffs.is_empty() {
@@ -485,6 +492,11 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
     // The history's name is this tool's choice, not the user's: a file there that is not a
     // history (a user's notes, a link) is refused rather than replaced.
     logger.check_replaceable()?;
+    let options = FitOptions::new(args.epochs)
+        .batch_size(args.batch_size)
+        .validation_split(args.validation_split)
+        .seed(args.seed)
+        .verbose(args.progress);
     if let Some(from) = &args.resume {
         let run = Callbacks {
             checkpoint: &mut checkpoint,
@@ -493,16 +505,15 @@ pub(crate) fn run(args: TrainArgs) -> Result<(), Failure> {
         };
         let (resumed, saved) = resume(&args, from, &storage, &mut trainer, run)?;
         recorder.now.learning_rate = trainer.step().learning_rate();
+        // Refused before saying where training continues.
+        trainer
+            .check_resume(&options)
+            .map_err(|e| Failure::from(format!("cannot resume: {e}")))?;
         announce_resume(&args, &resumed, saved.as_ref(), recorder.now.learning_rate)?;
     }
     // Only now, with every option and the resume accepted, is the folder made (and checked
     // for writing), so that a refusal leaves nothing behind.
     check_folder(&checkpoint, &*storage)?;
-    let options = FitOptions::new(args.epochs)
-        .batch_size(args.batch_size)
-        .validation_split(args.validation_split)
-        .seed(args.seed)
-        .verbose(args.progress);
     let history = trainer.fit(
         &data.train,
         &options,

@@ -654,15 +654,29 @@ fn resume_options_are_restored_honoured_or_refused() {
         train(dir.path(), &args)
     };
     for (extra, expected) in [
+        // As the flags are written (they were Rust's debug forms: `[64]`, `Maximize`,
+        // `Some(0.2)`, `None`).
         (
             vec!["--epochs", "3", "--hidden", "32"],
-            "--hidden [64] (now [32])",
+            "--hidden 64 (now 32)",
         ),
         (vec!["--epochs", "3", "--monitor", "val_loss"], "--monitor"),
+        (
+            vec!["--epochs", "3", "--mode", "min"],
+            "--mode max (now min)",
+        ),
+        (
+            vec!["--epochs", "3", "--initial-value-threshold", "0.3"],
+            "--initial-value-threshold none (now 0.3)",
+        ),
         (vec!["--epochs", "3", "--seed", "5"], "seed 0 (now 5)"),
         (
             vec!["--epochs", "3", "--batch-size", "16"],
             "batch size 32 (now 16)",
+        ),
+        (
+            vec!["--epochs", "3", "--validation-split", "0.3"],
+            "validation split 0.2 (now 0.3)",
         ),
         (vec!["--epochs", "3", "--no-shuffle-rows"], "row shuffling"),
         (
@@ -672,6 +686,12 @@ fn resume_options_are_restored_honoured_or_refused() {
     ] {
         let out = resume(&extra);
         assert_refused(&out, &extra, expected);
+        // Refused before saying where training would continue.
+        assert!(
+            !text(&out.stdout).contains("resuming from"),
+            "{extra:?}: {}",
+            text(&out.stdout)
+        );
     }
     // Restored: the checkpoint's learning rate, when none is given.
     let out = resume(&["--epochs", "3"]);

@@ -31,9 +31,12 @@ impl FitRecord {
             diffs.push(format!("shuffle {} (now {})", self.shuffle, now.shuffle));
         }
         if self.validation_split != now.validation_split {
+            let shown =
+                |split: Option<f64>| split.map_or_else(|| "none".to_owned(), |s| s.to_string());
             diffs.push(format!(
-                "validation split {:?} (now {:?})",
-                self.validation_split, now.validation_split
+                "validation split {} (now {})",
+                shown(self.validation_split),
+                shown(now.validation_split)
             ));
         }
         if self.seed != now.seed {

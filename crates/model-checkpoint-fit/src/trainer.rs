@@ -165,6 +165,21 @@ impl<S: Step> Trainer<S> {
         Ok(())
     }
 
+    /// Whether a `fit` with `options` can continue the resumed checkpoint exactly (its batch
+    /// size, shuffling, validation split and seed); `Ok` when nothing was resumed. `fit`
+    /// checks it too: this is for saying so before anything else, such as where training
+    /// will continue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] naming each option that differs, as recorded and as given.
+    pub fn check_resume(&self, options: &FitOptions<'_>) -> Result<(), Error> {
+        match &self.resume {
+            Some(saved) => saved.options.check_resumable(&options.record()),
+            None => Ok(()),
+        }
+    }
+
     /// Where this `fit` starts: the state a resume restored (refused with other options),
     /// or a fresh one at `options.initial_epoch`.
     fn start(&mut self, options: &FitOptions<'_>) -> Result<FitState, Error> {
