@@ -39,6 +39,10 @@ pub(crate) fn to_py(e: model_checkpoint::Error) -> PyErr {
             _ => {}
         }
     }
+    // Options that do not combine are a bad argument, as Python calls one.
+    if let model_checkpoint::Error::Incompatible { .. } = e {
+        return PyValueError::new_err(text);
+    }
     match e.keras_exception() {
         Some("ValueError") => PyValueError::new_err(text),
         Some("TypeError") => PyTypeError::new_err(text),

@@ -156,6 +156,15 @@ pub enum Error {
     /// could not resume anything.
     #[error("the model hands over no training state, so a full checkpoint could not resume training: implement Checkpointable::training_state, or save weights only (save_weights_only)")]
     NoTrainingState,
+    /// Options of a callback that do not work together (or not yet), refused before
+    /// training.
+    #[error("{key}: {reason}")]
+    Incompatible {
+        /// The callback (its state key, shortened).
+        key: String,
+        /// What does not combine, and what to do.
+        reason: String,
+    },
     /// A callback's saved state does not fit it (another monitor, malformed fields,
     /// counters out of range).
     #[error("cannot restore {key}: {reason}")]

@@ -312,11 +312,12 @@ impl ModelCheckpoint {
     ///
     /// # Errors
     ///
-    /// [`Error::ReservedName`] (Keras's `ValueError`), [`Error::BadState`] for a run id.
+    /// [`Error::ReservedName`] (Keras's `ValueError`), [`Error::Incompatible`] for a run id
+    /// of the wrong shape and for options that do not combine.
     pub fn check_filepath(&self) -> Result<(), Error> {
         let id = self.engine.saved.run_id.as_deref();
         if let Some(id) = id.filter(|id| !valid_run_id(id)) {
-            return Err(Error::BadState {
+            return Err(Error::Incompatible {
                 key: crate::text::shorten(&self.key(), 200),
                 reason: format!(
                     "run id {:?} is not 1 to 64 lowercase hex digits",
@@ -326,7 +327,7 @@ impl ModelCheckpoint {
         }
         self.engine.check_template()?;
         if self.engine.config.compress && !self.engine.config.dedup {
-            return Err(Error::BadState {
+            return Err(Error::Incompatible {
                 key: crate::text::shorten(&self.key(), 200),
                 reason: "compression is of deduplicated checkpoints' blobs: add dedup(true)"
                     .to_owned(),
@@ -334,7 +335,7 @@ impl ModelCheckpoint {
         }
         if self.engine.config.dedup {
             let refuse = |reason: &str| {
-                Err(Error::BadState {
+                Err(Error::Incompatible {
                     key: crate::text::shorten(&self.key(), 200),
                     reason: format!("a deduplicated save {reason}"),
                 })
@@ -352,7 +353,7 @@ impl ModelCheckpoint {
         }
         if self.engine.config.ranks.is_some() {
             let refuse = |reason: &str| {
-                Err(Error::BadState {
+                Err(Error::Incompatible {
                     key: crate::text::shorten(&self.key(), 200),
                     reason: format!("a sharded save {reason}"),
                 })
