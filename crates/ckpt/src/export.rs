@@ -87,10 +87,14 @@ pub(crate) fn export(args: ExportArgs) -> Result<(), Failure> {
             .into());
         }
         let report = checkpoint.consolidate(&*to.storage, &to.name)?;
+        let of = if checkpoint.is_dedup() {
+            "a deduplicated checkpoint".to_owned()
+        } else {
+            format!("a sharded checkpoint of {} ranks", checkpoint.world_size())
+        };
         out!(
-            "wrote {} (the weights of a sharded checkpoint of {} ranks, {} bytes)",
+            "wrote {} (the weights of {of}, {} bytes)",
             args.out.display(),
-            checkpoint.world_size(),
             report.bytes
         );
         return Ok(());

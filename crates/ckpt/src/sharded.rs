@@ -35,6 +35,13 @@ pub(crate) fn consolidate(args: ConsolidateArgs) -> Result<(), Failure> {
     // written; the core's gate (`Claim::Derived`) then refuses any other file that
     // is not an earlier consolidated one.
     refuse_input_as_output(&from, &to, &args)?;
+    if !model_checkpoint::sharded::is_folder_checkpoint(&*from.storage, &from.name)? {
+        return Err(format!(
+            "{} is not a sharded or deduplicated checkpoint (a folder holding {INDEX_FILE}): consolidate makes one file of one; a checkpoint file is one already",
+            args.dir.display()
+        )
+        .into());
+    }
     let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
     let report = checkpoint.consolidate(&*to.storage, &to.name)?;
     // What was written, counted in the file itself (the core leaves the training state,
@@ -52,12 +59,16 @@ pub(crate) fn consolidate(args: ConsolidateArgs) -> Result<(), Failure> {
             .count(),
     };
     let left = checkpoint.tensors().len().saturating_sub(written);
+    let (from_what, left_in) = if checkpoint.is_dedup() {
+        ("a deduplicated checkpoint".to_owned(), "its blobs")
+    } else {
+        (format!("{} shards", checkpoint.world_size()), "the shards")
+    };
     out!(
-        "wrote {} ({written} tensors from {} shards{}, {} bytes)",
+        "wrote {} ({written} tensors from {from_what}{}, {} bytes)",
         args.out.display(),
-        checkpoint.world_size(),
         if left > 0 {
-            format!("; {left} training-state tensors left in the shards")
+            format!("; {left} training-state tensors left in {left_in}")
         } else {
             String::new()
         },

@@ -788,3 +788,38 @@ fn a_blob_name_that_leads_nowhere_is_a_checkpoint_that_does_not_verify_not_a_rea
     std::fs::write(&blobs, b"not a folder").expect("a file in its place");
     verify("ck/e02.safetensors");
 }
+
+#[test]
+fn consolidate_names_what_it_was_given_and_what_it_read() {
+    // A folder without an index, or a checkpoint file, is said to be no sharded or
+    // deduplicated checkpoint (it was "cannot read …/model.safetensors.index.json"); a
+    // deduplicated one is called so, not "1 shards".
+    let dir = tempfile::tempdir().expect("tempdir");
+    train(dir.path(), &["--epochs", "2"]);
+    for given in ["ck", "ck/e02.safetensors", "missing"] {
+        let out = ckpt(dir.path(), &["consolidate", given, "out.safetensors"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{given}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{given} is not a sharded or deduplicated checkpoint"
+            )),
+            "{given}: {stderr}"
+        );
+        assert!(!dir.path().join("out.safetensors").exists());
+    }
+    train(
+        dir.path(),
+        &["--epochs", "3", "--dedup", "--resume", "latest"],
+    );
+    let out = ckpt(
+        dir.path(),
+        &["consolidate", "ck/e03.safetensors", "out.safetensors"],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("from a deduplicated checkpoint") && !stdout.contains("shards"),
+        "{stdout}"
+    );
+}
