@@ -86,7 +86,7 @@ const INTERRUPTED: u8 = 3;
     name = "ckpt",
     version,
     about,
-    after_help = "Exit status: 0 success; 1 verify found a bad checkpoint (or diff found differences); 2 bad usage, bad input or an I/O error; 3 train was interrupted by SIGTERM/SIGINT after saving a resumable checkpoint. A failed write never turns a failure into 0: with standard output's reader gone (a closed pipe) the status is the command's verdict; any other failed write to standard output turns a success into 2."
+    after_help = "Exit status: 0 success; 1 a checkpoint did not verify (verify, whose files not found count so, or show's check of the tensors), or diff found differences; 2 bad usage, bad input or an I/O error; 3 train was interrupted by SIGTERM/SIGINT after saving a resumable checkpoint. A failed write never turns a failure into 0: with standard output's reader gone (a closed pipe) the status is the command's verdict; any other failed write to standard output turns a success into 2."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -109,7 +109,8 @@ pub(crate) struct TrainArgs {
     /// Keep every checkpoint saved in an epoch that is a multiple of M.
     #[arg(long, value_name = "M", value_parser = parse_positive)]
     keep_every_epochs: Option<usize>,
-    /// Keep last.safetensors in the checkpoint folder pointing at the newest checkpoint.
+    /// Keep last.safetensors in the checkpoint folder pointing at the newest checkpoint
+    /// (with --dedup, a folder `last` whose index names the newest's blobs).
     #[arg(long)]
     save_last: bool,
     /// Never overwrite: save as NAME-v1, NAME-v2 … when the name is taken.
