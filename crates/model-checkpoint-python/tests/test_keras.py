@@ -688,6 +688,15 @@ def test_load_weights_into_a_model_built_again_in_the_same_process(tmp_path):
                               keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="missing|shape"):
         load_weights(other, tmp_path / "w.safetensors")
+    # The same names in other shapes: no advice about Keras's numbering of names.
+    named = model("shapes")
+    named.fit(x, y, epochs=1, verbose=0, callbacks=[
+        ModelCheckpoint(str(tmp_path / "named.safetensors"), save_weights_only=True)])
+    wider = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="hidden"),
+                              keras.layers.Dense(1, name="out")], name="net_shapes")
+    with pytest.raises(ValueError, match="shape") as refused:
+        load_weights(wider, tmp_path / "named.safetensors")
+    assert "numbers layers" not in str(refused.value), refused.value
 
 
 def test_load_weights_pairs_layers_by_their_place_when_numbers_overlap(tmp_path):

@@ -95,14 +95,17 @@ class _Variables:
         stored = {name: (dtype, shape, data) for name, dtype, shape, data in items}
         problems = [f"missing {n}" for n in target if n not in stored]
         problems += [f"unexpected {n}" for n in stored if n not in target]
+        # Names that differ may be Keras's numbering of layers per process; shapes that
+        # differ are another model.
+        hint = ("; Keras numbers layers per process: build the model with the same names"
+                if problems else "")
         for name, (dtype, shape, _) in stored.items():
             v = target.get(name)
             if v is not None and tuple(v.shape) != tuple(shape):
                 problems.append(f"{name}: shape {tuple(shape)}, the model has {tuple(v.shape)}")
         if problems:
             raise ValueError(
-                f"the checkpoint's {which} do not fit this model ({'; '.join(problems)}); "
-                "Keras numbers layers per process: build the model with the same names"
+                f"the checkpoint's {which} do not fit this model ({'; '.join(problems)}){hint}"
             )
         for name, (dtype, shape, data) in stored.items():
             target[name].assign(_array(dtype, shape, data))
