@@ -72,6 +72,11 @@ pub(crate) struct UnlockArgs {
 pub(crate) fn unlock(args: UnlockArgs) -> Result<(), Failure> {
     let name = args.dir.to_string_lossy();
     if !model_checkpoint_object_store::is_remote(&name) {
+        // What was given must be a folder: a file or a typo is said, not answered as if
+        // it were one.
+        if !args.dir.is_dir() {
+            return Err(format!("{} is not a folder", args.dir.display()).into());
+        }
         out!(
             "{}: a local folder's lock is released when its process ends; nothing to break",
             args.dir.display()

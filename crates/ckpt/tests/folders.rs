@@ -811,3 +811,28 @@ fn a_completed_resume_leaves_what_a_straight_run_leaves_and_another_keras_is_ref
         "a completed run keeps no save on a signal"
     );
 }
+
+#[test]
+fn unlock_of_a_local_path_says_whether_it_is_a_folder() {
+    // A local folder's lock ends with its process: nothing to break (exit 0). A file or a
+    // path not there is no folder (it was answered as one, exit 0).
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("ck")).expect("folder");
+    std::fs::write(dir.path().join("precious.txt"), b"mine").expect("file");
+    let out = ckpt(dir.path(), &["unlock", "ck"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nothing to break"));
+    for given in ["precious.txt", "missing"] {
+        let out = ckpt(dir.path(), &["unlock", given]);
+        assert_eq!(out.status.code(), Some(2), "{given}");
+        assert!(
+            text(&out.stderr).contains(&format!("{given} is not a folder")),
+            "{given}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("precious.txt")).expect("read"),
+        b"mine"
+    );
+}
