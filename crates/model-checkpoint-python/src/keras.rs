@@ -385,6 +385,20 @@ impl KerasCheckpoint {
         }
     }
 
+    /// Saves on the signal a peer of the same `fit` saved on first (see
+    /// `ModelCheckpoint::on_signal`): after `batch`, or at the epoch's end (`None`).
+    #[pyo3(signature = (batch=None, logs=None, step=None))]
+    fn on_signal(
+        &self,
+        py: Python<'_>,
+        batch: Option<usize>,
+        logs: Option<&Bound<'_, PyDict>>,
+        step: Option<u64>,
+    ) -> PyResult<Option<&'static str>> {
+        let logs = logs_of(logs)?.unwrap_or_default();
+        self.run(py, step, |cb, ctx| cb.on_signal(batch, &logs, ctx))
+    }
+
     #[pyo3(signature = (logs=None, step=None))]
     fn on_train_end(
         &self,

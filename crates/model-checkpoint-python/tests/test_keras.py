@@ -472,6 +472,49 @@ def test_a_signal_saves_a_full_checkpoint_and_then_ends_fit_as_the_signal_would(
     assert any("in the middle of epoch 2" in str(w.message) for w in caught)
 
 
+_TWO_SAVING_ON_A_SIGNAL = r"""
+import os, signal, sys
+os.environ.setdefault("KERAS_BACKEND", "jax")
+import keras
+sys.path.insert(0, {tests!r})
+from test_keras import data, model
+from model_checkpoint.keras import ModelCheckpoint
+
+class Signal(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if getattr(self, "epoch", 0) == 1 and batch == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+x, y = data()
+first = ModelCheckpoint({first!r}, save_on_interrupt=True)
+second = ModelCheckpoint({second!r}, save_on_interrupt=True, save_weights_only=True)
+model("two").fit(x, y, epochs=4, batch_size=8, verbose=0, shuffle=False,
+                 callbacks=[first, Signal(), second])
+"""
+
+
+def test_two_callbacks_saving_on_a_signal_each_save_it(tmp_path):
+    # The first to see the signal saves, then ends fit by an exception, before the other's
+    # hook: the other saves on it too (it saved nothing, and its folder resumed from the
+    # epoch before).
+    import subprocess
+    import sys
+    script = _TWO_SAVING_ON_A_SIGNAL.format(
+        tests=os.path.dirname(__file__), first=str(tmp_path / "a" / "w.{epoch:02d}.safetensors"),
+        second=str(tmp_path / "b" / "w.{epoch:02d}.safetensors"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 143, done.stdout + done.stderr
+    for folder in ("a", "b"):
+        saved = tmp_path / folder / "interrupted.safetensors"
+        mc.verify(saved)
+        meta = mc.load_metadata(saved)
+        assert meta["epoch"] == "2" and meta["signal"] == "SIGTERM", (folder, meta)
+        assert mc.latest(tmp_path / folder) == str(saved)
+
+
 def test_load_weights_puts_a_weights_file_or_a_full_checkpoint_back_into_a_model(tmp_path):
     from model_checkpoint.keras import load_weights
     x, y = data()

@@ -358,6 +358,13 @@ class _Fits:
         entry[1].append(callback)
         self._tell(entry[1])
 
+    def others(self, callback):
+        """The other members of ``callback``'s ``fit``, in the list's order."""
+        for _, members in self._members.values():
+            if callback in members:
+                return [m for m in members if m is not callback]
+        return []
+
     def leave(self, callback):
         for key, (model, members) in list(self._members.items()):
             if callback in members:
@@ -462,6 +469,7 @@ def make_callback(keras, version):
             self.save_freq = save_freq
             self._version = version
             self._known_metrics = set()
+            self._signal_at = (None, None)
             self._save_on_interrupt = bool(save_on_interrupt)
             # Past its first epoch's beginning in the current `fit` (see `_Fits`).
             self._running = False
@@ -528,21 +536,44 @@ def make_callback(keras, version):
                 self._interrupted(stop)
 
         def _interrupted(self, name):
-            """After the save on a signal (``save_on_interrupt``), durable by now: the run
-            ends as the engine's own loop ends it (``on_train_end``: background saves,
-            retention), then ``fit`` ends as the signal would have ended it:
-            ``KeyboardInterrupt`` for SIGINT, ``SystemExit(143)`` for SIGTERM."""
+            """After the save on a signal (``save_on_interrupt``), durable by now: every
+            other callback of ours in this ``fit`` with ``save_on_interrupt`` saves on it too
+            (the exception below ends the ``fit`` before their hooks), the run ends as the
+            engine's own loop ends it (``on_train_end``: background saves, retention), then
+            ``fit`` ends as the signal would have ended it: ``KeyboardInterrupt`` for SIGINT,
+            ``SystemExit(143)`` for SIGTERM."""
             _SIGNALS.served()
-            _UNFINISHED.discard(self)
             late = None
+            try:
+                for peer in _FITS.others(self):
+                    if peer._save_on_interrupt:
+                        late = peer._save_on_signal(*self._signal_at) or late
+            finally:
+                late = self._end_after_signal() or late
+            # A SIGTERM that came meanwhile ends the program, whatever the first was.
+            _end_as("SIGTERM" if late == "SIGTERM" else name, self._native.interrupt_saved)
+
+        def _save_on_signal(self, batch, logs):
+            """Saves on the signal another callback of this ``fit`` saved on first, as
+            this one's hook after ``batch`` (``None``: the epoch's end) would have, then
+            ends the run as ``_interrupted`` does; returns a signal that came meanwhile."""
+            try:
+                self._native.on_signal(batch, logs, step=self._step())
+            finally:
+                self._emit()
+            return self._end_after_signal()
+
+        def _end_after_signal(self):
+            """The run's end after a save on a signal (``on_train_end``); returns a signal
+            that came meanwhile and that no hook served."""
+            _UNFINISHED.discard(self)
             try:
                 self._native.on_train_end(None, step=self._step())
             finally:
                 _FITS.leave(self)
                 late = _SIGNALS.release(self)
                 self._emit()
-            # A SIGTERM that came meanwhile ends the program, whatever the first was.
-            _end_as("SIGTERM" if late == "SIGTERM" else name, self._native.interrupt_saved)
+            return late
 
         def _step(self):
             """The optimizer's step count, which checkpoints record (and `latest` orders by
@@ -594,10 +625,13 @@ def make_callback(keras, version):
         def on_train_batch_end(self, batch, logs=None):
             if self._native.needs_batch_hooks():
                 self._sync_metrics()
+                # Where a signal saved on here is, for the peers that save on it too.
+                self._signal_at = (batch, logs)
                 self._call(self._native.on_train_batch_end, batch, logs)
 
         def on_epoch_end(self, epoch, logs=None):
             self._sync_metrics()
+            self._signal_at = (None, logs)
             self._call(self._native.on_epoch_end, epoch, logs)
 
         def on_train_end(self, logs=None):

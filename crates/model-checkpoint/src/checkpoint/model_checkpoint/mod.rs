@@ -663,6 +663,25 @@ impl ModelCheckpoint {
         self.check_interrupt(None, logs.unwrap_or(&empty), ctx)
     }
 
+    /// Saves on a signal that another callback of the same `fit` acted on first, for a
+    /// host that ends the `fit` in that callback's hook (Python's Keras: by an exception),
+    /// so that this callback's own hook never comes: as that hook would have, after
+    /// `batch` of the current epoch (`None`: at its end). Does nothing without
+    /// `save_on_interrupt`, or when no signal is pending for this callback.
+    ///
+    /// # Errors
+    ///
+    /// As the save's.
+    pub fn on_signal(
+        &mut self,
+        batch: Option<usize>,
+        logs: &Logs,
+        ctx: &mut Context<'_>,
+    ) -> HookResult {
+        let batch = batch.map(|b| counter("batch", b)).transpose()?;
+        self.check_interrupt(batch, logs, ctx)
+    }
+
     /// After a step or an epoch: if a signal came, save a full checkpoint and stop.
     fn check_interrupt(
         &mut self,
