@@ -35,14 +35,19 @@ pub(crate) fn consolidate(args: ConsolidateArgs) -> Result<(), Failure> {
     // written; the core's gate (`Claim::Derived`) then refuses any other file that
     // is not an earlier consolidated one.
     refuse_input_as_output(&from, &to, &args)?;
-    if !model_checkpoint::sharded::is_folder_checkpoint(&*from.storage, &from.name)? {
-        return Err(format!(
-            "{} is not a sharded or deduplicated checkpoint (a folder holding {INDEX_FILE}): consolidate makes one file of one; a checkpoint file is one already",
-            args.dir.display()
-        )
-        .into());
-    }
-    let checkpoint = ShardedCheckpoint::open(&*from.storage, &from.name)?;
+    let checkpoint = match ShardedCheckpoint::open(&*from.storage, &from.name) {
+        Ok(checkpoint) => checkpoint,
+        // No index there (not found, or a path through a file): what was given is no
+        // folder checkpoint. A storage that failed to answer is its own error.
+        Err(e @ model_checkpoint::Error::Io { .. }) if !e.is_read_failure() => {
+            return Err(format!(
+                "{} is not a sharded or deduplicated checkpoint (a folder holding {INDEX_FILE}): consolidate makes one file of one; a checkpoint file is one already",
+                args.dir.display()
+            )
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let report = checkpoint.consolidate(&*to.storage, &to.name)?;
     // What was written, counted in the file itself (the core leaves the training state,
     // `__training__/` tensors, in the shards).
