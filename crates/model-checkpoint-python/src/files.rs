@@ -178,13 +178,7 @@ pub(crate) fn ls<'py>(py: Python<'py>, directory: &str) -> PyResult<Vec<Bound<'p
             listed.extend(model_checkpoint::sharded::list_folders(
                 &*storage, &name, 0,
             )?);
-            listed.sort_by(|a, b| {
-                (a.header.is_ok(), a.position(), &a.path).cmp(&(
-                    b.header.is_ok(),
-                    b.position(),
-                    &b.path,
-                ))
-            });
+            store::sort_by_position(&mut listed);
             Ok::<_, model_checkpoint::Error>(listed)
         })
         .map_err(to_py)?;

@@ -176,13 +176,9 @@ pub fn release_signals() {
     *holders = holders.saturating_sub(1);
     if *holders == 0 {
         flags().idle.store(true, Ordering::SeqCst);
-        let mut requests = requests();
-        let unserved = requests.count > requests.done();
-        requests.forgotten = requests.count;
-        let signal = (unserved && !requests.last_hosted).then_some(requests.last);
-        drop(requests);
+        let unserved = forget_pending();
         drop(holders);
-        if let Some(signal) = signal {
+        if let Some((signal, false)) = unserved {
             deliver(signal);
         }
     }
@@ -229,10 +225,16 @@ pub fn request_interrupt(sigterm: bool) {
 /// `save_on_interrupt`), returning the latest (SIGTERM where both came at once): for a host
 /// that learns a signal came too late for any hook, and delivers it itself.
 pub fn take_interrupt_request() -> Option<&'static str> {
+    forget_pending().map(|(signal, _)| signal)
+}
+
+/// Forgets the requests no hook acted on; returns the latest one's signal, and whether the
+/// host sent it ([`request_interrupt`]), if there was one.
+fn forget_pending() -> Option<(&'static str, bool)> {
     let mut requests = requests();
     let unserved = requests.count > requests.done();
     requests.forgotten = requests.count;
-    unserved.then_some(requests.last)
+    unserved.then_some((requests.last, requests.last_hosted))
 }
 
 /// Where a callback that begins to look for requests now starts: those that no hook has

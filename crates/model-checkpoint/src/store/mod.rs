@@ -40,10 +40,10 @@ pub use meta::{Meta, Position, RawMeta, KEY_TRAINING_STATE, MAX_COUNTER};
 pub use name::{is_interrupt_name, normalize, INTERRUPT_FILE, LAST_FILE};
 pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_DIMS, MAX_HEADER_BYTES};
 pub use scan::{
-    candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in, Header,
-    Listed,
+    candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in,
+    sort_by_position, Header, Listed,
 };
-pub(crate) use scan::{newest_verified_in, sort_by_position, warn_resuming, warn_skipping};
+pub(crate) use scan::{newest_verified_in, warn_resuming, warn_skipping};
 pub use side_file::{csv_field, read_small, write_whole, SideWriter, MAX_SIDE_FILE_BYTES};
 pub use storage::{
     Commit, ObjectMeta, ObjectReader, PendingObject, Storage, HISTORY_FILE, JOURNAL_FILE,

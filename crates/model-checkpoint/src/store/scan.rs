@@ -148,7 +148,10 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>, Error> {
     Ok(listed)
 }
 
-pub(crate) fn sort_by_position(listed: &mut [Listed]) {
+/// Sorts a listing in training order, as [`list_in`] returns it: entries whose header did
+/// not read first, then by where in training each was saved, then by name (a listing of
+/// files with one of folder checkpoints added, say).
+pub fn sort_by_position(listed: &mut [Listed]) {
     listed.sort_by(|a, b| {
         (a.header.is_ok(), a.position(), &a.path).cmp(&(b.header.is_ok(), b.position(), &b.path))
     });
