@@ -157,3 +157,54 @@ fn a_journal_that_cannot_be_written_never_fails_a_save() {
     train(&mut cb, 0..2);
     assert!(dir.path().join("w.2.safetensors").exists());
 }
+
+/// Two callbacks that keep a journal in one folder (Keras users pair an every-epoch
+/// checkpoint with a best-only one): every save of both is a row, whichever wrote last.
+#[test]
+fn two_callbacks_keeping_a_journal_in_one_folder_keep_each_others_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut every = ModelCheckpoint::new(dir.path().join("w.{epoch:02d}.safetensors"))
+        .save_weights_only(true)
+        .journal(true);
+    let mut best = ModelCheckpoint::new(dir.path().join("best.safetensors"))
+        .save_weights_only(true)
+        .save_best_only(true)
+        .journal(true);
+    let toy = Toy;
+    let mut ctx = Context::new(&toy);
+    for cb in [&mut every, &mut best] {
+        cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    }
+    for e in 0..4 {
+        let v = if e == 2 { 0.9 } else { 1.0 / (e as f64 + 1.0) };
+        for cb in [&mut every, &mut best] {
+            cb.on_epoch_begin(e, &Logs::new(), &mut ctx).expect("begin");
+            cb.on_epoch_end(e, &Logs::from([("val_loss", v)]), &mut ctx)
+                .expect("save");
+        }
+    }
+    for cb in [&mut every, &mut best] {
+        cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+    }
+    let mut saved: Vec<String> = rows(dir.path())[1..]
+        .iter()
+        .filter(|r| r[1] == "saved")
+        .map(|r| format!("{}:{}", r[2], r[6].rsplit('/').next().unwrap_or("")))
+        .collect();
+    saved.sort();
+    // Epoch 3 (0.9) is no improvement on epoch 2 (0.5): the best-only callback skips it.
+    assert_eq!(
+        saved,
+        [
+            "1:best.safetensors",
+            "1:w.01.safetensors",
+            "2:best.safetensors",
+            "2:w.02.safetensors",
+            "3:w.03.safetensors",
+            "4:best.safetensors",
+            "4:w.04.safetensors",
+        ],
+        "{:?}",
+        std::fs::read_to_string(dir.path().join(JOURNAL_FILE))
+    );
+}

@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::store::{self, Kind, Name, Storage};
 use crate::Value;
 
+/// Held while a row is read, added and written back (see [`Journal`]).
+static ROWS: Mutex<()> = Mutex::new(());
+
 /// The journal's columns.
 pub const COLUMNS: [&str; 10] = [
     "seq",
@@ -40,10 +43,12 @@ pub(crate) struct Row {
     pub run_id: String,
 }
 
-/// The journal of one folder: its rows so far (the file's, read at the first row this
-/// process writes), rewritten whole at each row (an object store cannot append). Clones
-/// share the rows: the engine records on the training thread, and the aftercare of a
-/// background save on the writer thread (one at a time, in the order of the saves).
+/// The journal of one folder: its rows so far, rewritten whole at each row (an object
+/// store cannot append). Clones share the rows: the engine records on the training thread,
+/// and the aftercare of a background save on the writer thread (one at a time, in the
+/// order of the saves). Before each row the file is read again: another callback keeping a
+/// journal in the same folder (an every-epoch checkpoint beside a best-only one) writes
+/// rows too, and rewriting the file from this journal's rows alone would drop them.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Journal {
     content: Arc<Mutex<Option<Vec<u8>>>>,
@@ -65,8 +70,13 @@ impl Journal {
         row: &Row,
     ) -> Result<(), crate::Error> {
         let header = format!("{}\r\n", COLUMNS.join(","));
-        if content.is_none() {
-            // Only a journal this tool wrote is continued and replaced (the gate checks its
+        // One row at a time in this process, so that two journals of one folder never
+        // read the same rows and each write back only its own.
+        let _one_at_a_time = ROWS.lock().unwrap_or_else(PoisonError::into_inner);
+        let existing = store::read_small(storage, name, store::MAX_SIDE_FILE_BYTES, "a journal")?;
+        if content.is_none() || existing != *content {
+            // Not what this journal last wrote (its first row, or another writer's since):
+            // only a journal this tool wrote is continued and replaced (the gate checks its
             // first line); anything else at its name stays.
             store::gate::check_replace(
                 storage,
@@ -75,8 +85,6 @@ impl Journal {
                     first_line: &header,
                 },
             )?;
-            let existing =
-                store::read_small(storage, name, store::MAX_SIDE_FILE_BYTES, "a journal")?;
             *content = Some(match existing {
                 Some(bytes) if !bytes.is_empty() => bytes,
                 _ => header.into_bytes(),
