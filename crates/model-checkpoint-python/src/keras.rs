@@ -105,7 +105,8 @@ fn loose(value: &Bound<'_, PyAny>) -> PyResult<KerasValue> {
     })
 }
 
-/// Keras's logs (numbers, numpy scalars, `None`) as the core's; other values are left out.
+/// Keras's logs (numbers, bools, numpy scalars, `None`) as the core's; other values (text,
+/// an int past 64 bits) are left out.
 fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
     let Some(logs) = logs else {
         return Ok(None);
@@ -116,7 +117,8 @@ fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
         let value = if value.is_none() {
             Value::None
         } else if value.is_instance_of::<PyBool>() {
-            continue;
+            // A bool formats as `True` in `{flag}` and as its int under a spec, as in Keras.
+            Value::Bool(value.extract()?)
         } else if value.is_instance_of::<PyInt>() {
             match value.extract::<i64>() {
                 Ok(n) => Value::Int(n),

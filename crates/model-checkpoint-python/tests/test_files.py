@@ -89,6 +89,16 @@ def test_bad_input_is_a_typed_error(tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_a_shape_numpy_cannot_make_is_an_error_naming_the_file_and_tensor(tmp_path):
+    # Zero-size, so the file is consistent; numpy cannot index 2**40 by 2**40 elements.
+    header = json.dumps({"t": {"dtype": "F32", "shape": [0, 2**40, 2**40],
+                               "data_offsets": [0, 0]}}).encode()
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(mc.CheckpointError, match=r"odd\.safetensors: tensor 't' of shape"):
+        mc.load_file(path, verify=False)
+
+
 def test_a_failed_save_leaves_what_was_there(tmp_path):
     path = tmp_path / "w.safetensors"
     mc.save_file({"w": np.ones(4, np.float32)}, path)

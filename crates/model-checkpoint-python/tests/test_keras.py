@@ -883,3 +883,29 @@ def test_a_fit_in_another_thread_saves_on_sigterm_and_the_process_still_ends(tmp
     assert ("fit done" in done.stdout) != (during is True), done.stdout + done.stderr
     assert done.returncode == -15, done.stdout + done.stderr
     assert (tmp_path / "interrupted.safetensors").exists() == (during is True)
+
+
+class LogAFlag(keras.callbacks.Callback):
+    """Logs a bool, as a user's callback may: True from the second epoch on."""
+    def on_epoch_end(self, epoch, logs=None):
+        logs["converged"] = epoch >= 1
+
+
+def test_a_bool_in_the_logs_names_files_and_is_monitored_as_in_keras(tmp_path, capsys):
+    keras.utils.set_random_seed(11)
+    x, y = data()
+    args = dict(monitor="converged", mode="max", save_best_only=True, save_weights_only=True,
+                verbose=1)
+    template = "w.{epoch:02d}-{converged}-{converged:.2f}-{converged:03d}"
+    theirs = keras.callbacks.ModelCheckpoint(str(tmp_path / "k" / f"{template}.weights.h5"),
+                                             **args)
+    ours = ModelCheckpoint(str(tmp_path / "o" / f"{template}.safetensors"), **args)
+    capsys.readouterr()
+    model("flag").fit(x, y, epochs=3, batch_size=16, verbose=0, shuffle=False,
+                      callbacks=[LogAFlag(), theirs, ours])
+    k, o = split_printed(capsys.readouterr().out, tmp_path / "k", tmp_path / "o",
+                         r"weights\.h5")
+    k_saved = saved(tmp_path / "k", ".weights.h5")
+    assert k_saved == ["w.01-False-0.00-000", "w.02-True-1.00-001"], k_saved
+    assert saved(tmp_path / "o", ".safetensors") == k_saved
+    assert k == o, (k, o)

@@ -22,11 +22,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// In JSON (checkpoint metadata, `History`) an int is a number without a fraction, a finite
 /// float a number with one, a non-finite float the string `"nan"`, `"inf"` or `"-inf"`, and
-/// `None` is `null`.
+/// `None` is `null`, a bool `true` or `false`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value {
     /// A Python `int`.
     Int(i64),
+    /// A Python `bool` (a metric a callback logged as one): an int to comparisons and to
+    /// numeric format specs (`{flag:.3f}` is `1.000`), `True` or `False` as text.
+    Bool(bool),
     /// A Python `float` (an IEEE double). float32 metrics are widened, as Keras widens them.
     Float(f64),
     /// Python's `None`: a metric that is present but has no value. The monitor treats it as
@@ -39,15 +42,18 @@ impl Value {
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             Value::Int(i) => Some(i as f64),
+            Value::Bool(b) => Some(f64::from(u8::from(b))),
             Value::Float(x) => Some(x),
             Value::None => None,
         }
     }
 
-    /// Python's name for the value's type (`int`, `float`, `NoneType`), as error texts use it.
+    /// Python's name for the value's type (`int`, `bool`, `float`, `NoneType`), as error
+    /// texts use it.
     pub fn python_type(&self) -> &'static str {
         match self {
             Value::Int(_) => "int",
+            Value::Bool(_) => "bool",
             Value::Float(_) => "float",
             Value::None => "NoneType",
         }
@@ -58,6 +64,7 @@ impl Serialize for Value {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match *self {
             Value::Int(i) => serializer.serialize_i64(i),
+            Value::Bool(b) => serializer.serialize_bool(b),
             Value::Float(x) if x.is_finite() => serializer.serialize_f64(x),
             Value::Float(x) => serializer.serialize_str(&crate::template::float_repr(x)),
             Value::None => serializer.serialize_none(),
@@ -70,12 +77,14 @@ impl<'de> Deserialize<'de> for Value {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Repr {
+            Bool(bool),
             Int(i64),
             Float(f64),
             Text(String),
             None(()),
         }
         match Repr::deserialize(deserializer)? {
+            Repr::Bool(b) => Ok(Value::Bool(b)),
             Repr::Int(i) => Ok(Value::Int(i)),
             Repr::Float(x) => Ok(Value::Float(x)),
             Repr::None(()) => Ok(Value::None),
@@ -91,11 +100,12 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
-/// Python's `str()` of the value: `3`, `3.0`, `1e-07`, `nan`, `None`.
+/// Python's `str()` of the value: `3`, `True`, `3.0`, `1e-07`, `nan`, `None`.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Value::Int(i) => write!(f, "{i}"),
+            Value::Bool(b) => f.write_str(if b { "True" } else { "False" }),
             Value::Float(x) => f.write_str(&crate::template::float_repr(x)),
             Value::None => f.write_str("None"),
         }
@@ -105,6 +115,12 @@ impl fmt::Display for Value {
 impl From<i64> for Value {
     fn from(v: i64) -> Self {
         Value::Int(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
     }
 }
 

@@ -189,7 +189,7 @@ fn python_only_input(trace: &Json) -> Option<String> {
 fn log_value(v: &Json) -> Value {
     match v {
         Json::Null => Value::None,
-        Json::Bool(b) => Value::Int(i64::from(*b)),
+        Json::Bool(b) => Value::Bool(*b),
         Json::Number(n) => match n.as_i64() {
             Some(i) if !n.is_f64() => Value::Int(i),
             _ => Value::Float(n.as_f64().expect("a JSON number")),

@@ -1,5 +1,5 @@
 //! Differential test of the template engine against CPython: random format specs applied to
-//! random ints and floats (`format(value, spec)`), and random templates
+//! random ints, bools and floats (`format(value, spec)`), and random templates
 //! (`template.format(**kwargs)`); every result and every error type and text must be
 //! Python's. Needs `python3`; skips with a message when it is missing, except in CI.
 
@@ -219,6 +219,12 @@ fn random_template(rng: &mut Rng) -> String {
         ":",
         "{b:,}",
         "{a:_x}",
+        "{t}",
+        "{t:.3f}",
+        "{t!r}",
+        "{t:>{w}}",
+        "{t.real}",
+        "{t:s}",
     ];
     let count = 1 + rng.below(4);
     (0..count).map(|_| *rng.pick(&pieces)).collect()
@@ -227,6 +233,7 @@ fn random_template(rng: &mut Rng) -> String {
 fn encode(v: Value) -> Json {
     match v {
         Value::Int(i) => json!({ "i": i.to_string() }),
+        Value::Bool(b) => json!({ "b": b }),
         Value::Float(x) => json!({ "f": x.to_bits().to_string() }),
         Value::None => json!({ "none": true }),
     }
@@ -237,6 +244,7 @@ const ORACLE: &str = r#"
 import json, struct, sys
 def decode(v):
     if "i" in v: return int(v["i"])
+    if "b" in v: return bool(v["b"])
     if "f" in v: return struct.unpack("<d", struct.pack("<Q", int(v["f"])))[0]
     return None
 out = []
@@ -284,7 +292,9 @@ fn template_engine_matches_cpython() {
 
     for _ in 0..SPEC_CASES {
         let spec = random_spec(&mut rng);
-        let value = if rng.chance(45) {
+        let value = if rng.chance(8) {
+            Value::Bool(rng.chance(50))
+        } else if rng.chance(45) {
             Value::Int(if spec.ends_with('c') {
                 avoid_surrogate(random_int(&mut rng))
             } else {
@@ -304,6 +314,7 @@ fn template_engine_matches_cpython() {
             ("n", Value::None),
             ("w", Value::Int(rng.below(12) as i64)),
             ("p", Value::Int(rng.below(8) as i64)),
+            ("t", Value::Bool(rng.chance(50))),
         ];
         ours.push(to_pair(format(&template, &kwargs)));
         let kw: serde_json::Map<String, Json> = kwargs

@@ -108,7 +108,7 @@ class _Variables:
                 f"the checkpoint's {which} do not fit this model ({'; '.join(problems)}){hint}"
             )
         for name, (dtype, shape, data) in stored.items():
-            target[name].assign(_array(dtype, shape, data))
+            target[name].assign(_array(dtype, shape, data, "the checkpoint", name))
 
 
 

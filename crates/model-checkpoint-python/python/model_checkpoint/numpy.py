@@ -33,9 +33,16 @@ def _outgoing(name, array):
     return (name, a.dtype.name, list(a.shape), a.tobytes())
 
 
-def _array(dtype, shape, data):
-    """An array over ``data`` (a bytearray the caller owns from now on: writable, no copy)."""
-    return np.frombuffer(data, dtype=_numpy_dtype(dtype)).reshape(shape)
+def _array(dtype, shape, data, filename, name):
+    """An array over ``data`` (a bytearray the caller owns from now on: writable, no copy);
+    a shape numpy cannot make (a zero-size tensor whose other sides overflow its index) is
+    a ``CheckpointError`` naming the file and the tensor."""
+    try:
+        return np.frombuffer(data, dtype=_numpy_dtype(dtype)).reshape(shape)
+    except ValueError as e:
+        raise _native.CheckpointError(
+            f"{filename}: tensor {name!r} of shape {list(shape)}: numpy cannot make it ({e})"
+        ) from None
 
 
 def save_file(tensor_dict, filename, metadata=None):
@@ -60,8 +67,9 @@ def load_file(filename, verify=True):
     file. A folder holding ``model.safetensors.index.json`` (a deduplicated checkpoint, as
     ``ckpt train --dedup`` writes, or a sharded one) is read whole through its index,
     compressed blobs (``--compress``) decoded and checked again."""
-    tensors, _ = warned(_native.load_file, os.fspath(filename), verify)
-    return {name: _array(dtype, shape, data) for name, dtype, shape, data in tensors}
+    filename = os.fspath(filename)
+    tensors, _ = warned(_native.load_file, filename, verify)
+    return {name: _array(dtype, shape, data, filename, name) for name, dtype, shape, data in tensors}
 
 
 def load_metadata(filename):

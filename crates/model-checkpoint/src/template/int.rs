@@ -5,15 +5,19 @@ use super::float::format_float;
 use super::number::{lay_out, NumberParts};
 use super::spec::FormatSpec;
 
-/// Python's `format(v, spec)` for an int.
-pub(crate) fn format_int(v: i64, spec: &FormatSpec) -> Result<String, FormatError> {
+/// Python's `format(v, spec)` for an int, or for a bool (`type_name`) with `v` its int.
+pub(crate) fn format_int(
+    v: i64,
+    spec: &FormatSpec,
+    type_name: &str,
+) -> Result<String, FormatError> {
     match spec.kind {
         'b' | 'c' | 'd' | 'o' | 'x' | 'X' | 'n' => {}
         // Python converts the int to a float for these; an i64 always fits a double.
-        'e' | 'E' | 'f' | 'F' | 'g' | 'G' | '%' => return format_float(v as f64, spec, "int"),
+        'e' | 'E' | 'f' | 'F' | 'g' | 'G' | '%' => return format_float(v as f64, spec, type_name),
         other => {
             return Err(FormatError::Value(format!(
-                "Unknown format code '{}' for object of type 'int'",
+                "Unknown format code '{}' for object of type '{type_name}'",
                 code_name(other)
             )))
         }

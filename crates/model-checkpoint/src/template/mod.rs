@@ -83,6 +83,7 @@ pub fn format_value(value: &Value, spec: &str) -> Result<String, FormatError> {
 /// What a field resolves to: a log value, or the text a conversion made of it.
 enum Object {
     Int(i64),
+    Bool(bool),
     Float(f64),
     None,
     Str(String),
@@ -92,6 +93,7 @@ impl From<Value> for Object {
     fn from(v: Value) -> Self {
         match v {
             Value::Int(i) => Object::Int(i),
+            Value::Bool(b) => Object::Bool(b),
             Value::Float(x) => Object::Float(x),
             Value::None => Object::None,
         }
@@ -102,6 +104,7 @@ impl Object {
     fn type_name(&self) -> &'static str {
         match self {
             Object::Int(_) => "int",
+            Object::Bool(_) => "bool",
             Object::Float(_) => "float",
             Object::None => "NoneType",
             Object::Str(_) => "str",
@@ -111,6 +114,7 @@ impl Object {
     fn str(&self) -> String {
         match self {
             Object::Int(i) => i.to_string(),
+            Object::Bool(b) => (if *b { "True" } else { "False" }).to_owned(),
             Object::Float(x) => float_repr(*x),
             Object::None => "None".to_owned(),
             Object::Str(s) => s.clone(),
@@ -128,6 +132,10 @@ impl Object {
     fn attribute(self, name: &[char]) -> Result<Object, FormatError> {
         let name: String = name.iter().collect();
         match (self, name.as_str()) {
+            // A bool's numeric attributes are ints (`True.real` is `1`).
+            (Object::Bool(b), "real" | "numerator") => Ok(Object::Int(i64::from(b))),
+            (Object::Bool(_), "imag") => Ok(Object::Int(0)),
+            (Object::Bool(_), "denominator") => Ok(Object::Int(1)),
             (Object::Int(i), "real" | "numerator") => Ok(Object::Int(i)),
             (Object::Int(_), "imag") => Ok(Object::Int(0)),
             (Object::Int(_), "denominator") => Ok(Object::Int(1)),
@@ -222,6 +230,8 @@ fn render(object: &Object, spec: &str) -> Result<String, FormatError> {
     }
     let parsed = match object {
         Object::Int(_) => spec::parse(spec, "int", 'd', Align::Right)?,
+        // Python formats a bool as its int under any spec but the empty one.
+        Object::Bool(_) => spec::parse(spec, "bool", 'd', Align::Right)?,
         Object::Float(_) => spec::parse(spec, "float", '\0', Align::Right)?,
         Object::Str(_) => spec::parse(spec, "str", 's', Align::Left)?,
         Object::None => {
@@ -251,7 +261,8 @@ fn render(object: &Object, spec: &str) -> Result<String, FormatError> {
 
 fn render_parsed(object: &Object, spec: &spec::FormatSpec) -> Result<String, FormatError> {
     match object {
-        Object::Int(i) => int::format_int(*i, spec),
+        Object::Int(i) => int::format_int(*i, spec, "int"),
+        Object::Bool(b) => int::format_int(i64::from(*b), spec, "bool"),
         Object::Float(x) => float::format_float(*x, spec, "float"),
         Object::Str(s) => pystr::format_str(s, spec),
         Object::None => Err(FormatError::Type(
