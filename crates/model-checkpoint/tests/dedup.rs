@@ -714,6 +714,42 @@ fn a_weight_map_that_disagrees_with_the_tensors_does_not_open() {
 }
 
 #[test]
+fn an_index_that_lost_a_tensor_from_both_lists_does_not_open() {
+    // Edited by hand (or damaged) consistently: `tensors` and `weight_map` agree, and every
+    // file named is whole. The head, whose header the index pins by its digest, records
+    // which tensors the save held.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");
+    train(&mut cb, &Model::new(), 0..1);
+    let folder = dir.path().join("e01.safetensors");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join(INDEX_FILE)).expect("index"))
+            .expect("json");
+    for list in ["/weight_map", "/model_checkpoint/tensors"] {
+        index
+            .pointer_mut(list)
+            .and_then(serde_json::Value::as_object_mut)
+            .expect("a map")
+            .remove("head.weight")
+            .expect("saved");
+    }
+    std::fs::write(
+        folder.join(INDEX_FILE),
+        serde_json::to_vec(&index).expect("json"),
+    )
+    .expect("write");
+    let storage = LocalFolder::default();
+    let Err(err) = ShardedCheckpoint::open(&storage, &Name::from(folder.as_path())) else {
+        panic!("an index that lost a tensor opened");
+    };
+    assert!(
+        err.to_string()
+            .contains("its tensors are not the ones its head"),
+        "{err}"
+    );
+}
+
+#[test]
 fn latest_passes_over_a_damaged_deduplicated_checkpoint_as_over_a_damaged_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors");

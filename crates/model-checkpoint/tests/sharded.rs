@@ -60,6 +60,41 @@ fn two_and_four_processes_save_and_any_number_load() {
 }
 
 #[test]
+fn an_index_that_lost_a_tensor_from_both_lists_does_not_open() {
+    // Every shard it still names is whole; the shards' headers, pinned by the index's
+    // digests, say which pieces they hold.
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("w2");
+    save(&dir.to_string_lossy(), 2, 5);
+    let index_path = dir.join(sharded::INDEX_FILE);
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).expect("index")).expect("json");
+    let dropped = index["weight_map"]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned())
+        .expect("a tensor");
+    for list in ["/weight_map", "/model_checkpoint/tensors"] {
+        index
+            .pointer_mut(list)
+            .and_then(serde_json::Value::as_object_mut)
+            .expect("a map")
+            .remove(&dropped)
+            .expect("listed");
+    }
+    std::fs::write(&index_path, serde_json::to_vec(&index).expect("json")).expect("write");
+    let Err(err) = ShardedCheckpoint::open(&LocalFolder::default(), &Name::from(dir.as_path()))
+    else {
+        panic!("an index that lost {dropped} opened");
+    };
+    assert!(
+        err.to_string().contains(&format!(
+            "holds a piece of tensor {dropped:?}, which the index does not list there"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn of_two_racing_coordinators_one_publishes() {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("race").to_string_lossy().into_owned();

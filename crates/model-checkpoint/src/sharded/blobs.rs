@@ -293,8 +293,9 @@ pub fn save_dedup(
             plain_bytes: entry.plain_bytes,
         });
     }
+    let listed = super::save::tensors_digest(&index_tensors);
     let (head, head_entry, head_bytes, head_digest) =
-        write_head(storage, blobs, &up, save_id, kind, metadata)?;
+        write_head(storage, blobs, &up, save_id, kind, metadata, listed)?;
     written_bytes = written_bytes.saturating_add(head_bytes);
     let index = Index {
         metadata: BTreeMap::from([("total_size".to_owned(), serde_json::json!(total))]),
@@ -431,9 +432,9 @@ fn check_group(
 }
 
 /// Writes the head of save `save_id`: a blob with no tensor, whose metadata is `metadata`
-/// and the shard description, named by the BLAKE3 hash of both. Returns its name, its entry in
-/// the index (named with `up` before the blob folder), the bytes written (0 when it was
-/// there) and its header's SHA-256.
+/// and the shard description (with `tensors`, the digest of the index's tensors), named by
+/// the BLAKE3 hash of both. Returns its name, its entry in the index (named with `up` before
+/// the blob folder), the bytes written (0 when it was there) and its header's SHA-256.
 fn write_head(
     storage: &dyn Storage,
     blobs: &Name,
@@ -441,11 +442,13 @@ fn write_head(
     save_id: &str,
     kind: Kind,
     metadata: &BTreeMap<String, String>,
+    tensors: String,
 ) -> Result<(Name, ShardEntry, u64, [u8; 32]), Error> {
     let shard = ShardInfo {
         rank: 0,
         world_size: 1,
         save_id: save_id.to_owned(),
+        tensors,
         ..ShardInfo::default()
     };
     let mut info = metadata.clone();

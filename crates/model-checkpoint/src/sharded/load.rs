@@ -36,6 +36,45 @@ fn read_small(storage: &dyn Storage, name: &Name, limit: u64) -> Result<Vec<u8>,
     })
 }
 
+/// Whether the index lists what the shard `entry` (`file`, its header pinned by the index's
+/// digest) says the save held: every tensor the shard holds but its rank's own state, with
+/// a piece in that shard, and, for a deduplicated checkpoint's head, the digest of the
+/// index's tensors it recorded. An index that lost a tensor from both its lists, every file
+/// it names whole, would else verify.
+fn lists_what_its_shard_holds(
+    dir: &Name,
+    index: &Index,
+    entry: &super::ShardEntry,
+    file: &CheckpointFile,
+    info: &super::save::ShardInfo,
+) -> Result<(), Error> {
+    let tensors = &index.model_checkpoint.tensors;
+    let damaged = |what: String| Error::Corrupt {
+        path: dir.join(INDEX_FILE),
+        reason: format!("{what}: the index was edited or damaged"),
+    };
+    if !info.tensors.is_empty() && info.tensors != super::save::tensors_digest(tensors) {
+        return Err(damaged(format!(
+            "its tensors are not the ones its head ({}) recorded",
+            entry.file
+        )));
+    }
+    let own: std::collections::BTreeSet<&str> = info.per_rank.iter().map(String::as_str).collect();
+    for name in file.tensors().map(|t| t.name).filter(|n| !own.contains(n)) {
+        let listed = tensors
+            .get(name)
+            .is_some_and(|t| t.pieces.iter().any(|p| p.file == entry.file));
+        if !listed {
+            return Err(damaged(format!(
+                "{} holds a piece of tensor {:?}, which the index does not list there",
+                entry.file,
+                crate::text::shorten(name, 200)
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl ShardedCheckpoint {
     /// Opens the sharded checkpoint in folder `dir` of `storage`.
     ///
@@ -63,7 +102,7 @@ impl ShardedCheckpoint {
         for (rank, entry) in s.shards.iter().enumerate() {
             // Named as the parser checked: `shard-…` here, or a blob for a deduplicated
             // checkpoint's head.
-            let (file, _) = open_shard_named(
+            let (file, info) = open_shard_named(
                 storage,
                 &dir.join(&entry.file),
                 rank,
@@ -71,6 +110,7 @@ impl ShardedCheckpoint {
                 Some(&s.save_id),
             )?;
             same(&file, entry, "shard")?;
+            lists_what_its_shard_holds(dir, &index, entry, &file, &info)?;
             files.insert(entry.file.clone(), file);
         }
         for entry in s.blobs.iter().flatten() {

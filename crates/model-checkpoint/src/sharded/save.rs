@@ -44,6 +44,26 @@ pub(crate) struct ShardInfo {
     /// disagree would pick different owners, and the coordinator refuses to commit.
     #[serde(default)]
     pub replicated: String,
+    /// A deduplicated checkpoint's head: [`tensors_digest`] of the index it was saved with,
+    /// so that an index that lost a tensor from both its lists does not open (every file
+    /// it still names would verify). Empty elsewhere, and in heads written before it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tensors: String,
+}
+
+/// A short SHA-256 of an index's tensors: each name with the files of its pieces.
+pub(crate) fn tensors_digest(tensors: &BTreeMap<String, super::GlobalTensor>) -> String {
+    let listed: Vec<(&str, Vec<&str>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.as_str(),
+                t.pieces.iter().map(|p| p.file.as_str()).collect(),
+            )
+        })
+        .collect();
+    // A list of strings always serializes.
+    digest(&serde_json::to_string(&listed).unwrap_or_default())
 }
 
 /// How a save after a resume from `file` (a shard) names the checkpoint it resumed from: a
@@ -158,6 +178,7 @@ pub(crate) fn save_shard_checked(
         slices,
         per_rank,
         replicated,
+        tensors: String::new(),
     };
     let mut info = info.clone();
     info.insert(
