@@ -1159,3 +1159,19 @@ fn sigkill_during_deduplicated_saves_and_retention_never_loses_a_blob() {
     );
     let _ = storage.list(&Name::from(dir.path()), 0);
 }
+
+#[test]
+fn last_at_another_depth_than_the_checkpoints_opens_as_they_do() {
+    // `last/` names the same blobs from the run folder, the checkpoints from a folder
+    // below it: the head's digest of the index's tensors holds for both.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cb = callback(dir.path(), "e{epoch:02d}/w.safetensors").save_last(true);
+    train(&mut cb, &Model::new(), 0..2);
+    let storage = LocalFolder::default();
+    for folder in ["e02/w.safetensors", "last"] {
+        let path = dir.path().join(folder);
+        let checkpoint =
+            ShardedCheckpoint::open(&storage, &Name::from(path.as_path())).expect(folder);
+        checkpoint.verify().expect(folder);
+    }
+}

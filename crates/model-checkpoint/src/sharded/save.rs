@@ -51,14 +51,22 @@ pub(crate) struct ShardInfo {
     pub tensors: String,
 }
 
-/// A short SHA-256 of an index's tensors: each name with the files of its pieces.
+/// A short SHA-256 of an index's tensors: each name with the files of its pieces, without
+/// the `../` before the blob folder, so that the index of `last/`, which names the same
+/// blobs from another depth (`blobs::relocate`), gives the same digest.
 pub(crate) fn tensors_digest(tensors: &BTreeMap<String, super::GlobalTensor>) -> String {
+    fn below(mut file: &str) -> &str {
+        while let Some(rest) = file.strip_prefix("../") {
+            file = rest;
+        }
+        file
+    }
     let listed: Vec<(&str, Vec<&str>)> = tensors
         .iter()
         .map(|(name, t)| {
             (
                 name.as_str(),
-                t.pieces.iter().map(|p| p.file.as_str()).collect(),
+                t.pieces.iter().map(|p| below(&p.file)).collect(),
             )
         })
         .collect();
