@@ -909,3 +909,35 @@ def test_a_bool_in_the_logs_names_files_and_is_monitored_as_in_keras(tmp_path, c
     assert k_saved == ["w.01-False-0.00-000", "w.02-True-1.00-001"], k_saved
     assert saved(tmp_path / "o", ".safetensors") == k_saved
     assert k == o, (k, o)
+
+
+def test_a_fit_that_raised_keeps_no_reference_to_its_model(tmp_path):
+    # Keras tells no callback that `fit` ended by an exception: what the signal handling
+    # keeps of that `fit` must not keep its frame, and with it the model and the data
+    # (a notebook that builds them again would hold both).
+    import gc
+    import time
+    import weakref
+
+    class Fails(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise ValueError("stop here")
+
+    def failed_fit():
+        m = model("gone")
+        x, y = data()
+        cb = ModelCheckpoint(str(tmp_path / "w.{epoch}.safetensors"), save_on_interrupt=True)
+        try:
+            m.fit(x, y, epochs=2, verbose=0, callbacks=[cb, Fails()])
+        except ValueError:
+            pass
+        return weakref.ref(m)
+
+    gone = failed_fit()
+    # The loop's locals go within a look of the signal handling's thread (every 0.2 s).
+    for _ in range(50):
+        gc.collect()
+        if gone() is None:
+            break
+        time.sleep(0.1)
+    assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone())]

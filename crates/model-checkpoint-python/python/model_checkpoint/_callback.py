@@ -66,6 +66,22 @@ def _build_optimizer(model):
         optimizer.build(model.trainable_variables)
 
 
+def _weakly(method):
+    """``method`` (bound to a callback) as a callable that holds its callback weakly. The
+    engine keeps what it is given, out of the sight of Python's garbage collector: a bound
+    method would make the callback, and the model it is set to, live as long as the
+    process."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args):
+        bound = ref()
+        if bound is None:
+            raise ReferenceError("the callback this engine belonged to is gone")
+        return bound(*args)
+
+    return call
+
+
 class _Variables:
     """A Keras model's variables as the engine takes them: ``(name, dtype, shape, bytes)``
     out, and assigned back by name from a checkpoint (every mismatch listed at once)."""
@@ -158,13 +174,17 @@ class _Signals:
     Python sets no handlers, the engine's hold the signals instead; a thread of our own
     looks every ``WATCH_SECONDS`` for the loops that hold them, and lets the signals go for
     one that no longer runs (its ``fit`` ended by an exception): the engine then delivers
-    a signal that came meanwhile, which no hook will act on."""
+    a signal that came meanwhile, which no hook will act on. The same thread lets go of a
+    main-thread loop that no longer runs, so that a ``fit`` that ended by an exception
+    does not keep its frame, and with it its model and data, until the next ``fit``."""
 
     WATCH_SECONDS = 0.2
 
     def __init__(self):
-        # id(callback) -> the frame running its training loop, kept (so that no other
-        # frame can take its place in memory) until the callback leaves `fit`.
+        # id(callback) -> [the frame running its training loop], kept (so that no other
+        # frame can take its place in memory) until the callback leaves `fit`, or, once it
+        # no longer runs, [None] (the watching thread empties the box: it never changes
+        # the dict, which the main thread changes, also in its signal handler).
         self.holders = {}
         # id(callback) -> (its thread's ident, its loop's frame): callbacks whose signals
         # the engine's handlers hold.
@@ -188,17 +208,14 @@ class _Signals:
             _native.hold_signals()
             with self.threaded_lock:
                 self.threaded[id(callback)] = (threading.get_ident(), self._loop(caller))
-                if self.watcher is None:
-                    self.watcher = threading.Thread(
-                        target=self._watch, name="model-checkpoint-signals", daemon=True)
-                    self.watcher.start()
+                self._start_watching()
             return
         loop = self._loop(caller)
         if loop is None:
             loop = caller
         # Holders whose loop is no longer running ended by an exception: forgotten.
         running = self._frames(caller)
-        self.holders = {k: f for k, f in self.holders.items() if id(f) in running}
+        self.holders = {k: box for k, box in self.holders.items() if self._runs(box, running)}
         if not self.holders:
             # A fresh start, with no signal of an earlier `fit` left over; the handlers in
             # place now are what goes back (a program may have set its own since).
@@ -209,7 +226,22 @@ class _Signals:
                 if current != self._handler:
                     self.previous[sig] = current
                     signal.signal(sig, self._handler)
-        self.holders[id(callback)] = loop
+        self.holders[id(callback)] = [loop]
+        with self.threaded_lock:
+            self._start_watching()
+
+    def _start_watching(self):
+        """Starts the watching thread unless it runs (``threaded_lock`` held)."""
+        if self.watcher is None:
+            self.watcher = threading.Thread(
+                target=self._watch, name="model-checkpoint-signals", daemon=True)
+            self.watcher.start()
+
+    @staticmethod
+    def _runs(box, running):
+        """Whether the loop in ``box`` is among the frames ``running`` (ids)."""
+        loop = box[0]
+        return loop is not None and id(loop) in running
 
     def served(self):
         """A hook saved on the signals asked for."""
@@ -239,21 +271,30 @@ class _Signals:
         return previous
 
     def _watch(self):
-        """Lets the signals go for each threaded loop that no longer runs; ends with the
-        last of them."""
+        """Lets the signals go for each threaded loop that no longer runs, and lets go of
+        each main-thread loop that no longer runs; ends when none is left."""
         import time
 
         while True:
             time.sleep(self.WATCH_SECONDS)
-            running = sys._current_frames()
             with self.threaded_lock:
+                # The loops first, then what runs: a loop that started after the look at
+                # what runs would be taken for one that ended. (list() copies the dict at
+                # once, which the main thread may change meanwhile.)
+                boxes = [box for box in list(self.holders.values()) if box[0] is not None]
+                running = sys._current_frames()
                 ended = [key for key, (thread, loop) in self.threaded.items()
                          if id(loop) not in self._frames(running.get(thread))]
                 for key in ended:
                     del self.threaded[key]
-                if not self.threaded:
+                main = self._frames(running.get(threading.main_thread().ident))
+                for box in boxes:
+                    if not self._runs(box, main):
+                        box[0] = None
+                if not self.threaded and all(box[0] is None
+                                             for box in list(self.holders.values())):
                     self.watcher = None
-            del running
+                del running, main, boxes
             for _ in ended:
                 _native.release_signals()
             if self.watcher is not threading.current_thread():
@@ -271,7 +312,7 @@ class _Signals:
     def _handler(self, signum, frame):
         name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
         running = self._frames(frame)
-        if not any(id(f) in running for f in self.holders.values()):
+        if not any(self._runs(box, running) for box in self.holders.values()):
             # The fits that held the handlers are over: the handlers go back, and the
             # signal does what it did before.
             self.holders.clear()
@@ -327,11 +368,18 @@ class _Fits:
     best-only callback before the one saving every epoch's full checkpoint)."""
 
     def __init__(self):
-        self._members = {}  # id(model) -> (weakref to the model, [callback, ...])
+        # id(model) -> (weakref to the model, [weakref to a callback, ...]). Weak: a `fit`
+        # that ended by an exception never leaves, and would keep its callbacks, and
+        # through them its model, for as long as the process runs.
+        self._members = {}
+
+    @staticmethod
+    def _alive(refs):
+        return [c for c in (r() for r in refs) if c is not None]
 
     def join(self, callback):
-        for key, (model, _) in list(self._members.items()):
-            if model() is None:
+        for key, (model, refs) in list(self._members.items()):
+            if model() is None or not self._alive(refs):
                 del self._members[key]
         if callback.model is None:
             # Hooks called by hand without a model: no fit to share (a save then fails as
@@ -342,11 +390,11 @@ class _Fits:
         if entry is None or entry[0]() is not callback.model:
             entry = (weakref.ref(callback.model), [])
             self._members[key] = entry
-        for stale in [c for c in entry[1] if c._running]:
-            self._forget(entry[1], stale)
-        if callback in entry[1]:
-            entry[1].remove(callback)
-        full = [c for c in entry[1] if not c.save_weights_only]
+        refs = entry[1]
+        for stale in [c for c in self._alive(refs) if c._running]:
+            self._forget(refs, stale)
+        refs[:] = [r for r in refs if r() is not None and r() is not callback]
+        full = [c for c in self._alive(refs) if not c.save_weights_only]
         if callback.save_best_only and full:
             callback._warn(
                 f"{callback.filepath!r} (save_best_only) is listed after "
@@ -355,31 +403,32 @@ class _Fits:
                 "order): list the best-only callback first, so that a resume restores its "
                 "best value"
             )
-        entry[1].append(callback)
-        self._tell(entry[1])
+        refs.append(weakref.ref(callback))
+        self._tell(refs)
 
     def others(self, callback):
         """The other members of ``callback``'s ``fit``, in the list's order."""
-        for _, members in self._members.values():
-            if callback in members:
+        for _, refs in self._members.values():
+            members = self._alive(refs)
+            if any(m is callback for m in members):
                 return [m for m in members if m is not callback]
         return []
 
     def leave(self, callback):
-        for key, (model, members) in list(self._members.items()):
-            if callback in members:
-                self._forget(members, callback)
-            if not members or model() is None:
+        for key, (model, refs) in list(self._members.items()):
+            if any(m is callback for m in self._alive(refs)):
+                self._forget(refs, callback)
+            if model() is None or not self._alive(refs):
                 del self._members[key]
         callback._native.set_peers([])
 
-    def _forget(self, members, callback):
-        members.remove(callback)
+    def _forget(self, refs, callback):
+        refs[:] = [r for r in refs if r() is not None and r() is not callback]
         callback._native.set_peers([])
-        self._tell(members)
+        self._tell(refs)
 
-    @staticmethod
-    def _tell(members):
+    def _tell(self, refs):
+        members = self._alive(refs)
         for member in members:
             member._native.set_peers([m._native for m in members if m is not member])
 
@@ -595,7 +644,8 @@ def make_callback(keras, version):
 
         def set_model(self, model):
             super().set_model(model)
-            self._native.set_model(self._weights, self._optimizer, self._assign)
+            self._native.set_model(*(_weakly(m) for m in (self._weights, self._optimizer,
+                                                          self._assign)))
 
         # Keras 3 chooses `auto`'s direction from the compiled metrics' `_direction`.
         def _sync_metrics(self):
