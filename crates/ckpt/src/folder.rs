@@ -207,6 +207,22 @@ pub(crate) fn is_last_of_another(e: &Entry, list: &[Entry]) -> bool {
         })
 }
 
+/// Which way `metric` improves: `mode` where it is `min` or `max`; for `auto`, the way
+/// the callback that saved the files resolved it (`monitor_mode`, from the first file that
+/// verifies and monitored `metric`: Keras 3's `auto` maximises `val_auc`, and a run may
+/// have asked for `max`), else the metric's name by tf.keras 2's rule.
+pub(crate) fn direction(list: &[Entry], metric: &str, mode: Mode) -> model_checkpoint::Direction {
+    let recorded = || {
+        list.iter()
+            .filter(|e| e.verified.is_ok() && e.meta.monitor.as_deref() == Some(metric))
+            .find_map(|e| e.meta.mode)
+    };
+    match mode {
+        Mode::Auto => recorded().unwrap_or_else(|| mode.direction_for(metric)),
+        _ => mode.direction_for(metric),
+    }
+}
+
 /// The best file that verifies, by one rule, the one retention keeps by
 /// (`policy::best_index`): the metric's direction, NaN never ranks, ties go to the older
 /// file (earlier in training order). Returns its index, the metric and the value.
@@ -230,13 +246,12 @@ pub(crate) fn best_of(
                 .flatten()
         })
         .collect();
-    // The direction comes from the metric's name (files monitoring different metrics are
-    // ranked by the first one's).
+    // Files monitoring different metrics are ranked by the first one's.
     let direction = values
         .iter()
         .flatten()
         .next()
-        .map(|(name, _)| mode.direction_for(name))
+        .map(|(name, _)| direction(list, name, mode))
         .unwrap_or(model_checkpoint::Direction::Minimize);
     let i = model_checkpoint::policy::best_index(
         direction,

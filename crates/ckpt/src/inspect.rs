@@ -127,7 +127,14 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
             or_dash(raw.batch),
             or_dash(raw.global_step)
         );
-        out!("monitor:  {}", crate::shorten(&or_dash(raw.monitor), 200));
+        match raw.mode {
+            Some(mode) => out!(
+                "monitor:  {} (mode {})",
+                crate::shorten(&or_dash(raw.monitor), 200),
+                crate::shorten(mode, 40)
+            ),
+            None => out!("monitor:  {}", crate::shorten(&or_dash(raw.monitor), 200)),
+        }
         out!("logs:     {}", crate::shorten(&or_dash(raw.logs), 2000));
         if let Some(signal) = raw.signal {
             out!("signal:   {} (saved on it)", crate::shorten(signal, 40));

@@ -297,6 +297,66 @@ fn diff_reports_changes_tensor_by_tensor() {
 }
 
 #[test]
+fn best_follows_the_mode_the_run_saved_with() {
+    // A run that monitored val_loss with mode max (as a Keras 3 run monitoring val_auc in
+    // mode auto maximises a name tf.keras 2's rule would minimise): its files record the
+    // mode, and best, ls and the report rank by it unless --mode says otherwise.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(
+        dir.path(),
+        &[
+            "train",
+            "--epochs",
+            "4",
+            "--progress",
+            "0",
+            "--verbose",
+            "0",
+            "--monitor",
+            "val_loss",
+            "--mode",
+            "max",
+            "--filepath",
+            "ck/e{epoch}.safetensors",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let loss = |epoch: u32| -> f64 {
+        let show = ckpt(
+            dir.path(),
+            &["show", "--json", &format!("ck/e{epoch}.safetensors")],
+        );
+        let j: serde_json::Value = serde_json::from_slice(&show.stdout).expect("json");
+        j["metadata"]["logs"]["val_loss"]
+            .as_f64()
+            .expect("val_loss")
+    };
+    let by_loss = |pick: fn(f64, f64) -> bool| {
+        let mut best = 1;
+        for e in 2..=4 {
+            if pick(loss(e), loss(best)) {
+                best = e;
+            }
+        }
+        format!("ck/e{best}.safetensors")
+    };
+    let (highest, lowest) = (by_loss(|a, b| a > b), by_loss(|a, b| a < b));
+    assert_ne!(highest, lowest);
+    let best = |extra: &[&str]| {
+        let out = ckpt(dir.path(), &[&["best", "ck"], extra].concat());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(best(&[]), highest);
+    assert_eq!(best(&["--mode", "min"]), lowest);
+    let ls = text(&ckpt(dir.path(), &["ls", "ck"]).stdout);
+    let marked: Vec<&str> = ls.lines().filter(|l| l.contains("(best)")).collect();
+    assert!(marked.len() == 1 && marked[0].starts_with(&highest), "{ls}");
+    let show = text(&ckpt(dir.path(), &["show", &highest]).stdout);
+    assert!(show.contains("monitor:  val_loss (mode max)"), "{show}");
+}
+
+#[test]
 fn retention_flags_keep_the_best_and_the_last() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = ckpt(

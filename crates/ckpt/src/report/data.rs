@@ -190,7 +190,7 @@ pub(crate) fn gather(dir: &Path, monitor: Option<&str>, mode: Mode) -> Result<Re
         .or_else(|| latest.and_then(|i| present[i].meta.monitor.clone()))
         .or_else(|| present.iter().rev().find_map(|e| e.meta.monitor.clone()))
         .or_else(|| journal.monitor.clone());
-    let direction = mode.direction_for(monitor.as_deref().unwrap_or("loss"));
+    let direction = crate::folder::direction(&present, monitor.as_deref().unwrap_or("loss"), mode);
     let best = crate::folder::best_of(&present, monitor.as_deref(), mode).map(|(i, ..)| i);
 
     let mut runs = journal.runs.clone();

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Logs, Value};
+use crate::{Direction, Logs, Value};
 
 pub use crate::document::MAX_COUNTER;
 
@@ -12,6 +12,7 @@ pub(crate) const KEY_BATCH: &str = "batch";
 pub(crate) const KEY_STEP: &str = "global_step";
 pub(crate) const KEY_LOGS: &str = "logs";
 pub(crate) const KEY_MONITOR: &str = "monitor";
+pub(crate) const KEY_MODE: &str = "monitor_mode";
 pub(crate) const KEY_RUN_ID: &str = "run_id";
 pub(crate) const KEY_SIGNAL: &str = "signal";
 /// The training state (JSON) of a full checkpoint.
@@ -36,6 +37,11 @@ pub struct Meta {
     pub logs: Logs,
     /// The metric the saving callback monitored.
     pub monitor: Option<String>,
+    /// Which way the monitor improves, as the saving callback resolved it (`monitor_mode`,
+    /// `"min"` or `"max"`, in the file; another value is not read): what ranks the files by
+    /// the monitor, where the name alone would not tell (Keras 3's `auto` maximises
+    /// `val_auc`; `mode="max"` anything).
+    pub mode: Option<Direction>,
     /// The identity of the run that saved the file (kept across resumes).
     pub run_id: Option<String>,
     /// The signal a save on a signal was taken for (`SIGTERM`, `SIGINT`); none for every
@@ -59,6 +65,8 @@ pub struct RawMeta<'a> {
     pub logs: Option<&'a str>,
     /// The monitor field.
     pub monitor: Option<&'a str>,
+    /// The monitor's mode field.
+    pub mode: Option<&'a str>,
     /// The run id field.
     pub run_id: Option<&'a str>,
     /// The signal field.
@@ -75,6 +83,7 @@ impl<'a> RawMeta<'a> {
             global_step: get(KEY_STEP),
             logs: get(KEY_LOGS),
             monitor: get(KEY_MONITOR),
+            mode: get(KEY_MODE),
             run_id: get(KEY_RUN_ID),
             signal: get(KEY_SIGNAL),
         }
@@ -118,6 +127,11 @@ impl Meta {
             global_step: counter(KEY_STEP)?,
             logs,
             monitor: info.get(KEY_MONITOR).cloned(),
+            mode: match info.get(KEY_MODE).map(String::as_str) {
+                Some("min") => Some(Direction::Minimize),
+                Some("max") => Some(Direction::Maximize),
+                _ => None,
+            },
             run_id: info.get(KEY_RUN_ID).cloned(),
             signal: info.get(KEY_SIGNAL).cloned(),
         })
@@ -144,6 +158,13 @@ impl Meta {
         );
         if let Some(m) = &self.monitor {
             put(KEY_MONITOR, m.clone());
+        }
+        if let Some(d) = self.mode {
+            let mode = match d {
+                Direction::Minimize => "min",
+                Direction::Maximize => "max",
+            };
+            put(KEY_MODE, mode.to_owned());
         }
         if let Some(r) = &self.run_id {
             put(KEY_RUN_ID, r.clone());

@@ -121,6 +121,7 @@ impl Engine {
             global_step: Some(job.global_step),
             logs: job.logs.clone(),
             monitor: Some(job.monitor.clone()),
+            mode: Some(pending.direction),
             run_id: Some(self.run_id().to_owned()),
             signal: job.signal.map(str::to_owned),
         };
