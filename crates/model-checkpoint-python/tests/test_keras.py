@@ -941,3 +941,60 @@ def test_a_fit_that_raised_keeps_no_reference_to_its_model(tmp_path):
             break
         time.sleep(0.1)
     assert gone() is None, [type(r).__name__ for r in gc.get_referrers(gone())]
+
+
+def test_a_restore_that_fails_part_way_leaves_the_model_as_it_was(tmp_path):
+    x, y = data()
+    cb = ModelCheckpoint(str(tmp_path / "w.{epoch:02d}.safetensors"))
+    model("saved").fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+
+    def same_model(optimizer):
+        m = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(8, activation="relu", name="hidden"),
+                              keras.layers.Dense(1, activation="sigmoid", name="out")],
+                             name="net_saved")
+        if optimizer is not None:
+            m.compile(optimizer=optimizer, loss="binary_crossentropy")
+        return m
+
+    # The weights fit; the optimizer's variables do not (SGD has no moments).
+    other = same_model(keras.optimizers.SGD(0.01))
+    before = [np.asarray(v).copy() for v in other.weights]
+    with pytest.raises(ValueError, match="optimizer") as refused:
+        restore_latest(other, tmp_path)
+    assert "numbers layers" not in str(refused.value), refused.value
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, other.weights))
+    # The same through a callback that would go on saving.
+    again = ModelCheckpoint(str(tmp_path / "w.{epoch:02d}.safetensors"))
+    with pytest.raises(ValueError, match="optimizer"):
+        restore_latest(other, tmp_path, [again])
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, other.weights))
+    # A model that was never compiled: the error says what to do.
+    bare = same_model(None)
+    before = [np.asarray(v).copy() for v in bare.weights]
+    with pytest.raises(ValueError, match="has no optimizer: compile it"):
+        restore_latest(bare, tmp_path)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, bare.weights))
+    # With the optimizer it was saved with, all of it is restored.
+    right = same_model(keras.optimizers.Adam(0.01))
+    assert restore_latest(right, tmp_path) == 1
+
+
+def test_a_resume_with_another_mode_or_threshold_is_refused(tmp_path):
+    # The best value a checkpoint carries was kept by its mode (and from its threshold):
+    # resumed under others, it would decide wrongly, as `ckpt train --resume` also refuses.
+    x, y = data()
+    template = str(tmp_path / "w.{epoch:02d}.safetensors")
+    first = ModelCheckpoint(template, monitor="val_loss", mode="min",
+                            initial_value_threshold=5.0)
+    model("modes").fit(x, y, epochs=1, validation_split=0.25, verbose=0, callbacks=[first])
+    for changed, expected in ((dict(mode="max", initial_value_threshold=5.0), "mode"),
+                              (dict(mode="min", initial_value_threshold=0.5), "threshold")):
+        again = ModelCheckpoint(template, monitor="val_loss", **changed)
+        with pytest.raises(mc.CheckpointError, match=expected):
+            restore_latest(model("modes"), tmp_path, [again])
+    # The same arguments resume; leaving the threshold out keeps the best value.
+    for same in (dict(mode="min", initial_value_threshold=5.0), dict(mode="min")):
+        again = ModelCheckpoint(template, monitor="val_loss", **same)
+        assert restore_latest(model("modes"), tmp_path, [again]) == 1
+        assert again.best == first.best

@@ -99,11 +99,21 @@ class _Variables:
             for v in _optimizer_variables(self.model)
         ]
 
+    # While a restore runs (`_all_or_nothing`), what `_assign` checked waits here.
+    _staged = None
+
     def _assign(self, which, items):
+        """Checks ``items`` against the model's variables (or its optimizer's), every
+        mismatch listed at once, then assigns them; during a restore, the assignment waits
+        until every part of the restore has been checked."""
         if which == "optimizer":
+            if items and getattr(self.model, "optimizer", None) is None:
+                raise ValueError(
+                    "the checkpoint holds optimizer variables and the model has no optimizer:"
+                    " compile it as it was for training before restoring")
             _build_optimizer(self.model)
             variables = _optimizer_variables(self.model)
-            owner = self.model.optimizer
+            owner = getattr(self.model, "optimizer", None)
         else:
             variables = list(self.model.weights)
             owner = self.model
@@ -111,10 +121,15 @@ class _Variables:
         stored = {name: (dtype, shape, data) for name, dtype, shape, data in items}
         problems = [f"missing {n}" for n in target if n not in stored]
         problems += [f"unexpected {n}" for n in stored if n not in target]
-        # Names that differ may be Keras's numbering of layers per process; shapes that
-        # differ are another model.
-        hint = ("; Keras numbers layers per process: build the model with the same names"
-                if problems else "")
+        # Names that differ may be Keras's numbering of layers per process, or, for the
+        # optimizer's, another optimizer; shapes that differ are another model.
+        if not problems:
+            hint = ""
+        elif which == "optimizer":
+            hint = ("; the model's optimizer is not the kind the checkpoint was saved with:"
+                    " compile it with the same optimizer")
+        else:
+            hint = "; Keras numbers layers per process: build the model with the same names"
         for name, (dtype, shape, _) in stored.items():
             v = target.get(name)
             if v is not None and tuple(v.shape) != tuple(shape):
@@ -123,9 +138,40 @@ class _Variables:
             raise ValueError(
                 f"the checkpoint's {which} do not fit this model ({'; '.join(problems)}){hint}"
             )
-        for name, (dtype, shape, data) in stored.items():
-            target[name].assign(_array(dtype, shape, data, "the checkpoint", name))
+        plan = [(target[name], _array(dtype, shape, data, "the checkpoint", name))
+                for name, (dtype, shape, data) in stored.items()]
+        if self._staged is not None:
+            self._staged.append(plan)
+        else:
+            _apply(plan)
 
+
+def _apply(plan):
+    for variable, array in plan:
+        variable.assign(array)
+
+
+class _all_or_nothing:
+    """Holds back the assignments ``views`` check during the block, and makes them once
+    it ends without an error: a restore that fails part way (the optimizer's variables do
+    not fit, a callback refuses its state) leaves the model as it was. Within another such
+    block over the same views, it adds nothing."""
+
+    def __init__(self, views):
+        self.views = [v for v in views if v._staged is None]
+
+    def __enter__(self):
+        for view in self.views:
+            view._staged = []
+
+    def __exit__(self, kind, value, traceback):
+        plans = [plan for view in self.views for plan in view._staged]
+        for view in self.views:
+            view._staged = None
+        if kind is None:
+            for plan in plans:
+                _apply(plan)
+        return False
 
 
 def _below(storage, filepath):
@@ -735,7 +781,8 @@ def make_callback(keras, version):
             self.set_model(model)
             path = os.fspath(path)
             try:
-                epoch, _ = self._native.restore(path)
+                with _all_or_nothing([self]):
+                    epoch, _ = self._native.restore(path)
             finally:
                 self._emit()
             return _initial_epoch(path, epoch or 0, model)
@@ -767,13 +814,16 @@ def restore(model, path, callbacks=()):
     path = os.fspath(path)
     ours = [c for c in callbacks if hasattr(c, "_native")]
     if ours:
-        epoch = ours[0].restore(model, path)
-        for other in ours[1:]:
-            other.restore(model, path)
+        with _all_or_nothing(ours):
+            epoch = ours[0].restore(model, path)
+            for other in ours[1:]:
+                other.restore(model, path)
         return epoch
     view = _Model(model, _version_of(model))
     try:
-        epoch, _ = _native.restore_model(path, view._weights, view._optimizer, view._assign)
+        with _all_or_nothing([view]):
+            epoch, _ = _native.restore_model(path, view._weights, view._optimizer,
+                                             view._assign)
     finally:
         _emit_warnings(model)
     return _initial_epoch(path, epoch or 0, model)

@@ -66,6 +66,14 @@ pub struct CheckpointState {
     /// was added, which are tf.keras 2's): a resume under another is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keras: Option<String>,
+    /// The `mode` the callback was given (absent in files from before it was recorded):
+    /// `best` was kept by it, so a resume with another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// The `initial_value_threshold` the callback was given, if any: a resume that gives
+    /// another is refused (the best value kept since may be on the wrong side of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<Value>,
 }
 
 /// Saves the model during training, deciding when and under which name exactly as Keras's
@@ -366,6 +374,8 @@ fn compose(decisions: &Decisions, triggers: &Triggers, saved: Saved) -> Checkpoi
         monitor: Some(decisions.monitor.clone()),
         versions: saved.versions,
         keras: Some(decisions.rules.version().token().to_owned()),
+        mode: Some(decisions.mode),
+        threshold: decisions.threshold,
     }
 }
 
@@ -493,6 +503,27 @@ impl Callback for ModelCheckpoint {
                 )))
             }
         }
+        let mode_name = |m: Mode| format!("{m:?}").to_lowercase();
+        if let Some(saved) = restored.mode {
+            if saved != self.decisions.mode {
+                return Err(bad(format!(
+                    "its best value was kept with mode {:?}, but this callback has mode {:?}; resume with the same mode, or start a new run",
+                    mode_name(saved),
+                    mode_name(self.decisions.mode)
+                )));
+            }
+        }
+        if let Some(now) = self.decisions.threshold {
+            if restored.threshold != Some(now) {
+                let shown =
+                    |t: Option<Value>| t.map_or_else(|| "none".to_owned(), |v| v.to_string());
+                return Err(bad(format!(
+                    "it was saved with initial_value_threshold {}, but this callback is given {}; resume with the same threshold (or none), or start a new run",
+                    shown(restored.threshold),
+                    shown(Some(now))
+                )));
+            }
+        }
         if let Some((key, value)) = restored.out_of_range() {
             return Err(bad(format!("counter {key} is out of range: {value}")));
         }
@@ -509,6 +540,8 @@ impl Callback for ModelCheckpoint {
             monitor: _,
             versions,
             keras: _,
+            mode: _,
+            threshold: _,
         } = restored;
         self.engine
             .restore(Saved {
