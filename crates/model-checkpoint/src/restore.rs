@@ -579,6 +579,13 @@ fn restore_with(
         ),
         None => (Stored::weights(file), Stored::training(file)),
     };
+    // Every callback is asked first: a refusal leaves the model and the callbacks as
+    // they were.
+    for cb in callbacks.iter() {
+        if let Some(saved) = cb.state_key().and_then(|key| saved_callbacks.get(&key)) {
+            cb.check_state(saved)?;
+        }
+    }
     model.restore_weights(&weights)?;
     model.restore_training_state(&training, &document)?;
     let mut restored_callbacks = Vec::new();

@@ -170,6 +170,40 @@ fn two_callbacks_resume_with_the_same_best_whatever_their_order() {
 }
 
 #[test]
+fn a_callback_that_refuses_its_state_leaves_the_model_and_the_others_as_they_were() {
+    // The second callback's state was kept in mode min; resumed in mode max it is
+    // refused, and nothing is restored: not the model's step, not the first's best.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Printed::default();
+    let mut model = Model::default();
+    let (mut full, mut best) = (every_epoch(dir.path()), best_weights(dir.path(), &out));
+    epochs(
+        &mut model,
+        &mut [&mut best as &mut dyn Callback, &mut full],
+        &[0.5, 0.3],
+        0,
+        2,
+    );
+    let file = CheckpointFile::open(&dir.path().join("full.02.safetensors"), Verify::Full)
+        .expect("epoch 2");
+    let mut resumed = Model { step: 7 };
+    let mut full = every_epoch(dir.path());
+    let mut best = best_weights(dir.path(), &out).mode(Mode::Max);
+    let fresh = full.best();
+    let refused = restore(&file, &mut resumed, &mut [&mut full, &mut best]);
+    let Err(err) = refused else {
+        panic!("a state kept in mode min was restored into mode max");
+    };
+    assert!(err.to_string().contains("mode \"min\""), "{err}");
+    assert_eq!(resumed.step, 7, "the model was restored before the refusal");
+    assert_eq!(
+        full.best(),
+        fresh,
+        "the first callback was restored before the refusal"
+    );
+}
+
+#[test]
 fn hooks_called_one_by_one_are_told_that_a_state_is_missing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Printed::default();

@@ -307,6 +307,9 @@ impl Callback for Timed<'_> {
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), model_checkpoint::Error> {
         self.inner.restore_state(state)
     }
+    fn check_state(&self, state: &serde_json::Value) -> Result<(), model_checkpoint::Error> {
+        self.inner.check_state(state)
+    }
     fn restored_from(
         &mut self,
         file: &model_checkpoint::store::CheckpointFile,

@@ -287,6 +287,18 @@ pub trait Callback {
         Ok(())
     }
 
+    /// Whether [`Callback::restore_state`] would take `state`, changing nothing: a restore
+    /// asks every callback before it changes the model, so that a refusal leaves the model
+    /// and every callback as they were. Default: yes.
+    ///
+    /// # Errors
+    ///
+    /// The refusal `restore_state` would give.
+    fn check_state(&self, state: &serde_json::Value) -> Result<(), Error> {
+        let _ = state;
+        Ok(())
+    }
+
     /// Called after [`Callback::restore_state`] with the checkpoint the state came from, so
     /// that a callback can check what it restored against the file itself (ModelCheckpoint
     /// confirms that the run it resumes really wrote this file). Default: nothing.
@@ -358,6 +370,9 @@ macro_rules! forward_hooks {
             }
             fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
                 (**self).restore_state(state)
+            }
+            fn check_state(&self, state: &serde_json::Value) -> Result<(), Error> {
+                (**self).check_state(state)
             }
             fn restored_from(
                 &mut self,

@@ -354,6 +354,68 @@ impl ModelCheckpoint {
         self.decisions.period = period;
     }
 
+    /// `state` as [`Callback::restore_state`] takes it, or its refusal.
+    fn checked_state(&self, state: &serde_json::Value) -> Result<CheckpointState, Error> {
+        let key = crate::text::shorten(&self.key(), 200);
+        let bad = |reason: String| Error::BadState {
+            key: key.clone(),
+            reason,
+        };
+        let restored =
+            CheckpointState::deserialize(state).map_err(|e| bad(format!("malformed: {e}")))?;
+        if let Some(saved) = &restored.monitor {
+            if *saved != self.decisions.monitor {
+                return Err(bad(format!(
+                    "its best value is for monitor {:?}, but this callback monitors {:?}; resume with the same monitor, or start a new run",
+                    crate::text::shorten(saved, 100),
+                    self.decisions.monitor
+                )));
+            }
+        }
+        let now = self.decisions.rules.version();
+        match crate::KerasVersion::from_token(restored.keras.as_deref()) {
+            Some(saved) if saved == now => {}
+            Some(saved) => {
+                return Err(bad(format!(
+                    "it was saved by a callback imitating {}, but this one imitates {} (their best values and rules differ); resume with the same Keras",
+                    saved.describe(),
+                    now.describe()
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "it names an unknown Keras {:?}",
+                    crate::text::shorten(restored.keras.as_deref().unwrap_or(""), 40)
+                )))
+            }
+        }
+        let mode_name = |m: Mode| format!("{m:?}").to_lowercase();
+        if let Some(saved) = restored.mode {
+            if saved != self.decisions.mode {
+                return Err(bad(format!(
+                    "its best value was kept with mode {:?}, but this callback has mode {:?}; resume with the same mode, or start a new run",
+                    mode_name(saved),
+                    mode_name(self.decisions.mode)
+                )));
+            }
+        }
+        if let Some(now) = self.decisions.threshold {
+            if restored.threshold != Some(now) {
+                let shown =
+                    |t: Option<Value>| t.map_or_else(|| "none".to_owned(), |v| v.to_string());
+                return Err(bad(format!(
+                    "it was saved with initial_value_threshold {}, but this callback is given {}; resume with the same threshold (or none), or start a new run",
+                    shown(restored.threshold),
+                    shown(Some(now))
+                )));
+            }
+        }
+        if let Some((key, value)) = restored.out_of_range() {
+            return Err(bad(format!("counter {key} is out of range: {value}")));
+        }
+        Ok(restored)
+    }
+
     pub(super) fn key(&self) -> String {
         format!("ModelCheckpoint({})", self.engine.config.template())
     }
@@ -457,6 +519,10 @@ impl Callback for ModelCheckpoint {
         serde_json::to_value(self.checkpoint_state()).ok()
     }
 
+    fn check_state(&self, state: &serde_json::Value) -> Result<(), Error> {
+        self.checked_state(state).map(drop)
+    }
+
     /// Confirms the run id the restored state claims against the folder (see
     /// `restore_state`).
     fn restored_from(&mut self, file: &store::CheckpointFile) -> Result<(), Error> {
@@ -470,63 +536,9 @@ impl Callback for ModelCheckpoint {
     /// have produced them in its own folder (retention proves ownership again before any
     /// delete).
     fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), Error> {
+        let restored = self.checked_state(state)?;
         let key = crate::text::shorten(&self.key(), 200);
-        let bad = |reason: String| Error::BadState {
-            key: key.clone(),
-            reason,
-        };
-        let restored =
-            CheckpointState::deserialize(state).map_err(|e| bad(format!("malformed: {e}")))?;
-        if let Some(saved) = &restored.monitor {
-            if *saved != self.decisions.monitor {
-                return Err(bad(format!(
-                    "its best value is for monitor {:?}, but this callback monitors {:?}; resume with the same monitor, or start a new run",
-                    crate::text::shorten(saved, 100),
-                    self.decisions.monitor
-                )));
-            }
-        }
-        let now = self.decisions.rules.version();
-        match crate::KerasVersion::from_token(restored.keras.as_deref()) {
-            Some(saved) if saved == now => {}
-            Some(saved) => {
-                return Err(bad(format!(
-                    "it was saved by a callback imitating {}, but this one imitates {} (their best values and rules differ); resume with the same Keras",
-                    saved.describe(),
-                    now.describe()
-                )))
-            }
-            None => {
-                return Err(bad(format!(
-                    "it names an unknown Keras {:?}",
-                    crate::text::shorten(restored.keras.as_deref().unwrap_or(""), 40)
-                )))
-            }
-        }
-        let mode_name = |m: Mode| format!("{m:?}").to_lowercase();
-        if let Some(saved) = restored.mode {
-            if saved != self.decisions.mode {
-                return Err(bad(format!(
-                    "its best value was kept with mode {:?}, but this callback has mode {:?}; resume with the same mode, or start a new run",
-                    mode_name(saved),
-                    mode_name(self.decisions.mode)
-                )));
-            }
-        }
-        if let Some(now) = self.decisions.threshold {
-            if restored.threshold != Some(now) {
-                let shown =
-                    |t: Option<Value>| t.map_or_else(|| "none".to_owned(), |v| v.to_string());
-                return Err(bad(format!(
-                    "it was saved with initial_value_threshold {}, but this callback is given {}; resume with the same threshold (or none), or start a new run",
-                    shown(restored.threshold),
-                    shown(Some(now))
-                )));
-            }
-        }
-        if let Some((key, value)) = restored.out_of_range() {
-            return Err(bad(format!("counter {key} is out of range: {value}")));
-        }
+        let bad = |reason: String| Error::BadState { key, reason };
         let CheckpointState {
             best,
             schedule,
