@@ -40,15 +40,45 @@ const CHUNK: usize = 1 << 20;
 /// The byte size of one element of the dtypes whose values can be compared as numbers.
 fn numeric_width(dtype: Dtype) -> Option<usize> {
     Some(match dtype {
-        Dtype::F64 | Dtype::I64 => 8,
+        Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
         Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
-        Dtype::F16 | Dtype::BF16 | Dtype::I16 => 2,
+        Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
         Dtype::U8 | Dtype::I8 => 1,
         _ => return None,
     })
 }
 
-/// One element as a double (`c` holds exactly `numeric_width(dtype)` bytes).
+/// One element of an integer dtype, exactly (`c` holds exactly `numeric_width(dtype)`
+/// bytes); `None` for the others.
+fn integer(dtype: Dtype, c: &[u8]) -> Option<i128> {
+    let mut le = [0u8; 8];
+    let n = c.len().min(8);
+    le[..n].copy_from_slice(&c[..n]);
+    let signed = |bits: u32| {
+        let shift = 64 - bits;
+        i128::from((i64::from_le_bytes(le) << shift) >> shift)
+    };
+    Some(match dtype {
+        Dtype::I64 => signed(64),
+        Dtype::I32 => signed(32),
+        Dtype::I16 => signed(16),
+        Dtype::I8 => signed(8),
+        Dtype::U64 | Dtype::U32 | Dtype::U16 | Dtype::U8 => i128::from(u64::from_le_bytes(le)),
+        _ => return None,
+    })
+}
+
+/// The absolute difference of two elements: exact for integers (as a double, rounded
+/// only when it is past 2^53), and of the values as doubles for floats.
+fn difference(dtype: Dtype, p: &[u8], q: &[u8]) -> f64 {
+    match (integer(dtype, p), integer(dtype, q)) {
+        (Some(a), Some(b)) => a.abs_diff(b) as f64,
+        _ => (value(dtype, p) - value(dtype, q)).abs(),
+    }
+}
+
+/// One element of a float dtype as a double (`c` holds exactly `numeric_width(dtype)`
+/// bytes).
 fn value(dtype: Dtype, c: &[u8]) -> f64 {
     let b = |n: usize| c.get(n).copied().unwrap_or(0);
     match dtype {
@@ -58,12 +88,7 @@ fn value(dtype: Dtype, c: &[u8]) -> f64 {
         Dtype::BF16 => f64::from(f32::from_bits(
             u32::from(u16::from_le_bytes([b(0), b(1)])) << 16,
         )),
-        Dtype::I64 => i64::from_le_bytes([b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)]) as f64,
-        Dtype::I32 => f64::from(i32::from_le_bytes([b(0), b(1), b(2), b(3)])),
-        Dtype::U32 => f64::from(u32::from_le_bytes([b(0), b(1), b(2), b(3)])),
-        Dtype::I16 => f64::from(i16::from_le_bytes([b(0), b(1)])),
-        Dtype::U8 => f64::from(b(0)),
-        Dtype::I8 => f64::from(b(0) as i8),
+        // Integers are compared by `integer`.
         _ => f64::NAN,
     }
 }
@@ -94,7 +119,7 @@ impl Comparison {
         self.differ = true;
         if let Some(w) = self.width {
             for (p, q) in xa.chunks_exact(w).zip(xb.chunks_exact(w)) {
-                let d = (value(self.dtype, p) - value(self.dtype, q)).abs();
+                let d = difference(self.dtype, p, q);
                 // A NaN difference, once seen, is the answer.
                 if !self.max.is_nan() && (d.is_nan() || d > self.max) {
                     self.max = d;
@@ -286,4 +311,37 @@ pub(crate) fn diff(args: DiffArgs) -> Result<(), Failure> {
         return Err(Failure::verify(format!("{differences} tensor(s) differ")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_differ_exactly_and_floats_as_doubles() {
+        let d = |dtype, a: &[u8], b: &[u8]| difference(dtype, a, b);
+        let big = 1i64 << 60;
+        assert_eq!(
+            d(Dtype::I64, &big.to_le_bytes(), &(big + 1).to_le_bytes()),
+            1.0
+        );
+        assert_eq!(
+            d(Dtype::U64, &u64::MAX.to_le_bytes(), &0u64.to_le_bytes()),
+            u64::MAX as f64
+        );
+        assert_eq!(d(Dtype::I8, &[0x80], &[0x7f]), 255.0);
+        assert_eq!(
+            d(Dtype::I16, &(-2i16).to_le_bytes(), &3i16.to_le_bytes()),
+            5.0
+        );
+        assert_eq!(
+            d(Dtype::U16, &65535u16.to_le_bytes(), &0u16.to_le_bytes()),
+            65535.0
+        );
+        assert_eq!(
+            d(Dtype::F32, &1.5f32.to_le_bytes(), &(-0.5f32).to_le_bytes()),
+            2.0
+        );
+        assert!(d(Dtype::F64, &f64::NAN.to_le_bytes(), &0f64.to_le_bytes()).is_nan());
+    }
 }
