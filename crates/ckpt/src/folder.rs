@@ -193,10 +193,12 @@ fn monitored(e: &Entry, monitor: Option<&str>) -> Option<(String, f64)> {
     Some((name, value.as_f64()?))
 }
 
-/// Whether `e` is `last.safetensors` (`save_last`'s link to the newest save) and that save
+/// Whether `e` is `save_last`'s `last.safetensors` (or `last/`) and the save it stands for
 /// is in `list` too: the same run, the same place in training, the same logs.
 pub(crate) fn is_last_of_another(e: &Entry, list: &[Entry]) -> bool {
-    e.path.file_name() == Some(model_checkpoint::store::LAST_FILE)
+    e.path
+        .file_name()
+        .is_some_and(model_checkpoint::store::is_last_name)
         && list.iter().any(|o| {
             o.path != e.path
                 && o.verified.is_ok()

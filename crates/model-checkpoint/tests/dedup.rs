@@ -1175,3 +1175,26 @@ fn last_at_another_depth_than_the_checkpoints_opens_as_they_do() {
         checkpoint.verify().expect(folder);
     }
 }
+
+#[test]
+fn latest_names_the_save_itself_not_the_last_that_stands_for_it() {
+    // `last` ties with the newest save (the same epoch and step): `latest` names the save,
+    // whose name stays when `last` moves on, for a file as for a deduplicated checkpoint.
+    for dedup in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cb = callback(dir.path(), "e{epoch:02d}.safetensors")
+            .dedup(dedup)
+            .save_last(true);
+        train(&mut cb, &Model::new(), 0..3);
+        let storage = LocalFolder::default();
+        let latest = model_checkpoint::store::latest_full_in(&storage, &Name::from(dir.path()))
+            .or_else(|_| {
+                model_checkpoint::sharded::latest_sharded(&storage, &Name::from(dir.path()))
+            })
+            .expect("latest");
+        assert!(
+            latest.as_str().ends_with("/e03.safetensors"),
+            "dedup {dedup}: {latest}"
+        );
+    }
+}

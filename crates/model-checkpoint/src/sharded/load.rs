@@ -607,7 +607,8 @@ pub(crate) fn indexed_folders(
     matching: &dyn Fn(&Name, &Index) -> bool,
 ) -> Result<Vec<(crate::store::Position, Name)>, Error> {
     let listed = storage.list(root, depth + 1)?;
-    let mut found: Vec<(crate::store::Position, Name)> = Vec::new();
+    // `save_last`'s `last/` before the save it stands for (see `store::sort_by_position`).
+    let mut found: Vec<(crate::store::Position, bool, Name)> = Vec::new();
     for object in listed {
         if object.name.file_name() != Some(INDEX_FILE) {
             continue;
@@ -618,7 +619,8 @@ pub(crate) fn indexed_folders(
             Ok(index) => {
                 let position = crate::store::Meta::from_info(&index.model_checkpoint.metadata)
                     .map_or((0, 0, 0), |m| m.position());
-                found.push((position, dir));
+                let own = !dir.file_name().is_some_and(crate::store::is_last_name);
+                found.push((position, own, dir));
             }
             // One the storage fails to read may be the newest: nothing is taken (as for
             // single files, `store::latest_full`).
@@ -627,5 +629,8 @@ pub(crate) fn indexed_folders(
         }
     }
     found.sort();
-    Ok(found)
+    Ok(found
+        .into_iter()
+        .map(|(position, _, dir)| (position, dir))
+        .collect())
 }

@@ -37,7 +37,7 @@ pub use local::{
 };
 pub(crate) use meta::KEY_RUN_ID;
 pub use meta::{Meta, Position, RawMeta, KEY_TRAINING_STATE, MAX_COUNTER};
-pub use name::{is_interrupt_name, normalize, INTERRUPT_FILE, LAST_FILE};
+pub use name::{is_interrupt_name, is_last_name, normalize, INTERRUPT_FILE, LAST_DIR, LAST_FILE};
 pub use read::{CheckpointFile, TensorReader, TensorRef, Verify, MAX_DIMS, MAX_HEADER_BYTES};
 pub use scan::{
     candidate_files, latest_full, latest_full_in, latest_full_matching, list, list_in,

@@ -27,6 +27,17 @@ pub const INTERRUPT_FILE: &str = "interrupted.safetensors";
 /// folder.
 pub const LAST_FILE: &str = "last.safetensors";
 
+/// Where a deduplicated or sharded run's `save_last` keeps its index of the newest save, in
+/// the template's folder.
+pub const LAST_DIR: &str = "last";
+
+/// Whether `file` (a file or folder name) is one `save_last` keeps the newest save under
+/// ([`LAST_FILE`], [`LAST_DIR`]): it ties with that save in training order, and gives way
+/// to it, whose name stays when `last` moves on.
+pub fn is_last_name(file: &str) -> bool {
+    file == LAST_FILE || file == LAST_DIR
+}
+
 /// Whether `file` (a file name) is one a save on a signal takes: [`INTERRUPT_FILE`], or
 /// `interrupted-RUNID.safetensors` when another run's file holds that name.
 pub fn is_interrupt_name(file: &str) -> bool {

@@ -149,12 +149,16 @@ pub fn list(dir: &Path) -> Result<Vec<Listed>, Error> {
 }
 
 /// Sorts a listing in training order, as [`list_in`] returns it: entries whose header did
-/// not read first, then by where in training each was saved, then by name (a listing of
-/// files with one of folder checkpoints added, say).
+/// not read first, then by where in training each was saved, then `save_last`'s copy
+/// (`last.safetensors`, or a deduplicated run's `last/`) before the save it stands for, so
+/// that the newest is the save's own name, which stays; then by name (a listing of files
+/// with one of folder checkpoints added, say).
 pub fn sort_by_position(listed: &mut [Listed]) {
-    listed.sort_by(|a, b| {
-        (a.header.is_ok(), a.position(), &a.path).cmp(&(b.header.is_ok(), b.position(), &b.path))
-    });
+    let key = |l: &Listed| {
+        let own = !l.path.file_name().is_some_and(super::is_last_name);
+        (l.header.is_ok(), l.position(), own)
+    };
+    listed.sort_by(|a, b| (key(a), &a.path).cmp(&(key(b), &b.path)));
 }
 
 /// The newest full checkpoint in `dir` that verifies, by the epoch and step stored in the

@@ -197,7 +197,7 @@ impl Engine {
     pub(crate) fn sharded_last(&self) -> Option<Name> {
         match &self.config.last {
             Last::Off => None,
-            Last::Beside => Some(self.folder().join("last")),
+            Last::Beside => Some(self.folder().join(crate::store::LAST_DIR)),
             Last::At(p) => Some(p.clone()),
         }
     }
