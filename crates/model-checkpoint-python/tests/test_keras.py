@@ -998,3 +998,37 @@ def test_a_resume_with_another_mode_or_threshold_is_refused(tmp_path):
         again = ModelCheckpoint(template, monitor="val_loss", **same)
         assert restore_latest(model("modes"), tmp_path, [again]) == 1
         assert again.best == first.best
+
+
+def test_two_weights_of_one_name_in_a_layer_save_and_load_by_their_place(tmp_path):
+    # Keras 3 lets a layer make two weights of one name; its own files hold them by place.
+    from model_checkpoint.keras import load_weights
+
+    class Two(keras.layers.Layer):
+        def build(self, shape):
+            self.a = self.add_weight(name="w", shape=(shape[-1], 2), initializer="ones")
+            self.b = self.add_weight(name="w", shape=(shape[-1], 2), initializer="zeros")
+
+        def call(self, x):
+            return x @ self.a + 2 * (x @ self.b)
+
+    def build():
+        m = keras.Sequential([keras.Input((6,)), Two(name="two"),
+                              keras.layers.Dense(1, name="out")], name="net_two")
+        m.compile(optimizer="adam", loss="mse")
+        return m
+
+    x, y = data()
+    trained = build()
+    assert [v.path for v in trained.weights][:2] == ["net_two/two/w", "net_two/two/w"]
+    trained.fit(x, y, epochs=2, verbose=0, callbacks=[
+        ModelCheckpoint(str(tmp_path / "w.{epoch}.safetensors"))])
+    assert sorted(mc.load_file(tmp_path / "w.2.safetensors"))[-2:] == ["two/w", "two/w#1"]
+    fresh = build()
+    load_weights(fresh, tmp_path / "w.2.safetensors")
+    for a, b in zip(trained.weights, fresh.weights, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    resumed = build()
+    assert restore_latest(resumed, tmp_path) == 2
+    for a, b in zip(trained.optimizer.variables, resumed.optimizer.variables, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

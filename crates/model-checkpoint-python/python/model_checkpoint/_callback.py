@@ -48,6 +48,23 @@ def _variable_name(variable, version, owner=None):
     return name[len(prefix):] if prefix != "/" and name.startswith(prefix) else name
 
 
+def _variable_names(variables, version, owner=None):
+    """The names of ``variables`` in a checkpoint (``_variable_name``), each one unique:
+    Keras 3 lets a layer make two weights of one name (``add_weight(name="w")`` twice), and
+    its own files hold variables by their place; here the second is ``w#1``, the third
+    ``w#2``, in the model's order, which the same model built again repeats."""
+    names, taken = [], set()
+    for variable in variables:
+        name = base = _variable_name(variable, version, owner)
+        k = 0
+        while name in taken:
+            k += 1
+            name = f"{base}#{k}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 def _optimizer_variables(model):
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
@@ -87,16 +104,20 @@ class _Variables:
     out, and assigned back by name from a checkpoint (every mismatch listed at once)."""
 
     def _weights(self):
+        variables = list(self.model.weights)
         return [
-            _outgoing(_variable_name(v, self._version, self.model), np.asarray(v))
-            for v in self.model.weights
+            _outgoing(name, np.asarray(v))
+            for name, v in zip(_variable_names(variables, self._version, self.model),
+                               variables)
         ]
 
     def _optimizer(self):
         optimizer = getattr(self.model, "optimizer", None)
+        variables = _optimizer_variables(self.model)
         return [
-            _outgoing(_variable_name(v, self._version, optimizer), np.asarray(v))
-            for v in _optimizer_variables(self.model)
+            _outgoing(name, np.asarray(v))
+            for name, v in zip(_variable_names(variables, self._version, optimizer),
+                               variables)
         ]
 
     # While a restore runs (`_all_or_nothing`), what `_assign` checked waits here.
@@ -117,7 +138,7 @@ class _Variables:
         else:
             variables = list(self.model.weights)
             owner = self.model
-        target = {_variable_name(v, self._version, owner): v for v in variables}
+        target = dict(zip(_variable_names(variables, self._version, owner), variables))
         stored = {name: (dtype, shape, data) for name, dtype, shape, data in items}
         problems = [f"missing {n}" for n in target if n not in stored]
         problems += [f"unexpected {n}" for n in stored if n not in target]
