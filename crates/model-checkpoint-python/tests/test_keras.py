@@ -1032,3 +1032,32 @@ def test_two_weights_of_one_name_in_a_layer_save_and_load_by_their_place(tmp_pat
     assert restore_latest(resumed, tmp_path) == 2
     for a, b in zip(trained.optimizer.variables, resumed.optimizer.variables, strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_load_weights_of_a_subclassed_model_with_its_own_unnamed_variable(tmp_path):
+    # Keras 3 names a model's unnamed keras.Variable by a count of the process
+    # (`variable`, then `variable_1` for the same model built again), as it numbers layers.
+    from model_checkpoint.keras import load_weights
+
+    class Scaled(keras.Model):
+        def __init__(self):
+            super().__init__(name="scaled")
+            self.hidden = keras.layers.Dense(3, name="hidden")
+            self.scale = keras.Variable(np.full(1, 2.0, np.float32))
+
+        def call(self, x):
+            return self.hidden(x) * self.scale
+
+    x, _ = data()
+    saved = Scaled()
+    saved(x[:1])
+    saved.scale.assign(np.full(1, 3.0, np.float32))
+    mc.save_file({"hidden/kernel": np.asarray(saved.hidden.kernel),
+                  "hidden/bias": np.asarray(saved.hidden.bias),
+                  saved.scale.path: np.asarray(saved.scale)}, tmp_path / "w.safetensors")
+    again = Scaled()
+    again(x[:1])
+    assert again.scale.path != saved.scale.path
+    load_weights(again, tmp_path / "w.safetensors")
+    assert np.asarray(again.scale)[0] == 3.0
+    assert np.array_equal(np.asarray(again.hidden.kernel), np.asarray(saved.hidden.kernel))

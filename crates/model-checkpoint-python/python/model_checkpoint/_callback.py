@@ -1015,8 +1015,9 @@ def load_weights(model, path, verify=True):
 def _renumbered(saved, wanted):
     """The saved names as the model's, where the two differ only in Keras's numbering of
     layers within a process (``dense_2`` saved, ``dense_4`` in a model built again in the
-    same process), as Keras's own ``.weights.h5`` files do not depend on it: within each
-    layer name stripped of its ``_<n>``, the numbered names pair up in order. ``None`` when
+    same process), or of a model's own unnamed variables (``variable_3``), as Keras's own
+    ``.weights.h5`` files do not depend on it: within each layer name stripped of its
+    ``_<n>``, the numbered names pair up in order. ``None`` when
     nothing needs renaming, or when no such pairing makes every name match.
 
     A name found on both sides is paired by its place too, not kept: ``dense_1, dense_2``
@@ -1025,8 +1026,15 @@ def _renumbered(saved, wanted):
     if saved == wanted:
         return None
 
+    # The numbered parts of a name: its folders (layers), or, for a variable of the model
+    # itself (a subclassed model's unnamed `keras.Variable`, which Keras 3 names
+    # `variable_<n>` by a count of the process), its one name.
+    def numbered(name):
+        pieces = name.split("/")
+        return pieces[:-1] if len(pieces) > 1 else pieces
+
     def parts(names):
-        return {part for name in names for part in name.split("/")[:-1]}
+        return {part for name in names for part in numbered(name)}
 
     def layers(names):
         groups = {}
@@ -1040,10 +1048,13 @@ def _renumbered(saved, wanted):
     if ours.keys() != theirs.keys() or any(len(ours[b]) != len(theirs[b]) for b in ours):
         return None
     to = {old: new for b in ours for old, new in zip(ours[b], theirs[b])}
-    renamed = {
-        name: "/".join([to[p] for p in name.split("/")[:-1]] + name.split("/")[-1:])
-        for name in saved
-    }
+    def rename(name):
+        pieces = name.split("/")
+        if len(pieces) == 1:
+            return to[name]
+        return "/".join([to[p] for p in pieces[:-1]] + pieces[-1:])
+
+    renamed = {name: rename(name) for name in saved}
     return renamed if set(renamed.values()) == wanted else None
 
 
