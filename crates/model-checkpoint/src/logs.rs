@@ -22,7 +22,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// In JSON (checkpoint metadata, `History`) an int is a number without a fraction, a finite
 /// float a number with one, a non-finite float the string `"nan"`, `"inf"` or `"-inf"`, and
-/// `None` is `null`, a bool `true` or `false`.
+/// `None` is `null`; a bool is written as its int (`1`, `0`), and `true` or `false` is read
+/// as a bool.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value {
     /// A Python `int`.
@@ -64,7 +65,8 @@ impl Serialize for Value {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match *self {
             Value::Int(i) => serializer.serialize_i64(i),
-            Value::Bool(b) => serializer.serialize_bool(b),
+            // As its int: readers of the format see numbers only (`true` comes back as 1).
+            Value::Bool(b) => serializer.serialize_i64(i64::from(b)),
             Value::Float(x) if x.is_finite() => serializer.serialize_f64(x),
             Value::Float(x) => serializer.serialize_str(&crate::template::float_repr(x)),
             Value::None => serializer.serialize_none(),
@@ -289,5 +291,17 @@ mod tests {
         assert_eq!(text, r#"{"n":3,"x":3.0,"bad":"-inf","gone":null}"#);
         let back: Logs = serde_json::from_str(&text).expect("parse");
         assert_eq!(back, logs);
+    }
+
+    #[test]
+    fn a_bool_is_written_as_its_int_and_read_from_either() {
+        // Readers of the format (older versions of this one among them) see numbers only.
+        let logs = Logs::from([("done", Value::Bool(true)), ("ok", Value::Bool(false))]);
+        assert_eq!(
+            serde_json::to_string(&logs).expect("serialise"),
+            r#"{"done":1,"ok":0}"#
+        );
+        let back: Logs = serde_json::from_str(r#"{"done":true}"#).expect("parse");
+        assert_eq!(back.get("done"), Some(Value::Bool(true)));
     }
 }

@@ -631,3 +631,28 @@ fn a_name_a_file_system_takes_is_saved_whatever_its_temporary_name() {
     .expect("saved");
     CheckpointFile::open(&dir.path().join(&name), Verify::Full).expect("verifies");
 }
+
+#[test]
+fn a_state_from_before_modes_were_recorded_is_taken_with_any_threshold() {
+    // States written before `mode` and `threshold` were recorded say nothing of the
+    // threshold: a resume that gives one takes them. One that records its mode and no
+    // threshold was saved without one, and a resume that gives one is refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("w.{epoch}.safetensors");
+    let saved = ModelCheckpoint::new(&template)
+        .state()
+        .expect("a state");
+    let mut older = saved.clone();
+    let fields = older.as_object_mut().expect("an object");
+    assert!(fields.remove("mode").is_some() && !fields.contains_key("threshold"));
+    let resumed = ModelCheckpoint::new(&template).initial_value_threshold(0.5);
+    resumed.check_state(&older).expect("an older state");
+    let refused = resumed.check_state(&saved).expect_err("saved without a threshold");
+    assert!(
+        refused.to_string().contains("initial_value_threshold none"),
+        "{refused}"
+    );
+    ModelCheckpoint::new(&template)
+        .check_state(&saved)
+        .expect("none given");
+}

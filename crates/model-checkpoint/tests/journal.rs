@@ -208,3 +208,47 @@ fn two_callbacks_keeping_a_journal_in_one_folder_keep_each_others_rows() {
         std::fs::read_to_string(dir.path().join(JOURNAL_FILE))
     );
 }
+
+/// Drives `cb` through epoch `e` (`on_train_begin` before the first).
+fn epoch(cb: &mut ModelCheckpoint, e: usize) {
+    let toy = Toy;
+    let mut ctx = Context::new(&toy);
+    if e == 0 {
+        cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    }
+    cb.on_epoch_begin(e, &Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(e, &Logs::from([("val_loss", 1.0)]), &mut ctx)
+        .expect("save");
+}
+
+#[test]
+fn rows_a_failed_write_did_not_carry_go_with_the_next_and_an_edit_keeps_its_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join(JOURNAL_FILE);
+    let mut cb = ModelCheckpoint::new(dir.path().join("w.{epoch}.safetensors"))
+        .save_weights_only(true)
+        .journal(true);
+    epoch(&mut cb, 0);
+    let first = std::fs::read(&journal).expect("journal");
+    // Saved again by an editor that drops the last line break.
+    std::fs::write(&journal, first.strip_suffix(b"\r\n").expect("a line")).expect("edit");
+    epoch(&mut cb, 1);
+    // Something else at its name for a while: the row of epoch 3 cannot be written.
+    let edited = std::fs::read(&journal).expect("journal");
+    std::fs::remove_file(&journal).expect("remove");
+    std::fs::create_dir(&journal).expect("blocker");
+    epoch(&mut cb, 2);
+    std::fs::remove_dir(&journal).expect("unblock");
+    std::fs::write(&journal, edited).expect("put back");
+    epoch(&mut cb, 3);
+    cb.on_train_end(&Logs::new(), &mut Context::new(&Toy))
+        .expect("end");
+    let saved: Vec<(String, String)> = rows(dir.path())[1..]
+        .iter()
+        .map(|r| (r[1].clone(), r[2].clone()))
+        .collect();
+    let want: Vec<(String, String)> = (1..=4)
+        .map(|e| ("saved".to_owned(), e.to_string()))
+        .collect();
+    assert_eq!(saved, want, "{:?}", std::fs::read_to_string(&journal));
+}

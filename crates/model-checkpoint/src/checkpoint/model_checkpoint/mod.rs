@@ -399,7 +399,9 @@ impl ModelCheckpoint {
                 )));
             }
         }
-        if let Some(now) = self.decisions.threshold {
+        // A state that records its mode records its threshold too (absent: none); one from
+        // before either was recorded says nothing of it.
+        if let (Some(now), Some(_)) = (self.decisions.threshold, restored.mode) {
             if restored.threshold != Some(now) {
                 let shown =
                     |t: Option<Value>| t.map_or_else(|| "none".to_owned(), |v| v.to_string());
