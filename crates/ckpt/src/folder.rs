@@ -211,12 +211,17 @@ pub(crate) fn is_last_of_another(e: &Entry, list: &[Entry]) -> bool {
 
 /// Which way `metric` improves: `mode` where it is `min` or `max`; for `auto`, the way
 /// the callback that saved the files resolved it (`monitor_mode`, from the first file that
-/// verifies and monitored `metric`: Keras 3's `auto` maximises `val_auc`, and a run may
-/// have asked for `max`), else the metric's name by tf.keras 2's rule.
+/// verifies, monitored `metric` and carries a run id, as a callback's saves do: Keras 3's
+/// `auto` maximises `val_auc`, and a run may have asked for `max`), else the metric's name
+/// by tf.keras 2's rule.
 pub(crate) fn direction(list: &[Entry], metric: &str, mode: Mode) -> model_checkpoint::Direction {
     let recorded = || {
         list.iter()
-            .filter(|e| e.verified.is_ok() && e.meta.monitor.as_deref() == Some(metric))
+            .filter(|e| {
+                e.verified.is_ok()
+                    && e.meta.run_id.is_some()
+                    && e.meta.monitor.as_deref() == Some(metric)
+            })
             .find_map(|e| e.meta.mode)
     };
     match mode {

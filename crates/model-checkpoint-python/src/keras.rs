@@ -105,6 +105,13 @@ fn loose(value: &Bound<'_, PyAny>) -> PyResult<KerasValue> {
     })
 }
 
+/// Whether `value` is a numpy bool (`np.True_`, what a comparison of numpy values gives),
+/// which formats as a Python bool does.
+fn is_numpy_bool(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let kind = value.get_type();
+    Ok(kind.module()?.to_str()? == "numpy" && matches!(kind.name()?.to_str()?, "bool" | "bool_"))
+}
+
 /// Keras's logs (numbers, bools, numpy scalars, `None`) as the core's; other values (text,
 /// an int past 64 bits) are left out.
 fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
@@ -119,6 +126,8 @@ fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
         } else if value.is_instance_of::<PyBool>() {
             // A bool formats as `True` in `{flag}` and as its int under a spec, as in Keras.
             Value::Bool(value.extract()?)
+        } else if is_numpy_bool(&value)? {
+            Value::Bool(value.is_truthy()?)
         } else if value.is_instance_of::<PyInt>() {
             match value.extract::<i64>() {
                 Ok(n) => Value::Int(n),
@@ -456,6 +465,27 @@ impl KerasCheckpoint {
             Err(Some(e)) => Err(to_py(e)),
             Err(None) => Err(PyTypeError::new_err("set_model first")),
         }
+    }
+
+    /// Refuses, as `restore` would, the state the full checkpoint at `path` holds for this
+    /// callback, changing nothing: a restore of several callbacks asks each first.
+    fn check_restore(&self, py: Python<'_>, path: &str) -> PyResult<()> {
+        let (storage, name) = locate(path).map_err(to_py)?;
+        self.read(py, |inner| {
+            let opened = AnyCheckpoint::open(&*storage, &name, Verify::HeaderOnly)?;
+            let Some(document) = opened.head()?.training_state()? else {
+                return Ok(());
+            };
+            match inner
+                .cb
+                .state_key()
+                .and_then(|key| document.callbacks.get(&key))
+            {
+                Some(state) => inner.cb.check_state(state),
+                None => Ok(()),
+            }
+        })
+        .map_err(to_py)
     }
 
     /// Keras's `best` (`None` before a Keras 3 callback has seen a value).

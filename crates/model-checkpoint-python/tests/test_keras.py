@@ -886,12 +886,19 @@ def test_a_fit_in_another_thread_saves_on_sigterm_and_the_process_still_ends(tmp
 
 
 class LogAFlag(keras.callbacks.Callback):
-    """Logs a bool, as a user's callback may: True from the second epoch on."""
+    """Logs a bool, as a user's callback may: True from the second epoch on (a numpy bool,
+    what comparing numpy values gives, with `numpy=True`)."""
+    def __init__(self, numpy=False):
+        super().__init__()
+        self.numpy = numpy
+
     def on_epoch_end(self, epoch, logs=None):
-        logs["converged"] = epoch >= 1
+        logs["converged"] = np.bool_(epoch >= 1) if self.numpy else epoch >= 1
 
 
-def test_a_bool_in_the_logs_names_files_and_is_monitored_as_in_keras(tmp_path, capsys):
+@pytest.mark.parametrize("numpy_bool", [False, True])
+def test_a_bool_in_the_logs_names_files_and_is_monitored_as_in_keras(tmp_path, capsys,
+                                                                     numpy_bool):
     keras.utils.set_random_seed(11)
     x, y = data()
     args = dict(monitor="converged", mode="max", save_best_only=True, save_weights_only=True,
@@ -902,7 +909,7 @@ def test_a_bool_in_the_logs_names_files_and_is_monitored_as_in_keras(tmp_path, c
     ours = ModelCheckpoint(str(tmp_path / "o" / f"{template}.safetensors"), **args)
     capsys.readouterr()
     model("flag").fit(x, y, epochs=3, batch_size=16, verbose=0, shuffle=False,
-                      callbacks=[LogAFlag(), theirs, ours])
+                      callbacks=[LogAFlag(numpy_bool), theirs, ours])
     k, o = split_printed(capsys.readouterr().out, tmp_path / "k", tmp_path / "o",
                          r"weights\.h5")
     k_saved = saved(tmp_path / "k", ".weights.h5")
@@ -978,6 +985,37 @@ def test_a_restore_that_fails_part_way_leaves_the_model_as_it_was(tmp_path):
     # With the optimizer it was saved with, all of it is restored.
     right = same_model(keras.optimizers.Adam(0.01))
     assert restore_latest(right, tmp_path) == 1
+
+
+def test_one_callback_refusing_its_state_leaves_the_others_unrestored(tmp_path):
+    x, y = data()
+    best = ModelCheckpoint(str(tmp_path / "best.safetensors"), monitor="loss",
+                           save_best_only=True)
+    every = ModelCheckpoint(str(tmp_path / "e{epoch}.safetensors"), monitor="loss")
+    model("peers").fit(x, y, epochs=2, verbose=0, callbacks=[best, every])
+    fresh_best = ModelCheckpoint(str(tmp_path / "best.safetensors"), monitor="loss",
+                                 save_best_only=True)
+    refusing = ModelCheckpoint(str(tmp_path / "e{epoch}.safetensors"), monitor="loss",
+                               mode="max")
+    before = fresh_best.best
+    with pytest.raises(mc.CheckpointError, match="mode"):
+        restore_latest(model("peers"), tmp_path, [fresh_best, refusing])
+    assert fresh_best.best == before != best.best
+
+
+def test_an_optimizer_whose_names_keras_numbered_again_is_told_so(tmp_path):
+    # The same unnamed Sequential built again in one process: Keras names it
+    # `sequential_<n>`, and its optimizer's variables after it.
+    def unnamed():
+        m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, name="out")])
+        m.compile(optimizer="adam", loss="mse")
+        return m
+
+    x, y = data()
+    unnamed().fit(x, y, epochs=1, verbose=0, callbacks=[
+        ModelCheckpoint(str(tmp_path / "e{epoch}.safetensors"))])
+    with pytest.raises(ValueError, match="Keras numbers layers per process"):
+        restore_latest(unnamed(), tmp_path)
 
 
 def test_a_resume_with_another_mode_or_threshold_is_refused(tmp_path):

@@ -639,15 +639,15 @@ fn a_state_from_before_modes_were_recorded_is_taken_with_any_threshold() {
     // threshold was saved without one, and a resume that gives one is refused.
     let dir = tempfile::tempdir().expect("tempdir");
     let template = dir.path().join("w.{epoch}.safetensors");
-    let saved = ModelCheckpoint::new(&template)
-        .state()
-        .expect("a state");
+    let saved = ModelCheckpoint::new(&template).state().expect("a state");
     let mut older = saved.clone();
     let fields = older.as_object_mut().expect("an object");
     assert!(fields.remove("mode").is_some() && !fields.contains_key("threshold"));
     let resumed = ModelCheckpoint::new(&template).initial_value_threshold(0.5);
     resumed.check_state(&older).expect("an older state");
-    let refused = resumed.check_state(&saved).expect_err("saved without a threshold");
+    let refused = resumed
+        .check_state(&saved)
+        .expect_err("saved without a threshold");
     assert!(
         refused.to_string().contains("initial_value_threshold none"),
         "{refused}"

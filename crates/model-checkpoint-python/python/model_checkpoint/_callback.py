@@ -146,7 +146,7 @@ class _Variables:
         # optimizer's, another optimizer; shapes that differ are another model.
         if not problems:
             hint = ""
-        elif which == "optimizer":
+        elif which == "optimizer" and len(stored) != len(target):
             hint = ("; the model's optimizer is not the kind the checkpoint was saved with:"
                     " compile it with the same optimizer")
         else:
@@ -835,6 +835,13 @@ def restore(model, path, callbacks=()):
     path = os.fspath(path)
     ours = [c for c in callbacks if hasattr(c, "_native")]
     if ours:
+        # Each callback restores on its own: all are asked first, so that one that refuses
+        # its state leaves the others (and the model) as they were.
+        try:
+            for cb in ours:
+                cb._native.check_restore(path)
+        finally:
+            _emit_warnings(model)
         with _all_or_nothing(ours):
             epoch = ours[0].restore(model, path)
             for other in ours[1:]:
