@@ -258,6 +258,10 @@ class _Signals:
         self.threaded = {}
         self.threaded_lock = threading.Lock()
         self.watcher = None
+        # Set at exit: the watching thread ends before the interpreter does (a daemon thread
+        # still running then is stopped in the middle of a call, which aborted the process
+        # at times, after a SIGTERM had ended `fit`).
+        self.stopping = threading.Event()
         self.previous = {}
         self.pending = []
 
@@ -339,11 +343,8 @@ class _Signals:
 
     def _watch(self):
         """Lets the signals go for each threaded loop that no longer runs, and lets go of
-        each main-thread loop that no longer runs; ends when none is left."""
-        import time
-
-        while True:
-            time.sleep(self.WATCH_SECONDS)
+        each main-thread loop that no longer runs; ends when none is left, or at exit."""
+        while not self.stopping.wait(self.WATCH_SECONDS):
             with self.threaded_lock:
                 # The loops first, then what runs: a loop that started after the look at
                 # what runs would be taken for one that ended. (list() copies the dict at
@@ -400,6 +401,14 @@ class _Signals:
 
 
 _SIGNALS = _Signals()
+
+
+@atexit.register
+def _stop_watching():
+    _SIGNALS.stopping.set()
+    watcher = _SIGNALS.watcher
+    if watcher is not None and watcher is not threading.current_thread():
+        watcher.join(timeout=1.0)
 
 # Our callbacks in a `fit` that has not ended by `on_train_end`: one that Keras ended by an
 # exception (Ctrl-C's KeyboardInterrupt among them) tells no callback. At exit, each still
