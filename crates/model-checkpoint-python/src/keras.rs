@@ -106,10 +106,14 @@ fn loose(value: &Bound<'_, PyAny>) -> PyResult<KerasValue> {
 }
 
 /// Whether `value` is a numpy bool (`np.True_`, what a comparison of numpy values gives),
-/// which formats as a Python bool does.
-fn is_numpy_bool(value: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// which formats as a Python bool does. A type that does not say (a `__module__` that is
+/// not text) is not one.
+fn is_numpy_bool(value: &Bound<'_, PyAny>) -> bool {
     let kind = value.get_type();
-    Ok(kind.module()?.to_str()? == "numpy" && matches!(kind.name()?.to_str()?, "bool" | "bool_"))
+    let text =
+        |t: PyResult<Bound<'_, PyString>>| t.ok().and_then(|t| t.to_str().ok().map(str::to_owned));
+    text(kind.module()).as_deref() == Some("numpy")
+        && matches!(text(kind.name()).as_deref(), Some("bool" | "bool_"))
 }
 
 /// Keras's logs (numbers, bools, numpy scalars, `None`) as the core's; other values (text,
@@ -126,7 +130,7 @@ fn logs_of(logs: Option<&Bound<'_, PyDict>>) -> PyResult<Option<Logs>> {
         } else if value.is_instance_of::<PyBool>() {
             // A bool formats as `True` in `{flag}` and as its int under a spec, as in Keras.
             Value::Bool(value.extract()?)
-        } else if is_numpy_bool(&value)? {
+        } else if is_numpy_bool(&value) {
             Value::Bool(value.is_truthy()?)
         } else if value.is_instance_of::<PyInt>() {
             match value.extract::<i64>() {

@@ -976,6 +976,10 @@ def test_a_restore_that_fails_part_way_leaves_the_model_as_it_was(tmp_path):
     with pytest.raises(ValueError, match="optimizer"):
         restore_latest(other, tmp_path, [again])
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, other.weights))
+    # Another optimizer with as many variables (Adamax keeps `norm` where Adam keeps
+    # `velocity`): the error says so, not that Keras numbered the layers.
+    with pytest.raises(ValueError, match="not the kind the checkpoint was saved with"):
+        restore_latest(same_model(keras.optimizers.Adamax(0.01)), tmp_path)
     # A model that was never compiled: the error says what to do.
     bare = same_model(None)
     before = [np.asarray(v).copy() for v in bare.weights]
@@ -1099,3 +1103,18 @@ def test_load_weights_of_a_subclassed_model_with_its_own_unnamed_variable(tmp_pa
     load_weights(again, tmp_path / "w.safetensors")
     assert np.asarray(again.scale)[0] == 3.0
     assert np.array_equal(np.asarray(again.hidden.kernel), np.asarray(saved.hidden.kernel))
+
+
+def test_a_log_value_of_a_type_that_names_no_module_is_left_out(tmp_path):
+    # Not a number: left out of the logs (as Keras's own callback does not mind it).
+    class Odd:
+        __module__ = None
+
+    class LogsOdd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["odd"] = Odd()
+
+    x, y = data()
+    cb = ModelCheckpoint(str(tmp_path / "w.{epoch}.safetensors"), monitor="loss")
+    model("odd").fit(x, y, epochs=1, verbose=0, callbacks=[LogsOdd(), cb])
+    assert "odd" not in mc.load_metadata(tmp_path / "w.1.safetensors")["logs"]

@@ -143,10 +143,14 @@ class _Variables:
         problems = [f"missing {n}" for n in target if n not in stored]
         problems += [f"unexpected {n}" for n in stored if n not in target]
         # Names that differ may be Keras's numbering of layers per process, or, for the
-        # optimizer's, another optimizer; shapes that differ are another model.
+        # optimizer's, another optimizer (its slots, the names' last part, differ: Adam's
+        # `momentum` and `velocity`, Adamax's `norm`); shapes that differ are another model.
+        def slots(names):
+            return sorted(name.rsplit("_", 1)[-1] for name in names)
+
         if not problems:
             hint = ""
-        elif which == "optimizer" and len(stored) != len(target):
+        elif which == "optimizer" and slots(stored) != slots(target):
             hint = ("; the model's optimizer is not the kind the checkpoint was saved with:"
                     " compile it with the same optimizer")
         else:
