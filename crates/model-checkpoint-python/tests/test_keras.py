@@ -1007,19 +1007,32 @@ def test_one_callback_refusing_its_state_leaves_the_others_unrestored(tmp_path):
     assert fresh_best.best == before != best.best
 
 
-def test_an_optimizer_whose_names_keras_numbered_again_is_told_so(tmp_path):
-    # The same unnamed Sequential built again in one process: Keras names it
-    # `sequential_<n>`, and its optimizer's variables after it.
-    def unnamed():
-        m = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, name="out")])
+@pytest.mark.parametrize("named_layers", [True, False])
+def test_a_model_built_again_in_the_same_process_restores(tmp_path, named_layers):
+    # A notebook's cell run twice: Keras names the model `sequential_<n>` (and unnamed
+    # layers `dense_<n>`), and its optimizer's variables after both.
+    def build():
+        layer = (keras.layers.Dense(4, name="hidden") if named_layers
+                 else keras.layers.Dense(4))
+        m = keras.Sequential([keras.Input((6,)), layer, keras.layers.Dense(1)])
         m.compile(optimizer="adam", loss="mse")
         return m
 
     x, y = data()
-    unnamed().fit(x, y, epochs=1, verbose=0, callbacks=[
+    trained = build()
+    trained.fit(x, y, epochs=2, verbose=0, callbacks=[
         ModelCheckpoint(str(tmp_path / "e{epoch}.safetensors"))])
-    with pytest.raises(ValueError, match="Keras numbers layers per process"):
-        restore_latest(unnamed(), tmp_path)
+    again = build()
+    assert again.name != trained.name
+    assert restore_latest(again, tmp_path) == 2
+    for a, b in zip(trained.weights + trained.optimizer.variables,
+                    again.weights + again.optimizer.variables, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), (a.path, b.path)
+    # Another optimizer is still refused.
+    other = build()
+    other.compile(optimizer="adamax", loss="mse")
+    with pytest.raises(ValueError, match="not the kind"):
+        restore_latest(other, tmp_path)
 
 
 def test_a_resume_with_another_mode_or_threshold_is_refused(tmp_path):

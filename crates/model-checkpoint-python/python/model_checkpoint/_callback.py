@@ -122,6 +122,8 @@ class _Variables:
 
     # While a restore runs (`_all_or_nothing`), what `_assign` checked waits here.
     _staged = None
+    # How the last weights assigned were renamed to this model's (saved name to name).
+    _renamed = None
 
     def _assign(self, which, items):
         """Checks ``items`` against the model's variables (or its optimizer's), every
@@ -140,6 +142,16 @@ class _Variables:
             owner = self.model
         target = dict(zip(_variable_names(variables, self._version, owner), variables))
         stored = {name: (dtype, shape, data) for name, dtype, shape, data in items}
+        # A model built again in the same process (a notebook's cell run twice): Keras
+        # numbered its layers, and its optimizer's variables after them, otherwise.
+        renamed = None
+        if set(stored) != set(target):
+            renamed = (_renumbered(set(stored), set(target)) if which == "weights"
+                       else self._renumbered_slots(set(stored), set(target)))
+            if renamed is not None:
+                stored = {renamed[name]: value for name, value in stored.items()}
+        if which == "weights":
+            self._renamed = renamed
         problems = [f"missing {n}" for n in target if n not in stored]
         problems += [f"unexpected {n}" for n in stored if n not in target]
         # Names that differ may be Keras's numbering of layers per process, or, for the
@@ -169,6 +181,41 @@ class _Variables:
             self._staged.append(plan)
         else:
             _apply(plan)
+
+
+    def _renumbered_slots(self, saved, wanted):
+        """The saved optimizer names as this model's, where the weights were renumbered
+        (``_renamed``, by ``_assign`` of the weights) or the model itself was: Keras 3 names
+        a slot after its variable's path, the model's name included
+        (``sequential_dense_kernel_momentum``, then ``sequential_1_dense_2_kernel_momentum``
+        in a model built again). ``None`` unless every name pairs with exactly one."""
+        model = getattr(self.model, "name", None)
+        if not model:
+            return None
+        current = _variable_names(list(self.model.weights), self._version, self.model)
+        to_saved = {new: old for old, new in (self._renamed or {}).items()}
+        flat = sorted(((c.replace("/", "_"), to_saved.get(c, c).replace("/", "_"))
+                       for c in current), key=lambda pair: -len(pair[0]))
+        mapping, prefixes = {}, set()
+        for name in wanted:
+            if name in saved:
+                mapping[name] = name
+                continue
+            rest = name[len(model) + 1:] if name.startswith(f"{model}_") else None
+            found = next(((c, w) for c, w in flat
+                          if rest is not None and rest.startswith(f"{c}_")), None)
+            if found is None:
+                return None
+            c, w = found
+            tail = f"_{w}_{rest[len(c) + 1:]}"
+            matches = [s for s in saved if s.endswith(tail) and s not in wanted]
+            if len(matches) != 1:
+                return None
+            prefixes.add(matches[0][: -len(tail)])
+            mapping[matches[0]] = name
+        if len(prefixes) > 1 or len(mapping) != len(saved) or set(mapping.values()) != wanted:
+            return None
+        return mapping
 
 
 def _apply(plan):
