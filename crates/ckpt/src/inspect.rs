@@ -127,14 +127,14 @@ pub(crate) fn show(args: ShowArgs) -> Result<(), Failure> {
             or_dash(raw.batch),
             or_dash(raw.global_step)
         );
-        match raw.mode {
-            Some(mode) => out!(
-                "monitor:  {} (mode {})",
-                crate::shorten(&or_dash(raw.monitor), 200),
-                crate::shorten(mode, 40)
-            ),
-            None => out!("monitor:  {}", crate::shorten(&or_dash(raw.monitor), 200)),
-        }
+        let mode = raw
+            .mode
+            .map(|m| format!(" (mode {})", crate::shorten(m, 40)))
+            .unwrap_or_default();
+        out!(
+            "monitor:  {}{mode}",
+            crate::shorten(&or_dash(raw.monitor), 200)
+        );
         out!("logs:     {}", crate::shorten(&or_dash(raw.logs), 2000));
         if let Some(signal) = raw.signal {
             out!("signal:   {} (saved on it)", crate::shorten(signal, 40));

@@ -480,14 +480,7 @@ impl KerasCheckpoint {
             let Some(document) = opened.head()?.training_state()? else {
                 return Ok(());
             };
-            match inner
-                .cb
-                .state_key()
-                .and_then(|key| document.callbacks.get(&key))
-            {
-                Some(state) => inner.cb.check_state(state),
-                None => Ok(()),
-            }
+            model_checkpoint::restore::check_states(&document.callbacks, &[&mut inner.cb])
         })
         .map_err(to_py)
     }

@@ -532,6 +532,26 @@ pub fn restore_from_sharded(
     )
 }
 
+/// Asks each of `callbacks` whether it takes the state `states` (a training document's
+/// `callbacks`) keeps under its key ([`Callback::check_state`]), changing nothing: what a
+/// restore does before it changes anything, and what a caller restoring callbacks one at a
+/// time asks of all of them first.
+///
+/// # Errors
+///
+/// The first refusal.
+pub fn check_states(
+    states: &BTreeMap<String, serde_json::Value>,
+    callbacks: &[&mut dyn Callback],
+) -> Result<(), Error> {
+    for cb in callbacks {
+        if let Some(state) = cb.state_key().and_then(|key| states.get(&key)) {
+            cb.check_state(state)?;
+        }
+    }
+    Ok(())
+}
+
 fn restore_with(
     file: &CheckpointFile,
     sharded: Option<(&ShardedCheckpoint, &BTreeMap<String, Placement>)>,
@@ -581,11 +601,7 @@ fn restore_with(
     };
     // Every callback is asked first: a refusal leaves the model and the callbacks as
     // they were.
-    for cb in callbacks.iter() {
-        if let Some(saved) = cb.state_key().and_then(|key| saved_callbacks.get(&key)) {
-            cb.check_state(saved)?;
-        }
-    }
+    check_states(&saved_callbacks, callbacks)?;
     model.restore_weights(&weights)?;
     model.restore_training_state(&training, &document)?;
     let mut restored_callbacks = Vec::new();
