@@ -167,6 +167,34 @@ fn a_failed_background_save_surfaces_at_the_next_hook_and_at_train_end() {
     assert!(cb.on_train_end(&Logs::new(), &mut ctx).is_err());
 }
 
+/// Keras makes a save's folder at every save; a background save makes it on the writer
+/// (the hook no longer looks once the folder is made and locked), so a folder removed
+/// while training runs is made again by the next save, in every way a save is handed over.
+#[test]
+fn a_folder_removed_between_background_saves_is_made_again_by_the_next_save() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("run");
+    let toy = Toy::new();
+    for weights_only in [false, true] {
+        let mut cb = ModelCheckpoint::new(folder.join("w{epoch}.safetensors"))
+            .save_weights_only(weights_only)
+            .background(true);
+        let mut ctx = Context::new(&toy);
+        cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+        for epoch in 0..3 {
+            cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+                .expect("epoch begin");
+            cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+                .expect("epoch end");
+            cb.flush().expect("saved");
+            let saved = folder.join(format!("w{}.safetensors", epoch + 1));
+            CheckpointFile::open(&saved, Verify::Full).expect("the save is there and whole");
+            std::fs::remove_dir_all(&folder).expect("remove the folder");
+        }
+        cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+    }
+}
+
 /// A tensor that other threads can read (as candle's are): shared storage behind a lock.
 #[derive(Clone)]
 struct Shared(std::sync::Arc<std::sync::RwLock<Vec<u8>>>);

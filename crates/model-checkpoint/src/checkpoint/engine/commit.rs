@@ -171,10 +171,12 @@ impl Engine {
         let Planned { job, pending } = planned;
         let mut options = self.config.options.clone();
         options.commit = job.commit;
+        let folder = self.folder_to_make(&job.path);
         let (name, kind) = (job.path, job.kind);
         // The frozen copy and the description stay in the closure, which goes back to the
         // training thread to be dropped (see `background`): the writer works on a clone.
         let produce: ProduceFn<Written> = Box::new(move |storage| {
+            make_folder(storage, folder.as_ref())?;
             let (tensors, info) = assemble(&*frozen, described.clone())?;
             let info = info.render(&name)?;
             store::save_to(storage, &name, kind, &tensors, &info, &options).map(Written::File)
@@ -217,6 +219,7 @@ impl Engine {
         let mut options = self.config.options.clone();
         options.commit = job.commit;
         let name = job.path.clone();
+        let folder = self.folder_to_make(&name);
         if !self.config.background || job.interrupt() {
             // Every earlier save first, so that this one is the newest when it returns; their
             // failure is reported, after this save is made.
@@ -225,8 +228,8 @@ impl Engine {
             } else {
                 Ok(())
             };
-            let saved = info
-                .render(&name)
+            let saved = make_folder(&*self.config.storage, folder.as_ref())
+                .and_then(|()| info.render(&name))
                 .and_then(|info| {
                     store::save_to(
                         &*self.config.storage,
@@ -246,6 +249,7 @@ impl Engine {
         // thread to be freed (see `background`).
         let write: WriteFn<Written> = Box::new(move |storage, named| {
             let named = named?;
+            make_folder(storage, folder.as_ref())?;
             let info = info.render(&name)?;
             store::save_to(storage, &name, kind, &named, &info, &options).map(Written::File)
         });
@@ -390,9 +394,15 @@ impl Engine {
     /// about to delete is written before the delete, which then finds a file it did not
     /// decide on and leaves it. Where the writer cannot take it, it runs here.
     fn send_aftercare(&mut self) -> Result<(), Error> {
+        self.do_aftercare(true)
+    }
+
+    /// Does the aftercare of the saves settled so far: on the writer thread (after what it
+    /// holds) when `on_writer`, else here; here too where the writer cannot take it.
+    fn do_aftercare(&mut self, on_writer: bool) -> Result<(), Error> {
         let mut first = Ok(());
         for run in std::mem::take(&mut self.pending_aftercare) {
-            let mut run = match self.writer.as_mut() {
+            let mut run = match self.writer.as_mut().filter(|_| on_writer) {
                 Some(writer) => match writer.run(run) {
                     Ok(()) => continue,
                     Err(run) => run,
@@ -468,7 +478,11 @@ impl Engine {
         self.settle_collection();
         let mut first = None;
         loop {
-            if let Err(e) = self.send_aftercare() {
+            // Once the writer holds nothing, what follows the last saves is done here: this
+            // thread waits for it anyway, and handing it to the idle writer would cost a
+            // wake-up each way (the end of every `fit` with background saves).
+            let idle = self.writer.as_ref().is_none_or(|w| w.in_flight() == 0);
+            if let Err(e) = self.do_aftercare(!idle) {
                 keep_first(&mut first, e);
             }
             // Settling a save readies its aftercare, sent at the next turn.
@@ -545,6 +559,12 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Makes the folder a background save's hook left to the thread that writes it (see
+/// `Engine::folder_to_make`).
+fn make_folder(storage: &dyn crate::store::Storage, folder: Option<&Name>) -> Result<(), Error> {
+    folder.map_or(Ok(()), |dir| storage.prepare_dir(dir))
 }
 
 /// What a save records besides the model's tensors and values (see `Engine::describe`).

@@ -277,6 +277,8 @@ pub(crate) struct Engine {
     /// Whether the model was seen to hand over the training state a full checkpoint needs
     /// (checked once, before the first full save's message).
     full_checked: bool,
+    /// The folder the last save made (or found) in the hook: see [`Engine::prepare_folder`].
+    folder_made: Option<Name>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -319,6 +321,7 @@ impl Engine {
             collecting: None,
             warned_other_runs: false,
             full_checked: false,
+            folder_made: None,
         }
     }
 
@@ -349,6 +352,12 @@ impl Engine {
     /// system's limits here, where it is created (Keras fails here too).
     /// `makes_folder` is Keras's rule for which folders it makes (tf.keras 2 makes none
     /// under `gs://`).
+    ///
+    /// Once a background save has made the folder and its lock is held, later saves to the
+    /// same folder leave making it again to the writer thread, just before it writes there
+    /// ([`Engine::folder_to_make`]): looking the folder up costs the hook a walk of its path
+    /// in the kernel (about a third of a small model's hook), and a folder removed while
+    /// training runs is still made again at the next save, as Keras does.
     pub fn prepare_folder(
         &mut self,
         path: &Name,
@@ -357,11 +366,25 @@ impl Engine {
         let dir = path.parent();
         if !dir.is_top() {
             names::check_length(dir.as_str())?;
-            if makes_folder(&dir) {
+            if makes_folder(&dir) && self.folder_to_make(path).is_none() {
                 self.config.storage.prepare_dir(&dir)?;
+                self.folder_made = Some(dir);
             }
         }
         self.ensure_lock()
+    }
+
+    /// The folder that a background save to `path` makes before writing (on the writer
+    /// thread, or here for a save on a signal), because the hook left that to it: the
+    /// folder the previous save made, once its lock is held. Saves that write folders
+    /// (sharded, deduplicated) make theirs in the hook.
+    fn folder_to_make(&self, path: &Name) -> Option<Name> {
+        let writes_one_file =
+            self.config.background && !self.config.dedup && self.config.folder_ranks().is_none();
+        if !writes_one_file || self.lock.is_none() {
+            return None;
+        }
+        self.folder_made.clone().filter(|dir| *dir == path.parent())
     }
 
     /// Takes the folder's lock (and clears stale temporary files) if not held yet and the
