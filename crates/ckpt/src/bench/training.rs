@@ -358,24 +358,26 @@ fn timed_fit(
                 // history, rewritten at each epoch, as `ckpt train --async` keeps them.
                 cb = cb.journal(true).save_last(true).keep_last(2);
             }
-            let mut logger =
-                model_checkpoint::CsvLogger::new(dir.join("history.csv")).background(true);
             let mut timed = Timed {
                 inner: &mut cb,
                 time: HookTime::default(),
                 epoch_round: false,
             };
-            let mut timed_logger = Timed {
-                inner: &mut logger,
-                time: HookTime::default(),
-                epoch_round: false,
-            };
-            if keeping {
+            let b = if keeping {
+                let mut logger =
+                    model_checkpoint::CsvLogger::new(dir.join("history.csv")).background(true);
+                let mut timed_logger = Timed {
+                    inner: &mut logger,
+                    time: HookTime::default(),
+                    epoch_round: false,
+                };
                 trainer.fit(data, &options, &mut [&mut timed_logger, &mut timed])?;
+                timed_logger.time
             } else {
                 trainer.fit(data, &options, &mut [&mut timed])?;
-            }
-            let (a, b) = (timed.time, timed_logger.time);
+                HookTime::default()
+            };
+            let a = timed.time;
             HookTime {
                 begin: a.begin + b.begin,
                 epochs: a.epochs + b.epochs,

@@ -78,8 +78,14 @@ impl Engine {
         // Every planned save is tried (a save on a signal, planned after a failed one, is
         // the last chance to keep the run's progress); the first failure is returned.
         let mut first = Ok(());
-        while !self.planned.is_empty() {
-            let own = state_of(self.promised());
+        while let Some(next) = self.planned.first() {
+            // Only a full checkpoint carries this callback's state (as promised: with this
+            // save and those planned after it counted).
+            let own = if next.job.kind == Kind::Full {
+                state_of(self.promised())
+            } else {
+                None
+            };
             let planned = self.planned.remove(0);
             let written = match self.frozen_model(&planned, ctx) {
                 Some(frozen) => self.hand_frozen(planned, ctx, key, own, frozen),
