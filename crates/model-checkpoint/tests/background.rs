@@ -169,30 +169,117 @@ fn a_failed_background_save_surfaces_at_the_next_hook_and_at_train_end() {
 
 /// Keras makes a save's folder at every save; a background save makes it on the writer
 /// (the hook no longer looks once the folder is made and locked), so a folder removed
-/// while training runs is made again by the next save, in every way a save is handed over.
+/// while training runs is made again by the next save, whichever way the save is handed
+/// over: a copy in the hook, a copy behind the loop's fence, a frozen copy of the model.
 #[test]
 fn a_folder_removed_between_background_saves_is_made_again_by_the_next_save() {
     let dir = tempfile::tempdir().expect("tempdir");
     let folder = dir.path().join("run");
     let toy = Toy::new();
-    for weights_only in [false, true] {
+    let shared = SharedModel(Shared(std::sync::Arc::new(std::sync::RwLock::new(
+        vec![3u8; 4096],
+    ))));
+    let values = Values {
+        w: RefCell::new(std::sync::Arc::new(vec![0.0; 4096])),
+        steps: std::cell::Cell::new(0),
+        taken: std::cell::Cell::new(0),
+        failing: std::cell::Cell::new(false),
+    };
+    let fence = model_checkpoint::SnapshotFence::new();
+    let models: [(&str, &dyn Checkpointable, bool); 4] = [
+        ("a copy in the hook, full", &toy, false),
+        ("a copy in the hook, weights only", &toy, false),
+        ("a copy behind the fence", &shared, true),
+        ("a frozen copy", &values, false),
+    ];
+    for (i, (how, model, with_fence)) in models.into_iter().enumerate() {
         let mut cb = ModelCheckpoint::new(folder.join("w{epoch}.safetensors"))
-            .save_weights_only(weights_only)
+            .save_weights_only(i == 1)
             .background(true);
-        let mut ctx = Context::new(&toy);
-        cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+        let context = || {
+            let ctx = Context::new(model);
+            if with_fence {
+                ctx.with_fence(&fence)
+            } else {
+                ctx
+            }
+        };
+        cb.on_train_begin(&Logs::new(), &mut context())
+            .expect("begin");
         for epoch in 0..3 {
-            cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            cb.on_epoch_begin(epoch, &Logs::new(), &mut context())
                 .expect("epoch begin");
-            cb.on_epoch_end(epoch, &Logs::new(), &mut ctx)
+            cb.on_epoch_end(epoch, &Logs::new(), &mut context())
                 .expect("epoch end");
-            cb.flush().expect("saved");
+            fence.wait();
+            cb.flush()
+                .unwrap_or_else(|e| panic!("{how}: epoch {epoch}: {e}"));
             let saved = folder.join(format!("w{}.safetensors", epoch + 1));
-            CheckpointFile::open(&saved, Verify::Full).expect("the save is there and whole");
+            CheckpointFile::open(&saved, Verify::Full)
+                .unwrap_or_else(|e| panic!("{how}: epoch {epoch}: the save is not whole: {e}"));
             std::fs::remove_dir_all(&folder).expect("remove the folder");
         }
-        cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
+        cb.on_train_end(&Logs::new(), &mut context()).expect("end");
     }
+}
+
+/// The aftercare of the last saves runs on the training thread once the writer is idle
+/// (`flush`, `on_train_end`): a storage that panics there (a bug) fails that aftercare
+/// alone, as it would on the writer, rather than unwinding out of the hook.
+#[test]
+fn an_aftercare_that_panics_at_the_end_of_training_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = std::sync::Arc::new(ThreadLog::default());
+    let toy = Toy::new();
+    let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
+        .storage(storage.clone())
+        .background(true);
+    let mut ctx = Context::new(&toy);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    cb.on_epoch_end(0, &Logs::new(), &mut ctx)
+        .expect("handed over");
+    storage.panic_on_puts();
+    let err = cb
+        .on_train_end(&Logs::new(), &mut ctx)
+        .expect_err("the marker's write panicked");
+    assert!(
+        matches!(&err, Error::Writer { reason, .. } if reason.contains("panicked")),
+        "{err}"
+    );
+    CheckpointFile::open(&dir.path().join("w1.safetensors"), Verify::Full)
+        .expect("the save itself was made");
+}
+
+/// tf.keras 2 makes the folder before it looks at the monitor, so an epoch that does not
+/// save still leaves the folder (trace `missing_monitor_dir_created`): where the hook left
+/// making it to the writer and no save follows, the hook makes it after all.
+#[test]
+fn an_epoch_that_does_not_save_still_makes_the_folder_as_tf_keras_2_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("run");
+    let toy = Toy::new();
+    let mut cb = ModelCheckpoint::new(folder.join("w{epoch}.safetensors"))
+        .monitor("loss")
+        .save_best_only(true)
+        .background(true);
+    let mut ctx = Context::new(&toy);
+    cb.on_train_begin(&Logs::new(), &mut ctx).expect("begin");
+    for (epoch, loss) in [(0, 1.0), (1, 2.0)] {
+        if epoch == 1 {
+            std::fs::remove_dir_all(&folder).expect("remove the folder");
+        }
+        cb.on_epoch_begin(epoch, &Logs::new(), &mut ctx)
+            .expect("epoch begin");
+        cb.on_epoch_end(epoch, &Logs::from([("loss", loss)]), &mut ctx)
+            .expect("epoch end");
+        cb.flush().expect("flushed");
+    }
+    assert!(
+        folder.is_dir(),
+        "the epoch that did not improve made the folder again"
+    );
+    assert_eq!(cb.saves(), 1);
+    cb.on_train_end(&Logs::new(), &mut ctx).expect("end");
 }
 
 /// A tensor that other threads can read (as candle's are): shared storage behind a lock.

@@ -17,6 +17,8 @@ pub struct ThreadLog {
     changed: std::sync::Condvar,
     /// Creating an object whose name ends with this panics (a storage's bug).
     panics_on: std::sync::Mutex<Option<String>>,
+    /// Whether `put_if_absent` (a marker's write) panics.
+    puts_panic: std::sync::atomic::AtomicBool,
 }
 
 impl ThreadLog {
@@ -47,6 +49,13 @@ impl ThreadLog {
     #[allow(dead_code)]
     pub fn panic_on(&self, suffix: &str) {
         *self.panics_on.lock().expect("panics") = Some(suffix.to_owned());
+    }
+
+    /// Makes every `put_if_absent` (a save's marker, in its aftercare) panic.
+    #[allow(dead_code)]
+    pub fn panic_on_puts(&self) {
+        self.puts_panic
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The operations so far (thread, operation, name), emptying the record.
@@ -88,6 +97,9 @@ impl model_checkpoint::store::Storage for ThreadLog {
         bytes: &[u8],
     ) -> Result<bool, Error> {
         self.note("put", name);
+        if self.puts_panic.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("the storage panics on {name}");
+        }
         self.inner.put_if_absent(name, bytes)
     }
     fn open(

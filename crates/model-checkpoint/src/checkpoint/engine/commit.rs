@@ -404,7 +404,8 @@ impl Engine {
     }
 
     /// Does the aftercare of the saves settled so far: on the writer thread (after what it
-    /// holds) when `on_writer`, else here; here too where the writer cannot take it.
+    /// holds) when `on_writer`, else here; here too where the writer cannot take it. Done
+    /// here, a panic (a storage's bug) fails that aftercare alone, as on the writer.
     fn do_aftercare(&mut self, on_writer: bool) -> Result<(), Error> {
         let mut first = Ok(());
         for run in std::mem::take(&mut self.pending_aftercare) {
@@ -415,8 +416,23 @@ impl Engine {
                 },
                 None => run,
             };
-            if let Written::Aftercare(done) = run(&*self.config.storage) {
-                first = first_failure(first, self.after(done));
+            let storage = &*self.config.storage;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(storage))) {
+                Ok(Written::Aftercare(done)) => first = first_failure(first, self.after(done)),
+                Ok(_) => {}
+                Err(panic) => {
+                    let reason = format!(
+                        "the work after a save panicked: {}",
+                        crate::error::panic_message(&*panic)
+                    );
+                    first = first_failure(
+                        first,
+                        Err(Error::Writer {
+                            reason,
+                            source: None,
+                        }),
+                    );
+                }
             }
         }
         first

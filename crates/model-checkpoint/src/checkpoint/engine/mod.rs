@@ -374,6 +374,16 @@ impl Engine {
         self.ensure_lock()
     }
 
+    /// Makes the folder [`Engine::prepare_folder`] left to the writer for a save to `path`,
+    /// for an attempt that saves nothing after all (tf.keras 2 makes the folder before it
+    /// looks at the monitor, whether or not it saves).
+    pub fn make_folder_left_to_writer(&self, path: &Name) -> Result<(), crate::Error> {
+        match self.folder_to_make(path) {
+            Some(dir) => self.config.storage.prepare_dir(&dir),
+            None => Ok(()),
+        }
+    }
+
     /// The folder that a background save to `path` makes before writing (on the writer
     /// thread, or here for a save on a signal), because the hook left that to it: the
     /// folder the previous save made, once its lock is held. Saves that write folders

@@ -86,6 +86,16 @@ impl ModelCheckpoint {
         }
         let monitor = self.decisions.monitor.clone();
         let verdict = self.decisions.judge(logs)?;
+        let saves = match verdict {
+            Verdict::MonitorMissing => rules.missing_monitor_saves(),
+            Verdict::NotImproved { .. } => false,
+            Verdict::Improved { .. } | Verdict::Save => true,
+        };
+        if rules.folder_before_monitor() && !saves {
+            // tf.keras made the folder whether or not a save follows; where the hook left
+            // that to the writer (see `Engine::prepare_folder`), none will.
+            self.engine.make_folder_left_to_writer(&name)?;
+        }
         match verdict {
             Verdict::MonitorMissing => {
                 log::warn!(target: "model_checkpoint", "{}", rules.monitor_missing(&monitor));
