@@ -152,20 +152,29 @@ fn run_job<W: 'static>(storage: &dyn Storage, job: Job<W>) -> Outcome<W> {
 /// failed, and the thread goes on with the next. Whatever the job held was dropped while
 /// unwinding (a fence it held is let go).
 fn panicked<W>(of: Of, panic: &(dyn std::any::Any + Send)) -> Outcome<W> {
-    let message = crate::error::panic_message(panic);
+    Outcome {
+        result: Err(panic_error(of, panic, " on the writer thread")),
+        buffers: None,
+        leftovers: None,
+        of,
+    }
+}
+
+/// The error a job that panicked fails with, `place` saying where it ran: on the writer
+/// thread, or on the training thread (the last aftercare, which `Engine::flush` runs itself
+/// once the writer is idle).
+pub(crate) fn panic_error(of: Of, panic: &(dyn std::any::Any + Send), place: &str) -> Error {
     let what = if of == Of::Save {
         "a save"
     } else {
         "the work after a save"
     };
-    Outcome {
-        result: Err(Error::Writer {
-            reason: format!("{what} panicked on the writer thread: {message}"),
-            source: None,
-        }),
-        buffers: None,
-        leftovers: None,
-        of,
+    Error::Writer {
+        reason: format!(
+            "{what} panicked{place}: {}",
+            crate::error::panic_message(panic)
+        ),
+        source: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::super::background::{BackgroundWriter, Of, Outcome, ProduceFn, WriteFn};
+use super::super::background::{panic_error, BackgroundWriter, Of, Outcome, ProduceFn, WriteFn};
 use super::{Engine, Fate, Job, Pending, Planned, Saved, Shard, Written};
 use crate::callback::Context;
 use crate::document::TrainingDocument;
@@ -421,17 +421,8 @@ impl Engine {
                 Ok(Written::Aftercare(done)) => first = first_failure(first, self.after(done)),
                 Ok(_) => {}
                 Err(panic) => {
-                    let reason = format!(
-                        "the work after a save panicked: {}",
-                        crate::error::panic_message(&*panic)
-                    );
-                    first = first_failure(
-                        first,
-                        Err(Error::Writer {
-                            reason,
-                            source: None,
-                        }),
-                    );
+                    let error = panic_error(Of::Other, &*panic, " on the training thread");
+                    first = first_failure(first, Err(error));
                 }
             }
         }
@@ -585,7 +576,10 @@ impl Engine {
 
 /// Makes the folder a background save's hook left to the thread that writes it (see
 /// `Engine::folder_to_make`).
-fn make_folder(storage: &dyn crate::store::Storage, folder: Option<&Name>) -> Result<(), Error> {
+pub(super) fn make_folder(
+    storage: &dyn crate::store::Storage,
+    folder: Option<&Name>,
+) -> Result<(), Error> {
     folder.map_or(Ok(()), |dir| storage.prepare_dir(dir))
 }
 

@@ -378,10 +378,7 @@ impl Engine {
     /// for an attempt that saves nothing after all (tf.keras 2 makes the folder before it
     /// looks at the monitor, whether or not it saves).
     pub fn make_folder_left_to_writer(&self, path: &Name) -> Result<(), crate::Error> {
-        match self.folder_to_make(path) {
-            Some(dir) => self.config.storage.prepare_dir(&dir),
-            None => Ok(()),
-        }
+        commit::make_folder(&*self.config.storage, self.folder_to_make(path).as_ref())
     }
 
     /// The folder that a background save to `path` makes before writing (on the writer
