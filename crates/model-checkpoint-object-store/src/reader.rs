@@ -6,8 +6,8 @@
 //! to 8 in flight (the parts' requests run at once on the backend's runtime), so that a
 //! sequential load runs at a parallel download's speed while a reader that looks at a few
 //! KiB fetches one part. A large verified read (a tensor's bytes and their CRC-32) is
-//! fetched as 8 MiB parts, 8 at a time, each written straight into its place and
-//! checksummed as it arrives.
+//! fetched as 8 parts at once (of at most 8 MiB: more parts beyond 64 MiB, 8 in flight),
+//! each written straight into its place and checksummed as it arrives.
 
 use std::io;
 use std::sync::Arc;
@@ -311,7 +311,10 @@ impl RemoteReader {
             }
         }
         use futures_util::{StreamExt, TryStreamExt};
-        let parts = buf.chunks_mut(PART).scan(offset, |at, part| {
+        // As many parts as may be in flight, of at most `PART` bytes: a tensor of 32 MiB is
+        // eight requests of 4 MiB at once, not four of 8 MiB.
+        let part_len = buf.len().div_ceil(PARTS_IN_FLIGHT).clamp(1, PART);
+        let parts = buf.chunks_mut(part_len).scan(offset, |at, part| {
             let from = *at;
             *at += part.len() as u64;
             Some((from, part))

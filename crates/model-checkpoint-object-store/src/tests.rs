@@ -375,6 +375,22 @@ fn a_read_after_a_large_one_fetches_one_part_not_the_queue_it_skipped() {
         1,
         "the small read after the large one is one request"
     );
+
+    // A large tensor is fetched as many parts at once as may be in flight: d's 40 MiB as
+    // eight requests of 5 MiB, not five of 8 MiB (read alone, nothing fetched ahead).
+    let alone = CheckpointFile::open_in(
+        &s,
+        &Name::from("s3://bucket/parts.safetensors"),
+        Verify::HeaderOnly,
+    )
+    .expect("open");
+    let before = counting.gets.load(Ordering::SeqCst);
+    assert!(alone.read("d").expect("d") == bytes_of(&tensors[3]));
+    assert_eq!(
+        counting.gets.load(Ordering::SeqCst) - before,
+        crate::READ_PARTS_IN_FLIGHT,
+        "a large tensor's parts"
+    );
 }
 
 #[test]

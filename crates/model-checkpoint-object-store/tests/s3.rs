@@ -655,7 +655,7 @@ fn large_tensors_are_read_as_parallel_parts_each_checked() {
     };
     let storage = server.storage();
     let name = server.url("parts/big.safetensors");
-    // Three tensors of 20 MiB: each read as three ranged parts at once (8, 8 and 4 MiB).
+    // Three tensors of 20 MiB: each read as eight ranged parts of 2.5 MiB at once.
     let floats = 5 << 20;
     save(&storage, &name, floats, 1, Commit::Replace).expect("save");
     let expected: Vec<Vec<u8>> = tensors(floats, 1)
