@@ -22,7 +22,8 @@ use crate::Inner;
 
 /// What the opening request reads: enough for the length prefix and a typical header.
 const OPENING_BYTES: u64 = 256 << 10;
-/// The size of each part a reader fetches (ahead, or of a large verified read).
+/// The size of each part a reader fetches ahead, and the largest part of a large verified
+/// read (which is cut into eight parts up to 64 MiB).
 pub const READ_PART: usize = 8 << 20;
 const PART: usize = READ_PART;
 /// The most parts one reader fetches ahead of the one it is reading.

@@ -677,7 +677,8 @@ fn large_tensors_are_read_as_parallel_parts_each_checked() {
         assert!(file.read(&format!("t{i}")).expect("read") == *bytes, "t{i}");
     }
 
-    // One byte flipped in the middle part of t1: t1 fails its checksum, t0 still reads.
+    // One byte flipped 10 MiB into t1 (its fifth part): t1 fails its checksum, t0 still
+    // reads.
     let whole = read_all(&storage, &name);
     // Where t1's bytes start: its first values are found once in the object.
     let t1_start = whole
