@@ -99,15 +99,14 @@ impl ModelCheckpoint {
         match verdict {
             Verdict::MonitorMissing => {
                 log::warn!(target: "model_checkpoint", "{}", rules.monitor_missing(&monitor));
-                if !rules.missing_monitor_saves() {
-                    return Ok(true);
-                }
             }
             Verdict::NotImproved { best } => {
                 self.say(&rules.not_improved(epoch, &monitor, best));
-                return Ok(true);
             }
             Verdict::Improved { .. } | Verdict::Save => {}
+        }
+        if !saves {
+            return Ok(true);
         }
         self.engine.check_reserved(&filepath)?;
         let kind = self.decisions.kind();
