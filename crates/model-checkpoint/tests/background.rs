@@ -176,15 +176,8 @@ fn a_folder_removed_between_background_saves_is_made_again_by_the_next_save() {
     let dir = tempfile::tempdir().expect("tempdir");
     let folder = dir.path().join("run");
     let toy = Toy::new();
-    let shared = SharedModel(Shared(std::sync::Arc::new(std::sync::RwLock::new(
-        vec![3u8; 4096],
-    ))));
-    let values = Values {
-        w: RefCell::new(std::sync::Arc::new(vec![0.0; 4096])),
-        steps: std::cell::Cell::new(0),
-        taken: std::cell::Cell::new(0),
-        failing: std::cell::Cell::new(false),
-    };
+    let shared = SharedModel::new(vec![3u8; 4096]);
+    let values = Values::new();
     let fence = model_checkpoint::SnapshotFence::new();
     let models: [(&str, &dyn Checkpointable, bool); 4] = [
         ("a copy in the hook, full", &toy, false),
@@ -303,6 +296,12 @@ impl model_checkpoint::TensorData for Shared {
 
 struct SharedModel(Shared);
 
+impl SharedModel {
+    fn new(bytes: Vec<u8>) -> Self {
+        SharedModel(Shared(std::sync::Arc::new(std::sync::RwLock::new(bytes))))
+    }
+}
+
 impl Checkpointable for SharedModel {
     fn weights(&self) -> Result<Vec<NamedTensor<'_>>, Error> {
         Ok(vec![NamedTensor::new("w", self.0.clone())])
@@ -322,9 +321,7 @@ impl Checkpointable for SharedModel {
 #[test]
 fn with_a_fence_the_copy_happens_after_the_hook_and_before_the_next_change() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let model = SharedModel(Shared(std::sync::Arc::new(std::sync::RwLock::new(
-        vec![7u8; 32 << 20],
-    ))));
+    let model = SharedModel::new(vec![7u8; 32 << 20]);
     let fence = model_checkpoint::SnapshotFence::new();
     let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors")).background(true);
     for epoch in 0..3u8 {
@@ -777,6 +774,18 @@ struct Values {
     failing: std::cell::Cell<bool>,
 }
 
+impl Values {
+    /// 4096 zeros, no step taken, frozen copies that hand over their weights.
+    fn new() -> Self {
+        Values {
+            w: RefCell::new(std::sync::Arc::new(vec![0.0; 4096])),
+            steps: std::cell::Cell::new(0),
+            taken: std::cell::Cell::new(0),
+            failing: std::cell::Cell::new(false),
+        }
+    }
+}
+
 /// [`Values`] as they were at a save.
 struct FrozenValues {
     w: std::sync::Arc<Vec<f32>>,
@@ -837,12 +846,7 @@ impl Checkpointable for FrozenValues {
 #[test]
 fn a_model_that_offers_frozen_copies_is_read_on_the_writer_as_it_was_at_the_hook() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let model = Values {
-        w: RefCell::new(std::sync::Arc::new(vec![0.0; 4096])),
-        steps: std::cell::Cell::new(0),
-        taken: std::cell::Cell::new(0),
-        failing: std::cell::Cell::new(false),
-    };
+    let model = Values::new();
     let mut cb = ModelCheckpoint::new(dir.path().join("w{epoch}.safetensors"))
         .background(true)
         .max_saves_in_flight(3);
