@@ -1,8 +1,14 @@
 //! The tensor framework `ckpt train` trains with: candle (the default) or burn. Both train
 //! the same MLP (same names, layouts and initial weights for a seed) through the same `fit`
 //! loop, and write the same files.
+//!
+//! burn is the `burn` feature, not in the default build: it is two fifths of what a clean
+//! `cargo build --release -p ckpt` compiles (README, "The first build"). A `ckpt` built
+//! without it still parses `--framework burn` (and a resumed burn checkpoint's record), and
+//! refuses it by name.
 
 use model_checkpoint::Logs;
+#[cfg(feature = "burn")]
 use model_checkpoint_burn::{cpu, cpu_autodiff, BurnStep, Mlp};
 use model_checkpoint_candle::{Adam, CandleStep, Model, ParamsAdam};
 use model_checkpoint_fit::{Dataset, Step};
@@ -31,9 +37,24 @@ impl Framework {
     }
 }
 
+/// Whether this `ckpt` trains burn (the `burn` feature).
+pub(crate) const HAS_BURN: bool = cfg!(feature = "burn");
+
+/// Why `what` cannot run in a `ckpt` built without burn.
+#[cfg(not(feature = "burn"))]
+fn without_burn(what: &str) -> Failure {
+    format!(
+        "{what}: this ckpt is built without burn (the `burn` feature, left out of the default \
+         build to keep it small): build it with `cargo build --release -p ckpt --features burn`, \
+         or train with --framework candle"
+    )
+    .into()
+}
+
 /// `ckpt train` trains burn on Flex, on the CPU. burn itself reads `BURN_DEVICE` where
 /// it makes tensors on its default device (restored optimizer state), and panics on a
 /// backend this build lacks: any value but `flex` is refused up front, by name.
+#[cfg(feature = "burn")]
 fn check_burn_device() -> Result<(), Failure> {
     match std::env::var_os("BURN_DEVICE") {
         None => Ok(()),
@@ -61,6 +82,7 @@ impl MlpStep for CandleStep {
     }
 }
 
+#[cfg(feature = "burn")]
 impl MlpStep for BurnStep<Mlp> {
     fn learning_rate(&self) -> f64 {
         BurnStep::learning_rate(self)
@@ -87,6 +109,9 @@ pub(crate) fn trainer(
             let optimizer = Adam::new(model.named_vars(), ParamsAdam::default().lr(learning_rate))?;
             Box::new(CandleStep::new(model, optimizer))
         }
+        #[cfg(not(feature = "burn"))]
+        Framework::Burn => return Err(without_burn("--framework burn")),
+        #[cfg(feature = "burn")]
         Framework::Burn => {
             check_burn_device()?;
             let device = cpu_autodiff();
@@ -114,6 +139,9 @@ pub(crate) fn evaluate_weights(
             let step = CandleStep::new(fresh, Adam::new(vec![], ParamsAdam::default())?);
             model_checkpoint_fit::Trainer::new(step).evaluate(data, batch_size)?
         }
+        #[cfg(not(feature = "burn"))]
+        Framework::Burn => return Err(without_burn("weights written by burn")),
+        #[cfg(feature = "burn")]
         Framework::Burn => {
             let fresh =
                 model_checkpoint_burn::load_weights_from(Mlp::new(sizes, seed, &cpu())?, weights)?;

@@ -139,7 +139,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_name = "HEX")]
     run_id: Option<String>,
     /// The framework to train with: candle or burn (the same MLP, the same loop, the same
-    /// files; a resume keeps the framework the checkpoint was trained with).
+    /// files; a resume keeps the framework the checkpoint was trained with). burn needs a
+    /// ckpt built with `--features burn`.
     #[arg(long, value_enum, default_value_t = Framework::Candle)]
     framework: Framework,
     /// Which Keras's ModelCheckpoint to imitate: 2 (tf.keras 2.x: best starts at ±inf, the

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ckpt, ckpt_with, text, train_args};
+use common::{ckpt, ckpt_with, has_burn, text, train_args};
 
 #[test]
 fn train_saves_and_reloads_the_best_checkpoint() {
@@ -267,8 +267,30 @@ fn listing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::Sy
     out
 }
 
+/// A ckpt built without burn (the default build) refuses `--framework burn` by name, with
+/// exit status 2, before it writes anything. Run by `.ci/run` with `cargo test -p ckpt
+/// --test train` (no `burn` feature).
+#[cfg(not(feature = "burn"))]
+#[test]
+fn a_ckpt_built_without_burn_refuses_it_by_name_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ckpt(dir.path(), &train_args(&["--framework", "burn"]));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("--framework burn") && stderr.contains("--features burn"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+    assert!(left.is_empty(), "a refused run wrote {left:?}");
+}
+
 #[test]
 fn burn_trains_the_same_mlp_to_the_same_bar_and_keeps_its_framework_on_resume() {
+    if !has_burn("burn's training") {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let out = ckpt(
         dir.path(),

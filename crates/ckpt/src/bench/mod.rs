@@ -97,7 +97,7 @@ pub(crate) struct BenchArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Measurement {
     /// Training samples/s on digits (10 epochs, MLP 64-64-10, Adam, batch 32), candle and
-    /// burn: no callback, a full checkpoint every epoch, weights every epoch, full
+    /// burn (burn where ckpt is built with `--features burn`): no callback, a full checkpoint every epoch, weights every epoch, full
     /// checkpoints saved in the background, and the same with a journal, save_last,
     /// keep_last 2 and a history written in the background; and the callbacks' time on the
     /// training thread (per save, at on_train_begin, at on_train_end).

@@ -411,14 +411,19 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
         Setup::Background,
         Setup::BackgroundKeeping,
     ];
-    let frameworks = [Framework::Candle, Framework::Burn];
+    // burn where this ckpt is built with it (the `burn` feature).
+    let frameworks: &[Framework] = if framework::HAS_BURN {
+        &[Framework::Candle, Framework::Burn]
+    } else {
+        &[Framework::Candle]
+    };
     let pairs: Vec<(Framework, Setup)> = frameworks
         .iter()
         .flat_map(|&f| setups.iter().map(move |&s| (f, s)))
         .collect();
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); pairs.len()];
     let mut hooks: Vec<Vec<HookTime>> = vec![Vec::new(); pairs.len()];
-    for &f in &frameworks {
+    for &f in frameworks {
         timed_fit(&data, f, Setup::Plain, dir)?;
     }
     // The order rotates every round, so that no side always follows the same other one.
@@ -470,14 +475,19 @@ pub(super) fn train_throughput(runs: u32, dir: &Path) -> Result<serde_json::Valu
     };
     let (candle, burn) = med.split_at(setups.len());
     let (candle_hooks, burn_hooks) = hook_med.split_at(setups.len());
-    Ok(json!({
+    let mut out = json!({
         "bench": "train_throughput", "epochs": 10, "train_samples": train_samples, "runs": runs,
         "model": "MLP 64-64-10, Adam, batch 32",
         "candle": per_framework(candle, candle_hooks),
-        "burn": per_framework(burn, burn_hooks),
-        "burn_time_over_candle_plain": ratio(burn[0], candle[0]),
-        "burn_time_over_candle_full_checkpoint": ratio(burn[1], candle[1]),
-    }))
+    });
+    if burn.is_empty() {
+        out["burn"] = json!("not measured: this ckpt is built without burn (--features burn)");
+    } else {
+        out["burn"] = per_framework(burn, burn_hooks);
+        out["burn_time_over_candle_plain"] = json!(ratio(burn[0], candle[0]));
+        out["burn_time_over_candle_full_checkpoint"] = json!(ratio(burn[1], candle[1]));
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------

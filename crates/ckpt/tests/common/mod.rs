@@ -133,6 +133,22 @@ pub fn assert_same_state_with(dir: &Path, env: &[(&str, String)], a: &str, b: &s
 #[path = "../../../model-checkpoint-candle/tests/python/mod.rs"]
 pub mod python;
 
+/// Whether the `ckpt` under test trains burn (the `burn` feature; the README's test command,
+/// `cargo test --features ckpt/burn`, builds it). Without it, says plainly that `what` is
+/// skipped; in CI (`CI` set) a skip is a failure.
+#[allow(dead_code)]
+pub fn has_burn(what: &str) -> bool {
+    if cfg!(feature = "burn") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what}: ckpt is built without burn in CI (run `cargo test --features ckpt/burn`)"
+    );
+    println!("skipped {what}: ckpt is built without burn (cargo test --features ckpt/burn)");
+    false
+}
+
 /// `ckpt train` quietly into `ck/e{epoch:02d}.safetensors`, followed by `extra`.
 #[allow(dead_code)]
 pub fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
