@@ -97,10 +97,11 @@ pub(crate) struct BenchArgs {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Measurement {
     /// Training samples/s on digits (10 epochs, MLP 64-64-10, Adam, batch 32), candle and
-    /// burn (burn where ckpt is built with `--features burn`): no callback, a full checkpoint every epoch, weights every epoch, full
-    /// checkpoints saved in the background, and the same with a journal, save_last,
-    /// keep_last 2 and a history written in the background; and the callbacks' time on the
-    /// training thread (per save, at on_train_begin, at on_train_end).
+    /// burn (burn where ckpt is built with `--features burn`): no callback, a full
+    /// checkpoint every epoch, weights every epoch, full checkpoints saved in the
+    /// background, and the same with a journal, save_last, keep_last 2 and a history written
+    /// in the background; and the callbacks' time on the training thread (per save, at
+    /// on_train_begin, at on_train_end).
     TrainThroughput,
     /// A synchronous save against write_all + sync_all of the same bytes.
     SaveVsRaw,
