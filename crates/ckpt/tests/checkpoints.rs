@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_same_state, ckpt, has_burn, text, train_args, wait_for_file};
+use common::{assert_same_state, ckpt, frameworks, text, train_args, wait_for_file};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -516,12 +516,7 @@ fn dedup_state(
 
 #[test]
 fn resuming_a_deduplicated_run_is_exact_with_candle_and_burn() {
-    let frameworks: &[&str] = if has_burn("the burn half of this test") {
-        &["candle", "burn"]
-    } else {
-        &["candle"]
-    };
-    for &framework in frameworks {
+    for &framework in frameworks("resuming a deduplicated run") {
         let flags = [
             "--dedup",
             "--keep-last",
@@ -614,12 +609,7 @@ fn resuming_a_deduplicated_run_is_exact_with_candle_and_burn() {
 
 #[test]
 fn resuming_a_compressed_run_is_exact_with_candle_and_burn() {
-    let frameworks: &[&str] = if has_burn("the burn half of this test") {
-        &["candle", "burn"]
-    } else {
-        &["candle"]
-    };
-    for &framework in frameworks {
+    for &framework in frameworks("resuming a compressed run") {
         let flags = ["--dedup", "--seed", "5", "--framework", framework];
         // Straight and plain, against stopped and resumed with every blob compressed.
         let straight = tempfile::tempdir().expect("tempdir");

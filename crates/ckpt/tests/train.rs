@@ -268,8 +268,8 @@ fn listing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::Sy
 }
 
 /// A ckpt built without burn (the default build) refuses `--framework burn` by name, with
-/// exit status 2, before it writes anything. Run by `.ci/run` with `cargo test -p ckpt
-/// --test train` (no `burn` feature).
+/// exit status 2, before it writes anything. Run by `.ci/run` with `cargo test --test train
+/// a_ckpt_built_without_burn` (no `burn` feature).
 #[cfg(not(feature = "burn"))]
 #[test]
 fn a_ckpt_built_without_burn_refuses_it_by_name_and_writes_nothing() {

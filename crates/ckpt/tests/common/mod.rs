@@ -149,6 +149,17 @@ pub fn has_burn(what: &str) -> bool {
     false
 }
 
+/// The frameworks a test of `what` trains with: candle, and burn where `ckpt` is built with
+/// it (see [`has_burn`]).
+#[allow(dead_code)]
+pub fn frameworks(what: &str) -> &'static [&'static str] {
+    if has_burn(&format!("the burn half of {what}")) {
+        &["candle", "burn"]
+    } else {
+        &["candle"]
+    }
+}
+
 /// `ckpt train` quietly into `ck/e{epoch:02d}.safetensors`, followed by `extra`.
 #[allow(dead_code)]
 pub fn train_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
