@@ -45,8 +45,9 @@ pub(crate) const HAS_BURN: bool = cfg!(feature = "burn");
 fn without_burn(what: &str) -> Failure {
     format!(
         "{what}: this ckpt is built without burn (the `burn` feature, left out of the default \
-         build to keep it small): build it with `cargo build --release -p ckpt --features burn`, \
-         or train with --framework candle"
+         build to keep it small): build it with `--features burn` (`cargo build --release -p ckpt \
+         --features burn`, or `cargo install --path crates/ckpt --features burn`), or train \
+         with --framework candle"
     )
     .into()
 }

@@ -2,8 +2,9 @@
 //!
 //! The command line is this library's [`main`], so that the binary (`src/main.rs`) and the
 //! Python package's console script (`model-checkpoint-python`) are one program. Training
-//! (`ckpt train`, and the benchmarks that train) needs the tensor frameworks, behind the
-//! `train` feature (on by default); a build without it names what it lacks and exits 2.
+//! (`ckpt train`, and the benchmarks that train) needs a tensor framework: candle behind the
+//! `train` feature (on by default), burn behind `burn` (off by default); a build without
+//! one names what it lacks and exits 2.
 
 /// One line on standard output, through [`output::line`]: made printable (control
 /// characters from names read out of files escaped, so that no file can move the cursor,
@@ -59,8 +60,8 @@ pub(crate) const RECORD_KEY: &str = "ckpt train";
 pub(crate) fn without_training(what: &str) -> String {
     format!(
         "{what} trains with candle or burn, which this ckpt is built without (the Python \
-         package's ckpt): build the full one with `cargo install --path crates/ckpt` from the \
-         repository, or train from Python with model_checkpoint.keras"
+         package's ckpt): build the full one with `cargo install --path crates/ckpt --features \
+         burn` from the repository, or train from Python with model_checkpoint.keras"
     )
 }
 
